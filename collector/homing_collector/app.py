@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from homing_collector.errors import PinpointError, error_response, request_id
+from homing_collector.metrics import Metrics
+from homing_collector.openapi import document
+from homing_collector.routes import BENCH_OPERATIONS, OPERATIONS
+from homing_collector.settings import Settings
+from homing_collector.storage.base import Overloaded, Storage
+from homing_collector.storage.sqlite import SQLiteStorage
+
+logger = logging.getLogger("homing_collector")
+access_logger = logging.getLogger("homing_collector.access")
+
+
+def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = None) -> Starlette:
+    """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`."""
+    store: Storage = storage or SQLiteStorage(
+        settings.db_path,
+        synchronous=settings.synchronous,
+        max_pending=settings.max_pending_writes,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.start()
+        try:
+            yield
+        finally:
+            await store.close()  # every queued write is committed first
+
+    operations = OPERATIONS + (BENCH_OPERATIONS if settings.bench_routes else [])
+    routes = [Route(op.path, op.handler, methods=[op.method], name=op.name) for op in operations]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            PinpointError: _pinpoint_error,
+            HTTPException: _http_error,
+            Overloaded: _overloaded,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.storage = store
+    app.state.metrics = Metrics()
+    app.state.hooks = hooks
+    app.state.openapi = document(operations)
+    app.add_middleware(_Observe, metrics=app.state.metrics)
+    return app
+
+
+async def _pinpoint_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PinpointError)
+    return error_response(
+        exc.status_code, exc.message, request_id(request), retry_after=exc.retry_after
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"No route matches {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, message, request_id(request))
+
+
+async def _overloaded(request: Request, exc: Exception) -> Response:
+    return error_response(
+        429, f"The collector is busy ({exc}); retry later", request_id(request), retry_after=1
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "Internal server error", request_id(request))
+
+
+class _Observe:
+    """Request ids, metrics and one structured access-log line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex
+        scope["homing.request_id"] = rid
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.setdefault("headers", [])
+                if not any(name == b"x-amzn-requestid" for name, _ in headers):
+                    headers.append((b"x-amzn-RequestId", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.observe(template, scope["method"], status, elapsed)
+            if access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_logger.info(
+                    orjson.dumps(
+                        {
+                            "request_id": rid,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "route": template,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "client": client[0] if client else None,
+                        }
+                    ).decode()
+                )

@@ -1,0 +1,222 @@
+"""Who is calling, and what they may do.
+
+Two ways to authenticate, one set of roles:
+
+- AWS Signature Version 4, service ``mobiletargeting``, any region, at most 15 minutes of
+  clock skew. This is what boto3, the AWS CLI and the AWS SDKs send.
+- ``Authorization: Bearer <token>``, which the Homing SDK and curl send.
+
+Roles: ``ingest`` keys may send events and update endpoints of their own app, ``admin``
+keys may do everything within their own app, and ``root`` keys manage apps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import posixpath
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote, unquote
+
+from starlette.requests import Request
+
+from homing_collector.errors import forbidden
+from homing_collector.storage.base import KeyRecord, Storage
+
+SIGNING_SERVICE = "mobiletargeting"
+MAX_CLOCK_SKEW_SECONDS = 15 * 60
+ROLES = ("ingest", "admin", "root")
+
+# The operations an ingest key may call; everything else needs admin.
+INGEST_OPERATIONS = frozenset({"PutEvents", "UpdateEndpoint", "UpdateEndpointsBatch"})
+# The operations that manage applications themselves need a root key.
+ROOT_OPERATIONS = frozenset({"CreateApp", "GetApps", "DeleteApp"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    access_key_id: str
+    role: str
+    app_id: str | None
+
+
+@dataclass(frozen=True)
+class NewKey:
+    record: KeyRecord
+    token: str
+
+    def credentials(self) -> dict[str, str]:
+        return {
+            "access_key_id": self.record.access_key_id,
+            "secret_access_key": self.record.secret,
+            "token": self.token,
+        }
+
+
+def generate_key(role: str, app_id: str | None) -> NewKey:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if (role == "root") != (app_id is None):
+        raise ValueError("root keys belong to no app; ingest and admin keys need one")
+    alphabet = string.ascii_uppercase + string.digits
+    access_key_id = "HM" + role[0].upper() + "".join(secrets.choice(alphabet) for _ in range(17))
+    token = f"hm_{role}_{secrets.token_urlsafe(32)}"
+    record = KeyRecord(
+        access_key_id=access_key_id,
+        app_id=app_id,
+        role=role,
+        secret=secrets.token_urlsafe(30),
+        token_sha256=hash_token(token),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    return NewKey(record, token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def authenticate(
+    request: Request, body: bytes, storage: Storage, *, now: datetime | None = None
+) -> Principal:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        key = await storage.get_key_by_token(hash_token(header[7:].strip()))
+        if key is None:
+            raise forbidden("The bearer token is not valid")
+    elif header.startswith("AWS4-HMAC-SHA256 "):
+        key = await _verify_sigv4(request, header, body, storage, now or datetime.now(timezone.utc))
+    elif header:
+        raise forbidden(
+            "The Authorization header is neither 'Bearer <token>' nor AWS Signature Version 4"
+        )
+    else:
+        raise forbidden(
+            "Missing credentials: sign the request with AWS Signature Version 4 "
+            "or send 'Authorization: Bearer <token>'"
+        )
+    if key.revoked_at is not None:
+        raise forbidden(f"The key {key.access_key_id} has been revoked")
+    return Principal(key.access_key_id, key.role, key.app_id)
+
+
+def authorize(principal: Principal, operation: str, app_id: str | None) -> None:
+    """Raise 403 unless `principal` may call `operation` on `app_id` (None: no app)."""
+    if principal.role == "root":
+        return
+    if operation in ROOT_OPERATIONS:
+        raise forbidden(
+            f"{operation} needs a root key; {principal.access_key_id} is {principal.role}"
+        )
+    if app_id is None or principal.app_id != app_id:
+        raise forbidden(
+            f"The key {principal.access_key_id} may not call {operation}"
+            + (f" on application {app_id}" if app_id else "; it needs a root key")
+        )
+    if principal.role == "ingest" and operation not in INGEST_OPERATIONS:
+        raise forbidden(
+            f"The key {principal.access_key_id} is an ingest key; {operation} needs an admin key"
+        )
+
+
+async def _verify_sigv4(
+    request: Request, header: str, body: bytes, storage: Storage, now: datetime
+) -> KeyRecord:
+    fields: dict[str, str] = {}
+    for part in header[len("AWS4-HMAC-SHA256 ") :].split(","):
+        name, _, value = part.strip().partition("=")
+        fields[name] = value
+    try:
+        credential, signed_headers, signature = (
+            fields["Credential"],
+            fields["SignedHeaders"],
+            fields["Signature"],
+        )
+        access_key_id, date, region, service, terminator = credential.split("/")
+    except (KeyError, ValueError):
+        raise forbidden(
+            "The AWS Signature Version 4 header is malformed: it needs "
+            "Credential=<key>/<date>/<region>/mobiletargeting/aws4_request, SignedHeaders "
+            "and Signature"
+        ) from None
+    if service != SIGNING_SERVICE or terminator != "aws4_request":
+        raise forbidden(f"The credential scope must name the service {SIGNING_SERVICE!r}")
+
+    amz_date = request.headers.get("x-amz-date", "")
+    try:
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise forbidden("X-Amz-Date is missing or not in the form 20261128T175041Z") from None
+    if not amz_date.startswith(date):
+        raise forbidden("The credential date does not match X-Amz-Date")
+    skew = abs((now - signed_at).total_seconds())
+    if skew > MAX_CLOCK_SKEW_SECONDS:
+        raise forbidden(
+            f"Signature expired: the request was signed at {amz_date}, {int(skew)} s from the "
+            f"server's clock; at most {MAX_CLOCK_SKEW_SECONDS} s of skew is accepted"
+        )
+    header_names = signed_headers.split(";")
+    if "host" not in header_names:
+        raise forbidden("SignedHeaders must include host")
+
+    key = await storage.get_key(access_key_id)
+    if key is None:
+        raise forbidden(f"The access key id {access_key_id} does not exist")
+
+    payload_hash = hashlib.sha256(body).hexdigest()
+    claimed = request.headers.get("x-amz-content-sha256")
+    if claimed is not None and claimed not in (payload_hash, "UNSIGNED-PAYLOAD"):
+        raise forbidden("X-Amz-Content-SHA256 does not match the body")
+    canonical = "\n".join(
+        [
+            request.method,
+            _canonical_path(request.scope.get("raw_path") or request.url.path.encode()),
+            _canonical_query(request.scope.get("query_string", b"")),
+            "".join(f"{name}:{_header_value(request, name)}\n" for name in header_names),
+            signed_headers,
+            claimed if claimed == "UNSIGNED-PAYLOAD" else payload_hash,
+        ]
+    )
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    signing_key = ("AWS4" + key.secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise forbidden(
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your secret access key and signing method."
+        )
+    return key
+
+
+def _canonical_path(raw_path: bytes) -> str:
+    path = raw_path.decode("latin-1")
+    normalized = posixpath.normpath(path) if path else "/"
+    if path.endswith("/") and normalized != "/":
+        normalized += "/"
+    if normalized.startswith("//"):
+        normalized = "/" + normalized.lstrip("/")
+    # Every AWS SDK encodes the already-encoded path once more for this service.
+    return quote(normalized, safe="/~")
+
+
+def _canonical_query(query_string: bytes) -> str:
+    if not query_string:
+        return ""
+    pairs = []
+    for pair in query_string.decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
+        pairs.append((quote(unquote(name), safe="-_.~"), quote(unquote(value), safe="-_.~")))
+    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
+
+
+def _header_value(request: Request, name: str) -> str:
+    values = request.headers.getlist(name)
+    return ",".join(" ".join(value.split()) for value in values)

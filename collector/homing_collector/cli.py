@@ -1,0 +1,301 @@
+"""homing-collector: run the collector and manage its applications and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from homing import __version__
+from homing_collector.auth import NewKey, generate_key
+from homing_collector.routes.apps import new_app
+from homing_collector.settings import Settings, default_db_path
+from homing_collector.storage.sqlite import SQLiteStorage
+
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env(db_path=getattr(args, "db", None), **_serve_flags(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+    result: int = args.run(args, settings)
+    return result
+
+
+def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        name: getattr(args, name, None) for name in ("host", "port", "synchronous", "bench_routes")
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument(
+        "--db",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"the SQLite database (default: $HOMING_DB, else {default_db_path()})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="homing-collector",
+        description="A self-hosted collector that speaks Amazon Pinpoint's REST API.",
+        parents=[db],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", parents=[db], help="run the collector", description="Run the collector."
+    )
+    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (8080)")
+    serve.add_argument(
+        "--synchronous",
+        choices=["normal", "full"],
+        help="SQLite durability: normal survives a crash of the process (the default), "
+        "full also survives a power cut",
+    )
+    serve.add_argument(
+        "--bench-routes",
+        action="store_true",
+        default=None,
+        help="add POST /v1/apps/{id}/events-parse-only, which parses and stores nothing "
+        "(a ceiling for benchmarks; never in production)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    serve.set_defaults(run=_serve)
+
+    apps = commands.add_parser(
+        "apps", parents=[db], help="create, list and delete applications",
+        description="Create, list and delete applications.",
+    )  # fmt: skip
+    app_commands = apps.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    create = app_commands.add_parser(
+        "create", parents=[db], help="create an application with an ingest and an admin key",
+        description="Create an application with an ingest key and an admin key.",
+    )  # fmt: skip
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(run=_apps_create)
+    listing = app_commands.add_parser(
+        "list", parents=[db], help="list applications", description="List applications."
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.set_defaults(run=_apps_list)
+    delete = app_commands.add_parser(
+        "delete", parents=[db], help="delete an application and all its data",
+        description="Delete an application with its endpoints, events and keys.",
+    )  # fmt: skip
+    delete.add_argument("app_id", metavar="ID")
+    delete.set_defaults(run=_apps_delete)
+
+    keys = commands.add_parser(
+        "keys", parents=[db], help="create, list and revoke keys",
+        description="Create, list and revoke credentials.",
+    )  # fmt: skip
+    key_commands = keys.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    key_create = key_commands.add_parser(
+        "create", parents=[db], help="create a key",
+        description="Create a key: --app ID with --role ingest|admin, or --root.",
+    )  # fmt: skip
+    key_create.add_argument("--app", metavar="ID", help="the application the key belongs to")
+    key_create.add_argument("--role", choices=["ingest", "admin"], default="ingest")
+    key_create.add_argument("--root", action="store_true", help="a root key, to manage apps")
+    key_create.add_argument("--json", action="store_true", help="print one JSON object")
+    key_create.set_defaults(run=_keys_create)
+    key_list = key_commands.add_parser(
+        "list", parents=[db], help="list keys (never their secrets)",
+        description="List keys, without their secrets.",
+    )  # fmt: skip
+    key_list.add_argument("--app", metavar="ID", help="only this application's keys")
+    key_list.add_argument("--json", action="store_true", help="print a JSON array")
+    key_list.set_defaults(run=_keys_list)
+    revoke = key_commands.add_parser(
+        "revoke", parents=[db], help="revoke a key; it stops working at once",
+        description="Revoke a key. It stops working at once, also for a running server.",
+    )  # fmt: skip
+    revoke.add_argument("access_key_id", metavar="ACCESS_KEY_ID")
+    revoke.set_defaults(run=_keys_revoke)
+    return parser
+
+
+def _with_storage(settings: Settings, work: Callable[[SQLiteStorage], Awaitable[T]]) -> T:
+    async def run() -> T:
+        storage = SQLiteStorage(settings.db_path, synchronous=settings.synchronous)
+        await storage.start()
+        try:
+            return await work(storage)
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
+def _fail(message: str) -> int:
+    print(f"homing-collector: {message}", file=sys.stderr)
+    return 1
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from homing_collector.app import create_app
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if args.no_access_log:
+        logging.getLogger("homing_collector.access").setLevel(logging.WARNING)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    sock.listen(2048)
+    port = sock.getsockname()[1]
+    host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+    )
+    print(f"Homing collector listening on http://{host}:{port} (database {settings.db_path})")
+    sys.stdout.flush()
+    # uvicorn stops on SIGTERM and SIGINT: it stops accepting, lets requests in flight
+    # finish, then the app's shutdown commits every queued write.
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _apps_create(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        app = new_app(args.name)
+    except ValueError as exc:
+        return _fail(str(exc))
+    ingest, admin = generate_key("ingest", app.id), generate_key("admin", app.id)
+
+    async def work(storage: SQLiteStorage) -> None:
+        await storage.create_app(app)
+        await storage.create_key(ingest.record)
+        await storage.create_key(admin.record)
+
+    _with_storage(settings, work)
+    if args.json:
+        print(json.dumps({
+            "application_id": app.id, "name": app.name,
+            "ingest": ingest.credentials(), "admin": admin.credentials(),
+        }))  # fmt: skip
+    else:
+        print(f"Created application {app.name!r}: {app.id}\n")
+        _print_key("Ingest key (embed in apps; sends events only)", ingest)
+        _print_key("Admin key (backends; full access to this app)", admin)
+        print("Secrets are shown once. Keep the admin key out of apps you ship.")
+    return 0
+
+
+def _print_key(title: str, key: NewKey) -> None:
+    creds = key.credentials()
+    print(f"{title}:")
+    print(f"  access key id:     {creds['access_key_id']}")
+    print(f"  secret access key: {creds['secret_access_key']}")
+    print(f"  bearer token:      {creds['token']}\n")
+
+
+def _apps_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(storage: SQLiteStorage) -> list[Any]:
+        return await storage.list_apps(after=None, limit=1_000_000)
+
+    apps = _with_storage(settings, work)
+    if args.json:
+        print(json.dumps([{"application_id": a.id, "name": a.name, "created_at": a.created_at}
+                          for a in apps]))  # fmt: skip
+    elif not apps:
+        print("No applications yet. Create one with: homing-collector apps create NAME")
+    else:
+        for app in apps:
+            print(f"{app.id}  {app.created_at}  {app.name}")
+    return 0
+
+
+def _apps_delete(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(storage: SQLiteStorage) -> Any:
+        return await storage.delete_app(args.app_id)
+
+    if _with_storage(settings, work) is None:
+        return _fail(f"no application {args.app_id}")
+    print(f"Deleted application {args.app_id} with its endpoints, events and keys.")
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    if args.root == bool(args.app):
+        return _fail("give either --app ID (with --role) or --root")
+    key = generate_key("root", None) if args.root else generate_key(args.role, args.app)
+
+    async def work(storage: SQLiteStorage) -> bool:
+        if args.app and await storage.get_app(args.app) is None:
+            return False
+        await storage.create_key(key.record)
+        return True
+
+    if not _with_storage(settings, work):
+        return _fail(f"no application {args.app}")
+    if args.json:
+        print(json.dumps({"role": key.record.role, "application_id": key.record.app_id,
+                          **key.credentials()}))  # fmt: skip
+    else:
+        _print_key(f"New {key.record.role} key", key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(storage: SQLiteStorage) -> list[Any]:
+        return await storage.list_keys(args.app)
+
+    keys = _with_storage(settings, work)
+    rows = [
+        {"access_key_id": k.access_key_id, "role": k.role, "application_id": k.app_id,
+         "created_at": k.created_at, "revoked_at": k.revoked_at}
+        for k in keys
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows))
+    for row in [] if args.json else rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        print(f"{row['access_key_id']}  {row['role']:<6}  {row['application_id'] or '-':<32}  "
+              f"{state}")  # fmt: skip
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    async def work(storage: SQLiteStorage) -> bool:
+        return await storage.revoke_key(args.access_key_id, now)
+
+    if not _with_storage(settings, work):
+        return _fail(f"no active key {args.access_key_id}")
+    print(f"Revoked {args.access_key_id}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

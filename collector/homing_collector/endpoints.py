@@ -1,0 +1,85 @@
+"""Endpoint semantics, as Pinpoint defines them.
+
+An update merges into what is stored: an attribute, metric or demographic field that is
+given replaces that one, and the rest are kept. `CreationDate` and `CohortId` never
+change once set; `EffectiveDate` moves when something changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+import orjson
+
+from homing import limits
+from homing.wire import WireError
+
+Endpoint = dict[str, Any]
+
+_SCALARS = ("Address", "ChannelType", "EndpointStatus", "OptOut", "RequestId")
+_MERGED_MAPS = ("Attributes", "Metrics", "Demographic", "Location")
+
+
+def cohort_id(endpoint_id: str) -> str:
+    """A stable number from "0" to "99", for splitting endpoints into groups."""
+    digest = hashlib.sha256(endpoint_id.encode()).digest()
+    return str(int.from_bytes(digest[:4], "big") % 100)
+
+
+def merge(
+    app_id: str, endpoint_id: str, existing: Endpoint | None, update: Endpoint, *, now: str
+) -> Endpoint:
+    """Return the endpoint after `update`; `existing` itself when nothing changed."""
+    if existing is None:
+        result: Endpoint = {
+            "ApplicationId": app_id,
+            "Id": endpoint_id,
+            "CohortId": cohort_id(endpoint_id),
+            "CreationDate": now,
+            "EndpointStatus": "ACTIVE",
+            "OptOut": "NONE",
+        }
+    else:
+        result = copy.deepcopy(existing)
+    for name in _SCALARS:
+        if update.get(name) is not None:
+            result[name] = update[name]
+    for name in _MERGED_MAPS:
+        if update.get(name) is not None:
+            result[name] = _merge_map(result.get(name), update[name])
+    user = update.get("User")
+    if user is not None:
+        merged_user = dict(result.get("User") or {})
+        if user.get("UserId") is not None:
+            merged_user["UserId"] = user["UserId"]
+        if user.get("UserAttributes") is not None:
+            merged_user["UserAttributes"] = _merge_map(
+                merged_user.get("UserAttributes"), user["UserAttributes"]
+            )
+        result["User"] = merged_user
+    effective = update.get("EffectiveDate")
+    if (
+        existing is not None
+        and result == existing
+        and effective in (None, existing.get("EffectiveDate"))
+    ):
+        return existing
+    result["EffectiveDate"] = effective or now
+    size = len(orjson.dumps(result))
+    if size > limits.MAX_ENDPOINT_BYTES:
+        raise WireError(
+            "Endpoint", f"would be {size} bytes; the limit is {limits.MAX_ENDPOINT_BYTES} bytes"
+        )
+    return result
+
+
+def _merge_map(old: Any, new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(old or {})
+    for key, value in new.items():
+        if value is None or value == []:
+            merged.pop(key, None)  # an empty list clears an attribute
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,136 @@
+"""PutEvents: validate each event on its own, store the good ones, report on every one.
+
+One bad event never rejects its neighbours: each event and each endpoint in a batch gets
+its own status, 202 or 400 with the field and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import orjson
+
+from homing import limits
+from homing.wire import WireError, check_endpoint, check_event, check_id, format_timestamp
+from homing_collector import endpoints
+from homing_collector.errors import bad_request
+from homing_collector.storage.base import EndpointUpdate, EventRow, Storage
+
+ACCEPTED = {"StatusCode": 202, "Message": "Accepted"}
+
+
+@dataclass
+class IngestReport:
+    response: dict[str, Any]
+    accepted: int
+    rejected: int
+
+
+def _rejected(message: str) -> dict[str, Any]:
+    return {"StatusCode": 400, "Message": message}
+
+
+async def put_events(
+    storage: Storage, app_id: str, payload: Any, *, body_size: int, now: float | None = None
+) -> IngestReport:
+    if type(payload) is not dict:
+        raise bad_request("The body must be a JSON object with a BatchItem")
+    batch = payload.get("BatchItem")
+    if type(batch) is not dict:
+        raise bad_request("BatchItem: is required and must be an object of endpoint id -> batch")
+    total = sum(
+        len(item["Events"])
+        for item in batch.values()
+        if type(item) is dict and type(item.get("Events")) is dict
+    )
+    if total > limits.MAX_EVENTS_PER_REQUEST:
+        raise bad_request(
+            f"BatchItem: the request has {total} events; "
+            f"the limit is {limits.MAX_EVENTS_PER_REQUEST} per request"
+        )
+
+    now = time.time() if now is None else now
+    now_ms = int(now * 1000)
+    latest_ms = now_ms + limits.MAX_FUTURE_SKEW_SECONDS * 1000
+    check_size = body_size > limits.MAX_EVENT_BYTES  # no event can be bigger than the body
+
+    results: dict[str, Any] = {}
+    updates: list[EndpointUpdate] = []
+    rows: list[EventRow] = []
+    rejected = 0
+    for endpoint_id, item in batch.items():
+        statuses: dict[str, Any] = {}
+        result: dict[str, Any] = {"EndpointItemResponse": ACCEPTED, "EventsItemResponse": statuses}
+        results[endpoint_id] = result
+        try:
+            check_id(endpoint_id, "BatchItem")
+            if type(item) is not dict:
+                raise WireError(f"BatchItem.{endpoint_id}", "must be an object")
+            events = item.get("Events", {})
+            if type(events) is not dict:
+                raise WireError("Events", "must be an object of event id -> event")
+        except WireError as exc:
+            result["EndpointItemResponse"] = _rejected(str(exc))
+            if type(item) is dict and type(item.get("Events")) is dict:
+                for event_id in item["Events"]:
+                    statuses[event_id] = _rejected(f"BatchItem: endpoint id rejected: {exc}")
+                    rejected += 1
+            continue
+        try:
+            update = check_endpoint(item.get("Endpoint") or {}, "Endpoint")
+            updates.append(EndpointUpdate(endpoint_id, update))
+        except WireError as exc:
+            result["EndpointItemResponse"] = _rejected(str(exc))
+        for event_id, event in events.items():
+            try:
+                check_id(event_id, "Events")
+                timestamp = check_event(event)
+                body = orjson.dumps(event)
+                if check_size and len(body) > limits.MAX_EVENT_BYTES:
+                    raise WireError(
+                        "Event",
+                        f"is {len(body)} bytes; the limit is {limits.MAX_EVENT_BYTES} bytes",
+                    )
+            except WireError as exc:
+                statuses[event_id] = _rejected(str(exc))
+                rejected += 1
+                continue
+            timestamp_ms = int(timestamp.timestamp() * 1000)
+            session = event.get("Session")
+            rows.append(
+                EventRow(
+                    endpoint_id=endpoint_id,
+                    event_id=event_id,
+                    event_type=event["EventType"],
+                    timestamp_ms=now_ms if timestamp_ms > latest_ms else timestamp_ms,
+                    arrival_ms=now_ms,
+                    session_id=session["Id"] if session else None,
+                    body=body,
+                )
+            )
+            statuses[event_id] = ACCEPTED
+
+    outcome = await storage.put_events(
+        app_id,
+        updates,
+        rows,
+        merge=partial(endpoints.merge, app_id, now=format_timestamp(now)),
+        max_event_types=limits.MAX_EVENT_TYPES_PER_APP,
+        max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
+    )
+    for endpoint_id, message in outcome.endpoint_errors.items():
+        results[endpoint_id]["EndpointItemResponse"] = _rejected(message)
+    accepted = len(rows)
+    if outcome.rejected_types:
+        for row in rows:
+            if row.event_type in outcome.rejected_types:
+                results[row.endpoint_id]["EventsItemResponse"][row.event_id] = _rejected(
+                    f"EventType: {row.event_type!r} is new and the application already has "
+                    f"{limits.MAX_EVENT_TYPES_PER_APP} event types, the limit"
+                )
+                accepted -= 1
+                rejected += 1
+    return IngestReport({"Results": results}, accepted=accepted, rejected=rejected)

@@ -1,0 +1,263 @@
+"""The OpenAPI 3.1 document, built from the route table so that it lists every route."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from homing import __version__, limits
+from homing.wire import CHANNEL_TYPES
+
+if TYPE_CHECKING:
+    from homing_collector.routes import Operation
+
+_STR: dict[str, Any] = {"type": "string"}
+_NUM: dict[str, Any] = {"type": "number"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+_ATTRIBUTES = {
+    "type": "object",
+    "maxProperties": limits.MAX_EVENT_KEYS,
+    "propertyNames": {"maxLength": limits.MAX_EVENT_KEY_LENGTH},
+    "additionalProperties": {
+        "type": "string",
+        "maxLength": limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH,
+    },
+}
+_ENDPOINT_ATTRIBUTES = {
+    "type": "object",
+    "propertyNames": {"maxLength": limits.MAX_ENDPOINT_ATTRIBUTE_NAME_LENGTH},
+    "additionalProperties": {
+        "type": "array",
+        "maxItems": limits.MAX_ENDPOINT_ATTRIBUTE_VALUES,
+        "items": {"type": "string", "maxLength": limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH},
+    },
+}
+_METRICS = {"type": "object", "additionalProperties": _NUM}
+_ENDPOINT_FIELDS: dict[str, Any] = {
+    "Address": _STR,
+    "Attributes": _ENDPOINT_ATTRIBUTES,
+    "ChannelType": {"type": "string", "enum": sorted(CHANNEL_TYPES)},
+    "Demographic": _obj(
+        {
+            name: _STR
+            for name in (
+                "AppVersion",
+                "Locale",
+                "Make",
+                "Model",
+                "ModelVersion",
+                "Platform",
+                "PlatformVersion",
+                "Timezone",
+            )
+        }
+    ),
+    "EffectiveDate": {"type": "string", "format": "date-time"},
+    "EndpointStatus": {"type": "string", "enum": ["ACTIVE", "INACTIVE"]},
+    "Location": _obj(
+        {
+            "City": _STR,
+            "Country": _STR,
+            "PostalCode": _STR,
+            "Region": _STR,
+            "Latitude": {"type": "number", "minimum": -90, "maximum": 90},
+            "Longitude": {"type": "number", "minimum": -180, "maximum": 180},
+        }
+    ),
+    "Metrics": _METRICS,
+    "OptOut": {"type": "string", "enum": ["ALL", "NONE"]},
+    "RequestId": _STR,
+    "User": _obj({"UserId": _STR, "UserAttributes": _ENDPOINT_ATTRIBUTES}),
+}
+_STATUS = _obj({"StatusCode": {"type": "integer", "enum": [202, 400]}, "Message": _STR})
+
+SCHEMAS: dict[str, Any] = {
+    "Session": _obj(
+        {
+            "Id": _STR,
+            "StartTimestamp": {"type": "string", "format": "date-time"},
+            "StopTimestamp": {"type": "string", "format": "date-time"},
+            "Duration": {"type": "integer", "minimum": 0},
+        },
+        ["Id", "StartTimestamp"],
+    ),
+    "Event": _obj(
+        {
+            "EventType": {"type": "string", "maxLength": limits.MAX_EVENT_TYPE_LENGTH},
+            "Timestamp": {"type": "string", "format": "date-time"},
+            "Attributes": _ATTRIBUTES,
+            "Metrics": _METRICS,
+            "Session": _ref("Session"),
+            "AppPackageName": _STR,
+            "AppTitle": _STR,
+            "AppVersionCode": _STR,
+            "SdkName": _STR,
+            "ClientSdkVersion": _STR,
+        },
+        ["EventType", "Timestamp"],
+    ),
+    "PublicEndpoint": _obj(_ENDPOINT_FIELDS),
+    "EndpointRequest": _obj(_ENDPOINT_FIELDS),
+    "EndpointBatchRequest": _obj(
+        {
+            "Item": {
+                "type": "array",
+                "maxItems": limits.MAX_ENDPOINTS_PER_BATCH,
+                "items": _obj({**_ENDPOINT_FIELDS, "Id": _STR}, ["Id"]),
+            }
+        },
+        ["Item"],
+    ),
+    "EndpointResponse": _obj(
+        {
+            **_ENDPOINT_FIELDS,
+            "ApplicationId": _STR,
+            "Id": _STR,
+            "CohortId": _STR,
+            "CreationDate": {"type": "string", "format": "date-time"},
+        }
+    ),
+    "EndpointsResponse": _obj(
+        {"Item": {"type": "array", "items": _ref("EndpointResponse")}}, ["Item"]
+    ),
+    "EventsRequest": _obj(
+        {
+            "BatchItem": {
+                "type": "object",
+                "description": "Endpoint id -> the endpoint and its events.",
+                "additionalProperties": _obj(
+                    {
+                        "Endpoint": _ref("PublicEndpoint"),
+                        "Events": {
+                            "type": "object",
+                            "description": "Event id -> event.",
+                            "additionalProperties": _ref("Event"),
+                        },
+                    },
+                    ["Endpoint", "Events"],
+                ),
+            }
+        },
+        ["BatchItem"],
+    ),
+    "EventsResponse": _obj(
+        {
+            "Results": {
+                "type": "object",
+                "additionalProperties": _obj(
+                    {
+                        "EndpointItemResponse": _STATUS,
+                        "EventsItemResponse": {"type": "object", "additionalProperties": _STATUS},
+                    }
+                ),
+            }
+        }
+    ),
+    "MessageBody": _obj({"Message": _STR, "RequestID": _STR}),
+    "CreateApplicationRequest": _obj(
+        {"Name": _STR, "tags": {"type": "object", "additionalProperties": _STR}}, ["Name"]
+    ),
+    "ApplicationResponse": _obj(
+        {
+            "Arn": _STR,
+            "Id": _STR,
+            "Name": _STR,
+            "CreationDate": _STR,
+            "tags": {"type": "object", "additionalProperties": _STR},
+        },
+        ["Arn", "Id", "Name"],
+    ),
+    "ApplicationsResponse": _obj(
+        {"Item": {"type": "array", "items": _ref("ApplicationResponse")}, "NextToken": _STR}
+    ),
+    "Health": _obj({"status": {"type": "string", "enum": ["ok"]}}),
+    "Error": _obj({"Message": _STR, "RequestID": _STR}, ["Message"]),
+}
+
+_ERRORS = {
+    "400": "BadRequestException: the field and the rule it broke",
+    "403": "ForbiddenException: missing, bad or revoked credentials, or the wrong role or app",
+    "404": "NotFoundException",
+    "405": "MethodNotAllowedException",
+    "413": "PayloadTooLargeException: over 4 MB, compressed or inflated",
+    "429": "TooManyRequestsException: retry after the Retry-After header's seconds",
+}
+
+
+def document(operations: Sequence[Operation]) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for op in operations:
+        operation: dict[str, Any] = {"operationId": op.name, "summary": op.summary}
+        params = [
+            {"name": name.replace("_", "-"), "in": "path", "required": True, "schema": _STR}
+            for name in re.findall(r"{(\w+)}", op.path)
+        ]
+        if op.name == "GetApps":
+            params += [
+                {"name": "page-size", "in": "query", "schema": {"type": "string"}},
+                {"name": "token", "in": "query", "schema": _STR},
+            ]
+        if params:
+            operation["parameters"] = params
+        if op.request:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(op.request)}},
+            }
+        success: dict[str, Any] = {"description": "Success"}
+        if op.response:
+            success["content"] = {op.media_type: {"schema": _ref(op.response)}}
+        elif op.media_type != "application/json":
+            success["content"] = {op.media_type: {"schema": _STR}}
+        operation["responses"] = {str(op.status): success}
+        if op.auth == "none":
+            operation["security"] = []
+        else:
+            operation["description"] = f"Needs a key with the {op.auth} role or above."
+            operation["responses"].update(
+                {
+                    code: {
+                        "description": text,
+                        "content": {"application/json": {"schema": _ref("Error")}},
+                    }
+                    for code, text in _ERRORS.items()
+                }
+            )
+        path = re.sub(r"{(\w+)}", lambda m: "{" + m.group(1).replace("_", "-") + "}", op.path)
+        paths.setdefault(path, {})[op.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Homing collector",
+            "version": __version__,
+            "description": "Amazon Pinpoint's REST API for events, endpoints and apps, "
+            "self-hosted.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "sigv4": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "AWS Signature Version 4, service mobiletargeting, any region",
+                },
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"sigv4": []}, {"bearer": []}],
+    }

@@ -1,0 +1,75 @@
+"""The route table. Each operation is described once, for routing and for OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from homing_collector.routes import apps, endpoints, events, ops, users
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    method: str
+    path: str
+    handler: Handler
+    status: int
+    summary: str
+    auth: str  # the least role that may call it: "none", "ingest", "admin" or "root"
+    request: str | None = None  # component schema of the body
+    response: str | None = None  # component schema of the answer
+    media_type: str = "application/json"
+
+
+APP = "/v1/apps/{application_id}"
+
+OPERATIONS = [
+    Operation("PutEvents", "POST", APP + "/events", events.put_events, 202,
+              "Record a batch of events and update their endpoints", "ingest",
+              "EventsRequest", "EventsResponse"),
+    Operation("UpdateEndpoint", "PUT", APP + "/endpoints/{endpoint_id}",
+              endpoints.update_endpoint, 202, "Create or update an endpoint", "ingest",
+              "EndpointRequest", "MessageBody"),
+    Operation("UpdateEndpointsBatch", "PUT", APP + "/endpoints", endpoints.update_endpoints_batch,
+              202, "Create or update up to 100 endpoints at once", "ingest",
+              "EndpointBatchRequest", "MessageBody"),
+    Operation("GetEndpoint", "GET", APP + "/endpoints/{endpoint_id}", endpoints.get_endpoint, 200,
+              "Read an endpoint", "admin", None, "EndpointResponse"),
+    Operation("DeleteEndpoint", "DELETE", APP + "/endpoints/{endpoint_id}",
+              endpoints.delete_endpoint, 202, "Delete an endpoint and its events", "admin",
+              None, "EndpointResponse"),
+    Operation("GetUserEndpoints", "GET", APP + "/users/{user_id}", users.get_user_endpoints, 200,
+              "List the endpoints of a user", "admin", None, "EndpointsResponse"),
+    Operation("DeleteUserEndpoints", "DELETE", APP + "/users/{user_id}",
+              users.delete_user_endpoints, 202,
+              "Delete the endpoints of a user and their events; returns them", "admin",
+              None, "EndpointsResponse"),
+    Operation("CreateApp", "POST", "/v1/apps", apps.create_app, 201, "Create an application",
+              "root", "CreateApplicationRequest", "ApplicationResponse"),
+    Operation("GetApps", "GET", "/v1/apps", apps.get_apps, 200, "List applications", "root",
+              None, "ApplicationsResponse"),
+    Operation("GetApp", "GET", APP, apps.get_app, 200, "Read an application", "admin",
+              None, "ApplicationResponse"),
+    Operation("DeleteApp", "DELETE", APP, apps.delete_app, 200,
+              "Delete an application with all its endpoints, events and keys", "root",
+              None, "ApplicationResponse"),
+    Operation("Health", "GET", "/healthz", ops.healthz, 200, "Liveness and storage check", "none",
+              None, "Health"),
+    Operation("Metrics", "GET", "/metrics", ops.prometheus, 200,
+              "Prometheus metrics in text format", "none", None, None, "text/plain"),
+    Operation("OpenAPI", "GET", "/openapi.json", ops.openapi, 200, "This document", "none",
+              None, None),
+]  # fmt: skip
+
+# Only with --bench-routes: what ingestion costs without storage, for bench/.
+BENCH_OPERATIONS = [
+    Operation("ParseOnly", "POST", APP + "/events-parse-only", ops.parse_only, 202,
+              "Benchmark ceiling: read and parse a PutEvents body, store nothing", "none",
+              "EventsRequest", None),
+]  # fmt: skip

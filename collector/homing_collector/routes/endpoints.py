@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from homing import limits
+from homing.wire import WireError, check_endpoint, check_id, format_timestamp
+from homing_collector import endpoints
+from homing_collector.errors import bad_request, not_found
+from homing_collector.routes._common import Call, accepted, begin, json
+from homing_collector.storage.base import EndpointUpdate, UserEndpointLimit
+
+
+async def update_endpoint(request: Request) -> Response:
+    call = await begin(request, "UpdateEndpoint", with_body=True)
+    endpoint_id = _endpoint_id(request)
+    try:
+        update = check_endpoint(call.payload, "EndpointRequest")
+    except WireError as exc:
+        raise bad_request(str(exc)) from None
+    await _store(call, [EndpointUpdate(endpoint_id, update)])
+    return accepted(call)
+
+
+async def update_endpoints_batch(request: Request) -> Response:
+    call = await begin(request, "UpdateEndpointsBatch", with_body=True)
+    payload = call.payload
+    items = payload.get("Item") if type(payload) is dict else None
+    if type(items) is not list:
+        raise bad_request("Item: is required and must be a list of endpoints")
+    if len(items) > limits.MAX_ENDPOINTS_PER_BATCH:
+        raise bad_request(
+            f"Item: has {len(items)} endpoints; the limit is {limits.MAX_ENDPOINTS_PER_BATCH}"
+        )
+    updates = []
+    for index, item in enumerate(items):
+        field = f"Item[{index}]"
+        try:
+            check_endpoint(item, field)
+            check_id(item.get("Id"), f"{field}.Id")
+        except WireError as exc:
+            raise bad_request(str(exc)) from None
+        updates.append(EndpointUpdate(item["Id"], {k: v for k, v in item.items() if k != "Id"}))
+    await _store(call, updates)
+    return accepted(call)
+
+
+async def get_endpoint(request: Request) -> Response:
+    call = await begin(request, "GetEndpoint")
+    endpoint_id = _endpoint_id(request)
+    endpoint = await call.storage.get_endpoint(call.app_id, endpoint_id)
+    if endpoint is None:
+        raise not_found(f"Endpoint {endpoint_id} does not exist in application {call.app_id}")
+    return json(endpoint)
+
+
+async def delete_endpoint(request: Request) -> Response:
+    call = await begin(request, "DeleteEndpoint")
+    endpoint_id = _endpoint_id(request)
+    endpoint = await call.storage.delete_endpoint(call.app_id, endpoint_id)
+    if endpoint is None:
+        raise not_found(f"Endpoint {endpoint_id} does not exist in application {call.app_id}")
+    return json(endpoint, 202)
+
+
+async def _store(call: Call, updates: list[EndpointUpdate]) -> None:
+    try:
+        await call.storage.update_endpoints(
+            call.app_id,
+            updates,
+            merge=partial(endpoints.merge, call.app_id, now=format_timestamp(time.time())),
+            max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
+        )
+    except (UserEndpointLimit, WireError) as exc:
+        raise bad_request(str(exc)) from None
+
+
+def _endpoint_id(request: Request) -> str:
+    try:
+        return check_id(request.path_params["endpoint_id"], "EndpointId")
+    except WireError as exc:
+        raise bad_request(str(exc)) from None

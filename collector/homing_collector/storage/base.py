@@ -1,0 +1,114 @@
+"""The storage protocol. Routes and services talk to this, never to SQL.
+
+SQLite (`sqlite.py`) is the default; another backend implements the same protocol.
+Every write is committed before its coroutine returns, so what a route acknowledges
+is on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Endpoint = dict[str, Any]
+# (endpoint id, stored endpoint or None, update) -> the endpoint to store; returning the
+# stored object itself means nothing changed.
+EndpointMerge = Callable[[str, Endpoint | None, Endpoint], Endpoint]
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    id: str
+    name: str
+    created_at: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    access_key_id: str
+    app_id: str | None  # None for root keys
+    role: str  # "ingest", "admin" or "root"
+    secret: str  # SigV4 needs the secret itself; bearer tokens are stored as hashes only
+    token_sha256: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    timestamp_ms: int  # when it happened (the arrival time if the client's was too far ahead)
+    arrival_ms: int
+    session_id: str | None
+    body: bytes  # the event as sent, JSON
+
+
+@dataclass(frozen=True)
+class EndpointUpdate:
+    endpoint_id: str
+    update: Endpoint
+
+
+@dataclass
+class IngestResult:
+    rejected_types: set[str] = field(default_factory=set)  # new types past the per-app limit
+    endpoint_errors: dict[str, str] = field(default_factory=dict)  # endpoint id -> message
+    stored: int = 0  # events written, duplicates not counted
+
+
+class StorageError(Exception):
+    pass
+
+
+class UserEndpointLimit(StorageError):
+    """Linking an endpoint to a user would give that user too many endpoints."""
+
+
+class Overloaded(StorageError):
+    """The write queue is full; the client should retry later."""
+
+
+class Storage(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def create_app(self, app: AppRecord) -> None: ...
+    async def get_app(self, app_id: str) -> AppRecord | None: ...
+    async def list_apps(self, *, after: str | None, limit: int) -> list[AppRecord]: ...
+    async def delete_app(self, app_id: str) -> AppRecord | None: ...
+
+    async def create_key(self, key: KeyRecord) -> None: ...
+    async def get_key(self, access_key_id: str) -> KeyRecord | None: ...
+    async def get_key_by_token(self, token_sha256: str) -> KeyRecord | None: ...
+    async def list_keys(self, app_id: str | None = None) -> list[KeyRecord]: ...
+    async def revoke_key(self, access_key_id: str, revoked_at: str) -> bool: ...
+
+    async def put_events(
+        self,
+        app_id: str,
+        endpoints: Sequence[EndpointUpdate],
+        events: Sequence[EventRow],
+        *,
+        merge: EndpointMerge,
+        max_event_types: int,
+        max_user_endpoints: int,
+    ) -> IngestResult: ...
+
+    async def update_endpoints(
+        self,
+        app_id: str,
+        endpoints: Sequence[EndpointUpdate],
+        *,
+        merge: EndpointMerge,
+        max_user_endpoints: int,
+    ) -> None:
+        """All or nothing: raises `UserEndpointLimit` and writes nothing on a violation."""
+
+    async def get_endpoint(self, app_id: str, endpoint_id: str) -> Endpoint | None: ...
+    async def delete_endpoint(self, app_id: str, endpoint_id: str) -> Endpoint | None: ...
+    async def get_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]: ...
+    async def delete_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]: ...

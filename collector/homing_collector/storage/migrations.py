@@ -1,0 +1,87 @@
+"""Versioned, forward-only schema migrations for SQLite.
+
+Append a new (version, sql) pair to change the schema; never edit one that shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+
+SQLITE_MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE apps (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE keys (
+            access_key_id TEXT PRIMARY KEY,
+            app_id TEXT REFERENCES apps(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('ingest', 'admin', 'root')),
+            secret TEXT NOT NULL,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE INDEX keys_app ON keys(app_id);
+        CREATE TABLE endpoints (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            user_id TEXT,
+            body TEXT NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX endpoints_user ON endpoints(app_id, user_id) WHERE user_id IS NOT NULL;
+        CREATE TABLE events (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            arrival INTEGER NOT NULL,
+            session_id TEXT,
+            body BLOB NOT NULL,
+            UNIQUE (app_id, endpoint_id, event_id)
+        );
+        CREATE TABLE event_types (
+            app_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (app_id, event_type)
+        ) WITHOUT ROWID;
+        """,
+    ),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; return its version. `conn` is in autocommit mode."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (current,) = conn.execute(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations"
+        ).fetchone()
+        for version, sql in SQLITE_MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (version, datetime.now(timezone.utc).isoformat()),
+            )
+            current = version
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(current)

@@ -1,0 +1,300 @@
+"""The wire contract: Amazon Pinpoint's event and endpoint shapes, and their validation.
+
+The SDK validates at the call site and the collector validates what arrives; both use
+the checks below so the rules cannot drift apart. A violation raises `WireError`, whose
+message names the field and the rule, e.g. ``Attributes.colour: value is 201 characters;
+the limit is 200``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from homing import limits
+
+__all__ = [
+    "CHANNEL_TYPES",
+    "ENDPOINT_STATUSES",
+    "OPT_OUT_VALUES",
+    "WireError",
+    "check_endpoint",
+    "check_event",
+    "check_id",
+    "format_timestamp",
+    "parse_timestamp",
+]
+
+CHANNEL_TYPES = frozenset(
+    {
+        "PUSH", "GCM", "APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX",
+        "ADM", "SMS", "VOICE", "EMAIL", "BAIDU", "CUSTOM", "IN_APP",
+    }
+)  # fmt: skip
+ENDPOINT_STATUSES = frozenset({"ACTIVE", "INACTIVE"})
+OPT_OUT_VALUES = frozenset({"ALL", "NONE"})
+
+_EVENT_STRINGS = ("AppPackageName", "AppTitle", "AppVersionCode", "SdkName", "ClientSdkVersion")
+_DEMOGRAPHIC_FIELDS = (
+    "AppVersion", "Locale", "Make", "Model", "ModelVersion", "Platform", "PlatformVersion",
+    "Timezone",
+)  # fmt: skip
+_LOCATION_STRINGS = ("City", "Country", "PostalCode", "Region")
+_MAX_PLAIN_STRING = 1024  # free-form endpoint and event strings (Address, AppTitle, ...)
+
+
+class WireError(ValueError):
+    """A value breaks the wire contract. `field` is a dotted path, `rule` what it broke."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}" if field else rule)
+        self.field = field
+        self.rule = rule
+
+
+def parse_timestamp(value: object, field: str = "Timestamp") -> datetime:
+    """Parse an ISO-8601 timestamp; one without an offset is taken as UTC."""
+    if not isinstance(value, str):
+        raise WireError(field, f"must be an ISO-8601 string, not {_kind(value)}")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise WireError(
+            field, f"{value[:40]!r} is not an ISO-8601 timestamp such as 2026-11-28T17:50:41.123Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def format_timestamp(moment: datetime | float) -> str:
+    """ISO-8601 in UTC with milliseconds, as Pinpoint writes it: 2026-11-28T17:50:41.123Z."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def check_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise WireError(field, "must be a non-empty string")
+    if len(value) > limits.MAX_ID_LENGTH:
+        raise WireError(field, f"is {len(value)} characters; the limit is {limits.MAX_ID_LENGTH}")
+    if not value.isprintable():
+        raise WireError(field, "must not contain control characters")
+    return value
+
+
+def check_event(event: object, field: str = "") -> datetime:
+    """Check one Pinpoint `Event`; return its parsed `Timestamp`.
+
+    >>> check_event({"EventType": "Item Bought", "Timestamp": "2026-11-28T10:00:00.000Z"}).year
+    2026
+    """
+    prefix = f"{field}." if field else ""
+    if type(event) is not dict:
+        raise WireError(field or "Event", f"must be an object, not {_kind(event)}")
+    event_type = event.get("EventType")
+    if type(event_type) is not str or not event_type:
+        raise WireError(prefix + "EventType", "is required and must be a non-empty string")
+    if len(event_type) > limits.MAX_EVENT_TYPE_LENGTH:
+        raise WireError(
+            prefix + "EventType",
+            f"is {len(event_type)} characters; the limit is {limits.MAX_EVENT_TYPE_LENGTH}",
+        )
+    if "Timestamp" not in event:
+        raise WireError(prefix + "Timestamp", "is required")
+    timestamp = parse_timestamp(event["Timestamp"], prefix + "Timestamp")
+
+    keys = 0
+    attributes = event.get("Attributes")
+    if attributes is not None:
+        if type(attributes) is not dict:
+            raise WireError(prefix + "Attributes", f"must be an object, not {_kind(attributes)}")
+        for key, value in attributes.items():
+            _check_event_key(key, prefix + "Attributes")
+            if type(value) is not str:
+                raise WireError(
+                    f"{prefix}Attributes.{key}", f"must be a string, not {_kind(value)}"
+                )
+            if len(value) > limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH:
+                raise WireError(
+                    f"{prefix}Attributes.{key}",
+                    f"value is {len(value)} characters; "
+                    f"the limit is {limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH}",
+                )
+        keys = len(attributes)
+    metrics = event.get("Metrics")
+    if metrics is not None:
+        _check_metrics(metrics, prefix + "Metrics", _check_event_key)
+        keys += len(metrics)
+    if keys > limits.MAX_EVENT_KEYS:
+        raise WireError(
+            prefix + "Attributes",
+            f"the event has {keys} attribute and metric keys; "
+            f"the limit is {limits.MAX_EVENT_KEYS} in all",
+        )
+
+    session = event.get("Session")
+    if session is not None:
+        _check_session(session, prefix + "Session")
+    for name in _EVENT_STRINGS:
+        value = event.get(name)
+        if value is not None:
+            _check_plain_string(value, prefix + name)
+    return timestamp
+
+
+def check_endpoint(endpoint: object, field: str = "Endpoint") -> dict[str, Any]:
+    """Check a Pinpoint endpoint request (`EndpointRequest`, `PublicEndpoint`, a batch item)."""
+    if type(endpoint) is not dict:
+        raise WireError(field, f"must be an object, not {_kind(endpoint)}")
+    prefix = f"{field}." if field else ""
+    for name in ("Address", "RequestId"):
+        if endpoint.get(name) is not None:
+            _check_plain_string(endpoint[name], prefix + name)
+    if endpoint.get("Attributes") is not None:
+        _check_endpoint_attributes(endpoint["Attributes"], prefix + "Attributes")
+    if endpoint.get("Metrics") is not None:
+        _check_metrics(endpoint["Metrics"], prefix + "Metrics", _check_endpoint_attribute_name)
+    _check_enum(endpoint.get("ChannelType"), CHANNEL_TYPES, prefix + "ChannelType")
+    _check_enum(endpoint.get("EndpointStatus"), ENDPOINT_STATUSES, prefix + "EndpointStatus")
+    _check_enum(endpoint.get("OptOut"), OPT_OUT_VALUES, prefix + "OptOut")
+    if endpoint.get("EffectiveDate") is not None:
+        parse_timestamp(endpoint["EffectiveDate"], prefix + "EffectiveDate")
+
+    demographic = endpoint.get("Demographic")
+    if demographic is not None:
+        _check_object(demographic, prefix + "Demographic")
+        for name in _DEMOGRAPHIC_FIELDS:
+            if demographic.get(name) is not None:
+                _check_plain_string(demographic[name], f"{prefix}Demographic.{name}")
+    location = endpoint.get("Location")
+    if location is not None:
+        _check_object(location, prefix + "Location")
+        for name in _LOCATION_STRINGS:
+            if location.get(name) is not None:
+                _check_plain_string(location[name], f"{prefix}Location.{name}")
+        for name, bound in (("Latitude", 90.0), ("Longitude", 180.0)):
+            value = location.get(name)
+            if value is None:
+                continue
+            _check_number(value, f"{prefix}Location.{name}")
+            if not -bound <= value <= bound:
+                raise WireError(
+                    f"{prefix}Location.{name}", f"must be between -{bound:g} and {bound:g}"
+                )
+    user = endpoint.get("User")
+    if user is not None:
+        _check_object(user, prefix + "User")
+        if user.get("UserId") is not None:
+            check_id(user["UserId"], prefix + "User.UserId")
+        if user.get("UserAttributes") is not None:
+            _check_endpoint_attributes(user["UserAttributes"], prefix + "User.UserAttributes")
+    return endpoint
+
+
+def _check_event_key(key: str, field: str) -> None:
+    if not key:
+        raise WireError(field, "keys must not be empty")
+    if len(key) > limits.MAX_EVENT_KEY_LENGTH:
+        raise WireError(
+            field,
+            f"key {key[:60]!r} is {len(key)} characters; "
+            f"the limit is {limits.MAX_EVENT_KEY_LENGTH}",
+        )
+
+
+def _check_endpoint_attribute_name(key: str, field: str) -> None:
+    if not key:
+        raise WireError(field, "names must not be empty")
+    if len(key) > limits.MAX_ENDPOINT_ATTRIBUTE_NAME_LENGTH:
+        raise WireError(
+            field,
+            f"name {key[:60]!r} is {len(key)} characters; "
+            f"the limit is {limits.MAX_ENDPOINT_ATTRIBUTE_NAME_LENGTH}",
+        )
+
+
+def _check_metrics(metrics: object, field: str, check_key: Any) -> None:
+    if type(metrics) is not dict:
+        raise WireError(field, f"must be an object, not {_kind(metrics)}")
+    for key, value in metrics.items():
+        check_key(key, field)
+        _check_number(value, f"{field}.{key}")
+
+
+def _check_number(value: object, field: str) -> None:
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise WireError(field, "must be a finite number")
+    elif kind is not int:
+        raise WireError(field, f"must be a number, not {_kind(value)}")
+    elif not -(2**63) <= value < 2**63:  # type: ignore[operator]
+        raise WireError(field, "must fit in a 64-bit float")
+
+
+def _check_endpoint_attributes(attributes: object, field: str) -> None:
+    if type(attributes) is not dict:
+        raise WireError(field, f"must be an object, not {_kind(attributes)}")
+    for name, values in attributes.items():
+        _check_endpoint_attribute_name(name, field)
+        if type(values) is not list:
+            raise WireError(f"{field}.{name}", f"must be a list of strings, not {_kind(values)}")
+        if len(values) > limits.MAX_ENDPOINT_ATTRIBUTE_VALUES:
+            raise WireError(
+                f"{field}.{name}",
+                f"has {len(values)} values; the limit is {limits.MAX_ENDPOINT_ATTRIBUTE_VALUES}",
+            )
+        for value in values:
+            if type(value) is not str:
+                raise WireError(f"{field}.{name}", f"values must be strings, not {_kind(value)}")
+            if len(value) > limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH:
+                raise WireError(
+                    f"{field}.{name}",
+                    f"a value is {len(value)} characters; "
+                    f"the limit is {limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH}",
+                )
+
+
+def _check_session(session: object, field: str) -> None:
+    _check_object(session, field)
+    assert isinstance(session, dict)
+    check_id(session.get("Id"), field + ".Id")
+    if "StartTimestamp" not in session:
+        raise WireError(field + ".StartTimestamp", "is required")
+    parse_timestamp(session["StartTimestamp"], field + ".StartTimestamp")
+    if session.get("StopTimestamp") is not None:
+        parse_timestamp(session["StopTimestamp"], field + ".StopTimestamp")
+    duration = session.get("Duration")
+    if duration is not None and (type(duration) is not int or not 0 <= duration < 2**31):
+        raise WireError(field + ".Duration", "must be a whole number of milliseconds, 0 or more")
+
+
+def _check_enum(value: object, allowed: frozenset[str], field: str) -> None:
+    if value is not None and value not in allowed:
+        raise WireError(field, f"must be one of {', '.join(sorted(allowed))}")
+
+
+def _check_object(value: object, field: str) -> None:
+    if type(value) is not dict:
+        raise WireError(field, f"must be an object, not {_kind(value)}")
+
+
+def _check_plain_string(value: object, field: str) -> None:
+    if type(value) is not str:
+        raise WireError(field, f"must be a string, not {_kind(value)}")
+    if len(value) > _MAX_PLAIN_STRING:
+        raise WireError(field, f"is {len(value)} characters; the limit is {_MAX_PLAIN_STRING}")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean", int: "a number", float: "a number", str: "a string",
+        list: "a list", dict: "an object",
+    }.get(type(value), type(value).__name__)  # fmt: skip

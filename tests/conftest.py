@@ -1,0 +1,134 @@
+"""Shared fixtures: real collectors on loopback, real SQLite files in tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from homing_collector.cli import main as cli_main
+
+
+def run_cli(*args: str) -> str:
+    """Run `homing-collector ARGS` in this process; return what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(list(args))
+    assert code == 0, f"homing-collector {' '.join(args)} exited {code}"
+    return out.getvalue()
+
+
+@dataclass
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    token: str
+
+
+@dataclass
+class App:
+    id: str
+    ingest: Credentials
+    admin: Credentials
+
+
+@dataclass
+class LiveCollector:
+    """`homing-collector serve` in a child process, on a free loopback port."""
+
+    db: Path
+    url: str = ""
+    process: subprocess.Popen[str] | None = None
+    extra_args: tuple[str, ...] = ()
+    log: Path | None = None
+    _apps: list[App] = field(default_factory=list)
+
+    def start(self) -> LiveCollector:
+        self.log = self.db.with_suffix(".log")
+        stderr = self.log.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "homing_collector", "--db", str(self.db), "serve",
+             "--port", "0", *self.extra_args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        stderr.close()
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on " not in line:
+            self.process.kill()
+            raise RuntimeError(f"collector did not start: {line!r}\n{self.log.read_text()}")
+        self.url = line.split("listening on ")[1].split()[0]
+        return self
+
+    def create_app(self, name: str = "test") -> App:
+        data = json.loads(run_cli("--db", str(self.db), "apps", "create", name, "--json"))
+        app = App(
+            data["application_id"], Credentials(**data["ingest"]), Credentials(**data["admin"])
+        )
+        self._apps.append(app)
+        return app
+
+    def root_key(self) -> Credentials:
+        data = json.loads(run_cli("--db", str(self.db), "keys", "create", "--root", "--json"))
+        return Credentials(data["access_key_id"], data["secret_access_key"], data["token"])
+
+    def client(self, creds: Credentials, region: str = "eu-west-1") -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "pinpoint",
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+        return code
+
+
+@pytest.fixture
+def start_collector(tmp_path: Path) -> Iterator[Callable[..., LiveCollector]]:
+    """A factory: start_collector(db=None, *extra_args) -> a running LiveCollector."""
+    started: list[LiveCollector] = []
+
+    def start(db: Path | None = None, *extra_args: str) -> LiveCollector:
+        collector = LiveCollector(db or tmp_path / "collector.db", extra_args=extra_args)
+        started.append(collector.start())
+        return collector
+
+    yield start
+    for collector in started:
+        with contextlib.suppress(Exception):
+            collector.stop(signal.SIGKILL, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCollector]:
+    """One collector shared by a test module."""
+    live = LiveCollector(tmp_path_factory.mktemp("collector") / "collector.db").start()
+    yield live
+    live.stop()

@@ -85,7 +85,10 @@ class LiveCollector:
         data = json.loads(run_cli("--db", str(self.db), "keys", "create", "--root", "--json"))
         return Credentials(data["access_key_id"], data["secret_access_key"], data["token"])
 
-    def client(self, creds: Credentials, region: str = "eu-west-1") -> Any:
+    def client(
+        self, creds: Credentials, region: str = "eu-west-1", *, validate: bool = True
+    ) -> Any:
+        """A boto3 pinpoint client; validate=False lets it send what its model forbids."""
         import boto3
         from botocore.config import Config
 
@@ -95,7 +98,7 @@ class LiveCollector:
             region_name=region,
             aws_access_key_id=creds.access_key_id,
             aws_secret_access_key=creds.secret_access_key,
-            config=Config(retries={"max_attempts": 1}),
+            config=Config(retries={"max_attempts": 1}, parameter_validation=validate),
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -73,8 +73,11 @@ def format_timestamp(moment: datetime | float) -> str:
     """ISO-8601 in UTC with milliseconds, as Pinpoint writes it: 2026-11-28T17:50:41.123Z."""
     if not isinstance(moment, datetime):
         moment = datetime.fromtimestamp(moment, timezone.utc)
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    m = moment.astimezone(timezone.utc)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}Z"
+    )
 
 
 def check_id(value: object, field: str) -> str:
@@ -275,7 +278,7 @@ def _check_session(session: object, field: str) -> None:
 
 
 def _check_enum(value: object, allowed: frozenset[str], field: str) -> None:
-    if value is not None and value not in allowed:
+    if value is not None and (type(value) is not str or value not in allowed):
         raise WireError(field, f"must be one of {', '.join(sorted(allowed))}")
 
 

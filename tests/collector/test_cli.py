@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from homing_collector.cli import _parser
+from homing_collector.cli import main as cli_main
+from tests.conftest import run_cli
+
+
+def _commands(parser: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    import argparse
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    found = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _commands(sub, (*prefix, name))
+    return found
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = _commands(_parser())
+    assert ("serve",) in commands and ("apps", "create") in commands
+    assert ("keys", "revoke") in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([*command, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: homing-collector"), command
+        assert "--db" in out, command
+
+
+def test_console_script_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "homing_collector", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "serve" in result.stdout
+
+
+def test_apps_create_json_is_exactly_one_object(tmp_path: Path) -> None:
+    out = run_cli("--db", str(tmp_path / "a.db"), "apps", "create", "My App", "--json")
+    data = json.loads(out)
+    assert out.strip().count("\n") == 0
+    assert set(data) == {"application_id", "name", "ingest", "admin"}
+    assert data["name"] == "My App"
+    for role in ("ingest", "admin"):
+        assert set(data[role]) == {"access_key_id", "secret_access_key", "token"}
+        assert all(isinstance(v, str) and v for v in data[role].values())
+    assert data["ingest"]["token"] != data["admin"]["token"]
+
+
+def test_db_from_flag_env_or_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOMING_DB", str(tmp_path / "env.db"))
+    run_cli("apps", "create", "from-env")
+    assert (tmp_path / "env.db").exists()
+    run_cli("apps", "create", "from-flag", "--db", str(tmp_path / "flag.db"))
+    assert "from-flag" in run_cli("--db", str(tmp_path / "flag.db"), "apps", "list")
+    assert "from-flag" not in run_cli("apps", "list")
+    monkeypatch.delenv("HOMING_DB")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    run_cli("apps", "create", "default")
+    assert list((tmp_path / "xdg").rglob("homing.db"))
+
+
+def test_apps_list_and_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "a.db")
+    first = json.loads(run_cli("--db", db, "apps", "create", "one", "--json"))
+    json.loads(run_cli("--db", db, "apps", "create", "two", "--json"))
+    listed = json.loads(run_cli("--db", db, "apps", "list", "--json"))
+    assert sorted(a["name"] for a in listed) == ["one", "two"]
+    run_cli("--db", db, "apps", "delete", first["application_id"])
+    listed = json.loads(run_cli("--db", db, "apps", "list", "--json"))
+    assert [a["name"] for a in listed] == ["two"]
+    assert cli_main(["--db", db, "apps", "delete", first["application_id"]]) == 1
+    assert "no application" in capsys.readouterr().err
+    keys = json.loads(run_cli("--db", db, "keys", "list", "--json"))
+    assert all(k["application_id"] != first["application_id"] for k in keys)
+
+
+def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "k.db")
+    app = json.loads(run_cli("--db", db, "apps", "create", "k", "--json"))
+    admin = json.loads(
+        run_cli("--db", db, "keys", "create", "--app", app["application_id"], "--role", "admin",
+                "--json")
+    )  # fmt: skip
+    root = json.loads(run_cli("--db", db, "keys", "create", "--root", "--json"))
+    assert admin["role"] == "admin" and root["role"] == "root" and root["application_id"] is None
+    listed = json.loads(run_cli("--db", db, "keys", "list", "--json"))
+    assert len(listed) == 4
+    assert all("secret" not in json.dumps(k) for k in listed)
+    run_cli("--db", db, "keys", "revoke", admin["access_key_id"])
+    listed = {
+        k["access_key_id"]: k for k in json.loads(run_cli("--db", db, "keys", "list", "--json"))
+    }
+    assert listed[admin["access_key_id"]]["revoked_at"]
+    assert listed[root["access_key_id"]]["revoked_at"] is None
+    assert cli_main(["--db", db, "keys", "revoke", admin["access_key_id"]]) == 1
+    assert cli_main(["--db", db, "keys", "create", "--app", "nope"]) == 1
+    assert cli_main(["--db", db, "keys", "create"]) == 1
+    capsys.readouterr()
+
+
+def test_secrets_at_rest(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "s.db"
+    app = json.loads(run_cli("--db", str(db), "apps", "create", "s", "--json"))
+    dump = "\n".join(sqlite3.connect(db).iterdump())
+    assert app["admin"]["token"] not in dump and app["ingest"]["token"] not in dump
+
+
+def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "homing_collector", "--db", str(tmp_path / "p.db"), "serve",
+             "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr

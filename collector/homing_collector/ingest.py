@@ -41,6 +41,11 @@ async def put_events(
     batch = payload.get("BatchItem")
     if type(batch) is not dict:
         raise bad_request("BatchItem: is required and must be an object of endpoint id -> batch")
+    if len(batch) > limits.MAX_ENDPOINTS_PER_BATCH:
+        raise bad_request(
+            f"BatchItem: the request has {len(batch)} endpoints; "
+            f"the limit is {limits.MAX_ENDPOINTS_PER_BATCH} per request"
+        )
     total = sum(
         len(item["Events"])
         for item in batch.values()
@@ -80,7 +85,8 @@ async def put_events(
                     rejected += 1
             continue
         try:
-            update = check_endpoint(item.get("Endpoint") or {}, "Endpoint")
+            endpoint = item.get("Endpoint")
+            update = check_endpoint({} if endpoint is None else endpoint, "Endpoint")
             updates.append(EndpointUpdate(endpoint_id, update))
         except WireError as exc:
             result["EndpointItemResponse"] = _rejected(str(exc))

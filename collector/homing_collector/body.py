@@ -87,7 +87,16 @@ def parse_json(data: bytes) -> Any:
         error = exc
     # 1e999 is valid JSON that orjson will not read. The slower parser reads it as inf, so
     # the validator can reject the one event that carries it instead of the whole batch.
+    # It also reads what orjson cannot write back (huge integers, lone surrogates): those
+    # bodies are refused here, so nothing downstream meets them.
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
+        value = json.loads(data, parse_int=_int64_or_float)
+        orjson.dumps(value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise bad_request(f"The request body is not valid JSON: {error}") from None
+    return value
+
+
+def _int64_or_float(text: str) -> int | float:
+    number = int(text)
+    return number if -(2**63) <= number < 2**64 else float(number)

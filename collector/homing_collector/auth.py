@@ -34,6 +34,8 @@ ROLES = ("ingest", "admin", "root")
 INGEST_OPERATIONS = frozenset({"PutEvents", "UpdateEndpoint", "UpdateEndpointsBatch"})
 # The operations that manage applications themselves need a root key.
 ROOT_OPERATIONS = frozenset({"CreateApp", "GetApps", "DeleteApp"})
+# A root key manages apps and their keys; it never reads or writes an app's data.
+ROOT_MAY_CALL = ROOT_OPERATIONS | {"GetApp", "CreateKey", "ListKeys", "RevokeKey"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,11 @@ async def authenticate(
 def authorize(principal: Principal, operation: str, app_id: str | None) -> None:
     """Raise 403 unless `principal` may call `operation` on `app_id` (None: no app)."""
     if principal.role == "root":
+        if operation not in ROOT_MAY_CALL:
+            raise forbidden(
+                f"{operation} needs an ingest or admin key of the application; root keys "
+                "only manage applications and their keys"
+            )
         return
     if operation in ROOT_OPERATIONS:
         raise forbidden(

@@ -183,6 +183,28 @@ SCHEMAS: dict[str, Any] = {
     "ApplicationsResponse": _obj(
         {"Item": {"type": "array", "items": _ref("ApplicationResponse")}, "NextToken": _STR}
     ),
+    "CreateKeyRequest": _obj({"Role": {"type": "string", "enum": ["ingest", "admin"]}}, ["Role"]),
+    "KeyResponse": _obj(
+        {
+            "AccessKeyId": _STR,
+            "ApplicationId": _STR,
+            "Role": {"type": "string", "enum": ["ingest", "admin"]},
+            "CreationDate": _STR,
+            "RevokedDate": {"type": ["string", "null"]},
+        }
+    ),
+    "NewKeyResponse": {
+        "allOf": [
+            _ref("KeyResponse"),
+            _obj(
+                {
+                    "SecretAccessKey": {"type": "string", "description": "Shown once."},
+                    "Token": {"type": "string", "description": "For Authorization: Bearer."},
+                }
+            ),
+        ]
+    },
+    "KeysResponse": _obj({"Item": {"type": "array", "items": _ref("KeyResponse")}}, ["Item"]),
     "Health": _obj({"status": {"type": "string", "enum": ["ok"]}}),
     "Error": _obj({"Message": _STR, "RequestID": _STR}, ["Message"]),
 }

@@ -642,7 +642,19 @@ def test_unknown_app_is_not_found(collector: LiveCollector, root: Any) -> None:
     with pytest.raises(root.exceptions.NotFoundException):
         root.get_app(ApplicationId="0" * 32)
     with pytest.raises(root.exceptions.NotFoundException):
-        root.put_events(ApplicationId="0" * 32, EventsRequest={"BatchItem": {}})
+        root.delete_app(ApplicationId="0" * 32)
+
+
+def test_root_key_manages_apps_but_reads_no_data(app: App, root: Any) -> None:
+    assert root.get_app(ApplicationId=app.id)["ApplicationResponse"]["Id"] == app.id
+    for call in (
+        lambda: root.put_events(ApplicationId=app.id, EventsRequest={"BatchItem": {}}),
+        lambda: root.get_endpoint(ApplicationId=app.id, EndpointId="x"),
+        lambda: root.get_user_endpoints(ApplicationId=app.id, UserId="alice"),
+    ):
+        with pytest.raises(root.exceptions.ForbiddenException) as info:
+            call()
+        assert "root" in str(info.value)
 
 
 def test_malformed_json_and_wrong_types(collector: LiveCollector, app: App) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from homing_collector.routes import apps, endpoints, events, ops, users
+from homing_collector.routes import apps, endpoints, events, keys, ops, users
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -59,6 +59,14 @@ OPERATIONS = [
     Operation("DeleteApp", "DELETE", APP, apps.delete_app, 200,
               "Delete an application with all its endpoints, events and keys", "root",
               None, "ApplicationResponse"),
+    Operation("CreateKey", "POST", APP + "/keys", keys.create_key, 201,
+              "Homing: create an ingest or admin key for the application", "admin",
+              "CreateKeyRequest", "NewKeyResponse"),
+    Operation("ListKeys", "GET", APP + "/keys", keys.list_keys, 200,
+              "Homing: list the application's keys, without secrets", "admin", None,
+              "KeysResponse"),
+    Operation("RevokeKey", "DELETE", APP + "/keys/{access_key_id}", keys.revoke_key, 200,
+              "Homing: revoke a key; it stops working at once", "admin", None, "KeyResponse"),
     Operation("Health", "GET", "/healthz", ops.healthz, 200, "Liveness and storage check", "none",
               None, "Health"),
     Operation("Metrics", "GET", "/metrics", ops.prometheus, 200,

@@ -1,9 +1,40 @@
 """Homing: offline-first analytics and push for Python apps and devices.
 
+    analytics = homing.Analytics(app_id, "https://collector.example", "hm_ingest_...")
+    analytics.record_event("Item Bought", attributes={"item": "XYZ"}, metrics={"price": 1.99})
+
 The wire contract that the SDK and the collector share lives in `homing.wire` and
 `homing.limits`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from homing._exceptions import ConfigurationError, HomingError, InvalidEventError
+from homing._types import FlushResult, Stats
 from homing._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from homing._client import Analytics
+
+__all__ = [
+    "Analytics",
+    "ConfigurationError",
+    "FlushResult",
+    "HomingError",
+    "InvalidEventError",
+    "Stats",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the collector imports homing.wire and must not pay for
+    # httpx and the uploader, and neither should an app's start-up until it records.
+    if name == "Analytics":
+        from homing._client import Analytics
+
+        globals()["Analytics"] = Analytics
+        return Analytics
+    raise AttributeError(f"module 'homing' has no attribute {name!r}")

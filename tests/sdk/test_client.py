@@ -1,0 +1,276 @@
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+import homing
+from tests.sdk.conftest import FakeClock, FakeCollector, accept_all, decode
+
+Make = Callable[..., homing.Analytics]
+
+
+def wait_until_empty(analytics: homing.Analytics) -> None:
+    deadline = time.monotonic() + 10
+    while analytics.stats().queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert analytics.stats().queued == 0
+
+
+def test_the_public_surface_is_sorted_and_complete() -> None:
+    assert homing.__all__ == sorted(homing.__all__)
+    for name in homing.__all__:
+        assert getattr(homing, name) is not None
+    assert issubclass(homing.InvalidEventError, homing.HomingError)
+    assert issubclass(homing.ConfigurationError, ValueError)
+
+
+def test_record_then_flush(make_analytics: Make, fake: FakeCollector) -> None:
+    analytics = make_analytics(app_title="Shop", app_version_code="7")
+    analytics.record_event("Item Bought", attributes={"item": "XYZ"}, metrics={"price": 1.99})
+    assert analytics.stats().queued == 1
+    result = analytics.flush()
+    assert (result.sent, result.remaining, result.error) == (1, 0, None)
+    [event] = fake.events()
+    assert event["EventType"] == "Item Bought"
+    assert event["AppTitle"] == "Shop"
+    assert event["SdkName"] == "homing-python"
+    stats = analytics.stats()
+    assert (stats.queued, stats.sent, stats.rejected, stats.dropped) == (0, 1, 0, {})
+
+
+def test_each_batch_carries_the_endpoint_profile(make_analytics: Make, fake: FakeCollector) -> None:
+    analytics = make_analytics(app_version_code="7")
+    analytics.record_event("e")
+    analytics.flush()
+    [(_, item)] = decode(fake.requests[0])["BatchItem"].items()
+    assert item["Endpoint"]["ChannelType"] == "CUSTOM"
+    assert item["Endpoint"]["Demographic"]["AppVersion"] == "7"
+    assert "EffectiveDate" in item["Endpoint"]
+
+
+def test_the_endpoint_id_is_stable_across_restarts(make_analytics: Make) -> None:
+    first = make_analytics()
+    endpoint_id = first._endpoint.id
+    first.close()
+    assert make_analytics()._endpoint.id == endpoint_id
+
+
+def test_invalid_events_raise_and_are_not_stored(make_analytics: Make) -> None:
+    analytics = make_analytics()
+    with pytest.raises(homing.InvalidEventError, match=r"Attributes\.k: must be a string"):
+        analytics.record_event("e", attributes={"k": 3})  # type: ignore[dict-item]
+    assert analytics.stats().queued == 0
+
+
+def test_global_attributes_and_metrics(make_analytics: Make, fake: FakeCollector) -> None:
+    analytics = make_analytics()
+    analytics.set_global_attribute("plan", "pro")
+    analytics.set_global_metric("build", 42)
+    analytics.record_event("a", attributes={"plan": "free"})
+    analytics.remove_global_attribute("plan")
+    analytics.remove_global_metric("build")
+    analytics.record_event("b")
+    analytics.flush()
+    a, b = fake.events()
+    assert a["Attributes"] == {"plan": "free"} and a["Metrics"] == {"build": 42}
+    assert "Attributes" not in b and "Metrics" not in b
+
+
+@pytest.mark.parametrize(("key", "value"), [("k" * 51, "v"), ("k", "v" * 201), ("k", 1), (1, "v")])
+def test_a_bad_global_attribute_raises_at_once(
+    make_analytics: Make, key: object, value: object
+) -> None:
+    with pytest.raises(homing.InvalidEventError):
+        make_analytics().set_global_attribute(key, value)  # type: ignore[arg-type]
+
+
+def test_a_bool_global_metric_raises(make_analytics: Make) -> None:
+    with pytest.raises(homing.InvalidEventError, match="not bool"):
+        make_analytics().set_global_metric("m", True)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "words"),
+    [
+        (("", "http://c.test", "k"), {}, "app_id"),
+        (("a", "ftp://c.test", "k"), {}, "http:// or https://"),
+        (("a", "not a url", "k"), {}, "http:// or https://"),
+        (("a", "http://c.test", ""), {}, "api_key"),
+        (("a", "http://c.test", "k"), {"flush_interval": 0}, "flush_interval"),
+        (("a", "http://c.test", "k"), {"shutdown_timeout": -1}, "shutdown_timeout"),
+        (("a", "http://c.test", "k"), {"max_storage_bytes": 10}, "max_storage_bytes"),
+        (("a", "http://c.test", "k"), {"app_title": "t" * 5000}, "AppTitle"),
+        (("a", "http://c.test", "k"), {"network_policy": "sometimes"}, "network policy"),
+    ],
+)
+def test_bad_configuration_raises(
+    tmp_path: Path, args: tuple[str, ...], kwargs: dict[str, object], words: str
+) -> None:
+    with pytest.raises(homing.ConfigurationError, match=words):
+        homing.Analytics(*args, data_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_sessions_are_recorded_and_events_carry_them(
+    make_analytics: Make, fake: FakeCollector, clock: FakeClock
+) -> None:
+    analytics = make_analytics()
+    with analytics.session():
+        clock.advance(2)
+        analytics.record_event("inside")
+        clock.advance(3)
+    analytics.record_event("outside")
+    analytics.flush()
+    start, inside, stop, outside = fake.events()
+    assert start["EventType"] == "_session.start"
+    assert inside["Session"]["Id"] == start["Session"]["Id"]
+    assert stop["EventType"] == "_session.stop" and stop["Session"]["Duration"] == 5000
+    assert "Session" not in outside
+
+
+def test_pause_and_resume(make_analytics: Make, fake: FakeCollector, clock: FakeClock) -> None:
+    analytics = make_analytics()
+    analytics.start_session()
+    analytics.pause_session()
+    clock.advance(1)
+    analytics.resume_session()
+    analytics.stop_session()
+    analytics.flush()
+    kinds = [e["EventType"] for e in fake.events()]
+    assert kinds == ["_session.start", "_session.pause", "_session.resume", "_session.stop"]
+
+
+def test_a_session_left_open_is_closed_at_the_next_start(
+    make_analytics: Make, fake: FakeCollector, clock: FakeClock
+) -> None:
+    first = make_analytics()
+    first.start_session()
+    first._closed = True  # as if the process died: no close(), no stop
+    first._store.close()
+    first._state.close()
+    clock.advance(100)
+    second = make_analytics()
+    second.flush()
+    kinds = [e["EventType"] for e in fake.events()]
+    assert kinds == ["_session.start", "_session.stop"]
+
+
+def test_a_full_store_drops_the_oldest_and_stats_say_so(make_analytics: Make) -> None:
+    analytics = make_analytics(max_storage_bytes=64 * 1024, network_policy=lambda: False)
+    for i in range(2000):
+        analytics.record_event("e", attributes={"i": str(i)})
+    stats = analytics.stats()
+    assert stats.dropped["storage_full"] > 0
+    assert stats.queued + stats.dropped["storage_full"] == 2000
+
+
+def test_a_corrupt_store_does_not_stop_the_app(tmp_path: Path, make_analytics: Make) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.sqlite3").write_bytes(os.urandom(8192))
+    analytics = make_analytics()
+    analytics.record_event("e")
+    assert analytics.stats().queued == 1
+
+
+def test_a_corrupt_state_file_does_not_stop_the_app(tmp_path: Path, make_analytics: Make) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "state.sqlite3").write_bytes(b"garbage" * 1000)
+    analytics = make_analytics()
+    analytics.record_event("e")
+    with analytics.session():
+        pass
+    assert analytics.stats().queued == 3
+
+
+def test_the_network_policy_gates_uploads(make_analytics: Make, fake: FakeCollector) -> None:
+    online = False
+    analytics = make_analytics(network_policy=lambda: online)
+    analytics.record_event("e")
+    result = analytics.flush()
+    assert result.sent == 0 and result.remaining == 1 and result.error
+    assert fake.requests == []
+    online = True
+    assert analytics.flush().sent == 1
+
+
+def test_close_flushes_and_is_idempotent(make_analytics: Make, fake: FakeCollector) -> None:
+    with make_analytics() as analytics:
+        analytics.record_event("e")
+    assert len(fake.events()) == 1
+    assert analytics.close().error == "closed"
+    analytics.record_event("late")  # dropped, counted, not raised
+    assert analytics.stats().dropped == {"closed": 1}
+
+
+def test_close_is_bounded_when_the_collector_hangs(make_analytics: Make) -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("hung")  # what a bounded read would end in
+
+    analytics = make_analytics(transport=httpx.MockTransport(hang), shutdown_timeout=0.5)
+    analytics.record_event("e")
+    result = analytics.close()
+    assert result.remaining == 1
+
+
+def test_record_event_from_many_threads(make_analytics: Make, fake: FakeCollector) -> None:
+    analytics = make_analytics()
+
+    def work(n: int) -> None:
+        for i in range(200):
+            analytics.record_event("e", attributes={"t": str(n), "i": str(i)})
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    analytics.flush()
+    wait_until_empty(analytics)  # the woken uploader thread may still have a batch
+    seen = {(e["Attributes"]["t"], e["Attributes"]["i"]) for e in fake.events()}
+    assert len(seen) == 1600
+    assert len(fake.events()) == 1600
+
+
+def test_the_100th_event_wakes_the_uploader(make_analytics: Make, fake: FakeCollector) -> None:
+    analytics = make_analytics(flush_interval=3600.0)
+    for _ in range(100):
+        analytics.record_event("e")
+    wait_until_empty(analytics)
+    assert len(fake.events()) == 100
+
+
+def test_after_fork_the_child_uploads_on_its_own(make_analytics: Make, tmp_path: Path) -> None:
+    analytics = make_analytics()
+    analytics.record_event("parent")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            sent: list[str] = []
+
+            def handler(request: httpx.Request) -> httpx.Response:
+                for item in decode(request)["BatchItem"].values():
+                    sent.extend(e["EventType"] for e in item["Events"].values())
+                return accept_all(request)
+
+            analytics._uploader._transport = httpx.MockTransport(handler)
+            analytics.record_event("child")
+            analytics.flush(timeout=5)
+            os.write(write, ",".join(sorted(sent)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        sent = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert sent == "child,parent"

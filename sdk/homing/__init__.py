@@ -17,6 +17,7 @@ from homing._version import __version__
 
 if TYPE_CHECKING:
     from homing._client import Analytics
+    from homing._network import NetworkPolicy
 
 __all__ = [
     "Analytics",
@@ -24,6 +25,7 @@ __all__ = [
     "FlushResult",
     "HomingError",
     "InvalidEventError",
+    "NetworkPolicy",
     "Stats",
     "__version__",
 ]
@@ -37,4 +39,10 @@ def __getattr__(name: str) -> Any:
 
         globals()["Analytics"] = Analytics
         return Analytics
+    if name == "NetworkPolicy":
+        # Public so that apps can say NetworkPolicy("unmetered", unknown="allow").
+        from homing._network import NetworkPolicy
+
+        globals()["NetworkPolicy"] = NetworkPolicy
+        return NetworkPolicy
     raise AttributeError(f"module 'homing' has no attribute {name!r}")

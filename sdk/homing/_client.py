@@ -74,6 +74,7 @@ class Analytics:
         self.shutdown_timeout = shutdown_timeout
         self._clock = clock
         self._closed = False
+        self._left: int | None = None  # what the store held when close() released it
         self._pending = 0
         self._dropped: dict[str, int] = {}
         policy = coerce_policy(network_policy)
@@ -242,7 +243,7 @@ class Analytics:
             print(result.sent, result.remaining)
         """
         if self._closed:
-            return FlushResult(remaining=self._store.count(), error="closed")
+            return FlushResult(remaining=self._queued(), error="closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._uploader.drain(deadline)
 
@@ -252,12 +253,8 @@ class Analytics:
         for source in (self._store.dropped, self._counters.dropped, self._dropped):
             for reason, count in source.items():
                 dropped[reason] = dropped.get(reason, 0) + count
-        try:
-            queued = self._store.count()
-        except sqlite3.Error:
-            queued = -1
         return Stats(
-            queued=queued,
+            queued=self._queued(),
             sent=self._counters.sent,
             rejected=self._counters.rejected,
             dropped=dropped,
@@ -282,9 +279,19 @@ class Analytics:
         except Exception as exc:
             logger.exception("homing: the last upload failed")
             result = FlushResult(error=repr(exc))
+        self._left = self._queued()
         self._store.close()
         self._state.close()
         return result
+
+    def _queued(self) -> int:
+        # After close() the store's connection is gone: asking it would raise into the app.
+        if self._left is not None:
+            return self._left
+        try:
+            return self._store.count()
+        except sqlite3.Error:
+            return -1
 
     def __enter__(self) -> Analytics:
         return self
@@ -293,6 +300,7 @@ class Analytics:
         self.close()
 
     def _after_fork_in_child(self) -> None:
+        self._sessions.after_fork_in_child()
         self._store.after_fork_in_child()
         self._state.after_fork_in_child()
         self._uploader.after_fork_in_child()

@@ -151,7 +151,7 @@ class NetworkPolicy:
 
 
 def coerce_policy(value: str | Callable[[], bool] | NetworkPolicy) -> NetworkPolicy:
-    """Turn what ``Analytics(network=...)`` accepts into a NetworkPolicy.
+    """Turn what ``Analytics(network_policy=...)`` accepts into a NetworkPolicy.
 
     Example::
 

@@ -110,6 +110,12 @@ class Sessions:
         self._session: _Session | None = None
         self._persisted_activity_ms = 0
 
+    def after_fork_in_child(self) -> None:
+        # A lock that another thread held at fork() stays held in the child forever, as
+        # its owner did not come along: the child needs a lock of its own. The session
+        # itself is kept, so the child's events carry the session the parent had.
+        self._lock = threading.RLock()
+
     def start(self) -> None:
         with self._lock:
             now = self._now_ms()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -250,7 +251,10 @@ def test_after_fork_the_child_uploads_on_its_own(make_analytics: Make, tmp_path:
     analytics = make_analytics()
     analytics.record_event("parent")
     read, write = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking with threads (the uploader's is running).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
@@ -274,3 +278,63 @@ def test_after_fork_the_child_uploads_on_its_own(make_analytics: Make, tmp_path:
     _, status = os.waitpid(pid, 0)
     assert status == 0
     assert sent == "child,parent"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_another_thread_holds_the_session_lock(make_analytics: Make) -> None:
+    # The thread that holds the lock does not exist in the child: without a fresh lock
+    # there, the child's first session call or event would wait forever.
+    analytics = make_analytics()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with analytics._sessions._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a threaded process may deadlock the child:
+            # that is the very case under test.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                with analytics.session():
+                    analytics.record_event("child")
+                os.write(write, str(analytics.stats().queued).encode())
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join()
+    os.close(write)
+    # Bounded: a deadlocked child is killed and the test fails instead of hanging.
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(read)
+        pytest.fail("the child deadlocked on the session lock")
+    with os.fdopen(read) as pipe:
+        queued = pipe.read()
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert queued == "3"  # _session.start, child, _session.stop
+
+
+def test_flush_and_stats_after_close_report_what_stayed_on_disk(make_analytics: Make) -> None:
+    analytics = make_analytics(network_policy=lambda: False, shutdown_timeout=0.2)
+    analytics.record_event("a")
+    analytics.record_event("b")
+    assert analytics.close().remaining == 2
+    # The store is released: these must answer from what close() saw, not raise.
+    assert analytics.flush() == homing.FlushResult(remaining=2, error="closed")
+    assert analytics.stats().queued == 2

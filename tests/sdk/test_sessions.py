@@ -648,3 +648,30 @@ def test_docstring_example_runs() -> None:
     result = doctest.testmod(homing._sessions, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_after_fork_in_child_frees_a_lock_that_another_thread_held(
+    sessions: Sessions, events: list[Recorded]
+) -> None:
+    # What a forked child sees: the lock is held by a thread that will never release it.
+    # (The real fork is in tests/sdk/test_client.py; this shows the method alone.)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sessions._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        sessions.after_fork_in_child()
+        worker = threading.Thread(target=sessions.start)  # another thread: fails, not hangs
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), "start() waited on the old lock"
+    finally:
+        release.set()
+        holder.join()
+    assert kinds(events) == ["_session.start"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -15,6 +16,10 @@ class Metrics:
         self._latency: dict[str, list[float]] = {}  # route -> [bucket counts..., +Inf, sum]
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        # A client picks the method; unknown ones share one series so they cannot grow
+        # the metrics without bound.
+        if method not in _METHODS:
+            method = "other"
         self.requests[(route, method, status)] += 1
         row = self._latency.get(route)
         if row is None:

@@ -28,23 +28,52 @@ class Settings:
     # Adds a route that parses PutEvents bodies without storing them, for benchmarks.
     bench_routes: bool = False
 
+    def __post_init__(self) -> None:
+        synchronous = self.synchronous.upper()
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be normal or full, not {self.synchronous!r}")
+        object.__setattr__(self, "synchronous", synchronous)
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be from 0 to 65535, not {self.port}")
+        if self.max_pending_writes < 1:
+            raise ValueError("max_pending_writes must be 1 or more")
+        if self.shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must be 0 or more seconds")
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **flags: object) -> Settings:
-        """Build settings from flags that were given (not None), then the environment."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, serve: bool = True, **flags: object
+    ) -> Settings:
+        """Build settings from flags that were given (not None), then the environment.
+
+        Only `serve` reads the server's variables, so a bad HOMING_PORT never stops
+        `apps list`.
+        """
         env = os.environ if env is None else env
         values: dict[str, object] = {
             "db_path": Path(env["HOMING_DB"]) if env.get("HOMING_DB") else default_db_path(),
         }
-        for name, kind in (("host", str), ("port", int), ("synchronous", str)):
-            raw = env.get(f"HOMING_{name.upper()}")
+        for name, kind in _SERVE_VARIABLES if serve else ():
+            variable = f"HOMING_{name.upper()}"
+            raw = env.get(variable)
             if raw:
                 try:
                     values[name] = kind(raw)
                 except ValueError:
-                    raise ValueError(
-                        f"HOMING_{name.upper()}={raw!r} is not a valid {name}"
-                    ) from None
+                    raise ValueError(f"{variable}={raw!r} is not a valid {name}") from None
         for name, value in flags.items():
             if value is not None:
                 values[name] = Path(str(value)) if name == "db_path" else value
-        return cls(**values)  # type: ignore[arg-type]
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"{exc} (from a flag or a HOMING_* variable)") from None
+
+
+_SERVE_VARIABLES: tuple[tuple[str, type], ...] = (
+    ("host", str),
+    ("port", int),
+    ("synchronous", str),
+    ("max_pending_writes", int),
+    ("shutdown_timeout", float),
+)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from homing import _network
+from homing import _dbus, _network
 from homing._exceptions import ConfigurationError
 from homing._network import LinkInfo, NetworkPolicy, classify_linux, coerce_policy
 
@@ -571,7 +571,7 @@ def test_without_a_bus_the_android_dhcp_hint_counts(tree: Tree, option: str) -> 
 
 
 def test_a_silent_bus_costs_one_timeout(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_network, "_DBUS_TIMEOUT", 0.05)
+    monkeypatch.setattr(_dbus, "TIMEOUT", 0.05)
     hotspot(tree)
     path = tree.run / "dbus" / "system_bus_socket"
     path.parent.mkdir(parents=True)
@@ -599,7 +599,7 @@ def dbus_daemon(tree: Tree) -> Iterator[Path]:
 
 
 def test_wire_format_against_a_real_dbus_daemon(tree: Tree, dbus_daemon: Path) -> None:
-    with _network._SystemBus(dbus_daemon) as bus:
+    with _dbus.SystemBus(dbus_daemon) as bus:
         reply = bus.call(
             "org.freedesktop.DBus",
             "/org/freedesktop/DBus",
@@ -608,7 +608,7 @@ def test_wire_format_against_a_real_dbus_daemon(tree: Tree, dbus_daemon: Path) -
             "org.freedesktop.DBus",
         )
         assert reply is not None and reply.signature == "s"
-        assert _network._get_string(reply.body, 0, reply.endian)[0] == "org.freedesktop.DBus"
+        assert _dbus.get_string(reply.body, 0, reply.endian)[0] == "org.freedesktop.DBus"
         # NetworkManager is not on this bus: an error reply, not an exception.
         assert bus.call("org.freedesktop.NetworkManager", "/", "x.y", "Z", "wlp2s0") is None
     hotspot(tree)

@@ -23,11 +23,6 @@ from tests.conftest import LiveCollector
 
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGINT, id="SIGINT")]
 
-# uvicorn raises the signal again once its graceful shutdown is done, so the collector ends
-# killed by it (-15; -2 with a KeyboardInterrupt traceback) instead of exiting 0. Set this to
-# False when `homing-collector serve` exits 0: test_signal_exits_0 then starts to pass.
-SIGNAL_EXIT_BUG = True
-
 
 class HeldRequest:
     """A PutEvents request that stays in flight until `finish()` sends the rest of its body."""
@@ -130,7 +125,7 @@ def test_signal_finishes_requests_in_flight_and_keeps_every_acknowledged_event(
     assert {event_id: s["StatusCode"] for event_id, s in statuses.items()} == {
         event_id: 202 for _, event_id in held.keys
     }
-    assert code == 0 or (SIGNAL_EXIT_BUG and code == -sig), f"exit code {code}"
+    assert code == 0, f"exit code {code}"
     with pytest.raises(httpx.ConnectError):
         httpx.get(live.url + "/healthz", timeout=5)
 
@@ -144,7 +139,6 @@ def test_signal_finishes_requests_in_flight_and_keeps_every_acknowledged_event(
     assert set(stored.values()) == {1}, "an event is stored more than once"
 
 
-@pytest.mark.xfail(SIGNAL_EXIT_BUG, strict=True, reason="uvicorn re-raises the signal")
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_signal_exits_0(start_collector: Callable[..., LiveCollector], sig: int) -> None:
     live = start_collector()
@@ -155,3 +149,16 @@ def test_signal_exits_0(start_collector: Callable[..., LiveCollector], sig: int)
     code = live.process.wait(timeout=20)
     assert "Traceback" not in live.log.read_text()
     assert code == 0
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_signal_right_after_the_banner_is_graceful(
+    start_collector: Callable[..., LiveCollector], sig: int
+) -> None:
+    # The "listening on" line comes once the app is up, so a supervisor may stop the
+    # server the moment it sees it.
+    live = start_collector()
+    assert live.process is not None and live.log is not None
+    live.process.send_signal(sig)
+    assert live.process.wait(timeout=20) == 0
+    assert "Traceback" not in live.log.read_text()

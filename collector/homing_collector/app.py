@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,6 +93,14 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "Internal server error", request_id(request))
 
 
+def _request_id() -> str:
+    # A random UUID4 in hex, as uuid.uuid4().hex gives, but from `random`: a request id
+    # must be unique, not secret, and os.urandom gives up the GIL, after which the event
+    # loop may wait for the storage's writer thread to hand it back.
+    bits = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
+    return f"{bits | (0x4000 << 64) | (0x8000 << 48):032x}"
+
+
 class _Observe:
     """Request ids, metrics and one structured access-log line per request."""
 
@@ -104,7 +112,7 @@ class _Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = uuid.uuid4().hex
+        rid = _request_id()
         scope["homing.request_id"] = rid
         started = time.perf_counter()
         status = 500

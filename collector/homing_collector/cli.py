@@ -162,6 +162,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # The format above names no process or thread, so do not look them up for every record
+    # (one access-log record per request): a getpid() system call each time, among others.
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     if args.no_access_log:
         logging.getLogger("homing_collector.access").setLevel(logging.WARNING)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET

@@ -7,7 +7,6 @@ change once set; `EffectiveDate` moves when something changes.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from typing import Any
 
@@ -42,7 +41,9 @@ def merge(
             "OptOut": "NONE",
         }
     else:
-        result = copy.deepcopy(existing)
+        # A deep copy; `existing` was read from JSON, and a JSON round trip is much faster
+        # than copy.deepcopy.
+        result = orjson.loads(orjson.dumps(existing))
     for name in _SCALARS:
         if update.get(name) is not None:
             result[name] = update[name]

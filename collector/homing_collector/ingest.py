@@ -29,6 +29,18 @@ class IngestReport:
     rejected: int
 
 
+@dataclass
+class CheckedBatch:
+    """A PutEvents body once checked: what to store and the answer so far. It holds on to
+    none of the parsed body but ids, endpoint updates and each event's JSON."""
+
+    results: dict[str, Any]
+    updates: list[EndpointUpdate]
+    rows: list[EventRow]
+    rejected: int
+    now: float
+
+
 def _rejected(message: str) -> dict[str, Any]:
     return {"StatusCode": 400, "Message": message}
 
@@ -36,6 +48,10 @@ def _rejected(message: str) -> dict[str, Any]:
 async def put_events(
     storage: Storage, app_id: str, payload: Any, *, body_size: int, now: float | None = None
 ) -> IngestReport:
+    return await store_events(storage, app_id, check_events(payload, body_size=body_size, now=now))
+
+
+def check_events(payload: Any, *, body_size: int, now: float | None = None) -> CheckedBatch:
     if type(payload) is not dict:
         raise bad_request("The body must be a JSON object with a BatchItem")
     batch = payload.get("BatchItem")
@@ -106,24 +122,29 @@ async def put_events(
                 continue
             timestamp_ms = int(timestamp.timestamp() * 1000)
             session = event.get("Session")
+            # Positional: a hundred times per request, keywords cost twice as much.
             rows.append(
                 EventRow(
-                    endpoint_id=endpoint_id,
-                    event_id=event_id,
-                    event_type=event["EventType"],
-                    timestamp_ms=now_ms if timestamp_ms > latest_ms else timestamp_ms,
-                    arrival_ms=now_ms,
-                    session_id=session["Id"] if session else None,
-                    body=body,
+                    endpoint_id,
+                    event_id,
+                    event["EventType"],
+                    now_ms if timestamp_ms > latest_ms else timestamp_ms,  # when it happened
+                    now_ms,  # arrival
+                    session["Id"] if session else None,
+                    body,
                 )
             )
             statuses[event_id] = ACCEPTED
+    return CheckedBatch(results, updates, rows, rejected, now)
 
+
+async def store_events(storage: Storage, app_id: str, checked: CheckedBatch) -> IngestReport:
+    results, rows, rejected = checked.results, checked.rows, checked.rejected
     outcome = await storage.put_events(
         app_id,
-        updates,
+        checked.updates,
         rows,
-        merge=partial(endpoints.merge, app_id, now=format_timestamp(now)),
+        merge=partial(endpoints.merge, app_id, now=format_timestamp(checked.now)),
         max_event_types=limits.MAX_EVENT_TYPES_PER_APP,
         max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
     )

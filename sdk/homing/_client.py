@@ -243,18 +243,19 @@ class Analytics:
             print(result.sent, result.remaining)
         """
         if self._closed:
-            return FlushResult(remaining=self._queued(), error="closed")
+            return FlushResult(remaining=self._queued()[0], error="closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._uploader.drain(deadline)
 
     def stats(self) -> Stats:
         """Counters since creation. Example: ``analytics.stats().dropped``."""
+        queued, store_dropped = self._queued()
         dropped: dict[str, int] = {}
-        for source in (self._store.dropped, self._counters.dropped, self._dropped):
+        for source in (store_dropped, self._counters.dropped, self._dropped):
             for reason, count in source.items():
                 dropped[reason] = dropped.get(reason, 0) + count
         return Stats(
-            queued=self._queued(),
+            queued=queued,
             sent=self._counters.sent,
             rejected=self._counters.rejected,
             dropped=dropped,
@@ -279,19 +280,19 @@ class Analytics:
         except Exception as exc:
             logger.exception("homing: the last upload failed")
             result = FlushResult(error=repr(exc))
-        self._left = self._queued()
+        self._left = self._queued()[0]
         self._store.close()
         self._state.close()
         return result
 
-    def _queued(self) -> int:
+    def _queued(self) -> tuple[int, dict[str, int]]:
         # After close() the store's connection is gone: asking it would raise into the app.
         if self._left is not None:
-            return self._left
+            return self._left, dict(self._store.dropped)
         try:
-            return self._store.count()
+            return self._store.counts()
         except sqlite3.Error:
-            return -1
+            return -1, dict(self._store.dropped)
 
     def __enter__(self) -> Analytics:
         return self

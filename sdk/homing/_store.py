@@ -263,6 +263,12 @@ class Store:
         with self._lock:
             return self._conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
 
+    def counts(self) -> tuple[int, dict[str, int]]:
+        # Queued and dropped read together, so an eviction between them is never half seen.
+        with self._lock:
+            row = self._conn.execute("SELECT count(*) FROM events").fetchone()
+            return int(row[0]), dict(self.dropped)
+
     def count(self, *, claimable_only: bool = False) -> int:
         with self._lock:
             if claimable_only:

@@ -116,22 +116,26 @@ def check_event(event: object, field: str = "") -> datetime:
     if attributes is not None:
         if type(attributes) is not dict:
             raise WireError(prefix + "Attributes", f"must be an object, not {_kind(attributes)}")
+        # The collector checks every event it receives, so the loops below test the rule
+        # inline and call a helper, or build a field name, only to raise.
         for key, value in attributes.items():
-            _check_event_key(key, prefix + "Attributes")
+            if not key or len(key) > limits.MAX_EVENT_KEY_LENGTH:
+                _check_event_key(key, prefix + "Attributes")
+            if type(value) is str and len(value) <= limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH:
+                continue
             if type(value) is not str:
                 raise WireError(
                     f"{prefix}Attributes.{key}", f"must be a string, not {_kind(value)}"
                 )
-            if len(value) > limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH:
-                raise WireError(
-                    f"{prefix}Attributes.{key}",
-                    f"value is {len(value)} characters; "
-                    f"the limit is {limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH}",
-                )
+            raise WireError(
+                f"{prefix}Attributes.{key}",
+                f"value is {len(value)} characters; "
+                f"the limit is {limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH}",
+            )
         keys = len(attributes)
     metrics = event.get("Metrics")
     if metrics is not None:
-        _check_metrics(metrics, prefix + "Metrics", _check_event_key)
+        _check_metrics(metrics, prefix + "Metrics", _check_event_key, limits.MAX_EVENT_KEY_LENGTH)
         keys += len(metrics)
     if keys > limits.MAX_EVENT_KEYS:
         raise WireError(
@@ -145,7 +149,7 @@ def check_event(event: object, field: str = "") -> datetime:
         _check_session(session, prefix + "Session")
     for name in _EVENT_STRINGS:
         value = event.get(name)
-        if value is not None:
+        if value is not None and (type(value) is not str or len(value) > _MAX_PLAIN_STRING):
             _check_plain_string(value, prefix + name)
     return timestamp
 
@@ -161,7 +165,12 @@ def check_endpoint(endpoint: object, field: str = "Endpoint") -> dict[str, Any]:
     if endpoint.get("Attributes") is not None:
         _check_endpoint_attributes(endpoint["Attributes"], prefix + "Attributes")
     if endpoint.get("Metrics") is not None:
-        _check_metrics(endpoint["Metrics"], prefix + "Metrics", _check_endpoint_attribute_name)
+        _check_metrics(
+            endpoint["Metrics"],
+            prefix + "Metrics",
+            _check_endpoint_attribute_name,
+            limits.MAX_ENDPOINT_ATTRIBUTE_NAME_LENGTH,
+        )
     _check_enum(endpoint.get("ChannelType"), CHANNEL_TYPES, prefix + "ChannelType")
     _check_enum(endpoint.get("EndpointStatus"), ENDPOINT_STATUSES, prefix + "EndpointStatus")
     _check_enum(endpoint.get("OptOut"), OPT_OUT_VALUES, prefix + "OptOut")
@@ -221,11 +230,19 @@ def _check_endpoint_attribute_name(key: str, field: str) -> None:
         )
 
 
-def _check_metrics(metrics: object, field: str, check_key: Any) -> None:
+def _check_metrics(metrics: object, field: str, check_key: Any, key_limit: int) -> None:
+    """`check_key` raises for a key that is empty or longer than `key_limit`."""
     if type(metrics) is not dict:
         raise WireError(field, f"must be an object, not {_kind(metrics)}")
     for key, value in metrics.items():
-        check_key(key, field)
+        if not key or len(key) > key_limit:
+            check_key(key, field)
+        kind = type(value)
+        if kind is float:
+            if math.isfinite(value):
+                continue
+        elif kind is int and -(2**63) <= value < 2**63:
+            continue
         _check_number(value, f"{field}.{key}")
 
 
@@ -263,13 +280,26 @@ def _check_endpoint_attributes(attributes: object, field: str) -> None:
                 )
 
 
+_last_session_start: list[str | None] = [None]  # the last Session.StartTimestamp that parsed
+
+
 def _check_session(session: object, field: str) -> None:
     _check_object(session, field)
     assert isinstance(session, dict)
-    check_id(session.get("Id"), field + ".Id")
+    session_id = session.get("Id")
+    if not (
+        type(session_id) is str
+        and 0 < len(session_id) <= limits.MAX_ID_LENGTH
+        and session_id.isprintable()
+    ):
+        check_id(session_id, field + ".Id")
     if "StartTimestamp" not in session:
         raise WireError(field + ".StartTimestamp", "is required")
-    parse_timestamp(session["StartTimestamp"], field + ".StartTimestamp")
+    start = session["StartTimestamp"]
+    # Every event of a session carries the same start: parse each new one only.
+    if type(start) is not str or start != _last_session_start[0]:
+        parse_timestamp(start, field + ".StartTimestamp")
+        _last_session_start[0] = start
     if session.get("StopTimestamp") is not None:
         parse_timestamp(session["StopTimestamp"], field + ".StopTimestamp")
     duration = session.get("Duration")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 Endpoint = dict[str, Any]
 # (endpoint id, stored endpoint or None, update) -> the endpoint to store; returning the
@@ -36,8 +36,9 @@ class KeyRecord:
     revoked_at: str | None = None
 
 
-@dataclass(frozen=True)
-class EventRow:
+# A named tuple, not a dataclass: ingestion builds one per event, and a tuple is built
+# several times faster. The fields are in the order of the columns they fill.
+class EventRow(NamedTuple):
     endpoint_id: str
     event_id: str
     event_type: str

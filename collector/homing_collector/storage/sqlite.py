@@ -1,15 +1,20 @@
 """SQLite storage: one file, WAL mode, one writer thread with group commit.
 
 Every write is a job for the writer thread. The thread takes all the jobs waiting, runs
-each inside its own savepoint of one transaction, commits once, and only then wakes the
-coroutines that wait on them. Many concurrent requests share one commit, and a request is
-answered only after its rows are on disk. Reads use a second connection and never wait
-for the writer (WAL).
+them in one transaction, commits once, and only then wakes the coroutines that wait on
+them. Many concurrent requests share one commit, and a request is answered only after its
+rows are on disk. Reads use a second connection and never wait for the writer (WAL).
+
+The writer thread gives up the GIL for every SQLite call and then waits to take it back
+while the event loop runs Python, so it makes few calls per commit: the events of
+consecutive PutEvents jobs go in together, many rows per INSERT, and endpoints that send
+batch after batch are not read back each time. A job that fails is rolled back alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -17,6 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,7 +65,13 @@ class SQLiteStorage:
         self._pending_lock = threading.Lock()
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
-        self._types: dict[str, set[str]] = {}  # event types known per app; writer thread only
+        # Writer thread only: caches of what is committed, and the events of this
+        # transaction's PutEvents jobs that are not inserted yet.
+        self._types: dict[str, set[str]] = {}  # event types known per app
+        self._bodies = _EndpointBodies(_MAX_CACHED_ENDPOINTS)
+        self._deferred: list[tuple[list[Any], IngestResult]] = []
+        self._data_version = -1
+        self._rows_per_insert = 1
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
 
@@ -85,8 +97,15 @@ class SQLiteStorage:
             self._reader = None
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Room for the INSERT of every batch size (see _insert_sql) beside the other statements.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=512
+        )
         conn.execute("PRAGMA busy_timeout = 10000")
+        # Takes effect on a new, empty database only; an existing one keeps its page size.
+        # 16 KB pages make fewer, larger writes to the WAL: measured, about a quarter less
+        # CPU in the writer per stored event than the default 4 KB.
+        conn.execute("PRAGMA page_size = 16384")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -99,6 +118,7 @@ class SQLiteStorage:
         try:
             conn = self._connect()
             migrate(conn)
+            self._rows_per_insert = _rows_per_insert(conn)
         except BaseException as exc:
             self._startup_error = exc
             self._ready.set()
@@ -121,41 +141,122 @@ class SQLiteStorage:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        outcomes: list[tuple[Any, bool]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, _future, _loop in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    outcomes.append((fn(conn), True))
-                    conn.execute("RELEASE job")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    self._types.clear()
-                    outcomes.append((exc, False))
-            conn.execute("COMMIT")
+            outcomes = self._run_jobs(conn, batch)
         except Exception as exc:
             logger.exception(
                 "SQLite commit failed; %d writes are answered with an error", len(batch)
             )
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._types.clear()
+            self._forget()
             outcomes = [(exc, False)] * len(batch)
         with self._pending_lock:
             self._pending -= len(batch)
-        for (_fn, future, loop), (value, ok) in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, value, ok)
+        # One wake-up per event loop and commit, not one per job.
+        settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for (_fn, _flush_first, future, loop), (value, ok) in zip(batch, outcomes, strict=True):
+            settle.setdefault(loop, []).append((future, value, ok))
+        for loop, items in settle.items():
+            loop.call_soon_threadsafe(_settle, items)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _run_jobs(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, bool]]:
+        """Run the jobs in one transaction and commit; return (result or error, ok) each.
+
+        Jobs almost never fail, so they first run back to back. If one raises, that
+        attempt is rolled back and the jobs run again, each in its own savepoint, so a
+        failed job leaves no trace and the others still commit. A job may thus run twice:
+        it must act on nothing but `conn` and the writer's caches, which are cleared.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        self._revalidate(conn)
+        try:
+            outcomes: list[tuple[Any, bool]] = []
+            for fn, flush_first, _future, _loop in batch:
+                if flush_first:
+                    self._flush(conn)
+                outcomes.append((fn(conn), True))
+            self._flush(conn)
+        except Exception:
+            conn.execute("ROLLBACK")
+            self._forget()
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = []
+            for fn, _flush_first, _future, _loop in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = fn(conn)
+                    self._flush(conn)
+                    conn.execute("RELEASE job")
+                    outcomes.append((value, True))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    self._forget()
+                    outcomes.append((exc, False))
+        conn.execute("COMMIT")
+        return outcomes
+
+    def _revalidate(self, conn: sqlite3.Connection) -> None:
+        # data_version changes when another connection (the CLI, another process) has
+        # committed; the caches may then hold what it changed. Read inside the transaction,
+        # so nobody else can commit until this one ends.
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version:
+            self._types.clear()
+            self._bodies.clear()
+            self._data_version = version
+
+    def _forget(self) -> None:
+        # After a rollback the caches may hold what it undid.
+        self._types.clear()
+        self._bodies.clear()
+        self._deferred.clear()
+
+    def _flush(self, conn: sqlite3.Connection) -> None:
+        """Insert the deferred events of PutEvents jobs and tell each job how many it stored."""
+        if not self._deferred:
+            return
+        deferred, self._deferred = self._deferred, []
+        values = list(chain.from_iterable(rows for rows, _ in deferred))
+        before = conn.total_changes
+        last_rowid = _insert_events(conn, values, self._rows_per_insert)
+        stored = conn.total_changes - before
+        if stored == len(values) // _EVENT_COLUMNS or stored == 0:
+            for rows, result in deferred:
+                result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
+            return
+        # Some events were already stored (a client sent them again). The rows just added
+        # have consecutive rowids that end at last_rowid; each goes to the first job that
+        # sent it, as if the jobs had inserted their rows one after the other.
+        new = set(
+            conn.execute(
+                "SELECT app_id, endpoint_id, event_id FROM events WHERE rowid > ?",
+                (last_rowid - stored,),
+            ).fetchall()
+        )
+        for rows, result in deferred:
+            count = 0
+            for i in range(0, len(rows), _EVENT_COLUMNS):
+                key = (rows[i], rows[i + 1], rows[i + 2])
+                if key in new:
+                    new.remove(key)
+                    count += 1
+            result.stored = count
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, flush_first: bool = True) -> T:
+        """Run `fn` in the writer thread and return once its transaction is committed.
+
+        `flush_first=False` says that `fn` neither reads nor changes stored events, so the
+        events deferred by earlier jobs of the transaction need not be inserted before it.
+        """
         with self._pending_lock:
             if self._pending >= self.max_pending:
                 raise Overloaded(f"{self._pending} writes are waiting")
             self._pending += 1
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, future, loop))
+        self._jobs.put((fn, flush_first, future, loop))
         # The write goes on even if the request is cancelled; only the answer is lost.
         return await asyncio.shield(future)
 
@@ -205,6 +306,7 @@ class SQLiteStorage:
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
             self._types.pop(app_id, None)
+            self._bodies.drop_app(app_id)
             return _app(row)
 
         return await self._write(job)
@@ -268,39 +370,34 @@ class SQLiteStorage:
         max_event_types: int,
         max_user_endpoints: int,
     ) -> IngestResult:
+        # Work that needs no database is done here, on the event loop: the writer thread
+        # has to win the GIL back after every statement, so the less Python it runs, the
+        # sooner it commits.
+        types = {event.event_type for event in events}
+        values = [value for event in events for value in (app_id, *event)]
+
         def job(conn: sqlite3.Connection) -> IngestResult:
             result = IngestResult()
             for item in endpoints:
-                conn.execute("SAVEPOINT endpoint")
+                # No savepoint needed: _upsert_endpoint raises these before it writes.
                 try:
-                    _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints)
-                    conn.execute("RELEASE endpoint")
+                    _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, self._bodies)
                 except (UserEndpointLimit, ValueError) as exc:
-                    conn.execute("ROLLBACK TO endpoint")
-                    conn.execute("RELEASE endpoint")
                     result.endpoint_errors[item.endpoint_id] = str(exc)
             known = self._known_types(conn, app_id)
-            for event_type in {event.event_type for event in events} - known:
+            for event_type in types - known:
                 if not _add_type(conn, app_id, event_type, max_event_types):
                     result.rejected_types.add(event_type)
                     continue
                 known.add(event_type)
-            rows = [
-                (app_id, e.endpoint_id, e.event_id, e.event_type, e.timestamp_ms, e.arrival_ms,
-                 e.session_id, e.body)
-                for e in events
-                if e.event_type not in result.rejected_types
-            ]  # fmt: skip
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO events (app_id, endpoint_id, event_id, event_type, ts,"
-                " arrival, session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            result.stored = conn.total_changes - before
+            rejected = result.rejected_types
+            rows = values
+            if rejected:
+                rows = [v for e in events if e.event_type not in rejected for v in (app_id, *e)]
+            self._deferred.append((rows, result))  # inserted, and counted, by _flush
             return result
 
-        return await self._write(job)
+        return await self._write(job, flush_first=False)
 
     def _known_types(self, conn: sqlite3.Connection, app_id: str) -> set[str]:
         known = self._types.get(app_id)
@@ -319,7 +416,7 @@ class SQLiteStorage:
     ) -> None:
         def job(conn: sqlite3.Connection) -> None:
             for item in endpoints:
-                _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints)
+                _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, self._bodies)
 
         await self._write(job)
 
@@ -336,7 +433,7 @@ class SQLiteStorage:
 
     async def delete_endpoint(self, app_id: str, endpoint_id: str) -> Endpoint | None:
         def job(conn: sqlite3.Connection) -> Endpoint | None:
-            deleted = _delete_endpoints(conn, app_id, [endpoint_id])
+            deleted = _delete_endpoints(conn, app_id, [endpoint_id], self._bodies)
             return deleted[0] if deleted else None
 
         return await self._write(job)
@@ -361,7 +458,7 @@ class SQLiteStorage:
                     (app_id, user_id),
                 )
             ]
-            return _delete_endpoints(conn, app_id, ids)
+            return _delete_endpoints(conn, app_id, ids, self._bodies)
 
         return await self._write(job)
 
@@ -369,17 +466,45 @@ class SQLiteStorage:
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
 
 
-def _settle(future: asyncio.Future[Any], value: Any, ok: bool) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle(items: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
+    for future, value, ok in items:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _app(row: tuple[Any, ...]) -> AppRecord:
     return AppRecord(id=row[0], name=row[1], created_at=row[2], tags=orjson.loads(row[3]))
+
+
+class _EndpointBodies:
+    """Endpoint bodies as the writer last read or wrote them, so that an endpoint that
+    sends batch after batch is not read back for each one. Only as good as the
+    invalidation around it: see SQLiteStorage._revalidate and _forget."""
+
+    def __init__(self, limit: int) -> None:
+        self._bodies: dict[tuple[str, str], str] = {}
+        self._limit = limit
+
+    def get(self, app_id: str, endpoint_id: str) -> str | None:
+        return self._bodies.get((app_id, endpoint_id))
+
+    def put(self, app_id: str, endpoint_id: str, body: str) -> None:
+        if len(self._bodies) >= self._limit:
+            self._bodies.clear()  # cheaper than keeping order for an LRU; refills as it goes
+        self._bodies[(app_id, endpoint_id)] = body
+
+    def drop(self, app_id: str, endpoint_id: str) -> None:
+        self._bodies.pop((app_id, endpoint_id), None)
+
+    def drop_app(self, app_id: str) -> None:
+        self._bodies = {key: body for key, body in self._bodies.items() if key[0] != app_id}
+
+    def clear(self) -> None:
+        self._bodies.clear()
 
 
 def _upsert_endpoint(
@@ -388,12 +513,18 @@ def _upsert_endpoint(
     item: EndpointUpdate,
     merge: EndpointMerge,
     max_user_endpoints: int,
+    bodies: _EndpointBodies,
 ) -> None:
-    row = conn.execute(
-        "SELECT body FROM endpoints WHERE app_id = ? AND endpoint_id = ?",
-        (app_id, item.endpoint_id),
-    ).fetchone()
-    existing = orjson.loads(row[0]) if row else None
+    body = bodies.get(app_id, item.endpoint_id)
+    if body is None:
+        row = conn.execute(
+            "SELECT body FROM endpoints WHERE app_id = ? AND endpoint_id = ?",
+            (app_id, item.endpoint_id),
+        ).fetchone()
+        if row is not None:
+            body = row[0]
+            bodies.put(app_id, item.endpoint_id, body)
+    existing = orjson.loads(body) if body is not None else None
     merged = merge(item.endpoint_id, existing, item.update)
     if merged is existing:
         return  # nothing changed
@@ -408,17 +539,22 @@ def _upsert_endpoint(
                 f"User.UserId: user {user_id!r} already has {count} endpoints; "
                 f"the limit is {max_user_endpoints} per user"
             )
+    body = orjson.dumps(merged).decode()
     conn.execute(
         "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (app_id, endpoint_id) DO UPDATE SET user_id = excluded.user_id,"
         " body = excluded.body",
-        (app_id, item.endpoint_id, user_id, orjson.dumps(merged).decode()),
+        (app_id, item.endpoint_id, user_id, body),
     )
+    bodies.put(app_id, item.endpoint_id, body)
 
 
-def _delete_endpoints(conn: sqlite3.Connection, app_id: str, ids: list[str]) -> list[Endpoint]:
+def _delete_endpoints(
+    conn: sqlite3.Connection, app_id: str, ids: list[str], bodies: _EndpointBodies
+) -> list[Endpoint]:
     deleted = []
     for endpoint_id in ids:
+        bodies.drop(app_id, endpoint_id)
         row = conn.execute(
             "DELETE FROM endpoints WHERE app_id = ? AND endpoint_id = ? RETURNING body",
             (app_id, endpoint_id),
@@ -430,6 +566,49 @@ def _delete_endpoints(conn: sqlite3.Connection, app_id: str, ids: list[str]) -> 
         )
         deleted.append(orjson.loads(row[0]))
     return deleted
+
+
+_EVENT_COLUMNS = 8
+_MAX_CACHED_ENDPOINTS = 50_000  # endpoint bodies, about 1 KB each
+
+
+def _rows_per_insert(conn: sqlite3.Connection) -> int:
+    if hasattr(conn, "getlimit"):  # Python 3.11
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    else:
+        limit = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+    return max(1, min(1024, limit // _EVENT_COLUMNS))
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "INSERT OR IGNORE INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+        f" session_id, body) VALUES {values}"
+    )
+
+
+def _insert_events(conn: sqlite3.Connection, values: list[Any], max_rows: int) -> int:
+    """Insert rows given as one flat list of values; return the rowid of the last one added.
+
+    Many rows go in one statement: one statement per row (executemany) made the writer
+    thread wait for the GIL after every row. Up to 128 rows, a statement fits the batch
+    exactly (a PutEvents batch is at most 100 events); above, statements of 256, 512 and
+    1024 rows keep the number of distinct cached statements small.
+    """
+    start, total, last_rowid = 0, len(values) // _EVENT_COLUMNS, 0
+    while start < total:
+        rows = min(total - start, max_rows)
+        if rows > 128:
+            rows = 1 << (rows.bit_length() - 1)
+        end = start + rows
+        cursor = conn.execute(
+            _insert_sql(rows), values[start * _EVENT_COLUMNS : end * _EVENT_COLUMNS]
+        )
+        last_rowid = cursor.lastrowid or last_rowid
+        start = end
+    return last_rowid
 
 
 def _add_type(conn: sqlite3.Connection, app_id: str, event_type: str, limit: int) -> bool:

@@ -1,0 +1,493 @@
+"""PutEvents throughput of a live collector, beside its own parse-only ceiling.
+
+Starts ``homing-collector serve --bench-routes`` on loopback with a fresh SQLite file and
+drives it with concurrent keep-alive clients, each sending PutEvents batches of 100
+events. Four cases, gzip off and on:
+
+- stored: ``POST /v1/apps/{app}/events``, validated, written and committed;
+- ceiling: ``POST /v1/apps/{app}/events-parse-only``, the same body read and parsed,
+  nothing stored.
+
+Every event id is a fresh UUID and every batch is sent once to the store, so
+deduplication cannot flatter the figures; at the end the rows in the ``events`` table
+must equal the events answered 202. The load generator is one asyncio process writing
+pre-built request bytes, cheap enough to leave the server its CPU; its CPU use is
+printed beside the server's, and so is what the rest of the machine used meanwhile: on
+a small shared machine the figures mean little without it.
+
+    python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from itertools import cycle
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HOST = "127.0.0.1"
+EVENTS_PER_BATCH = 100
+_CHUNK = 1000  # batches built per task
+START_TIMEOUT = 30.0  # seconds for the server to come up
+REPLY_TIMEOUT = 30.0  # seconds for one answer
+STOP_TIMEOUT = 60.0  # seconds for the server to commit and exit on SIGTERM
+SESSION_MARK = "S" * 36  # stands for a session id in the pre-encoded event shapes
+START_MARK = "T" * 24  # stands for the session's start timestamp
+
+
+# -- the data: realistic, distinct batches ------------------------------------------------
+
+_EVENT_TYPES = [
+    ("_session.start", 0), ("_session.stop", 0), ("screen.view", 3), ("item.view", 4),
+    ("item.add_to_cart", 5), ("purchase", 6), ("search", 2), ("level.complete", 4),
+    ("share", 2), ("notification.opened", 3), ("settings.changed", 2), ("error", 3),
+]  # fmt: skip
+_WORDS = [
+    "home", "search", "cart", "checkout", "profile", "settings", "books", "music", "games",
+    "garden", "kitchen", "sports", "red", "blue", "green", "small", "large", "daily",
+    "weekly", "push", "email", "organic", "referral", "dark", "light", "en_US", "de_DE",
+]  # fmt: skip
+_DEVICES = [
+    ("android", "14", "Google", "Pixel 8"), ("android", "13", "Samsung", "SM-S911B"),
+    ("ios", "17.4", "Apple", "iPhone15,2"), ("linux", "6.8", "Raspberry Pi", "4B"),
+    ("windows", "11", "Dell", "XPS 13"), ("macos", "14.4", "Apple", "MacBookAir10,1"),
+]  # fmt: skip
+
+
+def _uuids(rng: random.Random, count: int) -> Iterator[str]:
+    for _ in range(count):
+        h = f"{rng.getrandbits(128):032x}"
+        yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _event_shapes(rng: random.Random, now: datetime, count: int) -> list[list[bytes]]:
+    """Pre-encoded events, split where each batch puts its own session id and start."""
+    shapes = []
+    for _ in range(count):
+        event_type, n_attributes = rng.choice(_EVENT_TYPES)
+        event: dict[str, Any] = {
+            "EventType": event_type,
+            "Timestamp": _iso(now - timedelta(seconds=rng.uniform(0, 3600))),
+            "Attributes": {
+                f"{rng.choice(_WORDS)}_{i}": " ".join(rng.choices(_WORDS, k=rng.randint(1, 4)))
+                for i in range(n_attributes)
+            },
+            "Metrics": {f"m{i}": round(rng.uniform(0, 500), 2) for i in range(rng.randint(0, 3))},
+            "Session": {"Id": SESSION_MARK, "StartTimestamp": START_MARK},
+            "AppPackageName": "com.example.shop",
+            "AppTitle": "Example Shop",
+            "AppVersionCode": str(rng.choice([141, 142, 143])),
+            "SdkName": "homing-python",
+            "ClientSdkVersion": "0.1.0",
+        }
+        head, rest = orjson.dumps(event).split(SESSION_MARK.encode())
+        middle, tail = rest.split(START_MARK.encode())
+        shapes.append([head, middle, tail])
+    return shapes
+
+
+def _endpoints(rng: random.Random, now: datetime, count: int) -> list[tuple[bytes, bytes, bytes]]:
+    """(endpoint id, endpoint JSON, session start) per device; each device keeps its own."""
+    ids = list(_uuids(rng, count))
+    result = []
+    for endpoint_id in ids:
+        platform, version, make, model = rng.choice(_DEVICES)
+        endpoint: dict[str, Any] = {
+            "ChannelType": "GCM" if platform == "android" else "CUSTOM",
+            "Demographic": {
+                "AppVersion": "1.4.2", "Locale": rng.choice(["en_US", "de_DE", "fr_FR"]),
+                "Make": make, "Model": model, "Platform": platform, "PlatformVersion": version,
+                "Timezone": rng.choice(["Europe/Berlin", "America/New_York", "Asia/Tokyo"]),
+            },
+            "Location": {"Country": rng.choice(["DE", "US", "JP"])},
+            "Attributes": {"plan": [rng.choice(["free", "pro"])]},
+        }  # fmt: skip
+        if rng.random() < 0.5:
+            endpoint["User"] = {"UserId": f"user-{endpoint_id[:13]}"}
+        start = _iso(now - timedelta(seconds=rng.uniform(3600, 7200)))
+        result.append((endpoint_id.encode(), orjson.dumps(endpoint), start.encode()))
+    return result
+
+
+def make_batches(seed: int, count: int, *, gzip: bool) -> list[bytes]:
+    """`count` distinct PutEvents bodies of 100 events, every event id a fresh UUID."""
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    shapes = _event_shapes(rng, now, 512)
+    endpoints = _endpoints(random.Random(1), now, 2000)  # the same devices in every pool
+    event_ids = _uuids(rng, count * EVENTS_PER_BATCH)
+    session_ids = _uuids(rng, count)
+    bodies = []
+    for n in range(count):
+        endpoint_id, endpoint, start = endpoints[n % len(endpoints)]
+        session = next(session_ids).encode()
+        events = b",".join(
+            b'"%s":%s%s%s%s%s' % (next(event_ids).encode(), head, session, middle, start, tail)
+            for head, middle, tail in rng.choices(shapes, k=EVENTS_PER_BATCH)
+        )
+        body = b'{"BatchItem":{"%s":{"Endpoint":%s,"Events":{%s}}}}' % (
+            endpoint_id,
+            endpoint,
+            events,
+        )
+        if gzip:
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+            body = packer.compress(body) + packer.flush()
+        bodies.append(body)
+    return bodies
+
+
+def build_pools(count: int) -> dict[bool, list[bytes]]:
+    """`count` batches gzip off and `count` others gzip on, built on every core."""
+    chunks = [(gzip, seed, min(_CHUNK, count - start))
+              for gzip in (False, True)
+              for seed, start in enumerate(range(0, count, _CHUNK), start=1000 * gzip)]  # fmt: skip
+    pools: dict[bool, list[bytes]] = {False: [], True: []}
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        futures = [pool.submit(make_batches, seed, n, gzip=gzip) for gzip, seed, n in chunks]
+        for (gzip, _, _), future in zip(chunks, futures, strict=True):
+            pools[gzip] += future.result(timeout=600)
+    return pools
+
+
+# -- the load generator -------------------------------------------------------------------
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    accepted: int = 0  # events answered 202 one by one (stored case), or all (ceiling)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Figures:
+    events_per_s: float
+    requests_per_s: float
+    seconds: float
+    server_cpu: float  # share of one core, over the measured window
+    client_cpu: float
+    other_cpu: float  # everything else on the machine: other processes, the kernel's own work
+    mean_ms: float
+
+
+def _count_accepted(reply: bytes) -> int:
+    results = orjson.loads(reply).get("Results", {})
+    return sum(
+        1
+        for item in results.values()
+        for status in item.get("EventsItemResponse", {}).values()
+        if status.get("StatusCode") == 202
+    )
+
+
+async def _client(
+    port: int,
+    head: bytes,
+    gzip: bool,
+    bodies: Iterator[bytes],
+    stop: asyncio.Event,
+    counters: Counters,
+    latency: list[float],
+    stored: bool,
+) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port, limit=4 * 1024 * 1024)
+    encoding = b"Content-Encoding: gzip\r\n" if gzip else b""
+    try:
+        while not stop.is_set():
+            body = next(bodies, None)
+            if body is None:
+                return
+            started = time.perf_counter()
+            writer.writelines(
+                [head, encoding, b"Content-Length: %d\r\n\r\n" % len(body), body],
+            )
+            head_bytes = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REPLY_TIMEOUT)
+            status = int(head_bytes[9:12])
+            length = 0
+            for line in head_bytes.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            reply = await asyncio.wait_for(reader.readexactly(length), REPLY_TIMEOUT)
+            latency[0] += time.perf_counter() - started
+            counters.requests += 1
+            counters.statuses[status] = counters.statuses.get(status, 0) + 1
+            if status == 202:
+                counters.accepted += _count_accepted(reply) if stored else EVENTS_PER_BATCH
+            elif len(counters.errors) < 5:
+                counters.errors.append(f"{status}: {reply[:200]!r}")
+    except Exception as exc:
+        counters.errors.append(f"client failed: {exc!r}")
+    finally:
+        writer.close()
+
+
+def _machine_busy_seconds() -> float:
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return float("nan")
+    ticks = [int(field) for field in fields]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _run_case(
+    *,
+    port: int,
+    server_pid: int,
+    path: str,
+    token: str,
+    gzip: bool,
+    bodies: Iterator[bytes],
+    clients: int,
+    warmup: float,
+    duration: float,
+    stored: bool,
+) -> tuple[Figures, Counters]:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\nAccept-Encoding: identity\r\n"
+    ).encode()
+    stop = asyncio.Event()
+    counters = Counters()
+    latency = [0.0]
+    tasks = [
+        asyncio.create_task(_client(port, head, gzip, bodies, stop, counters, latency, stored))
+        for _ in range(clients)
+    ]
+    await asyncio.sleep(warmup)
+    t0, r0, e0, l0 = time.perf_counter(), counters.requests, counters.accepted, latency[0]
+    s0, c0, m0 = _cpu_seconds(server_pid), time.process_time(), _machine_busy_seconds()
+    while time.perf_counter() - t0 < duration and not all(t.done() for t in tasks):
+        await asyncio.sleep(0.05)
+    t1, r1, e1, l1 = time.perf_counter(), counters.requests, counters.accepted, latency[0]
+    s1, c1, m1 = _cpu_seconds(server_pid), time.process_time(), _machine_busy_seconds()
+    ran_out = all(t.done() for t in tasks) and t1 - t0 < duration
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), REPLY_TIMEOUT + 5)
+    if ran_out and not counters.errors:
+        counters.errors.append(
+            f"the batches ran out after {t1 - t0:.1f} s; raise --max-rate for a longer run"
+        )
+    elapsed = t1 - t0
+    return (
+        Figures(
+            events_per_s=(e1 - e0) / elapsed,
+            requests_per_s=(r1 - r0) / elapsed,
+            seconds=elapsed,
+            server_cpu=(s1 - s0) / elapsed,
+            client_cpu=(c1 - c0) / elapsed,
+            other_cpu=max(0.0, (m1 - m0) - (s1 - s0) - (c1 - c0)) / elapsed,
+            mean_ms=1000 * (l1 - l0) / max(r1 - r0, 1),
+        ),
+        counters,
+    )
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def _start_server(
+    python: str, db: Path, log: Path, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], int]:
+    with log.open("ab") as stderr:
+        process = subprocess.Popen(
+            [python, "-m", "homing_collector", "--db", str(db), "serve", "--port", "0",
+             "--bench-routes", *extra],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    line = b""
+    while not line.endswith(b"\n") and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            piece = os.read(process.stdout.fileno(), 4096)
+            if not piece:
+                break
+            line += piece
+    if b"listening on http://" not in line:
+        _stop_server(process)
+        raise RuntimeError(f"the collector did not start: {line!r}\n{log.read_text()}")
+    port = int(line.split(b"listening on http://")[1].split()[0].rsplit(b":", 1)[1])
+    return process, port
+
+
+async def _wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            if answer.startswith(b"HTTP/1.1 200"):
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the collector did not answer /healthz")
+
+
+def _stop_server(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per case")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent connections")
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=200_000,
+        help="events/s the pre-generated batches can feed a stored case (default 200000)",
+    )
+    parser.add_argument(
+        "--server-python", default=sys.executable, help="the interpreter that runs the server"
+    )
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="an extra flag for serve (repeat)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the database and the log")
+    return parser
+
+
+async def _bench(args: argparse.Namespace, workdir: Path) -> int:
+    db, log = workdir / "bench.db", workdir / "server.log"
+    created = subprocess.run(
+        [args.server_python, "-m", "homing_collector", "--db", str(db), "apps", "create",
+         "bench", "--json"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    app = json.loads(created.stdout)
+    app_id, token = app["application_id"], app["ingest"]["token"]
+
+    per_case = int(args.max_rate * (args.duration + args.warmup) / EVENTS_PER_BATCH) + 1
+    started = time.perf_counter()
+    pools = build_pools(per_case)
+    raw_kb = sum(map(len, pools[False])) / len(pools[False]) / 1024
+    gz_kb = sum(map(len, pools[True])) / len(pools[True]) / 1024
+    print(
+        f"{2 * per_case} distinct batches of {EVENTS_PER_BATCH} events built in "
+        f"{time.perf_counter() - started:.1f} s: {raw_kb:.1f} KB each, {gz_kb:.1f} KB gzipped"
+    )
+
+    process, port = _start_server(args.server_python, db, log, args.server_arg)
+    rows: list[tuple[str, bool, Figures, Counters]] = []
+    try:
+        await _wait_healthy(port)
+        print(
+            f"collector pid {process.pid} on {HOST}:{port}; {args.clients} clients, "
+            f"{args.warmup:g} s warm-up, {args.duration:g} s measured per case\n"
+        )
+        for stored in (False, True):
+            for gzip in (False, True):
+                path = f"/v1/apps/{app_id}/events" + ("" if stored else "-parse-only")
+                # The ceiling stores nothing, so it may go round its pool; the stored
+                # cases send each batch once.
+                bodies = iter(pools[gzip]) if stored else cycle(pools[gzip])
+                figures, counters = await _run_case(
+                    port=port, server_pid=process.pid, path=path, token=token, gzip=gzip,
+                    bodies=bodies, clients=args.clients, warmup=args.warmup,
+                    duration=args.duration, stored=stored,
+                )  # fmt: skip
+                rows.append(("stored" if stored else "ceiling", gzip, figures, counters))
+                for error in counters.errors:
+                    print(f"  ! {'stored' if stored else 'ceiling'} gzip={gzip}: {error}")
+    finally:
+        _stop_server(process)
+
+    print(
+        f"{'case':<22}{'gzip':<6}{'events/s':>11}{'requests/s':>12}{'mean ms':>9}"
+        f"{'server CPU':>12}{'bench CPU':>11}{'other CPU':>11}"
+    )
+    figures_by = {(kind, gzip): figures for kind, gzip, figures, _ in rows}
+    for kind, gzip, f, _ in rows:
+        name = "stored (PutEvents)" if kind == "stored" else "ceiling (parse-only)"
+        print(
+            f"{name:<22}{'on' if gzip else 'off':<6}{f.events_per_s:>11,.0f}"
+            f"{f.requests_per_s:>12,.0f}{f.mean_ms:>9.1f}{f.server_cpu:>11.0%}"
+            f"{f.client_cpu:>11.0%}{f.other_cpu:>11.0%}"
+        )
+    for gzip in (False, True):
+        ratio = figures_by["stored", gzip].events_per_s / figures_by["ceiling", gzip].events_per_s
+        print(f"stored / ceiling, gzip {'on' if gzip else 'off'}: {ratio:.1%}")
+
+    answered = sum(c.accepted for kind, _, _, c in rows if kind == "stored")
+    with sqlite3.connect(db) as conn:
+        (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    conn.close()
+    ok = stored_rows == answered
+    print(
+        f"check: {stored_rows:,} rows in events, {answered:,} events answered 202: "
+        + ("OK" if ok else "MISMATCH")
+    )
+    if args.keep:
+        print(f"kept {db} and {log}")
+    errors = any(c.errors for *_, c in rows)
+    return 0 if ok and not errors else 1
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    if args.duration <= 0 or args.warmup < 0 or args.clients < 1:
+        raise SystemExit("--duration and --clients must be positive, --warmup not negative")
+    workdir = Path(tempfile.mkdtemp(prefix="homing-bench-"))
+    try:
+        return asyncio.run(_bench(args, workdir))
+    finally:
+        if not args.keep:
+            for path in workdir.iterdir():
+                path.unlink()
+            workdir.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

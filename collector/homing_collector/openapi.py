@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from homing import __version__, limits
-from homing.wire import CHANNEL_TYPES
+from homing.wire import CHANNEL_TYPES, DEMOGRAPHIC_FIELDS
 
 if TYPE_CHECKING:
     from homing_collector.routes import Operation
@@ -50,21 +50,7 @@ _ENDPOINT_FIELDS: dict[str, Any] = {
     "Address": _STR,
     "Attributes": _ENDPOINT_ATTRIBUTES,
     "ChannelType": {"type": "string", "enum": sorted(CHANNEL_TYPES)},
-    "Demographic": _obj(
-        {
-            name: _STR
-            for name in (
-                "AppVersion",
-                "Locale",
-                "Make",
-                "Model",
-                "ModelVersion",
-                "Platform",
-                "PlatformVersion",
-                "Timezone",
-            )
-        }
-    ),
+    "Demographic": _obj({name: _STR for name in DEMOGRAPHIC_FIELDS}),
     "EffectiveDate": {"type": "string", "format": "date-time"},
     "EndpointStatus": {"type": "string", "enum": ["ACTIVE", "INACTIVE"]},
     "Location": _obj(

@@ -16,6 +16,7 @@ from homing import limits
 
 __all__ = [
     "CHANNEL_TYPES",
+    "DEMOGRAPHIC_FIELDS",
     "ENDPOINT_STATUSES",
     "OPT_OUT_VALUES",
     "WireError",
@@ -36,7 +37,7 @@ ENDPOINT_STATUSES = frozenset({"ACTIVE", "INACTIVE"})
 OPT_OUT_VALUES = frozenset({"ALL", "NONE"})
 
 _EVENT_STRINGS = ("AppPackageName", "AppTitle", "AppVersionCode", "SdkName", "ClientSdkVersion")
-_DEMOGRAPHIC_FIELDS = (
+DEMOGRAPHIC_FIELDS = (
     "AppVersion", "Locale", "Make", "Model", "ModelVersion", "Platform", "PlatformVersion",
     "Timezone",
 )  # fmt: skip
@@ -180,7 +181,7 @@ def check_endpoint(endpoint: object, field: str = "Endpoint") -> dict[str, Any]:
     demographic = endpoint.get("Demographic")
     if demographic is not None:
         _check_object(demographic, prefix + "Demographic")
-        for name in _DEMOGRAPHIC_FIELDS:
+        for name in DEMOGRAPHIC_FIELDS:
             if demographic.get(name) is not None:
                 _check_plain_string(demographic[name], f"{prefix}Demographic.{name}")
     location = endpoint.get("Location")

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from homing.wire import CHANNEL_TYPES
+from homing.wire import CHANNEL_TYPES, DEMOGRAPHIC_FIELDS
 from homing_collector.app import create_app
 from homing_collector.settings import Settings
 from tests.conftest import run_cli
@@ -183,19 +183,7 @@ endpoint_fields: dict[str, st.SearchStrategy[Any]] = {
     "ChannelType": st.sampled_from(sorted(CHANNEL_TYPES)) | text,
     "Demographic": shape(
         {},
-        {
-            name: strings
-            for name in (
-                "AppVersion",
-                "Locale",
-                "Make",
-                "Model",
-                "ModelVersion",
-                "Platform",
-                "PlatformVersion",
-                "Timezone",
-            )
-        },
+        {name: strings for name in DEMOGRAPHIC_FIELDS},
     ),
     "EffectiveDate": timestamps,
     "EndpointStatus": st.sampled_from(["ACTIVE", "INACTIVE"]) | text,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -40,9 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        name: getattr(args, name, None) for name in ("host", "port", "synchronous", "bench_routes")
-    }
+    names = ("host", "port", "synchronous", "bench_routes", "workers")
+    return {name: getattr(args, name, None) for name in names}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="add POST /v1/apps/{id}/events-parse-only, which parses and stores nothing "
         "(a ceiling for benchmarks; never in production)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes that share the port and the database (default: $HOMING_WORKERS, else 1)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
@@ -170,14 +176,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that name TCP, and without
     # it an answer sent in two writes (head, then body) waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Several workers get a socket each on one port (SO_REUSEPORT), so that the kernel
+    # spreads connections over them; on one shared socket the first to wake takes them all.
+    sockets: list[socket.socket] = []
+    port = settings.port
     try:
-        sock.bind((settings.host, settings.port))
+        for _ in range(settings.workers):
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if settings.workers > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((settings.host, port))
+            sock.listen(2048)
+            port = sock.getsockname()[1]
     except OSError as exc:
+        for sock in sockets:
+            sock.close()
         return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
-    sock.listen(2048)
-    port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
     config = uvicorn.Config(
         create_app(settings),
@@ -207,8 +223,52 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # signal again for the handler it found; that stop was clean, so ours exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    Server(config).run(sockets=[sock])
-    return 0
+    if len(sockets) == 1:
+        Server(config).run(sockets=sockets)
+        return 0
+    return _run_workers(sockets, lambda sock: Server(config).run(sockets=[sock]))
+
+
+def _run_workers(sockets: list[socket.socket], run: Callable[[socket.socket], None]) -> int:
+    """Fork a server for each listening socket; pass signals on; wait for all.
+
+    Each worker has its own event loop and writer thread, so the work spreads over the
+    cores; SQLite's WAL lets their writers take turns on the one file.
+    """
+    children: list[int] = []
+    for mine in sockets:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for other in sockets:
+                    if other is not mine:
+                        other.close()
+                run(mine)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                logging.getLogger("homing_collector").exception("worker failed")
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        children.append(pid)
+    for sock in sockets:
+        sock.close()
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    failed = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        failed += os.waitstatus_to_exitcode(status) != 0
+    return 1 if failed else 0
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

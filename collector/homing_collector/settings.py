@@ -27,6 +27,8 @@ class Settings:
     shutdown_timeout: float = 30.0
     # Adds a route that parses PutEvents bodies without storing them, for benchmarks.
     bench_routes: bool = False
+    # Server processes sharing the port and the database file.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -35,6 +37,8 @@ class Settings:
         object.__setattr__(self, "synchronous", synchronous)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be from 0 to 65535, not {self.port}")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be from 1 to 64, not {self.workers}")
         if self.max_pending_writes < 1:
             raise ValueError("max_pending_writes must be 1 or more")
         if self.shutdown_timeout < 0:
@@ -76,4 +80,5 @@ _SERVE_VARIABLES: tuple[tuple[str, type], ...] = (
     ("synchronous", str),
     ("max_pending_writes", int),
     ("shutdown_timeout", float),
+    ("workers", int),
 )

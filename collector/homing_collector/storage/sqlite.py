@@ -20,6 +20,11 @@ import os
 import queue
 import sqlite3
 import threading
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's busy handler alone
+    fcntl = None  # type: ignore[assignment]
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from itertools import chain
@@ -74,6 +79,7 @@ class SQLiteStorage:
         self._rows_per_insert = 1
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._write_lock: int | None = None  # fd of the file lock that orders writers
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -116,6 +122,10 @@ class SQLiteStorage:
 
     def _run(self) -> None:
         try:
+            if fcntl is not None:
+                self._write_lock = os.open(
+                    f"{self.path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600
+                )
             conn = self._connect()
             migrate(conn)
             self._rows_per_insert = _rows_per_insert(conn)
@@ -139,8 +149,15 @@ class SQLiteStorage:
             if batch:
                 self._commit(conn, batch)
         conn.close()
+        if self._write_lock is not None:
+            os.close(self._write_lock)
+            self._write_lock = None
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        # Writers of other processes (serve --workers) queue on a file lock in the kernel
+        # and wake the moment it is free; SQLite's own busy handler would sleep and poll.
+        if self._write_lock is not None:
+            fcntl.flock(self._write_lock, fcntl.LOCK_EX)
         try:
             outcomes = self._run_jobs(conn, batch)
         except Exception as exc:
@@ -151,6 +168,9 @@ class SQLiteStorage:
                 conn.execute("ROLLBACK")
             self._forget()
             outcomes = [(exc, False)] * len(batch)
+        finally:
+            if self._write_lock is not None:
+                fcntl.flock(self._write_lock, fcntl.LOCK_UN)
         with self._pending_lock:
             self._pending -= len(batch)
         # One wake-up per event loop and commit, not one per job.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -236,11 +237,13 @@ def _run_workers(sockets: list[socket.socket], run: Callable[[socket.socket], No
     cores; SQLite's WAL lets their writers take turns on the one file.
     """
     children: list[int] = []
+    parent = os.getpid()
     for mine in sockets:
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                _stop_with_parent(parent)
                 for other in sockets:
                     if other is not mine:
                         other.close()
@@ -269,6 +272,16 @@ def _run_workers(sockets: list[socket.socket], run: Callable[[socket.socket], No
         _, status = os.waitpid(child, 0)
         failed += os.waitstatus_to_exitcode(status) != 0
     return 1 if failed else 0
+
+
+def _stop_with_parent(parent: int) -> None:
+    """A worker must not outlive its supervisor, even one killed with SIGKILL: on Linux
+    the kernel then sends the worker SIGTERM, which stops it gracefully."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        raise SystemExit(0)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

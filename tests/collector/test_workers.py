@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 
 import httpx
@@ -43,3 +44,23 @@ def test_workers_answer_on_one_port(start_collector: Callable[..., LiveCollector
     for _ in range(20):
         with httpx.Client(headers=headers) as client:
             assert client.get(f"{live.url}/v1/apps/{app.id}").status_code == 200
+
+
+def test_workers_stop_when_their_supervisor_is_killed(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector(None, "--workers", "2")
+    assert live.process is not None
+    assert httpx.get(live.url + "/healthz", timeout=10).status_code == 200
+    live.process.kill()
+    assert live.process.wait(timeout=10) == -signal.SIGKILL
+    # The workers get SIGTERM from the kernel and shut down: the port stops answering.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(live.url + "/healthz", timeout=1)
+        except httpx.TransportError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a worker outlived its killed supervisor")

@@ -66,9 +66,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
 
 async def _pinpoint_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PinpointError)
-    return error_response(
-        exc.status_code, exc.message, request_id(request), retry_after=exc.retry_after
-    )
+    return error_response(exc.status_code, exc.message, request_id(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -24,11 +24,10 @@ ERROR_NAMES = {
 
 
 class PinpointError(Exception):
-    def __init__(self, status_code: int, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
-        self.retry_after = retry_after
 
 
 def bad_request(message: str) -> PinpointError:

@@ -50,6 +50,7 @@ class LiveCollector:
     url: str = ""
     process: subprocess.Popen[str] | None = None
     extra_args: tuple[str, ...] = ()
+    new_session: bool = False  # a process group of its own, as a terminal or service gives
     log: Path | None = None
     _apps: list[App] = field(default_factory=list)
 
@@ -63,6 +64,7 @@ class LiveCollector:
             stderr=stderr,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=self.new_session,
         )  # fmt: skip
         stderr.close()
         assert self.process.stdout is not None

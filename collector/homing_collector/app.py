@@ -20,7 +20,7 @@ from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
 from homing_collector.routes import BENCH_OPERATIONS, OPERATIONS
 from homing_collector.settings import Settings
-from homing_collector.storage.base import Overloaded, Storage
+from homing_collector.storage.base import Overloaded, Storage, StorageUnavailable
 from homing_collector.storage.sqlite import SQLiteStorage
 
 logger = logging.getLogger("homing_collector")
@@ -33,6 +33,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         settings.db_path,
         synchronous=settings.synchronous,
         max_pending=settings.max_pending_writes,
+        events_process=True,
     )
 
     @contextlib.asynccontextmanager
@@ -52,6 +53,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
             PinpointError: _pinpoint_error,
             HTTPException: _http_error,
             Overloaded: _overloaded,
+            StorageUnavailable: _unavailable,
             Exception: _unexpected_error,
         },
     )
@@ -84,6 +86,13 @@ async def _overloaded(request: Request, exc: Exception) -> Response:
     return error_response(
         429, f"The collector is busy ({exc}); retry later", request_id(request), retry_after=1
     )
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return error_response(
+        503, f"The collector could not store this ({exc}); retry later", request_id(request),
+        retry_after=1,
+    )  # fmt: skip
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

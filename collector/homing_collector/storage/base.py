@@ -73,6 +73,11 @@ class Overloaded(StorageError):
     """The write queue is full; the client should retry later."""
 
 
+class StorageUnavailable(StorageError):
+    """A write could not be completed, and may or may not have been stored; the client
+    should retry later (a retried event is stored once)."""
+
+
 class Storage(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...

@@ -9,6 +9,10 @@ The writer thread gives up the GIL for every SQLite call and then waits to take 
 while the event loop runs Python, so it makes few calls per commit: the events of
 consecutive PutEvents jobs go in together, many rows per INSERT, and endpoints that send
 batch after batch are not read back each time. A job that fails is rolled back alone.
+
+With ``events_process=True`` (what ``serve`` uses on POSIX systems), PutEvents batches go to
+a child process that runs the same writer code (see events_process.py), so that writing
+them no longer competes with the event loop for the GIL.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from homing_collector.storage.base import (
     Overloaded,
     UserEndpointLimit,
 )
+from homing_collector.storage.events_process import EventsProcess
 from homing_collector.storage.migrations import migrate
 
 logger = logging.getLogger("homing_collector")
@@ -59,7 +64,12 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 class SQLiteStorage:
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL", max_pending: int = 4096
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        max_pending: int = 4096,
+        events_process: bool = False,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
@@ -84,6 +94,9 @@ class SQLiteStorage:
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # set by the writer, cleared by the checkpointer
         self._stopping = threading.Event()
+        # PutEvents batches go to a writer process of their own when there is one.
+        self._want_events_process = events_process and os.name == "posix"
+        self._events: EventsProcess | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -95,9 +108,20 @@ class SQLiteStorage:
         if self._startup_error is not None:
             raise self._startup_error
         self._reader = self._connect()
+        if self._want_events_process:
+            events = EventsProcess(self.path, self.synchronous, self.max_pending)
+            try:
+                await events.start()
+            except Exception:
+                logger.exception("The events writer process did not start; writing in-process")
+            else:
+                self._events = events
 
     async def close(self) -> None:
         """Finish every queued write, then close. Nothing queued is dropped."""
+        if self._events is not None:
+            await self._events.close()
+            self._events = None
         if self._writer is not None:
             self._jobs.put(_STOP)
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
@@ -129,17 +153,27 @@ class SQLiteStorage:
 
     # -- the writer thread ---------------------------------------------------------------
 
+    def open_writer(self, *, migrate_schema: bool = True) -> sqlite3.Connection:
+        """The writer's connection, and the file lock that orders it with other writers."""
+        if fcntl is not None:
+            self._write_lock = os.open(f"{self.path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        conn = self._connect()
+        if migrate_schema:
+            migrate(conn)
+        self._rows_per_insert = _rows_per_insert(conn)
+        # Checkpoints run in their own thread (see _checkpoint), not inside a commit.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
+
+    def close_writer(self, conn: sqlite3.Connection) -> None:
+        conn.close()
+        if self._write_lock is not None:
+            os.close(self._write_lock)
+            self._write_lock = None
+
     def _run(self) -> None:
         try:
-            if fcntl is not None:
-                self._write_lock = os.open(
-                    f"{self.path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600
-                )
-            conn = self._connect()
-            migrate(conn)
-            self._rows_per_insert = _rows_per_insert(conn)
-            # Checkpoints run in their own thread (see _checkpoint), not inside a commit.
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn = self.open_writer()
             self._checkpointer = threading.Thread(
                 target=self._checkpoint, name="homing-sqlite-checkpointer", daemon=True
             )
@@ -163,12 +197,24 @@ class SQLiteStorage:
                 batch = [job for job in batch if job is not _STOP]
             if batch:
                 self._commit(conn, batch)
-        conn.close()
-        if self._write_lock is not None:
-            os.close(self._write_lock)
-            self._write_lock = None
+        self.close_writer(conn)
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        outcomes = self.commit_jobs(conn, [(fn, flush_first) for fn, flush_first, _, _ in batch])
+        self._committed.set()
+        with self._pending_lock:
+            self._pending -= len(batch)
+        # One wake-up per event loop and commit, not one per job.
+        settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for (_fn, _flush_first, future, loop), (value, ok) in zip(batch, outcomes, strict=True):
+            settle.setdefault(loop, []).append((future, value, ok))
+        for loop, items in settle.items():
+            loop.call_soon_threadsafe(_settle, items)
+
+    def commit_jobs(
+        self, conn: sqlite3.Connection, batch: list[tuple[Job, bool]]
+    ) -> list[tuple[Any, bool]]:
+        """Run (job, flush_first) pairs in one transaction; return (result or error, ok) each."""
         # Writers of other processes (serve --workers) queue on a file lock in the kernel
         # and wake the moment it is free; SQLite's own busy handler would sleep and poll.
         if self._write_lock is not None:
@@ -186,15 +232,7 @@ class SQLiteStorage:
         finally:
             if self._write_lock is not None:
                 fcntl.flock(self._write_lock, fcntl.LOCK_UN)
-        self._committed.set()
-        with self._pending_lock:
-            self._pending -= len(batch)
-        # One wake-up per event loop and commit, not one per job.
-        settle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for (_fn, _flush_first, future, loop), (value, ok) in zip(batch, outcomes, strict=True):
-            settle.setdefault(loop, []).append((future, value, ok))
-        for loop, items in settle.items():
-            loop.call_soon_threadsafe(_settle, items)
+        return outcomes
 
     def _checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database file, beside the writer.
@@ -225,7 +263,9 @@ class SQLiteStorage:
         finally:
             conn.close()
 
-    def _run_jobs(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, bool]]:
+    def _run_jobs(
+        self, conn: sqlite3.Connection, batch: list[tuple[Job, bool]]
+    ) -> list[tuple[Any, bool]]:
         """Run the jobs in one transaction and commit; return (result or error, ok) each.
 
         Jobs almost never fail, so they first run back to back. If one raises, that
@@ -237,7 +277,7 @@ class SQLiteStorage:
         self._revalidate(conn)
         try:
             outcomes: list[tuple[Any, bool]] = []
-            for fn, flush_first, _future, _loop in batch:
+            for fn, flush_first in batch:
                 if flush_first:
                     self._flush(conn)
                 outcomes.append((fn(conn), True))
@@ -247,7 +287,7 @@ class SQLiteStorage:
             self._forget()
             conn.execute("BEGIN IMMEDIATE")
             outcomes = []
-            for fn, _flush_first, _future, _loop in batch:
+            for fn, _flush_first in batch:
                 conn.execute("SAVEPOINT job")
                 try:
                     value = fn(conn)
@@ -438,8 +478,29 @@ class SQLiteStorage:
         # Work that needs no database is done here, on the event loop: the writer thread
         # has to win the GIL back after every statement, so the less Python it runs, the
         # sooner it commits.
-        types = {event.event_type for event in events}
         values = [value for event in events for value in (app_id, *event)]
+        if self._events is not None and self._events.usable():
+            result = await self._events.put_events(
+                app_id, endpoints, values, merge, max_event_types, max_user_endpoints
+            )
+            self._committed.set()  # the child's commits need checkpoints too
+            return result
+        job = self.put_events_job(
+            app_id, endpoints, values, merge, max_event_types, max_user_endpoints
+        )
+        return await self._write(job, flush_first=False)
+
+    def put_events_job(
+        self,
+        app_id: str,
+        endpoints: Sequence[EndpointUpdate],
+        values: list[Any],
+        merge: EndpointMerge,
+        max_event_types: int,
+        max_user_endpoints: int,
+    ) -> Job:
+        """The writer's part of PutEvents; `values` holds each event's columns in a row."""
+        types = set(values[3::_EVENT_COLUMNS])
 
         def job(conn: sqlite3.Connection) -> IngestResult:
             result = IngestResult()
@@ -458,11 +519,16 @@ class SQLiteStorage:
             rejected = result.rejected_types
             rows = values
             if rejected:
-                rows = [v for e in events if e.event_type not in rejected for v in (app_id, *e)]
+                rows = [
+                    value
+                    for start in range(0, len(values), _EVENT_COLUMNS)
+                    if values[start + 3] not in rejected
+                    for value in values[start : start + _EVENT_COLUMNS]
+                ]
             self._deferred.append((rows, result))  # inserted, and counted, by _flush
             return result
 
-        return await self._write(job, flush_first=False)
+        return job
 
     def _known_types(self, conn: sqlite3.Connection, app_id: str) -> set[str]:
         known = self._types.get(app_id)

@@ -1,0 +1,292 @@
+"""PutEvents batches written by a process of their own.
+
+In one process, the event loop and SQLite's writer thread share the GIL: the writer gives
+it up for every SQLite call and then waits to take it back while the loop runs Python, so
+the two together use little more than one core. Here the collector hands each checked
+batch (its rows, already laid out as columns) to a child process, which runs the same
+writer code as the thread: it takes every batch waiting, writes them in one transaction,
+commits, and only then answers. The collector answers 202 only after that answer, so
+nothing is acknowledged before it is on disk.
+
+The two processes talk over a socket pair, in frames of a 4-byte length and a pickle
+(both ends are this package, so nothing untrusted is unpickled). The child ignores
+SIGINT and SIGTERM, which a terminal or a service manager sends to the whole group: it
+stops when the collector closes its end, once every batch sent has been answered, or
+when the collector dies (Linux: PR_SET_PDEATHSIG; elsewhere, the socket's end of file).
+Other writes (apps, keys, endpoints, ...) stay with the collector's own writer thread;
+the two writers take turns on the database through the same file lock as
+``serve --workers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from homing_collector.storage.base import (
+    EndpointMerge,
+    EndpointUpdate,
+    IngestResult,
+    Overloaded,
+    StorageError,
+    StorageUnavailable,
+)
+
+logger = logging.getLogger("homing_collector")
+
+_HEADER = struct.Struct("!I")
+_READY = 0  # the job id of the child's first frame
+_START_TIMEOUT = 30.0  # seconds for the child to open the database
+_STOP_TIMEOUT = 60.0  # seconds for the child to exit once every batch is answered
+_MAX_JOBS_PER_COMMIT = 512
+_BUFFER_BYTES = 4 << 20
+
+
+def _frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
+
+
+class EventsProcess:
+    """The collector's end: sends batches, and wakes each caller when its batch is stored."""
+
+    def __init__(self, path: Path, synchronous: str, max_pending: int) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.max_pending = max_pending
+        self._process: subprocess.Popen[bytes] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._ready: asyncio.Future[None] | None = None
+        self._lost = False
+        self._closed: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for sock in (ours, theirs):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
+        command = [
+            sys.executable, "-m", "homing_collector.storage.events_process",
+            str(theirs.fileno()), str(self.path), self.synchronous, str(os.getpid()),
+        ]  # fmt: skip
+        try:
+            self._process = subprocess.Popen(
+                command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL
+            )
+        finally:
+            theirs.close()
+        self._ready = loop.create_future()
+        self._closed = loop.create_future()
+        try:
+            self._transport, _ = await loop.create_unix_connection(
+                lambda: _Protocol(self), sock=ours
+            )
+            await asyncio.wait_for(asyncio.shield(self._ready), _START_TIMEOUT)
+        except BaseException:
+            await self._reap(kill=True)
+            raise
+
+    def usable(self) -> bool:
+        return not self._lost and asyncio.get_running_loop() is self._loop
+
+    async def put_events(
+        self,
+        app_id: str,
+        endpoints: Sequence[EndpointUpdate],
+        values: list[Any],
+        merge: EndpointMerge,
+        max_event_types: int,
+        max_user_endpoints: int,
+    ) -> IngestResult:
+        if self._transport is None or self._lost:
+            raise StorageUnavailable("the events writer process has stopped")
+        if len(self._futures) >= self.max_pending:
+            raise Overloaded(f"{len(self._futures)} writes are waiting")
+        assert self._loop is not None
+        job_id = next(self._ids)
+        future: asyncio.Future[IngestResult] = self._loop.create_future()
+        self._futures[job_id] = future
+        self._transport.write(
+            _frame(
+                (job_id, app_id, list(endpoints), values, merge, max_event_types,
+                 max_user_endpoints)
+            )
+        )  # fmt: skip
+        # The write goes on even if the request is cancelled; only the answer is lost.
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Wait until every batch sent is answered, then stop the child."""
+        if self._transport is not None and not self._lost:
+            self._transport.write_eof()  # the child finishes what it has, then exits
+            assert self._closed is not None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._closed), _STOP_TIMEOUT)
+        await self._reap(kill=False)
+
+    async def _reap(self, *, kill: bool) -> None:
+        process, self._process = self._process, None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if process is None:
+            return
+        if kill:
+            process.kill()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, process.wait, _STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            logger.error("The events writer process did not stop; killing it")
+            process.kill()
+            process.wait()
+
+    # -- called by the protocol ----------------------------------------------------------
+
+    def _answer(self, message: Any) -> None:
+        job_id, ok, value = message
+        if job_id == _READY:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+            return
+        future = self._futures.pop(job_id, None)
+        if future is None or future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def _connection_lost(self) -> None:
+        self._lost = True
+        error = StorageUnavailable("the events writer process stopped before it answered")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+        if self._futures:
+            logger.error(
+                "The events writer process stopped; %d batches get an error", len(self._futures)
+            )
+        futures, self._futures = self._futures, {}
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(error)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: EventsProcess) -> None:
+        self.owner = owner
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, start)
+            end = start + _HEADER.size + size
+            if len(buffer) < end:
+                break
+            self.owner._answer(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
+            start = end
+        del buffer[:start]
+
+    def eof_received(self) -> bool | None:
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._connection_lost()
+
+
+# -- the child --------------------------------------------------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the collector died before prctl took effect
+        raise SystemExit(0)
+
+
+def _read_frames(sock: socket.socket, buffer: bytearray) -> tuple[list[Any], bool]:
+    """Block for at least one frame, then take every whole frame that has arrived.
+    Returns the messages and whether the collector has closed its end."""
+    messages: list[Any] = []
+    eof = False
+    blocking = True
+    while True:
+        start = 0
+        while len(buffer) - start >= _HEADER.size and len(messages) < _MAX_JOBS_PER_COMMIT:
+            (size,) = _HEADER.unpack_from(buffer, start)
+            end = start + _HEADER.size + size
+            if len(buffer) < end:
+                break
+            messages.append(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
+            start = end
+        del buffer[:start]
+        if eof or len(messages) >= _MAX_JOBS_PER_COMMIT:
+            return messages, eof
+        if messages:
+            blocking = False
+        sock.setblocking(blocking)
+        try:
+            data = sock.recv(_BUFFER_BYTES)
+        except BlockingIOError:
+            return messages, False
+        if not data:
+            eof = True
+        buffer += data
+
+
+def main(argv: list[str]) -> int:
+    from homing_collector.storage.sqlite import SQLiteStorage
+
+    fd, path, synchronous, parent = int(argv[0]), argv[1], argv[2], int(argv[3])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent)
+    logging.basicConfig(format="%(levelname)s homing_collector events writer: %(message)s")
+    sock = socket.socket(fileno=fd)
+    storage = SQLiteStorage(path, synchronous=synchronous)
+    conn = storage.open_writer(migrate_schema=False)  # the collector has migrated it
+    sock.sendall(_frame((_READY, True, None)))
+    buffer = bytearray()
+    eof = False
+    while not eof:
+        messages, eof = _read_frames(sock, buffer)
+        if not messages:
+            continue
+        jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]
+        outcomes = storage.commit_jobs(conn, jobs)
+        replies = []
+        for message, (value, ok) in zip(messages, outcomes, strict=True):
+            if not ok:
+                value = StorageError(f"{type(value).__name__}: {value}")
+            replies.append(_frame((message[0], ok, value)))
+        sock.setblocking(True)
+        sock.sendall(b"".join(replies))
+    storage.close_writer(conn)
+    sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,122 @@
+"""The events writer process: PutEvents batches are written by a child of the collector.
+
+It must never cost an acknowledged event, never outlive the collector, and never turn a
+failure of its own into a 500.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.collector.traffic import Traffic, acknowledged_keys, new_batch, stored_events
+from tests.conftest import LiveCollector
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(child) for child in text)
+    return found
+
+
+def events_writer(live: LiveCollector) -> int:
+    assert live.process is not None
+    (child,) = children(live.process.pid)
+    command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    assert b"homing_collector.storage.events_process" in command, command
+    return child
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+
+
+def test_sigint_to_the_whole_process_group_is_graceful(tmp_path: Path) -> None:
+    # Ctrl-C in a terminal, or a service manager, signals every process of the group:
+    # the events writer must finish the batches in flight, not die with them.
+    live = LiveCollector(tmp_path / "group.db", new_session=True).start()
+    try:
+        assert live.process is not None
+        writer = events_writer(live)
+        app = live.create_app("group")
+        traffic = Traffic(live.url, app.id, app.ingest.token, clients=8)
+        with traffic.running():
+            assert traffic.wait_for(100, timeout=60), traffic.summary()
+            os.killpg(live.process.pid, signal.SIGINT)
+            assert traffic.wait_until_stopped(timeout=30), traffic.summary()
+        assert live.process.wait(timeout=30) == 0
+        assert wait_gone(writer, timeout=10), "the events writer outlived the collector"
+    finally:
+        live.stop(signal.SIGKILL)  # only reaps it, if it exited as it should
+    assert traffic.unexpected == [], traffic.summary()
+    missing = traffic.acknowledged - stored_events(live.db, app.id).keys()
+    assert not missing, f"{len(missing)} acknowledged events are not in the database"
+
+
+def test_the_events_writer_dies_with_a_killed_collector(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector()
+    writer = events_writer(live)
+    assert live.process is not None
+    live.process.kill()
+    live.process.wait(timeout=10)
+    assert wait_gone(writer, timeout=10), "the events writer outlived a SIGKILLed collector"
+
+
+def test_a_dead_events_writer_costs_no_acknowledged_event_and_no_500(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector()
+    app = live.create_app("writer-dies")
+    writer = events_writer(live)
+    traffic = Traffic(live.url, app.id, app.ingest.token, clients=8)
+    with traffic.running():
+        assert traffic.wait_for(50, timeout=60), traffic.summary()
+        acknowledged_before = traffic.batches_acknowledged
+        os.kill(writer, signal.SIGKILL)
+        # Clients that get a 503 stop; the others go on, now written in-process.
+        traffic.wait_for(acknowledged_before + 50, timeout=10)
+    # The batches the writer took with it are answered 503 with Retry-After, never 500.
+    for line in traffic.unexpected:
+        assert ": 503 " in line, traffic.summary()
+    assert traffic.transport_errors == [], traffic.summary()
+
+    # The collector goes on writing, in-process, and keeps what it acknowledged.
+    body, keys = new_batch(["after-the-writer"], 25, 0)
+    response = httpx.post(
+        f"{live.url}/v1/apps/{app.id}/events",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {app.ingest.token}"},
+        timeout=30,
+    )
+    assert acknowledged_keys(response, keys) == keys, response.text
+    stored = stored_events(live.db, app.id)
+    missing = (traffic.acknowledged | set(keys)) - stored.keys()
+    assert not missing, f"{len(missing)} acknowledged events are not in the database"
+    assert set(stored.values()) == {1}

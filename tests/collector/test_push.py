@@ -584,3 +584,15 @@ def test_a_message_sent_through_one_worker_reaches_streams_held_by_another(
         for stream in streams:
             stream.close()
     assert received == {device: results[device]["MessageId"] for device in devices}
+
+
+def test_the_api_md_example_sends(live: LiveCollector, app: App, admin: Any) -> None:
+    from tests.collector.test_docs import ROOT, code_blocks, section
+
+    (example,) = code_blocks(section((ROOT / "docs" / "api.md").read_text(), "Push"), "python")
+    device = endpoint(admin, app)
+    with connected(live, app, device) as stream:
+        exec(example.replace("ENDPOINT-ID", device), {"client": admin, "app_id": app.id})
+        [event] = stream.messages(1)
+    assert event.data["Data"]["pinpoint.url"] == "https://example.com/sale"
+    assert event.data["Data"]["pinpoint.campaign.campaign_id"] == "spring-sale"

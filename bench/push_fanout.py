@@ -259,7 +259,10 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         held = await _stream_gauge(port)
         rss_after = _rss_kib(process.pid)
 
-        # The peer: a small request's round trip, with every stream held.
+        # The peer: a small request's round trip, with every stream held. (A fresh
+        # connection: the server closes one idle for 5 s.)
+        connection.close()
+        connection = await Connection.open(port)
         rtt = []
         for _ in range(200):
             t0 = time.perf_counter()

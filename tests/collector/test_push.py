@@ -340,6 +340,9 @@ def test_delete_endpoint_deletes_its_queued_messages(
 
 
 def test_stream_starts_with_retry_and_sends_heartbeats(live: LiveCollector, app: App) -> None:
+    for _ in range(3):  # each stream's headers are its own
+        with open_stream(live, app, new_id()) as stream:
+            assert len(stream.response.headers.get_list("x-amzn-requestid")) == 1
     with open_stream(live, app, new_id()) as stream:
         assert stream.response.status_code == 200
         assert stream.response.headers["content-type"] == "text/event-stream"

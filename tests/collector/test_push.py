@@ -339,6 +339,30 @@ def test_delete_endpoint_deletes_its_queued_messages(
     assert [(e.id, e.data["MessageId"]) for e in backlog] == [(2, after)]
 
 
+def test_delete_user_endpoints_and_delete_app_delete_queued_messages(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    def queued(app_id: str) -> int:
+        with sqlite3.connect(live.db) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM push_messages WHERE app_id = ?", (app_id,)
+            ).fetchone()
+        db.close()
+        return int(count)
+
+    other = live.create_app("deleted")
+    other_admin = live.client(other.admin)
+    user = new_id()
+    devices = [endpoint(other_admin, other, User={"UserId": user}) for _ in range(2)]
+    kept = endpoint(other_admin, other)
+    send(other_admin, other, [*devices, kept], push())
+    assert queued(other.id) == 3
+    other_admin.delete_user_endpoints(ApplicationId=other.id, UserId=user)
+    assert queued(other.id) == 1
+    live.client(live.root_key()).delete_app(ApplicationId=other.id)
+    assert queued(other.id) == 0
+
+
 def test_stream_starts_with_retry_and_sends_heartbeats(live: LiveCollector, app: App) -> None:
     for _ in range(3):  # each stream's headers are its own
         with open_stream(live, app, new_id()) as stream:
@@ -520,14 +544,25 @@ def test_kill_9_after_a_send_loses_nothing(start_collector: Callable[..., LiveCo
     device = endpoint(admin, app)
     results = send(admin, app, [device], push("survives"))
     assert results[device]["DeliveryStatus"] == "TEMPORARY_FAILURE"
+    short = send(admin, app, [device], {"GCMMessage": {"TimeToLive": 1}})[device]["MessageId"]
     assert first.process is not None
     first.process.kill()
     assert first.process.wait(timeout=10) == -signal.SIGKILL
+    time.sleep(1.1)  # the second message expires while the collector is down
     restarted = start_collector(first.db)
     with open_stream(restarted, app, device) as stream:
         [event] = stream.messages(1)
     assert event.data["MessageId"] == results[device]["MessageId"]
     assert event.data["Data"]["pinpoint.notification.title"] == "survives"
+    # Expired messages are deleted when the collector starts, and then every minute.
+    deadline = time.monotonic() + 10
+    while metric(restarted, 'homing_push_messages_total{outcome="expired"}') < 1:
+        assert time.monotonic() < deadline, "the expired message was not purged at startup"
+        time.sleep(0.05)
+    with sqlite3.connect(first.db) as db:
+        ids = [row[0] for row in db.execute("SELECT message_id FROM push_messages")]
+    db.close()
+    assert short not in ids and results[device]["MessageId"] in ids
 
 
 def test_sigterm_ends_open_streams_and_exits_promptly(

@@ -205,6 +205,26 @@ def test_silent_push_reaches_an_opted_out_endpoint(
     assert event.data["Data"] == {"setting": "dark", "pinpoint.notification.silentPush": "1"}
 
 
+def test_a_channel_section_overrides_the_default_one_field_by_field(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    gcm = endpoint(admin, app, ChannelType="GCM")
+    apns = endpoint(admin, app, ChannelType="APNS")
+    config = {
+        "DefaultPushNotificationMessage": {"Title": "default", "Body": "b", "SilentPush": True},
+        "GCMMessage": {"Title": "gcm", "SilentPush": False},
+        "APNSMessage": {"Title": "apns"},
+    }
+    with connected(live, app, gcm) as on_gcm, connected(live, app, apns) as on_apns:
+        send(admin, app, [gcm, apns], config)
+        [to_gcm], [to_apns] = on_gcm.messages(1), on_apns.messages(1)
+    assert to_gcm.data["Silent"] is False
+    assert to_gcm.data["Data"]["pinpoint.notification.title"] == "gcm"
+    assert to_apns.data["Silent"] is True  # APNSMessage leaves SilentPush to the default
+    assert to_apns.data["Data"]["pinpoint.notification.title"] == "apns"
+    assert to_apns.data["Data"]["pinpoint.notification.body"] == "b"
+
+
 def test_send_users_messages_reaches_every_endpoint_of_each_user(
     live: LiveCollector, app: App, admin: Any
 ) -> None:

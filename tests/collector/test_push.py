@@ -323,6 +323,11 @@ def test_last_event_id_acknowledges_every_message_up_to_it(
     # It held: without the header, 1 and 2 stay acknowledged.
     with open_stream(live, app, device) as stream:
         assert [e.id for e in stream.backlog()] == [3]
+    # An id the endpoint never had acknowledges nothing.
+    with open_stream(live, app, device, last_event_id=4) as stream:
+        assert [e.id for e in stream.backlog()] == [3]
+    with open_stream(live, app, new_id(), last_event_id=1) as stream:
+        assert stream.backlog() == []
 
 
 def test_the_queue_of_an_endpoint_is_bounded_dropping_the_oldest(

@@ -1,0 +1,159 @@
+"""One push stream: a Server-Sent Events response that stays open.
+
+An idle stream has no task of its own: the server's task for the connection waits for the
+client to leave, and a timer stands for the next heartbeat. Something to write (a message,
+a heartbeat, the end) starts a short task that writes and ends. Messages reach a stream
+by `offer()` (this process committed them) or by `request_fetch()` (read what is new
+from the database). Either way it writes each endpoint's messages in increasing `seq`,
+with no gaps: a device's `Last-Event-ID` is a cumulative acknowledgement, so a message
+must never be passed over for a later one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from homing_collector.storage.base import QueuedPush
+
+if TYPE_CHECKING:
+    from homing_collector.push.gateway import Gateway
+
+logger = logging.getLogger("homing_collector")
+
+RETRY = b"retry: 5000\n\n"
+PING = b": ping\n\n"
+_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
+]
+
+
+class PushStream(Response):
+    def __init__(self, gateway: Gateway, app_id: str, endpoint_id: str) -> None:
+        # No Response.__init__: it would add a Content-Length for an empty body.
+        self.status_code = 200
+        self.background = None
+        self.gateway = gateway
+        self.key = (app_id, endpoint_id)
+        self.last_seq = 0  # the highest seq written on this connection
+        self.pending: list[QueuedPush] = []
+        self.fetch = True  # read the database first: the backlog
+        self.closed = False  # asked to end
+        self.ended = False  # the response is complete, or the client has gone
+        self._send: Send | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_write = 0.0
+
+    # -- called by the gateway, on the event loop ------------------------------------------
+
+    def offer(self, item: QueuedPush, limit: int) -> None:
+        if len(self.pending) >= limit:
+            # The client reads slower than messages come. Keep memory bounded and read them
+            # back from the database later, in order.
+            self.pending.clear()
+            self.fetch = True
+        else:
+            self.pending.append(item)
+        self._kick()
+
+    def request_fetch(self) -> None:
+        self.fetch = True
+        self._kick()
+
+    def close(self) -> None:
+        self.closed = True
+        self._kick()
+
+    # -- the response ----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A list of its own: middleware appends to it (x-amzn-RequestId).
+        headers = list(_HEADERS)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": RETRY, "more_body": True})
+        self._send = send
+        self._last_write = asyncio.get_running_loop().time()
+        self.gateway.attach(self)
+        try:
+            self._kick()  # the backlog
+            # Returns when the client goes away, or once _write has ended the response.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        finally:
+            self.ended = True
+            self.gateway.detach(self)
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._writer is not None:
+                self._writer.cancel()
+
+    def _kick(self) -> None:
+        if self._writer is None and not self.ended and self._send is not None:
+            self._writer = asyncio.get_running_loop().create_task(self._write(self._send))
+
+    def _heartbeat(self) -> None:
+        self._timer = None
+        self._kick()
+
+    async def _write(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.ended:
+                if self.closed:
+                    self.ended = True
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if self.fetch or self.pending:
+                    chunk = await self._next_events()
+                elif loop.time() - self._last_write >= self.gateway.heartbeat * 0.99:
+                    chunk = PING
+                else:
+                    break
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    self._last_write = loop.time()
+        except Exception:
+            logger.exception("Push stream %s/%s failed; ending it", *self.key)
+            self.closed = True
+        finally:
+            self._writer = None
+        if self.closed and not self.ended:
+            self._kick()
+        elif not self.ended:
+            if self._timer is not None:
+                self._timer.cancel()
+            delay = self._last_write + self.gateway.heartbeat - loop.time()
+            self._timer = loop.call_later(max(0.0, delay), self._heartbeat)
+
+    async def _next_events(self) -> bytes:
+        items, self.pending = self.pending, []
+        if self.fetch:
+            self.fetch = False
+            app_id, endpoint_id = self.key
+            fetched = await self.gateway.storage.pending_push(
+                app_id, endpoint_id, after_seq=self.last_seq, now_ms=_now_ms()
+            )
+            items = fetched + items
+        now_ms = _now_ms()
+        parts = []
+        for item in items:
+            if item.seq <= self.last_seq or item.expires_at <= now_ms:
+                continue  # written already (backlog and live overlap), or expired
+            parts.append(b"id: %d\nevent: push\ndata: %s\n\n" % (item.seq, item.payload.encode()))
+            self.last_seq = item.seq
+        if not parts:
+            return b""
+        self.gateway.metrics.push["sent"] += len(parts)
+        return b"".join(parts)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

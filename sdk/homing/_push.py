@@ -89,6 +89,7 @@ class Push:
         notifier: Handler | None = None,
         foreground: bool = True,
         max_seen: int = 1000,
+        wait: Callable[[threading.Event, float], Any] | None = None,
     ) -> None:
         self.stream_url = stream_url
         self.acks_url = acks_url
@@ -100,6 +101,7 @@ class Push:
         self._record = record
         self._state = state
         self._transport = transport
+        self._wait = wait or (lambda event, seconds: event.wait(seconds))
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "User-Agent": f"homing-python/{__version__}",
@@ -192,7 +194,7 @@ class Push:
         backoff = wait_random_exponential(multiplier=0.5, max=self.max_backoff)
         while not self._stopping:
             if not self._allowed():
-                self._wake.wait(_POLICY_RECHECK)
+                self._wait(self._wake, _POLICY_RECHECK)
                 continue
             wait: float | None = None
             try:
@@ -212,7 +214,7 @@ class Push:
             delay = backoff(cast(RetryCallState, SimpleNamespace(attempt_number=attempt)))
             delay = max(delay, wait or 0.0)
             logger.info("homing: the push stream closed; reconnecting in %.1f s", delay)
-            self._wake.wait(delay)
+            self._wait(self._wake, delay)
 
     def _allowed(self) -> bool:
         try:

@@ -70,7 +70,7 @@ def parse_payload(payload: Mapping[str, Any], *, message_id: str | None = None) 
     """
     if not isinstance(payload, Mapping):
         raise ValueError(f"a push payload must be a mapping, not {type(payload).__name__}")
-    if isinstance(payload.get("Data"), Mapping) and "MessageId" in payload:
+    if "MessageId" in payload and "Data" in payload:
         return _from_stream(payload)
     data = payload.get("data")
     nested = isinstance(data, Mapping) and isinstance(data.get("pinpoint"), Mapping)
@@ -86,6 +86,8 @@ def _from_stream(payload: Mapping[str, Any]) -> PushMessage:
     message_id = payload.get("MessageId")
     if not isinstance(message_id, str) or not message_id:
         raise ValueError("MessageId must be a non-empty string")
+    if not isinstance(payload["Data"], Mapping):
+        raise ValueError("Data must be an object of strings")
     silent = payload.get("Silent")
     return _from_flat(
         payload["Data"],

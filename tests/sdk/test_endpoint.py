@@ -185,8 +185,9 @@ def test_the_probe_is_injectable(tmp_path: Path) -> None:
     probe = Probe(root=tmp_path, system=lambda: "Linux", release=lambda: "5.10",
                   environ={}, locale_name=lambda: "mi_NZ", is_android=lambda: False)  # fmt: skip
     profile = Endpoint({}, probe=probe).profile(0.0)
-    assert profile["Demographic"] == {"Platform": "Linux", "PlatformVersion": "5.10",
-                                      "Locale": "mi_NZ", "Timezone": "Pacific/Auckland"}  # fmt: skip
+    expected = {"Platform": "Linux", "PlatformVersion": "5.10", "Locale": "mi_NZ",
+                "Timezone": "Pacific/Auckland"}  # fmt: skip
+    assert profile["Demographic"] == expected
 
 
 def test_each_session_start_sends_the_profile(make_analytics: Make, fake: FakeCollector) -> None:

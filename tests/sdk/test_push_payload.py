@@ -172,6 +172,5 @@ def test_any_string_map_parses_and_splits_into_pinpoint_and_custom_keys(
             assert message.campaign[key.removeprefix("pinpoint.campaign.")] == value
         elif not key.startswith("pinpoint.") and key not in ("data", "aps"):
             assert message.data.get(key) == value or "pinpoint.jsonBody" in data
-    assert message.silent == (data.get("pinpoint.notification.silentPush") in ("1", "true",
-                                                                                 "True", "TRUE",
-                                                                                 "yes"))  # fmt: skip
+    flag = data.get("pinpoint.notification.silentPush")
+    assert message.silent == (flag in ("1", "true", "True", "TRUE", "yes"))

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
+from homing_collector.push.gateway import Gateway
 from homing_collector.routes import BENCH_OPERATIONS, OPERATIONS
 from homing_collector.settings import Settings
 from homing_collector.storage.base import Overloaded, Storage
@@ -35,12 +36,24 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         max_pending=settings.max_pending_writes,
     )
 
+    metrics = Metrics()
+    push = Gateway(
+        store,
+        metrics,
+        heartbeat=settings.push_heartbeat,
+        queue_limit=settings.push_queue_limit,
+        default_ttl=settings.push_default_ttl,
+        shared=settings.workers > 1,
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
+        await push.start()
         try:
             yield
         finally:
+            await push.close()
             await store.close()  # every queued write is committed first
 
     operations = OPERATIONS + (BENCH_OPERATIONS if settings.bench_routes else [])
@@ -57,7 +70,8 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     )
     app.state.settings = settings
     app.state.storage = store
-    app.state.metrics = Metrics()
+    app.state.metrics = metrics
+    app.state.push = push
     app.state.hooks = hooks
     app.state.openapi = document(operations)
     app.add_middleware(_Observe, metrics=app.state.metrics)

@@ -6,8 +6,9 @@ Two ways to authenticate, one set of roles:
   clock skew. This is what boto3, the AWS CLI and the AWS SDKs send.
 - ``Authorization: Bearer <token>``, which the Homing SDK and curl send.
 
-Roles: ``ingest`` keys may send events and update endpoints of their own app, ``admin``
-keys may do everything within their own app, and ``root`` keys manage apps.
+Roles: ``ingest`` keys may send events, update endpoints and open push streams of their
+own app, ``admin`` keys may do everything within their own app, and ``root`` keys manage
+apps.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ MAX_CLOCK_SKEW_SECONDS = 15 * 60
 ROLES = ("ingest", "admin", "root")
 
 # The operations an ingest key may call; everything else needs admin.
-INGEST_OPERATIONS = frozenset({"PutEvents", "UpdateEndpoint", "UpdateEndpointsBatch"})
+INGEST_OPERATIONS = frozenset(
+    {"PutEvents", "UpdateEndpoint", "UpdateEndpointsBatch", "OpenPushStream",
+     "AcknowledgePushMessages"}
+)  # fmt: skip
 # The operations that manage applications themselves need a root key.
 ROOT_OPERATIONS = frozenset({"CreateApp", "GetApps", "DeleteApp"})
 # A root key manages apps and their keys; it never reads or writes an app's data.

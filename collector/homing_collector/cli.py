@@ -174,6 +174,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     if args.no_access_log:
         logging.getLogger("homing_collector.access").setLevel(logging.WARNING)
+    _raise_file_limit()
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that name TCP, and without
     # it an answer sent in two writes (head, then body) waits ~40 ms for a delayed ACK.
@@ -196,8 +197,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             sock.close()
         return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_config=None,
         access_log=False,
         server_header=False,
@@ -212,6 +214,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 # Only now: the database is open and SIGTERM means a graceful stop, so a
                 # supervisor that waits for this line may signal the server at any time.
                 print(banner, flush=True)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn waits for open connections before the app's own shutdown, and a push
+            # stream never ends by itself: end them first, so that a stop is prompt.
+            app.state.push.close_streams()
+            await super().shutdown(sockets=sockets)
 
     # A PutEvents batch is thousands of objects, freed by reference counting once it is
     # answered. At CPython's default threshold (700 allocations) the cyclic collector scans
@@ -228,6 +236,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         Server(config).run(sockets=sockets)
         return 0
     return _run_workers(sockets, lambda sock: Server(config).run(sockets=[sock]))
+
+
+def _raise_file_limit() -> None:
+    """Every push stream holds a socket: allow as many open files as the system lets us."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run_workers(sockets: list[socket.socket], run: Callable[[socket.socket], None]) -> int:

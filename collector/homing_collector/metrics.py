@@ -6,6 +6,10 @@ import bisect
 from collections import Counter
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+# queued: stored by SendMessages/SendUsersMessages; sent: written to a push stream (a
+# message re-sent on reconnect counts again); delivered: acknowledged by the device;
+# expired: deleted unacknowledged after its TTL; dropped: deleted to bound a queue.
+PUSH_OUTCOMES = ("queued", "sent", "delivered", "expired", "dropped")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -13,6 +17,8 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.events: Counter[str] = Counter()  # "accepted", "rejected"
+        self.push: Counter[str] = Counter()  # PUSH_OUTCOMES
+        self.push_streams = 0  # open push streams
         self._latency: dict[str, list[float]] = {}  # route -> [bucket counts..., +Inf, sum]
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -44,6 +50,15 @@ class Metrics:
         for outcome in ("accepted", "rejected"):
             lines.append(f'homing_events_total{{outcome="{outcome}"}} {self.events[outcome]}')
         lines += [
+            "# HELP homing_push_messages_total Push messages, by what happened to them.",
+            "# TYPE homing_push_messages_total counter",
+        ]
+        for outcome in PUSH_OUTCOMES:
+            lines.append(f'homing_push_messages_total{{outcome="{outcome}"}} {self.push[outcome]}')
+        lines += [
+            "# HELP homing_push_streams Push streams open now.",
+            "# TYPE homing_push_streams gauge",
+            f"homing_push_streams {self.push_streams}",
             "# HELP homing_request_duration_seconds Time to answer a request, by route.",
             "# TYPE homing_request_duration_seconds histogram",
         ]

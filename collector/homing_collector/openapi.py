@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from homing import __version__, limits
 from homing.wire import CHANNEL_TYPES, DEMOGRAPHIC_FIELDS
+from homing_collector.push.messages import ACTIONS, MAX_TARGETS, MAX_TTL_SECONDS
 
 if TYPE_CHECKING:
     from homing_collector.routes import Operation
@@ -69,6 +70,121 @@ _ENDPOINT_FIELDS: dict[str, Any] = {
     "User": _obj({"UserId": _STR, "UserAttributes": _ENDPOINT_ATTRIBUTES}),
 }
 _STATUS = _obj({"StatusCode": {"type": "integer", "enum": [202, 400]}, "Message": _STR})
+
+_STRING_MAP = {"type": "object", "additionalProperties": _STR}
+_PUSH_TEXT = {
+    "Title": _STR,
+    "Body": _STR,
+    "Action": {"type": "string", "enum": list(ACTIONS)},
+    "Url": _STR,
+    "Data": _STRING_MAP,
+    "SilentPush": {"type": "boolean"},
+}
+_CHANNEL_PUSH = _obj(
+    {
+        **_PUSH_TEXT,
+        "TimeToLive": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_TTL_SECONDS,
+            "description": "Seconds the message waits for an offline device.",
+        },
+    }
+)
+_SEND_CONFIGURATION = _obj({"TitleOverride": _STR, "BodyOverride": _STR, "Context": _STRING_MAP})
+_MESSAGE_CONFIGURATION = _obj(
+    {
+        "DefaultPushNotificationMessage": _obj(_PUSH_TEXT),
+        "GCMMessage": _CHANNEL_PUSH,
+        "APNSMessage": _CHANNEL_PUSH,
+    }
+)
+_DELIVERY_STATUSES = [
+    "SUCCESSFUL",
+    "TEMPORARY_FAILURE",
+    "PERMANENT_FAILURE",
+    "OPT_OUT",
+    "DUPLICATE",
+]
+_PUSH_SCHEMAS: dict[str, Any] = {
+    "MessageRequest": _obj(
+        {
+            "MessageConfiguration": _MESSAGE_CONFIGURATION,
+            "Endpoints": {
+                "type": "object",
+                "description": "Endpoint id -> EndpointSendConfiguration.",
+                "minProperties": 1,
+                "maxProperties": MAX_TARGETS,
+                "additionalProperties": _SEND_CONFIGURATION,
+            },
+            "Context": _STRING_MAP,
+            "TraceId": _STR,
+        },
+        ["MessageConfiguration", "Endpoints"],
+    ),
+    "SendUsersMessageRequest": _obj(
+        {
+            "MessageConfiguration": _MESSAGE_CONFIGURATION,
+            "Users": {
+                "type": "object",
+                "description": "User id -> EndpointSendConfiguration.",
+                "minProperties": 1,
+                "maxProperties": MAX_TARGETS,
+                "additionalProperties": _SEND_CONFIGURATION,
+            },
+            "Context": _STRING_MAP,
+            "TraceId": _STR,
+        },
+        ["MessageConfiguration", "Users"],
+    ),
+    "EndpointMessageResult": _obj(
+        {
+            "DeliveryStatus": {"type": "string", "enum": _DELIVERY_STATUSES},
+            "StatusCode": {"type": "integer", "enum": [200, 202, 403, 404, 409]},
+            "MessageId": _STR,
+            "StatusMessage": _STR,
+            "Address": _STR,
+        },
+        ["DeliveryStatus", "StatusCode"],
+    ),
+    "MessageResponse": _obj(
+        {
+            "ApplicationId": _STR,
+            "RequestId": _STR,
+            "EndpointResult": {
+                "type": "object",
+                "additionalProperties": _ref("EndpointMessageResult"),
+            },
+        },
+        ["ApplicationId"],
+    ),
+    "SendUsersMessageResponse": _obj(
+        {
+            "ApplicationId": _STR,
+            "RequestId": _STR,
+            "Result": {
+                "type": "object",
+                "description": "User id -> endpoint id -> result.",
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": _ref("EndpointMessageResult"),
+                },
+            },
+        },
+        ["ApplicationId"],
+    ),
+    "PushStream": {
+        "type": "string",
+        "description": "Server-Sent Events: `retry: 5000`, then one `push` event per message "
+        "(`id: <seq>`, `data: {MessageId, Silent, ExpiresAt, Data}`) and `: ping` heartbeats. "
+        "Send `Last-Event-ID: <seq>` to acknowledge every message up to that seq.",
+    },
+    "PushAcksRequest": _obj(
+        {"MessageIds": {"type": "array", "minItems": 1, "maxItems": 100, "items": _STR}},
+        ["MessageIds"],
+    ),
+    "PushAcksResponse": _obj({"Acknowledged": {"type": "integer", "minimum": 0}}, ["Acknowledged"]),
+}
 
 SCHEMAS: dict[str, Any] = {
     "Session": _obj(
@@ -191,6 +307,7 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "KeysResponse": _obj({"Item": {"type": "array", "items": _ref("KeyResponse")}}, ["Item"]),
+    **_PUSH_SCHEMAS,
     "Health": _obj({"status": {"type": "string", "enum": ["ok"]}}),
     "Error": _obj({"Message": _STR, "RequestID": _STR}, ["Message"]),
 }
@@ -251,7 +368,7 @@ def document(operations: Sequence[Operation]) -> dict[str, Any]:
         "info": {
             "title": "Homing collector",
             "version": __version__,
-            "description": "Amazon Pinpoint's REST API for events, endpoints and apps, "
+            "description": "Amazon Pinpoint's REST API for events, endpoints, apps and push, "
             "self-hosted.",
         },
         "paths": paths,

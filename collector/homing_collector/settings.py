@@ -29,6 +29,12 @@ class Settings:
     bench_routes: bool = False
     # Server processes sharing the port and the database file.
     workers: int = 1
+    # Push: unacknowledged messages kept per endpoint (the oldest beyond are dropped), the
+    # seconds between heartbeats on an idle push stream, and the TTL of a push that names
+    # none, in seconds.
+    push_queue_limit: int = 100
+    push_heartbeat: float = 20.0
+    push_default_ttl: int = 2_419_200
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -43,6 +49,12 @@ class Settings:
             raise ValueError("max_pending_writes must be 1 or more")
         if self.shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must be 0 or more seconds")
+        if not 1 <= self.push_queue_limit <= 100_000:
+            raise ValueError("push_queue_limit must be from 1 to 100000")
+        if not 0.05 <= self.push_heartbeat <= 3600:
+            raise ValueError("push_heartbeat must be from 0.05 to 3600 seconds")
+        if not 0 <= self.push_default_ttl <= 2_419_200:
+            raise ValueError("push_default_ttl must be from 0 to 2419200 seconds (28 days)")
 
     @classmethod
     def from_env(
@@ -81,4 +93,7 @@ _SERVE_VARIABLES: tuple[tuple[str, type], ...] = (
     ("max_pending_writes", int),
     ("shutdown_timeout", float),
     ("workers", int),
+    ("push_queue_limit", int),
+    ("push_heartbeat", float),
+    ("push_default_ttl", int),
 )

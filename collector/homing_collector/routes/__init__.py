@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from homing_collector.routes import apps, endpoints, events, keys, ops, users
+from homing_collector.routes import apps, endpoints, events, keys, messages, ops, push, users
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -50,6 +50,19 @@ OPERATIONS = [
               users.delete_user_endpoints, 202,
               "Delete the endpoints of a user and their events; returns them", "admin",
               None, "EndpointsResponse"),
+    Operation("SendMessages", "POST", APP + "/messages", messages.send_messages, 200,
+              "Send a push to up to 100 endpoints", "admin", "MessageRequest",
+              "MessageResponse"),
+    Operation("SendUsersMessages", "POST", APP + "/users-messages",
+              messages.send_users_messages, 200,
+              "Send a push to every endpoint of up to 100 users", "admin",
+              "SendUsersMessageRequest", "SendUsersMessageResponse"),
+    Operation("OpenPushStream", "GET", APP + "/endpoints/{endpoint_id}/stream", push.open_stream,
+              200, "Homing: the endpoint's push stream (Server-Sent Events)", "ingest", None,
+              "PushStream", "text/event-stream"),
+    Operation("AcknowledgePushMessages", "POST", APP + "/endpoints/{endpoint_id}/stream/acks",
+              push.acknowledge, 202, "Homing: acknowledge push messages the endpoint handled",
+              "ingest", "PushAcksRequest", "PushAcksResponse"),
     Operation("CreateApp", "POST", "/v1/apps", apps.create_app, 201, "Create an application",
               "root", "CreateApplicationRequest", "ApplicationResponse"),
     Operation("GetApps", "GET", "/v1/apps", apps.get_apps, 200, "List applications", "root",

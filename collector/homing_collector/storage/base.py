@@ -61,6 +61,32 @@ class IngestResult:
     stored: int = 0  # events written, duplicates not counted
 
 
+@dataclass(frozen=True)
+class PushMessage:
+    """One push for one endpoint, as SendMessages queues it."""
+
+    endpoint_id: str
+    message_id: str
+    silent: bool
+    payload: str  # the push stream's `data:` line, one line of JSON
+    campaign_id: str | None
+    expires_at: int  # ms since the epoch
+
+
+class QueuedPush(NamedTuple):
+    """A stored push, as a push stream sends it."""
+
+    seq: int  # per endpoint, increasing
+    payload: str
+    expires_at: int  # ms since the epoch
+
+
+@dataclass(frozen=True)
+class PushQueued:
+    seqs: list[int]  # one per message given, in order
+    dropped: int  # older messages dropped to keep each endpoint's queue bounded
+
+
 class StorageError(Exception):
     pass
 
@@ -113,3 +139,36 @@ class Storage(Protocol):
     async def delete_endpoint(self, app_id: str, endpoint_id: str) -> Endpoint | None: ...
     async def get_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]: ...
     async def delete_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]: ...
+    async def get_endpoints(self, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
+        """The endpoints of those ids that exist."""
+
+    # Push store-and-forward. An endpoint's messages are numbered 1, 2, ... for good: its
+    # sequence survives the deletion of its messages and of the endpoint itself.
+    async def queue_push(
+        self, app_id: str, messages: Sequence[PushMessage], *, queue_limit: int
+    ) -> PushQueued:
+        """Store the messages; then drop each endpoint's oldest unacknowledged ones beyond
+        `queue_limit`."""
+
+    async def pending_push(
+        self, app_id: str, endpoint_id: str, *, after_seq: int, now_ms: int
+    ) -> list[QueuedPush]:
+        """Unacknowledged, unexpired messages with seq > after_seq, oldest first."""
+
+    async def ack_push(
+        self, app_id: str, endpoint_id: str, message_ids: Sequence[str], *, now_ms: int
+    ) -> int:
+        """Mark as delivered; return how many were not already."""
+
+    async def ack_push_through(
+        self, app_id: str, endpoint_id: str, seq: int, *, now_ms: int
+    ) -> int:
+        """Mark every message with seq <= `seq` as delivered; return how many were not."""
+
+    async def purge_push(self, now_ms: int) -> int:
+        """Delete unacknowledged messages that have expired; return how many."""
+
+    async def push_changes(self, since_ms: int) -> list[tuple[str, str]] | None:
+        """For several processes on one database: None when nothing was committed since
+        the last call, else the (app, endpoint) pairs with messages queued since
+        `since_ms` and not yet acknowledged."""

@@ -55,6 +55,38 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE push_messages (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            message_id TEXT NOT NULL,
+            silent INTEGER NOT NULL,
+            payload TEXT NOT NULL,
+            campaign_id TEXT,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            delivered_at INTEGER,
+            PRIMARY KEY (app_id, endpoint_id, seq)
+        );
+        CREATE INDEX push_messages_id ON push_messages(app_id, message_id);
+        CREATE INDEX push_messages_pending ON push_messages(app_id, endpoint_id, seq)
+            WHERE delivered_at IS NULL;
+        CREATE INDEX push_messages_expiry ON push_messages(expires_at)
+            WHERE delivered_at IS NULL;
+        CREATE INDEX push_messages_created ON push_messages(created_at)
+            WHERE delivered_at IS NULL;
+        CREATE TABLE push_endpoints (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            last_seq INTEGER NOT NULL,
+            dropped INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (app_id, endpoint_id)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

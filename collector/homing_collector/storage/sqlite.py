@@ -20,6 +20,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 
 try:
     import fcntl
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from homing_collector.storage import push
 from homing_collector.storage.base import (
     AppRecord,
     Endpoint,
@@ -42,6 +44,9 @@ from homing_collector.storage.base import (
     IngestResult,
     KeyRecord,
     Overloaded,
+    PushMessage,
+    PushQueued,
+    QueuedPush,
     UserEndpointLimit,
 )
 from homing_collector.storage.migrations import migrate
@@ -80,6 +85,7 @@ class SQLiteStorage:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._write_lock: int | None = None  # fd of the file lock that orders writers
+        self._push_version = -1  # the reader's data_version at the last push_changes()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -322,7 +328,9 @@ class SQLiteStorage:
             ).fetchone()
             if row is None:
                 return None
-            for table in ("events", "endpoints", "event_types", "keys"):
+            for table in (
+                "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
+            ):  # fmt: skip
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
             self._types.pop(app_id, None)
@@ -482,6 +490,68 @@ class SQLiteStorage:
 
         return await self._write(job)
 
+    async def get_endpoints(self, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
+        found: dict[str, Endpoint] = {}
+        ids = list(dict.fromkeys(endpoint_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = (
+                self._read()
+                .execute(
+                    "SELECT endpoint_id, body FROM endpoints WHERE app_id = ? AND endpoint_id"
+                    f" IN ({', '.join('?' * len(chunk))})",
+                    (app_id, *chunk),
+                )
+                .fetchall()
+            )
+            found.update((row[0], orjson.loads(row[1])) for row in rows)
+        return found
+
+    # -- push store-and-forward (SQL in push.py) -----------------------------------------
+
+    async def queue_push(
+        self, app_id: str, messages: Sequence[PushMessage], *, queue_limit: int
+    ) -> PushQueued:
+        def job(conn: sqlite3.Connection) -> PushQueued:
+            # Stamped in the transaction, so that other processes polling for new rows by
+            # time (push_changes) see them in about the order they commit.
+            now_ms = int(time.time() * 1000)
+            return push.queue(conn, app_id, messages, queue_limit, now_ms)
+
+        return await self._write(job, flush_first=False)
+
+    async def pending_push(
+        self, app_id: str, endpoint_id: str, *, after_seq: int, now_ms: int
+    ) -> list[QueuedPush]:
+        return push.pending(self._read(), app_id, endpoint_id, after_seq, now_ms)
+
+    async def ack_push(
+        self, app_id: str, endpoint_id: str, message_ids: Sequence[str], *, now_ms: int
+    ) -> int:
+        return await self._write(
+            lambda conn: push.ack(conn, app_id, endpoint_id, message_ids, now_ms),
+            flush_first=False,
+        )
+
+    async def ack_push_through(
+        self, app_id: str, endpoint_id: str, seq: int, *, now_ms: int
+    ) -> int:
+        return await self._write(
+            lambda conn: push.ack_through(conn, app_id, endpoint_id, seq, now_ms),
+            flush_first=False,
+        )
+
+    async def purge_push(self, now_ms: int) -> int:
+        return await self._write(lambda conn: push.purge(conn, now_ms), flush_first=False)
+
+    async def push_changes(self, since_ms: int) -> list[tuple[str, str]] | None:
+        conn = self._read()
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version == self._push_version:
+            return None
+        self._push_version = version
+        return push.recent(conn, since_ms)
+
 
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
 
@@ -584,6 +654,7 @@ def _delete_endpoints(
         conn.execute(
             "DELETE FROM events WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
         )
+        push.delete_endpoint(conn, app_id, endpoint_id)
         deleted.append(orjson.loads(row[0]))
     return deleted
 

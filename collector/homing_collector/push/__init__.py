@@ -1,0 +1,1 @@
+"""The push gateway: SendMessages, push streams, store-and-forward with TTL, receipts."""

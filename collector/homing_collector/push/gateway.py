@@ -1,0 +1,132 @@
+"""The push gateway: the open streams of this process, and its background chores.
+
+Messages are committed before anyone hears of them, so a stream can always read them
+back; the gateway only tells streams when to write. With several server processes on one
+database, a message sent through one process reaches a stream held by another through a
+cheap poll: each process watches SQLite's data_version and, when another connection has
+committed, asks the database which endpoints have new messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from homing_collector.metrics import Metrics
+from homing_collector.push.stream import PushStream
+from homing_collector.storage.base import QueuedPush, Storage
+
+logger = logging.getLogger("homing_collector")
+
+PURGE_INTERVAL = 60.0  # seconds between deletions of expired messages
+POLL_INTERVAL = 0.1  # seconds between checks for messages sent by other processes
+POLL_OVERLAP_MS = 5000  # a message committed this long after it was stamped is still seen
+
+
+class Gateway:
+    def __init__(
+        self,
+        storage: Storage,
+        metrics: Metrics,
+        *,
+        heartbeat: float,
+        queue_limit: int,
+        default_ttl: int,
+        shared: bool,
+    ) -> None:
+        self.storage = storage
+        self.metrics = metrics
+        self.heartbeat = heartbeat
+        self.queue_limit = queue_limit
+        self.default_ttl = default_ttl
+        # Other processes may send to the streams held here (serve --workers).
+        self.shared = shared
+        self.closing = False
+        self._streams: dict[tuple[str, str], list[PushStream]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.closing = False
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._every(PURGE_INTERVAL, self.purge)))
+        if self.shared:
+            self._tasks.append(loop.create_task(self._every(POLL_INTERVAL, self._poll())))
+
+    def close_streams(self) -> None:
+        """End every stream now, so that a graceful shutdown need not wait for them."""
+        self.closing = True
+        for streams in list(self._streams.values()):
+            for stream in streams:
+                stream.close()
+
+    async def close(self) -> None:
+        self.close_streams()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    # -- streams -----------------------------------------------------------------------
+
+    def attach(self, stream: PushStream) -> None:
+        self._streams.setdefault(stream.key, []).append(stream)
+        self.metrics.push_streams += 1
+        if self.closing:
+            stream.close()
+
+    def detach(self, stream: PushStream) -> None:
+        streams = self._streams.get(stream.key)
+        if streams is not None and stream in streams:
+            streams.remove(stream)
+            if not streams:
+                del self._streams[stream.key]
+            self.metrics.push_streams -= 1
+
+    def offer(self, app_id: str, endpoint_id: str, item: QueuedPush) -> bool:
+        """Hand a committed message to this process's streams for the endpoint; return
+        whether there was one. Call in commit order, with no await since the commit."""
+        streams = self._streams.get((app_id, endpoint_id))
+        if not streams:
+            return False
+        for stream in streams:
+            if self.shared:
+                # Another process may have committed an earlier message for this endpoint
+                # that this one has not seen yet: read from the database, in order.
+                stream.request_fetch()
+            else:
+                stream.offer(item, self.queue_limit)
+        return True
+
+    # -- chores ------------------------------------------------------------------------
+
+    async def purge(self) -> int:
+        expired = await self.storage.purge_push(int(time.time() * 1000))
+        self.metrics.push["expired"] += expired
+        return expired
+
+    def _poll(self) -> Callable[[], Awaitable[object]]:
+        seen_ms = int(time.time() * 1000)
+
+        async def poll() -> None:
+            nonlocal seen_ms
+            now_ms = int(time.time() * 1000)
+            keys = await self.storage.push_changes(seen_ms - POLL_OVERLAP_MS)
+            seen_ms = now_ms
+            for key in keys or ():
+                for stream in self._streams.get(key, ()):
+                    stream.request_fetch()
+
+        return poll
+
+    async def _every(self, seconds: float, chore: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await chore()
+            except Exception:
+                logger.exception("Push gateway chore failed; it runs again in %s s", seconds)
+            await asyncio.sleep(seconds)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from homing.wire import WireError, check_id
+from homing_collector.errors import bad_request
+from homing_collector.push.stream import PushStream
+from homing_collector.routes._common import begin, json
+from homing_collector.routes.endpoints import _endpoint_id
+from homing_collector.routes.messages import gateway
+
+MAX_ACKS = 100
+_MAX_SEQ = 2**63 - 1
+
+
+async def open_stream(request: Request) -> Response:
+    call = await begin(request, "OpenPushStream")
+    endpoint_id = _endpoint_id(request)
+    push = gateway(request)
+    last_event_id = request.headers.get("last-event-id", "").strip()
+    if last_event_id:
+        if not (last_event_id.isascii() and last_event_id.isdigit()) or (
+            int(last_event_id) > _MAX_SEQ
+        ):
+            raise bad_request(
+                "Last-Event-ID: must be a whole number, the id (seq) of the last message "
+                "the device handled"
+            )
+        acknowledged = await call.storage.ack_push_through(
+            call.app_id, endpoint_id, int(last_event_id), now_ms=int(time.time() * 1000)
+        )
+        push.metrics.push["delivered"] += acknowledged
+    return PushStream(push, call.app_id, endpoint_id)
+
+
+async def acknowledge(request: Request) -> Response:
+    call = await begin(request, "AcknowledgePushMessages", with_body=True)
+    endpoint_id = _endpoint_id(request)
+    payload = call.payload
+    ids = payload.get("MessageIds") if type(payload) is dict else None
+    if type(ids) is not list or not 1 <= len(ids) <= MAX_ACKS:
+        raise bad_request(f"MessageIds: is required and must be a list of 1 to {MAX_ACKS} ids")
+    try:
+        for index, message_id in enumerate(ids):
+            check_id(message_id, f"MessageIds[{index}]")
+    except WireError as exc:
+        raise bad_request(str(exc)) from None
+    acknowledged = await call.storage.ack_push(
+        call.app_id, endpoint_id, ids, now_ms=int(time.time() * 1000)
+    )
+    gateway(request).metrics.push["delivered"] += acknowledged
+    return json({"Acknowledged": acknowledged}, 202)

@@ -359,3 +359,38 @@ def test_the_endpoint_profile_survives_an_sdk_restart_and_merges(
     users = admin.get_user_endpoints(ApplicationId=app.id, UserId="carol")
     assert [e["Id"] for e in users["EndpointsResponse"]["Item"]] == [second.endpoint_id]
     assert os.path.exists(Path(str(second.log).removesuffix(".log")) / "state.sqlite3")
+
+
+def test_the_push_listener_sample_prints_what_it_receives(
+    collector: LiveCollector, tmp_path: Path
+) -> None:
+    app = collector.create_app("push-sample")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMING_")}
+    env.update({"HOMING_URL": collector.url, "HOMING_APP_ID": app.id,
+                "HOMING_INGEST_TOKEN": app.ingest.token, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    listener = subprocess.Popen(
+        [sys.executable, str(ROOT / "samples" / "push_listener.py"), "--user", "dana",
+         "--count", "2", "--seconds", "60", "--data-dir", str(tmp_path / "listener")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert listener.stdout is not None
+        first = listener.stdout.readline()
+        assert first.startswith("listening as endpoint "), first + listener.stderr.read()
+        admin = collector.client(app.admin)
+        for config in (
+            visible("Hello Dana"),
+            {"DefaultPushNotificationMessage": {"SilentPush": True, "Data": {"b": "2", "a": "1"}}},
+        ):
+            admin.send_users_messages(
+                ApplicationId=app.id,
+                SendUsersMessageRequest={"MessageConfiguration": config, "Users": {"dana": {}}},
+            )  # fmt: skip
+        out, err = listener.communicate(timeout=60)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.communicate()
+    assert listener.returncode == 0, err
+    assert out.splitlines() == ["push: Hello Dana | Hello Dana body", "silent: a=1, b=2",
+                                "received 2 pushes"]  # fmt: skip

@@ -113,6 +113,7 @@ class Uploader:
         self._client: httpx.Client | None = None
         self._wake = threading.Event()
         self._endpoint_due = False
+        self._endpoint_sending = threading.Lock()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -252,6 +253,15 @@ class Uploader:
         # returns the error, if any. Events wait behind a profile that cannot go.
         if self.endpoint is None:
             return None
+        if not self._endpoint_sending.acquire(blocking=False):
+            return None  # another thread is sending it (and may hang): never twice at once
+        try:
+            return self._send_endpoint(deadline)
+        finally:
+            self._endpoint_sending.release()
+
+    def _send_endpoint(self, deadline: float | None) -> str | None:
+        assert self.endpoint is not None
         pending = self.endpoint.pending(self.clock())
         if pending is None:
             return None
@@ -284,9 +294,11 @@ class Uploader:
         return None
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(transport=self._transport, timeout=TIMEOUT)
-        return self._client
+        # The thread and a flush() may both come here first: one client, never two.
+        with self._thread_lock:
+            if self._client is None:
+                self._client = httpx.Client(transport=self._transport, timeout=TIMEOUT)
+            return self._client
 
     def _payload(self, rows: list[Row]) -> bytes:
         # The stored bodies are already JSON: splice them in rather than decode them.

@@ -253,8 +253,11 @@ class Uploader:
         # returns the error, if any. Events wait behind a profile that cannot go.
         if self.endpoint is None:
             return None
-        if not self._endpoint_sending.acquire(blocking=False):
-            return None  # another thread is sending it (and may hang): never twice at once
+        # Never two sends at once: wait for the other thread's send (up to the deadline),
+        # after which the profile is either sent or still due.
+        wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self._endpoint_sending.acquire(timeout=wait):
+            return "flush timed out"
         try:
             return self._send_endpoint(deadline)
         finally:

@@ -144,8 +144,11 @@ def test_a_failed_update_endpoint_is_retried_and_events_still_go(
 ) -> None:
     answers = [503, 202]
     fake.endpoint_handler = lambda request: httpx.Response(answers.pop(0), json={"Message": "x"})
-    analytics = make_analytics()
+    online = [False]  # the update's own background send finds no network
+    analytics = make_analytics(network_policy=lambda: online[0])
     analytics.update_endpoint(metrics={"m": 1})
+    time.sleep(0.1)
+    online[0] = True
     analytics.record_event("Tap")
     result = analytics.flush(timeout=5)
     assert (result.sent, result.error) == (1, None)

@@ -394,6 +394,97 @@ def test_update_endpoints_batch_never_fails(
         assert response.json()["Message"] == "Accepted"
 
 
+string_map = st.dictionaries(short_keys, maybe(strings), max_size=4)
+push_message = shape({}, {
+    "Title": strings, "Body": strings, "Url": strings, "Data": string_map,
+    "Action": st.sampled_from(["OPEN_APP", "DEEP_LINK", "URL"]) | text,
+    "SilentPush": st.booleans(), "TimeToLive": st.integers(-5, 3_000_000) | huge_numbers,
+})  # fmt: skip
+message_configuration = shape({}, {
+    "DefaultPushNotificationMessage": push_message, "GCMMessage": push_message,
+    "APNSMessage": push_message,
+})  # fmt: skip
+send_configuration = shape(
+    {}, {"TitleOverride": strings, "BodyOverride": strings, "Context": string_map}
+)
+send_targets = st.dictionaries(ids, maybe(send_configuration), max_size=5)
+message_request = shape(
+    {"MessageConfiguration": message_configuration, "Endpoints": send_targets},
+    {"Context": string_map, "TraceId": text},
+)
+users_message_request = shape(
+    {"MessageConfiguration": message_configuration, "Users": send_targets},
+    {"Context": string_map, "TraceId": text},
+)
+# Well-typed requests too, so that most examples get past validation to the sending.
+well_typed_push = st.fixed_dictionaries({}, optional={
+    "Title": strings, "Body": strings, "Url": strings,
+    "Data": st.dictionaries(short_keys, strings, max_size=4),
+    "Action": st.sampled_from(["OPEN_APP", "DEEP_LINK", "URL"]), "SilentPush": st.booleans(),
+    "TimeToLive": st.integers(0, 2_419_200),
+})  # fmt: skip
+well_typed_targets = st.dictionaries(
+    st.sampled_from(["a", "endpoint-1", "e", "x" * 256]) | st.uuids().map(str),
+    st.none() | st.fixed_dictionaries({}, optional={"TitleOverride": strings,
+                                                   "BodyOverride": strings}),
+    min_size=1, max_size=5,
+)  # fmt: skip
+
+
+def well_typed(targets: str) -> st.SearchStrategy[tuple[Any, bytes]]:
+    request = st.fixed_dictionaries({
+        targets: well_typed_targets,
+        "MessageConfiguration": st.fixed_dictionaries(
+            {"GCMMessage": well_typed_push},
+            optional={"DefaultPushNotificationMessage": well_typed_push,
+                      "APNSMessage": well_typed_push},
+        ),
+    }, optional={"Context": st.dictionaries(
+        st.sampled_from(["campaign_id", "treatment_id", "k"]), strings, max_size=3)})  # fmt: skip
+    return request.flatmap(lambda v: encoded(v).map(lambda data: (v, data)))
+
+
+SEND_FUZZ = settings(FUZZ, max_examples=150)
+DELIVERY_STATUSES = {"SUCCESSFUL", "TEMPORARY_FAILURE", "PERMANENT_FAILURE", "OPT_OUT", "DUPLICATE"}
+
+
+@SEND_FUZZ
+@given(body=bodies(message_request) | well_typed("Endpoints"))
+def test_send_messages_never_fails(target: Target, body: tuple[Any, bytes]) -> None:
+    value, data = body
+    response = target.send("POST", "/messages", data)
+    event(f"HTTP {response.status_code}")
+    assert_well_formed(response)
+    if response.status_code == 200 and value is not None:
+        results = response.json()["EndpointResult"]
+        assert set(results) == set(value["Endpoints"])
+        assert {r["DeliveryStatus"] for r in results.values()} <= DELIVERY_STATUSES
+
+
+@SEND_FUZZ
+@given(body=bodies(users_message_request) | well_typed("Users"))
+def test_send_users_messages_never_fails(target: Target, body: tuple[Any, bytes]) -> None:
+    value, data = body
+    response = target.send("POST", "/users-messages", data)
+    event(f"HTTP {response.status_code}")
+    assert_well_formed(response)
+    if response.status_code == 200 and value is not None:
+        assert set(response.json()["Result"]) == set(value["Users"])
+
+
+@SEND_FUZZ
+@given(
+    endpoint_id=ids.filter(bool).map(lambda i: quote(i, safe="", errors="surrogatepass")),
+    body=bodies(shape({"MessageIds": st.lists(maybe(ids), max_size=102)}, {})),
+)
+def test_push_acks_never_fail(target: Target, endpoint_id: str, body: tuple[Any, bytes]) -> None:
+    response = target.send("POST", f"/endpoints/{endpoint_id}/stream/acks", body[1])
+    event(f"HTTP {response.status_code}")
+    assert_well_formed(response)
+    if response.status_code == 202:
+        assert response.json()["Acknowledged"] == 0
+
+
 TS = '"Timestamp": "2026-11-28T10:00:00.000Z"'
 
 

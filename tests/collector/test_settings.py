@@ -15,6 +15,15 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
     assert settings.port == 9100 and settings.host == "::1"
     assert settings.db_path == tmp_path / "env.db"
     assert Settings.from_env({}).port == 8080
+    push = Settings.from_env(
+        {"HOMING_PUSH_QUEUE_LIMIT": "7", "HOMING_PUSH_HEARTBEAT": "0.5",
+         "HOMING_PUSH_DEFAULT_TTL": "60"}
+    )  # fmt: skip
+    assert (push.push_queue_limit, push.push_heartbeat, push.push_default_ttl) == (7, 0.5, 60)
+    defaults = Settings.from_env({})
+    assert (defaults.push_queue_limit, defaults.push_heartbeat, defaults.push_default_ttl) == (
+        100, 20.0, 2_419_200,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -25,6 +34,10 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
         ({"HOMING_PORT": "70000"}, "port"),
         ({"HOMING_MAX_PENDING_WRITES": "0"}, "max_pending_writes"),
         ({"HOMING_SHUTDOWN_TIMEOUT": "-1"}, "shutdown_timeout"),
+        ({"HOMING_PUSH_QUEUE_LIMIT": "0"}, "push_queue_limit"),
+        ({"HOMING_PUSH_QUEUE_LIMIT": "many"}, "HOMING_PUSH_QUEUE_LIMIT"),
+        ({"HOMING_PUSH_HEARTBEAT": "0"}, "push_heartbeat"),
+        ({"HOMING_PUSH_DEFAULT_TTL": "2419201"}, "push_default_ttl"),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], words: str) -> None:

@@ -78,7 +78,9 @@ class PushStream(Response):
         gateway.attach(self)
         watcher = asyncio.get_running_loop().create_task(self._watch(receive))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            # A list of its own: middleware appends to it (x-amzn-RequestId).
+            headers = list(_HEADERS)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": RETRY, "more_body": True})
             await self._run(send)
         except Exception:

@@ -22,8 +22,10 @@ async def open_stream(request: Request) -> Response:
     push = gateway(request)
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
-        if not (last_event_id.isascii() and last_event_id.isdigit()) or (
-            int(last_event_id) > _MAX_SEQ
+        if (
+            len(last_event_id) > 19
+            or not (last_event_id.isascii() and last_event_id.isdigit())
+            or int(last_event_id) > _MAX_SEQ
         ):
             raise bad_request(
                 "Last-Event-ID: must be a whole number, the id (seq) of the last message "

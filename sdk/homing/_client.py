@@ -138,8 +138,10 @@ class Analytics:
         self._sessions.recover()
         if not self._store.is_empty():
             self._uploader.start()  # leftovers from the last run go at the first interval
-        if push:
+        if push and notifier is not None:
             self.push.start()
+        elif push:
+            self.push.autostart = True
 
     # -- events -------------------------------------------------------------------------
 

@@ -95,6 +95,7 @@ class Push:
         self.acks_url = acks_url
         self.notifier = notifier
         self.foreground = foreground
+        self.autostart = False  # start when the first handler is registered
         self.max_backoff = 60.0
         self.max_seen = max_seen
         self._policy = policy
@@ -131,12 +132,21 @@ class Push:
     def on_push(self, handler: Handler) -> Handler:
         """Call `handler(message)` for every visible push; usable as a decorator."""
         self._push_handlers.append(handler)
+        self._autostart()
         return handler
 
     def on_silent_push(self, handler: Handler) -> Handler:
         """Call `handler(message)` for every silent push; usable as a decorator."""
         self._silent_handlers.append(handler)
+        self._autostart()
         return handler
+
+    def _autostart(self) -> None:
+        # Analytics(push=True) opens the stream with the first handler, so that no message
+        # is handled (and acknowledged) before the app could see it.
+        if self.autostart:
+            self.autostart = False
+            self.start()
 
     # -- the thread ---------------------------------------------------------------------
 
@@ -160,6 +170,7 @@ class Push:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Close the push stream and stop the thread, waiting at most `timeout` seconds."""
+        self.autostart = False
         self._stopping = True
         self._wake.set()
         self._abort()

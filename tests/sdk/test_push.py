@@ -256,6 +256,7 @@ def test_stop_and_close_are_bounded_while_connected(
     make: Callable[..., homing.Analytics], gateway: Gateway
 ) -> None:
     analytics = make(push=True)
+    analytics.on_silent_push(lambda message: None)
     wait_for(lambda: analytics.push.stats().connected)
     thread = analytics.push._thread
     assert thread is not None
@@ -278,3 +279,23 @@ def test_an_unreadable_message_is_counted_and_acked(
     analytics.push.start()
     wait_for(lambda: got == ["good"] and sorted(gateway.acked) == ["bad", "good"])
     assert analytics.push.stats().errors >= 1
+
+
+def test_push_true_waits_for_the_first_handler_before_connecting(
+    make: Callable[..., homing.Analytics], gateway: Gateway
+) -> None:
+    gateway.send({"pinpoint.notification.title": "early"}, message_id="early")
+    analytics = make(push=True)
+    time.sleep(0.3)
+    assert gateway.connections == [] and not analytics.push.running
+    got: list[str | None] = []
+    analytics.on_push(lambda message: got.append(message.message_id))
+    wait_for(lambda: got == ["early"])
+    # With a notifier, which shows every visible push, it connects at once.
+    analytics.close()
+    gateway.send({"pinpoint.notification.title": "shown"}, message_id="shown")
+    shown: list[str | None] = []
+    other = make(push=True, data_dir=analytics._store.path.parent.parent / "other",  # type: ignore[union-attr]
+                 notifier=lambda message: shown.append(message.title))  # fmt: skip
+    wait_for(lambda: shown == ["shown"])
+    assert other.push.running

@@ -225,6 +225,9 @@ class Analytics:
                 opt_out=False,
             )
         """
+        if self._closed:
+            self._drop("closed", "homing: Analytics is closed; endpoint update dropped")
+            return
         self._endpoint.update(
             self._clock(),
             user_id=user_id,
@@ -237,9 +240,8 @@ class Analytics:
             location=location,
             demographic=demographic,
         )
-        if not self._closed:
-            self._uploader.notify_endpoint()
-            self._uploader.start()
+        self._uploader.notify_endpoint()
+        self._uploader.start()
 
     def identify(self, user_id: str, **user_attributes: str | list[str]) -> None:
         """Link this endpoint to a user, with optional user attributes.

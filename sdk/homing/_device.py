@@ -62,6 +62,8 @@ def demographic(app_version: str | None = None, probe: Probe | None = None) -> d
     except Exception:
         logger.debug("homing: cannot read the platform", exc_info=True)
     for name, reader in (("Locale", _locale), ("Timezone", timezone_name)):
+        if found.get(name):
+            continue  # Android's own answer
         try:
             found[name] = reader(probe)
         except Exception:
@@ -203,12 +205,17 @@ def _android() -> dict[str, str | None]:
 
     build = autoclass("android.os.Build")
     version = autoclass("android.os.Build$VERSION")
+    # Android has no /etc/timezone and no TZ: Java knows the zone and the language.
+    zone = autoclass("java.util.TimeZone").getDefault().getID()
+    language = autoclass("java.util.Locale").getDefault().toString()
     return {
         "Platform": "Android",
         "PlatformVersion": str(version.RELEASE),
         "Make": str(build.MANUFACTURER),
         "Model": str(build.MODEL),
         "ModelVersion": str(version.SDK_INT),
+        "Timezone": str(zone) if zone else None,
+        "Locale": str(language).split("_#")[0] or None,
     }
 
 

@@ -121,3 +121,29 @@ def test_a_failing_probe_never_raises(tmp_path: Path) -> None:
     probe = linux(tmp_path, is_android=lambda: True, locale_name=broken)
     found = demographic("3", probe)
     assert found == {"AppVersion": "3"}
+
+
+def test_android_asks_java_through_pyjnius(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pyjnius exists only inside python-for-android builds: a stand-in module answers
+    # as android.os.Build and java.util would.
+    import sys
+    import types
+
+    classes = {
+        "android.os.Build": types.SimpleNamespace(MANUFACTURER="Google", MODEL="Pixel 8"),
+        "android.os.Build$VERSION": types.SimpleNamespace(RELEASE="14", SDK_INT=34),
+        "java.util.TimeZone": types.SimpleNamespace(
+            getDefault=lambda: types.SimpleNamespace(getID=lambda: "Asia/Kolkata")
+        ),
+        "java.util.Locale": types.SimpleNamespace(
+            getDefault=lambda: types.SimpleNamespace(toString=lambda: "hi_IN_#Deva")
+        ),
+    }
+    jnius = types.ModuleType("jnius")
+    jnius.autoclass = classes.__getitem__  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "jnius", jnius)
+    probe = linux(tmp_path, is_android=lambda: True, locale_name=lambda: None)
+    assert demographic("5", probe) == {
+        "Platform": "Android", "PlatformVersion": "14", "Make": "Google", "Model": "Pixel 8",
+        "ModelVersion": "34", "Timezone": "Asia/Kolkata", "Locale": "hi_IN", "AppVersion": "5",
+    }  # fmt: skip

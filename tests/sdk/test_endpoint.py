@@ -240,3 +240,12 @@ os.kill(os.getpid(), signal.SIGKILL)
     finally:
         analytics.close()
     assert os.path.exists(tmp_path / "state.sqlite3")
+
+
+def test_an_update_after_close_is_dropped_and_counted(make_analytics: Make) -> None:
+    analytics = make_analytics()
+    analytics.close()
+    analytics.update_endpoint(attributes={"late": "yes"})
+    assert analytics.stats().dropped == {"closed": 1}
+    reopened = make_analytics()
+    assert "Attributes" not in reopened.endpoint_profile()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -78,10 +79,12 @@ class Stream:
                 event.retry = int(value)
         return None
 
-    def messages(self, count: int) -> list[Event]:
-        """The next `count` push events, skipping heartbeats."""
+    def messages(self, count: int, timeout: float = 10.0) -> list[Event]:
+        """The next `count` push events, skipping heartbeats, within `timeout` seconds."""
         found: list[Event] = []
+        deadline = time.monotonic() + timeout
         while len(found) < count:
+            assert time.monotonic() < deadline, f"{len(found)} of {count} messages came"
             event = self.next()
             assert event is not None, f"the stream ended after {len(found)} of {count} messages"
             if event.event == "push":

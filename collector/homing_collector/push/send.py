@@ -82,7 +82,9 @@ async def send(
                 ))  # fmt: skip
                 continue
         ttl = gateway.default_ttl if push.ttl is None else push.ttl
-        expires_at = now_ms + ttl * 1000
+        # A TimeToLive of 0 (FCM: "now or never") lives one second, so that a stream open
+        # now has the time to write it before it expires.
+        expires_at = now_ms + max(ttl, 1) * 1000
         payload, campaign_id = render(
             push, target.override, request.context, message_id=message_id,
             expires_at_ms=expires_at,

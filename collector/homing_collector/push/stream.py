@@ -1,10 +1,12 @@
 """One push stream: a Server-Sent Events response that stays open.
 
-It runs in the server's task for the connection, plus one small task that waits for the
-client to go away. Messages reach it by `offer()` (this process committed them) or by
-`request_fetch()` (read what is new from the database). Either way it writes each
-endpoint's messages in increasing `seq`, with no gaps: a device's `Last-Event-ID` is a
-cumulative acknowledgement, so a message must never be passed over for a later one.
+An idle stream has no task of its own: the server's task for the connection waits for the
+client to leave, and a timer stands for the next heartbeat. Something to write (a message,
+a heartbeat, the end) starts a short task that writes and ends. Messages reach a stream
+by `offer()` (this process committed them) or by `request_fetch()` (read what is new
+from the database). Either way it writes each endpoint's messages in increasing `seq`,
+with no gaps: a device's `Last-Event-ID` is a cumulative acknowledgement, so a message
+must never be passed over for a later one.
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ class PushStream(Response):
         self.last_seq = 0  # the highest seq written on this connection
         self.pending: list[QueuedPush] = []
         self.fetch = True  # read the database first: the backlog
-        self.closed = False
-        self.disconnected = False
-        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False  # asked to end
+        self.ended = False  # the response is complete, or the client has gone
+        self._send: Send | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_write = 0.0
 
     # -- called by the gateway, on the event loop ------------------------------------------
 
@@ -57,79 +62,86 @@ class PushStream(Response):
             self.fetch = True
         else:
             self.pending.append(item)
-        self._wake()
+        self._kick()
 
     def request_fetch(self) -> None:
         self.fetch = True
-        self._wake()
+        self._kick()
 
     def close(self) -> None:
         self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._kick()
 
     # -- the response ----------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway = self.gateway
-        gateway.attach(self)
-        watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        # A list of its own: middleware appends to it (x-amzn-RequestId).
+        headers = list(_HEADERS)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": RETRY, "more_body": True})
+        self._send = send
+        self._last_write = asyncio.get_running_loop().time()
+        self.gateway.attach(self)
         try:
-            # A list of its own: middleware appends to it (x-amzn-RequestId).
-            headers = list(_HEADERS)
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": RETRY, "more_body": True})
-            await self._run(send)
-        except Exception:
-            logger.exception("Push stream %s/%s failed; closing it", *self.key)
+            self._kick()  # the backlog
+            # Returns when the client goes away, or once _write has ended the response.
+            while (await receive())["type"] != "http.disconnect":
+                pass
         finally:
-            gateway.detach(self)
-            watcher.cancel()
-        if not self.disconnected:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self.ended = True
+            self.gateway.detach(self)
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._writer is not None:
+                self._writer.cancel()
 
-    async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self.disconnected = True
-        self.close()
+    def _kick(self) -> None:
+        if self._writer is None and not self.ended and self._send is not None:
+            self._writer = asyncio.get_running_loop().create_task(self._write(self._send))
 
-    async def _run(self, send: Send) -> None:
+    def _heartbeat(self) -> None:
+        self._timer = None
+        self._kick()
+
+    async def _write(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        heartbeat = self.gateway.heartbeat
-        last_write = loop.time()
-        while not self.closed:
-            if self.fetch or self.pending:
-                items, self.pending = self.pending, []
-                if self.fetch:
-                    self.fetch = False
-                    app_id, endpoint_id = self.key
-                    fetched = await self.gateway.storage.pending_push(
-                        app_id, endpoint_id, after_seq=self.last_seq, now_ms=_now_ms()
-                    )
-                    items = fetched + items
-                chunk = self._events(items)
+        try:
+            while not self.ended:
+                if self.closed:
+                    self.ended = True
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if self.fetch or self.pending:
+                    chunk = await self._next_events()
+                elif loop.time() - self._last_write >= self.gateway.heartbeat * 0.99:
+                    chunk = PING
+                else:
+                    break
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    last_write = loop.time()
-                continue
-            delay = last_write + heartbeat - loop.time()
-            if delay <= 0:
-                await send({"type": "http.response.body", "body": PING, "more_body": True})
-                last_write = loop.time()
-                continue
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(delay, _resolve, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+                    self._last_write = loop.time()
+        except Exception:
+            logger.exception("Push stream %s/%s failed; ending it", *self.key)
+            self.closed = True
+        finally:
+            self._writer = None
+        if self.closed and not self.ended:
+            self._kick()
+        elif not self.ended:
+            if self._timer is not None:
+                self._timer.cancel()
+            delay = self._last_write + self.gateway.heartbeat - loop.time()
+            self._timer = loop.call_later(max(0.0, delay), self._heartbeat)
 
-    def _events(self, items: list[QueuedPush]) -> bytes:
+    async def _next_events(self) -> bytes:
+        items, self.pending = self.pending, []
+        if self.fetch:
+            self.fetch = False
+            app_id, endpoint_id = self.key
+            fetched = await self.gateway.storage.pending_push(
+                app_id, endpoint_id, after_seq=self.last_seq, now_ms=_now_ms()
+            )
+            items = fetched + items
         now_ms = _now_ms()
         parts = []
         for item in items:
@@ -141,11 +153,6 @@ class PushStream(Response):
             return b""
         self.gateway.metrics.push["sent"] += len(parts)
         return b"".join(parts)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _now_ms() -> int:

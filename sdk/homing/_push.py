@@ -119,8 +119,9 @@ class Push:
 
     def _reset_threading(self) -> None:
         self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stopping = False
+        # One stop event per thread: a thread that outlives stop() (stuck in a connect)
+        # never comes back to life when start() makes the next one.
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: httpx.Client | None = None
         self._response: httpx.Response | None = None
@@ -163,16 +164,16 @@ class Push:
         with self._lock:
             if self.running:
                 return
-            self._stopping = False
-            self._wake.clear()
-            self._thread = threading.Thread(target=self._run, name="homing-push", daemon=True)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="homing-push", daemon=True
+            )
             self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Close the push stream and stop the thread, waiting at most `timeout` seconds."""
         self.autostart = False
-        self._stopping = True
-        self._wake.set()
+        self._stop.set()
         self._abort()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -200,32 +201,33 @@ class Push:
             last_error=self._last_error,
         )
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         attempt = 0
         backoff = wait_random_exponential(multiplier=0.5, max=self.max_backoff)
-        while not self._stopping:
+        while not stop.is_set():
             if not self._allowed():
-                self._wait(self._wake, _POLICY_RECHECK)
+                self._wait(stop, _POLICY_RECHECK)
                 continue
             wait: float | None = None
             try:
-                wait = self._stream_once()
+                wait = self._stream_once(stop)
                 attempt = 0 if self._connected_once else attempt
             except Exception as exc:
-                if self._stopping:
+                if stop.is_set():
                     break
                 self._error(f"{type(exc).__name__}: {exc or 'no detail'}")
             finally:
-                self._connected = False
-                self._response = None
-            if self._stopping:
+                if self._stop is stop:  # not a newer thread's connection
+                    self._connected = False
+                    self._response = None
+            if stop.is_set():
                 break
             attempt += 1
             backoff.max = self.max_backoff
             delay = backoff(cast(RetryCallState, SimpleNamespace(attempt_number=attempt)))
             delay = max(delay, wait or 0.0)
             logger.info("homing: the push stream closed; reconnecting in %.1f s", delay)
-            self._wait(self._wake, delay)
+            self._wait(stop, delay)
 
     def _allowed(self) -> bool:
         try:
@@ -234,7 +236,7 @@ class Push:
             logger.warning("homing: the network policy failed; not connecting", exc_info=True)
             return False
 
-    def _stream_once(self) -> float | None:
+    def _stream_once(self, stop: threading.Event) -> float | None:
         # One connection; returns a minimum wait before the next one, if any.
         self._connected_once = False
         if self._client is None:
@@ -245,7 +247,7 @@ class Push:
         timeout = httpx.Timeout(10.0, connect=5.0, read=_READ_TIMEOUT)
         with self._client.stream("GET", self.stream_url, headers=headers, timeout=timeout) as resp:
             self._response = resp
-            if self._stopping:
+            if stop.is_set():
                 return None
             if resp.status_code != 200:
                 resp.read()
@@ -264,7 +266,7 @@ class Push:
             self._count("connects")
             checked = time.monotonic()
             for kind, event_id, data in _events(resp.iter_lines()):
-                if self._stopping:
+                if stop.is_set():
                     break
                 if time.monotonic() - checked > _POLICY_RECHECK:
                     checked = time.monotonic()

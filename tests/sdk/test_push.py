@@ -225,7 +225,7 @@ def test_the_backoff_grows_with_jitter_up_to_its_cap(tmp_path: Path) -> None:
     def record(event: threading.Event, seconds: float) -> None:
         delays.append(seconds)
         if len(delays) >= 12:
-            push._stopping = True
+            push._stop.set()
             stop.set()
 
     push = Push(stream_url="http://127.0.0.1:9/stream", acks_url="http://127.0.0.1:9/acks",

@@ -205,6 +205,26 @@ def test_silent_push_reaches_an_opted_out_endpoint(
     assert event.data["Data"] == {"setting": "dark", "pinpoint.notification.silentPush": "1"}
 
 
+def test_a_channel_section_overrides_the_default_one_field_by_field(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    gcm = endpoint(admin, app, ChannelType="GCM")
+    apns = endpoint(admin, app, ChannelType="APNS")
+    config = {
+        "DefaultPushNotificationMessage": {"Title": "default", "Body": "b", "SilentPush": True},
+        "GCMMessage": {"Title": "gcm", "SilentPush": False},
+        "APNSMessage": {"Title": "apns"},
+    }
+    with connected(live, app, gcm) as on_gcm, connected(live, app, apns) as on_apns:
+        send(admin, app, [gcm, apns], config)
+        [to_gcm], [to_apns] = on_gcm.messages(1), on_apns.messages(1)
+    assert to_gcm.data["Silent"] is False
+    assert to_gcm.data["Data"]["pinpoint.notification.title"] == "gcm"
+    assert to_apns.data["Silent"] is True  # APNSMessage leaves SilentPush to the default
+    assert to_apns.data["Data"]["pinpoint.notification.title"] == "apns"
+    assert to_apns.data["Data"]["pinpoint.notification.body"] == "b"
+
+
 def test_send_users_messages_reaches_every_endpoint_of_each_user(
     live: LiveCollector, app: App, admin: Any
 ) -> None:
@@ -303,6 +323,11 @@ def test_last_event_id_acknowledges_every_message_up_to_it(
     # It held: without the header, 1 and 2 stay acknowledged.
     with open_stream(live, app, device) as stream:
         assert [e.id for e in stream.backlog()] == [3]
+    # An id the endpoint never had acknowledges nothing.
+    with open_stream(live, app, device, last_event_id=4) as stream:
+        assert [e.id for e in stream.backlog()] == [3]
+    with open_stream(live, app, new_id(), last_event_id=1) as stream:
+        assert stream.backlog() == []
 
 
 def test_the_queue_of_an_endpoint_is_bounded_dropping_the_oldest(

@@ -6,7 +6,7 @@ so that a device reads pushes from Homing and from FCM/APNs with one parser.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ class Push:
     action: str | None = None
     url: str | None = None
     data: dict[str, str] = field(default_factory=dict)
-    silent: bool = False
+    silent: bool | None = None  # None: not given; push_for() gives True or False
     ttl: int | None = None  # seconds; only the channel sections have one
 
 
@@ -63,19 +63,18 @@ class SendRequest:
         GCM endpoints prefer GCMMessage and APNs ones APNSMessage; any other endpoint
         (a push stream's CUSTOM one, say) takes GCMMessage, else APNSMessage.
         """
-        first, second = (self.apns, self.gcm) if channel_type in APNS_CHANNELS else (
-            self.gcm, self.apns)  # fmt: skip
-        channel = first or second
+        apns = channel_type in APNS_CHANNELS
+        channel = (self.apns or self.gcm) if apns else (self.gcm or self.apns)
         base = self.default or Push()
         if channel is None:
-            return base
+            return replace(base, silent=bool(base.silent))
         return Push(
             title=_first(channel.title, base.title),
             body=_first(channel.body, base.body),
             action=_first(channel.action, base.action),
             url=_first(channel.url, base.url),
             data={**base.data, **channel.data},
-            silent=channel.silent or base.silent,
+            silent=bool(_first(channel.silent, base.silent)),
             ttl=channel.ttl,
         )
 
@@ -186,7 +185,7 @@ def _section(value: Any, field_name: str, has_ttl: bool) -> Push | None:
         action=action,
         url=texts["Url"],
         data=_string_map(value.get("Data"), f"{field_name}.Data"),
-        silent=bool(silent),
+        silent=silent,
         ttl=ttl,
     )
 
@@ -255,7 +254,7 @@ def render(
     data = _data(push, override, context)
     payload = {
         "MessageId": message_id,
-        "Silent": push.silent,
+        "Silent": bool(push.silent),
         "ExpiresAt": format_timestamp(expires_at_ms / 1000),
         "Data": data,
     }

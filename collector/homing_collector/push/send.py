@@ -96,7 +96,7 @@ async def send(
                 f"{MAX_DATA_BYTES} bytes of data"
             )
         message = PushMessage(
-            endpoint_id, message_id, push.silent, payload, campaign_id, expires_at
+            endpoint_id, message_id, bool(push.silent), payload, campaign_id, expires_at
         )
         queued.append((len(results), message, address))
         results.append(None)

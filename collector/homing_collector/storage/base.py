@@ -163,7 +163,8 @@ class Storage(Protocol):
     async def ack_push_through(
         self, app_id: str, endpoint_id: str, seq: int, *, now_ms: int
     ) -> int:
-        """Mark every message with seq <= `seq` as delivered; return how many were not."""
+        """Mark every message with seq <= `seq` as delivered; return how many were not.
+        Does nothing if `seq` is above the highest seq the endpoint ever had."""
 
     async def purge_push(self, now_ms: int) -> int:
         """Delete unacknowledged messages that have expired; return how many."""

@@ -88,6 +88,14 @@ def ack(
 def ack_through(
     conn: sqlite3.Connection, app_id: str, endpoint_id: str, seq: int, now_ms: int
 ) -> int:
+    row = conn.execute(
+        "SELECT last_seq FROM push_endpoints WHERE app_id = ? AND endpoint_id = ?",
+        (app_id, endpoint_id),
+    ).fetchone()
+    if row is None or seq > row[0]:
+        # An id this endpoint never had: the device counted against another database (a
+        # restored backup, another collector). Acknowledging would drop unseen messages.
+        return 0
     cursor = conn.execute(
         "UPDATE push_messages SET delivered_at = ?"
         " WHERE app_id = ? AND endpoint_id = ? AND delivered_at IS NULL AND seq <= ?",

@@ -97,6 +97,7 @@ class Push:
         self.foreground = foreground
         self.autostart = False  # start when the first handler is registered
         self.max_backoff = 60.0
+        self.policy_recheck = _POLICY_RECHECK
         self.max_seen = max_seen
         self._policy = policy
         self._record = record
@@ -206,7 +207,7 @@ class Push:
         backoff = wait_random_exponential(multiplier=0.5, max=self.max_backoff)
         while not stop.is_set():
             if not self._allowed():
-                self._wait(stop, _POLICY_RECHECK)
+                self._wait(stop, self.policy_recheck)
                 continue
             wait: float | None = None
             try:
@@ -268,7 +269,7 @@ class Push:
             for kind, event_id, data in _events(resp.iter_lines()):
                 if stop.is_set():
                     break
-                if time.monotonic() - checked > _POLICY_RECHECK:
+                if time.monotonic() - checked > self.policy_recheck:
                     checked = time.monotonic()
                     if not self._allowed():
                         logger.info("homing: the network policy says no; closing the push stream")
@@ -416,8 +417,8 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, str | None, str]]:
     data: list[str] = []
     for line in lines:
         if not line:
-            if data:
-                yield kind, event_id, "\n".join(data)
+            # Yielded even when empty (a heartbeat): the reader checks the policy then.
+            yield kind, event_id, "\n".join(data)
             kind, event_id, data = "message", None, []
             continue
         if line.startswith(":"):

@@ -299,3 +299,35 @@ def test_push_true_waits_for_the_first_handler_before_connecting(
                  notifier=lambda message: shown.append(message.title))  # fmt: skip
     wait_for(lambda: shown == ["shown"])
     assert other.push.running
+
+
+def test_the_stream_closes_when_the_policy_turns_to_no_and_reopens_after(
+    make: Callable[..., homing.Analytics], gateway: Gateway
+) -> None:
+    online = [True]
+    analytics = make(network_policy=lambda: online[0])
+    analytics.push.policy_recheck = 0.1  # the heartbeat (0.2 s here) brings the check
+    analytics.on_push(lambda message: None)
+    analytics.push.start()
+    wait_for(lambda: analytics.push.stats().connected)
+    online[0] = False
+    wait_for(lambda: not analytics.push.stats().connected)
+    time.sleep(0.3)
+    assert len(gateway.connections) == 1  # no reconnect while the policy says no
+    online[0] = True
+    wait_for(lambda: analytics.push.stats().connected)
+    assert len(gateway.connections) == 2
+
+
+def test_a_wrong_key_waits_long_and_logs_once(
+    make: Callable[..., homing.Analytics], gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway.status = 403
+    analytics = make()
+    analytics.push.max_backoff = 0.05
+    analytics.push.start()
+    wait_for(lambda: analytics.push.stats().errors == 1)
+    time.sleep(0.3)
+    assert len(gateway.connections) == 1  # waits minutes, not the backoff
+    assert caplog.text.count("check the app id and the ingest key") == 1
+    assert analytics.push.running

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import homing
 from homing._device import Probe
@@ -249,3 +251,48 @@ def test_an_update_after_close_is_dropped_and_counted(make_analytics: Make) -> N
     assert analytics.stats().dropped == {"closed": 1}
     reopened = make_analytics()
     assert "Attributes" not in reopened.endpoint_profile()
+
+
+_names = st.sampled_from(["a", "b", "c", "plan"])
+_values = st.one_of(st.none(), st.text(max_size=5), st.lists(st.text(max_size=5), max_size=3))
+_updates = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "attributes": st.dictionaries(_names, _values, max_size=3),
+            "metrics": st.dictionaries(_names, st.integers(-5, 5), max_size=3),
+            "user_attributes": st.dictionaries(_names, _values, max_size=3),
+            "user_id": st.sampled_from(["u1", "u2"]),
+            "opt_out": st.booleans(),
+            "location": st.fixed_dictionaries({}, optional={"City": st.text(max_size=5)}),
+        },
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_updates)
+def test_the_sdk_merges_exactly_as_the_collector_does(updates: list[dict[str, Any]]) -> None:
+    from homing_collector.endpoints import merge as collector_merge
+
+    endpoint = Endpoint({}, probe=Probe(root=Path("/nonexistent"), environ={},
+                                        locale_name=lambda: None))  # fmt: skip
+    stored = None
+    for update in updates:
+        endpoint.update(1.0, **update)
+        # What the collector holds after each UpdateEndpoint with the SDK's profile.
+        stored = collector_merge("app", endpoint.id, stored, endpoint.profile(1.0), now="t")
+    if stored is None:
+        return
+    profile = endpoint.profile(1.0)
+
+    def live(values: dict[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in (values or {}).items() if v != []}
+
+    assert live(profile.get("Attributes")) == live(stored.get("Attributes"))
+    assert profile.get("Metrics") == stored.get("Metrics")
+    assert profile.get("OptOut", "NONE") == stored["OptOut"]
+    user = profile.get("User", {})
+    assert user.get("UserId") == stored.get("User", {}).get("UserId")
+    assert live(user.get("UserAttributes")) == live(stored.get("User", {}).get("UserAttributes"))

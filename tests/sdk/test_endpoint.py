@@ -296,3 +296,24 @@ def test_the_sdk_merges_exactly_as_the_collector_does(updates: list[dict[str, An
     user = profile.get("User", {})
     assert user.get("UserId") == stored.get("User", {}).get("UserId")
     assert live(user.get("UserAttributes")) == live(stored.get("User", {}).get("UserAttributes"))
+
+
+def test_a_profile_the_collector_refuses_is_counted_and_not_sent_again(
+    make_analytics: Make, fake: FakeCollector
+) -> None:
+    fake.endpoint_handler = lambda request: httpx.Response(
+        400, json={"Message": "Demographic.Model: too long", "RequestID": "r"}
+    )
+    online = [False]
+    analytics = make_analytics(network_policy=lambda: online[0])
+    analytics.update_endpoint(attributes={"a": "1"})
+    online[0] = True
+    analytics.flush(timeout=5)
+    analytics.flush(timeout=5)
+    assert len(fake.endpoint_requests) == 1
+    stats = analytics.stats()
+    assert stats.dropped == {"endpoint_rejected": 1}
+    assert stats.last_error == "endpoint: 400: Demographic.Model: too long"
+    analytics.update_endpoint(attributes={"a": "2"})  # a change is sent again
+    analytics.flush(timeout=5)
+    assert len(fake.endpoint_requests) == 2

@@ -406,6 +406,16 @@ def test_stream_starts_with_retry_and_sends_heartbeats(live: LiveCollector, app:
     assert HEARTBEAT <= elapsed < 10  # two pings, one heartbeat apart at least
 
 
+def test_head_of_a_stream_answers_at_once(live: LiveCollector, app: App) -> None:
+    answer = httpx.head(
+        f"{live.url}/v1/apps/{app.id}/endpoints/{new_id()}/stream",
+        headers={"Authorization": f"Bearer {app.ingest.token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+
+
 def test_metrics_count_streams_and_messages(live: LiveCollector, app: App, admin: Any) -> None:
     device = endpoint(admin, app)
 

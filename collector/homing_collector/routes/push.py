@@ -19,6 +19,8 @@ _MAX_SEQ = 2**63 - 1
 async def open_stream(request: Request) -> Response:
     call = await begin(request, "OpenPushStream")
     endpoint_id = _endpoint_id(request)
+    if request.method == "HEAD":  # the headers only: a stream would never end
+        return Response(media_type="text/event-stream", headers={"cache-control": "no-store"})
     push = gateway(request)
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:

@@ -11,21 +11,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homing._exceptions import ConfigurationError, HomingError, InvalidEventError
+from homing._exceptions import (
+    ConfigurationError,
+    HomingError,
+    InvalidEndpointError,
+    InvalidEventError,
+)
 from homing._types import FlushResult, Stats
 from homing._version import __version__
 
 if TYPE_CHECKING:
     from homing._client import Analytics
     from homing._network import NetworkPolicy
+    from homing._push import PushStats
+    from homing.push import PushMessage
 
 __all__ = [
     "Analytics",
     "ConfigurationError",
     "FlushResult",
     "HomingError",
+    "InvalidEndpointError",
     "InvalidEventError",
     "NetworkPolicy",
+    "PushMessage",
+    "PushStats",
     "Stats",
     "__version__",
 ]
@@ -45,4 +55,14 @@ def __getattr__(name: str) -> Any:
 
         globals()["NetworkPolicy"] = NetworkPolicy
         return NetworkPolicy
+    if name == "PushMessage":
+        from homing.push import PushMessage
+
+        globals()["PushMessage"] = PushMessage
+        return PushMessage
+    if name == "PushStats":
+        from homing._push import PushStats
+
+        globals()["PushStats"] = PushStats
+        return PushStats
     raise AttributeError(f"module 'homing' has no attribute {name!r}")

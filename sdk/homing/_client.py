@@ -23,8 +23,9 @@ import platformdirs
 
 from homing._endpoint import Endpoint
 from homing._events import EventBuilder, check_attribute, check_metric
-from homing._exceptions import ConfigurationError, InvalidEventError
+from homing._exceptions import ConfigurationError, InvalidEndpointError, InvalidEventError
 from homing._network import NetworkPolicy, coerce_policy
+from homing._push import Handler, Push
 from homing._sessions import Sessions
 from homing._state import State, TableView
 from homing._store import Store
@@ -67,6 +68,8 @@ class Analytics:
         transport: httpx.BaseTransport | None = None,
         clock: Clock = time.time,
         session_resume_window: float = 5.0,
+        push: bool = False,
+        notifier: Handler | None = None,
     ) -> None:
         _check_config(app_id, api_key, flush_interval, max_storage_bytes, shutdown_timeout)
         url = _check_url(collector_url)
@@ -92,11 +95,17 @@ class Analytics:
         directory = Path(data_dir)
         self._store = Store(directory / "events.sqlite3", max_bytes=max_storage_bytes, clock=clock)
         self._state = State(directory / "state.sqlite3")
-        self._endpoint = Endpoint(self._state.table("endpoint"), app_version_code=app_version_code)
+        self._endpoint = Endpoint(
+            TableView(self._state, "endpoint"), app_version_code=app_version_code
+        )
         self._counters = Counters()
+        app_url = f"{url}/v1/apps/{quote(app_id, safe='')}"
+        endpoint_url = f"{app_url}/endpoints/{quote(self._endpoint.id, safe='')}"
         self._uploader = Uploader(
             store=self._store,
-            url=f"{url}/v1/apps/{quote(app_id, safe='')}/events",
+            url=f"{app_url}/events",
+            endpoint=self._endpoint,
+            endpoint_url=endpoint_url,
             api_key=api_key,
             endpoint_id=self._endpoint.id,
             profile=lambda: self._endpoint.profile(self._clock()),
@@ -113,10 +122,26 @@ class Analytics:
             resume_window=session_resume_window,
             id_prefix=self._endpoint.id,
         )
+        if notifier is not None and not callable(notifier):
+            raise ConfigurationError("notifier must be a callable taking a homing.PushMessage")
+        self.push = Push(
+            stream_url=f"{endpoint_url}/stream",
+            acks_url=f"{endpoint_url}/stream/acks",
+            api_key=api_key,
+            state=TableView(self._state, "push"),
+            policy=policy,
+            record=self._record_push_event,
+            transport=transport,
+            notifier=notifier,
+        )
         _OPEN.add(self)
         self._sessions.recover()
         if not self._store.is_empty():
             self._uploader.start()  # leftovers from the last run go at the first interval
+        if push and notifier is not None:
+            self.push.start()
+        elif push:
+            self.push.autostart = True
 
     # -- events -------------------------------------------------------------------------
 
@@ -145,6 +170,113 @@ class Analytics:
     ) -> None:
         event_id, event = self._events.build(event_type, None, None, timestamp, session)
         self._put(event_id, event)
+        if event_type == "_session.start" and not self._closed:
+            # As Pinpoint's SDKs do: the profile goes to the collector at each session start.
+            self._endpoint.touch(timestamp)
+            self._uploader.notify_endpoint()
+            self._uploader.start()
+
+    def _record_push_event(self, event_type: str, attributes: dict[str, str]) -> None:
+        event_id, event = self._events.build(
+            event_type, attributes, None, self._clock(), self._sessions.current()
+        )
+        self._put(event_id, event)
+
+    # -- the endpoint -------------------------------------------------------------------
+
+    @property
+    def endpoint_id(self) -> str:
+        """This installation's endpoint id: a UUID kept in the data directory."""
+        return self._endpoint.id
+
+    def endpoint_profile(self) -> dict[str, Any]:
+        """The profile as the collector gets it (what the device tells and what the app set).
+
+        Example: ``analytics.endpoint_profile()["Demographic"]["Platform"]``
+        """
+        return self._endpoint.profile(self._clock())
+
+    def update_endpoint(
+        self,
+        *,
+        user_id: str | None = None,
+        user_attributes: Mapping[str, str | list[str] | None] | None = None,
+        attributes: Mapping[str, str | list[str] | None] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        address: str | None = None,
+        channel_type: str | None = None,
+        opt_out: bool | str | None = None,
+        location: Mapping[str, str | float] | None = None,
+        demographic: Mapping[str, str] | None = None,
+    ) -> None:
+        """Merge into the endpoint profile; it is on disk when this returns.
+
+        A given attribute, metric or field replaces that one and the rest are kept; an
+        attribute set to ``[]`` or None is removed. Raises `homing.InvalidEndpointError`
+        if the profile would break a limit. The profile goes to the collector in the
+        background, once for any number of updates made meanwhile.
+
+        Example::
+
+            analytics.update_endpoint(
+                attributes={"interests": ["cooking", "cycling"]},
+                metrics={"purchases": 3},
+                location={"Country": "FR", "City": "Lyon"},
+                opt_out=False,
+            )
+        """
+        if self._closed:
+            self._drop("closed", "homing: Analytics is closed; endpoint update dropped")
+            return
+        self._endpoint.update(
+            self._clock(),
+            user_id=user_id,
+            user_attributes=user_attributes,
+            attributes=attributes,
+            metrics=metrics,
+            address=address,
+            channel_type=channel_type,
+            opt_out=opt_out,
+            location=location,
+            demographic=demographic,
+        )
+        self._uploader.notify_endpoint()
+        self._uploader.start()
+
+    def identify(self, user_id: str, **user_attributes: str | list[str]) -> None:
+        """Link this endpoint to a user, with optional user attributes.
+
+        Example::
+
+            analytics.identify("user-42", plan="pro", teams=["red", "blue"])
+        """
+        if not isinstance(user_id, str):
+            raise InvalidEndpointError(
+                "User.UserId", f"must be a string, not {type(user_id).__name__}"
+            )
+        self.update_endpoint(user_id=user_id, user_attributes=user_attributes or None)
+
+    def on_push(self, handler: Handler) -> Handler:
+        """Register a handler for visible pushes; a decorator or a plain call.
+
+        Example::
+
+            @analytics.on_push
+            def show(message: homing.PushMessage) -> None:
+                print(message.title, message.body)
+        """
+        return self.push.on_push(handler)
+
+    def on_silent_push(self, handler: Handler) -> Handler:
+        """Register a handler for silent pushes, which are never displayed.
+
+        Example::
+
+            @analytics.on_silent_push
+            def apply(message: homing.PushMessage) -> None:
+                settings.update(message.data)
+        """
+        return self.push.on_silent_push(handler)
 
     def _put(self, event_id: str, event: dict[str, Any]) -> None:
         if self._closed:
@@ -276,6 +408,10 @@ class Analytics:
         self._closed = True
         _OPEN.discard(self)
         try:
+            self.push.stop(min(self.shutdown_timeout, 1.0))
+        except Exception:
+            logger.exception("homing: stopping the push receiver failed")
+        try:
             result = self._uploader.close(self.shutdown_timeout)
         except Exception as exc:
             logger.exception("homing: the last upload failed")
@@ -305,6 +441,7 @@ class Analytics:
         self._store.after_fork_in_child()
         self._state.after_fork_in_child()
         self._uploader.after_fork_in_child()
+        self.push.after_fork_in_child()
 
 
 def _check_config(

@@ -7,12 +7,13 @@ application: they are logged on the ``homing`` logger and counted in
     Exception
     └── HomingError
         ├── InvalidEventError (also ValueError)
+        ├── InvalidEndpointError (also ValueError)
         └── ConfigurationError (also ValueError)
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError", "HomingError", "InvalidEventError"]
+__all__ = ["ConfigurationError", "HomingError", "InvalidEndpointError", "InvalidEventError"]
 
 
 class HomingError(Exception):
@@ -38,6 +39,25 @@ class InvalidEventError(HomingError, ValueError):
             analytics.record_event("x" * 200)
         except homing.InvalidEventError as exc:
             assert exc.field == "EventType"
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class InvalidEndpointError(HomingError, ValueError):
+    """An endpoint profile update breaks the wire contract; nothing was changed.
+
+    ``field`` names the offending field and ``rule`` the limit it breaks.
+
+    Example::
+
+        try:
+            analytics.update_endpoint(attributes={"x" * 51: ["a"]})
+        except homing.InvalidEndpointError as exc:
+            assert exc.field == "Attributes"
     """
 
     def __init__(self, field: str, rule: str) -> None:

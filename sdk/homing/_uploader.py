@@ -29,6 +29,7 @@ from homing._types import Clock, FlushResult
 from homing._version import __version__
 
 if TYPE_CHECKING:
+    from homing._endpoint import Endpoint
     from homing._network import NetworkPolicy
 
 logger = logging.getLogger("homing")
@@ -80,8 +81,12 @@ class Uploader:
         transport: httpx.BaseTransport | None = None,
         wait: Wait | None = None,
         counters: Counters | None = None,
+        endpoint: Endpoint | None = None,
+        endpoint_url: str = "",
     ) -> None:
         self.store = store
+        self.endpoint = endpoint
+        self.endpoint_url = endpoint_url
         self.url = url
         self.endpoint_id = endpoint_id
         self.profile = profile
@@ -107,6 +112,8 @@ class Uploader:
     def _reset_threading(self) -> None:
         self._client: httpx.Client | None = None
         self._wake = threading.Event()
+        self._endpoint_due = False
+        self._endpoint_sending = threading.Lock()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -136,6 +143,11 @@ class Uploader:
         # A full batch is waiting: upload now rather than at the next interval.
         self._wake.set()
 
+    def notify_endpoint(self) -> None:
+        # The profile should go now (a session started): send it alone, events wait.
+        self._endpoint_due = True
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stopping:
             # After a failure the next attempt is due when the backoff ends, which is
@@ -147,6 +159,12 @@ class Uploader:
             woken = self._wake.is_set()
             self._wake.clear()
             try:
+                if self._endpoint_due and self.clock() >= self.not_before:
+                    self._endpoint_due = False
+                    if self.policy.allows():
+                        self.send_endpoint(None)
+                    if not self._batch_due():
+                        continue
                 self.tick(woken=woken)
                 self.store.maintain()
             except Exception as exc:  # the host app must never see our failures
@@ -154,6 +172,10 @@ class Uploader:
                     return  # close() released the store under a request that was in flight
                 logger.exception("homing: the uploader failed")
                 self.counters.last_error = f"uploader: {exc!r}"
+
+    def _batch_due(self) -> bool:
+        now = self.clock()
+        return now >= self.not_before and (self.failures > 0 or now >= self._next_flush)
 
     def tick(self, *, woken: bool = False) -> FlushResult | None:
         # One scheduling step: upload if due (interval passed, `woken`, or a retry) and no
@@ -193,6 +215,10 @@ class Uploader:
             if not self.policy.allows():
                 error = "the network policy does not allow sending now"
                 break
+            failed = self.send_endpoint(deadline)
+            if failed is not None:
+                error = failed
+                break
             rows = self.store.claim(self.batch_events, limits.MAX_BATCH_BYTES - _ENVELOPE_BYTES)
             if not rows:
                 break
@@ -222,10 +248,60 @@ class Uploader:
             return self._fail(f"{type(exc).__name__}: {exc or 'no detail'}", None)
         return self._handle(rows, response)
 
+    def send_endpoint(self, deadline: float | None) -> str | None:
+        # UpdateEndpoint with the current profile if it changed since the last send;
+        # returns the error, if any. Events wait behind a profile that cannot go.
+        if self.endpoint is None:
+            return None
+        # Never two sends at once: wait for the other thread's send (up to the deadline),
+        # after which the profile is either sent or still due.
+        wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self._endpoint_sending.acquire(timeout=wait):
+            return "flush timed out"
+        try:
+            return self._send_endpoint(deadline)
+        finally:
+            self._endpoint_sending.release()
+
+    def _send_endpoint(self, deadline: float | None) -> str | None:
+        assert self.endpoint is not None
+        pending = self.endpoint.pending(self.clock())
+        if pending is None:
+            return None
+        version, profile = pending
+        timeout = TIMEOUT
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.001)
+            timeout = httpx.Timeout(min(left, 10.0), connect=min(left, 5.0))
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
+        try:
+            response = self._http().put(
+                self.endpoint_url, content=orjson.dumps(profile), headers=headers, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            return self._fail(f"endpoint: {type(exc).__name__}: {exc or 'no detail'}", None).error
+        status = response.status_code
+        if status in (200, 202):
+            self.endpoint.mark_sent(version)
+            return None
+        message = _message(response)
+        self.counters.last_error = f"endpoint: {status}: {message}"
+        if status == 400:
+            # The collector will never take this profile: sending it again cannot help.
+            self.endpoint.mark_sent(version)
+            self.counters.drop("endpoint_rejected", 1)
+            logger.warning("homing: the collector refused the endpoint profile: %s", message)
+        else:
+            # Kept for the next send; the events go on, and the profile rides with them.
+            logger.info("homing: UpdateEndpoint answered %d (%s); retrying later", status, message)
+        return None
+
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(transport=self._transport, timeout=TIMEOUT)
-        return self._client
+        # The thread and a flush() may both come here first: one client, never two.
+        with self._thread_lock:
+            if self._client is None:
+                self._client = httpx.Client(transport=self._transport, timeout=TIMEOUT)
+            return self._client
 
     def _payload(self, rows: list[Row]) -> bytes:
         # The stored bodies are already JSON: splice them in rather than decode them.

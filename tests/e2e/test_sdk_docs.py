@@ -110,6 +110,9 @@ def test_sdk_md_examples_say_what_they_print(
     (events_example,) = code_blocks(section(SDK_MD.read_text(), "Events"), "python")
     run_example(events_example, collector, monkeypatch, str(SDK_MD))
     assert capsys.readouterr().out == "Attributes.level must be a string, not a number\n"
+    (profile_example,) = code_blocks(section(SDK_MD.read_text(), "The endpoint profile"), "python")
+    run_example(profile_example, collector, monkeypatch, str(SDK_MD))
+    assert capsys.readouterr().out == "{'interests': ['hiking']}\n"
 
 
 @pytest.mark.usefixtures("reader_env")
@@ -138,10 +141,11 @@ def test_the_options_table_matches_the_constructor() -> None:
 def test_the_exception_tree_is_the_code() -> None:
     tree = code_blocks(section(SDK_MD.read_text(), "Exceptions"), "text")[0]
     assert "└── homing.HomingError" in tree
-    for name in ("InvalidEventError", "ConfigurationError"):
+    for name in ("InvalidEventError", "InvalidEndpointError", "ConfigurationError"):
         error = getattr(homing, name)
         assert issubclass(error, homing.HomingError) and issubclass(error, ValueError)
         assert f"homing.{name} (also ValueError)" in tree
     errors = {n for n in homing.__all__ if isinstance(getattr(homing, n), type)
               and issubclass(getattr(homing, n), BaseException)}  # fmt: skip
-    assert errors == {"HomingError", "InvalidEventError", "ConfigurationError"}
+    assert errors == {"HomingError", "InvalidEventError", "InvalidEndpointError",
+                      "ConfigurationError"}  # fmt: skip

@@ -50,16 +50,30 @@ def decode(request: httpx.Request) -> Any:
     return orjson.loads(body)
 
 
+def accept_endpoint(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(202, json={"Message": "Accepted", "RequestID": "r"})
+
+
 @dataclass
 class FakeCollector:
-    """Records requests; `handler` answers them (accept_all unless replaced)."""
+    """Records requests; `handler` answers PutEvents (accept_all unless replaced) and
+    `endpoint_handler` UpdateEndpoint, which go to `endpoint_requests`."""
 
     handler: Handler = accept_all
+    endpoint_handler: Handler = accept_endpoint
     requests: list[httpx.Request] = field(default_factory=list)
+    endpoint_requests: list[httpx.Request] = field(default_factory=list)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and "/endpoints/" in request.url.path:
+            self.endpoint_requests.append(request)
+            return self.endpoint_handler(request)
         self.requests.append(request)
         return self.handler(request)
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """The body of every UpdateEndpoint, in order."""
+        return [orjson.loads(request.content) for request in self.endpoint_requests]
 
     @property
     def transport(self) -> httpx.MockTransport:

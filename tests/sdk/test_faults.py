@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,6 +163,10 @@ def sim() -> SimulatedTime:
 def server(httpserver: HTTPServer, sim: SimulatedTime) -> Iterator[FakeCollector]:
     fake = FakeCollector(sim)
     httpserver.expect_request(EVENTS_PATH, method="POST").respond_with_handler(fake)
+    # UpdateEndpoint, sent before the events whenever the profile changed: always fine here.
+    httpserver.expect_request(
+        re.compile(r"/v1/apps/[^/]+/endpoints/[^/]+"), method="PUT"
+    ).respond_with_json({"Message": "Accepted", "RequestID": "r-2"}, status=202)
     yield fake
     httpserver.check_assertions()  # an assert in FakeCollector, e.g. a body not gzipped
     # Only the injected drops may have failed inside the server; anything else is a bug.

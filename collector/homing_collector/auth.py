@@ -62,6 +62,9 @@ class NewKey:
         }
 
 
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
 def generate_key(role: str, app_id: str | None) -> NewKey:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -74,7 +77,9 @@ def generate_key(role: str, app_id: str | None) -> NewKey:
         access_key_id=access_key_id,
         app_id=app_id,
         role=role,
-        secret=secrets.token_urlsafe(30),
+        # Letters and digits only, as long as AWS's: a secret that starts with "-" would
+        # be taken for an option by command-line tools (argparse, aws configure, ...).
+        secret="".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40)),
         token_sha256=hash_token(token),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from homing_collector.auth import generate_key
 from tests.conftest import App, LiveCollector
 
 
@@ -81,3 +82,10 @@ def test_keys_api_refuses_bad_input_and_other_apps(collector: LiveCollector, app
         ).status_code
         == 200
     )  # the other app's key was not revoked
+
+
+def test_secrets_are_safe_on_a_command_line() -> None:
+    # A secret that starts with "-" is taken for an option by argparse and the aws CLI.
+    secrets = [generate_key("ingest", "app").record.secret for _ in range(2000)]
+    assert all(len(secret) == 40 and secret.isalnum() and secret.isascii() for secret in secrets)
+    assert len(set(secrets)) == len(secrets)

@@ -186,6 +186,14 @@ def test_usage_matches_brute_force(world: World, start: date, end: date, tz: str
     want = expected_usage(world, start, end, tz, by)
     assert got["start"] == str(start) and got["tz"] == tz and got["by"] == by
     assert sum(d["active"] for d in want["days"]) > 0 and want["summary"]["sessions"] > 0
+    # Medians come from a histogram of 5%-wide buckets: within 2.5% of the exact value.
+    for got_row, want_row in [*zip(got["days"], want["days"], strict=True),
+                              (got["summary"], want["summary"])]:  # fmt: skip
+        exact = want_row.pop("median_session_seconds")
+        median = got_row.pop("median_session_seconds")
+        assert (median is None) == (exact is None)
+        if exact is not None:
+            assert median == pytest.approx(exact, rel=0.026, abs=0.03), want_row
     close(got["days"], want["days"], "days")
     close(got["summary"], want["summary"], "summary")
 

@@ -8,19 +8,17 @@ opens of campaigns read the stored events of the range.
 from __future__ import annotations
 
 import sqlite3
-import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import orjson
 
+from homing_collector.analytics import cover, visits
 from homing_collector.analytics.days import Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, HOUR_MS, USER, user_key
 
-MERGE_GAP_MS = 5000  # the 5-second rule
-SESSION_LOOKBACK = timedelta(days=2)
 OPENED = "_campaign.opened_notification"
 OPEN_SESSION_BEFORE_MS = 60_000
 OPEN_SESSION_AFTER_MS = 30 * 60_000
@@ -54,35 +52,39 @@ def _distinct_per_window(
     return result
 
 
-def merged_sessions(
-    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
-) -> Iterator[tuple[str, int, int]]:
-    """Sessions (endpoint id, start, stop) that start in [lo_ms, hi_ms), the 5-second rule
-    applied: a session starting at most 5 s after the previous one's stop joins it."""
-    rows = conn.execute(
-        "SELECT endpoint_id, start_ms, stop_ms FROM an_sessions"
-        " WHERE app_id = ? AND start_ms >= ? AND start_ms < ?",
-        (app_id, lo_ms - int(SESSION_LOOKBACK.total_seconds() * 1000), hi_ms),
-    ).fetchall()
-    rows.sort()
-    current: list[Any] | None = None
-    for endpoint_id, start, stop in rows:
-        if current is not None and current[0] == endpoint_id and start - current[2] <= MERGE_GAP_MS:
-            current[2] = max(current[2], stop)
-            continue
-        if current is not None and lo_ms <= current[1] < hi_ms:
-            yield current[0], current[1], current[2]
-        current = [endpoint_id, start, stop]
-    if current is not None and lo_ms <= current[1] < hi_ms:
-        yield current[0], current[1], current[2]
+def _windows(
+    conn: sqlite3.Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Distinct subjects active in each [lo, hi) of UTC hours: from the coverage deltas, or
+    counted in an_active for a window length they do not keep."""
+    got = cover.counts(conn, app_id, kind, [(lo, hi - lo) for lo, hi in windows])
+    missing = [i for i, count in enumerate(got) if count is None]
+    if missing:
+        counted = _distinct_per_window(conn, app_id, kind, [windows[i] for i in missing])
+        for i, count in zip(missing, counted, strict=True):
+            got[i] = count
+    return [count or 0 for count in got]
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 3) if values else None
+def _sessions_by_day(
+    conn: sqlite3.Connection, app_id: str, g: Grid, first: int, n: int
+) -> tuple[list[int], list[int], list[dict[int, int]]]:
+    """Per day first..first+n-1 of the grid: sessions, their total ms, length histogram."""
+    counts, totals = [0] * n, [0] * n
+    histograms: list[dict[int, int]] = [{} for _ in range(n)]
+    hours, lengths = visits.per_hour(conn, app_id, g.lo(first), g.lo(first + n))
+    for hour, count, total in hours:
+        day = g.day_of_hour(hour) - first
+        counts[day] += count
+        totals[day] += total
+    for hour, index, count in lengths:
+        histogram = histograms[g.day_of_hour(hour) - first]
+        histogram[index] = histogram.get(index, 0) + count
+    return counts, totals, histograms
 
 
-def _mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 3) if values else None
+def _seconds(total_ms: int, count: int) -> float | None:
+    return round(total_ms / count / 1000, 3) if count else None
 
 
 def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
@@ -90,9 +92,9 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
     look = grid(q.zone, q.start - timedelta(days=29), q.end)  # day 29 is q.start
     n = (q.end - q.start).days + 1
     idx = range(29, 29 + n)
-    dau = _distinct_per_window(conn, app_id, kind, [(look.lo(i), look.lo(i + 1)) for i in idx])
-    wau = _distinct_per_window(conn, app_id, kind, [(look.lo(i - 6), look.lo(i + 1)) for i in idx])
-    mau = _distinct_per_window(conn, app_id, kind, [(look.lo(i - 29), look.lo(i + 1)) for i in idx])
+    windows = [(look.lo(i - back), look.lo(i + 1)) for back in (0, 6, 29) for i in idx]
+    counted = _windows(conn, app_id, kind, windows)
+    dau, wau, mau = counted[:n], counted[n : 2 * n], counted[2 * n :]
     new = [0] * n
     for hour, count in conn.execute(
         "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
@@ -100,14 +102,10 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
         (app_id, kind, look.lo(29), look.lo(29 + n)),
     ):
         new[look.day_of_hour(hour) - 29] += count
-    lengths: list[list[float]] = [[] for _ in range(n)]
-    for _endpoint, start, stop in merged_sessions(
-        conn, app_id, look.lo(29) * HOUR_MS, look.lo(29 + n) * HOUR_MS
-    ):
-        lengths[look.day_of_ms(start) - 29].append((stop - start) / 1000)
+    sessions_per_day, totals, histograms = _sessions_by_day(conn, app_id, look, 29, n)
     days = []
     for i in range(n):
-        sessions = len(lengths[i])
+        sessions = sessions_per_day[i]
         days.append(
             {
                 "date": str(look.date(29 + i)),
@@ -118,21 +116,25 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
                 "sticky_factor": _ratio(dau[i], mau[i]),
                 "sessions": sessions,
                 "sessions_per_active": _ratio(sessions, dau[i]),
-                "avg_session_seconds": _mean(lengths[i]),
-                "median_session_seconds": _median(lengths[i]),
+                "avg_session_seconds": _seconds(totals[i], sessions),
+                "median_session_seconds": visits.median(histograms[i]),
             }
         )
-    every = [length for day in lengths for length in day]
+    every: dict[int, int] = {}
+    for histogram in histograms:
+        for index, count in histogram.items():
+            every[index] = every.get(index, 0) + count
+    sessions = sum(sessions_per_day)
     avg_active = round(sum(dau) / n, 4)
     summary = {
         "avg_daily_active": avg_active,
         "mau": mau[-1],
         "sticky_factor": _ratio(avg_active, mau[-1]),
         "new": sum(new),
-        "sessions": len(every),
-        "sessions_per_active": _ratio(len(every), sum(dau)),
-        "avg_session_seconds": _mean(every),
-        "median_session_seconds": _median(every),
+        "sessions": sessions,
+        "sessions_per_active": _ratio(sessions, sum(dau)),
+        "avg_session_seconds": _seconds(sum(totals), sessions),
+        "median_session_seconds": visits.median(every),
     }
     return {**q.head(), "days": days, "summary": summary}
 
@@ -228,7 +230,12 @@ def _type_clause(types: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def session_count(conn: sqlite3.Connection, app_id: str, g: Grid) -> int:
-    return sum(1 for _ in merged_sessions(conn, app_id, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS))
+    (count,) = conn.execute(
+        "SELECT coalesce(sum(count), 0) FROM an_visit_hours WHERE app_id = ? AND hour >= ?"
+        " AND hour < ?",
+        (app_id, g.lo(0), g.lo(g.days)),
+    ).fetchone()
+    return int(count)
 
 
 def events(conn: sqlite3.Connection, app_id: str, q: Range, f: EventFilters) -> dict[str, Any]:

@@ -66,20 +66,33 @@ def _windows(
     return [count or 0 for count in got]
 
 
+def _days_cte(g: Grid, first: int, n: int) -> tuple[str, list[int]]:
+    """A CTE d(i, lo, hi): day i (0-based from `first`) is UTC hours [lo, hi)."""
+    values = ",".join("(?, ?, ?)" for _ in range(n))
+    params = [x for i in range(n) for x in (i, g.lo(first + i), g.lo(first + i + 1))]
+    return f"d(i, lo, hi) AS (VALUES {values})", params
+
+
 def _sessions_by_day(
     conn: sqlite3.Connection, app_id: str, g: Grid, first: int, n: int
 ) -> tuple[list[int], list[int], list[dict[int, int]]]:
     """Per day first..first+n-1 of the grid: sessions, their total ms, length histogram."""
     counts, totals = [0] * n, [0] * n
     histograms: list[dict[int, int]] = [{} for _ in range(n)]
-    hours, lengths = visits.per_hour(conn, app_id, g.lo(first), g.lo(first + n))
-    for hour, count, total in hours:
-        day = g.day_of_hour(hour) - first
-        counts[day] += count
-        totals[day] += total
-    for hour, index, count in lengths:
-        histogram = histograms[g.day_of_hour(hour) - first]
-        histogram[index] = histogram.get(index, 0) + count
+    cte, params = _days_cte(g, first, n)
+    for day, count, total in conn.execute(
+        f"WITH {cte} SELECT d.i, sum(h.count), sum(h.total_ms) FROM d JOIN an_visit_hours h"
+        " ON h.app_id = ? AND h.hour >= d.lo AND h.hour < d.hi GROUP BY d.i",
+        (*params, app_id),
+    ):
+        counts[day], totals[day] = count, total
+    for day, index, count in conn.execute(
+        f"WITH {cte} SELECT d.i, l.bucket, sum(l.count) FROM d JOIN an_visit_lengths l"
+        " ON l.app_id = ? AND l.hour >= d.lo AND l.hour < d.hi GROUP BY d.i, l.bucket",
+        (*params, app_id),
+    ):
+        if count:
+            histograms[day][index] = count
     return counts, totals, histograms
 
 

@@ -150,20 +150,3 @@ def median(histogram: dict[int, int]) -> float | None:
             wanted.pop(0)
         seen += count
     return round(sum(found) / len(found), 3)
-
-
-def per_hour(
-    conn: sqlite3.Connection, app_id: str, lo: int, hi: int
-) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-    """(hour, count, total ms) and (hour, bucket, count) for hours [lo, hi)."""
-    hours = conn.execute(
-        "SELECT hour, count, total_ms FROM an_visit_hours WHERE app_id = ? AND hour >= ?"
-        " AND hour < ? AND count != 0",
-        (app_id, lo, hi),
-    ).fetchall()
-    lengths = conn.execute(
-        "SELECT hour, bucket, count FROM an_visit_lengths WHERE app_id = ? AND hour >= ?"
-        " AND hour < ? AND count != 0",
-        (app_id, lo, hi),
-    ).fetchall()
-    return hours, lengths

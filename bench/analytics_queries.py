@@ -49,8 +49,12 @@ EVENTS_PER_DEVICE = 200  # about; sets the number of devices for --events
 BATCH = 20_000
 SCREENS = ["home", "shop", "cart", "profile", "search", "settings"]
 LEVELS = ["forest", "cave", "sky", "sea"]
-DEVICES = [("android", "14", "Google", "Pixel 8"), ("android", "13", "Samsung", "SM-S911B"),
-           ("ios", "17.4", "Apple", "iPhone15,2"), ("linux", "6.8", "Raspberry Pi", "4B")]  # fmt: skip
+DEVICES = [
+    ("android", "14", "Google", "Pixel 8"),
+    ("android", "13", "Samsung", "SM-S911B"),
+    ("ios", "17.4", "Apple", "iPhone15,2"),
+    ("linux", "6.8", "Raspberry Pi", "4B"),
+]
 
 
 def _iso(ms: int) -> str:
@@ -68,40 +72,71 @@ def _device_events(rng: random.Random, n: int, base_ms: int) -> Iterator[tuple[A
             sid = f"{n:08x}-{start}"
             opening = {"Id": sid, "StartTimestamp": _iso(start)}
             seq += 1
-            yield seq, "_session.start", start, sid, {
-                "EventType": "_session.start", "Timestamp": _iso(start), "Session": opening}  # fmt: skip
+            yield (
+                seq,
+                "_session.start",
+                start,
+                sid,
+                {"EventType": "_session.start", "Timestamp": _iso(start), "Session": opening},
+            )
             t = start
             if rng.random() < 0.03:
                 t += 1000
                 seq += 1
-                yield seq, "_campaign.opened_notification", t, sid, {
-                    "EventType": "_campaign.opened_notification", "Timestamp": _iso(t),
-                    "Session": opening, "Attributes": {"campaign_id": rng.choice(["c1", "c2"])}}  # fmt: skip
+                yield (
+                    seq,
+                    "_campaign.opened_notification",
+                    t,
+                    sid,
+                    {
+                        "EventType": "_campaign.opened_notification",
+                        "Timestamp": _iso(t),
+                        "Session": opening,
+                        "Attributes": {"campaign_id": rng.choice(["c1", "c2"])},
+                    },
+                )
             for _ in range(int(rng.expovariate(1 / 8)) + 1):
                 t += rng.randrange(1000, 120_000)
                 r = rng.random()
                 if r < 0.55:
                     kind = "screen.view"
-                    extra: dict[str, Any] = {"Attributes": {"screen": rng.choice(SCREENS)},
-                                             "Metrics": {"load_ms": rng.randrange(10, 900)}}  # fmt: skip
+                    extra: dict[str, Any] = {
+                        "Attributes": {"screen": rng.choice(SCREENS)},
+                        "Metrics": {"load_ms": rng.randrange(10, 900)},
+                    }
                 elif r < 0.97:
                     kind = "level.complete"
-                    extra = {"Attributes": {"level": rng.choice(LEVELS)},
-                             "Metrics": {"score": rng.randrange(1000), "stars": rng.randrange(4)}}  # fmt: skip
+                    extra = {
+                        "Attributes": {"level": rng.choice(LEVELS)},
+                        "Metrics": {"score": rng.randrange(1000), "stars": rng.randrange(4)},
+                    }
                 else:
                     kind = "_monetization.purchase"
-                    extra = {"Attributes": {"_currency": rng.choice(["USD", "EUR"]),
-                                            "_product_id": "gems"},
-                             "Metrics": {"_item_price": rng.choice([0.99, 4.99]),
-                                         "_quantity": 1}}  # fmt: skip
+                    extra = {
+                        "Attributes": {
+                            "_currency": rng.choice(["USD", "EUR"]),
+                            "_product_id": "gems",
+                        },
+                        "Metrics": {"_item_price": rng.choice([0.99, 4.99]), "_quantity": 1},
+                    }
                 seq += 1
-                yield seq, kind, t, sid, {"EventType": kind, "Timestamp": _iso(t),
-                                          "Session": opening, **extra}  # fmt: skip
+                yield (
+                    seq,
+                    kind,
+                    t,
+                    sid,
+                    {"EventType": kind, "Timestamp": _iso(t), "Session": opening, **extra},
+                )
             t += rng.randrange(1000, 30_000)
             closing = {**opening, "StopTimestamp": _iso(t), "Duration": t - start}
             seq += 1
-            yield seq, "_session.stop", t, sid, {
-                "EventType": "_session.stop", "Timestamp": _iso(t), "Session": closing}  # fmt: skip
+            yield (
+                seq,
+                "_session.stop",
+                t,
+                sid,
+                {"EventType": "_session.stop", "Timestamp": _iso(t), "Session": closing},
+            )
         if rng.random() < 0.12:  # churn
             return
         day += rng.choice((1, 1, 1, 2, 2, 3, 5, 7))
@@ -213,11 +248,6 @@ def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any]
     """(name, headline, query, naive peer, check(query result, naive result))."""
     users = q
     endpoints = Range(q.start, q.end, q.zone, "endpoints", q.today)
-    sessions_user = (
-        "(SELECT count(DISTINCT coalesce(n.user_id, 'e:' || n.endpoint_id)) FROM endpoints n"
-        " WHERE n.app_id = ?)"
-    )
-    del sessions_user
 
     def dau_check(got: Any, naive: Any) -> bool:
         return [d["active"] for d in got["days"]] == [row[1] for row in naive]

@@ -11,6 +11,31 @@ from homing_collector.analytics import cover, rollups, visits
 from homing_collector.storage.migrations import migrate
 
 
+def assert_rollups_match_events(conn: sqlite3.Connection, app_id: str) -> None:
+    """Event counts per hour and type, and active endpoints per hour, as the raw events
+    say; used after kills and restarts."""
+    counts = conn.execute(
+        "SELECT hour, event_type, count FROM an_counts WHERE app_id = ? AND count != 0"
+        " ORDER BY 1, 2",
+        (app_id,),
+    ).fetchall()
+    raw = conn.execute(
+        "SELECT ts / 3600000, event_type, count(*) FROM events WHERE app_id = ?"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        (app_id,),
+    ).fetchall()
+    assert counts == raw
+    assert sum(row[2] for row in raw) > 0
+    active = conn.execute(
+        "SELECT hour, key FROM an_active WHERE app_id = ? AND kind = 0 ORDER BY 1, 2", (app_id,)
+    ).fetchall()
+    raw_active = conn.execute(
+        "SELECT DISTINCT ts / 3600000, endpoint_id FROM events WHERE app_id = ? ORDER BY 1, 2",
+        (app_id,),
+    ).fetchall()
+    assert active == raw_active
+
+
 @pytest.fixture
 def conn() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", isolation_level=None)

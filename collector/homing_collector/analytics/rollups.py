@@ -115,7 +115,8 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
         event = orjson.loads(row[7])
         values = event.get("Metrics")
         if values:
-            for name, value in values.items():
+            for name, number in values.items():
+                value = float(number)  # an integer past 2**63 would not fit SQLite's
                 mkey = (app_id, hour, event_type, name)
                 agg = metrics.get(mkey)
                 if agg is None:
@@ -149,7 +150,7 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
         if event_type == PURCHASE:
             currency = (event.get("Attributes") or {}).get("_currency") or UNKNOWN_CURRENCY
             m = values or {}
-            amount = m.get("_item_price", 0.0) * m.get("_quantity", 1.0)
+            amount = float(m.get("_item_price", 0.0)) * float(m.get("_quantity", 1.0))
             rkey = (app_id, hour, currency)
             got = revenue.get(rkey)
             if got is None:

@@ -81,6 +81,4 @@ def day_sql(zone: ZoneInfo, g: Grid, column: str) -> tuple[str, list[int]]:
     params: list[int] = []
     for (_, offset), (until, _next) in zip(segments, segments[1:], strict=False):
         params += [until, offset]
-    return f"(({column} + CASE {whens} ELSE ? END) / 24 - ?)", [
-        *params, segments[-1][1], epoch_day
-    ]
+    return f"(({column} + CASE {whens} ELSE ? END) / 24 - ?)", [*params, segments[-1][1], epoch_day]

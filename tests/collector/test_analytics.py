@@ -533,3 +533,23 @@ def test_rollups_off_stores_events_and_answers_404(
     with contextlib.closing(sqlite3.connect(live.db)) as db:
         assert db.execute("SELECT count(*) FROM events").fetchone() == (100,)
         assert db.execute("SELECT count(*) FROM an_counts").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"start-time": "last tuesday"}, "start-time"),
+        ({"end-time": "2026-10-01T00:00:00Z", "start-time": "2026-10-02T00:00:00Z"}, "start-time"),
+        ({"page-size": "zero"}, "page-size"),
+    ],
+)
+def test_bad_kpi_parameters_are_400_naming_them(
+    world: World, params: dict[str, str], named: str
+) -> None:
+    response = httpx.get(
+        f"{world.live.url}/v1/apps/{world.app.id}/kpis/daterange/homing-sessions",
+        params=params,
+        headers=bearer(world.app.admin.token),
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["Message"].startswith(f"{named}:")

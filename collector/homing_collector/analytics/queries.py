@@ -436,11 +436,7 @@ def revenue(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
         day = days.setdefault(g.day_of_hour(hour), [0, {}])
         day[0] += count
         day[1][currency] = day[1].get(currency, 0.0) + amount
-    (active,) = conn.execute(
-        "SELECT count(DISTINCT key) FROM an_active WHERE app_id = ? AND kind = ?"
-        " AND hour >= ? AND hour < ?",
-        (app_id, _kind(q), lo, hi),
-    ).fetchone()
+    (active,) = _windows(conn, app_id, _kind(q), [(lo, hi)])
     return {
         **q.head(),
         "purchases": purchases,

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from homing_collector.analytics import cover, visits
-from homing_collector.analytics.days import Grid, day_sql, grid
+from homing_collector.analytics.days import Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, HOUR_MS, USER, user_key
 
@@ -160,44 +160,34 @@ def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
     n = (q.end - q.start).days + 1
     g = grid(q.zone, q.start, q.end + timedelta(days=RETENTION_DAYS))
     complete = (q.today - q.start).days  # the index of today: later days are not over
-    first_day, first_params = day_sql(q.zone, g, "s.first_hour")
-    active_day, active_params = day_sql(q.zone, g, "a.hour")
-    members = (
-        " FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id AND a.kind = s.kind"
-        " AND a.key = s.key AND a.hour > s.first_hour AND a.hour < ?"
-        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?"
-    )
-    member_params = [g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)]
+    members: dict[str, tuple[int, set[int]]] = {}
+    for key, first_hour in conn.execute(
+        "SELECT key, first_hour FROM an_subjects WHERE app_id = ? AND kind = ?"
+        " AND first_hour >= ? AND first_hour < ?",
+        (app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        members[key] = (g.day_of_hour(first_hour), set())
+    for key, hour in conn.execute(
+        "SELECT s.key, a.hour FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id"
+        " AND a.kind = s.kind AND a.key = s.key AND a.hour >= ? AND a.hour < ?"
+        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?",
+        (g.lo(1), g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        members[key][1].add(g.day_of_hour(hour))
     sizes = [0] * n
-    for cohort, size in conn.execute(
-        f"SELECT {first_day} AS c, count(*) FROM an_subjects s WHERE s.app_id = ?"
-        " AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ? GROUP BY c",
-        (*first_params, app_id, kind, g.lo(0), g.lo(n)),
-    ):
-        sizes[cohort] = size
-    # Who was back on day D+k, for each cohort D and offset k.
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
-    for cohort, k, count in conn.execute(
-        f"SELECT c, d - c AS k, count(*) FROM (SELECT DISTINCT s.key, {first_day} AS c,"
-        f" {active_day} AS d{members}) WHERE d > c AND d - c <= ? GROUP BY c, k",
-        (*first_params, *active_params, *member_params, RETENTION_DAYS),
-    ):
-        retained[cohort][k - 1] = count
-    # When each member was first back: the rates over 7, 14 and 30 days.
-    back: list[dict[int, int]] = [{} for _ in range(n)]
-    for cohort, k, count in conn.execute(
-        f"SELECT c, k, count(*) FROM (SELECT {first_day} AS c, min({active_day}) - {first_day}"
-        f" AS k{members} AND {active_day} > {first_day} GROUP BY s.key) GROUP BY c, k",
-        (*first_params, *active_params, *first_params, *member_params, *active_params,
-         *first_params),
-    ):  # fmt: skip
-        back[cohort][k] = count
-    within = {}
-    for days in (7, 14, 30):
-        eligible = [c for c in range(n) if c + days <= complete]
-        size = sum(sizes[c] for c in eligible)
-        came = sum(count for c in eligible for k, count in back[c].items() if k <= days)
-        within[f"d{days}"] = _ratio(came, size)
+    within = {7: [0, 0], 14: [0, 0], 30: [0, 0]}  # N -> [retained, size]
+    for cohort, active in members.values():
+        sizes[cohort] += 1
+        offsets = {day - cohort for day in active}
+        for k in offsets:
+            if 1 <= k <= RETENTION_DAYS:
+                retained[cohort][k - 1] += 1
+        for days, totals in within.items():
+            if cohort + days <= complete:
+                totals[1] += 1
+                if any(1 <= k <= days for k in offsets):
+                    totals[0] += 1
     cohorts = []
     for c in range(n):
         row: list[float | None] = [
@@ -205,7 +195,8 @@ def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
             for k in range(1, RETENTION_DAYS + 1)
         ]
         cohorts.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
-    return {**q.head(), "cohorts": cohorts, "rates": within}
+    rates = {f"d{days}": _ratio(r, s) for days, (r, s) in within.items()}
+    return {**q.head(), "cohorts": cohorts, "rates": rates}
 
 
 _DEMOGRAPHIC = {

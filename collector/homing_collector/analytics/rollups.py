@@ -426,7 +426,8 @@ TABLES = (
 
 def iter_rows(values: Sequence[Any], width: int) -> list[Row]:
     """The writer's flat list of column values, as rows."""
-    return [values[i : i + width] for i in range(0, len(values), width)]
+    columns = iter(values)
+    return list(zip(*[columns] * width, strict=False))
 
 
 def new_rows(values: Sequence[Any], width: int, new: set[tuple[Any, ...]]) -> list[Row]:

@@ -7,6 +7,7 @@ opens of campaigns read the stored events of the range.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
@@ -156,10 +157,73 @@ RETENTION_DAYS = 30
 
 
 def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
-    kind = _kind(q)
     n = (q.end - q.start).days + 1
     g = grid(q.zone, q.start, q.end + timedelta(days=RETENTION_DAYS))
+    if all(b - a == 24 for a, b in itertools.pairwise(g.bounds)):
+        return _kept_retention(conn, app_id, q, g, n)
+    return _counted_retention(conn, app_id, q, g, n)
+
+
+def _answer_retention(
+    q: Range,
+    g: Grid,
+    sizes: list[int],
+    retained: list[list[int]],
+    back: list[dict[int, int]],
+) -> dict[str, Any]:
+    """The answer from cohort sizes, who was active on each day after, and who first came
+    back on each day after."""
+    n = len(sizes)
     complete = (q.today - q.start).days  # the index of today: later days are not over
+    rates = {}
+    for days in (7, 14, 30):
+        eligible = [c for c in range(n) if c + days <= complete]
+        size = sum(sizes[c] for c in eligible)
+        came = sum(count for c in eligible for k, count in back[c].items() if k <= days)
+        rates[f"d{days}"] = _ratio(came, size)
+    cohorts = []
+    for c in range(n):
+        row: list[float | None] = [
+            (_ratio(retained[c][k - 1], sizes[c]) if c + k <= complete else None)
+            for k in range(1, RETENTION_DAYS + 1)
+        ]
+        cohorts.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
+    return {**q.head(), "cohorts": cohorts, "rates": rates}
+
+
+def _kept_retention(
+    conn: sqlite3.Connection, app_id: str, q: Range, g: Grid, n: int
+) -> dict[str, Any]:
+    """From an_retention: the zone's offset is the same all along, its days one phase."""
+    kind = _kind(q)
+    phase = g.bounds[0] % 24
+    first = (g.bounds[0] - phase) // 24
+    sizes = [0] * n
+    for hour, count in conn.execute(
+        "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
+        " AND first_hour >= ? AND first_hour < ? GROUP BY first_hour",
+        (app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        sizes[(hour - g.bounds[0]) // 24] += count
+    retained = [[0] * RETENTION_DAYS for _ in range(n)]
+    back: list[dict[int, int]] = [{} for _ in range(n)]
+    for cohort, k, count in conn.execute(
+        "SELECT cohort, day_offset, count FROM an_retention WHERE app_id = ? AND kind = ?"
+        " AND phase = ? AND cohort >= ? AND cohort < ? AND count != 0",
+        (app_id, kind, phase, first, first + n),
+    ):
+        if k > 0:
+            retained[cohort - first][k - 1] = count
+        else:
+            back[cohort - first][-k] = count
+    return _answer_retention(q, g, sizes, retained, back)
+
+
+def _counted_retention(
+    conn: sqlite3.Connection, app_id: str, q: Range, g: Grid, n: int
+) -> dict[str, Any]:
+    """From an_active, for a zone whose offset changes in the range."""
+    kind = _kind(q)
     members: dict[str, tuple[int, set[int]]] = {}
     for key, first_hour in conn.execute(
         "SELECT key, first_hour FROM an_subjects WHERE app_id = ? AND kind = ?"
@@ -176,27 +240,17 @@ def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
         members[key][1].add(g.day_of_hour(hour))
     sizes = [0] * n
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
-    within = {7: [0, 0], 14: [0, 0], 30: [0, 0]}  # N -> [retained, size]
+    back: list[dict[int, int]] = [{} for _ in range(n)]
     for cohort, active in members.values():
         sizes[cohort] += 1
         offsets = {day - cohort for day in active}
+        offsets = {k for k in offsets if 1 <= k <= RETENTION_DAYS}
         for k in offsets:
-            if 1 <= k <= RETENTION_DAYS:
-                retained[cohort][k - 1] += 1
-        for days, totals in within.items():
-            if cohort + days <= complete:
-                totals[1] += 1
-                if any(1 <= k <= days for k in offsets):
-                    totals[0] += 1
-    cohorts = []
-    for c in range(n):
-        row: list[float | None] = [
-            (_ratio(retained[c][k - 1], sizes[c]) if c + k <= complete else None)
-            for k in range(1, RETENTION_DAYS + 1)
-        ]
-        cohorts.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
-    rates = {f"d{days}": _ratio(r, s) for days, (r, s) in within.items()}
-    return {**q.head(), "cohorts": cohorts, "rates": rates}
+            retained[cohort][k - 1] += 1
+        if offsets:
+            k = min(offsets)
+            back[cohort][k] = back[cohort].get(k, 0) + 1
+    return _answer_retention(q, g, sizes, retained, back)
 
 
 _DEMOGRAPHIC = {

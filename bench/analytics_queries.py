@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -458,10 +459,9 @@ def main() -> int:
                   "ratio would be on a server that has one core to itself)")  # fmt: skip
         return 1 if any(v == "DIFFERS" for *_, v in results) else 0
     finally:
-        if args.db is None:
-            for path in workdir.iterdir():
-                path.unlink()
-            workdir.rmdir()
+        # The work directory holds the ingestion databases, and the loaded one unless
+        # --db put it elsewhere to keep.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         synchronous=settings.synchronous,
         max_pending=settings.max_pending_writes,
         events_process=True,
+        rollups=settings.rollups,
     )
 
     metrics = Metrics()

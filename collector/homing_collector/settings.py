@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,8 @@ class Settings:
     push_queue_limit: int = 100
     push_heartbeat: float = 20.0
     push_default_ttl: int = 2_419_200
+    # Analytics rollups kept at ingest; off only to measure what they cost.
+    rollups: bool = True
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -86,7 +88,16 @@ class Settings:
             raise ValueError(f"{exc} (from a flag or a HOMING_* variable)") from None
 
 
-_SERVE_VARIABLES: tuple[tuple[str, type], ...] = (
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("host", str),
     ("port", int),
     ("synchronous", str),
@@ -96,4 +107,5 @@ _SERVE_VARIABLES: tuple[tuple[str, type], ...] = (
     ("push_queue_limit", int),
     ("push_heartbeat", float),
     ("push_default_ttl", int),
+    ("rollups", _flag),
 )

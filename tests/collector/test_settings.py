@@ -24,6 +24,9 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
     assert (defaults.push_queue_limit, defaults.push_heartbeat, defaults.push_default_ttl) == (
         100, 20.0, 2_419_200,
     )  # fmt: skip
+    assert Settings.from_env({}).rollups is True
+    assert Settings.from_env({"HOMING_ROLLUPS": "0"}).rollups is False
+    assert Settings.from_env({"HOMING_ROLLUPS": "on"}).rollups is True
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,7 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
         ({"HOMING_PUSH_QUEUE_LIMIT": "many"}, "HOMING_PUSH_QUEUE_LIMIT"),
         ({"HOMING_PUSH_HEARTBEAT": "0"}, "push_heartbeat"),
         ({"HOMING_PUSH_DEFAULT_TTL": "2419201"}, "push_default_ttl"),
+        ({"HOMING_ROLLUPS": "maybe"}, "HOMING_ROLLUPS"),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], words: str) -> None:

@@ -7,11 +7,13 @@ is on disk.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 Endpoint = dict[str, Any]
+T = TypeVar("T")
 # (endpoint id, stored endpoint or None, update) -> the endpoint to store; returning the
 # stored object itself means nothing changed.
 EndpointMerge = Callable[[str, Endpoint | None, Endpoint], Endpoint]
@@ -105,6 +107,8 @@ class StorageUnavailable(StorageError):
 
 
 class Storage(Protocol):
+    rollups: bool  # analytics rollups are kept at ingest
+
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -178,3 +182,7 @@ class Storage(Protocol):
         """For several processes on one database: None when nothing was committed since
         the last call, else the (app, endpoint) pairs with messages queued since
         `since_ms` and not yet acknowledged."""
+
+    async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a read-only connection in a thread; for analytics queries."""
+        ...

@@ -63,8 +63,9 @@ def _frame(message: Any) -> bytes:
 class EventsProcess:
     """The collector's end: sends batches, and wakes each caller when its batch is stored."""
 
-    def __init__(self, path: Path, synchronous: str, max_pending: int) -> None:
+    def __init__(self, path: Path, synchronous: str, max_pending: int, *, rollups: bool) -> None:
         self.path = path
+        self.rollups = rollups
         self.synchronous = synchronous
         self.max_pending = max_pending
         self._process: subprocess.Popen[bytes] | None = None
@@ -85,6 +86,7 @@ class EventsProcess:
         command = [
             sys.executable, "-m", "homing_collector.storage.events_process",
             str(theirs.fileno()), str(self.path), self.synchronous, str(os.getpid()),
+            "rollups" if self.rollups else "no-rollups",
         ]  # fmt: skip
         try:
             self._process = subprocess.Popen(
@@ -260,12 +262,13 @@ def main(argv: list[str]) -> int:
     from homing_collector.storage.sqlite import SQLiteStorage
 
     fd, path, synchronous, parent = int(argv[0]), argv[1], argv[2], int(argv[3])
+    rollups = argv[4] == "rollups"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
     logging.basicConfig(format="%(levelname)s homing_collector events writer: %(message)s")
     sock = socket.socket(fileno=fd)
-    storage = SQLiteStorage(path, synchronous=synchronous)
+    storage = SQLiteStorage(path, synchronous=synchronous, rollups=rollups)
     conn = storage.open_writer(migrate_schema=False)  # the collector has migrated it
     sock.sendall(_frame((_READY, True, None)))
     buffer = bytearray()

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from homing_collector.analytics import rollups
 from homing_collector.storage import push
 from homing_collector.storage.base import (
     AppRecord,
@@ -75,12 +76,14 @@ class SQLiteStorage:
         synchronous: str = "NORMAL",
         max_pending: int = 4096,
         events_process: bool = False,
+        rollups: bool = True,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.max_pending = max_pending
+        self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -115,7 +118,9 @@ class SQLiteStorage:
             raise self._startup_error
         self._reader = self._connect()
         if self._want_events_process:
-            events = EventsProcess(self.path, self.synchronous, self.max_pending)
+            events = EventsProcess(
+                self.path, self.synchronous, self.max_pending, rollups=self.rollups
+            )
             try:
                 await events.start()
             except Exception:
@@ -334,6 +339,8 @@ class SQLiteStorage:
         last_rowid = _insert_events(conn, values, self._rows_per_insert)
         stored = conn.total_changes - before
         if stored == len(values) // _EVENT_COLUMNS or stored == 0:
+            if stored and self.rollups:  # analytics hook: every row is new
+                rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
             for rows, result in deferred:
                 result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
             return
@@ -346,6 +353,8 @@ class SQLiteStorage:
                 (last_rowid - stored,),
             ).fetchall()
         )
+        if self.rollups:  # analytics hook: only the rows just added, each once
+            rollups.apply(conn, rollups.new_rows(values, _EVENT_COLUMNS, new))
         for rows, result in deferred:
             count = 0
             for i in range(0, len(rows), _EVENT_COLUMNS):
@@ -370,6 +379,23 @@ class SQLiteStorage:
         self._jobs.put((fn, flush_first, future, loop))
         # The write goes on even if the request is cancelled; only the answer is lost.
         return await asyncio.shield(future)
+
+    async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a long read, such as an analytics query, in a thread on a connection of its
+        own, so that it neither blocks the event loop nor waits for the writer."""
+
+        def run() -> T:
+            conn = sqlite3.connect(
+                self.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA busy_timeout = 10000")
+                conn.execute("PRAGMA cache_size = -65536")
+                return fn(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -413,6 +439,7 @@ class SQLiteStorage:
             ).fetchone()
             if row is None:
                 return None
+            rollups.remove_app(conn, app_id)  # analytics hook
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
             ):  # fmt: skip
@@ -762,11 +789,15 @@ def _delete_endpoints(
         ).fetchone()
         if row is None:
             continue
+        endpoint = orjson.loads(row[0])
+        rollups.remove_endpoint(  # analytics hook, before the events go
+            conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
+        )
         conn.execute(
             "DELETE FROM events WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
         )
         push.delete_endpoint(conn, app_id, endpoint_id)
-        deleted.append(orjson.loads(row[0]))
+        deleted.append(endpoint)
     return deleted
 
 

@@ -1,0 +1,470 @@
+"""Rollups kept current at ingest, in the transaction that stores the events.
+
+Everything is bucketed by the UTC hour of the event's Timestamp (when it happened, not
+when it arrived), so a day in any time zone with a whole-hour offset is a run of buckets.
+The writer calls `apply` with the rows it has just inserted (never a duplicate), and the
+storage's delete jobs call `remove_endpoint` and `remove_app`. Each call aggregates its
+rows in Python first and then writes with a few `executemany` upserts: the writer thread
+gives up the GIL for every statement, so the fewer statements, the faster ingestion.
+
+Tables (migration 3):
+
+- an_active(app_id, kind, hour, key): who was active in an hour. kind 0 is an endpoint
+  (key = endpoint id), kind 1 a user (key = "u:" + UserId, or "e:" + endpoint id for an
+  endpoint without a user);
+- an_subjects(app_id, kind, key, first_hour, last_hour): when each was first and last active;
+- an_cover(app_id, kind, span, hour, delta): distinct active counts over windows (cover.py);
+- an_counts(app_id, hour, event_type, count);
+- an_metrics(app_id, hour, event_type, name, count, sum, min, max);
+- an_revenue(app_id, hour, currency, purchases, amount);
+- an_sessions(app_id, endpoint_id, session_id, start_ms, stop_ms): one row per session id;
+- an_visits, an_visit_hours, an_visit_lengths: sessions after the 5-second rule (visits.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from homing_collector.analytics import cohorts, cover, visits
+
+HOUR_MS = 3_600_000
+ENDPOINT, USER = 0, 1
+PURCHASE = "_monetization.purchase"
+UNKNOWN_CURRENCY = "UNKNOWN"
+
+# (app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body): the columns
+# of the events table, as the writer inserts them.
+Row = Sequence[Any]
+
+
+class _Batch:
+    """What a set of events adds to the rollups."""
+
+    __slots__ = ("counts", "hours", "metrics", "revenue", "sessions")
+
+    def __init__(self) -> None:
+        self.hours: dict[tuple[str, int, str], set[int]] = {}  # (app, kind, key) -> hours
+        self.counts: dict[tuple[str, int, str], int] = {}
+        self.metrics: dict[tuple[str, int, str, str], list[float]] = {}
+        self.revenue: dict[tuple[str, int, str], list[float]] = {}
+        self.sessions: dict[tuple[str, str, str], list[int]] = {}
+
+
+def user_key(endpoint_id: str, user_id: str | None) -> str:
+    return "e:" + endpoint_id if user_id is None else "u:" + user_id
+
+
+def _users(conn: sqlite3.Connection, rows: Sequence[Row]) -> dict[tuple[str, str], str]:
+    """The user key of each (app, endpoint) of the rows, as the endpoints table says now."""
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        wanted.setdefault(row[0], set()).add(row[1])
+    users: dict[tuple[str, str], str] = {}
+    for app_id, ids in wanted.items():
+        found: dict[str, str | None] = {}
+        id_list = list(ids)
+        for i in range(0, len(id_list), 500):
+            chunk = id_list[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for endpoint_id, user_id in conn.execute(
+                f"SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ?"
+                f" AND endpoint_id IN ({marks})",
+                (app_id, *chunk),
+            ):
+                found[endpoint_id] = user_id
+        for endpoint_id in ids:
+            users[(app_id, endpoint_id)] = user_key(endpoint_id, found.get(endpoint_id))
+    return users
+
+
+def _parse_ms(value: Any) -> int | None:
+    if type(value) is not str:
+        return None
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
+    """Sum up rows in dicts. This runs in the writer thread for every stored event, so the
+    loop is kept tight: one JSON parse per event, timestamps parsed once per session."""
+    batch = _Batch()
+    counts, metrics = batch.counts, batch.metrics
+    revenue, sessions = batch.revenue, batch.sessions
+    endpoint_hours: dict[tuple[str, str], set[int]] = {}
+    starts: dict[tuple[str, str, str], str] = {}  # session -> its StartTimestamp text
+    loads = orjson.loads
+    for app_id, endpoint_id, _event_id, event_type, ts, _arrival, session_id, body in rows:
+        hour = ts // HOUR_MS
+        ekey = (app_id, endpoint_id)
+        seen = endpoint_hours.get(ekey)
+        if seen is None:
+            endpoint_hours[ekey] = {hour}
+        else:
+            seen.add(hour)
+        ckey = (app_id, hour, event_type)
+        counts[ckey] = counts.get(ckey, 0) + 1
+        event = loads(body)
+        values = event.get("Metrics")
+        if values:
+            for name, number in values.items():
+                value = float(number)  # an integer past 2**63 would not fit SQLite's
+                mkey = (app_id, hour, event_type, name)
+                agg = metrics.get(mkey)
+                if agg is None:
+                    metrics[mkey] = [1, value, value, value]
+                else:
+                    agg[0] += 1
+                    agg[1] += value
+                    if value < agg[2]:
+                        agg[2] = value
+                    if value > agg[3]:
+                        agg[3] = value
+        if session_id is not None:
+            session = event["Session"]
+            skey = (app_id, endpoint_id, session_id)
+            text = session.get("StartTimestamp")
+            if starts.get(skey) == text:
+                start = ts  # the session's start is known; this can only lower it
+            else:
+                parsed = _parse_ms(text)
+                start = ts if parsed is None else parsed
+                if skey not in starts:
+                    starts[skey] = text
+            stop = ts
+            if "StopTimestamp" in session:
+                parsed = _parse_ms(session["StopTimestamp"])
+                if parsed is not None:
+                    stop = parsed
+            span = sessions.get(skey)
+            if span is None:
+                sessions[skey] = [start, stop]
+            else:
+                if start < span[0]:
+                    span[0] = start
+                if stop > span[1]:
+                    span[1] = stop
+        if event_type == PURCHASE:
+            currency = (event.get("Attributes") or {}).get("_currency") or UNKNOWN_CURRENCY
+            m = values or {}
+            amount = float(m.get("_item_price", 0.0)) * float(m.get("_quantity", 1.0))
+            rkey = (app_id, hour, currency)
+            got = revenue.get(rkey)
+            if got is None:
+                revenue[rkey] = [1, amount]
+            else:
+                got[0] += 1
+                got[1] += amount
+    hours = batch.hours
+    for (app_id, endpoint_id), seen in endpoint_hours.items():
+        hours[(app_id, ENDPOINT, endpoint_id)] = seen
+        ukey = (app_id, USER, users[(app_id, endpoint_id)])
+        known = hours.get(ukey)
+        hours[ukey] = set(seen) if known is None else known | seen
+    return batch
+
+
+def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[int]]) -> None:
+    """Record who was active when, and the coverage deltas of the hours that are new."""
+    subjects = list(hours)
+    known: dict[tuple[str, int, str], tuple[int, int]] = {}  # -> (first, last hour)
+    for i in range(0, len(subjects), 3000):
+        chunk = subjects[i : i + 3000]
+        values = ",".join("(?, ?, ?)" for _ in chunk)
+        for app_id, kind, key, first, last in conn.execute(
+            f"WITH v(app_id, kind, key) AS (VALUES {values}) SELECT s.app_id, s.kind, s.key,"
+            " s.first_hour, s.last_hour FROM v JOIN an_subjects s ON s.app_id = v.app_id"
+            " AND s.kind = v.kind AND s.key = v.key",
+            [x for subject in chunk for x in subject],
+        ):
+            known[(app_id, kind, key)] = (first, last)
+    deltas: cover.Deltas = {}
+    retention: cohorts.Deltas = {}
+    late: list[tuple[str, int, str]] = []
+    for subject, seen in hours.items():
+        app_id, kind, key = subject
+        span = known.get(subject)
+        ordered = sorted(seen)
+        if span is None:  # never seen before
+            cover.add_new_hours(deltas, app_id, kind, ordered, [])
+            cohorts.add_all(retention, app_id, kind, ordered[0], ordered, 1)
+            continue
+        if ordered[0] < span[0]:
+            # An hour before the first one: the subject moves to an earlier cohort.
+            old = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT hour FROM an_active WHERE app_id = ? AND kind = ? AND key = ?"
+                    " AND hour <= ?",
+                    (app_id, kind, key, span[0] + cohorts.HORIZON),
+                )
+            ]
+            cohorts.add_all(retention, app_id, kind, span[0], old, -1)
+            cohorts.add_all(retention, app_id, kind, ordered[0], {*old, *ordered}, 1)
+        if ordered[0] >= span[1]:  # the usual case: nothing after these hours yet
+            added = cover.add_new_hours(deltas, app_id, kind, ordered, [span[1]])
+            for h, below, above in added:
+                cohorts.add_hour(retention, app_id, kind, span[0], h, below, above)
+        else:
+            late.append(subject)
+    if late:
+        # Hours before the last known one: read what is around them (only hours within
+        # the longest window matter).
+        around: dict[tuple[str, int, str], list[int]] = {subject: [] for subject in late}
+        for i in range(0, len(late), 2000):
+            chunk = late[i : i + 2000]
+            values = ",".join("(?, ?, ?, ?, ?)" for _ in chunk)
+            params: list[Any] = []
+            for subject in chunk:
+                params += [*subject, min(hours[subject]) - cover.MAX_SPAN,
+                           max(hours[subject]) + cover.MAX_SPAN]  # fmt: skip
+            for app_id, kind, key, hour in conn.execute(
+                f"WITH v(app_id, kind, key, lo, hi) AS (VALUES {values})"
+                " SELECT a.app_id, a.kind, a.key, a.hour FROM v JOIN an_active a"
+                " ON a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
+                " AND a.hour >= v.lo AND a.hour <= v.hi",
+                params,
+            ):
+                around[(app_id, kind, key)].append(hour)
+        for subject, near in around.items():
+            near.sort()
+            app_id, kind, _key = subject
+            ordered = sorted(hours[subject])
+            added = cover.add_new_hours(deltas, app_id, kind, ordered, near)
+            first = known[subject][0]
+            if ordered[0] >= first:  # else the cohort was recomputed whole above
+                for h, below, above in added:
+                    cohorts.add_hour(retention, app_id, kind, first, h, below, above)
+    conn.executemany(
+        "INSERT OR IGNORE INTO an_active (app_id, kind, hour, key) VALUES (?, ?, ?, ?)",
+        [(app_id, kind, hour, key) for (app_id, kind, key), seen in hours.items()
+         for hour in seen],
+    )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO an_subjects (app_id, kind, key, first_hour, last_hour)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id, kind, key) DO UPDATE"
+        " SET first_hour = min(first_hour, excluded.first_hour),"
+        " last_hour = max(last_hour, excluded.last_hour)",
+        [(*subject, min(seen), max(seen)) for subject, seen in hours.items()],
+    )
+    cover.write(conn, deltas)
+    cohorts.write(conn, retention)
+
+
+def apply(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """Add newly stored events to the rollups, inside the caller's transaction."""
+    if not rows:
+        return
+    batch = aggregate(rows, _users(conn, rows))
+    _activity(conn, batch.hours)
+    conn.executemany(
+        "INSERT INTO an_counts (app_id, hour, event_type, count) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (app_id, hour, event_type) DO UPDATE SET count = count + excluded.count",
+        [(*key, count) for key, count in batch.counts.items()],
+    )
+    if batch.metrics:
+        conn.executemany(
+            "INSERT INTO an_metrics (app_id, hour, event_type, name, count, sum, min, max)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (app_id, hour, event_type, name) DO UPDATE"
+            " SET count = count + excluded.count, sum = sum + excluded.sum,"
+            " min = min(min, excluded.min), max = max(max, excluded.max)",
+            [(*key, *agg) for key, agg in batch.metrics.items()],
+        )
+    if batch.sessions:
+        visits.update(conn, batch.sessions)
+        conn.executemany(
+            "INSERT INTO an_sessions (app_id, endpoint_id, session_id, start_ms, stop_ms)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (app_id, endpoint_id, session_id) DO UPDATE"
+            " SET start_ms = min(start_ms, excluded.start_ms),"
+            " stop_ms = max(stop_ms, excluded.stop_ms)",
+            [(*key, *span) for key, span in batch.sessions.items()],
+        )
+    if batch.revenue:
+        conn.executemany(
+            "INSERT INTO an_revenue (app_id, hour, currency, purchases, amount)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (app_id, hour, currency) DO UPDATE"
+            " SET purchases = purchases + excluded.purchases, amount = amount + excluded.amount",
+            [(*key, *got) for key, got in batch.revenue.items()],
+        )
+
+
+def remove_endpoint(
+    conn: sqlite3.Connection, app_id: str, endpoint_id: str, user_id: str | None
+) -> None:
+    """Take an endpoint's events out of the rollups. Call before its events are deleted,
+    after its row in `endpoints` is (the user's other endpoints are read from there)."""
+    rows = conn.execute(
+        "SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body"
+        " FROM events WHERE app_id = ? AND endpoint_id = ?",
+        (app_id, endpoint_id),
+    ).fetchall()
+    if rows:
+        users = {(app_id, endpoint_id): user_key(endpoint_id, user_id)}
+        _subtract(conn, app_id, endpoint_id, aggregate(rows, users))
+    conn.execute(
+        "DELETE FROM an_sessions WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
+    )
+    visits.remove_endpoint(conn, app_id, endpoint_id)
+    _forget_subject(conn, app_id, ENDPOINT, endpoint_id)
+    key = user_key(endpoint_id, user_id)
+    if user_id is None:
+        _forget_subject(conn, app_id, USER, key)
+        return
+    # The user's activity is what its other endpoints still have.
+    others = [
+        row[0]
+        for row in conn.execute(
+            "SELECT endpoint_id FROM endpoints WHERE app_id = ? AND user_id = ?"
+            " AND endpoint_id != ?",
+            (app_id, user_id, endpoint_id),
+        )
+    ]
+    _forget_subject(conn, app_id, USER, key)
+    hours: set[int] = set()
+    for other in others:
+        hours.update(
+            row[0]
+            for row in conn.execute(
+                "SELECT hour FROM an_active WHERE app_id = ? AND kind = ? AND key = ?",
+                (app_id, ENDPOINT, other),
+            )
+        )
+    if hours:
+        _activity(conn, {(app_id, USER, key): hours})
+
+
+def _forget_subject(conn: sqlite3.Connection, app_id: str, kind: int, key: str) -> None:
+    hours = [
+        row[0]
+        for row in conn.execute(
+            "DELETE FROM an_active WHERE app_id = ? AND kind = ? AND key = ? RETURNING hour",
+            (app_id, kind, key),
+        ).fetchall()
+    ]
+    deltas: cover.Deltas = {}
+    cover.add_all(deltas, app_id, kind, sorted(hours), -1)
+    cover.write(conn, deltas)
+    if hours:
+        retention: cohorts.Deltas = {}
+        cohorts.add_all(retention, app_id, kind, min(hours), hours, -1)
+        cohorts.write(conn, retention)
+    conn.execute(
+        "DELETE FROM an_subjects WHERE app_id = ? AND kind = ? AND key = ?", (app_id, kind, key)
+    )
+
+
+def _subtract(conn: sqlite3.Connection, app_id: str, endpoint_id: str, batch: _Batch) -> None:
+    conn.executemany(
+        "UPDATE an_counts SET count = count - ? WHERE app_id = ? AND hour = ? AND event_type = ?",
+        [(count, *key) for key, count in batch.counts.items()],
+    )
+    conn.execute("DELETE FROM an_counts WHERE app_id = ? AND count <= 0", (app_id,))
+    if batch.revenue:
+        conn.executemany(
+            "UPDATE an_revenue SET purchases = purchases - ?, amount = amount - ?"
+            " WHERE app_id = ? AND hour = ? AND currency = ?",
+            [(got[0], got[1], *key) for key, got in batch.revenue.items()],
+        )
+        conn.execute("DELETE FROM an_revenue WHERE app_id = ? AND purchases <= 0", (app_id,))
+    if batch.metrics:
+        _recompute_metrics(conn, app_id, endpoint_id, batch)
+
+
+def _recompute_metrics(
+    conn: sqlite3.Connection, app_id: str, endpoint_id: str, batch: _Batch
+) -> None:
+    """Count and sum subtract; a minimum or maximum does not. Where the removed events held
+    a bucket's minimum or maximum, the bucket is computed again from the events that
+    remain, which means reading the stored events of those hours."""
+    removed = batch.metrics
+    keys = list(removed)
+    stored: dict[tuple[str, int, str, str], tuple[float, float]] = {}
+    for i in range(0, len(keys), 2000):
+        chunk = keys[i : i + 2000]
+        values = ",".join("(?, ?, ?, ?)" for _ in chunk)
+        for app, hour, event_type, name, low, high in conn.execute(
+            f"WITH v(app_id, hour, event_type, name) AS (VALUES {values}) SELECT m.app_id,"
+            " m.hour, m.event_type, m.name, m.min, m.max FROM v JOIN an_metrics m"
+            " ON m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
+            " AND m.name = v.name",
+            [x for key in chunk for x in key],
+        ):
+            stored[(app, hour, event_type, name)] = (low, high)
+    again = []
+    subtract = []
+    for key, (count, total, low, high) in removed.items():
+        have = stored.get(key)
+        if have is not None and have[0] < low and high < have[1]:
+            subtract.append((count, total, *key))  # the extremes belong to others
+        else:
+            again.append(key)
+    conn.executemany(
+        "UPDATE an_metrics SET count = count - ?, sum = sum - ? WHERE app_id = ? AND hour = ?"
+        " AND event_type = ? AND name = ?",
+        subtract,
+    )
+    if not again:
+        return
+    conn.executemany(
+        "DELETE FROM an_metrics WHERE app_id = ? AND hour = ? AND event_type = ? AND name = ?",
+        again,
+    )
+    hours = {key[1] for key in again}
+    types = sorted({key[2] for key in again})
+    marks = ",".join("?" * len(types))
+    remaining = conn.execute(
+        f"SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, NULL, body FROM events"
+        f" WHERE app_id = ? AND event_type IN ({marks}) AND ts >= ? AND ts < ?"
+        " AND endpoint_id != ?",
+        (app_id, *types, min(hours) * HOUR_MS, (max(hours) + 1) * HOUR_MS, endpoint_id),
+    ).fetchall()
+    remaining = [row for row in remaining if row[4] // HOUR_MS in hours]
+    users = {(row[0], row[1]): "" for row in remaining}
+    recomputed = aggregate(remaining, users).metrics
+    conn.executemany(
+        "INSERT INTO an_metrics (app_id, hour, event_type, name, count, sum, min, max)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*key, *recomputed[key]) for key in again if key in recomputed],
+    )
+
+
+def remove_app(conn: sqlite3.Connection, app_id: str) -> None:
+    for table in TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
+
+
+TABLES = (
+    "an_active", "an_subjects", "an_cover", "an_retention", "an_counts", "an_metrics", "an_revenue",
+    "an_sessions", "an_visits", "an_visit_hours", "an_visit_lengths",
+)  # fmt: skip
+
+
+def iter_rows(values: Sequence[Any], width: int) -> list[Row]:
+    """The writer's flat list of column values, as rows."""
+    columns = iter(values)
+    return list(zip(*[columns] * width, strict=False))
+
+
+def new_rows(values: Sequence[Any], width: int, new: set[tuple[Any, ...]]) -> list[Row]:
+    """The rows whose (app, endpoint, event id) is in `new`, the first of each only."""
+    fresh = set(new)
+    rows = []
+    for row in iter_rows(values, width):
+        key = (row[0], row[1], row[2])
+        if key in fresh:
+            fresh.remove(key)
+            rows.append(row)
+    return rows

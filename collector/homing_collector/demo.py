@@ -95,7 +95,7 @@ class DemoSummary:
     users: int = 0
     events: int = 0
     batches: int = 0
-    late_events: int = 0
+    late_events: int = 0  # arrived more than a day after they happened
     purchases: int = 0
     pushes_sent: int = 0
     pushes_delivered: int = 0
@@ -169,7 +169,6 @@ class _Simulation:
             for n in range(count):
                 later = install + (rng.randrange(0, 10) if n else 0)
                 devices.append(self._device(user_id, country, min(later, days - 1)))
-        self.summary.devices, self.summary.users = len(devices), users
         return devices
 
     def _device(self, user_id: str | None, country: tuple[Any, ...], install: int) -> _Device:
@@ -225,6 +224,10 @@ class _Simulation:
                 if events:
                     days.append(events)
             self._upload(device, days)
+        # A device counts once it has sent something.
+        sending = [device for device in self.devices if device.uploads]
+        self.summary.devices = len(sending)
+        self.summary.users = len({d.user_id for d in sending if d.user_id is not None})
 
     def _active(self, device: _Device, day: int) -> bool:
         age = day - device.install_day
@@ -250,10 +253,19 @@ class _Simulation:
             events += self._campaign(device, day_ms, *campaign)
         if self._active(device, day):
             sessions = 1 + (rng.random() < 0.45 * device.engagement) + (rng.random() < 0.15)
-            for _ in range(sessions):
-                # Evenings are busiest; a late session may run past midnight.
-                hour = min(23.9, max(0.0, rng.gauss(18, 4.5)))
-                events += self._session(device, day_ms + int(hour * 3_600_000))
+            # Today has only the hours until now; the first day must have a session.
+            latest = min(23.9, (self.now_ms - day_ms) / 3_600_000 - 0.5)
+            # Evenings are busiest; a late session may run past midnight.
+            hours = sorted(min(23.9, max(0.0, rng.gauss(18, 4.5))) for _ in range(sessions))
+            free_ms = 0  # the next session starts after the last one stopped
+            for hour in hours:
+                if day == device.install_day:
+                    hour = min(hour, latest)
+                start_ms = day_ms + int(hour * 3_600_000) - rng.randrange(0, 900_000)
+                start_ms = max(start_ms, day_ms, free_ms)
+                session = self._session(device, start_ms)
+                free_ms = session[-1][1] + rng.randrange(600_000, 3_600_000)
+                events += session
         return [item for item in events if item[1] <= self.now_ms]
 
     def _campaign(
@@ -265,7 +277,9 @@ class _Simulation:
             return []
         churned = device.churn_day < (sent_ms - self.start_ms) // DAY_MS
         delivered = rng.random() < (0.6 if churned else 0.93)
-        delivered_ms = sent_ms + rng.randrange(500, 90_000) if delivered else None
+        delivered_ms: int | None = sent_ms + rng.randrange(500, 90_000)
+        if not delivered or delivered_ms > self.now_ms:  # type: ignore[operator]
+            delivered_ms = None
         self.pushes.append(
             PushMessage(
                 device.endpoint_id, _hex_id(rng), campaign_id, sent_ms, sent_ms + DAY_MS,
@@ -273,7 +287,7 @@ class _Simulation:
             )
         )  # fmt: skip
         self.summary.pushes_sent += 1
-        if delivered_ms is None or delivered_ms > self.now_ms:
+        if delivered_ms is None:
             return []
         self.summary.pushes_delivered += 1
         attributes = {
@@ -333,7 +347,6 @@ class _Simulation:
                              {"_currency": device.country[4], "_product_id": product,
                               "_store": store},
                              {"_item_price": price, "_quantity": quantity})  # fmt: skip
-                        self.summary.purchases += 1
         if rng.random() < 0.05:
             step("share", {"channel": rng.choice(["messages", "mail", "social"])}, {})
         # Session length: a few minutes, now and then much longer.
@@ -399,8 +412,7 @@ class _Simulation:
             self._late(device, held_until, held)
 
     def _late(self, device: _Device, arrival_ms: int, events: list[_Timed]) -> None:
-        self.summary.late_events += len(events)
-        device.uploads.append((arrival_ms, events))
+        device.uploads.append((min(arrival_ms, self.now_ms), events))
 
     def batches(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(arrival ms, PutEvents body), in the order they reach the collector."""
@@ -423,6 +435,10 @@ class _Simulation:
                     }
                 }
                 self.summary.events += len(chunk)
+                self.summary.late_events += sum(arrival - at > DAY_MS for _, at, _ in chunk)
+                self.summary.purchases += sum(
+                    event["EventType"] == "_monetization.purchase" for _, _, event in chunk
+                )
                 self.summary.batches += 1
                 yield arrival, body
 

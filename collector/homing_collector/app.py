@@ -34,6 +34,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         settings.db_path,
         synchronous=settings.synchronous,
         max_pending=settings.max_pending_writes,
+        rollups=settings.rollups,
     )
 
     @contextlib.asynccontextmanager

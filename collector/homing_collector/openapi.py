@@ -195,6 +195,212 @@ SCHEMAS: dict[str, Any] = {
     "Error": _obj({"Message": _STR, "RequestID": _STR}, ["Message"]),
 }
 
+_DATE = {"type": "string", "format": "date"}
+_RATE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_INT = {"type": "integer", "minimum": 0}
+_LIST = {"type": "array", "items": _STR}
+_RANGE_PARAMETERS: tuple[tuple[str, Any], ...] = (
+    ("start", _DATE),
+    ("end", _DATE),
+    ("tz", _STR),
+    ("by", {"type": "string", "enum": ["users", "endpoints"]}),
+)
+_QUERY_PARAMETERS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "GetAnalyticsUsage": _RANGE_PARAMETERS,
+    "GetAnalyticsRetention": _RANGE_PARAMETERS,
+    "GetAnalyticsDemographics": (("dimension", _STR),),
+    "GetAnalyticsEvents": (
+        *_RANGE_PARAMETERS,
+        ("event_type", _LIST),
+        ("breakdown", _STR),
+        ("include", _LIST),
+        ("exclude", _LIST),
+        ("metric", _LIST),
+    ),
+    "GetAnalyticsFunnel": (*_RANGE_PARAMETERS, ("step", _LIST), ("window", _INT)),
+    "GetAnalyticsRevenue": _RANGE_PARAMETERS,
+    "GetAnalyticsCampaigns": _RANGE_PARAMETERS,
+    "GetApplicationDateRangeKpi": (
+        ("start-time", {"type": "string", "format": "date-time"}),
+        ("end-time", {"type": "string", "format": "date-time"}),
+        ("next-token", _STR),
+        ("page-size", _STR),
+    ),
+}
+_HEAD = {"start": _DATE, "end": _DATE, "tz": _STR, "by": {"type": "string"}}
+_SESSION_FIGURES = {
+    "sessions": _INT,
+    "sessions_per_active": _NUM_OR_NULL,
+    "avg_session_seconds": _NUM_OR_NULL,
+    "median_session_seconds": _NUM_OR_NULL,
+}
+_AMOUNTS = {"type": "object", "additionalProperties": _NUM_OR_NULL}
+_ROW_VALUE = _obj({"Key": _STR, "Type": _STR, "Value": _STR}, ["Key", "Type", "Value"])
+SCHEMAS.update(
+    {
+        "AnalyticsUsage": _obj(
+            {
+                **_HEAD,
+                "days": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "date": _DATE,
+                            "active": _INT,
+                            "new": _INT,
+                            "wau": _INT,
+                            "mau": _INT,
+                            "sticky_factor": _RATE,
+                            **_SESSION_FIGURES,
+                        }
+                    ),
+                },
+                "summary": _obj(
+                    {
+                        "avg_daily_active": _NUM,
+                        "mau": _INT,
+                        "sticky_factor": _RATE,
+                        "new": _INT,
+                        **_SESSION_FIGURES,
+                    }
+                ),
+            }
+        ),
+        "AnalyticsRetention": _obj(
+            {
+                **_HEAD,
+                "cohorts": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "date": _DATE,
+                            "size": _INT,
+                            "retained": {"type": "array", "items": _RATE, "maxItems": 30},
+                        }
+                    ),
+                },
+                "rates": _obj({"d7": _RATE, "d14": _RATE, "d30": _RATE}),
+            }
+        ),
+        "AnalyticsDemographics": _obj(
+            {
+                "dimension": _STR,
+                "rows": {
+                    "type": "array",
+                    "items": _obj(
+                        {"value": {"type": ["string", "null"]}, "endpoints": _INT, "users": _INT}
+                    ),
+                },
+            }
+        ),
+        "AnalyticsEvents": _obj(
+            {
+                **_HEAD,
+                "types": {"type": "array", "items": _obj({"event_type": _STR, "count": _INT})},
+                "series": {
+                    "type": "array",
+                    "items": _obj({"date": _DATE, "event_type": _STR, "count": _INT}),
+                },
+                "breakdown": {
+                    "type": "array",
+                    "items": _obj({"value": {"type": ["string", "null"]}, "count": _INT}),
+                },
+                "metrics": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "name": _STR,
+                            "count": _INT,
+                            "min": _NUM,
+                            "max": _NUM,
+                            "avg": _NUM,
+                            "sum": _NUM,
+                            "per_session_avg": _NUM_OR_NULL,
+                        }
+                    ),
+                },
+            }
+        ),
+        "AnalyticsFunnel": _obj(
+            {
+                **_HEAD,
+                "window": _INT,
+                "steps": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "event_type": _STR,
+                            "attributes": {"type": "object", "additionalProperties": _STR},
+                            "count": _INT,
+                            "conversion": _RATE,
+                            "drop_off": _RATE,
+                        }
+                    ),
+                },
+            }
+        ),
+        "AnalyticsRevenue": _obj(
+            {
+                **_HEAD,
+                "purchases": _INT,
+                "revenue": _AMOUNTS,
+                "revenue_per_user": _AMOUNTS,
+                "days": {
+                    "type": "array",
+                    "items": _obj({"date": _DATE, "purchases": _INT, "revenue": _AMOUNTS}),
+                },
+            }
+        ),
+        "AnalyticsCampaigns": _obj(
+            {
+                **_HEAD,
+                "sent": _INT,
+                "delivered": _INT,
+                "opened": _INT,
+                "delivery_rate": _RATE,
+                "open_rate": _NUM_OR_NULL,
+                "sessions_after_open": _INT,
+                "campaigns": {
+                    "type": "array",
+                    "items": _obj(
+                        {"campaign_id": _STR, "sent": _INT, "delivered": _INT, "opened": _INT}
+                    ),
+                },
+                "days": {
+                    "type": "array",
+                    "items": _obj({"date": _DATE, "sent": _INT, "delivered": _INT, "opened": _INT}),
+                },
+            }
+        ),
+        "ApplicationDateRangeKpiResponse": _obj(
+            {
+                "ApplicationId": _STR,
+                "KpiName": _STR,
+                "StartTime": {"type": "string", "format": "date-time"},
+                "EndTime": {"type": "string", "format": "date-time"},
+                "NextToken": _STR,
+                "KpiResult": _obj(
+                    {
+                        "Rows": {
+                            "type": "array",
+                            "items": _obj(
+                                {
+                                    "GroupedBys": {"type": "array", "items": _ROW_VALUE},
+                                    "Values": {"type": "array", "items": _ROW_VALUE},
+                                },
+                                ["GroupedBys", "Values"],
+                            ),
+                        }
+                    },
+                    ["Rows"],
+                ),
+            },
+            ["ApplicationId", "KpiName", "StartTime", "EndTime", "KpiResult"],
+        ),
+    }
+)
+
 _ERRORS = {
     "400": "BadRequestException: the field and the rule it broke",
     "403": "ForbiddenException: missing, bad or revoked credentials, or the wrong role or app",
@@ -218,6 +424,10 @@ def document(operations: Sequence[Operation]) -> dict[str, Any]:
                 {"name": "page-size", "in": "query", "schema": {"type": "string"}},
                 {"name": "token", "in": "query", "schema": _STR},
             ]
+        params += [
+            {"name": name, "in": "query", "schema": schema}
+            for name, schema in _QUERY_PARAMETERS.get(op.name, ())
+        ]
         if params:
             operation["parameters"] = params
         if op.request:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ class Settings:
     bench_routes: bool = False
     # Server processes sharing the port and the database file.
     workers: int = 1
+    # Analytics rollups kept at ingest; off only to measure what they cost.
+    rollups: bool = True
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -74,11 +76,21 @@ class Settings:
             raise ValueError(f"{exc} (from a flag or a HOMING_* variable)") from None
 
 
-_SERVE_VARIABLES: tuple[tuple[str, type], ...] = (
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("host", str),
     ("port", int),
     ("synchronous", str),
     ("max_pending_writes", int),
     ("shutdown_timeout", float),
     ("workers", int),
+    ("rollups", _flag),
 )

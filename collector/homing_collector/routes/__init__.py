@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from homing_collector.routes import apps, endpoints, events, keys, ops, users
+from homing_collector.routes import analytics, apps, endpoints, events, keys, ops, users
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -67,6 +67,31 @@ OPERATIONS = [
               "KeysResponse"),
     Operation("RevokeKey", "DELETE", APP + "/keys/{access_key_id}", keys.revoke_key, 200,
               "Homing: revoke a key; it stops working at once", "admin", None, "KeyResponse"),
+    Operation("GetApplicationDateRangeKpi", "GET", APP + "/kpis/daterange/{kpi_name}",
+              analytics.date_range_kpi, 200,
+              "A push or usage KPI over a date range, in Pinpoint's shape", "admin", None,
+              "ApplicationDateRangeKpiResponse"),
+    Operation("GetAnalyticsUsage", "GET", APP + "/analytics/usage", analytics.usage, 200,
+              "Homing: active users or endpoints, new, WAU, MAU, sticky factor and sessions "
+              "per day", "admin", None, "AnalyticsUsage"),
+    Operation("GetAnalyticsRetention", "GET", APP + "/analytics/retention", analytics.retention,
+              200, "Homing: retention cohorts and the d7, d14 and d30 rates", "admin", None,
+              "AnalyticsRetention"),
+    Operation("GetAnalyticsDemographics", "GET", APP + "/analytics/demographics",
+              analytics.demographics, 200,
+              "Homing: endpoints and users by a demographic field or an endpoint attribute",
+              "admin", None, "AnalyticsDemographics"),
+    Operation("GetAnalyticsEvents", "GET", APP + "/analytics/events", analytics.events, 200,
+              "Homing: custom events by type and day, attribute breakdowns and metrics",
+              "admin", None, "AnalyticsEvents"),
+    Operation("GetAnalyticsFunnel", "GET", APP + "/analytics/funnel", analytics.funnel, 200,
+              "Homing: conversion and drop-off through ordered steps", "admin", None,
+              "AnalyticsFunnel"),
+    Operation("GetAnalyticsRevenue", "GET", APP + "/analytics/revenue", analytics.revenue, 200,
+              "Homing: purchases and revenue per currency", "admin", None, "AnalyticsRevenue"),
+    Operation("GetAnalyticsCampaigns", "GET", APP + "/analytics/campaigns", analytics.campaigns,
+              200, "Homing: push messages sent, delivered and opened", "admin", None,
+              "AnalyticsCampaigns"),
     Operation("Health", "GET", "/healthz", ops.healthz, 200, "Liveness and storage check", "none",
               None, "Health"),
     Operation("Metrics", "GET", "/metrics", ops.prometheus, 200,

@@ -7,11 +7,13 @@ is on disk.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 Endpoint = dict[str, Any]
+T = TypeVar("T")
 # (endpoint id, stored endpoint or None, update) -> the endpoint to store; returning the
 # stored object itself means nothing changed.
 EndpointMerge = Callable[[str, Endpoint | None, Endpoint], Endpoint]
@@ -74,6 +76,8 @@ class Overloaded(StorageError):
 
 
 class Storage(Protocol):
+    rollups: bool  # analytics rollups are kept at ingest
+
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -113,3 +117,7 @@ class Storage(Protocol):
     async def delete_endpoint(self, app_id: str, endpoint_id: str) -> Endpoint | None: ...
     async def get_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]: ...
     async def delete_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]: ...
+
+    async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a read-only connection in a thread; for analytics queries."""
+        ...

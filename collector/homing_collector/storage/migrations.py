@@ -55,6 +55,64 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    # 2 is the push gateway's (push_messages).
+    (
+        3,
+        # Analytics rollups, kept by homing_collector.analytics.rollups.
+        """
+        CREATE TABLE an_active (
+            app_id TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (app_id, kind, hour, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX an_active_key ON an_active(app_id, kind, key, hour);
+        CREATE TABLE an_subjects (
+            app_id TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            first_hour INTEGER NOT NULL,
+            PRIMARY KEY (app_id, kind, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX an_subjects_first ON an_subjects(app_id, kind, first_hour);
+        CREATE TABLE an_counts (
+            app_id TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            event_type TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (app_id, hour, event_type)
+        ) WITHOUT ROWID;
+        CREATE TABLE an_metrics (
+            app_id TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            event_type TEXT NOT NULL,
+            name TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            sum REAL NOT NULL,
+            min REAL NOT NULL,
+            max REAL NOT NULL,
+            PRIMARY KEY (app_id, hour, event_type, name)
+        ) WITHOUT ROWID;
+        CREATE TABLE an_revenue (
+            app_id TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            purchases INTEGER NOT NULL,
+            amount REAL NOT NULL,
+            PRIMARY KEY (app_id, hour, currency)
+        ) WITHOUT ROWID;
+        CREATE TABLE an_sessions (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            stop_ms INTEGER NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id, session_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX an_sessions_start ON an_sessions(app_id, start_ms);
+        """,
+    ),
 ]
 
 

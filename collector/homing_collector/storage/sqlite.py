@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from homing_collector.analytics import rollups
 from homing_collector.storage.base import (
     AppRecord,
     Endpoint,
@@ -58,13 +59,19 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 class SQLiteStorage:
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL", max_pending: int = 4096
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        max_pending: int = 4096,
+        rollups: bool = True,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.max_pending = max_pending
+        self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -243,6 +250,8 @@ class SQLiteStorage:
         last_rowid = _insert_events(conn, values, self._rows_per_insert)
         stored = conn.total_changes - before
         if stored == len(values) // _EVENT_COLUMNS or stored == 0:
+            if stored and self.rollups:  # analytics hook: every row is new
+                rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
             for rows, result in deferred:
                 result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
             return
@@ -255,6 +264,8 @@ class SQLiteStorage:
                 (last_rowid - stored,),
             ).fetchall()
         )
+        if self.rollups:  # analytics hook: only the rows just added, each once
+            rollups.apply(conn, rollups.new_rows(values, _EVENT_COLUMNS, new))
         for rows, result in deferred:
             count = 0
             for i in range(0, len(rows), _EVENT_COLUMNS):
@@ -279,6 +290,23 @@ class SQLiteStorage:
         self._jobs.put((fn, flush_first, future, loop))
         # The write goes on even if the request is cancelled; only the answer is lost.
         return await asyncio.shield(future)
+
+    async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a long read, such as an analytics query, in a thread on a connection of its
+        own, so that it neither blocks the event loop nor waits for the writer."""
+
+        def run() -> T:
+            conn = sqlite3.connect(
+                self.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA busy_timeout = 10000")
+                conn.execute("PRAGMA cache_size = -65536")
+                return fn(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -322,6 +350,7 @@ class SQLiteStorage:
             ).fetchone()
             if row is None:
                 return None
+            rollups.remove_app(conn, app_id)  # analytics hook
             for table in ("events", "endpoints", "event_types", "keys"):
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
@@ -581,10 +610,14 @@ def _delete_endpoints(
         ).fetchone()
         if row is None:
             continue
+        endpoint = orjson.loads(row[0])
+        rollups.remove_endpoint(  # analytics hook, before the events go
+            conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
+        )
         conn.execute(
             "DELETE FROM events WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
         )
-        deleted.append(orjson.loads(row[0]))
+        deleted.append(endpoint)
     return deleted
 
 

@@ -1,0 +1,502 @@
+"""The analytics queries. Each takes a read connection and answers a JSON-ready dict.
+
+The definitions are in docs/analytics.md. Usage, retention, event counts, metrics and
+revenue read only the rollups (see rollups.py); breakdowns, filters, funnels and the
+opens of campaigns read the stored events of the range.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from homing_collector.analytics.days import Grid, grid
+from homing_collector.analytics.params import EventFilters, Range, Step
+from homing_collector.analytics.rollups import ENDPOINT, HOUR_MS, USER, user_key
+
+MERGE_GAP_MS = 5000  # the 5-second rule
+SESSION_LOOKBACK = timedelta(days=2)
+OPENED = "_campaign.opened_notification"
+OPEN_SESSION_BEFORE_MS = 60_000
+OPEN_SESSION_AFTER_MS = 30 * 60_000
+
+
+def _kind(q: Range) -> int:
+    return USER if q.by == "users" else ENDPOINT
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def _distinct_per_window(
+    conn: sqlite3.Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
+) -> list[int]:
+    """How many distinct subjects were active in each [lo, hi) of UTC hours."""
+    if not windows:
+        return []
+    values = ",".join("(?, ?, ?)" for _ in windows)
+    params: list[Any] = [x for i, (lo, hi) in enumerate(windows) for x in (i, lo, hi)]
+    rows = conn.execute(
+        f"WITH w(i, lo, hi) AS (VALUES {values}) SELECT i, (SELECT count(DISTINCT key)"
+        " FROM an_active WHERE app_id = ? AND kind = ? AND hour >= w.lo AND hour < w.hi)"
+        " FROM w",
+        (*params, app_id, kind),
+    ).fetchall()
+    result = [0] * len(windows)
+    for i, count in rows:
+        result[i] = count
+    return result
+
+
+def merged_sessions(
+    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
+) -> Iterator[tuple[str, int, int]]:
+    """Sessions (endpoint id, start, stop) that start in [lo_ms, hi_ms), the 5-second rule
+    applied: a session starting at most 5 s after the previous one's stop joins it."""
+    rows = conn.execute(
+        "SELECT endpoint_id, start_ms, stop_ms FROM an_sessions"
+        " WHERE app_id = ? AND start_ms >= ? AND start_ms < ?",
+        (app_id, lo_ms - int(SESSION_LOOKBACK.total_seconds() * 1000), hi_ms),
+    ).fetchall()
+    rows.sort()
+    current: list[Any] | None = None
+    for endpoint_id, start, stop in rows:
+        if current is not None and current[0] == endpoint_id and start - current[2] <= MERGE_GAP_MS:
+            current[2] = max(current[2], stop)
+            continue
+        if current is not None and lo_ms <= current[1] < hi_ms:
+            yield current[0], current[1], current[2]
+        current = [endpoint_id, start, stop]
+    if current is not None and lo_ms <= current[1] < hi_ms:
+        yield current[0], current[1], current[2]
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+    kind = _kind(q)
+    look = grid(q.zone, q.start - timedelta(days=29), q.end)  # day 29 is q.start
+    n = (q.end - q.start).days + 1
+    idx = range(29, 29 + n)
+    dau = _distinct_per_window(conn, app_id, kind, [(look.lo(i), look.lo(i + 1)) for i in idx])
+    wau = _distinct_per_window(conn, app_id, kind, [(look.lo(i - 6), look.lo(i + 1)) for i in idx])
+    mau = _distinct_per_window(conn, app_id, kind, [(look.lo(i - 29), look.lo(i + 1)) for i in idx])
+    new = [0] * n
+    for hour, count in conn.execute(
+        "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
+        " AND first_hour >= ? AND first_hour < ? GROUP BY first_hour",
+        (app_id, kind, look.lo(29), look.lo(29 + n)),
+    ):
+        new[look.day_of_hour(hour) - 29] += count
+    lengths: list[list[float]] = [[] for _ in range(n)]
+    for _endpoint, start, stop in merged_sessions(
+        conn, app_id, look.lo(29) * HOUR_MS, look.lo(29 + n) * HOUR_MS
+    ):
+        lengths[look.day_of_ms(start) - 29].append((stop - start) / 1000)
+    days = []
+    for i in range(n):
+        sessions = len(lengths[i])
+        days.append(
+            {
+                "date": str(look.date(29 + i)),
+                "active": dau[i],
+                "new": new[i],
+                "wau": wau[i],
+                "mau": mau[i],
+                "sticky_factor": _ratio(dau[i], mau[i]),
+                "sessions": sessions,
+                "sessions_per_active": _ratio(sessions, dau[i]),
+                "avg_session_seconds": _mean(lengths[i]),
+                "median_session_seconds": _median(lengths[i]),
+            }
+        )
+    every = [length for day in lengths for length in day]
+    avg_active = round(sum(dau) / n, 4)
+    summary = {
+        "avg_daily_active": avg_active,
+        "mau": mau[-1],
+        "sticky_factor": _ratio(avg_active, mau[-1]),
+        "new": sum(new),
+        "sessions": len(every),
+        "sessions_per_active": _ratio(len(every), sum(dau)),
+        "avg_session_seconds": _mean(every),
+        "median_session_seconds": _median(every),
+    }
+    return {**q.head(), "days": days, "summary": summary}
+
+
+RETENTION_DAYS = 30
+
+
+def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+    kind = _kind(q)
+    n = (q.end - q.start).days + 1
+    g = grid(q.zone, q.start, q.end + timedelta(days=RETENTION_DAYS))
+    complete = (q.today - q.start).days  # the last day index that is over... or today
+    members: dict[str, tuple[int, set[int]]] = {}
+    for key, first_hour in conn.execute(
+        "SELECT key, first_hour FROM an_subjects WHERE app_id = ? AND kind = ?"
+        " AND first_hour >= ? AND first_hour < ?",
+        (app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        members[key] = (g.day_of_hour(first_hour), set())
+    for key, hour in conn.execute(
+        "SELECT s.key, a.hour FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id"
+        " AND a.kind = s.kind AND a.key = s.key AND a.hour >= ? AND a.hour < ?"
+        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?",
+        (g.lo(1), g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        members[key][1].add(g.day_of_hour(hour))
+    sizes = [0] * n
+    retained = [[0] * RETENTION_DAYS for _ in range(n)]
+    within = {7: [0, 0], 14: [0, 0], 30: [0, 0]}  # N -> [retained, size]
+    for cohort, active in members.values():
+        sizes[cohort] += 1
+        offsets = {day - cohort for day in active}
+        for k in offsets:
+            if 1 <= k <= RETENTION_DAYS:
+                retained[cohort][k - 1] += 1
+        for days, totals in within.items():
+            if cohort + days <= complete:
+                totals[1] += 1
+                if any(1 <= k <= days for k in offsets):
+                    totals[0] += 1
+    cohorts = []
+    for c in range(n):
+        row: list[float | None] = [
+            (_ratio(retained[c][k - 1], sizes[c]) if c + k <= complete else None)
+            for k in range(1, RETENTION_DAYS + 1)
+        ]
+        cohorts.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
+    rates = {f"d{days}": _ratio(r, s) for days, (r, s) in within.items()}
+    return {**q.head(), "cohorts": cohorts, "rates": rates}
+
+
+_DEMOGRAPHIC = {
+    "platform": ("Demographic", "Platform"),
+    "platform_version": ("Demographic", "PlatformVersion"),
+    "app_version": ("Demographic", "AppVersion"),
+    "make": ("Demographic", "Make"),
+    "model": ("Demographic", "Model"),
+    "country": ("Location", "Country"),
+    "locale": ("Demographic", "Locale"),
+}
+
+
+def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[str, Any]:
+    groups: dict[str | None, tuple[set[str], set[str]]] = {}
+    for endpoint_id, user_id, body in conn.execute(
+        "SELECT endpoint_id, user_id, body FROM endpoints WHERE app_id = ?", (app_id,)
+    ):
+        endpoint = orjson.loads(body)
+        values: list[str | None]
+        if dimension.startswith("attribute:"):
+            values = list((endpoint.get("Attributes") or {}).get(dimension[10:]) or [None])
+        else:
+            section, name = _DEMOGRAPHIC[dimension]
+            values = [(endpoint.get(section) or {}).get(name)]
+        for value in dict.fromkeys(values):
+            endpoints, users = groups.setdefault(value, (set(), set()))
+            endpoints.add(endpoint_id)
+            users.add(user_key(endpoint_id, user_id))
+    ordered = sorted(
+        groups.items(), key=lambda item: (-len(item[1][0]), item[0] is None, str(item[0]))
+    )
+    rows = [
+        {"value": value, "endpoints": len(endpoints), "users": len(users)}
+        for value, (endpoints, users) in ordered
+    ]
+    return {"dimension": dimension, "rows": rows}
+
+
+def _type_clause(types: Sequence[str]) -> tuple[str, list[str]]:
+    if not types:
+        return "", []
+    return f" AND event_type IN ({','.join('?' * len(types))})", list(types)
+
+
+def session_count(conn: sqlite3.Connection, app_id: str, g: Grid) -> int:
+    return sum(1 for _ in merged_sessions(conn, app_id, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS))
+
+
+def events(conn: sqlite3.Connection, app_id: str, q: Range, f: EventFilters) -> dict[str, Any]:
+    g = grid(q.zone, q.start, q.end)
+    lo, hi = g.lo(0), g.lo(g.days)
+    clause, types = _type_clause(f.event_types)
+    totals: dict[str, int] = {}
+    series: dict[tuple[int, str], int] = {}
+    breakdown: dict[str | None, int] = {}
+    metrics: dict[str, list[float]] = {}  # name -> [count, sum, min, max]
+    if not f.needs_scan:
+        for hour, event_type, count in conn.execute(
+            "SELECT hour, event_type, count FROM an_counts WHERE app_id = ? AND hour >= ?"
+            " AND hour < ?" + clause,
+            (app_id, lo, hi, *types),
+        ):
+            totals[event_type] = totals.get(event_type, 0) + count
+            key = (g.day_of_hour(hour), event_type)
+            series[key] = series.get(key, 0) + count
+        for name, count, total, low, high in conn.execute(
+            "SELECT name, sum(count), sum(sum), min(min), max(max) FROM an_metrics"
+            " WHERE app_id = ? AND hour >= ? AND hour < ?" + clause + " GROUP BY name",
+            (app_id, lo, hi, *types),
+        ):
+            metrics[name] = [count, total, low, high]
+    else:
+        for event_type, ts, body in conn.execute(
+            "SELECT event_type, ts, body FROM events WHERE app_id = ? AND ts >= ? AND ts < ?"
+            + clause,
+            (app_id, lo * HOUR_MS, hi * HOUR_MS, *types),
+        ):
+            event = orjson.loads(body)
+            attributes = event.get("Attributes") or {}
+            values = event.get("Metrics") or {}
+            if not f.keep(attributes, values):
+                continue
+            totals[event_type] = totals.get(event_type, 0) + 1
+            key = (g.day_of_ms(ts), event_type)
+            series[key] = series.get(key, 0) + 1
+            if f.breakdown:
+                value = attributes.get(f.breakdown)
+                breakdown[value] = breakdown.get(value, 0) + 1
+            for name, number in values.items():
+                agg = metrics.get(name)
+                if agg is None:
+                    metrics[name] = [1, number, number, number]
+                else:
+                    agg[0] += 1
+                    agg[1] += number
+                    agg[2] = min(agg[2], number)
+                    agg[3] = max(agg[3], number)
+    sessions = session_count(conn, app_id, g) if metrics else 0
+    answer: dict[str, Any] = {
+        **q.head(),
+        "types": [
+            {"event_type": t, "count": c}
+            for t, c in sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        ],
+        "series": [
+            {"date": str(g.date(day)), "event_type": t, "count": c}
+            for (day, t), c in sorted(series.items())
+        ],
+        "metrics": [
+            {
+                "name": name,
+                "count": int(count),
+                "min": low,
+                "max": high,
+                "avg": round(total / count, 6),
+                "sum": round(total, 6),
+                "per_session_avg": _ratio(total, sessions),
+            }
+            for name, (count, total, low, high) in sorted(metrics.items())
+        ],
+    }
+    if f.breakdown:
+        answer["breakdown"] = [
+            {"value": v, "count": c}
+            for v, c in sorted(breakdown.items(), key=lambda item: (-item[1], str(item[0])))
+        ]
+    else:
+        answer["breakdown"] = []
+    return answer
+
+
+def _endpoint_users(conn: sqlite3.Connection, app_id: str) -> dict[str, str]:
+    return {
+        endpoint_id: user_key(endpoint_id, user_id)
+        for endpoint_id, user_id in conn.execute(
+            "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ?", (app_id,)
+        )
+    }
+
+
+def funnel(
+    conn: sqlite3.Connection, app_id: str, q: Range, steps: list[Step], window: int
+) -> dict[str, Any]:
+    g = grid(q.zone, q.start, q.end)
+    types = sorted({step.event_type for step in steps})
+    clause, params = _type_clause(types)
+    users = _endpoint_users(conn, app_id) if q.by == "users" else {}
+    timelines: dict[str, list[tuple[int, int, set[int]]]] = {}
+    for endpoint_id, event_type, ts, _event_id, body in conn.execute(
+        "SELECT endpoint_id, event_type, ts, event_id, body FROM events WHERE app_id = ?"
+        " AND ts >= ? AND ts < ?" + clause,
+        (app_id, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, *params),
+    ):
+        attributes = orjson.loads(body).get("Attributes") or {}
+        matched = {i for i, step in enumerate(steps) if step.matches(event_type, attributes)}
+        if matched:
+            subject = users.get(endpoint_id, "e:" + endpoint_id) if users else endpoint_id
+            timelines.setdefault(subject, []).append((ts, 0, matched))
+    reached = [0] * len(steps)
+    window_ms = window * 1000
+    for timeline in timelines.values():
+        timeline.sort(key=lambda item: item[0])
+        best = 0
+        for i, (t0, _, matched) in enumerate(timeline):
+            if 0 not in matched:
+                continue
+            depth = 1
+            for t, _, m in timeline[i + 1 :]:
+                if t - t0 > window_ms or depth == len(steps):
+                    break
+                if depth in m:
+                    depth += 1
+            best = max(best, depth)
+            if best == len(steps):
+                break
+        for k in range(best):
+            reached[k] += 1
+    out = []
+    for k, step in enumerate(steps):
+        out.append(
+            {
+                "event_type": step.event_type,
+                "attributes": dict(step.attributes),
+                "count": reached[k],
+                "conversion": _ratio(reached[k], reached[0]),
+                "drop_off": 0.0 if k == 0 else _drop(reached[k], reached[k - 1]),
+            }
+        )
+    return {**q.head(), "window": window, "steps": out}
+
+
+def _drop(count: int, before: int) -> float | None:
+    ratio = _ratio(count, before)
+    return None if ratio is None else round(1 - ratio, 4)
+
+
+def revenue(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+    g = grid(q.zone, q.start, q.end)
+    lo, hi = g.lo(0), g.lo(g.days)
+    purchases = 0
+    totals: dict[str, float] = {}
+    days: dict[int, list[Any]] = {}
+    for hour, currency, count, amount in conn.execute(
+        "SELECT hour, currency, purchases, amount FROM an_revenue WHERE app_id = ?"
+        " AND hour >= ? AND hour < ?",
+        (app_id, lo, hi),
+    ):
+        purchases += count
+        totals[currency] = totals.get(currency, 0.0) + amount
+        day = days.setdefault(g.day_of_hour(hour), [0, {}])
+        day[0] += count
+        day[1][currency] = day[1].get(currency, 0.0) + amount
+    (active,) = conn.execute(
+        "SELECT count(DISTINCT key) FROM an_active WHERE app_id = ? AND kind = ?"
+        " AND hour >= ? AND hour < ?",
+        (app_id, _kind(q), lo, hi),
+    ).fetchone()
+    return {
+        **q.head(),
+        "purchases": purchases,
+        "revenue": {c: round(v, 6) for c, v in sorted(totals.items())},
+        "revenue_per_user": {c: _ratio(v, active) for c, v in sorted(totals.items())},
+        "days": [
+            {
+                "date": str(g.date(day)),
+                "purchases": count,
+                "revenue": {c: round(v, 6) for c, v in sorted(amounts.items())},
+            }
+            for day, (count, amounts) in sorted(days.items())
+        ],
+    }
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        is not None
+    )
+
+
+def push_messages(
+    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
+) -> list[tuple[str, str | None, int, int | None]]:
+    """(endpoint id, campaign id, created_at, delivered_at) of messages queued in range;
+    none when the push gateway's table is not there."""
+    if not _has_table(conn, "push_messages"):
+        return []
+    return conn.execute(
+        "SELECT endpoint_id, campaign_id, created_at, delivered_at FROM push_messages"
+        " WHERE app_id = ? AND created_at >= ? AND created_at < ?",
+        (app_id, lo_ms, hi_ms),
+    ).fetchall()
+
+
+def opens(
+    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
+) -> list[tuple[str, int, str | None]]:
+    """(endpoint id, Timestamp, campaign id) of the notification opens in range."""
+    result = []
+    for endpoint_id, ts, body in conn.execute(
+        "SELECT endpoint_id, ts, body FROM events WHERE app_id = ? AND event_type = ?"
+        " AND ts >= ? AND ts < ?",
+        (app_id, OPENED, lo_ms, hi_ms),
+    ):
+        attributes = orjson.loads(body).get("Attributes") or {}
+        result.append((endpoint_id, ts, attributes.get("campaign_id")))
+    return result
+
+
+def campaigns(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+    g = grid(q.zone, q.start, q.end)
+    lo_ms, hi_ms = g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS
+    per: dict[str, list[int]] = {}
+    days: dict[int, list[int]] = {}
+    sent = delivered = 0
+    for _endpoint, campaign_id, created, delivered_at in push_messages(conn, app_id, lo_ms, hi_ms):
+        got = delivered_at is not None
+        sent += 1
+        delivered += got
+        day = days.setdefault(g.day_of_ms(created), [0, 0, 0])
+        day[0] += 1
+        day[1] += got
+        if campaign_id is not None:
+            c = per.setdefault(campaign_id, [0, 0, 0])
+            c[0] += 1
+            c[1] += got
+    opened = opens(conn, app_id, lo_ms, hi_ms)
+    after = 0
+    for endpoint_id, ts, campaign_id in opened:
+        days.setdefault(g.day_of_ms(ts), [0, 0, 0])[2] += 1
+        if campaign_id is not None:
+            per.setdefault(campaign_id, [0, 0, 0])[2] += 1
+        if conn.execute(
+            "SELECT 1 FROM an_sessions WHERE app_id = ? AND endpoint_id = ?"
+            " AND start_ms >= ? AND start_ms <= ? LIMIT 1",
+            (app_id, endpoint_id, ts - OPEN_SESSION_BEFORE_MS, ts + OPEN_SESSION_AFTER_MS),
+        ).fetchone():
+            after += 1
+    return {
+        **q.head(),
+        "sent": sent,
+        "delivered": delivered,
+        "opened": len(opened),
+        "delivery_rate": _ratio(delivered, sent),
+        "open_rate": _ratio(len(opened), delivered),
+        "sessions_after_open": after,
+        "campaigns": [
+            {"campaign_id": cid, "sent": s, "delivered": d, "opened": o}
+            for cid, (s, d, o) in sorted(per.items())
+        ],
+        "days": [
+            {"date": str(g.date(day)), "sent": s, "delivered": d, "opened": o}
+            for day, (s, d, o) in sorted(days.items())
+        ],
+    }

@@ -1,0 +1,501 @@
+"""Every analytics figure against a brute-force computation over the raw generated events.
+
+The data (analytics_data.py) goes through PutEvents on a live collector, with late uploads
+and resent batches; then an endpoint and a user are deleted. The expected figures are
+computed here in plain Python from the generated events that remain, never from the
+rollups.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.collector import analytics_data as gen
+from tests.conftest import App, LiveCollector
+
+START, END = date(2026, 9, 1), date(2026, 10, 31)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class World:
+    def __init__(self, live: LiveCollector, app: App, data: gen.Data, deleted: set[str]) -> None:
+        self.live, self.app, self.data = live, app, data
+        self.devices = {d.endpoint_id: d for d in data.devices if d.endpoint_id not in deleted}
+        self.events = [e for e in data.events if e.endpoint_id not in deleted]
+
+    def get(self, route: str, **params: Any) -> dict[str, Any]:
+        response = httpx.get(
+            f"{self.live.url}/v1/apps/{self.app.id}/analytics/{route}",
+            params=params,
+            headers=bearer(self.app.admin.token),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def subject(self, endpoint_id: str, by: str) -> str:
+        if by == "endpoints":
+            return endpoint_id
+        user = self.devices[endpoint_id].user_id
+        return "e:" + endpoint_id if user is None else "u:" + user
+
+
+@pytest.fixture(scope="module")
+def world(collector: LiveCollector) -> World:
+    app = collector.create_app("analytics")
+    data = gen.generate()
+    devices = {d.endpoint_id: d for d in data.devices}
+    with httpx.Client(base_url=collector.url, headers=bearer(app.ingest.token)) as client:
+        for body in gen.batches(data.events + data.resent, devices):
+            response = client.post(f"/v1/apps/{app.id}/events", json=body, timeout=30)
+            assert response.status_code == 202, response.text
+            for item in response.json()["Results"].values():
+                assert all(s["StatusCode"] == 202 for s in item["EventsItemResponse"].values())
+    # Delete one endpoint without a user, one endpoint of a user with two, and a user.
+    alone = next(d for d in data.devices if d.user_id is None)
+    pair = next(d for d in data.devices if d.user_id is not None)
+    doomed_user = next(
+        d.user_id for d in reversed(data.devices) if d.user_id and d.user_id != pair.user_id
+    )
+    admin = bearer(app.admin.token)
+    for path in (f"endpoints/{alone.endpoint_id}", f"endpoints/{pair.endpoint_id}",
+                 f"users/{doomed_user}"):  # fmt: skip
+        response = httpx.delete(f"{collector.url}/v1/apps/{app.id}/{path}", headers=admin)
+        assert response.status_code == 202, response.text
+    deleted = {alone.endpoint_id, pair.endpoint_id}
+    deleted |= {d.endpoint_id for d in data.devices if d.user_id == doomed_user}
+    sibling = [d for d in data.devices if d.user_id == pair.user_id and d is not pair]
+    assert sibling, "the data must have a user with two endpoints"
+    return World(collector, app, data, deleted)
+
+
+# -- brute force ------------------------------------------------------------------------
+
+
+def local_date(ts_ms: int, zone: ZoneInfo) -> date:
+    return datetime.fromtimestamp(ts_ms / 1000, zone).date()
+
+
+def days(start: date, end: date) -> Iterator[date]:
+    day = start
+    while day <= end:
+        yield day
+        day += timedelta(days=1)
+
+
+def raw_sessions(w: World) -> list[tuple[str, int, int]]:
+    spans: dict[tuple[str, str], list[int]] = {}
+    for e in w.events:
+        session = e.body["Session"]
+        start = gen.ms(datetime.fromisoformat(session["StartTimestamp"].replace("Z", "+00:00")))
+        stop = e.ts
+        if "StopTimestamp" in session:
+            stop = gen.ms(datetime.fromisoformat(session["StopTimestamp"].replace("Z", "+00:00")))
+        span = spans.setdefault((e.endpoint_id, session["Id"]), [start, stop])
+        span[0], span[1] = min(span[0], start), max(span[1], stop)
+    return [(endpoint, a, b) for (endpoint, _), (a, b) in spans.items()]
+
+
+def merged(w: World) -> list[tuple[str, int, int]]:
+    out: list[list[Any]] = []
+    for endpoint, start, stop in sorted(raw_sessions(w)):
+        if out and out[-1][0] == endpoint and start - out[-1][2] <= 5000:
+            out[-1][2] = max(out[-1][2], stop)
+        else:
+            out.append([endpoint, start, stop])
+    return [(a, b, c) for a, b, c in out]
+
+
+def expected_usage(w: World, start: date, end: date, tz: str, by: str) -> dict[str, Any]:
+    zone = ZoneInfo(tz)
+    active: dict[date, set[str]] = {}
+    first: dict[str, date] = {}
+    for e in w.events:
+        day, who = local_date(e.ts, zone), w.subject(e.endpoint_id, by)
+        active.setdefault(day, set()).add(who)
+        first[who] = min(first.get(who, day), day)
+    lengths: dict[date, list[float]] = {}
+    for _endpoint, a, b in merged(w):
+        lengths.setdefault(local_date(a, zone), []).append((b - a) / 1000)
+    rows = []
+    for day in days(start, end):
+
+        def window(n: int, day: date = day) -> set[str]:
+            return set().union(*(active.get(day - timedelta(days=i), set()) for i in range(n)))
+
+        dau, mau = len(active.get(day, ())), len(window(30))
+        ls = lengths.get(day, [])
+        rows.append({
+            "date": str(day), "active": dau, "new": sum(1 for d in first.values() if d == day),
+            "wau": len(window(7)), "mau": mau, "sticky_factor": dau / mau if mau else None,
+            "sessions": len(ls), "sessions_per_active": len(ls) / dau if dau else None,
+            "avg_session_seconds": statistics.mean(ls) if ls else None,
+            "median_session_seconds": statistics.median(ls) if ls else None,
+        })  # fmt: skip
+    every = [x for day in days(start, end) for x in lengths.get(day, [])]
+    avg = sum(r["active"] for r in rows) / len(rows)
+    total_active = sum(r["active"] for r in rows)
+    summary = {
+        "avg_daily_active": avg, "mau": rows[-1]["mau"],
+        "sticky_factor": avg / rows[-1]["mau"] if rows[-1]["mau"] else None,
+        "new": sum(r["new"] for r in rows), "sessions": len(every),
+        "sessions_per_active": len(every) / total_active if total_active else None,
+        "avg_session_seconds": statistics.mean(every) if every else None,
+        "median_session_seconds": statistics.median(every) if every else None,
+    }  # fmt: skip
+    return {"days": rows, "summary": summary}
+
+
+def close(got: Any, want: Any, where: str) -> None:
+    if isinstance(want, dict):
+        assert set(got) == set(want), where
+        for key in want:
+            close(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (g, x) in enumerate(zip(got, want, strict=True)):
+            close(g, x, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=2e-3), where
+    else:
+        assert got == want, where
+
+
+RANGES = [
+    (START, END, "UTC"),
+    (date(2026, 10, 1), date(2026, 10, 31), "Europe/Berlin"),  # DST ends on October 25
+    (date(2026, 9, 10), date(2026, 10, 9), "Asia/Tokyo"),
+    (date(2026, 9, 20), date(2026, 10, 19), "America/Los_Angeles"),
+]
+
+
+@pytest.mark.parametrize("by", ["users", "endpoints"])
+@pytest.mark.parametrize(("start", "end", "tz"), RANGES)
+def test_usage_matches_brute_force(world: World, start: date, end: date, tz: str, by: str) -> None:
+    got = world.get("usage", start=str(start), end=str(end), tz=tz, by=by)
+    want = expected_usage(world, start, end, tz, by)
+    assert got["start"] == str(start) and got["tz"] == tz and got["by"] == by
+    assert sum(d["active"] for d in want["days"]) > 0 and want["summary"]["sessions"] > 0
+    close(got["days"], want["days"], "days")
+    close(got["summary"], want["summary"], "summary")
+
+
+@pytest.mark.parametrize("by", ["users", "endpoints"])
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_retention_matches_brute_force(world: World, tz: str, by: str) -> None:
+    zone = ZoneInfo(tz)
+    start, end = date(2026, 9, 1), date(2026, 9, 30)
+    active: dict[str, set[date]] = {}
+    for e in world.events:
+        active.setdefault(world.subject(e.endpoint_id, by), set()).add(local_date(e.ts, zone))
+    cohorts = []
+    pooled = {7: [0, 0], 14: [0, 0], 30: [0, 0]}
+    for day in days(start, end):
+        members = [seen for seen in active.values() if min(seen) == day]
+        retained = []
+        for k in range(1, 31):
+            back = sum(1 for seen in members if day + timedelta(days=k) in seen)
+            retained.append(back / len(members) if members else None)
+        cohorts.append({"date": str(day), "size": len(members), "retained": retained})
+        for n, totals in pooled.items():
+            totals[1] += len(members)
+            totals[0] += sum(
+                1 for seen in members
+                if any(day + timedelta(days=k) in seen for k in range(1, n + 1))
+            )  # fmt: skip
+    got = world.get("retention", start=str(start), end=str(end), tz=tz, by=by)
+    assert sum(c["size"] for c in cohorts) > 5
+    close(got["cohorts"], cohorts, "cohorts")
+    close(got["rates"], {f"d{n}": r / s if s else None for n, (r, s) in pooled.items()}, "rates")
+
+
+@pytest.mark.parametrize("dimension", ["platform", "country", "make", "attribute:plan"])
+def test_demographics_match_the_endpoints(world: World, dimension: str) -> None:
+    groups: dict[Any, tuple[set[str], set[str]]] = {}
+    for device in world.devices.values():
+        if dimension == "attribute:plan":
+            value = device.profile["Attributes"]["plan"][0]
+        elif dimension == "country":
+            value = device.profile.get("Location", {}).get("Country")
+        else:
+            value = device.profile["Demographic"][dimension.capitalize()]
+        endpoints, users = groups.setdefault(value, (set(), set()))
+        endpoints.add(device.endpoint_id)
+        users.add(world.subject(device.endpoint_id, "users"))
+    got = world.get("demographics", dimension=dimension)
+    assert {r["value"]: (r["endpoints"], r["users"]) for r in got["rows"]} == {
+        value: (len(e), len(u)) for value, (e, u) in groups.items()
+    }
+    assert [r["endpoints"] for r in got["rows"]] == sorted(
+        (r["endpoints"] for r in got["rows"]), reverse=True
+    )
+
+
+def expected_events(
+    w: World, start: date, end: date, tz: str, keep: Any = None, breakdown: str | None = None,
+    types: tuple[str, ...] = (),
+) -> dict[str, Any]:  # fmt: skip
+    zone = ZoneInfo(tz)
+    totals: dict[str, int] = {}
+    series: dict[tuple[str, str], int] = {}
+    split: dict[Any, int] = {}
+    metrics: dict[str, list[float]] = {}
+    for e in w.events:
+        day = local_date(e.ts, zone)
+        if not start <= day <= end or (types and e.type not in types):
+            continue
+        attributes, values = e.body.get("Attributes", {}), e.body.get("Metrics", {})
+        if keep is not None and not keep(attributes, values):
+            continue
+        totals[e.type] = totals.get(e.type, 0) + 1
+        series[(str(day), e.type)] = series.get((str(day), e.type), 0) + 1
+        if breakdown:
+            split[attributes.get(breakdown)] = split.get(attributes.get(breakdown), 0) + 1
+        for name, value in values.items():
+            metrics.setdefault(name, []).append(value)
+    sessions = sum(1 for _e, a, _b in merged(w) if start <= local_date(a, zone) <= end)
+    return {
+        "types": sorted(
+            ({"event_type": t, "count": c} for t, c in totals.items()),
+            key=lambda r: (-r["count"], r["event_type"]),
+        ),
+        "series": [
+            {"date": d, "event_type": t, "count": c} for (d, t), c in sorted(series.items())
+        ],
+        "breakdown": sorted(
+            ({"value": v, "count": c} for v, c in split.items()),
+            key=lambda r: (-r["count"], str(r["value"])),
+        ),
+        "metrics": [
+            {
+                "name": name,
+                "count": len(vs),
+                "min": min(vs),
+                "max": max(vs),
+                "avg": sum(vs) / len(vs),
+                "sum": sum(vs),
+                "per_session_avg": sum(vs) / sessions,
+            }
+            for name, vs in sorted(metrics.items())
+        ],
+    }
+
+
+@pytest.mark.parametrize(("start", "end", "tz"), RANGES[:2])
+def test_event_counts_and_metrics_match_brute_force(
+    world: World, start: date, end: date, tz: str
+) -> None:
+    got = world.get("events", start=str(start), end=str(end), tz=tz)
+    want = expected_events(world, start, end, tz)
+    assert len(want["metrics"]) >= 4
+    for key in ("types", "series", "breakdown", "metrics"):
+        close(got[key], want[key], key)
+    one = world.get("events", start=str(start), end=str(end), tz=tz, event_type="level.complete")
+    close(one["metrics"], expected_events(world, start, end, tz, types=("level.complete",))[
+        "metrics"], "metrics of one type")  # fmt: skip
+
+
+def test_event_filters_and_breakdown_match_brute_force(world: World) -> None:
+    params = httpx.QueryParams(
+        [("start", str(START)), ("end", str(END)), ("tz", "Asia/Tokyo"), ("breakdown", "level"),
+         ("include", "level:forest,cave"), ("exclude", "screen:cart"), ("metric", "score>=500"),
+         ("event_type", "level.complete")]
+    )  # fmt: skip
+    got = world.get("events", **dict(params.multi_items()))
+
+    def keep(attributes: dict[str, str], metrics: dict[str, float]) -> bool:
+        return (
+            attributes.get("level") in ("forest", "cave")
+            and attributes.get("screen") != "cart"
+            and metrics.get("score", -1) >= 500
+        )
+
+    want = expected_events(world, START, END, "Asia/Tokyo", keep, "level", ("level.complete",))
+    assert want["types"][0]["count"] > 10
+    for key in ("types", "series", "breakdown", "metrics"):
+        close(got[key], want[key], key)
+    # Without the filters the breakdown counts the events without the attribute as null.
+    plain = world.get("events", start=str(START), end=str(END), breakdown="level")
+    want = expected_events(world, START, END, "UTC", None, "level")
+    close(plain["breakdown"], want["breakdown"], "breakdown")
+    assert any(row["value"] is None for row in plain["breakdown"])
+
+
+def test_funnel_matches_brute_force(world: World) -> None:
+    steps = [("_session.start", {}), ("screen.view", {"screen": "shop"}),
+             ("_monetization.purchase", {})]  # fmt: skip
+    window = 600
+    for by in ("users", "endpoints"):
+        got = httpx.get(
+            f"{world.live.url}/v1/apps/{world.app.id}/analytics/funnel",
+            params=[("start", str(START)), ("end", str(END)), ("by", by), ("window", window),
+                    ("step", "_session.start"), ("step", "screen.view;screen=shop"),
+                    ("step", "_monetization.purchase")],
+            headers=bearer(world.app.admin.token),
+        ).json()  # fmt: skip
+        timelines: dict[str, list[gen.Event]] = {}
+        for e in world.events:
+            timelines.setdefault(world.subject(e.endpoint_id, by), []).append(e)
+        reached = [0, 0, 0]
+        for events in timelines.values():
+            events.sort(key=lambda e: e.ts)
+            best = 0
+            for i, first in enumerate(events):
+                if first.type != steps[0][0]:
+                    continue
+                depth = 1
+                for e in events[i + 1 :]:
+                    if e.ts - first.ts > window * 1000 or depth == 3:
+                        break
+                    kind, attrs = steps[depth]
+                    if e.type == kind and all(
+                        e.body.get("Attributes", {}).get(k) == v for k, v in attrs.items()
+                    ):
+                        depth += 1
+                best = max(best, depth)
+            for k in range(best):
+                reached[k] += 1
+        assert reached[2] > 0
+        assert [s["count"] for s in got["steps"]] == reached
+        assert [s["conversion"] for s in got["steps"]] == [
+            pytest.approx(r / reached[0], abs=1e-4) for r in reached
+        ]
+        assert got["steps"][1]["drop_off"] == pytest.approx(1 - reached[1] / reached[0], abs=1e-4)
+        assert got["steps"][0]["drop_off"] == 0
+
+
+@pytest.mark.parametrize("by", ["users", "endpoints"])
+@pytest.mark.parametrize(("start", "end", "tz"), RANGES[1:3])
+def test_revenue_matches_brute_force(
+    world: World, start: date, end: date, tz: str, by: str
+) -> None:
+    zone = ZoneInfo(tz)
+    purchases, revenue, active = 0, {}, set()
+    per_day: dict[str, list[Any]] = {}
+    for e in world.events:
+        day = local_date(e.ts, zone)
+        if not start <= day <= end:
+            continue
+        active.add(world.subject(e.endpoint_id, by))
+        if e.type != "_monetization.purchase":
+            continue
+        currency = e.body["Attributes"].get("_currency", "UNKNOWN")
+        m = e.body["Metrics"]
+        amount = m["_item_price"] * m.get("_quantity", 1.0)
+        purchases += 1
+        revenue[currency] = revenue.get(currency, 0.0) + amount
+        row = per_day.setdefault(str(day), [0, {}])
+        row[0] += 1
+        row[1][currency] = row[1].get(currency, 0.0) + amount
+    got = world.get("revenue", start=str(start), end=str(end), tz=tz, by=by)
+    assert purchases > 10 and "UNKNOWN" in revenue
+    assert got["purchases"] == purchases
+    close(got["revenue"], revenue, "revenue")
+    close(got["revenue_per_user"], {c: v / len(active) for c, v in revenue.items()}, "per user")
+    close(got["days"], [{"date": d, "purchases": p, "revenue": r}
+                        for d, (p, r) in sorted(per_day.items())], "days")  # fmt: skip
+
+
+def test_campaign_opens_match_brute_force(world: World) -> None:
+    got = world.get("campaigns", start=str(START), end=str(END))
+    opens = [e for e in world.events if e.type == "_campaign.opened_notification"]
+    starts = raw_sessions(world)
+    after = sum(
+        1 for o in opens
+        if any(ep == o.endpoint_id and o.ts - 60_000 <= a <= o.ts + 1_800_000
+               for ep, a, _b in starts)
+    )  # fmt: skip
+    assert len(opens) > 3
+    assert (got["sent"], got["delivered"], got["opened"]) == (0, 0, len(opens))
+    assert got["sessions_after_open"] == after
+    per: dict[str, int] = {}
+    for o in opens:
+        per[o.body["Attributes"]["campaign_id"]] = (
+            per.get(o.body["Attributes"]["campaign_id"], 0) + 1
+        )
+    assert {c["campaign_id"]: c["opened"] for c in got["campaigns"]} == per
+    assert got["delivery_rate"] is None
+
+
+def test_boto3_date_range_kpi(world: World) -> None:
+    client = world.live.client(world.app.admin)
+    usage = expected_usage(world, date(2026, 10, 1), date(2026, 10, 7), "UTC", "users")
+    answer = client.get_application_date_range_kpi(
+        ApplicationId=world.app.id,
+        KpiName="homing-daily-active-users-grouped-by-date",
+        StartTime=datetime(2026, 10, 1),
+        EndTime=datetime(2026, 10, 7, 23),
+    )["ApplicationDateRangeKpiResponse"]
+    assert answer["KpiName"] == "homing-daily-active-users-grouped-by-date"
+    rows = answer["KpiResult"]["Rows"]
+    assert [r["GroupedBys"][0]["Value"] for r in rows] == [d["date"] for d in usage["days"]]
+    assert [float(r["Values"][0]["Value"]) for r in rows] == [d["active"] for d in usage["days"]]
+    assert rows[0]["Values"][0]["Key"] == "DailyActiveUsers"
+    total = client.get_application_date_range_kpi(
+        ApplicationId=world.app.id, KpiName="homing-sessions",
+        StartTime=datetime(2026, 10, 1), EndTime=datetime(2026, 10, 7),
+    )["ApplicationDateRangeKpiResponse"]["KpiResult"]["Rows"]  # fmt: skip
+    assert total[0]["GroupedBys"] == []
+    assert float(total[0]["Values"][0]["Value"]) == usage["summary"]["sessions"] > 0
+    rate = client.get_application_date_range_kpi(
+        ApplicationId=world.app.id, KpiName="successful-delivery-rate",
+        StartTime=datetime(2026, 10, 1), EndTime=datetime(2026, 10, 7),
+    )["ApplicationDateRangeKpiResponse"]["KpiResult"]["Rows"]  # fmt: skip
+    assert rate[0]["Values"][0] == {"Key": "SuccessfulDeliveryRate", "Type": "Double",
+                                    "Value": "0.0"}  # fmt: skip
+    with pytest.raises(client.exceptions.NotFoundException, match="no-such-kpi"):
+        client.get_application_date_range_kpi(ApplicationId=world.app.id, KpiName="no-such-kpi")
+
+
+@pytest.mark.parametrize(
+    ("route", "params", "named"),
+    [
+        ("usage", {"tz": "Mars/Olympus"}, "tz"),
+        ("usage", {"tz": "Asia/Kolkata"}, "tz"),
+        ("usage", {"start": "2026-13-01"}, "start"),
+        ("usage", {"end": "yesterday"}, "end"),
+        ("usage", {"start": "2026-10-02", "end": "2026-10-01"}, "start"),
+        ("usage", {"start": "2020-01-01", "end": "2026-01-01"}, "start"),
+        ("retention", {"by": "devices"}, "by"),
+        ("demographics", {"dimension": "shoe_size"}, "dimension"),
+        ("events", {"include": "level"}, "include"),
+        ("events", {"metric": "score~5"}, "metric"),
+        ("events", {"metric": "score>=nan"}, "metric"),
+        ("funnel", {"step": "only-one"}, "step"),
+        ("funnel", {"step": ["a", "b"], "window": "-3"}, "window"),
+        ("revenue", {"by": ""}, None),
+    ],
+)
+def test_bad_parameters_are_400_naming_them(
+    world: World, route: str, params: dict[str, Any], named: str | None
+) -> None:
+    response = httpx.get(
+        f"{world.live.url}/v1/apps/{world.app.id}/analytics/{route}",
+        params=params,
+        headers=bearer(world.app.admin.token),
+    )
+    if named is None:  # an empty parameter is the default
+        assert response.status_code == 200
+        return
+    assert response.status_code == 400, response.text
+    assert response.json()["Message"].startswith(f"{named}:")
+    assert response.headers["x-amzn-ErrorType"] == "BadRequestException"
+
+
+def test_analytics_need_an_admin_key(world: World) -> None:
+    response = httpx.get(
+        f"{world.live.url}/v1/apps/{world.app.id}/analytics/usage",
+        headers=bearer(world.app.ingest.token),
+    )
+    assert response.status_code == 403
+    assert "admin" in response.json()["Message"]

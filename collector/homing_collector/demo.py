@@ -36,17 +36,17 @@ _MAX_EVENTS_PER_BATCH = 100  # PutEvents' limit
 APP_PACKAGE = "com.example.homingshop"
 APP_TITLE = "Homing Shop"
 
-# (country, weight, locales, time zone, currency)
+# (country, weight, locales, time zone, the currency its store charges in)
 COUNTRIES = [
     ("US", 30, ["en_US", "es_US"], "America/New_York", "USD"),
     ("DE", 12, ["de_DE"], "Europe/Berlin", "EUR"),
     ("GB", 10, ["en_GB"], "Europe/London", "GBP"),
     ("FR", 9, ["fr_FR"], "Europe/Paris", "EUR"),
-    ("BR", 9, ["pt_BR"], "America/Sao_Paulo", "BRL"),
-    ("IN", 8, ["en_IN", "hi_IN"], "Asia/Kolkata", "INR"),
-    ("JP", 7, ["ja_JP"], "Asia/Tokyo", "JPY"),
+    ("BR", 9, ["pt_BR"], "America/Sao_Paulo", "USD"),
+    ("IN", 8, ["en_IN", "hi_IN"], "Asia/Kolkata", "USD"),
+    ("JP", 7, ["ja_JP"], "Asia/Tokyo", "USD"),
     ("ES", 6, ["es_ES"], "Europe/Madrid", "EUR"),
-    ("CA", 5, ["en_CA", "fr_CA"], "America/Toronto", "CAD"),
+    ("CA", 5, ["en_CA", "fr_CA"], "America/Toronto", "USD"),
     ("NL", 4, ["nl_NL"], "Europe/Amsterdam", "EUR"),
 ]
 # (platform, weight, channel, platform versions, [(make, model)])
@@ -119,6 +119,7 @@ class _Device:
     late: bool
     push: bool
     country: tuple[Any, ...]
+    last_active: int = -1
     uploads: list[tuple[int, list[_Timed]]] = field(default_factory=list)
 
 
@@ -247,11 +248,13 @@ class _Simulation:
         rng = self.rng
         day_ms = self.start_ms + day * DAY_MS
         events: list[_Timed] = []
-        # A campaign goes to the devices that can take a push and were seen lately.
-        recent = day <= device.churn_day + 7
-        if campaign is not None and device.push and device.install_day < day and recent:
+        # A campaign goes to the devices that take pushes and were seen in the last three
+        # days, but for a holdout of one in five.
+        recent = device.last_active >= day - 3
+        if campaign is not None and device.push and recent and rng.random() >= 0.2:
             events += self._campaign(device, day_ms, *campaign)
         if self._active(device, day):
+            device.last_active = day
             sessions = 1 + (rng.random() < 0.45 * device.engagement) + (rng.random() < 0.15)
             # Today has only the hours until now; the first day must have a session.
             latest = min(23.9, (self.now_ms - day_ms) / 3_600_000 - 0.5)

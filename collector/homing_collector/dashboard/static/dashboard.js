@@ -270,7 +270,9 @@
     const rates = retention.rates || {};
     $("kpi-d7").textContent = C.fmt.pct(rates.d7, 1);
     $("kpi-retention-note").textContent = `day 14 ${C.fmt.pct(rates.d14, 0)} · day 30 ${C.fmt.pct(rates.d30, 0)}`;
-    draw("retention", () => C.heatmap(chart("retention"), { cohorts: retention.cohorts || [], lastDay: state.end }));
+    // No column for day offsets past the range: they have no data yet.
+    const offsets = Math.max(1, Math.min(30, daysBetween(state.start, state.end).length - 1));
+    draw("retention", () => C.heatmap(chart("retention"), { cohorts: retention.cohorts || [], lastDay: state.end, offsets }));
   }
 
   // -- events -------------------------------------------------------------------------

@@ -86,10 +86,11 @@ def generate(seed: int = 7, devices: int = 24) -> Data:
     data = Data(made)
     late: list[Event] = []
     for device in made:
-        out = late if device.late else data.events
         joined = rng.randrange(0, DAYS - 5)
         day = joined
         while day < DAYS:
+            # A late device sends its last few days first; the rest arrives at the end.
+            out = late if device.late and day < DAYS - 4 else data.events
             for _ in range(rng.choice([1, 1, 2])):
                 start = BASE + timedelta(days=day, seconds=rng.randrange(0, 86400))
                 if rng.random() < 0.15:  # runs past midnight UTC

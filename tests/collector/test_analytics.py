@@ -8,9 +8,12 @@ rollups.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -186,6 +189,14 @@ def test_usage_matches_brute_force(world: World, start: date, end: date, tz: str
     want = expected_usage(world, start, end, tz, by)
     assert got["start"] == str(start) and got["tz"] == tz and got["by"] == by
     assert sum(d["active"] for d in want["days"]) > 0 and want["summary"]["sessions"] > 0
+    # Medians come from a histogram of 5%-wide buckets: within 2.5% of the exact value.
+    for got_row, want_row in [*zip(got["days"], want["days"], strict=True),
+                              (got["summary"], want["summary"])]:  # fmt: skip
+        exact = want_row.pop("median_session_seconds")
+        median = got_row.pop("median_session_seconds")
+        assert (median is None) == (exact is None)
+        if exact is not None:
+            assert median == pytest.approx(exact, rel=0.026, abs=0.03), want_row
     close(got["days"], want["days"], "days")
     close(got["summary"], want["summary"], "summary")
 
@@ -499,3 +510,26 @@ def test_analytics_need_an_admin_key(world: World) -> None:
     )
     assert response.status_code == 403
     assert "admin" in response.json()["Message"]
+
+
+def test_rollups_off_stores_events_and_answers_404(
+    start_collector: Callable[..., LiveCollector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOMING_ROLLUPS", "0")
+    live = start_collector(tmp_path / "off.db")
+    app = live.create_app("off")
+    data = gen.generate(seed=3, devices=3)
+    devices = {d.endpoint_id: d for d in data.devices}
+    body = gen.batches(data.events[:100], devices)[0]
+    response = httpx.post(
+        f"{live.url}/v1/apps/{app.id}/events", json=body, headers=bearer(app.ingest.token)
+    )
+    assert response.status_code == 202
+    response = httpx.get(
+        f"{live.url}/v1/apps/{app.id}/analytics/usage", headers=bearer(app.admin.token)
+    )
+    assert response.status_code == 404
+    assert "HOMING_ROLLUPS" in response.json()["Message"]
+    with contextlib.closing(sqlite3.connect(live.db)) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (100,)
+        assert db.execute("SELECT count(*) FROM an_counts").fetchone() == (0,)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import httpx
 import orjson
 
+from tests.collector.test_analytics_rollups import assert_rollups_match_events
 from tests.collector.traffic import Traffic, acknowledged_keys, new_batch, stored_events
 from tests.conftest import LiveCollector
 
@@ -62,3 +63,7 @@ def test_sigkill_loses_no_acknowledged_event(
     assert acknowledged_keys(response, [*keys, resent]) == [*keys, resent]
     stored = stored_events(live.db, app.id)
     assert all(stored.get(key) == 1 for key in [*keys, resent])
+    # The analytics rollups went in the same transactions: they count each stored event
+    # once, the resent one too, however the kill fell.
+    with contextlib.closing(sqlite3.connect(live.db)) as db:
+        assert_rollups_match_events(db, app.id)

@@ -15,6 +15,9 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
     assert settings.port == 9100 and settings.host == "::1"
     assert settings.db_path == tmp_path / "env.db"
     assert Settings.from_env({}).port == 8080
+    assert Settings.from_env({}).rollups is True
+    assert Settings.from_env({"HOMING_ROLLUPS": "0"}).rollups is False
+    assert Settings.from_env({"HOMING_ROLLUPS": "on"}).rollups is True
 
 
 @pytest.mark.parametrize(
@@ -25,6 +28,7 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
         ({"HOMING_PORT": "70000"}, "port"),
         ({"HOMING_MAX_PENDING_WRITES": "0"}, "max_pending_writes"),
         ({"HOMING_SHUTDOWN_TIMEOUT": "-1"}, "shutdown_timeout"),
+        ({"HOMING_ROLLUPS": "maybe"}, "HOMING_ROLLUPS"),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], words: str) -> None:

@@ -8,19 +8,17 @@ opens of campaigns read the stored events of the range.
 from __future__ import annotations
 
 import sqlite3
-import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import orjson
 
-from homing_collector.analytics.days import Grid, grid
+from homing_collector.analytics import cover, visits
+from homing_collector.analytics.days import Grid, day_sql, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, HOUR_MS, USER, user_key
 
-MERGE_GAP_MS = 5000  # the 5-second rule
-SESSION_LOOKBACK = timedelta(days=2)
 OPENED = "_campaign.opened_notification"
 OPEN_SESSION_BEFORE_MS = 60_000
 OPEN_SESSION_AFTER_MS = 30 * 60_000
@@ -54,35 +52,52 @@ def _distinct_per_window(
     return result
 
 
-def merged_sessions(
-    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
-) -> Iterator[tuple[str, int, int]]:
-    """Sessions (endpoint id, start, stop) that start in [lo_ms, hi_ms), the 5-second rule
-    applied: a session starting at most 5 s after the previous one's stop joins it."""
-    rows = conn.execute(
-        "SELECT endpoint_id, start_ms, stop_ms FROM an_sessions"
-        " WHERE app_id = ? AND start_ms >= ? AND start_ms < ?",
-        (app_id, lo_ms - int(SESSION_LOOKBACK.total_seconds() * 1000), hi_ms),
-    ).fetchall()
-    rows.sort()
-    current: list[Any] | None = None
-    for endpoint_id, start, stop in rows:
-        if current is not None and current[0] == endpoint_id and start - current[2] <= MERGE_GAP_MS:
-            current[2] = max(current[2], stop)
-            continue
-        if current is not None and lo_ms <= current[1] < hi_ms:
-            yield current[0], current[1], current[2]
-        current = [endpoint_id, start, stop]
-    if current is not None and lo_ms <= current[1] < hi_ms:
-        yield current[0], current[1], current[2]
+def _windows(
+    conn: sqlite3.Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Distinct subjects active in each [lo, hi) of UTC hours: from the coverage deltas, or
+    counted in an_active for a window length they do not keep."""
+    got = cover.counts(conn, app_id, kind, [(lo, hi - lo) for lo, hi in windows])
+    missing = [i for i, count in enumerate(got) if count is None]
+    if missing:
+        counted = _distinct_per_window(conn, app_id, kind, [windows[i] for i in missing])
+        for i, count in zip(missing, counted, strict=True):
+            got[i] = count
+    return [count or 0 for count in got]
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 3) if values else None
+def _days_cte(g: Grid, first: int, n: int) -> tuple[str, list[int]]:
+    """A CTE d(i, lo, hi): day i (0-based from `first`) is UTC hours [lo, hi)."""
+    values = ",".join("(?, ?, ?)" for _ in range(n))
+    params = [x for i in range(n) for x in (i, g.lo(first + i), g.lo(first + i + 1))]
+    return f"d(i, lo, hi) AS (VALUES {values})", params
 
 
-def _mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 3) if values else None
+def _sessions_by_day(
+    conn: sqlite3.Connection, app_id: str, g: Grid, first: int, n: int
+) -> tuple[list[int], list[int], list[dict[int, int]]]:
+    """Per day first..first+n-1 of the grid: sessions, their total ms, length histogram."""
+    counts, totals = [0] * n, [0] * n
+    histograms: list[dict[int, int]] = [{} for _ in range(n)]
+    cte, params = _days_cte(g, first, n)
+    for day, count, total in conn.execute(
+        f"WITH {cte} SELECT d.i, sum(h.count), sum(h.total_ms) FROM d JOIN an_visit_hours h"
+        " ON h.app_id = ? AND h.hour >= d.lo AND h.hour < d.hi GROUP BY d.i",
+        (*params, app_id),
+    ):
+        counts[day], totals[day] = count, total
+    for day, index, count in conn.execute(
+        f"WITH {cte} SELECT d.i, l.bucket, sum(l.count) FROM d JOIN an_visit_lengths l"
+        " ON l.app_id = ? AND l.hour >= d.lo AND l.hour < d.hi GROUP BY d.i, l.bucket",
+        (*params, app_id),
+    ):
+        if count:
+            histograms[day][index] = count
+    return counts, totals, histograms
+
+
+def _seconds(total_ms: int, count: int) -> float | None:
+    return round(total_ms / count / 1000, 3) if count else None
 
 
 def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
@@ -90,9 +105,9 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
     look = grid(q.zone, q.start - timedelta(days=29), q.end)  # day 29 is q.start
     n = (q.end - q.start).days + 1
     idx = range(29, 29 + n)
-    dau = _distinct_per_window(conn, app_id, kind, [(look.lo(i), look.lo(i + 1)) for i in idx])
-    wau = _distinct_per_window(conn, app_id, kind, [(look.lo(i - 6), look.lo(i + 1)) for i in idx])
-    mau = _distinct_per_window(conn, app_id, kind, [(look.lo(i - 29), look.lo(i + 1)) for i in idx])
+    windows = [(look.lo(i - back), look.lo(i + 1)) for back in (0, 6, 29) for i in idx]
+    counted = _windows(conn, app_id, kind, windows)
+    dau, wau, mau = counted[:n], counted[n : 2 * n], counted[2 * n :]
     new = [0] * n
     for hour, count in conn.execute(
         "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
@@ -100,14 +115,10 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
         (app_id, kind, look.lo(29), look.lo(29 + n)),
     ):
         new[look.day_of_hour(hour) - 29] += count
-    lengths: list[list[float]] = [[] for _ in range(n)]
-    for _endpoint, start, stop in merged_sessions(
-        conn, app_id, look.lo(29) * HOUR_MS, look.lo(29 + n) * HOUR_MS
-    ):
-        lengths[look.day_of_ms(start) - 29].append((stop - start) / 1000)
+    sessions_per_day, totals, histograms = _sessions_by_day(conn, app_id, look, 29, n)
     days = []
     for i in range(n):
-        sessions = len(lengths[i])
+        sessions = sessions_per_day[i]
         days.append(
             {
                 "date": str(look.date(29 + i)),
@@ -118,21 +129,25 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
                 "sticky_factor": _ratio(dau[i], mau[i]),
                 "sessions": sessions,
                 "sessions_per_active": _ratio(sessions, dau[i]),
-                "avg_session_seconds": _mean(lengths[i]),
-                "median_session_seconds": _median(lengths[i]),
+                "avg_session_seconds": _seconds(totals[i], sessions),
+                "median_session_seconds": visits.median(histograms[i]),
             }
         )
-    every = [length for day in lengths for length in day]
+    every: dict[int, int] = {}
+    for histogram in histograms:
+        for index, count in histogram.items():
+            every[index] = every.get(index, 0) + count
+    sessions = sum(sessions_per_day)
     avg_active = round(sum(dau) / n, 4)
     summary = {
         "avg_daily_active": avg_active,
         "mau": mau[-1],
         "sticky_factor": _ratio(avg_active, mau[-1]),
         "new": sum(new),
-        "sessions": len(every),
-        "sessions_per_active": _ratio(len(every), sum(dau)),
-        "avg_session_seconds": _mean(every),
-        "median_session_seconds": _median(every),
+        "sessions": sessions,
+        "sessions_per_active": _ratio(sessions, sum(dau)),
+        "avg_session_seconds": _seconds(sum(totals), sessions),
+        "median_session_seconds": visits.median(every),
     }
     return {**q.head(), "days": days, "summary": summary}
 
@@ -144,35 +159,45 @@ def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
     kind = _kind(q)
     n = (q.end - q.start).days + 1
     g = grid(q.zone, q.start, q.end + timedelta(days=RETENTION_DAYS))
-    complete = (q.today - q.start).days  # the last day index that is over... or today
-    members: dict[str, tuple[int, set[int]]] = {}
-    for key, first_hour in conn.execute(
-        "SELECT key, first_hour FROM an_subjects WHERE app_id = ? AND kind = ?"
-        " AND first_hour >= ? AND first_hour < ?",
-        (app_id, kind, g.lo(0), g.lo(n)),
-    ):
-        members[key] = (g.day_of_hour(first_hour), set())
-    for key, hour in conn.execute(
-        "SELECT s.key, a.hour FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id"
-        " AND a.kind = s.kind AND a.key = s.key AND a.hour >= ? AND a.hour < ?"
-        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?",
-        (g.lo(1), g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)),
-    ):
-        members[key][1].add(g.day_of_hour(hour))
+    complete = (q.today - q.start).days  # the index of today: later days are not over
+    first_day, first_params = day_sql(q.zone, g, "s.first_hour")
+    active_day, active_params = day_sql(q.zone, g, "a.hour")
+    members = (
+        " FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id AND a.kind = s.kind"
+        " AND a.key = s.key AND a.hour > s.first_hour AND a.hour < ?"
+        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?"
+    )
+    member_params = [g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)]
     sizes = [0] * n
+    for cohort, size in conn.execute(
+        f"SELECT {first_day} AS c, count(*) FROM an_subjects s WHERE s.app_id = ?"
+        " AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ? GROUP BY c",
+        (*first_params, app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        sizes[cohort] = size
+    # Who was back on day D+k, for each cohort D and offset k.
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
-    within = {7: [0, 0], 14: [0, 0], 30: [0, 0]}  # N -> [retained, size]
-    for cohort, active in members.values():
-        sizes[cohort] += 1
-        offsets = {day - cohort for day in active}
-        for k in offsets:
-            if 1 <= k <= RETENTION_DAYS:
-                retained[cohort][k - 1] += 1
-        for days, totals in within.items():
-            if cohort + days <= complete:
-                totals[1] += 1
-                if any(1 <= k <= days for k in offsets):
-                    totals[0] += 1
+    for cohort, k, count in conn.execute(
+        f"SELECT c, d - c AS k, count(*) FROM (SELECT DISTINCT s.key, {first_day} AS c,"
+        f" {active_day} AS d{members}) WHERE d > c AND d - c <= ? GROUP BY c, k",
+        (*first_params, *active_params, *member_params, RETENTION_DAYS),
+    ):
+        retained[cohort][k - 1] = count
+    # When each member was first back: the rates over 7, 14 and 30 days.
+    back: list[dict[int, int]] = [{} for _ in range(n)]
+    for cohort, k, count in conn.execute(
+        f"SELECT c, k, count(*) FROM (SELECT {first_day} AS c, min({active_day}) - {first_day}"
+        f" AS k{members} AND {active_day} > {first_day} GROUP BY s.key) GROUP BY c, k",
+        (*first_params, *active_params, *first_params, *member_params, *active_params,
+         *first_params),
+    ):  # fmt: skip
+        back[cohort][k] = count
+    within = {}
+    for days in (7, 14, 30):
+        eligible = [c for c in range(n) if c + days <= complete]
+        size = sum(sizes[c] for c in eligible)
+        came = sum(count for c in eligible for k, count in back[c].items() if k <= days)
+        within[f"d{days}"] = _ratio(came, size)
     cohorts = []
     for c in range(n):
         row: list[float | None] = [
@@ -180,8 +205,7 @@ def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
             for k in range(1, RETENTION_DAYS + 1)
         ]
         cohorts.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
-    rates = {f"d{days}": _ratio(r, s) for days, (r, s) in within.items()}
-    return {**q.head(), "cohorts": cohorts, "rates": rates}
+    return {**q.head(), "cohorts": cohorts, "rates": within}
 
 
 _DEMOGRAPHIC = {
@@ -228,7 +252,12 @@ def _type_clause(types: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def session_count(conn: sqlite3.Connection, app_id: str, g: Grid) -> int:
-    return sum(1 for _ in merged_sessions(conn, app_id, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS))
+    (count,) = conn.execute(
+        "SELECT coalesce(sum(count), 0) FROM an_visit_hours WHERE app_id = ? AND hour >= ?"
+        " AND hour < ?",
+        (app_id, g.lo(0), g.lo(g.days)),
+    ).fetchone()
+    return int(count)
 
 
 def events(conn: sqlite3.Connection, app_id: str, q: Range, f: EventFilters) -> dict[str, Any]:

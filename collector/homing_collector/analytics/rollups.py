@@ -12,11 +12,13 @@ Tables (migration 3):
 - an_active(app_id, kind, hour, key): who was active in an hour. kind 0 is an endpoint
   (key = endpoint id), kind 1 a user (key = "u:" + UserId, or "e:" + endpoint id for an
   endpoint without a user);
-- an_subjects(app_id, kind, key, first_hour): when each was first active;
+- an_subjects(app_id, kind, key, first_hour, last_hour): when each was first and last active;
+- an_cover(app_id, kind, span, hour, delta): distinct active counts over windows (cover.py);
 - an_counts(app_id, hour, event_type, count);
 - an_metrics(app_id, hour, event_type, name, count, sum, min, max);
 - an_revenue(app_id, hour, currency, purchases, amount);
-- an_sessions(app_id, endpoint_id, session_id, start_ms, stop_ms): one row per session.
+- an_sessions(app_id, endpoint_id, session_id, start_ms, stop_ms): one row per session id;
+- an_visits, an_visit_hours, an_visit_lengths: sessions after the 5-second rule (visits.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
+
+from homing_collector.analytics import cover, visits
 
 HOUR_MS = 3_600_000
 ENDPOINT, USER = 0, 1
@@ -41,11 +45,10 @@ Row = Sequence[Any]
 class _Batch:
     """What a set of events adds to the rollups."""
 
-    __slots__ = ("active", "counts", "first", "metrics", "revenue", "sessions")
+    __slots__ = ("counts", "hours", "metrics", "revenue", "sessions")
 
     def __init__(self) -> None:
-        self.active: set[tuple[str, int, int, str]] = set()
-        self.first: dict[tuple[str, int, str], int] = {}
+        self.hours: dict[tuple[str, int, str], set[int]] = {}  # (app, kind, key) -> hours
         self.counts: dict[tuple[str, int, str], int] = {}
         self.metrics: dict[tuple[str, int, str, str], list[float]] = {}
         self.revenue: dict[tuple[str, int, str], list[float]] = {}
@@ -94,25 +97,26 @@ def _parse_ms(value: Any) -> int | None:
 
 def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
     batch = _Batch()
-    active, first, counts = batch.active, batch.first, batch.counts
+    hours, counts = batch.hours, batch.counts
     metrics, revenue, sessions = batch.metrics, batch.revenue, batch.sessions
     starts: dict[str, int | None] = {}  # StartTimestamp text -> ms, parsed once
     for row in rows:
         app_id, endpoint_id, event_type, ts = row[0], row[1], row[3], row[4]
         hour = ts // HOUR_MS
         user = users[(app_id, endpoint_id)]
-        active.add((app_id, ENDPOINT, hour, endpoint_id))
-        active.add((app_id, USER, hour, user))
         for key in ((app_id, ENDPOINT, endpoint_id), (app_id, USER, user)):
-            known = first.get(key)
-            if known is None or hour < known:
-                first[key] = hour
+            seen = hours.get(key)
+            if seen is None:
+                hours[key] = {hour}
+            else:
+                seen.add(hour)
         ckey = (app_id, hour, event_type)
         counts[ckey] = counts.get(ckey, 0) + 1
         event = orjson.loads(row[7])
         values = event.get("Metrics")
         if values:
-            for name, value in values.items():
+            for name, number in values.items():
+                value = float(number)  # an integer past 2**63 would not fit SQLite's
                 mkey = (app_id, hour, event_type, name)
                 agg = metrics.get(mkey)
                 if agg is None:
@@ -146,7 +150,7 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
         if event_type == PURCHASE:
             currency = (event.get("Attributes") or {}).get("_currency") or UNKNOWN_CURRENCY
             m = values or {}
-            amount = m.get("_item_price", 0.0) * m.get("_quantity", 1.0)
+            amount = float(m.get("_item_price", 0.0)) * float(m.get("_quantity", 1.0))
             rkey = (app_id, hour, currency)
             got = revenue.get(rkey)
             if got is None:
@@ -157,21 +161,75 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
     return batch
 
 
+def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[int]]) -> None:
+    """Record who was active when, and the coverage deltas of the hours that are new."""
+    subjects = list(hours)
+    known: dict[tuple[str, int, str], tuple[int, int]] = {}  # -> (first, last hour)
+    for i in range(0, len(subjects), 3000):
+        chunk = subjects[i : i + 3000]
+        values = ",".join("(?, ?, ?)" for _ in chunk)
+        for app_id, kind, key, first, last in conn.execute(
+            f"WITH v(app_id, kind, key) AS (VALUES {values}) SELECT s.app_id, s.kind, s.key,"
+            " s.first_hour, s.last_hour FROM v JOIN an_subjects s ON s.app_id = v.app_id"
+            " AND s.kind = v.kind AND s.key = v.key",
+            [x for subject in chunk for x in subject],
+        ):
+            known[(app_id, kind, key)] = (first, last)
+    deltas: cover.Deltas = {}
+    late: list[tuple[str, int, str]] = []
+    for subject, seen in hours.items():
+        app_id, kind, _key = subject
+        span = known.get(subject)
+        ordered = sorted(seen)
+        if span is None:  # never seen before
+            cover.add_new_hours(deltas, app_id, kind, ordered, [])
+        elif ordered[0] >= span[1]:  # the usual case: nothing after these hours yet
+            cover.add_new_hours(deltas, app_id, kind, ordered, [span[1]])
+        else:
+            late.append(subject)
+    if late:
+        # Hours before the last known one: read what is around them (only hours within
+        # the longest window matter).
+        around: dict[tuple[str, int, str], list[int]] = {subject: [] for subject in late}
+        for i in range(0, len(late), 2000):
+            chunk = late[i : i + 2000]
+            values = ",".join("(?, ?, ?, ?, ?)" for _ in chunk)
+            params: list[Any] = []
+            for subject in chunk:
+                params += [*subject, min(hours[subject]) - cover.MAX_SPAN,
+                           max(hours[subject]) + cover.MAX_SPAN]  # fmt: skip
+            for app_id, kind, key, hour in conn.execute(
+                f"WITH v(app_id, kind, key, lo, hi) AS (VALUES {values})"
+                " SELECT a.app_id, a.kind, a.key, a.hour FROM v JOIN an_active a"
+                " ON a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
+                " AND a.hour >= v.lo AND a.hour <= v.hi",
+                params,
+            ):
+                around[(app_id, kind, key)].append(hour)
+        for subject, near in around.items():
+            near.sort()
+            cover.add_new_hours(deltas, subject[0], subject[1], sorted(hours[subject]), near)
+    conn.executemany(
+        "INSERT OR IGNORE INTO an_active (app_id, kind, hour, key) VALUES (?, ?, ?, ?)",
+        [(app_id, kind, hour, key) for (app_id, kind, key), seen in hours.items()
+         for hour in seen],
+    )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO an_subjects (app_id, kind, key, first_hour, last_hour)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id, kind, key) DO UPDATE"
+        " SET first_hour = min(first_hour, excluded.first_hour),"
+        " last_hour = max(last_hour, excluded.last_hour)",
+        [(*subject, min(seen), max(seen)) for subject, seen in hours.items()],
+    )
+    cover.write(conn, deltas)
+
+
 def apply(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     """Add newly stored events to the rollups, inside the caller's transaction."""
     if not rows:
         return
     batch = aggregate(rows, _users(conn, rows))
-    conn.executemany(
-        "INSERT OR IGNORE INTO an_active (app_id, kind, hour, key) VALUES (?, ?, ?, ?)",
-        batch.active,
-    )
-    conn.executemany(
-        "INSERT INTO an_subjects (app_id, kind, key, first_hour) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (app_id, kind, key) DO UPDATE"
-        " SET first_hour = min(first_hour, excluded.first_hour)",
-        [(*key, hour) for key, hour in batch.first.items()],
-    )
+    _activity(conn, batch.hours)
     conn.executemany(
         "INSERT INTO an_counts (app_id, hour, event_type, count) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (app_id, hour, event_type) DO UPDATE SET count = count + excluded.count",
@@ -187,6 +245,7 @@ def apply(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
             [(*key, *agg) for key, agg in batch.metrics.items()],
         )
     if batch.sessions:
+        visits.update(conn, batch.sessions)
         conn.executemany(
             "INSERT INTO an_sessions (app_id, endpoint_id, session_id, start_ms, stop_ms)"
             " VALUES (?, ?, ?, ?, ?)"
@@ -221,6 +280,7 @@ def remove_endpoint(
     conn.execute(
         "DELETE FROM an_sessions WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
     )
+    visits.remove_endpoint(conn, app_id, endpoint_id)
     _forget_subject(conn, app_id, ENDPOINT, endpoint_id)
     key = user_key(endpoint_id, user_id)
     if user_id is None:
@@ -246,20 +306,20 @@ def remove_endpoint(
             )
         )
     if hours:
-        conn.executemany(
-            "INSERT OR IGNORE INTO an_active (app_id, kind, hour, key) VALUES (?, ?, ?, ?)",
-            [(app_id, USER, hour, key) for hour in hours],
-        )
-        conn.execute(
-            "INSERT INTO an_subjects (app_id, kind, key, first_hour) VALUES (?, ?, ?, ?)",
-            (app_id, USER, key, min(hours)),
-        )
+        _activity(conn, {(app_id, USER, key): hours})
 
 
 def _forget_subject(conn: sqlite3.Connection, app_id: str, kind: int, key: str) -> None:
-    conn.execute(
-        "DELETE FROM an_active WHERE app_id = ? AND kind = ? AND key = ?", (app_id, kind, key)
-    )
+    hours = [
+        row[0]
+        for row in conn.execute(
+            "DELETE FROM an_active WHERE app_id = ? AND kind = ? AND key = ? RETURNING hour",
+            (app_id, kind, key),
+        ).fetchall()
+    ]
+    deltas: cover.Deltas = {}
+    cover.add_all(deltas, app_id, kind, sorted(hours), -1)
+    cover.write(conn, deltas)
     conn.execute(
         "DELETE FROM an_subjects WHERE app_id = ? AND kind = ? AND key = ?", (app_id, kind, key)
     )
@@ -316,7 +376,10 @@ def remove_app(conn: sqlite3.Connection, app_id: str) -> None:
         conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
 
 
-TABLES = ("an_active", "an_subjects", "an_counts", "an_metrics", "an_revenue", "an_sessions")
+TABLES = (
+    "an_active", "an_subjects", "an_cover", "an_counts", "an_metrics", "an_revenue",
+    "an_sessions", "an_visits", "an_visit_hours", "an_visit_lengths",
+)  # fmt: skip
 
 
 def iter_rows(values: Sequence[Any], width: int) -> list[Row]:

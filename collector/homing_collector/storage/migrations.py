@@ -73,6 +73,7 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             kind INTEGER NOT NULL,
             key TEXT NOT NULL,
             first_hour INTEGER NOT NULL,
+            last_hour INTEGER NOT NULL,
             PRIMARY KEY (app_id, kind, key)
         ) WITHOUT ROWID;
         CREATE INDEX an_subjects_first ON an_subjects(app_id, kind, first_hour);
@@ -111,6 +112,35 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             PRIMARY KEY (app_id, endpoint_id, session_id)
         ) WITHOUT ROWID;
         CREATE INDEX an_sessions_start ON an_sessions(app_id, start_ms);
+        CREATE TABLE an_cover (
+            app_id TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            span INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            delta INTEGER NOT NULL,
+            PRIMARY KEY (app_id, kind, span, hour)
+        ) WITHOUT ROWID;
+        CREATE TABLE an_visits (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            stop_ms INTEGER NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id, start_ms)
+        ) WITHOUT ROWID;
+        CREATE TABLE an_visit_hours (
+            app_id TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            total_ms INTEGER NOT NULL,
+            PRIMARY KEY (app_id, hour)
+        ) WITHOUT ROWID;
+        CREATE TABLE an_visit_lengths (
+            app_id TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (app_id, hour, bucket)
+        ) WITHOUT ROWID;
         """,
     ),
 ]

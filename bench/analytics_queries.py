@@ -1,0 +1,421 @@
+"""Dashboard queries on a big SQLite file, each beside a naive scan of the raw events.
+
+1. Loads --events generated events (10,000,000 by default) into a fresh SQLite file:
+   simulated devices over 90 days, with sessions, custom events with attributes and
+   metrics, purchases, notification opens and retention decay. The rows go through the
+   collector's own rollup code (`analytics.rollups.apply`), in batches, inside the
+   transaction that inserts them, as the collector's writer does; only HTTP is skipped.
+2. Times each dashboard query (the median of --runs runs) beside a naive scan of the raw
+   events that computes the same figure, in the same run, and checks they agree.
+3. Measures PutEvents ingestion through a live collector with rollups on and off
+   (HOMING_ROLLUPS), beside the parse-only ceiling, reusing bench/collector_ingest.py.
+
+    python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from homing_collector.analytics import kpis, queries, rollups
+from homing_collector.analytics.params import EventFilters, Range, Step
+from homing_collector.storage.migrations import migrate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import collector_ingest as ingest
+
+DAYS = 90
+FIRST_DAY = date(2026, 6, 1)
+APP = "benchapp"
+DAY_MS = 86_400_000
+EVENTS_PER_DEVICE = 200  # about; sets the number of devices for --events
+BATCH = 20_000
+SCREENS = ["home", "shop", "cart", "profile", "search", "settings"]
+LEVELS = ["forest", "cave", "sky", "sea"]
+DEVICES = [
+    ("android", "14", "Google", "Pixel 8"),
+    ("android", "13", "Samsung", "SM-S911B"),
+    ("ios", "17.4", "Apple", "iPhone15,2"),
+    ("linux", "6.8", "Raspberry Pi", "4B"),
+]
+
+
+def _iso(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _device_events(rng: random.Random, n: int, base_ms: int) -> Iterator[tuple[Any, ...]]:
+    """(event_type, ts, session_id, body) of one device's life."""
+    day = rng.randrange(DAYS)
+    seq = 0
+    while day < DAYS:
+        for _ in range(rng.choice((1, 1, 1, 2, 3))):
+            start = base_ms + day * DAY_MS + rng.randrange(DAY_MS)
+            sid = f"{n:08x}-{start}"
+            opening = {"Id": sid, "StartTimestamp": _iso(start)}
+            seq += 1
+            yield (
+                seq,
+                "_session.start",
+                start,
+                sid,
+                {"EventType": "_session.start", "Timestamp": _iso(start), "Session": opening},
+            )
+            t = start
+            if rng.random() < 0.03:
+                t += 1000
+                seq += 1
+                yield (
+                    seq,
+                    "_campaign.opened_notification",
+                    t,
+                    sid,
+                    {
+                        "EventType": "_campaign.opened_notification",
+                        "Timestamp": _iso(t),
+                        "Session": opening,
+                        "Attributes": {"campaign_id": rng.choice(["c1", "c2"])},
+                    },
+                )
+            for _ in range(int(rng.expovariate(1 / 8)) + 1):
+                t += rng.randrange(1000, 120_000)
+                r = rng.random()
+                if r < 0.55:
+                    kind = "screen.view"
+                    extra: dict[str, Any] = {
+                        "Attributes": {"screen": rng.choice(SCREENS)},
+                        "Metrics": {"load_ms": rng.randrange(10, 900)},
+                    }
+                elif r < 0.97:
+                    kind = "level.complete"
+                    extra = {
+                        "Attributes": {"level": rng.choice(LEVELS)},
+                        "Metrics": {"score": rng.randrange(1000), "stars": rng.randrange(4)},
+                    }
+                else:
+                    kind = "_monetization.purchase"
+                    extra = {
+                        "Attributes": {
+                            "_currency": rng.choice(["USD", "EUR"]),
+                            "_product_id": "gems",
+                        },
+                        "Metrics": {"_item_price": rng.choice([0.99, 4.99]), "_quantity": 1},
+                    }
+                seq += 1
+                yield (
+                    seq,
+                    kind,
+                    t,
+                    sid,
+                    {"EventType": kind, "Timestamp": _iso(t), "Session": opening, **extra},
+                )
+            t += rng.randrange(1000, 30_000)
+            closing = {**opening, "StopTimestamp": _iso(t), "Duration": t - start}
+            seq += 1
+            yield (
+                seq,
+                "_session.stop",
+                t,
+                sid,
+                {"EventType": "_session.stop", "Timestamp": _iso(t), "Session": closing},
+            )
+        if rng.random() < 0.12:  # churn
+            return
+        day += rng.choice((1, 1, 1, 2, 2, 3, 5, 7))
+
+
+def load(path: Path, total: int) -> float:
+    """Fill a fresh database with `total` events; return the seconds it took."""
+    started = time.perf_counter()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA page_size = 16384")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -262144")
+    migrate(conn)
+    conn.execute(
+        "INSERT INTO apps (id, name, created_at) VALUES (?, 'bench', '2026-06-01T00:00:00Z')",
+        (APP,),
+    )
+    rng = random.Random(42)
+    base_ms = int(datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day,
+                           tzinfo=timezone.utc).timestamp() * 1000)  # fmt: skip
+    devices = max(1, total // EVENTS_PER_DEVICE)
+    rows: list[tuple[Any, ...]] = []
+    endpoints: list[tuple[Any, ...]] = []
+    stored = 0
+    n = 0
+    last_report = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal rows, endpoints, stored
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)",
+            endpoints,
+        )
+        conn.executemany(
+            "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+            " session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        rollups.apply(conn, rows)  # the collector's own rollup code
+        conn.execute("COMMIT")
+        stored += len(rows)
+        rows, endpoints = [], []
+
+    while stored + len(rows) < total:
+        endpoint_id = f"{rng.getrandbits(128):032x}"
+        platform, version, make, model = DEVICES[n % len(DEVICES)]
+        user = f"user-{n // 2}" if n % 5 < 3 else None  # some users have two devices
+        body: dict[str, Any] = {
+            "Id": endpoint_id, "ChannelType": "GCM",
+            "Demographic": {"Platform": platform, "PlatformVersion": version, "Make": make,
+                            "Model": model, "AppVersion": rng.choice(["1.0", "1.1", "2.0"])},
+            "Location": {"Country": rng.choice(["US", "DE", "JP", "BR"])},
+            "Attributes": {"plan": [rng.choice(["free", "pro"])]},
+        }  # fmt: skip
+        if user:
+            body["User"] = {"UserId": user}
+        endpoints.append((APP, endpoint_id, user, orjson.dumps(body).decode()))
+        for seq, kind, ts, sid, event in _device_events(rng, n, base_ms):
+            rows.append((APP, endpoint_id, f"{seq:x}", kind, ts, ts, sid, orjson.dumps(event)))
+            if stored + len(rows) >= total:
+                break
+        n += 1
+        if len(rows) >= BATCH:
+            flush()
+            if time.perf_counter() - last_report > 15:
+                last_report = time.perf_counter()
+                rate = stored / (last_report - started)
+                print(f"  {stored:,} events, {n:,} devices, {rate:,.0f} events/s", flush=True)
+    if rows or endpoints:
+        flush()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("ANALYZE")
+    conn.close()
+    del devices
+    return time.perf_counter() - started
+
+
+# -- the queries and their naive peers ----------------------------------------------------
+
+
+def _p50(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def _naive_days(conn: sqlite3.Connection, q: Range, select: str, extra: str = "") -> list[Any]:
+    """SELECT local day, <select> over the raw events of the range, grouped by day (the
+    zone's offset at the start of the range, as a naive scan would do)."""
+    start = datetime(q.start.year, q.start.month, q.start.day, tzinfo=q.zone)
+    offset = int((start.utcoffset() or timedelta()).total_seconds())
+    lo = int(start.timestamp() * 1000)
+    hi = lo + ((q.end - q.start).days + 1) * DAY_MS
+    return conn.execute(
+        f"SELECT date((ts / 1000) + {offset}, 'unixepoch') AS d, {select} FROM events"
+        f" WHERE app_id = ? AND ts >= ? AND ts < ? {extra} GROUP BY d ORDER BY d",
+        (APP, lo, hi),
+    ).fetchall()
+
+
+def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any],
+                                  Callable[[sqlite3.Connection], Any] | None,
+                                  Callable[[Any, Any], bool] | None]]:  # fmt: skip
+    """(name, headline, query, naive peer, check(query result, naive result))."""
+    users = q
+    endpoints = Range(q.start, q.end, q.zone, "endpoints", q.today)
+
+    def dau_check(got: Any, naive: Any) -> bool:
+        return [d["active"] for d in got["days"]] == [row[1] for row in naive]
+
+    def counts_check(got: Any, naive: Any) -> bool:
+        return sum(t["count"] for t in got["types"]) == sum(row[1] for row in naive)
+
+    def revenue_check(got: Any, naive: Any) -> bool:
+        return got["purchases"] == sum(row[1] for row in naive)
+
+    return [
+        ("usage by users (DAU/WAU/MAU, new, sessions)", True,
+         lambda c: queries.usage(c, APP, users),
+         lambda c: _naive_days(
+             c, users, "count(DISTINCT coalesce((SELECT 'u:' || n.user_id FROM endpoints n"
+             " WHERE n.app_id = events.app_id AND n.endpoint_id = events.endpoint_id),"
+             " 'e:' || endpoint_id))"),
+         dau_check),
+        ("usage by endpoints", True,
+         lambda c: queries.usage(c, APP, endpoints),
+         lambda c: _naive_days(c, endpoints, "count(DISTINCT endpoint_id)"),
+         dau_check),
+        ("retention by users", True,
+         lambda c: queries.retention(c, APP, users), None, None),
+        ("event counts and metrics", True,
+         lambda c: queries.events(c, APP, users, EventFilters()),
+         lambda c: _naive_days(c, users, "count(*)"),
+         counts_check),
+        ("revenue", True,
+         lambda c: queries.revenue(c, APP, users),
+         lambda c: _naive_days(c, users, "count(*)",
+                               "AND event_type = '_monetization.purchase'"),
+         revenue_check),
+        ("KPI homing-daily-active-users-grouped-by-date", True,
+         lambda c: kpis.date_range_kpi(c, APP, "homing-daily-active-users-grouped-by-date",
+                                       q.end - timedelta(days=6), q.end), None, None),
+        ("demographics: platform", False,
+         lambda c: queries.demographics(c, APP, "platform"), None, None),
+        ("events filtered, breakdown", False,
+         lambda c: queries.events(c, APP, users, EventFilters(
+             event_types=("level.complete",), breakdown="level",
+             include=(("level", frozenset({"forest", "cave"})),))), None, None),
+        ("funnel of 3 steps", False,
+         lambda c: queries.funnel(c, APP, users, [Step("_session.start"),
+                                                   Step("screen.view", (("screen", "shop"),)),
+                                                   Step("_monetization.purchase")], 3600),
+         None, None),
+        ("campaigns", False, lambda c: queries.campaigns(c, APP, users), None, None),
+    ]  # fmt: skip
+
+
+def time_queries(
+    path: Path, runs: int, naive: bool
+) -> list[tuple[str, bool, float, float | None, str]]:
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    conn.execute("PRAGMA cache_size = -65536")
+    end = FIRST_DAY + timedelta(days=DAYS - 1)
+    q = Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
+    results = []
+    for name, headline, fn, peer, check in cases(q):
+        fn(conn)  # warm the cache, as a dashboard in use would have it
+        p50, got = _p50(lambda fn=fn: fn(conn), runs)
+        naive_s, verdict = None, ""
+        if naive and peer is not None:
+            t = time.perf_counter()
+            expected = peer(conn)
+            naive_s = time.perf_counter() - t
+            verdict = "agrees" if check is None or check(got, expected) else "DIFFERS"
+        results.append((name, headline, p50, naive_s, verdict))
+        print(f"  {name}: {p50 * 1000:.1f} ms"
+              + (f" (naive scan {naive_s * 1000:,.0f} ms, {verdict})" if naive_s else ""),
+              flush=True)  # fmt: skip
+    conn.close()
+    return results
+
+
+# -- ingestion with and without rollups, through a live collector -------------------------
+
+
+async def ingest_rates(
+    duration: float, warmup: float, clients: int, workdir: Path
+) -> dict[str, float]:
+    per_case = int(40_000 * (duration + warmup) / ingest.EVENTS_PER_BATCH) + 1
+    pool = ingest.make_batches(7, per_case * 2, gzip=False)
+    rates: dict[str, list[float]] = {"ceiling": [], "rollups on": [], "rollups off": []}
+    servers = {}
+    for label, flag in (("rollups on", "1"), ("rollups off", "0")):
+        db = workdir / f"ingest-{flag}.db"
+        created = subprocess.run(
+            [sys.executable, "-m", "homing_collector", "--db", str(db), "apps", "create",
+             "bench", "--json"], check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        servers[label] = (db, json.loads(created.stdout))
+    # Alternate the cases, twice, so that a neighbour's burst on a shared machine does not
+    # land on one side only.
+    for round_ in range(2):
+        for label in ("rollups off", "rollups on", "ceiling"):
+            db, app = servers["rollups on" if label == "ceiling" else label]
+            os.environ["HOMING_ROLLUPS"] = "0" if label == "rollups off" else "1"
+            process, port = ingest._start_server(sys.executable, db, workdir / "server.log", [])
+            try:
+                await ingest._wait_healthy(port)
+                stored = label != "ceiling"
+                path = f"/v1/apps/{app['application_id']}/events" + (
+                    "" if stored else "-parse-only"
+                )
+                bodies = iter(pool[round_ * per_case : (round_ + 1) * per_case])
+                figures, counters = await ingest._run_case(
+                    port=port, server_pid=process.pid, path=path,
+                    token=app["ingest"]["token"], gzip=False, bodies=bodies, clients=clients,
+                    warmup=warmup, duration=duration, stored=stored,
+                )  # fmt: skip
+            finally:
+                ingest._stop_server(process)
+            for error in counters.errors:
+                print(f"  ! {label}: {error}")
+            rates[label].append(figures.events_per_s)
+            print(f"  round {round_ + 1}, {label}: {figures.events_per_s:,.0f} events/s "
+                  f"(server CPU {figures.server_cpu:.0%}, other {figures.other_cpu:.0%})",
+                  flush=True)  # fmt: skip
+    os.environ.pop("HOMING_ROLLUPS", None)
+    return {label: statistics.mean(values) for label, values in rates.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=10_000_000, help="events to load")
+    parser.add_argument("--runs", type=int, default=5, help="runs per query; the median counts")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive scans")
+    parser.add_argument("--ingest-duration", type=float, default=8.0,
+                        help="seconds measured per ingestion case; 0 skips them")  # fmt: skip
+    parser.add_argument("--db", type=Path, help="reuse (or keep) this database file")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))
+    db = args.db or workdir / "analytics.db"
+    try:
+        if not db.exists():
+            print(f"loading {args.events:,} events into {db.name} ...", flush=True)
+            seconds = load(db, args.events)
+            print(f"loaded in {seconds:.0f} s ({args.events / seconds:,.0f} events/s with "
+                  "rollups, no HTTP)")  # fmt: skip
+        with sqlite3.connect(db) as conn:
+            (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+            sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                     for t in rollups.TABLES}  # fmt: skip
+        conn.close()
+        print(f"{count:,} events; rollup rows: "
+              + ", ".join(f"{t} {n:,}" for t, n in sizes.items()))  # fmt: skip
+        print(f"queries over the last 30 days, median of {args.runs} runs:")
+        results = time_queries(db, args.runs, not args.no_naive)
+        slow = [name for name, headline, p50, _, _ in results if headline and p50 > 0.1]
+        print(
+            "headline queries within 100 ms: " + ("all" if not slow else "not " + ", ".join(slow))
+        )
+        if args.ingest_duration > 0:
+            print("PutEvents through a live collector, 16 clients:")
+            rates = asyncio.run(ingest_rates(args.ingest_duration, 2.0, 16, workdir))
+            print(f"rollups on {rates['rollups on']:,.0f} events/s, off "
+                  f"{rates['rollups off']:,.0f} events/s: "
+                  f"{rates['rollups on'] / rates['rollups off']:.1%} (target 80%); "
+                  f"parse-only ceiling {rates['ceiling']:,.0f} events/s")  # fmt: skip
+        return 1 if any(v == "DIFFERS" for *_, v in results) else 0
+    finally:
+        if args.db is None:
+            for path in workdir.iterdir():
+                path.unlink()
+            workdir.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The rollups' incremental pieces against brute force, in any order of arrival."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+
+from homing_collector.analytics import cover, rollups, visits
+from homing_collector.storage.migrations import migrate
+
+
+def assert_rollups_match_events(conn: sqlite3.Connection, app_id: str) -> None:
+    """Event counts per hour and type, and active endpoints per hour, as the raw events
+    say; used after kills and restarts."""
+    counts = conn.execute(
+        "SELECT hour, event_type, count FROM an_counts WHERE app_id = ? AND count != 0"
+        " ORDER BY 1, 2",
+        (app_id,),
+    ).fetchall()
+    raw = conn.execute(
+        "SELECT ts / 3600000, event_type, count(*) FROM events WHERE app_id = ?"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        (app_id,),
+    ).fetchall()
+    assert counts == raw
+    assert sum(row[2] for row in raw) > 0
+    active = conn.execute(
+        "SELECT hour, key FROM an_active WHERE app_id = ? AND kind = 0 ORDER BY 1, 2", (app_id,)
+    ).fetchall()
+    raw_active = conn.execute(
+        "SELECT DISTINCT ts / 3600000, endpoint_id FROM events WHERE app_id = ? ORDER BY 1, 2",
+        (app_id,),
+    ).fetchall()
+    assert active == raw_active
+
+
+@pytest.fixture
+def conn() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(db)
+    return db
+
+
+def active_hours(conn: sqlite3.Connection) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for key, hour in conn.execute("SELECT key, hour FROM an_active WHERE app_id = 'a'"):
+        out.setdefault(key, set()).add(hour)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_counts_match_brute_force_in_any_arrival_order(
+    conn: sqlite3.Connection, seed: int
+) -> None:
+    rng = random.Random(seed)
+    truth: dict[str, set[int]] = {}
+    for subject in range(30):
+        hours = {rng.randrange(0, 2000) for _ in range(rng.randrange(1, 40))}
+        truth[f"s{subject}"] = hours
+    arrivals = [(key, hour) for key, hours in truth.items() for hour in hours]
+    arrivals += rng.sample(arrivals, 50)  # some hours arrive twice
+    rng.shuffle(arrivals)
+    for i in range(0, len(arrivals), 37):
+        batch: dict[tuple[str, int, str], set[int]] = {}
+        for key, hour in arrivals[i : i + 37]:
+            batch.setdefault(("a", rollups.ENDPOINT, key), set()).add(hour)
+        rollups._activity(conn, batch)
+    # Forget one subject, as deleting its endpoint does.
+    rollups._forget_subject(conn, "a", rollups.ENDPOINT, "s0")
+    del truth["s0"]
+    assert active_hours(conn) == truth
+    windows = [(rng.randrange(-800, 2100), rng.choice(cover.SPANS)) for _ in range(300)]
+    got = cover.counts(conn, "a", rollups.ENDPOINT, windows)
+    want = [
+        sum(1 for hours in truth.values() if any(start <= h < start + span for h in hours))
+        for start, span in windows
+    ]
+    assert got == want
+    assert max(want) > 5
+    assert cover.counts(conn, "a", rollups.ENDPOINT, [(5, 48)]) == [None]  # not kept
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_session_chains_match_the_5_second_rule_in_any_arrival_order(
+    conn: sqlite3.Connection, seed: int
+) -> None:
+    rng = random.Random(seed)
+    sessions: dict[tuple[str, str], tuple[int, int]] = {}
+    t = 0
+    for i in range(200):
+        t += rng.choice([rng.randrange(0, 6000), rng.randrange(4000, 6500), 3_600_000])
+        length = rng.randrange(0, 600_000)
+        sessions[(rng.choice("xy"), f"s{i}")] = (t, t + length)
+    # A session's events arrive in pieces: its start first or last, in shuffled batches.
+    pieces = []
+    for (endpoint, sid), (start, stop) in sessions.items():
+        middle = rng.randrange(start, stop + 1)
+        pieces += [(endpoint, sid, start, middle), (endpoint, sid, start, stop)]
+    rng.shuffle(pieces)
+    for i in range(0, len(pieces), 23):
+        spans: visits.Spans = {}
+        for endpoint, sid, start, stop in pieces[i : i + 23]:
+            span = spans.setdefault(("a", endpoint, sid), [start, stop])
+            span[0], span[1] = min(span[0], start), max(span[1], stop)
+        visits.update(conn, spans)
+    for endpoint in "xy":
+        expected: list[list[int]] = []
+        for (ep, _sid), (start, stop) in sorted(sessions.items(), key=lambda item: item[1]):
+            if ep != endpoint:
+                continue
+            if expected and start - expected[-1][1] <= visits.GAP_MS:
+                expected[-1][1] = max(expected[-1][1], stop)
+            else:
+                expected.append([start, stop])
+        got = conn.execute(
+            "SELECT start_ms, stop_ms FROM an_visits WHERE app_id = 'a' AND endpoint_id = ?"
+            " ORDER BY start_ms",
+            (endpoint,),
+        ).fetchall()
+        assert got == [tuple(chain) for chain in expected]
+    (count, total) = conn.execute(
+        "SELECT sum(count), sum(total_ms) FROM an_visit_hours WHERE app_id = 'a'"
+    ).fetchone()
+    chains = conn.execute("SELECT count(*), sum(stop_ms - start_ms) FROM an_visits").fetchone()
+    assert (count, total) == chains
+    (histogram,) = conn.execute("SELECT sum(count) FROM an_visit_lengths").fetchone()
+    assert histogram == count
+    assert count < len(sessions)  # some did chain
+
+
+def test_median_from_the_histogram_is_within_its_bucket() -> None:
+    rng = random.Random(1)
+    for size in (1, 2, 7, 100, 1001):
+        lengths = [rng.randrange(0, 3_600_000) for _ in range(size)]
+        histogram: dict[int, int] = {}
+        for length in lengths:
+            histogram[visits.bucket(length)] = histogram.get(visits.bucket(length), 0) + 1
+        ordered = sorted(lengths)
+        exact = (ordered[(size - 1) // 2] + ordered[size // 2]) / 2000
+        assert visits.median(histogram) == pytest.approx(exact, rel=0.026, abs=0.03)
+    assert visits.median({}) is None

@@ -204,7 +204,8 @@ class _Simulation:
             user_id=user_id,
             install_day=install,
             engagement=engagement,
-            churn_day=install + int(rng.expovariate(1 / 40)),
+            # Three in ten try the app once and hardly come back.
+            churn_day=install + (0 if rng.random() < 0.3 else int(rng.expovariate(1 / 40))),
             late=rng.random() < 0.12,
             push=push,
             country=country,

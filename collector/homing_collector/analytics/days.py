@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -79,8 +80,6 @@ def day_sql(zone: ZoneInfo, g: Grid, column: str) -> tuple[str, list[int]]:
         return f"(({column} + ?) / 24 - ?)", [segments[0][1], epoch_day]
     whens = " ".join(f"WHEN {column} < ? THEN ?" for _ in segments[1:])
     params: list[int] = []
-    for (_, offset), (until, _next) in zip(segments, segments[1:], strict=False):
+    for (_, offset), (until, _next) in itertools.pairwise(segments):
         params += [until, offset]
-    return f"(({column} + CASE {whens} ELSE ? END) / 24 - ?)", [
-        *params, segments[-1][1], epoch_day
-    ]
+    return f"(({column} + CASE {whens} ELSE ? END) / 24 - ?)", [*params, segments[-1][1], epoch_day]

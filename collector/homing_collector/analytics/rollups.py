@@ -96,23 +96,25 @@ def _parse_ms(value: Any) -> int | None:
 
 
 def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
+    """Sum up rows in dicts. This runs in the writer thread for every stored event, so the
+    loop is kept tight: one JSON parse per event, timestamps parsed once per session."""
     batch = _Batch()
-    hours, counts = batch.hours, batch.counts
-    metrics, revenue, sessions = batch.metrics, batch.revenue, batch.sessions
-    starts: dict[str, int | None] = {}  # StartTimestamp text -> ms, parsed once
-    for row in rows:
-        app_id, endpoint_id, event_type, ts = row[0], row[1], row[3], row[4]
+    counts, metrics = batch.counts, batch.metrics
+    revenue, sessions = batch.revenue, batch.sessions
+    endpoint_hours: dict[tuple[str, str], set[int]] = {}
+    starts: dict[tuple[str, str, str], str] = {}  # session -> its StartTimestamp text
+    loads = orjson.loads
+    for app_id, endpoint_id, _event_id, event_type, ts, _arrival, session_id, body in rows:
         hour = ts // HOUR_MS
-        user = users[(app_id, endpoint_id)]
-        for key in ((app_id, ENDPOINT, endpoint_id), (app_id, USER, user)):
-            seen = hours.get(key)
-            if seen is None:
-                hours[key] = {hour}
-            else:
-                seen.add(hour)
+        ekey = (app_id, endpoint_id)
+        seen = endpoint_hours.get(ekey)
+        if seen is None:
+            endpoint_hours[ekey] = {hour}
+        else:
+            seen.add(hour)
         ckey = (app_id, hour, event_type)
         counts[ckey] = counts.get(ckey, 0) + 1
-        event = orjson.loads(row[7])
+        event = loads(body)
         values = event.get("Metrics")
         if values:
             for name, number in values.items():
@@ -128,17 +130,22 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
                         agg[2] = value
                     if value > agg[3]:
                         agg[3] = value
-        if row[6] is not None:
+        if session_id is not None:
             session = event["Session"]
-            start_text = session.get("StartTimestamp")
-            if start_text in starts:
-                start = starts[start_text]
+            skey = (app_id, endpoint_id, session_id)
+            text = session.get("StartTimestamp")
+            if starts.get(skey) == text:
+                start = ts  # the session's start is known; this can only lower it
             else:
-                start = starts[start_text] = _parse_ms(start_text)
-            stop = _parse_ms(session["StopTimestamp"]) if "StopTimestamp" in session else None
-            start = ts if start is None else start
-            stop = ts if stop is None else stop
-            skey = (app_id, endpoint_id, row[6])
+                parsed = _parse_ms(text)
+                start = ts if parsed is None else parsed
+                if skey not in starts:
+                    starts[skey] = text
+            stop = ts
+            if "StopTimestamp" in session:
+                parsed = _parse_ms(session["StopTimestamp"])
+                if parsed is not None:
+                    stop = parsed
             span = sessions.get(skey)
             if span is None:
                 sessions[skey] = [start, stop]
@@ -158,6 +165,12 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
             else:
                 got[0] += 1
                 got[1] += amount
+    hours = batch.hours
+    for (app_id, endpoint_id), seen in endpoint_hours.items():
+        hours[(app_id, ENDPOINT, endpoint_id)] = seen
+        ukey = (app_id, USER, users[(app_id, endpoint_id)])
+        known = hours.get(ukey)
+        hours[ukey] = set(seen) if known is None else known | seen
     return batch
 
 

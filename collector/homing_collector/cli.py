@@ -419,9 +419,8 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from homing_collector import demo
 
-    options = demo.DemoOptions(devices=args.devices, days=args.days, seed=args.seed)
     try:
-        demo.simulate(options, last_day=datetime.now(timezone.utc).date(), now_ms=0)
+        options = demo.DemoOptions(devices=args.devices, days=args.days, seed=args.seed)
     except ValueError as exc:
         return _fail(str(exc))
     app = new_app("Homing Shop (demo)")

@@ -76,6 +76,12 @@ class DemoOptions:
     days: int = 60
     seed: int = 1
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.devices <= 1_000_000:
+            raise ValueError(f"devices: is {self.devices}; it must be from 1 to 1000000")
+        if not 1 <= self.days <= 366:
+            raise ValueError(f"days: is {self.days}; it must be from 1 to 366")
+
 
 @dataclass
 class PushMessage:
@@ -451,10 +457,6 @@ def simulate(
     options: DemoOptions, *, last_day: date, now_ms: int
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[PushMessage], DemoSummary]:
     """The demo's PutEvents bodies with their arrival times, its pushes, and a summary."""
-    if options.devices < 1:
-        raise ValueError("devices: must be at least 1")
-    if not 1 <= options.days <= 400:
-        raise ValueError("days: must be from 1 to 400")
     simulation = _Simulation(options, last_day=last_day, now_ms=now_ms)
     simulation.run()
     batches = list(simulation.batches())

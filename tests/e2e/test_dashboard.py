@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import LiveCollector, run_cli
+from tests.conftest import App, LiveCollector, run_cli
 from tests.e2e.conftest import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -70,12 +70,19 @@ def test_dashboard_shows_the_demo_data(
     url = demo["dashboard"].replace("http://127.0.0.1:8080", collector.url)
     api = httpx.Client(base_url=f"{collector.url}/v1/apps/{app_id}/analytics",
                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    fresh = collector.create_app("empty")  # before the browser: its event loop runs from then on
     with api:
-        _drive(collector, url, app_id, token, api, tmp_path)
+        _drive(collector, url, app_id, token, api, fresh, tmp_path)
 
 
 def _drive(
-    collector: LiveCollector, url: str, app_id: str, token: str, api: httpx.Client, tmp: Path
+    collector: LiveCollector,
+    url: str,
+    app_id: str,
+    token: str,
+    api: httpx.Client,
+    fresh: App,
+    tmp: Path,
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -92,20 +99,36 @@ def _drive(
         )
         context.set_default_timeout(30_000)
         try:
-            _check(context.new_page(), collector, url, app_id, token, api)
+            _check(context.new_page(), collector, url, app_id, token, api, fresh)
         finally:
             context.close()
 
 
 def _check(
-    page: Any, collector: LiveCollector, url: str, app_id: str, token: str, api: httpx.Client
+    page: Any,
+    collector: LiveCollector,
+    url: str,
+    app_id: str,
+    token: str,
+    api: httpx.Client,
+    fresh: App,
 ) -> None:
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    # Answers that are not 2xx, which the console also reports as failed loads.
+    refused: list[str] = []
+    page.on(
+        "response",
+        lambda response: (
+            refused.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
     page.on(
         "console",
         lambda message: (
-            problems.append(f"console: {message.text}") if message.type == "error" else None
+            problems.append(f"console: {message.text}")
+            if message.type == "error" and not message.text.startswith("Failed to load resource")
+            else None
         ),
     )
     # Anything the page asks of another host fails the test (and would fail offline).
@@ -125,9 +148,8 @@ def _check(
     page.click("#signin-submit")
     page.wait_for_selector("#signin-error:not([hidden])")
     assert "not valid" in page.inner_text("#signin-error")
-    # Chromium logs the refused request itself; nothing else may have gone wrong.
-    assert all("status of 403" in problem for problem in problems), problems
-    problems.clear()
+    assert refused == [f"403 {collector.url}/v1/apps/{app_id}"], refused
+    refused.clear()
 
     page.fill("#signin-token", token)
     page.click("#signin-submit")
@@ -169,6 +191,22 @@ def _check(
     assert "shoes" in breakdown and "books" in breakdown and "garden" not in breakdown
     assert chart_states(page)["event-breakdown"]["points"] == "2"
 
+    # A filter the API refuses: its message shows where the event charts were.
+    page.fill("#events-include", "category")
+    page.click("#events-filter button[type=submit]")
+    page.wait_for_function(
+        """() => document.querySelector('[data-chart="events"]').dataset.state === 'error'"""
+    )
+    assert "include: 'category' must be" in page.inner_text('[data-chart="events"]')
+    assert len(refused) == 1 and refused[0].startswith("400 "), refused
+    refused.clear()
+    page.fill("#events-include", "")
+    page.select_option("#events-type", "")
+    page.click("#events-filter button[type=submit]")
+    page.wait_for_function(
+        """() => document.querySelector('[data-chart="events"]').dataset.state === 'ready'"""
+    )
+
     # A new date range re-queries everything, and every chart draws the new range.
     start = end - timedelta(days=13)
     page.fill("#range-start", str(start))
@@ -190,4 +228,16 @@ def _check(
     page.reload()
     page.wait_for_selector("#signin:not([hidden])")
     assert page.evaluate("() => sessionStorage.getItem('homing.token')") is None
+
+    # An application without data: every chart says so, none fails.
+    page.goto(f"{collector.url}/dashboard?app={fresh.id}")
+    page.fill("#signin-token", fresh.admin.token)
+    page.click("#signin-submit")
+    wait_for_charts(page, CHARTS, default_range)
+    states = chart_states(page)
+    for name in CHARTS:
+        assert states[name]["state"] == "empty", (name, states[name])
+    assert page.inner_text("#kpi-sessions") in ("0", "–")
+    assert page.is_hidden("#banner")
     assert not problems, problems
+    assert not refused, refused

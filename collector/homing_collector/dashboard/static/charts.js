@@ -162,7 +162,8 @@
     reset(host);
     host.classList.remove("is-loading");
     const values = series.flatMap((s) => s.values).filter((v) => v != null && isFinite(v));
-    if (!dates.length || !values.length) return empty(host);
+    // Nothing but zeros is no data either: say so rather than draw a flat line.
+    if (!dates.length || !values.some((v) => v !== 0)) return empty(host);
     const { root, width } = frame(host, height);
     const m = { left: 48, right: 14, top: 12, bottom: 28 };
     const max = yMax != null ? yMax : Math.max(...values);

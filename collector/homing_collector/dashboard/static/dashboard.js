@@ -169,14 +169,18 @@
     return Promise.all(jobs);
   }
 
-  /* Runs one section's loader; marks its charts with the range they show, or the error. */
+  /* Runs one section's loader; marks its charts with the range they show, or the error.
+     Only the latest load of a section draws: an older answer that comes late is dropped. */
+  const sequence = {};
   async function section(generation, names, load) {
+    const key = names[0];
+    const ticket = { generation, key, n: (sequence[key] = (sequence[key] || 0) + 1) };
     try {
-      await load(generation);
-      if (generation !== state.generation) return;
+      await load(ticket);
+      if (stale(ticket)) return;
       for (const name of names) chart(name).dataset.range = `${state.start}..${state.end}`;
     } catch (error) {
-      if (error instanceof SignedOut || generation !== state.generation) return;
+      if (error instanceof SignedOut || stale(ticket)) return;
       for (const name of names) {
         C.failed(chart(name), error.message);
         chart(name).dataset.range = `${state.start}..${state.end}`;
@@ -187,8 +191,8 @@
     }
   }
 
-  function stale(generation) {
-    return generation !== state.generation;
+  function stale(ticket) {
+    return ticket.generation !== state.generation || sequence[ticket.key] !== ticket.n;
   }
 
   function draw(name, fn) {
@@ -198,9 +202,9 @@
 
   // -- usage --------------------------------------------------------------------------
 
-  async function loadUsage(generation) {
+  async function loadUsage(ticket) {
     const usage = await api("/analytics/usage", range());
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     const s = usage.summary || {};
     const days = usage.days || [];
     const dates = days.map((d) => d.date);
@@ -264,9 +268,9 @@
 
   // -- retention ----------------------------------------------------------------------
 
-  async function loadRetention(generation) {
+  async function loadRetention(ticket) {
     const retention = await api("/analytics/retention", range());
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     const rates = retention.rates || {};
     $("kpi-d7").textContent = C.fmt.pct(rates.d7, 1);
     $("kpi-retention-note").textContent = `day 14 ${C.fmt.pct(rates.d14, 0)} · day 30 ${C.fmt.pct(rates.d30, 0)}`;
@@ -283,9 +287,9 @@
     return params;
   }
 
-  async function loadEvents(generation) {
+  async function loadEvents(ticket) {
     const all = await api("/analytics/events", eventFilters());
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     state.types = (all.types || []).map((t) => t.event_type);
     const select = $("events-type");
     const keep = state.eventType;
@@ -299,16 +303,16 @@
       total, selected: state.eventType, limit: 12,
       onSelect: (type) => { state.eventType = state.eventType === type ? "" : type; select.value = state.eventType; reloadEvents(); },
     }));
-    await loadEventDetail(generation, all);
+    await loadEventDetail(ticket, all);
   }
 
-  async function loadEventDetail(generation, all) {
+  async function loadEventDetail(ticket, all) {
     const dates = daysBetween(state.start, state.end);
     const params = eventFilters();
     if (state.eventType) params.event_type = state.eventType;
     if (state.breakdown) params.breakdown = state.breakdown;
     const detail = state.eventType || state.breakdown ? await api("/analytics/events", params) : all;
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     // By default the custom events people do most; the SDK's own (_session.*, ...) are
     // in the list beside, and drawn when chosen.
     const types = (all.types || []).map((t) => t.event_type);
@@ -373,7 +377,7 @@
     return state.types.filter((t) => !t.startsWith("_session.") && !t.startsWith("_campaign.")).slice(0, 4);
   }
 
-  async function loadFunnel(generation) {
+  async function loadFunnel(ticket) {
     if (!state.funnel.length) state.funnel = defaultFunnel();
     $("funnel-steps").value = state.funnel.join(", ");
     if (state.funnel.length < 2) {
@@ -382,15 +386,15 @@
       return;
     }
     const funnel = await api("/analytics/funnel", { ...range(), step: state.funnel });
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     draw("funnel", () => C.funnel(chart("funnel"), { steps: funnel.steps || [] }));
   }
 
   // -- revenue ------------------------------------------------------------------------
 
-  async function loadRevenue(generation) {
+  async function loadRevenue(ticket) {
     const revenue = await api("/analytics/revenue", range());
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     const totals = Object.entries(revenue.revenue || {}).sort((a, b) => b[1] - a[1]);
     const [main, amount] = totals[0] || ["USD", 0];
     $("kpi-revenue").textContent = totals.length ? C.fmt.money(amount, main) : "–";
@@ -418,12 +422,12 @@
 
   // -- demographics -------------------------------------------------------------------
 
-  async function loadDemographics(generation) {
+  async function loadDemographics(ticket) {
     const [platforms, audience] = await Promise.all([
       api("/analytics/demographics", { dimension: "platform" }),
       api("/analytics/demographics", { dimension: state.dimension }),
     ]);
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     draw("platforms", () => C.donut(chart("platforms"), {
       rows: (platforms.rows || []).map((r) => ({ label: r.value == null ? "(not set)" : r.value, value: r.endpoints })),
       label: "devices",
@@ -445,17 +449,17 @@
     }
     const generation = state.generation;
     C.loading(chart("demographics"));
-    await section(generation, ["demographics"], async () => {
+    await section(generation, ["demographics"], async (ticket) => {
       const audience = await api("/analytics/demographics", { dimension });
-      if (!stale(generation)) drawAudience(audience);
+      if (!stale(ticket)) drawAudience(audience);
     });
   }
 
   // -- campaigns ----------------------------------------------------------------------
 
-  async function loadCampaigns(generation) {
+  async function loadCampaigns(ticket) {
     const c = await api("/analytics/campaigns", range());
-    if (stale(generation)) return;
+    if (stale(ticket)) return;
     const kpis = $("campaign-kpis");
     kpis.replaceChildren();
     for (const [label, value, note] of [
@@ -514,17 +518,18 @@
         setRange(C.addDays(end, -(Number(button.dataset.days) - 1)), end);
       });
     }
-    $("events-filter").addEventListener("submit", (event) => {
-      event.preventDefault();
+    // Choosing an event applies the whole form, as the button does.
+    const applyEventFilters = () => {
       state.eventType = $("events-type").value;
       state.breakdown = $("events-breakdown").value.trim();
       state.include = $("events-include").value.trim();
       reloadEvents();
+    };
+    $("events-filter").addEventListener("submit", (event) => {
+      event.preventDefault();
+      applyEventFilters();
     });
-    $("events-type").addEventListener("change", () => {
-      state.eventType = $("events-type").value;
-      reloadEvents();
-    });
+    $("events-type").addEventListener("change", applyEventFilters);
     $("funnel-form").addEventListener("submit", (event) => {
       event.preventDefault();
       state.funnel = $("funnel-steps").value.split(/[,>→]+/).map((s) => s.trim()).filter(Boolean);

@@ -237,7 +237,7 @@ def _check(
     states = chart_states(page)
     for name in CHARTS:
         assert states[name]["state"] == "empty", (name, states[name])
-    assert page.inner_text("#kpi-sessions") in ("0", "–")
+    assert page.inner_text("#kpi-sessions") == "0"
     assert page.is_hidden("#banner")
     assert not problems, problems
     assert not refused, refused

@@ -404,10 +404,15 @@
     $("revenue-note").textContent = perUser != null ? `${C.fmt.money(perUser, main)} per active user` : "";
     const dates = daysBetween(state.start, state.end);
     const byDay = new Map((revenue.days || []).map((d) => [d.date, d.revenue || {}]));
-    const series = totals.slice(0, 4).map(([cur], k) => ({
-      name: cur, color: [C.PALETTE[6], C.PALETTE[4], C.PALETTE[2], C.PALETTE[3]][k],
-      values: dates.map((d) => (byDay.get(d) || {})[cur] || 0), area: k === 0,
-    }));
+    // A running total per currency: daily amounts of a few purchases jump about too much
+    // to read at a glance.
+    const series = totals.slice(0, 4).map(([cur], k) => {
+      let sum = 0;
+      return {
+        name: cur, color: [C.PALETTE[6], C.PALETTE[4], C.PALETTE[2], C.PALETTE[3]][k],
+        values: dates.map((d) => (sum += (byDay.get(d) || {})[cur] || 0)), area: k === 0,
+      };
+    });
     legend($("legend-revenue"), series);
     if (!series.length) {
       delete redraw.revenue;

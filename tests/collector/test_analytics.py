@@ -179,6 +179,8 @@ RANGES = [
     (date(2026, 10, 1), date(2026, 10, 31), "Europe/Berlin"),  # DST ends on October 25
     (date(2026, 9, 10), date(2026, 10, 9), "Asia/Tokyo"),
     (date(2026, 9, 20), date(2026, 10, 19), "America/Los_Angeles"),
+    # Two hours of daylight saving time: windows the coverage deltas do not keep.
+    (date(2026, 10, 10), date(2026, 10, 31), "Antarctica/Troll"),
 ]
 
 
@@ -533,3 +535,97 @@ def test_rollups_off_stores_events_and_answers_404(
     with contextlib.closing(sqlite3.connect(live.db)) as db:
         assert db.execute("SELECT count(*) FROM events").fetchone() == (100,)
         assert db.execute("SELECT count(*) FROM an_counts").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"start-time": "last tuesday"}, "start-time"),
+        ({"end-time": "2026-10-01T00:00:00Z", "start-time": "2026-10-02T00:00:00Z"}, "start-time"),
+        ({"page-size": "zero"}, "page-size"),
+    ],
+)
+def test_bad_kpi_parameters_are_400_naming_them(
+    world: World, params: dict[str, str], named: str
+) -> None:
+    response = httpx.get(
+        f"{world.live.url}/v1/apps/{world.app.id}/kpis/daterange/homing-sessions",
+        params=params,
+        headers=bearer(world.app.admin.token),
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["Message"].startswith(f"{named}:")
+
+
+PUSH_MESSAGES = """CREATE TABLE IF NOT EXISTS push_messages (
+    app_id TEXT NOT NULL, endpoint_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    message_id TEXT NOT NULL, silent INTEGER NOT NULL, payload TEXT NOT NULL,
+    campaign_id TEXT, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    delivered_at INTEGER, PRIMARY KEY (app_id, endpoint_id, seq))"""
+
+
+def test_push_figures_come_from_the_push_gateways_messages(collector: LiveCollector) -> None:
+    app = collector.create_app("push")
+    day = datetime(2026, 10, 5, tzinfo=ZoneInfo("UTC"))
+    rows = []
+    for i in range(40):
+        created = gen.ms(day + timedelta(hours=i))  # two days of messages
+        delivered = created + 5000 if i % 4 else None
+        campaign = ("spring", "autumn", None)[i % 3]
+        rows.append((app.id, f"ep{i % 7}", i, f"m{i}", 0, "{}", campaign, created,
+                     created + 86_400_000, delivered))  # fmt: skip
+    with contextlib.closing(sqlite3.connect(collector.db, timeout=30)) as db:
+        db.execute(PUSH_MESSAGES)
+        db.executemany("INSERT INTO push_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.commit()
+    opens = {}
+    for i in range(6):
+        at = day + timedelta(hours=3 * i, minutes=1)
+        opens[f"o{i}"] = {"EventType": "_campaign.opened_notification", "Timestamp": gen.iso(at),
+                          "Attributes": {"campaign_id": "spring"}}  # fmt: skip
+    response = httpx.post(
+        f"{collector.url}/v1/apps/{app.id}/events",
+        json={"BatchItem": {"ep1": {"Endpoint": {}, "Events": opens}}},
+        headers=bearer(app.ingest.token),
+    )
+    assert response.status_code == 202
+    got = httpx.get(
+        f"{collector.url}/v1/apps/{app.id}/analytics/campaigns",
+        params={"start": "2026-10-05", "end": "2026-10-06"},
+        headers=bearer(app.admin.token),
+    ).json()
+    delivered = [r for r in rows if r[9] is not None]
+    assert (got["sent"], got["delivered"], got["opened"]) == (40, len(delivered), 6)
+    assert got["delivery_rate"] == pytest.approx(len(delivered) / 40, abs=1e-4)
+    assert got["open_rate"] == pytest.approx(6 / len(delivered), abs=1e-4)
+    per = {c["campaign_id"]: (c["sent"], c["delivered"], c["opened"]) for c in got["campaigns"]}
+    assert per == {
+        name: (sum(1 for r in rows if r[6] == name),
+               sum(1 for r in delivered if r[6] == name), 6 if name == "spring" else 0)
+        for name in ("spring", "autumn")
+    }  # fmt: skip
+    assert [(d["date"], d["sent"]) for d in got["days"]] == [("2026-10-05", 24), ("2026-10-06", 16)]
+
+    client = collector.client(app.admin)
+
+    def kpi(name: str) -> list[dict[str, Any]]:
+        return client.get_application_date_range_kpi(  # type: ignore[no-any-return]
+            ApplicationId=app.id, KpiName=name,
+            StartTime=datetime(2026, 10, 5), EndTime=datetime(2026, 10, 6),
+        )["ApplicationDateRangeKpiResponse"]["KpiResult"]["Rows"]  # fmt: skip
+
+    assert float(kpi("successful-delivery-rate")[0]["Values"][0]["Value"]) == pytest.approx(
+        len(delivered) / 40
+    )
+    assert float(kpi("unique-deliveries")[0]["Values"][0]["Value"]) == len(
+        {r[1] for r in delivered}
+    )
+    assert float(kpi("push-open-rate")[0]["Values"][0]["Value"]) == pytest.approx(
+        6 / len(delivered)
+    )
+    by_date = kpi("unique-deliveries-grouped-by-date")
+    assert [r["GroupedBys"][0]["Value"] for r in by_date] == ["2026-10-05", "2026-10-06"]
+    assert [float(r["Values"][0]["Value"]) for r in by_date] == [
+        len({r[1] for r in delivered if r[7] < gen.ms(day + timedelta(days=1))}),
+        len({r[1] for r in delivered if r[7] >= gen.ms(day + timedelta(days=1))}),
+    ]

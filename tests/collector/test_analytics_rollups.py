@@ -141,3 +141,62 @@ def test_median_from_the_histogram_is_within_its_bucket() -> None:
         exact = (ordered[(size - 1) // 2] + ordered[size // 2]) / 2000
         assert visits.median(histogram) == pytest.approx(exact, rel=0.026, abs=0.03)
     assert visits.median({}) is None
+
+
+def _fill(conn: sqlite3.Connection, rows: list[tuple[object, ...]], users: dict[str, str]) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO endpoints (app_id, endpoint_id, user_id, body) VALUES"
+        " ('a', ?, ?, '{}')",
+        [(endpoint, user) for endpoint, user in users.items()],
+    )
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    rollups.apply(conn, rows)
+
+
+def _tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
+    nonzero = {
+        "an_counts": "count != 0", "an_cover": "delta != 0", "an_revenue": "purchases != 0",
+        "an_visit_hours": "count != 0", "an_visit_lengths": "count != 0",
+    }  # fmt: skip
+    out = {}
+    for table in rollups.TABLES:
+        rows = conn.execute(
+            f"SELECT * FROM {table} WHERE {nonzero.get(table, '1')} ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+        out[table] = [tuple(round(v, 6) if isinstance(v, float) else v for v in row)
+                      for row in rows]  # fmt: skip
+    return out
+
+
+def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
+    conn: sqlite3.Connection,
+) -> None:
+    import orjson
+
+    rng = random.Random(5)
+    users = {"e0": "u0", "e1": "u0", "e2": "u1", "e3": None, "e4": "u2"}
+    rows = []
+    for endpoint in users:
+        t = 1_700_000_000_000 + rng.randrange(0, 3_600_000)
+        for i in range(150):
+            t += rng.randrange(1000, 120_000)
+            sid = f"{endpoint}-{i // 10}"
+            kind = rng.choice(["screen", "level", "_monetization.purchase"])
+            body = {"EventType": kind, "Timestamp": "x",
+                    "Session": {"Id": sid, "StartTimestamp": "2023-11-14T22:13:20.000Z"},
+                    "Metrics": {"score": float(rng.randrange(100)), "_item_price": 1.5},
+                    "Attributes": {"_currency": rng.choice(["USD", "EUR"])}}  # fmt: skip
+            rows.append(("a", endpoint, f"{endpoint}{i}", kind, t, t, sid, orjson.dumps(body)))
+    rng.shuffle(rows)
+    _fill(conn, rows, users)
+    rollups.remove_endpoint(conn, "a", "e0", "u0")
+    conn.execute("DELETE FROM events WHERE endpoint_id = 'e0'")
+    conn.execute("DELETE FROM endpoints WHERE endpoint_id = 'e0'")
+    fresh = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(fresh)
+    del users["e0"]
+    _fill(fresh, [row for row in rows if row[1] != "e0"], users)
+    got, want = _tables(conn), _tables(fresh)
+    for table in rollups.TABLES:
+        assert got[table] == want[table], table
+    assert want["an_metrics"] and want["an_revenue"] and want["an_visits"]

@@ -358,15 +358,44 @@ def _subtract(conn: sqlite3.Connection, app_id: str, endpoint_id: str, batch: _B
 def _recompute_metrics(
     conn: sqlite3.Connection, app_id: str, endpoint_id: str, batch: _Batch
 ) -> None:
-    """Count and sum subtract; a minimum or maximum does not, so the buckets that the
-    removed events touched are computed again from the events that remain."""
-    keys = set(batch.metrics)
-    hours = {key[1] for key in keys}
-    types = sorted({key[2] for key in keys})
+    """Count and sum subtract; a minimum or maximum does not. Where the removed events held
+    a bucket's minimum or maximum, the bucket is computed again from the events that
+    remain, which means reading the stored events of those hours."""
+    removed = batch.metrics
+    keys = list(removed)
+    stored: dict[tuple[str, int, str, str], tuple[float, float]] = {}
+    for i in range(0, len(keys), 2000):
+        chunk = keys[i : i + 2000]
+        values = ",".join("(?, ?, ?, ?)" for _ in chunk)
+        for app, hour, event_type, name, low, high in conn.execute(
+            f"WITH v(app_id, hour, event_type, name) AS (VALUES {values}) SELECT m.app_id,"
+            " m.hour, m.event_type, m.name, m.min, m.max FROM v JOIN an_metrics m"
+            " ON m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
+            " AND m.name = v.name",
+            [x for key in chunk for x in key],
+        ):
+            stored[(app, hour, event_type, name)] = (low, high)
+    again = []
+    subtract = []
+    for key, (count, total, low, high) in removed.items():
+        have = stored.get(key)
+        if have is not None and have[0] < low and high < have[1]:
+            subtract.append((count, total, *key))  # the extremes belong to others
+        else:
+            again.append(key)
+    conn.executemany(
+        "UPDATE an_metrics SET count = count - ?, sum = sum - ? WHERE app_id = ? AND hour = ?"
+        " AND event_type = ? AND name = ?",
+        subtract,
+    )
+    if not again:
+        return
     conn.executemany(
         "DELETE FROM an_metrics WHERE app_id = ? AND hour = ? AND event_type = ? AND name = ?",
-        keys,
+        again,
     )
+    hours = {key[1] for key in again}
+    types = sorted({key[2] for key in again})
     marks = ",".join("?" * len(types))
     remaining = conn.execute(
         f"SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, NULL, body FROM events"
@@ -376,11 +405,11 @@ def _recompute_metrics(
     ).fetchall()
     remaining = [row for row in remaining if row[4] // HOUR_MS in hours]
     users = {(row[0], row[1]): "" for row in remaining}
-    again = aggregate(remaining, users).metrics
+    recomputed = aggregate(remaining, users).metrics
     conn.executemany(
         "INSERT INTO an_metrics (app_id, hour, event_type, name, count, sum, min, max)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*key, *again[key]) for key in keys if key in again],
+        [(*key, *recomputed[key]) for key in again if key in recomputed],
     )
 
 

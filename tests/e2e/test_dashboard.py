@@ -174,6 +174,19 @@ def _check(
     assert "product.view" in funnel and "_monetization.purchase" in funnel
     assert "weekend-sale" in page.inner_text('[data-chart="campaigns"]')
 
+    # Another demographic: the tab re-queries the audience chart alone.
+    page.click('#demographics-tabs button[data-dimension="app_version"]')
+    page.wait_for_function(
+        """() => document.querySelector('[data-chart="demographics"]').innerText
+                 .includes('3.2.0')"""
+    )
+    assert chart_states(page)["demographics"]["points"] == "4"  # the demo's four versions
+    page.click('#demographics-tabs button[data-dimension="country"]')
+    page.wait_for_function(
+        """() => document.querySelector('[data-chart="demographics"]').innerText
+                 .includes('US')"""
+    )
+
     ARTIFACTS.mkdir(exist_ok=True)
     page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

@@ -334,7 +334,7 @@ class _Simulation:
         for _ in range(rng.randrange(1, 5)):
             step("screen.view", {"screen": rng.choice(SCREENS)},
                  {"load_ms": round(rng.lognormvariate(5.2, 0.5))})  # fmt: skip
-        category = rng.choice(CATEGORIES)
+        category = rng.choices(CATEGORIES, weights=[30, 22, 15, 14, 11, 8])[0]
         if rng.random() < 0.4:
             step("search", {"category": category}, {"results": rng.randrange(0, 60)})
         if rng.random() < 0.6 + (0.15 if opened else 0):

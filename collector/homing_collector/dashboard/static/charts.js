@@ -477,7 +477,7 @@
         row.appendChild(el("span", { class: "hbar-label" }, name));
         const track = el("span", { class: "hbar-track" });
         const fill = el("span", { class: "hbar-fill" });
-        fill.style.width = Math.max(0.5, (r[key] / max) * 100) + "%";
+        fill.style.width = (r[key] > 0 ? Math.max(0.5, (r[key] / max) * 100) : 0) + "%";
         fill.style.background = color;
         track.appendChild(fill);
         row.append(track, el("span", { class: "hbar-value" }, fmt.int(r[key])));

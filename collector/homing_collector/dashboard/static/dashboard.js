@@ -483,6 +483,10 @@
       box.append(l, v, n);
       kpis.appendChild(box);
     }
+    const hint = $("campaign-hint");
+    hint.hidden = !(c.sent === 0 && c.opened > 0);
+    hint.textContent = "Opens are counted from the apps' _campaign.opened_notification events; " +
+      "sent and delivered come from the collector's push gateway, which sent nothing in these days.";
     draw("campaigns", () => C.campaigns(chart("campaigns"), { rows: c.campaigns || [] }));
   }
 

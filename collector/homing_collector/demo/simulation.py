@@ -1,20 +1,7 @@
-"""Demo data: a simulated shop app, so that a first run shows a living dashboard.
-
-Devices install the app over the date range and come back less and less (retention
-decay), in sessions recorded as the SDK records them. They browse, search, fill carts and
-buy (`_monetization.purchase`), some of them on several devices of one user. A share of
-the devices is offline for days and uploads late, and two push campaigns are sent,
-delivered and opened.
-
-Everything goes through the collector's own ingest path, PutEvents batch by PutEvents
-batch, each checked and stored as if it had arrived at its upload time: the same checks,
-the same storage calls, and so the same rollups as real traffic. The same seed gives the
-same data for the same last day.
-"""
+"""The simulation: who installs the app, what they do, and when it reaches the collector."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import uuid
@@ -24,50 +11,21 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from homing.wire import format_timestamp
-from homing_collector import ingest
-from homing_collector.storage import seed
-from homing_collector.storage.base import Storage
+from homing_collector.demo.shop import (
+    APP_PACKAGE,
+    APP_TITLE,
+    APP_VERSIONS,
+    CAMPAIGNS,
+    CATEGORIES,
+    COUNTRIES,
+    PAYMENTS,
+    PLATFORMS,
+    PRICES,
+    SCREENS,
+)
 
 DAY_MS = 86_400_000
-# Jobs queued at once: the storage's writer commits many of them together.
-_CONCURRENT_BATCHES = 256
 _MAX_EVENTS_PER_BATCH = 100  # PutEvents' limit
-
-APP_PACKAGE = "com.example.homingshop"
-APP_TITLE = "Homing Shop"
-
-# (country, weight, locales, time zone, the currency its store charges in)
-COUNTRIES = [
-    ("US", 30, ["en_US", "es_US"], "America/New_York", "USD"),
-    ("DE", 12, ["de_DE"], "Europe/Berlin", "EUR"),
-    ("GB", 10, ["en_GB"], "Europe/London", "GBP"),
-    ("FR", 9, ["fr_FR"], "Europe/Paris", "EUR"),
-    ("BR", 9, ["pt_BR"], "America/Sao_Paulo", "USD"),
-    ("IN", 8, ["en_IN", "hi_IN"], "Asia/Kolkata", "USD"),
-    ("JP", 7, ["ja_JP"], "Asia/Tokyo", "USD"),
-    ("ES", 6, ["es_ES"], "Europe/Madrid", "EUR"),
-    ("CA", 5, ["en_CA", "fr_CA"], "America/Toronto", "USD"),
-    ("NL", 4, ["nl_NL"], "Europe/Amsterdam", "EUR"),
-]
-# (platform, weight, channel, platform versions, [(make, model)])
-PLATFORMS = [
-    ("iOS", 44, "APNS", ["18.1", "17.6", "17.5", "16.7"],
-     [("Apple", "iPhone 15"), ("Apple", "iPhone 15 Pro"), ("Apple", "iPhone 14"),
-      ("Apple", "iPhone 13"), ("Apple", "iPad Air")]),
-    ("Android", 48, "GCM", ["15", "14", "13", "12"],
-     [("Samsung", "Galaxy S24"), ("Samsung", "Galaxy A54"), ("Google", "Pixel 8"),
-      ("Xiaomi", "Redmi Note 13"), ("OnePlus", "12R"), ("Motorola", "moto g84")]),
-    ("Linux", 8, "CUSTOM", ["6.1", "6.6"],
-     [("Raspberry Pi", "Pi 5"), ("Dell", "OptiPlex 7010")]),
-]  # fmt: skip
-APP_VERSIONS = [("3.2.0", 45), ("3.1.4", 30), ("3.0.2", 15), ("2.9.8", 10)]
-CATEGORIES = ["shoes", "books", "garden", "kitchen", "toys", "audio"]
-SCREENS = ["home", "search", "product", "cart", "profile", "settings"]
-PAYMENTS = ["card", "paypal", "wallet"]
-PRICES = {"shoes": 79.0, "books": 14.5, "garden": 32.0, "kitchen": 24.9, "toys": 19.9,
-          "audio": 129.0}  # fmt: skip
-# (campaign id, days before the last day it is sent, hour UTC, open rate)
-CAMPAIGNS = [("welcome-back", 30, 17, 0.18), ("weekend-sale", 9, 9, 0.27)]
 
 
 @dataclass(frozen=True)
@@ -461,31 +419,3 @@ def simulate(
     simulation.run()
     batches = list(simulation.batches())
     return batches, simulation.pushes, simulation.summary
-
-
-async def load(
-    storage: Storage, app_id: str, options: DemoOptions, *, now: datetime | None = None
-) -> DemoSummary:
-    """Simulate the demo app's traffic and store it in `app_id` through the ingest path."""
-    now = now or datetime.now(timezone.utc)
-    now_ms = int(now.timestamp() * 1000)
-    batches, pushes, summary = simulate(options, last_day=now.date(), now_ms=now_ms)
-    pending = []
-    for arrival_ms, body in batches:
-        checked = ingest.check_events(body, body_size=0, now=arrival_ms / 1000)
-        rejected = [
-            status["Message"]
-            for item in checked.results.values()
-            for status in (item["EndpointItemResponse"], *item["EventsItemResponse"].values())
-            if status["StatusCode"] != 202
-        ]
-        if rejected:
-            raise ValueError(f"the demo made an event the collector rejects: {rejected[0]}")
-        # Queued in arrival order; the writer commits many batches at once.
-        pending.append(ingest.store_events(storage, app_id, checked))
-        if len(pending) >= _CONCURRENT_BATCHES:
-            await asyncio.gather(*pending)
-            pending = []
-    await asyncio.gather(*pending)
-    summary.pushes_stored = await seed.put_push_messages(storage, app_id, pushes)
-    return summary

@@ -235,6 +235,24 @@ def _check(
     page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "dashboard-14-days.png"), full_page=True)
 
+    # Counting devices instead of users re-queries every chart.
+    page.click('#count-by button[data-by="endpoints"]')
+    page.wait_for_function(
+        """(names) => names.every((name) => {
+            const el = document.querySelector(`[data-chart="${name}"]`);
+            return el.dataset.by === 'endpoints' && el.dataset.state === 'ready';
+        })""",
+        arg=CHARTS,
+    )
+    assert page.inner_text(".kpi-label >> nth=0").lower() == "daily active devices"
+    by_endpoint = api.get(
+        "/usage", params={"start": str(start), "end": str(end), "by": "endpoints"}
+    ).json()["summary"]
+    by_user = api.get("/usage", params={"start": str(start), "end": str(end)}).json()["summary"]
+    assert by_endpoint["mau"] > by_user["mau"]  # some users have several devices
+    assert page.inner_text("#kpi-mau").replace(",", "") == str(by_endpoint["mau"])
+    assert "by=endpoints" in page.url
+
     # Signing out forgets the token: a reload asks for it again.
     page.click("#signout")
     page.wait_for_selector("#signin:not([hidden])")

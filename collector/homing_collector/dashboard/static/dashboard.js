@@ -13,7 +13,7 @@
 
   const state = {
     app: "", token: "", tz: "UTC", start: "", end: "",
-    eventType: "", breakdown: "", include: "", funnel: [], dimension: "country",
+    by: "users", eventType: "", breakdown: "", include: "", funnel: [], dimension: "country",
     generation: 0, types: [],
   };
   const redraw = {}; // chart name -> draws it again from its last data (on resize)
@@ -72,7 +72,7 @@
   }
 
   function range() {
-    return { start: state.start, end: state.end, tz: state.tz };
+    return { start: state.start, end: state.end, tz: state.tz, by: state.by };
   }
 
   // -- sign-in ------------------------------------------------------------------------
@@ -129,6 +129,7 @@
     state.end = iso.test(q.get("end") || "") ? q.get("end") : today(state.tz);
     state.start = iso.test(q.get("start") || "") ? q.get("start") : C.addDays(state.end, -29);
     if (state.start > state.end) state.start = C.addDays(state.end, -29);
+    if (q.get("by") === "endpoints") state.by = "endpoints";
     const steps = q.get("funnel");
     if (steps) state.funnel = steps.split(",").map((s) => s.trim()).filter(Boolean);
   }
@@ -138,6 +139,7 @@
     if (state.app) q.set("app", state.app);
     q.set("start", state.start);
     q.set("end", state.end);
+    if (state.by !== "users") q.set("by", state.by);
     if (state.funnel.length) q.set("funnel", state.funnel.join(","));
     history.replaceState(null, "", `${location.pathname}?${q}`);
   }
@@ -154,6 +156,13 @@
     $("range-label").textContent = `${C.fmt.longDay(state.start)} to ${C.fmt.longDay(state.end)}, ${days} days.`;
     for (const button of document.querySelectorAll(".presets button")) {
       button.classList.toggle("active", Number(button.dataset.days) === days && state.end === today(state.tz));
+    }
+    for (const button of document.querySelectorAll("#count-by button")) {
+      button.classList.toggle("active", button.dataset.by === state.by);
+    }
+    const noun = state.by === "users" ? "users" : "devices";
+    for (const label of document.querySelectorAll(".kpi-label[data-label]")) {
+      label.textContent = `${label.dataset.label} ${noun}`;
     }
     $("banner").hidden = true;
     document.querySelectorAll(".chart").forEach((host) => C.loading(host));
@@ -178,17 +187,23 @@
     try {
       await load(ticket);
       if (stale(ticket)) return;
-      for (const name of names) chart(name).dataset.range = `${state.start}..${state.end}`;
+      for (const name of names) mark(chart(name));
     } catch (error) {
       if (error instanceof SignedOut || stale(ticket)) return;
       for (const name of names) {
         C.failed(chart(name), error.message);
-        chart(name).dataset.range = `${state.start}..${state.end}`;
+        mark(chart(name));
       }
       const banner = $("banner");
       banner.hidden = false;
       banner.textContent = error.message;
     }
+  }
+
+  // What a chart shows, for tests and for anyone reading the page's source.
+  function mark(host) {
+    host.dataset.range = `${state.start}..${state.end}`;
+    host.dataset.by = state.by;
   }
 
   function stale(ticket) {
@@ -547,6 +562,13 @@
       C.loading(chart("funnel"));
       section(state.generation, ["funnel"], loadFunnel);
     });
+    for (const button of document.querySelectorAll("#count-by button")) {
+      button.addEventListener("click", () => {
+        if (state.by === button.dataset.by) return;
+        state.by = button.dataset.by;
+        refresh();
+      });
+    }
     for (const button of document.querySelectorAll("#demographics-tabs button")) {
       button.addEventListener("click", () => switchDimension(button.dataset.dimension));
     }

@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -328,11 +329,12 @@ def time_queries(
 
 
 async def ingest_rates(
-    duration: float, warmup: float, clients: int, workdir: Path
+    duration: float, warmup: float, clients: int, workdir: Path, *, rounds: int, max_rate: float
 ) -> dict[str, float]:
-    per_case = int(40_000 * (duration + warmup) / ingest.EVENTS_PER_BATCH) + 1
-    pool = ingest.make_batches(7, per_case * 2, gzip=False)
+    per_case = int(max_rate * (duration + warmup) / ingest.EVENTS_PER_BATCH) + 1
+    pool = ingest.build_pools(per_case * rounds)[False]
     rates: dict[str, list[float]] = {"ceiling": [], "rollups on": [], "rollups off": []}
+    cpu: dict[str, list[float]] = {"ceiling": [], "rollups on": [], "rollups off": []}
     servers = {}
     for label, flag in (("rollups on", "1"), ("rollups off", "0")):
         db = workdir / f"ingest-{flag}.db"
@@ -343,7 +345,7 @@ async def ingest_rates(
         servers[label] = (db, json.loads(created.stdout))
     # Alternate the cases, twice, so that a neighbour's burst on a shared machine does not
     # land on one side only.
-    for round_ in range(2):
+    for round_ in range(rounds):
         for label in ("rollups off", "rollups on", "ceiling"):
             db, app = servers["rollups on" if label == "ceiling" else label]
             os.environ["HOMING_ROLLUPS"] = "0" if label == "rollups off" else "1"
@@ -354,7 +356,9 @@ async def ingest_rates(
                 path = f"/v1/apps/{app['application_id']}/events" + (
                     "" if stored else "-parse-only"
                 )
-                bodies = iter(pool[round_ * per_case : (round_ + 1) * per_case])
+                chunk = pool[round_ * per_case : (round_ + 1) * per_case]
+                # The ceiling stores nothing, so it may go round its batches.
+                bodies = iter(chunk) if stored else cycle(chunk)
                 figures, counters = await ingest._run_case(
                     port=port, server_pid=process.pid, path=path,
                     token=app["ingest"]["token"], gzip=False, bodies=bodies, clients=clients,
@@ -365,11 +369,15 @@ async def ingest_rates(
             for error in counters.errors:
                 print(f"  ! {label}: {error}")
             rates[label].append(figures.events_per_s)
-            print(f"  round {round_ + 1}, {label}: {figures.events_per_s:,.0f} events/s "
-                  f"(server CPU {figures.server_cpu:.0%}, other {figures.other_cpu:.0%})",
+            cpu[label].append(figures.server_cpu / max(figures.events_per_s, 1) * 1e6)
+            print(f"  round {round_ + 1}, {label}: {figures.events_per_s:,.0f} events/s, "
+                  f"{cpu[label][-1]:.1f} us of server CPU per event (server CPU "
+                  f"{figures.server_cpu:.0%}, other processes {figures.other_cpu:.0%})",
                   flush=True)  # fmt: skip
     os.environ.pop("HOMING_ROLLUPS", None)
-    return {label: statistics.mean(values) for label, values in rates.items()}
+    result = {label: statistics.mean(values) for label, values in rates.items()}
+    result.update({f"{label} cpu": statistics.mean(values) for label, values in cpu.items()})
+    return result
 
 
 def main() -> int:
@@ -379,6 +387,10 @@ def main() -> int:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive scans")
     parser.add_argument("--ingest-duration", type=float, default=8.0,
                         help="seconds measured per ingestion case; 0 skips them")  # fmt: skip
+    parser.add_argument("--ingest-rounds", type=int, default=3,
+                        help="rounds of the three ingestion cases, alternated")  # fmt: skip
+    parser.add_argument("--max-rate", type=float, default=100_000,
+                        help="events/s the pre-built batches can feed a stored case")  # fmt: skip
     parser.add_argument("--db", type=Path, help="reuse (or keep) this database file")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))
@@ -404,11 +416,18 @@ def main() -> int:
         )
         if args.ingest_duration > 0:
             print("PutEvents through a live collector, 16 clients:")
-            rates = asyncio.run(ingest_rates(args.ingest_duration, 2.0, 16, workdir))
+            rates = asyncio.run(
+                ingest_rates(args.ingest_duration, 2.0, 16, workdir, rounds=args.ingest_rounds,
+                             max_rate=args.max_rate)
+            )  # fmt: skip
             print(f"rollups on {rates['rollups on']:,.0f} events/s, off "
                   f"{rates['rollups off']:,.0f} events/s: "
                   f"{rates['rollups on'] / rates['rollups off']:.1%} (target 80%); "
                   f"parse-only ceiling {rates['ceiling']:,.0f} events/s")  # fmt: skip
+            print(f"server CPU per stored event: rollups on {rates['rollups on cpu']:.1f} us, "
+                  f"off {rates['rollups off cpu']:.1f} us: off/on "
+                  f"{rates['rollups off cpu'] / rates['rollups on cpu']:.1%} (what the rate "
+                  "ratio would be on a server that has one core to itself)")  # fmt: skip
         return 1 if any(v == "DIFFERS" for *_, v in results) else 0
     finally:
         if args.db is None:

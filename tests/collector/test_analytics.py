@@ -204,7 +204,7 @@ def test_usage_matches_brute_force(world: World, start: date, end: date, tz: str
 
 
 @pytest.mark.parametrize("by", ["users", "endpoints"])
-@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin", "Asia/Tokyo", "America/Sao_Paulo"])
 def test_retention_matches_brute_force(world: World, tz: str, by: str) -> None:
     zone = ZoneInfo(tz)
     start, end = date(2026, 9, 1), date(2026, 9, 30)

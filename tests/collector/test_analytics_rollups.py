@@ -200,3 +200,41 @@ def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
     for table in rollups.TABLES:
         assert got[table] == want[table], table
     assert want["an_metrics"] and want["an_revenue"] and want["an_visits"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_retention_counts_match_brute_force_for_every_phase(
+    conn: sqlite3.Connection, seed: int
+) -> None:
+    rng = random.Random(seed)
+    truth: dict[str, set[int]] = {}
+    for subject in range(25):
+        start = rng.randrange(0, 600)
+        truth[f"s{subject}"] = {start + rng.randrange(0, 900) for _ in range(rng.randrange(1, 30))}
+    arrivals = [(key, hour) for key, hours in truth.items() for hour in hours]
+    rng.shuffle(arrivals)  # first hours arrive late too: subjects change cohorts
+    for i in range(0, len(arrivals), 11):
+        batch: dict[tuple[str, int, str], set[int]] = {}
+        for key, hour in arrivals[i : i + 11]:
+            batch.setdefault(("a", rollups.ENDPOINT, key), set()).add(hour)
+        rollups._activity(conn, batch)
+    rollups._forget_subject(conn, "a", rollups.ENDPOINT, "s0")
+    del truth["s0"]
+    got: dict[tuple[int, int, int], int] = {}
+    for phase, cohort, k, count in conn.execute(
+        "SELECT phase, cohort, day_offset, count FROM an_retention WHERE count != 0"
+    ):
+        got[(phase, cohort, k)] = count
+    want: dict[tuple[int, int, int], int] = {}
+    for hours in truth.values():
+        first = min(hours)
+        for phase in range(24):
+            cohort = (first - phase) // 24
+            days = {(h - phase) // 24 - cohort for h in hours} & set(range(1, 31))
+            for k in days:
+                want[(phase, cohort, k)] = want.get((phase, cohort, k), 0) + 1
+            if days:
+                key = (phase, cohort, -min(days))
+                want[key] = want.get(key, 0) + 1
+    assert got == want
+    assert len(want) > 100

@@ -69,9 +69,11 @@ def add_new_hours(
     kind: int,
     hours: Iterable[int],
     known: list[int],
-) -> None:
+) -> list[tuple[int, int | None, int | None]]:
     """Add `hours` (ascending) to a subject whose active hours near them are `known`
-    (sorted, changed in place); hours already known add nothing."""
+    (sorted, changed in place); hours already known add nothing. Returns each new hour
+    with its nearest active hours below and above, as they were when it was added."""
+    added = []
     for h in hours:
         i = bisect.bisect_left(known, h)
         if i < len(known) and known[i] == h:
@@ -80,6 +82,8 @@ def add_new_hours(
         n = known[i] if i < len(known) else None
         add_hour(deltas, app_id, kind, h, p, n)
         known.insert(i, h)
+        added.append((h, p, n))
+    return added
 
 
 def write(conn: sqlite3.Connection, deltas: Deltas) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import itertools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -64,22 +63,3 @@ def _offset(moment: datetime) -> str:
     minutes = int(offset.total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-def day_sql(zone: ZoneInfo, g: Grid, column: str) -> tuple[str, list[int]]:
-    """SQL for the index in `g` of the day that holds UTC hour `column`, and its parameters:
-    the hour plus the zone's offset at that hour, in whole days."""
-    segments: list[tuple[int, int]] = []  # (first hour, offset in hours) where it changes
-    for hour in range(g.bounds[0], g.bounds[-1]):
-        moment = datetime.fromtimestamp(hour * 3600, zone)
-        offset = int((moment.utcoffset() or timedelta()).total_seconds()) // 3600
-        if not segments or segments[-1][1] != offset:
-            segments.append((hour, offset))
-    epoch_day = (g.first - date(1970, 1, 1)).days
-    if len(segments) == 1:
-        return f"(({column} + ?) / 24 - ?)", [segments[0][1], epoch_day]
-    whens = " ".join(f"WHEN {column} < ? THEN ?" for _ in segments[1:])
-    params: list[int] = []
-    for (_, offset), (until, _next) in itertools.pairwise(segments):
-        params += [until, offset]
-    return f"(({column} + CASE {whens} ELSE ? END) / 24 - ?)", [*params, segments[-1][1], epoch_day]

@@ -7,6 +7,7 @@ opens of campaigns read the stored events of the range.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 
 from homing_collector.analytics import cover, visits
-from homing_collector.analytics.days import Grid, day_sql, grid
+from homing_collector.analytics.days import Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, HOUR_MS, USER, user_key
 
@@ -156,48 +157,30 @@ RETENTION_DAYS = 30
 
 
 def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
-    kind = _kind(q)
     n = (q.end - q.start).days + 1
     g = grid(q.zone, q.start, q.end + timedelta(days=RETENTION_DAYS))
+    if all(b - a == 24 for a, b in itertools.pairwise(g.bounds)):
+        return _kept_retention(conn, app_id, q, g, n)
+    return _counted_retention(conn, app_id, q, g, n)
+
+
+def _answer_retention(
+    q: Range,
+    g: Grid,
+    sizes: list[int],
+    retained: list[list[int]],
+    back: list[dict[int, int]],
+) -> dict[str, Any]:
+    """The answer from cohort sizes, who was active on each day after, and who first came
+    back on each day after."""
+    n = len(sizes)
     complete = (q.today - q.start).days  # the index of today: later days are not over
-    first_day, first_params = day_sql(q.zone, g, "s.first_hour")
-    active_day, active_params = day_sql(q.zone, g, "a.hour")
-    members = (
-        " FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id AND a.kind = s.kind"
-        " AND a.key = s.key AND a.hour > s.first_hour AND a.hour < ?"
-        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?"
-    )
-    member_params = [g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)]
-    sizes = [0] * n
-    for cohort, size in conn.execute(
-        f"SELECT {first_day} AS c, count(*) FROM an_subjects s WHERE s.app_id = ?"
-        " AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ? GROUP BY c",
-        (*first_params, app_id, kind, g.lo(0), g.lo(n)),
-    ):
-        sizes[cohort] = size
-    # Who was back on day D+k, for each cohort D and offset k.
-    retained = [[0] * RETENTION_DAYS for _ in range(n)]
-    for cohort, k, count in conn.execute(
-        f"SELECT c, d - c AS k, count(*) FROM (SELECT DISTINCT s.key, {first_day} AS c,"
-        f" {active_day} AS d{members}) WHERE d > c AND d - c <= ? GROUP BY c, k",
-        (*first_params, *active_params, *member_params, RETENTION_DAYS),
-    ):
-        retained[cohort][k - 1] = count
-    # When each member was first back: the rates over 7, 14 and 30 days.
-    back: list[dict[int, int]] = [{} for _ in range(n)]
-    for cohort, k, count in conn.execute(
-        f"SELECT c, k, count(*) FROM (SELECT {first_day} AS c, min({active_day}) - {first_day}"
-        f" AS k{members} AND {active_day} > {first_day} GROUP BY s.key) GROUP BY c, k",
-        (*first_params, *active_params, *first_params, *member_params, *active_params,
-         *first_params),
-    ):  # fmt: skip
-        back[cohort][k] = count
-    within = {}
+    rates = {}
     for days in (7, 14, 30):
         eligible = [c for c in range(n) if c + days <= complete]
         size = sum(sizes[c] for c in eligible)
         came = sum(count for c in eligible for k, count in back[c].items() if k <= days)
-        within[f"d{days}"] = _ratio(came, size)
+        rates[f"d{days}"] = _ratio(came, size)
     cohorts = []
     for c in range(n):
         row: list[float | None] = [
@@ -205,7 +188,69 @@ def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
             for k in range(1, RETENTION_DAYS + 1)
         ]
         cohorts.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
-    return {**q.head(), "cohorts": cohorts, "rates": within}
+    return {**q.head(), "cohorts": cohorts, "rates": rates}
+
+
+def _kept_retention(
+    conn: sqlite3.Connection, app_id: str, q: Range, g: Grid, n: int
+) -> dict[str, Any]:
+    """From an_retention: the zone's offset is the same all along, its days one phase."""
+    kind = _kind(q)
+    phase = g.bounds[0] % 24
+    first = (g.bounds[0] - phase) // 24
+    sizes = [0] * n
+    for hour, count in conn.execute(
+        "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
+        " AND first_hour >= ? AND first_hour < ? GROUP BY first_hour",
+        (app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        sizes[(hour - g.bounds[0]) // 24] += count
+    retained = [[0] * RETENTION_DAYS for _ in range(n)]
+    back: list[dict[int, int]] = [{} for _ in range(n)]
+    for cohort, k, count in conn.execute(
+        "SELECT cohort, day_offset, count FROM an_retention WHERE app_id = ? AND kind = ?"
+        " AND phase = ? AND cohort >= ? AND cohort < ? AND count != 0",
+        (app_id, kind, phase, first, first + n),
+    ):
+        if k > 0:
+            retained[cohort - first][k - 1] = count
+        else:
+            back[cohort - first][-k] = count
+    return _answer_retention(q, g, sizes, retained, back)
+
+
+def _counted_retention(
+    conn: sqlite3.Connection, app_id: str, q: Range, g: Grid, n: int
+) -> dict[str, Any]:
+    """From an_active, for a zone whose offset changes in the range."""
+    kind = _kind(q)
+    members: dict[str, tuple[int, set[int]]] = {}
+    for key, first_hour in conn.execute(
+        "SELECT key, first_hour FROM an_subjects WHERE app_id = ? AND kind = ?"
+        " AND first_hour >= ? AND first_hour < ?",
+        (app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        members[key] = (g.day_of_hour(first_hour), set())
+    for key, hour in conn.execute(
+        "SELECT s.key, a.hour FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id"
+        " AND a.kind = s.kind AND a.key = s.key AND a.hour >= ? AND a.hour < ?"
+        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?",
+        (g.lo(1), g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)),
+    ):
+        members[key][1].add(g.day_of_hour(hour))
+    sizes = [0] * n
+    retained = [[0] * RETENTION_DAYS for _ in range(n)]
+    back: list[dict[int, int]] = [{} for _ in range(n)]
+    for cohort, active in members.values():
+        sizes[cohort] += 1
+        offsets = {day - cohort for day in active}
+        offsets = {k for k in offsets if 1 <= k <= RETENTION_DAYS}
+        for k in offsets:
+            retained[cohort][k - 1] += 1
+        if offsets:
+            k = min(offsets)
+            back[cohort][k] = back[cohort].get(k, 0) + 1
+    return _answer_retention(q, g, sizes, retained, back)
 
 
 _DEMOGRAPHIC = {

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from homing_collector.analytics import cover, visits
+from homing_collector.analytics import cohorts, cover, visits
 
 HOUR_MS = 3_600_000
 ENDPOINT, USER = 0, 1
@@ -189,15 +189,32 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
         ):
             known[(app_id, kind, key)] = (first, last)
     deltas: cover.Deltas = {}
+    retention: cohorts.Deltas = {}
     late: list[tuple[str, int, str]] = []
     for subject, seen in hours.items():
-        app_id, kind, _key = subject
+        app_id, kind, key = subject
         span = known.get(subject)
         ordered = sorted(seen)
         if span is None:  # never seen before
             cover.add_new_hours(deltas, app_id, kind, ordered, [])
-        elif ordered[0] >= span[1]:  # the usual case: nothing after these hours yet
-            cover.add_new_hours(deltas, app_id, kind, ordered, [span[1]])
+            cohorts.add_all(retention, app_id, kind, ordered[0], ordered, 1)
+            continue
+        if ordered[0] < span[0]:
+            # An hour before the first one: the subject moves to an earlier cohort.
+            old = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT hour FROM an_active WHERE app_id = ? AND kind = ? AND key = ?"
+                    " AND hour <= ?",
+                    (app_id, kind, key, span[0] + cohorts.HORIZON),
+                )
+            ]
+            cohorts.add_all(retention, app_id, kind, span[0], old, -1)
+            cohorts.add_all(retention, app_id, kind, ordered[0], {*old, *ordered}, 1)
+        if ordered[0] >= span[1]:  # the usual case: nothing after these hours yet
+            added = cover.add_new_hours(deltas, app_id, kind, ordered, [span[1]])
+            for h, below, above in added:
+                cohorts.add_hour(retention, app_id, kind, span[0], h, below, above)
         else:
             late.append(subject)
     if late:
@@ -221,7 +238,13 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
                 around[(app_id, kind, key)].append(hour)
         for subject, near in around.items():
             near.sort()
-            cover.add_new_hours(deltas, subject[0], subject[1], sorted(hours[subject]), near)
+            app_id, kind, _key = subject
+            ordered = sorted(hours[subject])
+            added = cover.add_new_hours(deltas, app_id, kind, ordered, near)
+            first = known[subject][0]
+            if ordered[0] >= first:  # else the cohort was recomputed whole above
+                for h, below, above in added:
+                    cohorts.add_hour(retention, app_id, kind, first, h, below, above)
     conn.executemany(
         "INSERT OR IGNORE INTO an_active (app_id, kind, hour, key) VALUES (?, ?, ?, ?)",
         [(app_id, kind, hour, key) for (app_id, kind, key), seen in hours.items()
@@ -235,6 +258,7 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
         [(*subject, min(seen), max(seen)) for subject, seen in hours.items()],
     )
     cover.write(conn, deltas)
+    cohorts.write(conn, retention)
 
 
 def apply(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
@@ -333,6 +357,10 @@ def _forget_subject(conn: sqlite3.Connection, app_id: str, kind: int, key: str) 
     deltas: cover.Deltas = {}
     cover.add_all(deltas, app_id, kind, sorted(hours), -1)
     cover.write(conn, deltas)
+    if hours:
+        retention: cohorts.Deltas = {}
+        cohorts.add_all(retention, app_id, kind, min(hours), hours, -1)
+        cohorts.write(conn, retention)
     conn.execute(
         "DELETE FROM an_subjects WHERE app_id = ? AND kind = ? AND key = ?", (app_id, kind, key)
     )
@@ -419,14 +447,15 @@ def remove_app(conn: sqlite3.Connection, app_id: str) -> None:
 
 
 TABLES = (
-    "an_active", "an_subjects", "an_cover", "an_counts", "an_metrics", "an_revenue",
+    "an_active", "an_subjects", "an_cover", "an_retention", "an_counts", "an_metrics", "an_revenue",
     "an_sessions", "an_visits", "an_visit_hours", "an_visit_lengths",
 )  # fmt: skip
 
 
 def iter_rows(values: Sequence[Any], width: int) -> list[Row]:
     """The writer's flat list of column values, as rows."""
-    return [values[i : i + width] for i in range(0, len(values), width)]
+    columns = iter(values)
+    return list(zip(*[columns] * width, strict=False))
 
 
 def new_rows(values: Sequence[Any], width: int, new: set[tuple[Any, ...]]) -> list[Row]:

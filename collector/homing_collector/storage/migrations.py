@@ -120,6 +120,15 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             delta INTEGER NOT NULL,
             PRIMARY KEY (app_id, kind, span, hour)
         ) WITHOUT ROWID;
+        CREATE TABLE an_retention (
+            app_id TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            phase INTEGER NOT NULL,
+            cohort INTEGER NOT NULL,
+            day_offset INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (app_id, kind, phase, cohort, day_offset)
+        ) WITHOUT ROWID;
         CREATE TABLE an_visits (
             app_id TEXT NOT NULL,
             endpoint_id TEXT NOT NULL,

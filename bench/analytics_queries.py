@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -256,6 +257,31 @@ def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any]
     def counts_check(got: Any, naive: Any) -> bool:
         return sum(t["count"] for t in got["types"]) == sum(row[1] for row in naive)
 
+    def retention_naive(c: sqlite3.Connection) -> Any:
+        # Days of activity per endpoint from the raw events, then cohorts by first day.
+        days: dict[str, set[int]] = {}
+        for endpoint_id, day in c.execute(
+            "SELECT DISTINCT endpoint_id, ts / 86400000 FROM events WHERE app_id = ?", (APP,)
+        ):
+            days.setdefault(endpoint_id, set()).add(day)
+        first_day = (q.start - date(1970, 1, 1)).days
+        sizes = [0] * 30
+        back7 = 0
+        for active in days.values():
+            cohort = min(active) - first_day
+            if 0 <= cohort < 30:
+                sizes[cohort] += 1
+                if cohort + 7 <= 29 and any(min(active) + k in active for k in range(1, 8)):
+                    back7 += 1
+        eligible = sum(sizes[:23])
+        return sizes, back7 / eligible if eligible else None
+
+    def retention_check(got: Any, naive: Any) -> bool:
+        sizes, d7 = naive
+        return [c["size"] for c in got["cohorts"]] == sizes and got["rates"]["d7"] == (
+            None if d7 is None else round(d7, 4)
+        )
+
     def revenue_check(got: Any, naive: Any) -> bool:
         return got["purchases"] == sum(row[1] for row in naive)
 
@@ -273,6 +299,9 @@ def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any]
          dau_check),
         ("retention by users", True,
          lambda c: queries.retention(c, APP, users), None, None),
+        ("retention by endpoints", True,
+         lambda c: queries.retention(c, APP, Range(q.start, q.end, q.zone, "endpoints", q.end)),
+         retention_naive, retention_check),
         ("event counts and metrics", True,
          lambda c: queries.events(c, APP, users, EventFilters()),
          lambda c: _naive_days(c, users, "count(*)"),
@@ -430,10 +459,9 @@ def main() -> int:
                   "ratio would be on a server that has one core to itself)")  # fmt: skip
         return 1 if any(v == "DIFFERS" for *_, v in results) else 0
     finally:
-        if args.db is None:
-            for path in workdir.iterdir():
-                path.unlink()
-            workdir.rmdir()
+        # The work directory holds the ingestion databases, and the loaded one unless
+        # --db put it elsewhere to keep.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homing_collector import dashboard
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
@@ -60,6 +61,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
 
     operations = OPERATIONS + (BENCH_OPERATIONS if settings.bench_routes else [])
     routes = [Route(op.path, op.handler, methods=[op.method], name=op.name) for op in operations]
+    routes += dashboard.ROUTES
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

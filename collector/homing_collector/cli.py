@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import json
 import logging
@@ -141,6 +142,21 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     revoke.add_argument("access_key_id", metavar="ACCESS_KEY_ID")
     revoke.set_defaults(run=_keys_revoke)
+
+    demo = commands.add_parser(
+        "demo", parents=[db], help="create an application full of simulated data",
+        description="Create an application with its keys and load simulated data into it: "
+        "devices, users, sessions, custom events, purchases, late uploads and push "
+        "campaigns over the last days, so that the dashboard has something to show.",
+    )  # fmt: skip
+    demo.add_argument("--devices", type=int, default=500, metavar="N",
+                      help="simulated devices (default: 500)")  # fmt: skip
+    demo.add_argument("--days", type=int, default=60, metavar="N",
+                      help="days of data, ending today (default: 60)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=1, metavar="S",
+                      help="the same seed gives the same data (default: 1)")  # fmt: skip
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(run=_demo)
     return parser
 
 
@@ -417,6 +433,48 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     if not _with_storage(settings, work):
         return _fail(f"no active key {args.access_key_id}")
     print(f"Revoked {args.access_key_id}.")
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from homing_collector import demo
+
+    try:
+        options = demo.DemoOptions(devices=args.devices, days=args.days, seed=args.seed)
+    except ValueError as exc:
+        return _fail(str(exc))
+    app = new_app("Homing Shop (demo)")
+    ingest, admin = generate_key("ingest", app.id), generate_key("admin", app.id)
+
+    async def work(storage: SQLiteStorage) -> demo.DemoSummary:
+        await storage.create_app(app)
+        await storage.create_key(ingest.record)
+        await storage.create_key(admin.record)
+        return await demo.load(storage, app.id, options)
+
+    if not args.json:
+        print(f"Simulating {args.devices} devices over {args.days} days...", flush=True)
+    summary = _with_storage(settings, work)
+    url = f"http://{settings.host}:{settings.port}/dashboard?app={app.id}"
+    if args.json:
+        print(json.dumps({
+            "application_id": app.id, "name": app.name, "dashboard": url,
+            "ingest": ingest.credentials(), "admin": admin.credentials(),
+            "summary": dataclasses.asdict(summary),
+        }))  # fmt: skip
+        return 0
+    print(
+        f"Created application {app.name!r}: {app.id}\n"
+        f"Loaded {summary.events:,} events from {summary.devices:,} devices of "
+        f"{summary.users:,} users, {summary.first_day} to {summary.last_day}: "
+        f"{summary.purchases:,} purchases, {summary.late_events:,} events uploaded late, "
+        f"{summary.pushes_sent:,} pushes sent.\n"
+    )
+    _print_key("Admin key (sign in to the dashboard with its bearer token)", admin)
+    _print_key("Ingest key", ingest)
+    print("Start the collector with the same database, then open the dashboard:")
+    print(f"  homing-collector --db {settings.db_path} serve")
+    print(f"  {url}")
     return 0
 
 

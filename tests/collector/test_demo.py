@@ -1,0 +1,247 @@
+"""`homing-collector demo`: simulated data, stored through the ingest path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections import Counter, defaultdict
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from homing import limits
+from homing.wire import check_endpoint, check_event, parse_timestamp
+from homing_collector.demo import DemoOptions, simulate
+from tests.conftest import LiveCollector, run_cli
+
+NOW = datetime(2026, 11, 28, 15, 30, tzinfo=timezone.utc)
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def events_of(batches: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(arrival ms, endpoint id, event) of every event in the PutEvents bodies."""
+    return [
+        (arrival, endpoint_id, event)
+        for arrival, body in batches
+        for endpoint_id, item in body["BatchItem"].items()
+        for event in item["Events"].values()
+    ]
+
+
+def test_the_same_seed_gives_the_same_data() -> None:
+    options = DemoOptions(devices=40, days=20, seed=7)
+    first = simulate(options, last_day=NOW.date(), now_ms=NOW_MS)
+    again = simulate(options, last_day=NOW.date(), now_ms=NOW_MS)
+    other = simulate(DemoOptions(devices=40, days=20, seed=8), last_day=NOW.date(), now_ms=NOW_MS)
+    assert orjson.dumps(first[0]) == orjson.dumps(again[0])
+    assert first[1] == again[1]
+    assert orjson.dumps(first[0]) != orjson.dumps(other[0])
+
+
+def test_the_simulation_looks_like_real_traffic() -> None:
+    batches, pushes, summary = simulate(
+        DemoOptions(devices=300, days=30, seed=3), last_day=NOW.date(), now_ms=NOW_MS
+    )
+    first_day = NOW.date() - timedelta(days=29)
+    events = events_of(batches)
+    assert summary.events == len(events) > 5000
+    assert all(arrival <= NOW_MS for arrival, _ in batches)
+    assert [arrival for arrival, _ in batches] == sorted(arrival for arrival, _ in batches)
+
+    endpoints: dict[str, dict[str, Any]] = {}
+    for _, body in batches:
+        assert len(body["BatchItem"]) <= limits.MAX_ENDPOINTS_PER_BATCH
+        for endpoint_id, item in body["BatchItem"].items():
+            assert len(item["Events"]) <= limits.MAX_EVENTS_PER_REQUEST
+            check_endpoint(item["Endpoint"], "Endpoint")
+            endpoints[endpoint_id] = item["Endpoint"]
+    assert len(endpoints) == summary.devices == 300
+
+    types: Counter[str] = Counter()
+    days: defaultdict[date, set[str]] = defaultdict(set)
+    sessions: defaultdict[str, set[str]] = defaultdict(set)
+    late = 0
+    for arrival, endpoint_id, event in events:
+        check_event(event)
+        moment = parse_timestamp(event["Timestamp"])
+        at_ms = int(moment.timestamp() * 1000)
+        assert at_ms <= arrival, "an event arrives after it happened"
+        late += arrival - at_ms > 86_400_000
+        assert first_day <= moment.date() <= NOW.date()
+        types[event["EventType"]] += 1
+        days[moment.date()].add(endpoint_id)
+        if event["EventType"] in ("_session.start", "_session.stop"):
+            session = event["Session"]
+            assert session["Id"].startswith(endpoint_id[-8:])
+            sessions[session["Id"]].add(event["EventType"])
+    assert late == summary.late_events > 0
+    # Every session starts and stops, but those still running now.
+    running = [sid for sid, kinds in sessions.items() if kinds == {"_session.start"}]
+    assert all(kinds <= {"_session.start", "_session.stop"} for kinds in sessions.values())
+    assert len(running) < len(sessions) / 50
+    for sid in running:
+        started = datetime.strptime(sid[-18:], "%Y%m%d-%H%M%S%f").replace(tzinfo=timezone.utc)
+        assert NOW - started < timedelta(days=1), sid
+    for name in ("screen.view", "product.view", "cart.add", "checkout.start",
+                 "_monetization.purchase", "_campaign.received_background",
+                 "_campaign.opened_notification"):  # fmt: skip
+        assert types[name] > 0, name
+    # A funnel: fewer people at each step.
+    assert types["product.view"] > types["cart.add"] > types["checkout.start"]
+    assert types["checkout.start"] > types["_monetization.purchase"] == summary.purchases
+    assert types["_session.start"] == len(sessions)
+
+    # Users with several devices; demographics of several kinds.
+    per_user = Counter(e["User"]["UserId"] for e in endpoints.values() if "User" in e)
+    assert max(per_user.values()) >= 2 and len(per_user) == summary.users
+    for field in ("Platform", "Model", "AppVersion", "Locale"):
+        assert len({e["Demographic"][field] for e in endpoints.values()}) >= 3, field
+    assert len({e["Location"]["Country"] for e in endpoints.values()}) >= 5
+
+    # Retention decays: of the devices that started in the first days, fewer are back
+    # two weeks later than one day later.
+    cohort = days[first_day] | days[first_day + timedelta(days=1)]
+    back_soon = cohort & (days[first_day + timedelta(days=2)] | days[first_day + timedelta(3)])
+    back_late = cohort & (days[first_day + timedelta(16)] | days[first_day + timedelta(17)])
+    assert len(back_soon) > len(back_late)
+
+    # Pushes: every opened notification is for a push delivered to that endpoint before.
+    delivered = {(p.endpoint_id, p.campaign_id): p.delivered_ms for p in pushes if p.delivered_ms}
+    assert 0 < len(delivered) < len(pushes) == summary.pushes_sent
+    for _, endpoint_id, event in events:
+        if event["EventType"] == "_campaign.opened_notification":
+            attributes = event["Attributes"]
+            assert set(attributes) == {"campaign_id", "campaign_activity_id", "treatment_id"}
+            key = (endpoint_id, attributes["campaign_id"])
+            opened = parse_timestamp(event["Timestamp"]).timestamp() * 1000
+            assert delivered[key] <= opened
+
+
+def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_demo_command_loads_an_app_a_live_collector_serves(start_collector: Any) -> None:
+    collector: LiveCollector = start_collector()
+    out = run_cli("--db", str(collector.db), "demo", "--devices", "40", "--days", "10", "--json")
+    demo = json.loads(out)
+    app_id = demo["application_id"]
+    assert demo["dashboard"].endswith(f"/dashboard?app={app_id}")
+    summary = demo["summary"]
+    ((stored,),) = _rows(collector.db, "SELECT count(*) FROM events WHERE app_id = ?", app_id)
+    assert stored == summary["events"] > 0
+    ((endpoints,),) = _rows(collector.db, "SELECT count(*) FROM endpoints WHERE app_id = ?", app_id)
+    assert endpoints == summary["devices"] == 40
+    ((late,),) = _rows(
+        collector.db,
+        "SELECT count(*) FROM events WHERE app_id = ? AND arrival - ts > 86400000",
+        app_id,
+    )
+    assert late == summary["late_events"]
+
+    headers = {"Authorization": f"Bearer {demo['admin']['token']}"}
+    app = httpx.get(f"{collector.url}/v1/apps/{app_id}", headers=headers)
+    assert app.status_code == 200 and app.json()["Name"] == "Homing Shop (demo)"
+    (endpoint_id,) = _rows(
+        collector.db, "SELECT endpoint_id FROM endpoints WHERE app_id = ? LIMIT 1", app_id
+    )[0]
+    endpoint = httpx.get(f"{collector.url}/v1/apps/{app_id}/endpoints/{endpoint_id}",
+                         headers=headers).json()  # fmt: skip
+    assert endpoint["Demographic"]["Platform"] in ("iOS", "Android", "Linux")
+
+
+PUSH_TABLES = (
+    "CREATE TABLE push_messages (app_id TEXT NOT NULL, endpoint_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, message_id TEXT NOT NULL, silent INTEGER NOT NULL,"
+    " payload TEXT NOT NULL, campaign_id TEXT, created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL, delivered_at INTEGER{extra},"
+    " PRIMARY KEY (app_id, endpoint_id, seq))",
+    "CREATE TABLE push_endpoints (app_id TEXT NOT NULL, endpoint_id TEXT NOT NULL,"
+    " last_seq INTEGER NOT NULL, dropped INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (app_id, endpoint_id))",
+)
+
+
+def _push_tables(db: Path, extra: str = "") -> None:
+    """The push gateway's tables, as its migration makes them, unless they exist already."""
+    run_cli("--db", str(db), "apps", "list")  # creates the schema
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        if extra:
+            conn.execute("DROP TABLE IF EXISTS push_messages")
+        for sql in PUSH_TABLES:
+            conn.execute(sql.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS").format(
+                extra=extra))  # fmt: skip
+        conn.commit()
+
+
+def test_demo_fills_the_push_tables_when_there_are_some(tmp_path: Path) -> None:
+    db = tmp_path / "push.db"
+    _push_tables(db)
+    demo = json.loads(run_cli("--db", str(db), "demo", "--devices", "120", "--days", "40",
+                              "--json"))  # fmt: skip
+    app_id, summary = demo["application_id"], demo["summary"]
+    assert summary["pushes_stored"] is True
+    rows = _rows(
+        db,
+        "SELECT campaign_id, count(*), count(delivered_at) FROM push_messages WHERE app_id = ?"
+        " GROUP BY campaign_id ORDER BY campaign_id",
+        app_id,
+    )
+    assert [row[0] for row in rows] == ["weekend-sale", "welcome-back"]
+    assert sum(row[1] for row in rows) == summary["pushes_sent"]
+    assert sum(row[2] for row in rows) == summary["pushes_delivered"]
+    # Numbered as the gateway numbers them: 1, 2, ... per endpoint, and its counter agrees.
+    seqs = _rows(
+        db,
+        "SELECT m.endpoint_id, group_concat(m.seq), e.last_seq FROM push_messages m"
+        " JOIN push_endpoints e USING (app_id, endpoint_id) WHERE app_id = ?"
+        " GROUP BY m.endpoint_id",
+        app_id,
+    )
+    assert len(seqs) == len({row[0] for row in seqs}) > 0
+    for _, numbers, last in seqs:
+        assert sorted(int(n) for n in numbers.split(",")) == list(range(1, last + 1))
+    (payload,) = _rows(db, "SELECT payload FROM push_messages WHERE app_id = ? LIMIT 1", app_id)[0]
+    data = json.loads(payload)["Data"]
+    assert data["pinpoint.campaign.campaign_id"] in ("weekend-sale", "welcome-back")
+
+
+def test_demo_writes_no_push_rows_the_table_would_refuse(tmp_path: Path) -> None:
+    db = tmp_path / "stricter.db"
+    _push_tables(db, extra=", region TEXT NOT NULL")
+    demo = json.loads(run_cli("--db", str(db), "demo", "--devices", "60", "--days", "40",
+                              "--json"))  # fmt: skip
+    assert demo["summary"]["pushes_stored"] is False
+    assert _rows(db, "SELECT count(*) FROM push_messages") == [(0,)]
+    assert _rows(db, "SELECT count(*) FROM push_endpoints") == [(0,)]
+    assert demo["summary"]["events"] > 0
+
+
+def test_demo_without_a_push_table_still_loads(tmp_path: Path) -> None:
+    db = tmp_path / "nopush.db"
+    run_cli("--db", str(db), "apps", "list")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("DROP TABLE IF EXISTS push_messages")
+        conn.commit()
+    demo = json.loads(run_cli("--db", str(db), "demo", "--devices", "30", "--days", "40",
+                              "--json"))  # fmt: skip
+    assert demo["summary"]["pushes_stored"] is False
+    assert demo["summary"]["pushes_sent"] > 0
+    ((opened,),) = _rows(
+        db, "SELECT count(*) FROM events WHERE event_type = '_campaign.received_background'"
+    )
+    assert opened > 0
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--devices", "0"), ("--days", "0")])
+def test_demo_refuses_nonsense(tmp_path: Path, flag: str, value: str, capsys: Any) -> None:
+    from homing_collector.cli import main
+
+    assert main(["--db", str(tmp_path / "x.db"), "demo", flag, value]) == 1
+    assert flag.lstrip("-") in capsys.readouterr().err

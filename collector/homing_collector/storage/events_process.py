@@ -228,7 +228,9 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def _read_frames(sock: socket.socket, buffer: bytearray) -> tuple[list[Any], bool]:
+def _read_frames(
+    sock: socket.socket, buffer: bytearray, scratch: memoryview
+) -> tuple[list[Any], bool]:
     """Block for at least one frame, then take every whole frame that has arrived.
     Returns the messages and whether the collector has closed its end."""
     messages: list[Any] = []
@@ -250,12 +252,12 @@ def _read_frames(sock: socket.socket, buffer: bytearray) -> tuple[list[Any], boo
             blocking = False
         sock.setblocking(blocking)
         try:
-            data = sock.recv(_BUFFER_BYTES)
+            received = sock.recv_into(scratch)
         except BlockingIOError:
             return messages, False
-        if not data:
+        if not received:
             eof = True
-        buffer += data
+        buffer += scratch[:received]
 
 
 def main(argv: list[str]) -> int:
@@ -272,9 +274,10 @@ def main(argv: list[str]) -> int:
     conn = storage.open_writer(migrate_schema=False)  # the collector has migrated it
     sock.sendall(_frame((_READY, True, None)))
     buffer = bytearray()
+    scratch = memoryview(bytearray(_BUFFER_BYTES))
     eof = False
     while not eof:
-        messages, eof = _read_frames(sock, buffer)
+        messages, eof = _read_frames(sock, buffer, scratch)
         if not messages:
             continue
         jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]

@@ -1,8 +1,8 @@
 """PutEvents throughput of a live collector, beside its own parse-only ceiling.
 
-Starts ``homing-collector serve --bench-routes`` on loopback with a fresh SQLite file and
-drives it with concurrent keep-alive clients, each sending PutEvents batches of 100
-events. Four cases, gzip off and on:
+Starts ``homing-collector serve --bench-routes`` on loopback, with a fresh SQLite file for
+each case, and drives it with concurrent keep-alive clients, each sending PutEvents
+batches of 100 events. Four cases, gzip off and on:
 
 - stored: ``POST /v1/apps/{app}/events``, validated, written and committed;
 - ceiling: ``POST /v1/apps/{app}/events-parse-only``, the same body read and parsed,
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -407,15 +408,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _bench(args: argparse.Namespace, workdir: Path) -> int:
-    db, log = workdir / "bench.db", workdir / "server.log"
-    created = subprocess.run(
-        [args.server_python, "-m", "homing_collector", "--db", str(db), "apps", "create",
-         "bench", "--json"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    app = json.loads(created.stdout)
-    app_id, token = app["application_id"], app["ingest"]["token"]
-
     per_case = int(args.max_rate * (args.duration + args.warmup) / EVENTS_PER_BATCH) + 1
     started = time.perf_counter()
     pools = build_pools(per_case)
@@ -425,17 +417,29 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         f"{2 * per_case} distinct batches of {EVENTS_PER_BATCH} events built in "
         f"{time.perf_counter() - started:.1f} s: {raw_kb:.1f} KB each, {gz_kb:.1f} KB gzipped"
     )
+    print(
+        f"each case: a fresh database and collector; {args.clients} clients, "
+        f"{args.warmup:g} s warm-up, {args.duration:g} s measured\n"
+    )
 
-    process, port = _start_server(args.server_python, db, log, args.server_arg)
     rows: list[tuple[str, bool, Figures, Counters]] = []
-    try:
-        await _wait_healthy(port)
-        print(
-            f"collector pid {process.pid} on {HOST}:{port}; {args.clients} clients, "
-            f"{args.warmup:g} s warm-up, {args.duration:g} s measured per case\n"
-        )
-        for stored in (False, True):
-            for gzip in (False, True):
+    checks: list[tuple[Path, int]] = []  # (database, events answered 202)
+    log = workdir / "server.log"
+    for stored in (False, True):
+        for gzip in (False, True):
+            # A fresh database for each case: stored events cost more as the database
+            # grows, and the cases must compare like with like.
+            db = workdir / f"bench-{'stored' if stored else 'ceiling'}-{gzip}.db"
+            created = subprocess.run(
+                [args.server_python, "-m", "homing_collector", "--db", str(db), "apps",
+                 "create", "bench", "--json"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            app = json.loads(created.stdout)
+            app_id, token = app["application_id"], app["ingest"]["token"]
+            process, port = _start_server(args.server_python, db, log, args.server_arg)
+            try:
+                await _wait_healthy(port)
                 path = f"/v1/apps/{app_id}/events" + ("" if stored else "-parse-only")
                 # The ceiling stores nothing, so it may go round its pool; the stored
                 # cases send each batch once.
@@ -445,11 +449,13 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
                     bodies=bodies, clients=args.clients, warmup=args.warmup,
                     duration=args.duration, stored=stored,
                 )  # fmt: skip
-                rows.append(("stored" if stored else "ceiling", gzip, figures, counters))
-                for error in counters.errors:
-                    print(f"  ! {'stored' if stored else 'ceiling'} gzip={gzip}: {error}")
-    finally:
-        _stop_server(process)
+            finally:
+                _stop_server(process)
+            rows.append(("stored" if stored else "ceiling", gzip, figures, counters))
+            if stored:
+                checks.append((db, counters.accepted))
+            for error in counters.errors:
+                print(f"  ! {'stored' if stored else 'ceiling'} gzip={gzip}: {error}")
 
     print(
         f"{'case':<22}{'gzip':<6}{'events/s':>11}{'requests/s':>12}{'mean ms':>9}"
@@ -467,17 +473,17 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         ratio = figures_by["stored", gzip].events_per_s / figures_by["ceiling", gzip].events_per_s
         print(f"stored / ceiling, gzip {'on' if gzip else 'off'}: {ratio:.1%}")
 
-    answered = sum(c.accepted for kind, _, _, c in rows if kind == "stored")
-    with sqlite3.connect(db) as conn:
-        (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    conn.close()
-    ok = stored_rows == answered
-    print(
-        f"check: {stored_rows:,} rows in events, {answered:,} events answered 202: "
-        + ("OK" if ok else "MISMATCH")
-    )
+    ok = True
+    for db, answered in checks:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
+        ok = ok and stored_rows == answered
+        print(
+            f"check {db.name}: {stored_rows:,} rows in events, {answered:,} events answered "
+            "202: " + ("OK" if stored_rows == answered else "MISMATCH")
+        )
     if args.keep:
-        print(f"kept {db} and {log}")
+        print(f"kept {workdir}")
     errors = any(c.errors for *_, c in rows)
     return 0 if ok and not errors else 1
 

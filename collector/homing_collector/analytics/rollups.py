@@ -254,7 +254,11 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
         "INSERT INTO an_subjects (app_id, kind, key, first_hour, last_hour)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id, kind, key) DO UPDATE"
         " SET first_hour = min(first_hour, excluded.first_hour),"
-        " last_hour = max(last_hour, excluded.last_hour)",
+        " last_hour = max(last_hour, excluded.last_hour)"
+        # An update that changes nothing still rewrites its page, and every page a
+        # commit touches is written to the WAL: most batches come from a subject
+        # already seen that hour.
+        " WHERE excluded.first_hour < first_hour OR excluded.last_hour > last_hour",
         [(*subject, min(seen), max(seen)) for subject, seen in hours.items()],
     )
     cover.write(conn, deltas)
@@ -288,7 +292,8 @@ def apply(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
             " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (app_id, endpoint_id, session_id) DO UPDATE"
             " SET start_ms = min(start_ms, excluded.start_ms),"
-            " stop_ms = max(stop_ms, excluded.stop_ms)",
+            " stop_ms = max(stop_ms, excluded.stop_ms)"
+            " WHERE excluded.start_ms < start_ms OR excluded.stop_ms > stop_ms",
             [(*key, *span) for key, span in batch.sessions.items()],
         )
     if batch.revenue:

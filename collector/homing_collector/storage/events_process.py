@@ -60,6 +60,19 @@ def _frame(message: Any) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
+def _take_frames(buffer: bytearray, messages: list[Any], limit: int) -> None:
+    """Move the whole frames at the start of `buffer` to `messages`, up to `limit` in all."""
+    start = 0
+    while len(buffer) - start >= _HEADER.size and len(messages) < limit:
+        (size,) = _HEADER.unpack_from(buffer, start)
+        end = start + _HEADER.size + size
+        if len(buffer) < end:
+            break
+        messages.append(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
+        start = end
+    del buffer[:start]
+
+
 class EventsProcess:
     """The collector's end: sends batches, and wakes each caller when its batch is stored."""
 
@@ -198,17 +211,11 @@ class _Protocol(asyncio.Protocol):
         self.buffer = bytearray()
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        start = 0
-        while len(buffer) - start >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buffer, start)
-            end = start + _HEADER.size + size
-            if len(buffer) < end:
-                break
-            self.owner._answer(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
-            start = end
-        del buffer[:start]
+        self.buffer += data
+        answers: list[Any] = []
+        _take_frames(self.buffer, answers, sys.maxsize)
+        for answer in answers:
+            self.owner._answer(answer)
 
     def eof_received(self) -> bool | None:
         return False  # close the transport
@@ -237,15 +244,7 @@ def _read_frames(
     eof = False
     blocking = True
     while True:
-        start = 0
-        while len(buffer) - start >= _HEADER.size and len(messages) < _MAX_JOBS_PER_COMMIT:
-            (size,) = _HEADER.unpack_from(buffer, start)
-            end = start + _HEADER.size + size
-            if len(buffer) < end:
-                break
-            messages.append(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
-            start = end
-        del buffer[:start]
+        _take_frames(buffer, messages, _MAX_JOBS_PER_COMMIT)
         if eof or len(messages) >= _MAX_JOBS_PER_COMMIT:
             return messages, eof
         if messages:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -15,6 +15,7 @@ from homing_collector.errors import bad_request, not_found
 from homing_collector.routes._common import Call, begin, json
 
 Query = Callable[[sqlite3.Connection], dict[str, Any]]
+RangeQuery = Callable[[sqlite3.Connection, str, params.Range], dict[str, Any]]
 
 
 async def _answer(request: Request, operation: str, build: Callable[[Call], Query]) -> Response:
@@ -36,20 +37,23 @@ def _get_list(call: Call) -> params.GetList:
     return call.request.query_params.getlist
 
 
-async def usage(request: Request) -> Response:
-    def build(call: Call) -> Query:
-        q = params.parse_range(_get(call))
-        return lambda conn: queries.usage(conn, call.app_id, q)
+def _over_range(operation: str, run: RangeQuery) -> Callable[[Request], Awaitable[Response]]:
+    """A route whose only parameters are the date range's."""
 
-    return await _answer(request, "GetAnalyticsUsage", build)
+    async def route(request: Request) -> Response:
+        def build(call: Call) -> Query:
+            q = params.parse_range(_get(call))
+            return lambda conn: run(conn, call.app_id, q)
+
+        return await _answer(request, operation, build)
+
+    return route
 
 
-async def retention(request: Request) -> Response:
-    def build(call: Call) -> Query:
-        q = params.parse_range(_get(call))
-        return lambda conn: queries.retention(conn, call.app_id, q)
-
-    return await _answer(request, "GetAnalyticsRetention", build)
+usage = _over_range("GetAnalyticsUsage", queries.usage)
+retention = _over_range("GetAnalyticsRetention", queries.retention)
+revenue = _over_range("GetAnalyticsRevenue", queries.revenue)
+campaigns = _over_range("GetAnalyticsCampaigns", queries.campaigns)
 
 
 async def demographics(request: Request) -> Response:
@@ -77,22 +81,6 @@ async def funnel(request: Request) -> Response:
         return lambda conn: queries.funnel(conn, call.app_id, q, steps, window)
 
     return await _answer(request, "GetAnalyticsFunnel", build)
-
-
-async def revenue(request: Request) -> Response:
-    def build(call: Call) -> Query:
-        q = params.parse_range(_get(call))
-        return lambda conn: queries.revenue(conn, call.app_id, q)
-
-    return await _answer(request, "GetAnalyticsRevenue", build)
-
-
-async def campaigns(request: Request) -> Response:
-    def build(call: Call) -> Query:
-        q = params.parse_range(_get(call))
-        return lambda conn: queries.campaigns(conn, call.app_id, q)
-
-    return await _answer(request, "GetAnalyticsCampaigns", build)
 
 
 async def date_range_kpi(request: Request) -> Response:

@@ -168,9 +168,17 @@ class SQLiteStorage:
         """The writer's connection, and the file lock that orders it with other writers."""
         if fcntl is not None:
             self._write_lock = os.open(f"{self.path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        conn = self._connect()
-        if migrate_schema:
-            migrate(conn)
+            # Writers of other processes (serve --workers) may be setting up the same new
+            # file: switching it to WAL while one of them migrates fails at once with
+            # "database is locked", whatever the busy timeout.
+            fcntl.flock(self._write_lock, fcntl.LOCK_EX)
+        try:
+            conn = self._connect()
+            if migrate_schema:
+                migrate(conn)
+        finally:
+            if self._write_lock is not None:
+                fcntl.flock(self._write_lock, fcntl.LOCK_UN)
         self._rows_per_insert = _rows_per_insert(conn)
         # Checkpoints run in their own thread (see _checkpoint), not inside a commit.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -185,8 +193,13 @@ class SQLiteStorage:
     def _run(self) -> None:
         try:
             conn = self.open_writer()
+            # Its connection is opened here, so that a failure stops the start: the
+            # writers leave checkpoints to it alone (wal_autocheckpoint = 0).
             self._checkpointer = threading.Thread(
-                target=self._checkpoint, name="homing-sqlite-checkpointer", daemon=True
+                target=self._checkpoint,
+                args=(self._connect(),),
+                name="homing-sqlite-checkpointer",
+                daemon=True,
             )
             self._checkpointer.start()
         except BaseException as exc:
@@ -245,7 +258,7 @@ class SQLiteStorage:
                 fcntl.flock(self._write_lock, fcntl.LOCK_UN)
         return outcomes
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy committed pages from the WAL into the database file, beside the writer.
 
         Left to SQLite, the commit that crosses the WAL's size limit runs the checkpoint
@@ -255,11 +268,6 @@ class SQLiteStorage:
         Once all of the WAL is copied, the next commit starts it again from the beginning,
         so the file stays about as large as what is written between two checkpoints.
         """
-        try:
-            conn = self._connect()
-        except sqlite3.Error:
-            logger.exception("SQLite checkpointer could not connect; SQLite will checkpoint")
-            return
         try:
             while not self._stopping.is_set():
                 self._committed.wait()

@@ -235,7 +235,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             # uvicorn waits for open connections before the app's own shutdown, and a push
             # stream never ends by itself: end them first, so that a stop is prompt.
             app.state.push.close_streams()
-            await super().shutdown(sockets=sockets)
+            sweeper = asyncio.create_task(self._close_late_connections())
+            try:
+                await super().shutdown(sockets=sockets)
+            finally:
+                sweeper.cancel()
+
+        async def _close_late_connections(self) -> None:
+            # uvicorn asks each open connection to close once. A connection accepted just
+            # before the listening socket closed joins after that (asyncio sets it up in a
+            # task of its own), and it would serve a busy client for as long as the client
+            # kept sending: with --workers, clients that lose one worker land on another
+            # as it stops. Ask again, until uvicorn is done waiting.
+            while True:
+                await asyncio.sleep(0.1)
+                for connection in list(self.server_state.connections):
+                    transport = getattr(connection, "transport", None)
+                    if transport is not None and not transport.is_closing():
+                        connection.shutdown()
 
     # A PutEvents batch is thousands of objects, freed by reference counting once it is
     # answered. At CPython's default threshold (700 allocations) the cyclic collector scans

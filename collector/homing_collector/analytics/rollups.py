@@ -24,7 +24,7 @@ Tables (migration 3):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -55,15 +55,116 @@ class _Batch:
         self.sessions: dict[tuple[str, str, str], list[int]] = {}
 
 
+class Summary:
+    """What one application's events add to the rollups, before the database is read.
+
+    The collector fills one for each PutEvents batch while it checks the events, when
+    each is parsed anyway, and hands it to the writer beside the rows: the writer then
+    need not parse every body again. `aggregate` fills them from stored rows. Summaries
+    add up: one of two batches equals the sum of each one's.
+    """
+
+    __slots__ = ("_starts", "counts", "hours", "metrics", "revenue", "sessions")
+
+    def __init__(self) -> None:
+        self.hours: dict[str, set[int]] = {}  # endpoint id -> hours with an event
+        self.counts: dict[tuple[int, str], int] = {}  # (hour, event type)
+        self.metrics: dict[tuple[int, str, str], list[float]] = {}  # (hour, type, name)
+        self.revenue: dict[tuple[int, str], list[float]] = {}  # (hour, currency)
+        self.sessions: dict[tuple[str, str], list[int]] = {}  # (endpoint, session id)
+        self._starts: dict[str, int | None] = {}  # StartTimestamp text -> parsed, in ms
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.hours, self.counts, self.metrics, self.revenue, self.sessions
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.hours, self.counts, self.metrics, self.revenue, self.sessions = state
+        self._starts = {}
+
+    def add(
+        self,
+        endpoint_id: str,
+        event_type: str,
+        ts: int,
+        session_id: str | None,
+        event: dict[str, Any],
+    ) -> None:
+        """Add one stored event: `ts` is when it happened, as stored, and `event` its body
+        (checked). This runs for every event ingested, so the code is kept tight."""
+        hour = ts // HOUR_MS
+        seen = self.hours.get(endpoint_id)
+        if seen is None:
+            self.hours[endpoint_id] = {hour}
+        else:
+            seen.add(hour)
+        counts = self.counts
+        ckey = (hour, event_type)
+        counts[ckey] = counts.get(ckey, 0) + 1
+        values = event.get("Metrics")
+        if values:
+            metrics = self.metrics
+            for name, number in values.items():
+                value = float(number)  # an integer past 2**63 would not fit SQLite's
+                mkey = (hour, event_type, name)
+                agg = metrics.get(mkey)
+                if agg is None:
+                    metrics[mkey] = [1, value, value, value]
+                else:
+                    agg[0] += 1
+                    agg[1] += value
+                    if value < agg[2]:
+                        agg[2] = value
+                    if value > agg[3]:
+                        agg[3] = value
+        if session_id is not None:
+            # A session runs from its StartTimestamp to its StopTimestamp, or to its last
+            # event while it has none (an event's own time stands in for either).
+            session = event["Session"]
+            text = session.get("StartTimestamp")
+            starts = self._starts
+            if text in starts:
+                parsed = starts[text]
+            else:
+                parsed = starts[text] = _parse_ms(text)
+            start = ts if parsed is None else parsed
+            stop = ts
+            if "StopTimestamp" in session:
+                parsed = _parse_ms(session["StopTimestamp"])
+                if parsed is not None:
+                    stop = parsed
+            skey = (endpoint_id, session_id)
+            span = self.sessions.get(skey)
+            if span is None:
+                self.sessions[skey] = [start, stop]
+            else:
+                if start < span[0]:
+                    span[0] = start
+                if stop > span[1]:
+                    span[1] = stop
+        if event_type == PURCHASE:
+            currency = (event.get("Attributes") or {}).get("_currency") or UNKNOWN_CURRENCY
+            m = values or {}
+            amount = float(m.get("_item_price", 0.0)) * float(m.get("_quantity", 1.0))
+            rkey = (hour, currency)
+            got = self.revenue.get(rkey)
+            if got is None:
+                self.revenue[rkey] = [1, amount]
+            else:
+                got[0] += 1
+                got[1] += amount
+
+
 def user_key(endpoint_id: str, user_id: str | None) -> str:
     return "e:" + endpoint_id if user_id is None else "u:" + user_id
 
 
-def _users(conn: sqlite3.Connection, rows: Sequence[Row]) -> dict[tuple[str, str], str]:
-    """The user key of each (app, endpoint) of the rows, as the endpoints table says now."""
+def _users(
+    conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The user key of each (app, endpoint), as the endpoints table says now."""
     wanted: dict[str, set[str]] = {}
-    for row in rows:
-        wanted.setdefault(row[0], set()).add(row[1])
+    for app_id, endpoint_id in pairs:
+        wanted.setdefault(app_id, set()).add(endpoint_id)
     users: dict[tuple[str, str], str] = {}
     for app_id, ids in wanted.items():
         found: dict[str, str | None] = {}
@@ -95,76 +196,58 @@ def _parse_ms(value: Any) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
-    """Sum up rows in dicts. This runs in the writer thread for every stored event, so the
-    loop is kept tight: one JSON parse per event, timestamps parsed once per session."""
+def summarize(rows: Iterable[Row]) -> list[tuple[str, Summary]]:
+    """Stored rows as one summary per application (each body parsed once)."""
+    summaries: dict[str, Summary] = {}
+    loads = orjson.loads
+    for app_id, endpoint_id, _event_id, event_type, ts, _arrival, session_id, body in rows:
+        summary = summaries.get(app_id)
+        if summary is None:
+            summary = summaries[app_id] = Summary()
+        summary.add(endpoint_id, event_type, ts, session_id, loads(body))
+    return list(summaries.items())
+
+
+def combine(summaries: Iterable[tuple[str, Summary]], users: dict[tuple[str, str], str]) -> _Batch:
+    """Add up summaries; `users` holds the user key of each (app, endpoint) in them."""
     batch = _Batch()
     counts, metrics = batch.counts, batch.metrics
     revenue, sessions = batch.revenue, batch.sessions
     endpoint_hours: dict[tuple[str, str], set[int]] = {}
-    starts: dict[tuple[str, str, str], str] = {}  # session -> its StartTimestamp text
-    loads = orjson.loads
-    for app_id, endpoint_id, _event_id, event_type, ts, _arrival, session_id, body in rows:
-        hour = ts // HOUR_MS
-        ekey = (app_id, endpoint_id)
-        seen = endpoint_hours.get(ekey)
-        if seen is None:
-            endpoint_hours[ekey] = {hour}
-        else:
-            seen.add(hour)
-        ckey = (app_id, hour, event_type)
-        counts[ckey] = counts.get(ckey, 0) + 1
-        event = loads(body)
-        values = event.get("Metrics")
-        if values:
-            for name, number in values.items():
-                value = float(number)  # an integer past 2**63 would not fit SQLite's
-                mkey = (app_id, hour, event_type, name)
-                agg = metrics.get(mkey)
-                if agg is None:
-                    metrics[mkey] = [1, value, value, value]
-                else:
-                    agg[0] += 1
-                    agg[1] += value
-                    if value < agg[2]:
-                        agg[2] = value
-                    if value > agg[3]:
-                        agg[3] = value
-        if session_id is not None:
-            session = event["Session"]
-            skey = (app_id, endpoint_id, session_id)
-            text = session.get("StartTimestamp")
-            if starts.get(skey) == text:
-                start = ts  # the session's start is known; this can only lower it
+    for app_id, summary in summaries:
+        for endpoint_id, seen in summary.hours.items():
+            ekey = (app_id, endpoint_id)
+            known = endpoint_hours.get(ekey)
+            endpoint_hours[ekey] = set(seen) if known is None else known | seen
+        for (hour, event_type), count in summary.counts.items():
+            ckey = (app_id, hour, event_type)
+            counts[ckey] = counts.get(ckey, 0) + count
+        for (hour, event_type, name), agg in summary.metrics.items():
+            mkey = (app_id, hour, event_type, name)
+            got = metrics.get(mkey)
+            if got is None:
+                metrics[mkey] = list(agg)
             else:
-                parsed = _parse_ms(text)
-                start = ts if parsed is None else parsed
-                if skey not in starts:
-                    starts[skey] = text
-            stop = ts
-            if "StopTimestamp" in session:
-                parsed = _parse_ms(session["StopTimestamp"])
-                if parsed is not None:
-                    stop = parsed
+                got[0] += agg[0]
+                got[1] += agg[1]
+                got[2] = min(got[2], agg[2])
+                got[3] = max(got[3], agg[3])
+        for (hour, currency), (purchases, amount) in summary.revenue.items():
+            rkey = (app_id, hour, currency)
+            had = revenue.get(rkey)
+            if had is None:
+                revenue[rkey] = [purchases, amount]
+            else:
+                had[0] += purchases
+                had[1] += amount
+        for (endpoint_id, session_id), (start, stop) in summary.sessions.items():
+            skey = (app_id, endpoint_id, session_id)
             span = sessions.get(skey)
             if span is None:
                 sessions[skey] = [start, stop]
             else:
-                if start < span[0]:
-                    span[0] = start
-                if stop > span[1]:
-                    span[1] = stop
-        if event_type == PURCHASE:
-            currency = (event.get("Attributes") or {}).get("_currency") or UNKNOWN_CURRENCY
-            m = values or {}
-            amount = float(m.get("_item_price", 0.0)) * float(m.get("_quantity", 1.0))
-            rkey = (app_id, hour, currency)
-            got = revenue.get(rkey)
-            if got is None:
-                revenue[rkey] = [1, amount]
-            else:
-                got[0] += 1
-                got[1] += amount
+                span[0] = min(span[0], start)
+                span[1] = max(span[1], stop)
     hours = batch.hours
     for (app_id, endpoint_id), seen in endpoint_hours.items():
         hours[(app_id, ENDPOINT, endpoint_id)] = seen
@@ -172,6 +255,11 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
         known = hours.get(ukey)
         hours[ukey] = set(seen) if known is None else known | seen
     return batch
+
+
+def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
+    """Add up stored rows; `users` holds the user key of each (app, endpoint) in them."""
+    return combine(summarize(rows), users)
 
 
 def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[int]]) -> None:
@@ -267,9 +355,16 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
 
 def apply(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     """Add newly stored events to the rollups, inside the caller's transaction."""
-    if not rows:
+    if rows:
+        apply_summaries(conn, summarize(rows))
+
+
+def apply_summaries(conn: sqlite3.Connection, summaries: Sequence[tuple[str, Summary]]) -> None:
+    """Add the summaries of newly stored events, inside the caller's transaction."""
+    if not summaries:
         return
-    batch = aggregate(rows, _users(conn, rows))
+    pairs = {(app_id, endpoint_id) for app_id, s in summaries for endpoint_id in s.hours}
+    batch = combine(summaries, _users(conn, pairs))
     _activity(conn, batch.hours)
     conn.executemany(
         "INSERT INTO an_counts (app_id, hour, event_type, count) VALUES (?, ?, ?, ?)"

@@ -9,7 +9,9 @@ from homing_collector.routes._common import begin, json, metrics
 
 async def put_events(request: Request) -> Response:
     call = await begin(request, "PutEvents", with_body=True)
-    checked = ingest.check_events(call.payload, body_size=call.body_size)
+    checked = ingest.check_events(
+        call.payload, body_size=call.body_size, summarize=call.storage.rollups
+    )
     # Free the parsed body now, while it is still in the CPU's caches, not once the commit
     # is done: freeing thousands of objects gone cold costs several times more.
     call.payload = None

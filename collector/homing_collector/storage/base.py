@@ -10,7 +10,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from homing_collector.analytics.rollups import Summary
 
 Endpoint = dict[str, Any]
 T = TypeVar("T")
@@ -132,7 +135,9 @@ class Storage(Protocol):
         merge: EndpointMerge,
         max_event_types: int,
         max_user_endpoints: int,
-    ) -> IngestResult: ...
+        summary: Summary | None = None,
+    ) -> IngestResult:
+        """`summary`, if given, is what `events` add to the analytics rollups."""
 
     async def update_endpoints(
         self,

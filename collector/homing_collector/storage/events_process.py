@@ -129,6 +129,7 @@ class EventsProcess:
         merge: EndpointMerge,
         max_event_types: int,
         max_user_endpoints: int,
+        summary: Any = None,
     ) -> IngestResult:
         if self._transport is None or self._lost:
             raise StorageUnavailable("the events writer process has stopped")
@@ -141,7 +142,7 @@ class EventsProcess:
         self._transport.write(
             _frame(
                 (job_id, app_id, list(endpoints), values, merge, max_event_types,
-                 max_user_endpoints)
+                 max_user_endpoints, summary)
             )
         )  # fmt: skip
         # The write goes on even if the request is cancelled; only the answer is lost.

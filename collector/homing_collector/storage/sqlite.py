@@ -93,7 +93,8 @@ class SQLiteStorage:
         # transaction's PutEvents jobs that are not inserted yet.
         self._types: dict[str, set[str]] = {}  # event types known per app
         self._bodies = _EndpointBodies(_MAX_CACHED_ENDPOINTS)
-        self._deferred: list[tuple[list[Any], IngestResult]] = []
+        # PutEvents rows waiting for _flush, with their job's result and rollups summary.
+        self._deferred: list[tuple[list[Any], IngestResult, Summarized | None]] = []
         self._data_version = -1
         self._rows_per_insert = 1
         self._ready = threading.Event()
@@ -342,14 +343,18 @@ class SQLiteStorage:
         if not self._deferred:
             return
         deferred, self._deferred = self._deferred, []
-        values = list(chain.from_iterable(rows for rows, _ in deferred))
+        values = list(chain.from_iterable(rows for rows, _, _ in deferred))
         before = conn.total_changes
         last_rowid = _insert_events(conn, values, self._rows_per_insert)
         stored = conn.total_changes - before
         if stored == len(values) // _EVENT_COLUMNS or stored == 0:
             if stored and self.rollups:  # analytics hook: every row is new
-                rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
-            for rows, result in deferred:
+                summaries = [summary for _, _, summary in deferred if summary is not None]
+                if len(summaries) == len(deferred):  # as the collector summed them up
+                    rollups.apply_summaries(conn, summaries)
+                else:
+                    rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
+            for rows, result, _ in deferred:
                 result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
             return
         # Some events were already stored (a client sent them again). The rows just added
@@ -363,7 +368,7 @@ class SQLiteStorage:
         )
         if self.rollups:  # analytics hook: only the rows just added, each once
             rollups.apply(conn, rollups.new_rows(values, _EVENT_COLUMNS, new))
-        for rows, result in deferred:
+        for rows, result, _ in deferred:
             count = 0
             for i in range(0, len(rows), _EVENT_COLUMNS):
                 key = (rows[i], rows[i + 1], rows[i + 2])
@@ -517,6 +522,7 @@ class SQLiteStorage:
         merge: EndpointMerge,
         max_event_types: int,
         max_user_endpoints: int,
+        summary: rollups.Summary | None = None,
     ) -> IngestResult:
         # Work that needs no database is done here, on the event loop: the writer thread
         # has to win the GIL back after every statement, so the less Python it runs, the
@@ -524,12 +530,12 @@ class SQLiteStorage:
         values = [value for event in events for value in (app_id, *event)]
         if self._events is not None and self._events.usable():
             result = await self._events.put_events(
-                app_id, endpoints, values, merge, max_event_types, max_user_endpoints
+                app_id, endpoints, values, merge, max_event_types, max_user_endpoints, summary
             )
             self._committed.set()  # the child's commits need checkpoints too
             return result
         job = self.put_events_job(
-            app_id, endpoints, values, merge, max_event_types, max_user_endpoints
+            app_id, endpoints, values, merge, max_event_types, max_user_endpoints, summary
         )
         return await self._write(job, flush_first=False)
 
@@ -541,8 +547,10 @@ class SQLiteStorage:
         merge: EndpointMerge,
         max_event_types: int,
         max_user_endpoints: int,
+        summary: rollups.Summary | None = None,
     ) -> Job:
-        """The writer's part of PutEvents; `values` holds each event's columns in a row."""
+        """The writer's part of PutEvents; `values` holds each event's columns in a row,
+        and `summary`, if given, what they add to the rollups."""
         types = set(values[3::_EVENT_COLUMNS])
 
         def job(conn: sqlite3.Connection) -> IngestResult:
@@ -568,7 +576,9 @@ class SQLiteStorage:
                     if values[start + 3] not in rejected
                     for value in values[start : start + _EVENT_COLUMNS]
                 ]
-            self._deferred.append((rows, result))  # inserted, and counted, by _flush
+            # Inserted, and counted, by _flush. The summary holds the rows as sent.
+            self._deferred.append((rows, result, None if rejected or summary is None
+                                   else (app_id, summary)))  # fmt: skip
             return result
 
         return job
@@ -810,6 +820,7 @@ def _delete_endpoints(
 
 
 _EVENT_COLUMNS = 8
+Summarized = tuple[str, rollups.Summary]  # (app id, summary)
 _MAX_CACHED_ENDPOINTS = 50_000  # endpoint bodies, about 1 KB each
 
 

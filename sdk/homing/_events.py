@@ -109,18 +109,28 @@ class EventBuilder:
             check_event(event)
         except WireError as exc:
             raise InvalidEventError(exc.field, exc.rule) from None
-        return _uuid4(), event
+        return _event_id(timestamp), event
 
 
-_VERSION_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
-_VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
+_RAND_B = (1 << 62) - 1
 
 
-def _uuid4() -> str:
-    # A version 4 UUID, 5x faster than uuid.uuid4(): an event id must be unique, not
-    # secret, so it needs no system entropy per call. `random` is seeded from the OS and
-    # reseeded in a forked child, so two processes never share a sequence.
-    h = f"{random.getrandbits(128) & _VERSION_MASK | _VERSION_BITS:032x}"
+def _event_id(moment: float) -> str:
+    # A version 7 UUID (RFC 9562): the event's time in milliseconds, then 74 random bits.
+    # The collector deduplicates on (endpoint id, event id), so its index keeps each
+    # endpoint's ids together: ids that grow with time are added at the end of the
+    # endpoint's run, where random ones land all over it, and the pages a batch rewrites
+    # grow with the endpoint's history. `random` is seeded from the OS and reseeded in a
+    # forked child, so two processes never share a sequence; and 5x faster than uuid.
+    r = random.getrandbits(74)
+    value = (
+        (int(moment * 1000) & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76  # version
+        | (r >> 62) << 64
+        | 0b10 << 62  # variant
+        | (r & _RAND_B)
+    )
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

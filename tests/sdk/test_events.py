@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -44,6 +45,22 @@ def test_event_ids_are_unique() -> None:
     builder = EventBuilder()
     ids = {builder.build("e", None, None, 0.0)[0] for _ in range(1000)}
     assert len(ids) == 1000
+
+
+def test_event_ids_are_version_7_uuids_that_grow_with_the_events_time() -> None:
+    # The collector's dedup index keeps each endpoint's event ids together: ids that
+    # grow with time are added at the end of the endpoint's run, not all over it.
+    builder = EventBuilder()
+    moments = [1_790_000_000.0 + step * 0.001 for step in range(2000)]
+    ids = [builder.build("e", None, None, moment)[0] for moment in moments]
+    for event_id, moment in zip(ids, moments, strict=True):
+        parsed = uuid.UUID(event_id)
+        assert str(parsed) == event_id
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert parsed.int >> 80 == int(moment * 1000)  # Unix time in milliseconds
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
 
 
 def test_global_values_are_merged_and_the_event_wins() -> None:

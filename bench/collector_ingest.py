@@ -16,6 +16,7 @@ printed beside the server's, and so is what the rest of the machine used meanwhi
 a small shared machine the figures mean little without it.
 
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
+        [--event-ids random|time-ordered]
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def _uuids(rng: random.Random, count: int) -> Iterator[str]:
         yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
+def _uuid7s(rng: random.Random, count: int, start_ms: int) -> Iterator[str]:
+    """Version 7 UUIDs, one millisecond apart: ids that grow with time, as the Homing SDK
+    sends them."""
+    for n in range(count):
+        value = (start_ms + n) << 80 | 0x7 << 76 | 0b10 << 62 | rng.getrandbits(74) & ~(0x3 << 62)
+        h = f"{value:032x}"
+        yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -132,13 +142,18 @@ def _endpoints(rng: random.Random, now: datetime, count: int) -> list[tuple[byte
     return result
 
 
-def make_batches(seed: int, count: int, *, gzip: bool) -> list[bytes]:
-    """`count` distinct PutEvents bodies of 100 events, every event id a fresh UUID."""
+def make_batches(seed: int, count: int, *, gzip: bool, ordered_ids: bool = False) -> list[bytes]:
+    """`count` distinct PutEvents bodies of 100 events, every event id a fresh UUID:
+    random (version 4), or with `ordered_ids` growing from one batch to the next."""
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     shapes = _event_shapes(rng, now, 512)
     endpoints = _endpoints(random.Random(1), now, 2000)  # the same devices in every pool
-    event_ids = _uuids(rng, count * EVENTS_PER_BATCH)
+    if ordered_ids:  # the chunks of a pool go in the order of their seeds
+        start_ms = int(now.timestamp() * 1000) + (seed % 1000) * _CHUNK * EVENTS_PER_BATCH
+        event_ids = _uuid7s(rng, count * EVENTS_PER_BATCH, start_ms)
+    else:
+        event_ids = _uuids(rng, count * EVENTS_PER_BATCH)
     session_ids = _uuids(rng, count)
     bodies = []
     for n in range(count):
@@ -160,14 +175,17 @@ def make_batches(seed: int, count: int, *, gzip: bool) -> list[bytes]:
     return bodies
 
 
-def build_pools(count: int) -> dict[bool, list[bytes]]:
+def build_pools(count: int, *, ordered_ids: bool = False) -> dict[bool, list[bytes]]:
     """`count` batches gzip off and `count` others gzip on, built on every core."""
     chunks = [(gzip, seed, min(_CHUNK, count - start))
               for gzip in (False, True)
               for seed, start in enumerate(range(0, count, _CHUNK), start=1000 * gzip)]  # fmt: skip
     pools: dict[bool, list[bytes]] = {False: [], True: []}
     with ProcessPoolExecutor(os.cpu_count()) as pool:
-        futures = [pool.submit(make_batches, seed, n, gzip=gzip) for gzip, seed, n in chunks]
+        futures = [
+            pool.submit(make_batches, seed, n, gzip=gzip, ordered_ids=ordered_ids)
+            for gzip, seed, n in chunks
+        ]
         for (gzip, _, _), future in zip(chunks, futures, strict=True):
             pools[gzip] += future.result(timeout=600)
     return pools
@@ -403,6 +421,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server-arg", action="append", default=[], help="an extra flag for serve (repeat)"
     )
+    parser.add_argument(
+        "--event-ids",
+        choices=["random", "time-ordered"],
+        default="random",
+        help="random (version 4) UUIDs, as most Pinpoint clients send, or time-ordered"
+        " (version 7) ones, as the Homing SDK sends (default: random)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -410,11 +435,12 @@ def _parser() -> argparse.ArgumentParser:
 async def _bench(args: argparse.Namespace, workdir: Path) -> int:
     per_case = int(args.max_rate * (args.duration + args.warmup) / EVENTS_PER_BATCH) + 1
     started = time.perf_counter()
-    pools = build_pools(per_case)
+    pools = build_pools(per_case, ordered_ids=args.event_ids == "time-ordered")
     raw_kb = sum(map(len, pools[False])) / len(pools[False]) / 1024
     gz_kb = sum(map(len, pools[True])) / len(pools[True]) / 1024
     print(
-        f"{2 * per_case} distinct batches of {EVENTS_PER_BATCH} events built in "
+        f"{2 * per_case} distinct batches of {EVENTS_PER_BATCH} events, {args.event_ids} "
+        "event ids, built in "
         f"{time.perf_counter() - started:.1f} s: {raw_kb:.1f} KB each, {gz_kb:.1f} KB gzipped"
     )
     print(

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homing_collector.storage.base import (
     EndpointMerge,
@@ -44,6 +44,9 @@ from homing_collector.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+
+if TYPE_CHECKING:
+    from homing_collector.analytics.rollups import Summary
 
 logger = logging.getLogger("homing_collector")
 
@@ -129,7 +132,7 @@ class EventsProcess:
         merge: EndpointMerge,
         max_event_types: int,
         max_user_endpoints: int,
-        summary: Any = None,
+        summary: Summary | None = None,
     ) -> IngestResult:
         if self._transport is None or self._lost:
             raise StorageUnavailable("the events writer process has stopped")

@@ -16,7 +16,7 @@ printed beside the server's, and so is what the rest of the machine used meanwhi
 a small shared machine the figures mean little without it.
 
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
-        [--event-ids random|time-ordered]
+        [--event-ids random|time-ordered] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
 import select
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -428,6 +430,12 @@ def _parser() -> argparse.ArgumentParser:
         help="random (version 4) UUIDs, as most Pinpoint clients send, or time-ordered"
         " (version 7) ones, as the Homing SDK sends (default: random)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every case this many times, in turn, and compare medians (default 1)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -445,49 +453,58 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
     )
     print(
         f"each case: a fresh database and collector; {args.clients} clients, "
-        f"{args.warmup:g} s warm-up, {args.duration:g} s measured\n"
+        f"{args.warmup:g} s warm-up, {args.duration:g} s measured; {args.rounds} round(s)\n"
     )
 
     rows: list[tuple[str, bool, Figures, Counters]] = []
-    checks: list[tuple[Path, int]] = []  # (database, events answered 202)
+    checks: list[str] = []  # one line per stored case: rows stored against events answered
+    ok = True
     log = workdir / "server.log"
-    for stored in (False, True):
-        for gzip in (False, True):
-            # A fresh database for each case: stored events cost more as the database
-            # grows, and the cases must compare like with like.
-            db = workdir / f"bench-{'stored' if stored else 'ceiling'}-{gzip}.db"
-            created = subprocess.run(
-                [args.server_python, "-m", "homing_collector", "--db", str(db), "apps",
-                 "create", "bench", "--json"],
-                check=True, capture_output=True, timeout=60,
+    for round_, stored, gzip in itertools.product(range(args.rounds), (False, True), (False, True)):
+        # A fresh database for each case: stored events cost more as the database
+        # grows, and the cases must compare like with like.
+        db = workdir / f"bench-{'stored' if stored else 'ceiling'}-{gzip}-{round_}.db"
+        created = subprocess.run(
+            [args.server_python, "-m", "homing_collector", "--db", str(db), "apps",
+             "create", "bench", "--json"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        app = json.loads(created.stdout)
+        app_id, token = app["application_id"], app["ingest"]["token"]
+        process, port = _start_server(args.server_python, db, log, args.server_arg)
+        try:
+            await _wait_healthy(port)
+            path = f"/v1/apps/{app_id}/events" + ("" if stored else "-parse-only")
+            # The ceiling stores nothing, so it may go round its pool; the stored
+            # cases send each batch once.
+            bodies = iter(pools[gzip]) if stored else cycle(pools[gzip])
+            figures, counters = await _run_case(
+                port=port, server_pid=process.pid, path=path, token=token, gzip=gzip,
+                bodies=bodies, clients=args.clients, warmup=args.warmup,
+                duration=args.duration, stored=stored,
             )  # fmt: skip
-            app = json.loads(created.stdout)
-            app_id, token = app["application_id"], app["ingest"]["token"]
-            process, port = _start_server(args.server_python, db, log, args.server_arg)
-            try:
-                await _wait_healthy(port)
-                path = f"/v1/apps/{app_id}/events" + ("" if stored else "-parse-only")
-                # The ceiling stores nothing, so it may go round its pool; the stored
-                # cases send each batch once.
-                bodies = iter(pools[gzip]) if stored else cycle(pools[gzip])
-                figures, counters = await _run_case(
-                    port=port, server_pid=process.pid, path=path, token=token, gzip=gzip,
-                    bodies=bodies, clients=args.clients, warmup=args.warmup,
-                    duration=args.duration, stored=stored,
-                )  # fmt: skip
-            finally:
-                _stop_server(process)
-            rows.append(("stored" if stored else "ceiling", gzip, figures, counters))
-            if stored:
-                checks.append((db, counters.accepted))
-            for error in counters.errors:
-                print(f"  ! {'stored' if stored else 'ceiling'} gzip={gzip}: {error}")
+        finally:
+            _stop_server(process)
+        rows.append(("stored" if stored else "ceiling", gzip, figures, counters))
+        if stored:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
+            match = stored_rows == counters.accepted
+            ok = ok and match
+            checks.append(
+                f"check {db.name}: {stored_rows:,} rows in events, {counters.accepted:,}"
+                " events answered 202: " + ("OK" if match else "MISMATCH")
+            )
+        if not args.keep:  # a stored database is ~1 GB
+            for path in workdir.glob(db.name + "*"):
+                path.unlink()
+        for error in counters.errors:
+            print(f"  ! {'stored' if stored else 'ceiling'} gzip={gzip}: {error}")
 
     print(
         f"{'case':<22}{'gzip':<6}{'events/s':>11}{'requests/s':>12}{'mean ms':>9}"
         f"{'server CPU':>12}{'bench CPU':>11}{'other CPU':>11}"
     )
-    figures_by = {(kind, gzip): figures for kind, gzip, figures, _ in rows}
     for kind, gzip, f, _ in rows:
         name = "stored (PutEvents)" if kind == "stored" else "ceiling (parse-only)"
         print(
@@ -496,18 +513,18 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             f"{f.client_cpu:>11.0%}{f.other_cpu:>11.0%}"
         )
     for gzip in (False, True):
-        ratio = figures_by["stored", gzip].events_per_s / figures_by["ceiling", gzip].events_per_s
-        print(f"stored / ceiling, gzip {'on' if gzip else 'off'}: {ratio:.1%}")
-
-    ok = True
-    for db, answered in checks:
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
-        ok = ok and stored_rows == answered
+        rates = {
+            kind: statistics.median(f.events_per_s for k, g, f, _ in rows if (k, g) == (kind, gzip))
+            for kind in ("stored", "ceiling")
+        }
+        label = "median of the rounds" if args.rounds > 1 else "events/s"
         print(
-            f"check {db.name}: {stored_rows:,} rows in events, {answered:,} events answered "
-            "202: " + ("OK" if stored_rows == answered else "MISMATCH")
+            f"gzip {'on' if gzip else 'off'}: stored {rates['stored']:,.0f}, ceiling "
+            f"{rates['ceiling']:,.0f} ({label}); stored / ceiling: "
+            f"{rates['stored'] / rates['ceiling']:.1%}"
         )
+    for line in checks:
+        print(line)
     if args.keep:
         print(f"kept {workdir}")
     errors = any(c.errors for *_, c in rows)
@@ -516,8 +533,10 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
 
 def main() -> int:
     args = _parser().parse_args()
-    if args.duration <= 0 or args.warmup < 0 or args.clients < 1:
-        raise SystemExit("--duration and --clients must be positive, --warmup not negative")
+    if args.duration <= 0 or args.warmup < 0 or args.clients < 1 or args.rounds < 1:
+        raise SystemExit(
+            "--duration, --clients and --rounds must be positive, --warmup not negative"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="homing-bench-"))
     try:
         return asyncio.run(_bench(args, workdir))

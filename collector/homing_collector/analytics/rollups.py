@@ -2,10 +2,11 @@
 
 Everything is bucketed by the UTC hour of the event's Timestamp (when it happened, not
 when it arrived), so a day in any time zone with a whole-hour offset is a run of buckets.
-The writer calls `apply` with the rows it has just inserted (never a duplicate), and the
-storage's delete jobs call `remove_endpoint` and `remove_app`. Each call aggregates its
-rows in Python first and then writes with a few `executemany` upserts: the writer thread
-gives up the GIL for every statement, so the fewer statements, the faster ingestion.
+For the rows it has just inserted (never a duplicate), the writer calls `apply_summaries`
+with the `Summary` of each batch, which the collector made while it checked the events,
+or `apply` with the rows themselves; the storage's delete jobs call `remove_endpoint`
+and `remove_app`. Each call adds up in Python first and then writes with a few
+`executemany` upserts: the fewer statements, the faster ingestion.
 
 Tables (migration 3):
 

@@ -47,6 +47,8 @@ from typing import Any
 
 import orjson
 
+from homing._events import _event_id
+
 HOST = "127.0.0.1"
 EVENTS_PER_BATCH = 100
 _CHUNK = 1000  # batches built per task
@@ -82,13 +84,10 @@ def _uuids(rng: random.Random, count: int) -> Iterator[str]:
         yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
-def _uuid7s(rng: random.Random, count: int, start_ms: int) -> Iterator[str]:
-    """Version 7 UUIDs, one millisecond apart: ids that grow with time, as the Homing SDK
-    sends them."""
+def _uuid7s(count: int, start_ms: int) -> Iterator[str]:
+    """The Homing SDK's own event ids (version 7 UUIDs), one millisecond apart."""
     for n in range(count):
-        value = (start_ms + n) << 80 | 0x7 << 76 | 0b10 << 62 | rng.getrandbits(74) & ~(0x3 << 62)
-        h = f"{value:032x}"
-        yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        yield _event_id((start_ms + n + 0.5) / 1000)  # + 0.5: no float falls a ms short
 
 
 def _iso(moment: datetime) -> str:
@@ -153,7 +152,7 @@ def make_batches(seed: int, count: int, *, gzip: bool, ordered_ids: bool = False
     endpoints = _endpoints(random.Random(1), now, 2000)  # the same devices in every pool
     if ordered_ids:  # the chunks of a pool go in the order of their seeds
         start_ms = int(now.timestamp() * 1000) + (seed % 1000) * _CHUNK * EVENTS_PER_BATCH
-        event_ids = _uuid7s(rng, count * EVENTS_PER_BATCH, start_ms)
+        event_ids = _uuid7s(count * EVENTS_PER_BATCH, start_ms)
     else:
         event_ids = _uuids(rng, count * EVENTS_PER_BATCH)
     session_ids = _uuids(rng, count)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -53,11 +54,16 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
         await push.start()
+        # With `serve --workers`, this worker's counts go where the others' scrapes see them.
+        publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
             yield
         finally:
             await push.close()
             await store.close()  # every queued write is committed first
+            if publisher is not None:
+                publisher.cancel()
+                metrics.publish()  # its last counts, for the workers still up
 
     operations = OPERATIONS + (BENCH_OPERATIONS if settings.bench_routes else [])
     routes = [Route(op.path, op.handler, methods=[op.method], name=op.name) for op in operations]

@@ -181,6 +181,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from homing_collector.app import create_app
+    from homing_collector.metrics import Board
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -268,7 +269,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if len(sockets) == 1:
         Server(config).run(sockets=sockets)
         return 0
-    return _run_workers(sockets, lambda sock: Server(config).run(sockets=[sock]))
+    # Mapped before the fork, so every worker sees the others' counts: each scrape of
+    # /metrics reaches one worker, and it answers for all of them.
+    board = Board(len(sockets))
+
+    def run_worker(slot: int, sock: socket.socket) -> None:
+        app.state.metrics.share(board, slot)
+        Server(config).run(sockets=[sock])
+
+    return _run_workers(sockets, run_worker)
 
 
 def _raise_file_limit() -> None:
@@ -283,15 +292,16 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _run_workers(sockets: list[socket.socket], run: Callable[[socket.socket], None]) -> int:
-    """Fork a server for each listening socket; pass signals on; wait for all.
+def _run_workers(sockets: list[socket.socket], run: Callable[[int, socket.socket], None]) -> int:
+    """Fork a server for each listening socket; pass signals on; wait for all. `run` gets
+    the worker's number, from 0, and its socket.
 
     Each worker has its own event loop and writer thread, so the work spreads over the
     cores; SQLite's WAL lets their writers take turns on the one file.
     """
     children: list[int] = []
     parent = os.getpid()
-    for mine in sockets:
+    for slot, mine in enumerate(sockets):
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -300,7 +310,7 @@ def _run_workers(sockets: list[socket.socket], run: Callable[[socket.socket], No
                 for other in sockets:
                     if other is not mine:
                         other.close()
-                run(mine)
+                run(slot, mine)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:

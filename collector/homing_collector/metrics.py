@@ -1,9 +1,26 @@
-"""Prometheus text-format metrics, kept in process."""
+"""Prometheus text-format metrics, kept in process.
+
+With `serve --workers N`, each scrape reaches one of the N processes. So that every one
+answers for all of them, each worker writes a snapshot of its counts to its own slot of a
+`Board` (memory the supervisor mapped before it forked) once a second, and a scrape adds
+up the other workers' snapshots and its own live counts.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import logging
+import mmap
+import os
+import struct
+import time
 from collections import Counter
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger("homing_collector")
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 # queued: stored by SendMessages/SendUsersMessages; sent: written to a push stream (a
@@ -11,6 +28,57 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"
 # expired: deleted unacknowledged after its TTL; dropped: deleted to bound a queue.
 PUSH_OUTCOMES = ("queued", "sent", "delivered", "expired", "dropped")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PUBLISH_INTERVAL = 1.0  # seconds between a worker's snapshots
+
+
+class Board:
+    """One slot per worker in shared memory, each holding that worker's latest snapshot.
+
+    Create it before forking: the mapping is shared, anonymous, and gone with the last
+    process that maps it, so nothing is left behind, not even after a SIGKILL. A slot
+    starts with a sequence number, odd while its worker writes, and the snapshot's length.
+    """
+
+    SLOT_BYTES = 1 << 20
+    _HEAD = struct.Struct("<QQ")  # sequence, length of the JSON that follows
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._map = mmap.mmap(-1, workers * self.SLOT_BYTES)
+
+    def write(self, slot: int, snapshot: dict[str, Any]) -> bool:
+        """Store a snapshot in `slot`; False if it does not fit (it is then left out)."""
+        data = orjson.dumps(snapshot)
+        if len(data) > self.SLOT_BYTES - self._HEAD.size:
+            return False
+        start = slot * self.SLOT_BYTES
+        (sequence, _) = self._HEAD.unpack_from(self._map, start)
+        self._HEAD.pack_into(self._map, start, sequence + 1, 0)  # odd: being written
+        end = start + self._HEAD.size + len(data)
+        self._map[start + self._HEAD.size : end] = data
+        self._HEAD.pack_into(self._map, start, sequence + 2, len(data))
+        return True
+
+    def read(self, slot: int) -> dict[str, Any] | None:
+        """The latest snapshot in `slot`, or None if there is none yet, or if its worker
+        is still writing it after a few milliseconds (it stopped half-way)."""
+        start = slot * self.SLOT_BYTES
+        deadline = time.monotonic() + 0.005
+        while True:
+            (before, length) = self._HEAD.unpack_from(self._map, start)
+            if before == 0:
+                return None
+            if not before % 2:
+                data = self._map[start + self._HEAD.size : start + self._HEAD.size + length]
+                if self._HEAD.unpack_from(self._map, start)[0] == before:
+                    try:
+                        snapshot = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        pass
+                    else:
+                        return snapshot if type(snapshot) is dict else None
+            if time.monotonic() > deadline:
+                return None
 
 
 class Metrics:
@@ -20,6 +88,10 @@ class Metrics:
         self.push: Counter[str] = Counter()  # PUSH_OUTCOMES
         self.push_streams = 0  # open push streams
         self._latency: dict[str, list[float]] = {}  # route -> [bucket counts..., +Inf, sum]
+        self._board: Board | None = None
+        self._slot = 0
+        self._too_big = False
+        self._seen: dict[int, dict[str, Any]] = {}  # slot -> the last snapshot read there
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         # A client picks the method; unknown ones share one series so they cannot grow
@@ -33,12 +105,103 @@ class Metrics:
         row[bisect.bisect_left(_BUCKETS, seconds)] += 1
         row[-1] += seconds
 
+    # -- several workers ------------------------------------------------------------------
+
+    def share(self, board: Board, slot: int) -> None:
+        """Count together with the other workers of `board`; this one owns `slot`."""
+        self._board, self._slot = board, slot
+
+    @property
+    def shared(self) -> bool:
+        return self._board is not None
+
+    def publish(self) -> None:
+        """Write this worker's counts to its slot, for the others' scrapes. It runs in the
+        background, so a failure is logged, not raised: the next round tries again."""
+        self._publish(self.snapshot())
+
+    def _publish(self, snapshot: dict[str, Any]) -> None:
+        if self._board is None:
+            return
+        try:
+            fits = self._board.write(self._slot, snapshot)
+        except Exception:
+            logger.exception("metrics: could not publish this worker's counts")
+            return
+        if not fits and not self._too_big:
+            self._too_big = True
+            logger.warning(
+                "metrics: this worker's counts no longer fit in %d bytes; the other workers'"
+                " /metrics leave them out",
+                Board.SLOT_BYTES,
+            )
+
+    async def publish_every(self, seconds: float = PUBLISH_INTERVAL) -> None:
+        """Publish until cancelled."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.publish()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "requests": [[*key, count] for key, count in self.requests.items()],
+            "events": dict(self.events),
+            "push": dict(self.push),
+            "push_streams": self.push_streams,
+            "latency": self._latency,
+        }
+
+    def _absorb(self, snapshot: dict[str, Any], *, alive: bool = True) -> None:
+        for route, method, status, count in snapshot["requests"]:
+            self.requests[(route, method, status)] += count
+        self.events.update(snapshot["events"])
+        self.push.update(snapshot["push"])
+        if alive:  # a worker that is gone holds no streams
+            self.push_streams += snapshot["push_streams"]
+        for route, row in snapshot["latency"].items():
+            mine = self._latency.get(route)
+            if mine is None:
+                self._latency[route] = list(row)
+            else:
+                for i, value in enumerate(row):
+                    mine[i] += value
+
+    def _totals(self) -> Metrics:
+        """This worker's counts and those the others published last.
+
+        This worker publishes what it counts now first, so a later scrape that another
+        worker answers sees at least as much: Prometheus takes a counter that goes down
+        for a restart.
+        """
+        if self._board is None:
+            return self
+        own = self.snapshot()
+        self._publish(own)
+        totals = Metrics()
+        totals._absorb(own)
+        for slot in range(self._board.workers):
+            if slot == self._slot:
+                continue
+            snapshot = self._board.read(slot)
+            if snapshot is None:  # a worker stopped mid-write: what it published before
+                snapshot = self._seen.get(slot)
+            else:
+                self._seen[slot] = snapshot
+            if snapshot is not None:
+                totals._absorb(snapshot, alive=_alive(snapshot["pid"]))
+        return totals
+
+    # -- the text format ------------------------------------------------------------------
+
     def render(self) -> str:
+        """Every metric in Prometheus text format; with a board, of every worker."""
+        totals = self._totals()
         lines = [
             "# HELP homing_requests_total HTTP requests by route, method and status.",
             "# TYPE homing_requests_total counter",
         ]
-        for (route, method, status), count in sorted(self.requests.items()):
+        for (route, method, status), count in sorted(totals.requests.items()):
             lines.append(
                 f'homing_requests_total{{route="{route}",method="{method}",status="{status}"}}'
                 f" {count}"
@@ -48,21 +211,23 @@ class Metrics:
             "# TYPE homing_events_total counter",
         ]
         for outcome in ("accepted", "rejected"):
-            lines.append(f'homing_events_total{{outcome="{outcome}"}} {self.events[outcome]}')
+            lines.append(f'homing_events_total{{outcome="{outcome}"}} {totals.events[outcome]}')
         lines += [
             "# HELP homing_push_messages_total Push messages, by what happened to them.",
             "# TYPE homing_push_messages_total counter",
         ]
         for outcome in PUSH_OUTCOMES:
-            lines.append(f'homing_push_messages_total{{outcome="{outcome}"}} {self.push[outcome]}')
+            lines.append(
+                f'homing_push_messages_total{{outcome="{outcome}"}} {totals.push[outcome]}'
+            )
         lines += [
             "# HELP homing_push_streams Push streams open now.",
             "# TYPE homing_push_streams gauge",
-            f"homing_push_streams {self.push_streams}",
+            f"homing_push_streams {totals.push_streams}",
             "# HELP homing_request_duration_seconds Time to answer a request, by route.",
             "# TYPE homing_request_duration_seconds histogram",
         ]
-        for route, row in sorted(self._latency.items()):
+        for route, row in sorted(totals._latency.items()):
             cumulative = 0.0
             for bound, in_bucket in zip((*_BUCKETS, "+Inf"), row[:-1], strict=True):
                 cumulative += in_bucket
@@ -73,3 +238,15 @@ class Metrics:
             lines.append(f'homing_request_duration_seconds_sum{{route="{route}"}} {row[-1]:.6f}')
             lines.append(f'homing_request_duration_seconds_count{{route="{route}"}} {cumulative:g}')
         return "\n".join(lines) + "\n"
+
+
+def _alive(pid: object) -> bool:
+    if type(pid) is not int:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    return True

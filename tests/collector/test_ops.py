@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
 import re
+import struct
 
 import httpx
+import pytest
 
+from homing_collector.metrics import Board, Metrics
 from tests.conftest import LiveCollector
 
 
@@ -77,3 +81,83 @@ def test_access_log_is_structured(collector: LiveCollector) -> None:
     entry = next(e for e in entries if e["path"] == "/healthz")
     assert entry["status"] == 200 and entry["method"] == "GET" and entry["route"] == "/healthz"
     assert entry["request_id"] and entry["duration_ms"] >= 0
+
+
+def _series(text: str) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name and not name.startswith("#")
+    }
+
+
+def test_metrics_add_up_the_workers_of_a_board() -> None:
+    board = Board(3)
+    first, second, third = Metrics(), Metrics(), Metrics()
+    for slot, metrics in enumerate((first, second, third)):
+        metrics.share(board, slot)
+    first.observe("/v1/apps", "GET", 200, 0.002)
+    first.events["accepted"] += 5
+    first.push_streams = 2
+    # The second worker lives in another process, as `serve --workers` forks them.
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child leaves at once
+        second.observe("/v1/apps", "GET", 200, 0.3)
+        second.observe("/v1/apps", "GET", 404, 0.001)
+        second.events["accepted"] += 7
+        second.events["rejected"] += 1
+        second.push["sent"] += 4
+        second.push_streams = 3
+        second.publish()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    # The second worker has exited: its counts stay, its open streams do not.
+    series = _series(first.render())
+    assert series['homing_requests_total{route="/v1/apps",method="GET",status="200"}'] == 2
+    assert series['homing_requests_total{route="/v1/apps",method="GET",status="404"}'] == 1
+    assert series['homing_events_total{outcome="accepted"}'] == 12
+    assert series['homing_events_total{outcome="rejected"}'] == 1
+    assert series['homing_push_messages_total{outcome="sent"}'] == 4
+    assert series["homing_push_streams"] == 2
+    buckets = 'homing_request_duration_seconds_bucket{route="/v1/apps",le="%s"}'
+    assert series[buckets % "0.0025"] == 2
+    assert series[buckets % "0.5"] == 3
+    assert series['homing_request_duration_seconds_count{route="/v1/apps"}'] == 3
+    # A live worker's streams count; a worker that never published adds nothing.
+    third.push_streams = 1
+    third.publish()
+    assert _series(first.render())["homing_push_streams"] == 3
+    # A scrape publishes what it counted: a later scrape that another worker answers never
+    # counts less, which Prometheus would take for a restart.
+    first.events["accepted"] += 1
+    assert _series(first.render())['homing_events_total{outcome="accepted"}'] == 13
+    assert _series(third.render())['homing_events_total{outcome="accepted"}'] == 13
+    # A worker stopped in the middle of writing its slot: what it wrote before still counts.
+    sequence, length = struct.unpack_from("<QQ", board._map, Board.SLOT_BYTES)
+    struct.pack_into("<QQ", board._map, Board.SLOT_BYTES, sequence + 1, length)
+    assert _series(first.render())['homing_events_total{outcome="accepted"}'] == 13
+
+
+def test_board_skips_a_slot_mid_write_and_a_snapshot_too_big(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    board = Board(2)
+    assert board.read(1) is None  # nothing published yet
+    assert board.write(1, {"n": 1})
+    assert board.read(1) == {"n": 1}
+    # A writer stopped half-way leaves an odd sequence number: readers give up on it.
+    sequence, length = struct.unpack_from("<QQ", board._map, Board.SLOT_BYTES)
+    struct.pack_into("<QQ", board._map, Board.SLOT_BYTES, sequence + 1, length)
+    assert board.read(1) is None
+    # Counts too big for a slot are left out, and said so once.
+    metrics = Metrics()
+    metrics.share(board, 0)
+    for n in range(Board.SLOT_BYTES // 20):
+        metrics.requests[(f"/route/{n}", "GET", 200)] += 1
+    metrics.publish()
+    metrics.publish()
+    assert board.read(0) is None
+    assert [r.message for r in caplog.records if "no longer fit" in r.message] == [
+        f"metrics: this worker's counts no longer fit in {Board.SLOT_BYTES} bytes; the other"
+        " workers' /metrics leave them out"
+    ]

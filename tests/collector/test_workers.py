@@ -64,3 +64,46 @@ def test_workers_stop_when_their_supervisor_is_killed(
         time.sleep(0.1)
     else:
         raise AssertionError("a worker outlived its killed supervisor")
+
+
+def _metric(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_workers_metrics_count_every_worker(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector(None, "--workers", "2")
+    app = live.create_app("metrics")
+    events = {"BatchItem": {"ep-1": {"Endpoint": {}, "Events": {}}}}
+    batch = events["BatchItem"]["ep-1"]["Events"]
+    # Twenty requests, each on a connection of its own: the kernel spreads them over both
+    # workers (all on one has a chance of one in half a million).
+    for n in range(20):
+        batch.clear()
+        for i in range(3):
+            batch[f"event-{n}-{i}"] = {"EventType": "tap", "Timestamp": "2026-11-28T10:00:00Z"}
+        with httpx.Client(headers={"Authorization": f"Bearer {app.ingest.token}"}) as client:
+            response = client.post(f"{live.url}/v1/apps/{app.id}/events", json=events)
+        assert response.status_code == 202
+    put_events = (
+        'homing_requests_total{route="/v1/apps/{application_id}/events",method="POST",status="202"}'
+    )
+    # Every scrape, whichever worker answers it, counts both workers' requests once each
+    # has published (every second).
+    deadline = time.monotonic() + 15
+    seen: list[tuple[float, float]] = []
+    while time.monotonic() < deadline:
+        scrapes = [httpx.get(live.url + "/metrics", timeout=10).text for _ in range(10)]
+        seen = [
+            (_metric(text, 'homing_events_total{outcome="accepted"}'), _metric(text, put_events))
+            for text in scrapes
+        ]
+        if all(pair == (60, 20) for pair in seen):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"scrapes counted (events, requests) {seen}, not (60, 20) each")

@@ -153,20 +153,26 @@ def _parse(payload: Any, targets_field: str) -> SendRequest:
     return request
 
 
-def _section(value: Any, field_name: str, has_ttl: bool) -> Push | None:
-    if value is None:
-        return None
+def _texts(value: Any, field_name: str, names: tuple[str, ...]) -> dict[str, str | None]:
+    """Check a message section or override, an object, and return its text fields."""
     if type(value) is not dict:
         raise WireError(field_name, "must be an object")
     for name in ("RawContent", "Substitutions"):
         if value.get(name) is not None:
             raise WireError(f"{field_name}.{name}", "is not supported by Homing")
     texts = {}
-    for name in _TEXT_FIELDS:
+    for name in names:
         text = value.get(name)
         if text is not None and type(text) is not str:
             raise WireError(f"{field_name}.{name}", "must be a string")
         texts[name] = text
+    return texts
+
+
+def _section(value: Any, field_name: str, has_ttl: bool) -> Push | None:
+    if value is None:
+        return None
+    texts = _texts(value, field_name, _TEXT_FIELDS)
     action = value.get("Action")
     if action is not None and action not in ACTIONS:
         raise WireError(f"{field_name}.Action", f"must be one of {', '.join(ACTIONS)}")
@@ -193,17 +199,7 @@ def _section(value: Any, field_name: str, has_ttl: bool) -> Push | None:
 def _override(value: Any, field_name: str) -> Override:
     if value is None:
         return Override()
-    if type(value) is not dict:
-        raise WireError(field_name, "must be an object")
-    for name in ("RawContent", "Substitutions"):
-        if value.get(name) is not None:
-            raise WireError(f"{field_name}.{name}", "is not supported by Homing")
-    texts = {}
-    for name in ("TitleOverride", "BodyOverride"):
-        text = value.get(name)
-        if text is not None and type(text) is not str:
-            raise WireError(f"{field_name}.{name}", "must be a string")
-        texts[name] = text
+    texts = _texts(value, field_name, ("TitleOverride", "BodyOverride"))
     return Override(
         texts["TitleOverride"],
         texts["BodyOverride"],

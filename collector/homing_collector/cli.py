@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import json
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 from homing import __version__
 from homing_collector.auth import NewKey, generate_key
+from homing_collector.lifetime import end_with_parent
 from homing_collector.routes.apps import new_app
 from homing_collector.settings import Settings, default_db_path
 from homing_collector.storage.sqlite import SQLiteStorage
@@ -306,7 +306,9 @@ def _run_workers(sockets: list[socket.socket], run: Callable[[int, socket.socket
         if pid == 0:
             code = 0
             try:
-                _stop_with_parent(parent)
+                # A worker must not outlive its supervisor, even one killed with SIGKILL:
+                # on Linux the kernel then sends the worker SIGTERM, a graceful stop.
+                end_with_parent(parent, signal.SIGTERM)
                 for other in sockets:
                     if other is not mine:
                         other.close()
@@ -335,16 +337,6 @@ def _run_workers(sockets: list[socket.socket], run: Callable[[int, socket.socket
         _, status = os.waitpid(child, 0)
         failed += os.waitstatus_to_exitcode(status) != 0
     return 1 if failed else 0
-
-
-def _stop_with_parent(parent: int) -> None:
-    """A worker must not outlive its supervisor, even one killed with SIGKILL: on Linux
-    the kernel then sends the worker SIGTERM, which stops it gracefully."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        raise SystemExit(0)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

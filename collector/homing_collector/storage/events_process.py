@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import logging
 import os
@@ -36,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from homing_collector.lifetime import end_with_parent
 from homing_collector.storage.base import (
     EndpointMerge,
     EndpointUpdate,
@@ -231,14 +231,6 @@ class _Protocol(asyncio.Protocol):
 # -- the child --------------------------------------------------------------------------
 
 
-def _die_with_parent(parent: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the collector died before prctl took effect
-        raise SystemExit(0)
-
-
 def _read_frames(
     sock: socket.socket, buffer: bytearray, scratch: memoryview
 ) -> tuple[list[Any], bool]:
@@ -270,7 +262,7 @@ def main(argv: list[str]) -> int:
     rollups = argv[4] == "rollups"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent(parent)
+    end_with_parent(parent, signal.SIGKILL)
     logging.basicConfig(format="%(levelname)s homing_collector events writer: %(message)s")
     sock = socket.socket(fileno=fd)
     storage = SQLiteStorage(path, synchronous=synchronous, rollups=rollups)

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -541,9 +542,7 @@ def main() -> int:
         return asyncio.run(_bench(args, workdir))
     finally:
         if not args.keep:
-            for path in workdir.iterdir():
-                path.unlink()
-            workdir.rmdir()
+            shutil.rmtree(workdir)
 
 
 if __name__ == "__main__":

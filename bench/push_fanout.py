@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -387,9 +388,7 @@ def main() -> int:
         return asyncio.run(_bench(args, workdir))
     finally:
         if not args.keep:
-            for path in workdir.iterdir():
-                path.unlink()
-            workdir.rmdir()
+            shutil.rmtree(workdir)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class Uploader:
         self._client: httpx.Client | None = None
         self._wake = threading.Event()
         self._endpoint_due = False
+        self._batch_due = False  # a full batch waits: upload without waiting for the interval
         self._endpoint_sending = threading.Lock()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -141,6 +142,7 @@ class Uploader:
 
     def notify(self) -> None:
         # A full batch is waiting: upload now rather than at the next interval.
+        self._batch_due = True
         self._wake.set()
 
     def notify_endpoint(self) -> None:
@@ -156,26 +158,21 @@ class Uploader:
             self._wait(self._wake, max(due - self.clock(), 0.0))
             if self._stopping:
                 break
-            woken = self._wake.is_set()
+            # Each wake-up says what it is for: a profile to send, a full batch, or both.
             self._wake.clear()
+            batch_due, self._batch_due = self._batch_due, False
             try:
                 if self._endpoint_due and self.clock() >= self.not_before:
                     self._endpoint_due = False
                     if self.policy.allows():
                         self.send_endpoint(None)
-                    if not self._batch_due():
-                        continue
-                self.tick(woken=woken)
+                self.tick(woken=batch_due)
                 self.store.maintain()
             except Exception as exc:  # the host app must never see our failures
                 if self._stopping:
                     return  # close() released the store under a request that was in flight
                 logger.exception("homing: the uploader failed")
                 self.counters.last_error = f"uploader: {exc!r}"
-
-    def _batch_due(self) -> bool:
-        now = self.clock()
-        return now >= self.not_before and (self.failures > 0 or now >= self._next_flush)
 
     def tick(self, *, woken: bool = False) -> FlushResult | None:
         # One scheduling step: upload if due (interval passed, `woken`, or a retry) and no

@@ -293,6 +293,23 @@ def test_the_thread_uploads_when_woken(
     assert uploader.close(1).remaining == 0
 
 
+def test_a_full_batch_goes_at_once_when_a_profile_send_wakes_the_thread_too(
+    make_uploader: Callable[..., Uploader], store: Store, fake: FakeCollector
+) -> None:
+    # A session starts (the profile is due) as a batch fills: both wake the thread once.
+    uploader = make_uploader(flush_interval=3600)
+    fill(store, 100)
+    uploader.notify_endpoint()
+    uploader.notify()
+    uploader.start()
+    for _ in range(500):
+        if store.count() == 0:
+            break
+        time.sleep(0.01)
+    assert store.count() == 0, "the full batch waited for the next interval"
+    assert uploader.close(1).remaining == 0
+
+
 def test_the_thread_loop_backs_off_in_simulated_time(
     make_uploader: Callable[..., Uploader], store: Store, fake: FakeCollector, clock: FakeClock
 ) -> None:

@@ -37,7 +37,9 @@ async def load(
     batches, pushes, summary = simulate(options, last_day=now.date(), now_ms=now_ms)
     pending = []
     for arrival_ms, body in batches:
-        checked = ingest.check_events(body, body_size=0, now=arrival_ms / 1000)
+        checked = ingest.check_events(
+            body, body_size=0, now=arrival_ms / 1000, summarize=storage.rollups
+        )
         rejected = [
             status["Message"]
             for item in checked.results.values()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from homing._sessions import _session_id  # sessions named as the SDK names them
 from homing.wire import format_timestamp
 from homing_collector.demo.shop import (
     APP_PACKAGE,
@@ -93,12 +94,6 @@ def _pick(rng: random.Random, weighted: list[Any]) -> Any:
 
 def _hex_id(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def _session_id(endpoint_id: str, start_ms: int) -> str:
-    # As the SDK's sessions name them: the endpoint id's last 8 characters, then the start.
-    moment = datetime.fromtimestamp(start_ms // 1000, timezone.utc)
-    return f"{endpoint_id[-8:].rjust(8, '_')}-{moment:%Y%m%d-%H%M%S}{start_ms % 1000:03d}"
 
 
 class _Simulation:

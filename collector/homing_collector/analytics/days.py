@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 MAX_DAYS = 366
+HOUR_MS = 3_600_000
 
 
 class ParamError(ValueError):
@@ -37,7 +38,7 @@ class Grid:
 
     def day_of_ms(self, ms: int) -> int:
         """The index of the day holding a moment; exact to the millisecond."""
-        return self.day_of_hour(ms // 3_600_000)
+        return self.day_of_hour(ms // HOUR_MS)
 
 
 def grid(zone: ZoneInfo, first: date, last: date, *, name: str = "tz") -> Grid:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from homing.wire import WireError, format_timestamp, parse_timestamp
 from homing_collector.analytics import queries
-from homing_collector.analytics.days import MAX_DAYS, ParamError, grid
-from homing_collector.analytics.params import Get, Range
-from homing_collector.analytics.rollups import HOUR_MS
+from homing_collector.analytics.days import HOUR_MS, ParamError, grid
+from homing_collector.analytics.params import Get, Range, check_span
 
 GROUPED = "-grouped-by-date"
 UTC = ZoneInfo("UTC")
@@ -49,16 +47,10 @@ def parse_times(get: Get, now: datetime | None = None) -> tuple[date, date]:
                 raise ParamError(str(exc)) from None
     end = moments.get("end-time") or (now or datetime.now(timezone.utc)).date()
     start = moments.get("start-time") or end - timedelta(days=6)
-    if start > end:
-        raise ParamError(f"start-time: {start} is after end-time ({end})")
-    if (end - start).days + 1 > MAX_DAYS:
-        raise ParamError(
-            f"start-time: the range is {(end - start).days + 1} days; at most {MAX_DAYS}"
-        )
-    for name in ("page-size",):
-        raw = get(name)
-        if raw is not None and not (raw.isdigit() and int(raw) >= 1):
-            raise ParamError(f"{name}: must be a whole number, 1 or more")
+    check_span(start, end, "start-time", "end-time")
+    page_size = get("page-size")
+    if page_size is not None and not (page_size.isdigit() and int(page_size) >= 1):
+        raise ParamError("page-size: must be a whole number, 1 or more")
     return start, end
 
 
@@ -154,6 +146,3 @@ def date_range_kpi(
         "EndTime": format_timestamp(finish),
         "KpiResult": {"Rows": rows},
     }
-
-
-Builder = Callable[[sqlite3.Connection], dict[str, Any]]

@@ -98,14 +98,21 @@ def parse_range(get: Get, now: datetime | None = None) -> Range:
     today = (now or datetime.now(zone)).astimezone(zone).date()
     end = _date(get, "end") or today
     start = _date(get, "start") or end - timedelta(days=29)
-    if start > end:
-        raise ParamError(f"start: {start} is after end ({end})")
-    if (end - start).days + 1 > MAX_DAYS:
-        raise ParamError(f"start: the range is {(end - start).days + 1} days; at most {MAX_DAYS}")
+    check_span(start, end, "start", "end")
     by = get("by") or "users"
     if by not in ("users", "endpoints"):
         raise ParamError(f"by: must be users or endpoints, not {by[:40]!r}")
     return Range(start, end, zone, by, today)
+
+
+def check_span(start: date, end: date, start_name: str, end_name: str) -> None:
+    """A range of days must run forward and hold at most MAX_DAYS."""
+    if start > end:
+        raise ParamError(f"{start_name}: {start} is after {end_name} ({end})")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise ParamError(
+            f"{start_name}: the range is {(end - start).days + 1} days; at most {MAX_DAYS}"
+        )
 
 
 def _date(get: Get, name: str) -> date | None:

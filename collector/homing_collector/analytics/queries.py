@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 
 from homing_collector.analytics import cover, visits
-from homing_collector.analytics.days import Grid, grid
+from homing_collector.analytics.cohorts import DAYS as RETENTION_DAYS  # what an_retention holds
+from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
-from homing_collector.analytics.rollups import ENDPOINT, HOUR_MS, USER, user_key
+from homing_collector.analytics.rollups import ENDPOINT, USER, user_key
 
 OPENED = "_campaign.opened_notification"
 OPEN_SESSION_BEFORE_MS = 60_000
@@ -151,9 +152,6 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
         "median_session_seconds": visits.median(every),
     }
     return {**q.head(), "days": days, "summary": summary}
-
-
-RETENTION_DAYS = 30
 
 
 def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
@@ -415,9 +413,9 @@ def funnel(
     types = sorted({step.event_type for step in steps})
     clause, params = _type_clause(types)
     users = _endpoint_users(conn, app_id) if q.by == "users" else {}
-    timelines: dict[str, list[tuple[int, int, set[int]]]] = {}
-    for endpoint_id, event_type, ts, _event_id, body in conn.execute(
-        f"SELECT endpoint_id, event_type, ts, event_id, body FROM {_events(conn, app_id)}"
+    timelines: dict[str, list[tuple[int, set[int]]]] = {}
+    for endpoint_id, event_type, ts, body in conn.execute(
+        f"SELECT endpoint_id, event_type, ts, body FROM {_events(conn, app_id)}"
         " WHERE app_id = ?"
         " AND ts >= ? AND ts < ?" + clause,
         (app_id, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, *params),
@@ -425,18 +423,18 @@ def funnel(
         attributes = orjson.loads(body).get("Attributes") or {}
         matched = {i for i, step in enumerate(steps) if step.matches(event_type, attributes)}
         if matched:
-            subject = users.get(endpoint_id, "e:" + endpoint_id) if users else endpoint_id
-            timelines.setdefault(subject, []).append((ts, 0, matched))
+            subject = users.get(endpoint_id, user_key(endpoint_id, None)) if users else endpoint_id
+            timelines.setdefault(subject, []).append((ts, matched))
     reached = [0] * len(steps)
     window_ms = window * 1000
     for timeline in timelines.values():
         timeline.sort(key=lambda item: item[0])
         best = 0
-        for i, (t0, _, matched) in enumerate(timeline):
+        for i, (t0, matched) in enumerate(timeline):
             if 0 not in matched:
                 continue
             depth = 1
-            for t, _, m in timeline[i + 1 :]:
+            for t, m in timeline[i + 1 :]:
                 if t - t0 > window_ms or depth == len(steps):
                     break
                 if depth in m:

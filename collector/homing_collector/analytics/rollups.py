@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
+from homing.wire import WireError, parse_timestamp
 from homing_collector.analytics import cohorts, cover, visits
+from homing_collector.analytics.days import HOUR_MS
 
-HOUR_MS = 3_600_000
 ENDPOINT, USER = 0, 1
 PURCHASE = "_monetization.purchase"
 UNKNOWN_CURRENCY = "UNKNOWN"
@@ -185,16 +185,11 @@ def _users(
 
 
 def _parse_ms(value: Any) -> int | None:
-    if type(value) is not str:
-        return None
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    """A timestamp in ms, or None for one that is missing or does not parse."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        return int(parse_timestamp(value).timestamp() * 1000)
+    except WireError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
 
 
 def summarize(rows: Iterable[Row]) -> list[tuple[str, Summary]]:
@@ -421,8 +416,8 @@ def remove_endpoint(
     visits.remove_endpoint(conn, app_id, endpoint_id)
     _forget_subject(conn, app_id, ENDPOINT, endpoint_id)
     key = user_key(endpoint_id, user_id)
+    _forget_subject(conn, app_id, USER, key)
     if user_id is None:
-        _forget_subject(conn, app_id, USER, key)
         return
     # The user's activity is what its other endpoints still have.
     others = [
@@ -433,7 +428,6 @@ def remove_endpoint(
             (app_id, user_id, endpoint_id),
         )
     ]
-    _forget_subject(conn, app_id, USER, key)
     hours: set[int] = set()
     for other in others:
         hours.update(

@@ -17,7 +17,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-HOUR_MS = 3_600_000
+from homing_collector.analytics.days import HOUR_MS
+
 GAP_MS = 5000
 LOOKBACK_MS = 2 * 86_400_000
 GROWTH = 1.05  # histogram buckets are 5% wide: a median is within 2.5% of the exact one

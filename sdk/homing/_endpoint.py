@@ -79,10 +79,6 @@ class Endpoint:
         with self._lock:
             return self._compose(self._changed or now)
 
-    def fields(self) -> dict[str, Any]:
-        with self._lock:
-            return orjson.loads(orjson.dumps(self._fields))  # type: ignore[no-any-return]
-
     def pending(self, now: float) -> tuple[int, dict[str, Any]] | None:
         # The profile to send with its version, or None when the collector has it.
         with self._lock:
@@ -100,8 +96,7 @@ class Endpoint:
     def touch(self, now: float) -> None:
         # Send the profile again even though it did not change (at each session start).
         with self._lock:
-            self._version += 1
-            self._save(self._changed or now)
+            self._bump(self._changed or now)
 
     # -- updating -----------------------------------------------------------------------
 
@@ -167,8 +162,7 @@ class Endpoint:
             if fields == self._fields:
                 return
             self._fields = fields
-            self._version += 1
-            self._save(now)
+            self._bump(now)
 
     # -- internals ----------------------------------------------------------------------
 

@@ -16,13 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
-from tenacity import RetryCallState, wait_random_exponential
 
+from homing._uploader import _message, backoff_delay
 from homing._version import __version__
 from homing.push import CAMPAIGN_KEYS, PushMessage, parse_payload
 
@@ -125,6 +124,7 @@ class Push:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
         self._response: httpx.Response | None = None
         self._connected = False
         self._connected_once = False
@@ -204,7 +204,6 @@ class Push:
 
     def _run(self, stop: threading.Event) -> None:
         attempt = 0
-        backoff = wait_random_exponential(multiplier=0.5, max=self.max_backoff)
         while not stop.is_set():
             if not self._allowed():
                 self._wait(stop, self.policy_recheck)
@@ -224,8 +223,7 @@ class Push:
             if stop.is_set():
                 break
             attempt += 1
-            backoff.max = self.max_backoff
-            delay = backoff(cast(RetryCallState, SimpleNamespace(attempt_number=attempt)))
+            delay = backoff_delay(attempt, multiplier=0.5, maximum=self.max_backoff)
             delay = max(delay, wait or 0.0)
             logger.info("homing: the push stream closed; reconnecting in %.1f s", delay)
             self._wait(stop, delay)
@@ -240,13 +238,12 @@ class Push:
     def _stream_once(self, stop: threading.Event) -> float | None:
         # One connection; returns a minimum wait before the next one, if any.
         self._connected_once = False
-        if self._client is None:
-            self._client = httpx.Client(transport=self._transport)
+        client = self._http()
         headers = {**self._headers, "Accept": "text/event-stream"}
         if self._last_seq:
             headers["Last-Event-ID"] = str(self._last_seq)
         timeout = httpx.Timeout(10.0, connect=5.0, read=_READ_TIMEOUT)
-        with self._client.stream("GET", self.stream_url, headers=headers, timeout=timeout) as resp:
+        with client.stream("GET", self.stream_url, headers=headers, timeout=timeout) as resp:
             self._response = resp
             if stop.is_set():
                 return None
@@ -379,11 +376,16 @@ class Push:
         except Exception as exc:
             self._error(f"cannot record {event_type}: {exc!r}")
 
+    def _http(self) -> httpx.Client:
+        # The stream's thread and an ack may both come here first: one client, never two.
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(transport=self._transport)
+            return self._client
+
     def _ack(self, message_ids: list[str]) -> None:
         try:
-            client = self._client or httpx.Client(transport=self._transport)
-            self._client = client
-            response = client.post(
+            response = self._http().post(
                 self.acks_url,
                 content=orjson.dumps({"MessageIds": message_ids}),
                 headers={**self._headers, "Content-Type": "application/json"},
@@ -447,10 +449,3 @@ def _load_cursor(state: MutableMapping[str, Any]) -> tuple[int, list[str]]:
         last if type(last) is int and last >= 0 else 0,
         [item for item in seen if isinstance(item, str)] if isinstance(seen, list) else [],
     )
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        return str(orjson.loads(response.content).get("Message", ""))[:200]
-    except Exception:
-        return response.reason_phrase

@@ -105,7 +105,8 @@ class Uploader:
             "Content-Encoding": "gzip",
             "User-Agent": f"homing-python/{__version__}",
         }
-        self._backoff = wait_random_exponential(multiplier=1, min=1, max=max(flush_interval, 1))
+        # UpdateEndpoint bodies go as they are; batches of events are gzipped.
+        self._endpoint_headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
         self._auth_logged = False
         self._reset_threading()
 
@@ -229,10 +230,7 @@ class Uploader:
 
     def _send(self, rows: list[Row], deadline: float | None) -> _Outcome:
         body = self._payload(rows)
-        timeout = TIMEOUT
-        if deadline is not None:
-            left = max(deadline - time.monotonic(), 0.001)
-            timeout = httpx.Timeout(min(left, 10.0), connect=min(left, 5.0))
+        timeout = _timeout(deadline)
         try:
             response = self._http().post(
                 self.url,
@@ -266,14 +264,13 @@ class Uploader:
         if pending is None:
             return None
         version, profile = pending
-        timeout = TIMEOUT
-        if deadline is not None:
-            left = max(deadline - time.monotonic(), 0.001)
-            timeout = httpx.Timeout(min(left, 10.0), connect=min(left, 5.0))
-        headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
+        timeout = _timeout(deadline)
         try:
             response = self._http().put(
-                self.endpoint_url, content=orjson.dumps(profile), headers=headers, timeout=timeout
+                self.endpoint_url,
+                content=orjson.dumps(profile),
+                headers=self._endpoint_headers,
+                timeout=timeout,
             )
         except httpx.HTTPError as exc:
             return self._fail(f"endpoint: {type(exc).__name__}: {exc or 'no detail'}", None).error
@@ -388,14 +385,30 @@ class Uploader:
 
     def _fail(self, error: str, retry_after: float | None) -> _Outcome:
         self.failures += 1
-        attempt = cast(RetryCallState, SimpleNamespace(attempt_number=self.failures))
-        wait = self._backoff(attempt)
+        wait = backoff_delay(
+            self.failures, multiplier=1, minimum=1, maximum=max(self.flush_interval, 1)
+        )
         if retry_after is not None:
             wait = max(wait, retry_after)
         self.not_before = self.clock() + min(wait, MAX_WAIT)
         self.counters.last_error = error
         logger.info("homing: upload failed (%s); next attempt in %.1f s", error, wait)
         return _Outcome(error=error)
+
+
+def _timeout(deadline: float | None) -> httpx.Timeout:
+    """The usual timeouts, cut short to what is left before `deadline` (monotonic)."""
+    if deadline is None:
+        return TIMEOUT
+    left = max(deadline - time.monotonic(), 0.001)
+    return httpx.Timeout(min(left, 10.0), connect=min(left, 5.0))
+
+
+def backoff_delay(attempt: int, *, multiplier: float, maximum: float, minimum: float = 0) -> float:
+    """Seconds to wait before retry number `attempt` (from 1): exponential, with full
+    jitter, between `minimum` and `maximum` (tenacity's wait_random_exponential)."""
+    strategy = wait_random_exponential(multiplier=multiplier, min=minimum, max=maximum)
+    return float(strategy(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
 
 
 def _message(response: httpx.Response) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from homing import __version__, limits
 from homing.wire import CHANNEL_TYPES, DEMOGRAPHIC_FIELDS
-from homing_collector.push.messages import ACTIONS, MAX_TARGETS, MAX_TTL_SECONDS
+from homing_collector.push.messages import ACTIONS, MAX_ACKS, MAX_TARGETS, MAX_TTL_SECONDS
 
 if TYPE_CHECKING:
     from homing_collector.routes import Operation
@@ -180,7 +180,7 @@ _PUSH_SCHEMAS: dict[str, Any] = {
         "Send `Last-Event-ID: <seq>` to acknowledge every message up to that seq.",
     },
     "PushAcksRequest": _obj(
-        {"MessageIds": {"type": "array", "minItems": 1, "maxItems": 100, "items": _STR}},
+        {"MessageIds": {"type": "array", "minItems": 1, "maxItems": MAX_ACKS, "items": _STR}},
         ["MessageIds"],
     ),
     "PushAcksResponse": _obj({"Acknowledged": {"type": "integer", "minimum": 0}}, ["Acknowledged"]),
@@ -324,6 +324,7 @@ _RANGE_PARAMETERS: tuple[tuple[str, Any], ...] = (
     ("by", {"type": "string", "enum": ["users", "endpoints"]}),
 )
 _QUERY_PARAMETERS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "GetApps": (("page-size", {"type": "string"}), ("token", _STR)),
     "GetAnalyticsUsage": _RANGE_PARAMETERS,
     "GetAnalyticsRetention": _RANGE_PARAMETERS,
     "GetAnalyticsDemographics": (("dimension", _STR),),
@@ -536,11 +537,6 @@ def document(operations: Sequence[Operation]) -> dict[str, Any]:
             {"name": name.replace("_", "-"), "in": "path", "required": True, "schema": _STR}
             for name in re.findall(r"{(\w+)}", op.path)
         ]
-        if op.name == "GetApps":
-            params += [
-                {"name": "page-size", "in": "query", "schema": {"type": "string"}},
-                {"name": "token", "in": "query", "schema": _STR},
-            ]
         params += [
             {"name": name, "in": "query", "schema": schema}
             for name, schema in _QUERY_PARAMETERS.get(op.name, ())

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from homing_collector.push.messages import MAX_TTL_SECONDS
+
 
 def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("homing-collector")) / "homing.db"
@@ -34,7 +36,7 @@ class Settings:
     # none, in seconds.
     push_queue_limit: int = 100
     push_heartbeat: float = 20.0
-    push_default_ttl: int = 2_419_200
+    push_default_ttl: int = MAX_TTL_SECONDS
     # Analytics rollups kept at ingest; off only to measure what they cost.
     rollups: bool = True
 
@@ -55,8 +57,10 @@ class Settings:
             raise ValueError("push_queue_limit must be from 1 to 100000")
         if not 0.05 <= self.push_heartbeat <= 3600:
             raise ValueError("push_heartbeat must be from 0.05 to 3600 seconds")
-        if not 0 <= self.push_default_ttl <= 2_419_200:
-            raise ValueError("push_default_ttl must be from 0 to 2419200 seconds (28 days)")
+        if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
+            raise ValueError(
+                f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
+            )
 
     @classmethod
     def from_env(

@@ -15,6 +15,7 @@ from homing.wire import WireError, check_id, format_timestamp
 from homing_collector.errors import bad_request
 
 MAX_TARGETS = 100  # endpoints per SendMessages, users per SendUsersMessages
+MAX_ACKS = 100  # message ids per AcknowledgePushMessages
 MAX_TTL_SECONDS = 2_419_200  # 28 days, FCM's longest
 MAX_DATA_BYTES = 4096  # the data map as JSON, FCM's payload limit
 ACTIONS = ("OPEN_APP", "DEEP_LINK", "URL")

@@ -14,6 +14,7 @@ from homing_collector.auth import Principal, authenticate, authorize
 from homing_collector.body import parse_json, read_body
 from homing_collector.errors import not_found, request_id
 from homing_collector.metrics import Metrics
+from homing_collector.push.gateway import Gateway
 from homing_collector.storage.base import Storage
 
 
@@ -40,6 +41,10 @@ def storage(request: Request) -> Storage:
 
 def metrics(request: Request) -> Metrics:
     return request.app.state.metrics  # type: ignore[no-any-return]
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.push  # type: ignore[no-any-return]
 
 
 async def begin(

@@ -4,12 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from homing_collector.push import messages, send
-from homing_collector.push.gateway import Gateway
-from homing_collector.routes._common import begin, json
-
-
-def gateway(request: Request) -> Gateway:
-    return request.app.state.push  # type: ignore[no-any-return]
+from homing_collector.routes._common import begin, gateway, json
 
 
 async def send_messages(request: Request) -> Response:

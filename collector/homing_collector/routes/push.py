@@ -7,12 +7,11 @@ from starlette.responses import Response
 
 from homing.wire import WireError, check_id
 from homing_collector.errors import bad_request
+from homing_collector.push.messages import MAX_ACKS
 from homing_collector.push.stream import PushStream
-from homing_collector.routes._common import begin, json
+from homing_collector.routes._common import begin, gateway, json
 from homing_collector.routes.endpoints import _endpoint_id
-from homing_collector.routes.messages import gateway
 
-MAX_ACKS = 100
 _MAX_SEQ = 2**63 - 1
 
 

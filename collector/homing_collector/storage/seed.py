@@ -12,9 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import orjson
-
-from homing.wire import format_timestamp
+from homing_collector.push import messages
 from homing_collector.storage.base import Storage
 from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -96,20 +94,15 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 
 def _payload(row: PushRow) -> str:
-    """What the push stream sends for the message: Pinpoint's data map of a campaign push."""
-    return orjson.dumps(
-        {
-            "MessageId": row.message_id,
-            "Silent": False,
-            "ExpiresAt": format_timestamp(row.expires_ms / 1000),
-            "Data": {
-                "pinpoint.notification.title": "Homing Shop",
-                "pinpoint.notification.body": "New in the shop this week",
-                "pinpoint.notification.silentPush": "0",
-                "pinpoint.openApp": "true",
-                "pinpoint.campaign.campaign_id": row.campaign_id,
-                "pinpoint.campaign.campaign_activity_id": f"{row.campaign_id}-activity-1",
-                "pinpoint.campaign.treatment_id": "0",
-            },
-        }
-    ).decode()
+    """What the push stream sends for the message: a campaign push that opens the app."""
+    push = messages.Push(title="Homing Shop", body="New in the shop this week", silent=False)
+    context = {
+        "campaign_id": row.campaign_id,
+        "campaign_activity_id": f"{row.campaign_id}-activity-1",
+        "treatment_id": "0",
+    }
+    payload, _campaign = messages.render(
+        push, messages.Override(), context, message_id=row.message_id,
+        expires_at_ms=row.expires_ms,
+    )  # fmt: skip
+    return payload

@@ -106,37 +106,30 @@ _DELIVERY_STATUSES = [
     "OPT_OUT",
     "DUPLICATE",
 ]
+
+
+def _send_request(targets: str, target_id: str) -> dict[str, Any]:
+    """SendMessages' or SendUsersMessages' body: they differ only in whom they target."""
+    return _obj(
+        {
+            "MessageConfiguration": _MESSAGE_CONFIGURATION,
+            targets: {
+                "type": "object",
+                "description": f"{target_id} -> EndpointSendConfiguration.",
+                "minProperties": 1,
+                "maxProperties": MAX_TARGETS,
+                "additionalProperties": _SEND_CONFIGURATION,
+            },
+            "Context": _STRING_MAP,
+            "TraceId": _STR,
+        },
+        ["MessageConfiguration", targets],
+    )
+
+
 _PUSH_SCHEMAS: dict[str, Any] = {
-    "MessageRequest": _obj(
-        {
-            "MessageConfiguration": _MESSAGE_CONFIGURATION,
-            "Endpoints": {
-                "type": "object",
-                "description": "Endpoint id -> EndpointSendConfiguration.",
-                "minProperties": 1,
-                "maxProperties": MAX_TARGETS,
-                "additionalProperties": _SEND_CONFIGURATION,
-            },
-            "Context": _STRING_MAP,
-            "TraceId": _STR,
-        },
-        ["MessageConfiguration", "Endpoints"],
-    ),
-    "SendUsersMessageRequest": _obj(
-        {
-            "MessageConfiguration": _MESSAGE_CONFIGURATION,
-            "Users": {
-                "type": "object",
-                "description": "User id -> EndpointSendConfiguration.",
-                "minProperties": 1,
-                "maxProperties": MAX_TARGETS,
-                "additionalProperties": _SEND_CONFIGURATION,
-            },
-            "Context": _STRING_MAP,
-            "TraceId": _STR,
-        },
-        ["MessageConfiguration", "Users"],
-    ),
+    "MessageRequest": _send_request("Endpoints", "Endpoint id"),
+    "SendUsersMessageRequest": _send_request("Users", "User id"),
     "EndpointMessageResult": _obj(
         {
             "DeliveryStatus": {"type": "string", "enum": _DELIVERY_STATUSES},

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.collector.push_stream import Stream
@@ -481,6 +482,7 @@ def test_nothing_crosses_from_one_app_to_another(live: LiveCollector, app: App, 
 # -- validation --------------------------------------------------------------------------
 
 GOOD = push()
+LIMIT = 4096  # bytes of data, FCM's limit
 BAD_SENDS = [
     ({"MessageConfiguration": GOOD}, "Endpoints"),
     ({"Endpoints": {}, "MessageConfiguration": GOOD}, "Endpoints"),
@@ -503,6 +505,14 @@ BAD_SENDS = [
      "MessageConfiguration.DefaultPushNotificationMessage.Data"),
     ({"Endpoints": {"e": {}}, "MessageConfiguration": push(Data={"k": "x" * 5000})},
      "MessageConfiguration"),
+    # The limit is in bytes, and holds for each endpoint's push with its override.
+    ({"Endpoints": {"e": {}, "f": {"BodyOverride": "\u00e9" * 2100}},
+      "MessageConfiguration": GOOD}, "Endpoints.f"),
+    ({"Endpoints": {"e": {"Context": {"campaign_id": "c" * 4100}}},
+      "MessageConfiguration": GOOD}, "Endpoints.e"),
+    ({"Endpoints": {"e": {"TitleOverride": "t" * 3000}},
+      "MessageConfiguration": {"GCMMessage": {"Title": "Hi"}, "APNSMessage": {"Body": "b" * 1100}}},
+     "Endpoints.e"),
     ({"Endpoints": {"e": "x"}, "MessageConfiguration": GOOD}, "Endpoints.e"),
     ({"Endpoints": {"e": {"TitleOverride": 3}}, "MessageConfiguration": GOOD},
      "Endpoints.e.TitleOverride"),
@@ -516,6 +526,7 @@ BAD_USER_SENDS = [
     ({"Users": {str(n): {} for n in range(101)}, "MessageConfiguration": GOOD}, "Users"),
     ({"Users": {"u": {}}, "MessageConfiguration": {"GCMMessage": {"TimeToLive": 1.5}}},
      "MessageConfiguration.GCMMessage.TimeToLive"),
+    ({"Users": {"u": {"TitleOverride": "x" * 4100}}, "MessageConfiguration": GOOD}, "Users.u"),
 ]  # fmt: skip
 
 
@@ -534,6 +545,39 @@ def test_send_messages_names_the_field_it_rejects(
         f"{live.url}/v1/apps/{app.id}/messages", json=body, headers=headers, timeout=10
     )
     bad_request(answer, field)
+
+
+def test_the_data_limit_is_4096_bytes_for_each_endpoint_with_its_override(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    device = endpoint(admin, app)
+    headers = {"Authorization": f"Bearer {app.admin.token}"}
+
+    def send_with_body(body: str) -> httpx.Response:
+        request = {"Endpoints": {device: {"BodyOverride": body}}, "MessageConfiguration": GOOD}
+        return httpx.post(
+            f"{live.url}/v1/apps/{app.id}/messages", json=request, headers=headers, timeout=10
+        )
+
+    def delivered() -> dict[str, str]:
+        with open_stream(live, app, device) as stream:
+            [event] = stream.backlog()
+        assert ack(live, app, device, [event.data["MessageId"]]).status_code == 202
+        data: dict[str, str] = event.data["Data"]
+        return data
+
+    # What the data takes besides the body, measured on a push with a one-byte body.
+    assert send_with_body("b").status_code == 200
+    rest = len(orjson.dumps(delivered())) - 1
+    # Up to the limit in bytes, with two-byte characters: 4,096 bytes go through.
+    fits = "\u00e9" * ((LIMIT - rest) // 2) + "b" * ((LIMIT - rest) % 2)
+    answer = send_with_body(fits)
+    assert answer.status_code == 200, answer.text
+    data = delivered()
+    assert data["pinpoint.notification.body"] == fits
+    assert len(orjson.dumps(data)) == LIMIT
+    # One byte more is refused, naming the endpoint whose override is too big.
+    bad_request(send_with_body(fits + "b"), f"Endpoints.{device}")
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_USER_SENDS, ids=[f for _, f in BAD_USER_SENDS])

@@ -142,16 +142,32 @@ def _parse(payload: Any, targets_field: str) -> SendRequest:
         sections[_PUSH_SECTIONS[0]], sections["GCMMessage"], sections["APNSMessage"], context,
         targets,
     )  # fmt: skip
-    for channel in ("GCM", "APNS"):
-        push = request.push_for(channel)
-        size = len(orjson.dumps(_data(push, Override(), context)))
-        if size > MAX_DATA_BYTES:
-            raise WireError(
-                "MessageConfiguration",
-                f"the push's data (Data with the title, body and url) is {size} bytes as "
-                f"JSON; the limit is {MAX_DATA_BYTES}",
-            )
+    # What each endpoint gets is its channel's push with its own override laid over it:
+    # every one of those must fit, and none is sent unless all do.
+    pushes = [request.push_for("GCM")]
+    if (apns := request.push_for("APNS")) != pushes[0]:
+        pushes.append(apns)
+    for push in pushes:
+        _check_size(_data(push, Override(), context), "MessageConfiguration", "")
+    for target_id, override in targets.items():
+        if override != Override():
+            for push in pushes:
+                _check_size(
+                    _data(push, override, context),
+                    f"{targets_field}.{target_id}",
+                    " with its TitleOverride, BodyOverride and Context",
+                )
     return request
+
+
+def _check_size(data: dict[str, str], field_name: str, overrides: str) -> None:
+    size = len(orjson.dumps(data))
+    if size > MAX_DATA_BYTES:
+        raise WireError(
+            field_name,
+            f"the push's data (Data with the title, body and url){overrides} is {size} bytes "
+            f"as JSON; the limit is {MAX_DATA_BYTES}",
+        )
 
 
 def _texts(value: Any, field_name: str, names: tuple[str, ...]) -> dict[str, str | None]:

@@ -12,9 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from homing_collector.errors import bad_request
 from homing_collector.push.gateway import Gateway
-from homing_collector.push.messages import MAX_DATA_BYTES, Override, SendRequest, render
+from homing_collector.push.messages import Override, SendRequest, render
 from homing_collector.storage.base import Endpoint, PushMessage, QueuedPush
 
 Result = dict[str, Any]
@@ -89,12 +88,6 @@ async def send(
             push, target.override, request.context, message_id=message_id,
             expires_at_ms=expires_at,
         )  # fmt: skip
-        if len(payload) > MAX_DATA_BYTES + 512:
-            raise bad_request(
-                f"MessageConfiguration: the push for endpoint {endpoint_id}, with its "
-                f"TitleOverride and BodyOverride, is {len(payload)} bytes; the limit is "
-                f"{MAX_DATA_BYTES} bytes of data"
-            )
         message = PushMessage(
             endpoint_id, message_id, bool(push.silent), payload, campaign_id, expires_at
         )

@@ -6,6 +6,7 @@ heartbeat to know they have seen a stream's backlog) and a queue of 5 per endpoi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import sqlite3
@@ -13,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -718,3 +719,32 @@ def test_the_api_md_example_sends(live: LiveCollector, app: App, admin: Any) -> 
         [event] = stream.messages(1)
     assert event.data["Data"]["pinpoint.url"] == "https://example.com/sale"
     assert event.data["Data"]["pinpoint.campaign.campaign_id"] == "spring-sale"
+
+
+def test_a_workers_poll_wakes_only_the_streams_behind_the_newest_message() -> None:
+    # The poll looks back POLL_OVERLAP_MS, so it keeps finding messages that streams
+    # already have: those streams must not read the database again for them.
+    from homing_collector.metrics import Metrics
+    from homing_collector.push.gateway import Gateway
+
+    class Storage:
+        async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]]:
+            return [("app", "current", 7), ("app", "behind", 9), ("app", "elsewhere", 3)]
+
+    class FakeStream:
+        def __init__(self, endpoint_id: str, last_seq: int) -> None:
+            self.key = ("app", endpoint_id)
+            self.last_seq = last_seq
+            self.fetches = 0
+
+        def request_fetch(self) -> None:
+            self.fetches += 1
+
+    gateway = Gateway(
+        cast(Any, Storage()), Metrics(), heartbeat=1, queue_limit=10, default_ttl=60, shared=True
+    )
+    current, behind, other = FakeStream("current", 7), FakeStream("behind", 8), FakeStream("x", 0)
+    for stream in (current, behind, other):
+        gateway.attach(cast(Any, stream))
+    asyncio.run(gateway._poll()())
+    assert (current.fetches, behind.fetches, other.fetches) == (0, 1, 0)

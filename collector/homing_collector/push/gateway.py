@@ -115,11 +115,14 @@ class Gateway:
         async def poll() -> None:
             nonlocal seen_ms
             now_ms = int(time.time() * 1000)
-            keys = await self.storage.push_changes(seen_ms - POLL_OVERLAP_MS)
+            changes = await self.storage.push_changes(seen_ms - POLL_OVERLAP_MS)
             seen_ms = now_ms
-            for key in keys or ():
-                for stream in self._streams.get(key, ()):
-                    stream.request_fetch()
+            for app_id, endpoint_id, seq in changes or ():
+                for stream in self._streams.get((app_id, endpoint_id), ()):
+                    # The overlap brings back messages a stream already has: only a
+                    # stream behind the newest one reads the database again.
+                    if stream.last_seq < seq:
+                        stream.request_fetch()
 
         return poll
 

@@ -183,10 +183,10 @@ class Storage(Protocol):
     async def purge_push(self, now_ms: int) -> int:
         """Delete unacknowledged messages that have expired; return how many."""
 
-    async def push_changes(self, since_ms: int) -> list[tuple[str, str]] | None:
+    async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
         """For several processes on one database: None when nothing was committed since
-        the last call, else the (app, endpoint) pairs with messages queued since
-        `since_ms` and not yet acknowledged."""
+        the last call, else (app, endpoint, highest seq) for each endpoint with messages
+        queued since `since_ms` and not yet acknowledged."""
 
     async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on a read-only connection in a thread; for analytics queries."""

@@ -111,13 +111,13 @@ def purge(conn: sqlite3.Connection, now_ms: int) -> int:
     return cursor.rowcount
 
 
-def recent(conn: sqlite3.Connection, since_ms: int) -> list[tuple[str, str]]:
+def recent(conn: sqlite3.Connection, since_ms: int) -> list[tuple[str, str, int]]:
     rows = conn.execute(
-        "SELECT DISTINCT app_id, endpoint_id FROM push_messages"
-        " WHERE delivered_at IS NULL AND created_at >= ?",
+        "SELECT app_id, endpoint_id, max(seq) FROM push_messages"
+        " WHERE delivered_at IS NULL AND created_at >= ? GROUP BY app_id, endpoint_id",
         (since_ms,),
     ).fetchall()
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 def delete_endpoint(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> None:

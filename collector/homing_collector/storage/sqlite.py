@@ -700,7 +700,7 @@ class SQLiteStorage:
     async def purge_push(self, now_ms: int) -> int:
         return await self._write(lambda conn: push.purge(conn, now_ms), flush_first=False)
 
-    async def push_changes(self, since_ms: int) -> list[tuple[str, str]] | None:
+    async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
         conn = self._read()
         (version,) = conn.execute("PRAGMA data_version").fetchone()
         if version == self._push_version:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from homing_collector.metrics import Metrics
+from homing_collector.push import epoch_ms
 from homing_collector.push.stream import PushStream
 from homing_collector.storage.base import QueuedPush, Storage
 
@@ -105,16 +105,16 @@ class Gateway:
     # -- chores ------------------------------------------------------------------------
 
     async def purge(self) -> int:
-        expired = await self.storage.purge_push(int(time.time() * 1000))
+        expired = await self.storage.purge_push(epoch_ms())
         self.metrics.push["expired"] += expired
         return expired
 
     def _poll(self) -> Callable[[], Awaitable[object]]:
-        seen_ms = int(time.time() * 1000)
+        seen_ms = epoch_ms()
 
         async def poll() -> None:
             nonlocal seen_ms
-            now_ms = int(time.time() * 1000)
+            now_ms = epoch_ms()
             changes = await self.storage.push_changes(seen_ms - POLL_OVERLAP_MS)
             seen_ms = now_ms
             for app_id, endpoint_id, seq in changes or ():

@@ -7,11 +7,11 @@ database could lose.
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from homing_collector.push import epoch_ms
 from homing_collector.push.gateway import Gateway
 from homing_collector.push.messages import Override, SendRequest, render
 from homing_collector.storage.base import Endpoint, PushMessage, QueuedPush
@@ -45,7 +45,7 @@ async def send(
     endpoints: dict[str, Endpoint],
 ) -> list[Result]:
     """One result per target, in order."""
-    now_ms = int(time.time() * 1000)
+    now_ms = epoch_ms()
     results: list[Result | None] = []
     queued: list[tuple[int, PushMessage, str | None]] = []  # (result index, message, address)
     addresses: dict[tuple[Any, str], str] = {}  # (channel, address) -> first endpoint id

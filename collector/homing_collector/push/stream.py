@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from homing_collector.push import epoch_ms
 from homing_collector.storage.base import QueuedPush
 
 if TYPE_CHECKING:
@@ -139,10 +139,10 @@ class PushStream(Response):
             self.fetch = False
             app_id, endpoint_id = self.key
             fetched = await self.gateway.storage.pending_push(
-                app_id, endpoint_id, after_seq=self.last_seq, now_ms=_now_ms()
+                app_id, endpoint_id, after_seq=self.last_seq, now_ms=epoch_ms()
             )
             items = fetched + items
-        now_ms = _now_ms()
+        now_ms = epoch_ms()
         parts = []
         for item in items:
             if item.seq <= self.last_seq or item.expires_at <= now_ms:
@@ -153,7 +153,3 @@ class PushStream(Response):
             return b""
         self.gateway.metrics.push["sent"] += len(parts)
         return b"".join(parts)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homing.wire import WireError, check_id
 from homing_collector.errors import bad_request
+from homing_collector.push import epoch_ms
 from homing_collector.push.messages import MAX_ACKS
 from homing_collector.push.stream import PushStream
 from homing_collector.routes._common import begin, gateway, json
@@ -33,7 +32,7 @@ async def open_stream(request: Request) -> Response:
                 "the device handled"
             )
         acknowledged = await call.storage.ack_push_through(
-            call.app_id, endpoint_id, int(last_event_id), now_ms=int(time.time() * 1000)
+            call.app_id, endpoint_id, int(last_event_id), now_ms=epoch_ms()
         )
         push.metrics.push["delivered"] += acknowledged
     return PushStream(push, call.app_id, endpoint_id)
@@ -51,8 +50,6 @@ async def acknowledge(request: Request) -> Response:
             check_id(message_id, f"MessageIds[{index}]")
     except WireError as exc:
         raise bad_request(str(exc)) from None
-    acknowledged = await call.storage.ack_push(
-        call.app_id, endpoint_id, ids, now_ms=int(time.time() * 1000)
-    )
+    acknowledged = await call.storage.ack_push(call.app_id, endpoint_id, ids, now_ms=epoch_ms())
     gateway(request).metrics.push["delivered"] += acknowledged
     return json({"Acknowledged": acknowledged}, 202)

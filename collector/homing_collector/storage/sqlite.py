@@ -24,7 +24,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 
 try:
     import fcntl
@@ -39,6 +38,7 @@ from typing import Any, TypeVar
 import orjson
 
 from homing_collector.analytics import rollups
+from homing_collector.push import epoch_ms
 from homing_collector.storage import push
 from homing_collector.storage.base import (
     AppRecord,
@@ -671,7 +671,7 @@ class SQLiteStorage:
         def job(conn: sqlite3.Connection) -> PushQueued:
             # Stamped in the transaction, so that other processes polling for new rows by
             # time (push_changes) see them in about the order they commit.
-            now_ms = int(time.time() * 1000)
+            now_ms = epoch_ms()
             return push.queue(conn, app_id, messages, queue_limit, now_ms)
 
         return await self._write(job, flush_first=False)

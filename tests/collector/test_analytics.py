@@ -557,13 +557,6 @@ def test_bad_kpi_parameters_are_400_naming_them(
     assert response.json()["Message"].startswith(f"{named}:")
 
 
-PUSH_MESSAGES = """CREATE TABLE IF NOT EXISTS push_messages (
-    app_id TEXT NOT NULL, endpoint_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    message_id TEXT NOT NULL, silent INTEGER NOT NULL, payload TEXT NOT NULL,
-    campaign_id TEXT, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
-    delivered_at INTEGER, PRIMARY KEY (app_id, endpoint_id, seq))"""
-
-
 def test_push_figures_come_from_the_push_gateways_messages(collector: LiveCollector) -> None:
     app = collector.create_app("push")
     day = datetime(2026, 10, 5, tzinfo=ZoneInfo("UTC"))
@@ -575,7 +568,6 @@ def test_push_figures_come_from_the_push_gateways_messages(collector: LiveCollec
         rows.append((app.id, f"ep{i % 7}", i, f"m{i}", 0, "{}", campaign, created,
                      created + 86_400_000, delivered))  # fmt: skip
     with contextlib.closing(sqlite3.connect(collector.db, timeout=30)) as db:
-        db.execute(PUSH_MESSAGES)
         db.executemany("INSERT INTO push_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.commit()
     opens = {}

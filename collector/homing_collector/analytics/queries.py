@@ -496,22 +496,10 @@ def revenue(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
     }
 
 
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
-        is not None
-    )
-
-
 def push_messages(
     conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
 ) -> list[tuple[str, str | None, int, int | None]]:
-    """(endpoint id, campaign id, created_at, delivered_at) of messages queued in range;
-    none when the push gateway's table is not there."""
-    if not _has_table(conn, "push_messages"):
-        return []
+    """(endpoint id, campaign id, created_at, delivered_at) of messages queued in range."""
     return conn.execute(
         "SELECT endpoint_id, campaign_id, created_at, delivered_at FROM push_messages"
         " WHERE app_id = ? AND created_at >= ? AND created_at < ?",

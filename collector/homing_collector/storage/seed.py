@@ -1,13 +1,8 @@
-"""Rows that only demo data writes directly: the push messages of its simulated campaigns.
-
-The push gateway owns the `push_messages` table. A database made before it existed has
-no such table; then there is nothing to write, and the campaigns show through their
-`_campaign.*` events alone.
-"""
+"""Rows that only demo data writes directly: the push messages of its simulated campaigns,
+in the push gateway's own table, so that campaign analytics count them as sent."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -26,8 +21,6 @@ class PushRow(Protocol):
     delivered_ms: int | None
 
 
-logger = logging.getLogger("homing_collector")
-
 _COLUMNS = (
     "app_id", "endpoint_id", "seq", "message_id", "silent", "payload", "campaign_id",
     "created_at", "expires_at", "delivered_at",
@@ -35,62 +28,37 @@ _COLUMNS = (
 
 
 async def put_push_messages(storage: Storage, app_id: str, rows: Sequence[PushRow]) -> bool:
-    """Store `rows` in the push gateway's table; False if this database has none."""
+    """Store `rows` in the push gateway's table; False if this storage is not SQLite."""
     if not isinstance(storage, SQLiteStorage) or not rows:
         return False
 
     def job(conn: sqlite3.Connection) -> bool:
-        if not set(_COLUMNS) <= _columns(conn, "push_messages"):
-            return False
-        # The gateway numbers each endpoint's messages from a counter in push_endpoints;
-        # take numbers from it too, so that its next message does not reuse one.
-        counter = {"app_id", "endpoint_id", "last_seq"} <= _columns(conn, "push_endpoints")
         by_endpoint: dict[str, list[PushRow]] = {}
         for row in sorted(rows, key=lambda r: (r.endpoint_id, r.created_ms)):
             by_endpoint.setdefault(row.endpoint_id, []).append(row)
         values: list[tuple[Any, ...]] = []
-        # The gateway's tables may ask for more than these columns: then write nothing.
-        conn.execute("SAVEPOINT demo_push")
-        try:
-            for endpoint_id, messages in by_endpoint.items():
-                if counter:
-                    (last,) = conn.execute(
-                        "INSERT INTO push_endpoints (app_id, endpoint_id, last_seq)"
-                        " VALUES (?, ?, ?) ON CONFLICT (app_id, endpoint_id) DO UPDATE"
-                        " SET last_seq = last_seq + excluded.last_seq RETURNING last_seq",
-                        (app_id, endpoint_id, len(messages)),
-                    ).fetchone()
-                    first = last - len(messages) + 1
-                else:
-                    (last,) = conn.execute(
-                        "SELECT coalesce(max(seq), 0) FROM push_messages"
-                        " WHERE app_id = ? AND endpoint_id = ?",
-                        (app_id, endpoint_id),
-                    ).fetchone()
-                    first = last + 1
-                for seq, row in enumerate(messages, start=first):
-                    values.append(
-                        (app_id, endpoint_id, seq, row.message_id, 0, _payload(row),
-                         row.campaign_id, row.created_ms, row.expires_ms, row.delivered_ms)
-                    )  # fmt: skip
-            conn.executemany(
-                f"INSERT INTO push_messages ({', '.join(_COLUMNS)})"
-                f" VALUES ({', '.join('?' * len(_COLUMNS))})",
-                values,
-            )
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK TO demo_push")
-            conn.execute("RELEASE demo_push")
-            logger.warning("demo pushes not stored in push_messages: %s", exc)
-            return False
-        conn.execute("RELEASE demo_push")
+        for endpoint_id, sent in by_endpoint.items():
+            # The gateway numbers each endpoint's messages from its counter in
+            # push_endpoints: take numbers from it too, so that its next one is new.
+            (last,) = conn.execute(
+                "INSERT INTO push_endpoints (app_id, endpoint_id, last_seq)"
+                " VALUES (?, ?, ?) ON CONFLICT (app_id, endpoint_id) DO UPDATE"
+                " SET last_seq = last_seq + excluded.last_seq RETURNING last_seq",
+                (app_id, endpoint_id, len(sent)),
+            ).fetchone()
+            for seq, row in enumerate(sent, start=last - len(sent) + 1):
+                values.append(
+                    (app_id, endpoint_id, seq, row.message_id, 0, _payload(row),
+                     row.campaign_id, row.created_ms, row.expires_ms, row.delivered_ms)
+                )  # fmt: skip
+        conn.executemany(
+            f"INSERT INTO push_messages ({', '.join(_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(_COLUMNS))})",
+            values,
+        )
         return True
 
     return await storage._write(job)
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _payload(row: PushRow) -> str:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from homing_collector import ingest
-from homing_collector.analytics import cover, rollups, visits
+from homing_collector.analytics import cover, rollups, sql, visits
 from homing_collector.storage.migrations import migrate
 from tests.collector import analytics_data
 
@@ -298,3 +298,17 @@ def test_a_summary_survives_the_trip_to_the_writer_process() -> None:
     assert copy.sessions == {("e1", "s1"): [1795859940000, 1795860000000]}
     copy.add("e1", "a", 1795860000000, "s1", body["BatchItem"]["e1"]["Events"]["x"])
     assert copy.counts == {(498850, "a"): 2}
+
+
+def test_join_values_runs_many_keys_in_several_statements() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a INTEGER, b INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(n, n * n) for n in range(10_000)])
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    keys = [(n, n + 1) for n in range(0, 10_000, 2)]  # 5,000 keys of 2: 10,000 variables
+    got = list(
+        sql.join_values(conn, "lo, hi", keys, "SELECT t.b FROM v JOIN t ON t.a BETWEEN lo AND hi")
+    )
+    assert sorted(b for (b,) in got) == [n * n for n in range(10_000)]
+    assert len(statements) == 2

@@ -33,6 +33,7 @@ import orjson
 from homing.wire import WireError, parse_timestamp
 from homing_collector.analytics import cohorts, cover, visits
 from homing_collector.analytics.days import HOUR_MS
+from homing_collector.analytics.sql import join_values
 
 ENDPOINT, USER = 0, 1
 PURCHASE = "_monetization.purchase"
@@ -262,16 +263,12 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
     """Record who was active when, and the coverage deltas of the hours that are new."""
     subjects = list(hours)
     known: dict[tuple[str, int, str], tuple[int, int]] = {}  # -> (first, last hour)
-    for i in range(0, len(subjects), 3000):
-        chunk = subjects[i : i + 3000]
-        values = ",".join("(?, ?, ?)" for _ in chunk)
-        for app_id, kind, key, first, last in conn.execute(
-            f"WITH v(app_id, kind, key) AS (VALUES {values}) SELECT s.app_id, s.kind, s.key,"
-            " s.first_hour, s.last_hour FROM v JOIN an_subjects s ON s.app_id = v.app_id"
-            " AND s.kind = v.kind AND s.key = v.key",
-            [x for subject in chunk for x in subject],
-        ):
-            known[(app_id, kind, key)] = (first, last)
+    for app_id, kind, key, first, last in join_values(
+        conn, "app_id, kind, key", subjects,
+        "SELECT s.app_id, s.kind, s.key, s.first_hour, s.last_hour FROM v JOIN an_subjects s"
+        " ON s.app_id = v.app_id AND s.kind = v.kind AND s.key = v.key",
+    ):  # fmt: skip
+        known[(app_id, kind, key)] = (first, last)
     deltas: cover.Deltas = {}
     retention: cohorts.Deltas = {}
     late: list[tuple[str, int, str]] = []
@@ -305,21 +302,17 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
         # Hours before the last known one: read what is around them (only hours within
         # the longest window matter).
         around: dict[tuple[str, int, str], list[int]] = {subject: [] for subject in late}
-        for i in range(0, len(late), 2000):
-            chunk = late[i : i + 2000]
-            values = ",".join("(?, ?, ?, ?, ?)" for _ in chunk)
-            params: list[Any] = []
-            for subject in chunk:
-                params += [*subject, min(hours[subject]) - cover.MAX_SPAN,
-                           max(hours[subject]) + cover.MAX_SPAN]  # fmt: skip
-            for app_id, kind, key, hour in conn.execute(
-                f"WITH v(app_id, kind, key, lo, hi) AS (VALUES {values})"
-                " SELECT a.app_id, a.kind, a.key, a.hour FROM v JOIN an_active a"
-                " ON a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
-                " AND a.hour >= v.lo AND a.hour <= v.hi",
-                params,
-            ):
-                around[(app_id, kind, key)].append(hour)
+        ranges = [
+            (*subject, min(hours[subject]) - cover.MAX_SPAN, max(hours[subject]) + cover.MAX_SPAN)
+            for subject in late
+        ]
+        for app_id, kind, key, hour in join_values(
+            conn, "app_id, kind, key, lo, hi", ranges,
+            "SELECT a.app_id, a.kind, a.key, a.hour FROM v JOIN an_active a"
+            " ON a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
+            " AND a.hour >= v.lo AND a.hour <= v.hi",
+        ):  # fmt: skip
+            around[(app_id, kind, key)].append(hour)
         for subject, near in around.items():
             near.sort()
             app_id, kind, _key = subject
@@ -485,19 +478,14 @@ def _recompute_metrics(
     a bucket's minimum or maximum, the bucket is computed again from the events that
     remain, which means reading the stored events of those hours."""
     removed = batch.metrics
-    keys = list(removed)
     stored: dict[tuple[str, int, str, str], tuple[float, float]] = {}
-    for i in range(0, len(keys), 2000):
-        chunk = keys[i : i + 2000]
-        values = ",".join("(?, ?, ?, ?)" for _ in chunk)
-        for app, hour, event_type, name, low, high in conn.execute(
-            f"WITH v(app_id, hour, event_type, name) AS (VALUES {values}) SELECT m.app_id,"
-            " m.hour, m.event_type, m.name, m.min, m.max FROM v JOIN an_metrics m"
-            " ON m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
-            " AND m.name = v.name",
-            [x for key in chunk for x in key],
-        ):
-            stored[(app, hour, event_type, name)] = (low, high)
+    for app, hour, event_type, name, low, high in join_values(
+        conn, "app_id, hour, event_type, name", list(removed),
+        "SELECT m.app_id, m.hour, m.event_type, m.name, m.min, m.max FROM v JOIN an_metrics m"
+        " ON m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
+        " AND m.name = v.name",
+    ):  # fmt: skip
+        stored[(app, hour, event_type, name)] = (low, high)
     again = []
     subtract = []
     for key, (count, total, low, high) in removed.items():

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
 
 from homing_collector.analytics.days import HOUR_MS
+from homing_collector.analytics.sql import join_values
 
 GAP_MS = 5000
 LOOKBACK_MS = 2 * 86_400_000
@@ -84,23 +84,17 @@ def update(conn: sqlite3.Connection, spans: Spans) -> None:
     for (app_id, endpoint_id, _sid), (start, stop) in spans.items():
         per.setdefault((app_id, endpoint_id), []).append((start, stop))
     existing: dict[tuple[str, str], list[Chain]] = {key: [] for key in per}
-    keys = list(per)
-    for i in range(0, len(keys), 2000):
-        chunk = keys[i : i + 2000]
-        values = ",".join("(?, ?, ?, ?)" for _ in chunk)
-        params: list[Any] = []
-        for key in chunk:
-            intervals = per[key]
-            params += [*key, min(a for a, _ in intervals) - LOOKBACK_MS,
-                       max(b for _, b in intervals) + GAP_MS]  # fmt: skip
-        for app_id, endpoint_id, start, stop in conn.execute(
-            f"WITH v(app_id, endpoint_id, lo, hi) AS (VALUES {values})"
-            " SELECT c.app_id, c.endpoint_id, c.start_ms, c.stop_ms FROM v JOIN an_visits c"
-            " ON c.app_id = v.app_id AND c.endpoint_id = v.endpoint_id"
-            " AND c.start_ms >= v.lo AND c.start_ms <= v.hi",
-            params,
-        ):
-            existing[(app_id, endpoint_id)].append((start, stop))
+    ranges = [
+        (*key, min(a for a, _ in intervals) - LOOKBACK_MS, max(b for _, b in intervals) + GAP_MS)
+        for key, intervals in per.items()
+    ]
+    for app_id, endpoint_id, start, stop in join_values(
+        conn, "app_id, endpoint_id, lo, hi", ranges,
+        "SELECT c.app_id, c.endpoint_id, c.start_ms, c.stop_ms FROM v JOIN an_visits c"
+        " ON c.app_id = v.app_id AND c.endpoint_id = v.endpoint_id"
+        " AND c.start_ms >= v.lo AND c.start_ms <= v.hi",
+    ):  # fmt: skip
+        existing[(app_id, endpoint_id)].append((start, stop))
     stats = Stats()
     removed: list[tuple[str, str, int]] = []
     added: list[tuple[str, str, int, int]] = []

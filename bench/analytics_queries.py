@@ -417,7 +417,7 @@ def main() -> int:
     parser.add_argument("--ingest-duration", type=float, default=8.0,
                         help="seconds measured per ingestion case; 0 skips them")  # fmt: skip
     parser.add_argument("--ingest-rounds", type=int, default=3,
-                        help="rounds of the three ingestion cases, alternated")  # fmt: skip
+                        help="rounds of the three ingestion cases; 0 skips them")  # fmt: skip
     parser.add_argument("--max-rate", type=float, default=100_000,
                         help="events/s the pre-built batches can feed a stored case")  # fmt: skip
     parser.add_argument("--db", type=Path, help="reuse (or keep) this database file")
@@ -443,7 +443,7 @@ def main() -> int:
         print(
             "headline queries within 100 ms: " + ("all" if not slow else "not " + ", ".join(slow))
         )
-        if args.ingest_duration > 0:
+        if args.ingest_duration > 0 and args.ingest_rounds > 0:
             print("PutEvents through a live collector, 16 clients:")
             rates = asyncio.run(
                 ingest_rates(args.ingest_duration, 2.0, 16, workdir, rounds=args.ingest_rounds,

@@ -20,6 +20,7 @@ from homing_collector.analytics.cohorts import DAYS as RETENTION_DAYS  # what an
 from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, USER, user_key
+from homing_collector.analytics.sql import join_values
 
 OPENED = "_campaign.opened_notification"
 OPEN_SESSION_BEFORE_MS = 60_000
@@ -541,17 +542,23 @@ def campaigns(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
             c[0] += 1
             c[1] += got
     opened = opens(conn, app_id, lo_ms, hi_ms)
-    after = 0
-    for endpoint_id, ts, campaign_id in opened:
+    for _endpoint, ts, campaign_id in opened:
         days.setdefault(g.day_of_ms(ts), [0, 0, 0])[2] += 1
         if campaign_id is not None:
             per.setdefault(campaign_id, [0, 0, 0])[2] += 1
-        if conn.execute(
-            "SELECT 1 FROM an_sessions WHERE app_id = ? AND endpoint_id = ?"
-            " AND start_ms >= ? AND start_ms <= ? LIMIT 1",
-            (app_id, endpoint_id, ts - OPEN_SESSION_BEFORE_MS, ts + OPEN_SESSION_AFTER_MS),
-        ).fetchone():
-            after += 1
+    windows = [
+        (app_id, endpoint_id, ts - OPEN_SESSION_BEFORE_MS, ts + OPEN_SESSION_AFTER_MS)
+        for endpoint_id, ts, _campaign in opened
+    ]
+    after = sum(
+        count
+        for (count,) in join_values(
+            conn, "app_id, endpoint_id, lo, hi", windows,
+            "SELECT count(*) FROM v WHERE EXISTS (SELECT 1 FROM an_sessions s"
+            " WHERE s.app_id = v.app_id AND s.endpoint_id = v.endpoint_id"
+            " AND s.start_ms >= v.lo AND s.start_ms <= v.hi)",
+        )
+    )  # fmt: skip
     return {
         **q.head(),
         "sent": sent,

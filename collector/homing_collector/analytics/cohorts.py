@@ -20,6 +20,11 @@ HORIZON = (DAYS + 2) * 24  # hours after the first one that can matter
 Deltas = dict[tuple[str, int, int, int, int], int]  # (app, kind, phase, cohort, offset)
 
 
+def offsets(cohort: int, days: Iterable[int]) -> set[int]:
+    """The offsets k (1 to DAYS) of the days after day `cohort` that are among `days`."""
+    return {k for k in (day - cohort for day in days) if 1 <= k <= DAYS}
+
+
 def _bump(deltas: Deltas, key: tuple[str, int, int, int, int], by: int) -> None:
     deltas[key] = deltas.get(key, 0) + by
 
@@ -32,12 +37,11 @@ def add_all(
     near = [h for h in hours if first < h <= first + HORIZON]
     for p in PHASES:
         c = (first - p) // 24
-        offsets = {(h - p) // 24 - c for h in near}
-        offsets = {k for k in offsets if 1 <= k <= DAYS}
-        for k in offsets:
+        after = offsets(c, [(h - p) // 24 for h in near])
+        for k in after:
             _bump(deltas, (app_id, kind, p, c, k), sign)
-        if offsets:
-            _bump(deltas, (app_id, kind, p, c, -min(offsets)), sign)
+        if after:
+            _bump(deltas, (app_id, kind, p, c, -min(after)), sign)
 
 
 def add_hour(

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from homing_collector.analytics import cover, visits
+from homing_collector.analytics import cohorts, cover, visits
 from homing_collector.analytics.cohorts import DAYS as RETENTION_DAYS  # what an_retention holds
 from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
@@ -111,13 +111,7 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
     windows = [(look.lo(i - back), look.lo(i + 1)) for back in (0, 6, 29) for i in idx]
     counted = _windows(conn, app_id, kind, windows)
     dau, wau, mau = counted[:n], counted[n : 2 * n], counted[2 * n :]
-    new = [0] * n
-    for hour, count in conn.execute(
-        "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
-        " AND first_hour >= ? AND first_hour < ? GROUP BY first_hour",
-        (app_id, kind, look.lo(29), look.lo(29 + n)),
-    ):
-        new[look.day_of_hour(hour) - 29] += count
+    new = _new_per_day(conn, app_id, kind, look, 29, n)
     sessions_per_day, totals, histograms = _sessions_by_day(conn, app_id, look, 29, n)
     days = []
     for i in range(n):
@@ -155,6 +149,20 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
     return {**q.head(), "days": days, "summary": summary}
 
 
+def _new_per_day(
+    conn: sqlite3.Connection, app_id: str, kind: int, g: Grid, first: int, n: int
+) -> list[int]:
+    """How many subjects were first active on each of the n days of `g` from `first`."""
+    new = [0] * n
+    for hour, count in conn.execute(
+        "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
+        " AND first_hour >= ? AND first_hour < ? GROUP BY first_hour",
+        (app_id, kind, g.lo(first), g.lo(first + n)),
+    ):
+        new[g.day_of_hour(hour) - first] += count
+    return new
+
+
 def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
     n = (q.end - q.start).days + 1
     g = grid(q.zone, q.start, q.end + timedelta(days=RETENTION_DAYS))
@@ -180,14 +188,14 @@ def _answer_retention(
         size = sum(sizes[c] for c in eligible)
         came = sum(count for c in eligible for k, count in back[c].items() if k <= days)
         rates[f"d{days}"] = _ratio(came, size)
-    cohorts = []
+    by_cohort = []
     for c in range(n):
         row: list[float | None] = [
             (_ratio(retained[c][k - 1], sizes[c]) if c + k <= complete else None)
             for k in range(1, RETENTION_DAYS + 1)
         ]
-        cohorts.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
-    return {**q.head(), "cohorts": cohorts, "rates": rates}
+        by_cohort.append({"date": str(g.date(c)), "size": sizes[c], "retained": row})
+    return {**q.head(), "cohorts": by_cohort, "rates": rates}
 
 
 def _kept_retention(
@@ -197,13 +205,7 @@ def _kept_retention(
     kind = _kind(q)
     phase = g.bounds[0] % 24
     first = (g.bounds[0] - phase) // 24
-    sizes = [0] * n
-    for hour, count in conn.execute(
-        "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
-        " AND first_hour >= ? AND first_hour < ? GROUP BY first_hour",
-        (app_id, kind, g.lo(0), g.lo(n)),
-    ):
-        sizes[(hour - g.bounds[0]) // 24] += count
+    sizes = _new_per_day(conn, app_id, kind, g, 0, n)
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
     back: list[dict[int, int]] = [{} for _ in range(n)]
     for cohort, k, count in conn.execute(
@@ -242,12 +244,11 @@ def _counted_retention(
     back: list[dict[int, int]] = [{} for _ in range(n)]
     for cohort, active in members.values():
         sizes[cohort] += 1
-        offsets = {day - cohort for day in active}
-        offsets = {k for k in offsets if 1 <= k <= RETENTION_DAYS}
-        for k in offsets:
+        after = cohorts.offsets(cohort, active)
+        for k in after:
             retained[cohort][k - 1] += 1
-        if offsets:
-            k = min(offsets)
+        if after:
+            k = min(after)
             back[cohort][k] = back[cohort].get(k, 0) + 1
     return _answer_retention(q, g, sizes, retained, back)
 

@@ -142,6 +142,8 @@ class Endpoint:
         if not change:
             return
         try:
+            # The change as given first: the composed profile below goes through JSON,
+            # where a NaN becomes null and its error would no longer say what was wrong.
             check_endpoint({k: v for k, v in change.items() if k != "User"}, "")
         except WireError as exc:
             raise InvalidEndpointError(exc.field, exc.rule) from None

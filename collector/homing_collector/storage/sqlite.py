@@ -65,6 +65,9 @@ Job = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 _MAX_JOBS_PER_COMMIT = 512
 _CHECKPOINT_INTERVAL = 0.1  # seconds, at least, between two checkpoints
+# The WAL grows while a long read keeps checkpoints from reaching its end; when it starts
+# over, SQLite cuts the file back to this. Steady ingestion stays well under it.
+_WAL_SIZE_LIMIT = 64 << 20
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -161,6 +164,7 @@ class SQLiteStorage:
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -65536")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
         return conn
 
     # -- the writer thread ---------------------------------------------------------------

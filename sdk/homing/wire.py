@@ -302,7 +302,9 @@ def _check_session(session: object, field: str) -> None:
         parse_timestamp(start, field + ".StartTimestamp")
         _last_session_start[0] = start
     if session.get("StopTimestamp") is not None:
-        parse_timestamp(session["StopTimestamp"], field + ".StopTimestamp")
+        stop = parse_timestamp(session["StopTimestamp"], field + ".StopTimestamp")
+        if stop < parse_timestamp(start, field + ".StartTimestamp"):
+            raise WireError(field + ".StopTimestamp", "must not be before StartTimestamp")
     duration = session.get("Duration")
     if duration is not None and (type(duration) is not int or not 0 <= duration < 2**31):
         raise WireError(field + ".Duration", "must be a whole number of milliseconds, 0 or more")

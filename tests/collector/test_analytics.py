@@ -621,3 +621,52 @@ def test_push_figures_come_from_the_push_gateways_messages(collector: LiveCollec
         len({r[1] for r in delivered if r[7] < gen.ms(day + timedelta(days=1))}),
         len({r[1] for r in delivered if r[7] >= gen.ms(day + timedelta(days=1))}),
     ]
+
+
+def test_sessions_that_seem_to_end_before_they_start_are_stored_and_counted(
+    collector: LiveCollector,
+) -> None:
+    app = collector.create_app("clock skew")
+    at = "2026-10-05T10:00:00.000Z"
+
+    def put(events: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(
+            f"{collector.url}/v1/apps/{app.id}/events",
+            json={"BatchItem": {"dev": {"Endpoint": {}, "Events": events}}},
+            headers=bearer(app.ingest.token),
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        statuses = response.json()["Results"]["dev"]["EventsItemResponse"]
+        return {event_id: status["StatusCode"] for event_id, status in statuses.items()}
+
+    # A stop before the start is refused, by name; its neighbour is stored.
+    got = put({
+        "stop": {"EventType": "_session.stop", "Timestamp": at,
+                 "Session": {"Id": "s1", "StartTimestamp": at,
+                             "StopTimestamp": "2026-10-05T09:59:00.000Z"}},
+        "next": {"EventType": "screen.view", "Timestamp": at,
+                 "Session": {"Id": "s2", "StartTimestamp": at}},
+    })  # fmt: skip
+    assert got == {"stop": 400, "next": 202}
+    # An event stamped before its session's start (a device clock set back) is stored,
+    # beside another session that starts at the same moment, now and on a later batch.
+    early = "2026-10-05T09:59:00.000Z"
+    assert put({
+        "early": {"EventType": "screen.view", "Timestamp": early,
+                  "Session": {"Id": "s3", "StartTimestamp": at}},
+        "same": {"EventType": "screen.view", "Timestamp": at,
+                 "Session": {"Id": "s4", "StartTimestamp": at}},
+    }) == {"early": 202, "same": 202}  # fmt: skip
+    assert put({
+        "later": {"EventType": "screen.view", "Timestamp": early,
+                  "Session": {"Id": "s5", "StartTimestamp": at}},
+    }) == {"later": 202}  # fmt: skip
+    usage = httpx.get(
+        f"{collector.url}/v1/apps/{app.id}/analytics/usage",
+        params={"start": "2026-10-05", "end": "2026-10-05"},
+        headers=bearer(app.admin.token),
+        timeout=30,
+    )
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["days"][0]["active"] == 1

@@ -134,6 +134,8 @@ class Summary:
                 parsed = _parse_ms(session["StopTimestamp"])
                 if parsed is not None:
                     stop = parsed
+            if stop < start:  # an event stamped before its session began (a clock set back)
+                stop = start
             skey = (endpoint_id, session_id)
             span = self.sessions.get(skey)
             if span is None:

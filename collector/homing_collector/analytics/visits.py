@@ -40,6 +40,7 @@ def bucket_seconds(index: int) -> float:
 def chains(intervals: Iterable[Chain]) -> list[Chain]:
     out: list[list[int]] = []
     for start, stop in sorted(intervals):
+        stop = max(start, stop)  # an interval never ends before it starts
         if out and start <= out[-1][1] + GAP_MS:
             if stop > out[-1][1]:
                 out[-1][1] = stop

@@ -670,3 +670,79 @@ def test_sessions_that_seem_to_end_before_they_start_are_stored_and_counted(
     )
     assert usage.status_code == 200, usage.text
     assert usage.json()["days"][0]["active"] == 1
+
+
+def test_sums_past_the_largest_float_never_fail_a_batch_or_a_deletion(
+    collector: LiveCollector,
+) -> None:
+    """Metric values may be any finite float, so sums can overflow to +inf and -inf, and the
+    two added make no number: such a sum counts as 0 instead of failing the write (an
+    infinite one is answered as null, as JSON has no infinity)."""
+    app = collector.create_app("overflow")
+    admin = bearer(app.admin.token)
+    at = "2026-10-05T10:00:00.000Z"
+
+    def put(endpoint_id: str, events: dict[str, dict[str, Any]]) -> None:
+        response = httpx.post(
+            f"{collector.url}/v1/apps/{app.id}/events",
+            json={"BatchItem": {endpoint_id: {"Endpoint": {}, "Events": events}}},
+            headers=bearer(app.ingest.token),
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+
+    def metric(value: float, n: int, ts: str = at) -> dict[str, dict[str, Any]]:
+        return {f"{value}-{i}": {"EventType": "x", "Timestamp": ts, "Metrics": {"m": value}}
+                for i in range(n)}  # fmt: skip
+
+    def purchase(price: float, quantity: float) -> dict[str, Any]:
+        return {"EventType": "_monetization.purchase", "Timestamp": at,
+                "Metrics": {"_item_price": price, "_quantity": quantity}}  # fmt: skip
+
+    def get(route: str) -> dict[str, Any]:
+        response = httpx.get(
+            f"{collector.url}/v1/apps/{app.id}/analytics/{route}",
+            params={"start": "2026-10-05", "end": "2026-10-05"},
+            headers=admin,
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def delete(endpoint_id: str) -> None:
+        response = httpx.delete(
+            f"{collector.url}/v1/apps/{app.id}/endpoints/{endpoint_id}", headers=admin
+        )
+        assert response.status_code == 202, response.text
+
+    def summed() -> tuple[int, float | None, float, float]:
+        (m,) = get("events")["metrics"]
+        return m["count"], m["sum"], m["min"], m["max"]
+
+    put("plus", metric(1e308, 2))  # the hour's sum is +inf
+    put("minus", metric(-1e308, 1))  # still +inf, and the hour's minimum
+    put("all", metric(-1e308, 2))  # +inf + -inf
+    assert summed() == (5, 0, -1e308, 1e308)
+    put("big", metric(9e307, 3))  # +inf on its own, within the extremes
+    assert summed() == (8, None, -1e308, 1e308)
+    put("later", metric(-1e308, 2, "2026-10-05T11:00:00.000Z"))  # -inf an hour later
+    assert summed() == (10, 0, -1e308, 1e308)
+    delete("big")  # +inf - +inf
+    assert summed() == (7, None, -1e308, 1e308)  # 0 and -inf
+    delete("later")
+    assert summed() == (5, 0, -1e308, 1e308)
+    # Both in one batch, then across batches.
+    put("buyer", {"a": purchase(1e308, 1e308), "b": purchase(-1e308, 1e308)})
+    assert get("revenue")["revenue"] == {"UNKNOWN": 0}
+    put("rich", {"c": purchase(1e308, 10)})
+    assert get("revenue")["revenue"] == {"UNKNOWN": None}
+    put("poor", {"d": purchase(-1e308, 10)})
+    put("richer", {"e": purchase(1e308, 10)})
+    delete("rich")  # +inf - +inf
+    assert get("revenue")["purchases"] == 4
+    with contextlib.closing(sqlite3.connect(collector.db)) as db:
+        assert db.execute(
+            "SELECT an_metrics.sum, amount FROM an_metrics JOIN an_revenue USING (app_id, hour)"
+            " WHERE app_id = ? AND name = 'm'",
+            (app.id,),
+        ).fetchall() == [(0.0, 0.0)]

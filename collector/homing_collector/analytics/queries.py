@@ -19,7 +19,7 @@ from homing_collector.analytics import cohorts, cover, visits
 from homing_collector.analytics.cohorts import DAYS as RETENTION_DAYS  # what an_retention holds
 from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
-from homing_collector.analytics.rollups import ENDPOINT, USER, user_key
+from homing_collector.analytics.rollups import ENDPOINT, USER, add_sums, user_key
 from homing_collector.analytics.sql import join_values
 
 OPENED = "_campaign.opened_notification"
@@ -334,7 +334,8 @@ def events(conn: sqlite3.Connection, app_id: str, q: Range, f: EventFilters) -> 
             key = (g.day_of_hour(hour), event_type)
             series[key] = series.get(key, 0) + count
         for name, count, total, low, high in conn.execute(
-            "SELECT name, sum(count), sum(sum), min(min), max(max) FROM an_metrics"
+            # Hours of +inf and -inf add up to NULL: 0, as add_sums has it.
+            "SELECT name, sum(count), coalesce(sum(sum), 0), min(min), max(max) FROM an_metrics"
             " WHERE app_id = ? AND hour >= ? AND hour < ?" + clause + " GROUP BY name",
             (app_id, lo, hi, *types),
         ):
@@ -477,10 +478,10 @@ def revenue(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
         (app_id, lo, hi),
     ):
         purchases += count
-        totals[currency] = totals.get(currency, 0.0) + amount
+        totals[currency] = add_sums(totals.get(currency, 0.0), amount)
         day = days.setdefault(g.day_of_hour(hour), [0, {}])
         day[0] += count
-        day[1][currency] = day[1].get(currency, 0.0) + amount
+        day[1][currency] = add_sums(day[1].get(currency, 0.0), amount)
     (active,) = _windows(conn, app_id, _kind(q), [(lo, hi)])
     return {
         **q.head(),

@@ -44,6 +44,15 @@ UNKNOWN_CURRENCY = "UNKNOWN"
 Row = Sequence[Any]
 
 
+def add_sums(a: float, b: float) -> float:
+    """a + b, or 0 where that is no number. Metric values may be any finite float, so a sum
+    can overflow to +inf or -inf, and +inf + -inf is NaN, which SQLite would store as NULL
+    and refuse: an indeterminate sum counts as 0 instead of failing the batch. The SQL
+    upserts do the same with `coalesce(..., 0)`."""
+    total = a + b
+    return 0.0 if total != total else total
+
+
 class _Batch:
     """What a set of events adds to the rollups."""
 
@@ -113,7 +122,7 @@ class Summary:
                     metrics[mkey] = [1, value, value, value]
                 else:
                     agg[0] += 1
-                    agg[1] += value
+                    agg[1] += value  # finite + finite or +-inf: never NaN
                     if value < agg[2]:
                         agg[2] = value
                     if value > agg[3]:
@@ -155,7 +164,7 @@ class Summary:
                 self.revenue[rkey] = [1, amount]
             else:
                 got[0] += 1
-                got[1] += amount
+                got[1] = add_sums(got[1], amount)  # amounts can be +inf and -inf
 
 
 def user_key(endpoint_id: str, user_id: str | None) -> str:
@@ -228,7 +237,7 @@ def combine(summaries: Iterable[tuple[str, Summary]], users: dict[tuple[str, str
                 metrics[mkey] = list(agg)
             else:
                 got[0] += agg[0]
-                got[1] += agg[1]
+                got[1] = add_sums(got[1], agg[1])
                 got[2] = min(got[2], agg[2])
                 got[3] = max(got[3], agg[3])
         for (hour, currency), (purchases, amount) in summary.revenue.items():
@@ -238,7 +247,7 @@ def combine(summaries: Iterable[tuple[str, Summary]], users: dict[tuple[str, str
                 revenue[rkey] = [purchases, amount]
             else:
                 had[0] += purchases
-                had[1] += amount
+                had[1] = add_sums(had[1], amount)
         for (endpoint_id, session_id), (start, stop) in summary.sessions.items():
             skey = (app_id, endpoint_id, session_id)
             span = sessions.get(skey)
@@ -367,7 +376,7 @@ def apply_summaries(conn: sqlite3.Connection, summaries: Sequence[tuple[str, Sum
             "INSERT INTO an_metrics (app_id, hour, event_type, name, count, sum, min, max)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (app_id, hour, event_type, name) DO UPDATE"
-            " SET count = count + excluded.count, sum = sum + excluded.sum,"
+            " SET count = count + excluded.count, sum = coalesce(sum + excluded.sum, 0),"
             " min = min(min, excluded.min), max = max(max, excluded.max)",
             [(*key, *agg) for key, agg in batch.metrics.items()],
         )
@@ -387,7 +396,8 @@ def apply_summaries(conn: sqlite3.Connection, summaries: Sequence[tuple[str, Sum
             "INSERT INTO an_revenue (app_id, hour, currency, purchases, amount)"
             " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (app_id, hour, currency) DO UPDATE"
-            " SET purchases = purchases + excluded.purchases, amount = amount + excluded.amount",
+            " SET purchases = purchases + excluded.purchases,"
+            " amount = coalesce(amount + excluded.amount, 0)",
             [(*key, *got) for key, got in batch.revenue.items()],
         )
 
@@ -464,7 +474,7 @@ def _subtract(conn: sqlite3.Connection, app_id: str, endpoint_id: str, batch: _B
     conn.execute("DELETE FROM an_counts WHERE app_id = ? AND count <= 0", (app_id,))
     if batch.revenue:
         conn.executemany(
-            "UPDATE an_revenue SET purchases = purchases - ?, amount = amount - ?"
+            "UPDATE an_revenue SET purchases = purchases - ?, amount = coalesce(amount - ?, 0)"
             " WHERE app_id = ? AND hour = ? AND currency = ?",
             [(got[0], got[1], *key) for key, got in batch.revenue.items()],
         )
@@ -497,8 +507,8 @@ def _recompute_metrics(
         else:
             again.append(key)
     conn.executemany(
-        "UPDATE an_metrics SET count = count - ?, sum = sum - ? WHERE app_id = ? AND hour = ?"
-        " AND event_type = ? AND name = ?",
+        "UPDATE an_metrics SET count = count - ?, sum = coalesce(sum - ?, 0) WHERE app_id = ?"
+        " AND hour = ? AND event_type = ? AND name = ?",
         subtract,
     )
     if not again:

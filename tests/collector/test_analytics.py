@@ -746,3 +746,60 @@ def test_sums_past_the_largest_float_never_fail_a_batch_or_a_deletion(
             " WHERE app_id = ? AND name = 'm'",
             (app.id,),
         ).fetchall() == [(0.0, 0.0)]
+
+
+def test_deleting_an_endpoint_counts_users_as_the_remaining_endpoints_have_them(
+    collector: LiveCollector,
+) -> None:
+    """User figures are kept by the user an endpoint had when its events came in; after a
+    deletion they are what the remaining events and the remaining endpoints' users give,
+    even where an endpoint logged in, or changed user, after its events."""
+    app = collector.create_app("user changes")
+    admin = bearer(app.admin.token)
+    url = f"{collector.url}/v1/apps/{app.id}"
+
+    def put(endpoint_id: str, day: int) -> None:
+        at = f"2026-10-0{day}T10:00:00.000Z"
+        response = httpx.post(
+            f"{url}/events",
+            json={"BatchItem": {endpoint_id: {"Endpoint": {}, "Events": {
+                f"{endpoint_id}-{day}": {"EventType": "x", "Timestamp": at}}}}},
+            headers=bearer(app.ingest.token),
+            timeout=30,
+        )  # fmt: skip
+        assert response.status_code == 202, response.text
+
+    def log_in(endpoint_id: str, user_id: str) -> None:
+        response = httpx.put(
+            f"{url}/endpoints/{endpoint_id}",
+            json={"User": {"UserId": user_id}},
+            headers=bearer(app.ingest.token),
+        )
+        assert response.status_code == 202, response.text
+
+    def delete(path: str) -> None:
+        assert httpx.delete(f"{url}/{path}", headers=admin).status_code == 202
+
+    put("control", 1)
+    put("anonymous", 1)  # then logs in, as apps do, and the user is deleted
+    log_in("anonymous", "A")
+    put("switched", 2)  # events under one user, then another
+    log_in("switched", "B1")
+    put("switched", 3)
+    log_in("switched", "B2")
+    put("sibling", 4)  # anonymous, then logs in as the user of a deleted endpoint
+    log_in("sibling", "C")
+    log_in("doomed", "C")
+    put("doomed", 5)
+    delete("users/A")
+    delete("users/B2")
+    delete("endpoints/doomed")
+    usage = httpx.get(
+        f"{url}/analytics/usage",
+        params={"start": "2026-10-01", "end": "2026-10-05", "by": "users"},
+        headers=admin,
+        timeout=30,
+    ).json()
+    # Left: control (anonymous) on day 1 and sibling (user C) on day 4.
+    assert [day["active"] for day in usage["days"]] == [1, 0, 0, 1, 0]
+    assert usage["summary"]["mau"] == 2

@@ -19,7 +19,9 @@ Tables (migration 3):
 - an_metrics(app_id, hour, event_type, name, count, sum, min, max);
 - an_revenue(app_id, hour, currency, purchases, amount);
 - an_sessions(app_id, endpoint_id, session_id, start_ms, stop_ms): one row per session id;
-- an_visits, an_visit_hours, an_visit_lengths: sessions after the 5-second rule (visits.py).
+- an_visits, an_visit_hours, an_visit_lengths: sessions after the 5-second rule (visits.py);
+- an_user_keys(app_id, endpoint_id, key) (migration 5): the "u:" keys an endpoint's
+  activity may have been counted under before its user changed (see `user_changed`).
 """
 
 from __future__ import annotations
@@ -420,30 +422,99 @@ def remove_endpoint(
     )
     visits.remove_endpoint(conn, app_id, endpoint_id)
     _forget_subject(conn, app_id, ENDPOINT, endpoint_id)
-    key = user_key(endpoint_id, user_id)
-    _forget_subject(conn, app_id, USER, key)
-    if user_id is None:
-        return
-    # The user's activity is what its other endpoints still have.
-    others = [
-        row[0]
-        for row in conn.execute(
-            "SELECT endpoint_id FROM endpoints WHERE app_id = ? AND user_id = ?"
-            " AND endpoint_id != ?",
-            (app_id, user_id, endpoint_id),
-        )
-    ]
-    hours: set[int] = set()
-    for other in others:
+    _regroup_users(conn, app_id, endpoint_id, user_key(endpoint_id, user_id))
+
+
+def user_changed(conn: sqlite3.Connection, app_id: str, endpoint_id: str, old_user_id: str) -> None:
+    """Note that an endpoint had `old_user_id` until now. Its activity so far stays counted
+    under that user; were the endpoint deleted, that user is counted again without it.
+    ("e:" keys need no note: only their own endpoint is ever counted under them.)"""
+    conn.execute(
+        "INSERT OR IGNORE INTO an_user_keys (app_id, endpoint_id, key) VALUES (?, ?, ?)",
+        (app_id, endpoint_id, user_key(endpoint_id, old_user_id)),
+    )
+
+
+def _regroup_users(conn: sqlite3.Connection, app_id: str, deleted: str, key: str) -> None:
+    """Count again, by the users the endpoints have now, every user the deleted endpoint's
+    activity may have been counted under, and every user sharing an endpoint with those.
+
+    An endpoint's hours are counted under the user it had when its events came in: "e:"
+    and its id before a login, then one "u:" key per UserId it had. Forgetting only its
+    current user would leave it counted under the earlier ones. So: take the keys it was
+    counted under (its "e:" key, its current one, those noted by `user_changed`), the
+    remaining endpoints counted under any of them (by their current user or a note), and
+    those endpoints' own keys, until no new one turns up; forget them all, and count each
+    of those endpoints' hours under its current user. Their notes are then void."""
+    keys = {"e:" + deleted, key}
+    keys.update(_noted_keys(conn, app_id, deleted))
+    current: dict[str, str] = {}  # a remaining endpoint -> its user key now
+    pending = list(keys)
+    while pending:
+        found = _counted_under(conn, app_id, pending.pop())
+        found.pop(deleted, None)
+        for endpoint_id, now in found.items():
+            if endpoint_id in current:
+                continue
+            current[endpoint_id] = now
+            for other in ("e:" + endpoint_id, now, *_noted_keys(conn, app_id, endpoint_id)):
+                if other not in keys:
+                    keys.add(other)
+                    pending.append(other)
+    for forgotten in sorted(keys):
+        _forget_subject(conn, app_id, USER, forgotten)
+    regrouped: dict[tuple[str, int, str], set[int]] = {}
+    for endpoint_id, now in current.items():
+        hours = regrouped.setdefault((app_id, USER, now), set())
         hours.update(
             row[0]
             for row in conn.execute(
                 "SELECT hour FROM an_active WHERE app_id = ? AND kind = ? AND key = ?",
-                (app_id, ENDPOINT, other),
+                (app_id, ENDPOINT, endpoint_id),
             )
         )
-    if hours:
-        _activity(conn, {(app_id, USER, key): hours})
+    regrouped = {subject: hours for subject, hours in regrouped.items() if hours}
+    if regrouped:
+        _activity(conn, regrouped)
+    conn.executemany(
+        "DELETE FROM an_user_keys WHERE app_id = ? AND endpoint_id = ?",
+        [(app_id, endpoint_id) for endpoint_id in (deleted, *current)],
+    )
+
+
+def _noted_keys(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> list[str]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT key FROM an_user_keys WHERE app_id = ? AND endpoint_id = ?",
+            (app_id, endpoint_id),
+        )
+    ]
+
+
+def _counted_under(conn: sqlite3.Connection, app_id: str, key: str) -> dict[str, str]:
+    """The endpoints whose activity may be counted under user `key`, each with its user
+    key now: those it is the key of now, and those noted under it."""
+    found: dict[str, str] = {}
+    if key.startswith("e:"):
+        rows = conn.execute(
+            "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND endpoint_id = ?",
+            (app_id, key[2:]),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND user_id = ?",
+            (app_id, key[2:]),
+        ).fetchall()
+    rows += conn.execute(
+        "SELECT e.endpoint_id, e.user_id FROM an_user_keys k JOIN endpoints e"
+        " ON e.app_id = k.app_id AND e.endpoint_id = k.endpoint_id"
+        " WHERE k.app_id = ? AND k.key = ?",
+        (app_id, key),
+    ).fetchall()
+    for endpoint_id, user_id in rows:
+        found[endpoint_id] = user_key(endpoint_id, user_id)
+    return found
 
 
 def _forget_subject(conn: sqlite3.Connection, app_id: str, kind: int, key: str) -> None:
@@ -537,7 +608,7 @@ def _recompute_metrics(
 
 
 def remove_app(conn: sqlite3.Connection, app_id: str) -> None:
-    for table in TABLES:
+    for table in (*TABLES, "an_user_keys"):
         conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
 
 

@@ -193,6 +193,20 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             WHERE event_type = '_campaign.opened_notification';
         """,
     ),
+    (
+        5,
+        # The user keys an endpoint's activity was counted under before its user changed,
+        # kept by homing_collector.analytics.rollups for when the endpoint is deleted.
+        """
+        CREATE TABLE an_user_keys (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX an_user_keys_key ON an_user_keys(app_id, key);
+        """,
+    ),
 ]
 
 

@@ -789,6 +789,8 @@ def _upsert_endpoint(
                 f"User.UserId: user {user_id!r} already has {count} endpoints; "
                 f"the limit is {max_user_endpoints} per user"
             )
+    if old_user_id is not None and user_id != old_user_id:
+        rollups.user_changed(conn, app_id, item.endpoint_id, old_user_id)  # analytics hook
     body = orjson.dumps(merged).decode()
     conn.execute(
         "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)"

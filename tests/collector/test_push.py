@@ -748,3 +748,55 @@ def test_a_workers_poll_wakes_only_the_streams_behind_the_newest_message() -> No
         gateway.attach(cast(Any, stream))
     asyncio.run(gateway._poll()())
     assert (current.fetches, behind.fetches, other.fetches) == (0, 1, 0)
+
+
+def test_revoking_a_key_or_deleting_its_app_ends_the_streams_it_opened(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    keys_url = f"{live.url}/v1/apps/{app.id}/keys"
+    headers = {"Authorization": f"Bearer {app.admin.token}"}
+
+    def new_key() -> dict[str, Any]:
+        answer = httpx.post(keys_url, json={"Role": "ingest"}, headers=headers, timeout=10)
+        assert answer.status_code == 201, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    def ends_within(stream: Stream, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (event := stream.next()) is not None:
+            assert event.event != "push", "a push reached a stream of a revoked key"
+            assert time.monotonic() < deadline, "the stream is still open"
+
+    # Through the HTTP API: at once, before the next heartbeat.
+    key, device = new_key(), endpoint(admin, app)
+    with Stream(live.url, app.id, device, key["Token"]) as stream:
+        stream.backlog()
+        revoked = httpx.delete(f"{keys_url}/{key['AccessKeyId']}", headers=headers, timeout=10)
+        assert revoked.status_code == 200
+        send(admin, app, [device], push())
+        assert stream.next() is None
+    # By another process (the CLI, another worker): by the next heartbeat or so.
+    key, device = new_key(), endpoint(admin, app)
+    with Stream(live.url, app.id, device, key["Token"]) as stream:
+        stream.backlog()
+        with contextlib.closing(sqlite3.connect(live.db, timeout=30)) as db:
+            db.execute(
+                "UPDATE keys SET revoked_at = '2026-01-01T00:00:00+00:00' WHERE access_key_id = ?",
+                (key["AccessKeyId"],),
+            )
+            db.commit()
+        ends_within(stream, 10 * HEARTBEAT)
+        send(admin, app, [device], push())
+        assert stream.next() is None
+    # DeleteApp ends the streams of the app's keys.
+    doomed = live.create_app("doomed")
+    device = endpoint(live.client(doomed.admin), doomed)
+    with open_stream(live, doomed, device) as stream:
+        stream.backlog()
+        answer = httpx.delete(
+            f"{live.url}/v1/apps/{doomed.id}",
+            headers={"Authorization": f"Bearer {live.root_key().token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        ends_within(stream, 10 * HEARTBEAT)

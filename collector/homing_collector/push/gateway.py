@@ -79,6 +79,21 @@ class Gateway:
         if self.closing:
             stream.close()
 
+    def close_key(self, access_key_id: str) -> None:
+        """End the streams opened with a key, now that it is revoked."""
+        for streams in list(self._streams.values()):
+            for stream in streams:
+                if stream.access_key_id == access_key_id:
+                    stream.close()
+
+    async def key_valid(self, access_key_id: str, app_id: str) -> bool:
+        """Whether a stream's key still stands: not revoked, and its app (a root key's
+        too) not deleted. Revocations here end streams at once; this catches the rest."""
+        key = await self.storage.get_key(access_key_id)
+        if key is None or key.revoked_at is not None:
+            return False
+        return key.app_id == app_id or await self.storage.get_app(app_id) is not None
+
     def detach(self, stream: PushStream) -> None:
         streams = self._streams.get(stream.key)
         if streams is not None and stream in streams:

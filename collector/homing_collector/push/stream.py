@@ -36,12 +36,14 @@ _HEADERS = [
 
 
 class PushStream(Response):
-    def __init__(self, gateway: Gateway, app_id: str, endpoint_id: str) -> None:
+    def __init__(self, gateway: Gateway, app_id: str, endpoint_id: str, access_key_id: str) -> None:
         # No Response.__init__: it would add a Content-Length for an empty body.
         self.status_code = 200
         self.background = None
         self.gateway = gateway
         self.key = (app_id, endpoint_id)
+        # The key that opened the stream: revoking it, or deleting the app, ends the stream.
+        self.access_key_id = access_key_id
         self.last_seq = 0  # the highest seq written on this connection
         self.pending: list[QueuedPush] = []
         self.fetch = True  # read the database first: the backlog
@@ -114,6 +116,11 @@ class PushStream(Response):
                 if self.fetch or self.pending:
                     chunk = await self._next_events()
                 elif loop.time() - self._last_write >= self.gateway.heartbeat * 0.99:
+                    # A key revoked by another process (the CLI, another worker), or an
+                    # app deleted there, is seen here: one lookup by primary key.
+                    if not await self.gateway.key_valid(self.access_key_id, self.key[0]):
+                        self.closed = True
+                        continue
                     chunk = PING
                 else:
                     break

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from homing_collector.auth import generate_key
 from homing_collector.errors import bad_request, not_found
-from homing_collector.routes._common import begin, json
+from homing_collector.routes._common import begin, gateway, json
 from homing_collector.storage.base import KeyRecord
 
 APP_ROLES = ("ingest", "admin")
@@ -57,6 +57,7 @@ async def revoke_key(request: Request) -> Response:
     if key.revoked_at is None:
         revoked_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         await call.storage.revoke_key(access_key_id, revoked_at)
+        gateway(request).close_key(access_key_id)  # revoking takes effect at once
         key = await call.storage.get_key(access_key_id)
         assert key is not None
     return json(key_response(key))

@@ -35,7 +35,7 @@ async def open_stream(request: Request) -> Response:
             call.app_id, endpoint_id, int(last_event_id), now_ms=epoch_ms()
         )
         push.metrics.push["delivered"] += acknowledged
-    return PushStream(push, call.app_id, endpoint_id)
+    return PushStream(push, call.app_id, endpoint_id, call.principal.access_key_id)
 
 
 async def acknowledge(request: Request) -> Response:

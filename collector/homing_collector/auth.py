@@ -204,7 +204,9 @@ async def _verify_sigv4(
     for part in (date, region, service, "aws4_request"):
         signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
     expected = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    # Bytes, not str: compare_digest refuses a str with non-ASCII characters, and header
+    # bytes arrive decoded as latin-1, so a forged Signature= could otherwise be a 500.
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise forbidden(
             "The request signature we calculated does not match the signature you provided. "
             "Check your secret access key and signing method."

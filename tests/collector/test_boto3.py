@@ -609,6 +609,33 @@ def test_tampered_body_fails_the_signature(collector: LiveCollector, app: App) -
     assert httpx.put(url, content=b'{"OptOut": "NONE"}', headers=headers).status_code == 202
 
 
+def test_signature_with_non_ascii_characters_is_forbidden(
+    collector: LiveCollector, app: App
+) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials as BotoCredentials
+
+    url = f"{collector.url}/v1/apps/{app.id}"
+    request = AWSRequest(method="GET", url=url)
+    SigV4Auth(
+        BotoCredentials(app.admin.access_key_id, app.admin.secret_access_key),
+        "mobiletargeting",
+        "eu-west-1",
+    ).add_auth(request)
+    headers: dict[str, Any] = dict(request.headers.items())
+    authorization = headers["Authorization"]
+    signature = authorization.split("Signature=")[1]
+    for forged in ("\xe9" * 64, signature[:-1] + "\xe9", signature.upper(), signature + "0"):
+        headers["Authorization"] = authorization.replace(signature, forged).encode("latin-1")
+        response = httpx.get(url, headers=headers)
+        assert response.status_code == 403, forged
+        assert response.headers["x-amzn-ErrorType"] == "ForbiddenException"
+        assert "signature" in response.json()["Message"]
+    headers["Authorization"] = authorization
+    assert httpx.get(url, headers=headers).status_code == 200
+
+
 def test_revoked_key_stops_at_once(collector: LiveCollector) -> None:
     app = collector.create_app("revoke")
     client = collector.client(app.admin)

@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 
 from homing_collector.errors import PinpointError, bad_request
+from homing_collector.numbers import whole_number
 
 _PIECE = 64 * 1024
 
@@ -54,8 +55,8 @@ class _Inflater:
 
 async def read_body(request: Request, limit: int) -> tuple[bytes, bytes]:
     """Return the body as sent (what SigV4 signed) and as decoded, each within `limit`."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    length = whole_number(request.headers.get("content-length"), max_digits=30)
+    if length is not None and length > limit:
         raise _too_large(limit, "The request body")
     encoding = request.headers.get("content-encoding", "").strip().lower()
     inflater: _Inflater | None = None

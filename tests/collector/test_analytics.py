@@ -486,6 +486,9 @@ def test_boto3_date_range_kpi(world: World) -> None:
         ("events", {"metric": "score>=nan"}, "metric"),
         ("funnel", {"step": "only-one"}, "step"),
         ("funnel", {"step": ["a", "b"], "window": "-3"}, "window"),
+        ("funnel", {"step": ["a", "b"], "window": "\u00b2"}, "window"),  # a digit to isdigit()
+        ("funnel", {"step": ["a", "b"], "window": "\u0663"}, "window"),  # Arabic-Indic 3
+        ("funnel", {"step": ["a", "b"], "window": "9" * 5000}, "window"),  # too long for int()
         ("revenue", {"by": ""}, None),
     ],
 )
@@ -543,6 +546,8 @@ def test_rollups_off_stores_events_and_answers_404(
         ({"start-time": "last tuesday"}, "start-time"),
         ({"end-time": "2026-10-01T00:00:00Z", "start-time": "2026-10-02T00:00:00Z"}, "start-time"),
         ({"page-size": "zero"}, "page-size"),
+        ({"page-size": "\u00b2"}, "page-size"),
+        ({"page-size": "9" * 5000}, "page-size"),
     ],
 )
 def test_bad_kpi_parameters_are_400_naming_them(

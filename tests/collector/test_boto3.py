@@ -477,6 +477,19 @@ def test_apps_with_root_credential(root: Any) -> None:
         root.create_app(CreateApplicationRequest={"Name": ""})
 
 
+def test_get_apps_page_size_must_be_ascii_digits(collector: LiveCollector) -> None:
+    headers = {"Authorization": f"Bearer {collector.root_key().token}"}
+    for size in ("\u00b2", "\u0663", "\uff11", "9" * 5000, "0", "1001", "-1", ""):
+        response = httpx.get(
+            f"{collector.url}/v1/apps", params={"page-size": size}, headers=headers
+        )
+        assert response.status_code == 400, (size, response.text)
+        assert response.headers["x-amzn-ErrorType"] == "BadRequestException"
+        assert response.json()["Message"].startswith("page-size:")
+    response = httpx.get(f"{collector.url}/v1/apps", params={"page-size": "1"}, headers=headers)
+    assert response.status_code == 200 and len(response.json()["Item"]) <= 1
+
+
 def test_admin_reads_its_app_but_cannot_manage_apps(app: App, admin: Any) -> None:
     assert admin.get_app(ApplicationId=app.id)["ApplicationResponse"]["Id"] == app.id
     for call in (

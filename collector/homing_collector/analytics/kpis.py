@@ -11,6 +11,7 @@ from homing.wire import WireError, format_timestamp, parse_timestamp
 from homing_collector.analytics import queries
 from homing_collector.analytics.days import HOUR_MS, ParamError, grid
 from homing_collector.analytics.params import Get, Range, check_span
+from homing_collector.numbers import whole_number
 
 GROUPED = "-grouped-by-date"
 UTC = ZoneInfo("UTC")
@@ -49,7 +50,7 @@ def parse_times(get: Get, now: datetime | None = None) -> tuple[date, date]:
     start = moments.get("start-time") or end - timedelta(days=6)
     check_span(start, end, "start-time", "end-time")
     page_size = get("page-size")
-    if page_size is not None and not (page_size.isdigit() and int(page_size) >= 1):
+    if page_size is not None and (whole_number(page_size) or 0) < 1:
         raise ParamError("page-size: must be a whole number, 1 or more")
     return start, end
 

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from homing_collector.analytics.days import MAX_DAYS, ParamError
+from homing_collector.numbers import whole_number
 
 Get = Callable[[str], str | None]
 GetList = Callable[[str], Sequence[str]]
@@ -193,7 +194,7 @@ def parse_steps(get_list: GetList) -> list[Step]:
 
 
 def parse_window(get: Get) -> int:
-    raw = get("window") or "86400"
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WINDOW:
+    window = whole_number(get("window") or "86400")
+    if window is None or not 1 <= window <= MAX_WINDOW:
         raise ParamError(f"window: must be a whole number of seconds from 1 to {MAX_WINDOW}")
-    return int(raw)
+    return window

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from homing_collector.errors import bad_request, not_found
+from homing_collector.numbers import whole_number
 from homing_collector.routes._common import begin, json
 from homing_collector.storage.base import AppRecord
 
@@ -63,10 +64,9 @@ async def get_app(request: Request) -> Response:
 
 async def get_apps(request: Request) -> Response:
     call = await begin(request, "GetApps", app_scoped=False)
-    raw_size = request.query_params.get("page-size", "100")
-    if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
+    size = whole_number(request.query_params.get("page-size", "100"))
+    if size is None or not 1 <= size <= MAX_PAGE_SIZE:
         raise bad_request(f"page-size: must be a whole number from 1 to {MAX_PAGE_SIZE}")
-    size = int(raw_size)
     apps = await call.storage.list_apps(after=request.query_params.get("token"), limit=size + 1)
     body: dict[str, object] = {"Item": [application_response(app) for app in apps[:size]]}
     if len(apps) > size:

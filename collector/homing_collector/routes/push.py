@@ -5,6 +5,7 @@ from starlette.responses import Response
 
 from homing.wire import WireError, check_id
 from homing_collector.errors import bad_request
+from homing_collector.numbers import whole_number
 from homing_collector.push import epoch_ms
 from homing_collector.push.messages import MAX_ACKS
 from homing_collector.push.stream import PushStream
@@ -22,17 +23,14 @@ async def open_stream(request: Request) -> Response:
     push = gateway(request)
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
-        if (
-            len(last_event_id) > 19
-            or not (last_event_id.isascii() and last_event_id.isdigit())
-            or int(last_event_id) > _MAX_SEQ
-        ):
+        seq = whole_number(last_event_id, max_digits=19)
+        if seq is None or seq > _MAX_SEQ:
             raise bad_request(
                 "Last-Event-ID: must be a whole number, the id (seq) of the last message "
                 "the device handled"
             )
         acknowledged = await call.storage.ack_push_through(
-            call.app_id, endpoint_id, int(last_event_id), now_ms=epoch_ms()
+            call.app_id, endpoint_id, seq, now_ms=epoch_ms()
         )
         push.metrics.push["delivered"] += acknowledged
     return PushStream(push, call.app_id, endpoint_id, call.principal.access_key_id)

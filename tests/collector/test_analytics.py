@@ -479,6 +479,21 @@ def test_boto3_date_range_kpi(world: World) -> None:
         ("usage", {"end": "yesterday"}, "end"),
         ("usage", {"start": "2026-10-02", "end": "2026-10-01"}, "start"),
         ("usage", {"start": "2020-01-01", "end": "2026-01-01"}, "start"),
+        # Dates at the calendar's edges: the lookback, lookahead and the day after the end
+        # would fall off it.
+        ("usage", {"start": "9999-12-31"}, "start"),
+        ("usage", {"end": "0001-01-01"}, "end"),
+        ("usage", {"start": "0001-01-01", "end": "1970-01-05"}, "start"),
+        ("usage", {"start": "1969-12-31", "end": "1970-01-05"}, "start"),
+        ("usage", {"start": "9999-12-31", "end": "9999-12-31"}, "end"),
+        ("usage", {"start": "9998-12-30", "end": "9999-01-01"}, "end"),
+        ("events", {"start": "9999-12-31", "end": "9999-12-31"}, "end"),
+        ("events", {"end": "0001-01-01"}, "end"),
+        ("campaigns", {"start": "9999-12-31", "end": "9999-12-31"}, "end"),
+        ("funnel", {"step": ["a", "b"], "start": "9999-12-31", "end": "9999-12-31"}, "end"),
+        ("retention", {"start": "9999-12-31", "end": "9999-12-31"}, "end"),
+        ("retention", {"end": "0001-01-01"}, "end"),
+        ("revenue", {"end": "0001-01-01"}, "end"),
         ("retention", {"by": "devices"}, "by"),
         ("demographics", {"dimension": "shoe_size"}, "dimension"),
         ("events", {"include": "level"}, "include"),
@@ -546,6 +561,14 @@ def test_rollups_off_stores_events_and_answers_404(
         ({"start-time": "last tuesday"}, "start-time"),
         ({"end-time": "2026-10-01T00:00:00Z", "start-time": "2026-10-02T00:00:00Z"}, "start-time"),
         ({"page-size": "zero"}, "page-size"),
+        (
+            {"start-time": "9999-12-31T23:59:59-14:00", "end-time": "9999-12-31T23:59:59-14:00"},
+            "start-time",
+        ),
+        ({"end-time": "9999-12-31T23:59:59-14:00"}, "end-time"),
+        ({"end-time": "0001-01-01T00:00:00+14:00"}, "end-time"),
+        ({"end-time": "0001-01-07T00:00:00Z"}, "end-time"),
+        ({"start-time": "1969-12-31T00:00:00Z", "end-time": "1970-01-02T00:00:00Z"}, "start-time"),
         ({"page-size": "\u00b2"}, "page-size"),
         ({"page-size": "9" * 5000}, "page-size"),
     ],
@@ -808,3 +831,23 @@ def test_deleting_an_endpoint_counts_users_as_the_remaining_endpoints_have_them(
     # Left: control (anonymous) on day 1 and sibling (user C) on day 4.
     assert [day["active"] for day in usage["days"]] == [1, 0, 0, 1, 0]
     assert usage["summary"]["mau"] == 2
+
+
+@pytest.mark.parametrize("route", ["usage", "events", "campaigns", "retention", "revenue"])
+def test_the_first_and_last_dates_accepted_are_answered(world: World, route: str) -> None:
+    for start, end in (("1970-01-01", "1970-01-01"), ("9998-12-31", "9998-12-31")):
+        got = world.get(route, start=start, end=end)
+        assert got.get("start", start) == start
+
+
+def test_the_first_and_last_kpi_days_accepted_are_answered(world: World) -> None:
+    for start_time, end_time in (
+        ("1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z"),
+        ("9998-12-31T23:59:59Z", "9998-12-31T23:59:59Z"),
+    ):
+        response = httpx.get(
+            f"{world.live.url}/v1/apps/{world.app.id}/kpis/daterange/homing-sessions",
+            params={"start-time": start_time, "end-time": end_time},
+            headers=bearer(world.app.admin.token),
+        )
+        assert response.status_code == 200, response.text

@@ -10,7 +10,14 @@ from zoneinfo import ZoneInfo
 from homing.wire import WireError, format_timestamp, parse_timestamp
 from homing_collector.analytics import queries
 from homing_collector.analytics.days import HOUR_MS, ParamError, grid
-from homing_collector.analytics.params import Get, Range, check_span
+from homing_collector.analytics.params import (
+    FIRST_DATE,
+    LAST_DATE,
+    Get,
+    Range,
+    check_date,
+    check_span,
+)
 from homing_collector.numbers import whole_number
 
 GROUPED = "-grouped-by-date"
@@ -43,9 +50,14 @@ def parse_times(get: Get, now: datetime | None = None) -> tuple[date, date]:
         raw = get(name)
         if raw:
             try:
-                moments[name] = parse_timestamp(raw, name).astimezone(timezone.utc).date()
+                moment = parse_timestamp(raw, name)
+                moments[name] = check_date(moment.astimezone(timezone.utc).date(), name)
             except WireError as exc:
                 raise ParamError(str(exc)) from None
+            except OverflowError:  # 9999-12-31T23:59:59-14:00 is in the year 10000 in UTC
+                raise ParamError(
+                    f"{name}: {raw[:40]!r} is not a moment from {FIRST_DATE} to {LAST_DATE}"
+                ) from None
     end = moments.get("end-time") or (now or datetime.now(timezone.utc)).date()
     start = moments.get("start-time") or end - timedelta(days=6)
     check_span(start, end, "start-time", "end-time")

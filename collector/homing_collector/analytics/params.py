@@ -28,6 +28,11 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 MAX_STEPS = 10
 MAX_WINDOW = 90 * 86400
+# The dates a range may name. The queries reach 29 days before a start (usage's lookback),
+# 30 days after an end (retention) and the day after that; within these bounds every such
+# date stays in datetime's years 1 to 9999, and no event is older than the epoch.
+FIRST_DATE = date(1970, 1, 1)
+LAST_DATE = date(9998, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,12 @@ def parse_range(get: Get, now: datetime | None = None) -> Range:
     return Range(start, end, zone, by, today)
 
 
+def check_date(day: date, name: str) -> date:
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise ParamError(f"{name}: {day} is not a date from {FIRST_DATE} to {LAST_DATE}")
+    return day
+
+
 def check_span(start: date, end: date, start_name: str, end_name: str) -> None:
     """A range of days must run forward and hold at most MAX_DAYS."""
     if start > end:
@@ -123,9 +134,10 @@ def _date(get: Get, name: str) -> date | None:
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
             raise ValueError
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise ParamError(f"{name}: {raw[:40]!r} is not a date as YYYY-MM-DD") from None
+    return check_date(day, name)
 
 
 def parse_dimension(get: Get) -> str:

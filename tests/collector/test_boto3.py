@@ -413,6 +413,36 @@ def test_user_has_at_most_15_endpoints(app: App, ingest: Any, admin: Any) -> Non
     assert len(items["Item"]) == limits.MAX_ENDPOINTS_PER_USER
 
 
+def test_update_endpoints_batch_names_the_item_that_fails_when_stored(
+    app: App, ingest: Any, admin: Any
+) -> None:
+    attributes = {f"attr{i}": ["v" * 100] * 5 for i in range(40)}  # about 20 KB
+    with pytest.raises(ingest.exceptions.BadRequestException) as info:
+        ingest.update_endpoints_batch(
+            ApplicationId=app.id,
+            EndpointBatchRequest={
+                "Item": [{"Id": "small-0"}, {"Id": "big-1", "Attributes": attributes}]
+            },
+        )
+    message = info.value.response["Error"]["Message"]
+    assert message.startswith("Item[1].Endpoint:") and "15360" in message
+    with pytest.raises(admin.exceptions.NotFoundException):
+        admin.get_endpoint(ApplicationId=app.id, EndpointId="small-0")  # all or nothing
+
+    items = [{"Id": f"dave-{i}", "User": {"UserId": "dave"}} for i in range(16)]
+    with pytest.raises(ingest.exceptions.BadRequestException) as info:
+        ingest.update_endpoints_batch(
+            ApplicationId=app.id, EndpointBatchRequest={"Item": [{"Id": "first"}, *items]}
+        )
+    message = info.value.response["Error"]["Message"]
+    assert message.startswith("Item[16].User.UserId:") and "15" in message
+    # The same endpoint twice in a batch: the item is still the one that broke the rule.
+    items = [*items[:15], {"Id": "dave-0", "Attributes": {"a": ["b"]}}, *items[15:]]
+    with pytest.raises(ingest.exceptions.BadRequestException) as info:
+        ingest.update_endpoints_batch(ApplicationId=app.id, EndpointBatchRequest={"Item": items})
+    assert info.value.response["Error"]["Message"].startswith("Item[16].User.UserId:")
+
+
 def test_delete_user_endpoints_deletes_endpoints_and_events(
     collector: LiveCollector, app: App, ingest: Any, admin: Any
 ) -> None:

@@ -11,7 +11,7 @@ from homing.wire import WireError, check_endpoint, check_id, format_timestamp
 from homing_collector import endpoints
 from homing_collector.errors import bad_request, not_found
 from homing_collector.routes._common import Call, accepted, begin, json
-from homing_collector.storage.base import EndpointUpdate, UserEndpointLimit
+from homing_collector.storage.base import Endpoint, EndpointUpdate, UserEndpointLimit
 
 
 async def update_endpoint(request: Request) -> Response:
@@ -44,7 +44,7 @@ async def update_endpoints_batch(request: Request) -> Response:
         except WireError as exc:
             raise bad_request(str(exc)) from None
         updates.append(EndpointUpdate(item["Id"], {k: v for k, v in item.items() if k != "Id"}))
-    await _store(call, updates)
+    await _store(call, updates, batch=True)
     return accepted(call)
 
 
@@ -66,16 +66,37 @@ async def delete_endpoint(request: Request) -> Response:
     return json(endpoint, 202)
 
 
-async def _store(call: Call, updates: list[EndpointUpdate]) -> None:
+async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = False) -> None:
+    merge = partial(endpoints.merge, call.app_id, now=format_timestamp(time.time()))
+    # Some rules (the size after merging, a user's endpoint count) can only be checked as
+    # each endpoint is stored. Storage merges the items one by one, in order, and stops at
+    # the first that breaks a rule: the ids merged so far tell a batch which item it was.
+    merged: list[str] = []
+
+    def merge_and_note(endpoint_id: str, existing: Endpoint | None, update: Endpoint) -> Endpoint:
+        merged.append(endpoint_id)
+        return merge(endpoint_id, existing, update)
+
     try:
         await call.storage.update_endpoints(
             call.app_id,
             updates,
-            merge=partial(endpoints.merge, call.app_id, now=format_timestamp(time.time())),
+            merge=merge_and_note,
             max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
         )
     except (UserEndpointLimit, WireError) as exc:
-        raise bad_request(str(exc)) from None
+        if not batch or not merged:
+            raise bad_request(str(exc)) from None
+        raise bad_request(f"{_item_field(updates, merged)}.{exc}") from None
+
+
+def _item_field(updates: list[EndpointUpdate], merged: list[str]) -> str:
+    """`Item[i]`, the batch item merged last, where storage stopped."""
+    index = len(merged) - 1
+    if index >= len(updates) or updates[index].endpoint_id != merged[-1]:
+        # Not merged one by one in order: the first item of that id is the best guess.
+        index = next(i for i, u in enumerate(updates) if u.endpoint_id == merged[-1])
+    return f"Item[{index}]"
 
 
 def _endpoint_id(request: Request) -> str:

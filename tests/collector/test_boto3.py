@@ -289,6 +289,56 @@ def test_endpoint_in_batch_updates_endpoint_and_bad_endpoint_keeps_events(
     assert endpoint["Attributes"] == {"plan": ["pro"]}
 
 
+def test_ids_that_go_in_urls_may_not_contain_a_slash(
+    collector: LiveCollector, app: App, ingest: Any, admin: Any
+) -> None:
+    # GetEndpoint, DeleteEndpoint and GetUserEndpoints take these ids as one path segment:
+    # an id with "/" could be stored but never read, updated or deleted by its URL.
+    results = put(
+        ingest,
+        app.id,
+        {
+            "a/b": {"Endpoint": {}, "Events": {"e": event()}},
+            "slash-user": {"Endpoint": {"User": {"UserId": "u/1"}}, "Events": {"e": event()}},
+        },
+    )
+    rejected = results["a/b"]["EndpointItemResponse"]
+    assert rejected["StatusCode"] == 400 and rejected["Message"].startswith("BatchItem:")
+    assert "/" in rejected["Message"]
+    assert results["a/b"]["EventsItemResponse"]["e"]["StatusCode"] == 400
+    rejected = results["slash-user"]["EndpointItemResponse"]
+    assert rejected["StatusCode"] == 400
+    assert rejected["Message"].startswith("Endpoint.User.UserId:")
+    assert results["slash-user"]["EventsItemResponse"]["e"]["StatusCode"] == 202
+    assert all(row[0] != "a/b" for row in stored_events(collector, app.id))
+
+    for items, field in (
+        ([{"Id": "fine"}, {"Id": "c/d"}], "Item[1].Id"),
+        ([{"Id": "fine", "User": {"UserId": "u/2"}}], "Item[0].User.UserId"),
+    ):
+        with pytest.raises(ingest.exceptions.BadRequestException) as info:
+            ingest.update_endpoints_batch(
+                ApplicationId=app.id, EndpointBatchRequest={"Item": items}
+            )
+        assert info.value.response["Error"]["Message"].startswith(f"{field}:")
+    with pytest.raises(ingest.exceptions.BadRequestException) as info:
+        ingest.update_endpoint(
+            ApplicationId=app.id, EndpointId="e", EndpointRequest={"User": {"UserId": "u/3"}}
+        )
+    assert info.value.response["Error"]["Message"].startswith("EndpointRequest.User.UserId:")
+    for endpoint_id in ("a/b", "c/d", "fine", "e"):
+        with pytest.raises(admin.exceptions.NotFoundException):
+            admin.get_endpoint(ApplicationId=app.id, EndpointId=endpoint_id)
+    # Event and session ids never appear in a URL: they may hold "/".
+    session = {"Id": "s/1", "StartTimestamp": now_iso()}
+    results = put(
+        ingest,
+        app.id,
+        {"ok": {"Endpoint": {}, "Events": {"e/1": event("_session.start", Session=session)}}},
+    )
+    assert results["ok"]["EventsItemResponse"]["e/1"]["StatusCode"] == 202
+
+
 # -- Endpoints and users -----------------------------------------------------------------
 
 

@@ -518,6 +518,13 @@ BAD_SENDS = [
     ({"Endpoints": {"e": {"TitleOverride": 3}}, "MessageConfiguration": GOOD},
      "Endpoints.e.TitleOverride"),
     ({"Endpoints": {"e": {}}, "MessageConfiguration": GOOD, "Context": {"a": 1}}, "Context"),
+    # The request's Context puts its campaign keys in every push's data.
+    ({"Endpoints": {"e": {}}, "Context": {"campaign_id": "c" * 5000},
+      "MessageConfiguration": {"GCMMessage": {}}}, "Context"),
+    ({"Endpoints": {"e": {}}, "Context": {"campaign_id": "c" * 2000},
+      "MessageConfiguration": push(Data={"k": "x" * 2100})}, "Context"),
+    ({"Endpoints": {"e": {}}, "Context": {"campaign_id": "c"},
+      "MessageConfiguration": push(Data={"k": "x" * 5000})}, "MessageConfiguration"),
     ({"Addresses": {"+15550100": {}}, "Endpoints": {"e": {}}, "MessageConfiguration": GOOD},
      "Addresses"),
     ([1, 2], "body"),
@@ -528,6 +535,8 @@ BAD_USER_SENDS = [
     ({"Users": {"u": {}}, "MessageConfiguration": {"GCMMessage": {"TimeToLive": 1.5}}},
      "MessageConfiguration.GCMMessage.TimeToLive"),
     ({"Users": {"u": {"TitleOverride": "x" * 4100}}, "MessageConfiguration": GOOD}, "Users.u"),
+    ({"Users": {"u": {}}, "Context": {"treatment_id": "t" * 4100}, "MessageConfiguration": GOOD},
+     "Context"),
 ]  # fmt: skip
 
 

@@ -148,7 +148,10 @@ def _parse(payload: Any, targets_field: str) -> SendRequest:
     if (apns := request.push_for("APNS")) != pushes[0]:
         pushes.append(apns)
     for push in pushes:
-        _check_size(_data(push, Override(), context), "MessageConfiguration", "")
+        data = _data(push, Override(), context)
+        if context and _too_big(data) and not _too_big(_data(push, Override(), {})):
+            _check_size(data, "Context", "")  # it is Context's campaign keys that tip it over
+        _check_size(data, "MessageConfiguration", "")
     for target_id, override in targets.items():
         if override != Override():
             for push in pushes:
@@ -160,13 +163,17 @@ def _parse(payload: Any, targets_field: str) -> SendRequest:
     return request
 
 
+def _too_big(data: dict[str, str]) -> bool:
+    return len(orjson.dumps(data)) > MAX_DATA_BYTES
+
+
 def _check_size(data: dict[str, str], field_name: str, overrides: str) -> None:
     size = len(orjson.dumps(data))
     if size > MAX_DATA_BYTES:
         raise WireError(
             field_name,
-            f"the push's data (Data with the title, body and url){overrides} is {size} bytes "
-            f"as JSON; the limit is {MAX_DATA_BYTES}",
+            "the push's data (Data with the title, body, url and the campaign keys of Context)"
+            f"{overrides} is {size} bytes as JSON; the limit is {MAX_DATA_BYTES}",
         )
 
 

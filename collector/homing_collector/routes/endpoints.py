@@ -69,8 +69,8 @@ async def delete_endpoint(request: Request) -> Response:
 async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = False) -> None:
     merge = partial(endpoints.merge, call.app_id, now=format_timestamp(time.time()))
     # Some rules (the size after merging, a user's endpoint count) can only be checked as
-    # each endpoint is stored. Storage merges the items one by one, in order, and stops at
-    # the first that breaks a rule: the ids merged so far tell a batch which item it was.
+    # each endpoint is stored. Storage stops at the first item that breaks one, and the
+    # endpoint it merged last tells a batch which item that was.
     merged: list[str] = []
 
     def merge_and_note(endpoint_id: str, existing: Endpoint | None, update: Endpoint) -> Endpoint:
@@ -91,12 +91,10 @@ async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = Fal
 
 
 def _item_field(updates: list[EndpointUpdate], merged: list[str]) -> str:
-    """`Item[i]`, the batch item merged last, where storage stopped."""
-    index = len(merged) - 1
-    if index >= len(updates) or updates[index].endpoint_id != merged[-1]:
-        # Not merged one by one in order: the first item of that id is the best guess.
-        index = next(i for i, u in enumerate(updates) if u.endpoint_id == merged[-1])
-    return f"Item[{index}]"
+    """`Item[i]`, the first batch item for the endpoint storage merged last, where it
+    stopped (a job may run twice, so the count of merges says nothing more)."""
+    failed = merged[-1]
+    return f"Item[{next(i for i, u in enumerate(updates) if u.endpoint_id == failed)}]"
 
 
 def _endpoint_id(request: Request) -> str:

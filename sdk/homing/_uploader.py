@@ -41,6 +41,7 @@ TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _ABANDONED: list[httpx.Client] = []
 # Room for the BatchItem envelope and the endpoint profile inside MAX_BATCH_BYTES.
 _ENVELOPE_BYTES = 16 * 1024
+_POLICY_SAYS_NO = "the network policy does not allow sending now"
 
 
 @dataclass
@@ -174,6 +175,8 @@ class Uploader:
                     return  # close() released the store under a request that was in flight
                 logger.exception("homing: the uploader failed")
                 self.counters.last_error = f"uploader: {exc!r}"
+                # Try again at the next interval, not at once (and not in a loop).
+                self.not_before = max(self.not_before, self.clock() + self.flush_interval)
 
     def tick(self, *, woken: bool = False) -> FlushResult | None:
         # One scheduling step: upload if due (interval passed, `woken`, or a retry) and no
@@ -183,7 +186,12 @@ class Uploader:
             return None
         self._next_flush = now + self.flush_interval
         # Counting the queue is a table scan: the background path leaves it out (-1).
-        return self.drain(None, count=False)
+        result = self.drain(None, count=False)
+        if result.error == _POLICY_SAYS_NO:
+            # Not a failure to back off from, but an ended backoff must not make the
+            # thread ask again at once: the next try is at the next interval.
+            self.not_before = max(self.not_before, now + self.flush_interval)
+        return result
 
     def close(self, timeout: float) -> FlushResult:
         # Stop the thread and make one last upload, all within `timeout` seconds.
@@ -211,7 +219,7 @@ class Uploader:
                 error = "flush timed out"
                 break
             if not self.policy.allows():
-                error = "the network policy does not allow sending now"
+                error = _POLICY_SAYS_NO
                 break
             failed = self.send_endpoint(deadline)
             if failed is not None:
@@ -219,6 +227,9 @@ class Uploader:
                 break
             rows = self.store.claim(self.batch_events, limits.MAX_BATCH_BYTES - _ENVELOPE_BYTES)
             if not rows:
+                # Nothing left to retry (e.g. the retried batch was dropped with a 400):
+                # the backoff is over, and the next upload is at the next interval.
+                self.failures = 0
                 break
             outcome = self._send(rows, deadline)
             sent += outcome.sent

@@ -356,3 +356,57 @@ def test_an_unknown_app_waits_long_like_a_bad_key(
     uploader.drain(None)
     assert uploader.not_before - clock.now == 600
     assert store.count() == 1
+
+
+def _thread_waits(uploader: Uploader, waits: list[float], rounds: int) -> threading.Event:
+    """A `wait` for the uploader thread that records each wait and stops after `rounds`."""
+    done = threading.Event()
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        waits.append(seconds)
+        if len(waits) >= rounds:
+            uploader._stopping = True
+            done.set()
+        return False
+
+    uploader._wait = wait
+    return done
+
+
+def test_after_a_failure_the_thread_waits_for_the_interval_while_the_policy_says_no(
+    make_uploader: Callable[..., Uploader], store: Store, fake: FakeCollector, clock: FakeClock
+) -> None:
+    online = True
+    fill(store, 1)
+    fake.handler = error(503)
+    uploader = make_uploader(policy=lambda: online, flush_interval=60)
+    uploader.drain(None)
+    assert uploader.failures == 1
+    online = False  # e.g. the device moved to a link the policy refuses
+    clock.advance(3600)  # the backoff has long ended
+    waits: list[float] = []
+    done = _thread_waits(uploader, waits, 20)
+    uploader.start()
+    assert done.wait(10)
+    # The first wait is the ended backoff; each one after it is the interval, never a spin.
+    assert all(seconds >= 59 for seconds in waits[1:]), waits
+    assert len(fake.requests) == 1
+
+
+def test_after_a_failure_and_a_dropped_batch_the_thread_waits_for_the_interval(
+    make_uploader: Callable[..., Uploader], store: Store, fake: FakeCollector, clock: FakeClock
+) -> None:
+    fill(store, 1)
+    fake.handler = error(503)
+    uploader = make_uploader(flush_interval=60)
+    uploader.drain(None)
+    clock.advance(3600)
+    fake.handler = error(400)  # the retry is refused as a whole: dropped, the queue is empty
+    waits: list[float] = []
+    done = _thread_waits(uploader, waits, 20)
+    uploader.start()
+    assert done.wait(10)
+    assert all(seconds >= 59 for seconds in waits[1:]), waits
+    assert len(fake.requests) == 2
+    assert uploader.counters.dropped == {"bad_request": 1}
+    assert uploader.failures == 0

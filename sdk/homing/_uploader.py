@@ -79,6 +79,7 @@ class Uploader:
         policy: NetworkPolicy,
         flush_interval: float,
         clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
         transport: httpx.BaseTransport | None = None,
         wait: Wait | None = None,
         counters: Counters | None = None,
@@ -93,9 +94,10 @@ class Uploader:
         self.profile = profile
         self.policy = policy
         self.flush_interval = flush_interval
-        self.clock = clock
+        self.clock = clock  # timestamps and Retry-After dates
+        self.monotonic = monotonic  # scheduling, which a wall clock set back must not hold up
         self.counters = counters or Counters()
-        self.not_before = 0.0  # no request before this time (backoff)
+        self.not_before = 0.0  # no request before this monotonic time (backoff)
         self.failures = 0
         self.batch_events = limits.MAX_EVENTS_PER_REQUEST
         self._transport = transport
@@ -120,7 +122,7 @@ class Uploader:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        self._next_flush = self.clock() + self.flush_interval
+        self._next_flush = self.monotonic() + self.flush_interval
 
     def after_fork_in_child(self) -> None:
         # The parent's thread is gone and its pooled sockets are the parent's: start over,
@@ -157,14 +159,14 @@ class Uploader:
             # After a failure the next attempt is due when the backoff ends, which is
             # at most flush_interval away; otherwise at the next interval.
             due = self.not_before if self.failures else max(self._next_flush, self.not_before)
-            self._wait(self._wake, max(due - self.clock(), 0.0))
+            self._wait(self._wake, max(due - self.monotonic(), 0.0))
             if self._stopping:
                 break
             # Each wake-up says what it is for: a profile to send, a full batch, or both.
             self._wake.clear()
             batch_due, self._batch_due = self._batch_due, False
             try:
-                if self._endpoint_due and self.clock() >= self.not_before:
+                if self._endpoint_due and self.monotonic() >= self.not_before:
                     self._endpoint_due = False
                     if self.policy.allows():
                         self.send_endpoint(None)
@@ -176,12 +178,12 @@ class Uploader:
                 logger.exception("homing: the uploader failed")
                 self.counters.last_error = f"uploader: {exc!r}"
                 # Try again at the next interval, not at once (and not in a loop).
-                self.not_before = max(self.not_before, self.clock() + self.flush_interval)
+                self.not_before = max(self.not_before, self.monotonic() + self.flush_interval)
 
     def tick(self, *, woken: bool = False) -> FlushResult | None:
         # One scheduling step: upload if due (interval passed, `woken`, or a retry) and no
         # backoff is running.
-        now = self.clock()
+        now = self.monotonic()
         if now < self.not_before or not (woken or self.failures or now >= self._next_flush):
             return None
         self._next_flush = now + self.flush_interval
@@ -349,7 +351,7 @@ class Uploader:
                 logger.error("homing: the collector answered %d (%s); check the app id and "
                              "the ingest key. Events are kept; retrying every %.0f s",
                              status, message, wait)  # fmt: skip
-            self.not_before = self.clock() + wait
+            self.not_before = self.monotonic() + wait
             self.counters.last_error = f"{status}: {message}"
             return _Outcome(error=f"{status}: {message}")
         return self._fail(f"{status}: {message}", _retry_after(response, self.clock()))
@@ -401,7 +403,7 @@ class Uploader:
         )
         if retry_after is not None:
             wait = max(wait, retry_after)
-        self.not_before = self.clock() + min(wait, MAX_WAIT)
+        self.not_before = self.monotonic() + min(wait, MAX_WAIT)
         self.counters.last_error = error
         logger.info("homing: upload failed (%s); next attempt in %.1f s", error, wait)
         return _Outcome(error=error)

@@ -187,10 +187,14 @@ def make(
         options.setdefault("flush_interval", 60.0)
         options.setdefault("shutdown_timeout", 0.5)
         analytics = homing.Analytics(APP_ID, httpserver.url_for("/"), TOKEN, clock=sim, **options)
-        # Analytics takes a clock but no wait hook: hand the uploader the simulated one
-        # before its thread starts (the store is empty, so no thread runs yet).
-        assert analytics._uploader._thread is None
-        analytics._uploader._wait = sim.wait
+        # Analytics takes a clock but no wait hook, and schedules on the monotonic clock:
+        # hand the uploader the simulated ones before its thread starts (the store is
+        # empty, so no thread runs yet).
+        uploader = analytics._uploader
+        assert uploader._thread is None
+        uploader._wait = sim.wait
+        uploader.monotonic = sim
+        uploader._next_flush = sim() + uploader.flush_interval
         made.append(analytics)
         return analytics
 

@@ -29,7 +29,10 @@ def store(tmp_path: Path, clock: FakeClock) -> Store:
 
 @pytest.fixture
 def make_uploader(store: Store, clock: FakeClock, fake: FakeCollector) -> Callable[..., Uploader]:
-    def make(policy: Any = "any", flush_interval: float = 60.0, wait: Any = None) -> Uploader:
+    def make(
+        policy: Any = "any", flush_interval: float = 60.0, wait: Any = None, monotonic: Any = None
+    ) -> Uploader:
+        # The fake clock is the wall clock and, unless `monotonic` is given, the scheduling one.
         return Uploader(
             store=store,
             url="http://collector.test/v1/apps/app1/events",
@@ -39,6 +42,7 @@ def make_uploader(store: Store, clock: FakeClock, fake: FakeCollector) -> Callab
             policy=policy if isinstance(policy, NetworkPolicy) else coerce_policy(policy),
             flush_interval=flush_interval,
             clock=clock,
+            monotonic=monotonic or clock,
             transport=fake.transport,
             wait=wait,
         )
@@ -410,3 +414,21 @@ def test_after_a_failure_and_a_dropped_batch_the_thread_waits_for_the_interval(
     assert len(fake.requests) == 2
     assert uploader.counters.dropped == {"bad_request": 1}
     assert uploader.failures == 0
+
+
+def test_a_wall_clock_stepped_back_does_not_hold_uploads(
+    make_uploader: Callable[..., Uploader], store: Store, fake: FakeCollector, clock: FakeClock
+) -> None:
+    # Scheduling follows the monotonic clock: NTP setting the wall clock back an hour must
+    # not hold the next upload for that hour.
+    uploader = make_uploader(flush_interval=0.05, monotonic=time.monotonic)
+    fill(store, 1)
+    clock.advance(-3600)
+    uploader.start()
+    try:
+        deadline = time.monotonic() + 5
+        while store.count() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.count() == 0, "the upload waited for the wall clock to catch up"
+    finally:
+        uploader.close(1)

@@ -202,8 +202,11 @@ class Uploader:
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            # A request in flight may hang; the daemon thread is left to die with the process.
-            thread.join(min(0.05, timeout))
+            # An idle thread wakes and exits at once; one with a request in flight finishes
+            # it (its answer deletes the batch) and stops before the next. A request that
+            # hangs past the deadline is left to the daemon thread, which dies with the
+            # process.
+            thread.join(max(deadline - time.monotonic(), 0.0))
         try:
             return self.drain(deadline)
         finally:
@@ -217,6 +220,8 @@ class Uploader:
         sent = rejected = 0
         error: str | None = None
         while True:
+            if deadline is None and self._stopping:
+                break  # close() began: it sends the rest itself, within its deadline
             if deadline is not None and time.monotonic() >= deadline:
                 error = "flush timed out"
                 break

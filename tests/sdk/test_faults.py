@@ -391,3 +391,37 @@ def test_every_fault_in_a_row_then_recovery_delivers_each_event_once(
     assert len(ids) == len(set(ids)) == 250
     assert all(r.event_ids == failed[0].event_ids for r in failed)
     assert delivered[0].at - failed[-1].at == pytest.approx(120.0)
+
+
+def test_close_waits_for_the_batch_in_flight_within_the_shutdown_timeout(
+    make: Callable[..., homing.Analytics], server: FakeCollector, tmp_path: Path
+) -> None:
+    # The thread's request is answered 0.3 s into close(): close() must wait for it
+    # (within shutdown_timeout), or the stored batch stays on disk and goes again later.
+    release = threading.Event()
+    server.faults = [slow(release, server)]
+    analytics = make(shutdown_timeout=5.0)
+    record(analytics, 100)  # a full batch wakes the uploader thread
+    deadline = time.monotonic() + 5
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.requests) == 1
+    timer = threading.Timer(0.3, release.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        result = analytics.close()
+    finally:
+        timer.cancel()
+        release.set()
+    assert time.monotonic() - started < 5
+    assert result.error is None and result.remaining == 0
+    assert analytics.stats().queued == 0 and analytics.stats().sent == 100
+    assert len(server.requests) == 1
+    again = homing.Analytics(
+        APP_ID, "http://127.0.0.1:9", TOKEN, data_dir=tmp_path / "sdk", network_policy=lambda: False
+    )
+    try:
+        assert again.stats().queued == 0, "the batch the collector stored is sent again"
+    finally:
+        again.close()

@@ -283,10 +283,13 @@ class Analytics:
             self._drop("closed", "homing: Analytics is closed; event %s dropped", event_id)
             return
         try:
-            self._store.put(event_id, orjson.dumps(event))
+            stored = self._store.put(event_id, orjson.dumps(event))
         except sqlite3.Error as exc:
             self._drop("store_error", "homing: cannot store event %s: %s", event_id, exc)
             self._counters.last_error = f"store: {exc}"
+            return
+        if not stored:  # close() released the store after the check above
+            self._drop("closed", "homing: Analytics is closed; event %s dropped", event_id)
             return
         self._pending += 1
         if self._pending >= 100:

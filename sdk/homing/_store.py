@@ -78,6 +78,7 @@ class Store:
         self._host = socket.gethostname()
         self._new_owner()
         self._maint: sqlite3.Connection | None = None
+        self._closed = False
         self._conn = self._open()
         self._since_checkpoint = 0
         self._since_resync = 0
@@ -174,6 +175,7 @@ class Store:
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
+            self._closed = True
             if self._maint is not None:
                 self._maint.close()
             # A clean close checkpoints and removes the WAL.
@@ -182,14 +184,17 @@ class Store:
 
     # -- the queue ----------------------------------------------------------------------
 
-    def put(self, event_id: str, body: bytes) -> None:
-        # Append one event; returns once the row is committed.
+    def put(self, event_id: str, body: bytes) -> bool:
+        # Append one event; returns once the row is committed, or False if the store was
+        # closed (a record racing close()), which is no reason to think the file corrupt.
         size = len(body) + ROW_OVERHEAD
         with self._lock:
+            if self._closed:
+                return False
             try:
                 self._conn.execute(_INSERT, (event_id, body, size))
-            except sqlite3.OperationalError:
-                raise
+            except (sqlite3.OperationalError, sqlite3.ProgrammingError):
+                raise  # busy, full, or a misuse: the file itself is sound
             except sqlite3.DatabaseError as exc:
                 self._conn = self._replace(exc)
                 self._conn.execute(_INSERT, (event_id, body, size))
@@ -204,6 +209,7 @@ class Store:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             if self._approx > self.max_bytes * 1.25:
                 self._resync(self._conn)
+        return True
 
     def maintain(self) -> None:
         # Checkpoint the WAL and enforce the size cap, off the recording thread.

@@ -340,3 +340,32 @@ def test_flush_and_stats_after_close_report_what_stayed_on_disk(make_analytics: 
     # The store is released: these must answer from what close() saw, not raise.
     assert analytics.flush() == homing.FlushResult(remaining=2, error="closed")
     assert analytics.stats().queued == 2
+
+
+def test_an_event_recorded_while_close_runs_is_dropped_as_closed_not_as_corrupt(
+    make_analytics: Make, tmp_path: Path
+) -> None:
+    # record_event() passed its closed check just before close() released the store.
+    analytics = make_analytics(network_policy=lambda: False)
+    for _ in range(5):
+        analytics.record_event("before")
+    inside, go = threading.Event(), threading.Event()
+    real_put = analytics._store.put
+
+    def put_after_close(event_id: str, body: bytes) -> bool:
+        inside.set()
+        go.wait(10)
+        return real_put(event_id, body)
+
+    analytics._store.put = put_after_close  # type: ignore[method-assign]
+    recording = threading.Thread(target=analytics.record_event, args=("during",))
+    recording.start()
+    assert inside.wait(10)
+    analytics.close()
+    go.set()
+    recording.join(10)
+    data = tmp_path / "data"
+    assert [p.name for p in data.iterdir() if ".corrupt-" in p.name] == []
+    assert analytics.stats().dropped == {"closed": 1}
+    again = make_analytics(network_policy=lambda: False)
+    assert again.stats().queued == 5

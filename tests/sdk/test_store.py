@@ -256,3 +256,15 @@ def test_a_stale_ack_never_deletes_a_newer_event_that_reused_the_rowid(
     store.delete(stale)  # the hung request finally answers
     store.release(stale)
     assert [r.event_id for r in store.claim(10, 10**6)] == ["newer"]
+
+
+def test_a_put_after_close_is_refused_and_never_moves_the_file_aside(db: Path) -> None:
+    store = Store(db)
+    store.put("a", b"{}")
+    store.close()
+    assert store.put("b", b"{}") is False  # closed: not corruption
+    assert sorted(p.name for p in db.parent.iterdir() if ".corrupt-" in p.name) == []
+    assert store.dropped == {}
+    again = Store(db)
+    assert again.count() == 1
+    again.close()

@@ -75,6 +75,10 @@ class Store:
         self.lease = lease
         self.dropped: dict[str, int] = {}
         self._lock = threading.Lock()
+        # Held by maintain() while it uses `_maint`, and by close(): a connection closed
+        # under a query running on another thread can crash the interpreter. Taken
+        # before `_lock`, never after it.
+        self._maint_lock = threading.Lock()
         self._host = socket.gethostname()
         self._new_owner()
         self._maint: sqlite3.Connection | None = None
@@ -170,11 +174,12 @@ class Store:
             _ABANDONED.append(self._maint)
             self._maint = None
         self._lock = threading.Lock()
+        self._maint_lock = threading.Lock()
         self._new_owner()
         self._conn = self._open()
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(sqlite3.Error):
+        with self._maint_lock, self._lock, contextlib.suppress(sqlite3.Error):
             self._closed = True
             if self._maint is not None:
                 self._maint.close()
@@ -217,6 +222,11 @@ class Store:
         # Checkpoints fsync, which can take milliseconds: done inline they would be the
         # p99 of record_event. The uploader thread runs this with its own connection,
         # which also reads the size without holding up puts (WAL readers never block).
+        with self._maint_lock:
+            if not self._closed:
+                self._maintain()
+
+    def _maintain(self) -> None:
         if self.path is None:
             if self._approx > self.max_bytes or self._since_resync >= _RESYNC_EVERY:
                 with self._lock:

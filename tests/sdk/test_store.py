@@ -268,3 +268,40 @@ def test_a_put_after_close_is_refused_and_never_moves_the_file_aside(db: Path) -
     again = Store(db)
     assert again.count() == 1
     again.close()
+
+
+def test_close_waits_for_a_maintenance_query_in_flight(db: Path) -> None:
+    # SQLite connections must not be closed under a query running on another thread
+    # (the interpreter can crash): close() waits for maintain() to finish.
+    store = Store(db)
+    store.put("a", b"{}")
+    store.maintain()
+    assert store._maint is not None
+    real = store._maint
+    inside, go = threading.Event(), threading.Event()
+    log: list[str] = []
+
+    class Slow:
+        def execute(self, sql: str) -> sqlite3.Cursor:
+            inside.set()
+            go.wait(10)
+            log.append("query done")
+            return real.execute(sql)
+
+        def close(self) -> None:
+            log.append("closed")
+            real.close()
+
+    store._maint = Slow()  # type: ignore[assignment]
+    store.put("b", b"{}")  # a checkpoint is due
+    maintaining = threading.Thread(target=store.maintain)
+    maintaining.start()
+    assert inside.wait(10)
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    closing.join(0.2)
+    go.set()
+    maintaining.join(10)
+    closing.join(10)
+    assert log == ["query done", "closed"]
+    store.maintain()  # after close: does nothing, raises nothing

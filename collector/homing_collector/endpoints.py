@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from homing import limits
-from homing.wire import WireError, check_endpoint, check_id
+from homing.wire import WireError, check_endpoint, check_id, merge_map
 
 Endpoint = dict[str, Any]
 
@@ -69,14 +69,14 @@ def merge(
             result[name] = update[name]
     for name in _MERGED_MAPS:
         if update.get(name) is not None:
-            result[name] = _merge_map(result.get(name), update[name])
+            result[name] = merge_map(result.get(name), update[name])
     user = update.get("User")
     if user is not None:
         merged_user = dict(result.get("User") or {})
         if user.get("UserId") is not None:
             merged_user["UserId"] = user["UserId"]
         if user.get("UserAttributes") is not None:
-            merged_user["UserAttributes"] = _merge_map(
+            merged_user["UserAttributes"] = merge_map(
                 merged_user.get("UserAttributes"), user["UserAttributes"]
             )
         result["User"] = merged_user
@@ -94,13 +94,3 @@ def merge(
             "Endpoint", f"would be {size} bytes; the limit is {limits.MAX_ENDPOINT_BYTES} bytes"
         )
     return result
-
-
-def _merge_map(old: Any, new: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(old or {})
-    for key, value in new.items():
-        if value is None or value == []:
-            merged.pop(key, None)  # an empty list clears an attribute
-        else:
-            merged[key] = value
-    return merged

@@ -108,7 +108,7 @@ class Analytics:
             endpoint_url=endpoint_url,
             api_key=api_key,
             endpoint_id=self._endpoint.id,
-            profile=lambda: self._endpoint.profile(self._clock()),
+            profile=lambda: self._endpoint.outgoing(self._clock()),
             policy=policy,
             flush_interval=flush_interval,
             clock=clock,

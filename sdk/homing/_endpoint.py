@@ -2,9 +2,10 @@
 
 The profile is what the device tells (`Demographic`, probed at start) under what the app
 set (`update_endpoint`), persisted in the state file. Updates merge as the collector
-merges them: a given attribute, metric or demographic field replaces that one, and the
-rest are kept. Each update bumps a version; the uploader sends the current profile and
-marks that version sent, so updates made offline coalesce into one UpdateEndpoint.
+merges them: a given attribute, metric or demographic field replaces that one, one set
+to None or [] is removed, and the rest are kept. Each update bumps a version; the
+uploader sends the current profile and marks that version sent, so updates made offline
+coalesce into one UpdateEndpoint.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ import orjson
 from homing import limits
 from homing._device import Probe, demographic
 from homing._exceptions import InvalidEndpointError
-from homing.wire import DEMOGRAPHIC_FIELDS, WireError, check_endpoint, check_id, format_timestamp
+from homing.wire import (
+    DEMOGRAPHIC_FIELDS,
+    WireError,
+    check_endpoint,
+    check_id,
+    format_timestamp,
+    merge_map,
+)
 
 logger = logging.getLogger("homing")
 
 _ID_KEY = "endpoint_id"
-_PROFILE_KEY = "profile"  # {"version": int, "changed": float, "fields": {...}}
+# {"version": int, "changed": float, "fields": {...}, "cleared": {"Attributes": [name], ...}}
+_PROFILE_KEY = "profile"
 _SENT_KEY = "profile_sent"  # {"version": int, "digest": str}
 
 _LOCATION_FIELDS = ("City", "Country", "Latitude", "Longitude", "PostalCode", "Region")
@@ -59,6 +68,14 @@ class Endpoint:
         self._version: int = saved["version"] if type(saved.get("version")) is int else 1
         self._changed: float | None = saved.get("changed")
         self._fields: dict[str, Any] = saved["fields"]
+        # Names removed since the collector last took the profile: it merges too, so it
+        # must be told to remove them (as []), until it has.
+        cleared = saved.get("cleared")
+        self._cleared: dict[str, list[str]] = {
+            path: [name for name in names if isinstance(name, str)]
+            for path, names in (cleared.items() if isinstance(cleared, dict) else ())
+            if path in (*_MAPS, "User.UserAttributes") and isinstance(names, list)
+        }
         try:
             check_endpoint(self._compose(0.0))
         except WireError as exc:
@@ -79,12 +96,17 @@ class Endpoint:
         with self._lock:
             return self._compose(self._changed or now)
 
+    def outgoing(self, now: float) -> dict[str, Any]:
+        # The profile as sent: with the names removed that the collector may still hold.
+        with self._lock:
+            return self._with_clears(self._compose(self._changed or now))
+
     def pending(self, now: float) -> tuple[int, dict[str, Any]] | None:
         # The profile to send with its version, or None when the collector has it.
         with self._lock:
             if self._sent.get("version") == self._version:
                 return None
-            return self._version, self._compose(self._changed or now)
+            return self._version, self._with_clears(self._compose(self._changed or now))
 
     def mark_sent(self, version: int) -> None:
         with self._lock:
@@ -92,6 +114,9 @@ class Endpoint:
                 return  # changed while it was in flight: the newer one goes next
             self._sent = {"version": version, "digest": self._digest()}
             _put(self._state, _SENT_KEY, self._sent)
+            if self._cleared:
+                self._cleared = {}  # the collector removed them too
+                self._save(None)
 
     def touch(self, now: float) -> None:
         # Send the profile again even though it did not change (at each session start).
@@ -161,9 +186,11 @@ class Endpoint:
                     f"would be {size} bytes; the limit is {limits.MAX_ENDPOINT_BYTES}; "
                     "remove attributes you no longer need",
                 )
-            if fields == self._fields:
+            cleared = _clears(self._cleared, change)
+            if fields == self._fields and cleared == self._cleared:
                 return
             self._fields = fields
+            self._cleared = cleared
             self._bump(now)
 
     # -- internals ----------------------------------------------------------------------
@@ -174,6 +201,17 @@ class Endpoint:
         profile.update(orjson.loads(orjson.dumps(fields)))
         profile["Demographic"] = {**self._auto, **fields.get("Demographic", {})}
         profile["EffectiveDate"] = format_timestamp(effective)
+        return profile
+
+    def _with_clears(self, profile: dict[str, Any]) -> dict[str, Any]:
+        for path, names in self._cleared.items():
+            if path == "User.UserAttributes":
+                target = profile.setdefault("User", {}).setdefault("UserAttributes", {})
+            else:
+                target = profile.setdefault(path, {})
+            for name in names:
+                # [] is what the collector takes to clear an attribute; None for a field.
+                target.setdefault(name, [] if path.endswith("Attributes") else None)
         return profile
 
     def _digest(self) -> str:
@@ -191,29 +229,57 @@ class Endpoint:
         _put(
             self._state,
             _PROFILE_KEY,
-            {"version": self._version, "changed": self._changed, "fields": self._fields},
+            {
+                "version": self._version,
+                "changed": self._changed,
+                "fields": self._fields,
+                "cleared": self._cleared,
+            },
         )
 
 
+_MAPS = ("Attributes", "Metrics", "Location", "Demographic")
+
+
 def merge(fields: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    """The collector's merge: given keys replace theirs, an empty list clears an attribute."""
+    """The collector's merge: given keys replace theirs, None or [] removes one."""
     result: dict[str, Any] = orjson.loads(orjson.dumps(fields))
     for name in ("Address", "ChannelType", "OptOut"):
         if name in change:
             result[name] = change[name]
-    for name in ("Attributes", "Metrics", "Location", "Demographic"):
+    for name in _MAPS:
         if name in change:
-            result[name] = {**result.get(name, {}), **change[name]}
+            result[name] = merge_map(result.get(name), change[name])
     if "User" in change:
         user = dict(result.get("User", {}))
         if "UserId" in change["User"]:
             user["UserId"] = change["User"]["UserId"]
         if "UserAttributes" in change["User"]:
-            user["UserAttributes"] = {
-                **user.get("UserAttributes", {}),
-                **change["User"]["UserAttributes"],
-            }
+            user["UserAttributes"] = merge_map(
+                user.get("UserAttributes"), change["User"]["UserAttributes"]
+            )
         result["User"] = user
+    return result
+
+
+def _clears(cleared: dict[str, list[str]], change: dict[str, Any]) -> dict[str, list[str]]:
+    # The names removed by `change` join those the collector has yet to remove; a name
+    # given a value again leaves them.
+    maps = [(name, change[name]) for name in _MAPS if name in change]
+    if "UserAttributes" in change.get("User", {}):
+        maps.append(("User.UserAttributes", change["User"]["UserAttributes"]))
+    result = {path: list(names) for path, names in cleared.items()}
+    for path, values in maps:
+        names = set(result.get(path, ()))
+        for key, value in values.items():
+            if value is None or value == []:
+                names.add(key)
+            else:
+                names.discard(key)
+        if names:
+            result[path] = sorted(names)
+        else:
+            result.pop(path, None)
     return result
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "check_event",
     "check_id",
     "format_timestamp",
+    "merge_map",
     "parse_timestamp",
 ]
 
@@ -79,6 +80,18 @@ def format_timestamp(moment: datetime | float) -> str:
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
         f".{m.microsecond // 1000:03d}Z"
     )
+
+
+def merge_map(old: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """An endpoint map after an update: given names replace theirs, the rest are kept,
+    and a name given as None or [] is removed (how an attribute is cleared)."""
+    merged = dict(old or {})
+    for key, value in new.items():
+        if value is None or value == []:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def check_id(value: object, field: str) -> str:

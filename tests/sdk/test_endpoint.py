@@ -44,7 +44,7 @@ def test_update_endpoint_merges_like_the_collector(make_analytics: Make) -> None
     analytics.identify("user-42", team=["red"], level="3")
     analytics.identify("user-42", level="4")
     profile = analytics.endpoint_profile()
-    assert profile["Attributes"] == {"interests": [], "plan": ["free"]}
+    assert profile["Attributes"] == {"plan": ["free"]}  # [] removed it
     assert profile["Metrics"] == {"purchases": 3, "visits": 1}
     assert profile["Location"] == {"Country": "FR", "City": "Lyon", "Latitude": 45.76}
     assert profile["OptOut"] == "NONE" and profile["Address"] == "device-token"
@@ -281,21 +281,53 @@ def test_the_sdk_merges_exactly_as_the_collector_does(updates: list[dict[str, An
     stored = None
     for update in updates:
         endpoint.update(1.0, **update)
-        # What the collector holds after each UpdateEndpoint with the SDK's profile.
-        stored = collector_merge("app", endpoint.id, stored, endpoint.profile(1.0), now="t")
+        # What the collector holds after each UpdateEndpoint the uploader sends.
+        pending = endpoint.pending(1.0)
+        if pending is not None:
+            stored = collector_merge("app", endpoint.id, stored, pending[1], now="t")
+            endpoint.mark_sent(pending[0])
     if stored is None:
         return
     profile = endpoint.profile(1.0)
-
-    def live(values: dict[str, Any] | None) -> dict[str, Any]:
-        return {k: v for k, v in (values or {}).items() if v != []}
-
-    assert live(profile.get("Attributes")) == live(stored.get("Attributes"))
+    assert profile.get("Attributes", {}) == stored.get("Attributes", {})
     assert profile.get("Metrics") == stored.get("Metrics")
     assert profile.get("OptOut", "NONE") == stored["OptOut"]
     user = profile.get("User", {})
     assert user.get("UserId") == stored.get("User", {}).get("UserId")
-    assert live(user.get("UserAttributes")) == live(stored.get("User", {}).get("UserAttributes"))
+    assert user.get("UserAttributes", {}) == stored.get("User", {}).get("UserAttributes", {})
+
+
+def test_a_cleared_attribute_is_removed_and_the_collector_is_told(
+    make_analytics: Make, fake: FakeCollector
+) -> None:
+    analytics = make_analytics()
+    analytics.update_endpoint(
+        attributes={"interests": ["cooking"]}, user_attributes={"plan": "pro"}
+    )
+    analytics.flush()
+    analytics.update_endpoint(attributes={"interests": None}, user_attributes={"plan": []})
+    profile = analytics.endpoint_profile()
+    assert "interests" not in profile["Attributes"]
+    assert "plan" not in profile["User"]["UserAttributes"]
+    analytics.flush()
+    # The collector merges: only an explicit [] removes what it holds.
+    sent = fake.profiles()[-1]
+    assert sent["Attributes"] == {"interests": []}
+    assert sent["User"]["UserAttributes"] == {"plan": []}
+    analytics.record_event("e")
+    analytics.flush()
+    # Once the collector has it, the clear is not repeated with later batches.
+    [item] = decode(fake.requests[-1])["BatchItem"].values()
+    assert item["Endpoint"]["Attributes"] == {}
+
+
+def test_cleared_attributes_do_not_count_against_the_size_limit(make_analytics: Make) -> None:
+    analytics = make_analytics(network_policy=lambda: False)
+    for i in range(300):
+        analytics.update_endpoint(attributes={f"tmp_attribute_name_{i:04d}": ["x"]})
+        analytics.update_endpoint(attributes={f"tmp_attribute_name_{i:04d}": None})
+    analytics.update_endpoint(attributes={f"b{n:03d}": ["x" * 90] for n in range(100)})
+    assert len(analytics.endpoint_profile()["Attributes"]) == 100
 
 
 def test_a_profile_the_collector_refuses_is_counted_and_not_sent_again(

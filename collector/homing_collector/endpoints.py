@@ -7,18 +7,26 @@ change once set; `EffectiveDate` moves when something changes.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
 
-from homing import limits
-from homing.wire import WireError, check_endpoint, check_id, merge_map
+from homing.wire import (
+    WireError,
+    check_endpoint,
+    check_endpoint_size,
+    check_id,
+    cohort_id,
+    merge_map,
+    new_endpoint,
+)
 
 Endpoint = dict[str, Any]
 
 _SCALARS = ("Address", "ChannelType", "EndpointStatus", "OptOut", "RequestId")
 _MERGED_MAPS = ("Attributes", "Metrics", "Demographic", "Location")
+
+__all__ = ["Endpoint", "check_update", "check_url_id", "cohort_id", "merge"]
 
 
 def check_url_id(value: object, field: str) -> str:
@@ -41,25 +49,12 @@ def check_update(endpoint: object, field: str) -> Endpoint:
     return update
 
 
-def cohort_id(endpoint_id: str) -> str:
-    """A stable number from "0" to "99", for splitting endpoints into groups."""
-    digest = hashlib.sha256(endpoint_id.encode()).digest()
-    return str(int.from_bytes(digest[:4], "big") % 100)
-
-
 def merge(
     app_id: str, endpoint_id: str, existing: Endpoint | None, update: Endpoint, *, now: str
 ) -> Endpoint:
     """Return the endpoint after `update`; `existing` itself when nothing changed."""
     if existing is None:
-        result: Endpoint = {
-            "ApplicationId": app_id,
-            "Id": endpoint_id,
-            "CohortId": cohort_id(endpoint_id),
-            "CreationDate": now,
-            "EndpointStatus": "ACTIVE",
-            "OptOut": "NONE",
-        }
+        result: Endpoint = new_endpoint(app_id, endpoint_id, now)
     else:
         # A deep copy; `existing` was read from JSON, and a JSON round trip is much faster
         # than copy.deepcopy.
@@ -88,9 +83,5 @@ def merge(
     ):
         return existing
     result["EffectiveDate"] = effective or now
-    size = len(orjson.dumps(result))
-    if size > limits.MAX_ENDPOINT_BYTES:
-        raise WireError(
-            "Endpoint", f"would be {size} bytes; the limit is {limits.MAX_ENDPOINT_BYTES} bytes"
-        )
+    check_endpoint_size(result)
     return result

@@ -96,7 +96,7 @@ class Analytics:
         self._store = Store(directory / "events.sqlite3", max_bytes=max_storage_bytes, clock=clock)
         self._state = State(directory / "state.sqlite3")
         self._endpoint = Endpoint(
-            TableView(self._state, "endpoint"), app_version_code=app_version_code
+            TableView(self._state, "endpoint"), app_id=app_id, app_version_code=app_version_code
         )
         self._counters = Counters()
         app_url = f"{url}/v1/apps/{quote(app_id, safe='')}"

@@ -19,16 +19,17 @@ from typing import Any
 
 import orjson
 
-from homing import limits
 from homing._device import Probe, demographic
 from homing._exceptions import InvalidEndpointError
 from homing.wire import (
     DEMOGRAPHIC_FIELDS,
     WireError,
     check_endpoint,
+    check_endpoint_size,
     check_id,
     format_timestamp,
     merge_map,
+    new_endpoint,
 )
 
 logger = logging.getLogger("homing")
@@ -55,10 +56,12 @@ class Endpoint:
         self,
         state: MutableMapping[str, Any],
         *,
+        app_id: str = "",
         app_version_code: str | None = None,
         probe: Probe | None = None,
     ) -> None:
         self._state = state
+        self._app_id = app_id
         self._lock = threading.Lock()
         self.id = _load_or_create_id(state)
         self._auto = demographic(app_version_code, probe)
@@ -179,13 +182,14 @@ class Endpoint:
                 check_endpoint(candidate, "")
             except WireError as exc:
                 raise InvalidEndpointError(exc.field, exc.rule) from None
-            size = len(orjson.dumps({"Id": self.id, **candidate}))
-            if size > limits.MAX_ENDPOINT_BYTES:
+            # Measured as the collector measures what it stores: with the fields it adds.
+            stored = {**new_endpoint(self._app_id, self.id, format_timestamp(now)), **candidate}
+            try:
+                check_endpoint_size(stored)
+            except WireError as exc:
                 raise InvalidEndpointError(
-                    "Endpoint",
-                    f"would be {size} bytes; the limit is {limits.MAX_ENDPOINT_BYTES}; "
-                    "remove attributes you no longer need",
-                )
+                    exc.field, f"{exc.rule}; remove attributes you no longer need"
+                ) from None
             cleared = _clears(self._cleared, change)
             if fields == self._fields and cleared == self._cleared:
                 return

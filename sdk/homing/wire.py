@@ -8,9 +8,12 @@ the limit is 200``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timezone
 from typing import Any
+
+import orjson
 
 from homing import limits
 
@@ -21,10 +24,13 @@ __all__ = [
     "OPT_OUT_VALUES",
     "WireError",
     "check_endpoint",
+    "check_endpoint_size",
     "check_event",
     "check_id",
+    "cohort_id",
     "format_timestamp",
     "merge_map",
+    "new_endpoint",
     "parse_timestamp",
 ]
 
@@ -80,6 +86,36 @@ def format_timestamp(moment: datetime | float) -> str:
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
         f".{m.microsecond // 1000:03d}Z"
     )
+
+
+def cohort_id(endpoint_id: str) -> str:
+    """A stable number from "0" to "99", for splitting endpoints into groups."""
+    digest = hashlib.sha256(endpoint_id.encode()).digest()
+    return str(int.from_bytes(digest[:4], "big") % 100)
+
+
+def new_endpoint(app_id: str, endpoint_id: str, now: str) -> dict[str, Any]:
+    """What the collector stores for an endpoint before its first update merges in."""
+    return {
+        "ApplicationId": app_id,
+        "Id": endpoint_id,
+        "CohortId": cohort_id(endpoint_id),
+        "CreationDate": now,
+        "EndpointStatus": "ACTIVE",
+        "OptOut": "NONE",
+    }
+
+
+def check_endpoint_size(endpoint: dict[str, Any]) -> int:
+    """The size of an endpoint as stored (its JSON, with the fields the collector adds);
+    raise if it is over the limit. The SDK checks with the same rule, so what it accepts
+    the collector accepts too."""
+    size = len(orjson.dumps(endpoint))
+    if size > limits.MAX_ENDPOINT_BYTES:
+        raise WireError(
+            "Endpoint", f"would be {size} bytes; the limit is {limits.MAX_ENDPOINT_BYTES} bytes"
+        )
+    return size
 
 
 def merge_map(old: Any, new: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 import homing
 from homing._device import Probe
 from homing._endpoint import Endpoint
-from tests.sdk.conftest import FakeCollector, decode
+from homing.wire import format_timestamp
+from tests.sdk.conftest import FakeClock, FakeCollector, decode
 
 Make = Callable[..., homing.Analytics]
 
@@ -349,3 +350,24 @@ def test_a_profile_the_collector_refuses_is_counted_and_not_sent_again(
     analytics.update_endpoint(attributes={"a": "2"})  # a change is sent again
     analytics.flush(timeout=5)
     assert len(fake.endpoint_requests) == 2
+
+
+def test_a_profile_the_sdk_accepts_fits_the_collectors_size_limit(
+    make_analytics: Make, clock: FakeClock
+) -> None:
+    # The collector measures the endpoint it stores, with the fields it adds itself.
+    from homing_collector.endpoints import merge as collector_merge
+
+    analytics = make_analytics(network_policy=lambda: False)
+    for n in range(200):  # about 100 bytes more each time, until the SDK refuses
+        try:
+            analytics.update_endpoint(attributes={f"a{n:03d}": ["x" * 90]})
+        except homing.InvalidEndpointError as exc:
+            assert "15360" in str(exc)
+            break
+    else:
+        pytest.fail("the SDK never refused the profile")
+    pending = analytics._endpoint.pending(clock())
+    assert pending is not None
+    now = format_timestamp(clock())
+    collector_merge("app1", analytics.endpoint_id, None, pending[1], now=now)  # no WireError

@@ -171,8 +171,9 @@ class Endpoint:
             return
         try:
             # The change as given first: the composed profile below goes through JSON,
-            # where a NaN becomes null and its error would no longer say what was wrong.
-            check_endpoint({k: v for k, v in change.items() if k != "User"}, "")
+            # where a NaN becomes null and its error would no longer say what was wrong,
+            # and a string JSON cannot carry would fail to encode.
+            check_endpoint(change, "")
         except WireError as exc:
             raise InvalidEndpointError(exc.field, exc.rule) from None
         with self._lock:

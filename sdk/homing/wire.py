@@ -50,6 +50,12 @@ DEMOGRAPHIC_FIELDS = (
 )  # fmt: skip
 _LOCATION_STRINGS = ("City", "Country", "PostalCode", "Region")
 _MAX_PLAIN_STRING = 1024  # free-form endpoint and event strings (Address, AppTitle, ...)
+# JSON cannot carry a lone surrogate: the SDK would fail to encode the event. The checks
+# below test str.isascii() first, which costs nothing, and encode only the rest.
+_NOT_UTF8 = (
+    "holds a lone surrogate, which is not valid UTF-8 (os.fsdecode makes them of "
+    "undecodable bytes; decode those with errors='replace')"
+)
 
 
 class WireError(ValueError):
@@ -135,6 +141,7 @@ def check_id(value: object, field: str) -> str:
         raise WireError(field, "must be a non-empty string")
     if len(value) > limits.MAX_ID_LENGTH:
         raise WireError(field, f"is {len(value)} characters; the limit is {limits.MAX_ID_LENGTH}")
+    _check_utf8(value, field)
     if not value.isprintable():
         raise WireError(field, "must not contain control characters")
     return value
@@ -157,6 +164,7 @@ def check_event(event: object, field: str = "") -> datetime:
             prefix + "EventType",
             f"is {len(event_type)} characters; the limit is {limits.MAX_EVENT_TYPE_LENGTH}",
         )
+    _check_utf8(event_type, prefix + "EventType")
     if "Timestamp" not in event:
         raise WireError(prefix + "Timestamp", "is required")
     timestamp = parse_timestamp(event["Timestamp"], prefix + "Timestamp")
@@ -169,14 +177,20 @@ def check_event(event: object, field: str = "") -> datetime:
         # The collector checks every event it receives, so the loops below test the rule
         # inline and call a helper, or build a field name, only to raise.
         for key, value in attributes.items():
-            if not key or len(key) > limits.MAX_EVENT_KEY_LENGTH:
+            if not key or len(key) > limits.MAX_EVENT_KEY_LENGTH or not key.isascii():
                 _check_event_key(key, prefix + "Attributes")
-            if type(value) is str and len(value) <= limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH:
+            if (
+                type(value) is str
+                and len(value) <= limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH
+                and (value.isascii() or _is_utf8(value))
+            ):
                 continue
             if type(value) is not str:
                 raise WireError(
                     f"{prefix}Attributes.{key}", f"must be a string, not {_kind(value)}"
                 )
+            if len(value) <= limits.MAX_EVENT_ATTRIBUTE_VALUE_LENGTH:
+                raise WireError(f"{prefix}Attributes.{key}", _NOT_UTF8)
             raise WireError(
                 f"{prefix}Attributes.{key}",
                 f"value is {len(value)} characters; "
@@ -199,7 +213,9 @@ def check_event(event: object, field: str = "") -> datetime:
         _check_session(session, prefix + "Session")
     for name in _EVENT_STRINGS:
         value = event.get(name)
-        if value is not None and (type(value) is not str or len(value) > _MAX_PLAIN_STRING):
+        if value is not None and (
+            type(value) is not str or len(value) > _MAX_PLAIN_STRING or not value.isascii()
+        ):
             _check_plain_string(value, prefix + name)
     return timestamp
 
@@ -267,6 +283,8 @@ def _check_event_key(key: str, field: str) -> None:
             f"key {key[:60]!r} is {len(key)} characters; "
             f"the limit is {limits.MAX_EVENT_KEY_LENGTH}",
         )
+    if not _is_utf8(key):
+        raise WireError(field, f"key {key[:60]!r} {_NOT_UTF8}")
 
 
 def _check_endpoint_attribute_name(key: str, field: str) -> None:
@@ -278,6 +296,8 @@ def _check_endpoint_attribute_name(key: str, field: str) -> None:
             f"name {key[:60]!r} is {len(key)} characters; "
             f"the limit is {limits.MAX_ENDPOINT_ATTRIBUTE_NAME_LENGTH}",
         )
+    if not _is_utf8(key):
+        raise WireError(field, f"name {key[:60]!r} {_NOT_UTF8}")
 
 
 def _check_metrics(metrics: object, field: str, check_key: Any, key_limit: int) -> None:
@@ -285,7 +305,7 @@ def _check_metrics(metrics: object, field: str, check_key: Any, key_limit: int) 
     if type(metrics) is not dict:
         raise WireError(field, f"must be an object, not {_kind(metrics)}")
     for key, value in metrics.items():
-        if not key or len(key) > key_limit:
+        if not key or len(key) > key_limit or not key.isascii():
             check_key(key, field)
         kind = type(value)
         if kind is float:
@@ -328,6 +348,7 @@ def _check_endpoint_attributes(attributes: object, field: str) -> None:
                     f"a value is {len(value)} characters; "
                     f"the limit is {limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH}",
                 )
+            _check_utf8(value, f"{field}.{name}")
 
 
 _last_session_start: list[str | None] = [None]  # the last Session.StartTimestamp that parsed
@@ -374,6 +395,22 @@ def _check_plain_string(value: object, field: str) -> None:
         raise WireError(field, f"must be a string, not {_kind(value)}")
     if len(value) > _MAX_PLAIN_STRING:
         raise WireError(field, f"is {len(value)} characters; the limit is {_MAX_PLAIN_STRING}")
+    _check_utf8(value, field)
+
+
+def _is_utf8(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_utf8(value: str, field: str) -> None:
+    if not _is_utf8(value):
+        raise WireError(field, _NOT_UTF8)
 
 
 def _kind(value: object) -> str:

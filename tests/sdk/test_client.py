@@ -369,3 +369,24 @@ def test_an_event_recorded_while_close_runs_is_dropped_as_closed_not_as_corrupt(
     assert analytics.stats().dropped == {"closed": 1}
     again = make_analytics(network_policy=lambda: False)
     assert again.stats().queued == 5
+
+
+def test_a_string_that_is_not_utf_8_is_refused_at_the_call_site(make_analytics: Make) -> None:
+    # os.fsdecode turns undecodable bytes into lone surrogates, which JSON cannot carry.
+    analytics = make_analytics(network_policy=lambda: False)
+    with pytest.raises(homing.InvalidEventError) as raised:
+        analytics.set_global_attribute("plan", "pro\ud800")
+    assert raised.value.field == "Attributes.plan"
+    analytics.record_event("Ok")  # the bad global attribute was not kept
+    with pytest.raises(homing.InvalidEventError) as raised:
+        analytics.record_event("Bad", attributes={"x": "\ud800"})
+    assert raised.value.field == "Attributes.x"
+    for update, field in [
+        ({"attributes": {"x": "\ud800"}}, "Attributes.x"),
+        ({"user_attributes": {"x": ["\ud800"]}}, "User.UserAttributes.x"),
+        ({"user_id": "u\ud800"}, "User.UserId"),
+    ]:
+        with pytest.raises(homing.InvalidEndpointError) as bad_endpoint:
+            analytics.update_endpoint(**update)  # type: ignore[arg-type]
+        assert bad_endpoint.value.field == field
+    assert analytics.stats().queued == 1

@@ -123,3 +123,48 @@ def test_timestamps() -> None:
 def test_format_then_parse_round_trips_to_the_millisecond(moment: datetime) -> None:
     parsed = parse_timestamp(format_timestamp(moment))
     assert parsed == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"EventType": "Tap\ud800"}, "EventType"),
+        ({"Attributes": {"plan": "pro\ud800"}}, "Attributes.plan"),
+        ({"Attributes": {"pl\udcff": "pro"}}, "Attributes"),
+        ({"Metrics": {"n\ud800": 1}}, "Metrics"),
+        ({"AppTitle": "T\udc80"}, "AppTitle"),
+        ({"Session": {"Id": "s\ud800", "StartTimestamp": "2026-11-28T10:00:00Z"}}, "Session.Id"),
+    ],
+)
+def test_a_string_that_is_not_utf_8_is_refused_by_name(event: dict[str, Any], field: str) -> None:
+    # A lone surrogate (os.fsdecode makes them of undecodable bytes) cannot go into JSON.
+    with pytest.raises(WireError) as raised:
+        check_event({**valid_event(), **event})
+    assert raised.value.field == field
+    assert "surrogate" in raised.value.rule
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field"),
+    [
+        ({"Address": "a\ud800"}, "Endpoint.Address"),
+        ({"Attributes": {"x": ["\ud800"]}}, "Endpoint.Attributes.x"),
+        ({"Attributes": {"\ud800": ["x"]}}, "Endpoint.Attributes"),
+        ({"Metrics": {"\ud800": 1}}, "Endpoint.Metrics"),
+        ({"Demographic": {"Model": "\ud800"}}, "Endpoint.Demographic.Model"),
+        ({"User": {"UserId": "u\ud800"}}, "Endpoint.User.UserId"),
+        ({"User": {"UserAttributes": {"x": ["\ud800"]}}}, "Endpoint.User.UserAttributes.x"),
+    ],
+)
+def test_an_endpoint_string_that_is_not_utf_8_is_refused_by_name(
+    endpoint: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(WireError) as raised:
+        check_endpoint(endpoint)
+    assert raised.value.field == field
+    assert "surrogate" in raised.value.rule
+
+
+def test_text_beyond_ascii_is_accepted() -> None:
+    check_event({**valid_event(), "EventType": "Café ☕", "Attributes": {"clé": "été 🎉"}})
+    check_endpoint({"Address": "tête", "Attributes": {"intérêts": ["vélo"]}})

@@ -109,15 +109,28 @@ class Sessions:
         self._lock = threading.RLock()
         self._session: _Session | None = None
         self._persisted_activity_ms = 0
+        # In a forked child: the session it inherited, and whether the saved session
+        # state (shared with the parent) is off limits.
+        self._inherited: _Session | None = None
+        self._forked = False
 
     def after_fork_in_child(self) -> None:
         # A lock that another thread held at fork() stays held in the child forever, as
         # its owner did not come along: the child needs a lock of its own. The session
-        # itself is kept, so the child's events carry the session the parent had.
+        # itself is kept, so the child's events carry the session the parent had; but it
+        # is the parent's to pause and stop, and the saved state is the parent's too.
         self._lock = threading.RLock()
+        self._inherited = self._session
+        self._forked = True
+
+    def _let_go_locked(self) -> None:
+        # A child stops carrying the parent's session without ending it.
+        if self._session is not None and self._session is self._inherited:
+            self._session = None
 
     def start(self) -> None:
         with self._lock:
+            self._let_go_locked()
             now = self._now_ms()
             if self._session is not None:
                 self._stop_locked(now)
@@ -127,6 +140,7 @@ class Sessions:
 
     def pause(self) -> None:
         with self._lock:
+            self._let_go_locked()
             session = self._session
             if session is None or session.paused_ms is not None:
                 logger.debug("session pause ignored: no active session")
@@ -138,6 +152,8 @@ class Sessions:
 
     def resume(self) -> None:
         with self._lock:
+            if self._session is not None and self._session.paused_ms is not None:
+                self._let_go_locked()
             now = self._now_ms()
             session = self._session
             if session is None:
@@ -157,6 +173,7 @@ class Sessions:
 
     def stop(self) -> None:
         with self._lock:
+            self._let_go_locked()
             if self._session is None:
                 logger.debug("session stop ignored: no session")
                 return
@@ -213,6 +230,8 @@ class Sessions:
         self._forget()
 
     def _recover_locked(self) -> None:
+        if self._forked:
+            return  # a saved session is the parent's, which may well be running
         try:
             raw = self._state.get(_STATE_KEY)
         except Exception:
@@ -238,6 +257,8 @@ class Sessions:
             logger.exception("could not record %s", event_type)
 
     def _persist(self, session: _Session) -> None:
+        if self._forked:
+            return
         try:
             self._state[_STATE_KEY] = session.to_state()
         except Exception:
@@ -245,6 +266,8 @@ class Sessions:
         self._persisted_activity_ms = session.last_activity_ms
 
     def _forget(self) -> None:
+        if self._forked:
+            return
         try:
             self._state.pop(_STATE_KEY, None)
         except Exception:

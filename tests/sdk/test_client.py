@@ -8,9 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 import homing
+from homing._state import State
+from homing._store import Store
 from tests.sdk.conftest import FakeClock, FakeCollector, accept_all, decode
 
 Make = Callable[..., homing.Analytics]
@@ -390,3 +393,30 @@ def test_a_string_that_is_not_utf_8_is_refused_at_the_call_site(make_analytics: 
             analytics.update_endpoint(**update)  # type: ignore[arg-type]
         assert bad_endpoint.value.field == field
     assert analytics.stats().queued == 1
+
+
+def test_a_forked_child_never_stops_or_clears_the_session_it_inherited(
+    make_analytics: Make, tmp_path: Path
+) -> None:
+    # The child's side of a fork, in this process: what the fork hook and then the exit
+    # hook do in the child.
+    analytics = make_analytics(network_policy=lambda: False)
+    analytics.start_session()
+    session = analytics._sessions.current()
+    assert session is not None
+    analytics._after_fork_in_child()
+    analytics.record_event("child")
+    analytics.close()
+    stored = Store(tmp_path / "data" / "events.sqlite3")
+    try:
+        rows = stored.claim(100, 10**6)
+    finally:
+        stored.close()
+    events = [orjson.loads(row.body) for row in rows]
+    assert [e["EventType"] for e in events] == ["_session.start", "child"]
+    assert events[1]["Session"]["Id"] == session["Id"]  # the child's events carry it
+    state = State(tmp_path / "data" / "state.sqlite3")
+    try:
+        assert state.table("session")["session"]["id"] == session["Id"]  # still saved
+    finally:
+        state.close()

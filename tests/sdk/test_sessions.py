@@ -675,3 +675,23 @@ def test_after_fork_in_child_frees_a_lock_that_another_thread_held(
         release.set()
         holder.join()
     assert kinds(events) == ["_session.start"]
+
+
+def test_a_forked_child_leaves_the_inherited_session_and_its_saved_state_alone(
+    sessions: Sessions, events: list[Recorded], state: CountingState, clock: FakeClock
+) -> None:
+    sessions.start()
+    inherited = sessions.current()
+    saved = dict(state)
+    sessions.after_fork_in_child()
+    # The child's events carry the parent's session...
+    assert sessions.current() == inherited
+    clock.advance(5)
+    sessions.touch()
+    # ...but it is the parent's to pause or stop, and the saved state is the parent's.
+    sessions.stop()
+    sessions.start()  # the child's own session: no stop for the parent's, no recovery
+    sessions.stop()
+    assert kinds(events) == ["_session.start", "_session.start", "_session.stop"]
+    assert events[2][1]["Id"] == events[1][1]["Id"] != inherited["Id"]  # type: ignore[index]
+    assert dict(state) == saved

@@ -339,21 +339,28 @@ class Analytics:
 
     # -- sessions -----------------------------------------------------------------------
 
+    # After close() the session calls do nothing: close() stopped the session, and the
+    # state file is released for good.
+
     def start_session(self) -> None:
         """Start a session (stopping any open one). Example: ``analytics.start_session()``."""
-        self._sessions.start()
+        if not self._closed:
+            self._sessions.start()
 
     def pause_session(self) -> None:
         """Pause the session, e.g. when the app goes to the background."""
-        self._sessions.pause()
+        if not self._closed:
+            self._sessions.pause()
 
     def resume_session(self) -> None:
         """Resume: within the resume window the session continues, else a new one starts."""
-        self._sessions.resume()
+        if not self._closed:
+            self._sessions.resume()
 
     def stop_session(self) -> None:
         """Stop the session. Example: ``analytics.stop_session()``."""
-        self._sessions.stop()
+        if not self._closed:
+            self._sessions.stop()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -364,8 +371,11 @@ class Analytics:
             with analytics.session():
                 analytics.record_event("Play")
         """
-        with self._sessions.session():
+        self.start_session()
+        try:
             yield
+        finally:
+            self.stop_session()
 
     # -- upload, stats, close -----------------------------------------------------------
 

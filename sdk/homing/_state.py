@@ -36,8 +36,11 @@ class State:
         self._tables: dict[str, MutableMapping[str, Any]] = {}
         self._memory = path is None
         self._checked = False
+        self._closed = False
 
     def table(self, name: str) -> MutableMapping[str, Any]:
+        if self._closed:
+            return {}  # released for good: a late caller must not reopen the file
         if name not in self._tables:
             self._tables[name] = self._open(name)
         return self._tables[name]
@@ -80,6 +83,7 @@ class State:
             self._tables[name] = self._open(name)
 
     def close(self) -> None:
+        self._closed = True
         for table in self._tables.values():
             _close(table)
         self._tables.clear()

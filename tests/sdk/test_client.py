@@ -420,3 +420,22 @@ def test_a_forked_child_never_stops_or_clears_the_session_it_inherited(
         assert state.table("session")["session"]["id"] == session["Id"]  # still saved
     finally:
         state.close()
+
+
+def test_session_calls_after_close_do_nothing_and_never_reopen_the_state(
+    make_analytics: Make, tmp_path: Path
+) -> None:
+    analytics = make_analytics(network_policy=lambda: False)
+    analytics.close()
+    threads = threading.active_count()
+    analytics.start_session()
+    analytics.pause_session()
+    analytics.resume_session()
+    with analytics.session():
+        pass
+    analytics.stop_session()
+    assert threading.active_count() == threads  # no state file reopened (sqlitedict thread)
+    assert analytics._state._tables == {}
+    assert analytics.stats().dropped == {}
+    again = make_analytics(network_policy=lambda: False)  # no phantom session to recover
+    assert again.stats().queued == 0

@@ -228,15 +228,15 @@ class Metrics:
             "# TYPE homing_request_duration_seconds histogram",
         ]
         for route, row in sorted(totals._latency.items()):
-            cumulative = 0.0
+            cumulative = 0  # counts are whole numbers: ":g" would print 1.23457e+06
             for bound, in_bucket in zip((*_BUCKETS, "+Inf"), row[:-1], strict=True):
-                cumulative += in_bucket
+                cumulative += int(in_bucket)
                 lines.append(
                     f'homing_request_duration_seconds_bucket{{route="{route}",le="{bound}"}}'
-                    f" {cumulative:g}"
+                    f" {cumulative}"
                 )
             lines.append(f'homing_request_duration_seconds_sum{{route="{route}"}} {row[-1]:.6f}')
-            lines.append(f'homing_request_duration_seconds_count{{route="{route}"}} {cumulative:g}')
+            lines.append(f'homing_request_duration_seconds_count{{route="{route}"}} {cumulative}')
         return "\n".join(lines) + "\n"
 
 

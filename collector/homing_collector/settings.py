@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,8 +52,8 @@ class Settings:
             raise ValueError(f"workers must be from 1 to 64, not {self.workers}")
         if self.max_pending_writes < 1:
             raise ValueError("max_pending_writes must be 1 or more")
-        if self.shutdown_timeout < 0:
-            raise ValueError("shutdown_timeout must be 0 or more seconds")
+        if not (math.isfinite(self.shutdown_timeout) and self.shutdown_timeout >= 0):
+            raise ValueError("shutdown_timeout must be a number of seconds, 0 or more")
         if not 1 <= self.push_queue_limit <= 100_000:
             raise ValueError("push_queue_limit must be from 1 to 100000")
         if not 0.05 <= self.push_heartbeat <= 3600:
@@ -75,6 +76,7 @@ class Settings:
         values: dict[str, object] = {
             "db_path": Path(env["HOMING_DB"]) if env.get("HOMING_DB") else default_db_path(),
         }
+        sources: dict[str, str] = {}  # setting -> where its value came from, for errors
         for name, kind in _SERVE_VARIABLES if serve else ():
             variable = f"HOMING_{name.upper()}"
             raw = env.get(variable)
@@ -83,13 +85,17 @@ class Settings:
                     values[name] = kind(raw)
                 except ValueError:
                     raise ValueError(f"{variable}={raw!r} is not a valid {name}") from None
+                sources[name] = f"{variable}={raw!r}"
         for name, value in flags.items():
             if value is not None:
                 values[name] = Path(str(value)) if name == "db_path" else value
+                sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
         except ValueError as exc:
-            raise ValueError(f"{exc} (from a flag or a HOMING_* variable)") from None
+            # Each rule's message starts with the name of the setting it is about.
+            source = sources.get(str(exc).split(" ", 1)[0], "a flag or a HOMING_* variable")
+            raise ValueError(f"{exc} (from {source})") from None
 
 
 def _flag(raw: str) -> bool:

@@ -385,6 +385,8 @@ def test_migration_guide_lists_exactly_the_pinpoint_operations_served() -> None:
     guide = section((ROOT / "docs" / "pinpoint-migration.md").read_text(), "What maps one to one")
     listed = {row[0] for row in table_rows(guide)} - {"boto3 method"}
     assert listed == served
+    intro = (ROOT / "docs" / "pinpoint-migration.md").read_text().split("\n\n")[2]
+    assert f"Homing serves {len(served)} of the" in intro, intro
 
 
 def test_api_md_lists_every_limit_with_its_value() -> None:

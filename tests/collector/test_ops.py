@@ -161,3 +161,13 @@ def test_board_skips_a_slot_mid_write_and_a_snapshot_too_big(
         f"metrics: this worker's counts no longer fit in {Board.SLOT_BYTES} bytes; the other"
         " workers' /metrics leave them out"
     ]
+
+
+def test_histogram_counts_stay_exact_past_a_million() -> None:
+    metrics = Metrics()
+    for _ in range(1_234_567):
+        metrics.observe("/healthz", "GET", 200, 0.001)
+    text = metrics.render()
+    assert 'homing_requests_total{route="/healthz",method="GET",status="200"} 1234567' in text
+    assert 'homing_request_duration_seconds_count{route="/healthz"} 1234567\n' in text
+    assert 'homing_request_duration_seconds_bucket{route="/healthz",le="+Inf"} 1234567\n' in text

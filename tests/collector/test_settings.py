@@ -30,23 +30,34 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "words"),
+    ("env", "rule"),
     [
         ({"HOMING_SYNCHRONOUS": "off"}, "synchronous"),
-        ({"HOMING_PORT": "eighty"}, "HOMING_PORT"),
+        ({"HOMING_PORT": "eighty"}, "port"),
         ({"HOMING_PORT": "70000"}, "port"),
+        ({"HOMING_WORKERS": "0"}, "workers"),
         ({"HOMING_MAX_PENDING_WRITES": "0"}, "max_pending_writes"),
         ({"HOMING_SHUTDOWN_TIMEOUT": "-1"}, "shutdown_timeout"),
+        ({"HOMING_SHUTDOWN_TIMEOUT": "nan"}, "shutdown_timeout"),
+        ({"HOMING_SHUTDOWN_TIMEOUT": "inf"}, "shutdown_timeout"),
         ({"HOMING_PUSH_QUEUE_LIMIT": "0"}, "push_queue_limit"),
-        ({"HOMING_PUSH_QUEUE_LIMIT": "many"}, "HOMING_PUSH_QUEUE_LIMIT"),
+        ({"HOMING_PUSH_QUEUE_LIMIT": "many"}, "push_queue_limit"),
         ({"HOMING_PUSH_HEARTBEAT": "0"}, "push_heartbeat"),
+        ({"HOMING_PUSH_HEARTBEAT": "nan"}, "push_heartbeat"),
         ({"HOMING_PUSH_DEFAULT_TTL": "2419201"}, "push_default_ttl"),
-        ({"HOMING_ROLLUPS": "maybe"}, "HOMING_ROLLUPS"),
+        ({"HOMING_ROLLUPS": "maybe"}, "rollups"),
     ],
 )
-def test_bad_settings_are_named(env: dict[str, str], words: str) -> None:
-    with pytest.raises(ValueError, match=words):
+def test_bad_settings_name_the_rule_and_the_variable(env: dict[str, str], rule: str) -> None:
+    [(variable, raw)] = env.items()
+    with pytest.raises(ValueError) as info:
         Settings.from_env(env)
+    assert rule in str(info.value) and f"{variable}={raw!r}" in str(info.value), info.value
+
+
+def test_a_bad_flag_is_named_as_the_flag() -> None:
+    with pytest.raises(ValueError, match=r"workers must be from 1 to 64, not 0 \(from --workers\)"):
+        Settings.from_env({"HOMING_WORKERS": "2"}, workers=0)
 
 
 def test_server_variables_do_not_break_other_commands(

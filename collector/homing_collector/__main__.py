@@ -1,5 +1,5 @@
 import sys
 
-from homing_collector.cli import main
+from homing_collector._entry import main
 
 sys.exit(main())

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
@@ -39,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    result: int = args.run(args, settings)
+    try:
+        result: int = args.run(args, settings)
+    except _CannotOpen as exc:
+        return _fail(str(exc))
     return result
 
 
@@ -160,7 +164,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CannotOpen(Exception):
+    """The database file cannot be opened: a one-line message, not a traceback."""
+
+
+def _check_database(settings: Settings) -> None:
+    """Open the database once, so that a path that cannot hold one, or a file that is not
+    one, is reported in a line before any work starts."""
+    try:
+        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(settings.db_path)) as conn:
+            conn.execute("PRAGMA schema_version").fetchone()
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _CannotOpen(f"cannot open the database {settings.db_path}: {reason}") from None
+
+
 def _with_storage(settings: Settings, work: Callable[[SQLiteStorage], Awaitable[T]]) -> T:
+    _check_database(settings)
+
     async def run() -> T:
         storage = SQLiteStorage(settings.db_path, synchronous=settings.synchronous)
         await storage.start()
@@ -192,6 +214,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_access_log:
         logging.getLogger("homing_collector.access").setLevel(logging.WARNING)
     _raise_file_limit()
+    _check_database(settings)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that name TCP, and without
     # it an answer sent in two writes (head, then body) waits ~40 ms for a delayed ACK.
@@ -200,6 +223,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     sockets: list[socket.socket] = []
     port = settings.port
     try:
+        if settings.workers > 1:
+            # SO_REUSEPORT would also let this group join another server's on the same
+            # port, and split the traffic between two databases: first make sure the port
+            # is free, with a socket that does not share it.
+            with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((settings.host, port))
+                port = probe.getsockname()[1]
         for _ in range(settings.workers):
             sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sockets.append(sock)
@@ -474,7 +505,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if not args.json:
         print(f"Simulating {args.devices} devices over {args.days} days...", flush=True)
     summary = _with_storage(settings, work)
-    url = f"http://{settings.host}:{settings.port}/dashboard?app={app.id}"
+    try:  # where `serve` will listen, with the same environment
+        listen = Settings.from_env(db_path=settings.db_path)
+    except ValueError:
+        listen = settings
+    url = f"http://{listen.host}:{listen.port}/dashboard?app={app.id}"
     if args.json:
         print(json.dumps({
             "application_id": app.id, "name": app.name, "dashboard": url,

@@ -117,17 +117,65 @@ def test_secrets_at_rest(tmp_path: Path) -> None:
     assert app["admin"]["token"] not in dump and app["ingest"]["token"] not in dump
 
 
-def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_reports_a_port_in_use(tmp_path: Path, workers: str) -> None:
     import socket
 
     with socket.socket() as taken:
+        # As another `serve --workers` holds it: its sockets share the port with any other
+        # that asks to (SO_REUSEPORT), which must not let this one in beside it.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "homing_collector", "--db", str(tmp_path / "p.db"), "serve",
-             "--port", str(port)],
+             "--port", str(port), "--workers", workers],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stdout
     assert f"127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["apps", "list"], ["serve", "--port", "0"]])
+@pytest.mark.parametrize("where", ["not a database", "no such directory"])
+def test_a_database_that_cannot_be_opened_is_one_line(
+    tmp_path: Path, command: list[str], where: str
+) -> None:
+    if where == "not a database":
+        db = tmp_path / "notes.txt"
+        db.write_text("these are not the droids\n" * 100)
+    else:
+        db = Path("/proc/self/no-such-dir/homing.db")  # cannot be made, even by root
+    result = subprocess.run(
+        [sys.executable, "-m", "homing_collector", "--db", str(db), *command],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"homing-collector: cannot open the database {db}: ")
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_demo_links_the_dashboard_where_serve_will_listen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOMING_PORT", "9123")
+    out = run_cli("--db", str(tmp_path / "d.db"), "demo", "--devices", "5", "--days", "3",
+                  "--json")  # fmt: skip
+    assert json.loads(out)["dashboard"].startswith("http://127.0.0.1:9123/dashboard?app=")
+
+
+def test_without_the_collector_extra_the_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from homing_collector import _entry
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
+    assert _entry.main() == 1
+    err = capsys.readouterr().err
+    assert "uvicorn not installed" in err and "pip install 'homing[collector]'" in err

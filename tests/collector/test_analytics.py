@@ -851,3 +851,31 @@ def test_the_first_and_last_kpi_days_accepted_are_answered(world: World) -> None
             headers=bearer(world.app.admin.token),
         )
         assert response.status_code == 200, response.text
+
+
+def test_funnel_steps_may_happen_at_the_same_moment(collector: LiveCollector) -> None:
+    app = collector.create_app("same moment")
+    at, later = "2026-10-05T10:00:00.000Z", "2026-10-05T10:00:01.000Z"
+    events = {
+        # Sent in the reverse order of the steps, all but the last at one moment.
+        "c": {"EventType": "c", "Timestamp": at},
+        "b": {"EventType": "b", "Timestamp": at},
+        "a": {"EventType": "a", "Timestamp": at},
+        "d": {"EventType": "d", "Timestamp": later},
+    }
+    response = httpx.post(
+        f"{collector.url}/v1/apps/{app.id}/events",
+        json={"BatchItem": {"dev": {"Endpoint": {}, "Events": events}}},
+        headers=bearer(app.ingest.token),
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    got = httpx.get(
+        f"{collector.url}/v1/apps/{app.id}/analytics/funnel",
+        params=[("start", "2026-10-05"), ("end", "2026-10-05"), ("by", "endpoints"),
+                *[("step", step) for step in "abcd"]],
+        headers=bearer(app.admin.token),
+        timeout=30,
+    )  # fmt: skip
+    assert got.status_code == 200, got.text
+    assert [step["count"] for step in got.json()["steps"]] == [1, 1, 1, 1]

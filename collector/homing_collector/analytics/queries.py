@@ -7,6 +7,7 @@ opens of campaigns read the stored events of the range.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import sqlite3
 from collections.abc import Sequence
@@ -431,16 +432,20 @@ def funnel(
     reached = [0] * len(steps)
     window_ms = window * 1000
     for timeline in timelines.values():
-        timeline.sort(key=lambda item: item[0])
+        # A step may happen at the same moment as the one before it: events of one moment
+        # go in the order of the steps they match, and each start looks from its moment on.
+        timeline.sort(key=lambda item: (item[0], min(item[1])))
+        times = [t for t, _ in timeline]
         best = 0
         for i, (t0, matched) in enumerate(timeline):
             if 0 not in matched:
                 continue
             depth = 1
-            for t, m in timeline[i + 1 :]:
+            for j in range(bisect.bisect_left(times, t0), len(timeline)):
+                t, m = timeline[j]
                 if t - t0 > window_ms or depth == len(steps):
                     break
-                if depth in m:
+                if j != i and depth in m:
                     depth += 1
             best = max(best, depth)
             if best == len(steps):

@@ -879,3 +879,32 @@ def test_funnel_steps_may_happen_at_the_same_moment(collector: LiveCollector) ->
     )  # fmt: skip
     assert got.status_code == 200, got.text
     assert [step["count"] for step in got.json()["steps"]] == [1, 1, 1, 1]
+
+
+def test_a_session_days_ahead_is_counted_on_its_events_day(collector: LiveCollector) -> None:
+    # An event stamped more than 24 h ahead is stored as arriving now; its session, which
+    # the same wrong clock stamped, goes with it rather than days ahead.
+    from datetime import timezone
+
+    app = collector.create_app("clock ahead")
+    ahead = (datetime.now(timezone.utc) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    response = httpx.post(
+        f"{collector.url}/v1/apps/{app.id}/events",
+        json={"BatchItem": {"dev": {"Endpoint": {}, "Events": {"e": {
+            "EventType": "screen.view", "Timestamp": ahead,
+            "Session": {"Id": "s", "StartTimestamp": ahead},
+        }}}}},
+        headers=bearer(app.ingest.token),
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 202, response.text
+    today = datetime.now(timezone.utc).date()
+    usage = httpx.get(
+        f"{collector.url}/v1/apps/{app.id}/analytics/usage",
+        params={"start": str(today - timedelta(days=1)), "end": str(today + timedelta(days=4))},
+        headers=bearer(app.admin.token),
+        timeout=30,
+    ).json()
+    by_day = {day["date"]: (day["active"], day["sessions"]) for day in usage["days"]}
+    # The request may straddle midnight: the event's day is today or yesterday.
+    assert sorted(v for v in by_day.values() if v != (0, 0)) == [(1, 1)], by_day

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from homing import limits
 from homing.wire import WireError, parse_timestamp
 from homing_collector.analytics import cohorts, cover, visits
 from homing_collector.analytics.days import HOUR_MS
@@ -44,6 +45,9 @@ UNKNOWN_CURRENCY = "UNKNOWN"
 # (app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body): the columns
 # of the events table, as the writer inserts them.
 Row = Sequence[Any]
+
+
+_SKEW_MS = limits.MAX_FUTURE_SKEW_SECONDS * 1000  # how far ahead an event may be stamped
 
 
 def add_sums(a: float, b: float) -> float:
@@ -145,8 +149,13 @@ class Summary:
                 parsed = _parse_ms(session["StopTimestamp"])
                 if parsed is not None:
                     stop = parsed
-            if stop < start:  # an event stamped before its session began (a clock set back)
-                stop = start
+            if start > ts or stop > ts + _SKEW_MS:  # rare: a clock that was set wrong
+                if _parse_ms(event.get("Timestamp")) != ts:
+                    # The event was too far ahead and is stored as arriving: so is its
+                    # session, on the same day as the event, not days ahead of it.
+                    start = stop = ts
+                elif stop < start:  # stamped before its session began (a clock set back)
+                    stop = start
             skey = (endpoint_id, session_id)
             span = self.sessions.get(skey)
             if span is None:

@@ -10,11 +10,13 @@ counted in `PushStats`.
 
 from __future__ import annotations
 
+import codecs
 import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,10 @@ _AUTH_WAIT = 300.0
 # The collector sends a heartbeat every 20 s by default: three missed ones mean the
 # link is dead even if TCP has not noticed.
 _READ_TIMEOUT = 65.0
+# SSE ends a line at CRLF, CR or LF, and nowhere else.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+# A message's data is 4 KiB at most: a line this long is no push stream's.
+_MAX_LINE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -263,7 +269,7 @@ class Push:
             self._auth_logged = False
             self._count("connects")
             checked = time.monotonic()
-            for kind, event_id, data in _events(resp.iter_lines()):
+            for kind, event_id, data in _events(_lines(resp.iter_bytes())):
                 if stop.is_set():
                     break
                 if time.monotonic() - checked > self.policy_recheck:
@@ -412,7 +418,31 @@ class Push:
         logger.warning("homing: push: %s", error)
 
 
-def _events(lines: Iterator[str]) -> Iterator[tuple[str, str | None, str]]:
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    # The stream's lines, ended by CRLF, CR or LF only. httpx's iter_lines() follows
+    # str.splitlines(), which also ends a line at U+2028, U+2029, U+0085 and more: JSON
+    # may hold those unescaped in a string, and the message would be cut in two.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # SSE is UTF-8 only
+    pending = ""
+    after_cr = False  # the last chunk ended with CR: an LF opening the next one ends nothing
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if not text:
+            continue
+        if after_cr and text[0] == "\n":
+            text = text[1:]
+        text = pending + text
+        start = 0
+        for match in _LINE_END.finditer(text):
+            yield text[start : match.start()]
+            start = match.end()
+        pending = text[start:]
+        after_cr = start == len(text) and text.endswith("\r")
+        if len(pending) > _MAX_LINE:
+            raise ValueError(f"a line of the push stream is over {_MAX_LINE} characters")
+
+
+def _events(lines: Iterable[str]) -> Iterator[tuple[str, str | None, str]]:
     # Server-Sent Events: fields until a blank line; comments start with ":".
     kind: str = "message"
     event_id: str | None = None

@@ -20,6 +20,9 @@ import httpx
 import orjson
 import pytest
 
+from homing import PushMessage
+from homing._network import coerce_policy
+from homing._push import Push
 from tests.collector.push_stream import Stream
 from tests.conftest import App, LiveCollector
 
@@ -177,6 +180,58 @@ def test_live_message_carries_the_contract_payload(
         "pinpoint.campaign.campaign_activity_id": "a-1",
         "pinpoint.campaign.treatment_id": "0",
     }
+
+
+LINE_BREAKS_OF_SPLITLINES = ["line\u2028separator", "para\u2029graph", "next\x85line"]
+
+
+def test_a_title_with_a_unicode_line_separator_goes_escaped(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    # Valid JSON either way, but a client that splits lines like str.splitlines() would
+    # cut the message in two at the raw character; SSE allows CR and LF only.
+    device = endpoint(admin, app)
+    for title in LINE_BREAKS_OF_SPLITLINES:
+        send(admin, app, [device], push(title))
+    with httpx.stream(
+        "GET", f"{live.url}/v1/apps/{app.id}/endpoints/{device}/stream",
+        headers={"Authorization": f"Bearer {app.ingest.token}"}, timeout=10,
+    ) as response:  # fmt: skip
+        body = b""
+        for chunk in response.iter_bytes():
+            body += chunk
+            if body.count(b"event: push") == 3 and body.endswith(b"\n\n"):
+                break
+    text = body.decode()
+    assert not {"\u2028", "\u2029", "\x85"} & set(text)
+    assert "\\u2028" in text and "\\u2029" in text and "\\u0085" in text
+    data = [orjson.loads(line[6:]) for line in text.split("\n") if line.startswith("data: ")]
+    assert [d["Data"]["pinpoint.notification.title"] for d in data] == LINE_BREAKS_OF_SPLITLINES
+
+
+def test_the_sdk_receives_a_title_with_a_unicode_line_separator_once(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    device = endpoint(admin, app)
+    stream_url = f"{live.url}/v1/apps/{app.id}/endpoints/{device}/stream"
+    got: list[PushMessage] = []
+    receiver = Push(stream_url=stream_url, acks_url=stream_url + "/acks",
+                    api_key=app.ingest.token, state={}, policy=coerce_policy("any"),
+                    record=lambda *a: None)  # fmt: skip
+    receiver.max_backoff = 0.2
+    receiver.on_push(got.append)
+    receiver.start()
+    try:
+        for title in LINE_BREAKS_OF_SPLITLINES:
+            send(admin, app, [device], push(title))
+        deadline = time.monotonic() + 5
+        while receiver.stats().received < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(HEARTBEAT * 2)  # a message cut in two, or handled twice, would show by now
+    finally:
+        receiver.stop()
+    assert [m.title for m in got] == LINE_BREAKS_OF_SPLITLINES
+    assert receiver.stats().errors == 0
 
 
 def test_deep_link_and_open_app_actions(live: LiveCollector, app: App, admin: Any) -> None:

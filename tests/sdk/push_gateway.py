@@ -6,9 +6,11 @@ Real uvicorn, real sockets; the SDK's receiver talks to it exactly as to the col
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,3 +112,68 @@ class Gateway:
             self._server.force_exit = True
         if self._thread is not None:
             self._thread.join(5)
+
+
+Answer = tuple[int, str, list[bytes]]  # status, content type, the body in the pieces written
+
+
+class RawServer:
+    """A stream endpoint that writes exactly the bytes it is given, then closes.
+
+    For what the gateway above never sends: odd ids, a line ending cut between two writes,
+    a captive portal's page. `answer(headers)` gives each connection its answer; acks are
+    recorded. Plain http.server: one thread per connection, nothing shared with uvicorn.
+    """
+
+    def __init__(self, answer: Callable[[dict[str, str]], Answer], hold: float = 0.3) -> None:
+        self.connections: list[dict[str, str]] = []
+        self.acked: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                server.connections.append(headers)
+                status, content_type, pieces = answer(headers)
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("connection", "close")
+                self.end_headers()
+                for piece in pieces:  # separate writes: the reader sees separate chunks
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    time.sleep(0.02)
+                if status == 200 and "event-stream" in content_type:
+                    time.sleep(hold)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                server.acked.extend(orjson.loads(body)["MessageIds"])
+                out = b'{"Acknowledged": 1}'
+                self.send_response(202)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/stream"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def sse(event_id: str, message_id: str, data: dict[str, str], eol: bytes = b"\n") -> bytes:
+    """One push event as the collector writes it, with `eol` ending each line."""
+    body = {"MessageId": message_id, "Silent": False, "ExpiresAt": "2099-01-01T00:00:00.000Z",
+            "Data": data}  # fmt: skip
+    lines = [b"id: " + event_id.encode(), b"event: push", b"data: " + orjson.dumps(body)]
+    return eol.join(lines) + eol + eol

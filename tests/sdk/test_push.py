@@ -15,8 +15,8 @@ import pytest
 
 import homing
 from homing._network import coerce_policy
-from homing._push import Push
-from tests.sdk.push_gateway import Gateway
+from homing._push import Push, _lines
+from tests.sdk.push_gateway import Answer, Gateway, RawServer, sse
 
 CAMPAIGN = {
     "pinpoint.campaign.campaign_id": "camp-1",
@@ -54,6 +54,28 @@ def make(tmp_path: Path, gateway: Gateway) -> Iterator[Callable[..., homing.Anal
     yield make_one
     for analytics in made:
         analytics.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., tuple[RawServer, Push]]]:
+    """A RawServer and a receiver reading it, with a short backoff; both stopped after."""
+    made: list[tuple[RawServer, Push]] = []
+
+    def make_one(
+        answer: Callable[[dict[str, str]], Answer], state: dict[str, Any] | None = None
+    ) -> tuple[RawServer, Push]:
+        server = RawServer(answer)
+        push = Push(stream_url=server.url, acks_url=server.url + "/acks", api_key="k",
+                    state={} if state is None else state, policy=coerce_policy("any"),
+                    record=lambda *a: None)  # fmt: skip
+        push.max_backoff = 0.2
+        made.append((server, push))
+        return server, push
+
+    yield make_one
+    for server, push in made:
+        push.stop()
+        server.stop()
 
 
 def stored_events(data_dir: Path) -> list[dict[str, Any]]:
@@ -331,3 +353,41 @@ def test_a_wrong_key_waits_long_and_logs_once(
     assert len(gateway.connections) == 1  # waits minutes, not the backoff
     assert caplog.text.count("check the app id and the ingest key") == 1
     assert analytics.push.running
+
+
+def test_a_title_with_a_unicode_line_separator_reaches_the_handler(
+    make: Callable[..., homing.Analytics], gateway: Gateway
+) -> None:
+    # JSON may hold U+2028, U+2029 and U+0085 unescaped (orjson does); SSE ends lines at
+    # CR and LF only, so they are part of the data line.
+    analytics = make()
+    got: list[homing.PushMessage] = []
+    analytics.on_push(got.append)
+    titles = ["line\u2028separator", "para\u2029graph", "next\x85line", "form\x0cfeed"]
+    for number, title in enumerate(titles):
+        gateway.send({"pinpoint.notification.title": title}, message_id=f"u{number}")
+    analytics.push.start()
+    wait_for(lambda: len(gateway.acked) == len(titles), timeout=5)
+    assert [m.title for m in got] == titles
+    assert analytics.push.stats().errors == 0
+
+
+def test_the_stream_is_split_on_cr_lf_and_crlf_only_even_across_chunks() -> None:
+    chunks = [b"a\r", b"\nb\rc\n", b"\xe2\x80", b"\xa8d\r", b"", b"\n", b"\r\n", b"e\n\n\r", b"\r"]
+    assert list(_lines(chunks)) == ["a", "b", "c", "\u2028d", "", "e", "", "", ""]
+    assert list(_lines([b"no end"])) == []  # an unfinished line is no line
+
+
+def test_crlf_cut_between_two_writes_is_one_line_end(
+    raw: Callable[..., tuple[RawServer, Push]],
+) -> None:
+    event = sse("1", "m1", {"pinpoint.notification.title": "a\u2028b"}, eol=b"\r\n")
+    pieces = event.split(b"\n")  # every CR at the end of one write, its LF in the next
+    pieces = [pieces[0]] + [b"\n" + piece for piece in pieces[1:]]
+    server, push = raw(lambda headers: (200, "text/event-stream", pieces))
+    got: list[homing.PushMessage] = []
+    push.on_push(got.append)
+    push.start()
+    wait_for(lambda: server.acked == ["m1"], timeout=5)
+    assert [m.title for m in got] == ["a\u2028b"]
+    assert push.stats().errors == 0 and push._last_seq == 1

@@ -33,6 +33,11 @@ _HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
 ]
+# orjson leaves U+2028, U+2029 and U+0085 unescaped, as JSON allows; but a client that
+# splits lines like str.splitlines() (httpx's iter_lines(), for one) ends a line there and
+# cuts the message in two. Escaped, they read the same and break no line anywhere. They can
+# only stand inside a JSON string, where the escape means the same character.
+_ESCAPES = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 
 class PushStream(Response):
@@ -154,7 +159,8 @@ class PushStream(Response):
         for item in items:
             if item.seq <= self.last_seq or item.expires_at <= now_ms:
                 continue  # written already (backlog and live overlap), or expired
-            parts.append(b"id: %d\nevent: push\ndata: %s\n\n" % (item.seq, item.payload.encode()))
+            payload = item.payload.translate(_ESCAPES).encode()
+            parts.append(b"id: %d\nevent: push\ndata: %s\n\n" % (item.seq, payload))
             self.last_seq = item.seq
         if not parts:
             return b""

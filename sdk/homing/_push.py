@@ -49,6 +49,8 @@ _READ_TIMEOUT = 65.0
 _LINE_END = re.compile(r"\r\n|\r|\n")
 # A message's data is 4 KiB at most: a line this long is no push stream's.
 _MAX_LINE = 1 << 20
+# The collector's sequence numbers are signed 64-bit, and it refuses a Last-Event-ID above.
+_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,7 @@ class Push:
     # -- messages -----------------------------------------------------------------------
 
     def _on_stream_message(self, event_id: str | None, data: str) -> None:
-        seq = int(event_id) if event_id and event_id.isdigit() else None
+        seq = _seq(event_id)
         payload: Any = None
         try:
             payload = orjson.loads(data)
@@ -463,6 +465,17 @@ def _events(lines: Iterable[str]) -> Iterator[tuple[str, str | None, str]]:
             data.append(value)
         elif name == "id":
             event_id = value
+
+
+def _seq(event_id: str | None) -> int | None:
+    # An id is a sequence number only if it is one the collector could send and take back
+    # as Last-Event-ID: ASCII digits, at most 2**63-1. str.isdigit() alone also takes "²"
+    # (which int() refuses) and "١٢" (which it reads as 12), and int() refuses more than
+    # 4,300 digits. Any other id still brings its message; it only moves no cursor.
+    if not event_id or len(event_id) > 19 or not (event_id.isascii() and event_id.isdigit()):
+        return None
+    seq = int(event_id)
+    return seq if seq <= _MAX_SEQ else None
 
 
 def _load_cursor(state: MutableMapping[str, Any]) -> tuple[int, list[str]]:

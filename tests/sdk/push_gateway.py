@@ -144,10 +144,13 @@ class RawServer:
                 self.send_header("content-type", content_type)
                 self.send_header("connection", "close")
                 self.end_headers()
-                for piece in pieces:  # separate writes: the reader sees separate chunks
-                    self.wfile.write(piece)
-                    self.wfile.flush()
-                    time.sleep(0.02)
+                try:
+                    for piece in pieces:  # separate writes: the reader sees separate chunks
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                except OSError:
+                    return  # the receiver hung up
                 if status == 200 and "event-stream" in content_type:
                     time.sleep(hold)
 

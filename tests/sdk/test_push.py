@@ -391,3 +391,22 @@ def test_crlf_cut_between_two_writes_is_one_line_end(
     wait_for(lambda: server.acked == ["m1"], timeout=5)
     assert [m.title for m in got] == ["a\u2028b"]
     assert push.stats().errors == 0 and push._last_seq == 1
+
+
+def test_an_id_that_is_no_sequence_number_leaves_the_cursor_and_the_message_is_handled(
+    raw: Callable[..., tuple[RawServer, Push]],
+) -> None:
+    # str.isdigit() takes all of these; int() refuses the first two, and the others are
+    # over 2**63-1, which the collector refuses as Last-Event-ID.
+    odd = ["\u00b2", "9" * 5000, "99999999999999999999", str(2**63), "\u0661\u0662", "+5", " 6"]
+    events = [sse(event_id, f"odd{n}", {"n": str(n)}) for n, event_id in enumerate(odd)]
+    events += [sse(str(2**63 - 1), "max", {}), sse("7", "seven", {})]
+    state: dict[str, Any] = {}
+    server, push = raw(lambda headers: (200, "text/event-stream", events), state=state)
+    got: list[str | None] = []
+    push.on_push(lambda message: got.append(message.message_id))
+    push.start()
+    wait_for(lambda: len(set(server.acked)) == len(odd) + 2, timeout=5)
+    assert got == [f"odd{n}" for n in range(len(odd))] + ["max", "seven"]
+    assert push.stats().errors == 0 and push.stats().connects == 1
+    assert state["cursor"]["last_seq"] == 2**63 - 1

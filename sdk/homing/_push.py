@@ -266,6 +266,18 @@ class Push:
                                      "stream; check the app id and the ingest key",
                                      resp.status_code, message)  # fmt: skip
                     return _AUTH_WAIT
+                if resp.status_code == 400 and "Last-Event-ID" in message and self._last_seq:
+                    # The collector will refuse this cursor on every reconnect, forever.
+                    # Start again from its first unacknowledged message: the seen ids
+                    # still keep a message already handled from being handled twice.
+                    logger.warning(
+                        "homing: the collector refused the push cursor %d; starting again "
+                        "from the first message",
+                        self._last_seq,
+                    )
+                    with self._lock:
+                        self._last_seq = 0
+                        self._save()
                 return None
             self._connected = self._connected_once = True
             self._auth_logged = False
@@ -489,6 +501,7 @@ def _load_cursor(state: MutableMapping[str, Any]) -> tuple[int, list[str]]:
     last = cursor.get("last_seq")
     seen = cursor.get("seen")
     return (
-        last if type(last) is int and last >= 0 else 0,
+        # One over 2**63-1 (saved by an older version) would be refused as Last-Event-ID.
+        last if type(last) is int and 0 <= last <= _MAX_SEQ else 0,
         [item for item in seen if isinstance(item, str)] if isinstance(seen, list) else [],
     )

@@ -683,6 +683,32 @@ def test_a_bad_last_event_id_is_a_bad_request(live: LiveCollector, app: App, val
     bad_request(answer, "Last-Event-ID")
 
 
+def test_the_sdk_with_a_cursor_the_collector_refuses_starts_again_and_receives(
+    live: LiveCollector, app: App, admin: Any
+) -> None:
+    # The cursor an older SDK saved from an `id:` over 2**63-1: sent as Last-Event-ID, the
+    # collector answers 400 to every reconnect.
+    device = endpoint(admin, app)
+    send(admin, app, [device], push("after the reset"))
+    stream_url = f"{live.url}/v1/apps/{app.id}/endpoints/{device}/stream"
+    state: dict[str, Any] = {"cursor": {"last_seq": 99999999999999999999, "seen": []}}
+    got: list[PushMessage] = []
+    receiver = Push(stream_url=stream_url, acks_url=stream_url + "/acks",
+                    api_key=app.ingest.token, state=state, policy=coerce_policy("any"),
+                    record=lambda *a: None)  # fmt: skip
+    receiver.max_backoff = 0.2
+    receiver.on_push(got.append)
+    receiver.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        receiver.stop()
+    assert [m.title for m in got] == ["after the reset"]
+    assert state["cursor"]["last_seq"] == 1
+
+
 # -- crashes, shutdown, several processes ------------------------------------------------
 
 

@@ -410,3 +410,42 @@ def test_an_id_that_is_no_sequence_number_leaves_the_cursor_and_the_message_is_h
     assert got == [f"odd{n}" for n in range(len(odd))] + ["max", "seven"]
     assert push.stats().errors == 0 and push.stats().connects == 1
     assert state["cursor"]["last_seq"] == 2**63 - 1
+
+
+def test_a_last_event_id_the_server_refuses_resets_the_cursor_once(
+    raw: Callable[..., tuple[RawServer, Push]], caplog: pytest.LogCaptureFixture
+) -> None:
+    refused = orjson.dumps({"Message": "Last-Event-ID: must be a whole number, the id (seq) "
+                                       "of the last message the device handled"})  # fmt: skip
+    events = [sse("3", "old", {}), sse("4", "new", {})]
+
+    def answer(headers: dict[str, str]) -> Answer:
+        if "last-event-id" in headers:
+            return 400, "application/json", [refused]
+        return 200, "text/event-stream", events
+
+    state: dict[str, Any] = {"cursor": {"last_seq": 5, "seen": ["old"]}}
+    server, push = raw(answer, state=state)
+    got: list[str | None] = []
+    push.on_push(lambda message: got.append(message.message_id))
+    push.start()
+    wait_for(lambda: sorted(server.acked) == ["new", "old"], timeout=5)
+    assert got == ["new"]  # "old" was handled before the reset: the seen ids still know it
+    assert [c.get("last-event-id") for c in server.connections[:2]] == ["5", None]
+    assert state["cursor"]["last_seq"] == 4
+    stats = push.stats()
+    assert stats.errors == 1 and stats.duplicates == 1 and "400" in (stats.last_error or "")
+    assert caplog.text.count("starting again from the first message") == 1
+
+
+def test_a_cursor_over_2_63_saved_by_an_older_version_is_dropped_on_load(
+    raw: Callable[..., tuple[RawServer, Push]],
+) -> None:
+    state: dict[str, Any] = {"cursor": {"last_seq": 99999999999999999999, "seen": ["a"]}}
+    server, push = raw(lambda headers: (200, "text/event-stream", [sse("1", "b", {})]),
+                       state=state)  # fmt: skip
+    push.on_push(lambda message: None)
+    push.start()
+    wait_for(lambda: server.acked == ["b"], timeout=5)
+    assert "last-event-id" not in server.connections[0]
+    assert state["cursor"] == {"last_seq": 1, "seen": ["a", "b"]}

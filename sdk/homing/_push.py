@@ -45,6 +45,9 @@ _AUTH_WAIT = 300.0
 # The collector sends a heartbeat every 20 s by default: three missed ones mean the
 # link is dead even if TCP has not noticed.
 _READ_TIMEOUT = 65.0
+# A connection that lived this long worked, even with nothing to say: the backoff starts
+# again from its smallest after it.
+_STEADY = 30.0
 # SSE ends a line at CRLF, CR or LF, and nowhere else.
 _LINE_END = re.compile(r"\r\n|\r|\n")
 # A message's data is 4 KiB at most: a line this long is no push stream's.
@@ -135,7 +138,10 @@ class Push:
         self._client_lock = threading.Lock()
         self._response: httpx.Response | None = None
         self._connected = False
-        self._connected_once = False
+        # The last connection proved to be a push stream (a message or a heartbeat came,
+        # or it lived _STEADY seconds). A 200 alone proves nothing: a captive portal or a
+        # proxy answers 200 and closes, and the backoff must grow against them too.
+        self._alive = False
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -219,7 +225,6 @@ class Push:
             wait: float | None = None
             try:
                 wait = self._stream_once(stop)
-                attempt = 0 if self._connected_once else attempt
             except Exception as exc:
                 if stop.is_set():
                     break
@@ -230,7 +235,7 @@ class Push:
                     self._response = None
             if stop.is_set():
                 break
-            attempt += 1
+            attempt = 1 if self._alive else attempt + 1
             delay = backoff_delay(attempt, multiplier=0.5, maximum=self.max_backoff)
             delay = max(delay, wait or 0.0)
             logger.info("homing: the push stream closed; reconnecting in %.1f s", delay)
@@ -245,7 +250,7 @@ class Push:
 
     def _stream_once(self, stop: threading.Event) -> float | None:
         # One connection; returns a minimum wait before the next one, if any.
-        self._connected_once = False
+        self._alive = False
         client = self._http()
         headers = {**self._headers, "Accept": "text/event-stream"}
         if self._last_seq:
@@ -279,13 +284,21 @@ class Push:
                         self._last_seq = 0
                         self._save()
                 return None
-            self._connected = self._connected_once = True
+            content_type = resp.headers.get("content-type", "")
+            if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+                # A captive portal's sign-in page, or a proxy's: not the collector.
+                self._error(f"stream: 200 with content type {content_type[:80]!r}, not "
+                            "text/event-stream (a captive portal or a proxy?)")  # fmt: skip
+                return None
+            self._connected = True
             self._auth_logged = False
             self._count("connects")
-            checked = time.monotonic()
+            opened = checked = time.monotonic()
             for kind, event_id, data in _events(_lines(resp.iter_bytes())):
                 if stop.is_set():
                     break
+                if kind is None or data:  # a heartbeat, or an event with data
+                    self._alive = True
                 if time.monotonic() - checked > self.policy_recheck:
                     checked = time.monotonic()
                     if not self._allowed():
@@ -293,6 +306,11 @@ class Push:
                         break
                 if kind == "push" and data:
                     self._on_stream_message(event_id, data)
+            else:
+                if time.monotonic() - opened >= _STEADY:
+                    self._alive = True
+                elif not self._alive and not stop.is_set():
+                    self._error("stream: the server closed it before any message or heartbeat")
         return None
 
     def _abort(self) -> None:
@@ -456,8 +474,9 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
             raise ValueError(f"a line of the push stream is over {_MAX_LINE} characters")
 
 
-def _events(lines: Iterable[str]) -> Iterator[tuple[str, str | None, str]]:
-    # Server-Sent Events: fields until a blank line; comments start with ":".
+def _events(lines: Iterable[str]) -> Iterator[tuple[str | None, str | None, str]]:
+    # Server-Sent Events: fields until a blank line; comments start with ":" and come out
+    # as kind None (the collector's heartbeat is one).
     kind: str = "message"
     event_id: str | None = None
     data: list[str] = []
@@ -468,6 +487,7 @@ def _events(lines: Iterable[str]) -> Iterator[tuple[str, str | None, str]]:
             kind, event_id, data = "message", None, []
             continue
         if line.startswith(":"):
+            yield None, None, line[1:]
             continue
         name, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value

@@ -62,12 +62,15 @@ def raw() -> Iterator[Callable[..., tuple[RawServer, Push]]]:
     made: list[tuple[RawServer, Push]] = []
 
     def make_one(
-        answer: Callable[[dict[str, str]], Answer], state: dict[str, Any] | None = None
+        answer: Callable[[dict[str, str]], Answer],
+        state: dict[str, Any] | None = None,
+        hold: float = 0.3,
+        **options: Any,
     ) -> tuple[RawServer, Push]:
-        server = RawServer(answer)
+        server = RawServer(answer, hold=hold)
         push = Push(stream_url=server.url, acks_url=server.url + "/acks", api_key="k",
                     state={} if state is None else state, policy=coerce_policy("any"),
-                    record=lambda *a: None)  # fmt: skip
+                    record=lambda *a: None, **options)  # fmt: skip
         push.max_backoff = 0.2
         made.append((server, push))
         return server, push
@@ -449,3 +452,44 @@ def test_a_cursor_over_2_63_saved_by_an_older_version_is_dropped_on_load(
     wait_for(lambda: server.acked == ["b"], timeout=5)
     assert "last-event-id" not in server.connections[0]
     assert state["cursor"] == {"last_seq": 1, "seen": ["a", "b"]}
+
+
+PORTAL = b"<html>\n<body>\n\n<p>Sign in to use the Wi-Fi</p>\n\n</body>\n</html>\n"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "healthy"),
+    [
+        ("text/html; charset=utf-8", PORTAL, False),  # a captive portal
+        ("text/event-stream", b"", False),  # a proxy that closes at once
+        ("text/event-stream", b"retry: 5000\n\n" + PORTAL, False),
+        ("text/event-stream; charset=utf-8", b"retry: 5000\n\n: ping\n\n", True),
+        ("text/event-stream", sse("1", "m", {}), True),
+    ],
+)
+def test_a_server_that_answers_200_and_closes_at_once_gets_a_growing_backoff(
+    raw: Callable[..., tuple[RawServer, Push]], content_type: str, body: bytes, healthy: bool
+) -> None:
+    delays: list[float] = []
+
+    def record(stop: threading.Event, seconds: float) -> None:
+        delays.append(seconds)  # no sleep: the test sees the delays, not waits them
+        if len(delays) >= 10:
+            stop.set()
+
+    server, push = raw(lambda headers: (200, content_type, [body]), hold=0.0, wait=record)
+    push.max_backoff = 8.0
+    push.on_push(lambda message: None)
+    push.start()
+    wait_for(lambda: not push.running, timeout=10)
+    assert len(delays) == 10 and len(server.connections) == 10
+    stats = push.stats()
+    if healthy:  # each connection worked: the backoff starts again from its smallest
+        assert max(delays) <= 0.5 and stats.errors == 0
+        return
+    assert max(delays) > 0.5 and all(d <= 8.0 for d in delays)
+    assert stats.errors == 10
+    if "html" in content_type:
+        assert stats.connects == 0 and "text/html" in (stats.last_error or "")
+    else:
+        assert "closed" in (stats.last_error or "")

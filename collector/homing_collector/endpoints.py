@@ -11,42 +11,14 @@ from typing import Any
 
 import orjson
 
-from homing.wire import (
-    WireError,
-    check_endpoint,
-    check_endpoint_size,
-    check_id,
-    cohort_id,
-    merge_map,
-    new_endpoint,
-)
+from homing.wire import check_endpoint_size, cohort_id, merge_map, new_endpoint
 
 Endpoint = dict[str, Any]
 
 _SCALARS = ("Address", "ChannelType", "EndpointStatus", "OptOut", "RequestId")
 _MERGED_MAPS = ("Attributes", "Metrics", "Demographic", "Location")
 
-__all__ = ["Endpoint", "check_update", "check_url_id", "cohort_id", "merge"]
-
-
-def check_url_id(value: object, field: str) -> str:
-    """An endpoint or user id: as any id, and without "/". GetEndpoint, DeleteEndpoint,
-    GetUserEndpoints and the rest take it as one segment of their path, so an id with "/"
-    could be stored but never read, updated or deleted. (Event and session ids never go
-    in a URL; they may hold "/".)"""
-    checked = check_id(value, field)
-    if "/" in checked:
-        raise WireError(field, 'must not contain "/": the id is part of the URL of its routes')
-    return checked
-
-
-def check_update(endpoint: object, field: str) -> Endpoint:
-    """check_endpoint, with the rule for ids in URLs on `User.UserId`."""
-    update = check_endpoint(endpoint, field)
-    user_id = (update.get("User") or {}).get("UserId")
-    if user_id is not None:
-        check_url_id(user_id, f"{field}.User.UserId" if field else "User.UserId")
-    return update
+__all__ = ["Endpoint", "cohort_id", "merge"]
 
 
 def merge(

@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from homing import limits
-from homing.wire import WireError, check_event, check_id, format_timestamp
+from homing.wire import (
+    WireError,
+    check_endpoint,
+    check_event,
+    check_id,
+    check_url_id,
+    format_timestamp,
+)
 from homing_collector import endpoints
 from homing_collector.analytics.rollups import Summary
 from homing_collector.errors import bad_request
@@ -94,7 +101,7 @@ def check_events(
         result: dict[str, Any] = {"EndpointItemResponse": ACCEPTED, "EventsItemResponse": statuses}
         results[endpoint_id] = result
         try:
-            endpoints.check_url_id(endpoint_id, "BatchItem")
+            check_url_id(endpoint_id, "BatchItem")
             if type(item) is not dict:
                 raise WireError(f"BatchItem.{endpoint_id}", "must be an object")
             events = item.get("Events", {})
@@ -109,7 +116,7 @@ def check_events(
             continue
         try:
             endpoint = item.get("Endpoint")
-            update = endpoints.check_update({} if endpoint is None else endpoint, "Endpoint")
+            update = check_endpoint({} if endpoint is None else endpoint, "Endpoint")
             updates.append(EndpointUpdate(endpoint_id, update))
         except WireError as exc:
             result["EndpointItemResponse"] = _rejected(str(exc))

@@ -111,13 +111,15 @@ class Endpoint:
                 return None
             return self._version, self._with_clears(self._compose(self._changed or now))
 
-    def mark_sent(self, version: int) -> None:
+    def mark_sent(self, version: int, *, accepted: bool = True) -> None:
+        """The collector answered for `version`: it took it, or refused it for good."""
         with self._lock:
             if version != self._version:
                 return  # changed while it was in flight: the newer one goes next
             self._sent = {"version": version, "digest": self._digest()}
             _put(self._state, _SENT_KEY, self._sent)
-            if self._cleared:
+            # A refused profile removed nothing there: the clears go with the next one.
+            if accepted and self._cleared:
                 self._cleared = {}  # the collector removed them too
                 self._save(None)
 

@@ -284,6 +284,9 @@ def _open_dict(session: _Session) -> dict[str, Any]:
 
 
 def _closing_dict(session: _Session, stop_ms: int) -> dict[str, Any]:
+    # A clock set back during the session (NTP) would put the stop before the start,
+    # which the wire contract refuses: the session then ends where it began.
+    stop_ms = max(stop_ms, session.start_ms)
     return {
         "Id": session.id,
         "StartTimestamp": session.start_iso,

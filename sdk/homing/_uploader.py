@@ -300,7 +300,7 @@ class Uploader:
         self.counters.last_error = f"endpoint: {status}: {message}"
         if status == 400:
             # The collector will never take this profile: sending it again cannot help.
-            self.endpoint.mark_sent(version)
+            self.endpoint.mark_sent(version, accepted=False)
             self.counters.drop("endpoint_rejected", 1)
             logger.warning("homing: the collector refused the endpoint profile: %s", message)
         else:

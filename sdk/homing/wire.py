@@ -27,6 +27,7 @@ __all__ = [
     "check_endpoint_size",
     "check_event",
     "check_id",
+    "check_url_id",
     "cohort_id",
     "format_timestamp",
     "merge_map",
@@ -145,6 +146,17 @@ def check_id(value: object, field: str) -> str:
     if not value.isprintable():
         raise WireError(field, "must not contain control characters")
     return value
+
+
+def check_url_id(value: object, field: str) -> str:
+    """An endpoint or user id: as any id, and without "/". GetEndpoint, DeleteEndpoint,
+    GetUserEndpoints and the rest take it as one segment of their path, so an id with "/"
+    could be stored but never read, updated or deleted. (Event and session ids never go
+    in a URL; they may hold "/".)"""
+    checked = check_id(value, field)
+    if "/" in checked:
+        raise WireError(field, 'must not contain "/": the id is part of the URL of its routes')
+    return checked
 
 
 def check_event(event: object, field: str = "") -> datetime:
@@ -268,7 +280,7 @@ def check_endpoint(endpoint: object, field: str = "Endpoint") -> dict[str, Any]:
     if user is not None:
         _check_object(user, prefix + "User")
         if user.get("UserId") is not None:
-            check_id(user["UserId"], prefix + "User.UserId")
+            check_url_id(user["UserId"], prefix + "User.UserId")
         if user.get("UserAttributes") is not None:
             _check_endpoint_attributes(user["UserAttributes"], prefix + "User.UserAttributes")
     return endpoint

@@ -149,6 +149,23 @@ def test_pause_and_resume(make_analytics: Make, fake: FakeCollector, clock: Fake
     assert kinds == ["_session.start", "_session.pause", "_session.resume", "_session.stop"]
 
 
+def test_a_clock_set_back_during_a_session_loses_no_session_event(
+    make_analytics: Make, fake: FakeCollector, clock: FakeClock
+) -> None:
+    analytics = make_analytics()
+    analytics.start_session()
+    clock.advance(-30)  # NTP steps the wall clock back
+    analytics.pause_session()
+    analytics.resume_session()
+    analytics.stop_session()
+    analytics.flush()
+    got = fake.events()
+    kinds = [e["EventType"] for e in got]
+    assert kinds == ["_session.start", "_session.pause", "_session.resume", "_session.stop"]
+    start, pause = got[0]["Session"], got[1]["Session"]
+    assert pause["StopTimestamp"] == start["StartTimestamp"] and pause["Duration"] == 0
+
+
 def test_a_session_left_open_is_closed_at_the_next_start(
     make_analytics: Make, fake: FakeCollector, clock: FakeClock
 ) -> None:

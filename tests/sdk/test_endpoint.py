@@ -91,6 +91,7 @@ def test_the_profile_and_the_id_survive_a_restart(make_analytics: Make) -> None:
         ({"location": {"street": "x"}}, "Location.street", "not a Location field"),
         ({"demographic": {"Shoe": "44"}}, "Demographic.Shoe", "not a Demographic field"),
         ({"user_id": ""}, "User.UserId", "non-empty"),
+        ({"user_id": "team/42"}, "User.UserId", '"/"'),
         ({"address": 5}, "Address", "must be a string"),
     ],
 )  # fmt: skip
@@ -320,6 +321,28 @@ def test_a_cleared_attribute_is_removed_and_the_collector_is_told(
     # Once the collector has it, the clear is not repeated with later batches.
     [item] = decode(fake.requests[-1])["BatchItem"].values()
     assert item["Endpoint"]["Attributes"] == {}
+
+
+def test_a_clear_refused_with_its_update_goes_with_the_next_one(
+    make_analytics: Make, fake: FakeCollector
+) -> None:
+    analytics = make_analytics()
+    analytics.update_endpoint(attributes={"plan": "pro", "team": "red"})
+    analytics.flush()
+    refuse = [True]
+
+    def endpoint_handler(request: httpx.Request) -> httpx.Response:
+        if refuse.pop() if refuse else False:  # the collector refuses this one for good
+            return httpx.Response(400, json={"Message": "User.UserId: some rule"})
+        return httpx.Response(202, json={"Message": "Accepted"})
+
+    fake.endpoint_handler = endpoint_handler
+    analytics.update_endpoint(attributes={"plan": None})
+    analytics.flush()  # refused: 400
+    analytics.update_endpoint(user_id="user-42")
+    analytics.flush()  # accepted: it must still remove "plan" there
+    assert fake.profiles()[-1]["Attributes"] == {"plan": [], "team": ["red"]}
+    assert "plan" not in analytics.endpoint_profile()["Attributes"]
 
 
 def test_cleared_attributes_do_not_count_against_the_size_limit(make_analytics: Make) -> None:

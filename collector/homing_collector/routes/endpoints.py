@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from homing import limits
-from homing.wire import WireError, check_id, format_timestamp
+from homing.wire import WireError, check_endpoint, check_id, check_url_id, format_timestamp
 from homing_collector import endpoints
 from homing_collector.errors import bad_request, not_found
 from homing_collector.routes._common import Call, accepted, begin, json
@@ -18,7 +18,7 @@ async def update_endpoint(request: Request) -> Response:
     call = await begin(request, "UpdateEndpoint", with_body=True)
     endpoint_id = _endpoint_id(request)
     try:
-        update = endpoints.check_update(call.payload, "EndpointRequest")
+        update = check_endpoint(call.payload, "EndpointRequest")
     except WireError as exc:
         raise bad_request(str(exc)) from None
     await _store(call, [EndpointUpdate(endpoint_id, update)])
@@ -39,8 +39,8 @@ async def update_endpoints_batch(request: Request) -> Response:
     for index, item in enumerate(items):
         field = f"Item[{index}]"
         try:
-            endpoints.check_update(item, field)
-            endpoints.check_url_id(item.get("Id"), f"{field}.Id")
+            check_endpoint(item, field)
+            check_url_id(item.get("Id"), f"{field}.Id")
         except WireError as exc:
             raise bad_request(str(exc)) from None
         updates.append(EndpointUpdate(item["Id"], {k: v for k, v in item.items() if k != "Id"}))

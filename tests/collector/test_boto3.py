@@ -491,6 +491,14 @@ def test_update_endpoints_batch_names_the_item_that_fails_when_stored(
     with pytest.raises(ingest.exceptions.BadRequestException) as info:
         ingest.update_endpoints_batch(ApplicationId=app.id, EndpointBatchRequest={"Item": items})
     assert info.value.response["Error"]["Message"].startswith("Item[16].User.UserId:")
+    # ... and when the item that breaks it is the second of its endpoint id.
+    full = [{"Id": f"fay-{i}", "User": {"UserId": "fay"}} for i in range(15)]
+    ingest.update_endpoints_batch(ApplicationId=app.id, EndpointBatchRequest={"Item": full})
+    again = [{"Id": "x1", "Attributes": {"a": ["b"]}}, {"Id": "x2"},
+             {"Id": "x1", "User": {"UserId": "fay"}}]  # fmt: skip
+    with pytest.raises(ingest.exceptions.BadRequestException) as info:
+        ingest.update_endpoints_batch(ApplicationId=app.id, EndpointBatchRequest={"Item": again})
+    assert info.value.response["Error"]["Message"].startswith("Item[2].User.UserId:")
 
 
 def test_delete_user_endpoints_deletes_endpoints_and_events(

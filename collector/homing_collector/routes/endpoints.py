@@ -69,12 +69,13 @@ async def delete_endpoint(request: Request) -> Response:
 async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = False) -> None:
     merge = partial(endpoints.merge, call.app_id, now=format_timestamp(time.time()))
     # Some rules (the size after merging, a user's endpoint count) can only be checked as
-    # each endpoint is stored. Storage stops at the first item that breaks one, and the
-    # endpoint it merged last tells a batch which item that was.
-    merged: list[str] = []
+    # each endpoint is stored. Storage stops at the first item that breaks one: the
+    # update it merged last is that item's own (the same object), even if its endpoint id
+    # comes twice in the batch.
+    merged: list[Endpoint] = []
 
     def merge_and_note(endpoint_id: str, existing: Endpoint | None, update: Endpoint) -> Endpoint:
-        merged.append(endpoint_id)
+        merged.append(update)
         return merge(endpoint_id, existing, update)
 
     try:
@@ -85,16 +86,10 @@ async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = Fal
             max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
         )
     except (UserEndpointLimit, WireError) as exc:
-        if not batch or not merged:
+        index = next((i for i, u in enumerate(updates) if merged and u.update is merged[-1]), None)
+        if not batch or index is None:
             raise bad_request(str(exc)) from None
-        raise bad_request(f"{_item_field(updates, merged)}.{exc}") from None
-
-
-def _item_field(updates: list[EndpointUpdate], merged: list[str]) -> str:
-    """`Item[i]`, the first batch item for the endpoint storage merged last, where it
-    stopped (a job may run twice, so the count of merges says nothing more)."""
-    failed = merged[-1]
-    return f"Item[{next(i for i, u in enumerate(updates) if u.endpoint_id == failed)}]"
+        raise bad_request(f"Item[{index}].{exc}") from None
 
 
 def _endpoint_id(request: Request) -> str:

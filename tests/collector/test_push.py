@@ -878,6 +878,32 @@ def test_revoking_a_key_or_deleting_its_app_ends_the_streams_it_opened(
         ends_within(stream, 10 * HEARTBEAT)
         send(admin, app, [device], push())
         assert stream.next() is None
+    # ... even while pushes keep the stream busy, so that it never has to send a heartbeat.
+    key, device = new_key(), endpoint(admin, app)
+    with Stream(live.url, app.id, device, key["Token"]) as stream:
+        stream.backlog()
+        with contextlib.closing(sqlite3.connect(live.db, timeout=30)) as db:
+            db.execute(
+                "UPDATE keys SET revoked_at = '2026-01-01T00:00:00+00:00' WHERE access_key_id = ?",
+                (key["AccessKeyId"],),
+            )
+            db.commit()
+        stop = threading.Event()
+
+        def keep_sending() -> None:
+            while not stop.is_set():
+                send(admin, app, [device], push())
+                stop.wait(HEARTBEAT / 3)
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        try:
+            deadline = time.monotonic() + 10 * HEARTBEAT
+            while stream.next() is not None:
+                assert time.monotonic() < deadline, "the busy stream is still open"
+        finally:
+            stop.set()
+            sender.join()
     # DeleteApp ends the streams of the app's keys.
     doomed = live.create_app("doomed")
     device = endpoint(live.client(doomed.admin), doomed)

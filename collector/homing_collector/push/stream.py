@@ -58,6 +58,7 @@ class PushStream(Response):
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_write = 0.0
+        self._key_checked = 0.0  # when the key was last found valid
 
     # -- called by the gateway, on the event loop ------------------------------------------
 
@@ -87,7 +88,7 @@ class PushStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": RETRY, "more_body": True})
         self._send = send
-        self._last_write = asyncio.get_running_loop().time()
+        self._last_write = self._key_checked = asyncio.get_running_loop().time()
         self.gateway.attach(self)
         try:
             self._kick()  # the backlog
@@ -118,14 +119,17 @@ class PushStream(Response):
                     self.ended = True
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     return
-                if self.fetch or self.pending:
-                    chunk = await self._next_events()
-                elif loop.time() - self._last_write >= self.gateway.heartbeat * 0.99:
+                if loop.time() - self._key_checked >= self.gateway.heartbeat * 0.99:
                     # A key revoked by another process (the CLI, another worker), or an
-                    # app deleted there, is seen here: one lookup by primary key.
+                    # app deleted there, is seen here once a heartbeat, busy or idle: one
+                    # lookup by primary key.
                     if not await self.gateway.key_valid(self.access_key_id, self.key[0]):
                         self.closed = True
                         continue
+                    self._key_checked = loop.time()
+                if self.fetch or self.pending:
+                    chunk = await self._next_events()
+                elif loop.time() - self._last_write >= self.gateway.heartbeat * 0.99:
                     chunk = PING
                 else:
                     break

@@ -294,23 +294,31 @@ class Push:
             self._auth_logged = False
             self._count("connects")
             opened = checked = time.monotonic()
-            for kind, event_id, data in _events(_lines(resp.iter_bytes())):
-                if stop.is_set():
-                    break
-                if kind is None or data:  # a heartbeat, or an event with data
-                    self._alive = True
-                if time.monotonic() - checked > self.policy_recheck:
-                    checked = time.monotonic()
-                    if not self._allowed():
-                        logger.info("homing: the network policy says no; closing the push stream")
+            ended = False  # by the server, not by us
+            try:
+                for kind, event_id, data in _events(_lines(resp.iter_bytes())):
+                    if stop.is_set():
                         break
-                if kind == "push" and data:
-                    self._on_stream_message(event_id, data)
-            else:
+                    if kind is None or data:  # a heartbeat, or an event with data
+                        self._alive = True
+                    if time.monotonic() - checked > self.policy_recheck:
+                        checked = time.monotonic()
+                        if not self._allowed():
+                            logger.info(
+                                "homing: the network policy says no; closing the push stream"
+                            )
+                            break
+                    if kind == "push" and data:
+                        self._on_stream_message(event_id, data)
+                else:
+                    ended = True
+            finally:
+                # However it ended (a read timeout, a reset), a connection that stayed
+                # open this long was a good one: the backoff starts again.
                 if time.monotonic() - opened >= _STEADY:
                     self._alive = True
-                elif not self._alive and not stop.is_set():
-                    self._error("stream: the server closed it before any message or heartbeat")
+            if ended and not self._alive and not stop.is_set():
+                self._error("stream: the server closed it before any message or heartbeat")
         return None
 
     def _abort(self) -> None:
@@ -455,7 +463,10 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
     # str.splitlines(), which also ends a line at U+2028, U+2029, U+0085 and more: JSON
     # may hold those unescaped in a string, and the message would be cut in two.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # SSE is UTF-8 only
-    pending = ""
+    # The line so far, in pieces: only new text is searched for line ends, and a long
+    # line is joined once, so its cost grows with its length, not with its square.
+    pieces: list[str] = []
+    size = 0
     after_cr = False  # the last chunk ended with CR: an LF opening the next one ends nothing
     for chunk in chunks:
         text = decoder.decode(chunk)
@@ -463,14 +474,17 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
             continue
         if after_cr and text[0] == "\n":
             text = text[1:]
-        text = pending + text
         start = 0
         for match in _LINE_END.finditer(text):
-            yield text[start : match.start()]
+            pieces.append(text[start : match.start()])
+            yield "".join(pieces)
+            pieces, size = [], 0
             start = match.end()
-        pending = text[start:]
+        if start < len(text):
+            pieces.append(text[start:])
+            size += len(text) - start
         after_cr = start == len(text) and text.endswith("\r")
-        if len(pending) > _MAX_LINE:
+        if size > _MAX_LINE:
             raise ValueError(f"a line of the push stream is over {_MAX_LINE} characters")
 
 

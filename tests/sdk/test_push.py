@@ -493,3 +493,28 @@ def test_a_server_that_answers_200_and_closes_at_once_gets_a_growing_backoff(
         assert stats.connects == 0 and "text/html" in (stats.last_error or "")
     else:
         assert "closed" in (stats.last_error or "")
+
+
+def test_a_quiet_stream_that_stayed_open_long_enough_starts_the_backoff_again(
+    raw: Callable[..., tuple[RawServer, Push]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Open, then silent until the read times out: an error, but the connection had been
+    # good for longer than _STEADY (scaled down here), so the next one is soon.
+    import homing._push
+
+    monkeypatch.setattr(homing._push, "_STEADY", 0.2)
+    monkeypatch.setattr(homing._push, "_READ_TIMEOUT", 0.4)
+    delays: list[float] = []
+
+    def record(stop: threading.Event, seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) >= 4:
+            stop.set()
+
+    _server, push = raw(lambda headers: (200, "text/event-stream", [b""]), hold=2.0, wait=record)
+    push.max_backoff = 8.0
+    push.on_push(lambda message: None)
+    push.start()
+    wait_for(lambda: not push.running, timeout=20)
+    assert len(delays) == 4 and max(delays) <= 0.5, delays
+    assert "ReadTimeout" in (push.stats().last_error or "")

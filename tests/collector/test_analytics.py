@@ -30,6 +30,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def put_events(live: LiveCollector, app: App, events: dict[str, Any]) -> dict[str, int]:
+    """PutEvents for one endpoint, "dev"; the status of each event."""
+    response = httpx.post(
+        f"{live.url}/v1/apps/{app.id}/events",
+        json={"BatchItem": {"dev": {"Endpoint": {}, "Events": events}}},
+        headers=bearer(app.ingest.token),
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    statuses = response.json()["Results"]["dev"]["EventsItemResponse"]
+    return {event_id: status["StatusCode"] for event_id, status in statuses.items()}
+
+
 class World:
     def __init__(self, live: LiveCollector, app: App, data: gen.Data, deleted: set[str]) -> None:
         self.live, self.app, self.data = live, app, data
@@ -657,16 +670,8 @@ def test_sessions_that_seem_to_end_before_they_start_are_stored_and_counted(
     app = collector.create_app("clock skew")
     at = "2026-10-05T10:00:00.000Z"
 
-    def put(events: dict[str, Any]) -> dict[str, Any]:
-        response = httpx.post(
-            f"{collector.url}/v1/apps/{app.id}/events",
-            json={"BatchItem": {"dev": {"Endpoint": {}, "Events": events}}},
-            headers=bearer(app.ingest.token),
-            timeout=30,
-        )
-        assert response.status_code == 202, response.text
-        statuses = response.json()["Results"]["dev"]["EventsItemResponse"]
-        return {event_id: status["StatusCode"] for event_id, status in statuses.items()}
+    def put(events: dict[str, Any]) -> dict[str, int]:
+        return put_events(collector, app, events)
 
     # A stop before the start is refused, by name; its neighbour is stored.
     got = put({
@@ -863,13 +868,7 @@ def test_funnel_steps_may_happen_at_the_same_moment(collector: LiveCollector) ->
         "a": {"EventType": "a", "Timestamp": at},
         "d": {"EventType": "d", "Timestamp": later},
     }
-    response = httpx.post(
-        f"{collector.url}/v1/apps/{app.id}/events",
-        json={"BatchItem": {"dev": {"Endpoint": {}, "Events": events}}},
-        headers=bearer(app.ingest.token),
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
+    assert set(put_events(collector, app, events).values()) == {202}
     got = httpx.get(
         f"{collector.url}/v1/apps/{app.id}/analytics/funnel",
         params=[("start", "2026-10-05"), ("end", "2026-10-05"), ("by", "endpoints"),
@@ -888,16 +887,9 @@ def test_a_session_days_ahead_is_counted_on_its_events_day(collector: LiveCollec
 
     app = collector.create_app("clock ahead")
     ahead = (datetime.now(timezone.utc) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    response = httpx.post(
-        f"{collector.url}/v1/apps/{app.id}/events",
-        json={"BatchItem": {"dev": {"Endpoint": {}, "Events": {"e": {
-            "EventType": "screen.view", "Timestamp": ahead,
-            "Session": {"Id": "s", "StartTimestamp": ahead},
-        }}}}},
-        headers=bearer(app.ingest.token),
-        timeout=30,
-    )  # fmt: skip
-    assert response.status_code == 202, response.text
+    event = {"EventType": "screen.view", "Timestamp": ahead,
+             "Session": {"Id": "s", "StartTimestamp": ahead}}  # fmt: skip
+    assert put_events(collector, app, {"e": event}) == {"e": 202}
     today = datetime.now(timezone.utc).date()
     usage = httpx.get(
         f"{collector.url}/v1/apps/{app.id}/analytics/usage",

@@ -851,6 +851,15 @@ def test_revoking_a_key_or_deleting_its_app_ends_the_streams_it_opened(
         assert answer.status_code == 201, answer.text
         return answer.json()  # type: ignore[no-any-return]
 
+    def revoke_elsewhere(access_key_id: str) -> None:
+        # As the CLI or another worker does: in the database, unseen by this process.
+        with contextlib.closing(sqlite3.connect(live.db, timeout=30)) as db:
+            db.execute(
+                "UPDATE keys SET revoked_at = '2026-01-01T00:00:00+00:00' WHERE access_key_id = ?",
+                (access_key_id,),
+            )
+            db.commit()
+
     def ends_within(stream: Stream, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while (event := stream.next()) is not None:
@@ -869,12 +878,7 @@ def test_revoking_a_key_or_deleting_its_app_ends_the_streams_it_opened(
     key, device = new_key(), endpoint(admin, app)
     with Stream(live.url, app.id, device, key["Token"]) as stream:
         stream.backlog()
-        with contextlib.closing(sqlite3.connect(live.db, timeout=30)) as db:
-            db.execute(
-                "UPDATE keys SET revoked_at = '2026-01-01T00:00:00+00:00' WHERE access_key_id = ?",
-                (key["AccessKeyId"],),
-            )
-            db.commit()
+        revoke_elsewhere(key["AccessKeyId"])
         ends_within(stream, 10 * HEARTBEAT)
         send(admin, app, [device], push())
         assert stream.next() is None
@@ -882,12 +886,7 @@ def test_revoking_a_key_or_deleting_its_app_ends_the_streams_it_opened(
     key, device = new_key(), endpoint(admin, app)
     with Stream(live.url, app.id, device, key["Token"]) as stream:
         stream.backlog()
-        with contextlib.closing(sqlite3.connect(live.db, timeout=30)) as db:
-            db.execute(
-                "UPDATE keys SET revoked_at = '2026-01-01T00:00:00+00:00' WHERE access_key_id = ?",
-                (key["AccessKeyId"],),
-            )
-            db.commit()
+        revoke_elsewhere(key["AccessKeyId"])
         stop = threading.Event()
 
         def keep_sending() -> None:

@@ -915,3 +915,32 @@ def test_revoking_a_key_or_deleting_its_app_ends_the_streams_it_opened(
         )
         assert answer.status_code == 200, answer.text
         ends_within(stream, 10 * HEARTBEAT)
+
+
+def test_deleting_an_app_ends_its_streams_at_once(
+    start_collector: Callable[..., LiveCollector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A heartbeat far away: only DeleteApp itself can end the stream in time.
+    monkeypatch.setenv("HOMING_PUSH_HEARTBEAT", "120")
+    live = start_collector(None)
+    doomed, kept = live.create_app("doomed"), live.create_app("kept")
+    device = endpoint(live.client(doomed.admin), doomed)
+    other = endpoint(live.client(kept.admin), kept)
+    with (
+        Stream(live.url, doomed.id, device, doomed.ingest.token, timeout=10) as stream,
+        Stream(live.url, kept.id, other, kept.ingest.token, timeout=10) as bystander,
+    ):
+        # (No backlog(): it reads until the first heartbeat. The streams are attached
+        # once their headers have come.)
+        answer = httpx.delete(
+            f"{live.url}/v1/apps/{doomed.id}",
+            headers={"Authorization": f"Bearer {live.root_key().token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        while (event := stream.next()) is not None:  # ended, long before a heartbeat
+            assert event.event != "push", event
+        # Another application's stream stays open and still gets its pushes.
+        send(live.client(kept.admin), kept, [other], push())
+        [message] = bystander.messages(1)
+        assert message.event == "push"

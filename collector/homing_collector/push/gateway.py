@@ -86,6 +86,13 @@ class Gateway:
                 if stream.access_key_id == access_key_id:
                     stream.close()
 
+    def close_app(self, app_id: str) -> None:
+        """End the streams of an application, now that it is deleted."""
+        for (stream_app, _endpoint), streams in list(self._streams.items()):
+            if stream_app == app_id:
+                for stream in list(streams):
+                    stream.close()
+
     async def key_valid(self, access_key_id: str, app_id: str) -> bool:
         """Whether a stream's key still stands: not revoked, and its app (a root key's
         too) not deleted. Revocations here end streams at once; this catches the rest."""

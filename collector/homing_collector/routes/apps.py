@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from homing_collector.errors import bad_request, not_found
 from homing_collector.numbers import whole_number
-from homing_collector.routes._common import begin, json
+from homing_collector.routes._common import begin, gateway, json
 from homing_collector.storage.base import AppRecord
 
 ARN_PREFIX = "arn:aws:mobiletargeting:homing:000000000000:apps/"
@@ -79,4 +79,6 @@ async def delete_app(request: Request) -> Response:
     app = await call.storage.delete_app(call.app_id)
     if app is None:
         raise not_found(f"Application {call.app_id} does not exist")
+    # Its devices' streams end now; those held by other workers, at their next heartbeat.
+    gateway(request).close_app(call.app_id)
     return json(application_response(app))

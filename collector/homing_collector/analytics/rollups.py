@@ -186,25 +186,15 @@ def _users(
     conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
     """The user key of each (app, endpoint), as the endpoints table says now."""
-    wanted: dict[str, set[str]] = {}
-    for app_id, endpoint_id in pairs:
-        wanted.setdefault(app_id, set()).add(endpoint_id)
-    users: dict[tuple[str, str], str] = {}
-    for app_id, ids in wanted.items():
-        found: dict[str, str | None] = {}
-        id_list = list(ids)
-        for i in range(0, len(id_list), 500):
-            chunk = id_list[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for endpoint_id, user_id in conn.execute(
-                f"SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ?"
-                f" AND endpoint_id IN ({marks})",
-                (app_id, *chunk),
-            ):
-                found[endpoint_id] = user_id
-        for endpoint_id in ids:
-            users[(app_id, endpoint_id)] = user_key(endpoint_id, found.get(endpoint_id))
-    return users
+    wanted = list(set(pairs))
+    found: dict[tuple[str, str], str | None] = {}
+    for app_id, endpoint_id, user_id in join_values(
+        conn, "app_id, endpoint_id", wanted,
+        "SELECT e.app_id, e.endpoint_id, e.user_id FROM v JOIN endpoints e"
+        " ON e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id",
+    ):  # fmt: skip
+        found[(app_id, endpoint_id)] = user_id
+    return {pair: user_key(pair[1], found.get(pair)) for pair in wanted}
 
 
 def _parse_ms(value: Any) -> int | None:

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from homing.wire import whole_number
 from homing_collector.errors import PinpointError, bad_request
-from homing_collector.numbers import whole_number
 
 _PIECE = 64 * 1024
 

@@ -26,6 +26,7 @@ import orjson
 from homing._uploader import _message, backoff_delay
 from homing._version import __version__
 from homing.push import CAMPAIGN_KEYS, PushMessage, parse_payload
+from homing.wire import MAX_PUSH_SEQ, push_seq
 
 if TYPE_CHECKING:
     from homing._network import NetworkPolicy
@@ -53,7 +54,6 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 # A message's data is 4 KiB at most: a line this long is no push stream's.
 _MAX_LINE = 1 << 20
 # The collector's sequence numbers are signed 64-bit, and it refuses a Last-Event-ID above.
-_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,9 @@ class Push:
     # -- messages -----------------------------------------------------------------------
 
     def _on_stream_message(self, event_id: str | None, data: str) -> None:
-        seq = _seq(event_id)
+        # An id that is no push number (see homing.wire.push_seq) still brings its
+        # message; it only moves no cursor.
+        seq = push_seq(event_id)
         payload: Any = None
         try:
             payload = orjson.loads(data)
@@ -513,17 +515,6 @@ def _events(lines: Iterable[str]) -> Iterator[tuple[str | None, str | None, str]
             event_id = value
 
 
-def _seq(event_id: str | None) -> int | None:
-    # An id is a sequence number only if it is one the collector could send and take back
-    # as Last-Event-ID: ASCII digits, at most 2**63-1. str.isdigit() alone also takes "²"
-    # (which int() refuses) and "١٢" (which it reads as 12), and int() refuses more than
-    # 4,300 digits. Any other id still brings its message; it only moves no cursor.
-    if not event_id or len(event_id) > 19 or not (event_id.isascii() and event_id.isdigit()):
-        return None
-    seq = int(event_id)
-    return seq if seq <= _MAX_SEQ else None
-
-
 def _load_cursor(state: MutableMapping[str, Any]) -> tuple[int, list[str]]:
     try:
         cursor = state.get(_CURSOR_KEY)
@@ -536,6 +527,6 @@ def _load_cursor(state: MutableMapping[str, Any]) -> tuple[int, list[str]]:
     seen = cursor.get("seen")
     return (
         # One over 2**63-1 (saved by an older version) would be refused as Last-Event-ID.
-        last if type(last) is int and 0 <= last <= _MAX_SEQ else 0,
+        last if type(last) is int and 0 <= last <= MAX_PUSH_SEQ else 0,
         [item for item in seen if isinstance(item, str)] if isinstance(seen, list) else [],
     )

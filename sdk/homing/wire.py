@@ -21,6 +21,7 @@ __all__ = [
     "CHANNEL_TYPES",
     "DEMOGRAPHIC_FIELDS",
     "ENDPOINT_STATUSES",
+    "MAX_PUSH_SEQ",
     "OPT_OUT_VALUES",
     "WireError",
     "check_endpoint",
@@ -33,6 +34,8 @@ __all__ = [
     "merge_map",
     "new_endpoint",
     "parse_timestamp",
+    "push_seq",
+    "whole_number",
 ]
 
 CHANNEL_TYPES = frozenset(
@@ -135,6 +138,29 @@ def merge_map(old: Any, new: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def whole_number(raw: str | None, max_digits: int = 18) -> int | None:
+    """`raw` as an int if it is 1 to `max_digits` ASCII digits, else None.
+
+    str.isdigit() alone is not enough: it is true for "²", which int() refuses, and for
+    "٣" (Arabic-Indic three), which int() reads though no client means it. The length
+    bound keeps int() within its 4,300-digit limit and the value within 64 bits.
+    """
+    if raw is None or not 1 <= len(raw) <= max_digits:
+        return None
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
+
+
+MAX_PUSH_SEQ = 2**63 - 1  # a push message's number: SQLite's largest integer
+
+
+def push_seq(raw: str | None) -> int | None:
+    """A push message's number as a stream's `id:` and Last-Event-ID carry it, else None."""
+    seq = whole_number(raw, max_digits=19)
+    return seq if seq is not None and seq <= MAX_PUSH_SEQ else None
 
 
 def check_id(value: object, field: str) -> str:

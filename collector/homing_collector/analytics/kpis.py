@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from homing.wire import WireError, format_timestamp, parse_timestamp
+from homing.wire import WireError, format_timestamp, parse_timestamp, whole_number
 from homing_collector.analytics import queries
 from homing_collector.analytics.days import HOUR_MS, ParamError, grid
 from homing_collector.analytics.params import (
@@ -18,7 +18,6 @@ from homing_collector.analytics.params import (
     check_date,
     check_span,
 )
-from homing_collector.numbers import whole_number
 
 GROUPED = "-grouped-by-date"
 UTC = ZoneInfo("UTC")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from homing.wire import whole_number
 from homing_collector.analytics.days import MAX_DAYS, ParamError
-from homing_collector.numbers import whole_number
 
 Get = Callable[[str], str | None]
 GetList = Callable[[str], Sequence[str]]

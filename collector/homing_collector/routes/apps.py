@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from starlette.requests import Request
 from starlette.responses import Response
 
+from homing.wire import whole_number
 from homing_collector.errors import bad_request, not_found
-from homing_collector.numbers import whole_number
 from homing_collector.routes._common import begin, gateway, json
 from homing_collector.storage.base import AppRecord
 

@@ -3,16 +3,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from homing.wire import WireError, check_id
+from homing.wire import WireError, check_id, push_seq
 from homing_collector.errors import bad_request
-from homing_collector.numbers import whole_number
 from homing_collector.push import epoch_ms
 from homing_collector.push.messages import MAX_ACKS
 from homing_collector.push.stream import PushStream
 from homing_collector.routes._common import begin, gateway, json
 from homing_collector.routes.endpoints import _endpoint_id
-
-_MAX_SEQ = 2**63 - 1
 
 
 async def open_stream(request: Request) -> Response:
@@ -23,8 +20,8 @@ async def open_stream(request: Request) -> Response:
     push = gateway(request)
     last_event_id = request.headers.get("last-event-id", "").strip()
     if last_event_id:
-        seq = whole_number(last_event_id, max_digits=19)
-        if seq is None or seq > _MAX_SEQ:
+        seq = push_seq(last_event_id)
+        if seq is None:
             raise bad_request(
                 "Last-Event-ID: must be a whole number, the id (seq) of the last message "
                 "the device handled"

@@ -81,16 +81,16 @@ class Gateway:
 
     def close_key(self, access_key_id: str) -> None:
         """End the streams opened with a key, now that it is revoked."""
-        for streams in list(self._streams.values()):
-            for stream in streams:
-                if stream.access_key_id == access_key_id:
-                    stream.close()
+        self._close_where(lambda stream: stream.access_key_id == access_key_id)
 
     def close_app(self, app_id: str) -> None:
         """End the streams of an application, now that it is deleted."""
-        for (stream_app, _endpoint), streams in list(self._streams.items()):
-            if stream_app == app_id:
-                for stream in list(streams):
+        self._close_where(lambda stream: stream.key[0] == app_id)
+
+    def _close_where(self, match: Callable[[PushStream], bool]) -> None:
+        for streams in list(self._streams.values()):
+            for stream in list(streams):
+                if match(stream):
                     stream.close()
 
     async def key_valid(self, access_key_id: str, app_id: str) -> bool:

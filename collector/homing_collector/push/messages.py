@@ -148,27 +148,30 @@ def _parse(payload: Any, targets_field: str) -> SendRequest:
     if (apns := request.push_for("APNS")) != pushes[0]:
         pushes.append(apns)
     for push in pushes:
-        data = _data(push, Override(), context)
-        if context and _too_big(data) and not _too_big(_data(push, Override(), {})):
-            _check_size(data, "Context", "")  # it is Context's campaign keys that tip it over
-        _check_size(data, "MessageConfiguration", "")
+        size = _size(_data(push, Override(), context))
+        # When it is Context's campaign keys that tip it over, the error names Context.
+        fits_without = (
+            size > MAX_DATA_BYTES
+            and context
+            and _size(_data(push, Override(), {})) <= MAX_DATA_BYTES
+        )
+        _check_size(size, "Context" if fits_without else "MessageConfiguration", "")
     for target_id, override in targets.items():
         if override != Override():
             for push in pushes:
                 _check_size(
-                    _data(push, override, context),
+                    _size(_data(push, override, context)),
                     f"{targets_field}.{target_id}",
                     " with its TitleOverride, BodyOverride and Context",
                 )
     return request
 
 
-def _too_big(data: dict[str, str]) -> bool:
-    return len(orjson.dumps(data)) > MAX_DATA_BYTES
+def _size(data: dict[str, str]) -> int:
+    return len(orjson.dumps(data))
 
 
-def _check_size(data: dict[str, str], field_name: str, overrides: str) -> None:
-    size = len(orjson.dumps(data))
+def _check_size(size: int, field_name: str, overrides: str) -> None:
     if size > MAX_DATA_BYTES:
         raise WireError(
             field_name,

@@ -86,8 +86,9 @@ async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = Fal
             max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
         )
     except (UserEndpointLimit, WireError) as exc:
-        index = next((i for i, u in enumerate(updates) if merged and u.update is merged[-1]), None)
-        if not batch or index is None:
+        failed = merged[-1] if batch and merged else None
+        index = next((i for i, u in enumerate(updates) if u.update is failed), None)
+        if index is None:
             raise bad_request(str(exc)) from None
         raise bad_request(f"Item[{index}].{exc}") from None
 

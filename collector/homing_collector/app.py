@@ -20,6 +20,7 @@ from homing_collector import dashboard
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
+from homing_collector.operation import bind
 from homing_collector.push.gateway import Gateway
 from homing_collector.routes import BENCH_OPERATIONS, OPERATIONS
 from homing_collector.settings import Settings
@@ -66,7 +67,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
                 metrics.publish()  # its last counts, for the workers still up
 
     operations = OPERATIONS + (BENCH_OPERATIONS if settings.bench_routes else [])
-    routes = [Route(op.path, op.handler, methods=[op.method], name=op.name) for op in operations]
+    routes = [Route(op.path, bind(op), methods=[op.method], name=op.name) for op in operations]
     routes += dashboard.ROUTES
     app = Starlette(
         routes=routes,

@@ -11,7 +11,7 @@ from homing.wire import CHANNEL_TYPES, DEMOGRAPHIC_FIELDS
 from homing_collector.push.messages import ACTIONS, MAX_ACKS, MAX_TARGETS, MAX_TTL_SECONDS
 
 if TYPE_CHECKING:
-    from homing_collector.routes import Operation
+    from homing_collector.operation import Operation
 
 _STR: dict[str, Any] = {"type": "string"}
 _NUM: dict[str, Any] = {"type": "number"}
@@ -547,10 +547,10 @@ def document(operations: Sequence[Operation]) -> dict[str, Any]:
         elif op.media_type != "application/json":
             success["content"] = {op.media_type: {"schema": _STR}}
         operation["responses"] = {str(op.status): success}
-        if op.auth == "none":
+        if op.role == "none":
             operation["security"] = []
         else:
-            operation["description"] = f"Needs a key with the {op.auth} role or above."
+            operation["description"] = f"Needs a key with the {op.role} role or above."
             operation["responses"].update(
                 {
                     code: {

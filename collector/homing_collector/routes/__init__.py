@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-from starlette.requests import Request
-from starlette.responses import Response
-
+from homing_collector.operation import Operation
 from homing_collector.routes import (
     analytics,
     apps,
@@ -19,23 +14,6 @@ from homing_collector.routes import (
     push,
     users,
 )
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Operation:
-    name: str
-    method: str
-    path: str
-    handler: Handler
-    status: int
-    summary: str
-    auth: str  # the least role that may call it: "none", "ingest", "admin" or "root"
-    request: str | None = None  # component schema of the body
-    response: str | None = None  # component schema of the answer
-    media_type: str = "application/json"
-
 
 APP = "/v1/apps/{application_id}"
 

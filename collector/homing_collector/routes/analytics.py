@@ -18,8 +18,8 @@ Query = Callable[[sqlite3.Connection], dict[str, Any]]
 RangeQuery = Callable[[sqlite3.Connection, str, params.Range], dict[str, Any]]
 
 
-async def _answer(request: Request, operation: str, build: Callable[[Call], Query]) -> Response:
-    call = await begin(request, operation)
+async def _answer(request: Request, build: Callable[[Call], Query]) -> Response:
+    call = await begin(request)
     if not call.storage.rollups:
         raise not_found("Analytics are off on this collector (HOMING_ROLLUPS=0)")
     try:
@@ -37,7 +37,7 @@ def _get_list(call: Call) -> params.GetList:
     return call.request.query_params.getlist
 
 
-def _over_range(operation: str, run: RangeQuery) -> Callable[[Request], Awaitable[Response]]:
+def _over_range(run: RangeQuery) -> Callable[[Request], Awaitable[Response]]:
     """A route whose only parameters are the date range's."""
 
     async def route(request: Request) -> Response:
@@ -45,15 +45,15 @@ def _over_range(operation: str, run: RangeQuery) -> Callable[[Request], Awaitabl
             q = params.parse_range(_get(call))
             return lambda conn: run(conn, call.app_id, q)
 
-        return await _answer(request, operation, build)
+        return await _answer(request, build)
 
     return route
 
 
-usage = _over_range("GetAnalyticsUsage", queries.usage)
-retention = _over_range("GetAnalyticsRetention", queries.retention)
-revenue = _over_range("GetAnalyticsRevenue", queries.revenue)
-campaigns = _over_range("GetAnalyticsCampaigns", queries.campaigns)
+usage = _over_range(queries.usage)
+retention = _over_range(queries.retention)
+revenue = _over_range(queries.revenue)
+campaigns = _over_range(queries.campaigns)
 
 
 async def demographics(request: Request) -> Response:
@@ -61,7 +61,7 @@ async def demographics(request: Request) -> Response:
         dimension = params.parse_dimension(_get(call))
         return lambda conn: queries.demographics(conn, call.app_id, dimension)
 
-    return await _answer(request, "GetAnalyticsDemographics", build)
+    return await _answer(request, build)
 
 
 async def events(request: Request) -> Response:
@@ -70,7 +70,7 @@ async def events(request: Request) -> Response:
         f = params.parse_event_filters(_get(call), _get_list(call))
         return lambda conn: queries.events(conn, call.app_id, q, f)
 
-    return await _answer(request, "GetAnalyticsEvents", build)
+    return await _answer(request, build)
 
 
 async def funnel(request: Request) -> Response:
@@ -80,7 +80,7 @@ async def funnel(request: Request) -> Response:
         window = params.parse_window(_get(call))
         return lambda conn: queries.funnel(conn, call.app_id, q, steps, window)
 
-    return await _answer(request, "GetAnalyticsFunnel", build)
+    return await _answer(request, build)
 
 
 async def date_range_kpi(request: Request) -> Response:
@@ -94,4 +94,4 @@ async def date_range_kpi(request: Request) -> Response:
         start, end = kpis.parse_times(_get(call))
         return lambda conn: kpis.date_range_kpi(conn, call.app_id, name, start, end)
 
-    return await _answer(request, "GetApplicationDateRangeKpi", build)
+    return await _answer(request, build)

@@ -45,7 +45,7 @@ def new_app(name: object, tags: object = None) -> AppRecord:
 
 
 async def create_app(request: Request) -> Response:
-    call = await begin(request, "CreateApp", app_scoped=False, with_body=True)
+    call = await begin(request)
     payload = call.payload if type(call.payload) is dict else {}
     try:
         app = new_app(payload.get("Name"), payload.get("tags"))
@@ -56,14 +56,14 @@ async def create_app(request: Request) -> Response:
 
 
 async def get_app(request: Request) -> Response:
-    call = await begin(request, "GetApp")
+    call = await begin(request)
     app = await call.storage.get_app(call.app_id)
     assert app is not None  # begin() answered 404 otherwise
     return json(application_response(app))
 
 
 async def get_apps(request: Request) -> Response:
-    call = await begin(request, "GetApps", app_scoped=False)
+    call = await begin(request)
     size = whole_number(request.query_params.get("page-size", "100"))
     if size is None or not 1 <= size <= MAX_PAGE_SIZE:
         raise bad_request(f"page-size: must be a whole number from 1 to {MAX_PAGE_SIZE}")
@@ -75,7 +75,7 @@ async def get_apps(request: Request) -> Response:
 
 
 async def delete_app(request: Request) -> Response:
-    call = await begin(request, "DeleteApp")
+    call = await begin(request)
     app = await call.storage.delete_app(call.app_id)
     if app is None:
         raise not_found(f"Application {call.app_id} does not exist")

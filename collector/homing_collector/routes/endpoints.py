@@ -15,7 +15,7 @@ from homing_collector.storage.base import Endpoint, EndpointUpdate, UserEndpoint
 
 
 async def update_endpoint(request: Request) -> Response:
-    call = await begin(request, "UpdateEndpoint", with_body=True)
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     try:
         update = check_endpoint(call.payload, "EndpointRequest")
@@ -26,7 +26,7 @@ async def update_endpoint(request: Request) -> Response:
 
 
 async def update_endpoints_batch(request: Request) -> Response:
-    call = await begin(request, "UpdateEndpointsBatch", with_body=True)
+    call = await begin(request)
     payload = call.payload
     items = payload.get("Item") if type(payload) is dict else None
     if type(items) is not list:
@@ -49,7 +49,7 @@ async def update_endpoints_batch(request: Request) -> Response:
 
 
 async def get_endpoint(request: Request) -> Response:
-    call = await begin(request, "GetEndpoint")
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     endpoint = await call.storage.get_endpoint(call.app_id, endpoint_id)
     if endpoint is None:
@@ -58,7 +58,7 @@ async def get_endpoint(request: Request) -> Response:
 
 
 async def delete_endpoint(request: Request) -> Response:
-    call = await begin(request, "DeleteEndpoint")
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     endpoint = await call.storage.delete_endpoint(call.app_id, endpoint_id)
     if endpoint is None:

@@ -26,7 +26,7 @@ def key_response(key: KeyRecord) -> dict[str, object]:
 
 
 async def create_key(request: Request) -> Response:
-    call = await begin(request, "CreateKey", with_body=True)
+    call = await begin(request)
     role = call.payload.get("Role") if type(call.payload) is dict else None
     if role not in APP_ROLES:
         raise bad_request(f"Role: is required and must be one of {', '.join(APP_ROLES)}")
@@ -43,13 +43,13 @@ async def create_key(request: Request) -> Response:
 
 
 async def list_keys(request: Request) -> Response:
-    call = await begin(request, "ListKeys")
+    call = await begin(request)
     keys = await call.storage.list_keys(call.app_id)
     return json({"Item": [key_response(key) for key in keys]})
 
 
 async def revoke_key(request: Request) -> Response:
-    call = await begin(request, "RevokeKey")
+    call = await begin(request)
     access_key_id = request.path_params["access_key_id"]
     key = await call.storage.get_key(access_key_id)
     if key is None or key.app_id != call.app_id:

@@ -8,7 +8,7 @@ from homing_collector.routes._common import begin, gateway, json
 
 
 async def send_messages(request: Request) -> Response:
-    call = await begin(request, "SendMessages", with_body=True)
+    call = await begin(request)
     parsed = messages.parse(call.payload, targets="Endpoints")
     targets = [
         send.Target(endpoint_id, override) for endpoint_id, override in parsed.targets.items()
@@ -23,7 +23,7 @@ async def send_messages(request: Request) -> Response:
 
 
 async def send_users_messages(request: Request) -> Response:
-    call = await begin(request, "SendUsersMessages", with_body=True)
+    call = await begin(request)
     parsed = messages.parse(call.payload, targets="Users")
     targets: list[send.Target] = []
     owners: list[str] = []

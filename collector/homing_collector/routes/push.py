@@ -13,7 +13,7 @@ from homing_collector.routes.endpoints import _endpoint_id
 
 
 async def open_stream(request: Request) -> Response:
-    call = await begin(request, "OpenPushStream")
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     if request.method == "HEAD":  # the headers only: a stream would never end
         return Response(media_type="text/event-stream", headers={"cache-control": "no-store"})
@@ -34,7 +34,7 @@ async def open_stream(request: Request) -> Response:
 
 
 async def acknowledge(request: Request) -> Response:
-    call = await begin(request, "AcknowledgePushMessages", with_body=True)
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     payload = call.payload
     ids = payload.get("MessageIds") if type(payload) is dict else None

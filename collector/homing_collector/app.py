@@ -16,14 +16,18 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from homing_collector import dashboard
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
 from homing_collector.operation import bind
 from homing_collector.pinpoint import unserved
 from homing_collector.push.gateway import Gateway
-from homing_collector.routes import BENCH_OPERATIONS, OPERATIONS
+from homing_collector.routes import (
+    BENCH_OPERATIONS,
+    EXTRA_SCHEMAS,
+    OPERATIONS,
+    PATH_PARAMETERS,
+)
 from homing_collector.settings import Settings
 from homing_collector.storage.base import Overloaded, Storage, StorageUnavailable
 from homing_collector.storage.sqlite import SQLiteStorage
@@ -69,7 +73,6 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
 
     operations = OPERATIONS + (BENCH_OPERATIONS if settings.bench_routes else [])
     routes = [Route(op.path, bind(op), methods=[op.method], name=op.name) for op in operations]
-    routes += dashboard.ROUTES
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -86,7 +89,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     app.state.metrics = metrics
     app.state.push = push
     app.state.hooks = hooks
-    app.state.openapi = document(operations)
+    app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app
 

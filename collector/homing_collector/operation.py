@@ -28,9 +28,12 @@ class Operation:
     role: str  # the least role that may call it: NO_ROLE or one of ROLES
     request: Any = None  # the body's model (a msgspec type), or None: no body
     response: Any = None  # the answer's model, or None
-    media_type: str = "application/json"
+    media_type: str = "application/json"  # or several, joined by ", "
     query: Any = None  # the query parameters' model (a msgspec Struct), or None
     notes: str = ""  # rules that JSON Schema cannot say, for the document
+    # The operation's own check of the body, run before the model so that its messages,
+    # which name the field and the rule, come first; its result is Call.checked.
+    check: Callable[[Any], Any] | None = None
 
     @property
     def app_scoped(self) -> bool:

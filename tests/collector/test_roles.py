@@ -23,6 +23,7 @@ PATH_VALUES = {
     "user_id": "matrix-user",
     "access_key_id": "HMANOSUCHKEY0000000",
     "kpi_name": "unique-deliveries",
+    "name": "dashboard.js",
 }
 
 

@@ -17,6 +17,7 @@ from homing_collector.metrics import Metrics
 from homing_collector.operation import operation_of
 from homing_collector.push.gateway import Gateway
 from homing_collector.storage.base import Storage
+from homing_collector.validation import check_body, check_query
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Call:
     app_id: str
     payload: Any
     body_size: int
+    checked: Any = None  # what the operation's own check returned
 
     @property
     def storage(self) -> Storage:
@@ -56,8 +58,14 @@ async def begin(request: Request) -> Call:
     authorize(principal, op, app_id)
     if app_id is not None and await storage(request).get_app(app_id) is None:
         raise not_found(f"Application {app_id} does not exist")
-    payload = parse_json(body) if op.request is not None else None
-    return Call(request, principal, app_id or "", payload, len(body))
+    payload = checked = None
+    if op.request is not None:
+        payload = parse_json(body)
+        checked = op.check(payload) if op.check is not None else None
+        check_body(payload, op.request)
+    if op.query is not None:
+        check_query(request.query_params, op.query)
+    return Call(request, principal, app_id or "", payload, len(body), checked)
 
 
 def json(data: Any, status_code: int = 200) -> Response:

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homing.wire import whole_number
 from homing_collector.errors import bad_request, not_found
+from homing_collector.models.apps import MAX_APP_NAME_LENGTH
 from homing_collector.routes._common import begin, gateway, json
 from homing_collector.storage.base import AppRecord
 
@@ -28,8 +30,8 @@ def application_response(app: AppRecord) -> dict[str, object]:
 def new_app(name: object, tags: object = None) -> AppRecord:
     if type(name) is not str or not name.strip():
         raise ValueError("Name: is required and must be a non-empty string")
-    if len(name) > 256:
-        raise ValueError("Name: is longer than 256 characters")
+    if len(name) > MAX_APP_NAME_LENGTH:
+        raise ValueError(f"Name: is longer than {MAX_APP_NAME_LENGTH} characters")
     tags = {} if tags is None else tags
     if type(tags) is not dict or any(
         type(key) is not str or type(value) is not str for key, value in tags.items()
@@ -44,13 +46,17 @@ def new_app(name: object, tags: object = None) -> AppRecord:
     )
 
 
-async def create_app(request: Request) -> Response:
-    call = await begin(request)
-    payload = call.payload if type(call.payload) is dict else {}
+def check_new_app(payload: Any) -> AppRecord:
+    payload = payload if type(payload) is dict else {}
     try:
-        app = new_app(payload.get("Name"), payload.get("tags"))
+        return new_app(payload.get("Name"), payload.get("tags"))
     except ValueError as exc:
         raise bad_request(str(exc)) from None
+
+
+async def create_app(request: Request) -> Response:
+    call = await begin(request)
+    app: AppRecord = call.checked
     await call.storage.create_app(app)
     return json(application_response(app), 201)
 

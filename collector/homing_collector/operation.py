@@ -31,8 +31,9 @@ class Operation:
     media_type: str = "application/json"  # or several, joined by ", "
     query: Any = None  # the query parameters' model (a msgspec Struct), or None
     notes: str = ""  # rules that JSON Schema cannot say, for the document
-    # The operation's own check of the body, run before the model so that its messages,
-    # which name the field and the rule, come first; its result is Call.checked.
+    # The operation's own check of the body (or, without one, of the query parameters),
+    # run before the model so that its messages, which name the field and the rule, come
+    # first; its result is Call.checked.
     check: Callable[[Any], Any] | None = None
 
     @property

@@ -114,11 +114,6 @@ class KpiQuery(Struct, omit_defaults=True, rename="kebab"):
     page_size: Annotated[int, Meta(ge=1)] | None = None
 
 
-class AppsQuery(Struct, omit_defaults=True, rename="kebab"):
-    page_size: Annotated[int, Meta(ge=1, le=1000)] | None = None
-    token: str | None = None
-
-
 class SessionFigures(Struct, kw_only=True):
     sessions: Count
     sessions_per_active: float | None

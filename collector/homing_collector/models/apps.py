@@ -8,9 +8,15 @@ from msgspec import Meta, Struct
 
 APP_ROLES = ("ingest", "admin")  # the roles of an application's keys; root keys have none
 MAX_APP_NAME_LENGTH = 256
+MAX_PAGE_SIZE = 1000  # applications per GetApps page
 
 AppName = Annotated[str, Meta(min_length=1, max_length=MAX_APP_NAME_LENGTH, pattern=r"\S")]
 AppRole = Literal[APP_ROLES]  # type: ignore[valid-type]
+
+
+class AppsQuery(Struct, omit_defaults=True, rename="kebab"):
+    page_size: Annotated[int, Meta(ge=1, le=MAX_PAGE_SIZE)] | None = None
+    token: str | None = None
 
 
 class CreateApplicationRequest(Struct, kw_only=True):

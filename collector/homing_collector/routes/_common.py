@@ -64,6 +64,7 @@ async def begin(request: Request) -> Call:
         checked = op.check(payload) if op.check is not None else None
         check_body(payload, op.request)
     if op.query is not None:
+        checked = op.check(request.query_params) if op.check is not None else None
         check_query(request.query_params, op.query)
     return Call(request, principal, app_id or "", payload, len(body), checked)
 

@@ -4,17 +4,17 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homing.wire import whole_number
 from homing_collector.errors import bad_request, not_found
-from homing_collector.models.apps import MAX_APP_NAME_LENGTH
+from homing_collector.models.apps import MAX_APP_NAME_LENGTH, MAX_PAGE_SIZE
 from homing_collector.routes._common import begin, gateway, json
 from homing_collector.storage.base import AppRecord
 
 ARN_PREFIX = "arn:aws:mobiletargeting:homing:000000000000:apps/"
-MAX_PAGE_SIZE = 1000
 
 
 def application_response(app: AppRecord) -> dict[str, object]:
@@ -68,11 +68,16 @@ async def get_app(request: Request) -> Response:
     return json(application_response(app))
 
 
-async def get_apps(request: Request) -> Response:
-    call = await begin(request)
-    size = whole_number(request.query_params.get("page-size", "100"))
+def check_page(query: QueryParams) -> int:
+    size = whole_number(query.get("page-size", "100"))
     if size is None or not 1 <= size <= MAX_PAGE_SIZE:
         raise bad_request(f"page-size: must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return size
+
+
+async def get_apps(request: Request) -> Response:
+    call = await begin(request)
+    size: int = call.checked
     apps = await call.storage.list_apps(after=request.query_params.get("token"), limit=size + 1)
     body: dict[str, object] = {"Item": [application_response(app) for app in apps[:size]]}
     if len(apps) > size:

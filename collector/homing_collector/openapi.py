@@ -29,6 +29,20 @@ def _param(name: str) -> str:
     return name.replace("_", "-")
 
 
+def _plain_refs(schema: Any) -> Any:
+    """`schema` with each `$ref` alone in its object: a `$ref` with siblings (msgspec's
+    extra_json_schema on a Struct) becomes an allOf, which OpenAPI 3.0 tools also read."""
+    if isinstance(schema, (list, tuple)):
+        return type(schema)(_plain_refs(item) for item in schema)
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: _plain_refs(value) for key, value in schema.items()}
+    if "$ref" in schema and len(schema) > 1:
+        rest = {key: value for key, value in schema.items() if key != "$ref"}
+        return {"allOf": [{"$ref": schema["$ref"]}], **rest}
+    return schema
+
+
 def document(
     operations: Sequence[Operation],
     path_parameters: dict[str, Any],
@@ -39,12 +53,10 @@ def document(
     for op in operations:
         types += [op.request, op.response, op.query]
     types += path_parameters.values()
-    schemas, components = msgspec.json.schema_components(
-        [t for t in types if t is not None], ref_template=REF
-    )
-    schema_of = dict(zip(map(id, [t for t in types if t is not None]), schemas, strict=True))
+    given = [t for t in types if t is not None]
+    schemas, components = _plain_refs(msgspec.json.schema_components(given, ref_template=REF))
+    schema_of = dict(zip(map(id, given), schemas, strict=True))
     error = {"$ref": REF.format(name="Error")}  # routes.EXTRA_SCHEMAS gives it
-
     query_models = {op.query for op in operations if op.query is not None}
     query_schemas = {model: components[model.__name__] for model in query_models}
     for model in query_models:  # parameters, not bodies: no component of their own

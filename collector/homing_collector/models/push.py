@@ -33,10 +33,16 @@ class DefaultPushNotificationMessage(Struct, omit_defaults=True):
 
 
 class ChannelPushMessage(DefaultPushNotificationMessage, omit_defaults=True):
+    # A number, not an integer: 60.0 is a whole number too, as JSON Schema says.
     TimeToLive: (
         Annotated[
-            int,
-            Meta(ge=0, le=MAX_TTL_SECONDS, description="Seconds the message waits for a device."),
+            float,
+            Meta(
+                ge=0,
+                le=MAX_TTL_SECONDS,
+                multiple_of=1,
+                description="Whole seconds the message waits for a device.",
+            ),
         ]
         | None
     ) = None

@@ -15,13 +15,16 @@ def _escape(code: int) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else chr(code)
 
 
-def _not_printable() -> str:
-    """A character class body for every code point that str.isprintable() refuses, the
-    rule of homing.wire.check_id, from this Python's Unicode tables."""
+def _printable(but: str = "") -> str:
+    """A character class for every code point that str.isprintable() takes, the rule of
+    homing.wire.check_id, from this Python's Unicode tables; less the characters `but`.
+    (A class of what is allowed, not a negated one: test-data generators draw from it
+    several times faster.)"""
     ranges = []
     start = None
     for code in range(0x110000):
-        if not chr(code).isprintable():
+        char = chr(code)
+        if char.isprintable() and char not in but:
             if start is None:
                 start = code
         elif start is not None:
@@ -29,7 +32,11 @@ def _not_printable() -> str:
             start = None
     if start is not None:
         ranges.append((start, 0x10FFFF))
-    return "".join(_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in ranges)
+    return (
+        "["
+        + "".join(_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in ranges)
+        + "]"
+    )
 
 
 def whole(regex: str) -> str:
@@ -38,9 +45,8 @@ def whole(regex: str) -> str:
     return f"^(?:{regex})(?![\\s\\S])"
 
 
-_NOT_PRINTABLE = _not_printable()
-PRINTABLE = whole(f"[^{_NOT_PRINTABLE}]*")
-PRINTABLE_NO_SLASH = whole(f"[^{_NOT_PRINTABLE}/]*")
+PRINTABLE = whole(_printable() + "*")
+PRINTABLE_NO_SLASH = whole(_printable(but="/") + "*")
 # What each pattern means, for the messages of a 400.
 PATTERNS = {
     PRINTABLE: "a printable string, without control characters",

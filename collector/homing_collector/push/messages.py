@@ -207,6 +207,8 @@ def _section(value: Any, field_name: str, has_ttl: bool) -> Push | None:
     if silent is not None and type(silent) is not bool:
         raise WireError(f"{field_name}.SilentPush", "must be true or false")
     ttl = value.get("TimeToLive") if has_ttl else None
+    if type(ttl) is float and ttl.is_integer():  # 60.0 is a whole number, as JSON says
+        ttl = int(ttl)
     if ttl is not None and (type(ttl) is not int or not 0 <= ttl <= MAX_TTL_SECONDS):
         raise WireError(
             f"{field_name}.TimeToLive",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from msgspec import Meta
 
@@ -74,3 +74,8 @@ Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 Count = Annotated[int, Meta(ge=0)]
 Rate = Annotated[float, Meta(ge=0, le=1)]
 StringMap = dict[str, str]
+
+
+def with_examples(model: Any, *examples: Any) -> Any:
+    """`model` with examples for the document (schemathesis's examples phase sends them)."""
+    return Annotated[model, Meta(examples=list(examples))]

@@ -12,7 +12,7 @@ from homing_collector.models import apps as m
 from homing_collector.models import endpoints as e
 from homing_collector.models import events as ev
 from homing_collector.models import push as p
-from homing_collector.models.types import UrlId
+from homing_collector.models.types import UrlId, with_examples
 from homing_collector.operation import NO_ROLE, Operation
 from homing_collector.routes import (
     analytics,
@@ -59,18 +59,54 @@ _SEND_RULES = (
     "overrides) is at most 4096 bytes as JSON."
 )
 
+_NOW = "2026-11-28T17:50:41.123Z"
+_EVENT = {
+    "EventType": "purchase",
+    "Timestamp": _NOW,
+    "Attributes": {"sku": "A-1"},
+    "Metrics": {"amount": 9.99},
+    "Session": {"Id": "s-1", "StartTimestamp": _NOW},
+}
+_ENDPOINT = {
+    "ChannelType": "CUSTOM",
+    "User": {"UserId": "user-42"},
+    "Demographic": {"Platform": "android"},
+    "Attributes": {"plan": ["free"]},
+}
+_PUSH = {
+    "DefaultPushNotificationMessage": {"Title": "Sale", "Body": "20% off today"},
+    "GCMMessage": {"TimeToLive": 3600},
+}
+EVENTS_REQUEST = with_examples(
+    ev.EventsRequest,
+    {"BatchItem": {"device-1": {"Endpoint": _ENDPOINT, "Events": {"event-1": _EVENT}}}},
+)
+ENDPOINT_REQUEST = with_examples(e.EndpointRequest, _ENDPOINT)
+ENDPOINT_BATCH_REQUEST = with_examples(
+    e.EndpointBatchRequest, {"Item": [{**_ENDPOINT, "Id": "device-2"}]}
+)
+MESSAGE_REQUEST = with_examples(
+    p.MessageRequest, {"MessageConfiguration": _PUSH, "Endpoints": {"device-1": {}}}
+)
+USERS_MESSAGE_REQUEST = with_examples(
+    p.SendUsersMessageRequest, {"MessageConfiguration": _PUSH, "Users": {"user-42": {}}}
+)
+ACKS_REQUEST = with_examples(p.PushAcksRequest, {"MessageIds": ["5f0c2a5e"]})
+APP_REQUEST = with_examples(m.CreateApplicationRequest, {"Name": "shop", "tags": {"team": "a"}})
+KEY_REQUEST = with_examples(m.CreateKeyRequest, {"Role": "ingest"})
+
 OPERATIONS = [
     Operation("PutEvents", "POST", APP + "/events", events.put_events, 202,
               "Record a batch of events and update their endpoints", "ingest",
-              ev.EventsRequest, ev.EventsResponse, notes=_EVENT_RULES,
+              EVENTS_REQUEST, ev.EventsResponse, notes=_EVENT_RULES,
               check=ingest.check_envelope),
     Operation("UpdateEndpoint", "PUT", APP + "/endpoints/{endpoint_id}",
               endpoints.update_endpoint, 202, "Create or update an endpoint", "ingest",
-              e.EndpointRequest, e.MessageBody, notes=_ENDPOINT_RULES,
+              ENDPOINT_REQUEST, e.MessageBody, notes=_ENDPOINT_RULES,
               check=endpoints.check_update),
     Operation("UpdateEndpointsBatch", "PUT", APP + "/endpoints", endpoints.update_endpoints_batch,
               202, "Create or update up to 100 endpoints at once", "ingest",
-              e.EndpointBatchRequest, e.MessageBody, notes=_ENDPOINT_RULES,
+              ENDPOINT_BATCH_REQUEST, e.MessageBody, notes=_ENDPOINT_RULES,
               check=endpoints.check_batch),
     Operation("GetEndpoint", "GET", APP + "/endpoints/{endpoint_id}", endpoints.get_endpoint, 200,
               "Read an endpoint", "admin", None, e.EndpointResponse),
@@ -84,21 +120,21 @@ OPERATIONS = [
               "Delete the endpoints of a user and their events; returns them", "admin",
               None, e.EndpointsResponse),
     Operation("SendMessages", "POST", APP + "/messages", messages.send_messages, 200,
-              "Send a push to up to 100 endpoints", "admin", p.MessageRequest,
+              "Send a push to up to 100 endpoints", "admin", MESSAGE_REQUEST,
               p.MessageResponse, notes=_SEND_RULES, check=messages.check_endpoints),
     Operation("SendUsersMessages", "POST", APP + "/users-messages",
               messages.send_users_messages, 200,
               "Send a push to every endpoint of up to 100 users", "admin",
-              p.SendUsersMessageRequest, p.SendUsersMessageResponse, notes=_SEND_RULES,
+              USERS_MESSAGE_REQUEST, p.SendUsersMessageResponse, notes=_SEND_RULES,
               check=messages.check_users),
     Operation("OpenPushStream", "GET", APP + "/endpoints/{endpoint_id}/stream", push.open_stream,
               200, "Homing: the endpoint's push stream (Server-Sent Events)", "ingest", None,
               p.PushStream, "text/event-stream"),
     Operation("AcknowledgePushMessages", "POST", APP + "/endpoints/{endpoint_id}/stream/acks",
               push.acknowledge, 202, "Homing: acknowledge push messages the endpoint handled",
-              "ingest", p.PushAcksRequest, p.PushAcksResponse, check=push.check_acks),
+              "ingest", ACKS_REQUEST, p.PushAcksResponse, check=push.check_acks),
     Operation("CreateApp", "POST", "/v1/apps", apps.create_app, 201, "Create an application",
-              "root", m.CreateApplicationRequest, m.ApplicationResponse, check=apps.check_new_app),
+              "root", APP_REQUEST, m.ApplicationResponse, check=apps.check_new_app),
     Operation("GetApps", "GET", "/v1/apps", apps.get_apps, 200, "List applications", "root",
               None, m.ApplicationsResponse, query=m.AppsQuery, check=apps.check_page),
     Operation("GetApp", "GET", APP, apps.get_app, 200, "Read an application", "admin",
@@ -108,7 +144,7 @@ OPERATIONS = [
               None, m.ApplicationResponse),
     Operation("CreateKey", "POST", APP + "/keys", keys.create_key, 201,
               "Homing: create an ingest or admin key for the application", "admin",
-              m.CreateKeyRequest, m.NewKeyResponse, check=keys.check_role),
+              KEY_REQUEST, m.NewKeyResponse, check=keys.check_role),
     Operation("ListKeys", "GET", APP + "/keys", keys.list_keys, 200,
               "Homing: list the application's keys, without secrets", "admin", None,
               m.KeysResponse),

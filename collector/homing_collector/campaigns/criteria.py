@@ -60,6 +60,22 @@ def attribute_test(dimension: AttributeDimension) -> ValuesTest:
     return values_test
 
 
+def event_attribute_test(dimension: AttributeDimension) -> ValueTest:
+    """A test of one event attribute: a string, or None when the event lacks it. Events are
+    matched one by one as they arrive, so the common operators skip the list form."""
+    kind = dimension.AttributeType or "INCLUSIVE"
+    if kind == "INCLUSIVE":
+        wanted = frozenset(dimension.Values)
+        return lambda value: isinstance(value, str) and value in wanted
+    if kind == "EXCLUSIVE":
+        unwanted = frozenset(dimension.Values)
+        return lambda value: not (isinstance(value, str) and value in unwanted)
+    if kind == "CONTAINS" and len(dimension.Values) == 1:
+        part = dimension.Values[0]
+        return lambda value: isinstance(value, str) and part in value
+    return attribute_test(dimension)
+
+
 def _attribute_test(dimension: AttributeDimension) -> Callable[[Sequence[str]], bool]:
     kind = dimension.AttributeType or "INCLUSIVE"
     if kind in ("INCLUSIVE", "EXCLUSIVE"):

@@ -14,6 +14,7 @@ import msgspec
 from homing.wire import parse_timestamp
 
 from .shapes import CampaignEventFilter, Shape
+from .treatments import MAX_TREATMENTS, check_sizes
 
 Frequency = Literal["ONCE", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "EVENT", "IN_APP_EVENT"]
 Action = Literal["OPEN_APP", "DEEP_LINK", "URL"]
@@ -41,8 +42,7 @@ UtcOffsetName = Annotated[
     ),
 ]
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
-# Pinpoint: up to 5 treatments per A/B campaign, the default one included (UG campaigns-message).
-MAX_ADDITIONAL_TREATMENTS = 4
+MAX_ADDITIONAL_TREATMENTS = MAX_TREATMENTS - 1
 
 
 class QuietTime(Shape):
@@ -206,13 +206,7 @@ class WriteCampaignRequest(Shape):
 
     def __post_init__(self) -> None:
         sizes = [t.SizePercent for t in self.AdditionalTreatments or []]
-        # Holdout and treatments share the segment: the default treatment "0" gets what is left.
-        taken = (self.HoldoutPercent or 0) + sum(sizes)
-        if taken > 100:
-            raise ValueError(
-                f"AdditionalTreatments: HoldoutPercent plus the SizePercent of the treatments "
-                f"is {taken}; it must be at most 100, and treatment 0 gets the rest"
-            )
+        check_sizes(self.HoldoutPercent or 0, sizes)
 
 
 class WriteApplicationSettingsRequest(Shape):

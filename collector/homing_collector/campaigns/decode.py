@@ -139,14 +139,10 @@ def _failing_key(raw: Any, info: mi.Type | None) -> str:
     if not isinstance(raw, dict):
         return "[...]"
     value_type = _strip(_unwrap(info.value_type)) if isinstance(info, mi.DictType) else None
-    for key, value in raw.items():
-        if not isinstance(key, str):
-            continue
-        if isinstance(value_type, mi.StructType):
+    if isinstance(value_type, mi.StructType):
+        for key, value in raw.items():
             try:
                 msgspec.convert(value, value_type.cls)
             except msgspec.ValidationError:
-                return key
-        elif len(key) == 0 or len(key) > 50:
-            return key  # the key itself broke the AttributeName bounds
+                return str(key)
     return "[...]"

@@ -24,9 +24,8 @@ from homing.wire import WireError, parse_timestamp
 
 from .shapes import AttributeDimension, MetricDimension, SetDimension, date_value
 
-ValueTest = Callable[[object], bool]
-ValuesTest = Callable[[object], bool]
-NumberTest = Callable[[object], bool]
+# A test of one value read from an endpoint or an event: None when it is missing.
+Test = Callable[[object], bool]
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "GREATER_THAN": operator.gt,
@@ -37,7 +36,7 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def set_test(dimension: SetDimension) -> ValueTest:
+def set_test(dimension: SetDimension) -> Test:
     """A test of one field's value (a platform, a channel, an event type) against a set."""
     values = frozenset(dimension.Values)
     if dimension.DimensionType == "EXCLUSIVE":
@@ -45,7 +44,7 @@ def set_test(dimension: SetDimension) -> ValueTest:
     return lambda value: isinstance(value, str) and value in values
 
 
-def attribute_test(dimension: AttributeDimension) -> ValuesTest:
+def attribute_test(dimension: AttributeDimension) -> Test:
     """A test of an attribute: a list of strings (an endpoint's), one string (an event's),
     or None when the attribute is missing."""
     test = _attribute_test(dimension)
@@ -60,7 +59,7 @@ def attribute_test(dimension: AttributeDimension) -> ValuesTest:
     return values_test
 
 
-def event_attribute_test(dimension: AttributeDimension) -> ValueTest:
+def event_attribute_test(dimension: AttributeDimension) -> Test:
     """A test of one event attribute: a string, or None when the event lacks it. Events are
     matched one by one as they arrive, so the common operators skip the list form."""
     kind = dimension.AttributeType or "INCLUSIVE"
@@ -87,25 +86,25 @@ def _attribute_test(dimension: AttributeDimension) -> Callable[[Sequence[str]], 
         parts = tuple(dimension.Values)
         return lambda values: bool(values) and any(p in v for v in values for p in parts)
     bounds = [date_value(value) for value in dimension.Values]
-    test: Callable[[datetime], bool]
-    if kind == "BEFORE":
-        latest = max(bounds)
-        test = latest.__gt__
-    elif kind == "AFTER":
-        earliest = min(bounds)
-        test = earliest.__lt__
-    elif kind == "ON":
-        # "Time is ignored in this comparison": same calendar day, in UTC.
-        days = frozenset(b.astimezone(timezone.utc).date() for b in bounds)
-        test = lambda moment: moment.astimezone(timezone.utc).date() in days  # noqa: E731
-    else:  # BETWEEN, both ends included; the shape checked there are two, in order
-        start, end = bounds
-        test = lambda moment: start <= moment <= end  # noqa: E731
-    return lambda values: bool(values) and any(_meets(test, v) for v in values)
+    earliest, latest = min(bounds), max(bounds)
+    # "Time is ignored" for ON: the same calendar day, in UTC.
+    days = frozenset(b.astimezone(timezone.utc).date() for b in bounds)
+
+    def meets(moment: datetime) -> bool:
+        if kind == "BEFORE":
+            return moment < latest
+        if kind == "AFTER":
+            return moment > earliest
+        if kind == "ON":
+            return moment.astimezone(timezone.utc).date() in days
+        # BETWEEN, both ends included; the shape checked there are two, in order.
+        return earliest <= moment <= latest
+
+    return lambda values: any(_meets(meets, v) for v in values)
 
 
-def metric_test(dimension: MetricDimension) -> NumberTest:
-    """A test of a metric's value, or None when the metric is missing."""
+def metric_test(dimension: MetricDimension) -> Test:
+    """A test of a metric's value."""
     compare = _COMPARE[dimension.ComparisonOperator]
     bound = dimension.Value
 

@@ -10,8 +10,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from homing_collector.campaigns.criteria import attribute_test, event_attribute_test
 from homing_collector.campaigns.event_filter import CompiledFilter, FilterIndex, compile_filter
-from homing_collector.campaigns.shapes import CampaignEventFilter
+from homing_collector.campaigns.shapes import AttributeDimension, CampaignEventFilter
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
 
@@ -162,3 +163,29 @@ def test_the_index_finds_what_a_scan_of_every_filter_finds(
             if (from_admin or f.filter_type == "ENDPOINT") and f.matches(event)
         ]
         assert sorted(index.match(event, from_admin=from_admin)) == sorted(scanned)
+
+
+WORDS = ["pro", "pro-yearly", "web", "", "2026-01-01", "2026-01-01T10:00:00Z", "2026-02-01"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        ["INCLUSIVE", "EXCLUSIVE", "CONTAINS", "BEFORE", "AFTER", "ON", "BETWEEN", None]
+    ),
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=3),
+    st.one_of(st.none(), st.sampled_from(WORDS), st.integers()),
+)
+def test_the_event_fast_path_agrees_with_the_list_form(
+    operator: str | None, values: list[str], value: object
+) -> None:
+    dates = sorted({v for v in values if v.startswith("2026")})
+    if operator in ("BEFORE", "AFTER", "ON"):
+        values = dates or ["2026-01-01"]
+    if operator == "BETWEEN":
+        values = [dates[0], dates[-1]] if dates else ["2026-01-01", "2026-02-01"]
+    raw: dict[str, Any] = {"Values": values}
+    if operator is not None:
+        raw["AttributeType"] = operator
+    dimension = msgspec.convert(raw, AttributeDimension)
+    assert event_attribute_test(dimension)(value) == attribute_test(dimension)(value)

@@ -50,10 +50,15 @@ def attribute_test(dimension: AttributeDimension) -> Test:
     test = _attribute_test(dimension)
 
     def values_test(values: object) -> bool:
-        if isinstance(values, str):
+        if type(values) is list:
+            # Stored attributes are lists of strings (check_endpoint); should one hold
+            # anything else, that is left out rather than compared.
+            try:
+                return test(values)
+            except TypeError:
+                return test([v for v in values if type(v) is str])
+        if type(values) is str:
             return test((values,))
-        if isinstance(values, list):
-            return test([v for v in values if isinstance(v, str)])
         return test(())
 
     return values_test
@@ -109,11 +114,10 @@ def metric_test(dimension: MetricDimension) -> Test:
     bound = dimension.Value
 
     def test(value: object) -> bool:
-        return (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and compare(float(value), bound)
-        )
+        # type() and not isinstance(): a bool is not a metric.
+        if type(value) is float or type(value) is int:
+            return compare(value, bound)
+        return False
 
     return test
 

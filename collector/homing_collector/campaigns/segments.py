@@ -106,19 +106,20 @@ def compile_dimensions(dimensions: SegmentDimensions, *, now: datetime) -> Predi
             channel = set_test(demographic.Channel)
             tests.append(lambda e: channel(e.get("ChannelType")))
     location = dimensions.Location
-    if location is not None:
-        if location.Country is not None:
-            tests.append(_field(("Location", "Country"), set_test(location.Country)))
-        if location.GPSPoint is not None:
-            tests.append(_gps(location.GPSPoint))
-    if dimensions.Behavior is not None and dimensions.Behavior.Recency is not None:
-        tests.append(_recency(dimensions.Behavior.Recency, now))
+    if location is not None and location.Country is not None:
+        tests.append(_field(("Location", "Country"), set_test(location.Country)))
     for name, attribute in (dimensions.Attributes or {}).items():
         tests.append(_field(("Attributes", name), attribute_test(attribute)))
     for name, attribute in (dimensions.UserAttributes or {}).items():
         tests.append(_field(("User", "UserAttributes", name), attribute_test(attribute)))
     for name, metric in (dimensions.Metrics or {}).items():
         tests.append(_field(("Metrics", name), metric_test(metric)))
+    # The dearer tests last, so that the cheap ones rule most endpoints out first: reading
+    # EffectiveDate parses a time, GPSPoint takes trigonometry.
+    if dimensions.Behavior is not None and dimensions.Behavior.Recency is not None:
+        tests.append(_recency(dimensions.Behavior.Recency, now))
+    if location is not None and location.GPSPoint is not None:
+        tests.append(_gps(location.GPSPoint))
     return _all(tests)
 
 
@@ -163,14 +164,34 @@ def _all(tests: list[Predicate]) -> Predicate:
         return lambda endpoint: True
     if len(tests) == 1:
         return tests[0]
-    return lambda endpoint: all(test(endpoint) for test in tests)
+
+    def every(endpoint: Endpoint) -> bool:
+        # A plain loop: all() over a generator costs more than the tests themselves.
+        for test in tests:  # noqa: SIM110
+            if not test(endpoint):
+                return False
+        return True
+
+    return every
 
 
 def _field(path: tuple[str, ...], test: Callable[[Any], bool]) -> Predicate:
+    # Stored endpoints are decoded JSON, so their objects are dicts, and most paths are two
+    # deep. On bench/campaign_match.py's endpoints, a loop over the path with a Mapping
+    # check took about 1.6x as long per criterion.
+    if len(path) == 2:
+        outer, inner = path
+
+        def lookup2(endpoint: Endpoint) -> bool:
+            part = endpoint.get(outer)
+            return test(part.get(inner) if type(part) is dict else None)
+
+        return lookup2
+
     def lookup(endpoint: Endpoint) -> bool:
         value: Any = endpoint
         for name in path:
-            value = value.get(name) if isinstance(value, Mapping) else None
+            value = value.get(name) if type(value) is dict else None
         return test(value)
 
     return lookup
@@ -202,7 +223,7 @@ def _gps(dimension: GPSPointDimension) -> Predicate:
 
     def test(endpoint: Endpoint) -> bool:
         location = endpoint.get("Location")
-        if not isinstance(location, Mapping):
+        if type(location) is not dict:
             return False
         lat, lon = location.get("Latitude"), location.get("Longitude")
         if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):

@@ -439,3 +439,18 @@ def test_source_segments_need_a_lookup() -> None:
     )
     with pytest.raises(ValueError, match="no lookup"):
         compile_segment(shape.Dimensions, shape.SegmentGroups, now=NOW)
+
+
+def test_values_of_the_wrong_type_are_left_out_not_compared() -> None:
+    odd = {"Attributes": {"x": [1, ["pro"], "pro"]}, "Metrics": {"m": True, "n": "3"}}
+    assert member({"Attributes": {"x": {"Values": ["pro"]}}}, odd)
+    assert member({"Attributes": {"x": {"AttributeType": "CONTAINS", "Values": ["pr"]}}}, odd)
+    assert not member(
+        {"Attributes": {"x": {"AttributeType": "AFTER", "Values": ["2026-01-01"]}}}, odd
+    )
+    assert not member({"Metrics": {"m": {"ComparisonOperator": "EQUAL", "Value": 1}}}, odd)
+    assert not member({"Metrics": {"n": {"ComparisonOperator": "EQUAL", "Value": 3}}}, odd)
+    assert member(
+        {"Demographic": {"Platform": {"DimensionType": "EXCLUSIVE", "Values": ["x"]}}},
+        {"Demographic": "ios"},
+    )

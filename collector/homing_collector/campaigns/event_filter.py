@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .campaign_shapes import Schedule
 from .criteria import event_attribute_test, metric_test
+from .schedule import end_time, start_time
 from .shapes import CampaignEventFilter
 
 Event = Mapping[str, Any]
@@ -74,6 +76,21 @@ def compile_filter(
         test=_rest_test(excluded, attributes, metrics),
         start=start,
         end=end,
+    )
+
+
+def compile_campaign_filter(
+    campaign_id: str, schedule: Schedule, *, created: datetime
+) -> CompiledFilter | None:
+    """The filter of an EVENT campaign, active from its StartTime (IMMEDIATE: `created`)
+    to its EndTime; None for a campaign of another frequency."""
+    if schedule.Frequency != "EVENT" or schedule.EventFilter is None:
+        return None
+    return compile_filter(
+        campaign_id,
+        schedule.EventFilter,
+        start=start_time(schedule, created=created),
+        end=end_time(schedule),
     )
 
 

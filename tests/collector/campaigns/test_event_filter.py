@@ -10,8 +10,14 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from homing_collector.campaigns.campaign_shapes import Schedule
 from homing_collector.campaigns.criteria import attribute_test, event_attribute_test
-from homing_collector.campaigns.event_filter import CompiledFilter, FilterIndex, compile_filter
+from homing_collector.campaigns.event_filter import (
+    CompiledFilter,
+    FilterIndex,
+    compile_campaign_filter,
+    compile_filter,
+)
 from homing_collector.campaigns.shapes import AttributeDimension, CampaignEventFilter
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
@@ -86,6 +92,22 @@ def test_time_window_includes_both_ends() -> None:
     assert index.match(PURCHASE, at=T0 + timedelta(hours=1)) == ["w"]
     assert index.match(PURCHASE, at=T0 - timedelta(milliseconds=1)) == []
     assert index.match(PURCHASE, at=T0 + timedelta(hours=1, milliseconds=1)) == []
+
+
+def test_a_campaigns_window_is_its_schedule() -> None:
+    schedule = msgspec.convert(
+        {
+            "StartTime": "IMMEDIATE",
+            "EndTime": "2026-12-07T00:00:00Z",
+            "Frequency": "EVENT",
+            "EventFilter": endpoint_filter({"EventType": {"Values": ["Purchase"]}}),
+        },
+        Schedule,
+    )
+    f = compile_campaign_filter("c", schedule, created=T0)
+    assert f is not None and (f.start, f.end) == (T0, datetime(2026, 12, 7, tzinfo=timezone.utc))
+    daily = msgspec.convert({"StartTime": "IMMEDIATE", "Frequency": "DAILY"}, Schedule)
+    assert compile_campaign_filter("d", daily, created=T0) is None
 
 
 def test_candidates_are_only_the_filters_of_that_type() -> None:

@@ -8,8 +8,10 @@ message; Homing holds it until the window ends (`delivery` drops it only when th
 
 Homing's decisions: `Start` later than `End` is a window across midnight (22:00 to
 07:00); the window ends at `End` exactly, so a message due at 07:00 is sent at 07:00;
-`Start` equal to `End` is no window. An `End` that a DST change skips is read with the
-offset before the change, as `schedule` reads clock times (02:30 becomes 03:30).
+`Start` equal to `End` is no window. Across DST changes the window is read as Pinpoint's
+rule reads it, by the clock: where a change skips `End`, the window ends at the change,
+when the clock jumps past `End` (unless it lands past `Start`, back in the window); where
+a change repeats the window's hours, a message due in the repeat waits again.
 """
 
 from __future__ import annotations
@@ -45,7 +47,34 @@ def quiet_until(quiet: QuietTime | None, at: datetime, zone: ZoneInfo | None) ->
         day += timedelta(days=1)  # across midnight: the window ends tomorrow
     elif now >= end:
         return None
-    return datetime.combine(day, end, tzinfo=zone).astimezone(timezone.utc)
+    until = _first_after(datetime.combine(day, end), zone, at)
+    # A DST change may jump the clock past End and Start at once, back into the window.
+    return quiet_until(quiet, until, zone) or until
+
+
+def _first_after(wall: datetime, zone: ZoneInfo, at: datetime) -> datetime:
+    """The instant after `at` when the clocks in `zone` read `wall`, or pass it."""
+    first = wall.replace(tzinfo=zone).astimezone(timezone.utc)
+    if first.astimezone(zone).replace(tzinfo=None) != wall:
+        # A DST change skips `wall`: the window ends at the change, the first instant
+        # whose clock time is past it.
+        return _change(zone, wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc), first)
+    if first > at:
+        return first
+    # A DST change repeats `wall` and `at` is in the repeat: the second time it is read.
+    return wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+
+
+def _change(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The first second in (`before`, `after`] with the offset `after` has."""
+    offset = after.astimezone(zone).utcoffset()
+    while after - before > timedelta(seconds=1):
+        middle = before + (after - before) / 2
+        if middle.astimezone(zone).utcoffset() == offset:
+            after = middle
+        else:
+            before = middle
+    return after.replace(microsecond=0)
 
 
 def _clock(text: str) -> time:

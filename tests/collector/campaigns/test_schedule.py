@@ -222,11 +222,16 @@ def test_quiet_time_across_dst() -> None:
     until = quiet_until(NIGHT, at, PARIS)
     assert until is not None and until - at == timedelta(hours=8)
     assert until.astimezone(PARIS).hour == 7
-    # An End that the change skips is read with the offset before it.
+    # An End that the change skips: the window ends when the clock jumps past it.
     skipped = quiet_until(
         QuietTime(Start="01:00", End="02:30"), datetime(2026, 3, 29, 1, 15, tzinfo=PARIS), PARIS
     )
-    assert skipped == utc("2026-03-29T01:30:00")  # 03:30 CEST
+    assert skipped == utc("2026-03-29T01:00:00")  # 02:00 CET, which the clock reads 03:00 CEST
+    # Hours that the change repeats: a message due in the repeat waits for the second End.
+    repeat = datetime(2026, 10, 25, 2, 10, tzinfo=PARIS, fold=1)  # 02:10 CET, the second time
+    assert quiet_until(QuietTime(Start="01:00", End="02:30"), repeat, PARIS) == utc(
+        "2026-10-25T01:30:00"
+    )
 
 
 def delivered(**overrides: Any) -> Send | Skip:
@@ -298,3 +303,99 @@ def test_event_messages_have_five_minutes() -> None:
     assert delivered(
         schedule=event, run=utc("2026-12-06T22:00:00"), now=utc("2026-12-06T22:00:00"), quiet=NIGHT
     ) == Skip("QUIET_TIME")
+
+
+QUIRKY_ZONES = [
+    "Europe/Paris",
+    "America/New_York",
+    "Australia/Lord_Howe",  # half-hour DST
+    "Pacific/Chatham",  # +12:45 / +13:45
+    "America/Santiago",  # DST changes at midnight
+    "Asia/Kolkata",
+    "UTC",
+]
+# Days of 2026 when one of QUIRKY_ZONES changes its clocks.
+DST_DAYS = ["2026-03-08", "2026-03-29", "2026-04-04", "2026-04-05", "2026-09-06", "2026-09-27"]
+DST_DAYS += ["2026-10-04", "2026-10-25", "2026-11-01"]
+CLOCK = st.builds(
+    lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23), st.sampled_from([0, 15, 30, 45])
+)
+
+
+def bf_quiet(start: str, end: str, at: datetime, zone: ZoneInfo) -> datetime | None:
+    """Step a minute at a time until the endpoint's clock reads a time outside the window."""
+
+    def inside(moment: datetime) -> bool:
+        clock = moment.astimezone(zone).strftime("%H:%M")
+        if start < end:
+            return start <= clock < end
+        return clock >= start or clock < end
+
+    if start == end or not inside(at):
+        return None
+    moment = at
+    while inside(moment):
+        moment += timedelta(minutes=1)
+    return moment
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    CLOCK,
+    CLOCK,
+    st.sampled_from(QUIRKY_ZONES),
+    st.one_of(
+        st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1)),
+        # Around the year's DST changes in these zones, where the rules bite.
+        st.builds(
+            lambda day, minutes: datetime.fromisoformat(day) + timedelta(minutes=minutes),
+            st.sampled_from(DST_DAYS),
+            st.integers(-24 * 60, 48 * 60),
+        ),
+    ),
+)
+def test_quiet_time_matches_a_minute_by_minute_clock(
+    start: str, end: str, zone_name: str, moment: datetime
+) -> None:
+    zone = ZoneInfo(zone_name)
+    at = moment.replace(second=0, microsecond=0, tzinfo=UTC)
+    got = quiet_until(QuietTime(Start=start, End=end), at, zone)
+    assert got == bf_quiet(start, end, at, zone)
+
+
+# (zone, the local clock time of a 2026 DST change): gaps and repeats of 30 to 60 minutes.
+CHANGES = [
+    ("Europe/Paris", "2026-03-29T02:00"),
+    ("Europe/Paris", "2026-10-25T03:00"),
+    ("America/New_York", "2026-03-08T02:00"),
+    ("America/New_York", "2026-11-01T02:00"),
+    ("Australia/Lord_Howe", "2026-04-05T02:00"),
+    ("Australia/Lord_Howe", "2026-10-04T02:00"),
+    ("Pacific/Chatham", "2026-04-05T03:45"),
+    ("Pacific/Chatham", "2026-09-27T02:45"),
+    ("America/Santiago", "2026-04-05T00:00"),
+    ("America/Santiago", "2026-09-06T00:00"),
+]
+
+
+def near(change: str, minutes: int) -> str:
+    return (datetime.fromisoformat(change) + timedelta(minutes=minutes)).strftime("%H:%M")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(CHANGES),
+    st.integers(-12, 12).map(lambda q: q * 15),  # Start, in minutes from the change
+    st.integers(-12, 12).map(lambda q: q * 15),  # End
+    st.integers(-5 * 60, 5 * 60),  # the message's time, in minutes from the change (UTC)
+)
+def test_quiet_time_across_dst_matches_the_clock(
+    change: tuple[str, str], start: int, end: int, minutes: int
+) -> None:
+    zone = ZoneInfo(change[0])
+    at = datetime.fromisoformat(change[1]).replace(tzinfo=zone).astimezone(UTC)
+    at += timedelta(minutes=minutes)
+    window = QuietTime(Start=near(change[1], start), End=near(change[1], end))
+    assert quiet_until(window, at, zone) == bf_quiet(
+        near(change[1], start), near(change[1], end), at, zone
+    )

@@ -16,16 +16,18 @@ a change repeats the window's hours, a message due in the repeat waits again.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from .campaign_shapes import QuietTime
+from .schedule import clock_instant
 
 
 def quiet_until(quiet: QuietTime | None, at: datetime, zone: ZoneInfo | None) -> datetime | None:
     """If `at` is inside the quiet window for an endpoint in `zone`, the instant the window
     ends (UTC); None when the message may go at `at`.
 
+    >>> from datetime import timezone
     >>> from zoneinfo import ZoneInfo
     >>> night = QuietTime(Start="22:00", End="07:00")
     >>> at = datetime(2026, 12, 6, 22, 30, tzinfo=timezone.utc)  # 23:30 in Paris
@@ -47,34 +49,9 @@ def quiet_until(quiet: QuietTime | None, at: datetime, zone: ZoneInfo | None) ->
         day += timedelta(days=1)  # across midnight: the window ends tomorrow
     elif now >= end:
         return None
-    until = _first_after(datetime.combine(day, end), zone, at)
+    until = clock_instant(datetime.combine(day, end), zone, after=at)
     # A DST change may jump the clock past End and Start at once, back into the window.
     return quiet_until(quiet, until, zone) or until
-
-
-def _first_after(wall: datetime, zone: ZoneInfo, at: datetime) -> datetime:
-    """The instant after `at` when the clocks in `zone` read `wall`, or pass it."""
-    first = wall.replace(tzinfo=zone).astimezone(timezone.utc)
-    if first.astimezone(zone).replace(tzinfo=None) != wall:
-        # A DST change skips `wall`: the window ends at the change, the first instant
-        # whose clock time is past it.
-        return _change(zone, wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc), first)
-    if first > at:
-        return first
-    # A DST change repeats `wall` and `at` is in the repeat: the second time it is read.
-    return wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
-
-
-def _change(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
-    """The first second in (`before`, `after`] with the offset `after` has."""
-    offset = after.astimezone(zone).utcoffset()
-    while after - before > timedelta(seconds=1):
-        middle = before + (after - before) / 2
-        if middle.astimezone(zone).utcoffset() == offset:
-            after = middle
-        else:
-            before = middle
-    return after.replace(microsecond=0)
 
 
 def _clock(text: str) -> time:

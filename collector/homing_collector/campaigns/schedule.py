@@ -17,8 +17,8 @@ Homing's decisions where the documents are silent:
   read in the `Timezone` offset (UTC when not given).
 - The scheduled clock time is the run's time read in the `Timezone` offset. For a local
   -time campaign it is then read in the endpoint's zone: 09:00 at UTC-05 becomes 09:00 in
-  Paris. A clock time that a DST change skips is sent as the clocks spring past it
-  (02:30 becomes 03:30); one that a DST change repeats is sent at its first occurrence.
+  Paris. A clock time that a DST change skips is sent at the change, when the clock jumps
+  past it (02:30 goes at 03:00); one that a DST change repeats at its first reading.
 - EVENT campaigns have no runs: events trigger them (`event_filter`).
 """
 
@@ -122,8 +122,32 @@ def endpoint_zone(name: object) -> ZoneInfo | None:
 def local_instant(run: datetime, schedule: Schedule, zone: ZoneInfo) -> datetime:
     """When a local-time campaign's `run` reaches an endpoint in `zone`: the same clock
     time as the run has in the schedule's `Timezone` offset, read in `zone`."""
-    wall = run.astimezone(_offset(schedule)).replace(tzinfo=None)
-    return wall.replace(tzinfo=zone).astimezone(timezone.utc)
+    return clock_instant(run.astimezone(_offset(schedule)).replace(tzinfo=None), zone)
+
+
+def clock_instant(wall: datetime, zone: ZoneInfo, *, after: datetime | None = None) -> datetime:
+    """The first instant (after `after`, when given) at which the clocks in `zone` read
+    the naive time `wall`, or jump past it."""
+    first = wall.replace(tzinfo=zone).astimezone(timezone.utc)
+    if first.astimezone(zone).replace(tzinfo=None) != wall:
+        # A DST change skips `wall`: the change itself, when the clock jumps past it.
+        return _change(zone, wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc), first)
+    if after is None or first > after:
+        return first
+    # A DST change repeats `wall` and `after` is in the repeat: its second reading.
+    return wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+
+
+def _change(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The first second in (`before`, `after`] with the offset `after` has."""
+    offset = after.astimezone(zone).utcoffset()
+    while after - before > timedelta(seconds=1):
+        middle = before + (after - before) / 2
+        if middle.astimezone(zone).utcoffset() == offset:
+            after = middle
+        else:
+            before = middle
+    return after.replace(microsecond=0)
 
 
 def _nth_run(schedule: Schedule, start: datetime, n: int) -> datetime | None:

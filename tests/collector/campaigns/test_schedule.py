@@ -152,12 +152,12 @@ def test_local_time_follows_dst() -> None:
     assert all(t.astimezone(PARIS).hour == 9 for t in local)
 
 
-def test_a_skipped_clock_time_goes_as_the_clocks_spring_past_it() -> None:
-    # 02:30 does not exist in New York on 8 March 2026: it is sent at 03:30 EDT.
+def test_a_skipped_clock_time_goes_when_the_clock_jumps_past_it() -> None:
+    # 02:30 does not exist in New York on 8 March 2026: the clock jumps from 02:00 to 03:00.
     s = schedule(StartTime="2026-03-08T02:30:00Z", IsLocalTime=True)
     sent = local_instant(utc("2026-03-08T02:30:00"), s, NEW_YORK)
-    assert sent == utc("2026-03-08T07:30:00")
-    assert sent.astimezone(NEW_YORK).strftime("%H:%M %Z") == "03:30 EDT"
+    assert sent == utc("2026-03-08T07:00:00")
+    assert sent.astimezone(NEW_YORK).strftime("%H:%M %Z") == "03:00 EDT"
 
 
 def test_a_repeated_clock_time_goes_at_its_first_occurrence() -> None:

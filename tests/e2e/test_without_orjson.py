@@ -5,11 +5,16 @@ and tenacity, and no orjson. samples/desktop_app.py runs from it against a live
 collector; the same sample then runs from the test venv, with orjson. Both runs use the
 same random seed, so the events must match byte for byte once the fields that depend on
 the time of the run (timestamps, session ids and durations) are set aside.
+
+The venv is also what python-for-android installs from the Kivy sample's requirements
+line: every package in it must be named there, and each must be pure Python.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +32,29 @@ SEEDED = (
     "sys.argv = [sys.argv[1], *sys.argv[2:]]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 RUN_DEPENDENT = ("Timestamp", "Session")
+BUILDOZER_SPEC = ROOT / "samples" / "kivy_app" / "buildozer.spec"
+RECIPES = {"python3", "kivy", "pyjnius", "sqlite3"}  # python-for-android builds these
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def android_requirements() -> set[str]:
+    spec = configparser.ConfigParser()
+    spec.read(BUILDOZER_SPEC)
+    return {normalized(name.strip()) for name in spec["app"]["requirements"].split(",")}
+
+
+def installed(venv: Path) -> dict[str, bool]:
+    """Each distribution in the venv (but pip's own) and whether it is pure Python."""
+    (site,) = venv.glob("lib/python3*/site-packages")
+    found = {}
+    for info in site.glob("*.dist-info"):
+        name = normalized(info.name.split("-")[0])
+        if name not in ("pip", "setuptools"):
+            found[name] = "Root-Is-Purelib: true" in (info / "WHEEL").read_text()
+    return found
 
 
 def pip(venv: Path, *args: str) -> None:
@@ -81,6 +109,11 @@ def test_an_install_without_orjson_uploads_the_same_events(
         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert Path(where.stdout.strip()).is_relative_to(venv)  # the installed wheel, not ours
+
+    # The Android requirements line names exactly this, and all of it is pure Python.
+    packages = installed(venv)
+    assert set(packages) == android_requirements() - RECIPES
+    assert all(packages.values()), packages
 
     fallback = run_sample(python, collector, tmp_path, "no-orjson")
     fast = run_sample(Path(sys.executable), collector, tmp_path, "orjson")

@@ -7,7 +7,9 @@ main loop's part. tests/e2e/test_kivy_app.py runs the real app in a window.
 
 from __future__ import annotations
 
+import configparser
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -274,3 +276,46 @@ def test_on_android_the_files_go_to_the_apps_private_directory(tmp_path: Path) -
     private = folder / "files"
     assert store.is_relative_to(private) and state.is_relative_to(private), result.stdout
     assert store.name == "events.sqlite3" and store.exists() and state.exists()
+
+
+# The Kivy section of docs/sdk.md and the sample's README show code from the sample,
+# which tests/e2e/test_kivy_app.py runs in a window.
+
+SAMPLE_DIR = ROOT / "samples" / "kivy_app"
+
+
+def fenced(markdown: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", markdown, re.M | re.S)
+
+
+def test_the_docs_binding_example_is_the_samples_code() -> None:
+    section = (ROOT / "docs" / "sdk.md").read_text().split("## Kivy apps", 1)[1]
+    (example,) = fenced(section.split("\n## ", 1)[0].split("### Push handlers")[0], "py")
+    assert example in (SAMPLE_DIR / "main.py").read_text()
+
+
+def test_the_requirements_line_is_buildozer_specs() -> None:
+    spec = configparser.ConfigParser()
+    spec.read(SAMPLE_DIR / "buildozer.spec")
+    line = f"requirements = {spec['app']['requirements']}\n"
+    assert "orjson" not in line
+    for doc in (ROOT / "docs" / "sdk.md", SAMPLE_DIR / "README.md"):
+        assert line in fenced(doc.read_text(), "ini"), doc
+
+
+def test_the_readmes_firebase_callback_reaches_a_main_thread_handler(
+    bound: tuple[ShopApp, homing.Analytics, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, analytics, binding = bound
+    app.analytics = analytics
+    monkeypatch.setattr(kivy_app.App, "_running_app", app)
+    shown: list[dict[str, Any]] = []
+    binding.on_silent_push(lambda message: shown.append(message.data))
+    (callback,) = fenced((SAMPLE_DIR / "README.md").read_text(), "py")
+    namespace: dict[str, Any] = {"App": kivy_app.App}
+    exec(callback, namespace)
+    silent = {"pinpoint.notification.silentPush": "1", "pinpoint.jsonBody": '{"offer": "x"}'}
+    namespace["on_fcm_message"](silent, "0:1700000000%abc")
+    namespace["on_fcm_message"](silent, "0:1700000000%abc")  # FCM delivered it twice
+    Clock.tick()
+    assert shown == [{"offer": "x"}]

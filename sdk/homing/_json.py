@@ -19,6 +19,7 @@ Every SDK module takes JSON from here, never from orjson or json directly.
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import re
 from collections.abc import Callable
@@ -35,20 +36,37 @@ _MIN_INT = -(2**63)
 _MAX_INT = 2**64 - 1  # orjson writes u64 too
 _MAX_DEPTH = 254  # orjson refuses nesting deeper than this
 
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode
-_sorted = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=True, sort_keys=True
-).encode
+
+def _unsupported(value: Any) -> Any:
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def _encoder(sort_keys: bool) -> Callable[[Any], str]:
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the _json accelerator
+        return json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), allow_nan=True, sort_keys=sort_keys
+        ).encode
+    # The C encoder, made once: JSONEncoder.encode() makes a new one per call, which costs
+    # more than encoding a small event. No circular-reference markers: _refuse() has
+    # already refused anything nested deeper than orjson allows.
+    encode = make(None, _unsupported, json.encoder.encode_basestring, None, ":", ",",
+                  sort_keys, False, True)  # fmt: skip
+    return lambda value: "".join(encode(value, 0))
+
+
+_compact = _encoder(sort_keys=False)
+_sorted = _encoder(sort_keys=True)
 # Outside strings, only floats differ from what json writes: orjson writes an exponent of
 # -5 as a plain decimal and the others without a leading zero, and NaN and the infinities
 # as null. The strings are matched too, so that nothing inside one is ever touched.
-_NEEDS_FIX = re.compile(r"e-0|NaN|Infinity")
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|(-?)(\d+(?:\.\d+)?)e-0(\d)|-?Infinity|NaN')
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _FallbackEncodeError(TypeError):
-    """What orjson.JSONEncodeError is: a TypeError."""
+    # What orjson.JSONEncodeError is: a TypeError.
+    pass
 
 
 def _refuse(value: Any, depth: int = 0) -> None:
@@ -88,7 +106,7 @@ def _encode(value: Any, encode: Callable[[Any], str]) -> bytes:
         text = encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise _FallbackEncodeError(str(exc)) from None
-    if _NEEDS_FIX.search(text):
+    if "e-0" in text or "NaN" in text or "Infinity" in text:
         text = _TOKENS.sub(_fix_token, text)
     try:
         return text.encode()

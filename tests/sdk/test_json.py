@@ -122,6 +122,26 @@ def test_edge_values(value: Any) -> None:
     assert outcome(_json.py_dumps, value) == outcome(orjson.dumps, value)
 
 
+@pytest.mark.parametrize("depth", [254, 255, 1000])
+@pytest.mark.parametrize("container", ["list", "dict"])
+def test_nesting_is_refused_where_orjson_refuses_it(depth: int, container: str) -> None:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value] if container == "list" else {"k": value}
+    assert outcome(_json.py_dumps, value) == outcome(orjson.dumps, value)
+
+
+def test_an_interpreter_without_the_c_accelerator_writes_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    for sort_keys, option in ((False, 0), (True, orjson.OPT_SORT_KEYS)):
+        encode = _json._encoder(sort_keys)
+        for value in ({"b": [1e-05, float("nan"), "é\u2028"], "a": 2**63}, "x", 1.5e-07):
+            fixed = _json._TOKENS.sub(_json._fix_token, encode(value)).encode()
+            assert fixed == orjson.dumps(value, option=option)
+
+
 def read_outcome(load: Any, text: str | bytes) -> bytes | str:
     try:
         value = load(text)

@@ -7,8 +7,10 @@ how an app packaged by python-for-android or kivy-ios runs it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +183,7 @@ def test_the_fallback_raises_the_exception_classes_callers_catch() -> None:
 
 
 @pytest.mark.timeout(900)
-def test_the_sdk_suite_passes_without_orjson(tmp_path: Path) -> None:
+def test_the_sdk_suite_passes_without_orjson() -> None:
     # A child interpreter in which `import orjson` fails, as on a phone. The two tests
     # that compare the SDK's merge with the collector's need the collector, which needs
     # orjson; this file compares with orjson itself and skips there.
@@ -193,16 +195,21 @@ def test_the_sdk_suite_passes_without_orjson(tmp_path: Path) -> None:
         "print('json:', 'orjson' if homing._json.FAST else 'fallback')\n"
         "sys.exit(code)\n"
     )
+    # Short: the network tests bind AF_UNIX sockets under it, whose paths are limited.
+    basetemp = tempfile.mkdtemp(prefix="homing-nj-")
     args = [
-        "tests/sdk", "-q", "-x", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t"),
+        "tests/sdk", "-q", "-x", "-p", "no:cacheprovider", "--basetemp", basetemp,
         # tests/conftest.py imports the collector, which needs orjson: not loaded here.
         "--confcutdir", "tests/sdk",
         "-k", "not as_the_collector_does and not the_collectors_size_limit",
     ]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=850, check=False,
-    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=850, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(basetemp, ignore_errors=True)
     tail = result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     lines = result.stdout.strip().splitlines()

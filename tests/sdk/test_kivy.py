@@ -237,6 +237,8 @@ class PythonActivity:
 def autoclass(name):
     if name == "org.kivy.android.PythonActivity":
         return PythonActivity
+    if name == "android.content.Context":  # where platformdirs before 4.3 looked
+        return Context()
     raise JavaException(name)
 """
 

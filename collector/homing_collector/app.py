@@ -96,7 +96,8 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
 
 async def _pinpoint_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PinpointError)
-    return error_response(exc.status_code, exc.message, request_id(request))
+    headers = {"Connection": "close"} if exc.body_unread else None
+    return error_response(exc.status_code, exc.message, request_id(request), headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -174,6 +175,13 @@ class _Observe:
         scope["homing.request_id"] = rid
         started = time.perf_counter()
         status = 500
+        body_bytes = 0
+
+        async def receive_counted() -> Message:
+            nonlocal body_bytes
+            message = await receive()
+            body_bytes += len(message.get("body", b""))
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -185,12 +193,12 @@ class _Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_counted, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.observe(template, scope["method"], status, elapsed)
+            self.metrics.observe(template, scope["method"], status, elapsed, body_bytes)
             if access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 access_logger.info(

@@ -80,16 +80,34 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Signature:
+    """A SigV4 header whose key, date and scope passed: what is left is to check its
+    signature, which covers the body's hash, once the body is read."""
+
+    key: KeyRecord
+    header_names: list[str]
+    signed_headers: str
+    amz_date: str
+    scope: list[str]  # date, region, service, "aws4_request"
+    signature: str
+
+
 async def authenticate(
-    request: Request, body: bytes, storage: Storage, *, now: datetime | None = None
-) -> Principal:
+    request: Request, storage: Storage, *, now: datetime | None = None
+) -> tuple[Principal, Signature | None]:
+    """Who calls, from the headers alone: the body is not read yet, so that an anonymous
+    client cannot make the server read and inflate it. For SigV4, the Signature returned
+    must then be checked with `verify_signature` against the body as sent."""
     header = request.headers.get("authorization", "")
+    signature: Signature | None = None
     if header[:7].lower() == "bearer ":
         key = await storage.get_key_by_token(hash_token(header[7:].strip()))
         if key is None:
             raise forbidden("The bearer token is not valid")
     elif header.startswith("AWS4-HMAC-SHA256 "):
-        key = await _verify_sigv4(request, header, body, storage, now or datetime.now(timezone.utc))
+        signature = await _sigv4_scope(request, header, storage, now or datetime.now(timezone.utc))
+        key = signature.key
     elif header:
         raise forbidden(
             "The Authorization header is neither 'Bearer <token>' nor AWS Signature Version 4"
@@ -101,7 +119,7 @@ async def authenticate(
         )
     if key.revoked_at is not None:
         raise forbidden(f"The key {key.access_key_id} has been revoked")
-    return Principal(key.access_key_id, key.role, key.app_id)
+    return Principal(key.access_key_id, key.role, key.app_id), signature
 
 
 def authorize(principal: Principal, op: Operation, app_id: str | None) -> None:
@@ -119,9 +137,7 @@ def authorize(principal: Principal, op: Operation, app_id: str | None) -> None:
         )
 
 
-async def _verify_sigv4(
-    request: Request, header: str, body: bytes, storage: Storage, now: datetime
-) -> KeyRecord:
+async def _sigv4_scope(request: Request, header: str, storage: Storage, now: datetime) -> Signature:
     fields: dict[str, str] = {}
     for part in header[len("AWS4-HMAC-SHA256 ") :].split(","):
         name, _, value = part.strip().partition("=")
@@ -162,7 +178,14 @@ async def _verify_sigv4(
     key = await storage.get_key(access_key_id)
     if key is None:
         raise forbidden(f"The access key id {access_key_id} does not exist")
+    return Signature(
+        key, header_names, signed_headers, amz_date, [date, region, service, "aws4_request"],
+        signature,
+    )  # fmt: skip
 
+
+def verify_signature(request: Request, sig: Signature, body: bytes) -> None:
+    """Raise 403 unless `sig` signs this request with `body`, the body as sent."""
     payload_hash = hashlib.sha256(body).hexdigest()
     claimed = request.headers.get("x-amz-content-sha256")
     if claimed is not None and claimed not in (payload_hash, "UNSIGNED-PAYLOAD"):
@@ -172,27 +195,30 @@ async def _verify_sigv4(
             request.method,
             _canonical_path(request.scope.get("raw_path") or request.url.path.encode()),
             _canonical_query(request.scope.get("query_string", b"")),
-            "".join(f"{name}:{_header_value(request, name)}\n" for name in header_names),
-            signed_headers,
+            "".join(f"{name}:{_header_value(request, name)}\n" for name in sig.header_names),
+            sig.signed_headers,
             claimed if claimed == "UNSIGNED-PAYLOAD" else payload_hash,
         ]
     )
-    scope = f"{date}/{region}/{service}/aws4_request"
     to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        [
+            "AWS4-HMAC-SHA256",
+            sig.amz_date,
+            "/".join(sig.scope),
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
     )
-    signing_key = ("AWS4" + key.secret).encode()
-    for part in (date, region, service, "aws4_request"):
+    signing_key = ("AWS4" + sig.key.secret).encode()
+    for part in sig.scope:
         signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
     expected = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
     # Bytes, not str: compare_digest refuses a str with non-ASCII characters, and header
     # bytes arrive decoded as latin-1, so a forged Signature= could otherwise be a 500.
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
+    if not hmac.compare_digest(expected.encode(), sig.signature.encode()):
         raise forbidden(
             "The request signature we calculated does not match the signature you provided. "
             "Check your secret access key and signing method."
         )
-    return key
 
 
 def _canonical_path(raw_path: bytes) -> str:

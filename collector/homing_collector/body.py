@@ -57,7 +57,9 @@ async def read_body(request: Request, limit: int) -> tuple[bytes, bytes]:
     """Return the body as sent (what SigV4 signed) and as decoded, each within `limit`."""
     length = whole_number(request.headers.get("content-length"), max_digits=30)
     if length is not None and length > limit:
-        raise _too_large(limit, "The request body")
+        error = _too_large(limit, "The request body")
+        error.body_unread = True
+        raise error
     encoding = request.headers.get("content-encoding", "").strip().lower()
     inflater: _Inflater | None = None
     if encoding in ("gzip", "x-gzip", "deflate"):

@@ -28,6 +28,10 @@ class PinpointError(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        # Answered before the request's body was read: the answer says Connection: close,
+        # so that the server neither waits for that body nor reads it to reuse the
+        # connection.
+        self.body_unread = False
 
 
 def bad_request(message: str) -> PinpointError:

@@ -88,17 +88,21 @@ class Metrics:
         self.push: Counter[str] = Counter()  # PUSH_OUTCOMES
         self.push_streams = 0  # open push streams
         self._latency: dict[str, list[float]] = {}  # route -> [bucket counts..., +Inf, sum]
+        self.body_bytes: Counter[str] = Counter()  # route -> request body bytes read
         self._board: Board | None = None
         self._slot = 0
         self._too_big = False
         self._seen: dict[int, dict[str, Any]] = {}  # slot -> the last snapshot read there
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+    def observe(
+        self, route: str, method: str, status: int, seconds: float, body_bytes: int = 0
+    ) -> None:
         # A client picks the method; unknown ones share one series so they cannot grow
         # the metrics without bound.
         if method not in _METHODS:
             method = "other"
         self.requests[(route, method, status)] += 1
+        self.body_bytes[route] += body_bytes  # += 0 too: every route seen has its series
         row = self._latency.get(route)
         if row is None:
             row = self._latency[route] = [0.0] * (len(_BUCKETS) + 2)
@@ -150,12 +154,15 @@ class Metrics:
             "push": dict(self.push),
             "push_streams": self.push_streams,
             "latency": self._latency,
+            "body_bytes": dict(self.body_bytes),
         }
 
     def _absorb(self, snapshot: dict[str, Any], *, alive: bool = True) -> None:
         for route, method, status, count in snapshot["requests"]:
             self.requests[(route, method, status)] += count
         self.events.update(snapshot["events"])
+        for route, count in snapshot["body_bytes"].items():
+            self.body_bytes[route] += count
         self.push.update(snapshot["push"])
         if alive:  # a worker that is gone holds no streams
             self.push_streams += snapshot["push_streams"]
@@ -206,6 +213,12 @@ class Metrics:
                 f'homing_requests_total{{route="{route}",method="{method}",status="{status}"}}'
                 f" {count}"
             )
+        lines += [
+            "# HELP homing_request_body_bytes_total Request body bytes read, as sent, by route.",
+            "# TYPE homing_request_body_bytes_total counter",
+        ]
+        for route, count in sorted(totals.body_bytes.items()):
+            lines.append(f'homing_request_body_bytes_total{{route="{route}"}} {count}')
         lines += [
             "# HELP homing_events_total Events received by PutEvents, by outcome.",
             "# TYPE homing_events_total counter",

@@ -96,14 +96,14 @@ def test_metrics_add_up_the_workers_of_a_board() -> None:
     first, second, third = Metrics(), Metrics(), Metrics()
     for slot, metrics in enumerate((first, second, third)):
         metrics.share(board, slot)
-    first.observe("/v1/apps", "GET", 200, 0.002)
+    first.observe("/v1/apps", "GET", 200, 0.002, body_bytes=10)
     first.events["accepted"] += 5
     first.push_streams = 2
     # The second worker lives in another process, as `serve --workers` forks them.
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child leaves at once
         second.observe("/v1/apps", "GET", 200, 0.3)
-        second.observe("/v1/apps", "GET", 404, 0.001)
+        second.observe("/v1/apps", "GET", 404, 0.001, body_bytes=5)
         second.events["accepted"] += 7
         second.events["rejected"] += 1
         second.push["sent"] += 4
@@ -116,6 +116,7 @@ def test_metrics_add_up_the_workers_of_a_board() -> None:
     assert series['homing_requests_total{route="/v1/apps",method="GET",status="200"}'] == 2
     assert series['homing_requests_total{route="/v1/apps",method="GET",status="404"}'] == 1
     assert series['homing_events_total{outcome="accepted"}'] == 12
+    assert series['homing_request_body_bytes_total{route="/v1/apps"}'] == 15
     assert series['homing_events_total{outcome="rejected"}'] == 1
     assert series['homing_push_messages_total{outcome="sent"}'] == 4
     assert series["homing_push_streams"] == 2

@@ -1,4 +1,5 @@
-"""What every Pinpoint route does first: read the body, authenticate, authorise."""
+"""What every Pinpoint route does first: authenticate and authorise from the headers,
+then read the body and check it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from homing import limits
-from homing_collector.auth import Principal, authenticate, authorize
+from homing_collector.auth import Principal, authenticate, authorize, verify_signature
 from homing_collector.body import parse_json, read_body
-from homing_collector.errors import not_found, request_id
+from homing_collector.errors import PinpointError, not_found, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.operation import operation_of
 from homing_collector.push.gateway import Gateway
@@ -52,12 +53,20 @@ def gateway(request: Request) -> Gateway:
 
 async def begin(request: Request) -> Call:
     op = operation_of(request)
-    raw, body = await read_body(request, limits.MAX_REQUEST_BYTES)
-    principal = await authenticate(request, raw, storage(request))
     app_id = request.path_params.get("application_id") if op.app_scoped else None
-    authorize(principal, op, app_id)
-    if app_id is not None and await storage(request).get_app(app_id) is None:
-        raise not_found(f"Application {app_id} does not exist")
+    # Everything the headers can decide comes before the body, so that an anonymous or
+    # unauthorised client cannot make the server read, and inflate, up to the size limit.
+    try:
+        principal, signature = await authenticate(request, storage(request))
+        authorize(principal, op, app_id)
+        if app_id is not None and await storage(request).get_app(app_id) is None:
+            raise not_found(f"Application {app_id} does not exist")
+    except PinpointError as exc:
+        exc.body_unread = announces_body(request)
+        raise
+    raw, body = await read_body(request, limits.MAX_REQUEST_BYTES)
+    if signature is not None:
+        verify_signature(request, signature, raw)  # it covers the body's hash
     payload = checked = None
     if op.request is not None:
         payload = parse_json(body)
@@ -67,6 +76,13 @@ async def begin(request: Request) -> Call:
         checked = op.check(request.query_params) if op.check is not None else None
         check_query(request.query_params, op.query)
     return Call(request, principal, app_id or "", payload, len(body), checked)
+
+
+def announces_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length.strip() != "0") or (
+        "transfer-encoding" in request.headers
+    )
 
 
 def json(data: Any, status_code: int = 200) -> Response:

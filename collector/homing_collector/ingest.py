@@ -22,7 +22,7 @@ from homing.wire import (
     check_url_id,
     format_timestamp,
 )
-from homing_collector import endpoints
+from homing_collector import device, endpoints
 from homing_collector.analytics.rollups import Summary
 from homing_collector.errors import bad_request
 from homing_collector.storage.base import EndpointUpdate, EventRow, Storage
@@ -156,13 +156,19 @@ def check_events(
     return CheckedBatch(results, updates, rows, rejected, now, summary)
 
 
-async def store_events(storage: Storage, app_id: str, checked: CheckedBatch) -> IngestReport:
+async def store_events(
+    storage: Storage, app_id: str, checked: CheckedBatch, *, locked: frozenset[str] = frozenset()
+) -> IngestReport:
+    """Store what `checked` holds. The endpoints in `locked` keep their
+    `device.LOCKED_FIELDS`: an update that changes one is answered 400 in its
+    EndpointItemResponse, and its events are stored all the same."""
     results, rows, rejected = checked.results, checked.rows, checked.rejected
+    merge = partial(endpoints.merge, app_id, now=format_timestamp(checked.now))
     outcome = await storage.put_events(
         app_id,
         checked.updates,
         rows,
-        merge=partial(endpoints.merge, app_id, now=format_timestamp(checked.now)),
+        merge=partial(device.guarded_merge, merge, locked) if locked else merge,
         max_event_types=limits.MAX_EVENT_TYPES_PER_APP,
         max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
         summary=checked.summary,

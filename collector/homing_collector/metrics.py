@@ -84,7 +84,8 @@ class Board:
 class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.events: Counter[str] = Counter()  # "accepted", "rejected"
+        # "accepted", "rejected", and "accepted_without_device_credential" (among accepted)
+        self.events: Counter[str] = Counter()
         self.push: Counter[str] = Counter()  # PUSH_OUTCOMES
         self.push_streams = 0  # open push streams
         self._latency: dict[str, list[float]] = {}  # route -> [bucket counts..., +Inf, sum]
@@ -225,6 +226,13 @@ class Metrics:
         ]
         for outcome in ("accepted", "rejected"):
             lines.append(f'homing_events_total{{outcome="{outcome}"}} {totals.events[outcome]}')
+        lines += [
+            "# HELP homing_events_without_device_credential_total Events accepted for an"
+            " endpoint that has a device credential, from a caller without it.",
+            "# TYPE homing_events_without_device_credential_total counter",
+            "homing_events_without_device_credential_total"
+            f" {totals.events['accepted_without_device_credential']}",
+        ]
         lines += [
             "# HELP homing_push_messages_total Push messages, by what happened to them.",
             "# TYPE homing_push_messages_total counter",

@@ -21,6 +21,7 @@ import httpx
 import platformdirs
 
 from homing import _json
+from homing._credential import DeviceCredential
 from homing._endpoint import Endpoint
 from homing._events import EventBuilder, check_attribute, check_metric
 from homing._exceptions import ConfigurationError, InvalidEndpointError, InvalidEventError
@@ -101,6 +102,9 @@ class Analytics:
         self._counters = Counters()
         app_url = f"{url}/v1/apps/{quote(app_id, safe='')}"
         endpoint_url = f"{app_url}/endpoints/{quote(self._endpoint.id, safe='')}"
+        credential = DeviceCredential(
+            url=f"{endpoint_url}/credential", state=TableView(self._state, "device")
+        )
         self._uploader = Uploader(
             store=self._store,
             url=f"{app_url}/events",
@@ -114,6 +118,7 @@ class Analytics:
             clock=clock,
             transport=transport,
             counters=self._counters,
+            credential=credential,
         )
         self._sessions = Sessions(
             record=self._record_session_event,
@@ -133,6 +138,7 @@ class Analytics:
             record=self._record_push_event,
             transport=transport,
             notifier=notifier,
+            credential=credential,
         )
         _OPEN.add(self)
         self._sessions.recover()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from homing import _json
+from homing._credential import DeviceCredential
 from homing._uploader import _message, backoff_delay
 from homing._version import __version__
 from homing.push import CAMPAIGN_KEYS, PushMessage, parse_payload
@@ -100,8 +101,10 @@ class Push:
         foreground: bool = True,
         max_seen: int = 1000,
         wait: Callable[[threading.Event, float], Any] | None = None,
+        credential: DeviceCredential | None = None,
     ) -> None:
         self.stream_url = stream_url
+        self.credential = credential
         self.acks_url = acks_url
         self.notifier = notifier
         self.foreground = foreground
@@ -252,7 +255,9 @@ class Push:
         # One connection; returns a minimum wait before the next one, if any.
         self._alive = False
         client = self._http()
-        headers = {**self._headers, "Accept": "text/event-stream"}
+        if self.credential is not None:
+            self.credential.ensure(client, self._headers)
+        headers = {**self._headers, **self._credential_headers(), "Accept": "text/event-stream"}
         if self._last_seq:
             headers["Last-Event-ID"] = str(self._last_seq)
         timeout = httpx.Timeout(10.0, connect=5.0, read=_READ_TIMEOUT)
@@ -264,6 +269,12 @@ class Push:
                 resp.read()
                 message = _message(resp)
                 self._error(f"stream: {resp.status_code}: {message}")
+                if (
+                    resp.status_code == 403
+                    and self.credential is not None
+                    and self.credential.forget_if_gone(message)
+                ):
+                    return None  # the next connection asks for a new credential
                 if resp.status_code in (401, 403, 404):
                     if not self._auth_logged:
                         self._auth_logged = True
@@ -436,7 +447,11 @@ class Push:
             response = self._http().post(
                 self.acks_url,
                 content=_json.dumps({"MessageIds": message_ids}),
-                headers={**self._headers, "Content-Type": "application/json"},
+                headers={
+                    **self._headers,
+                    **self._credential_headers(),
+                    "Content-Type": "application/json",
+                },
                 timeout=httpx.Timeout(10.0, connect=5.0),
             )
             if response.status_code not in (200, 202):
@@ -444,6 +459,9 @@ class Push:
         except Exception as exc:
             # Not acked: the collector sends it again, and the seen set makes it a duplicate.
             self._error(f"ack: {type(exc).__name__}: {exc}")
+
+    def _credential_headers(self) -> dict[str, str]:
+        return self.credential.headers() if self.credential is not None else {}
 
     def _save(self) -> None:
         try:

@@ -23,6 +23,7 @@ import httpx
 from tenacity import RetryCallState, wait_random_exponential
 
 from homing import _json, limits
+from homing._credential import DeviceCredential
 from homing._store import Row, Store
 from homing._types import Clock, FlushResult
 from homing._version import __version__
@@ -84,8 +85,10 @@ class Uploader:
         counters: Counters | None = None,
         endpoint: Endpoint | None = None,
         endpoint_url: str = "",
+        credential: DeviceCredential | None = None,
     ) -> None:
         self.store = store
+        self.credential = credential  # sent once the push receiver has got one
         self.endpoint = endpoint
         self.endpoint_url = endpoint_url
         self.url = url
@@ -252,7 +255,7 @@ class Uploader:
             response = self._http().post(
                 self.url,
                 content=gzip.compress(body, compresslevel=6),
-                headers=self._headers,
+                headers=self._with_credential(self._headers),
                 timeout=timeout,
             )
         except httpx.HTTPError as exc:
@@ -286,7 +289,7 @@ class Uploader:
             response = self._http().put(
                 self.endpoint_url,
                 content=_json.dumps(profile),
-                headers=self._endpoint_headers,
+                headers=self._with_credential(self._endpoint_headers),
                 timeout=timeout,
             )
         except httpx.HTTPError as exc:
@@ -306,6 +309,11 @@ class Uploader:
             # Kept for the next send; the events go on, and the profile rides with them.
             logger.info("homing: UpdateEndpoint answered %d (%s); retrying later", status, message)
         return None
+
+    def _with_credential(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.credential is None:
+            return headers
+        return {**headers, **self.credential.headers()}
 
     def _http(self) -> httpx.Client:
         # The thread and a flush() may both come here first: one client, never two.

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import App, LiveCollector
-from tests.e2e.conftest import CHILD_PRELUDE, ROOT, free_port
+from tests.e2e.conftest import CHILD_PRELUDE, ROOT, free_port, spawn
 
 DEVICE = """
 import json, os, sys, time
@@ -394,3 +394,56 @@ def test_the_push_listener_sample_prints_what_it_receives(
     assert listener.returncode == 0, err
     assert out.splitlines() == ["push: Hello Dana | Hello Dana body", "silent: a=1, b=2",
                                 "received 2 pushes"]  # fmt: skip
+
+
+# Another process that holds only what every copy of the app holds, the ingest key, and
+# has learnt a device's endpoint id: it tries the device's stream, its acks, a credential
+# of its own, and moving the device's pushes to an address of its own.
+STRANGER = """
+import json, sys
+import httpx
+
+url, app_id, endpoint_id, token, message_id = sys.argv[1:6]
+endpoint = f"{url}/v1/apps/{app_id}/endpoints/{endpoint_id}"
+headers = {"Authorization": f"Bearer {token}"}
+with httpx.stream("GET", f"{endpoint}/stream", headers=headers, timeout=10) as stream:
+    stream.read()
+    answers = {"stream": [stream.status_code, stream.json()["Message"]]}
+acks = httpx.post(f"{endpoint}/stream/acks", json={"MessageIds": [message_id]}, headers=headers)
+answers["acks"] = [acks.status_code, acks.json()["Message"]]
+claim = httpx.post(f"{endpoint}/credential", headers=headers)
+answers["claim"] = [claim.status_code, claim.json()["Message"]]
+move = httpx.put(endpoint, json={"Address": "stranger"}, headers=headers)
+answers["move"] = [move.status_code, move.json()["Message"]]
+print(json.dumps(answers), flush=True)
+"""
+
+
+def test_a_device_credential_keeps_other_holders_of_the_ingest_key_out(
+    collector: LiveCollector, devices: Callable[..., Device]
+) -> None:
+    app = collector.create_app("push-credential")
+    device = devices(collector, app, "owner", update={"address": "owner-address"})
+    admin = collector.client(app.admin)
+    first = send(admin, app, [device.endpoint_id], visible("Before"))
+    assert device.expect("push")["id"] == first[device.endpoint_id]["MessageId"]
+
+    stranger = spawn(STRANGER, collector.url, app.id, device.endpoint_id, app.ingest.token,
+                     first[device.endpoint_id]["MessageId"])  # fmt: skip
+    out, err = stranger.communicate(timeout=60)
+    assert stranger.returncode == 0, err
+    answers = json.loads(out)
+    for name in ("stream", "acks"):
+        status, message = answers[name]
+        assert status == 403 and "X-Homing-Device-Credential" in message, answers
+    assert answers["claim"][0] == 409, answers
+    assert answers["move"][0] == 403 and answers["move"][1].startswith("Address: "), answers
+    stored = admin.get_endpoint(ApplicationId=app.id, EndpointId=device.endpoint_id)
+    assert stored["EndpointResponse"]["Address"] == "owner-address"
+
+    # The device's own stream was not disturbed, and still delivers.
+    second = send(admin, app, [device.endpoint_id], visible("After"))
+    got = device.expect("push")
+    assert (got["id"], got["title"]) == (second[device.endpoint_id]["MessageId"], "After")
+    device.command("stats")
+    assert device.expect("stats")["connects"] == 1

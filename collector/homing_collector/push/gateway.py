@@ -87,6 +87,19 @@ class Gateway:
         """End the streams of an application, now that it is deleted."""
         self._close_where(lambda stream: stream.key[0] == app_id)
 
+    def close_endpoint(self, app_id: str, endpoint_id: str) -> None:
+        """End the streams of an endpoint, now that its device credential changed."""
+        self._close_where(lambda stream: stream.key == (app_id, endpoint_id))
+
+    async def device_valid(self, stream: PushStream) -> bool:
+        """Whether the endpoint's device credential is still the one the stream opened
+        with. Changes here end streams at once; this catches other workers' changes."""
+        if stream.device is False:
+            return True
+        app_id, endpoint_id = stream.key
+        found = await self.storage.device_credentials(app_id, [endpoint_id])
+        return found.get(endpoint_id) == stream.device
+
     def _close_where(self, match: Callable[[PushStream], bool]) -> None:
         for streams in list(self._streams.values()):
             for stream in list(streams):

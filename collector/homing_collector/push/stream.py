@@ -41,7 +41,15 @@ _ESCAPES = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u
 
 
 class PushStream(Response):
-    def __init__(self, gateway: Gateway, app_id: str, endpoint_id: str, access_key_id: str) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        app_id: str,
+        endpoint_id: str,
+        access_key_id: str,
+        *,
+        device: str | bool | None = False,
+    ) -> None:
         # No Response.__init__: it would add a Content-Length for an empty body.
         self.status_code = 200
         self.background = None
@@ -49,6 +57,10 @@ class PushStream(Response):
         self.key = (app_id, endpoint_id)
         # The key that opened the stream: revoking it, or deleting the app, ends the stream.
         self.access_key_id = access_key_id
+        # The SHA-256 of the endpoint's device credential when the stream opened (None: it
+        # had none); False for an admin key, which needs none. A credential issued,
+        # reissued or revoked since ends the stream, as a revoked key does.
+        self.device = device
         self.last_seq = 0  # the highest seq written on this connection
         self.pending: list[QueuedPush] = []
         self.fetch = True  # read the database first: the backlog
@@ -123,7 +135,9 @@ class PushStream(Response):
                     # A key revoked by another process (the CLI, another worker), or an
                     # app deleted there, is seen here once a heartbeat, busy or idle: one
                     # lookup by primary key.
-                    if not await self.gateway.key_valid(self.access_key_id, self.key[0]):
+                    if not await self.gateway.key_valid(
+                        self.access_key_id, self.key[0]
+                    ) or not await self.gateway.device_valid(self):
                         self.closed = True
                         continue
                     self._key_checked = loop.time()

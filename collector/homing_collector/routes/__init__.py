@@ -9,6 +9,7 @@ from homing_collector import dashboard, ingest
 from homing_collector.analytics import kpis
 from homing_collector.models import analytics as a
 from homing_collector.models import apps as m
+from homing_collector.models import device as d
 from homing_collector.models import endpoints as e
 from homing_collector.models import events as ev
 from homing_collector.models import push as p
@@ -17,6 +18,7 @@ from homing_collector.operation import NO_ROLE, Operation
 from homing_collector.routes import (
     analytics,
     apps,
+    device,
     endpoints,
     events,
     keys,
@@ -133,6 +135,16 @@ OPERATIONS = [
     Operation("AcknowledgePushMessages", "POST", APP + "/endpoints/{endpoint_id}/stream/acks",
               push.acknowledge, 202, "Homing: acknowledge push messages the endpoint handled",
               "ingest", ACKS_REQUEST, p.PushAcksResponse, check=push.check_acks),
+    Operation("CreateDeviceCredential", "POST", APP + "/endpoints/{endpoint_id}/credential",
+              device.create_credential, 201,
+              "Homing: issue the endpoint's device credential; an ingest key only if it has "
+              "none, an admin key reissues it", "ingest", None, d.DeviceCredentialResponse,
+              notes="With an ingest key, an endpoint that already has a credential is "
+              "answered 409."),
+    Operation("RevokeDeviceCredential", "DELETE", APP + "/endpoints/{endpoint_id}/credential",
+              device.revoke_credential, 200,
+              "Homing: revoke the endpoint's device credential; its push streams end",
+              "admin", None, d.DeviceCredentialRevoked),
     Operation("CreateApp", "POST", "/v1/apps", apps.create_app, 201, "Create an application",
               "root", APP_REQUEST, m.ApplicationResponse, check=apps.check_new_app),
     Operation("GetApps", "GET", "/v1/apps", apps.get_apps, 200, "List applications", "root",

@@ -3,6 +3,7 @@ then read the body and check it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ class Call:
     payload: Any
     body_size: int
     checked: Any = None  # what the operation's own check returned
+    before: Any = None  # what begin's before_body returned
 
     @property
     def storage(self) -> Storage:
@@ -51,7 +53,12 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.push  # type: ignore[no-any-return]
 
 
-async def begin(request: Request) -> Call:
+# A check of the route's own that the headers can decide, run before the body is read:
+# (request, principal, app id) -> its result, Call.before.
+BeforeBody = Callable[[Request, Principal, str], Awaitable[Any]]
+
+
+async def begin(request: Request, before_body: BeforeBody | None = None) -> Call:
     op = operation_of(request)
     app_id = request.path_params.get("application_id") if op.app_scoped else None
     # Everything the headers can decide comes before the body, so that an anonymous or
@@ -61,6 +68,9 @@ async def begin(request: Request) -> Call:
         authorize(principal, op, app_id)
         if app_id is not None and await storage(request).get_app(app_id) is None:
             raise not_found(f"Application {app_id} does not exist")
+        before = (
+            None if before_body is None else await before_body(request, principal, app_id or "")
+        )
     except PinpointError as exc:
         exc.body_unread = announces_body(request)
         raise
@@ -75,7 +85,7 @@ async def begin(request: Request) -> Call:
     if op.query is not None:
         checked = op.check(request.query_params) if op.check is not None else None
         check_query(request.query_params, op.query)
-    return Call(request, principal, app_id or "", payload, len(body), checked)
+    return Call(request, principal, app_id or "", payload, len(body), checked, before)
 
 
 def announces_body(request: Request) -> bool:

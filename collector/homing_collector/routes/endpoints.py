@@ -9,9 +9,9 @@ from starlette.responses import Response
 
 from homing import limits
 from homing.wire import WireError, check_endpoint, check_id, check_url_id, format_timestamp
-from homing_collector import endpoints
-from homing_collector.errors import bad_request, not_found
-from homing_collector.routes._common import Call, accepted, begin, json
+from homing_collector import device, endpoints
+from homing_collector.errors import bad_request, forbidden, not_found
+from homing_collector.routes._common import Call, accepted, begin, gateway, json
 from homing_collector.storage.base import Endpoint, EndpointUpdate, UserEndpointLimit
 
 
@@ -68,6 +68,7 @@ async def delete_endpoint(request: Request) -> Response:
     call = await begin(request)
     endpoint_id = _endpoint_id(request)
     endpoint = await call.storage.delete_endpoint(call.app_id, endpoint_id)
+    gateway(request).close_endpoint(call.app_id, endpoint_id)  # its credential is gone
     if endpoint is None:
         raise not_found(f"Endpoint {endpoint_id} does not exist in application {call.app_id}")
     return json(endpoint, 202)
@@ -75,6 +76,12 @@ async def delete_endpoint(request: Request) -> Response:
 
 async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = False) -> None:
     merge = partial(endpoints.merge, call.app_id, now=format_timestamp(time.time()))
+    ids = [update.endpoint_id for update in updates]
+    locked = (
+        await device.access(call.request, call.principal, call.storage, call.app_id, ids)
+    ).locked()
+    if locked:
+        merge = partial(device.guarded_merge, merge, locked)
     # Some rules (the size after merging, a user's endpoint count) can only be checked as
     # each endpoint is stored. Storage stops at the first item that breaks one: the
     # update it merged last is that item's own (the same object), even if its endpoint id
@@ -95,9 +102,10 @@ async def _store(call: Call, updates: list[EndpointUpdate], *, batch: bool = Fal
     except (UserEndpointLimit, WireError) as exc:
         failed = merged[-1] if batch and merged else None
         index = next((i for i, u in enumerate(updates) if u.update is failed), None)
+        error = forbidden if isinstance(exc, device.LockedField) else bad_request
         if index is None:
-            raise bad_request(str(exc)) from None
-        raise bad_request(f"Item[{index}].{exc}") from None
+            raise error(str(exc)) from None
+        raise error(f"Item[{index}].{exc}") from None
 
 
 def _endpoint_id(request: Request) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from homing_collector import ingest
+from homing_collector import device, ingest
 from homing_collector.routes._common import begin, json, metrics
 
 
@@ -15,8 +15,19 @@ async def put_events(request: Request) -> Response:
     # Free the parsed body now, while it is still in the CPU's caches, not once the commit
     # is done: freeing thousands of objects gone cold costs several times more.
     call.payload = None
-    report = await ingest.store_events(call.storage, call.app_id, checked)
+    locked = (
+        await device.access(request, call.principal, call.storage, call.app_id, checked.results)
+    ).locked()
+    report = await ingest.store_events(call.storage, call.app_id, checked, locked=locked)
     counters = metrics(request).events
     counters["accepted"] += report.accepted
     counters["rejected"] += report.rejected
+    if locked:  # events of devices with a credential, sent without it: counted apart
+        results = report.response["Results"]
+        counters["accepted_without_device_credential"] += sum(
+            1
+            for endpoint_id in locked
+            for status in results[endpoint_id]["EventsItemResponse"].values()
+            if status["StatusCode"] == 202
+        )
     return json(report.response, 202)

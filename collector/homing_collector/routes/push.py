@@ -6,16 +6,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from homing.wire import WireError, check_id, push_seq
+from homing_collector import device
+from homing_collector.auth import Principal
 from homing_collector.errors import bad_request
 from homing_collector.push import epoch_ms
 from homing_collector.push.messages import MAX_ACKS
 from homing_collector.push.stream import PushStream
-from homing_collector.routes._common import begin, gateway, json
+from homing_collector.routes._common import begin, gateway, json, storage
 from homing_collector.routes.endpoints import _endpoint_id
 
 
+async def _device(request: Request, principal: Principal, app_id: str) -> str | None:
+    endpoint_id = _endpoint_id(request)
+    return await device.require(request, principal, storage(request), app_id, endpoint_id)
+
+
 async def open_stream(request: Request) -> Response:
-    call = await begin(request)
+    call = await begin(request, _device)
     endpoint_id = _endpoint_id(request)
     if request.method == "HEAD":  # the headers only: a stream would never end
         return Response(media_type="text/event-stream", headers={"cache-control": "no-store"})
@@ -32,7 +39,10 @@ async def open_stream(request: Request) -> Response:
             call.app_id, endpoint_id, seq, now_ms=epoch_ms()
         )
         push.metrics.push["delivered"] += acknowledged
-    return PushStream(push, call.app_id, endpoint_id, call.principal.access_key_id)
+    return PushStream(
+        push, call.app_id, endpoint_id, call.principal.access_key_id,
+        device=None if device.is_admin(call.principal) else call.before,
+    )  # fmt: skip
 
 
 def check_acks(payload: Any) -> list[str]:
@@ -48,7 +58,7 @@ def check_acks(payload: Any) -> list[str]:
 
 
 async def acknowledge(request: Request) -> Response:
-    call = await begin(request)
+    call = await begin(request, _device)
     endpoint_id = _endpoint_id(request)
     acknowledged = await call.storage.ack_push(
         call.app_id, endpoint_id, call.checked, now_ms=epoch_ms()

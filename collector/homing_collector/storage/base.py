@@ -156,6 +156,17 @@ class Storage(Protocol):
     async def get_endpoints(self, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
         """The endpoints of those ids that exist."""
 
+    # Device credentials: the SHA-256 of each endpoint's secret, if it has one.
+    async def device_credentials(
+        self, app_id: str, endpoint_ids: Sequence[str]
+    ) -> dict[str, str]: ...
+    async def set_device_credential(
+        self, app_id: str, endpoint_id: str, secret_sha256: str, created_at: str, *, replace: bool
+    ) -> bool:
+        """Store it; without `replace`, only if the endpoint has none. True if stored."""
+
+    async def delete_device_credential(self, app_id: str, endpoint_id: str) -> bool: ...
+
     # Push store-and-forward. An endpoint's messages are numbered 1, 2, ... for good: its
     # sequence survives the deletion of its messages and of the endpoint itself.
     async def queue_push(

@@ -207,6 +207,20 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX an_user_keys_key ON an_user_keys(app_id, key);
         """,
     ),
+    (
+        8,
+        # Device credentials: the SHA-256 of the secret bound to one endpoint, which its
+        # push stream and acks then need (homing_collector.device).
+        """
+        CREATE TABLE device_credentials (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            secret_sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

@@ -39,7 +39,7 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
-from homing_collector.storage import push
+from homing_collector.storage import device, push
 from homing_collector.storage.base import (
     AppRecord,
     Endpoint,
@@ -462,6 +462,7 @@ class SQLiteStorage:
             ):  # fmt: skip
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
+            device.delete_app(conn, app_id)
             self._types.pop(app_id, None)
             self._bodies.drop_app(app_id)
             return _app(row)
@@ -667,6 +668,23 @@ class SQLiteStorage:
             found.update((row[0], orjson.loads(row[1])) for row in rows)
         return found
 
+    # -- device credentials (SQL in device.py) -------------------------------------------
+
+    async def device_credentials(self, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, str]:
+        return device.read(self._read(), app_id, endpoint_ids)
+
+    async def set_device_credential(
+        self, app_id: str, endpoint_id: str, secret_sha256: str, created_at: str, *, replace: bool
+    ) -> bool:
+        return await self._write(
+            lambda conn: device.store(
+                conn, app_id, endpoint_id, secret_sha256, created_at, replace=replace
+            )
+        )
+
+    async def delete_device_credential(self, app_id: str, endpoint_id: str) -> bool:
+        return await self._write(lambda conn: device.delete(conn, app_id, endpoint_id))
+
     # -- push store-and-forward (SQL in push.py) -----------------------------------------
 
     async def queue_push(
@@ -807,6 +825,7 @@ def _delete_endpoints(
     deleted = []
     for endpoint_id in ids:
         bodies.drop(app_id, endpoint_id)
+        device.delete(conn, app_id, endpoint_id)  # even one claimed before its endpoint
         row = conn.execute(
             "DELETE FROM endpoints WHERE app_id = ? AND endpoint_id = ? RETURNING body",
             (app_id, endpoint_id),

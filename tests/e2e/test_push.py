@@ -6,6 +6,7 @@ write one JSON line per message to stdout, and it takes commands on stdin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -447,3 +448,38 @@ def test_a_device_credential_keeps_other_holders_of_the_ingest_key_out(
     assert (got["id"], got["title"]) == (second[device.endpoint_id]["MessageId"], "After")
     device.command("stats")
     assert device.expect("stats")["connects"] == 1
+
+
+def test_a_device_asks_again_after_its_credential_is_revoked(
+    collector: LiveCollector, devices: Callable[..., Device]
+) -> None:
+    import sqlite3
+
+    import httpx
+
+    app = collector.create_app("push-reissue")
+    device = devices(collector, app, "revoked")
+    url = f"{collector.url}/v1/apps/{app.id}/endpoints/{device.endpoint_id}/credential"
+
+    def issued() -> str | None:
+        with contextlib.closing(sqlite3.connect(collector.db)) as conn:
+            row = conn.execute(
+                "SELECT created_at || secret_sha256 FROM device_credentials"
+                " WHERE app_id = ? AND endpoint_id = ?",
+                (app.id, device.endpoint_id),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    first = issued()
+    assert first is not None  # the device asked before its first stream
+    revoked = httpx.delete(url, headers={"Authorization": f"Bearer {app.admin.token}"})
+    assert revoked.status_code == 200  # and its stream ends
+    # The device reconnects with the credential the collector no longer has, is told so,
+    # asks for a new one, and is back on its stream.
+    deadline = time.monotonic() + 20
+    while issued() in (None, first):
+        assert time.monotonic() < deadline, "the device did not ask for a new credential"
+        time.sleep(0.1)
+    admin = collector.client(app.admin)
+    sent = send(admin, app, [device.endpoint_id], visible("Again"))
+    assert device.expect("push")["id"] == sent[device.endpoint_id]["MessageId"]

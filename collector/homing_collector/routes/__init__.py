@@ -60,6 +60,11 @@ _SEND_RULES = (
     "(Data, the title, body and url, the campaign keys of Context, and each target's "
     "overrides) is at most 4096 bytes as JSON."
 )
+_DEVICE_RULES = (
+    "Once the endpoint has a device credential (CreateDeviceCredential), the header "
+    "X-Homing-Device-Credential must carry it, unless the key is an admin key; the answer "
+    "is 403 otherwise, naming the header."
+)
 
 _NOW = "2026-11-28T17:50:41.123Z"
 _EVENT = {
@@ -131,10 +136,11 @@ OPERATIONS = [
               check=messages.check_users),
     Operation("OpenPushStream", "GET", APP + "/endpoints/{endpoint_id}/stream", push.open_stream,
               200, "Homing: the endpoint's push stream (Server-Sent Events)", "ingest", None,
-              p.PushStream, "text/event-stream"),
+              p.PushStream, "text/event-stream", notes=_DEVICE_RULES),
     Operation("AcknowledgePushMessages", "POST", APP + "/endpoints/{endpoint_id}/stream/acks",
               push.acknowledge, 202, "Homing: acknowledge push messages the endpoint handled",
-              "ingest", ACKS_REQUEST, p.PushAcksResponse, check=push.check_acks),
+              "ingest", ACKS_REQUEST, p.PushAcksResponse, check=push.check_acks,
+              notes=_DEVICE_RULES),
     Operation("CreateDeviceCredential", "POST", APP + "/endpoints/{endpoint_id}/credential",
               device.create_credential, 201,
               "Homing: issue the endpoint's device credential; an ingest key only if it has "

@@ -102,8 +102,9 @@ class Analytics:
         self._counters = Counters()
         app_url = f"{url}/v1/apps/{quote(app_id, safe='')}"
         endpoint_url = f"{app_url}/endpoints/{quote(self._endpoint.id, safe='')}"
+        # Kept beside the push cursor: one table fewer to open.
         credential = DeviceCredential(
-            url=f"{endpoint_url}/credential", state=TableView(self._state, "device")
+            url=f"{endpoint_url}/credential", state=TableView(self._state, "push")
         )
         self._uploader = Uploader(
             store=self._store,

@@ -20,7 +20,7 @@ import httpx
 logger = logging.getLogger("homing")
 
 HEADER = "X-Homing-Device-Credential"
-_KEY = "secret"
+_KEY = "device_credential"
 # What the collector answers on a push stream of an endpoint whose credential it no longer
 # has (revoked by an admin, or the endpoint deleted): ask for a new one.
 _GONE = "has no device credential"
@@ -32,22 +32,26 @@ class DeviceCredential:
         self._state = state
         self._lock = threading.Lock()
         self._refused = False  # the collector will not issue one: not asked again this run
+        # Read once, here, and kept in memory: every upload sends it, and the uploader's
+        # thread must not open state tables, which close() may be releasing.
+        try:
+            secret = state.get(_KEY)
+        except Exception:
+            secret = None
+        self._secret = secret if isinstance(secret, str) and secret else None
+
+    def after_fork_in_child(self) -> None:
+        # The parent's thread may have held the lock, asking: the child starts afresh.
+        self._lock = threading.Lock()
 
     def headers(self) -> dict[str, str]:
-        secret = self._secret()
+        secret = self._secret
         return {HEADER: secret} if secret else {}
-
-    def _secret(self) -> str | None:
-        try:
-            secret = self._state.get(_KEY)
-        except Exception:
-            return None
-        return secret if isinstance(secret, str) and secret else None
 
     def ensure(self, client: httpx.Client, headers: dict[str, str]) -> None:
         """Ask the collector for the credential if none is kept. Never raises."""
         with self._lock:
-            if self._refused or self._secret() is not None:
+            if self._refused or self._secret is not None:
                 return
             try:
                 response = client.post(
@@ -62,6 +66,7 @@ class DeviceCredential:
                 except Exception:
                     secret = None
                 if isinstance(secret, str) and secret:
+                    self._secret = secret
                     try:
                         self._state[_KEY] = secret
                     except Exception:
@@ -81,13 +86,14 @@ class DeviceCredential:
     def forget_if_gone(self, message: str) -> bool:
         """After a 403 on the push stream: if the collector no longer knows this device's
         credential, drop it so that the next connection asks for a new one."""
-        if _GONE not in message or self._secret() is None:
+        if _GONE not in message or self._secret is None:
             return False
         with self._lock:
+            self._secret = None
+            self._refused = False
             try:
                 del self._state[_KEY]
             except Exception:
-                return False
-            self._refused = False
+                logger.warning("homing: cannot drop the device credential", exc_info=True)
         logger.info("homing: the collector dropped this device's credential; asking again")
         return True

@@ -205,6 +205,8 @@ class Push:
         # The parent's thread and connection stay the parent's; the child starts with
         # none (two processes reading one endpoint's stream would compete).
         self._reset_threading()
+        if self.credential is not None:
+            self.credential.after_fork_in_child()
 
     def stats(self) -> PushStats:
         """Counters since creation. Example: ``analytics.push.stats().received``."""

@@ -30,6 +30,8 @@ USER_AGENT = "homing-webhooks/1"
 DEFAULT_TIMEOUT = 15.0
 _RETRIED_4XX = frozenset({408, 429})
 _ERROR_TEXT = 200  # how much of a receiver's error body a report keeps
+# The largest answer kept (a filter hook's): Pinpoint's limit for a Lambda payload, 6 MB.
+MAX_ANSWER_BYTES = 6 * 1024 * 1024
 
 
 class Outcome(enum.Enum):
@@ -66,6 +68,7 @@ class Attempt:
     status: int | None = None  # None when no answer came
     retry_after: float | None = None  # seconds, from the receiver's Retry-After
     error: str = ""
+    answer: bytes = b""  # the body of a 2xx answer
 
 
 def classify(status: int, retry_after: float | None = None) -> Attempt:
@@ -107,6 +110,14 @@ async def attempt(
     except httpx.TransportError as exc:
         return Attempt(Outcome.RETRY, error=f"{type(exc).__name__}: {exc}")
     result = classify(response.status_code, _retry_after(response.headers, now))
+    if result.outcome is Outcome.DELIVERED:
+        if len(response.content) > MAX_ANSWER_BYTES:
+            return Attempt(
+                Outcome.FAILED,
+                result.status,
+                error=f"the answer is {len(response.content)} bytes; at most {MAX_ANSWER_BYTES}",
+            )
+        return Attempt(Outcome.DELIVERED, result.status, answer=response.content)
     if result.outcome in (Outcome.RETRY, Outcome.FAILED) and not result.error:
         text = response.text[:_ERROR_TEXT]
         result = Attempt(

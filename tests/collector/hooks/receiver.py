@@ -33,7 +33,7 @@ class Received:
     body: bytes
 
 
-Script = Callable[[int], Answer]  # the nth request (from 0) -> the answer
+Script = Callable[[int, bytes], Answer]  # the nth request (from 0) and its body -> the answer
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Receiver:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        answer = self.script(self._count)
+        answer = self.script(self._count, b"".join(chunks))
         self._count += 1
         if answer.delay:
             await asyncio.sleep(answer.delay)
@@ -68,7 +68,7 @@ class Receiver:
 
 
 def always(answer: Answer) -> Script:
-    return lambda _n: answer
+    return lambda _n, _body: answer
 
 
 @contextmanager

@@ -237,7 +237,7 @@ def test_a_refused_connection_is_retried() -> None:
 
 def test_503_then_200_arrives_once_with_one_webhook_id() -> None:
     clock = FakeClock()
-    script = lambda n: Answer(503 if n < 3 else 200)  # noqa: E731
+    script = lambda n, _body: Answer(503 if n < 3 else 200)  # noqa: E731
     with serving(script) as (receiver,):
         target = destination(receiver)
         sent = message(1)
@@ -272,7 +272,7 @@ def test_always_500_is_dead_lettered_after_the_budget() -> None:
 
 def test_retry_after_is_honoured_by_the_dispatcher() -> None:
     clock = FakeClock()
-    script = lambda n: Answer(429, (("retry-after", "600"),)) if n == 0 else Answer(200)  # noqa: E731
+    script = lambda n, _body: Answer(429, (("retry-after", "600"),)) if n == 0 else Answer(200)  # noqa: E731
     with serving(script) as (receiver,):
         report = run(
             lambda c: Dispatcher(c, clock=clock, sleep=clock.sleep).deliver(

@@ -66,7 +66,8 @@ class Dispatcher:
     """Send messages to destinations; return one Report per message.
 
     `clock` (Unix seconds) and `sleep` are injectable, so tests can run a 24-hour retry
-    budget in no time.
+    budget in no time. The client's connection pool must allow the sum of the
+    destinations' bounds, or the pool, shared, becomes the place where they wait.
     """
 
     def __init__(

@@ -41,7 +41,9 @@ class Receiver:
     script: Script
     url: str = ""
     received: list[Received] = field(default_factory=list)
+    max_in_flight: int = 0  # the most requests it was answering at once
     _count: int = 0
+    _in_flight: int = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
@@ -53,8 +55,11 @@ class Receiver:
                 break
         answer = self.script(self._count, b"".join(chunks))
         self._count += 1
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
         if answer.delay:
             await asyncio.sleep(answer.delay)
+        self._in_flight -= 1
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         self.received.append(Received(time.monotonic(), headers, b"".join(chunks)))
         await send(

@@ -325,3 +325,4 @@ def test_a_slow_receiver_does_not_hold_back_a_fast_one() -> None:
     assert [r.state for r in reports] == [State.DELIVERED] * 12
     assert len(slow.received) == len(fast.received) == 6
     assert max(got.at for got in fast.received) < min(got.at for got in slow.received)
+    assert slow.max_in_flight == 2  # its bound, and no more

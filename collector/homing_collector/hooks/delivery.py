@@ -11,6 +11,7 @@ The attempt never raises for what the receiver or the network does.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import gzip
 from collections.abc import Iterable, Mapping
@@ -95,31 +96,59 @@ async def attempt(
     now: float,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Attempt:
-    """POST `body` to `url`, signed for this attempt at `now` (Unix seconds)."""
+    """POST `body` to `url`, signed for this attempt at `now` (Unix seconds).
+
+    `timeout` bounds the whole exchange, not each read: a receiver that drips its answer
+    a byte at a time is cut off all the same.
+    """
     headers = keys.headers(msg_id, datetime.fromtimestamp(now, timezone.utc), body.content)
     headers["content-type"] = body.content_type
     headers["user-agent"] = USER_AGENT
     if body.content_encoding is not None:
         headers["content-encoding"] = body.content_encoding
     try:
-        response = await client.post(
-            url, content=body.content, headers=headers, timeout=timeout, follow_redirects=False
-        )
-    except httpx.TimeoutException as exc:
+        return await asyncio.wait_for(_post(client, url, body, headers, now, timeout), timeout)
+    except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
         return Attempt(Outcome.RETRY, error=f"timed out after {timeout:g} s ({type(exc).__name__})")
     except httpx.TransportError as exc:
         return Attempt(Outcome.RETRY, error=f"{type(exc).__name__}: {exc}")
-    result = classify(response.status_code, _retry_after(response.headers, now))
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. an answer that cannot be decoded
+        return Attempt(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: Body,
+    headers: dict[str, str],
+    now: float,
+    timeout: float,
+) -> Attempt:
+    request = client.build_request(
+        "POST", url, content=body.content, headers=headers, timeout=timeout
+    )
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        result = classify(response.status_code, _retry_after(response.headers, now))
+        # Read no more than is kept: an answer is not a way to fill the collector's memory.
+        limit = MAX_ANSWER_BYTES if result.outcome is Outcome.DELIVERED else _ERROR_TEXT
+        answer = bytearray()
+        async for chunk in response.aiter_bytes():
+            answer += chunk
+            if len(answer) > limit:
+                break
+    finally:
+        await response.aclose()
     if result.outcome is Outcome.DELIVERED:
-        if len(response.content) > MAX_ANSWER_BYTES:
+        if len(answer) > MAX_ANSWER_BYTES:
             return Attempt(
                 Outcome.FAILED,
                 result.status,
-                error=f"the answer is {len(response.content)} bytes; at most {MAX_ANSWER_BYTES}",
+                error=f"the answer is over {MAX_ANSWER_BYTES} bytes, the limit",
             )
-        return Attempt(Outcome.DELIVERED, result.status, answer=response.content)
-    if result.outcome in (Outcome.RETRY, Outcome.FAILED) and not result.error:
-        text = response.text[:_ERROR_TEXT]
+        return Attempt(Outcome.DELIVERED, result.status, answer=bytes(answer))
+    if not result.error:
+        text = answer[:_ERROR_TEXT].decode("utf-8", "replace")
         result = Attempt(
             result.outcome, result.status, result.retry_after, f"{result.status}: {text}"
         )

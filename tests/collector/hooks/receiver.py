@@ -24,6 +24,7 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0  # seconds to wait before answering
     body: bytes = b""
+    drip: float = 0.0  # if set, the body goes a byte at a time, this many seconds apart
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,13 @@ class Receiver:
                 "headers": [(k.encode(), v.encode()) for k, v in answer.headers],
             }
         )
-        await send({"type": "http.response.body", "body": answer.body})
+        if not answer.drip:
+            await send({"type": "http.response.body", "body": answer.body})
+            return
+        for byte in answer.body:
+            await send({"type": "http.response.body", "body": bytes([byte]), "more_body": True})
+            await asyncio.sleep(answer.drip)
+        await send({"type": "http.response.body", "body": b""})
 
 
 def always(answer: Answer) -> Script:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
 from homing_collector.hooks.delivery import (
+    MAX_ANSWER_BYTES,
     Attempt,
     Outcome,
     attempt,
@@ -213,6 +214,48 @@ def test_a_timeout_is_retried() -> None:
     assert result.outcome is Outcome.RETRY
     assert result.status is None
     assert "timed out after 0.2 s" in result.error
+
+
+def test_the_timeout_bounds_the_whole_answer_not_each_read() -> None:
+    with serving(always(Answer(200, body=b"x" * 20, drip=0.1))) as (receiver,):
+        sent = message()
+        result = run(
+            lambda c: attempt(
+                c,
+                receiver.url,
+                sent.id,
+                sent.body,
+                SigningKeys(new_secret()),
+                now=time.time(),
+                timeout=0.5,
+            )
+        )
+    assert result.outcome is Outcome.RETRY
+    assert "timed out after 0.5 s" in result.error
+
+
+def test_an_oversized_answer_fails() -> None:
+    with serving(always(Answer(200, body=b"[" + b" " * MAX_ANSWER_BYTES + b"]"))) as (receiver,):
+        sent = message()
+        result = run(
+            lambda c: attempt(
+                c, receiver.url, sent.id, sent.body, SigningKeys(new_secret()), now=time.time()
+            )
+        )
+    assert result.outcome is Outcome.FAILED
+    assert result.error == f"the answer is over {MAX_ANSWER_BYTES} bytes, the limit"
+
+
+def test_an_error_answer_is_kept_short() -> None:
+    with serving(always(Answer(500, body=b"e" * 100_000))) as (receiver,):
+        sent = message()
+        result = run(
+            lambda c: attempt(
+                c, receiver.url, sent.id, sent.body, SigningKeys(new_secret()), now=time.time()
+            )
+        )
+    assert result.outcome is Outcome.RETRY
+    assert result.error == "500: " + "e" * 200
 
 
 def test_a_refused_connection_is_retried() -> None:

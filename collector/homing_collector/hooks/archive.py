@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,7 +81,7 @@ def read_stream(
             try:
                 record = orjson.loads(text)
             except orjson.JSONDecodeError:
-                yield from _pieces(text, base + start, line, window_bytes, final=True)[0]
+                yield from _pieces(text, base + start, line, window_bytes, final=True)
             else:
                 if type(record) is dict:
                     yield Item(line, base + start, record)
@@ -93,12 +93,11 @@ def read_stream(
         base += start
         if not chunk:
             if buffer.strip():
-                yield from _pieces(buffer, base, line, window_bytes, final=True)[0]
+                yield from _pieces(buffer, base, line, window_bytes, final=True)
             return
         if len(buffer) > window_bytes:
             # A line this long is concatenated records: take the complete ones now.
-            items, used = _pieces(buffer, base, line, window_bytes, final=False)
-            yield from items
+            used = yield from _pieces(buffer, base, line, window_bytes, final=False)
             buffer = buffer[used:]
             base += used
             if len(buffer) > 2 * window_bytes:  # no record in sight: not JSON records
@@ -109,10 +108,11 @@ def read_stream(
 
 def _pieces(
     data: bytes, base: int, line: int, window_bytes: int, *, final: bool
-) -> tuple[list[Item], int]:
-    """The records in `data`, split where `}` meets `{`, and how many bytes they used.
-    Unless `final`, the last piece may be incomplete and is left for more data."""
-    items: list[Item] = []
+) -> Generator[Item, None, int]:
+    """Yield the records in `data`, split where `}` meets `{`; return how many bytes they
+    used. Unless `final`, the last piece may be incomplete and is left for more data.
+    A generator, not a list: a window's records held at once cost the garbage collector
+    more than reading them (bench/import.py --concatenated)."""
     start = _skip_space(data, 0)
     for junction in _JUNCTION.finditer(data):
         end = junction.start() + 1
@@ -124,25 +124,25 @@ def _pieces(
             # Ended too soon: the junction sits inside a string; try the next one. Failed
             # before its end, or longer than any record: the piece is bad; skip it.
             if exc.pos < end - start or end - start > window_bytes:
-                items.append(Item(line, base + start, None, f"not valid JSON: {exc}"))
+                yield Item(line, base + start, None, f"not valid JSON: {exc}")
                 start = junction.end() - 1
             continue
-        items.append(Item(line, base + start, record))
+        yield Item(line, base + start, record)
         start = junction.end() - 1
     if not final:
-        return items, start
+        return start
     tail = data[start:]
     if tail.strip():
         try:
             record = orjson.loads(tail)
         except orjson.JSONDecodeError as exc:
-            items.append(Item(line, base + start, None, f"not valid JSON: {exc}"))
+            yield Item(line, base + start, None, f"not valid JSON: {exc}")
         else:
             if type(record) is dict:
-                items.append(Item(line, base + start, record))
+                yield Item(line, base + start, record)
             else:
-                items.append(_not_an_object(line, base + start, record))
-    return items, len(data)
+                yield _not_an_object(line, base + start, record)
+    return len(data)
 
 
 def _not_an_object(line: int, offset: int, record: object) -> Item:

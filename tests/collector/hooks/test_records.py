@@ -253,3 +253,61 @@ def test_event_to_record_to_event_is_the_identity(
     wire = orjson.loads(orjson.dumps(record))  # as a receiver or an archive holds it
     assert wire["arrival_timestamp"] == arrival
     assert from_record(wire) == Imported(endpoint_id, event_id, event, endpoint)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+VALID = to_record(APP, "client-1", "ev-1", SESSION_STOP, ENDPOINT, 1487973803515)
+
+
+@given(
+    path=st.sampled_from(
+        [
+            (),
+            ("client",),
+            ("client", "client_id"),
+            ("event_type",),
+            ("event_timestamp",),
+            ("application",),
+            ("application", "sdk"),
+            ("application", "sdk", "name"),
+            ("application", "title"),
+            ("device",),
+            ("device", "locale"),
+            ("session",),
+            ("session", "session_id"),
+            ("session", "start_timestamp"),
+            ("session", "stop_timestamp"),
+            ("attributes",),
+            ("metrics",),
+            ("endpoint",),
+            ("client_context",),
+            ("client_context", "custom"),
+            ("client_context", "custom", "endpoint"),
+            ("event_id",),
+        ]
+    ),
+    value=JSON,
+)
+def test_any_damage_to_a_record_is_refused_by_name_never_crashes(
+    path: tuple[str, ...], value: Any
+) -> None:
+    record = orjson.loads(orjson.dumps(VALID))
+    if path:
+        parent = record
+        for key in path[:-1]:
+            parent = parent.setdefault(key, {})
+        parent[path[-1]] = value
+    else:
+        record = value
+    try:
+        back = from_record(record)
+    except WireError as exc:
+        assert exc.field
+    else:
+        assert back.endpoint_id and back.event_id

@@ -147,3 +147,12 @@ def test_any_layout_and_chunking_reads_every_record(
     for item in items:
         assert data[item.offset :].startswith(orjson.dumps(item.record))
         assert data[: item.offset].count(b"\n") + 1 == item.line
+
+
+@given(data=st.binary(max_size=400), chunk=st.integers(1, 50))
+def test_any_bytes_give_records_or_refusals_never_a_crash(data: bytes, chunk: int) -> None:
+    items = list(read_stream(io.BytesIO(data), chunk_bytes=chunk, window_bytes=128))
+    for item in items:
+        assert (item.record is None) == bool(item.error)
+        assert 0 <= item.offset <= len(data)
+        assert 1 <= item.line <= data.count(b"\n") + 1

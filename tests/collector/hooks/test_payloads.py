@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
 from homing_collector.hooks.errors import HookConfigError, HookResponseError
@@ -233,3 +235,13 @@ def test_an_undecodable_filter_answer_fails_the_batch() -> None:
 def test_scheduled_time_takes_a_datetime_too() -> None:
     run = CampaignRun("a", "c", "x", datetime.fromtimestamp(time.time(), timezone.utc))
     assert run.fields()["ScheduledTime"].endswith("Z")
+
+
+@given(st.binary(max_size=200) | st.builds(orjson.dumps, st.dictionaries(st.text(), st.none())))
+def test_any_filter_answer_is_kept_or_refused_with_a_reason(answer: bytes) -> None:
+    try:
+        kept = parse_filter_response(answer, ENDPOINTS)
+    except HookResponseError as exc:
+        assert str(exc)
+    else:
+        assert set(kept) <= set(ENDPOINTS)

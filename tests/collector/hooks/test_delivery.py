@@ -358,14 +358,15 @@ def test_another_4xx_fails_at_once() -> None:
 
 
 def test_a_slow_receiver_does_not_hold_back_a_fast_one() -> None:
-    with serving(always(Answer(200, delay=0.4)), always(Answer(200))) as (slow, fast):
+    # A second's wait: the fast receiver's six answers fit in it even on a loaded machine.
+    with serving(always(Answer(200, delay=1.0)), always(Answer(200))) as (slow, fast):
         slow_target = destination(slow, concurrency=2)
         fast_target = destination(fast, concurrency=2)
         # The slow destination's messages come first in the work list.
-        work = [(slow_target, message(n)) for n in range(6)]
+        work = [(slow_target, message(n)) for n in range(4)]
         work += [(fast_target, message(n)) for n in range(6)]
         reports = run(lambda c: Dispatcher(c).deliver_all(work))
-    assert [r.state for r in reports] == [State.DELIVERED] * 12
-    assert len(slow.received) == len(fast.received) == 6
+    assert [r.state for r in reports] == [State.DELIVERED] * 10
+    assert (len(slow.received), len(fast.received)) == (4, 6)
     assert max(got.at for got in fast.received) < min(got.at for got in slow.received)
     assert slow.max_in_flight == 2  # its bound, and no more

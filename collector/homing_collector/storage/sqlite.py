@@ -18,7 +18,6 @@ them no longer competes with the event loop for the GIL.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import queue
@@ -39,6 +38,7 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
+from homing_collector.storage import events as events_sql
 from homing_collector.storage import push
 from homing_collector.storage.base import (
     AppRecord,
@@ -315,7 +315,7 @@ class SQLiteStorage:
                 conn.execute("SAVEPOINT job")
                 try:
                     value = fn(conn)
-                    self._flush(conn)
+                    self._flush(conn, alone=True)
                     conn.execute("RELEASE job")
                     outcomes.append((value, True))
                 except Exception as exc:
@@ -342,40 +342,39 @@ class SQLiteStorage:
         self._bodies.clear()
         self._deferred.clear()
 
-    def _flush(self, conn: sqlite3.Connection) -> None:
-        """Insert the deferred events of PutEvents jobs and tell each job how many it stored."""
+    def _flush(self, conn: sqlite3.Connection, *, alone: bool = False) -> None:
+        """Insert the deferred events of PutEvents jobs and tell each job how many it stored.
+
+        `alone` says that the job runs in a savepoint of its own (see _run_jobs)."""
         if not self._deferred:
             return
         deferred, self._deferred = self._deferred, []
         values = list(chain.from_iterable(rows for rows, _, _ in deferred))
-        before = conn.total_changes
-        last_rowid = _insert_events(conn, values, self._rows_per_insert)
-        stored = conn.total_changes - before
-        if stored == len(values) // _EVENT_COLUMNS or stored == 0:
-            if stored and self.rollups:  # analytics hook: every row is new
-                summaries = [summary for _, _, summary in deferred if summary is not None]
-                if len(summaries) == len(deferred):  # as the collector summed them up
-                    rollups.apply_summaries(conn, summaries)
-                else:
-                    rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
-            for rows, result, _ in deferred:
-                result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
-            return
-        # Some events were already stored (a client sent them again). The rows just added
-        # have consecutive rowids that end at last_rowid; each goes to the first job that
-        # sent it, as if the jobs had inserted their rows one after the other.
-        new = set(
-            conn.execute(
-                "SELECT app_id, endpoint_id, event_id FROM events WHERE rowid > ?",
-                (last_rowid - stored,),
-            ).fetchall()
-        )
+        if not alone:
+            before = conn.total_changes
+            _insert_events(conn, values, self._rows_per_insert)
+            stored = conn.total_changes - before
+            if stored == len(values) // _EVENT_COLUMNS or stored == 0:
+                if stored and self.rollups:  # analytics hook: every row is new
+                    summaries = [summary for _, _, summary in deferred if summary is not None]
+                    if len(summaries) == len(deferred):  # as the collector summed them up
+                        rollups.apply_summaries(conn, summaries)
+                    else:
+                        rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
+                for rows, result, _ in deferred:
+                    result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
+                return
+            # Some events were stored before (a client sent them again), and the table
+            # cannot tell which rows are new. The transaction is run again, each job in a
+            # savepoint of its own, where the INSERT returns what it stored.
+            raise _SomeStoredBefore
+        new = _insert_events(conn, values, self._rows_per_insert, returning=True)
         if self.rollups:  # analytics hook: only the rows just added, each once
             rollups.apply(conn, rollups.new_rows(values, _EVENT_COLUMNS, new))
         for rows, result, _ in deferred:
             count = 0
             for i in range(0, len(rows), _EVENT_COLUMNS):
-                key = (rows[i], rows[i + 1], rows[i + 2])
+                key = tuple(rows[i : i + rollups.KEY_WIDTH])
                 if key in new:
                     new.remove(key)
                     count += 1
@@ -817,15 +816,13 @@ def _delete_endpoints(
         rollups.remove_endpoint(  # analytics hook, before the events go
             conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
         )
-        conn.execute(
-            "DELETE FROM events WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
-        )
+        events_sql.delete_endpoint(conn, app_id, endpoint_id)
         push.delete_endpoint(conn, app_id, endpoint_id)
         deleted.append(endpoint)
     return deleted
 
 
-_EVENT_COLUMNS = 8
+_EVENT_COLUMNS = events_sql.WIDTH
 Summarized = tuple[str, rollups.Summary]  # (app id, summary)
 _MAX_CACHED_ENDPOINTS = 50_000  # endpoint bodies, about 1 KB each
 
@@ -838,35 +835,36 @@ def _rows_per_insert(conn: sqlite3.Connection) -> int:
     return max(1, min(1024, limit // _EVENT_COLUMNS))
 
 
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return (
-        "INSERT OR IGNORE INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
-        f" session_id, body) VALUES {values}"
-    )
+class _SomeStoredBefore(Exception):
+    """A batch of events held some stored before; see SQLiteStorage._flush."""
 
 
-def _insert_events(conn: sqlite3.Connection, values: list[Any], max_rows: int) -> int:
-    """Insert rows given as one flat list of values; return the rowid of the last one added.
+def _insert_events(
+    conn: sqlite3.Connection, values: list[Any], max_rows: int, *, returning: bool = False
+) -> set[tuple[Any, ...]]:
+    """Insert rows given as one flat list of values; with `returning`, return the keys
+    (app, endpoint, event id, type, Timestamp) of the rows stored.
 
     Many rows go in one statement: one statement per row (executemany) made the writer
     thread wait for the GIL after every row. Up to 128 rows, a statement fits the batch
     exactly (a PutEvents batch is at most 100 events); above, statements of 256, 512 and
     1024 rows keep the number of distinct cached statements small.
     """
-    start, total, last_rowid = 0, len(values) // _EVENT_COLUMNS, 0
+    start, total = 0, len(values) // _EVENT_COLUMNS
+    stored: set[tuple[Any, ...]] = set()
     while start < total:
         rows = min(total - start, max_rows)
         if rows > 128:
             rows = 1 << (rows.bit_length() - 1)
         end = start + rows
         cursor = conn.execute(
-            _insert_sql(rows), values[start * _EVENT_COLUMNS : end * _EVENT_COLUMNS]
+            events_sql.insert_sql(rows, returning=returning),
+            values[start * _EVENT_COLUMNS : end * _EVENT_COLUMNS],
         )
-        last_rowid = cursor.lastrowid or last_rowid
+        if returning:
+            stored.update(cursor.fetchall())
         start = end
-    return last_rowid
+    return stored
 
 
 def _add_type(conn: sqlite3.Connection, app_id: str, event_type: str, limit: int) -> bool:

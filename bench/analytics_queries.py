@@ -153,6 +153,7 @@ def load(path: Path, total: int) -> float:
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")
     migrate(conn)
+    by_hour = any(row[1] == "hour" for row in conn.execute("PRAGMA table_info(events)"))
     conn.execute(
         "INSERT INTO apps (id, name, created_at) VALUES (?, 'bench', '2026-06-01T00:00:00Z')",
         (APP,),
@@ -173,11 +174,18 @@ def load(path: Path, total: int) -> float:
             "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)",
             endpoints,
         )
-        conn.executemany(
-            "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
-            " session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        if by_hour:  # migration 6 and later
+            conn.executemany(
+                "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+                " session_id, body, hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row, row[4] // 3_600_000) for row in rows],
+            )
+        else:  # a schema from before, to time its upgrade (--old-schema)
+            conn.executemany(
+                "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+                " session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
         rollups.apply(conn, rows)  # the collector's own rollup code
         conn.execute("COMMIT")
         stored += len(rows)

@@ -1,15 +1,16 @@
 """The SQL of the events table, laid out by time (migration 6).
 
-Its key is (app, UTC hour of Timestamp, type, endpoint, event id), in one B-tree that
+Its key is (app, UTC hour of Timestamp, endpoint, type, event id), in one B-tree that
 holds the rows themselves:
-- a range of days is a range of hours, read in key order, one type at a time, so a query
-  costs what its range holds, whatever the table holds besides;
-- a new event lands among the events of its own hour; the pages a commit rewrites are
-  those of the hours it writes to, not pages spread over everything ever stored;
+- a range of days is a range of hours, read in key order, so a query costs what its
+  range holds, whatever the table holds besides;
+- a new event lands among the events of its hour and endpoint. A device sends its own
+  events, of an hour or two, so a batch rewrites a few pages, however many events are
+  stored and whatever its event ids look like;
 - a resent event has the same Timestamp, type, endpoint and id, so the key stores it once.
 
-Reading one endpoint's events (to delete them) steps through the (hour, type) pairs of
-the app, one seek each, and looks the endpoint up in each.
+Reading one endpoint's events (to delete them) steps through the hours of the app, one
+seek each, and looks the endpoint up in each.
 """
 
 from __future__ import annotations
@@ -49,50 +50,40 @@ def hours_cte(name: str = "h") -> str:
     )
 
 
-# The (hour, type) pairs of app :app, each found by one seek from the one before.
-_PAIRS = """
+# The hours that app :app has events in, each found by one seek from the one before.
+_HOURS = """
     h(hour) AS (
         SELECT min(hour) FROM events WHERE app_id = :app
         UNION ALL
         SELECT (SELECT min(hour) FROM events WHERE app_id = :app AND hour > h.hour)
         FROM h WHERE h.hour IS NOT NULL
-    ),
-    t(hour, type) AS (
-        SELECT hour, (SELECT min(event_type) FROM events WHERE app_id = :app
-                      AND hour = h.hour)
-        FROM h WHERE h.hour IS NOT NULL
-        UNION ALL
-        SELECT hour, (SELECT min(event_type) FROM events WHERE app_id = :app
-                      AND hour = t.hour AND event_type > t.type)
-        FROM t WHERE t.type IS NOT NULL
     )
 """
 
 
 def endpoint_select(columns: str) -> str:
-    """SELECT `columns` of the events of endpoint :endpoint of app :app."""
+    """SELECT `columns` (of `e`) of the events of endpoint :endpoint of app :app."""
     return (
-        f"WITH RECURSIVE {_PAIRS} SELECT {columns} FROM t CROSS JOIN events e"
-        " WHERE t.type IS NOT NULL AND e.app_id = :app AND e.hour = t.hour"
-        " AND e.event_type = t.type AND e.endpoint_id = :endpoint"
+        f"WITH RECURSIVE {_HOURS} SELECT {columns} FROM h CROSS JOIN events e"
+        " WHERE h.hour IS NOT NULL AND e.app_id = :app AND e.hour = h.hour"
+        " AND e.endpoint_id = :endpoint"
     )
 
 
 def delete_endpoint(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> None:
     """Delete the events of one endpoint."""
     params = {"app": app_id, "endpoint": endpoint_id}
-    pairs = conn.execute(endpoint_select("DISTINCT e.hour, e.event_type"), params).fetchall()
+    hours = conn.execute(endpoint_select("DISTINCT e.hour"), params).fetchall()
     conn.executemany(
-        "DELETE FROM events WHERE app_id = ? AND hour = ? AND event_type = ? AND endpoint_id = ?",
-        [(app_id, hour, event_type, endpoint_id) for hour, event_type in pairs],
+        "DELETE FROM events WHERE app_id = ? AND hour = ? AND endpoint_id = ?",
+        [(app_id, hour, endpoint_id) for (hour,) in hours],
     )
 
 
 def in_range(columns: str, types: Sequence[str]) -> tuple[str, dict[str, object]]:
     """SELECT `columns` (of `e`) of app :app's events with :lo_ms <= ts < :hi_ms, which
-    lie in hours :lo to :hi, read hour by hour; of `types` if any are given, each type's
-    run of each hour found by one seek. Returns the SQL, which may go on with "AND ...",
-    and the parameters that the types take."""
+    lie in hours :lo to :hi, read hour by hour; of `types` if any are given. Returns the
+    SQL, which may go on with "AND ...", and the parameters that the types take."""
     params: dict[str, object] = {f"type{i}": t for i, t in enumerate(types)}
     typed = f" AND e.event_type IN ({', '.join(f':type{i}' for i in range(len(types)))})"
     return (

@@ -1,16 +1,20 @@
 """Dashboard queries on a big SQLite file, each beside a naive scan of the raw events.
 
 1. Loads --events generated events (10,000,000 by default) into a fresh SQLite file:
-   simulated devices over 90 days, with sessions, custom events with attributes and
-   metrics, purchases, notification opens and retention decay. The rows go through the
-   collector's own rollup code (`analytics.rollups.apply`), in batches, inside the
-   transaction that inserts them, as the collector's writer does; only HTTP is skipped.
+   simulated devices over --days days (90), with sessions, custom events with attributes
+   and metrics, purchases, notification opens and retention decay. Each device's whole
+   life goes in at once, so the events are not in time order; --churn sets how soon
+   devices leave (a higher churn makes more devices for the same number of events). The
+   rows go through the collector's own rollup code (`analytics.rollups.apply`), in
+   batches, inside the transaction that inserts them, as the collector's writer does;
+   only HTTP is skipped.
 2. Times each dashboard query (the median of --runs runs) beside a naive scan of the raw
    events that computes the same figure, in the same run, and checks they agree.
 3. Measures PutEvents ingestion through a live collector with rollups on and off
    (HOMING_ROLLUPS), beside the parse-only ceiling, reusing bench/collector_ingest.py.
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
+        [--days 90] [--churn 0.12] [--db PATH]
 """
 
 from __future__ import annotations

@@ -15,8 +15,14 @@ pre-built request bytes, cheap enough to leave the server its CPU; its CPU use i
 printed beside the server's, and so is what the rest of the machine used meanwhile: on
 a small shared machine the figures mean little without it.
 
+With ``--grown DB``, a third case stores into a fresh copy of DB (say, one that
+bench/analytics_queries.py loaded with millions of events), into its application
+``--grown-app``, beside the empty database: how the cost of storing grows with what is
+stored.
+
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
-        [--event-ids random|time-ordered] [--rounds 1]
+        [--event-ids random|time-ordered] [--rounds 1] [--no-gzip]
+        [--grown DB [--grown-app benchapp]]
 """
 
 from __future__ import annotations

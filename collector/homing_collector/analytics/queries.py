@@ -478,7 +478,8 @@ def funnel(
     users = _endpoint_users(conn, app_id) if q.by == "users" else {}
     timelines: dict[str, list[tuple[int, int, int]]] = {}
     for endpoint_id, ts, matched in _run(conn, sql, app_id, g, params):
-        subject = users.get(endpoint_id, user_key(endpoint_id, None)) if users else endpoint_id
+        # (user_key is not called for each row: a default argument would be.)
+        subject = (users.get(endpoint_id) or user_key(endpoint_id, None)) if users else endpoint_id
         # (moment, lowest step matched, steps matched): see below for the order.
         timelines.setdefault(subject, []).append((ts, matched & -matched, matched))
     reached = [0] * len(steps)

@@ -90,7 +90,7 @@ def test_events_sent_again_among_new_ones_are_stored_and_counted_once(
     assert _counted(conn) == 4
 
 
-def test_an_event_id_is_stored_once_per_endpoint_type_and_hour_of_its_timestamp(
+def test_an_event_id_is_stored_once_per_endpoint_type_and_timestamp(
     writer: tuple[SQLiteStorage, sqlite3.Connection],
 ) -> None:
     storage, conn = writer
@@ -98,12 +98,13 @@ def test_an_event_id_is_stored_once_per_endpoint_type_and_hour_of_its_timestamp(
     assert _commit(storage, conn, {"e1": {"id": first}}) == [1]
     assert _commit(storage, conn, {"e1": {"id": first}}) == [0]
     same_hour = _event("x", START + timedelta(minutes=59))
-    assert _commit(storage, conn, {"e1": {"id": same_hour}}) == [0]
     next_hour = _event("x", START + timedelta(hours=1))
+    assert _commit(storage, conn, {"e1": {"id": same_hour}}, {"e1": {"id": next_hour}}) == [1, 1]
     other_type = _event("y", START + timedelta(minutes=10))
-    assert _commit(storage, conn, {"e1": {"id": next_hour}}, {"e1": {"id": other_type}}) == [1, 1]
+    assert _commit(storage, conn, {"e1": {"id": other_type}}) == [1]
     assert _commit(storage, conn, {"e2": {"id": first}}) == [1]
-    assert _counted(conn) == 4
+    assert _commit(storage, conn, {"e1": {"id": first}}, {"e1": {"id": other_type}}) == [0, 0]
+    assert _counted(conn) == 5
 
 
 def test_deleting_an_endpoint_removes_its_events_of_every_hour_and_type_only(
@@ -212,6 +213,7 @@ def test_a_database_of_the_release_before_upgrades_with_every_event(
     stored = conn.execute(f"SELECT {events_sql.COLUMNS}, hour FROM events").fetchall()
     assert sorted(row[:8] for row in stored) == sorted(rows)
     assert all(row[8] == row[4] // events_sql.HOUR_MS for row in stored)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     q = Range(START.date(), START.date() + timedelta(days=9), ZoneInfo("UTC"), "users",
               date(2026, 3, 10))  # fmt: skip
     steps = [Step("open"), Step("view", (("screen", "shop"),)), Step("buy")]

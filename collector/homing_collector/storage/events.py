@@ -1,13 +1,14 @@
-"""The SQL of the events table, laid out by time (migration 6).
+"""The SQL of the events table, found by time (migration 6).
 
-Its key is (app, UTC hour of Timestamp, endpoint, type, event id), in one B-tree that
-holds the rows themselves:
-- a range of days is a range of hours, read in key order, so a query costs what its
-  range holds, whatever the table holds besides;
-- a new event lands among the events of its hour and endpoint. A device sends its own
-  events, of an hour or two, so a batch rewrites a few pages, however many events are
-  stored and whatever its event ids look like;
-- a resent event has the same Timestamp, type, endpoint and id, so the key stores it once.
+Its unique index events_key is (app, UTC hour of Timestamp, endpoint, event id, type,
+Timestamp):
+- a range of days is a range of hours of the key, so a query reads what its range holds,
+  whatever the table holds besides; the key has all a funnel reads but the body, and the
+  rows (appended as they arrive) of an hour lie together;
+- a new key lands among those of its hour and endpoint. A device sends its own events,
+  of an hour or two, so a batch rewrites a few pages of the index, however many events
+  are stored;
+- a resent event has the same key, so it is stored once.
 
 Reading one endpoint's events (to delete them) steps through the hours of the app, one
 seek each, and looks the endpoint up in each.

@@ -209,34 +209,34 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
     ),
     (
         6,
-        # Events laid out by time: one B-tree keyed by (app, UTC hour, endpoint, type, event
-        # id), rows included, so that a query for a range of days reads those hours only,
-        # and a new event lands among the events of its hour and endpoint (a device's batch
-        # goes to one or two places), not in an index that holds every event ever stored.
-        # A resent event has the same Timestamp, hence the same hour: the key still stores
-        # it once. (See homing_collector.storage.events.) The key's columns come first, in
-        # its order: SQLite 3.40's integrity_check reports NULLs that are not there in a
-        # WITHOUT ROWID table declared otherwise.
+        # Events found by time: the key (app, UTC hour, endpoint, event id, type,
+        # Timestamp) is unique, so a resent event is stored once, and a new key lands
+        # among those of its hour and endpoint (a device's batch goes to one or two places)
+        # instead of into an index of every event ever stored. A range of days is a range
+        # of the key; the key holds what a funnel reads but the body. Rows go in the order
+        # they arrive, so those of an hour lie together. Events stored before are copied
+        # in key order. (See homing_collector.storage.events.)
         """
         CREATE TABLE events_by_hour (
             app_id TEXT NOT NULL,
-            hour INTEGER NOT NULL,
             endpoint_id TEXT NOT NULL,
-            event_type TEXT NOT NULL,
             event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
             ts INTEGER NOT NULL,
             arrival INTEGER NOT NULL,
             session_id TEXT,
             body BLOB NOT NULL,
-            PRIMARY KEY (app_id, hour, endpoint_id, event_type, event_id)
-        ) WITHOUT ROWID;
+            hour INTEGER NOT NULL
+        );
         INSERT INTO events_by_hour (app_id, endpoint_id, event_id, event_type, ts, arrival,
             session_id, body, hour)
             SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body,
                 ts / 3600000 - (ts < 0 AND ts % 3600000 != 0) AS hour
-            FROM events ORDER BY app_id, hour, endpoint_id, event_type, event_id;
+            FROM events ORDER BY app_id, hour, endpoint_id, event_id, event_type, ts;
         DROP TABLE events;
         ALTER TABLE events_by_hour RENAME TO events;
+        CREATE UNIQUE INDEX events_key
+            ON events(app_id, hour, endpoint_id, event_id, event_type, ts);
         CREATE INDEX events_opens ON events(app_id, ts)
             WHERE event_type = '_campaign.opened_notification';
         """,

@@ -268,6 +268,19 @@ _DEMOGRAPHIC = {
 
 
 def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[str, Any]:
+    if dimension in _DEMOGRAPHIC:
+        # One value per endpoint: SQLite reads it from the body and counts, without
+        # handing each endpoint to Python. (A user key is rollups.user_key.)
+        section, name = _DEMOGRAPHIC[dimension]
+        counted = conn.execute(
+            f"SELECT json_extract(body, '$.{section}.{name}') AS v, count(*),"
+            " count(DISTINCT CASE WHEN user_id IS NULL THEN 'e:' || endpoint_id"
+            " ELSE 'u:' || user_id END) FROM endpoints WHERE app_id = ? GROUP BY v",
+            (app_id,),
+        ).fetchall()
+        counted.sort(key=lambda row: (-row[1], row[0] is None, str(row[0])))
+        rows = [{"value": v, "endpoints": e, "users": u} for v, e, u in counted]
+        return {"dimension": dimension, "rows": rows}
     groups: dict[str | None, tuple[set[str], set[str]]] = {}
     for endpoint_id, user_id, body in conn.execute(
         "SELECT endpoint_id, user_id, body FROM endpoints WHERE app_id = ?", (app_id,)

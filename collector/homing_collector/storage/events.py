@@ -38,17 +38,15 @@ def insert_sql(rows: int, *, returning: bool = False) -> str:
     return (
         f"INSERT OR IGNORE INTO events ({COLUMNS}, hour) SELECT column1, column2, column3,"
         f" column4, column5, column6, column7, column8, {hour_sql('column5')}"
-        f" FROM (VALUES {values}) WHERE true"  # WHERE: no parsing of ON CONFLICT as upsert
+        f" FROM (VALUES {values})"
         + (" RETURNING app_id, endpoint_id, event_id, event_type, ts" if returning else "")
     )
 
 
-def hours_cte(name: str = "h") -> str:
-    """A CTE `name`(hour) of the hours from ?lo (named :lo) up to, not including, :hi."""
-    return (
-        f"{name}(hour) AS (SELECT :lo WHERE :lo < :hi UNION ALL"
-        f" SELECT hour + 1 FROM {name} WHERE hour + 1 < :hi)"
-    )
+# The hours from :lo up to, not including, :hi.
+_RANGE = (
+    "h(hour) AS (SELECT :lo WHERE :lo < :hi UNION ALL SELECT hour + 1 FROM h WHERE hour + 1 < :hi)"
+)
 
 
 # The hours that app :app has events in, each found by one seek from the one before.
@@ -88,7 +86,7 @@ def in_range(columns: str, types: Sequence[str]) -> tuple[str, dict[str, object]
     params: dict[str, object] = {f"type{i}": t for i, t in enumerate(types)}
     typed = f" AND e.event_type IN ({', '.join(f':type{i}' for i in range(len(types)))})"
     return (
-        f"WITH RECURSIVE {hours_cte()} SELECT {columns} FROM h CROSS JOIN events e"
+        f"WITH RECURSIVE {_RANGE} SELECT {columns} FROM h CROSS JOIN events e"
         " WHERE e.app_id = :app AND e.hour = h.hour AND e.ts >= :lo_ms AND e.ts < :hi_ms"
         + (typed if types else ""),
         params,

@@ -127,6 +127,13 @@ headers = {{ Authorization = "Bearer {seeded.root_token}" }}
 include-operation-id = "DeleteApp"
 parameters = {{ "path.application-id" = "{seeded.doomed_app_id}" }}
 
+# Seen with schemathesis 4.32: in the stateful phase, a case with a path parameter drawn
+# against its pattern (an endpoint id of control characters that no earlier answer held)
+# was counted as valid data. So that phase draws valid data only; the coverage and fuzzing
+# phases send invalid data too.
+[phases.stateful]
+generation.mode = "positive"
+
 [[operations]]
 include-operation-id = {values(ranges())}
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]

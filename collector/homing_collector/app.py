@@ -13,15 +13,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from homing_collector import dashboard
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
+from homing_collector.operation import bind
+from homing_collector.pinpoint import unserved
 from homing_collector.push.gateway import Gateway
-from homing_collector.routes import BENCH_OPERATIONS, OPERATIONS
+from homing_collector.routes import (
+    BENCH_OPERATIONS,
+    EXTRA_SCHEMAS,
+    OPERATIONS,
+    PATH_PARAMETERS,
+)
 from homing_collector.settings import Settings
 from homing_collector.storage.base import Overloaded, Storage, StorageUnavailable
 from homing_collector.storage.sqlite import SQLiteStorage
@@ -66,8 +72,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
                 metrics.publish()  # its last counts, for the workers still up
 
     operations = OPERATIONS + (BENCH_OPERATIONS if settings.bench_routes else [])
-    routes = [Route(op.path, op.handler, methods=[op.method], name=op.name) for op in operations]
-    routes += dashboard.ROUTES
+    routes = [Route(op.path, bind(op), methods=[op.method], name=op.name) for op in operations]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -84,7 +89,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     app.state.metrics = metrics
     app.state.push = push
     app.state.hooks = hooks
-    app.state.openapi = document(operations)
+    app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app
 
@@ -96,13 +101,36 @@ async def _pinpoint_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        message = f"No route matches {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    else:
-        message = str(exc.detail)
-    return error_response(exc.status_code, message, request_id(request))
+    headers: dict[str, str] = {}
+    status, message = exc.status_code, str(exc.detail)
+    if status in (404, 405):
+        served = {getattr(route, "name", "") for route in request.app.routes}
+        pinpoint = unserved(request.method, request.url.path, served)
+        if pinpoint is not None:
+            status = 404
+            message = (
+                f"{pinpoint.name} is an Amazon Pinpoint operation that Homing does not serve yet"
+            )
+        elif status == 404:
+            message = f"No route matches {request.method} {request.url.path}"
+        else:
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = (
+                f"{request.method} is not allowed on {request.url.path}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+    return error_response(status, message, request_id(request), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path; the router looked at the first only."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _overloaded(request: Request, exc: Exception) -> Response:

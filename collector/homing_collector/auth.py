@@ -6,9 +6,9 @@ Two ways to authenticate, one set of roles:
   clock skew. This is what boto3, the AWS CLI and the AWS SDKs send.
 - ``Authorization: Bearer <token>``, which the Homing SDK and curl send.
 
-Roles: ``ingest`` keys may send events, update endpoints and open push streams of their
-own app, ``admin`` keys may do everything within their own app, and ``root`` keys manage
-apps.
+Roles are ordered ingest < admin < root. Each operation in the route table declares the
+least role that may call it; a key may call it when its role is at least that. Ingest and
+admin keys act on their own application only, a root key on every application.
 """
 
 from __future__ import annotations
@@ -25,21 +25,11 @@ from urllib.parse import quote, unquote
 from starlette.requests import Request
 
 from homing_collector.errors import forbidden
+from homing_collector.operation import ROLES, Operation, rank
 from homing_collector.storage.base import KeyRecord, Storage
 
 SIGNING_SERVICE = "mobiletargeting"
 MAX_CLOCK_SKEW_SECONDS = 15 * 60
-ROLES = ("ingest", "admin", "root")
-
-# The operations an ingest key may call; everything else needs admin.
-INGEST_OPERATIONS = frozenset(
-    {"PutEvents", "UpdateEndpoint", "UpdateEndpointsBatch", "OpenPushStream",
-     "AcknowledgePushMessages"}
-)  # fmt: skip
-# The operations that manage applications themselves need a root key.
-ROOT_OPERATIONS = frozenset({"CreateApp", "GetApps", "DeleteApp"})
-# A root key manages apps and their keys; it never reads or writes an app's data.
-ROOT_MAY_CALL = ROOT_OPERATIONS | {"GetApp", "CreateKey", "ListKeys", "RevokeKey"}
 
 
 @dataclass(frozen=True)
@@ -114,27 +104,18 @@ async def authenticate(
     return Principal(key.access_key_id, key.role, key.app_id)
 
 
-def authorize(principal: Principal, operation: str, app_id: str | None) -> None:
-    """Raise 403 unless `principal` may call `operation` on `app_id` (None: no app)."""
-    if principal.role == "root":
-        if operation not in ROOT_MAY_CALL:
-            raise forbidden(
-                f"{operation} needs an ingest or admin key of the application; root keys "
-                "only manage applications and their keys"
-            )
-        return
-    if operation in ROOT_OPERATIONS:
+def authorize(principal: Principal, op: Operation, app_id: str | None) -> None:
+    """Raise 403 unless `principal` may call `op` on `app_id` (None: no app)."""
+    if rank(principal.role) < rank(op.role):
+        needed = "a root key" if op.role == "root" else f"an {op.role} key or one above it"
         raise forbidden(
-            f"{operation} needs a root key; {principal.access_key_id} is {principal.role}"
+            f"The key {principal.access_key_id} is an {principal.role} key; "
+            f"{op.name} needs {needed}"
         )
-    if app_id is None or principal.app_id != app_id:
+    if principal.role != "root" and principal.app_id != app_id:
         raise forbidden(
-            f"The key {principal.access_key_id} may not call {operation}"
+            f"The key {principal.access_key_id} may not call {op.name}"
             + (f" on application {app_id}" if app_id else "; it needs a root key")
-        )
-    if principal.role == "ingest" and operation not in INGEST_OPERATIONS:
-        raise forbidden(
-            f"The key {principal.access_key_id} is an ingest key; {operation} needs an admin key"
         )
 
 

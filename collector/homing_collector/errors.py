@@ -47,17 +47,22 @@ def request_id(request: Request) -> str:
 
 
 def error_response(
-    status_code: int, message: str, rid: str, *, retry_after: int | None = None
+    status_code: int,
+    message: str,
+    rid: str,
+    *,
+    retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     name = ERROR_NAMES.get(
         status_code, ERROR_NAMES[500] if status_code >= 500 else ERROR_NAMES[400]
     )
-    headers = {"x-amzn-ErrorType": name, "x-amzn-RequestId": rid}
+    answer = {**(headers or {}), "x-amzn-ErrorType": name, "x-amzn-RequestId": rid}
     if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+        answer["Retry-After"] = str(retry_after)
     return Response(
         orjson.dumps({"Message": message, "RequestID": rid}),
         status_code=status_code,
-        headers=headers,
+        headers=answer,
         media_type="application/json",
     )

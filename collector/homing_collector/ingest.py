@@ -60,11 +60,8 @@ async def put_events(
     return await store_events(storage, app_id, check_events(payload, body_size=body_size, now=now))
 
 
-def check_events(
-    payload: Any, *, body_size: int, now: float | None = None, summarize: bool = False
-) -> CheckedBatch:
-    """Check a PutEvents body. With `summarize`, also sum up what its events add to the
-    analytics rollups, while each is at hand, so that the writer need not parse it again."""
+def check_envelope(payload: Any) -> dict[str, Any]:
+    """The rules of a PutEvents body as a whole; each entry is then judged on its own."""
     if type(payload) is not dict:
         raise bad_request("The body must be a JSON object with a BatchItem")
     batch = payload.get("BatchItem")
@@ -85,6 +82,15 @@ def check_events(
             f"BatchItem: the request has {total} events; "
             f"the limit is {limits.MAX_EVENTS_PER_REQUEST} per request"
         )
+    return batch
+
+
+def check_events(
+    payload: Any, *, body_size: int, now: float | None = None, summarize: bool = False
+) -> CheckedBatch:
+    """Check a PutEvents body. With `summarize`, also sum up what its events add to the
+    analytics rollups, while each is at hand, so that the writer need not parse it again."""
+    batch = check_envelope(payload)
 
     now = time.time() if now is None else now
     now_ms = int(now * 1000)

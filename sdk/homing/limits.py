@@ -25,6 +25,8 @@ MAX_ENDPOINTS_PER_BATCH = 100
 
 # Identifiers: Pinpoint documents no bound; one keeps rows and indexes sane.
 MAX_ID_LENGTH = 256
+# Free-form endpoint and event strings (Address, AppTitle, ...): the same reason.
+MAX_PLAIN_STRING_LENGTH = 1024
 
 # A timestamp further than this in the future is replaced by the arrival time.
 MAX_FUTURE_SKEW_SECONDS = 24 * 60 * 60

@@ -51,7 +51,7 @@ DEMOGRAPHIC_FIELDS = (
     "Timezone",
 )  # fmt: skip
 _LOCATION_STRINGS = ("City", "Country", "PostalCode", "Region")
-_MAX_PLAIN_STRING = 1024  # free-form endpoint and event strings (Address, AppTitle, ...)
+_MAX_PLAIN_STRING = limits.MAX_PLAIN_STRING_LENGTH
 # JSON cannot carry a lone surrogate: the SDK would fail to encode the event. The checks
 # below test str.isascii() first, which costs nothing, and encode only the rest.
 _NOT_UTF8 = (

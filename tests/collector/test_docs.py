@@ -365,7 +365,7 @@ def test_api_md_lists_every_operation_as_routed() -> None:
         path = re.sub(r"{(\w+)}", lambda m: "{" + m.group(1).replace("_", "-") + "}", op.path)
         _, method, http_method, doc_path, role, status = rows[op.name]
         assert (http_method, doc_path, role, status) == (
-            op.method, f"`{path}`", op.auth, str(op.status),
+            op.method, f"`{path}`", op.role, str(op.status),
         ), op.name  # fmt: skip
         if op.name in model.operation_names:
             http = model.operation_model(op.name).http

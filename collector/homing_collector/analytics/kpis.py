@@ -47,7 +47,7 @@ def parse_times(get: Get, now: datetime | None = None) -> tuple[date, date]:
     moments = {}
     for name in ("start-time", "end-time"):
         raw = get(name)
-        if raw:
+        if raw is not None:  # given empty is not left out
             try:
                 moment = parse_timestamp(raw, name)
                 moments[name] = check_date(moment.astimezone(timezone.utc).date(), name)

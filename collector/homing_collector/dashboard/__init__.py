@@ -16,7 +16,6 @@ from importlib import resources
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from homing_collector.errors import not_found
 
@@ -100,9 +99,3 @@ async def static(request: Request) -> Response:
         raise not_found(f"The dashboard has no asset {name!r}")
     versioned = request.query_params.get("v") == asset.version
     return _answer(request, asset, IMMUTABLE if versioned else "no-cache")
-
-
-ROUTES = [
-    Route("/dashboard", page, methods=["GET", "HEAD"], name="Dashboard"),
-    Route("/dashboard/static/{name}", static, methods=["GET", "HEAD"], name="DashboardAsset"),
-]

@@ -22,7 +22,7 @@ ACTIONS = ("OPEN_APP", "DEEP_LINK", "URL")
 APNS_CHANNELS = frozenset({"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX"})
 CAMPAIGN_KEYS = ("campaign_id", "campaign_activity_id", "treatment_id")
 
-_PUSH_SECTIONS = ("DefaultPushNotificationMessage", "GCMMessage", "APNSMessage")
+PUSH_SECTIONS = ("DefaultPushNotificationMessage", "GCMMessage", "APNSMessage")
 _OTHER_SECTIONS = ("ADMMessage", "BaiduMessage", "DefaultMessage", "EmailMessage",
                    "SMSMessage", "VoiceMessage")  # fmt: skip
 _TEXT_FIELDS = ("Title", "Body", "Url")
@@ -115,8 +115,8 @@ def _parse(payload: Any, targets_field: str) -> SendRequest:
                 "(DefaultPushNotificationMessage, GCMMessage, APNSMessage)",
             )
     sections = {
-        name: _section(config.get(name), f"MessageConfiguration.{name}", name != _PUSH_SECTIONS[0])
-        for name in _PUSH_SECTIONS
+        name: _section(config.get(name), f"MessageConfiguration.{name}", name != PUSH_SECTIONS[0])
+        for name in PUSH_SECTIONS
     }
     if all(section is None for section in sections.values()):
         raise WireError(
@@ -139,7 +139,7 @@ def _parse(payload: Any, targets_field: str) -> SendRequest:
         check_id(target_id, targets_field)
         targets[target_id] = _override(value, f"{targets_field}.{target_id}")
     request = SendRequest(
-        sections[_PUSH_SECTIONS[0]], sections["GCMMessage"], sections["APNSMessage"], context,
+        sections[PUSH_SECTIONS[0]], sections["GCMMessage"], sections["APNSMessage"], context,
         targets,
     )  # fmt: skip
     # What each endpoint gets is its channel's push with its own override laid over it:
@@ -207,6 +207,8 @@ def _section(value: Any, field_name: str, has_ttl: bool) -> Push | None:
     if silent is not None and type(silent) is not bool:
         raise WireError(f"{field_name}.SilentPush", "must be true or false")
     ttl = value.get("TimeToLive") if has_ttl else None
+    if type(ttl) is float and ttl.is_integer():  # 60.0 is a whole number, as JSON says
+        ttl = int(ttl)
     if ttl is not None and (type(ttl) is not int or not 0 <= ttl <= MAX_TTL_SECONDS):
         raise WireError(
             f"{field_name}.TimeToLive",

@@ -1,13 +1,19 @@
-"""The route table. Each operation is described once, for routing and for OpenAPI."""
+"""The route table: each operation declared once, for routing, authorisation, validation
+and the OpenAPI document."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import Any, Literal
 
-from starlette.requests import Request
-from starlette.responses import Response
-
+from homing_collector import dashboard, ingest
+from homing_collector.analytics import kpis
+from homing_collector.models import analytics as a
+from homing_collector.models import apps as m
+from homing_collector.models import endpoints as e
+from homing_collector.models import events as ev
+from homing_collector.models import push as p
+from homing_collector.models.types import UrlId, with_examples
+from homing_collector.operation import NO_ROLE, Operation
 from homing_collector.routes import (
     analytics,
     apps,
@@ -20,112 +26,181 @@ from homing_collector.routes import (
     users,
 )
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Operation:
-    name: str
-    method: str
-    path: str
-    handler: Handler
-    status: int
-    summary: str
-    auth: str  # the least role that may call it: "none", "ingest", "admin" or "root"
-    request: str | None = None  # component schema of the body
-    response: str | None = None  # component schema of the answer
-    media_type: str = "application/json"
-
-
 APP = "/v1/apps/{application_id}"
+
+# Each path parameter's type, wherever it appears.
+PATH_PARAMETERS: dict[str, Any] = {
+    "application_id": str,
+    "endpoint_id": UrlId,
+    "user_id": UrlId,
+    "access_key_id": str,
+    "kpi_name": Literal[kpis.NAMES],
+    "name": Literal[tuple(sorted(dashboard.ASSETS.keys() - {dashboard.PAGE}))],
+}
+# Schemas the document gives that no operation names whole: PutEvents judges each batch
+# entry on its own, so its body's schema leaves them open.
+EXTRA_SCHEMAS: list[Any] = [ev.EventsBatch, m.Error]
+
+_ENDPOINT_RULES = (
+    "Rules JSON Schema cannot say, answered 400 naming the field: strings hold no lone "
+    "surrogate; the endpoint, once merged into the stored one, is at most "
+    "MAX_ENDPOINT_BYTES as JSON; a user has at most MAX_ENDPOINTS_PER_USER endpoints."
+)
+_EVENT_RULES = (
+    "Each entry of BatchItem is an EventsBatch, judged on its own with each of its events: "
+    "one that breaks a rule is answered 400 in Results and the others are stored. Rules "
+    "JSON Schema cannot say: at most MAX_EVENTS_PER_REQUEST events in all (else the whole "
+    "request is 400); at most MAX_EVENT_KEYS Attributes and Metrics keys together per "
+    "event; a StopTimestamp not before its StartTimestamp; no lone surrogates."
+)
+_SEND_RULES = (
+    "Rules JSON Schema cannot say, answered 400 naming the field: each push's data "
+    "(Data, the title, body and url, the campaign keys of Context, and each target's "
+    "overrides) is at most 4096 bytes as JSON."
+)
+
+_NOW = "2026-11-28T17:50:41.123Z"
+_EVENT = {
+    "EventType": "purchase",
+    "Timestamp": _NOW,
+    "Attributes": {"sku": "A-1"},
+    "Metrics": {"amount": 9.99},
+    "Session": {"Id": "s-1", "StartTimestamp": _NOW},
+}
+_ENDPOINT = {
+    "ChannelType": "CUSTOM",
+    "User": {"UserId": "user-42"},
+    "Demographic": {"Platform": "android"},
+    "Attributes": {"plan": ["free"]},
+}
+_PUSH = {
+    "DefaultPushNotificationMessage": {"Title": "Sale", "Body": "20% off today"},
+    "GCMMessage": {"TimeToLive": 3600},
+}
+EVENTS_REQUEST = with_examples(
+    ev.EventsRequest,
+    {"BatchItem": {"device-1": {"Endpoint": _ENDPOINT, "Events": {"event-1": _EVENT}}}},
+)
+ENDPOINT_REQUEST = with_examples(e.EndpointRequest, _ENDPOINT)
+ENDPOINT_BATCH_REQUEST = with_examples(
+    e.EndpointBatchRequest, {"Item": [{**_ENDPOINT, "Id": "device-2"}]}
+)
+MESSAGE_REQUEST = with_examples(
+    p.MessageRequest, {"MessageConfiguration": _PUSH, "Endpoints": {"device-1": {}}}
+)
+USERS_MESSAGE_REQUEST = with_examples(
+    p.SendUsersMessageRequest, {"MessageConfiguration": _PUSH, "Users": {"user-42": {}}}
+)
+ACKS_REQUEST = with_examples(p.PushAcksRequest, {"MessageIds": ["5f0c2a5e"]})
+APP_REQUEST = with_examples(m.CreateApplicationRequest, {"Name": "shop", "tags": {"team": "a"}})
+KEY_REQUEST = with_examples(m.CreateKeyRequest, {"Role": "ingest"})
 
 OPERATIONS = [
     Operation("PutEvents", "POST", APP + "/events", events.put_events, 202,
               "Record a batch of events and update their endpoints", "ingest",
-              "EventsRequest", "EventsResponse"),
+              EVENTS_REQUEST, ev.EventsResponse, notes=_EVENT_RULES,
+              check=ingest.check_envelope),
     Operation("UpdateEndpoint", "PUT", APP + "/endpoints/{endpoint_id}",
               endpoints.update_endpoint, 202, "Create or update an endpoint", "ingest",
-              "EndpointRequest", "MessageBody"),
+              ENDPOINT_REQUEST, e.MessageBody, notes=_ENDPOINT_RULES,
+              check=endpoints.check_update),
     Operation("UpdateEndpointsBatch", "PUT", APP + "/endpoints", endpoints.update_endpoints_batch,
               202, "Create or update up to 100 endpoints at once", "ingest",
-              "EndpointBatchRequest", "MessageBody"),
+              ENDPOINT_BATCH_REQUEST, e.MessageBody, notes=_ENDPOINT_RULES,
+              check=endpoints.check_batch),
     Operation("GetEndpoint", "GET", APP + "/endpoints/{endpoint_id}", endpoints.get_endpoint, 200,
-              "Read an endpoint", "admin", None, "EndpointResponse"),
+              "Read an endpoint", "admin", None, e.EndpointResponse),
     Operation("DeleteEndpoint", "DELETE", APP + "/endpoints/{endpoint_id}",
               endpoints.delete_endpoint, 202, "Delete an endpoint and its events", "admin",
-              None, "EndpointResponse"),
+              None, e.EndpointResponse),
     Operation("GetUserEndpoints", "GET", APP + "/users/{user_id}", users.get_user_endpoints, 200,
-              "List the endpoints of a user", "admin", None, "EndpointsResponse"),
+              "List the endpoints of a user", "admin", None, e.EndpointsResponse),
     Operation("DeleteUserEndpoints", "DELETE", APP + "/users/{user_id}",
               users.delete_user_endpoints, 202,
               "Delete the endpoints of a user and their events; returns them", "admin",
-              None, "EndpointsResponse"),
+              None, e.EndpointsResponse),
     Operation("SendMessages", "POST", APP + "/messages", messages.send_messages, 200,
-              "Send a push to up to 100 endpoints", "admin", "MessageRequest",
-              "MessageResponse"),
+              "Send a push to up to 100 endpoints", "admin", MESSAGE_REQUEST,
+              p.MessageResponse, notes=_SEND_RULES, check=messages.check_endpoints),
     Operation("SendUsersMessages", "POST", APP + "/users-messages",
               messages.send_users_messages, 200,
               "Send a push to every endpoint of up to 100 users", "admin",
-              "SendUsersMessageRequest", "SendUsersMessageResponse"),
+              USERS_MESSAGE_REQUEST, p.SendUsersMessageResponse, notes=_SEND_RULES,
+              check=messages.check_users),
     Operation("OpenPushStream", "GET", APP + "/endpoints/{endpoint_id}/stream", push.open_stream,
               200, "Homing: the endpoint's push stream (Server-Sent Events)", "ingest", None,
-              "PushStream", "text/event-stream"),
+              p.PushStream, "text/event-stream"),
     Operation("AcknowledgePushMessages", "POST", APP + "/endpoints/{endpoint_id}/stream/acks",
               push.acknowledge, 202, "Homing: acknowledge push messages the endpoint handled",
-              "ingest", "PushAcksRequest", "PushAcksResponse"),
+              "ingest", ACKS_REQUEST, p.PushAcksResponse, check=push.check_acks),
     Operation("CreateApp", "POST", "/v1/apps", apps.create_app, 201, "Create an application",
-              "root", "CreateApplicationRequest", "ApplicationResponse"),
+              "root", APP_REQUEST, m.ApplicationResponse, check=apps.check_new_app),
     Operation("GetApps", "GET", "/v1/apps", apps.get_apps, 200, "List applications", "root",
-              None, "ApplicationsResponse"),
+              None, m.ApplicationsResponse, query=m.AppsQuery, check=apps.check_page),
     Operation("GetApp", "GET", APP, apps.get_app, 200, "Read an application", "admin",
-              None, "ApplicationResponse"),
+              None, m.ApplicationResponse),
     Operation("DeleteApp", "DELETE", APP, apps.delete_app, 200,
               "Delete an application with all its endpoints, events and keys", "root",
-              None, "ApplicationResponse"),
+              None, m.ApplicationResponse),
     Operation("CreateKey", "POST", APP + "/keys", keys.create_key, 201,
               "Homing: create an ingest or admin key for the application", "admin",
-              "CreateKeyRequest", "NewKeyResponse"),
+              KEY_REQUEST, m.NewKeyResponse, check=keys.check_role),
     Operation("ListKeys", "GET", APP + "/keys", keys.list_keys, 200,
               "Homing: list the application's keys, without secrets", "admin", None,
-              "KeysResponse"),
+              m.KeysResponse),
     Operation("RevokeKey", "DELETE", APP + "/keys/{access_key_id}", keys.revoke_key, 200,
-              "Homing: revoke a key; it stops working at once", "admin", None, "KeyResponse"),
+              "Homing: revoke a key; it stops working at once", "admin", None, m.KeyResponse),
     Operation("GetApplicationDateRangeKpi", "GET", APP + "/kpis/daterange/{kpi_name}",
               analytics.date_range_kpi, 200,
               "A push or usage KPI over a date range, in Pinpoint's shape", "admin", None,
-              "ApplicationDateRangeKpiResponse"),
+              a.ApplicationDateRangeKpiResponse, query=a.KpiQuery, check=analytics.check_kpi,
+              notes="start-time must not be after end-time, and the range holds at most "
+              "366 days; otherwise the answer is 400, naming the parameter."),
     Operation("GetAnalyticsUsage", "GET", APP + "/analytics/usage", analytics.usage, 200,
               "Homing: active users or endpoints, new, WAU, MAU, sticky factor and sessions "
-              "per day", "admin", None, "AnalyticsUsage"),
+              "per day", "admin", None, a.AnalyticsUsage, query=a.RangeQuery,
+              check=analytics.check_range, notes=a.RANGE_RULES),
     Operation("GetAnalyticsRetention", "GET", APP + "/analytics/retention", analytics.retention,
               200, "Homing: retention cohorts and the d7, d14 and d30 rates", "admin", None,
-              "AnalyticsRetention"),
+              a.AnalyticsRetention, query=a.RangeQuery, notes=a.RANGE_RULES,
+              check=analytics.check_range),
     Operation("GetAnalyticsDemographics", "GET", APP + "/analytics/demographics",
               analytics.demographics, 200,
               "Homing: endpoints and users by a demographic field or an endpoint attribute",
-              "admin", None, "AnalyticsDemographics"),
+              "admin", None, a.AnalyticsDemographics, query=a.DemographicsQuery,
+              check=analytics.check_dimension),
     Operation("GetAnalyticsEvents", "GET", APP + "/analytics/events", analytics.events, 200,
               "Homing: custom events by type and day, attribute breakdowns and metrics",
-              "admin", None, "AnalyticsEvents"),
+              "admin", None, a.AnalyticsEvents, query=a.EventsQuery, check=analytics.check_events,
+              notes=a.RANGE_RULES + " A metric filter's number must be finite."),
     Operation("GetAnalyticsFunnel", "GET", APP + "/analytics/funnel", analytics.funnel, 200,
               "Homing: conversion and drop-off through ordered steps", "admin", None,
-              "AnalyticsFunnel"),
+              a.AnalyticsFunnel, query=a.FunnelQuery, notes=a.RANGE_RULES,
+              check=analytics.check_funnel),
     Operation("GetAnalyticsRevenue", "GET", APP + "/analytics/revenue", analytics.revenue, 200,
-              "Homing: purchases and revenue per currency", "admin", None, "AnalyticsRevenue"),
+              "Homing: purchases and revenue per currency", "admin", None, a.AnalyticsRevenue,
+              query=a.RangeQuery, notes=a.RANGE_RULES, check=analytics.check_range),
     Operation("GetAnalyticsCampaigns", "GET", APP + "/analytics/campaigns", analytics.campaigns,
               200, "Homing: push messages sent, delivered and opened", "admin", None,
-              "AnalyticsCampaigns"),
-    Operation("Health", "GET", "/healthz", ops.healthz, 200, "Liveness and storage check", "none",
-              None, "Health"),
+              a.AnalyticsCampaigns, query=a.RangeQuery, notes=a.RANGE_RULES,
+              check=analytics.check_range),
+    Operation("Health", "GET", "/healthz", ops.healthz, 200, "Liveness and storage check",
+              NO_ROLE, None, m.Health),
     Operation("Metrics", "GET", "/metrics", ops.prometheus, 200,
-              "Prometheus metrics in text format", "none", None, None, "text/plain"),
-    Operation("OpenAPI", "GET", "/openapi.json", ops.openapi, 200, "This document", "none",
-              None, None),
+              "Prometheus metrics in text format", NO_ROLE, None, str, "text/plain"),
+    Operation("OpenAPI", "GET", "/openapi.json", ops.openapi, 200, "This document", NO_ROLE,
+              None, dict[str, Any]),
+    Operation("Dashboard", "GET", "/dashboard", dashboard.page, 200,
+              "Homing: the dashboard, one HTML page that reads the analytics routes", NO_ROLE,
+              None, str, "text/html"),
+    Operation("DashboardAsset", "GET", "/dashboard/static/{name}", dashboard.static, 200,
+              "Homing: the dashboard's scripts, style sheet and images", NO_ROLE, None, str,
+              ", ".join(sorted({t.split(";")[0] for t in dashboard.CONTENT_TYPES.values()}))),
 ]  # fmt: skip
 
 # Only with --bench-routes: what ingestion costs without storage, for bench/.
 BENCH_OPERATIONS = [
     Operation("ParseOnly", "POST", APP + "/events-parse-only", ops.parse_only, 202,
-              "Benchmark ceiling: read and parse a PutEvents body, store nothing", "none",
-              "EventsRequest", None),
+              "Benchmark ceiling: read and parse a PutEvents body, store nothing", NO_ROLE,
+              ev.EventsRequest, None),
 ]  # fmt: skip

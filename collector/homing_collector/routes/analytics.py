@@ -1,4 +1,8 @@
-"""Analytics routes: parse the parameters, run a query off the event loop, answer JSON."""
+"""Analytics routes: parse the parameters, run a query off the event loop, answer JSON.
+
+Each route's `check_*` reads its query parameters (the route table runs it first, then the
+query model); the route runs the query with what it returned.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,71 +21,87 @@ from homing_collector.routes._common import Call, begin, json
 
 Query = Callable[[sqlite3.Connection], dict[str, Any]]
 RangeQuery = Callable[[sqlite3.Connection, str, params.Range], dict[str, Any]]
+Check = Callable[[QueryParams], Any]
 
 
-async def _answer(request: Request, operation: str, build: Callable[[Call], Query]) -> Response:
-    call = await begin(request, operation)
+def _named(check: Check) -> Check:
+    """`check`, with a ParamError (which starts with the parameter's name) as a 400."""
+
+    def run(query: QueryParams) -> Any:
+        try:
+            return check(query)
+        except ParamError as exc:
+            raise bad_request(str(exc)) from None
+
+    return run
+
+
+async def _answer(request: Request, build: Callable[[Call], Query]) -> Response:
+    call = await begin(request)
     if not call.storage.rollups:
         raise not_found("Analytics are off on this collector (HOMING_ROLLUPS=0)")
     try:
-        query = build(call)
-        return json(await call.storage.analytics_read(query))
-    except ParamError as exc:
+        return json(await call.storage.analytics_read(build(call)))
+    except ParamError as exc:  # a time zone without whole-hour offsets over the range
         raise bad_request(str(exc)) from None
 
 
-def _get(call: Call) -> params.Get:
-    return call.request.query_params.get
+check_range = _named(lambda query: params.parse_range(query.get))
+check_dimension = _named(lambda query: params.parse_dimension(query.get))
+check_events = _named(
+    lambda query: (
+        params.parse_range(query.get),
+        params.parse_event_filters(query.get, query.getlist),
+    )
+)
+check_funnel = _named(
+    lambda query: (
+        params.parse_range(query.get),
+        params.parse_steps(query.getlist),
+        params.parse_window(query.get),
+    )
+)
+check_kpi = _named(lambda query: kpis.parse_times(query.get))
 
 
-def _get_list(call: Call) -> params.GetList:
-    return call.request.query_params.getlist
-
-
-def _over_range(operation: str, run: RangeQuery) -> Callable[[Request], Awaitable[Response]]:
-    """A route whose only parameters are the date range's."""
+def _over_range(run: RangeQuery) -> Callable[[Request], Awaitable[Response]]:
+    """A route whose only parameters are the date range's (see check_range)."""
 
     async def route(request: Request) -> Response:
-        def build(call: Call) -> Query:
-            q = params.parse_range(_get(call))
-            return lambda conn: run(conn, call.app_id, q)
-
-        return await _answer(request, operation, build)
+        return await _answer(
+            request, lambda call: lambda conn: run(conn, call.app_id, call.checked)
+        )
 
     return route
 
 
-usage = _over_range("GetAnalyticsUsage", queries.usage)
-retention = _over_range("GetAnalyticsRetention", queries.retention)
-revenue = _over_range("GetAnalyticsRevenue", queries.revenue)
-campaigns = _over_range("GetAnalyticsCampaigns", queries.campaigns)
+usage = _over_range(queries.usage)
+retention = _over_range(queries.retention)
+revenue = _over_range(queries.revenue)
+campaigns = _over_range(queries.campaigns)
 
 
 async def demographics(request: Request) -> Response:
     def build(call: Call) -> Query:
-        dimension = params.parse_dimension(_get(call))
-        return lambda conn: queries.demographics(conn, call.app_id, dimension)
+        return lambda conn: queries.demographics(conn, call.app_id, call.checked)
 
-    return await _answer(request, "GetAnalyticsDemographics", build)
+    return await _answer(request, build)
 
 
 async def events(request: Request) -> Response:
     def build(call: Call) -> Query:
-        q = params.parse_range(_get(call))
-        f = params.parse_event_filters(_get(call), _get_list(call))
+        q, f = call.checked
         return lambda conn: queries.events(conn, call.app_id, q, f)
 
-    return await _answer(request, "GetAnalyticsEvents", build)
+    return await _answer(request, build)
 
 
 async def funnel(request: Request) -> Response:
     def build(call: Call) -> Query:
-        q = params.parse_range(_get(call))
-        steps = params.parse_steps(_get_list(call))
-        window = params.parse_window(_get(call))
+        q, steps, window = call.checked
         return lambda conn: queries.funnel(conn, call.app_id, q, steps, window)
 
-    return await _answer(request, "GetAnalyticsFunnel", build)
+    return await _answer(request, build)
 
 
 async def date_range_kpi(request: Request) -> Response:
@@ -91,7 +112,7 @@ async def date_range_kpi(request: Request) -> Response:
                 f"kpi-name: {name[:80]!r} is not a KPI of this collector; one of "
                 + ", ".join(kpis.NAMES)
             )
-        start, end = kpis.parse_times(_get(call))
+        start, end = call.checked
         return lambda conn: kpis.date_range_kpi(conn, call.app_id, name, start, end)
 
-    return await _answer(request, "GetApplicationDateRangeKpi", build)
+    return await _answer(request, build)

@@ -2,17 +2,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homing.wire import whole_number
 from homing_collector.errors import bad_request, not_found
+from homing_collector.models.apps import MAX_APP_NAME_LENGTH, MAX_PAGE_SIZE
 from homing_collector.routes._common import begin, gateway, json
 from homing_collector.storage.base import AppRecord
 
 ARN_PREFIX = "arn:aws:mobiletargeting:homing:000000000000:apps/"
-MAX_PAGE_SIZE = 1000
 
 
 def application_response(app: AppRecord) -> dict[str, object]:
@@ -28,8 +30,8 @@ def application_response(app: AppRecord) -> dict[str, object]:
 def new_app(name: object, tags: object = None) -> AppRecord:
     if type(name) is not str or not name.strip():
         raise ValueError("Name: is required and must be a non-empty string")
-    if len(name) > 256:
-        raise ValueError("Name: is longer than 256 characters")
+    if len(name) > MAX_APP_NAME_LENGTH:
+        raise ValueError(f"Name: is longer than {MAX_APP_NAME_LENGTH} characters")
     tags = {} if tags is None else tags
     if type(tags) is not dict or any(
         type(key) is not str or type(value) is not str for key, value in tags.items()
@@ -44,29 +46,38 @@ def new_app(name: object, tags: object = None) -> AppRecord:
     )
 
 
-async def create_app(request: Request) -> Response:
-    call = await begin(request, "CreateApp", app_scoped=False, with_body=True)
-    payload = call.payload if type(call.payload) is dict else {}
+def check_new_app(payload: Any) -> AppRecord:
+    payload = payload if type(payload) is dict else {}
     try:
-        app = new_app(payload.get("Name"), payload.get("tags"))
+        return new_app(payload.get("Name"), payload.get("tags"))
     except ValueError as exc:
         raise bad_request(str(exc)) from None
+
+
+async def create_app(request: Request) -> Response:
+    call = await begin(request)
+    app: AppRecord = call.checked
     await call.storage.create_app(app)
     return json(application_response(app), 201)
 
 
 async def get_app(request: Request) -> Response:
-    call = await begin(request, "GetApp")
+    call = await begin(request)
     app = await call.storage.get_app(call.app_id)
     assert app is not None  # begin() answered 404 otherwise
     return json(application_response(app))
 
 
-async def get_apps(request: Request) -> Response:
-    call = await begin(request, "GetApps", app_scoped=False)
-    size = whole_number(request.query_params.get("page-size", "100"))
+def check_page(query: QueryParams) -> int:
+    size = whole_number(query.get("page-size", "100"))
     if size is None or not 1 <= size <= MAX_PAGE_SIZE:
         raise bad_request(f"page-size: must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return size
+
+
+async def get_apps(request: Request) -> Response:
+    call = await begin(request)
+    size: int = call.checked
     apps = await call.storage.list_apps(after=request.query_params.get("token"), limit=size + 1)
     body: dict[str, object] = {"Item": [application_response(app) for app in apps[:size]]}
     if len(apps) > size:
@@ -75,7 +86,7 @@ async def get_apps(request: Request) -> Response:
 
 
 async def delete_app(request: Request) -> Response:
-    call = await begin(request, "DeleteApp")
+    call = await begin(request)
     app = await call.storage.delete_app(call.app_id)
     if app is None:
         raise not_found(f"Application {call.app_id} does not exist")

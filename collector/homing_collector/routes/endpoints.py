@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,20 +15,14 @@ from homing_collector.routes._common import Call, accepted, begin, json
 from homing_collector.storage.base import Endpoint, EndpointUpdate, UserEndpointLimit
 
 
-async def update_endpoint(request: Request) -> Response:
-    call = await begin(request, "UpdateEndpoint", with_body=True)
-    endpoint_id = _endpoint_id(request)
+def check_update(payload: Any) -> Endpoint:
     try:
-        update = check_endpoint(call.payload, "EndpointRequest")
+        return check_endpoint(payload, "EndpointRequest")
     except WireError as exc:
         raise bad_request(str(exc)) from None
-    await _store(call, [EndpointUpdate(endpoint_id, update)])
-    return accepted(call)
 
 
-async def update_endpoints_batch(request: Request) -> Response:
-    call = await begin(request, "UpdateEndpointsBatch", with_body=True)
-    payload = call.payload
+def check_batch(payload: Any) -> list[EndpointUpdate]:
     items = payload.get("Item") if type(payload) is dict else None
     if type(items) is not list:
         raise bad_request("Item: is required and must be a list of endpoints")
@@ -44,12 +39,24 @@ async def update_endpoints_batch(request: Request) -> Response:
         except WireError as exc:
             raise bad_request(str(exc)) from None
         updates.append(EndpointUpdate(item["Id"], {k: v for k, v in item.items() if k != "Id"}))
-    await _store(call, updates, batch=True)
+    return updates
+
+
+async def update_endpoint(request: Request) -> Response:
+    call = await begin(request)
+    endpoint_id = _endpoint_id(request)
+    await _store(call, [EndpointUpdate(endpoint_id, call.checked)])
+    return accepted(call)
+
+
+async def update_endpoints_batch(request: Request) -> Response:
+    call = await begin(request)
+    await _store(call, call.checked, batch=True)
     return accepted(call)
 
 
 async def get_endpoint(request: Request) -> Response:
-    call = await begin(request, "GetEndpoint")
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     endpoint = await call.storage.get_endpoint(call.app_id, endpoint_id)
     if endpoint is None:
@@ -58,7 +65,7 @@ async def get_endpoint(request: Request) -> Response:
 
 
 async def delete_endpoint(request: Request) -> Response:
-    call = await begin(request, "DeleteEndpoint")
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     endpoint = await call.storage.delete_endpoint(call.app_id, endpoint_id)
     if endpoint is None:

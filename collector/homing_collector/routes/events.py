@@ -8,7 +8,7 @@ from homing_collector.routes._common import begin, json, metrics
 
 
 async def put_events(request: Request) -> Response:
-    call = await begin(request, "PutEvents", with_body=True)
+    call = await begin(request)
     checked = ingest.check_events(
         call.payload, body_size=call.body_size, summarize=call.storage.rollups
     )

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homing_collector.auth import generate_key
 from homing_collector.errors import bad_request, not_found
+from homing_collector.models.apps import APP_ROLES
 from homing_collector.routes._common import begin, gateway, json
 from homing_collector.storage.base import KeyRecord
-
-APP_ROLES = ("ingest", "admin")
 
 
 def key_response(key: KeyRecord) -> dict[str, object]:
@@ -25,12 +25,16 @@ def key_response(key: KeyRecord) -> dict[str, object]:
     }
 
 
-async def create_key(request: Request) -> Response:
-    call = await begin(request, "CreateKey", with_body=True)
-    role = call.payload.get("Role") if type(call.payload) is dict else None
+def check_role(payload: Any) -> str:
+    role = payload.get("Role") if type(payload) is dict else None
     if role not in APP_ROLES:
         raise bad_request(f"Role: is required and must be one of {', '.join(APP_ROLES)}")
-    key = generate_key(role, call.app_id)
+    return str(role)
+
+
+async def create_key(request: Request) -> Response:
+    call = await begin(request)
+    key = generate_key(call.checked, call.app_id)
     await call.storage.create_key(key.record)
     return json(
         {
@@ -43,13 +47,13 @@ async def create_key(request: Request) -> Response:
 
 
 async def list_keys(request: Request) -> Response:
-    call = await begin(request, "ListKeys")
+    call = await begin(request)
     keys = await call.storage.list_keys(call.app_id)
     return json({"Item": [key_response(key) for key in keys]})
 
 
 async def revoke_key(request: Request) -> Response:
-    call = await begin(request, "RevokeKey")
+    call = await begin(request)
     access_key_id = request.path_params["access_key_id"]
     key = await call.storage.get_key(access_key_id)
     if key is None or key.app_id != call.app_id:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -8,8 +10,8 @@ from homing_collector.routes._common import begin, gateway, json
 
 
 async def send_messages(request: Request) -> Response:
-    call = await begin(request, "SendMessages", with_body=True)
-    parsed = messages.parse(call.payload, targets="Endpoints")
+    call = await begin(request)
+    parsed: messages.SendRequest = call.checked
     targets = [
         send.Target(endpoint_id, override) for endpoint_id, override in parsed.targets.items()
     ]
@@ -23,8 +25,8 @@ async def send_messages(request: Request) -> Response:
 
 
 async def send_users_messages(request: Request) -> Response:
-    call = await begin(request, "SendUsersMessages", with_body=True)
-    parsed = messages.parse(call.payload, targets="Users")
+    call = await begin(request)
+    parsed: messages.SendRequest = call.checked
     targets: list[send.Target] = []
     owners: list[str] = []
     found = {}
@@ -38,3 +40,11 @@ async def send_users_messages(request: Request) -> Response:
     for user_id, target, result in zip(owners, targets, results, strict=True):
         by_user[user_id][target.endpoint_id] = result
     return json({"ApplicationId": call.app_id, "RequestId": call.request_id, "Result": by_user})
+
+
+def check_endpoints(payload: Any) -> messages.SendRequest:
+    return messages.parse(payload, targets="Endpoints")
+
+
+def check_users(payload: Any) -> messages.SendRequest:
+    return messages.parse(payload, targets="Users")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,7 +15,7 @@ from homing_collector.routes.endpoints import _endpoint_id
 
 
 async def open_stream(request: Request) -> Response:
-    call = await begin(request, "OpenPushStream")
+    call = await begin(request)
     endpoint_id = _endpoint_id(request)
     if request.method == "HEAD":  # the headers only: a stream would never end
         return Response(media_type="text/event-stream", headers={"cache-control": "no-store"})
@@ -33,10 +35,7 @@ async def open_stream(request: Request) -> Response:
     return PushStream(push, call.app_id, endpoint_id, call.principal.access_key_id)
 
 
-async def acknowledge(request: Request) -> Response:
-    call = await begin(request, "AcknowledgePushMessages", with_body=True)
-    endpoint_id = _endpoint_id(request)
-    payload = call.payload
+def check_acks(payload: Any) -> list[str]:
     ids = payload.get("MessageIds") if type(payload) is dict else None
     if type(ids) is not list or not 1 <= len(ids) <= MAX_ACKS:
         raise bad_request(f"MessageIds: is required and must be a list of 1 to {MAX_ACKS} ids")
@@ -45,6 +44,14 @@ async def acknowledge(request: Request) -> Response:
             check_id(message_id, f"MessageIds[{index}]")
     except WireError as exc:
         raise bad_request(str(exc)) from None
-    acknowledged = await call.storage.ack_push(call.app_id, endpoint_id, ids, now_ms=epoch_ms())
+    return ids
+
+
+async def acknowledge(request: Request) -> Response:
+    call = await begin(request)
+    endpoint_id = _endpoint_id(request)
+    acknowledged = await call.storage.ack_push(
+        call.app_id, endpoint_id, call.checked, now_ms=epoch_ms()
+    )
     gateway(request).metrics.push["delivered"] += acknowledged
     return json({"Acknowledged": acknowledged}, 202)

@@ -8,7 +8,7 @@ from homing_collector.routes._common import begin, json
 
 
 async def get_user_endpoints(request: Request) -> Response:
-    call = await begin(request, "GetUserEndpoints")
+    call = await begin(request)
     user_id = request.path_params["user_id"]
     items = await call.storage.get_user_endpoints(call.app_id, user_id)
     if not items:
@@ -17,7 +17,7 @@ async def get_user_endpoints(request: Request) -> Response:
 
 
 async def delete_user_endpoints(request: Request) -> Response:
-    call = await begin(request, "DeleteUserEndpoints")
+    call = await begin(request)
     user_id = request.path_params["user_id"]
     items = await call.storage.delete_user_endpoints(call.app_id, user_id)
     if not items:

@@ -1,0 +1,67 @@
+"""Applications and their keys; the operational answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+APP_ROLES = ("ingest", "admin")  # the roles of an application's keys; root keys have none
+MAX_APP_NAME_LENGTH = 256
+MAX_PAGE_SIZE = 1000  # applications per GetApps page
+
+AppName = Annotated[str, Meta(min_length=1, max_length=MAX_APP_NAME_LENGTH, pattern=r"\S")]
+AppRole = Literal[APP_ROLES]  # type: ignore[valid-type]
+
+
+class AppsQuery(Struct, omit_defaults=True, rename="kebab"):
+    page_size: Annotated[int, Meta(ge=1, le=MAX_PAGE_SIZE)] | None = None
+    token: str | None = None
+
+
+class CreateApplicationRequest(Struct, kw_only=True):
+    Name: AppName
+    tags: dict[str, str] | None = None
+
+
+class ApplicationResponse(Struct, kw_only=True):
+    Arn: str
+    Id: str
+    Name: str
+    CreationDate: str
+    tags: dict[str, str]
+
+
+class ApplicationsResponse(Struct, omit_defaults=True, kw_only=True):
+    Item: list[ApplicationResponse]
+    NextToken: str | None = None
+
+
+class CreateKeyRequest(Struct):
+    Role: AppRole
+
+
+class KeyResponse(Struct, kw_only=True):
+    AccessKeyId: str
+    ApplicationId: str
+    Role: AppRole
+    CreationDate: str
+    RevokedDate: str | None
+
+
+class NewKeyResponse(KeyResponse, kw_only=True):
+    SecretAccessKey: Annotated[str, Meta(description="Shown once.")]
+    Token: Annotated[str, Meta(description="For Authorization: Bearer; shown once.")]
+
+
+class KeysResponse(Struct):
+    Item: list[KeyResponse]
+
+
+class Health(Struct):
+    status: Literal["ok"]
+
+
+class Error(Struct):
+    Message: str
+    RequestID: str

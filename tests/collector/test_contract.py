@@ -1,0 +1,173 @@
+"""The collector against its own OpenAPI document: schemathesis, every check, every phase.
+
+A live collector on loopback holds an application with endpoints, users, events, a push
+message and keys, so that GET and DELETE reach real rows and not only 404s. Schemathesis
+runs as a command, with a fixed seed and a bounded number of examples; any failure or
+error fails this test, and its report is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from msgspec.structs import fields
+
+from homing_collector.routes import OPERATIONS
+from tests.conftest import LiveCollector
+
+SEED = 20261206
+# Per operation and phase. The whole run stays under three minutes on a 2-core machine
+# shared with other work.
+MAX_EXAMPLES = 30
+ENDPOINTS = [f"contract-endpoint-{i}" for i in range(4)]
+USERS = ["contract-user-0", "contract-user-1"]
+
+
+@dataclass(frozen=True)
+class Seeded:
+    app_id: str
+    admin_token: str
+    ingest_key_id: str
+    root_token: str
+    doomed_app_id: str  # the one DeleteApp may delete
+
+
+def seed(collector: LiveCollector) -> Seeded:
+    """An application with data, a root key, and an application to delete."""
+    app = collector.create_app("contract")
+    headers = {"Authorization": f"Bearer {app.admin.token}"}
+    base = f"{collector.url}/v1/apps/{app.id}"
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    batch = {
+        endpoint_id: {
+            "Endpoint": {
+                "ChannelType": "CUSTOM",
+                "Address": endpoint_id,
+                "User": {"UserId": USERS[i % len(USERS)]},
+                "Demographic": {"Platform": "linux", "AppVersion": "1.0"},
+                "Attributes": {"plan": ["free"]},
+            },
+            "Events": {
+                str(uuid.uuid4()): {
+                    "EventType": name,
+                    "Timestamp": now,
+                    "Attributes": {"sku": "A-1"},
+                    "Metrics": {"amount": 9.5},
+                    "Session": {"Id": f"s-{i}", "StartTimestamp": now},
+                }
+                for name in ("_session.start", "app.open", "_monetization.purchase")
+            },
+        }
+        for i, endpoint_id in enumerate(ENDPOINTS)
+    }
+    response = httpx.post(base + "/events", json={"BatchItem": batch}, headers=headers)
+    assert response.status_code == 202, response.text
+    message = {
+        "MessageConfiguration": {"DefaultPushNotificationMessage": {"Title": "Hi", "Body": "x"}},
+        "Endpoints": {ENDPOINTS[0]: {}},
+        "Context": {"campaign_id": "contract"},
+    }
+    response = httpx.post(base + "/messages", json=message, headers=headers)
+    assert response.status_code == 200, response.text
+    root = collector.root_key()
+    doomed = collector.create_app("contract-doomed")
+    return Seeded(app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id)
+
+
+def ranges() -> list[str]:
+    """The operations whose query has a range: that its start is not after its end is a
+    rule JSON Schema cannot say, documented in their description and answered 400, so
+    schemathesis's positive data may be refused there with a 400."""
+    return [
+        op.name
+        for op in OPERATIONS
+        if op.query is not None
+        and {"start", "end"} <= {f.encode_name.removesuffix("-time") for f in fields(op.query)}
+    ]
+
+
+def config(path: Path, seeded: Seeded) -> Path:
+    values = lambda items: "[" + ", ".join(f'"{item}"' for item in items) + "]"  # noqa: E731
+    root_only = [op.name for op in OPERATIONS if op.role == "root"]
+    path.write_text(
+        f"""
+[parameters]
+"path.application-id" = "{seeded.app_id}"
+
+[dictionaries]
+endpoints = {{ values = {values(ENDPOINTS)} }}
+users = {{ values = {values(USERS)} }}
+keys = {{ values = ["{seeded.ingest_key_id}"] }}
+
+[parameters."path.endpoint-id"]
+dictionary = "endpoints"
+probability = 0.5
+
+[parameters."path.user-id"]
+dictionary = "users"
+probability = 0.5
+
+[parameters."path.access-key-id"]
+dictionary = "keys"
+probability = 0.5
+
+[[operations]]
+include-operation-id = {values(root_only)}
+headers = {{ Authorization = "Bearer {seeded.root_token}" }}
+
+[[operations]]
+include-operation-id = "DeleteApp"
+parameters = {{ "path.application-id" = "{seeded.doomed_app_id}" }}
+
+# Seen with schemathesis 4.32: in the stateful phase, a case with a path parameter drawn
+# against its pattern (an endpoint id of control characters that no earlier answer held)
+# was counted as valid data. So that phase draws valid data only; the coverage and fuzzing
+# phases send invalid data too.
+[phases.stateful]
+generation.mode = "positive"
+
+[[operations]]
+include-operation-id = {values(ranges())}
+checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
+"""
+    )
+    return path
+
+
+@pytest.mark.timeout(600)
+def test_the_collector_keeps_its_openapi_contract(collector: LiveCollector, tmp_path: Path) -> None:
+    seeded = seed(collector)
+    settings = config(tmp_path / "schemathesis.toml", seeded)
+    command = [
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(settings), "run",
+        f"{collector.url}/openapi.json",
+        "--checks", "all",
+        "--phases", "examples,coverage,fuzzing,stateful",
+        "--seed", str(SEED),
+        "--max-examples", str(MAX_EXAMPLES),
+        "--header", f"Authorization: Bearer {seeded.admin_token}",
+        "--workers", "1",
+        "--generation-database", "none",
+        "--no-color",
+        "--request-timeout", "30",
+        # A push stream never ends: schemathesis reads answers whole.
+        "--exclude-operation-id", "OpenPushStream",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]

@@ -394,25 +394,3 @@ def test_the_push_listener_sample_prints_what_it_receives(
     assert listener.returncode == 0, err
     assert out.splitlines() == ["push: Hello Dana | Hello Dana body", "silent: a=1, b=2",
                                 "received 2 pushes"]  # fmt: skip
-
-
-def test_a_device_asks_again_after_its_credential_is_revoked(
-    collector: LiveCollector, devices: Callable[..., Device]
-) -> None:
-    import httpx
-
-    app = collector.create_app("push-reissue")
-    device = devices(collector, app, "revoked")
-    url = f"{collector.url}/v1/apps/{app.id}/endpoints/{device.endpoint_id}/credential"
-    admin_headers = {"Authorization": f"Bearer {app.admin.token}"}
-    assert httpx.delete(url, headers=admin_headers).status_code == 200  # its stream ends
-    # The device reconnects with the credential the collector no longer has, is told so,
-    # asks for a new one, and is back on its stream.
-    deadline = time.monotonic() + 20
-    while httpx.post(url, headers={"Authorization": f"Bearer {app.ingest.token}"}).status_code != 409:
-        assert time.monotonic() < deadline, "the device did not ask for a new credential"
-        httpx.delete(url, headers=admin_headers)  # the probe's own claim must not stay
-        time.sleep(0.2)
-    admin = collector.client(app.admin)
-    sent = send(admin, app, [device.endpoint_id], visible("Again"))
-    assert device.expect("push")["id"] == sent[device.endpoint_id]["MessageId"]

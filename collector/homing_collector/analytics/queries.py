@@ -320,12 +320,11 @@ def _run(
 
 def _all_of(tests: Sequence[str]) -> str:
     """SQL that is 1 when every test is true, and stops at the first false one (AND, as
-    a value, computes both of its sides)."""
+    a value, computes both of its sides). One flat CASE: nested ones, one per test, ran
+    out of SQLite's parser stack for a step with a few dozen attribute conditions."""
     if not tests:
         return "1"
-    if len(tests) == 1:
-        return f"({tests[0]})"
-    return f"CASE WHEN {tests[0]} THEN {_all_of(tests[1:])} ELSE 0 END"
+    return "(CASE" + "".join(f" WHEN NOT coalesce({t}, 0) THEN 0" for t in tests) + " ELSE 1 END)"
 
 
 def _contains_any(name: str, values: Sequence[str], params: dict[str, Any]) -> str:

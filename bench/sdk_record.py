@@ -7,6 +7,10 @@ Segment's analytics-python with ``send=False`` (both skip their queue), and agai
 a real in-memory queue whose consumer points at a dead loopback port. No SDK can reach
 the internet: every host is 127.0.0.1 and no upload happens while measuring.
 
+Ours runs with orjson and with the standard library's json in its place (the fallback
+that an app packaged by python-for-android or kivy-ios runs), in alternating rounds, so
+that what the fallback costs is measured in the same run.
+
 Then: the import time of ``homing`` (and of ``homing.Analytics``, which pulls in httpx),
 and the memory and disk used with 1,000,000 events queued (cap raised for it).
 
@@ -35,25 +39,63 @@ ATTRIBUTES = {"item": "XYZ"}
 METRICS = {"price": 1.99}
 
 
-def measure(call: Callable[[], Any], n: int, warmup: int = 500) -> dict[str, float]:
-    for _ in range(warmup):
-        call()
-    gc.collect()
-    samples = []
+def summary(samples: list[int], total_ns: int) -> dict[str, float]:
+    n = len(samples)
+    samples.sort()
+    return {
+        "p50": samples[n // 2] / 1000,
+        "p99": samples[int(n * 0.99)] / 1000,
+        "mean": statistics.fmean(samples) / 1000,
+        "per_s": n / (total_ns / 1e9),
+    }
+
+
+def timed(call: Callable[[], Any], n: int, samples: list[int]) -> int:
     clock = time.perf_counter_ns
     started = clock()
     for _ in range(n):
         t0 = clock()
         call()
         samples.append(clock() - t0)
-    total = clock() - started
-    samples.sort()
-    return {
-        "p50": samples[n // 2] / 1000,
-        "p99": samples[int(n * 0.99)] / 1000,
-        "mean": statistics.fmean(samples) / 1000,
-        "per_s": n / (total / 1e9),
-    }
+    return clock() - started
+
+
+def measure(call: Callable[[], Any], n: int, warmup: int = 500) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    gc.collect()
+    samples: list[int] = []
+    return summary(samples, timed(call, n, samples))
+
+
+def measure_json_pair(
+    call: Callable[[], Any], n: int, rounds: int = 10
+) -> tuple[dict[str, float], dict[str, float]]:
+    """`call` with orjson and with the stdlib fallback, in alternating rounds, so that a
+    neighbour's load or the file's growth weighs on both alike."""
+    from homing import _json
+
+    fast = (_json.dumps, _json.loads, _json.dumps_sorted)
+    slow = (_json.py_dumps, _json.py_loads, _json.py_dumps_sorted)
+    found: dict[bool, tuple[list[int], list[int]]] = {True: ([], [0]), False: ([], [0])}
+    for _ in range(500):
+        call()
+    try:
+        for _ in range(rounds):
+            for use_orjson in (True, False):
+                # What homing._json picks when orjson cannot be imported; every SDK
+                # module looks the functions up there at call time.
+                _json.dumps, _json.loads, _json.dumps_sorted = fast if use_orjson else slow
+                gc.collect()
+                samples, total = found[use_orjson]
+                total[0] += timed(call, n // rounds, samples)
+    finally:
+        _json.dumps, _json.loads, _json.dumps_sorted = fast
+    return summary(*_flat(found[True])), summary(*_flat(found[False]))
+
+
+def _flat(found: tuple[list[int], list[int]]) -> tuple[list[int], int]:
+    return found[0], found[1][0]
 
 
 def homing_case(data_dir: Path) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -116,6 +158,18 @@ def segment_case(send: bool) -> tuple[Callable[[], None], Callable[[], None]] | 
     return call, close
 
 
+def encode_cost(n: int = 20_000) -> str:
+    from homing import _json
+    from homing._events import EventBuilder
+
+    _, event = EventBuilder().build("Item Bought", ATTRIBUTES, METRICS, time.time(), None)
+    found = []
+    for name, dump in (("orjson", _json.dumps), ("stdlib", _json.py_dumps)):
+        best = min(measure(lambda dump=dump: dump(event), n)["p50"] for _ in range(3))
+        found.append(f"{name} {best:.2f} µs")
+    return ", ".join(found)
+
+
 def import_time(statement: str, runs: int = 5) -> float:
     code = f"import time; t=time.perf_counter(); {statement}; print(time.perf_counter()-t)"
     best = min(
@@ -159,8 +213,12 @@ def main() -> None:
 
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        call, close = homing_case(Path(tmp) / "h")
+        fast, slow = measure_json_pair(call, args.events)
+        close()
+        results["homing record_event (SQLite, committed)"] = fast
+        results["homing record_event, stdlib json (no orjson)"] = slow
         cases: list[tuple[str, Callable[[], Any]]] = [
-            ("homing record_event (SQLite, committed)", lambda: homing_case(Path(tmp) / "h")),
             ("posthog capture (send=False)", lambda: posthog_case(False)),
             ("posthog capture (queue, no consumer reach)", lambda: posthog_case(True)),
             ("analytics-python track (send=False)", lambda: segment_case(False)),
@@ -186,6 +244,19 @@ def main() -> None:
             print(
                 f"  {name:44} p50 x{r['p50'] / ours['p50']:.2f}  p99 x{r['p99'] / ours['p99']:.2f}"
             )
+
+    slow = results["homing record_event, stdlib json (no orjson)"]
+    print(
+        f"\nthe json fallback costs {slow['p50'] - ours['p50']:+.1f} µs per record_event at p50 "
+        f"(x{slow['p50'] / ours['p50']:.2f})"
+    )
+    track = results.get("analytics-python track (in-memory queue)")
+    if track is not None:
+        for name, r in (("with orjson", ours), ("without orjson", slow)):
+            print(
+                f"  homing {name:15} p50 = x{r['p50'] / track['p50']:.2f} analytics-python track()"
+            )
+    print(f"  one event encoded: {encode_cost()}")
 
     print("\nimport time (best of 5, fresh interpreter):")
     for statement in ("import homing", "import homing; homing.Analytics",

@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import orjson
 import platformdirs
 
+from homing import _json
 from homing._endpoint import Endpoint
 from homing._events import EventBuilder, check_attribute, check_metric
 from homing._exceptions import ConfigurationError, InvalidEndpointError, InvalidEventError
@@ -283,7 +283,7 @@ class Analytics:
             self._drop("closed", "homing: Analytics is closed; event %s dropped", event_id)
             return
         try:
-            stored = self._store.put(event_id, orjson.dumps(event))
+            stored = self._store.put(event_id, _json.dumps(event))
         except sqlite3.Error as exc:
             self._drop("store_error", "homing: cannot store event %s: %s", event_id, exc)
             self._counters.last_error = f"store: {exc}"

@@ -17,8 +17,7 @@ import uuid
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-import orjson
-
+from homing import _json
 from homing._device import Probe, demographic
 from homing._exceptions import InvalidEndpointError
 from homing.wire import (
@@ -205,7 +204,7 @@ class Endpoint:
     def _compose(self, effective: float, fields: dict[str, Any] | None = None) -> dict[str, Any]:
         fields = self._fields if fields is None else fields
         profile: dict[str, Any] = {"ChannelType": "CUSTOM"}
-        profile.update(orjson.loads(orjson.dumps(fields)))
+        profile.update(_json.loads(_json.dumps(fields)))
         profile["Demographic"] = {**self._auto, **fields.get("Demographic", {})}
         profile["EffectiveDate"] = format_timestamp(effective)
         return profile
@@ -224,7 +223,7 @@ class Endpoint:
     def _digest(self) -> str:
         profile = self._compose(0.0)
         del profile["EffectiveDate"]
-        return hashlib.sha256(orjson.dumps(profile, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return hashlib.sha256(_json.dumps_sorted(profile)).hexdigest()
 
     def _bump(self, now: float | None) -> None:
         self._version += 1
@@ -250,7 +249,7 @@ _MAPS = ("Attributes", "Metrics", "Location", "Demographic")
 
 def merge(fields: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     """The collector's merge: given keys replace theirs, None or [] removes one."""
-    result: dict[str, Any] = orjson.loads(orjson.dumps(fields))
+    result: dict[str, Any] = _json.loads(_json.dumps(fields))
     for name in ("Address", "ChannelType", "OptOut"):
         if name in change:
             result[name] = change[name]

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import orjson
 
+from homing import _json
 from homing._uploader import _message, backoff_delay
 from homing._version import __version__
 from homing.push import CAMPAIGN_KEYS, PushMessage, parse_payload
@@ -342,9 +342,9 @@ class Push:
         seq = push_seq(event_id)
         payload: Any = None
         try:
-            payload = orjson.loads(data)
+            payload = _json.loads(data)
             message = parse_payload(payload)
-        except ValueError as exc:  # orjson's JSONDecodeError is a ValueError too
+        except ValueError as exc:  # _json.JSONDecodeError is a ValueError too
             self._error(f"unreadable push message {event_id}: {exc}")
             message_id = payload.get("MessageId") if isinstance(payload, dict) else None
             if isinstance(message_id, str):
@@ -435,7 +435,7 @@ class Push:
         try:
             response = self._http().post(
                 self.acks_url,
-                content=orjson.dumps({"MessageIds": message_ids}),
+                content=_json.dumps({"MessageIds": message_ids}),
                 headers={**self._headers, "Content-Type": "application/json"},
                 timeout=httpx.Timeout(10.0, connect=5.0),
             )

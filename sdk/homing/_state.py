@@ -1,6 +1,6 @@
 """Small persistent state (endpoint id, profile, session) in sqlitedict, JSON-encoded.
 
-Values are encoded with orjson, never pickle: a state file that someone else wrote
+Values are encoded as JSON (homing._json), never pickle: a state file that someone else wrote
 must not be able to run code in the app.
 """
 
@@ -14,18 +14,19 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlitedict import SqliteDict
+
+from homing import _json
 
 logger = logging.getLogger("homing")
 
 
 def _encode(value: Any) -> bytes:
-    return orjson.dumps(value)
+    return _json.dumps(value)
 
 
 def _decode(data: bytes) -> Any:
-    return orjson.loads(data)
+    return _json.loads(data)
 
 
 class State:

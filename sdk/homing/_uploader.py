@@ -20,10 +20,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
-import orjson
 from tenacity import RetryCallState, wait_random_exponential
 
-from homing import limits
+from homing import _json, limits
 from homing._store import Row, Store
 from homing._types import Clock, FlushResult
 from homing._version import __version__
@@ -286,7 +285,7 @@ class Uploader:
         try:
             response = self._http().put(
                 self.endpoint_url,
-                content=orjson.dumps(profile),
+                content=_json.dumps(profile),
                 headers=self._endpoint_headers,
                 timeout=timeout,
             )
@@ -317,13 +316,13 @@ class Uploader:
 
     def _payload(self, rows: list[Row]) -> bytes:
         # The stored bodies are already JSON: splice them in rather than decode them.
-        events = b",".join(orjson.dumps(row.event_id) + b":" + row.body for row in rows)
+        events = b",".join(_json.dumps(row.event_id) + b":" + row.body for row in rows)
         return b"".join(
             (
                 b'{"BatchItem":{',
-                orjson.dumps(self.endpoint_id),
+                _json.dumps(self.endpoint_id),
                 b':{"Endpoint":',
-                orjson.dumps(self.profile()),
+                _json.dumps(self.profile()),
                 b',"Events":{',
                 events,
                 b"}}}}",
@@ -363,9 +362,9 @@ class Uploader:
 
     def _per_event(self, rows: list[Row], response: httpx.Response) -> _Outcome:
         try:
-            results = orjson.loads(response.content)["Results"][self.endpoint_id]
+            results = _json.loads(response.content)["Results"][self.endpoint_id]
             statuses = results["EventsItemResponse"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (_json.JSONDecodeError, KeyError, TypeError):
             self.store.release(rows)
             return self._fail(f"{response.status_code} with an unreadable body", None)
         done: list[Row] = []
@@ -431,8 +430,8 @@ def backoff_delay(attempt: int, *, multiplier: float, maximum: float, minimum: f
 
 def _message(response: httpx.Response) -> str:
     try:
-        return str(orjson.loads(response.content).get("Message", ""))[:200]
-    except (orjson.JSONDecodeError, AttributeError):
+        return str(_json.loads(response.content).get("Message", ""))[:200]
+    except (_json.JSONDecodeError, AttributeError):
         return response.reason_phrase
 
 

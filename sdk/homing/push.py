@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from homing import _json
 
 __all__ = ["CAMPAIGN_KEYS", "PushMessage", "parse_payload"]
 
@@ -175,8 +175,8 @@ def _json_body(value: object) -> dict[str, Any]:
     if not isinstance(value, str):
         return {}
     try:
-        decoded = orjson.loads(value)
-    except orjson.JSONDecodeError:
+        decoded = _json.loads(value)
+    except _json.JSONDecodeError:
         return {}
     return decoded if isinstance(decoded, dict) else {}
 

@@ -13,9 +13,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-
-from homing import limits
+from homing import _json, limits
 
 __all__ = [
     "CHANNEL_TYPES",
@@ -120,7 +118,7 @@ def check_endpoint_size(endpoint: dict[str, Any]) -> int:
     """The size of an endpoint as stored (its JSON, with the fields the collector adds);
     raise if it is over the limit. The SDK checks with the same rule, so what it accepts
     the collector accepts too."""
-    size = len(orjson.dumps(endpoint))
+    size = len(_json.dumps(endpoint))
     if size > limits.MAX_ENDPOINT_BYTES:
         raise WireError(
             "Endpoint", f"would be {size} bytes; the limit is {limits.MAX_ENDPOINT_BYTES} bytes"

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 import homing
+from homing import _json
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -47,7 +47,7 @@ def decode(request: httpx.Request) -> Any:
     body = request.content
     if request.headers.get("content-encoding") == "gzip":
         body = gzip.decompress(body)
-    return orjson.loads(body)
+    return _json.loads(body)
 
 
 def accept_endpoint(request: httpx.Request) -> httpx.Response:
@@ -73,7 +73,7 @@ class FakeCollector:
 
     def profiles(self) -> list[dict[str, Any]]:
         """The body of every UpdateEndpoint, in order."""
-        return [orjson.loads(request.content) for request in self.endpoint_requests]
+        return [_json.loads(request.content) for request in self.endpoint_requests]
 
     @property
     def transport(self) -> httpx.MockTransport:

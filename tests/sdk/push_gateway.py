@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from homing import _json
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Gateway:
                         continue
                     delivered.add(seq)
                     sent += 1
-                    yield f"id: {seq}\nevent: push\ndata: ".encode() + orjson.dumps(body) + b"\n\n"
+                    yield f"id: {seq}\nevent: push\ndata: ".encode() + _json.dumps(body) + b"\n\n"
                     if self.drop_after is not None and sent >= self.drop_after:
                         return
                 if time.monotonic() >= next_beat:
@@ -78,7 +79,7 @@ class Gateway:
         )
 
     async def acks(self, request: Request) -> Response:
-        ids = orjson.loads(await request.body())["MessageIds"]
+        ids = _json.loads(await request.body())["MessageIds"]
         new = [i for i in ids if i not in self.acked]
         self.acked.extend(new)
         return JSONResponse({"Acknowledged": len(new)}, 202)
@@ -156,7 +157,7 @@ class RawServer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                server.acked.extend(orjson.loads(body)["MessageIds"])
+                server.acked.extend(_json.loads(body)["MessageIds"])
                 out = b'{"Acknowledged": 1}'
                 self.send_response(202)
                 self.send_header("content-type", "application/json")
@@ -178,5 +179,5 @@ def sse(event_id: str, message_id: str, data: dict[str, str], eol: bytes = b"\n"
     """One push event as the collector writes it, with `eol` ending each line."""
     body = {"MessageId": message_id, "Silent": False, "ExpiresAt": "2099-01-01T00:00:00.000Z",
             "Data": data}  # fmt: skip
-    lines = [b"id: " + event_id.encode(), b"event: push", b"data: " + orjson.dumps(body)]
+    lines = [b"id: " + event_id.encode(), b"event: push", b"data: " + _json.dumps(body)]
     return eol.join(lines) + eol + eol

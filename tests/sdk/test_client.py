@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 import homing
+from homing import _json
 from homing._state import State
 from homing._store import Store
 from tests.sdk.conftest import FakeClock, FakeCollector, accept_all, decode
@@ -429,7 +429,7 @@ def test_a_forked_child_never_stops_or_clears_the_session_it_inherited(
         rows = stored.claim(100, 10**6)
     finally:
         stored.close()
-    events = [orjson.loads(row.body) for row in rows]
+    events = [_json.loads(row.body) for row in rows]
     assert [e["EventType"] for e in events] == ["_session.start", "child"]
     assert events[1]["Session"]["Id"] == session["Id"]  # the child's events carry it
     state = State(tmp_path / "data" / "state.sqlite3")

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 import homing
 import homing._uploader
+from homing import _json
 
 APP_ID = "app-faults"
 TOKEN = "hm_ingest_faults"
@@ -103,7 +103,7 @@ class FakeCollector:
 
     def __call__(self, request: Request) -> Response:
         assert request.headers.get("Content-Encoding") == "gzip"
-        body = orjson.loads(gzip.decompress(request.get_data()))
+        body = _json.loads(gzip.decompress(request.get_data()))
         self.requests.append(Received(self.clock(), dict(request.headers), body))
         if self.always is not None:
             return self.always(request)
@@ -125,7 +125,7 @@ class FakeCollector:
                 "EndpointItemResponse": {"StatusCode": 202, "Message": "Accepted"},
                 "EventsItemResponse": statuses,
             }
-        return Response(orjson.dumps({"Results": results}), 202, mimetype="application/json")
+        return Response(_json.dumps({"Results": results}), 202, mimetype="application/json")
 
     def ids_sent(self) -> list[str]:
         return [eid for received in self.requests for eid in received.event_ids]
@@ -133,7 +133,7 @@ class FakeCollector:
 
 def status(code: int, headers: dict[str, str] | None = None) -> Fault:
     def answer(request: Request) -> Response:
-        body = orjson.dumps({"Message": f"injected {code}", "RequestID": "r-1"})
+        body = _json.dumps({"Message": f"injected {code}", "RequestID": "r-1"})
         return Response(body, code, headers=headers, mimetype="application/json")
 
     return answer
@@ -149,7 +149,7 @@ def slow(release: threading.Event, then: FakeCollector) -> Fault:
     # Answers only once the test says so (bounded), long after the client gave up.
     def answer(request: Request) -> Response:
         release.wait(10)
-        return then.accept(orjson.loads(gzip.decompress(request.get_data())))
+        return then.accept(_json.loads(gzip.decompress(request.get_data())))
 
     return answer
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 import homing
+from homing import _json
 from homing._network import coerce_policy
 from homing._push import Push, _lines
 from tests.sdk.push_gateway import Answer, Gateway, RawServer, sse
@@ -83,7 +83,7 @@ def raw() -> Iterator[Callable[..., tuple[RawServer, Push]]]:
 
 def stored_events(data_dir: Path) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(data_dir / "events.sqlite3")) as conn:
-        return [orjson.loads(body) for (body,) in conn.execute("SELECT body FROM events")]
+        return [_json.loads(body) for (body,) in conn.execute("SELECT body FROM events")]
 
 
 def test_a_message_reaches_on_push_once_and_is_acked(
@@ -418,7 +418,7 @@ def test_an_id_that_is_no_sequence_number_leaves_the_cursor_and_the_message_is_h
 def test_a_last_event_id_the_server_refuses_resets_the_cursor_once(
     raw: Callable[..., tuple[RawServer, Push]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    refused = orjson.dumps({"Message": "Last-Event-ID: must be a whole number, the id (seq) "
+    refused = _json.dumps({"Message": "Last-Event-ID: must be a whole number, the id (seq) "
                                        "of the last message the device handled"})  # fmt: skip
     events = [sse("3", "old", {}), sse("4", "new", {})]
 

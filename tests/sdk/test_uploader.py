@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from homing import limits
+from homing import _json, limits
 from homing._network import NetworkPolicy, coerce_policy
 from homing._store import Store
 from homing._uploader import Uploader
@@ -55,7 +54,7 @@ def fill(store: Store, n: int, size: int = 0) -> None:
         event = {"EventType": "e", "Timestamp": "2026-11-28T10:00:00.000Z", "n": i}
         if size:
             event["Attributes"] = {"pad": "x" * size}
-        store.put(f"id{i:05d}", orjson.dumps(event))
+        store.put(f"id{i:05d}", _json.dumps(event))
 
 
 def statuses(codes: dict[str, int]) -> Callable[[httpx.Request], httpx.Response]:
@@ -97,7 +96,7 @@ def test_a_batch_is_a_gzipped_putevents_request(
     assert str(request.url) == "http://collector.test/v1/apps/app1/events"
     assert request.headers["content-encoding"] == "gzip"
     assert request.headers["authorization"] == "Bearer hm_ingest_x"
-    body = orjson.loads(gzip.decompress(request.content))
+    body = _json.loads(gzip.decompress(request.content))
     item = body["BatchItem"][ENDPOINT]
     assert item["Endpoint"] == {"ChannelType": "CUSTOM"}
     assert list(item["Events"]) == ["id00000", "id00001", "id00002"]

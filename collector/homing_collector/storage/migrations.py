@@ -207,6 +207,29 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX an_user_keys_key ON an_user_keys(app_id, key);
         """,
     ),
+    (
+        7,
+        # Segments, kept by homing_collector.storage.segments: the segment, and each of
+        # its versions with the request that made it.
+        """
+        CREATE TABLE segments (
+            app_id TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (app_id, segment_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE segment_versions (
+            app_id TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            request TEXT NOT NULL,
+            PRIMARY KEY (app_id, segment_id, version)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

@@ -1,9 +1,9 @@
 """The collector against its own OpenAPI document: schemathesis, every check, every phase.
 
 A live collector on loopback holds an application with endpoints, users, events, a push
-message, keys and segments of two versions, so that GET and DELETE reach real rows and not only 404s. Schemathesis
-runs as a command, with a fixed seed and a bounded number of examples; any failure or
-error fails this test, and its report is printed.
+message, keys and segments of two versions, so that GET and DELETE reach real rows and
+not only 404s. Schemathesis runs as a command, with a fixed seed and a bounded number of
+examples; any failure or error fails this test, and its report is printed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.conftest import LiveCollector
 SEED = 20261206
 # Per operation and phase. The whole run stays under three minutes on a 2-core machine
 # shared with other work.
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 25
 ENDPOINTS = [f"contract-endpoint-{i}" for i in range(4)]
 USERS = ["contract-user-0", "contract-user-1"]
 
@@ -106,6 +106,11 @@ def ranges() -> list[str]:
     ]
 
 
+# The segment writes have rules JSON Schema cannot say (a date criterion's values are
+# ISO-8601 times, a source segment exists), documented in their description and answered
+# 400, so schemathesis's positive data may be refused there with a 400 too.
+
+
 def config(path: Path, seeded: Seeded) -> Path:
     values = lambda items: "[" + ", ".join(f'"{item}"' for item in items) + "]"  # noqa: E731
     root_only = [op.name for op in OPERATIONS if op.role == "root"]
@@ -151,6 +156,10 @@ parameters = {{ "path.application-id" = "{seeded.doomed_app_id}" }}
 
 [[operations]]
 include-operation-id = {values(ranges())}
+checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
+
+[[operations]]
+include-operation-id = ["CreateSegment", "UpdateSegment"]
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 """
     )

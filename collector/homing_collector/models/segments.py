@@ -23,6 +23,15 @@ class SegmentsQuery(Struct, omit_defaults=True, rename="kebab"):
     token: str | None = None
 
 
+class SegmentVersionsQuery(Struct, omit_defaults=True, rename="kebab"):
+    page_size: Annotated[int, Meta(ge=1, le=MAX_PAGE_SIZE)] | None = None
+    # The NextToken of the page before: the last version number it held.
+    token: (
+        Annotated[str, Meta(pattern=described(r"[0-9]{1,9}", "a NextToken from an earlier page"))]
+        | None
+    ) = None
+
+
 class SegmentResponse(Struct, omit_defaults=True, kw_only=True):
     ApplicationId: str
     Arn: str

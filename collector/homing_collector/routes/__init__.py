@@ -190,7 +190,7 @@ OPERATIONS = [
               sg.SegmentResponse),
     Operation("GetSegmentVersions", "GET", SEGMENT + "/versions", segments.get_segment_versions,
               200, "List a segment's versions, oldest first", "admin", None,
-              sg.SegmentsResponse, query=sg.SegmentsQuery, check=segments.check_page),
+              sg.SegmentsResponse, query=sg.SegmentVersionsQuery, check=segments.check_page),
     Operation("GetSegmentVersion", "GET", SEGMENT + "/versions/{version}",
               segments.get_segment_version, 200, "Read one version of a segment", "admin",
               None, sg.SegmentResponse),

@@ -279,3 +279,64 @@ def test_deleting_the_app_deletes_its_segments(collector: LiveCollector) -> None
         left = db.execute("SELECT count(*) FROM segments WHERE app_id = ?", (app.id,)).fetchone()
     db.close()
     assert left == (0,)
+
+
+# -- application settings ----------------------------------------------------------------
+
+
+def test_application_settings_are_stored_and_merged_member_by_member(
+    collector: LiveCollector,
+) -> None:
+    app = collector.create_app("settings")
+    admin = collector.client(app.admin)
+    fresh = admin.get_application_settings(ApplicationId=app.id)["ApplicationSettingsResource"]
+    assert fresh["ApplicationId"] == app.id
+    assert (fresh["Limits"], fresh["QuietTime"], fresh["CampaignHook"]) == ({}, {}, {})
+
+    limits = {"Daily": 3, "Total": 10, "MessagesPerSecond": 50, "MaximumDuration": 3600,
+              "Session": 2}  # fmt: skip
+    hook = {"Mode": "FILTER", "WebUrl": "https://hooks.example.com/c"}
+    first = admin.update_application_settings(
+        ApplicationId=app.id,
+        WriteApplicationSettingsRequest={
+            "Limits": limits,
+            "QuietTime": {"Start": "22:00", "End": "07:00"},
+            "CampaignHook": hook,
+        },
+    )["ApplicationSettingsResource"]
+    assert (first["Limits"], first["CampaignHook"]) == (limits, hook)
+    assert first["QuietTime"] == {"Start": "22:00", "End": "07:00"}
+    # A member not given stays as it was; one given replaces the stored one whole.
+    second = admin.update_application_settings(
+        ApplicationId=app.id, WriteApplicationSettingsRequest={"Limits": {"Daily": 5}}
+    )["ApplicationSettingsResource"]
+    assert second["Limits"] == {"Daily": 5}
+    assert second["QuietTime"] == first["QuietTime"] and second["CampaignHook"] == hook
+    assert second["LastModifiedDate"] >= first["LastModifiedDate"]
+    read = admin.get_application_settings(ApplicationId=app.id)["ApplicationSettingsResource"]
+    assert read == second
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        ({"Limits": {"Daily": 101}}, "Limits.Daily"),
+        ({"Limits": {"MessagesPerSecond": 0}}, "Limits.MessagesPerSecond"),
+        ({"Limits": {"MaximumDuration": 59}}, "Limits.MaximumDuration"),
+        ({"QuietTime": {"Start": "25:00", "End": "07:00"}}, "QuietTime.Start"),
+        ({"QuietTime": {"Start": "22:00"}}, "QuietTime.End"),
+        ({"CampaignHook": {"Mode": "SOMETIMES"}}, "CampaignHook.Mode"),
+    ],
+)
+def test_bad_application_settings_are_400s_naming_the_field(
+    collector: LiveCollector, app: App, request_: dict[str, Any], field: str
+) -> None:
+    admin = collector.client(app.admin, validate=False)
+    with pytest.raises(admin.exceptions.BadRequestException) as info:
+        admin.update_application_settings(
+            ApplicationId=app.id, WriteApplicationSettingsRequest=request_
+        )
+    assert info.value.response["Error"]["Message"].startswith(f"{field}:")
+    ingest = collector.client(app.ingest)
+    with pytest.raises(ingest.exceptions.ForbiddenException):
+        ingest.get_application_settings(ApplicationId=app.id)

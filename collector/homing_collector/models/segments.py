@@ -1,13 +1,14 @@
-"""Segments: what CreateSegment and UpdateSegment take (the campaign engine's
-`WriteSegmentRequest`, the model the engine compiles), and what the segment operations
-answer."""
+"""Segments and application settings: what CreateSegment, UpdateSegment and
+UpdateApplicationSettings take (the campaign engine's request shapes, the models the
+engine reads), and what those operations answer."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
+from homing_collector.campaigns.campaign_shapes import CampaignHook, CampaignLimits, QuietTime
 from homing_collector.campaigns.shapes import SegmentDimensions, SegmentGroupList
 from homing_collector.models.types import described
 
@@ -49,3 +50,12 @@ class SegmentResponse(Struct, omit_defaults=True, kw_only=True):
 class SegmentsResponse(Struct, omit_defaults=True, kw_only=True):
     Item: list[SegmentResponse]
     NextToken: str | None = None
+
+
+class ApplicationSettingsResource(Struct, omit_defaults=True, kw_only=True):
+    ApplicationId: str
+    LastModifiedDate: str
+    CampaignHook: CampaignHook
+    Limits: CampaignLimits
+    QuietTime: QuietTime
+    JourneyLimits: dict[str, Any] | None = None

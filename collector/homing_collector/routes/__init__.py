@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from homing_collector import dashboard, ingest
 from homing_collector.analytics import kpis
+from homing_collector.campaigns.campaign_shapes import WriteApplicationSettingsRequest
 from homing_collector.campaigns.shapes import WriteSegmentRequest
 from homing_collector.models import analytics as a
 from homing_collector.models import apps as m
@@ -26,6 +27,7 @@ from homing_collector.routes import (
     ops,
     push,
     segments,
+    settings,
     users,
 )
 
@@ -111,6 +113,14 @@ SEGMENT_REQUEST = with_examples(
         "tags": {"team": "growth"},
     },
 )
+SETTINGS_REQUEST = with_examples(
+    WriteApplicationSettingsRequest,
+    {
+        "Limits": {"Daily": 3, "Total": 10, "MessagesPerSecond": 50, "MaximumDuration": 3600},
+        "QuietTime": {"Start": "22:00", "End": "07:00"},
+        "CampaignHook": {"Mode": "FILTER", "WebUrl": "https://hooks.example.com/campaigns"},
+    },
+)
 _SEGMENT_RULES = (
     "Rules JSON Schema cannot say, answered 400 naming the field: at most 100 dimensions "
     "in all; BEFORE, AFTER, ON and BETWEEN values are ISO-8601 times, BETWEEN two of them "
@@ -194,6 +204,15 @@ OPERATIONS = [
     Operation("GetSegmentVersion", "GET", SEGMENT + "/versions/{version}",
               segments.get_segment_version, 200, "Read one version of a segment", "admin",
               None, sg.SegmentResponse),
+    Operation("GetApplicationSettings", "GET", APP + "/settings", settings.get_settings, 200,
+              "Read the application's campaign Limits, QuietTime and CampaignHook", "admin",
+              None, sg.ApplicationSettingsResource),
+    Operation("UpdateApplicationSettings", "PUT", APP + "/settings", settings.update_settings,
+              200, "Set the application's campaign Limits, QuietTime and CampaignHook; "
+              "members not given stay as they were", "admin", SETTINGS_REQUEST,
+              sg.ApplicationSettingsResource, check=settings.check_settings,
+              notes="QuietTime needs both Start and End, or neither; answered 400 naming "
+              "the field."),
     Operation("GetApplicationDateRangeKpi", "GET", APP + "/kpis/daterange/{kpi_name}",
               analytics.date_range_kpi, 200,
               "A push or usage KPI over a date range, in Pinpoint's shape", "admin", None,

@@ -224,6 +224,16 @@ class Storage(Protocol):
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
         """Delete every version; return the latest, or None if there was none."""
 
+    async def get_app_settings(self, app_id: str) -> tuple[str, str] | None:
+        """(settings as JSON, when last changed), if UpdateApplicationSettings ever stored
+        any for the application."""
+
+    async def update_app_settings(
+        self, app_id: str, update: dict[str, Any], modified_at: str
+    ) -> str:
+        """Replace each top-level member `update` gives and keep the others, in one
+        transaction; return the settings as JSON."""
+
     async def endpoints_after(
         self, app_id: str, *, after: str | None, limit: int
     ) -> list[tuple[str, Endpoint]]:

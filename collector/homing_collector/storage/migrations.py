@@ -210,7 +210,8 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
     (
         7,
         # Segments, kept by homing_collector.storage.segments: the segment, and each of
-        # its versions with the request that made it.
+        # its versions with the request that made it. And each application's settings
+        # (UpdateApplicationSettings), as JSON.
         """
         CREATE TABLE segments (
             app_id TEXT NOT NULL,
@@ -227,6 +228,11 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             created_at TEXT NOT NULL,
             request TEXT NOT NULL,
             PRIMARY KEY (app_id, segment_id, version)
+        ) WITHOUT ROWID;
+        CREATE TABLE app_settings (
+            app_id TEXT PRIMARY KEY,
+            settings TEXT NOT NULL,
+            modified_at TEXT NOT NULL
         ) WITHOUT ROWID;
         """,
     ),

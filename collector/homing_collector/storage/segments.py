@@ -1,4 +1,5 @@
-"""SQL of segments and their versions, run by SQLiteStorage (writes in its writer thread).
+"""SQL of segments and their versions, and of application settings, run by SQLiteStorage
+(writes in its writer thread).
 
 A segment is a row in `segments` (its latest version, creation time and tags) and one row
 per version in `segment_versions`, holding the request that made it, as JSON. Versions
@@ -71,8 +72,34 @@ def delete(conn: sqlite3.Connection, app_id: str, segment_id: str) -> SegmentRec
 
 
 def delete_app(conn: sqlite3.Connection, app_id: str) -> None:
+    """Everything of the application's that the campaign engine keeps."""
     conn.execute("DELETE FROM segment_versions WHERE app_id = ?", (app_id,))
     conn.execute("DELETE FROM segments WHERE app_id = ?", (app_id,))
+    conn.execute("DELETE FROM app_settings WHERE app_id = ?", (app_id,))
+
+
+def get_settings(conn: sqlite3.Connection, app_id: str) -> tuple[str, str] | None:
+    """(settings as JSON, when last changed), if the application has any."""
+    row = conn.execute(
+        "SELECT settings, modified_at FROM app_settings WHERE app_id = ?", (app_id,)
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def update_settings(
+    conn: sqlite3.Connection, app_id: str, update: dict[str, Any], modified_at: str
+) -> str:
+    """Replace each member `update` gives, keep the others; return the settings as JSON."""
+    stored = get_settings(conn, app_id)
+    settings = {**(orjson.loads(stored[0]) if stored else {}), **update}
+    text = orjson.dumps(settings).decode()
+    conn.execute(
+        "INSERT INTO app_settings (app_id, settings, modified_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (app_id) DO UPDATE SET settings = excluded.settings,"
+        " modified_at = excluded.modified_at",
+        (app_id, text, modified_at),
+    )
+    return text
 
 
 def get(

@@ -719,6 +719,17 @@ class SQLiteStorage:
     ) -> list[tuple[str, Endpoint]]:
         return segments.endpoints_after(self._read(), app_id, after, limit)
 
+    async def get_app_settings(self, app_id: str) -> tuple[str, str] | None:
+        return segments.get_settings(self._read(), app_id)
+
+    async def update_app_settings(
+        self, app_id: str, update: dict[str, Any], modified_at: str
+    ) -> str:
+        return await self._write(
+            lambda conn: segments.update_settings(conn, app_id, update, modified_at),
+            flush_first=False,
+        )
+
     # -- push store-and-forward (SQL in push.py) -----------------------------------------
 
     async def queue_push(

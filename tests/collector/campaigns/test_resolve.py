@@ -284,15 +284,16 @@ def test_resolution_stops_at_a_cycle_or_a_missing_source(tmp_path: Path) -> None
     assert missing.endswith("does not exist")
 
 
-def test_deleting_an_app_deletes_its_segments() -> None:
+def test_deleting_an_app_deletes_its_segments_and_settings() -> None:
     async def scenario(storage: SQLiteStorage) -> list[int]:
         a = await create(storage, {})
         await update(storage, a, {})
+        await storage.update_app_settings(APP, {"Limits": {"Daily": 1}}, "2026-12-06T00:00:00Z")
         await storage.delete_app(APP)
         with sqlite3.connect(storage.path) as db:
             counts = [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                      for t in ("segments", "segment_versions")]  # fmt: skip
+                      for t in ("segments", "segment_versions", "app_settings")]  # fmt: skip
         db.close()
         return counts
 
-    assert run(scenario) == [0, 0]
+    assert run(scenario) == [0, 0, 0]

@@ -57,12 +57,16 @@ def segment_response(record: SegmentRecord) -> SegmentResponse:
 
 
 def references(request: WriteSegmentRequest) -> list[SegmentReference]:
+    """Each distinct source segment the request names, where it first names it: the
+    storage checks each one, so a body that repeats one reference many times costs one
+    check."""
     groups = (request.SegmentGroups.Groups or []) if request.SegmentGroups else []
-    return [
-        SegmentReference(f"SegmentGroups.Groups[{g}].SourceSegments[{s}]", ref.Id, ref.Version)
-        for g, group in enumerate(groups)
-        for s, ref in enumerate(group.SourceSegments or [])
-    ]
+    found: dict[tuple[str, int | None], SegmentReference] = {}
+    for g, group in enumerate(groups):
+        for s, ref in enumerate(group.SourceSegments or []):
+            field = f"SegmentGroups.Groups[{g}].SourceSegments[{s}]"
+            found.setdefault((ref.Id, ref.Version), SegmentReference(field, ref.Id, ref.Version))
+    return list(found.values())
 
 
 async def create_segment(request: Request) -> Response:

@@ -241,6 +241,35 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             WHERE event_type = '_campaign.opened_notification';
         """,
     ),
+    (
+        7,
+        # Segments, kept by homing_collector.storage.segments: the segment, and each of
+        # its versions with the request that made it. And each application's settings
+        # (UpdateApplicationSettings), as JSON.
+        """
+        CREATE TABLE segments (
+            app_id TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (app_id, segment_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE segment_versions (
+            app_id TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            request TEXT NOT NULL,
+            PRIMARY KEY (app_id, segment_id, version)
+        ) WITHOUT ROWID;
+        CREATE TABLE app_settings (
+            app_id TEXT PRIMARY KEY,
+            settings TEXT NOT NULL,
+            modified_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

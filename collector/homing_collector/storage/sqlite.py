@@ -39,7 +39,7 @@ import orjson
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
 from homing_collector.storage import events as events_sql
-from homing_collector.storage import push
+from homing_collector.storage import push, segments
 from homing_collector.storage.base import (
     AppRecord,
     Endpoint,
@@ -52,6 +52,8 @@ from homing_collector.storage.base import (
     PushMessage,
     PushQueued,
     QueuedPush,
+    SegmentRecord,
+    SegmentReference,
     UserEndpointLimit,
 )
 from homing_collector.storage.events_process import EventsProcess
@@ -456,6 +458,7 @@ class SQLiteStorage:
             if row is None:
                 return None
             rollups.remove_app(conn, app_id)  # analytics hook
+            segments.delete_app(conn, app_id)
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
             ):  # fmt: skip
@@ -665,6 +668,66 @@ class SQLiteStorage:
             )
             found.update((row[0], orjson.loads(row[1])) for row in rows)
         return found
+
+    # -- segments (SQL in segments.py) ---------------------------------------------------
+
+    async def create_segment(
+        self, record: SegmentRecord, references: Sequence[SegmentReference]
+    ) -> SegmentRecord:
+        return await self._write(
+            lambda conn: segments.create(conn, record, references), flush_first=False
+        )
+
+    async def update_segment(
+        self,
+        app_id: str,
+        segment_id: str,
+        request: str,
+        modified_at: str,
+        references: Sequence[SegmentReference],
+    ) -> SegmentRecord | None:
+        return await self._write(
+            lambda conn: segments.update(
+                conn, app_id, segment_id, request, modified_at, references
+            ),
+            flush_first=False,
+        )
+
+    async def get_segment(
+        self, app_id: str, segment_id: str, version: int | None = None
+    ) -> SegmentRecord | None:
+        return segments.get(self._read(), app_id, segment_id, version)
+
+    async def list_segments(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[SegmentRecord]:
+        return segments.page(self._read(), app_id, after, limit)
+
+    async def list_segment_versions(
+        self, app_id: str, segment_id: str, *, after: int, limit: int
+    ) -> list[SegmentRecord]:
+        return segments.versions(self._read(), app_id, segment_id, after, limit)
+
+    async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
+        return await self._write(
+            lambda conn: segments.delete(conn, app_id, segment_id), flush_first=False
+        )
+
+    async def endpoints_after(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[tuple[str, Endpoint]]:
+        return segments.endpoints_after(self._read(), app_id, after, limit)
+
+    async def get_app_settings(self, app_id: str) -> tuple[str, str] | None:
+        return segments.get_settings(self._read(), app_id)
+
+    async def update_app_settings(
+        self, app_id: str, update: dict[str, Any], modified_at: str
+    ) -> str:
+        return await self._write(
+            lambda conn: segments.update_settings(conn, app_id, update, modified_at),
+            flush_first=False,
+        )
 
     # -- push store-and-forward (SQL in push.py) -----------------------------------------
 

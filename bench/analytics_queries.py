@@ -1,16 +1,20 @@
 """Dashboard queries on a big SQLite file, each beside a naive scan of the raw events.
 
 1. Loads --events generated events (10,000,000 by default) into a fresh SQLite file:
-   simulated devices over 90 days, with sessions, custom events with attributes and
-   metrics, purchases, notification opens and retention decay. The rows go through the
-   collector's own rollup code (`analytics.rollups.apply`), in batches, inside the
-   transaction that inserts them, as the collector's writer does; only HTTP is skipped.
+   simulated devices over --days days (90), with sessions, custom events with attributes
+   and metrics, purchases, notification opens and retention decay. Each device's whole
+   life goes in at once, so the events are not in time order; --churn sets how soon
+   devices leave (a higher churn makes more devices for the same number of events). The
+   rows go through the collector's own rollup code (`analytics.rollups.apply`), in
+   batches, inside the transaction that inserts them, as the collector's writer does;
+   only HTTP is skipped.
 2. Times each dashboard query (the median of --runs runs) beside a naive scan of the raw
    events that computes the same figure, in the same run, and checks they agree.
 3. Measures PutEvents ingestion through a live collector with rollups on and off
    (HOMING_ROLLUPS), beside the parse-only ceiling, reusing bench/collector_ingest.py.
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
+        [--days 90] [--churn 0.12] [--db PATH]
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ DAYS = 90
 FIRST_DAY = date(2026, 6, 1)
 APP = "benchapp"
 DAY_MS = 86_400_000
-EVENTS_PER_DEVICE = 200  # about; sets the number of devices for --events
+CHURN = 0.12  # the chance that a device is not seen again after an active day
 BATCH = 20_000
 SCREENS = ["home", "shop", "cart", "profile", "search", "settings"]
 LEVELS = ["forest", "cave", "sky", "sea"]
@@ -139,7 +143,7 @@ def _device_events(rng: random.Random, n: int, base_ms: int) -> Iterator[tuple[A
                 sid,
                 {"EventType": "_session.stop", "Timestamp": _iso(t), "Session": closing},
             )
-        if rng.random() < 0.12:  # churn
+        if rng.random() < CHURN:
             return
         day += rng.choice((1, 1, 1, 2, 2, 3, 5, 7))
 
@@ -153,6 +157,7 @@ def load(path: Path, total: int) -> float:
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")
     migrate(conn)
+    by_hour = any(row[1] == "hour" for row in conn.execute("PRAGMA table_info(events)"))
     conn.execute(
         "INSERT INTO apps (id, name, created_at) VALUES (?, 'bench', '2026-06-01T00:00:00Z')",
         (APP,),
@@ -160,7 +165,6 @@ def load(path: Path, total: int) -> float:
     rng = random.Random(42)
     base_ms = int(datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day,
                            tzinfo=timezone.utc).timestamp() * 1000)  # fmt: skip
-    devices = max(1, total // EVENTS_PER_DEVICE)
     rows: list[tuple[Any, ...]] = []
     endpoints: list[tuple[Any, ...]] = []
     stored = 0
@@ -174,11 +178,18 @@ def load(path: Path, total: int) -> float:
             "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)",
             endpoints,
         )
-        conn.executemany(
-            "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
-            " session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        if by_hour:  # migration 6 and later
+            conn.executemany(
+                "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+                " session_id, body, hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row, row[4] // 3_600_000) for row in rows],
+            )
+        else:  # a schema from before, to time its upgrade (--old-schema)
+            conn.executemany(
+                "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+                " session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
         rollups.apply(conn, rows)  # the collector's own rollup code
         conn.execute("COMMIT")
         stored += len(rows)
@@ -214,7 +225,7 @@ def load(path: Path, total: int) -> float:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("ANALYZE")
     conn.close()
-    del devices
+    print(f"  {n:,} devices")
     return time.perf_counter() - started
 
 
@@ -242,6 +253,82 @@ def _naive_days(conn: sqlite3.Connection, q: Range, select: str, extra: str = ""
         f" WHERE app_id = ? AND ts >= ? AND ts < ? {extra} GROUP BY d ORDER BY d",
         (APP, lo, hi),
     ).fetchall()
+
+
+def _range_ms(q: Range) -> tuple[int, int]:
+    start = datetime(q.start.year, q.start.month, q.start.day, tzinfo=q.zone)
+    lo = int(start.timestamp() * 1000)
+    return lo, lo + ((q.end - q.start).days + 1) * DAY_MS
+
+
+FUNNEL = [Step("_session.start"), Step("screen.view", (("screen", "shop"),)),
+          Step("_monetization.purchase")]  # fmt: skip
+FUNNEL_WINDOW = 3600
+
+
+def _naive_funnel(c: sqlite3.Connection, q: Range) -> list[int]:
+    """Users reaching each step of FUNNEL, from every raw event of the range, attributes
+    read by SQLite's JSON functions: another route to the same definition."""
+    lo, hi = _range_ms(q)
+    users = dict(c.execute("SELECT endpoint_id, coalesce('u:' || user_id, 'e:' || endpoint_id)"
+                           " FROM endpoints WHERE app_id = ?", (APP,)).fetchall())  # fmt: skip
+    timelines: dict[str, list[tuple[int, int]]] = {}
+    for endpoint_id, kind, ts, screen in c.execute(
+        "SELECT endpoint_id, event_type, ts, json_extract(CAST(body AS TEXT),"
+        " '$.Attributes.screen') FROM events WHERE app_id = ? AND ts >= ? AND ts < ?",
+        (APP, lo, hi),
+    ):
+        step = {"_session.start": 0, "_monetization.purchase": 2}.get(kind)
+        if kind == "screen.view" and screen == "shop":
+            step = 1
+        if step is not None:
+            subject = users.get(endpoint_id, "e:" + endpoint_id)
+            timelines.setdefault(subject, []).append((ts, step))
+    reached = [0] * len(FUNNEL)
+    for timeline in timelines.values():
+        timeline.sort()
+        best = 0
+        for i, (t0, step) in enumerate(timeline):
+            if step != 0:
+                continue
+            depth = 1
+            for j, (t, s) in enumerate(timeline):
+                if t < t0 or j == i:
+                    continue
+                if t - t0 > FUNNEL_WINDOW * 1000:
+                    break
+                if s == depth:
+                    depth += 1
+            best = max(best, min(depth, len(FUNNEL)))
+        for k in range(best):
+            reached[k] += 1
+    return reached
+
+
+def _naive_breakdown(c: sqlite3.Connection, q: Range) -> dict[str, int]:
+    lo, hi = _range_ms(q)
+    return dict(c.execute(
+        "SELECT v, count(*) FROM (SELECT json_extract(CAST(body AS TEXT), '$.Attributes.level')"
+        " AS v FROM events WHERE app_id = ? AND ts >= ? AND ts < ?"
+        " AND event_type = 'level.complete') WHERE v IN ('forest', 'cave') GROUP BY v",
+        (APP, lo, hi),
+    ).fetchall())  # fmt: skip
+
+
+def _naive_platforms(c: sqlite3.Connection) -> dict[str, int]:
+    return dict(c.execute(
+        "SELECT json_extract(body, '$.Demographic.Platform') AS v, count(*) FROM endpoints"
+        " WHERE app_id = ? GROUP BY v", (APP,),
+    ).fetchall())  # fmt: skip
+
+
+def _naive_opens(c: sqlite3.Connection, q: Range) -> int:
+    lo, hi = _range_ms(q)
+    (count,) = c.execute(
+        "SELECT count(*) FROM events NOT INDEXED WHERE app_id = ? AND ts >= ? AND ts < ?"
+        " AND event_type = '_campaign.opened_notification'", (APP, lo, hi),
+    ).fetchone()  # fmt: skip
+    return int(count)
 
 
 def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any],
@@ -315,17 +402,20 @@ def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any]
          lambda c: kpis.date_range_kpi(c, APP, "homing-daily-active-users-grouped-by-date",
                                        q.end - timedelta(days=6), q.end), None, None),
         ("demographics: platform", False,
-         lambda c: queries.demographics(c, APP, "platform"), None, None),
+         lambda c: queries.demographics(c, APP, "platform"), _naive_platforms,
+         lambda got, naive: {r["value"]: r["endpoints"] for r in got["rows"]} == naive),
         ("events filtered, breakdown", False,
          lambda c: queries.events(c, APP, users, EventFilters(
              event_types=("level.complete",), breakdown="level",
-             include=(("level", frozenset({"forest", "cave"})),))), None, None),
+             include=(("level", frozenset({"forest", "cave"})),))),
+         lambda c: _naive_breakdown(c, users),
+         lambda got, naive: {r["value"]: r["count"] for r in got["breakdown"]} == naive),
         ("funnel of 3 steps", False,
-         lambda c: queries.funnel(c, APP, users, [Step("_session.start"),
-                                                   Step("screen.view", (("screen", "shop"),)),
-                                                   Step("_monetization.purchase")], 3600),
-         None, None),
-        ("campaigns", False, lambda c: queries.campaigns(c, APP, users), None, None),
+         lambda c: queries.funnel(c, APP, users, FUNNEL, FUNNEL_WINDOW),
+         lambda c: _naive_funnel(c, users),
+         lambda got, naive: [s["count"] for s in got["steps"]] == naive),
+        ("campaigns", False, lambda c: queries.campaigns(c, APP, users),
+         lambda c: _naive_opens(c, users), lambda got, naive: got["opened"] == naive),
     ]  # fmt: skip
 
 
@@ -420,8 +510,16 @@ def main() -> int:
                         help="rounds of the three ingestion cases; 0 skips them")  # fmt: skip
     parser.add_argument("--max-rate", type=float, default=100_000,
                         help="events/s the pre-built batches can feed a stored case")  # fmt: skip
+    parser.add_argument("--days", type=int, default=90, help="days the loaded events span")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.12,
+        help="chance that a device stops after an active day (more devices)",
+    )
     parser.add_argument("--db", type=Path, help="reuse (or keep) this database file")
     args = parser.parse_args()
+    globals().update(DAYS=args.days, CHURN=args.churn)
     workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))
     db = args.db or workdir / "analytics.db"
     try:

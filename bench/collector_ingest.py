@@ -15,8 +15,14 @@ pre-built request bytes, cheap enough to leave the server its CPU; its CPU use i
 printed beside the server's, and so is what the rest of the machine used meanwhile: on
 a small shared machine the figures mean little without it.
 
+With ``--grown DB``, a third case stores into a fresh copy of DB (say, one that
+bench/analytics_queries.py loaded with millions of events), into its application
+``--grown-app``, beside the empty database: how the cost of storing grows with what is
+stored.
+
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
-        [--event-ids random|time-ordered] [--rounds 1]
+        [--event-ids random|time-ordered] [--rounds 1] [--no-gzip]
+        [--grown DB [--grown-app benchapp]]
 """
 
 from __future__ import annotations
@@ -436,6 +442,14 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="run every case this many times, in turn, and compare medians (default 1)",
     )
+    parser.add_argument(
+        "--grown",
+        type=Path,
+        help="also store into a copy of this database (say, one bench/analytics_queries.py"
+        " loaded), into its application --grown-app, beside the empty database (gzip off)",
+    )
+    parser.add_argument("--grown-app", default="benchapp", help="the app of --grown")
+    parser.add_argument("--no-gzip", action="store_true", help="skip the gzipped cases")
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -460,17 +474,36 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
     checks: list[str] = []  # one line per stored case: rows stored against events answered
     ok = True
     log = workdir / "server.log"
-    for round_, stored, gzip in itertools.product(range(args.rounds), (False, True), (False, True)):
+    kinds = ["ceiling", "stored"] + (["grown"] if args.grown else [])
+    gzips = (False,) if args.no_gzip else (False, True)
+    for round_, kind, gzip in itertools.product(range(args.rounds), kinds, gzips):
+        if kind == "grown" and gzip:
+            continue
+        stored = kind != "ceiling"
         # A fresh database for each case: stored events cost more as the database
-        # grows, and the cases must compare like with like.
-        db = workdir / f"bench-{'stored' if stored else 'ceiling'}-{gzip}-{round_}.db"
-        created = subprocess.run(
-            [args.server_python, "-m", "homing_collector", "--db", str(db), "apps",
-             "create", "bench", "--json"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        app = json.loads(created.stdout)
-        app_id, token = app["application_id"], app["ingest"]["token"]
+        # grows, and the cases must compare like with like; "grown" is a fresh copy of
+        # --grown, events stored before into the same application.
+        db = workdir / f"bench-{kind}-{gzip}-{round_}.db"
+        before = 0
+        if kind == "grown":
+            shutil.copyfile(args.grown, db)
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                (before,) = conn.execute("SELECT count(*) FROM events").fetchone()
+            created = subprocess.run(
+                [args.server_python, "-m", "homing_collector", "--db", str(db), "keys",
+                 "create", "--app", args.grown_app, "--role", "ingest", "--json"],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            key = json.loads(created.stdout)
+            app_id, token = args.grown_app, key["token"]
+        else:
+            created = subprocess.run(
+                [args.server_python, "-m", "homing_collector", "--db", str(db), "apps",
+                 "create", "bench", "--json"],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            app = json.loads(created.stdout)
+            app_id, token = app["application_id"], app["ingest"]["token"]
         process, port = _start_server(args.server_python, db, log, args.server_arg)
         try:
             await _wait_healthy(port)
@@ -485,34 +518,37 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             )  # fmt: skip
         finally:
             _stop_server(process)
-        rows.append(("stored" if stored else "ceiling", gzip, figures, counters))
+        rows.append((kind, gzip, figures, counters))
         if stored:
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
-            match = stored_rows == counters.accepted
+            match = stored_rows - before == counters.accepted
             ok = ok and match
             checks.append(
-                f"check {db.name}: {stored_rows:,} rows in events, {counters.accepted:,}"
-                " events answered 202: " + ("OK" if match else "MISMATCH")
+                f"check {db.name}: {stored_rows - before:,} rows added to events"
+                f" ({before:,} before), {counters.accepted:,} events answered 202: "
+                + ("OK" if match else "MISMATCH")
             )
         if not args.keep:  # a stored database is ~1 GB
             for path in workdir.glob(db.name + "*"):
                 path.unlink()
         for error in counters.errors:
-            print(f"  ! {'stored' if stored else 'ceiling'} gzip={gzip}: {error}")
+            print(f"  ! {kind} gzip={gzip}: {error}")
 
     print(
         f"{'case':<22}{'gzip':<6}{'events/s':>11}{'requests/s':>12}{'mean ms':>9}"
         f"{'server CPU':>12}{'bench CPU':>11}{'other CPU':>11}"
     )
+    names = {"stored": "stored (PutEvents)", "ceiling": "ceiling (parse-only)",
+             "grown": "stored, grown db"}  # fmt: skip
     for kind, gzip, f, _ in rows:
-        name = "stored (PutEvents)" if kind == "stored" else "ceiling (parse-only)"
+        name = names[kind]
         print(
             f"{name:<22}{'on' if gzip else 'off':<6}{f.events_per_s:>11,.0f}"
             f"{f.requests_per_s:>12,.0f}{f.mean_ms:>9.1f}{f.server_cpu:>11.0%}"
             f"{f.client_cpu:>11.0%}{f.other_cpu:>11.0%}"
         )
-    for gzip in (False, True):
+    for gzip in gzips:
         rates = {
             kind: statistics.median(f.events_per_s for k, g, f, _ in rows if (k, g) == (kind, gzip))
             for kind in ("stored", "ceiling")
@@ -522,6 +558,15 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             f"gzip {'on' if gzip else 'off'}: stored {rates['stored']:,.0f}, ceiling "
             f"{rates['ceiling']:,.0f} ({label}); stored / ceiling: "
             f"{rates['stored'] / rates['ceiling']:.1%}"
+        )
+    if args.grown:
+        grown = statistics.median(f.events_per_s for k, _, f, _ in rows if k == "grown")
+        empty = statistics.median(
+            f.events_per_s for k, g, f, _ in rows if (k, g) == ("stored", False)
+        )
+        print(
+            f"gzip off: stored into {args.grown.name} {grown:,.0f}, into an empty database"
+            f" {empty:,.0f} events/s: {grown / empty:.1%} (target 85%)"
         )
     for line in checks:
         print(line)

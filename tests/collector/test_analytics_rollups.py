@@ -11,6 +11,7 @@ import pytest
 
 from homing_collector import ingest
 from homing_collector.analytics import cover, rollups, sql, visits
+from homing_collector.storage import events as events_sql
 from homing_collector.storage.migrations import migrate
 from tests.collector import analytics_data
 
@@ -153,7 +154,7 @@ def _fill(conn: sqlite3.Connection, rows: list[tuple[object, ...]], users: dict[
         " ('a', ?, ?, '{}')",
         [(endpoint, user) for endpoint, user in users.items()],
     )
-    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(events_sql.insert_sql(1), rows)
     rollups.apply(conn, rows)
 
 

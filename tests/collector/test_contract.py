@@ -1,9 +1,9 @@
 """The collector against its own OpenAPI document: schemathesis, every check, every phase.
 
 A live collector on loopback holds an application with endpoints, users, events, a push
-message and keys, so that GET and DELETE reach real rows and not only 404s. Schemathesis
-runs as a command, with a fixed seed and a bounded number of examples; any failure or
-error fails this test, and its report is printed.
+message, keys and segments of two versions, so that GET and DELETE reach real rows and
+not only 404s. Schemathesis runs as a command, with a fixed seed and a bounded number of
+examples; any failure or error fails this test, and its report is printed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.conftest import LiveCollector
 SEED = 20261206
 # Per operation and phase. The whole run stays under three minutes on a 2-core machine
 # shared with other work.
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 25
 ENDPOINTS = [f"contract-endpoint-{i}" for i in range(4)]
 USERS = ["contract-user-0", "contract-user-1"]
 
@@ -38,6 +38,7 @@ class Seeded:
     ingest_key_id: str
     root_token: str
     doomed_app_id: str  # the one DeleteApp may delete
+    segment_ids: list[str]  # with versions 1 and 2
 
 
 def seed(collector: LiveCollector) -> Seeded:
@@ -77,9 +78,20 @@ def seed(collector: LiveCollector) -> Seeded:
     }
     response = httpx.post(base + "/messages", json=message, headers=headers)
     assert response.status_code == 200, response.text
+    segment_ids = []
+    for name in ("contract-segment-0", "contract-segment-1"):
+        segment = {"Name": name, "Dimensions": {"Demographic": {"Platform": {"Values": ["linux"]}}}}
+        response = httpx.post(base + "/segments", json=segment, headers=headers)
+        assert response.status_code == 201, response.text
+        segment_id = response.json()["Id"]
+        response = httpx.put(f"{base}/segments/{segment_id}", json=segment, headers=headers)
+        assert response.status_code == 200, response.text
+        segment_ids.append(segment_id)
     root = collector.root_key()
     doomed = collector.create_app("contract-doomed")
-    return Seeded(app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id)
+    return Seeded(
+        app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id, segment_ids
+    )
 
 
 def ranges() -> list[str]:
@@ -94,6 +106,12 @@ def ranges() -> list[str]:
     ]
 
 
+# The segment and settings writes have rules JSON Schema cannot say (a date criterion's
+# values are ISO-8601 times, a source segment exists, a quiet time has both ends),
+# documented in their description and answered 400, so schemathesis's positive data may
+# be refused there with a 400 too.
+
+
 def config(path: Path, seeded: Seeded) -> Path:
     values = lambda items: "[" + ", ".join(f'"{item}"' for item in items) + "]"  # noqa: E731
     root_only = [op.name for op in OPERATIONS if op.role == "root"]
@@ -106,6 +124,8 @@ def config(path: Path, seeded: Seeded) -> Path:
 endpoints = {{ values = {values(ENDPOINTS)} }}
 users = {{ values = {values(USERS)} }}
 keys = {{ values = ["{seeded.ingest_key_id}"] }}
+segments = {{ values = {values(seeded.segment_ids)} }}
+versions = {{ values = ["1", "2"] }}
 
 [parameters."path.endpoint-id"]
 dictionary = "endpoints"
@@ -119,6 +139,14 @@ probability = 0.5
 dictionary = "keys"
 probability = 0.5
 
+[parameters."path.segment-id"]
+dictionary = "segments"
+probability = 0.5
+
+[parameters."path.version"]
+dictionary = "versions"
+probability = 0.5
+
 [[operations]]
 include-operation-id = {values(root_only)}
 headers = {{ Authorization = "Bearer {seeded.root_token}" }}
@@ -127,8 +155,19 @@ headers = {{ Authorization = "Bearer {seeded.root_token}" }}
 include-operation-id = "DeleteApp"
 parameters = {{ "path.application-id" = "{seeded.doomed_app_id}" }}
 
+# Seen with schemathesis 4.32: in the stateful phase, a case with a path parameter drawn
+# against its pattern (an endpoint id of control characters that no earlier answer held)
+# was counted as valid data. So that phase draws valid data only; the coverage and fuzzing
+# phases send invalid data too.
+[phases.stateful]
+generation.mode = "positive"
+
 [[operations]]
 include-operation-id = {values(ranges())}
+checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
+
+[[operations]]
+include-operation-id = ["CreateSegment", "UpdateSegment", "UpdateApplicationSettings"]
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 """
     )

@@ -54,9 +54,11 @@ def test_sigkill_loses_no_acknowledged_event(
     headers = {"Authorization": f"Bearer {app.ingest.token}"}
     body, keys = new_batch(["after-restart"], 99, serial=0)
     resent = sorted(acknowledged)[0]
-    body["BatchItem"][resent[0]] = {
-        "Events": {resent[1]: {"EventType": "load.0", "Timestamp": "2026-11-28T10:00:00.000Z"}}
-    }
+    with contextlib.closing(sqlite3.connect(live.db)) as db:
+        (sent,) = db.execute(
+            "SELECT body FROM events WHERE endpoint_id = ? AND event_id = ?", resent
+        ).fetchone()
+    body["BatchItem"][resent[0]] = {"Events": {resent[1]: orjson.loads(sent)}}  # as sent
     with httpx.Client(base_url=restarted.url, headers=headers, timeout=30) as client:
         response = client.post(f"/v1/apps/{app.id}/events", content=orjson.dumps(body))
     assert response.status_code == 202, response.text

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from typing import Any
 
 import httpx
 import pytest
@@ -172,3 +173,31 @@ def test_histogram_counts_stay_exact_past_a_million() -> None:
     assert 'homing_requests_total{route="/healthz",method="GET",status="200"} 1234567' in text
     assert 'homing_request_duration_seconds_count{route="/healthz"} 1234567\n' in text
     assert 'homing_request_duration_seconds_bucket{route="/healthz",le="+Inf"} 1234567\n' in text
+
+
+def test_openapi_bounds_come_from_the_validators_constants(collector: LiveCollector) -> None:
+    from homing import limits
+    from homing_collector.models.apps import MAX_APP_NAME_LENGTH
+    from homing_collector.push.messages import MAX_ACKS, MAX_TARGETS, MAX_TTL_SECONDS
+
+    schemas = httpx.get(collector.url + "/openapi.json").json()["components"]["schemas"]
+
+    def prop(name: str, field: str) -> Any:
+        schema = schemas[name]["properties"][field]
+        return next(s for s in schema.get("anyOf", [schema]) if s != {"type": "null"})
+
+    assert prop("EndpointRequest", "Address")["maxLength"] == limits.MAX_PLAIN_STRING_LENGTH
+    assert prop("Session", "Duration")["minimum"] == 0
+    assert prop("Session", "Id")["maxLength"] == limits.MAX_ID_LENGTH
+    assert prop("Event", "EventType")["maxLength"] == limits.MAX_EVENT_TYPE_LENGTH
+    assert prop("CreateApplicationRequest", "Name")["maxLength"] == MAX_APP_NAME_LENGTH
+    assert prop("EndpointBatchRequest", "Item")["maxItems"] == limits.MAX_ENDPOINTS_PER_BATCH
+    assert prop("EventsRequest", "BatchItem")["maxProperties"] == limits.MAX_ENDPOINTS_PER_BATCH
+    assert prop("PushAcksRequest", "MessageIds")["maxItems"] == MAX_ACKS
+    assert prop("MessageRequest", "Endpoints")["maxProperties"] == MAX_TARGETS
+    assert prop("ChannelPushMessage", "TimeToLive")["maximum"] == MAX_TTL_SECONDS
+    user_id = prop("EndpointUser", "UserId")
+    assert user_id["minLength"] == 1
+    pattern = re.compile(user_id["pattern"])
+    assert pattern.search("user 42 \u00e9") and not pattern.search("a/b")
+    assert not pattern.search("a\nb") and not pattern.search("a\n")

@@ -23,6 +23,8 @@ PATH_VALUES = {
     "user_id": "matrix-user",
     "access_key_id": "HMANOSUCHKEY0000000",
     "kpi_name": "unique-deliveries",
+    "segment_id": "matrix-segment",
+    "version": "1",
     "name": "dashboard.js",
 }
 

@@ -43,8 +43,8 @@ def test_an_unserved_pinpoint_operation_is_named(collector: LiveCollector, app: 
         admin.get_campaigns(ApplicationId=app.id)
     message = info.value.response["Error"]["Message"]
     assert message == "GetCampaigns is an Amazon Pinpoint operation that Homing does not serve yet"
-    with pytest.raises(admin.exceptions.NotFoundException, match="GetSegmentVersion"):
-        admin.get_segment_version(ApplicationId=app.id, SegmentId="s", Version="2")
+    with pytest.raises(admin.exceptions.NotFoundException, match="GetSegmentExportJobs"):
+        admin.get_segment_export_jobs(ApplicationId=app.id, SegmentId="s")
     response = httpx.get(f"{collector.url}/v1/apps/{app.id}/jobs/export")
     assert response.status_code == 404 and "GetExportJobs" in response.json()["Message"]
 

@@ -149,3 +149,20 @@ def test_whatever_the_builder_accepts_the_collector_accepts(
     except homing.InvalidEventError:
         return
     check_event(event)
+
+
+def test_event_ids_leave_the_apps_random_sequence_alone() -> None:
+    # An app that seeds `random` for its own use gets the same numbers with or without the
+    # SDK, and the SDK's event ids do not repeat from one such run to the next.
+    import random
+
+    builder = EventBuilder()
+    random.seed(16)
+    expected = [random.random() for _ in range(3)]
+    random.seed(16)
+    first = [builder.build("a", None, None, 1.5)[0] for _ in range(3)]
+    got = [random.random() for _ in range(3)]
+    random.seed(16)
+    second = [builder.build("a", None, None, 1.5)[0] for _ in range(3)]
+    assert got == expected
+    assert not set(first) & set(second)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import re
 import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
@@ -22,6 +23,7 @@ from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, USER, add_sums, user_key
 from homing_collector.analytics.sql import join_values
+from homing_collector.storage import events as events_sql
 
 OPENED = "_campaign.opened_notification"
 OPEN_SESSION_BEFORE_MS = 60_000
@@ -266,6 +268,19 @@ _DEMOGRAPHIC = {
 
 
 def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[str, Any]:
+    if dimension in _DEMOGRAPHIC:
+        # One value per endpoint: SQLite reads it from the body and counts, without
+        # handing each endpoint to Python. (A user key is rollups.user_key.)
+        section, name = _DEMOGRAPHIC[dimension]
+        counted = conn.execute(
+            f"SELECT json_extract(body, '$.{section}.{name}') AS v, count(*),"
+            " count(DISTINCT CASE WHEN user_id IS NULL THEN 'e:' || endpoint_id"
+            " ELSE 'u:' || user_id END) FROM endpoints WHERE app_id = ? GROUP BY v",
+            (app_id,),
+        ).fetchall()
+        counted.sort(key=lambda row: (-row[1], row[0] is None, str(row[0])))
+        rows = [{"value": v, "endpoints": e, "users": u} for v, e, u in counted]
+        return {"dimension": dimension, "rows": rows}
     groups: dict[str | None, tuple[set[str], set[str]]] = {}
     for endpoint_id, user_id, body in conn.execute(
         "SELECT endpoint_id, user_id, body FROM endpoints WHERE app_id = ?", (app_id,)
@@ -291,15 +306,44 @@ def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[
     return {"dimension": dimension, "rows": rows}
 
 
-def _events(conn: sqlite3.Connection, app_id: str) -> str:
-    """The events table as a range query should read it. No index has the time, so the
-    app's index only helps an app that holds a small part of the table; for the others,
-    reading the table in order beats looking up each of its rows."""
-    (total,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()
-    (mine,) = conn.execute(
-        "SELECT coalesce(sum(count), 0) FROM an_counts WHERE app_id = ?", (app_id,)
-    ).fetchone()
-    return "events NOT INDEXED" if mine * 4 > total else "events"
+def _run(
+    conn: sqlite3.Connection, sql: str, app_id: str, g: Grid, params: dict[str, Any]
+) -> sqlite3.Cursor:
+    """Run a query built on events_sql.in_range over the hours of the grid."""
+    lo, hi = g.lo(0), g.lo(g.days)
+    return conn.execute(
+        sql,
+        {**params, "app": app_id, "lo": lo, "hi": hi, "lo_ms": lo * HOUR_MS,
+         "hi_ms": hi * HOUR_MS},
+    )  # fmt: skip
+
+
+def _all_of(tests: Sequence[str]) -> str:
+    """SQL that is 1 when every test is true, and stops at the first false one (AND, as
+    a value, computes both of its sides). One flat CASE: nested ones, one per test, ran
+    out of SQLite's parser stack for a step with a few dozen attribute conditions."""
+    if not tests:
+        return "1"
+    return "(CASE" + "".join(f" WHEN NOT coalesce({t}, 0) THEN 0" for t in tests) + " ELSE 1 END)"
+
+
+def _contains_any(name: str, values: Sequence[str], params: dict[str, Any]) -> str:
+    """SQL that is true for every stored body holding one of `values` as a JSON string.
+
+    A cheap test that drops most rows before Python reads them; the exact test on the
+    parsed body follows. A value of printable ASCII other than '"', '\\' and '/' is
+    written as is, between quotes, by every JSON encoder that does not escape for fun;
+    a value with any other character may be escaped, so it matches every body."""
+    tests = []
+    for i, value in enumerate(values):
+        if not _PLAIN.fullmatch(value):
+            return "true"
+        params[f"{name}{i}"] = b'"' + value.encode() + b'"'
+        tests.append(f"instr(e.body, :{name}{i}) > 0")
+    return "(" + " OR ".join(tests) + ")" if tests else "false"
+
+
+_PLAIN = re.compile(r"[ !#-.0-\[\]-~]*")
 
 
 def _type_clause(types: Sequence[str]) -> tuple[str, list[str]]:
@@ -342,11 +386,14 @@ def events(conn: sqlite3.Connection, app_id: str, q: Range, f: EventFilters) -> 
         ):
             metrics[name] = [count, total, low, high]
     else:
-        for event_type, ts, body in conn.execute(
-            f"SELECT event_type, ts, body FROM {_events(conn, app_id)} WHERE app_id = ?"
-            " AND ts >= ? AND ts < ?" + clause,
-            (app_id, lo * HOUR_MS, hi * HOUR_MS, *types),
-        ):
+        params: dict[str, Any] = {}
+        where = "".join(
+            " AND " + _contains_any(f"i{k}_", sorted(values), params)
+            for k, (_name, values) in enumerate(f.include)
+        )
+        sql, named = events_sql.in_range("e.event_type, e.ts, e.body", f.event_types)
+        sql += where
+        for event_type, ts, body in _run(conn, sql, app_id, g, {**named, **params}):
             event = orjson.loads(body)
             attributes = event.get("Attributes") or {}
             values = event.get("Metrics") or {}
@@ -415,37 +462,55 @@ def funnel(
 ) -> dict[str, Any]:
     g = grid(q.zone, q.start, q.end)
     types = sorted({step.event_type for step in steps})
-    clause, params = _type_clause(types)
+    # SQLite tells which steps each event matches, as a bit mask: only the events that
+    # match one reach Python, without their bodies.
+    params: dict[str, Any] = {}
+    branches = []
+    for t, event_type in enumerate(types):
+        params[f"t{t}"] = event_type
+        bits = []
+        for k, step in enumerate(steps):
+            if step.event_type != event_type:
+                continue
+            tests = []
+            for a, (name, value) in enumerate(step.attributes):
+                tests.append(_contains_any(f"s{k}_{a}_", [value], params))
+                params[f"n{k}_{a}"], params[f"v{k}_{a}"] = name, value
+                tests.append(
+                    "EXISTS (SELECT 1 FROM json_each(CAST(e.body AS TEXT), '$.Attributes')"
+                    f" WHERE key = :n{k}_{a} AND value = :v{k}_{a})"
+                )
+            bits.append(f"({_all_of(tests)} << {k})")
+        branches.append(f" WHEN :t{t} THEN {' | '.join(bits)}")
+    mask = f"CASE e.event_type{''.join(branches)} ELSE 0 END"
+    sql, named = events_sql.in_range(f"e.endpoint_id, e.ts, {mask} AS m", types)
+    params.update(named)
+    # LIMIT keeps SQLite from copying the mask into the outer WHERE, to compute it twice.
+    sql = f"SELECT endpoint_id, ts, m FROM ({sql} LIMIT -1) WHERE m != 0"
     users = _endpoint_users(conn, app_id) if q.by == "users" else {}
-    timelines: dict[str, list[tuple[int, set[int]]]] = {}
-    for endpoint_id, event_type, ts, body in conn.execute(
-        f"SELECT endpoint_id, event_type, ts, body FROM {_events(conn, app_id)}"
-        " WHERE app_id = ?"
-        " AND ts >= ? AND ts < ?" + clause,
-        (app_id, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, *params),
-    ):
-        attributes = orjson.loads(body).get("Attributes") or {}
-        matched = {i for i, step in enumerate(steps) if step.matches(event_type, attributes)}
-        if matched:
-            subject = users.get(endpoint_id, user_key(endpoint_id, None)) if users else endpoint_id
-            timelines.setdefault(subject, []).append((ts, matched))
+    timelines: dict[str, list[tuple[int, int, int]]] = {}
+    for endpoint_id, ts, matched in _run(conn, sql, app_id, g, params):
+        # (user_key is not called for each row: a default argument would be.)
+        subject = (users.get(endpoint_id) or user_key(endpoint_id, None)) if users else endpoint_id
+        # (moment, lowest step matched, steps matched): see below for the order.
+        timelines.setdefault(subject, []).append((ts, matched & -matched, matched))
     reached = [0] * len(steps)
     window_ms = window * 1000
     for timeline in timelines.values():
         # A step may happen at the same moment as the one before it: events of one moment
         # go in the order of the steps they match, and each start looks from its moment on.
-        timeline.sort(key=lambda item: (item[0], min(item[1])))
-        times = [t for t, _ in timeline]
+        timeline.sort()
+        times = [t for t, _, _ in timeline]
         best = 0
-        for i, (t0, matched) in enumerate(timeline):
-            if 0 not in matched:
+        for i, (t0, _, matched) in enumerate(timeline):
+            if not matched & 1:
                 continue
             depth = 1
             for j in range(bisect.bisect_left(times, t0), len(timeline)):
-                t, m = timeline[j]
+                t, _, m = timeline[j]
                 if t - t0 > window_ms or depth == len(steps):
                     break
-                if j != i and depth in m:
+                if j != i and m >> depth & 1:
                     depth += 1
             best = max(best, depth)
             if best == len(steps):

@@ -37,6 +37,7 @@ from homing.wire import WireError, parse_timestamp
 from homing_collector.analytics import cohorts, cover, visits
 from homing_collector.analytics.days import HOUR_MS
 from homing_collector.analytics.sql import join_values
+from homing_collector.storage import events as events_sql
 
 ENDPOINT, USER = 0, 1
 PURCHASE = "_monetization.purchase"
@@ -409,9 +410,11 @@ def remove_endpoint(
     """Take an endpoint's events out of the rollups. Call before its events are deleted,
     after its row in `endpoints` is (the user's other endpoints are read from there)."""
     rows = conn.execute(
-        "SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body"
-        " FROM events WHERE app_id = ? AND endpoint_id = ?",
-        (app_id, endpoint_id),
+        events_sql.endpoint_select(
+            "e.app_id, e.endpoint_id, e.event_id, e.event_type, e.ts, e.arrival, e.session_id,"
+            " e.body"
+        ),
+        {"app": app_id, "endpoint": endpoint_id},
     ).fetchall()
     if rows:
         users = {(app_id, endpoint_id): user_key(endpoint_id, user_id)}
@@ -592,11 +595,10 @@ def _recompute_metrics(
     marks = ",".join("?" * len(types))
     remaining = conn.execute(
         f"SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, NULL, body FROM events"
-        f" WHERE app_id = ? AND event_type IN ({marks}) AND ts >= ? AND ts < ?"
-        " AND endpoint_id != ?",
-        (app_id, *types, min(hours) * HOUR_MS, (max(hours) + 1) * HOUR_MS, endpoint_id),
+        f" WHERE app_id = ? AND hour IN ({','.join('?' * len(hours))})"
+        f" AND event_type IN ({marks}) AND endpoint_id != ?",
+        (app_id, *sorted(hours), *types, endpoint_id),
     ).fetchall()
-    remaining = [row for row in remaining if row[4] // HOUR_MS in hours]
     users = {(row[0], row[1]): "" for row in remaining}
     recomputed = aggregate(remaining, users).metrics
     conn.executemany(
@@ -623,12 +625,16 @@ def iter_rows(values: Sequence[Any], width: int) -> list[Row]:
     return list(zip(*[columns] * width, strict=False))
 
 
+KEY_WIDTH = 5  # a row's (app, endpoint, event id, type, Timestamp): what stores it once
+
+
 def new_rows(values: Sequence[Any], width: int, new: set[tuple[Any, ...]]) -> list[Row]:
-    """The rows whose (app, endpoint, event id) is in `new`, the first of each only."""
+    """The rows whose (app, endpoint, event id, type, Timestamp) is in `new`, the first of
+    each only."""
     fresh = set(new)
     rows = []
     for row in iter_rows(values, width):
-        key = (row[0], row[1], row[2])
+        key = row[:KEY_WIDTH]
         if key in fresh:
             fresh.remove(key)
             rows.append(row)

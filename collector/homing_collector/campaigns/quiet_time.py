@@ -11,7 +11,8 @@ Homing's decisions: `Start` later than `End` is a window across midnight (22:00 
 `Start` equal to `End` is no window. Across DST changes the window is read as Pinpoint's
 rule reads it, by the clock: where a change skips `End`, the window ends at the change,
 when the clock jumps past `End` (unless it lands past `Start`, back in the window); where
-a change repeats the window's hours, a message due in the repeat waits again.
+a change sets the clock back before `Start`, it ends at the change; where a change
+repeats the window's hours, a message due in the repeat waits again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from .campaign_shapes import QuietTime
-from .schedule import clock_instant
+from .schedule import clock_instant, offset_change
 
 
 def quiet_until(quiet: QuietTime | None, at: datetime, zone: ZoneInfo | None) -> datetime | None:
@@ -50,6 +51,12 @@ def quiet_until(quiet: QuietTime | None, at: datetime, zone: ZoneInfo | None) ->
     elif now >= end:
         return None
     until = clock_instant(datetime.combine(day, end), zone, after=at)
+    if at.astimezone(zone).utcoffset() != until.astimezone(zone).utcoffset():
+        # A DST change before End may set the clock back before Start, out of the window
+        # (Paris, 03:00 back to 02:00, for a window of 02:45 to 03:00).
+        change = offset_change(zone, at, until)
+        if change < until and quiet_until(quiet, change, zone) is None:
+            return change
     # A DST change may jump the clock past End and Start at once, back into the window.
     return quiet_until(quiet, until, zone) or until
 

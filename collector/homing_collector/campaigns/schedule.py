@@ -131,15 +131,17 @@ def clock_instant(wall: datetime, zone: ZoneInfo, *, after: datetime | None = No
     first = wall.replace(tzinfo=zone).astimezone(timezone.utc)
     if first.astimezone(zone).replace(tzinfo=None) != wall:
         # A DST change skips `wall`: the change itself, when the clock jumps past it.
-        return _change(zone, wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc), first)
+        return offset_change(
+            zone, wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc), first
+        )
     if after is None or first > after:
         return first
     # A DST change repeats `wall` and `after` is in the repeat: its second reading.
     return wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
 
 
-def _change(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
-    """The first second in (`before`, `after`] with the offset `after` has."""
+def offset_change(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The first second in (`before`, `after`] with the offset `after` has in `zone`."""
     offset = after.astimezone(zone).utcoffset()
     while after - before > timedelta(seconds=1):
         middle = before + (after - before) / 2

@@ -7,12 +7,15 @@ from typing import Any, Literal
 
 from homing_collector import dashboard, ingest
 from homing_collector.analytics import kpis
+from homing_collector.campaigns.campaign_shapes import WriteApplicationSettingsRequest
+from homing_collector.campaigns.shapes import WriteSegmentRequest
 from homing_collector.models import analytics as a
 from homing_collector.models import apps as m
 from homing_collector.models import device as d
 from homing_collector.models import endpoints as e
 from homing_collector.models import events as ev
 from homing_collector.models import push as p
+from homing_collector.models import segments as sg
 from homing_collector.models.types import UrlId, with_examples
 from homing_collector.operation import NO_ROLE, Operation
 from homing_collector.routes import (
@@ -25,10 +28,13 @@ from homing_collector.routes import (
     messages,
     ops,
     push,
+    segments,
+    settings,
     users,
 )
 
 APP = "/v1/apps/{application_id}"
+SEGMENT = APP + "/segments/{segment_id}"
 
 # Each path parameter's type, wherever it appears.
 PATH_PARAMETERS: dict[str, Any] = {
@@ -36,6 +42,8 @@ PATH_PARAMETERS: dict[str, Any] = {
     "endpoint_id": UrlId,
     "user_id": UrlId,
     "access_key_id": str,
+    "segment_id": UrlId,
+    "version": sg.VersionNumber,
     "kpi_name": Literal[kpis.NAMES],
     "name": Literal[tuple(sorted(dashboard.ASSETS.keys() - {dashboard.PAGE}))],
 }
@@ -101,6 +109,31 @@ USERS_MESSAGE_REQUEST = with_examples(
 ACKS_REQUEST = with_examples(p.PushAcksRequest, {"MessageIds": ["5f0c2a5e"]})
 APP_REQUEST = with_examples(m.CreateApplicationRequest, {"Name": "shop", "tags": {"team": "a"}})
 KEY_REQUEST = with_examples(m.CreateKeyRequest, {"Role": "ingest"})
+SEGMENT_REQUEST = with_examples(
+    WriteSegmentRequest,
+    {
+        "Name": "android-buyers",
+        "Dimensions": {
+            "Demographic": {"Platform": {"Values": ["android"]}},
+            "Metrics": {"purchases": {"ComparisonOperator": "GREATER_THAN", "Value": 0}},
+        },
+        "tags": {"team": "growth"},
+    },
+)
+SETTINGS_REQUEST = with_examples(
+    WriteApplicationSettingsRequest,
+    {
+        "Limits": {"Daily": 3, "Total": 10, "MessagesPerSecond": 50, "MaximumDuration": 3600},
+        "QuietTime": {"Start": "22:00", "End": "07:00"},
+        "CampaignHook": {"Mode": "FILTER", "WebUrl": "https://hooks.example.com/campaigns"},
+    },
+)
+_SEGMENT_RULES = (
+    "Rules JSON Schema cannot say, answered 400 naming the field: at most 100 dimensions "
+    "in all; BEFORE, AFTER, ON and BETWEEN values are ISO-8601 times, BETWEEN two of them "
+    "in order; each source segment (and version) exists in the application, and none is "
+    "based on the latest version of the segment being written."
+)
 
 OPERATIONS = [
     Operation("PutEvents", "POST", APP + "/events", events.put_events, 202,
@@ -168,6 +201,36 @@ OPERATIONS = [
               m.KeysResponse),
     Operation("RevokeKey", "DELETE", APP + "/keys/{access_key_id}", keys.revoke_key, 200,
               "Homing: revoke a key; it stops working at once", "admin", None, m.KeyResponse),
+    Operation("CreateSegment", "POST", APP + "/segments", segments.create_segment, 201,
+              "Create a dimensional segment (version 1)", "admin", SEGMENT_REQUEST,
+              sg.SegmentResponse, notes=_SEGMENT_RULES, check=segments.check_segment),
+    Operation("GetSegments", "GET", APP + "/segments", segments.get_segments, 200,
+              "List the latest version of each segment", "admin", None, sg.SegmentsResponse,
+              query=sg.SegmentsQuery, check=segments.check_page),
+    Operation("GetSegment", "GET", SEGMENT, segments.get_segment, 200,
+              "Read the latest version of a segment", "admin", None, sg.SegmentResponse),
+    Operation("UpdateSegment", "PUT", SEGMENT, segments.update_segment, 200,
+              "Replace a segment's definition, as its next version (tags stay as created)",
+              "admin", SEGMENT_REQUEST, sg.SegmentResponse, notes=_SEGMENT_RULES,
+              check=segments.check_segment),
+    Operation("DeleteSegment", "DELETE", SEGMENT, segments.delete_segment, 200,
+              "Delete a segment and all its versions; returns the latest", "admin", None,
+              sg.SegmentResponse),
+    Operation("GetSegmentVersions", "GET", SEGMENT + "/versions", segments.get_segment_versions,
+              200, "List a segment's versions, oldest first", "admin", None,
+              sg.SegmentsResponse, query=sg.SegmentVersionsQuery, check=segments.check_page),
+    Operation("GetSegmentVersion", "GET", SEGMENT + "/versions/{version}",
+              segments.get_segment_version, 200, "Read one version of a segment", "admin",
+              None, sg.SegmentResponse),
+    Operation("GetApplicationSettings", "GET", APP + "/settings", settings.get_settings, 200,
+              "Read the application's campaign Limits, QuietTime and CampaignHook", "admin",
+              None, sg.ApplicationSettingsResource),
+    Operation("UpdateApplicationSettings", "PUT", APP + "/settings", settings.update_settings,
+              200, "Set the application's campaign Limits, QuietTime and CampaignHook; "
+              "members not given stay as they were", "admin", SETTINGS_REQUEST,
+              sg.ApplicationSettingsResource, check=settings.check_settings,
+              notes="QuietTime needs both Start and End, or neither; answered 400 naming "
+              "the field."),
     Operation("GetApplicationDateRangeKpi", "GET", APP + "/kpis/daterange/{kpi_name}",
               analytics.date_range_kpi, 200,
               "A push or usage KPI over a date range, in Pinpoint's shape", "admin", None,

@@ -92,12 +92,43 @@ class PushQueued:
     dropped: int  # older messages dropped to keep each endpoint's queue bounded
 
 
+@dataclass(frozen=True)
+class SegmentRecord:
+    """One version of a segment."""
+
+    app_id: str
+    id: str
+    version: int
+    created_at: str  # the segment's first version
+    modified_at: str  # this version's
+    request: str  # the WriteSegmentRequest that made this version, as JSON
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentReference:
+    """A source segment a request names, and where it names it."""
+
+    field: str  # such as "SegmentGroups.Groups[0].SourceSegments[1]"
+    id: str
+    version: int | None  # None: the latest
+
+
 class StorageError(Exception):
     pass
 
 
 class UserEndpointLimit(StorageError):
     """Linking an endpoint to a user would give that user too many endpoints."""
+
+
+class SegmentReferenceError(StorageError):
+    """A source segment that does not exist, or that would make a cycle."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
 
 
 class Overloaded(StorageError):
@@ -155,6 +186,59 @@ class Storage(Protocol):
     async def delete_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]: ...
     async def get_endpoints(self, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
         """The endpoints of those ids that exist."""
+
+    # Segments. Each write adds a version; a version never changes once written.
+    async def create_segment(
+        self, record: SegmentRecord, references: Sequence[SegmentReference]
+    ) -> SegmentRecord:
+        """Store version 1; raises `SegmentReferenceError` and writes nothing if a
+        reference names no stored segment or version."""
+
+    async def update_segment(
+        self,
+        app_id: str,
+        segment_id: str,
+        request: str,
+        modified_at: str,
+        references: Sequence[SegmentReference],
+    ) -> SegmentRecord | None:
+        """Store the next version; None if there is no such segment. Raises
+        `SegmentReferenceError` as `create_segment`, and for a reference that leads back
+        to this segment's latest version."""
+
+    async def get_segment(
+        self, app_id: str, segment_id: str, version: int | None = None
+    ) -> SegmentRecord | None:
+        """The version asked for, or the latest."""
+
+    async def list_segments(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[SegmentRecord]:
+        """The latest version of each segment whose id sorts after `after`, by id."""
+
+    async def list_segment_versions(
+        self, app_id: str, segment_id: str, *, after: int, limit: int
+    ) -> list[SegmentRecord]:
+        """The segment's versions above `after`, oldest first."""
+
+    async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
+        """Delete every version; return the latest, or None if there was none."""
+
+    async def get_app_settings(self, app_id: str) -> tuple[str, str] | None:
+        """(settings as JSON, when last changed), if UpdateApplicationSettings ever stored
+        any for the application."""
+
+    async def update_app_settings(
+        self, app_id: str, update: dict[str, Any], modified_at: str
+    ) -> str:
+        """Replace each top-level member `update` gives and keep the others, in one
+        transaction; return the settings as JSON."""
+
+    async def endpoints_after(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[tuple[str, Endpoint]]:
+        """Up to `limit` (id, endpoint) pairs whose ids sort after `after`, by id: a walk
+        over an application's endpoints, one chunk at a time."""
 
     # Device credentials: the SHA-256 of each endpoint's secret, if it has one.
     async def device_credentials(

@@ -208,6 +208,69 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        6,
+        # Events found by time: the key (app, UTC hour, endpoint, event id, type,
+        # Timestamp) is unique, so a resent event is stored once, and a new key lands
+        # among those of its hour and endpoint (a device's batch goes to one or two places)
+        # instead of into an index of every event ever stored. A range of days is a range
+        # of the key; the key holds what a funnel reads but the body. Rows go in the order
+        # they arrive, so those of an hour lie together. Events stored before are copied
+        # in key order. (See homing_collector.storage.events.)
+        """
+        CREATE TABLE events_by_hour (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            arrival INTEGER NOT NULL,
+            session_id TEXT,
+            body BLOB NOT NULL,
+            hour INTEGER NOT NULL
+        );
+        INSERT INTO events_by_hour (app_id, endpoint_id, event_id, event_type, ts, arrival,
+            session_id, body, hour)
+            SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body,
+                ts / 3600000 - (ts < 0 AND ts % 3600000 != 0) AS hour
+            FROM events ORDER BY app_id, hour, endpoint_id, event_id, event_type, ts;
+        DROP TABLE events;
+        ALTER TABLE events_by_hour RENAME TO events;
+        CREATE UNIQUE INDEX events_key
+            ON events(app_id, hour, endpoint_id, event_id, event_type, ts);
+        CREATE INDEX events_opens ON events(app_id, ts)
+            WHERE event_type = '_campaign.opened_notification';
+        """,
+    ),
+    (
+        7,
+        # Segments, kept by homing_collector.storage.segments: the segment, and each of
+        # its versions with the request that made it. And each application's settings
+        # (UpdateApplicationSettings), as JSON.
+        """
+        CREATE TABLE segments (
+            app_id TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (app_id, segment_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE segment_versions (
+            app_id TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            request TEXT NOT NULL,
+            PRIMARY KEY (app_id, segment_id, version)
+        ) WITHOUT ROWID;
+        CREATE TABLE app_settings (
+            app_id TEXT PRIMARY KEY,
+            settings TEXT NOT NULL,
+            modified_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
         8,
         # Device credentials: the SHA-256 of the secret bound to one endpoint, which its
         # push stream and acks then need (homing_collector.device).

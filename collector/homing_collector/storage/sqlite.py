@@ -18,7 +18,6 @@ them no longer competes with the event loop for the GIL.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import queue
@@ -39,7 +38,8 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
-from homing_collector.storage import device, push
+from homing_collector.storage import device, push, segments
+from homing_collector.storage import events as events_sql
 from homing_collector.storage.base import (
     AppRecord,
     Endpoint,
@@ -52,6 +52,8 @@ from homing_collector.storage.base import (
     PushMessage,
     PushQueued,
     QueuedPush,
+    SegmentRecord,
+    SegmentReference,
     UserEndpointLimit,
 )
 from homing_collector.storage.events_process import EventsProcess
@@ -315,7 +317,7 @@ class SQLiteStorage:
                 conn.execute("SAVEPOINT job")
                 try:
                     value = fn(conn)
-                    self._flush(conn)
+                    self._flush(conn, alone=True)
                     conn.execute("RELEASE job")
                     outcomes.append((value, True))
                 except Exception as exc:
@@ -342,40 +344,39 @@ class SQLiteStorage:
         self._bodies.clear()
         self._deferred.clear()
 
-    def _flush(self, conn: sqlite3.Connection) -> None:
-        """Insert the deferred events of PutEvents jobs and tell each job how many it stored."""
+    def _flush(self, conn: sqlite3.Connection, *, alone: bool = False) -> None:
+        """Insert the deferred events of PutEvents jobs and tell each job how many it stored.
+
+        `alone` says that the job runs in a savepoint of its own (see _run_jobs)."""
         if not self._deferred:
             return
         deferred, self._deferred = self._deferred, []
         values = list(chain.from_iterable(rows for rows, _, _ in deferred))
-        before = conn.total_changes
-        last_rowid = _insert_events(conn, values, self._rows_per_insert)
-        stored = conn.total_changes - before
-        if stored == len(values) // _EVENT_COLUMNS or stored == 0:
-            if stored and self.rollups:  # analytics hook: every row is new
-                summaries = [summary for _, _, summary in deferred if summary is not None]
-                if len(summaries) == len(deferred):  # as the collector summed them up
-                    rollups.apply_summaries(conn, summaries)
-                else:
-                    rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
-            for rows, result, _ in deferred:
-                result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
-            return
-        # Some events were already stored (a client sent them again). The rows just added
-        # have consecutive rowids that end at last_rowid; each goes to the first job that
-        # sent it, as if the jobs had inserted their rows one after the other.
-        new = set(
-            conn.execute(
-                "SELECT app_id, endpoint_id, event_id FROM events WHERE rowid > ?",
-                (last_rowid - stored,),
-            ).fetchall()
-        )
+        if not alone:
+            before = conn.total_changes
+            _insert_events(conn, values, self._rows_per_insert)
+            stored = conn.total_changes - before
+            if stored == len(values) // _EVENT_COLUMNS or stored == 0:
+                if stored and self.rollups:  # analytics hook: every row is new
+                    summaries = [summary for _, _, summary in deferred if summary is not None]
+                    if len(summaries) == len(deferred):  # as the collector summed them up
+                        rollups.apply_summaries(conn, summaries)
+                    else:
+                        rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
+                for rows, result, _ in deferred:
+                    result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
+                return
+            # Some events were stored before (a client sent them again), and the table
+            # cannot tell which rows are new. The transaction is run again, each job in a
+            # savepoint of its own, where the INSERT returns what it stored.
+            raise _SomeStoredBefore
+        new = _insert_events(conn, values, self._rows_per_insert, returning=True)
         if self.rollups:  # analytics hook: only the rows just added, each once
             rollups.apply(conn, rollups.new_rows(values, _EVENT_COLUMNS, new))
         for rows, result, _ in deferred:
             count = 0
             for i in range(0, len(rows), _EVENT_COLUMNS):
-                key = (rows[i], rows[i + 1], rows[i + 2])
+                key = tuple(rows[i : i + rollups.KEY_WIDTH])
                 if key in new:
                     new.remove(key)
                     count += 1
@@ -457,6 +458,7 @@ class SQLiteStorage:
             if row is None:
                 return None
             rollups.remove_app(conn, app_id)  # analytics hook
+            segments.delete_app(conn, app_id)
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
             ):  # fmt: skip
@@ -668,6 +670,66 @@ class SQLiteStorage:
             found.update((row[0], orjson.loads(row[1])) for row in rows)
         return found
 
+    # -- segments (SQL in segments.py) ---------------------------------------------------
+
+    async def create_segment(
+        self, record: SegmentRecord, references: Sequence[SegmentReference]
+    ) -> SegmentRecord:
+        return await self._write(
+            lambda conn: segments.create(conn, record, references), flush_first=False
+        )
+
+    async def update_segment(
+        self,
+        app_id: str,
+        segment_id: str,
+        request: str,
+        modified_at: str,
+        references: Sequence[SegmentReference],
+    ) -> SegmentRecord | None:
+        return await self._write(
+            lambda conn: segments.update(
+                conn, app_id, segment_id, request, modified_at, references
+            ),
+            flush_first=False,
+        )
+
+    async def get_segment(
+        self, app_id: str, segment_id: str, version: int | None = None
+    ) -> SegmentRecord | None:
+        return segments.get(self._read(), app_id, segment_id, version)
+
+    async def list_segments(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[SegmentRecord]:
+        return segments.page(self._read(), app_id, after, limit)
+
+    async def list_segment_versions(
+        self, app_id: str, segment_id: str, *, after: int, limit: int
+    ) -> list[SegmentRecord]:
+        return segments.versions(self._read(), app_id, segment_id, after, limit)
+
+    async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
+        return await self._write(
+            lambda conn: segments.delete(conn, app_id, segment_id), flush_first=False
+        )
+
+    async def endpoints_after(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[tuple[str, Endpoint]]:
+        return segments.endpoints_after(self._read(), app_id, after, limit)
+
+    async def get_app_settings(self, app_id: str) -> tuple[str, str] | None:
+        return segments.get_settings(self._read(), app_id)
+
+    async def update_app_settings(
+        self, app_id: str, update: dict[str, Any], modified_at: str
+    ) -> str:
+        return await self._write(
+            lambda conn: segments.update_settings(conn, app_id, update, modified_at),
+            flush_first=False,
+        )
+
     # -- device credentials (SQL in device.py) -------------------------------------------
 
     async def device_credentials(self, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, str]:
@@ -836,15 +898,13 @@ def _delete_endpoints(
         rollups.remove_endpoint(  # analytics hook, before the events go
             conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
         )
-        conn.execute(
-            "DELETE FROM events WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
-        )
+        events_sql.delete_endpoint(conn, app_id, endpoint_id)
         push.delete_endpoint(conn, app_id, endpoint_id)
         deleted.append(endpoint)
     return deleted
 
 
-_EVENT_COLUMNS = 8
+_EVENT_COLUMNS = events_sql.WIDTH
 Summarized = tuple[str, rollups.Summary]  # (app id, summary)
 _MAX_CACHED_ENDPOINTS = 50_000  # endpoint bodies, about 1 KB each
 
@@ -857,35 +917,36 @@ def _rows_per_insert(conn: sqlite3.Connection) -> int:
     return max(1, min(1024, limit // _EVENT_COLUMNS))
 
 
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return (
-        "INSERT OR IGNORE INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
-        f" session_id, body) VALUES {values}"
-    )
+class _SomeStoredBefore(Exception):
+    """A batch of events held some stored before; see SQLiteStorage._flush."""
 
 
-def _insert_events(conn: sqlite3.Connection, values: list[Any], max_rows: int) -> int:
-    """Insert rows given as one flat list of values; return the rowid of the last one added.
+def _insert_events(
+    conn: sqlite3.Connection, values: list[Any], max_rows: int, *, returning: bool = False
+) -> set[tuple[Any, ...]]:
+    """Insert rows given as one flat list of values; with `returning`, return the keys
+    (app, endpoint, event id, type, Timestamp) of the rows stored.
 
     Many rows go in one statement: one statement per row (executemany) made the writer
     thread wait for the GIL after every row. Up to 128 rows, a statement fits the batch
     exactly (a PutEvents batch is at most 100 events); above, statements of 256, 512 and
     1024 rows keep the number of distinct cached statements small.
     """
-    start, total, last_rowid = 0, len(values) // _EVENT_COLUMNS, 0
+    start, total = 0, len(values) // _EVENT_COLUMNS
+    stored: set[tuple[Any, ...]] = set()
     while start < total:
         rows = min(total - start, max_rows)
         if rows > 128:
             rows = 1 << (rows.bit_length() - 1)
         end = start + rows
         cursor = conn.execute(
-            _insert_sql(rows), values[start * _EVENT_COLUMNS : end * _EVENT_COLUMNS]
+            events_sql.insert_sql(rows, returning=returning),
+            values[start * _EVENT_COLUMNS : end * _EVENT_COLUMNS],
         )
-        last_rowid = cursor.lastrowid or last_rowid
+        if returning:
+            stored.update(cursor.fetchall())
         start = end
-    return last_rowid
+    return stored
 
 
 def _add_type(conn: sqlite3.Connection, app_id: str, event_type: str, limit: int) -> bool:

@@ -1,0 +1,313 @@
+"""Stored events as Pinpoint event-stream records, and records read back as events."""
+
+from __future__ import annotations
+
+import string
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from homing.wire import WireError, format_timestamp
+from homing_collector.hooks.records import Imported, content_id, from_record, to_record
+
+APP = "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"
+ENDPOINT = {
+    "ChannelType": "GCM",
+    "Address": "token-1",
+    "EndpointStatus": "ACTIVE",
+    "OptOut": "NONE",
+    "Demographic": {
+        "AppVersion": "1.0",
+        "Locale": "en_US",
+        "Make": "generic web browser",
+        "Model": "Unknown",
+        "Platform": "android",
+        "PlatformVersion": "10.10",
+    },
+}
+SESSION_STOP = {
+    "EventType": "_session.stop",
+    "Timestamp": "2017-02-24T22:03:22.507Z",
+    "AppPackageName": "main.page",
+    "AppTitle": "title",
+    "AppVersionCode": "1",
+    "SdkName": "aws-sdk-mobile-analytics-js",
+    "ClientSdkVersion": "0.9.1:2.4.8",
+    "Session": {
+        "Id": "f549dea9-1090-945d-c3d1-e4967example",
+        "StartTimestamp": "2017-02-24T21:53:22.531Z",
+        "StopTimestamp": "2017-02-24T22:03:22.507Z",
+        "Duration": 599976,
+    },
+}
+
+
+def test_an_app_event_matches_pinpoints_documented_record() -> None:
+    # The values of Pinpoint's own example (event-streams-data-app), less Cognito's ids.
+    record = to_record(APP, "client-1", "ev-1", SESSION_STOP, ENDPOINT, 1487973803515)
+    assert record == {
+        "event_type": "_session.stop",
+        "event_timestamp": 1487973802507,
+        "arrival_timestamp": 1487973803515,
+        "event_version": "3.1",
+        "application": {
+            "app_id": APP,
+            "package_name": "main.page",
+            "title": "title",
+            "version_name": "1.0",
+            "version_code": "1",
+            "sdk": {"name": "aws-sdk-mobile-analytics-js", "version": "0.9.1:2.4.8"},
+        },
+        "client": {"client_id": "client-1"},
+        "device": {
+            "locale": {"code": "en_US", "country": "US", "language": "en"},
+            "make": "generic web browser",
+            "model": "Unknown",
+            "platform": {"name": "android", "version": "10.10"},
+        },
+        "session": {
+            "session_id": "f549dea9-1090-945d-c3d1-e4967example",
+            "start_timestamp": 1487973202531,
+            "stop_timestamp": 1487973802507,
+        },
+        "attributes": {},
+        "metrics": {},
+        "endpoint": ENDPOINT,
+        "event_id": "ev-1",
+    }
+
+
+def test_a_campaign_event_carries_its_endpoint_as_a_json_string() -> None:
+    event = {
+        "EventType": "_campaign.send",
+        "Timestamp": "2019-07-02T23:18:17.426Z",
+        "Attributes": {
+            "treatment_id": "0",
+            "campaign_activity_id": "act",
+            "delivery_type": "CUSTOM",
+            "campaign_id": "camp",
+            "campaign_send_status": "SUCCESS",
+        },
+    }
+    record = to_record(APP, "client-1", "ev-2", event, ENDPOINT, 1562109497494)
+    assert "endpoint" not in record
+    assert orjson.loads(record["client_context"]["custom"]["endpoint"]) == ENDPOINT
+    assert record["application"] == {"app_id": APP, "version_name": "1.0", "sdk": {}}
+    assert record["session"] == {}
+    assert record["attributes"]["delivery_type"] == "CUSTOM"
+    back = from_record(orjson.loads(orjson.dumps(record)))
+    assert back == Imported("client-1", "ev-2", event, ENDPOINT)
+
+
+def test_an_event_without_endpoint_keeps_empty_objects_like_pinpoint() -> None:
+    event = {"EventType": "Played", "Timestamp": "2026-01-01T00:00:00.000Z"}
+    record = to_record(APP, "c", "e", event, None, 0)
+    assert record["device"] == {"platform": {}}
+    assert record["application"] == {"app_id": APP, "sdk": {}}
+    assert "endpoint" not in record and "client_context" not in record
+    assert from_record(record) == Imported("c", "e", event, None)
+
+
+def test_a_record_without_endpoint_gives_the_demographics_its_device_shows() -> None:
+    record = to_record(APP, "client-1", "ev-1", SESSION_STOP, ENDPOINT, 1487973803515)
+    del record["endpoint"]
+    back = from_record(record)
+    assert back.endpoint == {"Demographic": ENDPOINT["Demographic"]}
+
+
+def test_a_pinpoint_record_without_event_id_gets_a_stable_one() -> None:
+    record = to_record(APP, "client-1", "x", SESSION_STOP, ENDPOINT, 1)
+    del record["event_id"]
+    first = from_record(record).event_id
+    assert first == from_record(orjson.loads(orjson.dumps(record))).event_id
+    assert first == content_id(dict(reversed(record.items())))  # key order does not matter
+    record["arrival_timestamp"] += 1
+    assert from_record(record).event_id != first
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda r: r.pop("client"), "client.client_id"),
+        (lambda r: r.update(client={"client_id": ""}), "client.client_id"),
+        (lambda r: r.update(client={"client_id": "a/b"}), "client.client_id"),
+        (lambda r: r.update(client="c"), "client"),
+        (lambda r: r.pop("event_timestamp"), "event_timestamp"),
+        (lambda r: r.update(event_timestamp="2020"), "event_timestamp"),
+        (lambda r: r.update(event_timestamp=10**20), "event_timestamp"),
+        (lambda r: r.update(event_timestamp=True), "event_timestamp"),
+        (lambda r: r.pop("event_type"), "EventType"),
+        (lambda r: r.update(attributes={"k": 5}), "Attributes.k"),
+        (lambda r: r.update(metrics={"m": "x"}), "Metrics.m"),
+        (lambda r: r.update(metrics=[]), "metrics"),
+        (lambda r: r["session"].update(stop_timestamp=0), "session.stop_timestamp"),
+        (lambda r: r["session"].pop("start_timestamp"), "session.start_timestamp"),
+        (lambda r: r["session"].pop("session_id"), "Session.Id"),
+        (lambda r: r.update(endpoint=[]), "endpoint"),
+        (lambda r: r.update(event_id=""), "event_id"),
+        (lambda r: r["application"].update(sdk="x"), "application.sdk"),
+    ],
+)
+def test_a_bad_record_names_its_field(change: Any, field: str) -> None:
+    record = to_record(APP, "client-1", "ev-1", SESSION_STOP, ENDPOINT, 1)
+    change(record)
+    with pytest.raises(WireError) as caught:
+        from_record(record)
+    assert caught.value.field == field, caught.value
+
+
+def test_a_record_must_be_an_object() -> None:
+    with pytest.raises(WireError, match="record: must be a JSON object, not list"):
+        from_record([])
+
+
+def test_a_bad_campaign_endpoint_string_is_refused() -> None:
+    record = {
+        "event_type": "_campaign.send",
+        "event_timestamp": 1,
+        "client": {"client_id": "c"},
+        "client_context": {"custom": {"endpoint": "{not json"}},
+    }
+    with pytest.raises(WireError, match=r"client_context\.custom\.endpoint"):
+        from_record(record)
+
+
+# -- the round trip -----------------------------------------------------------------------
+
+KEY = st.text(string.ascii_letters + string.digits + "_.", min_size=1, max_size=50)
+TEXT = st.text(max_size=60)
+MOMENT = st.datetimes(
+    min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(timezone.utc)
+).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+
+
+@st.composite
+def events(draw: st.DrawFn) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "EventType": draw(st.text(min_size=1, max_size=50)),
+        "Timestamp": format_timestamp(draw(MOMENT)),
+    }
+    attributes = draw(st.dictionaries(KEY, st.text(max_size=200), max_size=10))
+    metrics = draw(
+        st.dictionaries(KEY, st.floats(allow_nan=False, allow_infinity=False), max_size=10)
+    )
+    if attributes:
+        event["Attributes"] = attributes
+    if metrics:
+        event["Metrics"] = metrics
+    for name in ("AppPackageName", "AppTitle", "AppVersionCode", "SdkName", "ClientSdkVersion"):
+        if draw(st.booleans()):
+            event[name] = draw(st.text(string.printable, max_size=40))
+    if draw(st.booleans()):
+        start = draw(MOMENT)
+        session: dict[str, Any] = {
+            "Id": draw(st.text(string.ascii_letters + string.digits + "-", min_size=1)),
+            "StartTimestamp": format_timestamp(start),
+        }
+        if draw(st.booleans()):
+            duration = draw(st.integers(0, 10**9))
+            session["StopTimestamp"] = format_timestamp(start + timedelta(milliseconds=duration))
+            session["Duration"] = duration
+        event["Session"] = session
+    return event
+
+
+ENDPOINTS = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {"ChannelType": st.just("GCM")},
+        optional={
+            "Demographic": st.fixed_dictionaries(
+                {},
+                optional={
+                    name: st.text(string.printable, min_size=1, max_size=20)
+                    for name in ("AppVersion", "Locale", "Make", "Model", "Platform")
+                },
+            ),
+            "Attributes": st.dictionaries(KEY, st.lists(TEXT, min_size=1, max_size=3)),
+        },
+    ),
+)
+IDS = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=64)
+
+
+@given(
+    event=events(),
+    endpoint=ENDPOINTS,
+    endpoint_id=IDS,
+    event_id=IDS,
+    arrival=st.integers(0, 2**42),
+)
+def test_event_to_record_to_event_is_the_identity(
+    event: dict[str, Any],
+    endpoint: dict[str, Any] | None,
+    endpoint_id: str,
+    event_id: str,
+    arrival: int,
+) -> None:
+    record = to_record(APP, endpoint_id, event_id, event, endpoint, arrival)
+    wire = orjson.loads(orjson.dumps(record))  # as a receiver or an archive holds it
+    assert wire["arrival_timestamp"] == arrival
+    assert from_record(wire) == Imported(endpoint_id, event_id, event, endpoint)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+VALID = to_record(APP, "client-1", "ev-1", SESSION_STOP, ENDPOINT, 1487973803515)
+
+
+@given(
+    path=st.sampled_from(
+        [
+            (),
+            ("client",),
+            ("client", "client_id"),
+            ("event_type",),
+            ("event_timestamp",),
+            ("application",),
+            ("application", "sdk"),
+            ("application", "sdk", "name"),
+            ("application", "title"),
+            ("device",),
+            ("device", "locale"),
+            ("session",),
+            ("session", "session_id"),
+            ("session", "start_timestamp"),
+            ("session", "stop_timestamp"),
+            ("attributes",),
+            ("metrics",),
+            ("endpoint",),
+            ("client_context",),
+            ("client_context", "custom"),
+            ("client_context", "custom", "endpoint"),
+            ("event_id",),
+        ]
+    ),
+    value=JSON,
+)
+def test_any_damage_to_a_record_is_refused_by_name_never_crashes(
+    path: tuple[str, ...], value: Any
+) -> None:
+    record = orjson.loads(orjson.dumps(VALID))
+    if path:
+        parent = record
+        for key in path[:-1]:
+            parent = parent.setdefault(key, {})
+        parent[path[-1]] = value
+    else:
+        record = value
+    try:
+        back = from_record(record)
+    except WireError as exc:
+        assert exc.field
+    else:
+        assert back.endpoint_id and back.event_id

@@ -8,20 +8,20 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from homing_collector.analytics.sql import join_values
+
 
 def read(conn: sqlite3.Connection, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    ids = list(dict.fromkeys(endpoint_ids))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        found.update(
-            conn.execute(
-                "SELECT endpoint_id, secret_sha256 FROM device_credentials WHERE app_id = ?"
-                f" AND endpoint_id IN ({', '.join('?' * len(chunk))})",
-                (app_id, *chunk),
-            ).fetchall()
+    rows = [(app_id, endpoint_id) for endpoint_id in dict.fromkeys(endpoint_ids)]
+    return dict(
+        join_values(
+            conn,
+            "app_id, endpoint_id",
+            rows,
+            "SELECT endpoint_id, secret_sha256 FROM v JOIN device_credentials"
+            " USING (app_id, endpoint_id)",
         )
-    return found
+    )
 
 
 def store(

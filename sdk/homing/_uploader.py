@@ -284,16 +284,22 @@ class Uploader:
         if pending is None:
             return None
         version, profile = pending
-        timeout = _timeout(deadline)
-        try:
-            response = self._http().put(
-                self.endpoint_url,
-                content=_json.dumps(profile),
-                headers=self._with_credential(self._endpoint_headers),
-                timeout=timeout,
-            )
-        except httpx.HTTPError as exc:
-            return self._fail(f"endpoint: {type(exc).__name__}: {exc or 'no detail'}", None).error
+        for _ in range(2):
+            headers = self._with_credential(self._endpoint_headers)
+            try:
+                response = self._http().put(
+                    self.endpoint_url,
+                    content=_json.dumps(profile),
+                    headers=headers,
+                    timeout=_timeout(deadline),
+                )
+            except httpx.HTTPError as exc:
+                error = f"endpoint: {type(exc).__name__}: {exc or 'no detail'}"
+                return self._fail(error, None).error
+            # The push thread may have been issued the credential while this went out
+            # without it; the collector then refuses the bare key's change. Once more with it.
+            if response.status_code != 403 or self._with_credential(headers) == headers:
+                break
         status = response.status_code
         if status in (200, 202):
             self.endpoint.mark_sent(version)

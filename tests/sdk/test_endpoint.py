@@ -394,3 +394,55 @@ def test_a_profile_the_sdk_accepts_fits_the_collectors_size_limit(
     assert pending is not None
     now = format_timestamp(clock())
     collector_merge("app1", analytics.endpoint_id, None, pending[1], now=now)  # no WireError
+
+
+def test_an_update_refused_while_the_credential_was_being_issued_goes_again_with_it(
+    tmp_path: Path, fake: FakeCollector
+) -> None:
+    # The push thread is issued the device credential while UpdateEndpoint is in flight
+    # without it: the collector refuses the bare key's change, and the uploader sends the
+    # profile again at once, with the credential, rather than leave an error behind.
+    from homing._credential import HEADER, DeviceCredential
+    from homing._network import coerce_policy
+    from homing._store import Store
+    from homing._uploader import Uploader
+
+    state: dict[str, Any] = {}
+    credential = DeviceCredential(url="http://collector.test/credential", state=state)
+    answers: list[str | None] = []
+
+    def endpoint_handler(request: httpx.Request) -> httpx.Response:
+        answers.append(request.headers.get(HEADER))
+        if HEADER not in request.headers:
+            credential._secret = "issued-meanwhile"  # what ensure() does on the push thread
+            message = "ChannelType: endpoint e has a device credential: only the device ..."
+            return httpx.Response(403, json={"Message": message, "RequestID": "r"})
+        return httpx.Response(202, json={"Message": "Accepted", "RequestID": "r"})
+
+    fake.endpoint_handler = endpoint_handler
+    endpoint = Endpoint({}, app_version_code="1")
+    uploader = Uploader(
+        store=Store(tmp_path / "events.sqlite3"),
+        url="http://collector.test/v1/apps/a/events",
+        endpoint=endpoint,
+        endpoint_url="http://collector.test/v1/apps/a/endpoints/e",
+        api_key="hm_ingest_x",
+        endpoint_id=endpoint.id,
+        profile=lambda: endpoint.outgoing(0.0),
+        policy=coerce_policy("any"),
+        flush_interval=60.0,
+        transport=fake.transport,
+        credential=credential,
+    )
+    try:
+        assert uploader.send_endpoint(None) is None
+        assert answers == [None, "issued-meanwhile"]
+        assert uploader.counters.last_error is None and endpoint.pending(1.0) is None
+
+        # A 403 that a credential cannot cure is not sent again: it waits for the next send.
+        fake.endpoint_handler = lambda request: httpx.Response(403, json={"Message": "no"})
+        endpoint.update(2.0, attributes={"a": "b"})
+        uploader.send_endpoint(None)
+        assert len(fake.endpoint_requests) == 3 and endpoint.pending(3.0) is not None
+    finally:
+        uploader.close(timeout=1)

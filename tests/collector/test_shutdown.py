@@ -84,7 +84,8 @@ def wait_until_refused(port: int, timeout: float) -> None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2):
                 pass
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Reset: the listening socket closed with this connection still in its backlog.
             return
         if time.monotonic() > give_up:
             break

@@ -29,10 +29,12 @@ from homing_collector.routes import (
     PATH_PARAMETERS,
 )
 from homing_collector.settings import Settings
-from homing_collector.storage.base import Overloaded, Storage, StorageUnavailable
+from homing_collector.storage.base import Overloaded, Storage, StorageFull, StorageUnavailable
 from homing_collector.storage.sqlite import SQLiteStorage
 
 logger = logging.getLogger("homing_collector")
+# Seconds a client is asked to wait while the disk is full: space is freed by a person.
+DISK_FULL_RETRY_AFTER = 30
 access_logger = logging.getLogger("homing_collector.access")
 
 
@@ -80,6 +82,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
             PinpointError: _pinpoint_error,
             HTTPException: _http_error,
             Overloaded: _overloaded,
+            StorageFull: _disk_full,
             StorageUnavailable: _unavailable,
             Exception: _unexpected_error,
         },
@@ -144,6 +147,13 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return error_response(
         503, f"The collector could not store this ({exc}); retry later", request_id(request),
         retry_after=1,
+    )  # fmt: skip
+
+
+async def _disk_full(request: Request, exc: Exception) -> Response:
+    return error_response(
+        503, "The collector's disk is full: nothing of this request was stored; retry later",
+        request_id(request), retry_after=DISK_FULL_RETRY_AFTER,
     )  # fmt: skip
 
 

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+from homing_collector.models.types import Timestamp
+
 APP_ROLES = ("ingest", "admin")  # the roles of an application's keys; root keys have none
 MAX_APP_NAME_LENGTH = 256
 MAX_PAGE_SIZE = 1000  # applications per GetApps page
@@ -58,8 +60,12 @@ class KeysResponse(Struct):
     Item: list[KeyResponse]
 
 
-class Health(Struct):
-    status: Literal["ok"]
+class Health(Struct, omit_defaults=True):
+    """`degraded` while the disk is full: reads are served, writes answered 503."""
+
+    status: Literal["ok", "degraded"]
+    reason: str | None = None
+    since: Timestamp | None = None  # when writes began to fail
 
 
 class Error(Struct):

@@ -4,12 +4,20 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from homing import limits
+from homing.wire import format_timestamp
 from homing_collector.body import parse_json, read_body
 from homing_collector.routes._common import json, metrics, storage
 
 
 async def healthz(request: Request) -> Response:
-    await storage(request).get_app("")  # the database answers
+    store = storage(request)
+    await store.get_app("")  # the database answers
+    if store.full_since is not None:
+        return json({
+            "status": "degraded",
+            "reason": "the disk is full: writes are answered 503 until space is freed",
+            "since": format_timestamp(store.full_since),
+        })  # fmt: skip
     return json({"status": "ok"})
 
 

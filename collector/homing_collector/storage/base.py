@@ -140,8 +140,14 @@ class StorageUnavailable(StorageError):
     should retry later (a retried event is stored once)."""
 
 
+class StorageFull(StorageUnavailable):
+    """The database could not grow: its disk is full. The write was rolled back whole;
+    the client should retry once space is freed."""
+
+
 class Storage(Protocol):
     rollups: bool  # analytics rollups are kept at ingest
+    full_since: float | None  # when writes began to fail on a full disk, until one succeeds
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...

@@ -42,6 +42,7 @@ from homing_collector.storage.base import (
     IngestResult,
     Overloaded,
     StorageError,
+    StorageFull,
     StorageUnavailable,
 )
 
@@ -279,7 +280,7 @@ def main(argv: list[str]) -> int:
         outcomes = storage.commit_jobs(conn, jobs)
         replies = []
         for message, (value, ok) in zip(messages, outcomes, strict=True):
-            if not ok:
+            if not ok and not isinstance(value, StorageFull):
                 value = StorageError(f"{type(value).__name__}: {value}")
             replies.append(_frame((message[0], ok, value)))
         sock.setblocking(True)

@@ -18,11 +18,13 @@ them no longer competes with the event loop for the GIL.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 
 try:
     import fcntl
@@ -54,6 +56,7 @@ from homing_collector.storage.base import (
     QueuedPush,
     SegmentRecord,
     SegmentReference,
+    StorageFull,
     UserEndpointLimit,
 )
 from homing_collector.storage.events_process import EventsProcess
@@ -71,6 +74,7 @@ _CHECKPOINT_INTERVAL = 0.1  # seconds, at least, between two checkpoints
 # over, SQLite cuts the file back to this. Steady ingestion stays well under it.
 _WAL_SIZE_LIMIT = 64 << 20
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_SQLITE_FULL = 13  # the primary result code; sqlite3.SQLITE_FULL from Python 3.11
 
 
 class SQLiteStorage:
@@ -108,6 +112,8 @@ class SQLiteStorage:
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # set by the writer, cleared by the checkpointer
         self._stopping = threading.Event()
+        # When a commit last found the disk full (time.time()), until one succeeds again.
+        self.full_since: float | None = None
         # PutEvents batches go to a writer process of their own when there is one.
         self._want_events_process = events_process and os.name == "posix"
         self._events: EventsProcess | None = None
@@ -253,13 +259,26 @@ class SQLiteStorage:
         try:
             outcomes = self._run_jobs(conn, batch)
         except Exception as exc:
-            logger.exception(
-                "SQLite commit failed; %d writes are answered with an error", len(batch)
-            )
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._forget()
+            if is_disk_full(exc):
+                if self.full_since is None:
+                    self.full_since = time.time()
+                    logger.error(
+                        "The disk of %s is full: writes are refused with 503 until space "
+                        "is freed", self.path,
+                    )  # fmt: skip
+                exc = StorageFull("the disk is full")
+            else:
+                logger.exception(
+                    "SQLite commit failed; %d writes are answered with an error", len(batch)
+                )
             outcomes = [(exc, False)] * len(batch)
+        else:
+            if self.full_since is not None:
+                logger.warning("The disk of %s has room again: writes go on", self.path)
+                self.full_since = None
         finally:
             if self._write_lock is not None:
                 fcntl.flock(self._write_lock, fcntl.LOCK_UN)
@@ -283,8 +302,9 @@ class SQLiteStorage:
                     break
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    logger.exception("SQLite checkpoint failed; the next one will retry")
+                except sqlite3.Error as exc:
+                    if not is_disk_full(exc):  # the writer says when the disk is full
+                        logger.exception("SQLite checkpoint failed; the next one will retry")
                 self._stopping.wait(_CHECKPOINT_INTERVAL)
         finally:
             conn.close()
@@ -308,7 +328,9 @@ class SQLiteStorage:
                     self._flush(conn)
                 outcomes.append((fn(conn), True))
             self._flush(conn)
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise  # no job is to blame: every one would fail alike
             conn.execute("ROLLBACK")
             self._forget()
             conn.execute("BEGIN IMMEDIATE")
@@ -321,6 +343,8 @@ class SQLiteStorage:
                     conn.execute("RELEASE job")
                     outcomes.append((value, True))
                 except Exception as exc:
+                    if is_disk_full(exc):
+                        raise
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     self._forget()
@@ -536,9 +560,15 @@ class SQLiteStorage:
         # sooner it commits.
         values = [value for event in events for value in (app_id, *event)]
         if self._events is not None and self._events.usable():
-            result = await self._events.put_events(
-                app_id, endpoints, values, merge, max_event_types, max_user_endpoints, summary
-            )
+            try:
+                result = await self._events.put_events(
+                    app_id, endpoints, values, merge, max_event_types, max_user_endpoints, summary
+                )
+            except StorageFull:
+                if self.full_since is None:
+                    self.full_since = time.time()
+                raise
+            self.full_since = None
             self._committed.set()  # the child's commits need checkpoints too
             return result
         job = self.put_events_job(
@@ -794,6 +824,18 @@ class SQLiteStorage:
 
 
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether SQLite failed because the database, or its WAL, could not grow."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code: int | None = getattr(exc, "sqlite_errorcode", None)  # Python 3.11 and later
+    if code is not None:
+        return code & 0xFF == _SQLITE_FULL
+    return "database or disk is full" in str(exc)
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:

@@ -22,6 +22,7 @@ from homing_collector.openapi import document
 from homing_collector.operation import bind
 from homing_collector.pinpoint import unserved
 from homing_collector.push.gateway import Gateway
+from homing_collector.quotas import Quotas, Rates
 from homing_collector.routes import (
     BENCH_OPERATIONS,
     EXTRA_SCHEMAS,
@@ -90,6 +91,10 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     app.state.settings = settings
     app.state.storage = store
     app.state.metrics = metrics
+    app.state.quotas = Quotas(
+        Rates(settings.quota_key_requests, settings.quota_key_events,
+              settings.quota_app_requests, settings.quota_app_events)
+    )  # fmt: skip
     app.state.push = push
     app.state.hooks = hooks
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
@@ -100,7 +105,10 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
 async def _pinpoint_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PinpointError)
     headers = {"Connection": "close"} if exc.body_unread else None
-    return error_response(exc.status_code, exc.message, request_id(request), headers=headers)
+    return error_response(
+        exc.status_code, exc.message, request_id(request), retry_after=exc.retry_after,
+        headers=headers,
+    )  # fmt: skip
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

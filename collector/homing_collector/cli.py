@@ -22,7 +22,7 @@ from homing import __version__
 from homing_collector.auth import NewKey, generate_key
 from homing_collector.lifetime import end_with_parent
 from homing_collector.routes.apps import new_app
-from homing_collector.settings import Settings, default_db_path
+from homing_collector.settings import QUOTAS, Settings, default_db_path
 from homing_collector.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "synchronous", "bench_routes", "workers")
+    names = ("host", "port", "synchronous", "bench_routes", "workers", *QUOTAS)
     return {name: getattr(args, name, None) for name in names}
 
 
@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="processes that share the port and the database (default: $HOMING_WORKERS, else 1)",
     )
+    for name in QUOTAS:
+        _, whose, what = name.split("_")
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            metavar="N",
+            help=f"{what} per second that each {'key' if whose == 'key' else 'application'} "
+            f"may send; past it, 429 with Retry-After (default: $HOMING_{name.upper()}, "
+            f"else {getattr(Settings, name):,})",
+        )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     serve.set_defaults(run=_serve)

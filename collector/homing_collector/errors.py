@@ -7,6 +7,8 @@ Every error answers ``{"Message": ..., "RequestID": ...}`` with the headers
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,10 +26,11 @@ ERROR_NAMES = {
 
 
 class PinpointError(Exception):
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After
         # Answered before the request's body was read: the answer says Connection: close,
         # so that the server neither waits for that body nor reads it to reuse the
         # connection.
@@ -44,6 +47,10 @@ def not_found(message: str) -> PinpointError:
 
 def forbidden(message: str) -> PinpointError:
     return PinpointError(403, message)
+
+
+def too_many_requests(message: str, retry_after: float) -> PinpointError:
+    return PinpointError(429, message, retry_after=max(1, math.ceil(retry_after)))
 
 
 def request_id(request: Request) -> str:

@@ -60,7 +60,13 @@ async def put_events(
     return await store_events(storage, app_id, check_events(payload, body_size=body_size, now=now))
 
 
-def check_envelope(payload: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Envelope:
+    batch: dict[str, Any]  # BatchItem: endpoint id -> entry, each still to be judged
+    events: int  # how many events the entries hold, in all
+
+
+def check_envelope(payload: Any) -> Envelope:
     """The rules of a PutEvents body as a whole; each entry is then judged on its own."""
     if type(payload) is not dict:
         raise bad_request("The body must be a JSON object with a BatchItem")
@@ -82,15 +88,21 @@ def check_envelope(payload: Any) -> dict[str, Any]:
             f"BatchItem: the request has {total} events; "
             f"the limit is {limits.MAX_EVENTS_PER_REQUEST} per request"
         )
-    return batch
+    return Envelope(batch, total)
 
 
 def check_events(
-    payload: Any, *, body_size: int, now: float | None = None, summarize: bool = False
+    payload: Any,
+    *,
+    body_size: int,
+    now: float | None = None,
+    summarize: bool = False,
+    envelope: Envelope | None = None,
 ) -> CheckedBatch:
-    """Check a PutEvents body. With `summarize`, also sum up what its events add to the
-    analytics rollups, while each is at hand, so that the writer need not parse it again."""
-    batch = check_envelope(payload)
+    """Check a PutEvents body, whose `envelope` may be checked already. With `summarize`,
+    also sum up what its events add to the analytics rollups, while each is at hand, so
+    that the writer need not parse it again."""
+    batch = (envelope or check_envelope(payload)).batch
 
     now = time.time() if now is None else now
     now_ms = int(now * 1000)

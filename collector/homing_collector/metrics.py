@@ -90,6 +90,7 @@ class Metrics:
         self.push_streams = 0  # open push streams
         self._latency: dict[str, list[float]] = {}  # route -> [bucket counts..., +Inf, sum]
         self.body_bytes: Counter[str] = Counter()  # route -> request body bytes read
+        self.quota_refusals: Counter[str] = Counter()  # "requests" or "events" -> 429s
         self._board: Board | None = None
         self._slot = 0
         self._too_big = False
@@ -156,6 +157,7 @@ class Metrics:
             "push_streams": self.push_streams,
             "latency": self._latency,
             "body_bytes": dict(self.body_bytes),
+            "quota_refusals": dict(self.quota_refusals),
         }
 
     def _absorb(self, snapshot: dict[str, Any], *, alive: bool = True) -> None:
@@ -164,6 +166,7 @@ class Metrics:
         self.events.update(snapshot["events"])
         for route, count in snapshot["body_bytes"].items():
             self.body_bytes[route] += count
+        self.quota_refusals.update(snapshot.get("quota_refusals", {}))
         self.push.update(snapshot["push"])
         if alive:  # a worker that is gone holds no streams
             self.push_streams += snapshot["push_streams"]
@@ -220,6 +223,15 @@ class Metrics:
         ]
         for route, count in sorted(totals.body_bytes.items()):
             lines.append(f'homing_request_body_bytes_total{{route="{route}"}} {count}')
+        lines += [
+            "# HELP homing_quota_refusals_total Requests answered 429 for being over a key's"
+            " or an application's quota, by the quota's kind.",
+            "# TYPE homing_quota_refusals_total counter",
+        ]
+        for kind in ("requests", "events"):
+            lines.append(
+                f'homing_quota_refusals_total{{quota="{kind}"}} {totals.quota_refusals[kind]}'
+            )
         lines += [
             "# HELP homing_events_total Events received by PutEvents, by outcome.",
             "# TYPE homing_events_total counter",

@@ -12,6 +12,9 @@ import platformdirs
 
 from homing_collector.push.messages import MAX_TTL_SECONDS
 
+QUOTAS = ("quota_key_requests", "quota_key_events", "quota_app_requests", "quota_app_events")
+MAX_QUOTA = 1_000_000_000
+
 
 def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("homing-collector")) / "homing.db"
@@ -40,6 +43,12 @@ class Settings:
     push_default_ttl: int = MAX_TTL_SECONDS
     # Analytics rollups kept at ingest; off only to measure what they cost.
     rollups: bool = True
+    # Quotas per second: each key, and each application as a whole (see quotas.py). The
+    # defaults are out of reach of a small deployment; an application may have its own.
+    quota_key_requests: int = 2_500
+    quota_key_events: int = 250_000
+    quota_app_requests: int = 5_000
+    quota_app_events: int = 500_000
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -58,6 +67,9 @@ class Settings:
             raise ValueError("push_queue_limit must be from 1 to 100000")
         if not 0.05 <= self.push_heartbeat <= 3600:
             raise ValueError("push_heartbeat must be from 0.05 to 3600 seconds")
+        for name in QUOTAS:
+            if not 1 <= getattr(self, name) <= MAX_QUOTA:
+                raise ValueError(f"{name} must be from 1 to {MAX_QUOTA:,} per second")
         if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
             raise ValueError(
                 f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
@@ -118,4 +130,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("push_heartbeat", float),
     ("push_default_ttl", int),
     ("rollups", _flag),
+    *((name, int) for name in QUOTAS),
 )

@@ -14,10 +14,11 @@ from starlette.responses import Response
 from homing import limits
 from homing_collector.auth import Principal, authenticate, authorize, verify_signature
 from homing_collector.body import parse_json, read_body
-from homing_collector.errors import PinpointError, not_found, request_id
+from homing_collector.errors import PinpointError, not_found, request_id, too_many_requests
 from homing_collector.metrics import Metrics
 from homing_collector.operation import operation_of
 from homing_collector.push.gateway import Gateway
+from homing_collector.quotas import Quotas
 from homing_collector.storage.base import Storage
 from homing_collector.validation import check_body, check_query
 
@@ -49,6 +50,19 @@ def metrics(request: Request) -> Metrics:
     return request.app.state.metrics  # type: ignore[no-any-return]
 
 
+def quotas(request: Request) -> Quotas:
+    return request.app.state.quotas  # type: ignore[no-any-return]
+
+
+def check_event_quota(call: Call, count: int) -> None:
+    """Raise 429 if `count` more events would put the key or the app over its quota."""
+    limits_ = quotas(call.request)
+    refusal = limits_.events(limits_.defaults, call.principal.access_key_id, call.app_id, count)
+    if refusal is not None:
+        metrics(call.request).quota_refusals[refusal.what] += 1
+        raise too_many_requests(refusal.message, refusal.retry_after)
+
+
 def gateway(request: Request) -> Gateway:
     return request.app.state.push  # type: ignore[no-any-return]
 
@@ -68,6 +82,11 @@ async def begin(request: Request, before_body: BeforeBody | None = None) -> Call
         authorize(principal, op, app_id)
         if app_id is not None and await storage(request).get_app(app_id) is None:
             raise not_found(f"Application {app_id} does not exist")
+        limits_ = quotas(request)
+        refusal = limits_.requests(limits_.defaults, principal.access_key_id, app_id)
+        if refusal is not None:
+            metrics(request).quota_refusals[refusal.what] += 1
+            raise too_many_requests(refusal.message, refusal.retry_after)
         before = (
             None if before_body is None else await before_body(request, principal, app_id or "")
         )

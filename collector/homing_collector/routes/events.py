@@ -4,13 +4,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from homing_collector import device, ingest
-from homing_collector.routes._common import begin, json, metrics
+from homing_collector.routes._common import begin, check_event_quota, json, metrics
 
 
 async def put_events(request: Request) -> Response:
     call = await begin(request)
+    envelope: ingest.Envelope = call.checked
+    check_event_quota(call, envelope.events)
     checked = ingest.check_events(
-        call.payload, body_size=call.body_size, summarize=call.storage.rollups
+        call.payload, body_size=call.body_size, summarize=call.storage.rollups, envelope=envelope
     )
     # Free the parsed body now, while it is still in the CPU's caches, not once the commit
     # is done: freeing thousands of objects gone cold costs several times more.

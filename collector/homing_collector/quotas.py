@@ -23,9 +23,20 @@ import multiprocessing
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 BURST_SECONDS = 1.0
+MAX_QUOTA = 1_000_000_000
+# An application's own quotas, by their names in the API, and the Rates field each sets.
+NAMES = {
+    "KeyRequestsPerSecond": "key_requests",
+    "KeyEventsPerSecond": "key_events",
+    "RequestsPerSecond": "app_requests",
+    "EventsPerSecond": "app_events",
+}
+# How long a worker keeps an application's own quotas before it reads them again: a
+# change made through another worker takes effect within this.
+OWN_TTL_SECONDS = 2.0
 _SLOTS = 8192
 _PROBES = 8
 _SLOT = struct.Struct("<Qdd")  # tag (0: free), when the requests and the events counters empty
@@ -106,11 +117,30 @@ class Counters:
 
 
 class Quotas:
-    """The quotas of each key and application, with per-application overrides."""
+    """The quotas of each key and application: the server's defaults, and those an
+    application sets for itself, kept for OWN_TTL_SECONDS."""
 
-    def __init__(self, defaults: Rates, counters: Counters | None = None) -> None:
+    def __init__(
+        self,
+        defaults: Rates,
+        counters: Counters | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.defaults = defaults
         self.counters = counters or Counters()
+        self._clock = clock
+        self._own: dict[str, tuple[float, Rates]] = {}  # app id -> (kept until, rates)
+
+    def cached(self, app_id: str) -> Rates | None:
+        """The application's quotas, if read less than OWN_TTL_SECONDS ago."""
+        entry = self._own.get(app_id)
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
+
+    def remember(self, app_id: str, own: dict[str, int]) -> Rates:
+        """The application's quotas, given those it sets (by their API names)."""
+        rates = replace(self.defaults, **{NAMES[name]: value for name, value in own.items()})
+        self._own[app_id] = (self._clock() + OWN_TTL_SECONDS, rates)
+        return rates
 
     def requests(self, rates: Rates, key_id: str, app_id: str | None) -> Refusal | None:
         return self.counters.take(self._subjects(rates, key_id, app_id, "requests"), 0, 1)

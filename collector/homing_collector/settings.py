@@ -11,9 +11,9 @@ from pathlib import Path
 import platformdirs
 
 from homing_collector.push.messages import MAX_TTL_SECONDS
+from homing_collector.quotas import MAX_QUOTA
 
 QUOTAS = ("quota_key_requests", "quota_key_events", "quota_app_requests", "quota_app_events")
-MAX_QUOTA = 1_000_000_000
 
 
 def default_db_path() -> Path:

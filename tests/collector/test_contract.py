@@ -38,6 +38,7 @@ class Seeded:
     ingest_key_id: str
     root_token: str
     doomed_app_id: str  # the one DeleteApp may delete
+    sandbox_app_id: str  # the one UpdateQuotas may throttle, so that the others are not
     segment_ids: list[str]  # with versions 1 and 2
 
 
@@ -89,9 +90,11 @@ def seed(collector: LiveCollector) -> Seeded:
         segment_ids.append(segment_id)
     root = collector.root_key()
     doomed = collector.create_app("contract-doomed")
+    sandbox = collector.create_app("contract-quotas")
     return Seeded(
-        app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id, segment_ids
-    )
+        app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id, sandbox.id,
+        segment_ids,
+    )  # fmt: skip
 
 
 def ranges() -> list[str]:
@@ -154,6 +157,12 @@ headers = {{ Authorization = "Bearer {seeded.root_token}" }}
 [[operations]]
 include-operation-id = "DeleteApp"
 parameters = {{ "path.application-id" = "{seeded.doomed_app_id}" }}
+
+# Quotas as low as 1 request per second, drawn for the seeded application, would throttle
+# the rest of the run: they go to an application of their own.
+[[operations]]
+include-operation-id = "UpdateQuotas"
+parameters = {{ "path.application-id" = "{seeded.sandbox_app_id}" }}
 
 # Seen with schemathesis 4.32: in the stateful phase, a case with a path parameter drawn
 # against its pattern (an endpoint id of control characters that no earlier answer held)

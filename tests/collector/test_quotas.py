@@ -134,3 +134,48 @@ def test_an_sdk_over_its_event_quota_backs_off_and_delivers_everything(
     assert refused_once
     stored = stored_events(live.db, app.id)
     assert len(stored) == 600 and set(stored.values()) == {1}
+
+
+def test_an_application_sets_its_own_quotas_through_the_api(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector()
+    app = live.create_app("own-quotas")
+    root = {"Authorization": f"Bearer {live.root_key().token}"}
+    admin = {"Authorization": f"Bearer {app.admin.token}"}
+    url = f"{live.url}/v1/apps/{app.id}/quotas"
+    with httpx.Client(timeout=10) as client:
+        defaults = client.get(url, headers=admin).json()
+        assert defaults == {
+            "ApplicationId": app.id, "KeyRequestsPerSecond": 2_500, "KeyEventsPerSecond": 250_000,
+            "RequestsPerSecond": 5_000, "EventsPerSecond": 500_000, "Own": [],
+        }  # fmt: skip
+        # Only a root key sets them: an application's admin may not raise its own.
+        assert client.put(url, json={"EventsPerSecond": 10}, headers=admin).status_code == 403
+        bad = client.put(url, json={"EventsPerSecond": 0}, headers=root)
+        assert bad.status_code == 400 and "EventsPerSecond" in bad.json()["Message"]
+        typo = client.put(url, json={"EventPerSecond": 10}, headers=root)
+        assert typo.status_code == 400 and "EventPerSecond" in typo.json()["Message"]
+
+        answer = client.put(url, json={"EventsPerSecond": 150}, headers=root).json()
+        assert answer["EventsPerSecond"] == 150 and answer["Own"] == ["EventsPerSecond"]
+        # Two keys of the application share its quota of 150 events per second.
+        responses = []
+        for serial, token in enumerate([app.ingest.token, app.admin.token] * 3):
+            body, _ = new_batch(["device"], 100, serial)
+            responses.append(
+                client.post(
+                    f"{live.url}/v1/apps/{app.id}/events",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            )
+        assert responses[0].status_code == 202
+        refused = [r for r in responses if r.status_code == 429]
+        assert refused, [r.status_code for r in responses]
+        assert f"application {app.id} is over its quota of 150 events" in refused[0].text
+        # null goes back to the default, and the rest stays as it was.
+        client.put(url, json={"RequestsPerSecond": 9}, headers=root)
+        answer = client.put(url, json={"EventsPerSecond": None}, headers=root).json()
+        assert (answer["EventsPerSecond"], answer["RequestsPerSecond"]) == (500_000, 9)
+        assert answer["Own"] == ["RequestsPerSecond"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from homing_collector.models.types import Timestamp
+from homing_collector.quotas import MAX_QUOTA
 
 APP_ROLES = ("ingest", "admin")  # the roles of an application's keys; root keys have none
 MAX_APP_NAME_LENGTH = 256
@@ -66,6 +67,32 @@ class Health(Struct, omit_defaults=True):
     status: Literal["ok", "degraded"]
     reason: str | None = None
     since: Timestamp | None = None  # when writes began to fail
+
+
+Quota = Annotated[int, Meta(ge=1, le=MAX_QUOTA, description="per second")]
+
+
+class QuotasUpdate(Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """The application's own quotas. A number replaces the quota; null goes back to the
+    server's default; a quota left out stays as it was."""
+
+    KeyRequestsPerSecond: Quota | UnsetType | None = UNSET
+    KeyEventsPerSecond: Quota | UnsetType | None = UNSET
+    RequestsPerSecond: Quota | UnsetType | None = UNSET
+    EventsPerSecond: Quota | UnsetType | None = UNSET
+
+
+class QuotasResource(Struct, kw_only=True):
+    """The quotas in force: Key* for each key of the application, the others for the
+    application as a whole. `Own` names those the application sets; the others are the
+    server's defaults."""
+
+    ApplicationId: str
+    KeyRequestsPerSecond: int
+    KeyEventsPerSecond: int
+    RequestsPerSecond: int
+    EventsPerSecond: int
+    Own: list[str]
 
 
 class Error(Struct):

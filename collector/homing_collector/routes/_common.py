@@ -18,7 +18,7 @@ from homing_collector.errors import PinpointError, not_found, request_id, too_ma
 from homing_collector.metrics import Metrics
 from homing_collector.operation import operation_of
 from homing_collector.push.gateway import Gateway
-from homing_collector.quotas import Quotas
+from homing_collector.quotas import Quotas, Rates
 from homing_collector.storage.base import Storage
 from homing_collector.validation import check_body, check_query
 
@@ -54,10 +54,20 @@ def quotas(request: Request) -> Quotas:
     return request.app.state.quotas  # type: ignore[no-any-return]
 
 
-def check_event_quota(call: Call, count: int) -> None:
+async def _rates(request: Request, app_id: str | None) -> Rates:
+    """The quotas of the application's keys and of the application (None: no app)."""
+    limits_ = quotas(request)
+    if app_id is None:
+        return limits_.defaults
+    return limits_.cached(app_id) or limits_.remember(
+        app_id, await storage(request).get_app_quotas(app_id)
+    )
+
+
+async def check_event_quota(call: Call, count: int) -> None:
     """Raise 429 if `count` more events would put the key or the app over its quota."""
-    limits_ = quotas(call.request)
-    refusal = limits_.events(limits_.defaults, call.principal.access_key_id, call.app_id, count)
+    rates = await _rates(call.request, call.app_id)
+    refusal = quotas(call.request).events(rates, call.principal.access_key_id, call.app_id, count)
     if refusal is not None:
         metrics(call.request).quota_refusals[refusal.what] += 1
         raise too_many_requests(refusal.message, refusal.retry_after)
@@ -82,8 +92,8 @@ async def begin(request: Request, before_body: BeforeBody | None = None) -> Call
         authorize(principal, op, app_id)
         if app_id is not None and await storage(request).get_app(app_id) is None:
             raise not_found(f"Application {app_id} does not exist")
-        limits_ = quotas(request)
-        refusal = limits_.requests(limits_.defaults, principal.access_key_id, app_id)
+        rates = await _rates(request, app_id)
+        refusal = quotas(request).requests(rates, principal.access_key_id, app_id)
         if refusal is not None:
             metrics(request).quota_refusals[refusal.what] += 1
             raise too_many_requests(refusal.message, refusal.retry_after)

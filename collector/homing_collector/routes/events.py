@@ -10,7 +10,7 @@ from homing_collector.routes._common import begin, check_event_quota, json, metr
 async def put_events(request: Request) -> Response:
     call = await begin(request)
     envelope: ingest.Envelope = call.checked
-    check_event_quota(call, envelope.events)
+    await check_event_quota(call, envelope.events)
     checked = ingest.check_events(
         call.payload, body_size=call.body_size, summarize=call.storage.rollups, envelope=envelope
     )

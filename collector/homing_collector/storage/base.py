@@ -230,6 +230,15 @@ class Storage(Protocol):
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
         """Delete every version; return the latest, or None if there was none."""
 
+    async def get_app_quotas(self, app_id: str) -> dict[str, int]:
+        """The quotas the application sets for itself (QuotasUpdate's names), if any."""
+
+    async def update_app_quotas(
+        self, app_id: str, update: dict[str, int | None], modified_at: str
+    ) -> dict[str, int]:
+        """Set each quota `update` gives a number, drop each it gives None, keep the
+        others; return the ones now set."""
+
     async def get_app_settings(self, app_id: str) -> tuple[str, str] | None:
         """(settings as JSON, when last changed), if UpdateApplicationSettings ever stored
         any for the application."""

@@ -284,6 +284,18 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        12,
+        # An application's own quotas (homing_collector.quotas), where the server's
+        # defaults do not suit it: a JSON object of the ones it sets.
+        """
+        CREATE TABLE app_quotas (
+            app_id TEXT PRIMARY KEY,
+            quotas TEXT NOT NULL,
+            modified_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

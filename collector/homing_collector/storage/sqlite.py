@@ -485,6 +485,7 @@ class SQLiteStorage:
             segments.delete_app(conn, app_id)
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
+                "app_quotas",
             ):  # fmt: skip
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
@@ -759,6 +760,35 @@ class SQLiteStorage:
             lambda conn: segments.update_settings(conn, app_id, update, modified_at),
             flush_first=False,
         )
+
+    # -- quotas ---------------------------------------------------------------------------
+
+    async def get_app_quotas(self, app_id: str) -> dict[str, int]:
+        row = (
+            self._read()
+            .execute("SELECT quotas FROM app_quotas WHERE app_id = ?", (app_id,))
+            .fetchone()
+        )
+        return orjson.loads(row[0]) if row else {}
+
+    async def update_app_quotas(
+        self, app_id: str, update: dict[str, int | None], modified_at: str
+    ) -> dict[str, int]:
+        def job(conn: sqlite3.Connection) -> dict[str, int]:
+            row = conn.execute(
+                "SELECT quotas FROM app_quotas WHERE app_id = ?", (app_id,)
+            ).fetchone()
+            quotas = {**(orjson.loads(row[0]) if row else {}), **update}
+            quotas = {name: value for name, value in quotas.items() if value is not None}
+            conn.execute(
+                "INSERT INTO app_quotas (app_id, quotas, modified_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (app_id) DO UPDATE SET quotas = excluded.quotas,"
+                " modified_at = excluded.modified_at",
+                (app_id, orjson.dumps(quotas).decode(), modified_at),
+            )
+            return quotas
+
+        return await self._write(job, flush_first=False)
 
     # -- device credentials (SQL in device.py) -------------------------------------------
 

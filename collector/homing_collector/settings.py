@@ -40,6 +40,8 @@ class Settings:
     push_default_ttl: int = MAX_TTL_SECONDS
     # Analytics rollups kept at ingest; off only to measure what they cost.
     rollups: bool = True
+    # The directory whose files CreateImportJob may name with a file:// S3Url; None: none.
+    import_dir: Path | None = None
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -58,6 +60,8 @@ class Settings:
             raise ValueError("push_queue_limit must be from 1 to 100000")
         if not 0.05 <= self.push_heartbeat <= 3600:
             raise ValueError("push_heartbeat must be from 0.05 to 3600 seconds")
+        if self.import_dir is not None and not self.import_dir.is_dir():
+            raise ValueError(f"import_dir must be an existing directory, not {self.import_dir}")
         if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
             raise ValueError(
                 f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
@@ -88,7 +92,7 @@ class Settings:
                 sources[name] = f"{variable}={raw!r}"
         for name, value in flags.items():
             if value is not None:
-                values[name] = Path(str(value)) if name == "db_path" else value
+                values[name] = Path(str(value)) if name in ("db_path", "import_dir") else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -118,4 +122,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("push_heartbeat", float),
     ("push_default_ttl", int),
     ("rollups", _flag),
+    ("import_dir", Path),
 )

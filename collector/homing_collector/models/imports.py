@@ -48,7 +48,7 @@ class ImportJobResponse(Struct, omit_defaults=True, kw_only=True):
     Definition: ImportJobResource
     Id: str
     JobStatus: JobStatus
-    Type: Literal["IMPORT"] = "IMPORT"
+    Type: Literal["IMPORT"]
     CompletedPieces: Count | None = None
     CompletionDate: str | None = None
     FailedPieces: Count | None = None

@@ -44,6 +44,7 @@ def job_response(record: ImportJobRecord) -> ImportJobResponse:
         Definition=msgspec.json.decode(record.definition, type=ImportJobResource),
         Id=record.id,
         JobStatus=record.status,  # type: ignore[arg-type]
+        Type="IMPORT",
         CompletedPieces=record.completed_pieces,
         CompletionDate=record.completed_at,
         FailedPieces=record.failed_pieces,

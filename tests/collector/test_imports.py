@@ -230,7 +230,7 @@ def test_user_id_rows_stand_for_the_users_endpoints(
             EndpointRequest={"ChannelType": "CUSTOM", "User": {"UserId": "listed-user"}},
         )
     response = httpx.post(
-        f"{served.url}/v1/apps/{app.id}/jobs/import/upload",
+        f"{served.url}/v1/apps/{app.id}/jobs/import-upload",
         params={"format": "CSV", "segment-name": "by-user"},
         content=b"User.UserId\nlisted-user\nnobody\n",
         headers={"Authorization": f"Bearer {app.admin.token}"},
@@ -253,7 +253,7 @@ def test_the_upload_route_takes_the_file_as_the_body_bearer_or_sigv4(
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    url = f"{served.url}/v1/apps/{app.id}/jobs/import/upload?format=JSON&segment-name=uploaded"
+    url = f"{served.url}/v1/apps/{app.id}/jobs/import-upload?format=JSON&segment-name=uploaded"
     body = b'{"Id": "up-1", "ChannelType": "CUSTOM", "Address": "a"}\n'
     signed = AWSRequest(method="POST", url=url, data=body)
     creds = Credentials(app.admin.access_key_id, app.admin.secret_access_key)
@@ -275,7 +275,7 @@ def test_the_upload_route_takes_the_file_as_the_body_bearer_or_sigv4(
         ("?format=CSV&define-segment=false&register-endpoints=false", b"Id\nx\n", "nothing"),
     ]:
         response = httpx.post(
-            f"{served.url}/v1/apps/{app.id}/jobs/import/upload{params}",
+            f"{served.url}/v1/apps/{app.id}/jobs/import-upload{params}",
             content=content,
             headers=bearer,
         )
@@ -317,7 +317,7 @@ def test_s3_urls_and_files_outside_the_import_dir_are_400s_that_say_how_to_uploa
         message = raised.value.response["Error"]["Message"]
         assert message.startswith("S3Url: ") and rule in message, (url, message)
         if rule != "names a directory" and rule != "no file":
-            assert f"/v1/apps/{app.id}/jobs/import/upload" in message, message
+            assert f"/v1/apps/{app.id}/jobs/import-upload" in message, message
     with pytest.raises(admin.exceptions.BadRequestException, match="Format: 'XML' is not one"):
         admin.create_import_job(
             ApplicationId=app.id,
@@ -363,7 +363,7 @@ def test_get_import_jobs_pages_oldest_first(served: LiveCollector, admin: Any) -
     ids = []
     for i in range(3):
         response = httpx.post(
-            f"{served.url}/v1/apps/{app.id}/jobs/import/upload",
+            f"{served.url}/v1/apps/{app.id}/jobs/import-upload",
             params={"format": "CSV", "define-segment": "false"},
             content=f"Id,ChannelType\np-{i},CUSTOM\n".encode(),
             headers={"Authorization": f"Bearer {app.admin.token}"},
@@ -461,7 +461,7 @@ def upload(collector: LiveCollector, app: App, path: Path, **params: str) -> htt
                 yield chunk
 
     return httpx.post(
-        f"{collector.url}/v1/apps/{app.id}/jobs/import/upload",
+        f"{collector.url}/v1/apps/{app.id}/jobs/import-upload",
         params={"format": "JSON", "segment-name": path.name, **params},
         content=chunks(),
         headers={"Authorization": f"Bearer {app.admin.token}"},

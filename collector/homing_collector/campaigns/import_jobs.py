@@ -57,7 +57,7 @@ MAX_IMPORT_BYTES = 1 << 30  # Pinpoint: 1 GB per import job
 SAVE_EVERY = 0.5  # seconds between two saves of a running job's progress
 STALE_AFTER_MS = 120_000  # a job of another host that has not been saved for this long
 UPLOAD_HINT = (
-    "upload the file with POST /v1/apps/{app}/jobs/import/upload?format=CSV (or JSON), or "
+    "upload the file with POST /v1/apps/{app}/jobs/import-upload?format=CSV (or JSON), or "
     "with: homing-collector segments import {app} FILE"
 )
 ABANDONED = "the collector stopped while the job ran; import the file again"

@@ -251,7 +251,7 @@ OPERATIONS = [
               "Import endpoints from a file the collector may read, and define or update an "
               "imported segment; the job runs in the background", "admin", IMPORT_JOB_REQUEST,
               im.ImportJobResponse, notes=_IMPORT_RULES, check=imports.check_job),
-    Operation("UploadImportJob", "POST", APP + "/jobs/import/upload",
+    Operation("UploadImportJob", "POST", APP + "/jobs/import-upload",
               imports.upload_import_job, 201,
               "Homing: import endpoints from the file sent as the body, as CreateImportJob "
               "does", "admin", None, im.ImportJobResponse, query=im.UploadQuery,

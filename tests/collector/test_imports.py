@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -539,3 +540,26 @@ def test_a_stopped_collector_fails_its_running_job(start_collector: Any, tmp_pat
     job = admin.get_import_job(ApplicationId=app.id, JobId=response.json()["Id"])
     assert job["ImportJobResponse"]["JobStatus"] in ("FAILED", "COMPLETED")
     assert os.path.exists(collector.db)
+
+
+def test_deleting_the_application_stops_its_import(start_collector: Any, tmp_path: Path) -> None:
+    collector = start_collector()
+    app = collector.create_app("doomed")
+    admin = collector.client(app.admin)
+    path = tmp_path / "doomed.json"
+    big_file(path, 16 << 20, pad=20)
+    response = upload(collector, app, path)
+    assert response.status_code == 201, response.text
+    while admin.get_import_job(ApplicationId=app.id, JobId=response.json()["Id"])[
+        "ImportJobResponse"
+    ]["JobStatus"] in ("CREATED",):
+        time.sleep(0.01)
+    root = collector.client(collector.root_key())
+    root.delete_app(ApplicationId=app.id)
+    time.sleep(1)  # the job's next batch finds the application gone
+    with sqlite3.connect(collector.db) as conn:
+        for table in ("endpoints", "import_jobs", "import_members", "segments"):
+            (count,) = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE app_id = ?", (app.id,)
+            ).fetchone()
+            assert count == 0, table

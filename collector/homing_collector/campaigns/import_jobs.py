@@ -39,6 +39,7 @@ from homing_collector.models.imports import (
     SegmentImportResource,
 )
 from homing_collector.storage.base import (
+    ApplicationGone,
     ImportJobRecord,
     SegmentRecord,
     SegmentReferenceError,
@@ -166,6 +167,8 @@ async def run(storage: Storage, job: ImportJobRecord, plan: Plan, file: IO[bytes
     except asyncio.CancelledError:
         await _fail(storage, job, ABANDONED)
         raise
+    except ApplicationGone:
+        pass  # and its jobs with it
     except Exception as exc:
         logger.exception("Import job %s failed", job.id)
         with contextlib.suppress(Exception):
@@ -194,6 +197,7 @@ async def _run(storage: Storage, job: ImportJobRecord, plan: Plan, file: IO[byte
             merge=merge,
             max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
             register=plan.register,
+            members=plan.define or plan.segment is not None,
         ) if good else []  # fmt: skip
         failures = bad + [f"row {row.row}: {message}" for row, message in refused]
         job.total_processed += len(good) + len(bad)

@@ -160,6 +160,10 @@ class SegmentReferenceError(StorageError):
         self.rule = rule
 
 
+class ApplicationGone(StorageError):
+    """The application was deleted while a long task, such as an import, worked on it."""
+
+
 class Overloaded(StorageError):
     """The write queue is full; the client should retry later."""
 
@@ -287,10 +291,12 @@ class Storage(Protocol):
         merge: EndpointMerge,
         max_user_endpoints: int,
         register: bool,
+        members: bool,
     ) -> list[tuple[ImportRow, str]]:
-        """Store each row's endpoint (if `register`) and note it as a member of the job, in
-        one transaction; a row that breaks a rule is left out and returned with the
-        message. A row without an endpoint id adds its user's stored endpoints."""
+        """Store each row's endpoint (if `register`) and note it as a member of the job (if
+        `members`), in one transaction; a row that breaks a rule is left out and returned
+        with the message. A row without an endpoint id adds its user's stored endpoints.
+        Raises `ApplicationGone` if the application was deleted."""
 
     async def import_member_counts(self, app_id: str, job_id: str) -> dict[str, int]:
         """The job's members by ChannelType ("" for none)."""
@@ -305,7 +311,8 @@ class Storage(Protocol):
     ) -> None:
         """Save the job and, in the same transaction, `segment`: its version 1 if no
         segment has its id yet, else its next version. Raises `SegmentReferenceError` and
-        saves nothing if that segment was deleted."""
+        saves nothing if that segment was deleted, `ApplicationGone` if the application
+        was."""
 
     async def endpoints_after(
         self, app_id: str, *, after: str | None, limit: int

@@ -17,6 +17,7 @@ import orjson
 from homing.wire import WireError
 from homing_collector.storage import segments
 from homing_collector.storage.base import (
+    ApplicationGone,
     EndpointUpdate,
     ImportJobRecord,
     ImportRow,
@@ -86,12 +87,15 @@ def import_rows(
     job_id: str,
     rows: Sequence[ImportRow],
     upsert: Upsert | None,
+    *,
+    members: bool,
 ) -> list[tuple[ImportRow, str]]:
-    """Store each row (through `upsert`, unless None) and note its members; return the
-    rows refused, with why. `upsert` raises before it writes anything, so a refused row
-    leaves nothing behind."""
+    """Store each row (through `upsert`, unless None) and note its members (if
+    `members`); return the rows refused, with why. `upsert` raises before it writes
+    anything, so a refused row leaves nothing behind."""
+    _check_app(conn, app_id)
     refused: list[tuple[ImportRow, str]] = []
-    members: list[tuple[str, str, str, str | None]] = []
+    found_members: list[tuple[str, str, str, str | None]] = []
     for item in rows:
         if item.endpoint_id is None:
             user_id = item.update["User"]["UserId"]
@@ -105,7 +109,7 @@ def import_rows(
                 )
             for endpoint_id, body in found:
                 channel = orjson.loads(body).get("ChannelType")
-                members.append((app_id, job_id, endpoint_id, channel))
+                found_members.append((app_id, job_id, endpoint_id, channel))
             continue
         if upsert is not None:
             try:
@@ -113,12 +117,14 @@ def import_rows(
             except (WireError, UserEndpointLimit) as exc:
                 refused.append((item, str(exc)))
                 continue
-        members.append((app_id, job_id, item.endpoint_id, item.update.get("ChannelType")))
+        found_members.append((app_id, job_id, item.endpoint_id, item.update.get("ChannelType")))
+    if not members:
+        return refused
     conn.executemany(
         "INSERT INTO import_members (app_id, job_id, endpoint_id, channel) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (app_id, job_id, endpoint_id) DO UPDATE SET"
         " channel = coalesce(excluded.channel, channel)",
-        members,
+        found_members,
     )
     return refused
 
@@ -172,6 +178,11 @@ def delete_segment(conn: sqlite3.Connection, app_id: str, segment_id: str) -> No
 def delete_app(conn: sqlite3.Connection, app_id: str) -> None:
     conn.execute("DELETE FROM import_members WHERE app_id = ?", (app_id,))
     conn.execute("DELETE FROM import_jobs WHERE app_id = ?", (app_id,))
+
+
+def _check_app(conn: sqlite3.Connection, app_id: str) -> None:
+    if conn.execute("SELECT 1 FROM apps WHERE id = ?", (app_id,)).fetchone() is None:
+        raise ApplicationGone(f"application {app_id} was deleted while the job ran")
 
 
 def _values(record: ImportJobRecord) -> tuple[Any, ...]:

@@ -763,13 +763,14 @@ class SQLiteStorage:
         merge: EndpointMerge,
         max_user_endpoints: int,
         register: bool,
+        members: bool,
     ) -> list[tuple[ImportRow, str]]:
         def upsert(conn: sqlite3.Connection, item: EndpointUpdate) -> None:
             _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, self._bodies)
 
         return await self._write(
             lambda conn: imports.import_rows(
-                conn, app_id, job_id, rows, upsert if register else None
+                conn, app_id, job_id, rows, upsert if register else None, members=members
             )
         )
 

@@ -175,3 +175,24 @@ def test_an_overlong_csv_field_is_a_bad_row_not_the_whole_file() -> None:
     good, bad = read(data, "CSV")
     assert [r.endpoint_id for r in good][:1] == ["ok-1"] and "ok-2" in [r.endpoint_id for r in good]
     assert bad and bad[0].startswith("row 3: is not valid CSV")
+
+
+def test_a_line_of_a_pinpoint_export_imports_as_it_is() -> None:
+    exported = {
+        "ChannelType": "GCM",
+        "Address": "device-token",
+        "EndpointStatus": "ACTIVE",
+        "OptOut": "NONE",
+        "Location": {"Country": "US"},
+        "Demographic": {"Platform": "android"},
+        "EffectiveDate": "2024-01-01T00:00:00.000Z",
+        "Attributes": {},
+        "Metrics": {},
+        "User": {},
+        "ApplicationId": "pinpoint-app",
+        "Id": "exported-1",
+        "CohortId": "12",
+        "CreationDate": "2023-01-01T00:00:00.000Z",
+    }
+    (row,), bad = read(json.dumps(exported).encode() + b"\n", "JSON")
+    assert bad == [] and row.endpoint_id == "exported-1"

@@ -1,10 +1,10 @@
 """Import jobs: what a job will do (`plan`), where its file may come from (`local_file`),
 and running it (`run`) through the storage protocol, a batch of rows at a time.
 
-As in Pinpoint, a job goes CREATED, PROCESSING, COMPLETING, then COMPLETED, or FAILED
-when its file cannot be read or the segment it defines would be empty. Rows that break a
-rule are counted in `TotalFailures`, the first 100 messages kept in `Failures`; they do
-not fail the job. A piece is `PIECE_BYTES` of the file.
+As in Pinpoint, a job goes CREATED, INITIALIZING, PROCESSING, COMPLETING, then COMPLETED,
+or FAILED when its file cannot be read or the segment it defines would be empty. Rows
+that break a rule are counted in `TotalFailures`, the first 100 messages kept in
+`Failures`; they do not fail the job. A piece is `PIECE_BYTES` of the file.
 
 A job runs in the process that took it. One left unfinished by a process that is gone (a
 crash, a kill -9, a power cut) is marked FAILED when a collector starts or the job is
@@ -178,7 +178,7 @@ async def run(storage: Storage, job: ImportJobRecord, plan: Plan, file: IO[bytes
 
 
 async def _run(storage: Storage, job: ImportJobRecord, plan: Plan, file: IO[bytes]) -> None:
-    job.status = "PROCESSING"
+    job.status = "INITIALIZING"  # until the first rows (and a CSV's header) are read
     await _save(storage, job)
     reader = ImportReader(file, plan.resource.Format)
     merge = partial(endpoints.merge, job.app_id, now=format_timestamp(time.time()))
@@ -204,6 +204,9 @@ async def _run(storage: Storage, job: ImportJobRecord, plan: Plan, file: IO[byte
         job.total_failures += len(failures)
         job.failures += failures[: max(0, MAX_FAILURES - len(job.failures))]
         job.completed_pieces = min(job.total_pieces - 1, reader.position // PIECE_BYTES)
+        if job.status == "INITIALIZING":
+            job.status = "PROCESSING"
+            saved = 0.0
         if done or time.monotonic() - saved >= SAVE_EVERY:
             await _save(storage, job)
             saved = time.monotonic()

@@ -185,6 +185,8 @@ async def _run(storage: Storage, job: ImportJobRecord, plan: Plan, file: IO[byte
     saved = time.monotonic()
     done = False
     while not done:
+        # One batch at a time: reading the next while this one is stored was slower
+        # (bench/segment_import.py), as both threads want the GIL most of the time.
         try:
             good, bad, done = await asyncio.to_thread(reader.batch, BATCH_ROWS)
         except (ImportFileError, OSError) as exc:

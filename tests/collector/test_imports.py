@@ -563,3 +563,27 @@ def test_deleting_the_application_stops_its_import(start_collector: Any, tmp_pat
                 f"SELECT count(*) FROM {table} WHERE app_id = ?", (app.id,)
             ).fetchone()
             assert count == 0, table
+
+
+def test_with_workers_a_job_read_from_another_worker_is_not_taken_for_abandoned(
+    start_collector: Any, tmp_path: Path
+) -> None:
+    collector = start_collector(None, "--workers", "2")
+    app = collector.create_app("workers")
+    path = tmp_path / "workers.json"
+    count = big_file(path, 8 << 20, pad=20)
+    response = upload(collector, app, path)
+    assert response.status_code == 201, response.text
+    url = f"{collector.url}/v1/apps/{app.id}/jobs/import/{response.json()['Id']}"
+    headers = {"Authorization": f"Bearer {app.admin.token}", "Connection": "close"}
+    statuses = set()
+    deadline = time.monotonic() + 120
+    while True:
+        job = httpx.get(url, headers=headers).json()  # a new connection, any worker
+        statuses.add(job["JobStatus"])
+        if job["JobStatus"] in ("COMPLETED", "FAILED"):
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.02)
+    assert job["JobStatus"] == "COMPLETED", job
+    assert job["TotalProcessed"] == count and "PROCESSING" in statuses

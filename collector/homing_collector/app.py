@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homing_collector.campaigns.import_jobs import ImportRunner
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
@@ -59,15 +60,19 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         shared=settings.workers > 1,
     )
 
+    imports = ImportRunner(store)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
+        await imports.start()
         await push.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
             yield
         finally:
+            await imports.close()  # before the storage: they mark their jobs FAILED
             await push.close()
             await store.close()  # every queued write is committed first
             if publisher is not None:
@@ -96,6 +101,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
               settings.quota_app_requests, settings.quota_app_events)
     )  # fmt: skip
     app.state.push = push
+    app.state.imports = imports
     app.state.hooks = hooks
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)

@@ -184,9 +184,13 @@ async def _sigv4_scope(request: Request, header: str, storage: Storage, now: dat
     )  # fmt: skip
 
 
-def verify_signature(request: Request, sig: Signature, body: bytes) -> None:
-    """Raise 403 unless `sig` signs this request with `body`, the body as sent."""
-    payload_hash = hashlib.sha256(body).hexdigest()
+def verify_signature(
+    request: Request, sig: Signature, body: bytes, *, payload_hash: str | None = None
+) -> None:
+    """Raise 403 unless `sig` signs this request with `body`, the body as sent (or, for a
+    body streamed elsewhere, with the body whose SHA-256 in hex is `payload_hash`)."""
+    if payload_hash is None:
+        payload_hash = hashlib.sha256(body).hexdigest()
     claimed = request.headers.get("x-amz-content-sha256")
     if claimed is not None and claimed not in (payload_hash, "UNSIGNED-PAYLOAD"):
         raise forbidden("X-Amz-Content-SHA256 does not match the body")

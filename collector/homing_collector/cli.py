@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "synchronous", "bench_routes", "workers", *QUOTAS)
+    names = ("host", "port", "synchronous", "bench_routes", "workers", "import_dir", *QUOTAS)
     return {name: getattr(args, name, None) for name in names}
 
 
@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
             f"may send; past it, 429 with Retry-After (default: $HOMING_{name.upper()}, "
             f"else {getattr(Settings, name):,})",
         )
+    serve.add_argument(
+        "--import-dir",
+        metavar="DIR",
+        help="the directory whose files CreateImportJob may name as file:///PATH "
+        "(default: $HOMING_IMPORT_DIR, else none: file:// URLs are refused)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     serve.set_defaults(run=_serve)
@@ -156,6 +162,37 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     revoke.add_argument("access_key_id", metavar="ACCESS_KEY_ID")
     revoke.set_defaults(run=_keys_revoke)
+
+    segments = commands.add_parser(
+        "segments", parents=[db], help="import segments from files",
+        description="Import endpoints from files, as imported segments.",
+    )  # fmt: skip
+    segment_commands = segments.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    segment_import = segment_commands.add_parser(
+        "import", parents=[db], help="import a CSV or JSON file of endpoints as a segment",
+        description="Import a file of endpoint definitions, in Pinpoint's CSV or "
+        "newline-delimited JSON format: store the endpoints and define an imported segment "
+        "of them (or a new version of one, with --segment). Runs here, against the "
+        "database, whether or not the collector is running; exits 1 if the job FAILED.",
+    )  # fmt: skip
+    segment_import.add_argument("app_id", metavar="APP", help="the application id")
+    segment_import.add_argument("file", metavar="FILE", help="the file to import")
+    segment_import.add_argument(
+        "--name", metavar="N", help="the new segment's name (default: the file's name)"
+    )
+    segment_import.add_argument(
+        "--segment", metavar="ID", help="make a new version of this imported segment instead"
+    )
+    segment_import.add_argument(
+        "--format",
+        type=str.upper,
+        choices=["CSV", "JSON"],
+        help="the file's format (default: JSON for .json, .jsonl and .ndjson files, else CSV)",
+    )
+    segment_import.add_argument(
+        "--json", action="store_true", help="print the ImportJobResponse as one JSON object"
+    )
+    segment_import.set_defaults(run=_segments_import)
 
     demo = commands.add_parser(
         "demo", parents=[db], help="create an application full of simulated data",
@@ -494,6 +531,83 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(f"no active key {args.access_key_id}")
     print(f"Revoked {args.access_key_id}.")
     return 0
+
+
+def _segments_import(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    import msgspec
+
+    from homing.wire import WireError
+    from homing_collector.campaigns import import_jobs
+    from homing_collector.models.imports import ImportJobRequest
+    from homing_collector.routes.imports import job_response
+
+    path = Path(args.file)
+    file_format = args.format or (
+        "JSON" if path.suffix.lower() in (".json", ".jsonl", ".ndjson") else "CSV"
+    )
+    try:
+        file = path.open("rb")
+        size = os.fstat(file.fileno()).st_size
+    except OSError as exc:
+        return _fail(f"cannot read {path}: {exc.strerror}")
+    if size > import_jobs.MAX_IMPORT_BYTES:
+        file.close()
+        return _fail(f"{path} is {size} bytes; an import is at most {import_jobs.MAX_IMPORT_BYTES}")
+    request = ImportJobRequest(
+        Format=file_format,  # type: ignore[arg-type]
+        S3Url=path.resolve().as_uri(),
+        RoleArn="",
+        DefineSegment=args.segment is None,
+        SegmentId=args.segment,
+        SegmentName=None if args.segment else (args.name or path.name),
+    )
+    if args.segment and args.name:
+        request.SegmentName = args.name
+    tty = sys.stderr.isatty() and not args.json
+
+    async def work(storage: SQLiteStorage) -> str | Any:
+        if await storage.get_app(args.app_id) is None:
+            return f"no application {args.app_id}"
+        try:
+            plan = await import_jobs.plan(storage, args.app_id, request)
+        except WireError as exc:
+            return f"--segment: {exc.rule}" if exc.field == "SegmentId" else str(exc)
+        job = import_jobs.new_job(args.app_id, plan, size)
+        await storage.create_import_job(job)
+        task = asyncio.create_task(import_jobs.run(storage, job, plan, file))
+        while not task.done():
+            await asyncio.wait([task], timeout=1)
+            if tty:
+                print(f"\r{job.total_processed:,} rows read, {job.status}", end="", file=sys.stderr)
+        if tty:
+            print(file=sys.stderr)
+        return job
+
+    try:
+        result = _with_storage(settings, work)
+    finally:
+        file.close()
+    if isinstance(result, str):
+        return _fail(result)
+    response = job_response(result)
+    if args.json:
+        print(msgspec.json.encode(response).decode())
+    else:
+        good = result.total_processed - result.total_failures
+        print(f"Import job {result.id}: {result.status}")
+        print(f"  {good:,} of {result.total_processed:,} rows imported from {path}")
+        if result.segment_id and result.status == "COMPLETED":
+            print(f"  segment {result.segment_id}")
+        if result.failures:
+            print("Failures:")
+            for message in result.failures:
+                print(f"  {message}")
+            more = result.total_failures - len(result.failures)
+            if more > 0:
+                print(f"  ... and {more:,} more rows refused")
+    return 0 if result.status == "COMPLETED" else 1
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -94,6 +94,12 @@ def document(
                 "required": True,
                 "content": {"application/json": {"schema": schema_of[id(op.request)]}},
             }
+        if op.body_media_type is not None:
+            binary = {"schema": {"type": "string", "format": "binary"}}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {kind: binary for kind in op.body_media_type.split(", ")},
+            }
         success: dict[str, Any] = {"description": "Success"}
         if op.response is not None:
             schema = schema_of[id(op.response)]

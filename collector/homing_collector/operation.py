@@ -35,6 +35,9 @@ class Operation:
     # run before the model so that its messages, which name the field and the rule, come
     # first; its result is Call.checked.
     check: Callable[[Any], Any] | None = None
+    # A body that is not JSON, which the handler streams itself: its media types, joined
+    # by ", ". The document gives it as binary.
+    body_media_type: str | None = None
 
     @property
     def app_scoped(self) -> bool:

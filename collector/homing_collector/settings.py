@@ -49,6 +49,8 @@ class Settings:
     quota_key_events: int = 250_000
     quota_app_requests: int = 5_000
     quota_app_events: int = 500_000
+    # The directory whose files CreateImportJob may name with a file:// S3Url; None: none.
+    import_dir: Path | None = None
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -70,6 +72,8 @@ class Settings:
         for name in QUOTAS:
             if not 1 <= getattr(self, name) <= MAX_QUOTA:
                 raise ValueError(f"{name} must be from 1 to {MAX_QUOTA:,} per second")
+        if self.import_dir is not None and not self.import_dir.is_dir():
+            raise ValueError(f"import_dir must be an existing directory, not {self.import_dir}")
         if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
             raise ValueError(
                 f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
@@ -100,7 +104,7 @@ class Settings:
                 sources[name] = f"{variable}={raw!r}"
         for name, value in flags.items():
             if value is not None:
-                values[name] = Path(str(value)) if name == "db_path" else value
+                values[name] = Path(str(value)) if name in ("db_path", "import_dir") else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -131,4 +135,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("push_default_ttl", int),
     ("rollups", _flag),
     *((name, int) for name in QUOTAS),
+    ("import_dir", Path),
 )

@@ -40,6 +40,7 @@ class Seeded:
     doomed_app_id: str  # the one DeleteApp may delete
     sandbox_app_id: str  # the one UpdateQuotas may throttle, so that the others are not
     segment_ids: list[str]  # with versions 1 and 2
+    job_ids: list[str]  # import jobs
 
 
 def seed(collector: LiveCollector) -> Seeded:
@@ -88,12 +89,20 @@ def seed(collector: LiveCollector) -> Seeded:
         response = httpx.put(f"{base}/segments/{segment_id}", json=segment, headers=headers)
         assert response.status_code == 200, response.text
         segment_ids.append(segment_id)
+    response = httpx.post(
+        base + "/jobs/import-upload",
+        params={"format": "CSV", "segment-name": "contract-imported"},
+        content="Id,ChannelType\n" + "".join(f"{e},CUSTOM\n" for e in ENDPOINTS),
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    job_ids = [response.json()["Id"]]
     root = collector.root_key()
     doomed = collector.create_app("contract-doomed")
     sandbox = collector.create_app("contract-quotas")
     return Seeded(
         app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id, sandbox.id,
-        segment_ids,
+        segment_ids, job_ids,
     )  # fmt: skip
 
 
@@ -109,8 +118,9 @@ def ranges() -> list[str]:
     ]
 
 
-# The segment and settings writes have rules JSON Schema cannot say (a date criterion's
-# values are ISO-8601 times, a source segment exists, a quiet time has both ends),
+# The segment, settings and import writes have rules JSON Schema cannot say (a date
+# criterion's values are ISO-8601 times, a source segment exists, a quiet time has both
+# ends, an import's file lies in the import directory, its body is not empty),
 # documented in their description and answered 400, so schemathesis's positive data may
 # be refused there with a 400 too.
 
@@ -129,6 +139,7 @@ users = {{ values = {values(USERS)} }}
 keys = {{ values = ["{seeded.ingest_key_id}"] }}
 segments = {{ values = {values(seeded.segment_ids)} }}
 versions = {{ values = ["1", "2"] }}
+jobs = {{ values = {values(seeded.job_ids)} }}
 
 [parameters."path.endpoint-id"]
 dictionary = "endpoints"
@@ -144,6 +155,10 @@ probability = 0.5
 
 [parameters."path.segment-id"]
 dictionary = "segments"
+probability = 0.5
+
+[parameters."path.job-id"]
+dictionary = "jobs"
 probability = 0.5
 
 [parameters."path.version"]
@@ -176,7 +191,10 @@ include-operation-id = {values(ranges())}
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 
 [[operations]]
-include-operation-id = ["CreateSegment", "UpdateSegment", "UpdateApplicationSettings"]
+include-operation-id = [
+    "CreateSegment", "UpdateSegment", "UpdateApplicationSettings", "CreateImportJob",
+    "UploadImportJob",
+]
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 """
     )

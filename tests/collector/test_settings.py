@@ -27,6 +27,12 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
     assert Settings.from_env({}).rollups is True
     assert Settings.from_env({"HOMING_ROLLUPS": "0"}).rollups is False
     assert Settings.from_env({"HOMING_ROLLUPS": "on"}).rollups is True
+    assert Settings.from_env({}).import_dir is None
+    imports = Settings.from_env({"HOMING_IMPORT_DIR": str(tmp_path)})
+    assert imports.import_dir == tmp_path
+    assert (
+        Settings.from_env({"HOMING_IMPORT_DIR": "/x"}, import_dir=tmp_path).import_dir == tmp_path
+    )
 
 
 @pytest.mark.parametrize(
@@ -46,6 +52,7 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
         ({"HOMING_PUSH_HEARTBEAT": "nan"}, "push_heartbeat"),
         ({"HOMING_PUSH_DEFAULT_TTL": "2419201"}, "push_default_ttl"),
         ({"HOMING_ROLLUPS": "maybe"}, "rollups"),
+        ({"HOMING_IMPORT_DIR": "/no/such/directory"}, "import_dir"),
     ],
 )
 def test_bad_settings_name_the_rule_and_the_variable(env: dict[str, str], rule: str) -> None:

@@ -12,7 +12,8 @@ from datetime import datetime
 from homing_collector.storage.base import Endpoint, SegmentRecord, Storage
 
 from .decode import decode
-from .segments import Predicate, compile_segment
+from .imported import ImportedSegment, imported
+from .segments import Predicate, compile_segment, member_of
 from .shapes import WriteSegmentRequest
 
 CHUNK = 1000  # endpoints read at a time
@@ -31,8 +32,8 @@ async def segment_predicate(
 ) -> Predicate:
     """The membership test of a stored segment version (the latest when `version` is None),
     as of `now`. Raises `SegmentResolutionError`."""
-    definitions = await _load(storage, app_id, (segment_id, version))
-    compiled: dict[Key, Predicate] = {}
+    definitions, members = await _load(storage, app_id, (segment_id, version))
+    compiled: dict[Key, Predicate] = {key: member_of(ids) for key, ids in members.items()}
     in_progress: set[Key] = set()
 
     def compile_key(key: Key) -> Predicate:
@@ -66,6 +67,12 @@ async def segment_endpoints(
 ) -> AsyncIterator[Endpoint]:
     """The endpoints in the segment, by id, each with its `Id`; at most `chunk` endpoints
     are held at a time."""
+    record = await storage.get_segment(app_id, segment_id, version)
+    imported_as = imported(record) if record is not None else None
+    if imported_as is not None:
+        async for endpoint in imported_endpoints(storage, app_id, imported_as, chunk=chunk):
+            yield endpoint
+        return
     member = await segment_predicate(storage, app_id, segment_id, version, now=now)
     after: str | None = None
     while True:
@@ -79,15 +86,40 @@ async def segment_endpoints(
         after = rows[-1][0]
 
 
+async def imported_endpoints(
+    storage: Storage, app_id: str, segment: ImportedSegment, *, chunk: int = CHUNK
+) -> AsyncIterator[Endpoint]:
+    """The stored endpoints among an imported segment's members, by id, each with its
+    `Id`: a member imported without RegisterEndpoints, or deleted since, has none."""
+    after: str | None = None
+    while True:
+        ids = await storage.import_members_after(
+            app_id, segment.ImportJobId, after=after, limit=chunk
+        )
+        found = await storage.get_endpoints(app_id, ids)
+        for endpoint_id in ids:
+            endpoint = found.get(endpoint_id)
+            if endpoint is not None:
+                endpoint["Id"] = endpoint_id
+                yield endpoint
+        if len(ids) < chunk:
+            return
+        after = ids[-1]
+
+
 def definition(record: SegmentRecord) -> WriteSegmentRequest:
     """The request a stored version was made from."""
     return decode(record.request, WriteSegmentRequest)
 
 
-async def _load(storage: Storage, app_id: str, root: Key) -> dict[Key, WriteSegmentRequest]:
+async def _load(
+    storage: Storage, app_id: str, root: Key
+) -> tuple[dict[Key, WriteSegmentRequest], dict[Key, frozenset[str]]]:
     """Every definition reachable from `root`, each read once; a key seen twice is not
-    read again, so a cycle ends the walk (and `segment_predicate` reports it)."""
+    read again, so a cycle ends the walk (and `segment_predicate` reports it). An imported
+    segment is given by its members' ids instead, all of them in memory."""
     found: dict[Key, WriteSegmentRequest] = {}
+    members: dict[Key, frozenset[str]] = {}
     pending = [root]
     while pending:
         key = pending.pop()
@@ -97,7 +129,23 @@ async def _load(storage: Storage, app_id: str, root: Key) -> dict[Key, WriteSegm
         if record is None:
             which = f"version {key[1]} of segment {key[0]}" if key[1] else f"segment {key[0]}"
             raise SegmentResolutionError(f"{which} does not exist")
+        imported_as = imported(record)
+        if imported_as is not None:
+            members[key] = await _member_ids(storage, app_id, imported_as)
+            found[key] = WriteSegmentRequest()
+            continue
         request = found[key] = definition(record)
         for group in (request.SegmentGroups.Groups or []) if request.SegmentGroups else []:
             pending += [(ref.Id, ref.Version) for ref in group.SourceSegments or []]
-    return found
+    return found, members
+
+
+async def _member_ids(storage: Storage, app_id: str, segment: ImportedSegment) -> frozenset[str]:
+    ids: list[str] = []
+    while True:
+        page = await storage.import_members_after(
+            app_id, segment.ImportJobId, after=ids[-1] if ids else None, limit=CHUNK * 10
+        )
+        ids += page
+        if len(page) < CHUNK * 10:
+            return frozenset(ids)

@@ -10,6 +10,7 @@ from msgspec import Meta, Struct
 
 from homing_collector.campaigns.campaign_shapes import CampaignHook, CampaignLimits, QuietTime
 from homing_collector.campaigns.shapes import SegmentDimensions, SegmentGroupList
+from homing_collector.models.imports import SegmentImportResource
 from homing_collector.models.types import described
 
 MAX_PAGE_SIZE = 1000  # segments or versions per page
@@ -38,13 +39,14 @@ class SegmentResponse(Struct, omit_defaults=True, kw_only=True):
     Arn: str
     CreationDate: str
     Id: str
-    SegmentType: Literal["DIMENSIONAL"]
+    SegmentType: Literal["DIMENSIONAL", "IMPORT"]
     Version: int
     LastModifiedDate: str
     tags: dict[str, str]
     Name: str | None = None
     Dimensions: SegmentDimensions | None = None
     SegmentGroups: SegmentGroupList | None = None
+    ImportDefinition: SegmentImportResource | None = None
 
 
 class SegmentsResponse(Struct, omit_defaults=True, kw_only=True):

@@ -14,6 +14,7 @@ from homing_collector.models import apps as m
 from homing_collector.models import device as d
 from homing_collector.models import endpoints as e
 from homing_collector.models import events as ev
+from homing_collector.models import imports as im
 from homing_collector.models import push as p
 from homing_collector.models import segments as sg
 from homing_collector.models.types import UrlId, with_examples
@@ -24,6 +25,7 @@ from homing_collector.routes import (
     device,
     endpoints,
     events,
+    imports,
     keys,
     messages,
     ops,
@@ -44,6 +46,7 @@ PATH_PARAMETERS: dict[str, Any] = {
     "user_id": UrlId,
     "access_key_id": str,
     "segment_id": UrlId,
+    "job_id": UrlId,
     "version": sg.VersionNumber,
     "kpi_name": Literal[kpis.NAMES],
     "name": Literal[tuple(sorted(dashboard.ASSETS.keys() - {dashboard.PAGE}))],
@@ -128,6 +131,28 @@ SETTINGS_REQUEST = with_examples(
         "QuietTime": {"Start": "22:00", "End": "07:00"},
         "CampaignHook": {"Mode": "FILTER", "WebUrl": "https://hooks.example.com/campaigns"},
     },
+)
+IMPORT_JOB_REQUEST = with_examples(
+    im.ImportJobRequest,
+    {
+        "Format": "CSV",
+        "S3Url": "file:///srv/homing-imports/customers.csv",
+        "RoleArn": "",
+        "DefineSegment": True,
+        "SegmentName": "customers",
+    },
+)
+_IMPORT_RULES = (
+    "Rules JSON Schema cannot say, answered 400 naming the member: S3Url is a file:// URL "
+    "of a file inside the directory the collector was started with (--import-dir); "
+    "SegmentId names an imported segment of the application; the job does something "
+    "(RegisterEndpoints, DefineSegment or SegmentId)."
+)
+_UPLOAD_RULES = (
+    "The body is the import file itself (CSV, or newline-delimited JSON), at most 1 GB, "
+    "not compressed, with any Content-Type; it is streamed to disk, never held in memory. "
+    "The job defines a segment unless define-segment is false. segment-id, if given, names "
+    "an imported segment of the application (else 400)."
 )
 _SEGMENT_RULES = (
     "Rules JSON Schema cannot say, answered 400 naming the field: at most 100 dimensions "
@@ -223,6 +248,25 @@ OPERATIONS = [
     Operation("GetSegmentVersion", "GET", SEGMENT + "/versions/{version}",
               segments.get_segment_version, 200, "Read one version of a segment", "admin",
               None, sg.SegmentResponse),
+    Operation("CreateImportJob", "POST", APP + "/jobs/import", imports.create_import_job, 201,
+              "Import endpoints from a file the collector may read, and define or update an "
+              "imported segment; the job runs in the background", "admin", IMPORT_JOB_REQUEST,
+              im.ImportJobResponse, notes=_IMPORT_RULES, check=imports.check_job),
+    Operation("UploadImportJob", "POST", APP + "/jobs/import-upload",
+              imports.upload_import_job, 201,
+              "Homing: import endpoints from the file sent as the body, as CreateImportJob "
+              "does", "admin", None, im.ImportJobResponse, query=im.UploadQuery,
+              notes=_UPLOAD_RULES, body_media_type="application/octet-stream"),
+    Operation("GetImportJobs", "GET", APP + "/jobs/import", imports.get_import_jobs, 200,
+              "List the application's import jobs, oldest first", "admin", None,
+              im.ImportJobsResponse, query=im.ImportJobsQuery, check=segments.check_page),
+    Operation("GetImportJob", "GET", APP + "/jobs/import/{job_id}", imports.get_import_job, 200,
+              "Read an import job: its status, progress and first failures", "admin", None,
+              im.ImportJobResponse),
+    Operation("GetSegmentImportJobs", "GET", SEGMENT + "/jobs/import",
+              imports.get_segment_import_jobs, 200,
+              "List the import jobs that made the segment's versions, oldest first", "admin",
+              None, im.ImportJobsResponse, query=im.ImportJobsQuery, check=segments.check_page),
     Operation("GetQuotas", "GET", APP + "/quotas", quotas.get_quotas, 200,
               "Homing: the quotas in force for the application and each of its keys", "admin",
               None, m.QuotasResource),

@@ -12,7 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from homing import limits
-from homing_collector.auth import Principal, authenticate, authorize, verify_signature
+from homing_collector.auth import (
+    Principal,
+    Signature,
+    authenticate,
+    authorize,
+    verify_signature,
+)
 from homing_collector.body import parse_json, read_body
 from homing_collector.errors import PinpointError, not_found, request_id, too_many_requests
 from homing_collector.metrics import Metrics
@@ -82,7 +88,12 @@ def gateway(request: Request) -> Gateway:
 BeforeBody = Callable[[Request, Principal, str], Awaitable[Any]]
 
 
-async def begin(request: Request, before_body: BeforeBody | None = None) -> Call:
+async def admit(
+    request: Request, before_body: BeforeBody | None = None
+) -> tuple[Principal, Signature | None, str | None, Any]:
+    """Who calls, allowed to call this operation on this application (which exists), and
+    what `before_body` returned; all from the headers, before the body is read. A SigV4
+    signature must then be checked against the body."""
     op = operation_of(request)
     app_id = request.path_params.get("application_id") if op.app_scoped else None
     # Everything the headers can decide comes before the body, so that an anonymous or
@@ -103,6 +114,12 @@ async def begin(request: Request, before_body: BeforeBody | None = None) -> Call
     except PinpointError as exc:
         exc.body_unread = announces_body(request)
         raise
+    return principal, signature, app_id, before
+
+
+async def begin(request: Request, before_body: BeforeBody | None = None) -> Call:
+    op = operation_of(request)
+    principal, signature, app_id, before = await admit(request, before_body)
     raw, body = await read_body(request, limits.MAX_REQUEST_BYTES)
     if signature is not None:
         verify_signature(request, signature, raw)  # it covers the body's hash

@@ -14,6 +14,8 @@ from starlette.responses import Response
 
 from homing.wire import WireError, whole_number
 from homing_collector.campaigns.decode import convert
+from homing_collector.campaigns.imported import imported
+from homing_collector.campaigns.imported import stored as stored_import
 from homing_collector.campaigns.resolve import definition
 from homing_collector.campaigns.shapes import WriteSegmentRequest
 from homing_collector.errors import bad_request, not_found
@@ -40,6 +42,20 @@ def check_page(query: QueryParams) -> int:
 
 
 def segment_response(record: SegmentRecord) -> SegmentResponse:
+    imported_as = imported(record)
+    if imported_as is not None:
+        return SegmentResponse(
+            ApplicationId=record.app_id,
+            Arn=f"{ARN_PREFIX}{record.app_id}/segments/{record.id}",
+            CreationDate=record.created_at,
+            Id=record.id,
+            SegmentType="IMPORT",
+            Version=record.version,
+            LastModifiedDate=record.modified_at,
+            tags=record.tags,
+            Name=imported_as.Name,
+            ImportDefinition=imported_as.ImportDefinition,
+        )
     request = definition(record)
     return SegmentResponse(
         ApplicationId=record.app_id,
@@ -94,9 +110,21 @@ async def update_segment(request: Request) -> Response:
     segment_id = _segment_id(request)
     segment: WriteSegmentRequest = call.checked
     # As in Pinpoint, tags are not changed by an update (the model deprecates them there).
+    stored = _stored(segment)
+    latest = await call.storage.get_segment(call.app_id, segment_id)
+    imported_as = imported(latest) if latest is not None else None
+    if imported_as is not None:
+        # An imported segment keeps its members (another import replaces them); an update
+        # may rename it.
+        if segment.Dimensions is not None or segment.SegmentGroups is not None:
+            raise bad_request(
+                "Dimensions: an imported segment's endpoints come from its import; to filter "
+                "them, create a segment with it as a SourceSegments entry"
+            )
+        stored = stored_import(msgspec.structs.replace(imported_as, Name=segment.Name))
     try:
         record = await call.storage.update_segment(
-            call.app_id, segment_id, _stored(segment), _now(), references(segment)
+            call.app_id, segment_id, stored, _now(), references(segment)
         )
     except SegmentReferenceError as exc:
         raise bad_request(str(exc)) from None

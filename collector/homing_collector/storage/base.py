@@ -114,6 +114,35 @@ class SegmentReference:
     version: int | None  # None: the latest
 
 
+@dataclass
+class ImportJobRecord:
+    """An import job and its progress."""
+
+    app_id: str
+    id: str
+    created_at: str
+    definition: str  # the job's ImportJobResource, as JSON
+    status: str  # Pinpoint's JobStatus
+    total_pieces: int
+    segment_id: str | None = None  # the segment it updates, or the one it defined
+    completed_pieces: int = 0
+    failed_pieces: int = 0
+    total_processed: int = 0  # rows read, good or bad
+    total_failures: int = 0  # rows refused
+    failures: list[str] = field(default_factory=list)  # the first messages
+    completed_at: str | None = None
+    owner: str = ""  # the process that runs it, while it is not finished
+    heartbeat: int = 0  # ms since the epoch, when that process last saved it
+
+
+class ImportRow(NamedTuple):
+    """One endpoint definition of an import file."""
+
+    row: int  # where the file has it, for messages
+    endpoint_id: str | None  # None: a row that names only a user, whose endpoints it means
+    update: Endpoint  # merged into the stored endpoint, as UpdateEndpoint does
+
+
 class StorageError(Exception):
     pass
 
@@ -129,6 +158,10 @@ class SegmentReferenceError(StorageError):
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
+
+
+class ApplicationGone(StorageError):
+    """The application was deleted while a long task, such as an import, worked on it."""
 
 
 class Overloaded(StorageError):
@@ -248,6 +281,53 @@ class Storage(Protocol):
     ) -> str:
         """Replace each top-level member `update` gives and keep the others, in one
         transaction; return the settings as JSON."""
+
+    # Import jobs. The members of an imported segment are the endpoint ids its job imported.
+    async def create_import_job(self, record: ImportJobRecord) -> None: ...
+    async def save_import_job(self, record: ImportJobRecord) -> None:
+        """Store the job's status and progress."""
+
+    async def get_import_job(self, app_id: str, job_id: str) -> ImportJobRecord | None: ...
+    async def list_import_jobs(
+        self, app_id: str, *, segment_id: str | None, after: str | None, limit: int
+    ) -> list[ImportJobRecord]:
+        """The application's jobs (only the segment's, if `segment_id`), by id, whose ids
+        sort after `after`."""
+
+    async def unfinished_import_jobs(self) -> list[ImportJobRecord]:
+        """Every job, of every application, that is not COMPLETED or FAILED."""
+
+    async def import_endpoints(
+        self,
+        app_id: str,
+        job_id: str,
+        rows: Sequence[ImportRow],
+        *,
+        merge: EndpointMerge,
+        max_user_endpoints: int,
+        register: bool,
+        members: bool,
+    ) -> list[tuple[ImportRow, str]]:
+        """Store each row's endpoint (if `register`) and note it as a member of the job (if
+        `members`), in one transaction; a row that breaks a rule is left out and returned
+        with the message. A row without an endpoint id adds its user's stored endpoints.
+        Raises `ApplicationGone` if the application was deleted."""
+
+    async def import_member_counts(self, app_id: str, job_id: str) -> dict[str, int]:
+        """The job's members by ChannelType ("" for none)."""
+
+    async def import_members_after(
+        self, app_id: str, job_id: str, *, after: str | None, limit: int
+    ) -> list[str]:
+        """Up to `limit` member endpoint ids of the job, by id, after `after`."""
+
+    async def finish_import_job(
+        self, record: ImportJobRecord, segment: SegmentRecord | None
+    ) -> None:
+        """Save the job and, in the same transaction, `segment`: its version 1 if no
+        segment has its id yet, else its next version. Raises `SegmentReferenceError` and
+        saves nothing if that segment was deleted, `ApplicationGone` if the application
+        was."""
 
     async def endpoints_after(
         self, app_id: str, *, after: str | None, limit: int

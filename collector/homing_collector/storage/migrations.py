@@ -285,6 +285,42 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        10,
+        # Import jobs (CreateImportJob, the upload route, `segments import`), kept by
+        # homing_collector.storage.imports: each job with its progress, and the endpoint
+        # ids each job imported, which are the members of the imported segment it defined.
+        # `owner` and `heartbeat` say which process runs a job that is not finished, so
+        # that one left behind by a crash is marked FAILED.
+        """
+        CREATE TABLE import_jobs (
+            app_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            segment_id TEXT,
+            created_at TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            total_pieces INTEGER NOT NULL,
+            completed_pieces INTEGER NOT NULL DEFAULT 0,
+            failed_pieces INTEGER NOT NULL DEFAULT 0,
+            total_processed INTEGER NOT NULL DEFAULT 0,
+            total_failures INTEGER NOT NULL DEFAULT 0,
+            failures TEXT NOT NULL DEFAULT '[]',
+            completed_at TEXT,
+            owner TEXT NOT NULL,
+            heartbeat INTEGER NOT NULL,
+            PRIMARY KEY (app_id, job_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX import_jobs_by_segment ON import_jobs(app_id, segment_id, job_id);
+        CREATE TABLE import_members (
+            app_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            channel TEXT,
+            PRIMARY KEY (app_id, job_id, endpoint_id)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
         12,
         # An application's own quotas (homing_collector.quotas), where the server's
         # defaults do not suit it: a JSON object of the ones it sets.

@@ -40,7 +40,7 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
-from homing_collector.storage import device, push, segments
+from homing_collector.storage import device, imports, push, segments
 from homing_collector.storage import events as events_sql
 from homing_collector.storage.base import (
     AppRecord,
@@ -48,6 +48,8 @@ from homing_collector.storage.base import (
     EndpointMerge,
     EndpointUpdate,
     EventRow,
+    ImportJobRecord,
+    ImportRow,
     IngestResult,
     KeyRecord,
     Overloaded,
@@ -483,6 +485,7 @@ class SQLiteStorage:
                 return None
             rollups.remove_app(conn, app_id)  # analytics hook
             segments.delete_app(conn, app_id)
+            imports.delete_app(conn, app_id)
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
                 "app_quotas",
@@ -741,9 +744,11 @@ class SQLiteStorage:
         return segments.versions(self._read(), app_id, segment_id, after, limit)
 
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
-        return await self._write(
-            lambda conn: segments.delete(conn, app_id, segment_id), flush_first=False
-        )
+        def job(conn: sqlite3.Connection) -> SegmentRecord | None:
+            imports.delete_segment(conn, app_id, segment_id)
+            return segments.delete(conn, app_id, segment_id)
+
+        return await self._write(job, flush_first=False)
 
     async def endpoints_after(
         self, app_id: str, *, after: str | None, limit: int
@@ -760,6 +765,58 @@ class SQLiteStorage:
             lambda conn: segments.update_settings(conn, app_id, update, modified_at),
             flush_first=False,
         )
+
+    # -- import jobs (SQL in imports.py) -------------------------------------------------
+
+    async def create_import_job(self, record: ImportJobRecord) -> None:
+        await self._write(lambda conn: imports.create(conn, record), flush_first=False)
+
+    async def save_import_job(self, record: ImportJobRecord) -> None:
+        await self._write(lambda conn: imports.save(conn, record), flush_first=False)
+
+    async def get_import_job(self, app_id: str, job_id: str) -> ImportJobRecord | None:
+        return imports.get(self._read(), app_id, job_id)
+
+    async def list_import_jobs(
+        self, app_id: str, *, segment_id: str | None, after: str | None, limit: int
+    ) -> list[ImportJobRecord]:
+        return imports.page(self._read(), app_id, segment_id, after, limit)
+
+    async def unfinished_import_jobs(self) -> list[ImportJobRecord]:
+        return imports.unfinished(self._read())
+
+    async def import_endpoints(
+        self,
+        app_id: str,
+        job_id: str,
+        rows: Sequence[ImportRow],
+        *,
+        merge: EndpointMerge,
+        max_user_endpoints: int,
+        register: bool,
+        members: bool,
+    ) -> list[tuple[ImportRow, str]]:
+        def upsert(conn: sqlite3.Connection, item: EndpointUpdate) -> None:
+            _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, self._bodies)
+
+        return await self._write(
+            lambda conn: imports.import_rows(
+                conn, app_id, job_id, rows, upsert if register else None, members=members
+            )
+        )
+
+    async def import_member_counts(self, app_id: str, job_id: str) -> dict[str, int]:
+        return imports.member_counts(self._read(), app_id, job_id)
+
+    async def import_members_after(
+        self, app_id: str, job_id: str, *, after: str | None, limit: int
+    ) -> list[str]:
+        return imports.members_after(self._read(), app_id, job_id, after, limit)
+
+    async def finish_import_job(
+        self, record: ImportJobRecord, segment: SegmentRecord | None
+    ) -> None:
+        await self._write(lambda conn: imports.finish(conn, record, segment), flush_first=False)
 
     # -- quotas ---------------------------------------------------------------------------
 

@@ -16,6 +16,25 @@ from homing_collector.quotas import MAX_QUOTA
 QUOTAS = ("quota_key_requests", "quota_key_events", "quota_app_requests", "quota_app_events")
 
 
+def database_path(raw: str) -> Path:
+    """The SQLite file that `--db` or HOMING_DB names: a path, or a `sqlite:` URL.
+
+    >>> database_path("sqlite:///var/lib/homing/homing.db")
+    PosixPath('/var/lib/homing/homing.db')
+    """
+    scheme, colon, rest = raw.partition(":")
+    if not colon or len(scheme) < 2 or not scheme.replace("+", "").isalnum():
+        return Path(raw)  # a plain path (C:\\... on Windows has a one-letter "scheme")
+    if scheme.lower() == "sqlite":
+        return Path(rest.removeprefix("//") or ".")
+    if scheme.lower() in ("postgresql", "postgres"):
+        raise ValueError(
+            "db_path: PostgreSQL is not supported by this version of the collector yet; "
+            "give the path of a SQLite file"
+        )
+    raise ValueError(f"db_path: {scheme}: URLs name no database this collector can use")
+
+
 def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("homing-collector")) / "homing.db"
 
@@ -90,9 +109,16 @@ class Settings:
         """
         env = os.environ if env is None else env
         values: dict[str, object] = {
-            "db_path": Path(env["HOMING_DB"]) if env.get("HOMING_DB") else default_db_path(),
+            "db_path": default_db_path(),
         }
         sources: dict[str, str] = {}  # setting -> where its value came from, for errors
+        raw_db = flags.get("db_path") or env.get("HOMING_DB")
+        if raw_db:
+            source = "--db" if flags.get("db_path") else f"HOMING_DB={raw_db!r}"
+            try:
+                values["db_path"] = database_path(str(raw_db))
+            except ValueError as exc:
+                raise ValueError(f"{exc} (from {source})") from None
         for name, kind in _SERVE_VARIABLES if serve else ():
             variable = f"HOMING_{name.upper()}"
             raw = env.get(variable)
@@ -103,8 +129,8 @@ class Settings:
                     raise ValueError(f"{variable}={raw!r} is not a valid {name}") from None
                 sources[name] = f"{variable}={raw!r}"
         for name, value in flags.items():
-            if value is not None:
-                values[name] = Path(str(value)) if name in ("db_path", "import_dir") else value
+            if value is not None and name != "db_path":
+                values[name] = Path(str(value)) if name == "import_dir" else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]

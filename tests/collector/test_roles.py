@@ -24,6 +24,7 @@ PATH_VALUES = {
     "access_key_id": "HMANOSUCHKEY0000000",
     "kpi_name": "unique-deliveries",
     "segment_id": "matrix-segment",
+    "campaign_id": "matrix-campaign",
     "version": "1",
     "name": "dashboard.js",
 }

@@ -38,10 +38,14 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
-from homing_collector.storage import device, push, segments
+from homing_collector.storage import campaigns, device, push, segments
 from homing_collector.storage import events as events_sql
 from homing_collector.storage.base import (
+    ActivityRecord,
     AppRecord,
+    CampaignRecord,
+    CampaignSend,
+    ChunkWritten,
     Endpoint,
     EndpointMerge,
     EndpointUpdate,
@@ -459,6 +463,7 @@ class SQLiteStorage:
                 return None
             rollups.remove_app(conn, app_id)  # analytics hook
             segments.delete_app(conn, app_id)
+            campaigns.delete_app(conn, app_id)
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
             ):  # fmt: skip
@@ -711,7 +716,126 @@ class SQLiteStorage:
 
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
         return await self._write(
-            lambda conn: segments.delete(conn, app_id, segment_id), flush_first=False
+            lambda conn: _delete_segment(conn, app_id, segment_id), flush_first=False
+        )
+
+    # -- campaigns (SQL in campaigns.py) --------------------------------------------------
+
+    async def create_campaign(
+        self, record: CampaignRecord, segment_version: int | None
+    ) -> CampaignRecord:
+        return await self._write(
+            lambda conn: campaigns.create(conn, record, segment_version), flush_first=False
+        )
+
+    async def update_campaign(
+        self,
+        app_id: str,
+        campaign_id: str,
+        update: dict[str, Any],
+        modified_at: str,
+        check: Callable[[dict[str, Any]], None],
+    ) -> CampaignRecord | None:
+        return await self._write(
+            lambda conn: campaigns.update(conn, app_id, campaign_id, update, modified_at, check),
+            flush_first=False,
+        )
+
+    async def get_campaign(
+        self, app_id: str, campaign_id: str, version: int | None = None
+    ) -> CampaignRecord | None:
+        return campaigns.get(self._read(), app_id, campaign_id, version)
+
+    async def list_campaigns(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[CampaignRecord]:
+        return campaigns.page(self._read(), app_id, after, limit)
+
+    async def list_campaign_versions(
+        self, app_id: str, campaign_id: str, *, after: int, limit: int
+    ) -> list[CampaignRecord]:
+        return campaigns.versions(self._read(), app_id, campaign_id, after, limit)
+
+    async def delete_campaign(self, app_id: str, campaign_id: str) -> CampaignRecord | None:
+        return await self._write(
+            lambda conn: campaigns.delete(conn, app_id, campaign_id), flush_first=False
+        )
+
+    async def list_activities(
+        self, app_id: str, campaign_id: str, *, after: int, limit: int
+    ) -> list[ActivityRecord]:
+        return campaigns.activities(self._read(), app_id, campaign_id, after, limit)
+
+    async def campaigns_to_plan(self) -> list[tuple[CampaignRecord, int | None]]:
+        return campaigns.to_plan(self._read())
+
+    async def plan_runs(
+        self,
+        app_id: str,
+        campaign_id: str,
+        version: int,
+        runs_ms: Sequence[int],
+        missed_ms: Sequence[int],
+        planned_ms: int,
+        finished: bool,
+    ) -> None:
+        now = _iso_now()
+        await self._write(
+            lambda conn: campaigns.plan_runs(
+                conn, app_id, campaign_id, version, runs_ms, missed_ms, planned_ms, finished, now
+            ),
+            flush_first=False,
+        )
+
+    async def claim_activity(
+        self, owner: str, now_ms: int, lease_ms: int, *, dead: Callable[[str], bool]
+    ) -> ActivityRecord | None:
+        now = _iso_now()
+        return await self._write(
+            lambda conn: campaigns.claim(conn, owner, now_ms, lease_ms, dead, now),
+            flush_first=False,
+        )
+
+    async def campaign_sends(
+        self, app_id: str, campaign_id: str, endpoint_ids: Sequence[str]
+    ) -> dict[str, list[int]]:
+        return campaigns.sends_of(self._read(), app_id, campaign_id, endpoint_ids)
+
+    async def deferred_sends(
+        self, app_id: str, campaign_id: str, activity_id: str, *, now_ms: int, limit: int
+    ) -> tuple[list[str], int | None]:
+        return campaigns.deferred(self._read(), app_id, campaign_id, activity_id, now_ms, limit)
+
+    async def write_campaign_chunk(
+        self,
+        activity: ActivityRecord,
+        owner: str,
+        sends: Sequence[CampaignSend],
+        *,
+        cursor: str | None,
+        lease_until_ms: int,
+        queue_limit: int,
+    ) -> ChunkWritten:
+        def job(conn: sqlite3.Connection) -> ChunkWritten:
+            written, values = campaigns.write_chunk(
+                conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, epoch_ms()
+            )
+            if values:
+                _add_type(conn, activity.app_id, CAMPAIGN_SEND, 1 << 30)
+                self._types.setdefault(activity.app_id, set()).add(CAMPAIGN_SEND)
+                _insert_events(conn, values, self._rows_per_insert)
+                if self.rollups:  # analytics hook: event ids are new, so every row is
+                    rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
+            return written
+
+        return await self._write(job)
+
+    async def finish_activity(
+        self, activity: ActivityRecord, owner: str, *, not_before_ms: int | None, now: str
+    ) -> None:
+        await self._write(
+            lambda conn: campaigns.finish(conn, activity, owner, not_before_ms, now),
+            flush_first=False,
         )
 
     async def endpoints_after(
@@ -794,6 +918,19 @@ class SQLiteStorage:
 
 
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
+
+
+CAMPAIGN_SEND = "_campaign.send"
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _delete_segment(conn: sqlite3.Connection, app_id: str, segment_id: str) -> SegmentRecord | None:
+    # As in Pinpoint, a campaign whose segment is deleted is deleted (its state DELETED).
+    campaigns.delete_for_segment(conn, app_id, segment_id)
+    return segments.delete(conn, app_id, segment_id)
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:

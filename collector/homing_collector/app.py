@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
@@ -36,8 +37,15 @@ logger = logging.getLogger("homing_collector")
 access_logger = logging.getLogger("homing_collector.access")
 
 
-def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = None) -> Starlette:
-    """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`."""
+def create_app(
+    settings: Settings,
+    storage: Storage | None = None,
+    hooks: Any = None,
+    *,
+    clock: Clock = utc_now,
+) -> Starlette:
+    """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`;
+    `clock` is the campaign scheduler's (UTC, timezone-aware)."""
     store: Storage = storage or SQLiteStorage(
         settings.db_path,
         synchronous=settings.synchronous,
@@ -55,16 +63,19 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         default_ttl=settings.push_default_ttl,
         shared=settings.workers > 1,
     )
+    scheduler = Scheduler(store, push, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
         await push.start()
+        await scheduler.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
             yield
         finally:
+            await scheduler.close()
             await push.close()
             await store.close()  # every queued write is committed first
             if publisher is not None:
@@ -88,6 +99,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     app.state.storage = store
     app.state.metrics = metrics
     app.state.push = push
+    app.state.scheduler = scheduler
     app.state.hooks = hooks
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)

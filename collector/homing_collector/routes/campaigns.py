@@ -134,11 +134,22 @@ def activity_response(activity: ActivityRecord) -> ActivityResponse:
         State=state,  # type: ignore[arg-type]
         TotalEndpointCount=activity.total,
         SuccessfulEndpointCount=activity.successful,
-        ExecutionMetrics={name: str(count) for name, count in sorted(activity.metrics.items())},
+        ExecutionMetrics=execution_metrics(activity.metrics),
         Start=activity.started_at,
         End=activity.ended_at,
         Result=activity.result,  # type: ignore[arg-type]
     )
+
+
+def execution_metrics(counts: dict[str, int]) -> dict[str, str]:
+    """Pinpoint's ExecutionMetrics: ENDPOINT_PRODUCED, every endpoint of the segment the
+    run decided on, then each reason one got no message (SENT ones are
+    TotalEndpointCount)."""
+    metrics = {name: count for name, count in counts.items() if name != "SENT"}
+    produced = sum(count for name, count in counts.items() if name != "MISSED")
+    if produced or "MISSED" not in counts:
+        metrics["ENDPOINT_PRODUCED"] = produced
+    return {name: str(count) for name, count in sorted(metrics.items())}
 
 
 async def create_campaign(request: Request) -> Response:
@@ -167,6 +178,7 @@ async def create_campaign(request: Request) -> Response:
         stored = await call.storage.create_campaign(record, campaign.SegmentVersion)
     except SegmentReferenceError as exc:
         raise bad_request(str(exc)) from None
+    request.app.state.scheduler.wake()
     return _answer(campaign_response(stored), 201)
 
 
@@ -196,6 +208,7 @@ async def update_campaign(request: Request) -> Response:
         )
     except (SegmentReferenceError, WireError) as exc:
         raise bad_request(str(exc)) from None
+    request.app.state.scheduler.wake()
     return _answer(campaign_response(_found(call, campaign_id, record)))
 
 

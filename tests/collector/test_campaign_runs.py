@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -258,3 +259,98 @@ def test_a_kill_9_mid_run_then_a_restart_sends_each_endpoint_exactly_once(
     assert activity["TotalEndpointCount"] == len(android)
     assert len(send_events(live.db, app.id)) == len(android)
     restarted.stop(signal.SIGTERM)
+
+
+def put_events(url: str, app_id: str, token: str, events: dict[str, dict[str, Any]]) -> None:
+    """PutEvents: {endpoint id: {event id: event}}."""
+    body = {"BatchItem": {endpoint_id: {"Endpoint": {}, "Events": items}
+                          for endpoint_id, items in events.items()}}  # fmt: skip
+    response = httpx.post(
+        f"{url}/v1/apps/{app_id}/events",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 202, response.text
+
+
+def purchase(amount: float, sku: str = "A-1") -> dict[str, Any]:
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"EventType": "purchase", "Timestamp": now, "Attributes": {"sku": sku},
+            "Metrics": {"amount": amount}}  # fmt: skip
+
+
+def event_campaign(admin: Any, app: App, segment_id: str, filter_type: str) -> dict[str, Any]:
+    request = {
+        "Name": "thanks",
+        "SegmentId": segment_id,
+        "Schedule": {
+            "StartTime": "IMMEDIATE",
+            "Frequency": "EVENT",
+            "EventFilter": {
+                "FilterType": filter_type,
+                "Dimensions": {
+                    "EventType": {"Values": ["purchase"]},
+                    "Attributes": {"sku": {"Values": ["A-1"]}},
+                    "Metrics": {"amount": {"ComparisonOperator": "GREATER_THAN", "Value": 5}},
+                },
+            },
+        },
+        "MessageConfiguration": {"DefaultMessage": {"Title": "Thanks", "Body": "for {{Id}}"}},
+    }
+    response = admin.create_campaign(ApplicationId=app.id, WriteCampaignRequest=request)
+    return response["CampaignResponse"]  # type: ignore[no-any-return]
+
+
+def wait_for_pushes(db: Path, app_id: str, campaign_id: str, count: int) -> Counter[str]:
+    deadline = time.monotonic() + 10
+    while sum((found := pushes(db, app_id, campaign_id)).values()) < count:
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+    return found
+
+
+def test_an_event_campaign_pushes_to_the_endpoint_that_sent_a_matching_event(
+    collector: LiveCollector,
+) -> None:
+    app = collector.create_app("campaign-event")
+    admin = collector.client(app.admin)
+    add_endpoints(admin, app, 6)  # device-00000, -00002, -00004 on android
+    campaign = event_campaign(admin, app, android_segment(admin, app), "ENDPOINT")
+    assert campaign["State"] == {"CampaignStatus": "SCHEDULED"}
+    time.sleep(1)  # the filters reach every process within a second
+    with Stream(collector.url, app.id, "device-00000", app.ingest.token) as stream:
+        put_events(collector.url, app.id, app.ingest.token, {
+            "device-00000": {"e1": purchase(9.5)},
+            "device-00002": {"e2": purchase(1.0), "e3": purchase(9.5, sku="B-2")},
+            "device-00001": {"e4": purchase(9.5)},  # ios: outside the segment
+        })  # fmt: skip
+        [message] = stream.messages(1)
+    data = message.data["Data"]
+    assert data["pinpoint.campaign.campaign_id"] == campaign["Id"]
+    assert data["pinpoint.notification.body"] == "for device-00000"
+    time.sleep(0.5)
+    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00000": 1})
+    # The same event sent again is answered once; a second purchase is a second message.
+    put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e1": purchase(9.5)}})
+    put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e5": purchase(7.0)}})
+    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 2) == Counter({"device-00000": 2})
+    [activity] = admin.get_campaign_activities(ApplicationId=app.id, CampaignId=campaign["Id"])[
+        "ActivitiesResponse"
+    ]["Item"]
+    assert activity["TotalEndpointCount"] == 2
+    assert activity["ExecutionMetrics"]["FILTERED_OUT_BY_SEGMENT"] == "1"
+
+
+def test_a_system_filter_matches_only_events_sent_with_an_admin_key(
+    collector: LiveCollector,
+) -> None:
+    app = collector.create_app("campaign-system-event")
+    admin = collector.client(app.admin)
+    add_endpoints(admin, app, 4)
+    campaign = event_campaign(admin, app, android_segment(admin, app), "SYSTEM")
+    time.sleep(1)
+    put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e1": purchase(9.5)}})
+    put_events(collector.url, app.id, app.admin.token, {"device-00002": {"e2": purchase(9.5)}})
+    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 1) == Counter({"device-00002": 1})
+    time.sleep(0.5)
+    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00002": 1})

@@ -29,7 +29,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -65,6 +65,7 @@ from .limits import TokenBucket, cap_reason, effective_limits, sent_in_last_day
 from .resolve import SegmentResolutionError, segment_predicate
 from .schedule import next_run, runs_between
 from .treatments import assign
+from .triggers import Triggers
 
 logger = logging.getLogger("homing_collector")
 
@@ -97,8 +98,9 @@ def _parse(text: str) -> datetime:
 
 
 @dataclass
-class _Run:
-    """What running one activity needs, read once."""
+class Run:
+    """What running one activity (or answering one event campaign's events) needs, read
+    once."""
 
     activity: ActivityRecord
     request: WriteCampaignRequest
@@ -142,13 +144,16 @@ class Scheduler:
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.triggers = Triggers(self, clock)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.triggers.start()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def close(self) -> None:
+        await self.triggers.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -206,6 +211,7 @@ class Scheduler:
     async def plan(self) -> None:
         now = self.clock()
         settings: dict[str, WriteApplicationSettingsRequest] = {}
+        event_campaigns = []
         for record, planned_ms in await self.storage.campaigns_to_plan():
             try:
                 request = convert(orjson.loads(record.request), WriteCampaignRequest)
@@ -213,7 +219,10 @@ class Scheduler:
                 logger.exception("Campaign %s cannot be read; it is not planned", record.id)
                 continue
             schedule = request.Schedule
-            if schedule is None or schedule.Frequency == "EVENT":
+            if schedule is not None and schedule.Frequency == "EVENT":
+                event_campaigns.append((record, request))
+                continue
+            if schedule is None:
                 continue
             created = _parse(record.created_at)
             after = (
@@ -242,6 +251,7 @@ class Scheduler:
             await self.storage.plan_runs(
                 record.app_id, record.id, record.version, due, missed, _ms(now), finished
             )
+        self.triggers.refresh(event_campaigns)
 
     async def _settings(self, app_id: str) -> WriteApplicationSettingsRequest:
         stored = await self.storage.get_app_settings(app_id)
@@ -257,7 +267,7 @@ class Scheduler:
         )
         if record is None:
             return  # deleted: its activities are gone with it
-        run = await self._prepare(activity, record)
+        run = await self.prepare(activity, record)
         if run is None:
             await self.storage.finish_activity(
                 activity, self.owner, not_before_ms=None, now=self._stamp()
@@ -288,7 +298,7 @@ class Scheduler:
             activity, self.owner, not_before_ms=later, now=self._stamp()
         )
 
-    async def _prepare(self, activity: ActivityRecord, record: CampaignRecord) -> _Run | None:
+    async def prepare(self, activity: ActivityRecord, record: CampaignRecord) -> Run | None:
         request = convert(orjson.loads(record.request), WriteCampaignRequest)
         app = await self._settings(activity.app_id)
         schedule = request.Schedule or Schedule(StartTime="IMMEDIATE")
@@ -306,7 +316,7 @@ class Scheduler:
         for index in range(len(request.AdditionalTreatments or []) + 1):
             config, own = _treatment(request, str(index))
             treatments[str(index)] = (_push_request(config), own)
-        return _Run(
+        return Run(
             activity=activity,
             request=request,
             limits=limits,
@@ -317,7 +327,7 @@ class Scheduler:
             treatments=treatments,
         )
 
-    async def _deferred(self, run: _Run) -> bool:
+    async def _deferred(self, run: Run) -> bool:
         a = run.activity
         while True:
             ids, _ = await self.storage.deferred_sends(
@@ -336,45 +346,69 @@ class Scheduler:
             if not await self._write(run, endpoints, None):
                 return False
 
-    async def _write(self, run: _Run, endpoints: list[Endpoint], cursor: str | None) -> bool:
+    async def _write(self, run: Run, endpoints: list[Endpoint], cursor: str | None) -> bool:
         a = run.activity
         now = self.clock()
-        limits = run.limits
-        sent_before: Mapping[str, list[int]] = {}
-        if endpoints and (limits.Daily or limits.Total):
-            sent_before = await self.storage.campaign_sends(
-                a.app_id, a.campaign_id, [e["Id"] for e in endpoints]
-            )
+        sent_before = await self.sent_before(run, [e["Id"] for e in endpoints])
         sends = [self.decide(run, endpoint, now, sent_before) for endpoint in endpoints]
         if run.bucket is not None:
             wait = run.bucket.take(sum(1 for s in sends if s.message is not None) or 0)
             if wait:
                 await asyncio.sleep(wait)
+        if not await self.commit(a, sends, cursor=cursor, owner=self.owner):
+            logger.warning("Campaign activity %s: its lease was lost; stopping", a.id)
+            return False
+        return True
+
+    async def sent_before(self, run: Run, endpoint_ids: list[str]) -> Mapping[str, list[int]]:
+        """When each endpoint was sent the campaign before, if a cap needs it."""
+        if not endpoint_ids or not (run.limits.Daily or run.limits.Total):
+            return {}
+        a = run.activity
+        return await self.storage.campaign_sends(a.app_id, a.campaign_id, endpoint_ids)
+
+    async def commit(
+        self,
+        activity: ActivityRecord,
+        sends: list[CampaignSend],
+        *,
+        cursor: str | None,
+        owner: str | None,
+    ) -> bool:
+        """Store the sends and hand their pushes to the streams; False if the lease was
+        lost (nothing was stored)."""
         written = await self.storage.write_campaign_chunk(
-            a, self.owner, sends, cursor=cursor,
+            activity, owner, sends, cursor=cursor,
             lease_until_ms=_ms(self.clock() + self.lease),
             queue_limit=self.gateway.queue_limit,
         )  # fmt: skip
         if not written.lease_held:
-            logger.warning("Campaign activity %s: its lease was lost; stopping", a.id)
             return False
         # No await from here on: streams must hear of messages in commit order.
         self.gateway.metrics.push["queued"] += len(written.queued)
         for message, seq in written.queued:
             item = QueuedPush(seq, message.payload, message.expires_at)
-            self.gateway.offer(a.app_id, message.endpoint_id, item)
+            self.gateway.offer(activity.app_id, message.endpoint_id, item)
         return True
 
     def decide(
-        self, run: _Run, endpoint: Endpoint, now: datetime, sent_before: Mapping[str, list[int]]
+        self,
+        run: Run,
+        endpoint: Endpoint,
+        now: datetime,
+        sent_before: Mapping[str, list[int]],
+        *,
+        trigger: tuple[str, datetime] | None = None,
     ) -> CampaignSend:
-        """What this run does for one endpoint of its segment."""
+        """What this run does for one endpoint of its segment; for an event-triggered
+        campaign, `trigger` is the event's id and when it came."""
         a = run.activity
         endpoint_id: str = endpoint["Id"]
         now_ms = _ms(now)
+        event_id = None if trigger is None else trigger[0]
 
         def skip(reason: str, treatment: str | None = None) -> CampaignSend:
-            return CampaignSend(endpoint_id, reason, treatment, now_ms)
+            return CampaignSend(endpoint_id, reason, treatment, now_ms, trigger=event_id)
 
         if endpoint.get("EndpointStatus") == "INACTIVE":
             return skip("ENDPOINT_INACTIVE")
@@ -406,18 +440,24 @@ class Scheduler:
         demographic = endpoint.get("Demographic")
         zone = demographic.get("Timezone") if isinstance(demographic, dict) else None
         when = plan(
-            run=_moment(a.scheduled_ms), schedule=schedule, quiet=run.quiet,
+            run=_moment(a.scheduled_ms) if trigger is None else trigger[1],
+            schedule=schedule, quiet=run.quiet,
             endpoint_timezone=zone, maximum_duration=run.limits.MaximumDuration, now=now,
         )  # fmt: skip
         if not isinstance(when, Send):
             return skip(when.reason, treatment)
         at_ms = _ms(when.at)
         if at_ms > now_ms + _OPEN_MS:
+            if trigger is not None:
+                # Quiet time ends within the event's five minutes: sent then would be as
+                # good, but the event answers once, now (docs/campaigns.md).
+                return skip("QUIET_TIME", treatment)
             return CampaignSend(endpoint_id, "DEFERRED", treatment, at_ms)
-        return self._message(run, endpoint, push, treatment, now_ms)
+        sent = self._message(run, endpoint, push, treatment, now_ms)
+        return sent if event_id is None else replace(sent, trigger=event_id)
 
     def _message(
-        self, run: _Run, endpoint: Endpoint, push: Push, treatment: str, now_ms: int
+        self, run: Run, endpoint: Endpoint, push: Push, treatment: str, now_ms: int
     ) -> CampaignSend:
         a = run.activity
         endpoint_id: str = endpoint["Id"]

@@ -159,6 +159,9 @@ class CampaignSend:
     at_ms: int
     message: PushMessage | None = None
     event: EventRow | None = None  # the `_campaign.send` event that goes with a push
+    # For an event-triggered campaign, the id of the event that triggered the send: the
+    # record is then kept per event, so each event is answered once.
+    trigger: str | None = None
 
 
 @dataclass(frozen=True)
@@ -366,17 +369,24 @@ class Storage(Protocol):
         """Endpoints of the activity held back until now or before, and the earliest
         instant (ms) one of the others is held back to (None: none)."""
 
+    async def event_activity(
+        self, app_id: str, campaign_id: str, version: int, scheduled_ms: int, now: str
+    ) -> ActivityRecord:
+        """The activity that counts an event-triggered campaign's sends (made once). The
+        scheduler never claims it: events drive it."""
+
     async def write_campaign_chunk(
         self,
         activity: ActivityRecord,
-        owner: str,
+        owner: str | None,
         sends: Sequence[CampaignSend],
         *,
         cursor: str | None,
         lease_until_ms: int,
         queue_limit: int,
     ) -> ChunkWritten:
-        """In one transaction, if `owner` still holds the lease: record each send (an
+        """In one transaction, if `owner` still holds the lease (None: an event activity,
+        which has none): record each send (an
         endpoint the activity already has a final row for is left alone), queue the
         pushes of the new SENT rows, store their events, count them in the activity and
         move its cursor."""

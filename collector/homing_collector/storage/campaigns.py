@@ -41,6 +41,8 @@ _ACTIVITY = (
     " result, cursor, total, successful, metrics"
 )
 OPEN = ("PENDING", "RUNNING")
+# The not_before_ms of an event-triggered campaign's activity: the scheduler never claims it.
+NEVER = 1 << 62
 SENT = "SENT"
 DEFERRED = "DEFERRED"
 
@@ -306,10 +308,32 @@ def deferred(
     return [row[0] for row in rows], later
 
 
+def event_activity(
+    conn: sqlite3.Connection,
+    app_id: str,
+    campaign_id: str,
+    version: int,
+    scheduled_ms: int,
+    now: str,
+) -> ActivityRecord:
+    conn.execute(
+        "INSERT OR IGNORE INTO campaign_activities (app_id, campaign_id, activity_id, version,"
+        " scheduled_ms, state, started_at, not_before_ms, metrics)"
+        " VALUES (?, ?, ?, ?, ?, 'RUNNING', ?, ?, '{}')",
+        (app_id, campaign_id, uuid.uuid4().hex, version, scheduled_ms, now, NEVER),
+    )
+    row = conn.execute(
+        f"SELECT {_ACTIVITY} FROM campaign_activities"
+        " WHERE app_id = ? AND campaign_id = ? AND scheduled_ms = ?",
+        (app_id, campaign_id, scheduled_ms),
+    ).fetchone()
+    return _activity(row)
+
+
 def write_chunk(
     conn: sqlite3.Connection,
     activity: ActivityRecord,
-    owner: str,
+    owner: str | None,
     sends: Sequence[CampaignSend],
     cursor: str | None,
     lease_until_ms: int,
@@ -323,7 +347,7 @@ def write_chunk(
         " WHERE app_id = ? AND campaign_id = ? AND activity_id = ?",
         key,
     ).fetchone()
-    if row is None or row[0] != owner:
+    if row is None or (owner is not None and row[0] != owner):
         return ChunkWritten(lease_held=False), []
     metrics: dict[str, int] = orjson.loads(row[1])
     messages: list[PushMessage] = []
@@ -336,7 +360,9 @@ def write_chunk(
             " status = excluded.status, treatment_id = excluded.treatment_id,"
             " at_ms = excluded.at_ms, message_id = excluded.message_id"
             " WHERE campaign_sends.status = 'DEFERRED' RETURNING 1",
-            (*key, send.endpoint_id, send.status, send.treatment_id, send.at_ms,
+            (activity.app_id, activity.campaign_id,
+             activity.id if send.trigger is None else f"{activity.id}:{send.trigger}",
+             send.endpoint_id, send.status, send.treatment_id, send.at_ms,
              send.message.message_id if send.message else None),
         ).fetchone()  # fmt: skip
         if written is None or send.status == DEFERRED:

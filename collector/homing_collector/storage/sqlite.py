@@ -806,10 +806,20 @@ class SQLiteStorage:
     ) -> tuple[list[str], int | None]:
         return campaigns.deferred(self._read(), app_id, campaign_id, activity_id, now_ms, limit)
 
+    async def event_activity(
+        self, app_id: str, campaign_id: str, version: int, scheduled_ms: int, now: str
+    ) -> ActivityRecord:
+        return await self._write(
+            lambda conn: campaigns.event_activity(
+                conn, app_id, campaign_id, version, scheduled_ms, now
+            ),
+            flush_first=False,
+        )
+
     async def write_campaign_chunk(
         self,
         activity: ActivityRecord,
-        owner: str,
+        owner: str | None,
         sends: Sequence[CampaignSend],
         *,
         cursor: str | None,

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from tests.collector.push_stream import Stream
+from tests.collector.test_analytics_rollups import assert_rollups_match_events
 from tests.conftest import App, LiveCollector
 
 MESSAGE = {
@@ -133,6 +134,11 @@ def test_an_immediate_campaign_reaches_every_endpoint_of_its_segment_once(
 
     events = send_events(collector.db, app.id)
     assert len(events) == len(android)
+    # Analytics count the sends, but a send is not the endpoint's activity.
+    with contextlib.closing(sqlite3.connect(collector.db)) as conn:
+        assert_rollups_match_events(conn, app.id)
+        active = conn.execute("SELECT count(*) FROM an_active WHERE app_id = ?", (app.id,))
+        assert active.fetchone() == (0,)
     assert {e["Attributes"]["campaign_activity_id"] for e in events} == {activity["Id"]}
     # Nothing runs twice: a later look at the schedule adds no activity.
     time.sleep(1.5)

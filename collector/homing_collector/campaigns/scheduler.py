@@ -60,7 +60,7 @@ from .campaign_shapes import (
     WriteCampaignRequest,
 )
 from .decode import convert
-from .delivery import Send, plan
+from .delivery import CAMPAIGN_SEND, Send, plan
 from .limits import TokenBucket, cap_reason, effective_limits, sent_in_last_day
 from .resolve import SegmentResolutionError, segment_predicate
 from .schedule import next_run, runs_between
@@ -75,7 +75,6 @@ TICK = 0.5  # seconds between two looks at the schedule
 LEASE = timedelta(seconds=10)  # renewed by every chunk; a holder silent this long is gone
 CHUNK = 1000  # endpoints walked per transaction
 WALKED = "\U0010ffff"  # the cursor of a finished walk: after every endpoint id
-CAMPAIGN_SEND = "_campaign.send"
 # Channels a push cannot reach: Homing's campaigns send push notifications.
 NOT_PUSH = frozenset({"EMAIL", "SMS", "VOICE", "IN_APP"})
 _OPEN_MS = 1000  # a message due this close to now goes now
@@ -277,6 +276,9 @@ class Scheduler:
         if not await self._deferred(run):
             return
         cursor = activity.cursor
+        # A chunk is read and decided while the one before is being committed: the writer
+        # thread and this loop work side by side (bench/campaigns.py).
+        pending: asyncio.Future[bool] | None = None
         while cursor != WALKED:
             chunk = CHUNK if run.bucket is None else max(1, min(CHUNK, int(run.bucket.rate)))
             rows = await self.storage.endpoints_after(activity.app_id, after=cursor, limit=chunk)
@@ -286,8 +288,12 @@ class Scheduler:
                 if run.member(endpoint):
                     members.append(endpoint)
             cursor = rows[-1][0] if len(rows) == chunk else WALKED
-            if not await self._write(run, members, cursor):
+            sends = await self._decided(run, members)
+            if pending is not None and not await pending:
                 return
+            pending = asyncio.ensure_future(self._commit_run(run, sends, cursor))
+        if pending is not None and not await pending:
+            return
         if not await self._deferred(run):
             return
         _, later = await self.storage.deferred_sends(
@@ -347,7 +353,9 @@ class Scheduler:
                 return False
 
     async def _write(self, run: Run, endpoints: list[Endpoint], cursor: str | None) -> bool:
-        a = run.activity
+        return await self._commit_run(run, await self._decided(run, endpoints), cursor)
+
+    async def _decided(self, run: Run, endpoints: list[Endpoint]) -> list[CampaignSend]:
         now = self.clock()
         sent_before = await self.sent_before(run, [e["Id"] for e in endpoints])
         sends = [self.decide(run, endpoint, now, sent_before) for endpoint in endpoints]
@@ -355,8 +363,11 @@ class Scheduler:
             wait = run.bucket.take(sum(1 for s in sends if s.message is not None) or 0)
             if wait:
                 await asyncio.sleep(wait)
-        if not await self.commit(a, sends, cursor=cursor, owner=self.owner):
-            logger.warning("Campaign activity %s: its lease was lost; stopping", a.id)
+        return sends
+
+    async def _commit_run(self, run: Run, sends: list[CampaignSend], cursor: str | None) -> bool:
+        if not await self.commit(run.activity, sends, cursor=cursor, owner=self.owner):
+            logger.warning("Campaign activity %s: its lease was lost; stopping", run.activity.id)
             return False
         return True
 

@@ -831,8 +831,10 @@ class SQLiteStorage:
                 conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, epoch_ms()
             )
             if values:
-                _add_type(conn, activity.app_id, CAMPAIGN_SEND, 1 << 30)
-                self._types.setdefault(activity.app_id, set()).add(CAMPAIGN_SEND)
+                # The collector's own event types are not held to the per-app limit.
+                for event_type in set(values[3::_EVENT_COLUMNS]):
+                    _add_type(conn, activity.app_id, event_type, 1 << 30)
+                    self._types.setdefault(activity.app_id, set()).add(event_type)
                 _insert_events(conn, values, self._rows_per_insert)
                 if self.rollups:  # analytics hook: event ids are new, so every row is
                     rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
@@ -928,9 +930,6 @@ class SQLiteStorage:
 
 
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
-
-
-CAMPAIGN_SEND = "_campaign.send"
 
 
 def _iso_now() -> str:

@@ -1,9 +1,10 @@
 """The collector against its own OpenAPI document: schemathesis, every check, every phase.
 
 A live collector on loopback holds an application with endpoints, users, events, a push
-message, keys and segments of two versions, so that GET and DELETE reach real rows and
-not only 404s. Schemathesis runs as a command, with a fixed seed and a bounded number of
-examples; any failure or error fails this test, and its report is printed.
+message, keys, and segments and campaigns of two versions, so that GET and DELETE reach
+real rows and not only 404s. Schemathesis runs as a command, with a fixed seed and a
+bounded number of examples; any failure or error fails this test, and its report is
+printed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,7 @@ class Seeded:
     root_token: str
     doomed_app_id: str  # the one DeleteApp may delete
     segment_ids: list[str]  # with versions 1 and 2
+    campaign_ids: list[str]  # with versions 1 and 2
 
 
 def seed(collector: LiveCollector) -> Seeded:
@@ -87,11 +89,27 @@ def seed(collector: LiveCollector) -> Seeded:
         response = httpx.put(f"{base}/segments/{segment_id}", json=segment, headers=headers)
         assert response.status_code == 200, response.text
         segment_ids.append(segment_id)
+    campaign_ids = []
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    for name in ("contract-campaign-0", "contract-campaign-1"):
+        campaign = {
+            "Name": name,
+            "SegmentId": segment_ids[0],
+            "Schedule": {"StartTime": tomorrow},
+            "MessageConfiguration": {"DefaultMessage": {"Title": "Hi", "Body": "x"}},
+        }
+        response = httpx.post(base + "/campaigns", json=campaign, headers=headers)
+        assert response.status_code == 201, response.text
+        campaign_id = response.json()["Id"]
+        response = httpx.put(f"{base}/campaigns/{campaign_id}", json=campaign, headers=headers)
+        assert response.status_code == 200, response.text
+        campaign_ids.append(campaign_id)
     root = collector.root_key()
     doomed = collector.create_app("contract-doomed")
     return Seeded(
-        app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id, segment_ids
-    )
+        app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id, segment_ids,
+        campaign_ids,
+    )  # fmt: skip
 
 
 def ranges() -> list[str]:
@@ -106,8 +124,9 @@ def ranges() -> list[str]:
     ]
 
 
-# The segment and settings writes have rules JSON Schema cannot say (a date criterion's
-# values are ISO-8601 times, a source segment exists, a quiet time has both ends),
+# The segment, campaign and settings writes have rules JSON Schema cannot say (a date
+# criterion's values are ISO-8601 times, a source segment exists, a quiet time has both
+# ends, a campaign's segment exists),
 # documented in their description and answered 400, so schemathesis's positive data may
 # be refused there with a 400 too.
 
@@ -125,6 +144,7 @@ endpoints = {{ values = {values(ENDPOINTS)} }}
 users = {{ values = {values(USERS)} }}
 keys = {{ values = ["{seeded.ingest_key_id}"] }}
 segments = {{ values = {values(seeded.segment_ids)} }}
+campaigns = {{ values = {values(seeded.campaign_ids)} }}
 versions = {{ values = ["1", "2"] }}
 
 [parameters."path.endpoint-id"]
@@ -141,6 +161,10 @@ probability = 0.5
 
 [parameters."path.segment-id"]
 dictionary = "segments"
+probability = 0.5
+
+[parameters."path.campaign-id"]
+dictionary = "campaigns"
 probability = 0.5
 
 [parameters."path.version"]
@@ -167,7 +191,8 @@ include-operation-id = {values(ranges())}
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 
 [[operations]]
-include-operation-id = ["CreateSegment", "UpdateSegment", "UpdateApplicationSettings"]
+include-operation-id = ["CreateSegment", "UpdateSegment", "UpdateApplicationSettings",
+                        "CreateCampaign", "UpdateCampaign"]
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 """
     )

@@ -268,8 +268,9 @@ class Scheduler:
             return  # deleted: its activities are gone with it
         run = await self.prepare(activity, record)
         if run is None:
+            # Its segment is gone (or based on one that is): nothing can be sent.
             await self.storage.finish_activity(
-                activity, self.owner, not_before_ms=None, now=self._stamp()
+                activity, self.owner, not_before_ms=None, now=self._stamp(), result="FAIL"
             )
             return
         # Endpoints held back by quiet time whose time has come, then the segment walk.

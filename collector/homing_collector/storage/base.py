@@ -392,10 +392,16 @@ class Storage(Protocol):
         move its cursor."""
 
     async def finish_activity(
-        self, activity: ActivityRecord, owner: str, *, not_before_ms: int | None, now: str
+        self,
+        activity: ActivityRecord,
+        owner: str,
+        *,
+        not_before_ms: int | None,
+        now: str,
+        result: str = "SUCCESS",
     ) -> None:
         """Release the lease: the activity waits until `not_before_ms` for its held-back
-        endpoints, or, when None, it is COMPLETED."""
+        endpoints, or, when None, it is COMPLETED with `result` (SUCCESS or FAIL)."""
 
     # Device credentials: the SHA-256 of each endpoint's secret, if it has one.
     async def device_credentials(

@@ -389,14 +389,15 @@ def finish(
     owner: str,
     not_before_ms: int | None,
     now: str,
+    result: str,
 ) -> None:
     key = (activity.app_id, activity.campaign_id, activity.id)
     if not_before_ms is None:
         conn.execute(
-            "UPDATE campaign_activities SET state = 'COMPLETED', result = 'SUCCESS',"
+            "UPDATE campaign_activities SET state = 'COMPLETED', result = ?,"
             " ended_at = ?, lease_owner = NULL, lease_until_ms = NULL"
             " WHERE app_id = ? AND campaign_id = ? AND activity_id = ? AND lease_owner = ?",
-            (now, *key, owner),
+            (result, now, *key, owner),
         )
     else:
         conn.execute(

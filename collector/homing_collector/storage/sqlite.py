@@ -843,10 +843,16 @@ class SQLiteStorage:
         return await self._write(job)
 
     async def finish_activity(
-        self, activity: ActivityRecord, owner: str, *, not_before_ms: int | None, now: str
+        self,
+        activity: ActivityRecord,
+        owner: str,
+        *,
+        not_before_ms: int | None,
+        now: str,
+        result: str = "SUCCESS",
     ) -> None:
         await self._write(
-            lambda conn: campaigns.finish(conn, activity, owner, not_before_ms, now),
+            lambda conn: campaigns.finish(conn, activity, owner, not_before_ms, now, result),
             flush_first=False,
         )
 

@@ -185,3 +185,31 @@ def test_a_paused_campaign_skips_its_runs_and_missed_runs_are_recorded(tmp_path:
         assert pushed(tmp_path / "c.db") == ["e1"]
 
     run(tmp_path, scenario)
+
+
+def test_a_run_whose_segment_cannot_be_resolved_fails_and_sends_nothing(tmp_path: Path) -> None:
+    async def scenario(storage: SQLiteStorage, scheduler: Scheduler, clock: Clock) -> None:
+        from homing_collector.storage.base import SegmentRecord, SegmentReference
+
+        await add_endpoints(storage, {"e1": None})
+        stamp = "2026-12-01T00:00:00Z"
+        await storage.create_segment(SegmentRecord(APP, "base", 1, stamp, stamp, "{}"), [])
+        derived = {"SegmentGroups": {"Groups": [{"SourceSegments": [{"Id": "base"}]}]}}
+        await storage.create_segment(
+            SegmentRecord(APP, "derived", 1, stamp, stamp, orjson.dumps(derived).decode()),
+            [SegmentReference("SegmentGroups.Groups[0].SourceSegments[0]", "base", None)],
+        )
+        body = {"SegmentId": "derived", "MessageConfiguration": MESSAGE,
+                "Schedule": {"StartTime": "IMMEDIATE"}}  # fmt: skip
+        stamp = START.isoformat().replace("+00:00", "Z")
+        await storage.create_campaign(
+            CampaignRecord(APP, "c1", 1, stamp, stamp, orjson.dumps(body).decode(), "derived",
+                           "SCHEDULED"), None,
+        )  # fmt: skip
+        await storage.delete_segment(APP, "base")  # the source of the campaign's segment
+        await scheduler.run_once()
+        [activity] = await storage.list_activities(APP, "c1", after=0, limit=10)
+        assert (activity.state, activity.result, activity.total) == ("COMPLETED", "FAIL", 0)
+        assert pushed(tmp_path / "c.db") == []
+
+    run(tmp_path, scenario)

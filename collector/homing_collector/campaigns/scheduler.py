@@ -164,6 +164,11 @@ class Scheduler:
         self._wake.set()
 
     async def _loop(self) -> None:
+        try:
+            await self.plan()  # builds the event filters that recovery matches with
+            await self.triggers.recover()
+        except Exception:
+            logger.exception("Event-triggered campaigns could not look back at recent events")
         while True:
             try:
                 await self.run_once()

@@ -11,8 +11,9 @@ id: a resent event is answered once.
 
 The filters are rebuilt by the scheduler's tick from the campaigns it reads anyway, so a
 change reaches every process of `serve --workers` within a second. A match still in the
-queue when the process dies is lost; Pinpoint drops what it cannot send within five
-minutes, and so does Homing.
+queue when the process dies is found again at the next start (`recover`), as long as
+its five minutes are not over: Pinpoint drops what it cannot send by then, and so does
+Homing.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from homing import limits
 from homing.wire import format_timestamp
 from homing_collector.storage.base import CampaignRecord, CampaignSend, EventRow
 
 from .campaign_shapes import WriteCampaignRequest
+from .delivery import EVENT_DELIVERY_WINDOW
 from .event_filter import FilterIndex, compile_campaign_filter
 
 if TYPE_CHECKING:
@@ -40,6 +43,9 @@ logger = logging.getLogger("homing_collector")
 
 MAX_QUEUED = 100_000  # matches waiting to be sent; more are dropped and counted
 MEMBERSHIP_TTL = timedelta(seconds=60)  # a compiled segment is read again after this
+# At start-up, events that happened this long ago at most are matched again (see recover):
+# the index is read by time, so older ones (an SDK's offline queue) would cost a scan.
+RECOVERY_SPAN = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,34 @@ class Triggers:
                     queued += 1
                 except asyncio.QueueFull:
                     self.dropped += 1
+        return queued
+
+    async def recover(self) -> int:
+        """Match again the events that arrived in the last five minutes (those that
+        happened in the last RECOVERY_SPAN): after a crash, the matches of some may have
+        been lost. A send is recorded under its event's id, so an event answered before
+        is not answered twice. Which key sent an event is not stored: only ENDPOINT
+        filters are matched here. Returns how many matches were queued."""
+        now = self.clock()
+        now_ms = int(now.timestamp() * 1000)
+        since = now_ms - int(EVENT_DELIVERY_WINDOW.total_seconds() * 1000)
+        lo_ms = now_ms - int(RECOVERY_SPAN.total_seconds() * 1000)
+        hi_ms = now_ms + limits.MAX_FUTURE_SKEW_SECONDS * 1000 + 1
+        queued = 0
+        for app_id, index in list(self._indexes.items()):
+            rows = await self.scheduler.storage.recent_events(
+                app_id, lo_ms=lo_ms, hi_ms=hi_ms, since_arrival_ms=since
+            )
+            for row in rows:
+                at = datetime.fromtimestamp(row.arrival_ms / 1000, timezone.utc)
+                for campaign_id in index.match(orjson.loads(row.body), at=at):
+                    try:
+                        self._queue.put_nowait(
+                            Match(app_id, campaign_id, row.endpoint_id, row.event_id, at)
+                        )
+                        queued += 1
+                    except asyncio.QueueFull:
+                        self.dropped += 1
         return queued
 
     async def _loop(self) -> None:

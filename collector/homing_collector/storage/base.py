@@ -369,6 +369,12 @@ class Storage(Protocol):
         """Endpoints of the activity held back until now or before, and the earliest
         instant (ms) one of the others is held back to (None: none)."""
 
+    async def recent_events(
+        self, app_id: str, *, lo_ms: int, hi_ms: int, since_arrival_ms: int
+    ) -> list[EventRow]:
+        """The application's events that happened in [lo_ms, hi_ms) and arrived at or
+        after `since_arrival_ms`."""
+
     async def event_activity(
         self, app_id: str, campaign_id: str, version: int, scheduled_ms: int, now: str
     ) -> ActivityRecord:

@@ -21,12 +21,14 @@ from typing import Any
 
 import orjson
 
+from homing_collector.storage import events as events_sql
 from homing_collector.storage import push
 from homing_collector.storage.base import (
     ActivityRecord,
     CampaignRecord,
     CampaignSend,
     ChunkWritten,
+    EventRow,
     PushMessage,
     SegmentReferenceError,
 )
@@ -40,6 +42,7 @@ _ACTIVITY = (
     "app_id, campaign_id, activity_id, version, scheduled_ms, state, started_at, ended_at,"
     " result, cursor, total, successful, metrics"
 )
+HOUR_MS = events_sql.HOUR_MS
 OPEN = ("PENDING", "RUNNING")
 # The not_before_ms of an event-triggered campaign's activity: the scheduler never claims it.
 NEVER = 1 << 62
@@ -306,6 +309,22 @@ def deferred(
         (*key, now_ms),
     ).fetchone()
     return [row[0] for row in rows], later
+
+
+def recent_events(
+    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int, since_arrival_ms: int
+) -> list[EventRow]:
+    """The app's events that happened in [lo_ms, hi_ms) and arrived at or after
+    `since_arrival_ms`: read by time, an hour of the events index at a time."""
+    sql, params = events_sql.in_range(
+        "e.endpoint_id, e.event_id, e.event_type, e.ts, e.arrival, e.session_id, e.body", []
+    )
+    rows = conn.execute(
+        sql + " AND e.arrival >= :since",
+        {**params, "app": app_id, "lo": lo_ms // HOUR_MS, "hi": hi_ms // HOUR_MS + 1,
+         "lo_ms": lo_ms, "hi_ms": hi_ms, "since": since_arrival_ms},
+    ).fetchall()  # fmt: skip
+    return [EventRow(*row) for row in rows]
 
 
 def event_activity(

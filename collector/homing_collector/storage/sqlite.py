@@ -806,6 +806,11 @@ class SQLiteStorage:
     ) -> tuple[list[str], int | None]:
         return campaigns.deferred(self._read(), app_id, campaign_id, activity_id, now_ms, limit)
 
+    async def recent_events(
+        self, app_id: str, *, lo_ms: int, hi_ms: int, since_arrival_ms: int
+    ) -> list[EventRow]:
+        return campaigns.recent_events(self._read(), app_id, lo_ms, hi_ms, since_arrival_ms)
+
     async def event_activity(
         self, app_id: str, campaign_id: str, version: int, scheduled_ms: int, now: str
     ) -> ActivityRecord:

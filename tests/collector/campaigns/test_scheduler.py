@@ -213,3 +213,41 @@ def test_a_run_whose_segment_cannot_be_resolved_fails_and_sends_nothing(tmp_path
         assert pushed(tmp_path / "c.db") == []
 
     run(tmp_path, scenario)
+
+
+def test_events_whose_matches_were_lost_are_matched_again_at_start_up_once(
+    tmp_path: Path,
+) -> None:
+    async def scenario(storage: SQLiteStorage, scheduler: Scheduler, clock: Clock) -> None:
+        from homing_collector.storage.base import EventRow
+
+        await add_endpoints(storage, {"e1": None, "e2": None})
+        event_filter = {"FilterType": "ENDPOINT",
+                        "Dimensions": {"EventType": {"Values": ["purchase"]}}}  # fmt: skip
+        schedule = {"StartTime": "IMMEDIATE", "Frequency": "EVENT", "EventFilter": event_filter}
+        await add_campaign(storage, "c1", Schedule=schedule)  # created at START
+        clock.now = START + timedelta(minutes=20)
+        now_ms = int(clock.now.timestamp() * 1000)
+        body = orjson.dumps({"EventType": "purchase", "Timestamp": "2026-12-07T12:00:00Z"})
+        # Stored, but the collector died before matching them: e1's came a minute ago,
+        # e2's ten minutes ago, past the five minutes an event campaign has to answer.
+        # Both came after the campaign was created.
+        rows = [
+            EventRow("e1", "ev1", "purchase", now_ms - 60_000, now_ms - 60_000, None, body),
+            EventRow("e2", "ev2", "purchase", now_ms - 600_000, now_ms - 600_000, None, body),
+        ]
+        await storage.put_events(
+            APP, [], rows, merge=partial(merge, APP, now="2026-12-07T12:00:00Z"),
+            max_event_types=1500, max_user_endpoints=15,
+        )  # fmt: skip
+        for _ in range(2):  # two starts: the second answers nothing again
+            await scheduler.start()
+            for _ in range(100):
+                if pushed(tmp_path / "c.db"):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            await scheduler.close()
+            assert pushed(tmp_path / "c.db") == ["e1"]
+
+    run(tmp_path, scenario)

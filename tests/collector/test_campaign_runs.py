@@ -360,3 +360,48 @@ def test_a_system_filter_matches_only_events_sent_with_an_admin_key(
     assert wait_for_pushes(collector.db, app.id, campaign["Id"], 1) == Counter({"device-00002": 1})
     time.sleep(0.5)
     assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00002": 1})
+
+
+def test_campaign_kpis_count_the_campaigns_own_messages(collector: LiveCollector) -> None:
+    app = collector.create_app("campaign-kpis")
+    admin = collector.client(app.admin)
+    android = add_endpoints(admin, app, 20)
+    segment_id = android_segment(admin, app)
+    campaign = immediate(admin, app, segment_id)
+    other = immediate(admin, app, segment_id)
+    wait_for_activity(admin, app, campaign["Id"])
+    wait_for_activity(admin, app, other["Id"])
+    # The first endpoint's device acknowledges the campaign's message: it is delivered.
+    with contextlib.closing(sqlite3.connect(collector.db)) as conn:
+        [(message_id,)] = conn.execute(
+            "SELECT message_id FROM push_messages WHERE app_id = ? AND campaign_id = ?"
+            " AND endpoint_id = ?",
+            (app.id, campaign["Id"], android[0]),
+        ).fetchall()
+    response = httpx.post(
+        f"{collector.url}/v1/apps/{app.id}/endpoints/{android[0]}/stream/acks",
+        json={"MessageIds": [message_id]},
+        headers={"Authorization": f"Bearer {app.ingest.token}"},
+    )
+    assert response.status_code == 202, response.text
+
+    def kpi(campaign_id: str, name: str) -> list[dict[str, Any]]:
+        answer = admin.get_campaign_date_range_kpi(
+            ApplicationId=app.id, CampaignId=campaign_id, KpiName=name
+        )["CampaignDateRangeKpiResponse"]
+        assert (answer["CampaignId"], answer["KpiName"]) == (campaign_id, name)
+        return answer["KpiResult"]["Rows"]  # type: ignore[no-any-return]
+
+    [row] = kpi(campaign["Id"], "unique-deliveries")
+    assert row["Values"] == [{"Key": "UniqueDeliveries", "Type": "Double", "Value": "1.0"}]
+    [row] = kpi(campaign["Id"], "successful-delivery-rate")
+    assert float(row["Values"][0]["Value"]) == pytest.approx(1 / len(android))
+    [row] = kpi(other["Id"], "unique-deliveries")
+    assert row["Values"][0]["Value"] == "0.0"
+    days = kpi(campaign["Id"], "unique-deliveries-grouped-by-date")
+    assert sum(float(d["Values"][0]["Value"]) for d in days) == 1.0
+    assert all(d["GroupedBys"][0]["Key"] == "Date" for d in days)
+    for campaign_id, name in (("nope", "unique-deliveries"),
+                              (campaign["Id"], "homing-daily-active-users")):  # fmt: skip
+        with pytest.raises(admin.exceptions.NotFoundException):
+            kpi(campaign_id, name)

@@ -281,6 +281,15 @@ OPERATIONS = [
               "List a campaign's runs (activities), oldest first, with their counts",
               "admin", None, cp.ActivitiesResponse, query=cp.ActivitiesQuery,
               check=segments.check_page),
+    Operation("GetCampaignDateRangeKpi", "GET", CAMPAIGN + "/kpis/daterange/{kpi_name}",
+              analytics.campaign_date_range_kpi, 200,
+              "A push KPI of one campaign's messages over a date range, in Pinpoint's shape",
+              "admin", None, a.CampaignDateRangeKpiResponse, query=a.KpiQuery,
+              check=analytics.check_kpi,
+              notes="kpi-name is one of the push KPIs (successful-delivery-rate, "
+              "unique-deliveries, push-open-rate, each also -grouped-by-date); others are "
+              "answered 404. start-time must not be after end-time, and the range holds at "
+              "most 366 days; otherwise the answer is 400, naming the parameter."),
     Operation("GetApplicationSettings", "GET", APP + "/settings", settings.get_settings, 200,
               "Read the application's campaign Limits, QuietTime and CampaignHook", "admin",
               None, sg.ApplicationSettingsResource),

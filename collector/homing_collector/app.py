@@ -17,6 +17,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from homing_collector.campaigns.import_jobs import ImportRunner
+from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
@@ -40,8 +41,15 @@ DISK_FULL_RETRY_AFTER = 30
 access_logger = logging.getLogger("homing_collector.access")
 
 
-def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = None) -> Starlette:
-    """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`."""
+def create_app(
+    settings: Settings,
+    storage: Storage | None = None,
+    hooks: Any = None,
+    *,
+    clock: Clock = utc_now,
+) -> Starlette:
+    """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`;
+    `clock` is the campaign scheduler's (UTC, timezone-aware)."""
     store: Storage = storage or SQLiteStorage(
         settings.db_path,
         synchronous=settings.synchronous,
@@ -59,6 +67,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         default_ttl=settings.push_default_ttl,
         shared=settings.workers > 1,
     )
+    scheduler = Scheduler(store, push, clock=clock)
 
     imports = ImportRunner(store)
 
@@ -67,12 +76,14 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         await store.start()
         await imports.start()
         await push.start()
+        await scheduler.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
             yield
         finally:
             await imports.close()  # before the storage: they mark their jobs FAILED
+            await scheduler.close()
             await push.close()
             await store.close()  # every queued write is committed first
             if publisher is not None:
@@ -102,6 +113,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     )  # fmt: skip
     app.state.push = push
     app.state.imports = imports
+    app.state.scheduler = scheduler
     app.state.hooks = hooks
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)

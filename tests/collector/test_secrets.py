@@ -248,3 +248,21 @@ def test_signed_requests_wait_while_the_collector_cannot_open_a_secret(
     assert meta["HTTPStatusCode"] == 503 and meta["HTTPHeaders"]["retry-after"] == "30"
     bearer = {"Authorization": f"Bearer {app.admin.token}"}
     assert httpx.get(f"{collector.url}/v1/apps/{app.id}", headers=bearer).status_code == 200
+
+
+def test_every_worker_opens_the_secrets(
+    tmp_path: Path, start_collector: Callable[..., LiveCollector]
+) -> None:
+    key = new_key_file(tmp_path / "secrets.key")
+    db = tmp_path / "collector.db"
+    app = create_app(db, "--secrets-key-file", str(key))
+    collector = start_collector(db, "--workers", "2", "--secrets-key-file", str(key))
+    client = collector.client(app.ingest)
+    for n in range(8):  # new connections, which the kernel spreads over the workers
+        event = {"EventType": "sealed", "Timestamp": "2026-11-28T10:00:00.000Z"}
+        batch = {"ep": {"Endpoint": {}, "Events": {f"e{n}": event}}}
+        answer = client.put_events(ApplicationId=app.id, EventsRequest={"BatchItem": batch})
+        statuses = answer["EventsResponse"]["Results"]["ep"]["EventsItemResponse"]
+        assert statuses[f"e{n}"]["StatusCode"] == 202
+        client.close()
+        client = collector.client(app.ingest)

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homing_collector import sealing
 from homing_collector.campaigns.import_jobs import ImportRunner
 from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
@@ -49,7 +50,11 @@ def create_app(
     clock: Clock = utc_now,
 ) -> Starlette:
     """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`;
-    `clock` is the campaign scheduler's (UTC, timezone-aware)."""
+    `clock` is the campaign scheduler's (UTC, timezone-aware). Raises
+    sealing.SecretsKeyError if `settings.secrets_key_file` cannot be used."""
+    secrets_key = (
+        sealing.SecretsKey.load(settings.secrets_key_file) if settings.secrets_key_file else None
+    )
     store: Storage = storage or SQLiteStorage(
         settings.db_path,
         synchronous=settings.synchronous,
@@ -74,6 +79,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
+        try:
+            await _check_secrets(store, secrets_key)
+        except BaseException:
+            await store.close()
+            raise
         await imports.start()
         await push.start()
         await scheduler.start()
@@ -106,6 +116,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.storage = store
+    app.state.secrets_key = secrets_key
     app.state.metrics = metrics
     app.state.quotas = Quotas(
         Rates(settings.quota_key_requests, settings.quota_key_events,
@@ -118,6 +129,19 @@ def create_app(
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app
+
+
+async def _check_secrets(store: Storage, secrets_key: sealing.SecretsKey | None) -> None:
+    """A sealed secret that this collector cannot open would fail every SigV4 request of
+    its key: refuse to start instead."""
+    stored = [(key.access_key_id, key.secret) for key in await store.list_keys()]
+    clear = sealing.check(stored, secrets_key)
+    if clear and secrets_key is not None:
+        logger.warning(
+            "%d secret access keys are still stored in clear: seal them with "
+            "'homing-collector secrets encrypt'",
+            clear,
+        )
 
 
 async def _pinpoint_error(request: Request, exc: Exception) -> Response:

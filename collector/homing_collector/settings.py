@@ -70,6 +70,9 @@ class Settings:
     quota_app_events: int = 500_000
     # The directory whose files CreateImportJob may name with a file:// S3Url; None: none.
     import_dir: Path | None = None
+    # The file of the key that seals SigV4 secrets in the database (see sealing.py); None:
+    # they are stored in clear. Every command that creates or reads secrets reads it.
+    secrets_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -105,12 +108,14 @@ class Settings:
         """Build settings from flags that were given (not None), then the environment.
 
         Only `serve` reads the server's variables, so a bad HOMING_PORT never stops
-        `apps list`.
+        `apps list`; every command reads HOMING_DB and HOMING_SECRETS_KEY_FILE.
         """
         env = os.environ if env is None else env
         values: dict[str, object] = {
             "db_path": default_db_path(),
         }
+        if env.get("HOMING_SECRETS_KEY_FILE"):
+            values["secrets_key_file"] = Path(env["HOMING_SECRETS_KEY_FILE"])
         sources: dict[str, str] = {}  # setting -> where its value came from, for errors
         raw_db = flags.get("db_path") or env.get("HOMING_DB")
         if raw_db:
@@ -130,7 +135,7 @@ class Settings:
                 sources[name] = f"{variable}={raw!r}"
         for name, value in flags.items():
             if value is not None and name != "db_path":
-                values[name] = Path(str(value)) if name == "import_dir" else value
+                values[name] = Path(str(value)) if name in _PATHS else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -138,6 +143,9 @@ class Settings:
             # Each rule's message starts with the name of the setting it is about.
             source = sources.get(str(exc).split(" ", 1)[0], "a flag or a HOMING_* variable")
             raise ValueError(f"{exc} (from {source})") from None
+
+
+_PATHS = ("import_dir", "secrets_key_file")
 
 
 def _flag(raw: str) -> bool:

@@ -551,6 +551,22 @@ class SQLiteStorage:
 
         return await self._write(job)
 
+    async def rewrite_secrets(self, rewrite: Callable[[str, str], str]) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            changed = 0
+            for access_key_id, secret in conn.execute(
+                "SELECT access_key_id, secret FROM keys"
+            ).fetchall():
+                new = rewrite(access_key_id, secret)
+                if new != secret:
+                    conn.execute(
+                        "UPDATE keys SET secret = ? WHERE access_key_id = ?", (new, access_key_id)
+                    )
+                    changed += 1
+            return changed
+
+        return await self._write(job)
+
     # -- events and endpoints ------------------------------------------------------------
 
     async def put_events(

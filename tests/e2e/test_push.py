@@ -80,6 +80,11 @@ for line in sys.stdin:
         stats = analytics.push.stats()
         print(json.dumps({"kind": "stats", "duplicates": stats.duplicates,
                           "received": stats.received, "connects": stats.connects}), flush=True)
+    elif command.startswith("record "):
+        analytics.record_event(**json.loads(command[7:]))
+        result = analytics.flush(timeout=10)
+        print(json.dumps({"kind": "recorded", "sent": result.sent, "error": result.error}),
+              flush=True)
     elif command.startswith("feed "):
         message = analytics.push.handle_payload(json.loads(command[5:]))
         print(json.dumps({"kind": "fed", "dispatched": message is not None}), flush=True)

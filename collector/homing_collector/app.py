@@ -17,6 +17,8 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from homing_collector.errors import PinpointError, error_response, request_id
+from homing_collector.hooks.outbox import Outbox
+from homing_collector.hooks.streams import StreamPump
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
 from homing_collector.operation import bind
@@ -56,15 +58,24 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         shared=settings.workers > 1,
     )
 
+    # Webhook deliveries and event streams, in the background of every process; leases
+    # in the database share the work between the processes of `serve --workers`.
+    outbox = Outbox(store, metrics)
+    pump = StreamPump(store, outbox, clock=outbox.clock)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
         await push.start()
+        await outbox.start()
+        await pump.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
             yield
         finally:
+            await pump.close()
+            await outbox.close()
             await push.close()
             await store.close()  # every queued write is committed first
             if publisher is not None:
@@ -89,6 +100,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     app.state.metrics = metrics
     app.state.push = push
     app.state.hooks = hooks
+    app.state.outbox = outbox
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app

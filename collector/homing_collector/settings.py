@@ -40,6 +40,9 @@ class Settings:
     push_default_ttl: int = MAX_TTL_SECONDS
     # Analytics rollups kept at ingest; off only to measure what they cost.
     rollups: bool = True
+    # The directory (and those inside it) that event streams may write to as file://
+    # destinations; None allows none.
+    stream_dir: Path | None = None
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -58,6 +61,10 @@ class Settings:
             raise ValueError("push_queue_limit must be from 1 to 100000")
         if not 0.05 <= self.push_heartbeat <= 3600:
             raise ValueError("push_heartbeat must be from 0.05 to 3600 seconds")
+        if self.stream_dir is not None:
+            if not self.stream_dir.is_absolute():
+                raise ValueError(f"stream_dir must be an absolute path, not {self.stream_dir}")
+            object.__setattr__(self, "stream_dir", Path(os.path.normpath(self.stream_dir)))
         if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
             raise ValueError(
                 f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
@@ -88,7 +95,7 @@ class Settings:
                 sources[name] = f"{variable}={raw!r}"
         for name, value in flags.items():
             if value is not None:
-                values[name] = Path(str(value)) if name == "db_path" else value
+                values[name] = Path(str(value)) if name in ("db_path", "stream_dir") else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -118,4 +125,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("push_heartbeat", float),
     ("push_default_ttl", int),
     ("rollups", _flag),
+    ("stream_dir", Path),
 )

@@ -24,6 +24,7 @@ PATH_VALUES = {
     "access_key_id": "HMANOSUCHKEY0000000",
     "kpi_name": "unique-deliveries",
     "segment_id": "matrix-segment",
+    "delivery_id": "msg_matrix",
     "version": "1",
     "name": "dashboard.js",
 }

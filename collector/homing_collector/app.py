@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.hooks.outbox import Outbox
+from homing_collector.hooks.stream_process import StreamProcess
 from homing_collector.hooks.streams import StreamPump
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
@@ -61,20 +63,27 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     # Webhook deliveries and event streams, in the background of every process; leases
     # in the database share the work between the processes of `serve --workers`.
     outbox = Outbox(store, metrics)
-    pump = StreamPump(store, outbox, clock=outbox.clock)
+    # Event-stream records are made in a process of their own where the collector owns
+    # its SQLite file (as `serve` does), so that making them never takes the GIL from
+    # the event loop that answers PutEvents; in this process otherwise.
+    streams: StreamPump | StreamProcess
+    if storage is None and os.name == "posix":
+        streams = StreamProcess(store, settings.db_path, settings.synchronous)
+    else:
+        streams = StreamPump(store, wake=outbox.wake, clock=outbox.clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
         await push.start()
         await outbox.start()
-        await pump.start()
+        await streams.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
             yield
         finally:
-            await pump.close()
+            await streams.close()
             await outbox.close()
             await push.close()
             await store.close()  # every queued write is committed first

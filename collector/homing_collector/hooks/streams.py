@@ -25,7 +25,7 @@ import orjson
 
 from homing_collector.hooks.delivery import ndjson_gzip_body
 from homing_collector.hooks.errors import HookConfigError
-from homing_collector.hooks.outbox import Clock, Outbox
+from homing_collector.hooks.outbox import Clock
 from homing_collector.hooks.payloads import check_web_url
 from homing_collector.hooks.records import to_record
 from homing_collector.hooks.signing import new_message_id
@@ -34,9 +34,12 @@ from homing_collector.storage.base import NewDelivery, Storage, StreamRow
 logger = logging.getLogger("homing_collector")
 
 FIELD = "DestinationStreamArn"
-BATCH_EVENTS = 500  # records per batch at most
+BATCH_EVENTS = 2000  # records per batch at most
 MAX_PENDING_BATCHES = 32  # batches waiting for a receiver before a stream stops taking more
 IDLE_INTERVAL = 0.2  # seconds between passes when there was nothing new
+# Level 1 takes a quarter of the CPU of level 9 for about a third more bytes, measured
+# on the events of bench/collector_ingest.py: the batch is made on the collector's CPU.
+GZIP_LEVEL = 1
 
 
 def check_destination(value: str, allowed_dirs: Sequence[Path]) -> str:
@@ -94,7 +97,7 @@ def make_batch(app_id: str) -> Callable[[list[StreamRow], dict[str, bytes]], byt
                 )
             except Exception:  # a row stored by an older version, say: skipped, not stuck
                 logger.exception("event stream: event %s cannot be made a record", row.event_id)
-        return ndjson_gzip_body(records).content if records else None
+        return ndjson_gzip_body(records, compresslevel=GZIP_LEVEL).content if records else None
 
     return build
 
@@ -105,14 +108,14 @@ class StreamPump:
     def __init__(
         self,
         storage: Storage,
-        outbox: Outbox,
         *,
+        wake: Callable[[], None],
         clock: Clock,
         idle_interval: float = IDLE_INTERVAL,
         batch_events: int = BATCH_EVENTS,
     ) -> None:
         self.storage = storage
-        self.outbox = outbox
+        self.wake = wake  # tells the delivery worker that a batch was queued
         self.clock = clock
         self.idle_interval = idle_interval
         self.batch_events = batch_events
@@ -172,5 +175,5 @@ class StreamPump:
             ):
                 moved = True
                 if deliveries:
-                    self.outbox.wake()
+                    self.wake()
         return moved

@@ -90,6 +90,16 @@ def enqueue(conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now: fl
     )  # fmt: skip
 
 
+def due(conn: sqlite3.Connection, now: float) -> bool:
+    """Whether some delivery is due and not leased: a read, before a claim writes."""
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+        " AND (lease_until IS NULL OR lease_until < ?) LIMIT 1",
+        (now, now),
+    ).fetchone()
+    return row is not None
+
+
 def claim(
     conn: sqlite3.Connection,
     owner: str,

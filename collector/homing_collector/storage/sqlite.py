@@ -825,6 +825,9 @@ class SQLiteStorage:
     async def enqueue_deliveries(self, deliveries: Sequence[NewDelivery], now: float) -> None:
         await self._write(lambda conn: outbox_sql.enqueue(conn, deliveries, now), flush_first=False)
 
+    async def deliveries_due(self, now: float) -> bool:
+        return outbox_sql.due(self._read(), now)
+
     async def claim_deliveries(
         self,
         owner: str,

@@ -211,7 +211,7 @@ def test_no_event_is_lost_across_kill_9(start_collector: Callable[..., LiveColle
         secret = secret_of(live, app)
         send_events(live.url, app, total // 2, per_batch=50)
         # Killed while the stream is behind: batches queued, in flight and not yet taken.
-        assert wait_for(lambda: len(receiver.received) >= 2)
+        assert wait_for(lambda: len(receiver.received) >= 1)
         assert live.process is not None
         live.process.kill()
         assert live.process.wait(10) == -signal.SIGKILL
@@ -260,14 +260,15 @@ def test_dead_letters_are_listed_and_replayed_by_the_api_and_the_cli(
             ApplicationId=app.id,
             WriteEventStream={"DestinationStreamArn": receiver.url, "RoleArn": "r"},
         )
-        send_events(live.url, app, 1200, per_batch=100)  # three batches of at most 500
 
         def listed() -> list[dict[str, Any]]:
             answer = httpx.get(base, headers=admin)
             assert answer.status_code == 200, answer.text
             return list(answer.json()["Item"])
 
-        assert wait_for(lambda: len(listed()) == 3)
+        for burst in range(3):  # a batch each, as the stream takes each burst at once
+            send_events(live.url, app, 400, prefix=f"b{burst}-")
+            assert wait_for(lambda burst=burst: len(listed()) == burst + 1)
         letters = listed()
         assert {letter["Destination"] for letter in letters} == {receiver.url}
         assert all(letter["LastError"] == "400: no such tenant" for letter in letters)
@@ -296,4 +297,5 @@ def test_dead_letters_are_listed_and_replayed_by_the_api_and_the_cli(
         assert listed() == []
         assert "No dead letters" in run_cli("--db", str(live.db), "hooks", "dead-letters", app.id)
     ids = [r["event_id"] for r in records_of(receiver, secret)]
-    assert sorted(ids) == sorted([f"e{i}" for i in range(1200)] * 2)  # refused, then delivered
+    sent = [f"b{burst}-{i}" for burst in range(3) for i in range(400)]
+    assert sorted(ids) == sorted(sent * 2)  # refused, then delivered

@@ -299,3 +299,24 @@ def test_dead_letters_are_listed_and_replayed_by_the_api_and_the_cli(
     ids = [r["event_id"] for r in records_of(receiver, secret)]
     sent = [f"b{burst}-{i}" for burst in range(3) for i in range(400)]
     assert sorted(ids) == sorted(sent * 2)  # refused, then delivered
+
+
+def test_with_two_workers_every_event_is_streamed_once(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector(None, "--workers", "2")
+    app = live.create_app()
+    with serving(always(Answer(200))) as (receiver,):
+        live.client(app.admin).put_event_stream(
+            ApplicationId=app.id,
+            WriteEventStream={"DestinationStreamArn": receiver.url, "RoleArn": "r"},
+        )
+        secret = secret_of(live, app)
+        for burst in range(4):
+            send_events(live.url, app, 500, prefix=f"w{burst}-", per_batch=50)
+            time.sleep(0.3)
+        assert wait_for(lambda: len(records_of(receiver, secret)) >= 2000)
+        time.sleep(1)  # time for a batch sent twice to show
+        ids = [r["event_id"] for r in records_of(receiver, secret)]
+    assert sorted(ids) == sorted(f"w{b}-{i}" for b in range(4) for i in range(500))
+    assert ids == sorted(ids, key=lambda i: (int(i[1]), int(i.split("-")[1])))  # in order

@@ -112,7 +112,12 @@ class Outbox:
     async def start(self) -> None:
         # The pool is shared: it must hold every destination's bound, or destinations
         # would wait for each other there.
-        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=32)
+        # An idle connection is dropped well before servers drop theirs (uvicorn after 5 s,
+        # httpx's own default too): a request on a connection the server is closing fails
+        # with no answer, and would wait for a retry.
+        limits = httpx.Limits(
+            max_connections=self.max_in_flight, max_keepalive_connections=32, keepalive_expiry=2.0
+        )
         self._client = httpx.AsyncClient(
             transport=self._transport, limits=limits, timeout=self.timeout, trust_env=False
         )
@@ -204,6 +209,12 @@ class Outbox:
             raise
         except Exception:
             logger.exception("hooks: delivery %s failed unexpectedly", delivery.id)
+            with contextlib.suppress(Exception):  # else its lease runs out, and it is taken
+                await self.storage.settle_delivery(
+                    delivery, self.owner, "retry", now=self.clock(),
+                    next_attempt_at=self.clock() + self.policy.first_delay,
+                    error="the collector failed to make this attempt",
+                )  # fmt: skip
         finally:
             self._held.discard(delivery.seq)
             self._in_flight[destination] -= 1
@@ -259,6 +270,10 @@ class Outbox:
             state, at = ("dead", 0.0) if next_at is None else ("retry", next_at)
             if next_at is None:
                 error = f"{error}; the retry budget of {self.policy.budget:g} s is spent"
+        if state != "delivered":
+            logger.info(
+                "hooks: delivery %s to %s: %s (%s)", delivery.id, label, state, error or "no answer"
+            )
         settled = await self.storage.settle_delivery(
             delivery, self.owner, state, now=now, next_attempt_at=at, error=error
         )

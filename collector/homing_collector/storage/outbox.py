@@ -430,6 +430,17 @@ def advance_stream(
     return True
 
 
+def events_deleted(conn: sqlite3.Connection) -> None:
+    """After events were deleted, in the same transaction: SQLite gives a new row the
+    rowid after the largest left, so if the last rows went, their rowids come again, and
+    a cursor past them would skip the new events. Such a cursor moves back to the largest
+    rowid left, which it had already passed."""
+    conn.execute(
+        "UPDATE event_streams SET cursor = (SELECT coalesce(max(rowid), 0) FROM events)"
+        " WHERE cursor > (SELECT coalesce(max(rowid), 0) FROM events)"
+    )
+
+
 def delete_app(conn: sqlite3.Connection, app_id: str) -> None:
     for table in ("outbox", "hook_secrets", "hook_destinations", "event_streams"):
         conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))

@@ -473,6 +473,7 @@ class SQLiteStorage:
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
             device.delete_app(conn, app_id)
             outbox_sql.delete_app(conn, app_id)
+            outbox_sql.events_deleted(conn)
             self._types.pop(app_id, None)
             self._bodies.drop_app(app_id)
             return _app(row)
@@ -1054,6 +1055,7 @@ def _delete_endpoints(
             conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
         )
         events_sql.delete_endpoint(conn, app_id, endpoint_id)
+        outbox_sql.events_deleted(conn)
         push.delete_endpoint(conn, app_id, endpoint_id)
         deleted.append(endpoint)
     return deleted

@@ -320,3 +320,25 @@ def test_with_two_workers_every_event_is_streamed_once(
         ids = [r["event_id"] for r in records_of(receiver, secret)]
     assert sorted(ids) == sorted(f"w{b}-{i}" for b in range(4) for i in range(500))
     assert ids == sorted(ids, key=lambda i: (int(i[1]), int(i.split("-")[1])))  # in order
+
+
+def test_events_after_the_newest_were_deleted_are_still_streamed(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    """SQLite gives the rowids of deleted last rows again: the cursor must not skip them."""
+    live = start_collector()
+    app = live.create_app()
+    admin = live.client(app.admin)
+    with serving(always(Answer(200))) as (receiver,):
+        admin.put_event_stream(
+            ApplicationId=app.id,
+            WriteEventStream={"DestinationStreamArn": receiver.url, "RoleArn": "r"},
+        )
+        secret = secret_of(live, app)
+        send_events(live.url, app, 50, prefix="before")
+        assert wait_for(lambda: len(records_of(receiver, secret)) == 50)
+        admin.delete_endpoint(ApplicationId=app.id, EndpointId="device-1")  # the newest rows
+        send_events(live.url, app, 20, prefix="after")
+        assert wait_for(lambda: len(records_of(receiver, secret)) == 70)
+        ids = [r["event_id"] for r in records_of(receiver, secret)]
+    assert ids[50:] == [f"after{i}" for i in range(20)]

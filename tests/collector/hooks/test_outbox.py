@@ -259,7 +259,7 @@ def test_a_slow_receiver_does_not_hold_back_the_others(tmp_path: Path) -> None:
 async def _test_a_slow_receiver_does_not_hold_back_the_others(
     storage: SQLiteStorage,
 ) -> None:
-    with serving(always(Answer(200, delay=1.5)), always(Answer(200))) as (slow, fast):
+    with serving(always(Answer(200, delay=3.0)), always(Answer(200))) as (slow, fast):
         outbox = await started(storage, concurrency=2)
         try:
             await storage.enqueue_deliveries(deliveries(slow.url, 6, "slow_"), time.time())

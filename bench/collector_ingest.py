@@ -20,9 +20,15 @@ bench/analytics_queries.py loaded with millions of events), into its application
 ``--grown-app``, beside the empty database: how the cost of storing grows with what is
 stored.
 
+With ``--event-stream``, another case stores the same way with an event stream active
+(PutEventStream to a receiver that the bench serves on loopback, answering 200 to each
+signed gzip NDJSON batch): what streaming every stored event costs PutEvents, in the
+same run (target: at least 85% of the throughput without). The receiver counts the
+records it got, so the stream's lag at the end of the case is printed too.
+
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
         [--event-ids random|time-ordered] [--rounds 1] [--no-gzip]
-        [--grown DB [--grown-app benchapp]]
+        [--grown DB [--grown-app benchapp]] [--event-stream]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip as gzip_module
 import itertools
 import json
 import os
@@ -397,6 +404,55 @@ async def _wait_healthy(port: int) -> None:
     raise RuntimeError("the collector did not answer /healthz")
 
 
+class StreamReceiver:
+    """An event stream's receiver on loopback: it reads each POST and answers 200, and
+    counts the records of the batches."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.batches = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                self.records += gzip_module.decompress(body).count(b"\n")
+                self.batches += 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def _put_event_stream(port: int, app_id: str, token: str, url: str) -> None:
+    body = json.dumps({"DestinationStreamArn": url, "RoleArn": "ignored"}).encode()
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(
+        f"POST /v1/apps/{app_id}/eventstream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    if not answer.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"PutEventStream failed: {answer[:300]!r}")
+
+
 def _stop_server(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -450,6 +506,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--grown-app", default="benchapp", help="the app of --grown")
     parser.add_argument("--no-gzip", action="store_true", help="skip the gzipped cases")
+    parser.add_argument(
+        "--event-stream",
+        action="store_true",
+        help="also store with an event stream to a receiver on loopback (gzip off), beside"
+        " the same store without",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -475,9 +537,11 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
     ok = True
     log = workdir / "server.log"
     kinds = ["ceiling", "stored"] + (["grown"] if args.grown else [])
+    kinds += ["streamed"] if args.event_stream else []
+    streamed: list[str] = []  # one line per streamed case: records received against stored
     gzips = (False,) if args.no_gzip else (False, True)
     for round_, kind, gzip in itertools.product(range(args.rounds), kinds, gzips):
-        if kind == "grown" and gzip:
+        if kind in ("grown", "streamed") and gzip:
             continue
         stored = kind != "ceiling"
         # A fresh database for each case: stored events cost more as the database
@@ -505,8 +569,13 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             app = json.loads(created.stdout)
             app_id, token = app["application_id"], app["ingest"]["token"]
         process, port = _start_server(args.server_python, db, log, args.server_arg)
+        receiver = StreamReceiver()
         try:
             await _wait_healthy(port)
+            if kind == "streamed":
+                await receiver.start()
+                admin = app["admin"]["token"]
+                await _put_event_stream(port, app_id, admin, f"http://{HOST}:{receiver.port}/")
             path = f"/v1/apps/{app_id}/events" + ("" if stored else "-parse-only")
             # The ceiling stores nothing, so it may go round its pool; the stored
             # cases send each batch once.
@@ -516,8 +585,15 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
                 bodies=bodies, clients=args.clients, warmup=args.warmup,
                 duration=args.duration, stored=stored,
             )  # fmt: skip
+            if kind == "streamed":
+                streamed.append(
+                    f"stream {db.name}: {receiver.records:,} records received in"
+                    f" {receiver.batches:,} batches when the clients stopped,"
+                    f" {counters.accepted:,} events answered 202"
+                )
         finally:
             _stop_server(process)
+            await receiver.close()
         rows.append((kind, gzip, figures, counters))
         if stored:
             with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -540,7 +616,7 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         f"{'server CPU':>12}{'bench CPU':>11}{'other CPU':>11}"
     )
     names = {"stored": "stored (PutEvents)", "ceiling": "ceiling (parse-only)",
-             "grown": "stored, grown db"}  # fmt: skip
+             "grown": "stored, grown db", "streamed": "stored, event stream"}  # fmt: skip
     for kind, gzip, f, _ in rows:
         name = names[kind]
         print(
@@ -568,7 +644,16 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             f"gzip off: stored into {args.grown.name} {grown:,.0f}, into an empty database"
             f" {empty:,.0f} events/s: {grown / empty:.1%} (target 85%)"
         )
-    for line in checks:
+    if args.event_stream:
+        with_stream = statistics.median(f.events_per_s for k, _, f, _ in rows if k == "streamed")
+        without = statistics.median(
+            f.events_per_s for k, g, f, _ in rows if (k, g) == ("stored", False)
+        )
+        print(
+            f"gzip off: stored with an event stream {with_stream:,.0f}, without"
+            f" {without:,.0f} events/s: {with_stream / without:.1%} (target 85%)"
+        )
+    for line in checks + streamed:
         print(line)
     if args.keep:
         print(f"kept {workdir}")

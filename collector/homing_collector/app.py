@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,9 @@ from homing_collector import sealing
 from homing_collector.campaigns.import_jobs import ImportRunner
 from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
+from homing_collector.hooks.outbox import Outbox
+from homing_collector.hooks.stream_process import StreamProcess
+from homing_collector.hooks.streams import StreamPump
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
 from homing_collector.operation import bind
@@ -76,6 +80,18 @@ def create_app(
 
     imports = ImportRunner(store)
 
+    # Webhook deliveries and event streams, in the background of every process; leases
+    # in the database share the work between the processes of `serve --workers`.
+    outbox = Outbox(store, metrics)
+    # Event-stream records are made in a process of their own where the collector owns
+    # its SQLite file (as `serve` does), so that making them never takes the GIL from
+    # the event loop that answers PutEvents; in this process otherwise.
+    streams: StreamPump | StreamProcess
+    if storage is None and os.name == "posix":
+        streams = StreamProcess(store, settings.db_path, settings.synchronous)
+    else:
+        streams = StreamPump(store, wake=outbox.wake, clock=outbox.clock)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
@@ -87,6 +103,8 @@ def create_app(
         await imports.start()
         await push.start()
         await scheduler.start()
+        await outbox.start()
+        await streams.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
@@ -94,6 +112,8 @@ def create_app(
         finally:
             await imports.close()  # before the storage: they mark their jobs FAILED
             await scheduler.close()
+            await streams.close()
+            await outbox.close()
             await push.close()
             await store.close()  # every queued write is committed first
             if publisher is not None:
@@ -126,6 +146,7 @@ def create_app(
     app.state.imports = imports
     app.state.scheduler = scheduler
     app.state.hooks = hooks
+    app.state.outbox = outbox
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app

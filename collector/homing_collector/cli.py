@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "synchronous", "bench_routes", "workers", "import_dir", *QUOTAS)
+    names = (
+        "host", "port", "synchronous", "bench_routes", "workers", "import_dir", "stream_dir",
+        *QUOTAS,
+    )  # fmt: skip
     return {name: getattr(args, name, None) for name in names}
 
 
@@ -120,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the directory whose files CreateImportJob may name as file:///PATH "
         "(default: $HOMING_IMPORT_DIR, else none: file:// URLs are refused)",
+    )
+    serve.add_argument(
+        "--stream-dir",
+        metavar="DIR",
+        help="let event streams write hourly NDJSON files to file:// directories in DIR "
+        "(default: $HOMING_STREAM_DIR, else none)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
@@ -208,6 +217,29 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the ImportJobResponse as one JSON object"
     )
     segment_import.set_defaults(run=_segments_import)
+    hooks = commands.add_parser(
+        "hooks", parents=[db], help="list and replay dead-lettered webhook deliveries",
+        description="List and replay webhook and event-stream deliveries that were given "
+        "up on (dead letters).",
+    )  # fmt: skip
+    hook_commands = hooks.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    dead = hook_commands.add_parser(
+        "dead-letters", parents=[db], help="list an application's dead letters",
+        description="List an application's dead letters, oldest first.",
+    )  # fmt: skip
+    dead.add_argument("app_id", metavar="APP")
+    dead.add_argument("--json", action="store_true", help="print a JSON array")
+    dead.set_defaults(run=_hooks_dead_letters)
+    replay = hook_commands.add_parser(
+        "replay", parents=[db], help="try dead letters again",
+        description="Make dead letters pending again, with a fresh retry budget; a running "
+        "collector delivers them. A destination that answered 410 is enabled again.",
+    )  # fmt: skip
+    replay.add_argument("app_id", metavar="APP")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("delivery_id", metavar="ID", nargs="?", help="the dead letter's id")
+    which.add_argument("--all", action="store_true", help="every dead letter of APP")
+    replay.set_defaults(run=_hooks_replay)
 
     demo = commands.add_parser(
         "demo", parents=[db, sealed], help="create an application full of simulated data",
@@ -329,6 +361,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # The format above names no process or thread, so do not look them up for every record
     # (one access-log record per request): a getpid() system call each time, among others.
     logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
+    # httpx logs each webhook call at INFO; the outbox logs what goes wrong itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.no_access_log:
         logging.getLogger("homing_collector.access").setLevel(logging.WARNING)
     _raise_file_limit()
@@ -691,6 +725,60 @@ def _segments_import(args: argparse.Namespace, settings: Settings) -> int:
             if more > 0:
                 print(f"  ... and {more:,} more rows refused")
     return 0 if result.status == "COMPLETED" else 1
+
+
+def _hooks_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(storage: SQLiteStorage) -> list[Any] | None:
+        if await storage.get_app(args.app_id) is None:
+            return None
+        found: list[Any] = []
+        while True:
+            after = found[-1].seq if found else 0
+            page = await storage.dead_letters(args.app_id, after=after, limit=1000)
+            found += page
+            if len(page) < 1000:
+                return found
+
+    letters = _with_storage(settings, work)
+    if letters is None:
+        return _fail(f"no application {args.app_id}")
+    rows = [
+        {"id": d.id, "destination": d.destination, "attempts": d.attempts,
+         "created_at": _iso(d.created_at), "dead_at": _iso(d.dead_at),
+         "last_error": d.last_error}
+        for d in letters
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"No dead letters for application {args.app_id}.")
+    for row in [] if args.json else rows:
+        print(f"{row['id']}  {row['dead_at']}  {row['attempts']:>3} attempts  "
+              f"{row['destination']}  {row['last_error'] or ''}")  # fmt: skip
+    return 0
+
+
+def _hooks_replay(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    async def work(storage: SQLiteStorage) -> int | None:
+        if await storage.get_app(args.app_id) is None:
+            return None
+        ids = None if args.all else [args.delivery_id]
+        return await storage.replay_dead_letters(args.app_id, ids, time.time())
+
+    count = _with_storage(settings, work)
+    if count is None:
+        return _fail(f"no application {args.app_id}")
+    if count == 0 and not args.all:
+        return _fail(f"no dead letter {args.delivery_id} in application {args.app_id}")
+    print(f"Replaying {count} dead letter{'s' if count != 1 else ''}: a running collector "
+          "delivers them.")  # fmt: skip
+    return 0
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,3 +16,16 @@ def end_with_parent(parent: int, signum: int) -> None:
         libc.prctl(1, signum)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
         raise SystemExit(0)
+
+
+def alive(pid: object) -> bool:
+    """Whether a process `pid` exists (on this host)."""
+    if type(pid) is not int:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    return True

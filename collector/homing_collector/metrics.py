@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from homing_collector.lifetime import alive
+
 logger = logging.getLogger("homing_collector")
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -91,6 +93,10 @@ class Metrics:
         self._latency: dict[str, list[float]] = {}  # route -> [bucket counts..., +Inf, sum]
         self.body_bytes: Counter[str] = Counter()  # route -> request body bytes read
         self.quota_refusals: Counter[str] = Counter()  # "requests" or "events" -> 429s
+        # Hooks: attempts by (destination, outcome: delivered, retry, gone, failed), and the
+        # gauges the outbox reads from the database (the same in every worker).
+        self.hook_attempts: Counter[tuple[str, str]] = Counter()
+        self.hook_gauges: dict[str, Any] = {}
         self._board: Board | None = None
         self._slot = 0
         self._too_big = False
@@ -158,6 +164,8 @@ class Metrics:
             "latency": self._latency,
             "body_bytes": dict(self.body_bytes),
             "quota_refusals": dict(self.quota_refusals),
+            "hook_attempts": [[*key, count] for key, count in self.hook_attempts.items()],
+            "hook_gauges": self.hook_gauges,
         }
 
     def _absorb(self, snapshot: dict[str, Any], *, alive: bool = True) -> None:
@@ -168,6 +176,10 @@ class Metrics:
             self.body_bytes[route] += count
         self.quota_refusals.update(snapshot.get("quota_refusals", {}))
         self.push.update(snapshot["push"])
+        for destination, outcome, count in snapshot.get("hook_attempts", ()):
+            self.hook_attempts[(destination, outcome)] += count
+        if not self.hook_gauges:  # each worker reads the same database: any one will do
+            self.hook_gauges = snapshot.get("hook_gauges") or {}
         if alive:  # a worker that is gone holds no streams
             self.push_streams += snapshot["push_streams"]
         for route, row in snapshot["latency"].items():
@@ -200,7 +212,7 @@ class Metrics:
             else:
                 self._seen[slot] = snapshot
             if snapshot is not None:
-                totals._absorb(snapshot, alive=_alive(snapshot["pid"]))
+                totals._absorb(snapshot, alive=alive(snapshot["pid"]))
         return totals
 
     # -- the text format ------------------------------------------------------------------
@@ -257,6 +269,7 @@ class Metrics:
             "# HELP homing_push_streams Push streams open now.",
             "# TYPE homing_push_streams gauge",
             f"homing_push_streams {totals.push_streams}",
+            *_hook_lines(totals),
             "# HELP homing_request_duration_seconds Time to answer a request, by route.",
             "# TYPE homing_request_duration_seconds histogram",
         ]
@@ -273,13 +286,73 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _alive(pid: object) -> bool:
-    if type(pid) is not int:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, under another user
-        return True
-    return True
+def _hook_lines(totals: Metrics) -> list[str]:
+    lines = [
+        "# HELP homing_hook_attempts_total Webhook and event-stream delivery attempts, by"
+        " destination.",
+        "# TYPE homing_hook_attempts_total counter",
+    ]
+    attempts: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for (destination, outcome), count in totals.hook_attempts.items():
+        attempts[destination] += count
+        if outcome != "delivered":
+            failures[destination] += count
+    for destination, count in sorted(attempts.items()):
+        lines.append(f'homing_hook_attempts_total{{destination="{_label(destination)}"}} {count}')
+    lines += [
+        "# HELP homing_hook_failures_total Delivery attempts that did not deliver, by destination.",
+        "# TYPE homing_hook_failures_total counter",
+    ]
+    for destination in sorted(attempts):
+        lines.append(
+            f'homing_hook_failures_total{{destination="{_label(destination)}"}}'
+            f" {failures[destination]}"
+        )
+    gauges = totals.hook_gauges
+    pending = gauges.get("pending", {})
+    dead = gauges.get("dead", {})
+    destinations = sorted(set(pending) | set(dead) | set(attempts))
+    lines += [
+        "# HELP homing_hook_pending Deliveries waiting in the outbox, by destination.",
+        "# TYPE homing_hook_pending gauge",
+    ]
+    for destination in destinations:
+        count = pending.get(destination, (0, 0.0))[0]
+        lines.append(f'homing_hook_pending{{destination="{_label(destination)}"}} {count}')
+    lines += [
+        "# HELP homing_hook_lag_seconds Age of the oldest delivery waiting, by destination.",
+        "# TYPE homing_hook_lag_seconds gauge",
+    ]
+    for destination in destinations:
+        lag = pending.get(destination, (0, 0.0))[1]
+        lines.append(f'homing_hook_lag_seconds{{destination="{_label(destination)}"}} {lag:.3f}')
+    lines += [
+        "# HELP homing_hook_dead_letters Dead-lettered deliveries, by destination.",
+        "# TYPE homing_hook_dead_letters gauge",
+    ]
+    for destination in destinations:
+        lines.append(
+            f'homing_hook_dead_letters{{destination="{_label(destination)}"}}'
+            f" {dead.get(destination, 0)}"
+        )
+    streams = gauges.get("streams", {})
+    lines += [
+        "# HELP homing_event_stream_lag_events Events stored but not yet taken into an"
+        " application's event stream (an upper bound: other applications' count too).",
+        "# TYPE homing_event_stream_lag_events gauge",
+    ]
+    for app_id, (events, _seconds) in sorted(streams.items()):
+        lines.append(f'homing_event_stream_lag_events{{application="{app_id}"}} {events}')
+    lines += [
+        "# HELP homing_event_stream_lag_seconds Age of the oldest event not yet taken into"
+        " an application's event stream.",
+        "# TYPE homing_event_stream_lag_seconds gauge",
+    ]
+    for app_id, (_events, seconds) in sorted(streams.items()):
+        lines.append(f'homing_event_stream_lag_seconds{{application="{app_id}"}} {seconds:.3f}')
+    return lines
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -73,6 +73,9 @@ class Settings:
     # The file of the key that seals SigV4 secrets in the database (see sealing.py); None:
     # they are stored in clear. Every command that creates or reads secrets reads it.
     secrets_key_file: Path | None = None
+    # The directory (and those inside it) that event streams may write to as file://
+    # destinations; None allows none.
+    stream_dir: Path | None = None
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -96,6 +99,10 @@ class Settings:
                 raise ValueError(f"{name} must be from 1 to {MAX_QUOTA:,} per second")
         if self.import_dir is not None and not self.import_dir.is_dir():
             raise ValueError(f"import_dir must be an existing directory, not {self.import_dir}")
+        if self.stream_dir is not None:
+            if not self.stream_dir.is_absolute():
+                raise ValueError(f"stream_dir must be an absolute path, not {self.stream_dir}")
+            object.__setattr__(self, "stream_dir", Path(os.path.normpath(self.stream_dir)))
         if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
             raise ValueError(
                 f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
@@ -136,6 +143,8 @@ class Settings:
         for name, value in flags.items():
             if value is not None and name != "db_path":
                 values[name] = Path(str(value)) if name in _PATHS else value
+            if value is not None:
+                values[name] = Path(str(value)) if name in ("db_path", "stream_dir") else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -170,4 +179,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("rollups", _flag),
     *((name, int) for name in QUOTAS),
     ("import_dir", Path),
+    ("stream_dir", Path),
 )

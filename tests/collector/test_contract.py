@@ -135,12 +135,12 @@ def ranges() -> list[str]:
     ]
 
 
-# The segment, campaign, settings and import writes have rules JSON Schema cannot say (a
-# date criterion's values are ISO-8601 times, a source segment exists, a quiet time has
-# both ends, a campaign's segment exists, an import's file lies in the import directory,
-# its body is not empty),
-# documented in their description and answered 400, so schemathesis's positive data may
-# be refused there with a 400 too.
+# The segment, campaign, settings and import writes, and PutEventStream, have rules JSON
+# Schema cannot say (a date criterion's values are ISO-8601 times, a source segment
+# exists, a quiet time has both ends, a campaign's segment exists, an import's file lies
+# in the import directory and its body is not empty, a stream's destination is https://,
+# http:// to loopback, or an allowed file:// directory), documented in their description
+# and answered 400, so schemathesis's positive data may be refused there with a 400 too.
 
 
 def config(path: Path, seeded: Seeded) -> Path:
@@ -214,7 +214,7 @@ checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 [[operations]]
 include-operation-id = [
     "CreateSegment", "UpdateSegment", "UpdateApplicationSettings", "CreateImportJob",
-    "UploadImportJob", "CreateCampaign", "UpdateCampaign",
+    "UploadImportJob", "CreateCampaign", "UpdateCampaign", "PutEventStream",
 ]
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 """

@@ -26,6 +26,7 @@ PATH_VALUES = {
     "segment_id": "matrix-segment",
     "job_id": "matrix-job",
     "campaign_id": "matrix-campaign",
+    "delivery_id": "msg_matrix",
     "version": "1",
     "name": "dashboard.js",
 }

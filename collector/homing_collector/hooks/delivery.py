@@ -55,12 +55,13 @@ def json_body(payload: Any) -> Body:
     return Body(orjson.dumps(payload))
 
 
-def ndjson_gzip_body(records: Iterable[Any]) -> Body:
+def ndjson_gzip_body(records: Iterable[Any], *, compresslevel: int = 9) -> Body:
     """Records as gzip-compressed NDJSON, one JSON object per line, as the event stream
     sends them; the signature covers the compressed bytes."""
     lines = b"".join(orjson.dumps(record) + b"\n" for record in records)
     # mtime=0: the same records make the same bytes, so a retry is byte-identical.
-    return Body(gzip.compress(lines, mtime=0), "application/x-ndjson", "gzip")
+    body = gzip.compress(lines, compresslevel=compresslevel, mtime=0)
+    return Body(body, "application/x-ndjson", "gzip")
 
 
 @dataclass(frozen=True)

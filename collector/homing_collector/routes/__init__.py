@@ -18,6 +18,7 @@ from homing_collector.models import campaigns as cp
 from homing_collector.models import device as d
 from homing_collector.models import endpoints as e
 from homing_collector.models import events as ev
+from homing_collector.models import hooks as hk
 from homing_collector.models import imports as im
 from homing_collector.models import push as p
 from homing_collector.models import segments as sg
@@ -30,6 +31,7 @@ from homing_collector.routes import (
     device,
     endpoints,
     events,
+    hooks,
     imports,
     keys,
     messages,
@@ -44,6 +46,7 @@ from homing_collector.routes import (
 APP = "/v1/apps/{application_id}"
 SEGMENT = APP + "/segments/{segment_id}"
 CAMPAIGN = APP + "/campaigns/{campaign_id}"
+DEAD_LETTERS = APP + "/hooks/dead-letters"
 
 # Each path parameter's type, wherever it appears.
 PATH_PARAMETERS: dict[str, Any] = {
@@ -54,6 +57,7 @@ PATH_PARAMETERS: dict[str, Any] = {
     "segment_id": UrlId,
     "job_id": UrlId,
     "campaign_id": UrlId,
+    "delivery_id": UrlId,
     "version": sg.VersionNumber,
     "kpi_name": Literal[kpis.NAMES],
     "name": Literal[tuple(sorted(dashboard.ASSETS.keys() - {dashboard.PAGE}))],
@@ -183,6 +187,18 @@ _CAMPAIGN_RULES = (
     "MessageConfiguration has DefaultMessage, GCMMessage or APNSMessage, unless "
     "CustomDeliveryConfiguration is given; a new Schedule.StartTime is not in the past; "
     "HoldoutPercent and the SizePercent of the treatments add up to at most 100."
+)
+EVENT_STREAM_REQUEST = with_examples(
+    hk.WriteEventStream,
+    {
+        "DestinationStreamArn": "https://hooks.example.com/pinpoint-events",
+        "RoleArn": "arn:aws:iam::123456789012:role/ignored",
+    },
+)
+_STREAM_RULES = (
+    "DestinationStreamArn is an https:// URL (http:// only to a loopback address) or a "
+    "file:// directory inside the one the operator allowed (serve --stream-dir); anything "
+    "else is answered 400 naming the field and the rule. RoleArn is accepted and ignored."
 )
 _SEGMENT_RULES = (
     "Rules JSON Schema cannot say, answered 400 naming the field: at most 100 dimensions "
@@ -351,6 +367,37 @@ OPERATIONS = [
               sg.ApplicationSettingsResource, check=settings.check_settings,
               notes="QuietTime needs both Start and End, or neither; answered 400 naming "
               "the field."),
+    Operation("PutEventStream", "POST", APP + "/eventstream", hooks.put_event_stream, 200,
+              "Send every event stored from now on to a receiver, as Pinpoint's event-stream "
+              "records in gzip NDJSON batches", "admin", EVENT_STREAM_REQUEST, hk.EventStream,
+              notes=_STREAM_RULES, check=hooks.check_write_stream),
+    Operation("GetEventStream", "GET", APP + "/eventstream", hooks.get_event_stream, 200,
+              "Read the application's event stream", "admin", None, hk.EventStream),
+    Operation("DeleteEventStream", "DELETE", APP + "/eventstream", hooks.delete_event_stream,
+              200, "Stop the application's event stream; returns it", "admin", None,
+              hk.EventStream),
+    Operation("GetHookSecrets", "GET", APP + "/hooks/secrets", hooks.get_secrets, 200,
+              "Homing: the secret that signs the application's webhook calls (made on first "
+              "use), and the previous one while a rotation lasts", "admin", None,
+              hk.HookSecretsResponse),
+    Operation("RotateHookSecret", "POST", APP + "/hooks/secrets/rotate", hooks.rotate_secrets,
+              200, "Homing: a new secret signs beside the current one, which becomes the "
+              "previous", "admin", None, hk.HookSecretsResponse),
+    Operation("EndHookSecretRotation", "DELETE", APP + "/hooks/secrets/previous",
+              hooks.end_rotation, 200,
+              "Homing: stop signing with the previous secret", "admin", None,
+              hk.HookSecretsResponse),
+    Operation("ListHookDeadLetters", "GET", DEAD_LETTERS, hooks.list_dead_letters, 200,
+              "Homing: deliveries that were given up on, oldest first", "admin", None,
+              hk.DeadLettersResponse, query=hk.DeadLettersQuery, check=hooks.check_page),
+    Operation("ReplayHookDeadLetters", "POST", DEAD_LETTERS + "/replay",
+              hooks.replay_dead_letters, 200,
+              "Homing: try every dead letter again, with a fresh retry budget", "admin", None,
+              hk.ReplayResponse),
+    Operation("ReplayHookDeadLetter", "POST", DEAD_LETTERS + "/{delivery_id}/replay",
+              hooks.replay_dead_letter, 200,
+              "Homing: try one dead letter again, with a fresh retry budget", "admin", None,
+              hk.ReplayResponse),
     Operation("GetApplicationDateRangeKpi", "GET", APP + "/kpis/daterange/{kpi_name}",
               analytics.date_range_kpi, 200,
               "A push or usage KPI over a date range, in Pinpoint's shape", "admin", None,

@@ -201,6 +201,74 @@ class ChunkWritten:
     queued: list[tuple[PushMessage, int]] = field(default_factory=list)  # (message, seq)
 
 
+@dataclass(frozen=True)
+class HookSecrets:
+    """An application's webhook signing secrets (`whsec_...`); `previous` signs too while
+    a rotation lasts."""
+
+    current: str
+    previous: str | None
+    rotated_at: str
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One outgoing call for the outbox: `id` is its webhook-id, for every attempt."""
+
+    id: str
+    app_id: str
+    destination: str  # an http(s) URL, or file:// for an event stream's file sink
+    body: bytes  # exactly the bytes sent and signed
+    content_type: str
+    content_encoding: str | None = None
+    ordered: bool = False  # one at a time per application and destination, in order
+
+
+class Delivery(NamedTuple):
+    """A pending delivery, as a process leased it."""
+
+    seq: int
+    id: str
+    app_id: str
+    destination: str
+    ordered: int
+    body: bytes
+    content_type: str
+    content_encoding: str | None
+    attempts: int  # made before this one
+    created_at: float
+    first_attempt_at: float | None
+
+
+class DeadLetter(NamedTuple):
+    seq: int
+    id: str
+    destination: str
+    attempts: int
+    created_at: float
+    first_attempt_at: float | None
+    dead_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class EventStreamRecord:
+    app_id: str
+    destination: str
+    role_arn: str
+    last_modified: str
+    last_updated_by: str
+    cursor: int  # the rowid of the last event taken into the outbox
+
+
+class StreamRow(NamedTuple):
+    rowid: int
+    endpoint_id: str
+    event_id: str
+    arrival_ms: int
+    body: bytes
+
+
 class StorageError(Exception):
     pass
 
@@ -549,6 +617,77 @@ class Storage(Protocol):
         """For several processes on one database: None when nothing was committed since
         the last call, else (app, endpoint, highest seq) for each endpoint with messages
         queued since `since_ms` and not yet acknowledged."""
+
+    # Hooks (SQL in outbox.py for SQLite). Times are the hooks' clock, Unix seconds.
+    async def hook_secrets(
+        self, app_id: str, *, create: str | None = None, now: str = ""
+    ) -> HookSecrets | None:
+        """The application's secrets; with `create`, made its first if it has none."""
+
+    async def rotate_hook_secrets(self, app_id: str, new: str, now: str) -> HookSecrets: ...
+    async def end_hook_rotation(self, app_id: str) -> HookSecrets | None: ...
+    async def enqueue_deliveries(self, deliveries: Sequence[NewDelivery], now: float) -> None: ...
+    async def deliveries_due(self, now: float) -> bool: ...
+    async def claim_deliveries(
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        *,
+        limit: int,
+        per_destination: int,
+        busy: Sequence[str],
+        held: Sequence[int] = (),
+    ) -> list[Delivery]: ...
+    async def settle_delivery(
+        self,
+        delivery: Delivery,
+        owner: str,
+        state: str,
+        *,
+        now: float,
+        next_attempt_at: float = 0.0,
+        error: str = "",
+    ) -> bool:
+        """`state`: delivered, retry, dead, or disable (a 410); False if the lease was lost."""
+
+    async def lease_owners(self, now: float) -> list[str]:
+        """The owners of the outbox's leases that have not run out."""
+
+    async def release_leases(self, owners: Sequence[str]) -> int: ...
+    async def dead_letters(self, app_id: str, *, after: int, limit: int) -> list[DeadLetter]: ...
+    async def replay_dead_letters(
+        self, app_id: str, ids: Sequence[str] | None, now: float
+    ) -> int: ...
+    async def purge_deliveries(self, before: float) -> int: ...
+    async def hook_gauges(self) -> dict[str, Any]: ...
+    async def pending_deliveries(self, app_id: str, destination: str) -> int: ...
+    async def destination_disabled(self, app_id: str, destination: str) -> bool: ...
+
+    async def get_event_stream(self, app_id: str) -> EventStreamRecord | None: ...
+    async def list_event_streams(self) -> list[EventStreamRecord]: ...
+    async def put_event_stream(
+        self, app_id: str, destination: str, role_arn: str, modified: str, by: str
+    ) -> EventStreamRecord: ...
+    async def delete_event_stream(self, app_id: str) -> EventStreamRecord | None: ...
+    async def read_event_stream(
+        self,
+        app_id: str,
+        after: int,
+        limit: int,
+        build: Callable[[list[StreamRow], dict[str, bytes]], T],
+    ) -> tuple[T, int]:
+        """In a thread: the events after rowid `after`, with their endpoints' bodies, made
+        into `build`'s result there; and the rowid the cursor may move to."""
+
+    async def advance_event_stream(
+        self,
+        app_id: str,
+        after: int,
+        to: int,
+        deliveries: Sequence[NewDelivery],
+        now: float,
+    ) -> bool: ...
 
     async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on a read-only connection in a thread; for analytics queries."""

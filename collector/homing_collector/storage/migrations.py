@@ -387,6 +387,60 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        11,
+        # Hooks (homing_collector.storage.outbox): each application's signing secrets; the
+        # durable outbox of outgoing calls, each claimed by one process at a time through
+        # its lease; the destinations that answered 410; and each application's event
+        # stream with its cursor, the rowid of the last event taken into the outbox.
+        """
+        CREATE TABLE hook_secrets (
+            app_id TEXT PRIMARY KEY,
+            current TEXT NOT NULL,
+            previous TEXT,
+            rotated_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            app_id TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            ordered INTEGER NOT NULL DEFAULT 0,
+            body BLOB NOT NULL,
+            content_type TEXT NOT NULL,
+            content_encoding TEXT,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            first_attempt_at REAL,
+            next_attempt_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL,
+            last_error TEXT,
+            finished_at REAL
+        );
+        CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE state = 'pending';
+        CREATE INDEX outbox_queue ON outbox(app_id, destination, seq) WHERE state = 'pending';
+        CREATE INDEX outbox_dead ON outbox(app_id, seq) WHERE state = 'dead';
+        CREATE INDEX outbox_delivered ON outbox(finished_at) WHERE state = 'delivered';
+        CREATE TABLE hook_destinations (
+            app_id TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            disabled_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (app_id, destination)
+        ) WITHOUT ROWID;
+        CREATE TABLE event_streams (
+            app_id TEXT PRIMARY KEY,
+            destination TEXT NOT NULL,
+            role_arn TEXT NOT NULL,
+            last_modified TEXT NOT NULL,
+            last_updated_by TEXT NOT NULL,
+            cursor INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
         12,
         # An application's own quotas (homing_collector.quotas), where the server's
         # defaults do not suit it: a JSON object of the ones it sets.

@@ -42,20 +42,26 @@ from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
 from homing_collector.storage import campaigns, device, imports, push, segments
 from homing_collector.storage import events as events_sql
+from homing_collector.storage import outbox as outbox_sql
 from homing_collector.storage.base import (
     ActivityRecord,
     AppRecord,
     CampaignRecord,
     CampaignSend,
     ChunkWritten,
+    DeadLetter,
+    Delivery,
     Endpoint,
     EndpointMerge,
     EndpointUpdate,
     EventRow,
+    EventStreamRecord,
+    HookSecrets,
     ImportJobRecord,
     ImportRow,
     IngestResult,
     KeyRecord,
+    NewDelivery,
     Overloaded,
     PushMessage,
     PushQueued,
@@ -63,6 +69,7 @@ from homing_collector.storage.base import (
     SegmentRecord,
     SegmentReference,
     StorageFull,
+    StreamRow,
     UserEndpointLimit,
 )
 from homing_collector.storage.events_process import EventsProcess
@@ -498,6 +505,8 @@ class SQLiteStorage:
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
             device.delete_app(conn, app_id)
+            outbox_sql.delete_app(conn, app_id)
+            outbox_sql.events_deleted(conn)
             self._types.pop(app_id, None)
             self._bodies.drop_app(app_id)
             return _app(row)
@@ -1070,6 +1079,153 @@ class SQLiteStorage:
         self._push_version = version
         return push.recent(conn, since_ms)
 
+    # -- hooks (SQL in outbox.py) ----------------------------------------------------------
+
+    async def hook_secrets(
+        self, app_id: str, *, create: str | None = None, now: str = ""
+    ) -> HookSecrets | None:
+        found = outbox_sql.secrets(self._read(), app_id)
+        if found is not None or create is None:
+            return found
+        return await self._write(
+            lambda conn: outbox_sql.ensure_secrets(conn, app_id, create, now), flush_first=False
+        )
+
+    async def rotate_hook_secrets(self, app_id: str, new: str, now: str) -> HookSecrets:
+        return await self._write(
+            lambda conn: outbox_sql.rotate_secrets(conn, app_id, new, now), flush_first=False
+        )
+
+    async def end_hook_rotation(self, app_id: str) -> HookSecrets | None:
+        return await self._write(
+            lambda conn: outbox_sql.end_rotation(conn, app_id), flush_first=False
+        )
+
+    async def enqueue_deliveries(self, deliveries: Sequence[NewDelivery], now: float) -> None:
+        await self._write(lambda conn: outbox_sql.enqueue(conn, deliveries, now), flush_first=False)
+
+    async def deliveries_due(self, now: float) -> bool:
+        return outbox_sql.due(self._read(), now)
+
+    async def claim_deliveries(
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        *,
+        limit: int,
+        per_destination: int,
+        busy: Sequence[str],
+        held: Sequence[int] = (),
+    ) -> list[Delivery]:
+        return await self._write(
+            lambda conn: outbox_sql.claim(
+                conn, owner, now, lease_until, limit=limit, per_destination=per_destination,
+                busy=busy, held=held,
+            ),
+            flush_first=False,
+        )  # fmt: skip
+
+    async def settle_delivery(
+        self,
+        delivery: Delivery,
+        owner: str,
+        state: str,
+        *,
+        now: float,
+        next_attempt_at: float = 0.0,
+        error: str = "",
+    ) -> bool:
+        seq = delivery.seq
+        first = delivery.first_attempt_at if delivery.first_attempt_at is not None else now
+
+        def job(conn: sqlite3.Connection) -> bool:
+            if state == "delivered":
+                return outbox_sql.delivered(conn, seq, owner, now, first)
+            if state == "retry":
+                return outbox_sql.retry(conn, seq, owner, first, next_attempt_at, error)
+            if state == "dead":
+                return outbox_sql.dead(conn, seq, owner, first, now, error)
+            if state == "disable":
+                return outbox_sql.disable(conn, seq, owner, first, now, error)
+            raise ValueError(f"state: must be delivered, retry, dead or disable, not {state!r}")
+
+        return await self._write(job, flush_first=False)
+
+    async def lease_owners(self, now: float) -> list[str]:
+        return outbox_sql.lease_owners(self._read(), now)
+
+    async def release_leases(self, owners: Sequence[str]) -> int:
+        return await self._write(lambda conn: outbox_sql.release(conn, owners), flush_first=False)
+
+    async def dead_letters(self, app_id: str, *, after: int, limit: int) -> list[DeadLetter]:
+        return outbox_sql.dead_letters(self._read(), app_id, after, limit)
+
+    async def replay_dead_letters(self, app_id: str, ids: Sequence[str] | None, now: float) -> int:
+        return await self._write(
+            lambda conn: outbox_sql.replay(conn, app_id, ids, now), flush_first=False
+        )
+
+    async def purge_deliveries(self, before: float) -> int:
+        return await self._write(
+            lambda conn: outbox_sql.purge_delivered(conn, before), flush_first=False
+        )
+
+    async def hook_gauges(self) -> dict[str, Any]:
+        return outbox_sql.gauges(self._read())
+
+    async def pending_deliveries(self, app_id: str, destination: str) -> int:
+        return outbox_sql.pending_count(self._read(), app_id, destination)
+
+    async def destination_disabled(self, app_id: str, destination: str) -> bool:
+        return outbox_sql.disabled(self._read(), app_id, destination)
+
+    async def get_event_stream(self, app_id: str) -> EventStreamRecord | None:
+        return outbox_sql.get_stream(self._read(), app_id)
+
+    async def list_event_streams(self) -> list[EventStreamRecord]:
+        return outbox_sql.list_streams(self._read())
+
+    async def put_event_stream(
+        self, app_id: str, destination: str, role_arn: str, modified: str, by: str
+    ) -> EventStreamRecord:
+        # flush_first: the cursor starts after the events committed before it.
+        return await self._write(
+            lambda conn: outbox_sql.put_stream(conn, app_id, destination, role_arn, modified, by)
+        )
+
+    async def delete_event_stream(self, app_id: str) -> EventStreamRecord | None:
+        return await self._write(
+            lambda conn: outbox_sql.delete_stream(conn, app_id), flush_first=False
+        )
+
+    async def read_event_stream(
+        self,
+        app_id: str,
+        after: int,
+        limit: int,
+        build: Callable[[list[StreamRow], dict[str, bytes]], T],
+    ) -> tuple[T, int]:
+        def read(conn: sqlite3.Connection) -> tuple[T, int]:
+            rows, to = outbox_sql.stream_rows(conn, app_id, after, limit)
+            bodies = outbox_sql.endpoint_bodies(conn, app_id, [row.endpoint_id for row in rows])
+            return build(rows, bodies), to
+
+        return await self.analytics_read(read)
+
+    async def advance_event_stream(
+        self,
+        app_id: str,
+        after: int,
+        to: int,
+        deliveries: Sequence[NewDelivery],
+        now: float,
+    ) -> bool:
+        return await self._write(
+            lambda conn: outbox_sql.advance_stream(conn, app_id, after, to, deliveries, now),
+            flush_first=False,
+        )
+
 
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
 
@@ -1200,6 +1356,7 @@ def _delete_endpoints(
             conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
         )
         events_sql.delete_endpoint(conn, app_id, endpoint_id)
+        outbox_sql.events_deleted(conn)
         push.delete_endpoint(conn, app_id, endpoint_id)
         deleted.append(endpoint)
     return deleted

@@ -17,7 +17,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from homing_collector.hooks import delivery, payloads, records, retry, signing
+from homing_collector.hooks import delivery, outbox, payloads, records, retry, signing, streams
 from homing_collector.hooks.dispatch import Destination
 from homing_collector.hooks.signing import SigningKeys, new_secret
 from tests.collector.hooks.receiver import Answer, always, serving
@@ -28,7 +28,9 @@ TEXT = HOOKS_MD.read_text()
 
 
 def test_the_page_says_what_is_not_served_yet() -> None:
-    assert "**Not served yet.**" in TEXT.split("\n## ")[0]
+    banner = TEXT.split("\n## ")[0]
+    assert "**Not served yet.** Custom channels and FILTER hooks" in banner
+    assert "Event streams, the signed and retried delivery behind them" in banner
 
 
 def test_the_python_verification_runs() -> None:
@@ -110,6 +112,12 @@ def test_the_figures_are_the_codes() -> None:
     assert (payloads.FILTER_TIMEOUT, payloads.FILTER_MAX_ATTEMPTS) == (15, 3)
     assert len(signing.new_secret().removeprefix("whsec_")) == 44  # base64 of 32 bytes
     assert records.EVENT_VERSION in TEXT
+    assert f"batches of at most {streams.BATCH_EVENTS}" in TEXT
+    assert f"while {streams.MAX_PENDING_BATCHES} batches wait" in TEXT
+    assert (
+        outbox.destination_label("https://u:p@h.example:8443/x?token=1")
+        == "https://h.example:8443/x"
+    )
 
 
 @pytest.mark.parametrize("module", [retry, signing])

@@ -24,6 +24,7 @@ from homing_collector.operation import bind
 from homing_collector.pinpoint import unserved
 from homing_collector.push.gateway import Gateway
 from homing_collector.quotas import Quotas, Rates
+from homing_collector.retention import Sweeper
 from homing_collector.routes import (
     BENCH_OPERATIONS,
     EXTRA_SCHEMAS,
@@ -61,17 +62,20 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     )
 
     imports = ImportRunner(store)
+    sweeper = Sweeper(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
         await imports.start()
         await push.start()
+        await sweeper.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
             yield
         finally:
+            await sweeper.close()
             await imports.close()  # before the storage: they mark their jobs FAILED
             await push.close()
             await store.close()  # every queued write is committed first
@@ -102,6 +106,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     )  # fmt: skip
     app.state.push = push
     app.state.imports = imports
+    app.state.retention = sweeper
     app.state.hooks = hooks
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)

@@ -295,11 +295,18 @@ def _check_database(settings: Settings) -> None:
         raise _CannotOpen(f"cannot open the database {settings.db_path}: {reason}") from None
 
 
-def _with_storage(settings: Settings, work: Callable[[SQLiteStorage], Awaitable[T]]) -> T:
+def _with_storage(
+    settings: Settings,
+    work: Callable[[SQLiteStorage], Awaitable[T]],
+    *,
+    events_process: bool = False,
+) -> T:
     _check_database(settings)
 
     async def run() -> T:
-        storage = SQLiteStorage(settings.db_path, synchronous=settings.synchronous)
+        storage = SQLiteStorage(
+            settings.db_path, synchronous=settings.synchronous, events_process=events_process
+        )
         await storage.start()
         try:
             return await work(storage)
@@ -777,7 +784,9 @@ def _import_pinpoint_events(args: argparse.Namespace, settings: Settings) -> int
         )
 
     try:
-        stats = _with_storage(settings, work)
+        # Events are written, and their rollups kept, by a process of their own (as `serve`
+        # does), while this one reads and checks the next batch.
+        stats = _with_storage(settings, work, events_process=True)
     except OSError as exc:
         progress.done()
         return _fail(f"cannot read {exc.filename}: {exc.strerror}")

@@ -19,6 +19,7 @@ import asyncio
 import gzip
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,6 +41,7 @@ from homing_collector.storage.history import cutoff_hour
 # Events per storage call. The writer holds the database for one batch at a time, so a
 # collector serving on the same file waits at most that long between its own commits.
 BATCH_EVENTS = 2000
+IN_FLIGHT = 2  # batches handed to the storage and not yet stored
 EXPORT_PAGE = 2000
 _SKEW_MS = limits.MAX_FUTURE_SKEW_SECONDS * 1000
 _MAX_ARRIVAL_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
@@ -126,14 +128,14 @@ async def import_events(
     last_updates: dict[str, Endpoint] = {}
     summarize = storage.rollups
     batch = _Batch(summarize)
-    in_flight: asyncio.Task[None] | None = None
+    in_flight: deque[asyncio.Future[None]] = deque()
 
     async def submit(full: _Batch) -> None:
-        nonlocal in_flight
-        if in_flight is not None:
-            await in_flight
-        # Stored while the next batch is read: SQLite gives up the GIL as it writes.
-        in_flight = asyncio.ensure_future(_store(storage, app_id, full, merge, stats, report))
+        # Stored while the next batches are read (by the storage's writer, a thread or a
+        # process of its own); the storage keeps them in order.
+        while len(in_flight) >= IN_FLIGHT:
+            await in_flight.popleft()
+        in_flight.append(asyncio.ensure_future(_store(storage, app_id, full, merge, stats, report)))
 
     for path in files:
         name = str(path)
@@ -158,6 +160,10 @@ async def import_events(
                             f"{limits.MAX_EVENT_BYTES} bytes",
                         )  # fmt: skip
                     update = imported.endpoint
+                    # Each record carries its endpoint whole: check and store a change,
+                    # not each copy.
+                    if update is not None and last_updates.get(imported.endpoint_id) == update:
+                        update = None
                     if update is not None:
                         check_endpoint(update, "endpoint")
                 except WireError as exc:
@@ -187,8 +193,7 @@ async def import_events(
                 batch.where.append((name, item.line))
                 if batch.summary is not None:
                     batch.summary.add(endpoint_id, event_type, ts, session_id, event)
-                # Each record carries its endpoint whole: store a change, not each copy.
-                if update is not None and last_updates.get(endpoint_id) != update:
+                if update is not None:
                     if len(last_updates) >= _LAST_UPDATES:
                         last_updates.clear()
                     last_updates[endpoint_id] = update
@@ -201,8 +206,8 @@ async def import_events(
         stats.bytes_in_file = 0
     if batch.rows or batch.updates:
         await submit(batch)
-    if in_flight is not None:
-        await in_flight
+    while in_flight:
+        await in_flight.popleft()
     if progress is not None:
         progress(stats)
     return stats

@@ -361,3 +361,22 @@ def test_retention_through_the_api_the_cli_and_a_running_collector(
     assert code == 1 and "--days must be from 1 to 36500" in err
     code, _, err = cli("--db", str(db), "apps", "retention", "nope", "--days", "3")
     assert code == 1 and "no application nope" in err
+
+
+def test_one_process_holds_the_retention_lease_until_it_expires(tmp_path: Path) -> None:
+    async def run() -> list[bool]:
+        storage = SQLiteStorage(tmp_path / "lease.db")
+        await storage.start()
+        try:
+            return [
+                await storage.take_lease("retention", "a", 1_000, 500),
+                await storage.take_lease("retention", "b", 1_200, 500),  # a holds it
+                await storage.take_lease("retention", "a", 1_400, 500),  # a renews it
+                await storage.take_lease("retention", "b", 1_800, 500),  # still a's
+                await storage.take_lease("retention", "b", 1_901, 500),  # a's expired
+                await storage.take_lease("retention", "a", 2_000, 500),
+            ]
+        finally:
+            await storage.close()
+
+    assert asyncio.run(run()) == [True, False, True, False, True, False]

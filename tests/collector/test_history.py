@@ -344,6 +344,9 @@ def test_retention_through_the_api_the_cli_and_a_running_collector(
     assert status == 400 and "EventsDays" in body["Message"]
     status, body = call("PUT", admin["token"], {"Days": 5})
     assert status == 400
+    status, body = call("PUT", admin["token"], {"EventsDays": 2.5})
+    assert status == 400 and "EventsDays" in body["Message"]
+    assert call("PUT", admin["token"], {"EventsDays": 12.0})[1]["EventsDays"] == 12
     assert call("PUT", admin["token"], {"EventsDays": 10}) == (
         200, {"ApplicationId": app_id, "EventsDays": 10},
     )  # fmt: skip

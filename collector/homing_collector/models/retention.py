@@ -8,7 +8,8 @@ from msgspec import Meta, Struct
 
 from homing_collector.retention import MAX_DAYS
 
-EventsDays = Annotated[int, Meta(ge=1, le=MAX_DAYS, description="days")]
+# A number, not an integer: 90.0 is a whole number too, as JSON Schema says.
+EventsDays = Annotated[float, Meta(ge=1, le=MAX_DAYS, multiple_of=1, description="days")]
 
 
 class RetentionUpdate(Struct, forbid_unknown_fields=True):

@@ -27,6 +27,7 @@ async def update_retention(request: Request) -> Response:
     call = await begin(request)
     update = msgspec.convert(call.payload, RetentionUpdate)
     now = format_timestamp(datetime.now(timezone.utc))
-    days = await call.storage.update_retention(call.app_id, update.EventsDays, now)
+    wanted = None if update.EventsDays is None else int(update.EventsDays)
+    days = await call.storage.update_retention(call.app_id, wanted, now)
     request.app.state.retention.wake()
     return _answer(call.app_id, days)

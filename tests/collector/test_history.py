@@ -11,6 +11,7 @@ import io
 import json
 import random
 import sqlite3
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -383,3 +384,51 @@ def test_one_process_holds_the_retention_lease_until_it_expires(tmp_path: Path) 
             await storage.close()
 
     assert asyncio.run(run()) == [True, False, True, False, True, False]
+
+
+def test_an_import_beside_a_running_collector_loses_nothing_of_either(
+    tmp_path: Path, start_collector: Any
+) -> None:
+    db = tmp_path / "history.db"
+    app_id = new_app(db)
+    ingest = json.loads(run_cli("--db", str(db), "keys", "create", "--app", app_id, "--json"))
+    live: LiveCollector = start_collector(db)
+    start_ms = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
+    records = make_records(3000, start_ms, seed=5)
+    write_archives(tmp_path / "archive", records)
+    sent: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {}
+
+    def send_live() -> None:
+        # PutEvents while the import runs: another endpoint's events, 50 per request.
+        for batch in range(20):
+            events = {}
+            for n in range(50):
+                at = start_ms + (batch * 50 + n) * 60_000
+                events[f"live-{batch}-{n}"] = {
+                    "EventType": "Live", "Timestamp": format_timestamp(at / 1000),
+                }  # fmt: skip
+            body = json.dumps({"BatchItem": {"live-device": {"Endpoint": {}, "Events": events}}})
+            request = urllib.request.Request(
+                f"{live.url}/v1/apps/{app_id}/events", data=body.encode(), method="POST",
+                headers={"Authorization": f"Bearer {ingest['token']}",
+                         "Content-Type": "application/json"},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert answer.status == 202
+            sent.extend(events.values())
+
+    sender = threading.Thread(target=send_live)
+    sender.start()
+    outcome["code"], outcome["out"], outcome["err"] = cli(
+        "--db", str(db), "import", "pinpoint-events", app_id, str(tmp_path / "archive")
+    )
+    sender.join(60)
+    assert outcome["code"] == 0, outcome["err"]
+    assert len(stored_events(db, app_id)) == len(records) + len(sent) == 4000
+    expected = brute_counts(records)
+    expected.update((e_ms // HOUR_MS, "Live") for e_ms in (
+        int(datetime.fromisoformat(e["Timestamp"].replace("Z", "+00:00")).timestamp() * 1000)
+        for e in sent
+    ))  # fmt: skip
+    assert rollup_counts(db, app_id) == expected

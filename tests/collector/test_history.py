@@ -432,3 +432,26 @@ def test_an_import_beside_a_running_collector_loses_nothing_of_either(
         for e in sent
     ))  # fmt: skip
     assert rollup_counts(db, app_id) == expected
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
+    from homing_collector.progress import Progress
+
+    terminal = io.StringIO()
+    bar = Progress(terminal, tty=True, every=0)
+    bar.update("10 records", 0.5)
+    bar.message("a.json:3: EventType: is required")
+    bar.update("20 records", 1.0)
+    bar.done()
+    text = terminal.getvalue()
+    assert "[###############...............]  50% 10 records" in text
+    assert "\r\x1b[Ka.json:3: EventType: is required\n" in text
+    assert text.endswith("\r\x1b[K")
+
+    log = io.StringIO()
+    plain = Progress(log, tty=False, plain_every=3600)
+    plain.update("first", 0.1, force=True)
+    plain.update("too soon", 0.2)  # lines come every plain_every seconds at most
+    plain.message("b.json:1: not valid JSON")
+    plain.done()
+    assert log.getvalue() == "first\nb.json:1: not valid JSON\n"

@@ -189,6 +189,22 @@ def test_refused_records_are_reported_by_file_and_line(tmp_path: Path) -> None:
     assert len(stored_events(db, app_id)) == 1
 
 
+def test_a_truncated_gzip_file_keeps_what_it_held_and_is_reported(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    app_id = new_app(db)
+    records = make_records(4000, int(time.time() * 1000) - 5 * DAY_MS)  # some MiB
+    whole = gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    path = tmp_path / "cut.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    code, out, err = cli("--db", str(db), "import", "pinpoint-events", app_id, str(path))
+    assert code == 1
+    (refused,) = [line for line in err.splitlines() if line.startswith(str(path))]
+    assert "the file cannot be read further" in refused
+    stored = len(stored_events(db, app_id))
+    assert 0 < stored < len(records)
+    assert f"{stored:,} events stored" in out
+
+
 def test_missing_paths_and_apps_are_one_line_errors(tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     app_id = new_app(db)

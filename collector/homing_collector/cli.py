@@ -795,7 +795,8 @@ def _import_pinpoint_events(args: argparse.Namespace, settings: Settings) -> int
         return _fail(f"no application {args.app_id}")
     seconds = time.monotonic() - stats.started
     print(
-        f"Read {stats.records:,} records from {stats.files:,} files in {seconds:.1f} s: "
+        f"Read {stats.records:,} records from {stats.files:,} "
+        f"file{'' if stats.files == 1 else 's'} in {seconds:.1f} s: "
         f"{stats.stored:,} events stored, {stats.duplicates:,} already stored, "
         f"{stats.expired:,} older than the retention period (not stored), "
         f"{stats.refused:,} records refused, {stats.endpoints_refused:,} endpoint updates "

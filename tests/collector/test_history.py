@@ -471,3 +471,36 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
     plain.message("b.json:1: not valid JSON")
     plain.done()
     assert log.getvalue() == "first\nb.json:1: not valid JSON\n"
+
+
+def test_with_workers_one_process_sweeps(tmp_path: Path, start_collector: Any) -> None:
+    db = tmp_path / "history.db"
+    app_id = new_app(db)
+    now_ms = int(time.time() * 1000)
+    records = make_records(600, now_ms - 30 * DAY_MS) + make_records(200, now_ms - 2 * DAY_MS)
+    for n, record in enumerate(records):
+        record["event_id"] = f"ev-{n}"
+    write_archives(tmp_path / "archive", records)
+    code, _, err = cli("--db", str(db), "import", "pinpoint-events", app_id,
+                       str(tmp_path / "archive"))  # fmt: skip
+    assert code == 0, err
+    run_cli("--db", str(db), "apps", "retention", app_id, "--days", "7")
+    before = rollup_counts(db, app_id)
+    live: LiveCollector = start_collector(db, "--workers", "2")
+    deadline = time.monotonic() + 30
+    while len(stored_events(db, app_id)) != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {e for _, e in stored_events(db, app_id)} == {f"ev-{n}" for n in range(600, 800)}
+    assert rollup_counts(db, app_id) == before
+    ((name, owner),) = query(db, "SELECT name, owner FROM task_leases")
+    assert name == "retention" and owner
+    assert live.log is not None
+
+    def sweeps() -> list[str]:
+        assert live.log is not None
+        return [line for line in live.log.read_text().splitlines() if "Retention: del" in line]
+
+    while not sweeps() and time.monotonic() < deadline:  # logged once the sweep is done
+        time.sleep(0.1)
+    time.sleep(1.5)  # the other worker's first sweep, were it to sweep too
+    assert len(sweeps()) == 1 and sweeps()[0].endswith("deleted 600 expired events")

@@ -24,6 +24,7 @@ from homing_collector.auth import NewKey, generate_key
 from homing_collector.lifetime import end_with_parent
 from homing_collector.routes.apps import new_app
 from homing_collector.settings import QUOTAS, Settings, default_db_path
+from homing_collector.storage.base import StorageError
 from homing_collector.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")
@@ -790,6 +791,9 @@ def _import_pinpoint_events(args: argparse.Namespace, settings: Settings) -> int
     except OSError as exc:
         progress.done()
         return _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except StorageError as exc:  # the disk is full, say; what was stored stays stored
+        progress.done()
+        return _fail(f"the import stopped: {exc}; run it again to store the rest")
     progress.done()
     if stats is None:
         return _fail(f"no application {args.app_id}")

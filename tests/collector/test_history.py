@@ -504,3 +504,24 @@ def test_with_workers_one_process_sweeps(tmp_path: Path, start_collector: Any) -
         time.sleep(0.1)
     time.sleep(1.5)  # the other worker's first sweep, were it to sweep too
     assert len(sweeps()) == 1 and sweeps()[0].endswith("deleted 600 expired events")
+
+
+def test_an_import_the_storage_cannot_finish_says_so_in_a_line(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from homing_collector.storage.base import StorageFull
+
+    db = tmp_path / "history.db"
+    app_id = new_app(db)
+    write_archives(tmp_path / "archive", make_records(400, int(time.time() * 1000) - DAY_MS))
+
+    async def full(*args: Any, **kwargs: Any) -> Any:
+        raise StorageFull("the disk is full")
+
+    monkeypatch.setattr(SQLiteStorage, "put_events", full)
+    code, _, err = cli("--db", str(db), "import", "pinpoint-events", app_id,
+                       str(tmp_path / "archive"))  # fmt: skip
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "homing-collector: the import stopped: the disk is full; run it again to store the rest"
+    )

@@ -11,6 +11,8 @@ import io
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -246,6 +248,14 @@ def test_export_then_import_into_an_empty_app_reproduces_the_events(tmp_path: Pa
                 < start_ms + 2 * DAY_MS]  # fmt: skip
     assert len(day) == len(expected) > 0
     assert all(r["application"]["app_id"] == source for r in day)
+    # To stdout, the summary to stderr, as a pipe would take it.
+    piped = subprocess.run(
+        [sys.executable, "-m", "homing_collector", "--db", str(db), "export", "events", source,
+         "--since", since, "--until", until],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert [orjson.loads(line) for line in piped.stdout.splitlines()] == day
+    assert piped.stderr.decode().strip() == f"Exported {len(day):,} events."
     code, _, err = cli("--db", str(db), "export", "events", source, "--since", "yesterday")
     assert code == 1 and "--since: 'yesterday' is not an ISO-8601 timestamp" in err
 

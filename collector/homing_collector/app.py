@@ -16,7 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homing_collector import sealing
 from homing_collector.campaigns.import_jobs import ImportRunner
+from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
@@ -41,8 +43,19 @@ DISK_FULL_RETRY_AFTER = 30
 access_logger = logging.getLogger("homing_collector.access")
 
 
-def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = None) -> Starlette:
-    """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`."""
+def create_app(
+    settings: Settings,
+    storage: Storage | None = None,
+    hooks: Any = None,
+    *,
+    clock: Clock = utc_now,
+) -> Starlette:
+    """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`;
+    `clock` is the campaign scheduler's (UTC, timezone-aware). Raises
+    sealing.SecretsKeyError if `settings.secrets_key_file` cannot be used."""
+    secrets_key = (
+        sealing.SecretsKey.load(settings.secrets_key_file) if settings.secrets_key_file else None
+    )
     store: Storage = storage or SQLiteStorage(
         settings.db_path,
         synchronous=settings.synchronous,
@@ -60,6 +73,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         default_ttl=settings.push_default_ttl,
         shared=settings.workers > 1,
     )
+    scheduler = Scheduler(store, push, clock=clock)
 
     imports = ImportRunner(store)
     sweeper = Sweeper(store)
@@ -67,9 +81,15 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
+        try:
+            await _check_secrets(store, secrets_key)
+        except BaseException:
+            await store.close()
+            raise
         await imports.start()
         await push.start()
         await sweeper.start()
+        await scheduler.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
@@ -77,6 +97,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
         finally:
             await sweeper.close()
             await imports.close()  # before the storage: they mark their jobs FAILED
+            await scheduler.close()
             await push.close()
             await store.close()  # every queued write is committed first
             if publisher is not None:
@@ -99,6 +120,7 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     )
     app.state.settings = settings
     app.state.storage = store
+    app.state.secrets_key = secrets_key
     app.state.metrics = metrics
     app.state.quotas = Quotas(
         Rates(settings.quota_key_requests, settings.quota_key_events,
@@ -107,10 +129,24 @@ def create_app(settings: Settings, storage: Storage | None = None, hooks: Any = 
     app.state.push = push
     app.state.imports = imports
     app.state.retention = sweeper
+    app.state.scheduler = scheduler
     app.state.hooks = hooks
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app
+
+
+async def _check_secrets(store: Storage, secrets_key: sealing.SecretsKey | None) -> None:
+    """A sealed secret that this collector cannot open would fail every SigV4 request of
+    its key: refuse to start instead."""
+    stored = [(key.access_key_id, key.secret) for key in await store.list_keys()]
+    clear = sealing.check(stored, secrets_key)
+    if clear and secrets_key is not None:
+        logger.warning(
+            "%d secret access keys are still stored in clear: seal them with "
+            "'homing-collector secrets encrypt'",
+            clear,
+        )
 
 
 async def _pinpoint_error(request: Request, exc: Exception) -> Response:

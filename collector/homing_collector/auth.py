@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import posixpath
 import secrets
 import string
@@ -24,9 +25,13 @@ from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 
-from homing_collector.errors import forbidden
+from homing_collector import sealing
+from homing_collector.errors import PinpointError, forbidden
 from homing_collector.operation import ROLES, Operation, rank
+from homing_collector.sealing import SecretsKey, SecretsKeyError
 from homing_collector.storage.base import KeyRecord, Storage
+
+logger = logging.getLogger("homing_collector")
 
 SIGNING_SERVICE = "mobiletargeting"
 MAX_CLOCK_SKEW_SECONDS = 15 * 60
@@ -41,13 +46,14 @@ class Principal:
 
 @dataclass(frozen=True)
 class NewKey:
-    record: KeyRecord
+    record: KeyRecord  # what the database keeps: the secret sealed, or in clear
     token: str
+    secret: str
 
     def credentials(self) -> dict[str, str]:
         return {
             "access_key_id": self.record.access_key_id,
-            "secret_access_key": self.record.secret,
+            "secret_access_key": self.secret,
             "token": self.token,
         }
 
@@ -55,7 +61,8 @@ class NewKey:
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 
 
-def generate_key(role: str, app_id: str | None) -> NewKey:
+def generate_key(role: str, app_id: str | None, *, secrets_key: SecretsKey | None = None) -> NewKey:
+    """A new key; its secret is sealed with `secrets_key` in the record, if one is given."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if (role == "root") != (app_id is None):
@@ -63,17 +70,18 @@ def generate_key(role: str, app_id: str | None) -> NewKey:
     alphabet = string.ascii_uppercase + string.digits
     access_key_id = "HM" + role[0].upper() + "".join(secrets.choice(alphabet) for _ in range(17))
     token = f"hm_{role}_{secrets.token_urlsafe(32)}"
+    # Letters and digits only, as long as AWS's: a secret that starts with "-" would be
+    # taken for an option by command-line tools (argparse, aws configure, ...).
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
     record = KeyRecord(
         access_key_id=access_key_id,
         app_id=app_id,
         role=role,
-        # Letters and digits only, as long as AWS's: a secret that starts with "-" would
-        # be taken for an option by command-line tools (argparse, aws configure, ...).
-        secret="".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40)),
+        secret=sealing.store(secret, access_key_id, secrets_key),
         token_sha256=hash_token(token),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    return NewKey(record, token)
+    return NewKey(record, token, secret)
 
 
 def hash_token(token: str) -> str:
@@ -86,6 +94,7 @@ class Signature:
     signature, which covers the body's hash, once the body is read."""
 
     key: KeyRecord
+    secret: str  # the key's secret, opened in memory only
     header_names: list[str]
     signed_headers: str
     amz_date: str
@@ -94,11 +103,16 @@ class Signature:
 
 
 async def authenticate(
-    request: Request, storage: Storage, *, now: datetime | None = None
+    request: Request,
+    storage: Storage,
+    *,
+    now: datetime | None = None,
+    secrets_key: SecretsKey | None = None,
 ) -> tuple[Principal, Signature | None]:
     """Who calls, from the headers alone: the body is not read yet, so that an anonymous
     client cannot make the server read and inflate it. For SigV4, the Signature returned
-    must then be checked with `verify_signature` against the body as sent."""
+    must then be checked with `verify_signature` against the body as sent; `secrets_key`
+    opens the key's secret if it is sealed."""
     header = request.headers.get("authorization", "")
     signature: Signature | None = None
     if header[:7].lower() == "bearer ":
@@ -106,7 +120,9 @@ async def authenticate(
         if key is None:
             raise forbidden("The bearer token is not valid")
     elif header.startswith("AWS4-HMAC-SHA256 "):
-        signature = await _sigv4_scope(request, header, storage, now or datetime.now(timezone.utc))
+        signature = await _sigv4_scope(
+            request, header, storage, now or datetime.now(timezone.utc), secrets_key
+        )
         key = signature.key
     elif header:
         raise forbidden(
@@ -137,7 +153,13 @@ def authorize(principal: Principal, op: Operation, app_id: str | None) -> None:
         )
 
 
-async def _sigv4_scope(request: Request, header: str, storage: Storage, now: datetime) -> Signature:
+async def _sigv4_scope(
+    request: Request,
+    header: str,
+    storage: Storage,
+    now: datetime,
+    secrets_key: SecretsKey | None,
+) -> Signature:
     fields: dict[str, str] = {}
     for part in header[len("AWS4-HMAC-SHA256 ") :].split(","):
         name, _, value = part.strip().partition("=")
@@ -178,9 +200,20 @@ async def _sigv4_scope(request: Request, header: str, storage: Storage, now: dat
     key = await storage.get_key(access_key_id)
     if key is None:
         raise forbidden(f"The access key id {access_key_id} does not exist")
+    try:
+        # A revoked key is refused next, whether or not its secret opens.
+        secret = "" if key.revoked_at else sealing.reveal(key.secret, access_key_id, secrets_key)
+    except SecretsKeyError as exc:
+        # Not the client's doing: the collector runs without the key file that sealed this
+        # secret (serve refuses to start so; a rotation while it ran does it). Retrying
+        # succeeds once it restarts with the right key file.
+        logger.error("cannot check a SigV4 signature: %s", exc)
+        raise PinpointError(
+            503, "The collector cannot read this key's secret now; retry later", retry_after=30
+        ) from None
     return Signature(
-        key, header_names, signed_headers, amz_date, [date, region, service, "aws4_request"],
-        signature,
+        key, secret, header_names, signed_headers, amz_date,
+        [date, region, service, "aws4_request"], signature,
     )  # fmt: skip
 
 
@@ -212,7 +245,7 @@ def verify_signature(
             hashlib.sha256(canonical.encode()).hexdigest(),
         ]
     )
-    signing_key = ("AWS4" + sig.key.secret).encode()
+    signing_key = ("AWS4" + sig.secret).encode()
     for part in sig.scope:
         signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
     expected = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()

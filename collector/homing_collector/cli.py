@@ -20,9 +20,11 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from homing import __version__
+from homing_collector import sealing
 from homing_collector.auth import NewKey, generate_key
 from homing_collector.lifetime import end_with_parent
 from homing_collector.routes.apps import new_app
+from homing_collector.sealing import SecretsKey, SecretsKeyError
 from homing_collector.settings import QUOTAS, Settings, default_db_path
 from homing_collector.storage.base import StorageError
 from homing_collector.storage.sqlite import SQLiteStorage
@@ -38,13 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.from_env(
-            serve=args.run is _serve, db_path=getattr(args, "db", None), **_serve_flags(args)
+            serve=args.run is _serve,
+            db_path=getattr(args, "db", None),
+            secrets_key_file=getattr(args, "secrets_key_file", None),
+            **_serve_flags(args),
         )
     except ValueError as exc:
         parser.error(str(exc))
     try:
         result: int = args.run(args, settings)
-    except _CannotOpen as exc:
+    except (_CannotOpen, SecretsKeyError) as exc:
         return _fail(str(exc))
     return result
 
@@ -69,9 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    # Every command that creates secrets, or reads them, takes the key that seals them.
+    sealed = argparse.ArgumentParser(add_help=False)
+    sealed.add_argument(
+        "--secrets-key-file",
+        metavar="PATH",
+        help="the key that seals secret access keys in the database: 32 random bytes in "
+        "base64 or hex, readable by its owner alone (default: $HOMING_SECRETS_KEY_FILE, "
+        "else none: secrets are stored in clear)",
+    )
 
     serve = commands.add_parser(
-        "serve", parents=[db], help="run the collector", description="Run the collector."
+        "serve", parents=[db, sealed], help="run the collector", description="Run the collector."
     )
     serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (8080)")
@@ -119,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     app_commands = apps.add_subparsers(title="commands", metavar="COMMAND", required=True)
     create = app_commands.add_parser(
-        "create", parents=[db], help="create an application with an ingest and an admin key",
+        "create", parents=[db, sealed],
+        help="create an application with an ingest and an admin key",
         description="Create an application with an ingest key and an admin key.",
     )  # fmt: skip
     create.add_argument("name", metavar="NAME")
@@ -155,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     key_commands = keys.add_subparsers(title="commands", metavar="COMMAND", required=True)
     key_create = key_commands.add_parser(
-        "create", parents=[db], help="create a key",
+        "create", parents=[db, sealed], help="create a key",
         description="Create a key: --app ID with --role ingest|admin, or --root.",
     )  # fmt: skip
     key_create.add_argument("--app", metavar="ID", help="the application the key belongs to")
@@ -264,7 +279,7 @@ def _parser() -> argparse.ArgumentParser:
     export_events.set_defaults(run=_export_events)
 
     demo = commands.add_parser(
-        "demo", parents=[db], help="create an application full of simulated data",
+        "demo", parents=[db, sealed], help="create an application full of simulated data",
         description="Create an application with its keys and load simulated data into it: "
         "devices, users, sessions, custom events, purchases, late uploads and push "
         "campaigns over the last days, so that the dashboard has something to show.",
@@ -277,6 +292,43 @@ def _parser() -> argparse.ArgumentParser:
                       help="the same seed gives the same data (default: 1)")  # fmt: skip
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(run=_demo)
+
+    secrets = commands.add_parser(
+        "secrets", parents=[db], help="seal, rotate and open the stored secret access keys",
+        description="Seal the secret access keys stored in the database with a key file "
+        "(AES-256-GCM), move them to a new key file, or store them in clear again. Each "
+        "command rewrites every key in one transaction: all or nothing.",
+    )  # fmt: skip
+    secret_commands = secrets.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    new_key = secret_commands.add_parser(
+        "new-key", parents=[db], help="write a new random key file, readable by its owner alone",
+        description="Write 32 random bytes, in base64, to a new file of mode 0600. Refuses "
+        "to overwrite a file.",
+    )  # fmt: skip
+    new_key.add_argument("path", metavar="PATH", help="the key file to create")
+    new_key.set_defaults(run=_secrets_new_key)
+    encrypt = secret_commands.add_parser(
+        "encrypt", parents=[db, sealed], help="seal the secrets stored in clear",
+        description="Seal every secret access key stored in clear with the key file. Safe "
+        "while the collector runs with the same key file.",
+    )  # fmt: skip
+    encrypt.set_defaults(run=_secrets_encrypt)
+    rotate = secret_commands.add_parser(
+        "rotate", parents=[db, sealed], help="reseal every secret with a new key file",
+        description="Open every secret access key with the current key file and seal it "
+        "with the new one; afterwards only the new one opens them. Stop the collector first, "
+        "and start it again with the new key file.",
+    )  # fmt: skip
+    rotate.add_argument(
+        "--new-key-file", metavar="PATH", required=True, help="the key file to seal them with"
+    )
+    rotate.set_defaults(run=_secrets_rotate)
+    decrypt = secret_commands.add_parser(
+        "decrypt", parents=[db, sealed], help="store the secrets in clear again",
+        description="Open every sealed secret access key with the key file and store it in "
+        "clear. Stop the collector first, and start it again without a key file.",
+    )  # fmt: skip
+    decrypt.set_defaults(run=_secrets_decrypt)
     return parser
 
 
@@ -317,6 +369,25 @@ def _with_storage(
     return asyncio.run(run())
 
 
+def _secrets_key(settings: Settings) -> SecretsKey | None:
+    path = settings.secrets_key_file
+    return None if path is None else SecretsKey.load(path)
+
+
+async def _check_secrets(
+    storage: SQLiteStorage, key: SecretsKey | None, *, warn: bool = True
+) -> None:
+    """Refuse to add secrets to a database whose sealed ones `key` does not open, so that
+    one database never holds secrets sealed with two keys, or clear and sealed by mistake."""
+    clear = sealing.check([(k.access_key_id, k.secret) for k in await storage.list_keys()], key)
+    if warn and clear and key is not None:
+        print(
+            f"homing-collector: {clear} secret access keys are still stored in clear; seal "
+            "them with: homing-collector secrets encrypt",
+            file=sys.stderr,
+        )
+
+
 def _fail(message: str) -> int:
     print(f"homing-collector: {message}", file=sys.stderr)
     return 1
@@ -338,6 +409,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         logging.getLogger("homing_collector.access").setLevel(logging.WARNING)
     _raise_file_limit()
     _check_database(settings)
+    key = _secrets_key(settings)
+    # The app checks again as it starts; here a wrong key file is one line, not a traceback.
+    _with_storage(settings, lambda storage: _check_secrets(storage, key, warn=False))
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that name TCP, and without
     # it an answer sent in two writes (head, then body) waits ~40 ms for a delayed ACK.
@@ -502,9 +576,12 @@ def _apps_create(args: argparse.Namespace, settings: Settings) -> int:
         app = new_app(args.name)
     except ValueError as exc:
         return _fail(str(exc))
-    ingest, admin = generate_key("ingest", app.id), generate_key("admin", app.id)
+    key = _secrets_key(settings)
+    ingest = generate_key("ingest", app.id, secrets_key=key)
+    admin = generate_key("admin", app.id, secrets_key=key)
 
     async def work(storage: SQLiteStorage) -> None:
+        await _check_secrets(storage, key)
         await storage.create_app(app)
         await storage.create_key(ingest.record)
         await storage.create_key(admin.record)
@@ -560,9 +637,15 @@ def _apps_delete(args: argparse.Namespace, settings: Settings) -> int:
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     if args.root == bool(args.app):
         return _fail("give either --app ID (with --role) or --root")
-    key = generate_key("root", None) if args.root else generate_key(args.role, args.app)
+    sealer = _secrets_key(settings)
+    key = (
+        generate_key("root", None, secrets_key=sealer)
+        if args.root
+        else generate_key(args.role, args.app, secrets_key=sealer)
+    )
 
     async def work(storage: SQLiteStorage) -> bool:
+        await _check_secrets(storage, sealer)
         if args.app and await storage.get_app(args.app) is None:
             return False
         await storage.create_key(key.record)
@@ -694,9 +777,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     app = new_app("Homing Shop (demo)")
-    ingest, admin = generate_key("ingest", app.id), generate_key("admin", app.id)
+    key = _secrets_key(settings)
+    ingest = generate_key("ingest", app.id, secrets_key=key)
+    admin = generate_key("admin", app.id, secrets_key=key)
 
     async def work(storage: SQLiteStorage) -> demo.DemoSummary:
+        await _check_secrets(storage, key)
         await storage.create_app(app)
         await storage.create_key(ingest.record)
         await storage.create_key(admin.record)
@@ -915,10 +1001,11 @@ def _export_events(args: argparse.Namespace, settings: Settings) -> int:
         else:
             out = open(args.out, "wb")  # noqa: SIM115 (a context manager below)
         with out as stream:
-            return await history.export_events(
+            written = await history.export_events(
                 storage, args.app_id, lo_ms, hi_ms, stream,
                 progress=lambda count: progress.update(f"{count:,} events written"),
             )  # fmt: skip
+        return written
 
     try:
         count = _with_storage(settings, work)
@@ -929,6 +1016,78 @@ def _export_events(args: argparse.Namespace, settings: Settings) -> int:
     if count is None:
         return _fail(f"no application {args.app_id}")
     print(f"Exported {count:,} events.", file=sys.stderr if args.out == "-" else sys.stdout)
+    return 0
+
+
+def _secrets_new_key(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return _fail(f"cannot create {args.path}: {exc.strerror}")
+    with os.fdopen(fd, "w") as file:
+        file.write(sealing.new_key_text())
+    print(f"Wrote a new secrets key to {args.path}. Keep a copy apart from the database.")
+    return 0
+
+
+def _needs_key(settings: Settings, command: str) -> SecretsKey:
+    key = _secrets_key(settings)
+    if key is None:
+        raise SecretsKeyError(
+            f"secrets {command} needs the key file: --secrets-key-file PATH or "
+            "HOMING_SECRETS_KEY_FILE"
+        )
+    return key
+
+
+def _rewrite(settings: Settings, rewrite: Callable[[str, str], str]) -> tuple[int, int]:
+    """Rewrite every stored secret; return (how many changed, how many there are)."""
+
+    async def work(storage: SQLiteStorage) -> tuple[int, int]:
+        changed = await storage.rewrite_secrets(rewrite)
+        return changed, len(await storage.list_keys())
+
+    return _with_storage(settings, work)
+
+
+def _secrets_encrypt(args: argparse.Namespace, settings: Settings) -> int:
+    key = _needs_key(settings, "encrypt")
+
+    def seal(access_key_id: str, stored: str) -> str:
+        if sealing.is_sealed(stored):
+            key.open(stored, access_key_id)  # one key for all: it must open those too
+            return stored
+        return key.seal(stored, access_key_id)
+
+    changed, total = _rewrite(settings, seal)
+    print(f"Sealed {changed} of {total} secret access keys with {key.source}.")
+    return 0
+
+
+def _secrets_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    current = _needs_key(settings, "rotate")
+    new = SecretsKey.load(args.new_key_file)
+
+    def reseal(access_key_id: str, stored: str) -> str:
+        return new.seal(current.open(stored, access_key_id), access_key_id)
+
+    changed, _ = _rewrite(settings, reseal)
+    print(
+        f"Resealed {changed} secret access keys with {new.source}; {current.source} no longer "
+        "opens them. Start the collector with the new key file."
+    )
+    return 0
+
+
+def _secrets_decrypt(args: argparse.Namespace, settings: Settings) -> int:
+    key = _secrets_key(settings)
+    changed, total = _rewrite(
+        settings, lambda access_key_id, stored: sealing.reveal(stored, access_key_id, key)
+    )
+    print(
+        f"Stored {changed} secret access keys in clear again ({total} in all). Start the "
+        "collector without a key file."
+    )
     return 0
 
 

@@ -16,6 +16,25 @@ from homing_collector.quotas import MAX_QUOTA
 QUOTAS = ("quota_key_requests", "quota_key_events", "quota_app_requests", "quota_app_events")
 
 
+def database_path(raw: str) -> Path:
+    """The SQLite file that `--db` or HOMING_DB names: a path, or a `sqlite:` URL.
+
+    >>> database_path("sqlite:///var/lib/homing/homing.db")
+    PosixPath('/var/lib/homing/homing.db')
+    """
+    scheme, colon, rest = raw.partition(":")
+    if not colon or len(scheme) < 2 or not scheme.replace("+", "").isalnum():
+        return Path(raw)  # a plain path (C:\\... on Windows has a one-letter "scheme")
+    if scheme.lower() == "sqlite":
+        return Path(rest.removeprefix("//") or ".")
+    if scheme.lower() in ("postgresql", "postgres"):
+        raise ValueError(
+            "db_path: PostgreSQL is not supported by this version of the collector yet; "
+            "give the path of a SQLite file"
+        )
+    raise ValueError(f"db_path: {scheme}: URLs name no database this collector can use")
+
+
 def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("homing-collector")) / "homing.db"
 
@@ -51,6 +70,9 @@ class Settings:
     quota_app_events: int = 500_000
     # The directory whose files CreateImportJob may name with a file:// S3Url; None: none.
     import_dir: Path | None = None
+    # The file of the key that seals SigV4 secrets in the database (see sealing.py); None:
+    # they are stored in clear. Every command that creates or reads secrets reads it.
+    secrets_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -86,13 +108,22 @@ class Settings:
         """Build settings from flags that were given (not None), then the environment.
 
         Only `serve` reads the server's variables, so a bad HOMING_PORT never stops
-        `apps list`.
+        `apps list`; every command reads HOMING_DB and HOMING_SECRETS_KEY_FILE.
         """
         env = os.environ if env is None else env
         values: dict[str, object] = {
-            "db_path": Path(env["HOMING_DB"]) if env.get("HOMING_DB") else default_db_path(),
+            "db_path": default_db_path(),
         }
+        if env.get("HOMING_SECRETS_KEY_FILE"):
+            values["secrets_key_file"] = Path(env["HOMING_SECRETS_KEY_FILE"])
         sources: dict[str, str] = {}  # setting -> where its value came from, for errors
+        raw_db = flags.get("db_path") or env.get("HOMING_DB")
+        if raw_db:
+            source = "--db" if flags.get("db_path") else f"HOMING_DB={raw_db!r}"
+            try:
+                values["db_path"] = database_path(str(raw_db))
+            except ValueError as exc:
+                raise ValueError(f"{exc} (from {source})") from None
         for name, kind in _SERVE_VARIABLES if serve else ():
             variable = f"HOMING_{name.upper()}"
             raw = env.get(variable)
@@ -103,8 +134,8 @@ class Settings:
                     raise ValueError(f"{variable}={raw!r} is not a valid {name}") from None
                 sources[name] = f"{variable}={raw!r}"
         for name, value in flags.items():
-            if value is not None:
-                values[name] = Path(str(value)) if name in ("db_path", "import_dir") else value
+            if value is not None and name != "db_path":
+                values[name] = Path(str(value)) if name in _PATHS else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -112,6 +143,9 @@ class Settings:
             # Each rule's message starts with the name of the setting it is about.
             source = sources.get(str(exc).split(" ", 1)[0], "a flag or a HOMING_* variable")
             raise ValueError(f"{exc} (from {source})") from None
+
+
+_PATHS = ("import_dir", "secrets_key_file")
 
 
 def _flag(raw: str) -> bool:

@@ -35,8 +35,10 @@ def assert_rollups_match_events(conn: sqlite3.Connection, app_id: str) -> None:
         "SELECT hour, key FROM an_active WHERE app_id = ? AND kind = 0 ORDER BY 1, 2", (app_id,)
     ).fetchall()
     raw_active = conn.execute(
-        "SELECT DISTINCT ts / 3600000, endpoint_id FROM events WHERE app_id = ? ORDER BY 1, 2",
-        (app_id,),
+        "SELECT DISTINCT ts / 3600000, endpoint_id FROM events WHERE app_id = ?"
+        f" AND event_type NOT IN ({', '.join('?' * len(rollups.NOT_ACTIVITY))})"
+        " ORDER BY 1, 2",
+        (app_id, *sorted(rollups.NOT_ACTIVITY)),
     ).fetchall()
     assert active == raw_active
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,32 @@ def test_serve_reports_a_port_in_use(tmp_path: Path, workers: str) -> None:
         )  # fmt: skip
     assert result.returncode == 1, result.stdout
     assert f"127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ("postgresql://homing@db.example/homing", "PostgreSQL is not supported by this version"),
+        ("postgres://db.example/homing", "PostgreSQL is not supported by this version"),
+        ("mysql://db.example/homing", "mysql: URLs name no database"),
+    ],
+)
+def test_a_database_url_is_refused_rather_than_taken_for_a_folder(
+    tmp_path: Path, given: str, error: str
+) -> None:
+    for args, env in (((("--db", given)), {}), ((), {"HOMING_DB": given})):
+        result = subprocess.run(
+            [sys.executable, "-m", "homing_collector", *args, "apps", "list"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, **env},
+        )  # fmt: skip
+        assert result.returncode == 2 and error in result.stderr, result.stderr
+        assert list(tmp_path.iterdir()) == []  # no folder named "postgresql:"
+
+
+def test_a_sqlite_url_names_the_file(tmp_path: Path) -> None:
+    run_cli("apps", "create", "by-url", "--db", f"sqlite://{tmp_path / 'url.db'}")
+    assert "by-url" in run_cli("--db", str(tmp_path / "url.db"), "apps", "list")
 
 
 @pytest.mark.parametrize("command", [["apps", "list"], ["serve", "--port", "0"]])

@@ -1,9 +1,10 @@
 """The collector against its own OpenAPI document: schemathesis, every check, every phase.
 
 A live collector on loopback holds an application with endpoints, users, events, a push
-message, keys and segments of two versions, so that GET and DELETE reach real rows and
-not only 404s. Schemathesis runs as a command, with a fixed seed and a bounded number of
-examples; any failure or error fails this test, and its report is printed.
+message, keys, and segments and campaigns of two versions, so that GET and DELETE reach
+real rows and not only 404s. Schemathesis runs as a command, with a fixed seed and a
+bounded number of examples; any failure or error fails this test, and its report is
+printed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,7 @@ class Seeded:
     sandbox_app_id: str  # the one UpdateQuotas may throttle, so that the others are not
     segment_ids: list[str]  # with versions 1 and 2
     job_ids: list[str]  # import jobs
+    campaign_ids: list[str]  # with versions 1 and 2
 
 
 def seed(collector: LiveCollector) -> Seeded:
@@ -97,12 +99,27 @@ def seed(collector: LiveCollector) -> Seeded:
     )
     assert response.status_code == 201, response.text
     job_ids = [response.json()["Id"]]
+    campaign_ids = []
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    for name in ("contract-campaign-0", "contract-campaign-1"):
+        campaign = {
+            "Name": name,
+            "SegmentId": segment_ids[0],
+            "Schedule": {"StartTime": tomorrow},
+            "MessageConfiguration": {"DefaultMessage": {"Title": "Hi", "Body": "x"}},
+        }
+        response = httpx.post(base + "/campaigns", json=campaign, headers=headers)
+        assert response.status_code == 201, response.text
+        campaign_id = response.json()["Id"]
+        response = httpx.put(f"{base}/campaigns/{campaign_id}", json=campaign, headers=headers)
+        assert response.status_code == 200, response.text
+        campaign_ids.append(campaign_id)
     root = collector.root_key()
     doomed = collector.create_app("contract-doomed")
     sandbox = collector.create_app("contract-quotas")
     return Seeded(
         app.id, app.admin.token, app.ingest.access_key_id, root.token, doomed.id, sandbox.id,
-        segment_ids, job_ids,
+        segment_ids, job_ids, campaign_ids,
     )  # fmt: skip
 
 
@@ -118,9 +135,10 @@ def ranges() -> list[str]:
     ]
 
 
-# The segment, settings and import writes have rules JSON Schema cannot say (a date
-# criterion's values are ISO-8601 times, a source segment exists, a quiet time has both
-# ends, an import's file lies in the import directory, its body is not empty),
+# The segment, campaign, settings and import writes have rules JSON Schema cannot say (a
+# date criterion's values are ISO-8601 times, a source segment exists, a quiet time has
+# both ends, a campaign's segment exists, an import's file lies in the import directory,
+# its body is not empty),
 # documented in their description and answered 400, so schemathesis's positive data may
 # be refused there with a 400 too.
 
@@ -138,6 +156,7 @@ endpoints = {{ values = {values(ENDPOINTS)} }}
 users = {{ values = {values(USERS)} }}
 keys = {{ values = ["{seeded.ingest_key_id}"] }}
 segments = {{ values = {values(seeded.segment_ids)} }}
+campaigns = {{ values = {values(seeded.campaign_ids)} }}
 versions = {{ values = ["1", "2"] }}
 jobs = {{ values = {values(seeded.job_ids)} }}
 
@@ -159,6 +178,8 @@ probability = 0.5
 
 [parameters."path.job-id"]
 dictionary = "jobs"
+[parameters."path.campaign-id"]
+dictionary = "campaigns"
 probability = 0.5
 
 [parameters."path.version"]
@@ -193,7 +214,7 @@ checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 [[operations]]
 include-operation-id = [
     "CreateSegment", "UpdateSegment", "UpdateApplicationSettings", "CreateImportJob",
-    "UploadImportJob",
+    "UploadImportJob", "CreateCampaign", "UpdateCampaign",
 ]
 checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 404]
 """

@@ -179,3 +179,24 @@ def test_an_application_sets_its_own_quotas_through_the_api(
         answer = client.put(url, json={"EventsPerSecond": None}, headers=root).json()
         assert (answer["EventsPerSecond"], answer["RequestsPerSecond"]) == (500_000, 9)
         assert answer["Own"] == ["RequestsPerSecond"]
+
+
+def test_workers_share_one_quota(start_collector: Callable[..., LiveCollector]) -> None:
+    live = start_collector(None, "--workers", "2", "--quota-key-requests", "5")
+    app = live.create_app("shared-quota")
+    headers = {"Authorization": f"Bearer {app.ingest.token}"}
+    started = time.monotonic()
+    statuses = []
+    for serial in range(40):
+        body, _ = new_batch(["device"], 1, serial)
+        # A new connection each time, so that the kernel spreads them over both workers.
+        with httpx.Client(timeout=10) as client:
+            response = client.post(
+                f"{live.url}/v1/apps/{app.id}/events", json=body, headers=headers
+            )
+        statuses.append(response.status_code)
+    elapsed = time.monotonic() - started
+    accepted = statuses.count(202)
+    assert set(statuses) <= {202, 429}
+    # One burst of 5, then 5 per second: with a quota per worker it would be twice that.
+    assert 5 <= accepted <= 5 + 5 * elapsed + 1, (accepted, elapsed)

@@ -25,6 +25,7 @@ PATH_VALUES = {
     "kpi_name": "unique-deliveries",
     "segment_id": "matrix-segment",
     "job_id": "matrix-job",
+    "campaign_id": "matrix-campaign",
     "version": "1",
     "name": "dashboard.js",
 }

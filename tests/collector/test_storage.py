@@ -51,3 +51,16 @@ def test_the_wal_file_shrinks_back_once_a_long_read_ends(
     grown, after = asyncio.run(scenario())
     assert grown > 4 * limit
     assert after <= limit
+
+
+def test_migrations_are_listed_in_the_order_of_their_versions() -> None:
+    # migrate() skips every version at or below the highest applied, so one listed after
+    # a higher version would never run on a fresh database.
+    from homing_collector.storage.migrations import SQLITE_MIGRATIONS, migrate
+
+    versions = [version for version, _ in SQLITE_MIGRATIONS]
+    assert versions == sorted(set(versions))
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
+        assert migrate(conn) == versions[-1]
+        applied = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+    assert applied == versions

@@ -40,9 +40,9 @@ def test_the_committed_table_is_botocores() -> None:
 def test_an_unserved_pinpoint_operation_is_named(collector: LiveCollector, app: App) -> None:
     admin = collector.client(app.admin)
     with pytest.raises(admin.exceptions.NotFoundException) as info:
-        admin.get_campaigns(ApplicationId=app.id)
+        admin.list_journeys(ApplicationId=app.id)
     message = info.value.response["Error"]["Message"]
-    assert message == "GetCampaigns is an Amazon Pinpoint operation that Homing does not serve yet"
+    assert message == "ListJourneys is an Amazon Pinpoint operation that Homing does not serve yet"
     with pytest.raises(admin.exceptions.NotFoundException, match="GetSegmentExportJobs"):
         admin.get_segment_export_jobs(ApplicationId=app.id, SegmentId="s")
     response = httpx.get(f"{collector.url}/v1/apps/{app.id}/jobs/export")

@@ -37,6 +37,8 @@ _KPIS: dict[str, tuple[str, str]] = {
     "homing-sessions": ("Sessions", "users"),
 }
 NAMES = tuple(sorted([*_KPIS, *(name + GROUPED for name in _KPIS)]))
+# GetCampaignDateRangeKpi: the push KPIs, of one campaign's messages.
+CAMPAIGN_NAMES = tuple(name for name in NAMES if _KPIS[name.removesuffix(GROUPED)][1] == "push")
 
 
 def known(name: str) -> bool:
@@ -67,23 +69,26 @@ def parse_times(get: Get, now: datetime | None = None) -> tuple[date, date]:
 
 
 def _push_days(
-    conn: sqlite3.Connection, app_id: str, start: date, end: date
+    conn: sqlite3.Connection, app_id: str, start: date, end: date, campaign_id: str | None
 ) -> list[dict[str, float]]:
     g = grid(UTC, start, end)
     lo_ms, hi_ms = g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS
     days: list[dict[str, Any]] = [
         {"sent": 0, "delivered": 0, "opened": 0, "endpoints": set()} for _ in range(g.days)
     ]
-    for endpoint_id, _campaign, created, delivered_at in queries.push_messages(
+    for endpoint_id, campaign, created, delivered_at in queries.push_messages(
         conn, app_id, lo_ms, hi_ms
     ):
+        if campaign_id is not None and campaign != campaign_id:
+            continue
         day = days[g.day_of_ms(created)]
         day["sent"] += 1
         if delivered_at is not None:
             day["delivered"] += 1
             day["endpoints"].add(endpoint_id)
-    for _endpoint, ts, _campaign in queries.opens(conn, app_id, lo_ms, hi_ms):
-        days[g.day_of_ms(ts)]["opened"] += 1
+    for _endpoint, ts, campaign in queries.opens(conn, app_id, lo_ms, hi_ms):
+        if campaign_id is None or campaign == campaign_id:
+            days[g.day_of_ms(ts)]["opened"] += 1
     return days
 
 
@@ -127,13 +132,20 @@ def _row(key: str, value: float | None, day: str | None) -> dict[str, Any]:
 
 
 def date_range_kpi(
-    conn: sqlite3.Connection, app_id: str, name: str, start: date, end: date
+    conn: sqlite3.Connection,
+    app_id: str,
+    name: str,
+    start: date,
+    end: date,
+    *,
+    campaign_id: str | None = None,
 ) -> dict[str, Any]:
+    """The application's KPI, or with `campaign_id` the campaign's (a push KPI)."""
     grouped = name.endswith(GROUPED)
     key, source = _KPIS[name.removesuffix(GROUPED)]
     rows = []
     if source == "push":
-        days = _push_days(conn, app_id, start, end)
+        days = _push_days(conn, app_id, start, end, campaign_id)
         if grouped:
             rows = [
                 _row(key, _push_value(key, [d]), str(start + timedelta(days=i)))
@@ -153,6 +165,7 @@ def date_range_kpi(
     finish = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
     return {
         "ApplicationId": app_id,
+        **({} if campaign_id is None else {"CampaignId": campaign_id}),
         "KpiName": name,
         "StartTime": format_timestamp(begin),
         "EndTime": format_timestamp(finish),

@@ -37,6 +37,7 @@ from homing.wire import WireError, parse_timestamp
 from homing_collector.analytics import cohorts, cover, visits
 from homing_collector.analytics.days import HOUR_MS
 from homing_collector.analytics.sql import join_values
+from homing_collector.campaigns.delivery import CAMPAIGN_SEND
 from homing_collector.storage import events as events_sql
 
 ENDPOINT, USER = 0, 1
@@ -71,6 +72,11 @@ class _Batch:
         self.metrics: dict[tuple[str, int, str, str], list[float]] = {}
         self.revenue: dict[tuple[str, int, str], list[float]] = {}
         self.sessions: dict[tuple[str, str, str], list[int]] = {}
+
+
+# Events the collector records for an endpoint, not the endpoint's own doing: counted by
+# type, but no sign that anyone was active (nor a new user, nor a retained one).
+NOT_ACTIVITY = frozenset({CAMPAIGN_SEND})
 
 
 class Summary:
@@ -110,14 +116,16 @@ class Summary:
         """Add one stored event: `ts` is when it happened, as stored, and `event` its body
         (checked). This runs for every event ingested, so the code is kept tight."""
         hour = ts // HOUR_MS
+        counts = self.counts
+        ckey = (hour, event_type)
+        counts[ckey] = counts.get(ckey, 0) + 1
+        if event_type in NOT_ACTIVITY:
+            return
         seen = self.hours.get(endpoint_id)
         if seen is None:
             self.hours[endpoint_id] = {hour}
         else:
             seen.add(hour)
-        counts = self.counts
-        ckey = (hour, event_type)
-        counts[ckey] = counts.get(ckey, 0) + 1
         values = event.get("Metrics")
         if values:
             metrics = self.metrics

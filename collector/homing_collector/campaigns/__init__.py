@@ -1,5 +1,7 @@
-"""The campaign engine's pure parts: request shapes, segment membership, event filters,
+"""The campaign engine. Its pure parts: request shapes, segment membership, event filters,
 schedules, quiet time, treatments, message variables and limits.
 
-Nothing here touches storage or HTTP; routes and the scheduler call these modules.
+The scheduler (`scheduler`, with `triggers` for event-triggered campaigns) runs them
+through the storage protocol and the push gateway; the other modules touch neither
+storage nor HTTP, and no module here holds SQL.
 """

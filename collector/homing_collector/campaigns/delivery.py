@@ -29,6 +29,10 @@ from .schedule import endpoint_zone, local_instant
 # minutes, it drops the message" (Pinpoint user guide, segments-importing; DG quotas).
 EVENT_DELIVERY_WINDOW = timedelta(minutes=5)
 
+# The event the collector records for each message a campaign sends (Pinpoint's event
+# stream name). The endpoint did nothing: analytics counts it, but not as activity.
+CAMPAIGN_SEND = "_campaign.send"
+
 ENDPOINT_MISSING_TIMEZONE = "ENDPOINT_MISSING_TIMEZONE"
 QUIET_TIME = "QUIET_TIME"
 MAXIMUM_DURATION = "MAXIMUM_DURATION"

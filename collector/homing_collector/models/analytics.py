@@ -283,3 +283,13 @@ class ApplicationDateRangeKpiResponse(Struct, omit_defaults=True, kw_only=True):
     EndTime: str
     KpiResult: KpiResult
     NextToken: str | None = None
+
+
+class CampaignDateRangeKpiResponse(Struct, omit_defaults=True, kw_only=True):
+    ApplicationId: str
+    CampaignId: str
+    KpiName: str
+    StartTime: str
+    EndTime: str
+    KpiResult: KpiResult
+    NextToken: str | None = None

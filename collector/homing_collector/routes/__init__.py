@@ -7,10 +7,14 @@ from typing import Any, Literal
 
 from homing_collector import dashboard, ingest
 from homing_collector.analytics import kpis
-from homing_collector.campaigns.campaign_shapes import WriteApplicationSettingsRequest
+from homing_collector.campaigns.campaign_shapes import (
+    WriteApplicationSettingsRequest,
+    WriteCampaignRequest,
+)
 from homing_collector.campaigns.shapes import WriteSegmentRequest
 from homing_collector.models import analytics as a
 from homing_collector.models import apps as m
+from homing_collector.models import campaigns as cp
 from homing_collector.models import device as d
 from homing_collector.models import endpoints as e
 from homing_collector.models import events as ev
@@ -23,6 +27,7 @@ from homing_collector.operation import NO_ROLE, Operation
 from homing_collector.routes import (
     analytics,
     apps,
+    campaigns,
     device,
     endpoints,
     events,
@@ -40,6 +45,7 @@ from homing_collector.routes import (
 
 APP = "/v1/apps/{application_id}"
 SEGMENT = APP + "/segments/{segment_id}"
+CAMPAIGN = APP + "/campaigns/{campaign_id}"
 
 # Each path parameter's type, wherever it appears.
 PATH_PARAMETERS: dict[str, Any] = {
@@ -49,6 +55,7 @@ PATH_PARAMETERS: dict[str, Any] = {
     "access_key_id": str,
     "segment_id": UrlId,
     "job_id": UrlId,
+    "campaign_id": UrlId,
     "version": sg.VersionNumber,
     "kpi_name": Literal[kpis.NAMES],
     "name": Literal[tuple(sorted(dashboard.ASSETS.keys() - {dashboard.PAGE}))],
@@ -156,6 +163,29 @@ _UPLOAD_RULES = (
     "not compressed, with any Content-Type; it is streamed to disk, never held in memory. "
     "The job defines a segment unless define-segment is false. segment-id, if given, names "
     "an imported segment of the application (else 400)."
+)
+CAMPAIGN_REQUEST = with_examples(
+    WriteCampaignRequest,
+    {
+        "Name": "spring-sale",
+        "SegmentId": "3f5c0a9e7b2d4c1e8a6f0b9d2c4e6a8b",
+        "Schedule": {"StartTime": "IMMEDIATE", "Frequency": "ONCE"},
+        "MessageConfiguration": {
+            "DefaultMessage": {"Title": "Hi {{User.UserAttributes.FirstName}}",
+                               "Body": "20% off today"},
+        },
+        "HoldoutPercent": 10,
+        "AdditionalTreatments": [{"SizePercent": 45, "TreatmentName": "B",
+            "MessageConfiguration": {"DefaultMessage": {"Title": "Sale", "Body": "Today"}}}],
+    },
+)  # fmt: skip
+_CAMPAIGN_RULES = (
+    "Rules JSON Schema cannot say, answered 400 naming the field: SegmentId names a segment "
+    "of the application and SegmentVersion one of its versions; SegmentId and Schedule are "
+    "required once the campaign is whole (an update keeps the members it does not give); "
+    "MessageConfiguration has DefaultMessage, GCMMessage or APNSMessage, unless "
+    "CustomDeliveryConfiguration is given; a new Schedule.StartTime is not in the past; "
+    "HoldoutPercent and the SizePercent of the treatments add up to at most 100."
 )
 _SEGMENT_RULES = (
     "Rules JSON Schema cannot say, answered 400 naming the field: at most 100 dimensions "
@@ -285,6 +315,44 @@ OPERATIONS = [
               "them forever", "admin", RETENTION_REQUEST, rt.RetentionResource,
               notes="Events of hours that began more than EventsDays days ago are deleted in "
               "the background, a few thousand at a time; the analytics rollups are kept."),
+    Operation("CreateCampaign", "POST", APP + "/campaigns", campaigns.create_campaign, 201,
+              "Create a campaign (version 1); the scheduler runs it", "admin",
+              CAMPAIGN_REQUEST, cp.CampaignResponse, notes=_CAMPAIGN_RULES,
+              check=campaigns.check_campaign),
+    Operation("GetCampaigns", "GET", APP + "/campaigns", campaigns.get_campaigns, 200,
+              "List the latest version of each campaign", "admin", None, cp.CampaignsResponse,
+              query=cp.CampaignsQuery, check=segments.check_page),
+    Operation("GetCampaign", "GET", CAMPAIGN, campaigns.get_campaign, 200,
+              "Read the latest version of a campaign, with its state", "admin", None,
+              cp.CampaignResponse),
+    Operation("UpdateCampaign", "PUT", CAMPAIGN, campaigns.update_campaign, 200,
+              "Change a campaign, as its next version: each member given replaces the "
+              "stored one", "admin", CAMPAIGN_REQUEST, cp.CampaignResponse,
+              notes=_CAMPAIGN_RULES, check=campaigns.check_campaign),
+    Operation("DeleteCampaign", "DELETE", CAMPAIGN, campaigns.delete_campaign, 200,
+              "Delete a campaign with its versions and activities; returns it, DELETED",
+              "admin", None, cp.CampaignResponse),
+    Operation("GetCampaignVersions", "GET", CAMPAIGN + "/versions",
+              campaigns.get_campaign_versions, 200, "List a campaign's versions, oldest first",
+              "admin", None, cp.CampaignsResponse, query=sg.SegmentVersionsQuery,
+              check=segments.check_page),
+    Operation("GetCampaignVersion", "GET", CAMPAIGN + "/versions/{version}",
+              campaigns.get_campaign_version, 200, "Read one version of a campaign", "admin",
+              None, cp.CampaignResponse),
+    Operation("GetCampaignActivities", "GET", CAMPAIGN + "/activities",
+              campaigns.get_campaign_activities, 200,
+              "List a campaign's runs (activities), oldest first, with their counts",
+              "admin", None, cp.ActivitiesResponse, query=cp.ActivitiesQuery,
+              check=segments.check_page),
+    Operation("GetCampaignDateRangeKpi", "GET", CAMPAIGN + "/kpis/daterange/{kpi_name}",
+              analytics.campaign_date_range_kpi, 200,
+              "A push KPI of one campaign's messages over a date range, in Pinpoint's shape",
+              "admin", None, a.CampaignDateRangeKpiResponse, query=a.KpiQuery,
+              check=analytics.check_kpi,
+              notes="kpi-name is one of the push KPIs (successful-delivery-rate, "
+              "unique-deliveries, push-open-rate, each also -grouped-by-date); others are "
+              "answered 404. start-time must not be after end-time, and the range holds at "
+              "most 366 days; otherwise the answer is 400, naming the parameter."),
     Operation("GetApplicationSettings", "GET", APP + "/settings", settings.get_settings, 200,
               "Read the application's campaign Limits, QuietTime and CampaignHook", "admin",
               None, sg.ApplicationSettingsResource),

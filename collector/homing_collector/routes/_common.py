@@ -25,6 +25,7 @@ from homing_collector.metrics import Metrics
 from homing_collector.operation import operation_of
 from homing_collector.push.gateway import Gateway
 from homing_collector.quotas import Quotas, Rates
+from homing_collector.sealing import SecretsKey
 from homing_collector.storage.base import Storage
 from homing_collector.validation import check_body, check_query
 
@@ -50,6 +51,11 @@ class Call:
 
 def storage(request: Request) -> Storage:
     return request.app.state.storage  # type: ignore[no-any-return]
+
+
+def secrets_key(request: Request) -> SecretsKey | None:
+    """The key that seals SigV4 secrets in the database, if the collector has one."""
+    return request.app.state.secrets_key  # type: ignore[no-any-return]
 
 
 def metrics(request: Request) -> Metrics:
@@ -99,7 +105,9 @@ async def admit(
     # Everything the headers can decide comes before the body, so that an anonymous or
     # unauthorised client cannot make the server read, and inflate, up to the size limit.
     try:
-        principal, signature = await authenticate(request, storage(request))
+        principal, signature = await authenticate(
+            request, storage(request), secrets_key=secrets_key(request)
+        )
         authorize(principal, op, app_id)
         if app_id is not None and await storage(request).get_app(app_id) is None:
             raise not_found(f"Application {app_id} does not exist")

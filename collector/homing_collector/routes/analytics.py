@@ -36,10 +36,16 @@ def _named(check: Check) -> Check:
     return run
 
 
-async def _answer(request: Request, build: Callable[[Call], Query]) -> Response:
+async def _answer(
+    request: Request,
+    build: Callable[[Call], Query],
+    found: Callable[[Call], Awaitable[None]] | None = None,
+) -> Response:
     call = await begin(request)
     if not call.storage.rollups:
         raise not_found("Analytics are off on this collector (HOMING_ROLLUPS=0)")
+    if found is not None:
+        await found(call)  # what the path names exists, or 404
     try:
         return json(await call.storage.analytics_read(build(call)))
     except ParamError as exc:  # a time zone without whole-hour offsets over the range
@@ -116,3 +122,25 @@ async def date_range_kpi(request: Request) -> Response:
         return lambda conn: kpis.date_range_kpi(conn, call.app_id, name, start, end)
 
     return await _answer(request, build)
+
+
+async def campaign_date_range_kpi(request: Request) -> Response:
+    campaign_id: str = request.path_params["campaign_id"]
+
+    async def found(call: Call) -> None:
+        if await call.storage.get_campaign(call.app_id, campaign_id) is None:
+            raise not_found(f"Campaign {campaign_id} does not exist in application {call.app_id}")
+
+    def build(call: Call) -> Query:
+        name = call.request.path_params["kpi_name"]
+        if name not in kpis.CAMPAIGN_NAMES:
+            raise not_found(
+                f"kpi-name: {name[:80]!r} is not a campaign KPI of this collector; one of "
+                + ", ".join(kpis.CAMPAIGN_NAMES)
+            )
+        start, end = call.checked
+        return lambda conn: kpis.date_range_kpi(
+            conn, call.app_id, name, start, end, campaign_id=campaign_id
+        )
+
+    return await _answer(request, build, found)

@@ -21,6 +21,11 @@ async def put_events(request: Request) -> Response:
         await device.access(request, call.principal, call.storage, call.app_id, checked.results)
     ).locked()
     report = await ingest.store_events(call.storage, call.app_id, checked, locked=locked)
+    # After the commit, with no I/O: event-triggered campaigns (campaigns.triggers).
+    request.app.state.scheduler.triggers.offer(
+        call.app_id, checked.rows, report.response["Results"],
+        from_admin=call.principal.role != "ingest",
+    )  # fmt: skip
     counters = metrics(request).events
     counters["accepted"] += report.accepted
     counters["rejected"] += report.rejected

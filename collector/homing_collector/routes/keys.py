@@ -11,7 +11,7 @@ from starlette.responses import Response
 from homing_collector.auth import generate_key
 from homing_collector.errors import bad_request, not_found
 from homing_collector.models.apps import APP_ROLES
-from homing_collector.routes._common import begin, gateway, json
+from homing_collector.routes._common import begin, gateway, json, secrets_key
 from homing_collector.storage.base import KeyRecord
 
 
@@ -34,12 +34,12 @@ def check_role(payload: Any) -> str:
 
 async def create_key(request: Request) -> Response:
     call = await begin(request)
-    key = generate_key(call.checked, call.app_id)
+    key = generate_key(call.checked, call.app_id, secrets_key=secrets_key(request))
     await call.storage.create_key(key.record)
     return json(
         {
             **key_response(key.record),
-            "SecretAccessKey": key.record.secret,
+            "SecretAccessKey": key.secret,
             "Token": key.token,
         },
         201,

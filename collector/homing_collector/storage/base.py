@@ -144,6 +144,64 @@ class ImportRow(NamedTuple):
     update: Endpoint  # merged into the stored endpoint, as UpdateEndpoint does
 
 
+@dataclass(frozen=True)
+class CampaignRecord:
+    """One version of a campaign."""
+
+    app_id: str
+    id: str
+    version: int
+    created_at: str  # the campaign's first version
+    modified_at: str  # this version's
+    request: str  # the WriteCampaignRequest of this version, SegmentVersion filled in, JSON
+    segment_id: str
+    state: str  # SCHEDULED, EXECUTING, PENDING_NEXT_RUN or COMPLETED (IsPaused aside)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActivityRecord:
+    """One run of a campaign, and the scheduler's job for it."""
+
+    app_id: str
+    campaign_id: str
+    id: str
+    version: int  # the campaign version it runs
+    scheduled_ms: int
+    state: str  # PENDING, RUNNING, COMPLETED or CANCELLED
+    started_at: str | None
+    ended_at: str | None
+    result: str | None
+    cursor: str | None  # the last endpoint id of the segment walk done
+    total: int
+    successful: int
+    metrics: dict[str, int]
+
+
+@dataclass(frozen=True)
+class CampaignSend:
+    """What one activity did for one endpoint: SENT (with its push), DEFERRED (until
+    `at_ms`), or a skip reason such as TREATMENT_HOLDOUT."""
+
+    endpoint_id: str
+    status: str
+    treatment_id: str | None
+    at_ms: int
+    message: PushMessage | None = None
+    event: EventRow | None = None  # the `_campaign.send` event that goes with a push
+    # For an event-triggered campaign, the id of the event that triggered the send: the
+    # record is then kept per event, so each event is answered once.
+    trigger: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkWritten:
+    """What `write_campaign_chunk` stored: None of it if the lease was lost."""
+
+    lease_held: bool
+    queued: list[tuple[PushMessage, int]] = field(default_factory=list)  # (message, seq)
+
+
 class StorageError(Exception):
     pass
 
@@ -196,6 +254,9 @@ class Storage(Protocol):
     async def get_key_by_token(self, token_sha256: str) -> KeyRecord | None: ...
     async def list_keys(self, app_id: str | None = None) -> list[KeyRecord]: ...
     async def revoke_key(self, access_key_id: str, revoked_at: str) -> bool: ...
+    # Replace every key's stored secret with rewrite(access key id, stored secret), in one
+    # transaction: all or none (sealing, rotating or opening them); return how many changed.
+    async def rewrite_secrets(self, rewrite: Callable[[str, str], str]) -> int: ...
 
     async def put_events(
         self,
@@ -364,6 +425,117 @@ class Storage(Protocol):
     ) -> list[tuple[str, Endpoint]]:
         """Up to `limit` (id, endpoint) pairs whose ids sort after `after`, by id: a walk
         over an application's endpoints, one chunk at a time."""
+
+    # Campaigns. Each write adds a version, as for segments. SegmentReferenceError names
+    # SegmentId or SegmentVersion when they name no stored segment.
+    async def create_campaign(
+        self, record: CampaignRecord, segment_version: int | None
+    ) -> CampaignRecord:
+        """Store version 1, its request's SegmentVersion set to `segment_version` or, when
+        None, to the segment's latest version."""
+
+    async def update_campaign(
+        self,
+        app_id: str,
+        campaign_id: str,
+        update: dict[str, Any],
+        modified_at: str,
+        check: Callable[[dict[str, Any]], None],
+    ) -> CampaignRecord | None:
+        """Store the next version: the latest request with each top-level member of
+        `update` replaced, which `check` must accept; None if there is no such campaign."""
+
+    async def get_campaign(
+        self, app_id: str, campaign_id: str, version: int | None = None
+    ) -> CampaignRecord | None: ...
+    async def list_campaigns(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[CampaignRecord]: ...
+    async def list_campaign_versions(
+        self, app_id: str, campaign_id: str, *, after: int, limit: int
+    ) -> list[CampaignRecord]: ...
+    async def delete_campaign(self, app_id: str, campaign_id: str) -> CampaignRecord | None:
+        """Delete the campaign with its versions, activities and send records."""
+
+    async def list_activities(
+        self, app_id: str, campaign_id: str, *, after: int, limit: int
+    ) -> list[ActivityRecord]:
+        """Activities whose scheduled start (ms) is above `after`, oldest first."""
+
+    # The scheduler's side of campaigns.
+    async def campaigns_to_plan(self) -> list[tuple[CampaignRecord, int | None]]:
+        """Every campaign that may have runs left, with the instant (ms) its runs are
+        planned through (None: not yet)."""
+
+    async def plan_runs(
+        self,
+        app_id: str,
+        campaign_id: str,
+        version: int,
+        runs_ms: Sequence[int],
+        missed_ms: Sequence[int],
+        planned_ms: int,
+        finished: bool,
+    ) -> None:
+        """Add an activity for each run (once, whoever else plans it), record the missed
+        ones as CANCELLED, and move the plan forward, unless the campaign changed."""
+
+    async def claim_activity(
+        self, owner: str, now_ms: int, lease_ms: int, *, dead: Callable[[str], bool]
+    ) -> ActivityRecord | None:
+        """Take the lease of one due activity that nobody holds, whose lease expired, or
+        whose holder `dead` says is gone; start it if it was PENDING."""
+
+    async def campaign_sends(
+        self, app_id: str, campaign_id: str, endpoint_ids: Sequence[str]
+    ) -> dict[str, list[int]]:
+        """When (ms) each endpoint was sent the campaign's message, in any activity."""
+
+    async def deferred_sends(
+        self, app_id: str, campaign_id: str, activity_id: str, *, now_ms: int, limit: int
+    ) -> tuple[list[str], int | None]:
+        """Endpoints of the activity held back until now or before, and the earliest
+        instant (ms) one of the others is held back to (None: none)."""
+
+    async def recent_events(
+        self, app_id: str, *, lo_ms: int, hi_ms: int, since_arrival_ms: int
+    ) -> list[EventRow]:
+        """The application's events that happened in [lo_ms, hi_ms) and arrived at or
+        after `since_arrival_ms`."""
+
+    async def event_activity(
+        self, app_id: str, campaign_id: str, version: int, scheduled_ms: int, now: str
+    ) -> ActivityRecord:
+        """The activity that counts an event-triggered campaign's sends (made once). The
+        scheduler never claims it: events drive it."""
+
+    async def write_campaign_chunk(
+        self,
+        activity: ActivityRecord,
+        owner: str | None,
+        sends: Sequence[CampaignSend],
+        *,
+        cursor: str | None,
+        lease_until_ms: int,
+        queue_limit: int,
+    ) -> ChunkWritten:
+        """In one transaction, if `owner` still holds the lease (None: an event activity,
+        which has none): record each send (an
+        endpoint the activity already has a final row for is left alone), queue the
+        pushes of the new SENT rows, store their events, count them in the activity and
+        move its cursor."""
+
+    async def finish_activity(
+        self,
+        activity: ActivityRecord,
+        owner: str,
+        *,
+        not_before_ms: int | None,
+        now: str,
+        result: str = "SUCCESS",
+    ) -> None:
+        """Release the lease: the activity waits until `not_before_ms` for its held-back
+        endpoints, or, when None, it is COMPLETED with `result` (SUCCESS or FAIL)."""
 
     # Device credentials: the SHA-256 of each endpoint's secret, if it has one.
     async def device_credentials(

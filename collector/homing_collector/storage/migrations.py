@@ -285,6 +285,72 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        9,
+        # Campaigns (homing_collector.storage.campaigns): each version's request, as
+        # segments keep theirs; one activity per run, which is also the scheduler's job,
+        # held by one process at a time through its lease; and one row per endpoint and
+        # activity, written with the endpoint's push, so that no endpoint gets a run's
+        # message twice.
+        """
+        CREATE TABLE campaigns (
+            app_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            segment_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}',
+            planned_ms INTEGER,
+            finished INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (app_id, campaign_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX campaigns_segment ON campaigns(app_id, segment_id);
+        CREATE TABLE campaign_versions (
+            app_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            request TEXT NOT NULL,
+            PRIMARY KEY (app_id, campaign_id, version)
+        ) WITHOUT ROWID;
+        CREATE TABLE campaign_activities (
+            app_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            activity_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            scheduled_ms INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            started_at TEXT,
+            ended_at TEXT,
+            result TEXT,
+            cursor TEXT,
+            not_before_ms INTEGER NOT NULL,
+            lease_owner TEXT,
+            lease_until_ms INTEGER,
+            total INTEGER NOT NULL DEFAULT 0,
+            successful INTEGER NOT NULL DEFAULT 0,
+            metrics TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (app_id, campaign_id, activity_id),
+            UNIQUE (app_id, campaign_id, scheduled_ms)
+        );
+        CREATE INDEX campaign_activities_open ON campaign_activities(state, not_before_ms)
+            WHERE state IN ('PENDING', 'RUNNING');
+        CREATE TABLE campaign_sends (
+            app_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            activity_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            treatment_id TEXT,
+            at_ms INTEGER NOT NULL,
+            message_id TEXT,
+            PRIMARY KEY (app_id, campaign_id, activity_id, endpoint_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX campaign_sends_endpoint
+            ON campaign_sends(app_id, campaign_id, endpoint_id, at_ms);
+        """,
+    ),
+    (
         10,
         # Import jobs (CreateImportJob, the upload route, `segments import`), kept by
         # homing_collector.storage.imports: each job with its progress, and the endpoint

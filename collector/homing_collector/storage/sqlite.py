@@ -40,10 +40,14 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
-from homing_collector.storage import device, history, imports, push, segments
+from homing_collector.storage import campaigns, device, history, imports, push, segments
 from homing_collector.storage import events as events_sql
 from homing_collector.storage.base import (
+    ActivityRecord,
     AppRecord,
+    CampaignRecord,
+    CampaignSend,
+    ChunkWritten,
     Endpoint,
     EndpointMerge,
     EndpointUpdate,
@@ -486,6 +490,7 @@ class SQLiteStorage:
             rollups.remove_app(conn, app_id)  # analytics hook
             segments.delete_app(conn, app_id)
             imports.delete_app(conn, app_id)
+            campaigns.delete_app(conn, app_id)
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
                 "app_quotas", "app_retention",
@@ -543,6 +548,22 @@ class SQLiteStorage:
                 (revoked_at, access_key_id),
             )
             return cursor.rowcount > 0
+
+        return await self._write(job)
+
+    async def rewrite_secrets(self, rewrite: Callable[[str, str], str]) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            changed = 0
+            for access_key_id, secret in conn.execute(
+                "SELECT access_key_id, secret FROM keys"
+            ).fetchall():
+                new = rewrite(access_key_id, secret)
+                if new != secret:
+                    conn.execute(
+                        "UPDATE keys SET secret = ? WHERE access_key_id = ?", (new, access_key_id)
+                    )
+                    changed += 1
+            return changed
 
         return await self._write(job)
 
@@ -744,11 +765,151 @@ class SQLiteStorage:
         return segments.versions(self._read(), app_id, segment_id, after, limit)
 
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
-        def job(conn: sqlite3.Connection) -> SegmentRecord | None:
-            imports.delete_segment(conn, app_id, segment_id)
-            return segments.delete(conn, app_id, segment_id)
+        return await self._write(
+            lambda conn: _delete_segment(conn, app_id, segment_id), flush_first=False
+        )
 
-        return await self._write(job, flush_first=False)
+    # -- campaigns (SQL in campaigns.py) --------------------------------------------------
+
+    async def create_campaign(
+        self, record: CampaignRecord, segment_version: int | None
+    ) -> CampaignRecord:
+        return await self._write(
+            lambda conn: campaigns.create(conn, record, segment_version), flush_first=False
+        )
+
+    async def update_campaign(
+        self,
+        app_id: str,
+        campaign_id: str,
+        update: dict[str, Any],
+        modified_at: str,
+        check: Callable[[dict[str, Any]], None],
+    ) -> CampaignRecord | None:
+        return await self._write(
+            lambda conn: campaigns.update(conn, app_id, campaign_id, update, modified_at, check),
+            flush_first=False,
+        )
+
+    async def get_campaign(
+        self, app_id: str, campaign_id: str, version: int | None = None
+    ) -> CampaignRecord | None:
+        return campaigns.get(self._read(), app_id, campaign_id, version)
+
+    async def list_campaigns(
+        self, app_id: str, *, after: str | None, limit: int
+    ) -> list[CampaignRecord]:
+        return campaigns.page(self._read(), app_id, after, limit)
+
+    async def list_campaign_versions(
+        self, app_id: str, campaign_id: str, *, after: int, limit: int
+    ) -> list[CampaignRecord]:
+        return campaigns.versions(self._read(), app_id, campaign_id, after, limit)
+
+    async def delete_campaign(self, app_id: str, campaign_id: str) -> CampaignRecord | None:
+        return await self._write(
+            lambda conn: campaigns.delete(conn, app_id, campaign_id), flush_first=False
+        )
+
+    async def list_activities(
+        self, app_id: str, campaign_id: str, *, after: int, limit: int
+    ) -> list[ActivityRecord]:
+        return campaigns.activities(self._read(), app_id, campaign_id, after, limit)
+
+    async def campaigns_to_plan(self) -> list[tuple[CampaignRecord, int | None]]:
+        return campaigns.to_plan(self._read())
+
+    async def plan_runs(
+        self,
+        app_id: str,
+        campaign_id: str,
+        version: int,
+        runs_ms: Sequence[int],
+        missed_ms: Sequence[int],
+        planned_ms: int,
+        finished: bool,
+    ) -> None:
+        now = _iso_now()
+        await self._write(
+            lambda conn: campaigns.plan_runs(
+                conn, app_id, campaign_id, version, runs_ms, missed_ms, planned_ms, finished, now
+            ),
+            flush_first=False,
+        )
+
+    async def claim_activity(
+        self, owner: str, now_ms: int, lease_ms: int, *, dead: Callable[[str], bool]
+    ) -> ActivityRecord | None:
+        now = _iso_now()
+        return await self._write(
+            lambda conn: campaigns.claim(conn, owner, now_ms, lease_ms, dead, now),
+            flush_first=False,
+        )
+
+    async def campaign_sends(
+        self, app_id: str, campaign_id: str, endpoint_ids: Sequence[str]
+    ) -> dict[str, list[int]]:
+        return campaigns.sends_of(self._read(), app_id, campaign_id, endpoint_ids)
+
+    async def deferred_sends(
+        self, app_id: str, campaign_id: str, activity_id: str, *, now_ms: int, limit: int
+    ) -> tuple[list[str], int | None]:
+        return campaigns.deferred(self._read(), app_id, campaign_id, activity_id, now_ms, limit)
+
+    async def recent_events(
+        self, app_id: str, *, lo_ms: int, hi_ms: int, since_arrival_ms: int
+    ) -> list[EventRow]:
+        return campaigns.recent_events(self._read(), app_id, lo_ms, hi_ms, since_arrival_ms)
+
+    async def event_activity(
+        self, app_id: str, campaign_id: str, version: int, scheduled_ms: int, now: str
+    ) -> ActivityRecord:
+        return await self._write(
+            lambda conn: campaigns.event_activity(
+                conn, app_id, campaign_id, version, scheduled_ms, now
+            ),
+            flush_first=False,
+        )
+
+    async def write_campaign_chunk(
+        self,
+        activity: ActivityRecord,
+        owner: str | None,
+        sends: Sequence[CampaignSend],
+        *,
+        cursor: str | None,
+        lease_until_ms: int,
+        queue_limit: int,
+    ) -> ChunkWritten:
+        def job(conn: sqlite3.Connection) -> ChunkWritten:
+            written, values = campaigns.write_chunk(
+                conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, epoch_ms()
+            )
+            if values:
+                # The collector's own event types are not held to the per-app limit.
+                for event_type in set(values[3::_EVENT_COLUMNS]):
+                    _add_type(conn, activity.app_id, event_type, 1 << 30)
+                    self._types.setdefault(activity.app_id, set()).add(event_type)
+                _insert_events(conn, values, self._rows_per_insert)
+                if self.rollups:  # analytics hook: event ids are new, so every row is
+                    rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
+            return written
+
+        return await self._write(job)
+
+    async def finish_activity(
+        self,
+        activity: ActivityRecord,
+        owner: str,
+        *,
+        not_before_ms: int | None,
+        now: str,
+        result: str = "SUCCESS",
+    ) -> None:
+        await self._write(
+            lambda conn: campaigns.finish(conn, activity, owner, not_before_ms, now, result),
+            flush_first=False,
+        )
 
     async def endpoints_after(
         self, app_id: str, *, after: str | None, limit: int
@@ -962,6 +1123,17 @@ def is_disk_full(exc: BaseException) -> bool:
     if code is not None:
         return code & 0xFF == _SQLITE_FULL
     return "database or disk is full" in str(exc)
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _delete_segment(conn: sqlite3.Connection, app_id: str, segment_id: str) -> SegmentRecord | None:
+    # As in Pinpoint, a campaign whose segment is deleted is deleted (its state DELETED).
+    campaigns.delete_for_segment(conn, app_id, segment_id)
+    imports.delete_segment(conn, app_id, segment_id)
+    return segments.delete(conn, app_id, segment_id)
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:

@@ -1,0 +1,236 @@
+"""Event-triggered campaigns: events matched after PutEvents' commit against the compiled
+filters kept in memory, and the matches sent to the endpoint that sent each event.
+
+`offer` runs in the PutEvents route once the batch is committed and the answer is ready:
+when no campaign of the application has an event filter it costs one dict lookup, and
+otherwise the matching of the batch's events, with no I/O. The matches wait in a bounded
+queue for one task that checks each endpoint against the campaign's segment, decides it
+as a run would (treatments, opt-out, caps, quiet time, the five-minute window) and
+commits its send record, push and `_campaign.send` event together, keyed by the event's
+id: a resent event is answered once.
+
+The filters are rebuilt by the scheduler's tick from the campaigns it reads anyway, so a
+change reaches every process of `serve --workers` within a second. A match still in the
+queue when the process dies is found again at the next start (`recover`), as long as
+its five minutes are not over: Pinpoint drops what it cannot send by then, and so does
+Homing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from homing import limits
+from homing.wire import format_timestamp
+from homing_collector.storage.base import CampaignRecord, CampaignSend, EventRow
+
+from .campaign_shapes import WriteCampaignRequest
+from .delivery import EVENT_DELIVERY_WINDOW
+from .event_filter import FilterIndex, compile_campaign_filter
+
+if TYPE_CHECKING:
+    from .scheduler import Run, Scheduler
+
+logger = logging.getLogger("homing_collector")
+
+MAX_QUEUED = 100_000  # matches waiting to be sent; more are dropped and counted
+MEMBERSHIP_TTL = timedelta(seconds=60)  # a compiled segment is read again after this
+# At start-up, events that happened this long ago at most are matched again (see recover):
+# the index is read by time, so older ones (an SDK's offline queue) would cost a scan.
+RECOVERY_SPAN = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    app_id: str
+    campaign_id: str
+    endpoint_id: str
+    event_id: str
+    at: datetime  # when the event arrived
+
+
+@dataclass
+class _Campaign:
+    record: CampaignRecord
+    request: WriteCampaignRequest
+    run: Run | None = None  # prepared at its first match, and again after MEMBERSHIP_TTL
+    prepared: datetime | None = None
+
+
+class Triggers:
+    def __init__(self, scheduler: Scheduler, clock: Callable[[], datetime]) -> None:
+        self.scheduler = scheduler
+        self.clock = clock
+        self._indexes: dict[str, FilterIndex] = {}
+        self._campaigns: dict[str, _Campaign] = {}
+        self._seen: dict[str, int] = {}  # campaign id -> version, as last built
+        self._queue: asyncio.Queue[Match] = asyncio.Queue(MAX_QUEUED)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def refresh(self, campaigns: Sequence[tuple[CampaignRecord, WriteCampaignRequest]]) -> None:
+        """Rebuild the filters if an EVENT campaign was added, changed or deleted."""
+        seen = {record.id: record.version for record, _ in campaigns}
+        if seen == self._seen:
+            return
+        self._seen = seen
+        kept = {}
+        by_app: dict[str, list[Any]] = {}
+        for record, request in campaigns:
+            old = self._campaigns.get(record.id)
+            kept[record.id] = (
+                old if old is not None and old.record.version == record.version
+                else _Campaign(record, request)
+            )  # fmt: skip
+            if request.IsPaused or request.Schedule is None:
+                continue
+            created = datetime.fromisoformat(record.created_at.replace("Z", "+00:00"))
+            compiled = compile_campaign_filter(record.id, request.Schedule, created=created)
+            if compiled is not None:
+                by_app.setdefault(record.app_id, []).append(compiled)
+        self._campaigns = kept
+        self._indexes = {app_id: FilterIndex(filters) for app_id, filters in by_app.items()}
+
+    def offer(
+        self,
+        app_id: str,
+        rows: Sequence[EventRow],
+        results: Mapping[str, Any],
+        *,
+        from_admin: bool,
+    ) -> int:
+        """Match the stored events of one PutEvents batch; queue what they trigger.
+        Returns how many matches were queued."""
+        index = self._indexes.get(app_id)
+        if index is None:
+            return 0
+        now = self.clock()
+        queued = 0
+        for row in rows:
+            if not index.candidates(row.event_type, from_admin=from_admin):
+                continue
+            status = results[row.endpoint_id]["EventsItemResponse"].get(row.event_id)
+            if status is None or status.get("StatusCode") != 202:
+                continue
+            event = orjson.loads(row.body)
+            for campaign_id in index.match(event, from_admin=from_admin, at=now):
+                try:
+                    self._queue.put_nowait(
+                        Match(app_id, campaign_id, row.endpoint_id, row.event_id, now)
+                    )
+                    queued += 1
+                except asyncio.QueueFull:
+                    self.dropped += 1
+        return queued
+
+    async def recover(self) -> int:
+        """Match again the events that arrived in the last five minutes (those that
+        happened in the last RECOVERY_SPAN): after a crash, the matches of some may have
+        been lost. A send is recorded under its event's id, so an event answered before
+        is not answered twice. Which key sent an event is not stored: only ENDPOINT
+        filters are matched here. Returns how many matches were queued."""
+        now = self.clock()
+        now_ms = int(now.timestamp() * 1000)
+        since = now_ms - int(EVENT_DELIVERY_WINDOW.total_seconds() * 1000)
+        lo_ms = now_ms - int(RECOVERY_SPAN.total_seconds() * 1000)
+        hi_ms = now_ms + limits.MAX_FUTURE_SKEW_SECONDS * 1000 + 1
+        queued = 0
+        for app_id, index in list(self._indexes.items()):
+            rows = await self.scheduler.storage.recent_events(
+                app_id, lo_ms=lo_ms, hi_ms=hi_ms, since_arrival_ms=since
+            )
+            for row in rows:
+                at = datetime.fromtimestamp(row.arrival_ms / 1000, timezone.utc)
+                for campaign_id in index.match(orjson.loads(row.body), at=at):
+                    try:
+                        self._queue.put_nowait(
+                            Match(app_id, campaign_id, row.endpoint_id, row.event_id, at)
+                        )
+                        queued += 1
+                    except asyncio.QueueFull:
+                        self.dropped += 1
+        return queued
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 500:
+                batch.append(self._queue.get_nowait())
+            try:
+                await self.send(batch)
+            except Exception:
+                logger.exception("%d event-triggered campaign messages failed", len(batch))
+
+    async def send(self, matches: Sequence[Match]) -> None:
+        """Decide and send each match, one transaction per campaign."""
+        by_campaign: dict[str, list[Match]] = {}
+        for match in matches:
+            by_campaign.setdefault(match.campaign_id, []).append(match)
+        for campaign_id, found in by_campaign.items():
+            campaign = self._campaigns.get(campaign_id)
+            if campaign is None:
+                continue  # deleted since
+            run = await self._run(campaign)
+            if run is None:
+                continue
+            storage = self.scheduler.storage
+            ids = list(dict.fromkeys(m.endpoint_id for m in found))
+            endpoints = await storage.get_endpoints(campaign.record.app_id, ids)
+            sent_before = await self.scheduler.sent_before(run, ids)
+            now = self.clock()
+            sends: list[CampaignSend] = []
+            run.addresses.clear()
+            for match in found:
+                endpoint = endpoints.get(match.endpoint_id)
+                if endpoint is None:
+                    continue
+                endpoint["Id"] = match.endpoint_id
+                if not run.member(endpoint):
+                    sends.append(CampaignSend(
+                        match.endpoint_id, "FILTERED_OUT_BY_SEGMENT", None, int(
+                            now.timestamp() * 1000), trigger=match.event_id,
+                    ))  # fmt: skip
+                    continue
+                sends.append(
+                    self.scheduler.decide(
+                        run, endpoint, now, sent_before, trigger=(match.event_id, match.at)
+                    )
+                )
+            if sends:
+                await self.scheduler.commit(run.activity, sends, cursor=None, owner=None)
+
+    async def _run(self, campaign: _Campaign) -> Run | None:
+        now = self.clock()
+        if (
+            campaign.run is not None
+            and campaign.prepared is not None
+            and now - campaign.prepared < MEMBERSHIP_TTL
+        ):
+            return campaign.run
+        record = campaign.record
+        created = datetime.fromisoformat(record.created_at.replace("Z", "+00:00"))
+        activity = await self.scheduler.storage.event_activity(
+            record.app_id, record.id, record.version,
+            int(created.timestamp() * 1000), format_timestamp(now),
+        )  # fmt: skip
+        campaign.run = await self.scheduler.prepare(activity, record)
+        campaign.prepared = now
+        return campaign.run

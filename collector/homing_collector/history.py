@@ -179,7 +179,9 @@ async def import_events(
                     continue
                 arrival = record.get("arrival_timestamp")
                 if type(arrival) is not int or not 0 <= arrival <= _MAX_ARRIVAL_MS:
-                    arrival = now_ms
+                    # History, not news: what looks at recent arrivals (the campaign
+                    # triggers' recovery at start) must not take it for new events.
+                    arrival = ts
                 endpoint_id = imported.endpoint_id
                 event = imported.event
                 session = event.get("Session")

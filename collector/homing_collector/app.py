@@ -30,6 +30,7 @@ from homing_collector.operation import bind
 from homing_collector.pinpoint import unserved
 from homing_collector.push.gateway import Gateway
 from homing_collector.quotas import Quotas, Rates
+from homing_collector.retention import Sweeper
 from homing_collector.routes import (
     BENCH_OPERATIONS,
     EXTRA_SCHEMAS,
@@ -79,6 +80,7 @@ def create_app(
     scheduler = Scheduler(store, push, clock=clock)
 
     imports = ImportRunner(store)
+    sweeper = Sweeper(store)
 
     # Webhook deliveries and event streams, in the background of every process; leases
     # in the database share the work between the processes of `serve --workers`.
@@ -102,6 +104,7 @@ def create_app(
             raise
         await imports.start()
         await push.start()
+        await sweeper.start()
         await scheduler.start()
         await outbox.start()
         await streams.start()
@@ -110,6 +113,7 @@ def create_app(
         try:
             yield
         finally:
+            await sweeper.close()
             await imports.close()  # before the storage: they mark their jobs FAILED
             await scheduler.close()
             await streams.close()
@@ -144,6 +148,7 @@ def create_app(
     )  # fmt: skip
     app.state.push = push
     app.state.imports = imports
+    app.state.retention = sweeper
     app.state.scheduler = scheduler
     app.state.hooks = hooks
     app.state.outbox = outbox

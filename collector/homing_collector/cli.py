@@ -14,6 +14,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from homing_collector.lifetime import end_with_parent
 from homing_collector.routes.apps import new_app
 from homing_collector.sealing import SecretsKey, SecretsKeyError
 from homing_collector.settings import QUOTAS, Settings, default_db_path
+from homing_collector.storage.base import StorageError
 from homing_collector.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")
@@ -159,6 +161,18 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("app_id", metavar="ID")
     delete.set_defaults(run=_apps_delete)
 
+    retention = app_commands.add_parser(
+        "retention", parents=[db], help="show or set how long raw events are kept",
+        description="Show or set how many days an application keeps its raw events. "
+        "Older events are deleted in the background by a running collector; the "
+        "analytics rollups are kept, so the dashboard's history stays.",
+    )  # fmt: skip
+    retention.add_argument("app_id", metavar="APP", help="the application id")
+    keep = retention.add_mutually_exclusive_group()
+    keep.add_argument("--days", type=int, metavar="N", help="keep raw events N days")
+    keep.add_argument("--forever", action="store_true", help="keep raw events forever")
+    retention.set_defaults(run=_apps_retention)
+
     keys = commands.add_parser(
         "keys", parents=[db], help="create, list and revoke keys",
         description="Create, list and revoke credentials.",
@@ -241,6 +255,61 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every dead letter of APP")
     replay.set_defaults(run=_hooks_replay)
 
+    imports = commands.add_parser(
+        "import", parents=[db], help="import Pinpoint history: events and endpoints",
+        description="Import history exported from Amazon Pinpoint into an application.",
+    )  # fmt: skip
+    import_commands = imports.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    import_events = import_commands.add_parser(
+        "pinpoint-events", parents=[db],
+        help="import event-stream archives (what Kinesis Firehose wrote to S3)",
+        description="Import Pinpoint event-stream archives: files of JSON records, gzip or "
+        "plain, one record per line or concatenated, or directories of them. Each record "
+        "is stored as the event PutEvents would have stored, with its endpoint and the "
+        "analytics rollups; an event already stored is not stored again. Refused records "
+        "are reported as FILE:LINE: field: rule on stderr. Exits 1 if any record or "
+        "endpoint update was refused, else 0.",
+    )  # fmt: skip
+    import_events.add_argument("app_id", metavar="APP", help="the application id")
+    import_events.add_argument("paths", metavar="PATH", nargs="+", help="files or directories")
+    import_events.set_defaults(run=_import_pinpoint_events)
+    import_endpoints = import_commands.add_parser(
+        "pinpoint-endpoints", parents=[db],
+        help="import Pinpoint's endpoint export (newline-delimited JSON)",
+        description="Import a file of endpoint definitions, one JSON object per line (gzip "
+        "or plain), as Pinpoint's export jobs write them: each is merged into the stored "
+        "endpoint as UpdateEndpoint does. Refused rows are reported as FILE:LINE: field: "
+        "rule on stderr. Exits 1 if any row was refused, else 0.",
+    )  # fmt: skip
+    import_endpoints.add_argument("app_id", metavar="APP", help="the application id")
+    import_endpoints.add_argument("file", metavar="FILE", help="the file to import")
+    import_endpoints.set_defaults(run=_import_pinpoint_endpoints)
+
+    exports = commands.add_parser(
+        "export", parents=[db], help="export events as Pinpoint event-stream records",
+        description="Export an application's history.",
+    )  # fmt: skip
+    export_commands = exports.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    export_events = export_commands.add_parser(
+        "events", parents=[db], help="write events as Pinpoint event-stream records",
+        description="Write the application's events, from --since up to (not including) "
+        "--until, as Pinpoint event-stream records, one JSON object per line; "
+        "`import pinpoint-events` reads them back.",
+    )  # fmt: skip
+    export_events.add_argument("app_id", metavar="APP", help="the application id")
+    export_events.add_argument(
+        "--since", metavar="T", help="the first moment, such as 2026-01-01 or "
+        "2026-01-01T12:00:00Z (default: the beginning)",
+    )  # fmt: skip
+    export_events.add_argument(
+        "--until", metavar="T", help="the moment after the last (default: no end)"
+    )
+    export_events.add_argument(
+        "--out", metavar="FILE", default="-",
+        help="the file to write, gzip if its name ends in .gz; - is stdout (the default)",
+    )  # fmt: skip
+    export_events.set_defaults(run=_export_events)
+
     demo = commands.add_parser(
         "demo", parents=[db, sealed], help="create an application full of simulated data",
         description="Create an application with its keys and load simulated data into it: "
@@ -311,11 +380,18 @@ def _check_database(settings: Settings) -> None:
         raise _CannotOpen(f"cannot open the database {settings.db_path}: {reason}") from None
 
 
-def _with_storage(settings: Settings, work: Callable[[SQLiteStorage], Awaitable[T]]) -> T:
+def _with_storage(
+    settings: Settings,
+    work: Callable[[SQLiteStorage], Awaitable[T]],
+    *,
+    events_process: bool = False,
+) -> T:
     _check_database(settings)
 
     async def run() -> T:
-        storage = SQLiteStorage(settings.db_path, synchronous=settings.synchronous)
+        storage = SQLiteStorage(
+            settings.db_path, synchronous=settings.synchronous, events_process=events_process
+        )
         await storage.start()
         try:
             return await work(storage)
@@ -827,6 +903,207 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print("Start the collector with the same database, then open the dashboard:")
     print(f"  homing-collector --db {settings.db_path} serve")
     print(f"  {url}")
+    return 0
+
+
+def _apps_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from homing_collector.retention import MAX_DAYS
+
+    if args.days is not None and not 1 <= args.days <= MAX_DAYS:
+        return _fail(f"--days must be from 1 to {MAX_DAYS}")
+    change = args.days is not None or args.forever
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    async def work(storage: SQLiteStorage) -> tuple[bool, int | None]:
+        if await storage.get_app(args.app_id) is None:
+            return False, None
+        if change:
+            return True, await storage.update_retention(args.app_id, args.days, now)
+        return True, await storage.get_retention(args.app_id)
+
+    exists, days = _with_storage(settings, work)
+    if not exists:
+        return _fail(f"no application {args.app_id}")
+    kept = "forever" if days is None else f"for {days} days"
+    print(f"Application {args.app_id} keeps its raw events {kept}; rollups are kept forever.")
+    return 0
+
+
+def _import_pinpoint_events(args: argparse.Namespace, settings: Settings) -> int:
+    from homing_collector import history
+    from homing_collector.progress import Progress
+
+    try:
+        files = history.archive_files(args.paths)
+    except history.ArchiveError as exc:
+        return _fail(str(exc))
+    progress = Progress()
+
+    def show(stats: history.ImportStats) -> None:
+        read = stats.bytes_done + stats.bytes_in_file
+        rate = stats.records / max(1e-9, time.monotonic() - stats.started)
+        progress.update(
+            f"{stats.records:,} records, {stats.stored:,} stored, {stats.refused:,} refused "
+            f"({rate:,.0f}/s), file {stats.files} of {len(files)}",
+            read / stats.bytes_total if stats.bytes_total else None,
+        )
+
+    def report(refusal: history.Refusal) -> None:
+        progress.message(str(refusal))
+
+    async def work(storage: SQLiteStorage) -> history.ImportStats | None:
+        if await storage.get_app(args.app_id) is None:
+            return None
+        return await history.import_events(
+            storage, args.app_id, files, report=report, progress=show
+        )
+
+    try:
+        # Events are written, and their rollups kept, by a process of their own (as `serve`
+        # does), while this one reads and checks the next batch.
+        stats = _with_storage(settings, work, events_process=True)
+    except OSError as exc:
+        progress.done()
+        return _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except StorageError as exc:  # the disk is full, say; what was stored stays stored
+        progress.done()
+        return _fail(f"the import stopped: {exc}; run it again to store the rest")
+    progress.done()
+    if stats is None:
+        return _fail(f"no application {args.app_id}")
+    seconds = time.monotonic() - stats.started
+    print(
+        f"Read {stats.records:,} records from {stats.files:,} "
+        f"file{'' if stats.files == 1 else 's'} in {seconds:.1f} s: "
+        f"{stats.stored:,} events stored, {stats.duplicates:,} already stored, "
+        f"{stats.expired:,} older than the retention period (not stored), "
+        f"{stats.refused:,} records refused, {stats.endpoints_refused:,} endpoint updates "
+        "refused."
+    )
+    return 1 if stats.refused or stats.endpoints_refused else 0
+
+
+def _import_pinpoint_endpoints(args: argparse.Namespace, settings: Settings) -> int:
+    import gzip
+    import re
+    from functools import partial
+
+    from homing import limits
+    from homing.wire import format_timestamp
+    from homing_collector import endpoints
+    from homing_collector.campaigns.import_files import ImportReader
+    from homing_collector.progress import Progress
+
+    path = args.file
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 (closed below, after the work)
+        size = os.fstat(raw.fileno()).st_size
+        compressed = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+    except OSError as exc:
+        return _fail(f"cannot read {path}: {exc.strerror}")
+    source: Any = gzip.GzipFile(fileobj=raw) if compressed else raw
+    reader = ImportReader(source, "JSON")
+    progress = Progress()
+    counts = {"rows": 0, "stored": 0, "refused": 0}
+    row_prefix = re.compile(r"^row (\d+): ")
+
+    def refuse(line: int | str, message: str) -> None:
+        counts["refused"] += 1
+        progress.message(f"{path}:{line}: {message}")
+
+    async def work(storage: SQLiteStorage) -> bool:
+        if await storage.get_app(args.app_id) is None:
+            return False
+        merge = partial(endpoints.merge, args.app_id, now=format_timestamp(time.time()))
+        done = False
+        while not done:
+            good, bad, done = await asyncio.to_thread(reader.batch, 500)
+            for message in bad:
+                match = row_prefix.match(message)
+                refuse(match.group(1) if match else "?", message[match.end() if match else 0 :])
+            refused = await storage.import_endpoints(
+                args.app_id, "", good, merge=merge,
+                max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER, register=True, members=False,
+            ) if good else []  # fmt: skip
+            for row, message in refused:
+                refuse(row.row, message)
+            counts["rows"] += len(good) + len(bad)
+            counts["stored"] += len(good) - len(refused)
+            progress.update(
+                f"{counts['rows']:,} rows, {counts['stored']:,} endpoints stored, "
+                f"{counts['refused']:,} refused", raw.tell() / size if size else None,
+            )  # fmt: skip
+        return True
+
+    try:
+        found = _with_storage(settings, work)
+    except (OSError, EOFError, ValueError) as exc:  # a truncated gzip file, or not UTF-8
+        progress.done()
+        return _fail(f"cannot read {path}: {exc}")
+    finally:
+        raw.close()
+    progress.done()
+    if not found:
+        return _fail(f"no application {args.app_id}")
+    print(
+        f"Read {counts['rows']:,} rows from {path}: {counts['stored']:,} endpoints stored, "
+        f"{counts['refused']:,} refused."
+    )
+    return 1 if counts["refused"] else 0
+
+
+def _moment_ms(value: str | None, option: str, default: int) -> int:
+    from homing.wire import WireError, parse_timestamp
+
+    if value is None:
+        return default
+    try:
+        return int(parse_timestamp(value, option).timestamp() * 1000)
+    except WireError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _export_events(args: argparse.Namespace, settings: Settings) -> int:
+    import gzip
+
+    from homing_collector import history
+    from homing_collector.progress import Progress
+
+    try:
+        lo_ms = _moment_ms(args.since, "--since", 0)
+        hi_ms = _moment_ms(args.until, "--until", 1 << 62)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if hi_ms <= lo_ms:
+        return _fail("--until must be after --since")
+    progress = Progress()
+
+    async def work(storage: SQLiteStorage) -> int | None:
+        if await storage.get_app(args.app_id) is None:
+            return None
+        if args.out == "-":
+            out: Any = contextlib.nullcontext(sys.stdout.buffer)
+        elif args.out.endswith(".gz"):
+            out = gzip.open(args.out, "wb", compresslevel=6)  # noqa: SIM115
+        else:
+            out = open(args.out, "wb")  # noqa: SIM115 (a context manager below)
+        with out as stream:
+            written = await history.export_events(
+                storage, args.app_id, lo_ms, hi_ms, stream,
+                progress=lambda count: progress.update(f"{count:,} events written"),
+            )  # fmt: skip
+        return written
+
+    try:
+        count = _with_storage(settings, work)
+    except OSError as exc:
+        progress.done()
+        return _fail(f"cannot write {args.out}: {exc.strerror}")
+    progress.done()
+    if count is None:
+        return _fail(f"no application {args.app_id}")
+    print(f"Exported {count:,} events.", file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
 
 

@@ -143,8 +143,6 @@ class Settings:
         for name, value in flags.items():
             if value is not None and name != "db_path":
                 values[name] = Path(str(value)) if name in _PATHS else value
-            if value is not None:
-                values[name] = Path(str(value)) if name in ("db_path", "stream_dir") else value
                 sources[name] = "--" + name.replace("_", "-")
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -154,7 +152,7 @@ class Settings:
             raise ValueError(f"{exc} (from {source})") from None
 
 
-_PATHS = ("import_dir", "secrets_key_file")
+_PATHS = ("import_dir", "secrets_key_file", "stream_dir")
 
 
 def _flag(raw: str) -> bool:

@@ -21,6 +21,7 @@ from homing_collector.models import events as ev
 from homing_collector.models import hooks as hk
 from homing_collector.models import imports as im
 from homing_collector.models import push as p
+from homing_collector.models import retention as rt
 from homing_collector.models import segments as sg
 from homing_collector.models.types import UrlId, with_examples
 from homing_collector.operation import NO_ROLE, Operation
@@ -38,6 +39,7 @@ from homing_collector.routes import (
     ops,
     push,
     quotas,
+    retention,
     segments,
     settings,
     users,
@@ -153,6 +155,7 @@ IMPORT_JOB_REQUEST = with_examples(
         "SegmentName": "customers",
     },
 )
+RETENTION_REQUEST = with_examples(rt.RetentionUpdate, {"EventsDays": 90})
 _IMPORT_RULES = (
     "Rules JSON Schema cannot say, answered 400 naming the member: S3Url is a file:// URL "
     "of a file inside the directory the collector was started with (--import-dir); "
@@ -320,6 +323,14 @@ OPERATIONS = [
               "Homing: set the application's own quotas; null goes back to the server's "
               "default", "root", m.QuotasUpdate, m.QuotasResource,
               notes="A change reaches every worker within 2 seconds."),
+    Operation("GetRetention", "GET", APP + "/retention", retention.get_retention, 200,
+              "Homing: how many days the application keeps its raw events (null: forever)",
+              "admin", None, rt.RetentionResource),
+    Operation("UpdateRetention", "PUT", APP + "/retention", retention.update_retention, 200,
+              "Homing: set how many days the application keeps its raw events; null keeps "
+              "them forever", "admin", RETENTION_REQUEST, rt.RetentionResource,
+              notes="Events of hours that began more than EventsDays days ago are deleted in "
+              "the background, a few thousand at a time; the analytics rollups are kept."),
     Operation("CreateCampaign", "POST", APP + "/campaigns", campaigns.create_campaign, 201,
               "Create a campaign (version 1); the scheduler runs it", "admin",
               CAMPAIGN_REQUEST, cp.CampaignResponse, notes=_CAMPAIGN_RULES,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from homing_collector.analytics.rollups import Summary
+    from homing_collector.storage.history import StoredEvent
 
 Endpoint = dict[str, Any]
 T = TypeVar("T")
@@ -410,6 +411,35 @@ class Storage(Protocol):
     ) -> str:
         """Replace each top-level member `update` gives and keep the others, in one
         transaction; return the settings as JSON."""
+
+    # History: an export's walk over events, retention, and leases for background tasks.
+    async def events_page(
+        self,
+        app_id: str,
+        lo_ms: int,
+        hi_ms: int,
+        *,
+        after: tuple[int, str, str, str, int] | None,
+        limit: int,
+    ) -> list[StoredEvent]:
+        """Up to `limit` events with lo_ms <= Timestamp < hi_ms, in key order, after the
+        key (`StoredEvent.key`) of the last one of the page before."""
+
+    async def get_retention(self, app_id: str) -> int | None:
+        """The days of raw events the application keeps; None: forever."""
+
+    async def update_retention(
+        self, app_id: str, events_days: int | None, modified_at: str
+    ) -> int | None: ...
+    async def retention_policies(self) -> list[tuple[str, int]]:
+        """(application id, days) of each application that does not keep events forever."""
+
+    async def delete_expired_events(self, app_id: str, before_hour: int, limit: int) -> int:
+        """Delete up to `limit` of the app's events of hours before `before_hour`, lowest
+        first, in one short transaction; return how many. Rollups are not touched."""
+
+    async def take_lease(self, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:
+        """Take or renew a lease; False while another owner holds it."""
 
     # Import jobs. The members of an imported segment are the endpoint ids its job imported.
     async def create_import_job(self, record: ImportJobRecord) -> None: ...

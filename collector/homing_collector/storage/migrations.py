@@ -452,6 +452,24 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        13,
+        # History (homing_collector.storage.history): each application's retention period
+        # for raw events, in days (no row: kept forever), and leases that let one process
+        # of several on the database run a background task such as the retention sweep.
+        """
+        CREATE TABLE app_retention (
+            app_id TEXT PRIMARY KEY,
+            events_days INTEGER NOT NULL,
+            modified_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE task_leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

@@ -40,7 +40,7 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
-from homing_collector.storage import campaigns, device, imports, push, segments
+from homing_collector.storage import campaigns, device, history, imports, push, segments
 from homing_collector.storage import events as events_sql
 from homing_collector.storage import outbox as outbox_sql
 from homing_collector.storage.base import (
@@ -500,7 +500,7 @@ class SQLiteStorage:
             campaigns.delete_app(conn, app_id)
             for table in (
                 "events", "endpoints", "event_types", "keys", "push_messages", "push_endpoints",
-                "app_quotas",
+                "app_quotas", "app_retention",
             ):  # fmt: skip
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
             conn.execute("DELETE FROM apps WHERE id = ?", (app_id,))
@@ -1016,6 +1016,50 @@ class SQLiteStorage:
             return quotas
 
         return await self._write(job, flush_first=False)
+
+    # -- history: export, retention, leases (SQL in history.py) --------------------------
+
+    async def events_page(
+        self,
+        app_id: str,
+        lo_ms: int,
+        hi_ms: int,
+        *,
+        after: tuple[int, str, str, str, int] | None,
+        limit: int,
+    ) -> list[history.StoredEvent]:
+        return await self.analytics_read(
+            lambda conn: history.events_page(conn, app_id, lo_ms, hi_ms, after, limit)
+        )
+
+    async def get_retention(self, app_id: str) -> int | None:
+        return history.get_retention(self._read(), app_id)
+
+    async def update_retention(
+        self, app_id: str, events_days: int | None, modified_at: str
+    ) -> int | None:
+        return await self._write(
+            lambda conn: history.set_retention(conn, app_id, events_days, modified_at),
+            flush_first=False,
+        )
+
+    async def retention_policies(self) -> list[tuple[str, int]]:
+        return history.policies(self._read())
+
+    async def delete_expired_events(self, app_id: str, before_hour: int, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            deleted = history.delete_expired(conn, app_id, before_hour, limit)
+            # An old event that arrived last (an import of history) holds the largest
+            # rowid: the event streams' cursors must not stay past it.
+            outbox_sql.events_deleted(conn)
+            return deleted
+
+        return await self._write(job)
+
+    async def take_lease(self, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:
+        return await self._write(
+            lambda conn: history.take_lease(conn, name, owner, now_ms, ttl_ms), flush_first=False
+        )
 
     # -- device credentials (SQL in device.py) -------------------------------------------
 

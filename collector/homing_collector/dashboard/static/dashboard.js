@@ -524,7 +524,7 @@
       api("/campaigns", { "page-size": 100 }),
     ]);
     if (stale(ticket)) return;
-    const names = Object.fromEntries(((stored.CampaignsResponse || {}).Item || []).map((c) => [c.Id, c.Name]));
+    const names = Object.fromEntries((stored.Item || []).map((c) => [c.Id, c.Name]));
     for (const id of ids) {
       const button = document.createElement("button");
       button.type = "button";

@@ -249,6 +249,9 @@ def test_an_unknown_campaign_has_no_figures_and_a_bad_range_is_400(
     response = get(collector, app, "ab", start="2026-10-09")
     assert response.status_code == 400
     assert response.json()["Message"].startswith("start")
+    too_long = get(collector, app, "x" * 300)
+    assert too_long.status_code == 400
+    assert too_long.json()["Message"].startswith("campaign-id:")
     denied = httpx.get(
         f"{collector.url}/v1/apps/{app.id}/analytics/campaigns/ab",
         headers=bearer(app.ingest.token),

@@ -15,6 +15,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from homing.wire import WireError, check_url_id
 from homing_collector.analytics import campaign_view, kpis, params, queries
 from homing_collector.analytics.days import ParamError
 from homing_collector.errors import bad_request, not_found
@@ -137,6 +138,10 @@ def treatment_names(request_json: str) -> dict[str, str | None]:
 async def campaign(request: Request) -> Response:
     """One campaign's figures; a deleted campaign's events still answer (no names)."""
     campaign_id: str = request.path_params["campaign_id"]
+    try:  # not looked up when unknown, so checked as an id: a 400 names the rule
+        check_url_id(campaign_id, "campaign-id")
+    except WireError as exc:
+        raise bad_request(str(exc)) from None
     names: dict[str, str | None] = {}
     title: list[str | None] = [None]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -111,8 +112,17 @@ def test_the_simulation_looks_like_real_traffic() -> None:
     assert len(back_soon) > len(back_late)
 
     # Pushes: every opened notification is for a push delivered to that endpoint before.
-    delivered = {(p.endpoint_id, p.campaign_id): p.delivered_ms for p in pushes if p.delivered_ms}
+    delivered: dict[tuple[str, str], int] = {}
+    for p in pushes:
+        if p.delivered_ms:  # the first delivery of the campaign to the endpoint
+            key = (p.endpoint_id, p.campaign_id)
+            delivered[key] = min(delivered.get(key, p.delivered_ms), p.delivered_ms)
     assert 0 < len(delivered) < len(pushes) == summary.pushes_sent
+    # The collector's own `_campaign.send`, one per push, when it was sent.
+    sends = [(arrival, e) for arrival, _, e in events if e["EventType"] == "_campaign.send"]
+    assert len(sends) == len(pushes)
+    for arrival, e in sends:
+        assert parse_timestamp(e["Timestamp"]).timestamp() * 1000 == arrival
     for _, endpoint_id, event in events:
         if event["EventType"] == "_campaign.opened_notification":
             attributes = event["Attributes"]
@@ -168,7 +178,10 @@ def test_demo_fills_the_push_tables(tmp_path: Path) -> None:
         " GROUP BY campaign_id ORDER BY campaign_id",
         app_id,
     )
-    assert [row[0] for row in rows] == ["weekend-sale", "welcome-back"]
+    campaigns = summary["campaigns"]
+    assert sorted(row[0] for row in rows) == sorted(
+        ["weekend-sale", "welcome-back", *campaigns.values()]
+    )
     assert sum(row[1] for row in rows) == summary["pushes_sent"]
     assert sum(row[2] for row in rows) == summary["pushes_delivered"]
     # Numbered as the gateway numbers them: 1, 2, ... per endpoint, and its counter agrees.
@@ -184,7 +197,51 @@ def test_demo_fills_the_push_tables(tmp_path: Path) -> None:
         assert sorted(int(n) for n in numbers.split(",")) == list(range(1, last + 1))
     (payload,) = _rows(db, "SELECT payload FROM push_messages WHERE app_id = ? LIMIT 1", app_id)[0]
     data = json.loads(payload)["Data"]
-    assert data["pinpoint.campaign.campaign_id"] in ("weekend-sale", "welcome-back")
+    assert data["pinpoint.campaign.campaign_id"] in {"weekend-sale", "welcome-back",
+                                                     *campaigns.values()}  # fmt: skip
+
+
+def test_demo_stores_an_ab_and_a_live_event_campaign(start_collector: Any) -> None:
+    collector: LiveCollector = start_collector()
+    demo = json.loads(run_cli("--db", str(collector.db), "demo", "--devices", "300", "--days",
+                              "30", "--json"))  # fmt: skip
+    app_id, ids = demo["application_id"], demo["summary"]["campaigns"]
+    ab, event = ids["Spring sale A/B"], ids["Cart reminder"]
+    client = collector.client(collector.root_key())
+    listed = client.get_campaigns(ApplicationId=app_id)["CampaignsResponse"]["Item"]
+    by_id = {c["Id"]: c for c in listed}
+    assert set(by_id) == {ab, event}
+    assert by_id[ab]["HoldoutPercent"] == 20
+    assert by_id[ab]["AdditionalTreatments"][0]["TreatmentName"] == "discount"
+    assert by_id[event]["Schedule"]["Frequency"] == "EVENT"
+    assert by_id[event]["State"]["CampaignStatus"] != "COMPLETED"  # live
+    headers = {"Authorization": f"Bearer {demo['admin']['token']}"}
+
+    def view(campaign_id: str) -> dict[str, Any]:
+        response = httpx.get(
+            f"{collector.url}/v1/apps/{app_id}/analytics/campaigns/{campaign_id}",
+            params={"start": demo["summary"]["first_day"], "end": demo["summary"]["last_day"]},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    got = view(ab)
+    treatments = {t["treatment_id"]: t for t in got["treatments"]}
+    assert [t["treatment_name"] for t in got["treatments"]] == ["control", "discount"]
+    assert all(t["sent"] > 10 and t["opened"] > 0 for t in treatments.values())
+    # Treatment 0 gets 40% of the segment and "discount" 40%; the holdout 20% gets nothing.
+    assert 0.6 < treatments["0"]["devices_targeted"] / treatments["1"]["devices_targeted"] < 1.6
+    reminders = view(event)
+    assert reminders["sent"] > reminders["devices_targeted"] > 10  # once a day at most
+    assert reminders["opened"] > 0 and reminders["sessions_after_open"] > 0
+    # The A/B campaign's run is history: the scheduler does not send it again.
+    time.sleep(1.5)
+    ((sent,),) = _rows(collector.db, "SELECT count(*) FROM push_messages WHERE campaign_id = ?",
+                       ab)  # fmt: skip
+    assert sent == got["sent"]
+    activities = client.get_campaign_activities(ApplicationId=app_id, CampaignId=ab)
+    assert activities["ActivitiesResponse"]["Item"] == []
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--devices", "0"), ("--days", "0")])

@@ -33,7 +33,8 @@ CHROMIUM_ARGS = [
 ]
 CHARTS = [
     "active-users", "sticky-factor", "sessions", "retention", "events", "event-trend",
-    "funnel", "revenue", "platforms", "demographics", "campaigns",
+    "funnel", "revenue", "platforms", "demographics", "campaigns", "campaign-treatments",
+    "campaign-hours",
 ]  # fmt: skip
 FUNNEL = "product.view,cart.add,checkout.start,_monetization.purchase"
 
@@ -173,6 +174,26 @@ def _check(
     funnel = page.inner_text('[data-chart="funnel"]')
     assert "product.view" in funnel and "_monetization.purchase" in funnel
     assert "weekend-sale" in page.inner_text('[data-chart="campaigns"]')
+
+    # One campaign per treatment: the demo's A/B campaign, its numbers the API's.
+    page.click('#campaign-tabs button:text-is("Spring sale A/B")')
+    page.wait_for_function(
+        """() => document.querySelector('[data-chart="campaign-treatments"]').innerText
+                 .includes('discount')"""
+    )
+    ab = next(b for b in page.query_selector_all("#campaign-tabs button")
+              if b.inner_text() == "Spring sale A/B").get_attribute("data-campaign")  # fmt: skip
+    view = api.get(f"/campaigns/{ab}", params={"start": str(end - timedelta(days=29)),
+                                              "end": str(end)}).json()  # fmt: skip
+    rows = page.query_selector_all('[data-chart="campaign-treatments"] tbody tr')
+    assert [r.get_attribute("data-treatment") for r in rows] == ["all", "0", "1"]
+    cells = [c.inner_text().replace(",", "") for c in rows[2].query_selector_all("td")]
+    discount = view["treatments"][1]
+    assert cells[:2] == [str(discount["sent"]), str(discount["delivered"])]
+    assert cells[5] == str(discount["devices_targeted"])
+    hours = chart_states(page)["campaign-hours"]
+    assert hours["state"] == "ready"
+    assert hours["points"] == str(len(view["sessions_by_hour"]))
 
     # Another demographic: the tab re-queries the audience chart alone.
     page.click('#demographics-tabs button[data-dimension="app_version"]')

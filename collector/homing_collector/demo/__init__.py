@@ -3,8 +3,9 @@
 Devices install the app over the date range and come back less and less (retention
 decay), in sessions recorded as the SDK records them. They browse, search, fill carts and
 buy (`_monetization.purchase`), some of them on several devices of one user. A share of
-the devices is offline for days and uploads late, and two push campaigns are sent,
-delivered and opened.
+the devices is offline for days and uploads late, and push campaigns are sent, delivered
+and opened: two of old, and two stored campaigns (demo/campaigns.py), an A/B campaign
+with a holdout and a live event-triggered campaign.
 
 Everything goes through the collector's own ingest path, PutEvents batch by PutEvents
 batch, each checked and stored as if it had arrived at its upload time: the same checks,
@@ -18,7 +19,14 @@ import asyncio
 from datetime import datetime, timezone
 
 from homing_collector import ingest
-from homing_collector.demo.simulation import DemoOptions, DemoSummary, PushMessage, simulate
+from homing_collector.demo import campaigns
+from homing_collector.demo.simulation import (
+    DemoOptions,
+    DemoSummary,
+    PushMessage,
+    simulate,
+    simulate_with_campaigns,
+)
 from homing_collector.storage import seed
 from homing_collector.storage.base import Storage
 
@@ -34,7 +42,10 @@ async def load(
     """Simulate the demo app's traffic and store it in `app_id` through the ingest path."""
     now = now or datetime.now(timezone.utc)
     now_ms = int(now.timestamp() * 1000)
-    batches, pushes, summary = simulate(options, last_day=now.date(), now_ms=now_ms)
+    batches, pushes, summary, (ab, event) = simulate_with_campaigns(
+        options, last_day=now.date(), now_ms=now_ms
+    )
+    await campaigns.store(storage, app_id, ab, event, now)
     pending = []
     for arrival_ms, body in batches:
         checked = ingest.check_events(

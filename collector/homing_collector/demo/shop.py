@@ -37,3 +37,13 @@ PRICES = {"shoes": 79.0, "books": 14.5, "garden": 32.0, "kitchen": 24.9, "toys":
           "audio": 129.0}  # fmt: skip
 # (campaign id, days before the last day it is sent, hour UTC, open rate)
 CAMPAIGNS = [("welcome-back", 30, 17, 0.18), ("weekend-sale", 9, 9, 0.27)]
+
+# The demo's stored campaigns (Pinpoint's CreateCampaign shape; demo/__init__.py stores
+# them), whose sends and opens are in the simulated history too:
+# an A/B campaign sent once, with a holdout: (name, days before the last day, hour UTC,
+# holdout percent, [(treatment name, SizePercent of an additional treatment or None for
+# treatment 0, open rate)]);
+AB_CAMPAIGN = ("Spring sale A/B", 5, 12, 20, [("control", None, 0.16), ("discount", 40, 0.3)])
+# a live event-triggered campaign, on each cart.add of a push device, once a day at most:
+# (name, event type, days before the last day it started, open rate).
+EVENT_CAMPAIGN = ("Cart reminder", "cart.add", 21, 0.22)

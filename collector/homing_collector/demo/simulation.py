@@ -12,13 +12,17 @@ from typing import Any
 
 from homing._sessions import _session_id  # sessions named as the SDK names them
 from homing.wire import format_timestamp
+from homing_collector.campaigns.delivery import CAMPAIGN_SEND
+from homing_collector.campaigns.treatments import assign
 from homing_collector.demo.shop import (
+    AB_CAMPAIGN,
     APP_PACKAGE,
     APP_TITLE,
     APP_VERSIONS,
     CAMPAIGNS,
     CATEGORIES,
     COUNTRIES,
+    EVENT_CAMPAIGN,
     PAYMENTS,
     PLATFORMS,
     PRICES,
@@ -26,6 +30,7 @@ from homing_collector.demo.shop import (
 )
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 _MAX_EVENTS_PER_BATCH = 100  # PutEvents' limit
 
 
@@ -67,6 +72,18 @@ class DemoSummary:
     pushes_stored: bool = False
     first_day: str = ""
     last_day: str = ""
+    # The stored campaigns: name -> campaign id.
+    campaigns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredCampaign:
+    """A campaign the demo stores, with what the simulation sent for it."""
+
+    id: str
+    activity_id: str
+    name: str
+    start_ms: int  # the A/B campaign's run; when the event campaign started
 
 
 # (what it belongs to: "push" or "session", when in ms, the event)
@@ -85,6 +102,7 @@ class _Device:
     push: bool
     country: tuple[Any, ...]
     last_active: int = -1
+    reminded_day: int = -1  # the last day the event campaign sent to it
     uploads: list[tuple[int, list[_Timed]]] = field(default_factory=list)
 
 
@@ -108,6 +126,20 @@ class _Simulation:
             first_day=self.first_day.isoformat(), last_day=last_day.isoformat()
         )
         self.pushes: list[PushMessage] = []
+        # Campaign and activity ids: from their own generator, so the traffic stays the same.
+        ids = random.Random(options.seed * 1_000_003 + 14)
+        last = options.days - 1
+        ab_name, ab_before, ab_hour = AB_CAMPAIGN[:3]
+        self.ab = StoredCampaign(
+            f"{ids.getrandbits(128):032x}", f"{ids.getrandbits(128):032x}", ab_name,
+            self.start_ms + (last - ab_before) * DAY_MS + ab_hour * HOUR_MS,
+        )  # fmt: skip
+        event_name, _type, event_before = EVENT_CAMPAIGN[:3]
+        self.event = StoredCampaign(
+            f"{ids.getrandbits(128):032x}", f"{ids.getrandbits(128):032x}", event_name,
+            self.start_ms + max(0, last - event_before) * DAY_MS,
+        )  # fmt: skip
+        self.summary.campaigns = {c.name: c.id for c in (self.ab, self.event)}
         self.devices = self._devices()
 
     # -- who ----------------------------------------------------------------------------
@@ -213,6 +245,8 @@ class _Simulation:
         recent = device.last_active >= day - 3
         if campaign is not None and device.push and recent and rng.random() >= 0.2:
             events += self._campaign(device, day_ms, *campaign)
+        if day_ms <= self.ab.start_ms < day_ms + DAY_MS and device.push and recent:
+            events += self._ab_campaign(device)
         if self._active(device, day):
             device.last_active = day
             sessions = 1 + (rng.random() < 0.45 * device.engagement) + (rng.random() < 0.15)
@@ -229,15 +263,76 @@ class _Simulation:
                 session = self._session(device, start_ms)
                 free_ms = session[-1][1] + rng.randrange(600_000, 3_600_000)
                 events += session
+                reminder = self._event_campaign(device, day, session)
+                if reminder:
+                    events += reminder
+                    free_ms = max(free_ms, reminder[-1][1] + rng.randrange(600_000, 3_600_000))
         return [item for item in events if item[1] <= self.now_ms]
 
     def _campaign(
         self, device: _Device, day_ms: int, campaign_id: str, hour: int, open_rate: float
     ) -> list[_Timed]:
+        sent_ms = day_ms + hour * 3_600_000 + self.rng.randrange(0, 600_000)
+        return self._send(device, sent_ms, campaign_id, f"{campaign_id}-activity-1", "0", open_rate)
+
+    def _ab_campaign(self, device: _Device) -> list[_Timed]:
+        """The A/B campaign: the endpoint's treatment as the scheduler assigns it."""
+        _name, _before, _hour, holdout, treatments = AB_CAMPAIGN
+        sizes = [size for _n, size, _rate in treatments if size is not None]
+        treatment = assign(self.ab.id, device.endpoint_id, holdout_percent=holdout, sizes=sizes)
+        if treatment is None:
+            return []  # TREATMENT_HOLDOUT
+        open_rate = treatments[int(treatment)][2]
+        sent_ms = self.ab.start_ms + self.rng.randrange(0, 120_000)
+        return self._send(device, sent_ms, self.ab.id, self.ab.activity_id, treatment, open_rate)
+
+    def _event_campaign(self, device: _Device, day: int, session: list[_Timed]) -> list[_Timed]:
+        """The event campaign's message after the session's first cart.add, if any."""
+        _name, event_type, _before, open_rate = EVENT_CAMPAIGN
+        if not device.push or device.reminded_day == day:
+            return []  # not a push device, or Limits.Daily reached
+        trigger = next(
+            (at for _k, at, e in session
+             if e["EventType"] == event_type and at >= self.event.start_ms),
+            None,
+        )  # fmt: skip
+        if trigger is None:
+            return []
+        device.reminded_day = day
+        sent_ms = trigger + self.rng.randrange(150, 2_000)
+        return self._send(
+            device, sent_ms, self.event.id, self.event.activity_id, "0", open_rate,
+            foreground=True, opens_after_ms=session[-1][1],
+        )  # fmt: skip
+
+    def _send(
+        self,
+        device: _Device,
+        sent_ms: int,
+        campaign_id: str,
+        activity_id: str,
+        treatment: str,
+        open_rate: float,
+        *,
+        foreground: bool = False,
+        opens_after_ms: int = 0,
+    ) -> list[_Timed]:
+        """One message: the push, the collector's `_campaign.send`, the SDK's receipt and,
+        perhaps, an open that starts a session."""
         rng = self.rng
-        sent_ms = day_ms + hour * 3_600_000 + rng.randrange(0, 600_000)
         if sent_ms > self.now_ms:
             return []
+        attributes = {
+            "campaign_id": campaign_id,
+            "campaign_activity_id": activity_id,
+            "treatment_id": treatment,
+        }
+        message_id = _hex_id(rng)
+        send = self._event(CAMPAIGN_SEND, sent_ms, {
+            **attributes, "delivery_type": "PUSH", "campaign_send_status": "SUCCESS",
+            "message_id": message_id,
+        })  # fmt: skip
+        device.uploads.append((sent_ms, [("send", sent_ms, send)]))  # the collector's own
         churned = device.churn_day < (sent_ms - self.start_ms) // DAY_MS
         delivered = rng.random() < (0.6 if churned else 0.93)
         delivered_ms: int | None = sent_ms + rng.randrange(500, 90_000)
@@ -245,7 +340,7 @@ class _Simulation:
             delivered_ms = None
         self.pushes.append(
             PushMessage(
-                device.endpoint_id, _hex_id(rng), campaign_id, sent_ms, sent_ms + DAY_MS,
+                device.endpoint_id, message_id, campaign_id, sent_ms, sent_ms + DAY_MS,
                 delivered_ms,
             )
         )  # fmt: skip
@@ -253,17 +348,14 @@ class _Simulation:
         if delivered_ms is None:
             return []
         self.summary.pushes_delivered += 1
-        attributes = {
-            "campaign_id": campaign_id,
-            "campaign_activity_id": f"{campaign_id}-activity-1",
-            "treatment_id": "0",
-        }
         kind = "_campaign.received_background" if rng.random() < 0.85 else (
             "_campaign.received_foreground"
         )  # fmt: skip
+        if foreground:
+            kind = "_campaign.received_foreground"
         events: list[_Timed] = [("push", delivered_ms, self._event(kind, delivered_ms, attributes))]
         if rng.random() < open_rate * (0.5 if churned else 1.0):
-            opened_ms = delivered_ms + rng.randrange(5_000, 3_600_000)
+            opened_ms = max(delivered_ms, opens_after_ms) + rng.randrange(5_000, 3_600_000)
             events += self._session(device, opened_ms, opened=attributes)
         return events
 
@@ -410,7 +502,23 @@ def simulate(
     options: DemoOptions, *, last_day: date, now_ms: int
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[PushMessage], DemoSummary]:
     """The demo's PutEvents bodies with their arrival times, its pushes, and a summary."""
+    batches, pushes, summary, _campaigns = simulate_with_campaigns(
+        options, last_day=last_day, now_ms=now_ms
+    )
+    return batches, pushes, summary
+
+
+def simulate_with_campaigns(
+    options: DemoOptions, *, last_day: date, now_ms: int
+) -> tuple[
+    list[tuple[int, dict[str, Any]]],
+    list[PushMessage],
+    DemoSummary,
+    tuple[StoredCampaign, StoredCampaign],
+]:
+    """As `simulate`, with the A/B and the event campaign to store."""
     simulation = _Simulation(options, last_day=last_day, now_ms=now_ms)
     simulation.run()
     batches = list(simulation.batches())
-    return batches, simulation.pushes, simulation.summary
+    campaigns = (simulation.ab, simulation.event)
+    return batches, simulation.pushes, simulation.summary, campaigns

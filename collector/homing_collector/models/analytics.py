@@ -261,6 +261,41 @@ class AnalyticsCampaigns(RangeHead, kw_only=True):
     days: list[CampaignDay]
 
 
+class CampaignHour(Struct):
+    hour: Annotated[str, Meta(description="the hour's start, in the range's time zone")]
+    sessions: Count
+
+
+class CampaignViewFigures(Struct, kw_only=True):
+    sent: Count
+    delivered: Count
+    opened: Count
+    devices_targeted: Count
+    delivery_rate: Rate | None
+    open_rate: float | None
+    users_opened: Count
+    sessions_after_open: Count
+    purchases_after_open: Count
+    sessions_per_user: float | None
+    purchases_per_user: float | None
+    sessions_by_hour: list[CampaignHour]
+
+
+class TreatmentFigures(CampaignViewFigures, kw_only=True):
+    treatment_id: str
+    treatment_name: str | None
+
+
+class AnalyticsCampaign(CampaignViewFigures, kw_only=True):
+    start: str
+    end: str
+    tz: str
+    by: str
+    campaign_id: str
+    name: str | None
+    treatments: list[TreatmentFigures]
+
+
 class KpiValue(Struct):
     Key: str
     Type: str

@@ -443,6 +443,11 @@ OPERATIONS = [
               200, "Homing: push messages sent, delivered and opened", "admin", None,
               a.AnalyticsCampaigns, query=a.RangeQuery, notes=a.RANGE_RULES,
               check=analytics.check_range),
+    Operation("GetAnalyticsCampaign", "GET", APP + "/analytics/campaigns/{campaign_id}",
+              analytics.campaign, 200,
+              "Homing: one campaign's sends, deliveries, opens, sessions and purchases after "
+              "an open, in all and per treatment", "admin", None, a.AnalyticsCampaign,
+              query=a.RangeQuery, notes=a.RANGE_RULES, check=analytics.check_range),
     Operation("Health", "GET", "/healthz", ops.healthz, 200, "Liveness and storage check",
               NO_ROLE, None, m.Health),
     Operation("Metrics", "GET", "/metrics", ops.prometheus, 200,

@@ -136,12 +136,12 @@
     return { root, width, height };
   }
 
-  function xLabels(g, dates, x, y0, maxLabels) {
+  function xLabels(g, dates, x, y0, maxLabels, tick = fmt.day) {
     const every = Math.max(1, Math.ceil(dates.length / maxLabels));
     dates.forEach((d, i) => {
       if ((dates.length - 1 - i) % every !== 0) return;
       const t = svg("text", { x: x(i), y: y0 + 18, "text-anchor": "middle", class: "tick" });
-      t.textContent = fmt.day(d);
+      t.textContent = tick(d);
       g.appendChild(t);
     });
   }
@@ -237,7 +237,8 @@
 
   // -- vertical bars over days --------------------------------------------------------
 
-  function bars(host, { dates, values, name, color = PALETTE[0], format = fmt.compact, tooltipFormat, extra, height = 220 }) {
+  /* dates are days ("2026-11-01"), or any labels with `tick` and `title` to show them. */
+  function bars(host, { dates, values, name, color = PALETTE[0], format = fmt.compact, tooltipFormat, extra, height = 220, tick = fmt.day, title = fmt.longDay }) {
     reset(host);
     host.classList.remove("is-loading");
     const drawn = values.filter((v) => v != null && isFinite(v));
@@ -252,7 +253,7 @@
     const y = (v) => height - m.bottom - (v / top) * (height - m.top - m.bottom);
     const g = svg("g");
     yAxis(g, ticks, y, m.left, width - m.right, format);
-    xLabels(g, dates, x, height - m.bottom, Math.max(2, Math.floor(width / 90)));
+    xLabels(g, dates, x, height - m.bottom, Math.max(2, Math.floor(width / 90)), tick);
     root.appendChild(g);
     const barWidth = Math.max(1.5, Math.min(28, slot * 0.72));
     values.forEach((v, i) => {
@@ -261,7 +262,7 @@
       bar.addEventListener("mousemove", (event) => {
         const rows = [{ name, color, value: (tooltipFormat || format)(v) }];
         if (extra) rows.push(...extra(i));
-        tip.show(event, fmt.longDay(dates[i]), rows);
+        tip.show(event, title(dates[i]), rows);
       });
       bar.addEventListener("mouseleave", () => tip.hide());
       root.appendChild(bar);
@@ -489,5 +490,42 @@
     ready(host, rows.length);
   }
 
-  window.HomingCharts = { PALETTE, fmt, line, bars, hbars, donut, heatmap, funnel, campaigns, empty, loading, failed, tip, addDays };
+  /* One campaign in all and per treatment (GET .../analytics/campaigns/{id}): a table. */
+  function treatments(host, { campaign }) {
+    reset(host);
+    host.classList.remove("is-loading");
+    if (!campaign || !campaign.sent && !campaign.delivered && !campaign.opened) {
+      return empty(host, "This campaign sent nothing in these days.");
+    }
+    const columns = [
+      ["Sent", (r) => fmt.int(r.sent)],
+      ["Delivered", (r) => fmt.int(r.delivered)],
+      ["Delivery rate", (r) => fmt.pct(r.delivery_rate, 1)],
+      ["Direct opens", (r) => fmt.int(r.opened)],
+      ["Open rate", (r) => fmt.pct(r.open_rate, 1)],
+      ["Devices targeted", (r) => fmt.int(r.devices_targeted)],
+      ["Sessions per user after an open", (r) => fmt.ratio(r.sessions_per_user)],
+      ["Purchases per user after an open", (r) => fmt.ratio(r.purchases_per_user)],
+    ];
+    const table = el("table", { class: "treatments" });
+    const head = el("tr");
+    head.appendChild(el("th", {}, "Treatment"));
+    for (const [label] of columns) head.appendChild(el("th", {}, label));
+    table.appendChild(el("thead")).appendChild(head);
+    const body = el("tbody");
+    const rows = [{ ...campaign, label: "All treatments" }].concat((campaign.treatments || []).map((t) => ({
+      ...t, label: t.treatment_name ? `${t.treatment_id} · ${t.treatment_name}` : `Treatment ${t.treatment_id}`,
+    })));
+    for (const r of rows) {
+      const tr = el("tr", { "data-treatment": r.treatment_id == null ? "all" : r.treatment_id });
+      tr.appendChild(el("th", {}, r.label));
+      for (const [, value] of columns) tr.appendChild(el("td", {}, value(r)));
+      body.appendChild(tr);
+    }
+    table.appendChild(body);
+    host.appendChild(table);
+    ready(host, rows.length);
+  }
+
+  window.HomingCharts = { PALETTE, fmt, line, bars, hbars, donut, heatmap, funnel, campaigns, treatments, empty, loading, failed, tip, addDays };
 })();

@@ -14,7 +14,7 @@
   const state = {
     app: "", token: "", tz: "UTC", start: "", end: "",
     by: "users", eventType: "", breakdown: "", include: "", funnel: [], dimension: "country",
-    generation: 0, types: [],
+    generation: 0, types: [], campaign: "", campaigns: [],
   };
   const redraw = {}; // chart name -> draws it again from its last data (on resize)
 
@@ -173,7 +173,8 @@
         section(generation, ["funnel"], loadFunnel)),
       section(generation, ["revenue"], loadRevenue),
       section(generation, ["platforms", "demographics"], loadDemographics),
-      section(generation, ["campaigns"], loadCampaigns),
+      section(generation, ["campaigns"], loadCampaigns).then(() =>
+        section(generation, ["campaign-treatments", "campaign-hours"], loadCampaign)),
     ];
     return Promise.all(jobs);
   }
@@ -503,6 +504,50 @@
     hint.textContent = "Opens are counted from the apps' _campaign.opened_notification events; " +
       "sent and delivered come from the collector's push gateway, which sent nothing in these days.";
     draw("campaigns", () => C.campaigns(chart("campaigns"), { rows: c.campaigns || [] }));
+    state.campaigns = (c.campaigns || []).map((r) => r.campaign_id);
+  }
+
+  // One campaign (the tab chosen, else the first of the range), per treatment and by hour.
+  async function loadCampaign(ticket) {
+    const ids = state.campaigns.slice(0, 12);
+    if (!ids.includes(state.campaign)) state.campaign = ids[0] || "";
+    const tabs = $("campaign-tabs");
+    tabs.replaceChildren();
+    if (!state.campaign) {
+      for (const name of ["campaign-treatments", "campaign-hours"]) chart(name).classList.remove("is-loading");
+      C.empty(chart("campaign-treatments"), "No push campaigns in these days.");
+      C.empty(chart("campaign-hours"), "No campaign sessions in these days.");
+      return;
+    }
+    const [view, stored] = await Promise.all([
+      api(`/analytics/campaigns/${encodeURIComponent(state.campaign)}`, range()),
+      api("/campaigns", { "page-size": 100 }),
+    ]);
+    if (stale(ticket)) return;
+    const names = Object.fromEntries((stored.Item || []).map((c) => [c.Id, c.Name]));
+    for (const id of ids) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.campaign = id;
+      button.textContent = names[id] || id.slice(0, 24);
+      button.classList.toggle("active", id === state.campaign);
+      button.addEventListener("click", () => switchCampaign(id));
+      tabs.appendChild(button);
+    }
+    draw("campaign-treatments", () => C.treatments(chart("campaign-treatments"), { campaign: view }));
+    const hours = view.sessions_by_hour || [];
+    const label = (h) => `${h.slice(5, 10)} ${h.slice(11, 16)}`;
+    draw("campaign-hours", () => C.bars(chart("campaign-hours"), {
+      dates: hours.map((h) => h.hour), values: hours.map((h) => h.sessions), name: "Sessions",
+      color: C.PALETTE[1], tick: label, title: label, height: 180,
+    }));
+  }
+
+  async function switchCampaign(id) {
+    state.campaign = id;
+    C.loading(chart("campaign-treatments"));
+    C.loading(chart("campaign-hours"));
+    await section(state.generation, ["campaign-treatments", "campaign-hours"], loadCampaign);
   }
 
   // -- wiring -------------------------------------------------------------------------

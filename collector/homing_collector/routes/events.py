@@ -9,14 +9,17 @@ from homing_collector.routes._common import begin, check_event_quota, json, metr
 
 async def put_events(request: Request) -> Response:
     call = await begin(request)
-    envelope: ingest.Envelope = call.checked
-    await check_event_quota(call, envelope.events)
+    await check_event_quota(call, call.checked.events)
     checked = ingest.check_events(
-        call.payload, body_size=call.body_size, summarize=call.storage.rollups, envelope=envelope
+        call.payload,
+        body_size=call.body_size,
+        summarize=call.storage.rollups,
+        envelope=call.checked,
     )
     # Free the parsed body now, while it is still in the CPU's caches, not once the commit
-    # is done: freeing thousands of objects gone cold costs several times more.
-    call.payload = None
+    # is done: freeing thousands of objects gone cold costs several times more. The
+    # envelope holds the body's BatchItem, so it goes too: nothing else may keep it.
+    call.payload = call.checked = None
     locked = (
         await device.access(request, call.principal, call.storage, call.app_id, checked.results)
     ).locked()

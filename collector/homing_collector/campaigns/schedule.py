@@ -119,6 +119,25 @@ def endpoint_zone(name: object) -> ZoneInfo | None:
     return _zone(name)
 
 
+# The clocks that read a time first and last: UTC+14 (Kiribati) and UTC-12.
+_FIRST_ZONE = timedelta(hours=14)
+_LAST_ZONE = timedelta(hours=-12)
+
+
+def local_spread(schedule: Schedule) -> tuple[timedelta, timedelta]:
+    """How long before, and after, a run's instant its clock time comes somewhere on Earth:
+    a local-time run starts that long ahead, so that the first zones get it on time, and
+    is late only that long after. (0, 0) unless the campaign runs in local time.
+
+    >>> local_spread(Schedule(StartTime="IMMEDIATE", IsLocalTime=True, Timezone="UTC-05"))
+    (datetime.timedelta(seconds=68400), datetime.timedelta(seconds=25200))
+    """
+    if not schedule.IsLocalTime or schedule.Frequency == "EVENT":
+        return timedelta(0), timedelta(0)
+    offset = _offset(schedule).utcoffset(None)
+    return _FIRST_ZONE - offset, offset - _LAST_ZONE
+
+
 def local_instant(run: datetime, schedule: Schedule, zone: ZoneInfo) -> datetime:
     """When a local-time campaign's `run` reaches an endpoint in `zone`: the same clock
     time as the run has in the schedule's `Timezone` offset, read in `zone`."""

@@ -63,7 +63,7 @@ from .decode import convert
 from .delivery import CAMPAIGN_SEND, Send, plan
 from .limits import TokenBucket, cap_reason, effective_limits, sent_in_last_day
 from .resolve import SegmentResolutionError, segment_predicate
-from .schedule import next_run, runs_between
+from .schedule import local_spread, next_run, runs_between
 from .treatments import assign
 from .triggers import Triggers
 
@@ -234,8 +234,11 @@ class Scheduler:
                 if planned_ms is not None
                 else created - timedelta(milliseconds=1)
             )
-            runs = runs_between(schedule, after, now, created=created)
-            finished = next_run(schedule, now, created=created) is None
+            # A local-time run starts as soon as the first zone's clocks read its time.
+            lead, trail = local_spread(schedule)
+            horizon = now + lead
+            runs = runs_between(schedule, after, horizon, created=created)
+            finished = next_run(schedule, horizon, created=created) is None
             if not runs and not finished:
                 continue
             if record.app_id not in settings:
@@ -245,7 +248,7 @@ class Scheduler:
             missed = [_ms(run) for run in runs]
             if runs and not request.IsPaused:
                 last = runs[-1]
-                late = limits.MaximumDuration is not None and now > last + timedelta(
+                late = limits.MaximumDuration is not None and now > last + trail + timedelta(
                     seconds=limits.MaximumDuration
                 )
                 if not late:
@@ -253,8 +256,9 @@ class Scheduler:
             if request.IsPaused:
                 missed = []  # a paused campaign skips its runs
             await self.storage.plan_runs(
-                record.app_id, record.id, record.version, due, missed, _ms(now), finished
-            )
+                record.app_id, record.id, record.version, due, missed, _ms(horizon), finished,
+                lead_ms=_ms(horizon) - _ms(now),
+            )  # fmt: skip
         self.triggers.refresh(event_campaigns)
 
     async def _settings(self, app_id: str) -> WriteApplicationSettingsRequest:

@@ -544,9 +544,12 @@ class Storage(Protocol):
         missed_ms: Sequence[int],
         planned_ms: int,
         finished: bool,
+        *,
+        lead_ms: int = 0,
     ) -> None:
-        """Add an activity for each run (once, whoever else plans it), record the missed
-        ones as CANCELLED, and move the plan forward, unless the campaign changed."""
+        """Add an activity for each run (once, whoever else plans it), to start `lead_ms`
+        before the run's instant, record the missed ones as CANCELLED, and move the plan
+        forward, unless the campaign changed."""
 
     async def claim_activity(
         self, owner: str, now_ms: int, lease_ms: int, *, dead: Callable[[str], bool]

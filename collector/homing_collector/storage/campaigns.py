@@ -212,6 +212,8 @@ def plan_runs(
     planned_ms: int,
     finished: bool,
     now: str,
+    *,
+    lead_ms: int = 0,
 ) -> None:
     row = conn.execute(
         "SELECT version FROM campaigns WHERE app_id = ? AND campaign_id = ?",
@@ -225,7 +227,7 @@ def plan_runs(
             "INSERT OR IGNORE INTO campaign_activities (app_id, campaign_id, activity_id,"
             " version, scheduled_ms, state, not_before_ms, ended_at, result, metrics)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (app_id, campaign_id, uuid.uuid4().hex, version, scheduled, state, scheduled,
+            (app_id, campaign_id, uuid.uuid4().hex, version, scheduled, state, scheduled - lead_ms,
              now if state == "CANCELLED" else None, "FAIL" if state == "CANCELLED" else None,
              '{"MISSED": 1}' if state == "CANCELLED" else "{}"),
         )  # fmt: skip

@@ -837,11 +837,22 @@ class SQLiteStorage:
         missed_ms: Sequence[int],
         planned_ms: int,
         finished: bool,
+        *,
+        lead_ms: int = 0,
     ) -> None:
         now = _iso_now()
         await self._write(
             lambda conn: campaigns.plan_runs(
-                conn, app_id, campaign_id, version, runs_ms, missed_ms, planned_ms, finished, now
+                conn,
+                app_id,
+                campaign_id,
+                version,
+                runs_ms,
+                missed_ms,
+                planned_ms,
+                finished,
+                now,
+                lead_ms=lead_ms,
             ),
             flush_first=False,
         )

@@ -251,3 +251,33 @@ def test_events_whose_matches_were_lost_are_matched_again_at_start_up_once(
             assert pushed(tmp_path / "c.db") == ["e1"]
 
     run(tmp_path, scenario)
+
+
+def test_a_local_time_run_reaches_each_zone_at_its_own_clock_time(tmp_path: Path) -> None:
+    async def scenario(storage: SQLiteStorage, scheduler: Scheduler, clock: Clock) -> None:
+        # 09:00 on 9 December, read in each endpoint's zone: Auckland (UTC+13) first, the
+        # day before in UTC, then London (UTC+0), then New York (UTC-5).
+        await add_endpoints(storage, {"auckland": "Pacific/Auckland", "london": "Europe/London",
+                                      "new-york": "America/New_York", "nowhere": None})  # fmt: skip
+        schedule = {"StartTime": "2026-12-09T09:00:00Z", "Frequency": "ONCE", "IsLocalTime": True}
+        await add_campaign(storage, "c1", Schedule=schedule)
+        expected = {
+            "auckland": datetime(2026, 12, 8, 20, 0, tzinfo=timezone.utc),
+            "london": datetime(2026, 12, 9, 9, 0, tzinfo=timezone.utc),
+            "new-york": datetime(2026, 12, 9, 14, 0, tzinfo=timezone.utc),
+        }
+        got: list[str] = []
+        for moment in sorted(expected.values()):
+            clock.now = moment - timedelta(minutes=1)
+            await scheduler.run_once()
+            assert pushed(tmp_path / "c.db") == sorted(got), clock.now  # not before its time
+            clock.now = moment
+            await scheduler.run_once()
+            got += [endpoint for endpoint, at in expected.items() if at == moment]
+            assert pushed(tmp_path / "c.db") == sorted(got), clock.now  # at its time
+        [activity] = await storage.list_activities(APP, "c1", after=0, limit=10)
+        # TotalEndpointCount counts the pushes sent; the endpoint without a zone, none.
+        assert (activity.state, activity.total) == ("COMPLETED", 3)
+        assert activity.metrics.get("ENDPOINT_MISSING_TIMEZONE") == 1
+
+    run(tmp_path, scenario)

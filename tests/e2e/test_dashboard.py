@@ -177,12 +177,16 @@ def _check(
 
     # One campaign per treatment: the demo's A/B campaign, its numbers the API's.
     page.click('#campaign-tabs button:text-is("Spring sale A/B")')
+    # Its view is drawn once its tab is the active one and the table is no longer loading.
     page.wait_for_function(
-        """() => document.querySelector('[data-chart="campaign-treatments"]').innerText
-                 .includes('discount')"""
+        """() => {
+            const active = document.querySelector('#campaign-tabs button.active');
+            const table = document.querySelector('[data-chart="campaign-treatments"]');
+            return active !== null && active.innerText === 'Spring sale A/B'
+                && !table.classList.contains('is-loading') && table.innerText.includes('discount');
+        }"""
     )
-    ab = next(b for b in page.query_selector_all("#campaign-tabs button")
-              if b.inner_text() == "Spring sale A/B").get_attribute("data-campaign")  # fmt: skip
+    ab = page.get_attribute("#campaign-tabs button.active", "data-campaign")
     view = api.get(f"/campaigns/{ab}", params={"start": str(end - timedelta(days=29)),
                                               "end": str(end)}).json()  # fmt: skip
     rows = page.query_selector_all('[data-chart="campaign-treatments"] tbody tr')

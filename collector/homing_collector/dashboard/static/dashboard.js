@@ -512,8 +512,8 @@
     const ids = state.campaigns.slice(0, 12);
     if (!ids.includes(state.campaign)) state.campaign = ids[0] || "";
     const tabs = $("campaign-tabs");
-    tabs.replaceChildren();
     if (!state.campaign) {
+      tabs.replaceChildren();
       for (const name of ["campaign-treatments", "campaign-hours"]) chart(name).classList.remove("is-loading");
       C.empty(chart("campaign-treatments"), "No push campaigns in these days.");
       C.empty(chart("campaign-hours"), "No campaign sessions in these days.");
@@ -525,6 +525,8 @@
     ]);
     if (stale(ticket)) return;
     const names = Object.fromEntries((stored.Item || []).map((c) => [c.Id, c.Name]));
+    // The tabs change only once the answers are in, so that they never vanish meanwhile.
+    tabs.replaceChildren();
     for (const id of ids) {
       const button = document.createElement("button");
       button.type = "button";

@@ -47,7 +47,10 @@ def quiet_until(quiet: QuietTime | None, at: datetime, zone: ZoneInfo | None) ->
         if not start <= now < end:
             return None
     elif now >= start:
-        day += timedelta(days=1)  # across midnight: the window ends tomorrow
+        # Across midnight: the window ends tomorrow, unless the clock is set back tonight
+        # and reads End again today (Paris, 02:59 CEST back to 02:00 CET, End 02:30).
+        if clock_instant(datetime.combine(day, end), zone, after=at) <= at:
+            day += timedelta(days=1)
     elif now >= end:
         return None
     until = clock_instant(datetime.combine(day, end), zone, after=at)

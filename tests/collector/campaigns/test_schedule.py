@@ -232,6 +232,12 @@ def test_quiet_time_across_dst() -> None:
     assert quiet_until(QuietTime(Start="01:00", End="02:30"), repeat, PARIS) == utc(
         "2026-10-25T01:30:00"
     )
+    # A window across midnight whose End the change brings back the same night: at 02:59
+    # CEST the clock goes back to 02:00 CET, and reads 02:30 half an hour later.
+    late = utc("2026-10-25T00:59:00")
+    assert quiet_until(QuietTime(Start="02:45", End="02:30"), late, PARIS) == utc(
+        "2026-10-25T01:30:00"
+    )
 
 
 def delivered(**overrides: Any) -> Send | Skip:

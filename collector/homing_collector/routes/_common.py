@@ -24,7 +24,7 @@ from homing_collector.errors import PinpointError, not_found, request_id, too_ma
 from homing_collector.metrics import Metrics
 from homing_collector.operation import operation_of
 from homing_collector.push.gateway import Gateway
-from homing_collector.quotas import Quotas, Rates
+from homing_collector.quotas import Quotas, Rates, Refusal
 from homing_collector.sealing import SecretsKey
 from homing_collector.storage.base import Storage
 from homing_collector.validation import check_body, check_query
@@ -81,8 +81,13 @@ async def check_event_quota(call: Call, count: int) -> None:
     rates = await _rates(call.request, call.app_id)
     refusal = quotas(call.request).events(rates, call.principal.access_key_id, call.app_id, count)
     if refusal is not None:
-        metrics(call.request).quota_refusals[refusal.what] += 1
-        raise too_many_requests(refusal.message, refusal.retry_after)
+        raise _refused(call.request, refusal)
+
+
+def _refused(request: Request, refusal: Refusal) -> PinpointError:
+    """The 429 for a request over a quota, counted in /metrics."""
+    metrics(request).quota_refusals[refusal.what] += 1
+    return too_many_requests(refusal.message, refusal.retry_after)
 
 
 def gateway(request: Request) -> Gateway:
@@ -114,8 +119,7 @@ async def admit(
         rates = await _rates(request, app_id)
         refusal = quotas(request).requests(rates, principal.access_key_id, app_id)
         if refusal is not None:
-            metrics(request).quota_refusals[refusal.what] += 1
-            raise too_many_requests(refusal.message, refusal.retry_after)
+            raise _refused(request, refusal)
         before = (
             None if before_body is None else await before_body(request, principal, app_id or "")
         )

@@ -279,13 +279,18 @@ def put_events(url: str, app_id: str, token: str, events: dict[str, dict[str, An
     assert response.status_code == 202, response.text
 
 
-def purchase(amount: float, sku: str = "A-1") -> dict[str, Any]:
+def purchase(amount: float, sku: str = "A-1", session: str | None = None) -> dict[str, Any]:
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"EventType": "purchase", "Timestamp": now, "Attributes": {"sku": sku},
-            "Metrics": {"amount": amount}}  # fmt: skip
+    event = {"EventType": "purchase", "Timestamp": now, "Attributes": {"sku": sku},
+             "Metrics": {"amount": amount}}  # fmt: skip
+    if session is not None:
+        event["Session"] = {"Id": session, "StartTimestamp": now}
+    return event
 
 
-def event_campaign(admin: Any, app: App, segment_id: str, filter_type: str) -> dict[str, Any]:
+def event_campaign(
+    admin: Any, app: App, segment_id: str, filter_type: str, **extra: Any
+) -> dict[str, Any]:
     request = {
         "Name": "thanks",
         "SegmentId": segment_id,
@@ -302,6 +307,7 @@ def event_campaign(admin: Any, app: App, segment_id: str, filter_type: str) -> d
             },
         },
         "MessageConfiguration": {"DefaultMessage": {"Title": "Thanks", "Body": "for {{Id}}"}},
+        **extra,
     }
     response = admin.create_campaign(ApplicationId=app.id, WriteCampaignRequest=request)
     return response["CampaignResponse"]  # type: ignore[no-any-return]
@@ -345,6 +351,54 @@ def test_an_event_campaign_pushes_to_the_endpoint_that_sent_a_matching_event(
     ]["Item"]
     assert activity["TotalEndpointCount"] == 2
     assert activity["ExecutionMetrics"]["FILTERED_OUT_BY_SEGMENT"] == "1"
+
+
+def test_the_session_limit_caps_an_event_campaigns_messages_per_session_of_the_endpoint(
+    collector: LiveCollector,
+) -> None:
+    app = collector.create_app("campaign-session-cap")
+    admin = collector.client(app.admin)
+    add_endpoints(admin, app, 2)  # device-00000 on android
+    segment_id = android_segment(admin, app)
+    campaign = event_campaign(admin, app, segment_id, "ENDPOINT", Limits={"Session": 2})
+    time.sleep(1)
+    # Three matching events of one session in one batch, then one of another session,
+    # then one outside any session: the cap holds inside the batch, per session.
+    put_events(collector.url, app.id, app.ingest.token, {"device-00000": {
+        f"e{i}": purchase(9.5, session="s1") for i in range(3)}})  # fmt: skip
+    put_events(collector.url, app.id, app.ingest.token,
+               {"device-00000": {"e3": purchase(9.5, session="s2")}})  # fmt: skip
+    put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e4": purchase(9.5)}})
+    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 4) == Counter({"device-00000": 4})
+    # One more event of the first session, in a later batch: still capped.
+    put_events(collector.url, app.id, app.ingest.token,
+               {"device-00000": {"e5": purchase(9.5, session="s1")}})  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        [activity] = admin.get_campaign_activities(ApplicationId=app.id, CampaignId=campaign["Id"])[
+            "ActivitiesResponse"
+        ]["Item"]
+        if activity["ExecutionMetrics"].get("SESSION_CAP") == "2":
+            break
+        assert time.monotonic() < deadline, activity
+        time.sleep(0.05)
+    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00000": 4})
+    assert activity["TotalEndpointCount"] == 4
+
+
+def test_a_total_cap_holds_for_matches_of_one_batch(collector: LiveCollector) -> None:
+    app = collector.create_app("campaign-total-batch")
+    admin = collector.client(app.admin)
+    add_endpoints(admin, app, 2)
+    campaign = event_campaign(
+        admin, app, android_segment(admin, app), "ENDPOINT", Limits={"Total": 1}
+    )
+    time.sleep(1)
+    put_events(collector.url, app.id, app.ingest.token, {"device-00000": {
+        "e1": purchase(9.5), "e2": purchase(8.0)}})  # fmt: skip
+    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 1) == Counter({"device-00000": 1})
+    time.sleep(0.5)
+    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00000": 1})
 
 
 def test_a_system_filter_matches_only_events_sent_with_an_admin_key(

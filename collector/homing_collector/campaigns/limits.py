@@ -8,7 +8,8 @@ guide (settings-general) counts *targeted* messages against `Total`, so a send c
 when it is attempted, delivered or not.
 
 Homing's decisions: 0 is no cap, as in the console's in-app caps; the 24 hours are the
-ones before `now`, a sliding window, not a calendar day. The skip reasons DAILY_CAP,
+ones before `now`, a sliding window, not a calendar day; the session is the triggering
+event's `Session.Id`, so only event-triggered messages are in one. The skip reasons DAILY_CAP,
 TOTAL_CAP and SESSION_CAP are Homing's ExecutionMetrics names.
 """
 

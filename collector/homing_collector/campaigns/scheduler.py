@@ -44,6 +44,7 @@ from homing_collector.storage.base import (
     CampaignSend,
     Endpoint,
     EventRow,
+    PastSend,
     PushMessage,
     QueuedPush,
     Storage,
@@ -381,9 +382,10 @@ class Scheduler:
             return False
         return True
 
-    async def sent_before(self, run: Run, endpoint_ids: list[str]) -> Mapping[str, list[int]]:
-        """When each endpoint was sent the campaign before, if a cap needs it."""
-        if not endpoint_ids or not (run.limits.Daily or run.limits.Total):
+    async def sent_before(self, run: Run, endpoint_ids: list[str]) -> Mapping[str, list[PastSend]]:
+        """When (and in which session) each endpoint was sent the campaign before, if a
+        cap needs it."""
+        if not endpoint_ids or not (run.limits.Daily or run.limits.Total or run.limits.Session):
             return {}
         a = run.activity
         return await self.storage.campaign_sends(a.app_id, a.campaign_id, endpoint_ids)
@@ -417,19 +419,23 @@ class Scheduler:
         run: Run,
         endpoint: Endpoint,
         now: datetime,
-        sent_before: Mapping[str, list[int]],
+        sent_before: Mapping[str, list[PastSend]],
         *,
         trigger: tuple[str, datetime] | None = None,
+        session_id: str | None = None,
     ) -> CampaignSend:
         """What this run does for one endpoint of its segment; for an event-triggered
-        campaign, `trigger` is the event's id and when it came."""
+        campaign, `trigger` is the event's id and when it came, and `session_id` the
+        session the event came in (None: none, which the Session limit does not cap)."""
         a = run.activity
         endpoint_id: str = endpoint["Id"]
         now_ms = _ms(now)
         event_id = None if trigger is None else trigger[0]
 
         def skip(reason: str, treatment: str | None = None) -> CampaignSend:
-            return CampaignSend(endpoint_id, reason, treatment, now_ms, trigger=event_id)
+            return CampaignSend(
+                endpoint_id, reason, treatment, now_ms, trigger=event_id, session_id=session_id
+            )
 
         if endpoint.get("EndpointStatus") == "INACTIVE":
             return skip("ENDPOINT_INACTIVE")
@@ -450,12 +456,17 @@ class Scheduler:
             first = run.addresses.setdefault((channel, address), endpoint_id)
             if first != endpoint_id:
                 return skip("DUPLICATE_ENDPOINT", treatment)
-        if run.limits.Daily or run.limits.Total:
+        if run.limits.Daily or run.limits.Total or run.limits.Session:
             before = sent_before.get(endpoint_id, [])
-            moments = [_moment(ms) for ms in before]
+            moments = [_moment(sent.at_ms) for sent in before]
+            in_session = (
+                None if session_id is None
+                else sum(1 for sent in before if sent.session_id == session_id)
+            )  # fmt: skip
             reason = cap_reason(
-                run.limits, last_day=sent_in_last_day(moments, now), total=len(before)
-            )
+                run.limits, last_day=sent_in_last_day(moments, now), total=len(before),
+                in_session=in_session,
+            )  # fmt: skip
             if reason is not None:
                 return skip(reason, treatment)
         demographic = endpoint.get("Demographic")
@@ -475,7 +486,7 @@ class Scheduler:
                 return skip("QUIET_TIME", treatment)
             return CampaignSend(endpoint_id, "DEFERRED", treatment, at_ms)
         sent = self._message(run, endpoint, push, treatment, now_ms)
-        return sent if event_id is None else replace(sent, trigger=event_id)
+        return sent if event_id is None else replace(sent, trigger=event_id, session_id=session_id)
 
     def _message(
         self, run: Run, endpoint: Endpoint, push: Push, treatment: str, now_ms: int

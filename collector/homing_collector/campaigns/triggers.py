@@ -30,7 +30,7 @@ import orjson
 
 from homing import limits
 from homing.wire import format_timestamp
-from homing_collector.storage.base import CampaignRecord, CampaignSend, EventRow
+from homing_collector.storage.base import CampaignRecord, CampaignSend, EventRow, PastSend
 
 from .campaign_shapes import WriteCampaignRequest
 from .delivery import EVENT_DELIVERY_WINDOW
@@ -55,6 +55,14 @@ class Match:
     endpoint_id: str
     event_id: str
     at: datetime  # when the event arrived
+    session_id: str | None = None  # the event's Session.Id, for the Session limit
+
+
+def session_of(event: Mapping[str, Any]) -> str | None:
+    """The session an event came in, if it says (PutEvents' `Session.Id`)."""
+    session = event.get("Session")
+    found = session.get("Id") if isinstance(session, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 @dataclass
@@ -134,8 +142,9 @@ class Triggers:
             for campaign_id in index.match(event, from_admin=from_admin, at=now):
                 try:
                     self._queue.put_nowait(
-                        Match(app_id, campaign_id, row.endpoint_id, row.event_id, now)
-                    )
+                        Match(app_id, campaign_id, row.endpoint_id, row.event_id, now,
+                              session_of(event))
+                    )  # fmt: skip
                     queued += 1
                 except asyncio.QueueFull:
                     self.dropped += 1
@@ -159,11 +168,13 @@ class Triggers:
             )
             for row in rows:
                 at = datetime.fromtimestamp(row.arrival_ms / 1000, timezone.utc)
-                for campaign_id in index.match(orjson.loads(row.body), at=at):
+                event = orjson.loads(row.body)
+                for campaign_id in index.match(event, at=at):
                     try:
                         self._queue.put_nowait(
-                            Match(app_id, campaign_id, row.endpoint_id, row.event_id, at)
-                        )
+                            Match(app_id, campaign_id, row.endpoint_id, row.event_id, at,
+                                  session_of(event))
+                        )  # fmt: skip
                         queued += 1
                     except asyncio.QueueFull:
                         self.dropped += 1
@@ -194,7 +205,10 @@ class Triggers:
             storage = self.scheduler.storage
             ids = list(dict.fromkeys(m.endpoint_id for m in found))
             endpoints = await storage.get_endpoints(campaign.record.app_id, ids)
-            sent_before = await self.scheduler.sent_before(run, ids)
+            # Copied, so that the matches of this batch count against the caps too.
+            sent_before = {
+                k: list(v) for k, v in (await self.scheduler.sent_before(run, ids)).items()
+            }
             now = self.clock()
             sends: list[CampaignSend] = []
             run.addresses.clear()
@@ -209,11 +223,15 @@ class Triggers:
                             now.timestamp() * 1000), trigger=match.event_id,
                     ))  # fmt: skip
                     continue
-                sends.append(
-                    self.scheduler.decide(
-                        run, endpoint, now, sent_before, trigger=(match.event_id, match.at)
+                send = self.scheduler.decide(
+                    run, endpoint, now, sent_before, trigger=(match.event_id, match.at),
+                    session_id=match.session_id,
+                )  # fmt: skip
+                sends.append(send)
+                if send.status == "SENT":
+                    sent_before.setdefault(match.endpoint_id, []).append(
+                        PastSend(send.at_ms, match.session_id)
                     )
-                )
             if sends:
                 await self.scheduler.commit(run.activity, sends, cursor=None, owner=None)
 

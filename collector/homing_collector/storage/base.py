@@ -192,6 +192,14 @@ class CampaignSend:
     # For an event-triggered campaign, the id of the event that triggered the send: the
     # record is then kept per event, so each event is answered once.
     trigger: str | None = None
+    session_id: str | None = None  # the triggering event's session, for the Session limit
+
+
+class PastSend(NamedTuple):
+    """One earlier message of a campaign to an endpoint, as its caps count it."""
+
+    at_ms: int
+    session_id: str | None
 
 
 @dataclass(frozen=True)
@@ -559,8 +567,9 @@ class Storage(Protocol):
 
     async def campaign_sends(
         self, app_id: str, campaign_id: str, endpoint_ids: Sequence[str]
-    ) -> dict[str, list[int]]:
-        """When (ms) each endpoint was sent the campaign's message, in any activity."""
+    ) -> dict[str, list[PastSend]]:
+        """When each endpoint was sent the campaign's message, in any activity, and in
+        which session."""
 
     async def deferred_sends(
         self, app_id: str, campaign_id: str, activity_id: str, *, now_ms: int, limit: int

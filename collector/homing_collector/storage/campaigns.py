@@ -29,6 +29,7 @@ from homing_collector.storage.base import (
     CampaignSend,
     ChunkWritten,
     EventRow,
+    PastSend,
     PushMessage,
     SegmentReferenceError,
 )
@@ -277,17 +278,18 @@ def claim(
 
 def sends_of(
     conn: sqlite3.Connection, app_id: str, campaign_id: str, endpoint_ids: Sequence[str]
-) -> dict[str, list[int]]:
-    found: dict[str, list[int]] = {}
+) -> dict[str, list[PastSend]]:
+    found: dict[str, list[PastSend]] = {}
     for i in range(0, len(endpoint_ids), 500):
         part = endpoint_ids[i : i + 500]
         rows = conn.execute(
-            "SELECT endpoint_id, at_ms FROM campaign_sends WHERE app_id = ? AND campaign_id = ?"
-            f" AND status = 'SENT' AND endpoint_id IN ({', '.join('?' * len(part))})",
+            "SELECT endpoint_id, at_ms, session_id FROM campaign_sends"
+            " WHERE app_id = ? AND campaign_id = ? AND status = 'SENT'"
+            f" AND endpoint_id IN ({', '.join('?' * len(part))})",
             (app_id, campaign_id, *part),
         ).fetchall()
-        for endpoint_id, at_ms in rows:
-            found.setdefault(endpoint_id, []).append(at_ms)
+        for endpoint_id, at_ms, session_id in rows:
+            found.setdefault(endpoint_id, []).append(PastSend(at_ms, session_id))
     return found
 
 
@@ -376,7 +378,7 @@ def write_chunk(
     for send in sends:
         written = conn.execute(
             "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
-            " treatment_id, at_ms, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " treatment_id, at_ms, message_id, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (app_id, campaign_id, activity_id, endpoint_id) DO UPDATE SET"
             " status = excluded.status, treatment_id = excluded.treatment_id,"
             " at_ms = excluded.at_ms, message_id = excluded.message_id"
@@ -384,7 +386,7 @@ def write_chunk(
             (activity.app_id, activity.campaign_id,
              activity.id if send.trigger is None else f"{activity.id}:{send.trigger}",
              send.endpoint_id, send.status, send.treatment_id, send.at_ms,
-             send.message.message_id if send.message else None),
+             send.message.message_id if send.message else None, send.session_id),
         ).fetchone()  # fmt: skip
         if written is None or send.status == DEFERRED:
             continue  # already final, or held back: counted when it is final

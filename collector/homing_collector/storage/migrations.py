@@ -470,6 +470,13 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        18,
+        # Campaigns' Session limit: the session of the event that triggered each send.
+        """
+        ALTER TABLE campaign_sends ADD COLUMN session_id TEXT;
+        """,
+    ),
 ]
 
 

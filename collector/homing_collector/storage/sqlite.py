@@ -63,6 +63,7 @@ from homing_collector.storage.base import (
     KeyRecord,
     NewDelivery,
     Overloaded,
+    PastSend,
     PushMessage,
     PushQueued,
     QueuedPush,
@@ -868,7 +869,7 @@ class SQLiteStorage:
 
     async def campaign_sends(
         self, app_id: str, campaign_id: str, endpoint_ids: Sequence[str]
-    ) -> dict[str, list[int]]:
+    ) -> dict[str, list[PastSend]]:
         return campaigns.sends_of(self._read(), app_id, campaign_id, endpoint_ids)
 
     async def deferred_sends(

@@ -471,7 +471,7 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
-        18,
+        14,
         # Campaigns' Session limit: the session of the event that triggered each send.
         """
         ALTER TABLE campaign_sends ADD COLUMN session_id TEXT;

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -23,12 +24,17 @@ import uvicorn
 
 from homing_collector import Hooks
 from homing_collector.app import create_app
+from homing_collector.hooks import hook_stream
+from homing_collector.hooks import runner as runner_module
 from homing_collector.hooks.errors import HookResponseError
-from homing_collector.hooks.registry import Registry
+from homing_collector.hooks.registry import ENTRY_POINT_GROUP, Registry
 from homing_collector.hooks.runner import HookRunner
 from homing_collector.metrics import Metrics
 from homing_collector.settings import Settings
+from tests.collector.test_docs import code_blocks, section
 from tests.conftest import App, Credentials, LiveCollector, run_cli
+
+HOOKS_MD = Path(__file__).resolve().parents[3] / "docs" / "hooks.md"
 
 
 @contextlib.contextmanager
@@ -422,3 +428,44 @@ async def test_custom_deliveries_fan_out_and_a_failure_is_reported_after_all() -
     assert fine.has_custom_delivery and not fine.has_filter
     await runner_of().custom_delivery(payload)  # none registered: nothing to do
     await runner.close()
+
+
+# -- docs/hooks.md --------------------------------------------------------------------------
+
+
+def test_the_docs_example_plugin_registers() -> None:
+    text = section(HOOKS_MD.read_text(), "Registering hooks")
+    (python,) = code_blocks(text, "python")
+    namespace: dict[str, Any] = {}
+    exec(compile(python, str(HOOKS_MD), "exec"), namespace)
+    hooks = namespace["hooks"]
+    assert isinstance(hooks, Hooks) and hooks.name == "warehouse"
+    request = {**REQUEST, "Endpoints": {**ENDPOINTS, "b": {**ENDPOINTS["b"], "OptOut": "ALL"}}}
+    assert asyncio.run(runner_of(hooks).filter(request)) == {"a": ENDPOINTS["a"]}
+    (toml,) = code_blocks(text, "toml")
+    assert toml.startswith(f'[project.entry-points."{ENTRY_POINT_GROUP}"]\n')
+
+
+def test_the_docs_figures_and_metrics_are_the_codes() -> None:
+    text = HOOKS_MD.read_text()
+    part = section(text, "In-process hooks")
+    assert f"up to {hook_stream.BATCH_EVENTS} [event-stream records]" in part
+    assert f"({runner_module.MAX_THREADS} at most at once)" in part
+    assert f"within {runner_module.CALL_TIMEOUT:g} seconds" in part
+    assert f"within {hook_stream.LEASE_TTL:g} seconds" in part
+    assert (hook_stream.FIRST_BACKOFF, hook_stream.MAX_BACKOFF) == (
+        1,
+        60,
+    )  # "a second ... a minute"
+    metrics = Metrics()
+    metrics.hook_calls[("event_stream", "n")] += 1
+    metrics.hook_stream_lag["n"] = 0
+    rendered = metrics.render()
+    documented = re.findall(r"^\| `(homing_hook_[a-z_]+)` \|", part, re.MULTILINE)
+    assert documented == [
+        "homing_hook_calls_total",
+        "homing_hook_errors_total",
+        "homing_hook_stream_lag_events",
+    ]
+    for name in documented:
+        assert f"\n{name}{{" in rendered

@@ -37,6 +37,7 @@ logger = logging.getLogger("homing_collector")
 BATCH_EVENTS = 1000  # records per call at most
 IDLE_INTERVAL = 0.2  # seconds between passes when there was nothing new
 LEASE_TTL = 30.0  # seconds a process holds a hook's stream without renewing
+LEASE_RETRY = 5.0  # seconds between two tries of a process that does not hold it
 FIRST_BACKOFF = 1.0  # seconds before a failed batch is given again, doubling
 MAX_BACKOFF = 60.0
 LAG_INTERVAL = 5.0  # seconds between two readings of the lag gauges
@@ -50,10 +51,10 @@ def make_records(
     records = []
     for row in rows:
         key = (row.app_id, row.endpoint_id)
-        if key not in parsed:
-            body = endpoints.get(key)
-            parsed[key] = orjson.loads(body) if body is not None else None
         try:
+            if key not in parsed:
+                body = endpoints.get(key)
+                parsed[key] = orjson.loads(body) if body is not None else None
             records.append(
                 to_record(
                     row.app_id,
@@ -124,6 +125,7 @@ class HookStreams:
         lease = _lease(hook)
         held_until = 0.0
         backoff = FIRST_BACKOFF
+        retry_at = 0.0  # after a failure: when the hook gets its batch again
         while True:
             pause = self.idle_interval
             try:
@@ -135,10 +137,17 @@ class HookStreams:
                         lease, self.owner, int(now * 1000), int(LEASE_TTL * 1000)
                     )
                     held_until = now + LEASE_TTL if held else 0.0
-                if held_until:
+                if not held_until:
+                    pause = LEASE_RETRY  # another process calls the hook; each try is a write
+                elif now < retry_at:
+                    # Waiting in steps, to renew the lease: a backoff outlasts it.
+                    pause = min(retry_at - now, LEASE_TTL / 3)
+                else:
                     outcome = await self.pass_once(hook)
                     if outcome is None:
-                        pause, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+                        retry_at = self.clock() + backoff
+                        pause = min(backoff, LEASE_TTL / 3)
+                        backoff = min(backoff * 2, MAX_BACKOFF)
                     else:
                         backoff = FIRST_BACKOFF
                         if outcome:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -31,6 +32,8 @@ from homing_collector.hooks.registry import ENTRY_POINT_GROUP, Registry
 from homing_collector.hooks.runner import HookRunner
 from homing_collector.metrics import Metrics
 from homing_collector.settings import Settings
+from homing_collector.storage import hook_cursors
+from homing_collector.storage.migrations import migrate
 from tests.collector.test_docs import code_blocks, section
 from tests.conftest import App, Credentials, LiveCollector, run_cli
 
@@ -222,6 +225,26 @@ def test_hooks_must_be_hooks_of_distinct_names(tmp_path: Path) -> None:
         create_app(settings, hooks=[Hooks(filter=print, name="twice")] * 2)
     with pytest.raises(TypeError, match=r"Hooks\.event_stream: must be a callable"):
         Hooks(event_stream="print")  # type: ignore[arg-type]
+
+
+def test_a_cursor_past_deleted_events_moves_back_to_the_last_left() -> None:
+    # SQLite gives a new row the rowid after the largest left: a cursor left past deleted
+    # rows would skip the events that take their rowids again.
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
+        migrate(conn)
+        conn.executemany(
+            "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival, body,"
+            " hour) VALUES ('a', 'd', ?, 't', 0, 0, x'7b7d', 0)",
+            [(f"e{i}",) for i in range(5)],
+        )
+        assert hook_cursors.ensure(conn, ["h", "behind"]) == {"h": 5, "behind": 5}
+        assert hook_cursors.advance(conn, "behind", 5, 2) and not hook_cursors.advance(
+            conn, "h", 4, 1
+        )
+        conn.execute("DELETE FROM events WHERE rowid > 3")
+        hook_cursors.events_deleted(conn)
+        assert hook_cursors.get(conn, "h") == 3 and hook_cursors.get(conn, "behind") == 2
+        assert [r.event_id for r in hook_cursors.rows(conn, 2, 10)] == ["e2"]
 
 
 # -- entry points -----------------------------------------------------------------------------

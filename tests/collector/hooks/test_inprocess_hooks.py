@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import doctest
 import functools
 import json
 import os
@@ -26,6 +27,7 @@ import uvicorn
 from homing_collector import Hooks
 from homing_collector.app import create_app
 from homing_collector.hooks import hook_stream
+from homing_collector.hooks import registry as registry_module
 from homing_collector.hooks import runner as runner_module
 from homing_collector.hooks.errors import HookResponseError
 from homing_collector.hooks.registry import ENTRY_POINT_GROUP, Registry
@@ -492,3 +494,8 @@ def test_the_docs_figures_and_metrics_are_the_codes() -> None:
     ]
     for name in documented:
         assert f"\n{name}{{" in rendered
+
+
+def test_the_hooks_docstring_example_runs() -> None:
+    result = doctest.testmod(registry_module)
+    assert result.attempted > 0 and result.failed == 0

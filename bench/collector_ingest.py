@@ -26,9 +26,14 @@ signed gzip NDJSON batch): what streaming every stored event costs PutEvents, in
 same run (target: at least 85% of the throughput without). The receiver counts the
 records it got, so the stream's lag at the end of the case is printed too.
 
+With ``--in-process-hook``, another case stores with an in-process event-stream hook
+installed as a plugin (an entry point of ``homing_collector.hooks`` that only counts the
+records it gets): what making every stored event a record in the serving process, and
+handing it to Python code there, costs PutEvents.
+
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
         [--event-ids random|time-ordered] [--rounds 1] [--no-gzip]
-        [--grown DB [--grown-app benchapp]] [--event-stream]
+        [--grown DB [--grown-app benchapp]] [--event-stream] [--in-process-hook]
 """
 
 from __future__ import annotations
@@ -361,7 +366,7 @@ async def _run_case(
 
 
 def _start_server(
-    python: str, db: Path, log: Path, extra: list[str]
+    python: str, db: Path, log: Path, extra: list[str], env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     with log.open("ab") as stderr:
         process = subprocess.Popen(
@@ -369,7 +374,7 @@ def _start_server(
              "--bench-routes", *extra],
             stdout=subprocess.PIPE,
             stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )  # fmt: skip
     assert process.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT
@@ -453,6 +458,36 @@ async def _put_event_stream(port: int, app_id: str, token: str, url: str) -> Non
         raise RuntimeError(f"PutEventStream failed: {answer[:300]!r}")
 
 
+_PLUGIN = """
+import os
+from homing_collector import Hooks
+
+count = 0
+
+def take(records):
+    global count
+    count += len(records)
+    with open(os.environ["BENCH_HOOK_COUNT"], "w") as out:
+        out.write(str(count))
+
+hooks = Hooks(event_stream=take, name="bench")
+"""
+
+
+def _hook_plugin(workdir: Path) -> dict[str, str]:
+    """A plugin with an event-stream hook, installed by a path entry: the server's env."""
+    site = workdir / "plugin"
+    dist = site / "homing_bench_hook-1.0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (site / "homing_bench_hook.py").write_text(_PLUGIN)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: homing-bench-hook\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[homing_collector.hooks]\nbench = homing_bench_hook:hooks\n"
+    )
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "BENCH_HOOK_COUNT": str(workdir / "hook-count")}
+
+
 def _stop_server(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -512,6 +547,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also store with an event stream to a receiver on loopback (gzip off), beside"
         " the same store without",
     )
+    parser.add_argument(
+        "--in-process-hook",
+        action="store_true",
+        help="also store with an in-process event-stream hook installed as a plugin (gzip"
+        " off), beside the same store without",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -538,10 +579,11 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
     log = workdir / "server.log"
     kinds = ["ceiling", "stored"] + (["grown"] if args.grown else [])
     kinds += ["streamed"] if args.event_stream else []
+    kinds += ["hooked"] if args.in_process_hook else []
     streamed: list[str] = []  # one line per streamed case: records received against stored
     gzips = (False,) if args.no_gzip else (False, True)
     for round_, kind, gzip in itertools.product(range(args.rounds), kinds, gzips):
-        if kind in ("grown", "streamed") and gzip:
+        if kind in ("grown", "streamed", "hooked") and gzip:
             continue
         stored = kind != "ceiling"
         # A fresh database for each case: stored events cost more as the database
@@ -568,7 +610,8 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             )  # fmt: skip
             app = json.loads(created.stdout)
             app_id, token = app["application_id"], app["ingest"]["token"]
-        process, port = _start_server(args.server_python, db, log, args.server_arg)
+        env = _hook_plugin(workdir) if kind == "hooked" else None
+        process, port = _start_server(args.server_python, db, log, args.server_arg, env)
         receiver = StreamReceiver()
         try:
             await _wait_healthy(port)
@@ -591,6 +634,14 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
                     f" {receiver.batches:,} batches when the clients stopped,"
                     f" {counters.accepted:,} events answered 202"
                 )
+            if kind == "hooked":
+                count_file = workdir / "hook-count"
+                taken = int(count_file.read_text() or 0) if count_file.exists() else 0
+                streamed.append(
+                    f"hook {db.name}: {taken:,} records taken by the in-process hook when the"
+                    f" clients stopped, {counters.accepted:,} events answered 202"
+                )
+                count_file.unlink(missing_ok=True)
         finally:
             _stop_server(process)
             await receiver.close()
@@ -616,7 +667,8 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         f"{'server CPU':>12}{'bench CPU':>11}{'other CPU':>11}"
     )
     names = {"stored": "stored (PutEvents)", "ceiling": "ceiling (parse-only)",
-             "grown": "stored, grown db", "streamed": "stored, event stream"}  # fmt: skip
+             "grown": "stored, grown db", "streamed": "stored, event stream",
+             "hooked": "stored, in-proc hook"}  # fmt: skip
     for kind, gzip, f, _ in rows:
         name = names[kind]
         print(
@@ -652,6 +704,15 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         print(
             f"gzip off: stored with an event stream {with_stream:,.0f}, without"
             f" {without:,.0f} events/s: {with_stream / without:.1%} (target 85%)"
+        )
+    if args.in_process_hook:
+        hooked = statistics.median(f.events_per_s for k, _, f, _ in rows if k == "hooked")
+        without = statistics.median(
+            f.events_per_s for k, g, f, _ in rows if (k, g) == ("stored", False)
+        )
+        print(
+            f"gzip off: stored with an in-process event-stream hook {hooked:,.0f}, without"
+            f" {without:,.0f} events/s: {hooked / without:.1%}"
         )
     for line in checks + streamed:
         print(line)

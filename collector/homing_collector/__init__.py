@@ -1,5 +1,6 @@
 """The Homing collector: Amazon Pinpoint's REST API for events, endpoints and apps."""
 
 from homing import __version__
+from homing_collector.hooks.registry import Hooks
 
-__all__ = ["__version__"]
+__all__ = ["Hooks", "__version__"]

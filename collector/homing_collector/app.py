@@ -6,8 +6,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
 
 import orjson
 from starlette.applications import Starlette
@@ -21,7 +20,10 @@ from homing_collector import sealing
 from homing_collector.campaigns.import_jobs import ImportRunner
 from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
+from homing_collector.hooks.hook_stream import HookStreams
 from homing_collector.hooks.outbox import Outbox
+from homing_collector.hooks.registry import Hooks, Registry
+from homing_collector.hooks.runner import HookRunner
 from homing_collector.hooks.stream_process import StreamProcess
 from homing_collector.hooks.streams import StreamPump
 from homing_collector.metrics import Metrics
@@ -50,13 +52,16 @@ access_logger = logging.getLogger("homing_collector.access")
 def create_app(
     settings: Settings,
     storage: Storage | None = None,
-    hooks: Any = None,
+    hooks: Hooks | Iterable[Hooks] | None = None,
     *,
     clock: Clock = utc_now,
 ) -> Starlette:
     """The collector as an ASGI app. `storage` defaults to SQLite at `settings.db_path`;
-    `clock` is the campaign scheduler's (UTC, timezone-aware). Raises
-    sealing.SecretsKeyError if `settings.secrets_key_file` cannot be used."""
+    `clock` is the campaign scheduler's (UTC, timezone-aware). `hooks` are in-process
+    hooks (docs/hooks.md), called in this process beside those of the installed entry
+    points of the group `homing_collector.hooks`, which each process loads as it starts.
+    Raises sealing.SecretsKeyError if `settings.secrets_key_file` cannot be used, and
+    ValueError or TypeError if `hooks` are not Hooks of distinct names."""
     secrets_key = (
         sealing.SecretsKey.load(settings.secrets_key_file) if settings.secrets_key_file else None
     )
@@ -69,6 +74,12 @@ def create_app(
     )
 
     metrics = Metrics()
+    registry = Registry()
+    registry.add_given(hooks)
+    hook_runner = HookRunner(registry, metrics)
+    # The in-process event-stream hooks run where the hooks were registered: objects
+    # given here may exist in this process only.
+    hook_streams = HookStreams(store, hook_runner)
     push = Gateway(
         store,
         metrics,
@@ -102,12 +113,17 @@ def create_app(
         except BaseException:
             await store.close()
             raise
+        # Here, not in create_app: with `serve --workers` each worker loads its own after
+        # the fork, so a plugin's threads and connections are its own.
+        registry.load_entry_points()
+        hook_runner.count_load_errors()
         await imports.start()
         await push.start()
         await sweeper.start()
         await scheduler.start()
         await outbox.start()
         await streams.start()
+        await hook_streams.start()
         # With `serve --workers`, this worker's counts go where the others' scrapes see them.
         publisher = asyncio.create_task(metrics.publish_every()) if metrics.shared else None
         try:
@@ -117,6 +133,8 @@ def create_app(
             await imports.close()  # before the storage: they mark their jobs FAILED
             await scheduler.close()
             await streams.close()
+            await hook_streams.close()
+            await hook_runner.close()
             await outbox.close()
             await push.close()
             await store.close()  # every queued write is committed first
@@ -150,7 +168,7 @@ def create_app(
     app.state.imports = imports
     app.state.retention = sweeper
     app.state.scheduler = scheduler
-    app.state.hooks = hooks
+    app.state.hooks = hook_runner  # the scheduler's way to the filter and delivery hooks
     app.state.outbox = outbox
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)

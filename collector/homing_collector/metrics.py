@@ -97,6 +97,12 @@ class Metrics:
         # gauges the outbox reads from the database (the same in every worker).
         self.hook_attempts: Counter[tuple[str, str]] = Counter()
         self.hook_gauges: dict[str, Any] = {}
+        # In-process hooks (hooks/runner.py): calls and errors by (kind, name), kind being
+        # filter, custom_delivery, event_stream, or load for an entry point that failed to
+        # load; and per event-stream hook, the events stored after its cursor.
+        self.hook_calls: Counter[tuple[str, str]] = Counter()
+        self.hook_errors: Counter[tuple[str, str]] = Counter()
+        self.hook_stream_lag: dict[str, int] = {}
         self._board: Board | None = None
         self._slot = 0
         self._too_big = False
@@ -166,6 +172,9 @@ class Metrics:
             "quota_refusals": dict(self.quota_refusals),
             "hook_attempts": [[*key, count] for key, count in self.hook_attempts.items()],
             "hook_gauges": self.hook_gauges,
+            "hook_calls": [[*key, count] for key, count in self.hook_calls.items()],
+            "hook_errors": [[*key, count] for key, count in self.hook_errors.items()],
+            "hook_stream_lag": self.hook_stream_lag,
         }
 
     def _absorb(self, snapshot: dict[str, Any], *, alive: bool = True) -> None:
@@ -178,6 +187,14 @@ class Metrics:
         self.push.update(snapshot["push"])
         for destination, outcome, count in snapshot.get("hook_attempts", ()):
             self.hook_attempts[(destination, outcome)] += count
+        for kind, name, count in snapshot.get("hook_calls", ()):
+            self.hook_calls[(kind, name)] += count
+        for kind, name, count in snapshot.get("hook_errors", ()):
+            self.hook_errors[(kind, name)] += count
+        for name, lag in snapshot.get("hook_stream_lag", {}).items():
+            # Every worker reads the same cursors; a worker whose plugin is not loaded
+            # reports none.
+            self.hook_stream_lag[name] = max(lag, self.hook_stream_lag.get(name, 0))
         if not self.hook_gauges:  # each worker reads the same database: any one will do
             self.hook_gauges = snapshot.get("hook_gauges") or {}
         if alive:  # a worker that is gone holds no streams
@@ -270,6 +287,7 @@ class Metrics:
             "# TYPE homing_push_streams gauge",
             f"homing_push_streams {totals.push_streams}",
             *_hook_lines(totals),
+            *_in_process_hook_lines(totals),
             "# HELP homing_request_duration_seconds Time to answer a request, by route.",
             "# TYPE homing_request_duration_seconds histogram",
         ]
@@ -351,6 +369,32 @@ def _hook_lines(totals: Metrics) -> list[str]:
     ]
     for app_id, (_events, seconds) in sorted(streams.items()):
         lines.append(f'homing_event_stream_lag_seconds{{application="{app_id}"}} {seconds:.3f}')
+    return lines
+
+
+def _in_process_hook_lines(totals: Metrics) -> list[str]:
+    lines = [
+        "# HELP homing_hook_calls_total Calls of in-process hooks, by kind and name.",
+        "# TYPE homing_hook_calls_total counter",
+    ]
+    for (kind, name), count in sorted(totals.hook_calls.items()):
+        lines.append(f'homing_hook_calls_total{{hook="{kind}",name="{_label(name)}"}} {count}')
+    lines += [
+        "# HELP homing_hook_errors_total Calls of in-process hooks that raised, timed out or"
+        ' answered the wrong type, by kind and name; hook="load" counts entry points that'
+        " could not be loaded.",
+        "# TYPE homing_hook_errors_total counter",
+    ]
+    for kind, name in sorted(set(totals.hook_calls) | set(totals.hook_errors)):
+        count = totals.hook_errors[(kind, name)]
+        lines.append(f'homing_hook_errors_total{{hook="{kind}",name="{_label(name)}"}} {count}')
+    lines += [
+        "# HELP homing_hook_stream_lag_events Events stored but not yet given to an"
+        " in-process event-stream hook, by name.",
+        "# TYPE homing_hook_stream_lag_events gauge",
+    ]
+    for name, lag in sorted(totals.hook_stream_lag.items()):
+        lines.append(f'homing_hook_stream_lag_events{{name="{_label(name)}"}} {lag}')
     return lines
 
 

@@ -118,9 +118,17 @@ def parse_filter_response(body: bytes, sent: Mapping[str, Endpoint]) -> dict[str
             f"the filter hook's answer is not JSON ({exc}); it must be an object of "
             "endpoint id -> endpoint definition"
         ) from None
+    return check_filter_answer(answer, sent, "a JSON ")
+
+
+def check_filter_answer(
+    answer: object, sent: Mapping[str, Endpoint], kind: str = "a "
+) -> dict[str, Endpoint]:
+    """A FILTER hook's decoded answer, checked as parse_filter_response says (an
+    in-process filter hook's answer too); HookResponseError fails the batch."""
     if type(answer) is not dict:
         raise HookResponseError(
-            f"the filter hook's answer is a JSON {type(answer).__name__}; it must be an "
+            f"the filter hook's answer is {kind}{type(answer).__name__}; it must be an "
             "object of endpoint id -> endpoint definition"
         )
     for endpoint_id, endpoint in answer.items():

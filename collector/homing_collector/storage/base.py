@@ -278,6 +278,17 @@ class StreamRow(NamedTuple):
     body: bytes
 
 
+class HookRow(NamedTuple):
+    """An event as the in-process event-stream hooks read it, of any application."""
+
+    rowid: int
+    app_id: str
+    endpoint_id: str
+    event_id: str
+    arrival_ms: int
+    body: bytes
+
+
 class StorageError(Exception):
     pass
 
@@ -730,6 +741,27 @@ class Storage(Protocol):
         deliveries: Sequence[NewDelivery],
         now: float,
     ) -> bool: ...
+
+    # In-process event-stream hooks: a durable cursor per hook name (hooks/hook_stream.py).
+    async def open_hook_cursors(self, names: Sequence[str]) -> dict[str, int]:
+        """The cursors of `names`, made (after the events stored until now) if new."""
+
+    async def read_hook_stream(
+        self,
+        name: str,
+        limit: int,
+        build: Callable[[list[HookRow], dict[tuple[str, str], bytes]], T],
+    ) -> tuple[T, int, int]:
+        """In a thread: up to `limit` events of every application after the cursor
+        `name`, with their endpoints' bodies by (application id, endpoint id), made into
+        `build`'s result there; the cursor, and the rowid of the last event read (the
+        cursor if there was none)."""
+
+    async def advance_hook_cursor(self, name: str, after: int, to: int) -> bool:
+        """Move the cursor from `after` to `to`; False if another process moved it."""
+
+    async def hook_lag(self, names: Sequence[str]) -> dict[str, int]:
+        """Per name: how many events were stored after its cursor (an upper bound)."""
 
     async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on a read-only connection in a thread; for analytics queries."""

@@ -477,6 +477,18 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE campaign_sends ADD COLUMN session_id TEXT;
         """,
     ),
+    (
+        15,
+        # In-process event-stream hooks (homing_collector.hooks.hook_stream): each named
+        # hook's durable cursor, the rowid of the last event it was given, over the events
+        # of every application.
+        """
+        CREATE TABLE hook_cursors (
+            name TEXT PRIMARY KEY,
+            cursor INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

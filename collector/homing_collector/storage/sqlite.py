@@ -40,7 +40,15 @@ import orjson
 
 from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
-from homing_collector.storage import campaigns, device, history, imports, push, segments
+from homing_collector.storage import (
+    campaigns,
+    device,
+    history,
+    hook_cursors,
+    imports,
+    push,
+    segments,
+)
 from homing_collector.storage import events as events_sql
 from homing_collector.storage import outbox as outbox_sql
 from homing_collector.storage.base import (
@@ -56,6 +64,7 @@ from homing_collector.storage.base import (
     EndpointUpdate,
     EventRow,
     EventStreamRecord,
+    HookRow,
     HookSecrets,
     ImportJobRecord,
     ImportRow,
@@ -508,6 +517,7 @@ class SQLiteStorage:
             device.delete_app(conn, app_id)
             outbox_sql.delete_app(conn, app_id)
             outbox_sql.events_deleted(conn)
+            hook_cursors.events_deleted(conn)
             self._types.pop(app_id, None)
             self._bodies.drop_app(app_id)
             return _app(row)
@@ -1064,6 +1074,7 @@ class SQLiteStorage:
             # An old event that arrived last (an import of history) holds the largest
             # rowid: the event streams' cursors must not stay past it.
             outbox_sql.events_deleted(conn)
+            hook_cursors.events_deleted(conn)
             return deleted
 
         return await self._write(job)
@@ -1282,6 +1293,32 @@ class SQLiteStorage:
             flush_first=False,
         )
 
+    async def open_hook_cursors(self, names: Sequence[str]) -> dict[str, int]:
+        # flush_first: a new cursor starts after the events committed before it.
+        return await self._write(lambda conn: hook_cursors.ensure(conn, names))
+
+    async def read_hook_stream(
+        self,
+        name: str,
+        limit: int,
+        build: Callable[[list[HookRow], dict[tuple[str, str], bytes]], T],
+    ) -> tuple[T, int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[T, int, int]:
+            after = hook_cursors.get(conn, name)
+            rows = hook_cursors.rows(conn, after, limit)
+            bodies = hook_cursors.endpoint_bodies(conn, [(r.app_id, r.endpoint_id) for r in rows])
+            return build(rows, bodies), after, rows[-1].rowid if rows else after
+
+        return await self.analytics_read(read)
+
+    async def advance_hook_cursor(self, name: str, after: int, to: int) -> bool:
+        return await self._write(
+            lambda conn: hook_cursors.advance(conn, name, after, to), flush_first=False
+        )
+
+    async def hook_lag(self, names: Sequence[str]) -> dict[str, int]:
+        return hook_cursors.lag(self._read(), names)
+
 
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
 
@@ -1413,6 +1450,7 @@ def _delete_endpoints(
         )
         events_sql.delete_endpoint(conn, app_id, endpoint_id)
         outbox_sql.events_deleted(conn)
+        hook_cursors.events_deleted(conn)
         push.delete_endpoint(conn, app_id, endpoint_id)
         deleted.append(endpoint)
     return deleted

@@ -37,7 +37,7 @@ from .delivery import EVENT_DELIVERY_WINDOW
 from .event_filter import FilterIndex, compile_campaign_filter
 
 if TYPE_CHECKING:
-    from .scheduler import Run, Scheduler
+    from .scheduler import Decision, Run, Scheduler
 
 logger = logging.getLogger("homing_collector")
 
@@ -196,7 +196,7 @@ class Triggers:
             endpoints = await storage.get_endpoints(campaign.record.app_id, ids)
             sent_before = await self.scheduler.sent_before(run, ids)
             now = self.clock()
-            sends: list[CampaignSend] = []
+            sends: list[Decision] = []
             run.addresses.clear()
             for match in found:
                 endpoint = endpoints.get(match.endpoint_id)
@@ -215,7 +215,8 @@ class Triggers:
                     )
                 )
             if sends:
-                await self.scheduler.commit(run.activity, sends, cursor=None, owner=None)
+                done = await self.scheduler.complete(run, sends, leased=False)
+                await self.scheduler.commit(run.activity, done, cursor=None, owner=None, run=run)
 
     async def _run(self, campaign: _Campaign) -> Run | None:
         now = self.clock()

@@ -16,10 +16,10 @@ from homing.wire import WireError, format_timestamp, whole_number
 from homing_collector.campaigns.campaign_shapes import (
     IMMEDIATE,
     CampaignLimits,
-    MessageConfiguration,
     WriteCampaignRequest,
     timestamp,
 )
+from homing_collector.campaigns.channels import check_channels, delivers_custom, has_push
 from homing_collector.campaigns.decode import convert
 from homing_collector.errors import bad_request, not_found
 from homing_collector.models.campaigns import (
@@ -36,7 +36,6 @@ from homing_collector.storage.base import ActivityRecord, CampaignRecord, Segmen
 
 # A StartTime this far in the past is still taken, for clocks that differ a little.
 START_TIME_SLACK = timedelta(minutes=1)
-PUSH_MESSAGES = ("DefaultMessage", "GCMMessage", "APNSMessage")
 
 
 def check_campaign(payload: Any) -> WriteCampaignRequest:
@@ -52,11 +51,13 @@ def check_whole(request: WriteCampaignRequest) -> None:
         raise WireError("SegmentId", "is required: the segment the campaign sends to")
     if request.Schedule is None:
         raise WireError("Schedule", "is required, with at least StartTime")
-    if request.CustomDeliveryConfiguration is None and not _has_push(request.MessageConfiguration):
+    check_channels(request)
+    if not delivers_custom(request) and not has_push(request.MessageConfiguration):
         raise WireError(
             "MessageConfiguration",
-            "needs DefaultMessage, GCMMessage or APNSMessage: Homing's campaigns send "
-            "push notifications",
+            "needs DefaultMessage, GCMMessage or APNSMessage, or a CustomMessage with a "
+            "CustomDeliveryConfiguration: Homing's campaigns send push notifications or "
+            "call a custom channel",
         )
 
 
@@ -69,10 +70,6 @@ def check_start(request: WriteCampaignRequest, now: datetime) -> None:
                 "Schedule.StartTime",
                 "must be at least the current time; use IMMEDIATE to start now",
             )
-
-
-def _has_push(config: MessageConfiguration | None) -> bool:
-    return config is not None and any(getattr(config, n) is not None for n in PUSH_MESSAGES)
 
 
 def campaign_response(record: CampaignRecord, state: str | None = None) -> CampaignResponse:

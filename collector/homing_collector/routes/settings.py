@@ -1,5 +1,6 @@
 """Pinpoint's GetApplicationSettings and UpdateApplicationSettings: the app-wide `Limits`
-and `QuietTime` that campaigns inherit, and the `CampaignHook`, stored for the hooks."""
+and `QuietTime` that campaigns inherit, and the `CampaignHook` that campaigns without a
+`Hook` of their own call."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from homing_collector.campaigns.campaign_shapes import (
     QuietTime,
     WriteApplicationSettingsRequest,
 )
+from homing_collector.campaigns.channels import check_hook
 from homing_collector.campaigns.decode import convert
 from homing_collector.errors import bad_request
 from homing_collector.models.segments import ApplicationSettingsResource
@@ -26,9 +28,11 @@ from homing_collector.routes._common import begin
 
 def check_settings(payload: Any) -> WriteApplicationSettingsRequest:
     try:
-        return convert(payload, WriteApplicationSettingsRequest)
+        settings = convert(payload, WriteApplicationSettingsRequest)
+        check_hook(settings.CampaignHook, "CampaignHook")
     except WireError as exc:
         raise bad_request(str(exc)) from None
+    return settings
 
 
 def settings_response(app_id: str, settings: str, modified_at: str) -> Response:

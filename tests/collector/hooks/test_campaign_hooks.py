@@ -20,8 +20,8 @@ from standardwebhooks import Webhook
 from tests.collector.hooks.receiver import Answer, Receiver, always, serving
 from tests.collector.hooks.test_event_stream import secret_of, wait_for
 from tests.collector.test_campaign_runs import (
-    pushes,
     purchase,
+    pushes,
     put_events,
     send_events,
     wait_for_activity,

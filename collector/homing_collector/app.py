@@ -85,7 +85,9 @@ def create_app(
     )
     # Campaigns ask their FILTER hooks with the outbox's keys, and queue their custom
     # channels' calls in it.
-    campaign_hooks = CampaignHooks(outbox.keys, timeout=settings.hook_timeout, wake=outbox.wake)
+    campaign_hooks = CampaignHooks(
+        outbox.keys, timeout=settings.hook_timeout, wake=outbox.wake, metrics=metrics
+    )
     scheduler = Scheduler(store, push, clock=clock, hooks=campaign_hooks)
 
     imports = ImportRunner(store)

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import orjson
 
+from homing_collector.hooks.delivery import Attempt
 from homing_collector.hooks.filtering import filter_endpoints
-from homing_collector.hooks.outbox import now_text
+from homing_collector.hooks.outbox import destination_label, now_text
 from homing_collector.hooks.payloads import (
     FILTER_TIMEOUT,
     CampaignRun,
@@ -29,6 +30,7 @@ from homing_collector.hooks.payloads import (
     custom_delivery_payload,
 )
 from homing_collector.hooks.signing import SigningKeys, new_message_id, new_secret
+from homing_collector.metrics import Metrics
 from homing_collector.storage.base import NewDelivery, Storage
 
 Keys = Callable[[str], Awaitable[SigningKeys]]
@@ -38,7 +40,8 @@ class CampaignHooks:
     """Call campaigns' FILTER hooks and queue their custom-channel deliveries.
 
     `keys` gives an application's signing keys (the outbox's, so that every call is
-    signed alike); `timeout` is the seconds a FILTER hook has for each attempt.
+    signed alike); `timeout` is the seconds a FILTER hook has for each attempt. FILTER
+    hook attempts are counted in `metrics` with the outbox's, by destination.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class CampaignHooks:
         *,
         timeout: float = FILTER_TIMEOUT,
         wake: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -54,6 +58,7 @@ class CampaignHooks:
         self.timeout = timeout
         self.wake = wake  # told when deliveries were queued
         self.clock = clock
+        self.metrics = metrics
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
@@ -74,9 +79,15 @@ class CampaignHooks:
         changed them; HookResponseError fails the batch."""
         client = await self._get_client()
         keys = await self.keys(run.application_id)
+        label = destination_label(url)
+
+        def observe(result: Attempt) -> None:
+            if self.metrics is not None:
+                self.metrics.hook_attempts[(label, result.outcome.value)] += 1
+
         return await filter_endpoints(
             client, url, keys, run, message_configuration, endpoints,
-            timeout=self.timeout, clock=self.clock,
+            timeout=self.timeout, clock=self.clock, observe=observe,
         )  # fmt: skip
 
     def deliveries(

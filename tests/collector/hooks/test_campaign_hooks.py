@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from standardwebhooks import Webhook
@@ -110,6 +111,17 @@ def delivered(receiver: Receiver, secret: str) -> Counter[str]:
 
 def metrics_of(activity: dict[str, Any]) -> dict[str, int]:
     return {k: int(v) for k, v in activity["ExecutionMetrics"].items()}
+
+
+def hook_counts(live: LiveCollector, url: str) -> tuple[int, int]:
+    """/metrics' attempts and failures for the destination `url`."""
+    text = httpx.get(f"{live.url}/metrics").text
+    found = {}
+    for name in ("homing_hook_attempts_total", "homing_hook_failures_total"):
+        prefix = f'{name}{{destination="{url}"}} '
+        [line] = [line for line in text.splitlines() if line.startswith(prefix)]
+        found[name] = int(line.removeprefix(prefix))
+    return found["homing_hook_attempts_total"], found["homing_hook_failures_total"]
 
 
 def test_a_custom_channel_gets_every_endpoint_once_in_signed_batches_of_50(
@@ -338,6 +350,7 @@ def test_a_filter_answer_that_cannot_be_decoded_fails_its_batch(live: LiveCollec
         assert delivered(channel, secret) == Counter(dict.fromkeys(good, 1))
     # A 200 with an undecodable body is an answer: it is not asked again.
     assert len(asked) == 2
+    assert hook_counts(live, hook.url) == (2, 1)
     assert metrics_of(activity) == {
         "ENDPOINT_PRODUCED": len(custom),
         "FILTER_HOOK_FAILED": len(failed),
@@ -359,6 +372,7 @@ def test_a_filter_hook_that_does_not_answer_is_tried_three_times(live: LiveColle
         ids = {got.headers["webhook-id"] for got in hook.received}
         assert channel.received == []
     assert len(asked) == 3 and len(ids) == 1  # one message, three attempts
+    assert hook_counts(live, hook.url) == (3, 3)
     assert metrics_of(activity) == {
         "ENDPOINT_PRODUCED": len(custom),
         "FILTER_HOOK_FAILED": len(custom),

@@ -79,6 +79,8 @@ class Settings:
     # Seconds a webhook receiver has to answer one call: a campaign's FILTER hook (Pinpoint
     # gave it 15 s, for each of 3 attempts), a custom channel, an event stream.
     hook_timeout: float = 15.0
+    # Whether hooks may be plain http:// URLs to any host; by default only to loopback.
+    hooks_allow_http: bool = False
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -184,4 +186,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("import_dir", Path),
     ("stream_dir", Path),
     ("hook_timeout", float),
+    ("hooks_allow_http", _flag),
 )

@@ -92,22 +92,23 @@ def custom_channel(
     return None
 
 
-def check_hook(hook: CampaignHook | None, field: str) -> None:
-    """The rules of a `Hook` or `CampaignHook`; raise WireError naming the field."""
+def check_hook(hook: CampaignHook | None, field: str, *, allow_http: bool = False) -> None:
+    """The rules of a `Hook` or `CampaignHook`; raise WireError naming the field.
+    `allow_http`: the operator lets hooks be http:// URLs to any host."""
     if hook is None:
         return
     try:
-        check_campaign_hook(msgspec.to_builtins(hook), field)
+        check_campaign_hook(msgspec.to_builtins(hook), field, allow_http=allow_http)
     except HookConfigError as exc:
         raise WireError(exc.field, exc.rule) from None
 
 
-def check_channels(request: WriteCampaignRequest) -> None:
+def check_channels(request: WriteCampaignRequest, *, allow_http: bool = False) -> None:
     """The rules of a campaign's hook and custom channels; raise WireError naming the
     field and the rule."""
-    check_hook(request.Hook, "Hook")
+    check_hook(request.Hook, "Hook", allow_http=allow_http)
     delivery_hook = request.Hook is not None and request.Hook.Mode == "DELIVERY"
-    _check_delivery(request.CustomDeliveryConfiguration, "CustomDeliveryConfiguration")
+    _check_delivery(request.CustomDeliveryConfiguration, "CustomDeliveryConfiguration", allow_http)
     _check_custom_message(
         request.MessageConfiguration,
         request.CustomDeliveryConfiguration is not None or delivery_hook,
@@ -116,7 +117,9 @@ def check_channels(request: WriteCampaignRequest) -> None:
     for index, treatment in enumerate(request.AdditionalTreatments or []):
         prefix = f"AdditionalTreatments[{index}]"
         _check_delivery(
-            treatment.CustomDeliveryConfiguration, f"{prefix}.CustomDeliveryConfiguration"
+            treatment.CustomDeliveryConfiguration,
+            f"{prefix}.CustomDeliveryConfiguration",
+            allow_http,
         )
         _check_custom_message(
             treatment.MessageConfiguration,
@@ -134,11 +137,13 @@ def delivers_custom(request: WriteCampaignRequest) -> bool:
     )
 
 
-def _check_delivery(delivery: CustomDeliveryConfiguration | None, field: str) -> None:
+def _check_delivery(
+    delivery: CustomDeliveryConfiguration | None, field: str, allow_http: bool
+) -> None:
     if delivery is None:
         return
     try:
-        check_web_url(delivery.DeliveryUri, f"{field}.DeliveryUri")
+        check_web_url(delivery.DeliveryUri, f"{field}.DeliveryUri", allow_http=allow_http)
     except HookConfigError as exc:
         raise WireError(exc.field, exc.rule) from None
 

@@ -45,13 +45,14 @@ def check_campaign(payload: Any) -> WriteCampaignRequest:
         raise bad_request(str(exc)) from None
 
 
-def check_whole(request: WriteCampaignRequest) -> None:
-    """The rules a campaign as a whole follows, beyond its shape; raise WireError."""
+def check_whole(request: WriteCampaignRequest, *, allow_http: bool = False) -> None:
+    """The rules a campaign as a whole follows, beyond its shape; raise WireError.
+    `allow_http`: the operator lets hooks be http:// URLs to any host."""
     if request.SegmentId is None:
         raise WireError("SegmentId", "is required: the segment the campaign sends to")
     if request.Schedule is None:
         raise WireError("Schedule", "is required, with at least StartTime")
-    check_channels(request)
+    check_channels(request, allow_http=allow_http)
     if not delivers_custom(request) and not has_push(request.MessageConfiguration):
         raise WireError(
             "MessageConfiguration",
@@ -153,8 +154,9 @@ async def create_campaign(request: Request) -> Response:
     call = await begin(request)
     campaign: WriteCampaignRequest = call.checked
     now = datetime.now(timezone.utc)
+    allow_http = request.app.state.settings.hooks_allow_http
     try:
-        check_whole(campaign)
+        check_whole(campaign, allow_http=allow_http)
         check_start(campaign, now)
     except WireError as exc:
         raise bad_request(str(exc)) from None
@@ -188,8 +190,10 @@ async def update_campaign(request: Request) -> Response:
     # alone pauses a campaign); tags stay as created, as for segments.
     update = msgspec.to_builtins(msgspec.structs.replace(campaign, tags=None))
 
+    allow_http = request.app.state.settings.hooks_allow_http
+
     def check(merged: dict[str, Any]) -> None:
-        check_whole(convert(merged, WriteCampaignRequest))
+        check_whole(convert(merged, WriteCampaignRequest), allow_http=allow_http)
 
     if campaign.Schedule is not None:
         stored = await call.storage.get_campaign(call.app_id, campaign_id)

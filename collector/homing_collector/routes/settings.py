@@ -28,11 +28,9 @@ from homing_collector.routes._common import begin
 
 def check_settings(payload: Any) -> WriteApplicationSettingsRequest:
     try:
-        settings = convert(payload, WriteApplicationSettingsRequest)
-        check_hook(settings.CampaignHook, "CampaignHook")
+        return convert(payload, WriteApplicationSettingsRequest)
     except WireError as exc:
         raise bad_request(str(exc)) from None
-    return settings
 
 
 def settings_response(app_id: str, settings: str, modified_at: str) -> Response:
@@ -62,6 +60,11 @@ async def get_settings(request: Request) -> Response:
 async def update_settings(request: Request) -> Response:
     call = await begin(request)
     update: WriteApplicationSettingsRequest = call.checked
+    try:
+        allow_http = request.app.state.settings.hooks_allow_http
+        check_hook(update.CampaignHook, "CampaignHook", allow_http=allow_http)
+    except WireError as exc:
+        raise bad_request(str(exc)) from None
     # Each member given replaces the stored one; the others stay as they were.
     members = msgspec.to_builtins(update)
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
+from homing_collector.settings import Settings
 from tests.collector.hooks.receiver import Answer, Receiver, always, serving
 from tests.collector.hooks.test_event_stream import secret_of, wait_for
 from tests.collector.test_campaign_runs import (
@@ -386,7 +387,7 @@ def test_a_filter_hook_that_does_not_answer_is_tried_three_times(live: LiveColle
         ({"Hook": {"LambdaFunctionName": "my-filter", "Mode": "FILTER"}},
          "Hook.LambdaFunctionName", "set WebUrl"),
         ({"Hook": {"Mode": "FILTER", "WebUrl": "http://hooks.example.com/f"}},
-         "Hook.WebUrl", "https://"),
+         "Hook.WebUrl", "HOMING_HOOKS_ALLOW_HTTP"),
         ({"CustomDeliveryConfiguration": {"DeliveryUri": "arn:aws:lambda:us-east-1:1:function:f"},
           "MessageConfiguration": {"CustomMessage": {"Data": "x"}}},
          "CustomDeliveryConfiguration.DeliveryUri", "https://"),
@@ -416,6 +417,36 @@ def test_hooks_breaking_the_rules_are_a_400_naming_the_field(
             ApplicationId=app.id, CampaignId=campaign["Id"], WriteCampaignRequest=request_
         )
     assert caught.value.response["Error"]["Message"].startswith(f"{field}: ")
+
+
+def test_the_operator_may_allow_http_hooks_to_any_host(
+    start_collector: Callable[..., LiveCollector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (Settings.from_env({}).hooks_allow_http, Settings.from_env({}).hook_timeout) == (
+        False, 15.0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="HOMING_HOOK_TIMEOUT='0'"):
+        Settings.from_env({"HOMING_HOOK_TIMEOUT": "0"})
+    monkeypatch.setenv("HOMING_HOOKS_ALLOW_HTTP", "1")
+    live = start_collector()
+    app = live.create_app("http-hooks")
+    admin = live.client(app.admin)
+    url = "http://hooks.internal.example/h"
+    # Paused, with no endpoints and no events: nothing calls the URL off this machine.
+    campaign = create(admin, app, linux_segment(admin, app), **custom_campaign(
+        url, ["CUSTOM"], Hook={"Mode": "FILTER", "WebUrl": url}, IsPaused=True))  # fmt: skip
+    assert campaign["CustomDeliveryConfiguration"]["DeliveryUri"] == url
+    admin.update_application_settings(
+        ApplicationId=app.id,
+        WriteApplicationSettingsRequest={"CampaignHook": {"Mode": "FILTER", "WebUrl": url}},
+    )
+    stream = admin.put_event_stream(
+        ApplicationId=app.id, WriteEventStream={"DestinationStreamArn": url, "RoleArn": "r"}
+    )
+    assert stream["EventStream"]["DestinationStreamArn"] == url
+    # Still not a Lambda function, nor another scheme.
+    with pytest.raises(admin.exceptions.BadRequestException):
+        create(admin, app, linux_segment(admin, app), **custom_campaign("ftp://x.example/", []))
 
 
 def test_a_settings_hook_with_a_lambda_function_is_a_400_naming_it(live: LiveCollector) -> None:

@@ -9,7 +9,11 @@ beside a ceiling measured in the same run on the same database.
   endpoint a chunk at a time and queuing one ready-made push for each, with no
   decisions, no send records and no events.
 
-    python bench/campaigns.py [--endpoints 100000]
+With --custom the campaign goes to a custom channel instead: its calls, 50 endpoints
+each, are queued in the outbox with the send records (no outbox worker runs, so none is
+made).
+
+    python bench/campaigns.py [--endpoints 100000] [--custom]
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ CAMPAIGN = {
         "DefaultMessage": {"Title": "Hi {{User.UserAttributes.FirstName}}", "Body": "Sale"}
     },
 }  # fmt: skip
+CUSTOM = {
+    **CAMPAIGN,
+    "CustomDeliveryConfiguration": {"DeliveryUri": "http://127.0.0.1:9/hook",
+                                    "EndpointTypes": ["GCM"]},
+    "MessageConfiguration": {"CustomMessage": {"Data": "{\"kind\": \"sale\"}"}},
+    "AdditionalTreatments": [{"SizePercent": 45, "MessageConfiguration": {
+        "CustomMessage": {"Data": "{\"kind\": \"b\"}"}}}],
+}  # fmt: skip
 
 
 async def fill(storage: SQLiteStorage, app_id: str, count: int) -> None:
@@ -72,11 +84,13 @@ async def fill(storage: SQLiteStorage, app_id: str, count: int) -> None:
         )
 
 
-async def campaign(storage: SQLiteStorage, gateway: Gateway, app_id: str) -> tuple[float, int]:
+async def campaign(
+    storage: SQLiteStorage, gateway: Gateway, app_id: str, request: dict[str, object]
+) -> tuple[float, int]:
     await storage.create_segment(
         SegmentRecord(app_id, "everyone", 1, STAMP, STAMP, orjson.dumps(SEGMENT).decode()), []
     )
-    record = CampaignRecord(app_id, "c1", 1, STAMP, STAMP, orjson.dumps(CAMPAIGN).decode(),
+    record = CampaignRecord(app_id, "c1", 1, STAMP, STAMP, orjson.dumps(request).decode(),
                             "everyone", "SCHEDULED")  # fmt: skip
     await storage.create_campaign(record, None)
     scheduler = Scheduler(storage, gateway)
@@ -106,7 +120,7 @@ async def ceiling(storage: SQLiteStorage, app_id: str, expires_at: int) -> tuple
         after = rows[-1][0]
 
 
-async def main(count: int) -> None:
+async def main(count: int, custom: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Tuned as `serve` is: SQLite's defaults, synchronous NORMAL.
         storage = SQLiteStorage(Path(tmp) / "bench.db")
@@ -121,17 +135,24 @@ async def main(count: int) -> None:
             gateway = Gateway(storage, Metrics(), heartbeat=20, queue_limit=100,
                               default_ttl=3600, shared=False)  # fmt: skip
             floor_s, floor_n = await ceiling(storage, "ceiling", int(time.time() * 1000) + 3600_000)
-            run_s, run_n = await campaign(storage, gateway, "bench")
+            run_s, run_n = await campaign(storage, gateway, "bench", CUSTOM if custom else CAMPAIGN)
+            calls = sum(count for _, count, _ in (await storage.hook_gauges())["pending"])
         finally:
             await storage.close()
     assert run_n == floor_n == count, (run_n, floor_n)
     print(f"ceiling (read endpoints, queue pushes): {floor_n / floor_s:10,.0f} endpoints/s")
     rate = run_n / run_s
-    print(f"standard campaign (resolved and queued): {rate:9,.0f} endpoints/s")
+    kind = "custom-channel" if custom else "standard"
+    print(f"{kind} campaign (resolved and queued): {rate:9,.0f} endpoints/s")
     print(f"  {run_s:.1f} s for {run_n:,} endpoints; {run_s / floor_s:.1f}x the ceiling's time")
+    if custom:
+        assert calls > 0
+        print(f"  {calls:,} custom-channel calls queued in the outbox")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=100_000)
-    asyncio.run(main(parser.parse_args().endpoints))
+    parser.add_argument("--custom", action="store_true", help="run a custom-channel campaign")
+    args = parser.parse_args()
+    asyncio.run(main(args.endpoints, args.custom))

@@ -21,6 +21,7 @@ from homing_collector.campaigns.import_jobs import ImportRunner
 from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
 from homing_collector.hooks.hook_stream import HookStreams
+from homing_collector.hooks.campaign import CampaignHooks
 from homing_collector.hooks.outbox import Outbox
 from homing_collector.hooks.registry import Hooks, Registry
 from homing_collector.hooks.runner import HookRunner
@@ -88,14 +89,21 @@ def create_app(
         default_ttl=settings.push_default_ttl,
         shared=settings.workers > 1,
     )
-    scheduler = Scheduler(store, push, clock=clock)
+    # Webhook deliveries and event streams, in the background of every process; leases
+    # in the database share the work between the processes of `serve --workers`.
+    outbox = Outbox(
+        store, metrics, timeout=settings.hook_timeout, lease=4 * max(settings.hook_timeout, 15)
+    )
+    # Campaigns ask their FILTER hooks with the outbox's keys, and queue their custom
+    # channels' calls in it.
+    campaign_hooks = CampaignHooks(
+        outbox.keys, timeout=settings.hook_timeout, wake=outbox.wake, metrics=metrics
+    )
+    scheduler = Scheduler(store, push, clock=clock, hooks=campaign_hooks)
 
     imports = ImportRunner(store)
     sweeper = Sweeper(store)
 
-    # Webhook deliveries and event streams, in the background of every process; leases
-    # in the database share the work between the processes of `serve --workers`.
-    outbox = Outbox(store, metrics)
     # Event-stream records are made in a process of their own where the collector owns
     # its SQLite file (as `serve` does), so that making them never takes the GIL from
     # the event loop that answers PutEvents; in this process otherwise.

@@ -306,7 +306,7 @@ class Metrics:
 
 def _hook_lines(totals: Metrics) -> list[str]:
     lines = [
-        "# HELP homing_hook_attempts_total Webhook and event-stream delivery attempts, by"
+        "# HELP homing_hook_attempts_total Webhook, event-stream and FILTER hook attempts, by"
         " destination.",
         "# TYPE homing_hook_attempts_total counter",
     ]

@@ -76,6 +76,11 @@ class Settings:
     # The directory (and those inside it) that event streams may write to as file://
     # destinations; None allows none.
     stream_dir: Path | None = None
+    # Seconds a webhook receiver has to answer one call: a campaign's FILTER hook (Pinpoint
+    # gave it 15 s, for each of 3 attempts), a custom channel, an event stream.
+    hook_timeout: float = 15.0
+    # Whether hooks may be plain http:// URLs to any host; by default only to loopback.
+    hooks_allow_http: bool = False
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -103,6 +108,8 @@ class Settings:
             if not self.stream_dir.is_absolute():
                 raise ValueError(f"stream_dir must be an absolute path, not {self.stream_dir}")
             object.__setattr__(self, "stream_dir", Path(os.path.normpath(self.stream_dir)))
+        if not (math.isfinite(self.hook_timeout) and 0.1 <= self.hook_timeout <= 60):
+            raise ValueError("hook_timeout must be from 0.1 to 60 seconds")
         if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
             raise ValueError(
                 f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
@@ -178,4 +185,6 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     *((name, int) for name in QUOTAS),
     ("import_dir", Path),
     ("stream_dir", Path),
+    ("hook_timeout", float),
+    ("hooks_allow_http", _flag),
 )

@@ -9,10 +9,13 @@ Every collector process (each of `serve --workers`) runs one. Each tick it:
    one already past `MaximumDuration`, are recorded as missed (CANCELLED, MISSED). A
    paused campaign's runs are skipped.
 2. claims a due activity whose lease is free, expired, or held by a process of this host
-   that is gone, and walks the segment a chunk at a time. Each chunk's send records,
-   pushes, `_campaign.send` events, counts and cursor are one transaction, which also
-   renews the lease: after a kill -9, the next holder resumes after the last chunk, and
-   no endpoint is sent a run's message twice.
+   that is gone, and walks the segment a chunk at a time. The endpoints of a chunk that
+   are to be sent now go to the campaign's FILTER hook first, if it has one, in batches
+   of 50 (channels.py), and become pushes or calls to their treatment's custom channel.
+   Each chunk's send records, pushes, custom-channel calls (outbox rows),
+   `_campaign.send` events, counts and cursor are one transaction, which also renews
+   the lease: after a kill -9, the next holder resumes after the last chunk, and no
+   endpoint is sent a run's message twice.
 
 Endpoints that quiet time holds back are recorded as DEFERRED and sent by a later pass
 of the same activity when their time comes. No SQL here: it reads and writes through the
@@ -28,7 +31,7 @@ import os
 import secrets
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,6 +39,9 @@ from typing import Any
 import orjson
 
 from homing.wire import format_timestamp
+from homing_collector.hooks.campaign import CampaignHooks, stored_keys
+from homing_collector.hooks.errors import HookResponseError
+from homing_collector.hooks.payloads import CampaignRun
 from homing_collector.push.gateway import Gateway
 from homing_collector.push.messages import Override, Push, SendRequest, render
 from homing_collector.storage.base import (
@@ -44,6 +50,7 @@ from homing_collector.storage.base import (
     CampaignSend,
     Endpoint,
     EventRow,
+    NewDelivery,
     PastSend,
     PushMessage,
     QueuedPush,
@@ -59,6 +66,18 @@ from .campaign_shapes import (
     Schedule,
     WriteApplicationSettingsRequest,
     WriteCampaignRequest,
+)
+from .channels import (
+    FILTER_HOOK_FAILED,
+    FILTERED_OUT_BY_HOOK,
+    CustomChannel,
+    custom_channel,
+    definition,
+    delivery_configuration,
+    effective_hook,
+    filter_url,
+    message_configuration,
+    unique_batches,
 )
 from .decode import convert
 from .delivery import CAMPAIGN_SEND, Send, plan
@@ -76,9 +95,11 @@ TICK = 0.5  # seconds between two looks at the schedule
 LEASE = timedelta(seconds=10)  # renewed by every chunk; a holder silent this long is gone
 CHUNK = 1000  # endpoints walked per transaction
 WALKED = "\U0010ffff"  # the cursor of a finished walk: after every endpoint id
-# Channels a push cannot reach: Homing's campaigns send push notifications.
+# Channels a push cannot reach: only a custom channel sends to them.
 NOT_PUSH = frozenset({"EMAIL", "SMS", "VOICE", "IN_APP"})
 _OPEN_MS = 1000  # a message due this close to now goes now
+# FILTER hook calls in flight at once for one run: a slow hook holds only its own run.
+FILTER_CONCURRENCY = 4
 
 
 def utc_now() -> datetime:
@@ -113,6 +134,16 @@ class Run:
     treatments: dict[str, tuple[SendRequest, Schedule]] = field(default_factory=dict)
     pushes: dict[tuple[str, Any], Push] = field(default_factory=dict)
     addresses: dict[tuple[Any, str], str] = field(default_factory=dict)
+    # Treatment id -> its custom channel, if it has one, and its MessageConfiguration as
+    # the FILTER hook gets it; the FILTER hook's URL, if the campaign has one.
+    channels: dict[str, CustomChannel | None] = field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    filter_url: str | None = None
+
+    def hook_run(self, treatment: str) -> CampaignRun:
+        """The run as the hooks' payloads name it."""
+        a = self.activity
+        return CampaignRun(a.app_id, a.campaign_id, a.id, a.scheduled_ms / 1000, treatment)
 
     def push(self, treatment: str, channel: Any) -> tuple[Push, Schedule]:
         request, schedule = self.treatments[treatment]
@@ -125,6 +156,22 @@ class Run:
         return found, schedule
 
 
+@dataclass(frozen=True)
+class Ready:
+    """An endpoint this run sends to now, once the FILTER hook (if any) keeps it: by push,
+    or through its treatment's custom channel when `push` is None."""
+
+    endpoint: Endpoint
+    treatment: str
+    push: Push | None
+    at_ms: int
+    trigger: str | None = None
+    session_id: str | None = None
+
+
+Decision = CampaignSend | Ready
+
+
 class Scheduler:
     def __init__(
         self,
@@ -134,9 +181,11 @@ class Scheduler:
         clock: Clock = utc_now,
         tick: float = TICK,
         lease: timedelta = LEASE,
+        hooks: CampaignHooks | None = None,
     ) -> None:
         self.storage = storage
         self.gateway = gateway
+        self.hooks = hooks or CampaignHooks(stored_keys(storage))
         self.clock = clock
         self.tick = tick
         self.lease = lease
@@ -159,6 +208,7 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.hooks.close()
 
     def wake(self) -> None:
         """Look at the schedule now: a campaign was written."""
@@ -329,10 +379,17 @@ class Scheduler:
             return None
         limits = effective_limits(request.Limits, app.Limits)
         rate = limits.MessagesPerSecond
+        hook = effective_hook(request.Hook, app.CampaignHook)
         treatments = {}
+        channels = {}
+        configs = {}
         for index in range(len(request.AdditionalTreatments or []) + 1):
             config, own = _treatment(request, str(index))
             treatments[str(index)] = (_push_request(config), own)
+            channels[str(index)] = custom_channel(
+                config, delivery_configuration(request, str(index)), hook
+            )
+            configs[str(index)] = message_configuration(config)
         return Run(
             activity=activity,
             request=request,
@@ -342,6 +399,9 @@ class Scheduler:
             sizes=[t.SizePercent for t in request.AdditionalTreatments or []],
             bucket=None if rate is None else TokenBucket(rate),
             treatments=treatments,
+            channels=channels,
+            configs=configs,
+            filter_url=filter_url(hook),
         )
 
     async def _deferred(self, run: Run) -> bool:
@@ -369,15 +429,94 @@ class Scheduler:
     async def _decided(self, run: Run, endpoints: list[Endpoint]) -> list[CampaignSend]:
         now = self.clock()
         sent_before = await self.sent_before(run, [e["Id"] for e in endpoints])
-        sends = [self.decide(run, endpoint, now, sent_before) for endpoint in endpoints]
+        decisions = [self.decide(run, endpoint, now, sent_before) for endpoint in endpoints]
+        sends = await self.complete(run, decisions, leased=True)
         if run.bucket is not None:
-            wait = run.bucket.take(sum(1 for s in sends if s.message is not None) or 0)
+            wait = run.bucket.take(sum(1 for s in sends if s.status == "SENT"))
             if wait:
                 await asyncio.sleep(wait)
         return sends
 
+    async def complete(
+        self, run: Run, decisions: list[Decision], *, leased: bool
+    ) -> list[CampaignSend]:
+        """The sends of `decisions`: the endpoints ready to be sent are put to the FILTER
+        hook, if the campaign has one, and those it keeps become messages. `leased`: the
+        run holds a lease, renewed while the hook takes its time."""
+        ready = [d for d in decisions if isinstance(d, Ready)]
+        if ready and run.filter_url is not None:
+            renewing = asyncio.ensure_future(self._renew_lease(run)) if leased else None
+            try:
+                filtered = await self._filtered(run, run.filter_url, ready)
+            finally:
+                if renewing is not None:
+                    renewing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewing
+            kept = iter(filtered)
+            decisions = [next(kept) if isinstance(d, Ready) else d for d in decisions]
+        return [d if isinstance(d, CampaignSend) else self._send(run, d) for d in decisions]
+
+    async def _filtered(self, run: Run, url: str, ready: list[Ready]) -> list[Decision]:
+        """Each of `ready`, in order, as the FILTER hook at `url` answered for it: kept
+        (with the endpoint it returned), or a skip."""
+        slots = asyncio.Semaphore(FILTER_CONCURRENCY)
+        results: dict[int, Decision] = {}
+
+        async def ask(treatment: str, batch: list[tuple[int, Ready]]) -> None:
+            sent = {r.endpoint["Id"]: definition(r.endpoint) for _, r in batch}
+            try:
+                async with slots:
+                    kept = await self.hooks.filter(
+                        url, run.hook_run(treatment), run.configs[treatment], sent
+                    )
+            except Exception as exc:  # whatever it was, the batch fails and is counted
+                logger.warning(
+                    "Campaign %s: its FILTER hook failed a batch of %d endpoints: %s",
+                    run.activity.campaign_id, len(batch), exc,
+                    exc_info=not isinstance(exc, HookResponseError),
+                )  # fmt: skip
+                for index, r in batch:
+                    results[index] = _skip(r, FILTER_HOOK_FAILED)
+                return
+            for index, r in batch:
+                endpoint_id = r.endpoint["Id"]
+                changed = kept.get(endpoint_id)
+                if changed is None:
+                    results[index] = _skip(r, FILTERED_OUT_BY_HOOK)
+                else:
+                    results[index] = replace(r, endpoint={**changed, "Id": endpoint_id})
+
+        by_treatment: dict[str, list[tuple[int, Ready]]] = {}
+        for index, r in enumerate(ready):
+            by_treatment.setdefault(r.treatment, []).append((index, r))
+        await asyncio.gather(
+            *(ask(treatment, batch)
+              for treatment, items in by_treatment.items()
+              for batch in unique_batches(items, lambda item: item[1].endpoint["Id"]))
+        )  # fmt: skip
+        return [results[index] for index in range(len(ready))]
+
+    async def _renew_lease(self, run: Run) -> None:
+        """Keep the run's lease while it waits for its FILTER hook (up to 3 attempts of
+        15 s a batch), so that no other process takes the activity meanwhile."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            if not await self.commit(run.activity, [], cursor=None, owner=self.owner):
+                return
+
+    def _send(self, run: Run, ready: Ready) -> CampaignSend:
+        now_ms = ready.at_ms
+        if ready.push is None:
+            sent = self._custom(run, ready.endpoint, ready.treatment, now_ms)
+        else:
+            sent = self._message(run, ready.endpoint, ready.push, ready.treatment, now_ms)
+        if ready.trigger is None:
+            return sent
+        return replace(sent, trigger=ready.trigger, session_id=ready.session_id)
+
     async def _commit_run(self, run: Run, sends: list[CampaignSend], cursor: str | None) -> bool:
-        if not await self.commit(run.activity, sends, cursor=cursor, owner=self.owner):
+        if not await self.commit(run.activity, sends, cursor=cursor, owner=self.owner, run=run):
             logger.warning("Campaign activity %s: its lease was lost; stopping", run.activity.id)
             return False
         return True
@@ -397,16 +536,22 @@ class Scheduler:
         *,
         cursor: str | None,
         owner: str | None,
+        run: Run | None = None,
     ) -> bool:
-        """Store the sends and hand their pushes to the streams; False if the lease was
-        lost (nothing was stored)."""
+        """Store the sends, with the custom channel's deliveries of `run`, and hand their
+        pushes to the streams; False if the lease was lost (nothing was stored)."""
+        custom = None
+        if run is not None and any(s.custom is not None for s in sends):
+            custom = self._deliveries(run)
         written = await self.storage.write_campaign_chunk(
             activity, owner, sends, cursor=cursor,
             lease_until_ms=_ms(self.clock() + self.lease),
-            queue_limit=self.gateway.queue_limit,
+            queue_limit=self.gateway.queue_limit, custom=custom,
         )  # fmt: skip
         if not written.lease_held:
             return False
+        if custom is not None:
+            self.hooks.wake()
         # No await from here on: streams must hear of messages in commit order.
         self.gateway.metrics.push["queued"] += len(written.queued)
         for message, seq in written.queued:
@@ -423,10 +568,11 @@ class Scheduler:
         *,
         trigger: tuple[str, datetime] | None = None,
         session_id: str | None = None,
-    ) -> CampaignSend:
-        """What this run does for one endpoint of its segment; for an event-triggered
-        campaign, `trigger` is the event's id and when it came, and `session_id` the
-        session the event came in (None: none, which the Session limit does not cap)."""
+    ) -> Decision:
+        """What this run does for one endpoint of its segment: a skip or a deferral, or
+        Ready to send (`complete` makes the message); for an event-triggered campaign,
+        `trigger` is the event's id and when it came, and `session_id` the session the
+        event came in (None: none, which the Session limit does not cap)."""
         a = run.activity
         endpoint_id: str = endpoint["Id"]
         now_ms = _ms(now)
@@ -440,7 +586,8 @@ class Scheduler:
         if endpoint.get("EndpointStatus") == "INACTIVE":
             return skip("ENDPOINT_INACTIVE")
         channel = endpoint.get("ChannelType")
-        if channel in NOT_PUSH:
+        # A custom channel reaches e-mail, SMS and the rest; without one, a push cannot.
+        if channel in NOT_PUSH and not any(run.channels.values()):
             return skip("ENDPOINT_CHANNEL_MISMATCH")
         treatment = assign(
             a.campaign_id, endpoint_id,
@@ -448,8 +595,16 @@ class Scheduler:
         )  # fmt: skip
         if treatment is None:
             return skip("TREATMENT_HOLDOUT")
-        push, schedule = run.push(treatment, channel)
-        if endpoint.get("OptOut") == "ALL" and not push.silent:
+        custom = run.channels.get(treatment)
+        push: Push | None = None
+        if custom is not None and custom.takes(channel):
+            schedule = run.treatments[treatment][1]
+        elif channel in NOT_PUSH or (custom is not None and custom.only):
+            return skip("ENDPOINT_CHANNEL_MISMATCH", treatment)
+        else:
+            push, schedule = run.push(treatment, channel)
+        silent = push is not None and bool(push.silent)
+        if endpoint.get("OptOut") == "ALL" and not silent:
             return skip("ENDPOINT_OPT_OUT", treatment)
         address = endpoint.get("Address")
         if isinstance(address, str) and address:
@@ -485,17 +640,20 @@ class Scheduler:
                 # good, but the event answers once, now (docs/campaigns.md).
                 return skip("QUIET_TIME", treatment)
             return CampaignSend(endpoint_id, "DEFERRED", treatment, at_ms)
-        sent = self._message(run, endpoint, push, treatment, now_ms)
-        return sent if event_id is None else replace(sent, trigger=event_id, session_id=session_id)
+        return Ready(endpoint, treatment, push, now_ms, event_id, session_id)
 
     def _message(
         self, run: Run, endpoint: Endpoint, push: Push, treatment: str, now_ms: int
     ) -> CampaignSend:
         a = run.activity
         endpoint_id: str = endpoint["Id"]
+        # A FILTER hook may give an endpoint its own title or body (Pinpoint's overrides).
+        title, body = endpoint.get("TitleOverride"), endpoint.get("BodyOverride")
+        title = title if isinstance(title, str) else push.title
+        body = body if isinstance(body, str) else push.body
         filled = Push(
-            title=None if push.title is None else templates.fill(push.title, endpoint),
-            body=None if push.body is None else templates.fill(push.body, endpoint),
+            title=None if title is None else templates.fill(title, endpoint),
+            body=None if body is None else templates.fill(body, endpoint),
             action=push.action,
             url=None if push.url is None else templates.fill(push.url, endpoint),
             data={k: templates.fill(v, endpoint) for k, v in push.data.items()},
@@ -531,8 +689,62 @@ class Scheduler:
         )
         return CampaignSend(endpoint_id, "SENT", treatment, now_ms, message, row)
 
+    def _custom(self, run: Run, endpoint: Endpoint, treatment: str, now_ms: int) -> CampaignSend:
+        """A send through the treatment's custom channel: its delivery is made with the
+        others of its chunk when the chunk is committed (`_deliveries`)."""
+        a = run.activity
+        endpoint_id: str = endpoint["Id"]
+        event_id = str(uuid.uuid4())
+        event = {
+            "EventType": CAMPAIGN_SEND,
+            "Timestamp": format_timestamp(now_ms / 1000),
+            "Attributes": {
+                "campaign_id": a.campaign_id,
+                "campaign_activity_id": a.id,
+                "treatment_id": treatment,
+                "delivery_type": "CUSTOM",
+                "campaign_send_status": "SUCCESS",
+                "message_id": event_id,
+            },
+        }
+        row = EventRow(
+            endpoint_id, event_id, CAMPAIGN_SEND, now_ms, now_ms, None, orjson.dumps(event)
+        )
+        return CampaignSend(
+            endpoint_id, "SENT", treatment, now_ms, None, row, custom=definition(endpoint)
+        )
+
+    def _deliveries(self, run: Run) -> Callable[[Sequence[CampaignSend]], list[NewDelivery]]:
+        """What the storage runs, in the chunk's transaction, on the custom-channel sends
+        it recorded: their calls to each treatment's channel, at most 50 endpoints each."""
+
+        def make(sends: Sequence[CampaignSend]) -> list[NewDelivery]:
+            by_treatment: dict[str, list[CampaignSend]] = {}
+            for send in sends:
+                by_treatment.setdefault(send.treatment_id or "0", []).append(send)
+            deliveries = []
+            for treatment, found in by_treatment.items():
+                channel = run.channels.get(treatment)
+                if channel is None:
+                    continue  # not made by this run: decide() sends nothing else this way
+                for batch in unique_batches(found, lambda send: send.endpoint_id):
+                    endpoints = {send.endpoint_id: dict(send.custom or {}) for send in batch}
+                    deliveries += self.hooks.deliveries(
+                        channel.url, run.hook_run(treatment), channel.data, endpoints
+                    )
+            return deliveries
+
+        return make
+
     def _stamp(self) -> str:
         return format_timestamp(self.clock())
+
+
+def _skip(ready: Ready, reason: str) -> CampaignSend:
+    return CampaignSend(
+        ready.endpoint["Id"], reason, ready.treatment, ready.at_ms, trigger=ready.trigger,
+        session_id=ready.session_id,
+    )  # fmt: skip
 
 
 def _treatment(

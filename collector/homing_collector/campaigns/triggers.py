@@ -37,7 +37,7 @@ from .delivery import EVENT_DELIVERY_WINDOW
 from .event_filter import FilterIndex, compile_campaign_filter
 
 if TYPE_CHECKING:
-    from .scheduler import Run, Scheduler
+    from .scheduler import Decision, Run, Scheduler
 
 logger = logging.getLogger("homing_collector")
 
@@ -210,7 +210,7 @@ class Triggers:
                 k: list(v) for k, v in (await self.scheduler.sent_before(run, ids)).items()
             }
             now = self.clock()
-            sends: list[CampaignSend] = []
+            sends: list[Decision] = []
             run.addresses.clear()
             for match in found:
                 endpoint = endpoints.get(match.endpoint_id)
@@ -228,12 +228,14 @@ class Triggers:
                     session_id=match.session_id,
                 )  # fmt: skip
                 sends.append(send)
-                if send.status == "SENT":
+                # Ready to send: counted, though the FILTER hook may yet drop it.
+                if not isinstance(send, CampaignSend):
                     sent_before.setdefault(match.endpoint_id, []).append(
                         PastSend(send.at_ms, match.session_id)
                     )
             if sends:
-                await self.scheduler.commit(run.activity, sends, cursor=None, owner=None)
+                done = await self.scheduler.complete(run, sends, leased=False)
+                await self.scheduler.commit(run.activity, done, cursor=None, owner=None, run=run)
 
     async def _run(self, campaign: _Campaign) -> Run | None:
         now = self.clock()

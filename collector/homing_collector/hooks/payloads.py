@@ -200,7 +200,9 @@ def check_web_url(url: object, field: str, *, allow_http: bool = False) -> str:
         raise HookConfigError(field, f"must be an https:// URL, not {url[:100]!r}{hint}")
     if scheme == "http" and not (allow_http or _is_loopback(host)):
         raise HookConfigError(
-            field, "must use https://; http:// is allowed only to a loopback address"
+            field,
+            "must use https://; http:// is allowed only to a loopback address, unless the "
+            "collector's operator allows it (HOMING_HOOKS_ALLOW_HTTP=1)",
         )
     return url
 

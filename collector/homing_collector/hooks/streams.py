@@ -42,10 +42,10 @@ IDLE_INTERVAL = 0.2  # seconds between passes when there was nothing new
 GZIP_LEVEL = 1
 
 
-def check_destination(value: str, allowed_dirs: Sequence[Path]) -> str:
-    """An event stream's destination: an https:// URL (http:// to a loopback address), or
-    a file:// URL of a directory the operator allowed (serve --stream-dir). HookConfigError
-    names the field and the rule."""
+def check_destination(value: str, allowed_dirs: Sequence[Path], *, allow_http: bool = False) -> str:
+    """An event stream's destination: an https:// URL (http:// to a loopback address, or
+    to any host if `allow_http`), or a file:// URL of a directory the operator allowed
+    (serve --stream-dir). HookConfigError names the field and the rule."""
     if value.startswith("file:"):
         parts = urlsplit(value)
         path = unquote(parts.path)
@@ -67,7 +67,7 @@ def check_destination(value: str, allowed_dirs: Sequence[Path]) -> str:
             " records (http:// only to a loopback address) or an allowed file:// directory",
         )
     try:
-        return check_web_url(value, FIELD)
+        return check_web_url(value, FIELD, allow_http=allow_http)
     except HookConfigError as exc:
         raise HookConfigError(
             FIELD, f"{exc.rule}, or a file:// directory the operator allowed"

@@ -16,10 +16,10 @@ from homing.wire import WireError, format_timestamp, whole_number
 from homing_collector.campaigns.campaign_shapes import (
     IMMEDIATE,
     CampaignLimits,
-    MessageConfiguration,
     WriteCampaignRequest,
     timestamp,
 )
+from homing_collector.campaigns.channels import check_channels, delivers_custom, has_push
 from homing_collector.campaigns.decode import convert
 from homing_collector.errors import bad_request, not_found
 from homing_collector.models.campaigns import (
@@ -36,7 +36,6 @@ from homing_collector.storage.base import ActivityRecord, CampaignRecord, Segmen
 
 # A StartTime this far in the past is still taken, for clocks that differ a little.
 START_TIME_SLACK = timedelta(minutes=1)
-PUSH_MESSAGES = ("DefaultMessage", "GCMMessage", "APNSMessage")
 
 
 def check_campaign(payload: Any) -> WriteCampaignRequest:
@@ -46,17 +45,20 @@ def check_campaign(payload: Any) -> WriteCampaignRequest:
         raise bad_request(str(exc)) from None
 
 
-def check_whole(request: WriteCampaignRequest) -> None:
-    """The rules a campaign as a whole follows, beyond its shape; raise WireError."""
+def check_whole(request: WriteCampaignRequest, *, allow_http: bool = False) -> None:
+    """The rules a campaign as a whole follows, beyond its shape; raise WireError.
+    `allow_http`: the operator lets hooks be http:// URLs to any host."""
     if request.SegmentId is None:
         raise WireError("SegmentId", "is required: the segment the campaign sends to")
     if request.Schedule is None:
         raise WireError("Schedule", "is required, with at least StartTime")
-    if request.CustomDeliveryConfiguration is None and not _has_push(request.MessageConfiguration):
+    check_channels(request, allow_http=allow_http)
+    if not delivers_custom(request) and not has_push(request.MessageConfiguration):
         raise WireError(
             "MessageConfiguration",
-            "needs DefaultMessage, GCMMessage or APNSMessage: Homing's campaigns send "
-            "push notifications",
+            "needs DefaultMessage, GCMMessage or APNSMessage, or a CustomMessage with a "
+            "CustomDeliveryConfiguration: Homing's campaigns send push notifications or "
+            "call a custom channel",
         )
 
 
@@ -69,10 +71,6 @@ def check_start(request: WriteCampaignRequest, now: datetime) -> None:
                 "Schedule.StartTime",
                 "must be at least the current time; use IMMEDIATE to start now",
             )
-
-
-def _has_push(config: MessageConfiguration | None) -> bool:
-    return config is not None and any(getattr(config, n) is not None for n in PUSH_MESSAGES)
 
 
 def campaign_response(record: CampaignRecord, state: str | None = None) -> CampaignResponse:
@@ -156,8 +154,9 @@ async def create_campaign(request: Request) -> Response:
     call = await begin(request)
     campaign: WriteCampaignRequest = call.checked
     now = datetime.now(timezone.utc)
+    allow_http = request.app.state.settings.hooks_allow_http
     try:
-        check_whole(campaign)
+        check_whole(campaign, allow_http=allow_http)
         check_start(campaign, now)
     except WireError as exc:
         raise bad_request(str(exc)) from None
@@ -191,8 +190,10 @@ async def update_campaign(request: Request) -> Response:
     # alone pauses a campaign); tags stay as created, as for segments.
     update = msgspec.to_builtins(msgspec.structs.replace(campaign, tags=None))
 
+    allow_http = request.app.state.settings.hooks_allow_http
+
     def check(merged: dict[str, Any]) -> None:
-        check_whole(convert(merged, WriteCampaignRequest))
+        check_whole(convert(merged, WriteCampaignRequest), allow_http=allow_http)
 
     if campaign.Schedule is not None:
         stored = await call.storage.get_campaign(call.app_id, campaign_id)

@@ -61,7 +61,9 @@ async def put_event_stream(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     allowed = [settings.stream_dir] if settings.stream_dir is not None else []
     try:
-        destination = check_destination(call.payload["DestinationStreamArn"], allowed)
+        destination = check_destination(
+            call.payload["DestinationStreamArn"], allowed, allow_http=settings.hooks_allow_http
+        )
     except HookConfigError as exc:
         raise bad_request(str(exc)) from None
     record = await call.storage.put_event_stream(

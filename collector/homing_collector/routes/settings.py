@@ -1,5 +1,6 @@
 """Pinpoint's GetApplicationSettings and UpdateApplicationSettings: the app-wide `Limits`
-and `QuietTime` that campaigns inherit, and the `CampaignHook`, stored for the hooks."""
+and `QuietTime` that campaigns inherit, and the `CampaignHook` that campaigns without a
+`Hook` of their own call."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from homing_collector.campaigns.campaign_shapes import (
     QuietTime,
     WriteApplicationSettingsRequest,
 )
+from homing_collector.campaigns.channels import check_hook
 from homing_collector.campaigns.decode import convert
 from homing_collector.errors import bad_request
 from homing_collector.models.segments import ApplicationSettingsResource
@@ -58,6 +60,11 @@ async def get_settings(request: Request) -> Response:
 async def update_settings(request: Request) -> Response:
     call = await begin(request)
     update: WriteApplicationSettingsRequest = call.checked
+    try:
+        allow_http = request.app.state.settings.hooks_allow_http
+        check_hook(update.CampaignHook, "CampaignHook", allow_http=allow_http)
+    except WireError as exc:
+        raise bad_request(str(exc)) from None
     # Each member given replaces the stored one; the others stay as they were.
     members = msgspec.to_builtins(update)
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -8,7 +8,7 @@ is on disk.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
@@ -193,6 +193,9 @@ class CampaignSend:
     # record is then kept per event, so each event is answered once.
     trigger: str | None = None
     session_id: str | None = None  # the triggering event's session, for the Session limit
+    # For a send through a custom channel: the endpoint's definition as the channel gets
+    # it (after the FILTER hook), which the chunk's `custom` callback makes deliveries of.
+    custom: Mapping[str, Any] | None = None
 
 
 class PastSend(NamedTuple):
@@ -609,11 +612,13 @@ class Storage(Protocol):
         cursor: str | None,
         lease_until_ms: int,
         queue_limit: int,
+        custom: Callable[[Sequence[CampaignSend]], Sequence[NewDelivery]] | None = None,
     ) -> ChunkWritten:
         """In one transaction, if `owner` still holds the lease (None: an event activity,
         which has none): record each send (an
         endpoint the activity already has a final row for is left alone), queue the
-        pushes of the new SENT rows, store their events, count them in the activity and
+        pushes of the new SENT rows, and the outbox deliveries that `custom` makes of
+        those for a custom channel, store their events, count them in the activity and
         move its cursor."""
 
     async def finish_activity(

@@ -362,8 +362,9 @@ def write_chunk(
     lease_until_ms: int,
     queue_limit: int,
     now_ms: int,
-) -> tuple[ChunkWritten, list[Any]]:
-    """The chunk's result and the `_campaign.send` event rows to insert with it."""
+) -> tuple[ChunkWritten, list[Any], list[CampaignSend]]:
+    """The chunk's result, the `_campaign.send` event rows to insert with it, and the
+    new SENT rows for a custom channel, whose deliveries go with it."""
     key = (activity.app_id, activity.campaign_id, activity.id)
     row = conn.execute(
         "SELECT lease_owner, metrics FROM campaign_activities"
@@ -371,10 +372,12 @@ def write_chunk(
         key,
     ).fetchone()
     if row is None or (owner is not None and row[0] != owner):
-        return ChunkWritten(lease_held=False), []
+        return ChunkWritten(lease_held=False), [], []
     metrics: dict[str, int] = orjson.loads(row[1])
     messages: list[PushMessage] = []
+    custom: list[CampaignSend] = []
     events: list[Any] = []
+    sent = 0
     for send in sends:
         written = conn.execute(
             "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
@@ -391,11 +394,14 @@ def write_chunk(
         if written is None or send.status == DEFERRED:
             continue  # already final, or held back: counted when it is final
         metrics[send.status] = metrics.get(send.status, 0) + 1
+        if send.status == SENT:
+            sent += 1
         if send.message is not None:
             messages.append(send.message)
+        if send.custom is not None and send.status == SENT:
+            custom.append(send)
         if send.event is not None:
             events.extend((activity.app_id, *send.event))
-    sent = len(messages)
     queued = push.queue(conn, activity.app_id, messages, queue_limit, now_ms)
     conn.execute(
         "UPDATE campaign_activities SET metrics = ?, total = total + ?,"
@@ -403,7 +409,7 @@ def write_chunk(
         " WHERE app_id = ? AND campaign_id = ? AND activity_id = ?",
         (orjson.dumps(metrics).decode(), sent, sent, cursor, lease_until_ms, *key),
     )
-    return ChunkWritten(True, list(zip(messages, queued.seqs, strict=True))), events
+    return ChunkWritten(True, list(zip(messages, queued.seqs, strict=True))), events, custom
 
 
 def finish(

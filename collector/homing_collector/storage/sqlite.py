@@ -911,11 +911,15 @@ class SQLiteStorage:
         cursor: str | None,
         lease_until_ms: int,
         queue_limit: int,
+        custom: Callable[[Sequence[CampaignSend]], Sequence[NewDelivery]] | None = None,
     ) -> ChunkWritten:
         def job(conn: sqlite3.Connection) -> ChunkWritten:
-            written, values = campaigns.write_chunk(
+            written, values, fresh = campaigns.write_chunk(
                 conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, epoch_ms()
             )
+            if fresh and custom is not None:
+                # The custom channel's calls are committed with the sends they make.
+                outbox_sql.enqueue(conn, custom(fresh), time.time())
             if values:
                 # The collector's own event types are not held to the per-app limit.
                 for event_type in set(values[3::_EVENT_COLUMNS]):

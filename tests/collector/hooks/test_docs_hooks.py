@@ -17,6 +17,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from homing_collector.campaigns import channels, scheduler
 from homing_collector.hooks import delivery, outbox, payloads, records, retry, signing, streams
 from homing_collector.hooks.dispatch import Destination
 from homing_collector.hooks.signing import SigningKeys, new_secret
@@ -27,10 +28,10 @@ HOOKS_MD = Path(__file__).resolve().parents[3] / "docs" / "hooks.md"
 TEXT = HOOKS_MD.read_text()
 
 
-def test_the_page_says_what_is_not_served_yet() -> None:
+def test_the_page_says_what_is_served() -> None:
     banner = TEXT.split("\n## ")[0]
-    assert "**Not served yet.** Custom channels and FILTER hooks" in banner
-    assert "Event streams, the signed and retried delivery behind them" in banner
+    assert "**Served.** Custom channels and FILTER hooks on campaigns, event streams" in banner
+    assert "Not served" not in banner
 
 
 def test_the_python_verification_runs() -> None:
@@ -112,6 +113,9 @@ def test_the_figures_are_the_codes() -> None:
     assert (payloads.FILTER_TIMEOUT, payloads.FILTER_MAX_ATTEMPTS) == (15, 3)
     assert len(signing.new_secret().removeprefix("whsec_")) == 44  # base64 of 32 bytes
     assert records.EVENT_VERSION in TEXT
+    for name in (channels.FILTERED_OUT_BY_HOOK, channels.FILTER_HOOK_FAILED):
+        assert f"| `{name}` |" in TEXT
+    assert "up to 4 batches at once" in TEXT and scheduler.FILTER_CONCURRENCY == 4
     assert f"batches of at most {streams.BATCH_EVENTS}" in TEXT
     assert f"while {streams.MAX_PENDING_BATCHES} batches wait" in TEXT
     assert (

@@ -20,8 +20,8 @@ from homing_collector import sealing
 from homing_collector.campaigns.import_jobs import ImportRunner
 from homing_collector.campaigns.scheduler import Clock, Scheduler, utc_now
 from homing_collector.errors import PinpointError, error_response, request_id
-from homing_collector.hooks.hook_stream import HookStreams
 from homing_collector.hooks.campaign import CampaignHooks
+from homing_collector.hooks.hook_stream import HookStreams
 from homing_collector.hooks.outbox import Outbox
 from homing_collector.hooks.registry import Hooks, Registry
 from homing_collector.hooks.runner import HookRunner

@@ -1,0 +1,604 @@
+"""The columnar copy of events: Parquet files of sealed days that DuckDB reads (issue 13).
+
+SQLite stays the source of truth; the copy is derived, and deleting its directory loses
+nothing (the sealer makes it again). The copy of database `x.db` is in `x.db-columnar/`,
+beside SQLite's own `x.db-wal`: `<app>/<yyyy-mm-dd>/<name>.parquet`, one folder per
+application and UTC day of the events' Timestamp.
+
+What is copied is said in the database, in the same transactions as the events:
+- `columnar_state.watermark` is an events rowid. SQLite gives a new row a rowid above
+  every one in the table, so rows past the watermark are those that arrived since.
+- A row of `columnar_days` is a sealed day of an application: its files hold exactly the
+  events of that day whose rowid is at most the watermark. A day without a row is read
+  from the events table alone.
+- Whatever deletes events unseals the days it deleted from (`events_deleted`) and counts
+  one more generation; a copy made across a deletion does not commit. If the events with
+  the largest rowids went, their rowids come again (see outbox.events_deleted): the
+  watermark moves back to the largest rowid left, which holds since every row past it was
+  deleted, from a day that is no longer sealed.
+
+A query (see `plan`) reads, in one SQLite transaction, the watermark and the sealed days of
+its range: DuckDB reads their files; SQLite reads the events of the range's other days, and
+the events of its sealed days that arrived past the watermark (the tail). So an answer is
+right at every moment, whatever the sealer has done.
+
+Files are written under a temporary name, synced and renamed; a file that no row names
+(a crash before the commit, or a day rewritten) is deleted by the sealer after a while,
+which leaves queries that read the files just replaced the time to finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from homing_collector.storage import events as events_sql
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from homing_collector.analytics.params import EventFilters, Step
+
+HOURS_PER_DAY = 24
+EPOCH = date(1970, 1, 1)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_OPERATORS = frozenset((">=", "<=", "!=", ">", "<", "="))
+_CSV_COLUMNS = (
+    "{'rid': 'BIGINT', 'endpoint_id': 'VARCHAR', 'event_type': 'VARCHAR', 'ts': 'BIGINT',"
+    " 'body': 'VARCHAR'}"
+)
+
+
+def directory(db_path: str | os.PathLike[str]) -> Path:
+    """Where the columnar copy of the database at `db_path` lives."""
+    path = Path(db_path)
+    return path.with_name(path.name + "-columnar")
+
+
+def available() -> bool:
+    """Whether DuckDB can be imported (it comes with `homing[collector]`)."""
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_local = threading.local()
+
+
+def _duck() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB connection."""
+    conn: duckdb.DuckDBPyConnection | None = getattr(_local, "duck", None)
+    if conn is None:
+        import duckdb
+
+        conn = duckdb.connect(":memory:")
+        _local.duck = conn
+    return conn
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _files_sql(files: Sequence[Path]) -> str:
+    return f"read_parquet([{', '.join(_literal(str(f)) for f in files)}])"
+
+
+def day_of_hour(hour: int) -> int:
+    return hour // HOURS_PER_DAY
+
+
+# -- state, in SQLite -----------------------------------------------------------------
+
+
+def events_deleted(conn: sqlite3.Connection, app_id: str, days: Iterable[int] | None) -> None:
+    """After events of `app_id` were deleted from `days` (None: any day), in the same
+    transaction: those days are read from the events table until sealed again."""
+    if days is None:
+        conn.execute("DELETE FROM columnar_days WHERE app_id = ?", (app_id,))
+    else:
+        conn.executemany(
+            "DELETE FROM columnar_days WHERE app_id = ? AND day = ?",
+            [(app_id, day) for day in sorted(set(days))],
+        )
+    conn.execute(
+        "UPDATE columnar_state SET generation = generation + 1,"
+        " watermark = min(watermark, (SELECT coalesce(max(rowid), 0) FROM events))"
+    )
+
+
+def expired(conn: sqlite3.Connection, app_id: str, before_hour: int) -> None:
+    """After the events of `app_id` in hours before `before_hour` were deleted."""
+    days = [
+        day
+        for (day,) in conn.execute(
+            "SELECT day FROM columnar_days WHERE app_id = ? AND day <= ?",
+            (app_id, day_of_hour(before_hour - 1)),
+        )
+    ]
+    events_deleted(conn, app_id, days)
+
+
+def _state(conn: sqlite3.Connection) -> tuple[int, int]:
+    row = conn.execute("SELECT watermark, generation FROM columnar_state WHERE id = 0").fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, so that what is read agrees (unless one is open already)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+# -- what a query reads ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the events of hours [lo, hi) of one application are read from."""
+
+    watermark: int
+    files: list[Path]  # of the sealed days
+    sealed: list[tuple[int, int]]  # hour ranges of sealed days: files, then the tail
+    open: list[tuple[int, int]]  # hour ranges read from the events table alone
+
+
+def _ranges(hours: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in hours:
+        if lo >= hi:
+            continue
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def plan(conn: sqlite3.Connection, root: Path, app_id: str, lo: int, hi: int) -> Plan:
+    """The plan for hours [lo, hi); call it inside `snapshot`, with the reads it plans."""
+    watermark, _ = _state(conn)
+    if lo >= hi:
+        return Plan(watermark, [], [], [])
+    first, last = day_of_hour(lo), day_of_hour(hi - 1)
+    sealed: dict[int, list[str]] = {
+        int(day): orjson.loads(files)
+        for day, files in conn.execute(
+            "SELECT day, files FROM columnar_days WHERE app_id = ? AND day >= ? AND day <= ?",
+            (app_id, first, last),
+        )
+    }
+    inside: list[tuple[int, int]] = []
+    outside: list[tuple[int, int]] = []
+    files: list[Path] = []
+    for day in range(first, last + 1):
+        span = (max(lo, day * HOURS_PER_DAY), min(hi, (day + 1) * HOURS_PER_DAY))
+        if day in sealed:
+            inside.append(span)
+            files.extend(root / name for name in sealed[day])
+        else:
+            outside.append(span)
+    return Plan(watermark, files, _ranges(inside), _ranges(outside))
+
+
+def tail(columns: str, types: Sequence[str], spans: int) -> tuple[str, dict[str, object]]:
+    """SELECT `columns` (of `e`) of app :app's events past rowid :watermark with
+    :lo_ms <= ts < :hi_ms, in the hour ranges :s<i>_lo to :s<i>_hi (i < `spans`); of
+    `types` if any are given. The rowid leads the search: the tail is small, whatever
+    the range holds. Returns the SQL, which may go on with "AND ...", and the types'
+    parameters."""
+    params: dict[str, object] = {f"type{i}": t for i, t in enumerate(types)}
+    typed = f" AND e.event_type IN ({', '.join(f':type{i}' for i in range(len(types)))})"
+    within = " OR ".join(f"(e.hour >= :s{i}_lo AND e.hour < :s{i}_hi)" for i in range(spans))
+    return (
+        f"SELECT {columns} FROM events e NOT INDEXED WHERE e.rowid > :watermark"
+        f" AND e.app_id = :app AND e.ts >= :lo_ms AND e.ts < :hi_ms AND ({within or 'false'})"
+        + (typed if types else ""),
+        params,
+    )
+
+
+def tail_params(p: Plan) -> dict[str, object]:
+    params: dict[str, object] = {"watermark": p.watermark}
+    for i, (lo, hi) in enumerate(p.sealed):
+        params[f"s{i}_lo"], params[f"s{i}_hi"] = lo, hi
+    return params
+
+
+# -- DuckDB over the files ------------------------------------------------------------
+
+
+def _attribute(name_param: str) -> str:
+    # map_extract gives a list in every DuckDB version (a bare [] gives the value from 1.2).
+    return f"map_extract(attributes, {name_param})[1]"
+
+
+@dataclass
+class Counted:
+    """What `count_events` found: per (UTC hour, type), per breakdown value, per metric
+    [count, sum, min, max]."""
+
+    hours: list[tuple[int, str, int]] = field(default_factory=list)
+    breakdown: list[tuple[str | None, int]] = field(default_factory=list)
+    metrics: list[tuple[str, int, float, float, float]] = field(default_factory=list)
+
+
+def count_events(files: Sequence[Path], lo_ms: int, hi_ms: int, f: EventFilters) -> Counted:
+    """Count the events of `files` with lo_ms <= ts < hi_ms that pass `f`."""
+    got = Counted()
+    if not files:
+        return got
+    params: list[Any] = [lo_ms, hi_ms]
+    where = ["ts >= ?", "ts < ?"]
+    if f.event_types:
+        where.append(f"event_type IN ({', '.join('?' * len(f.event_types))})")
+        params.extend(f.event_types)
+    for name, values in f.include:
+        where.append(f"{_attribute('?')} IN ({', '.join('?' * len(values))})")
+        params.extend([name, *sorted(values)])
+    for name, values in f.exclude:
+        where.append(f"NOT coalesce({_attribute('?')} IN ({', '.join('?' * len(values))}), false)")
+        params.extend([name, *sorted(values)])
+    for m in f.metrics:
+        if m.op not in _OPERATORS:  # each is SQL as it is
+            raise ValueError(f"metric: no operator {m.op!r}")
+        where.append(f"coalesce(map_extract(metrics, ?)[1] {m.op} ?, false)")
+        params.extend([m.name, m.value])
+    breakdown = f", {_attribute('?')} AS value" if f.breakdown else ""
+    if f.breakdown:
+        params.insert(0, f.breakdown)
+    duck = _duck()
+    duck.execute(
+        f"CREATE OR REPLACE TEMP TABLE kept AS SELECT event_type, ts, metrics{breakdown}"
+        f" FROM {_files_sql(files)} WHERE {' AND '.join(where)}",
+        params,
+    )
+    try:
+        got.hours = [
+            (int(hour), event_type, int(count))
+            for hour, event_type, count in duck.execute(
+                f"SELECT floor(ts / {events_sql.HOUR_MS})::BIGINT AS hour, event_type, count(*)"
+                " FROM kept GROUP BY ALL"
+            ).fetchall()
+        ]
+        if f.breakdown:
+            got.breakdown = [
+                (value, int(count))
+                for value, count in duck.execute(
+                    "SELECT value, count(*) FROM kept GROUP BY ALL"
+                ).fetchall()
+            ]
+        got.metrics = [
+            (name, int(count), total, low, high)
+            for name, count, total, low, high in duck.execute(
+                "SELECT name, count(*), sum(v), min(v), max(v) FROM (SELECT"
+                " unnest(map_keys(metrics)) AS name, unnest(map_values(metrics)) AS v"
+                " FROM kept WHERE metrics IS NOT NULL) GROUP BY ALL"
+            ).fetchall()
+        ]
+    finally:
+        duck.execute("DROP TABLE IF EXISTS kept")
+    return got
+
+
+def step_masks(
+    files: Sequence[Path], lo_ms: int, hi_ms: int, steps: Sequence[Step]
+) -> list[tuple[str, int, int]]:
+    """(endpoint id, Timestamp, the steps it matches as bits) of each event of `files`
+    with lo_ms <= ts < hi_ms that matches a step."""
+    if not files:
+        return []
+    params: list[Any] = []
+    bits = []
+    for k, step in enumerate(steps):
+        tests = ["event_type = ?"]
+        params.append(step.event_type)
+        for name, value in step.attributes:
+            tests.append(f"{_attribute('?')} = ?")
+            params.extend([name, value])
+        bits.append(f"(CASE WHEN {' AND '.join(tests)} THEN {1 << k} ELSE 0 END)")
+    types = sorted({step.event_type for step in steps})
+    params.extend([lo_ms, hi_ms, *types])
+    rows = (
+        _duck()
+        .execute(
+            f"SELECT endpoint_id, ts, m FROM (SELECT endpoint_id, ts, {' | '.join(bits)} AS m"
+            f" FROM {_files_sql(files)} WHERE ts >= ? AND ts < ?"
+            f" AND event_type IN ({', '.join('?' * len(types))})) WHERE m != 0",
+            params,
+        )
+        .fetchall()
+    )
+    return [(endpoint_id, int(ts), int(m)) for endpoint_id, ts, m in rows]
+
+
+# -- the sealer's work ----------------------------------------------------------------
+
+
+@dataclass
+class Sealed:
+    """A copy made from one snapshot, to commit (see `commit`) or throw away."""
+
+    watermark: int  # as the snapshot had it
+    generation: int
+    new_watermark: int
+    # (app, day) -> (the files the day had, None if not sealed; the files it will have)
+    days: dict[tuple[str, int], tuple[list[str] | None, list[str]]] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    rows: int = 0
+
+    def discard(self) -> None:
+        for path in self.written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _day_folder(app_id: str, day: int) -> str:
+    app = app_id if _SAFE_NAME.fullmatch(app_id) else "x" + app_id.encode().hex()[:120]
+    return f"{app}/{EPOCH + timedelta(days=day)}"
+
+
+def _sealed_days(conn: sqlite3.Connection) -> dict[tuple[str, int], list[str]]:
+    return {
+        (app_id, int(day)): orjson.loads(files)
+        for app_id, day, files in conn.execute("SELECT app_id, day, files FROM columnar_days")
+    }
+
+
+def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> Path:
+    """COPY the CSV of events into a new Parquet file of `folder`; synced and renamed."""
+    final = root / folder / f"{name}.parquet"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_suffix(".tmp")
+    _duck().execute(
+        f"COPY (SELECT rid, endpoint_id, event_type, ts,"
+        " CAST(json_extract(body, '$.Attributes') AS MAP(VARCHAR, VARCHAR)) AS attributes,"
+        " CAST(json_extract(body, '$.Metrics') AS MAP(VARCHAR, DOUBLE)) AS metrics"
+        f" FROM read_csv({_literal(str(csv_path))}, header = false, columns = {_CSV_COLUMNS},"
+        " quote = '\"', escape = '\"', auto_detect = false)"
+        f" ORDER BY event_type, endpoint_id, ts) TO {_literal(str(temporary))} (FORMAT parquet)"
+    )
+    fd = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return final
+
+
+class _Writer:
+    """Rows of one day into a CSV file, then into Parquet."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.csv_path = root / f".{secrets.token_hex(8)}.csv"
+        self.file = self.csv_path.open("w", newline="")
+        self.writer = csv.writer(self.file)
+        self.rows = 0
+
+    def add(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            self.writer.writerow(row)
+            self.rows += 1
+
+    def finish(self, folder: str, name: str) -> Path:
+        self.file.close()
+        try:
+            return _to_parquet(self.root, folder, self.csv_path, name)
+        finally:
+            self.csv_path.unlink()
+
+    def abandon(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.csv_path.unlink()
+
+
+_ROW = "e.rowid, e.endpoint_id, e.event_type, e.ts, CAST(e.body AS TEXT)"
+
+
+def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
+    """Copy the events past the watermark (at most `limit` of them) into new files of
+    their sealed days; those of days not sealed are read from the table until their day is
+    (see `rebuild`). None when nothing arrived."""
+    root.mkdir(parents=True, exist_ok=True)
+    with snapshot(conn):
+        watermark, generation = _state(conn)
+        (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()
+        if top <= watermark:
+            return None
+        upto = min(int(top), watermark + limit)
+        sealed = Sealed(watermark, generation, upto)
+        days = _sealed_days(conn)
+        writers: dict[tuple[str, int], _Writer] = {}
+        try:
+            if days:
+                cursor = conn.execute(
+                    f"SELECT e.app_id, e.hour, {_ROW} FROM events e"
+                    " WHERE e.rowid > ? AND e.rowid <= ?",
+                    (watermark, upto),
+                )
+                while batch := cursor.fetchmany(10_000):
+                    for app_id, hour, *row in batch:
+                        key = (app_id, day_of_hour(hour))
+                        if key not in days:
+                            continue
+                        writer = writers.get(key)
+                        if writer is None:
+                            writer = writers[key] = _Writer(root)
+                        writer.add((row,))
+            name = f"{upto:015d}-{secrets.token_hex(4)}"
+            for key, writer in writers.items():
+                path = writer.finish(_day_folder(*key), name)
+                sealed.written.append(path)
+                sealed.rows += writer.rows
+                before = days[key]
+                sealed.days[key] = (before, [*before, str(path.relative_to(root))])
+        except BaseException:
+            for writer in writers.values():
+                writer.abandon()
+            sealed.discard()
+            raise
+    return sealed
+
+
+def unsealed_days(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """(app, UTC day) of every day that has events and is not sealed, the latest first:
+    a dashboard asks for the last days. One seek per application and hour with events."""
+    days = _sealed_days(conn)
+    found: set[tuple[str, int]] = set()
+    apps = conn.execute(
+        "WITH RECURSIVE a(app) AS (SELECT min(app_id) FROM events UNION ALL"
+        " SELECT (SELECT min(app_id) FROM events WHERE app_id > a.app) FROM a"
+        " WHERE a.app IS NOT NULL) SELECT app FROM a WHERE app IS NOT NULL"
+    ).fetchall()
+    for (app_id,) in apps:
+        for (hour,) in conn.execute(events_sql.hours_with_events(), {"app": app_id}).fetchall():
+            key = (app_id, day_of_hour(hour))
+            if key not in days:
+                found.add(key)
+    return sorted(found, key=lambda key: (-key[1], key[0]))
+
+
+def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Sealed:
+    """Copy the events of one day up to the watermark into one file that will be the
+    day's only one: the first copy of a day, or a day unsealed by a deletion."""
+    root.mkdir(parents=True, exist_ok=True)
+    with snapshot(conn):
+        watermark, generation = _state(conn)
+        sealed = Sealed(watermark, generation, watermark)
+        row = conn.execute(
+            "SELECT files FROM columnar_days WHERE app_id = ? AND day = ?", (app_id, day)
+        ).fetchone()
+        before = orjson.loads(row[0]) if row else None
+        writer = _Writer(root)
+        try:
+            cursor = conn.execute(
+                f"SELECT {_ROW} FROM events e WHERE e.app_id = ? AND e.hour >= ?"
+                " AND e.hour < ? AND e.rowid <= ?",
+                (app_id, day * HOURS_PER_DAY, (day + 1) * HOURS_PER_DAY, watermark),
+            )
+            while batch := cursor.fetchmany(10_000):
+                writer.add(batch)
+            files = []
+            if writer.rows:
+                path = writer.finish(_day_folder(app_id, day), f"{watermark:015d}-r"
+                                     f"{secrets.token_hex(4)}")  # fmt: skip
+                sealed.written.append(path)
+                files.append(str(path.relative_to(root)))
+            else:
+                writer.abandon()
+        except BaseException:
+            writer.abandon()
+            sealed.discard()
+            raise
+        sealed.rows = writer.rows
+        sealed.days[(app_id, day)] = (before, files)
+    return sealed
+
+
+def crowded_days(conn: sqlite3.Connection, most: int) -> list[tuple[str, int, list[str]]]:
+    """Sealed days of more than `most` files, to merge."""
+    return [
+        (app_id, int(day), files)
+        for app_id, day, files in (
+            (app_id, day, orjson.loads(files))
+            for app_id, day, files in conn.execute("SELECT app_id, day, files FROM columnar_days")
+        )
+        if len(files) > most
+    ]
+
+
+def merge(conn: sqlite3.Connection, root: Path, app_id: str, day: int, files: list[str]) -> Sealed:
+    """The files of a day as one, read from the files alone."""
+    with snapshot(conn):
+        watermark, generation = _state(conn)
+    sealed = Sealed(watermark, generation, watermark)
+    final = root / _day_folder(app_id, day) / f"{watermark:015d}-m{secrets.token_hex(4)}.parquet"
+    temporary = final.with_suffix(".tmp")
+    try:
+        _duck().execute(
+            f"COPY (SELECT * FROM {_files_sql([root / name for name in files])}"
+            f" ORDER BY event_type, endpoint_id, ts) TO {_literal(str(temporary))} (FORMAT parquet)"
+        )
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    sealed.written.append(final)
+    sealed.days[(app_id, day)] = (files, [str(final.relative_to(root))])
+    return sealed
+
+
+def commit(conn: sqlite3.Connection, sealed: Sealed) -> bool:
+    """Register what `sealed` wrote, in the writer's transaction, if nothing changed since
+    its snapshot: no deletion, no other copy. False: throw it away."""
+    watermark, generation = _state(conn)
+    if (watermark, generation) != (sealed.watermark, sealed.generation):
+        return False
+    for (app_id, day), (before, _after) in sealed.days.items():
+        row = conn.execute(
+            "SELECT files FROM columnar_days WHERE app_id = ? AND day = ?", (app_id, day)
+        ).fetchone()
+        if (orjson.loads(row[0]) if row else None) != before:
+            return False
+    conn.executemany(
+        "INSERT INTO columnar_days (app_id, day, files) VALUES (?, ?, ?)"
+        " ON CONFLICT (app_id, day) DO UPDATE SET files = excluded.files",
+        [
+            (app_id, day, orjson.dumps(after).decode())
+            for (app_id, day), (_before, after) in sealed.days.items()
+        ],
+    )
+    conn.execute("UPDATE columnar_state SET watermark = ? WHERE id = 0", (sealed.new_watermark,))
+    return True
+
+
+def registered(conn: sqlite3.Connection) -> set[str]:
+    """Every file that a sealed day names."""
+    with snapshot(conn):
+        return {name for files in _sealed_days(conn).values() for name in files}
+
+
+def unregistered(root: Path, names: set[str]) -> list[Path]:
+    """Files of the copy that no sealed day names."""
+    if not root.is_dir():
+        return []
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and str(path.relative_to(root)) not in names
+    ]

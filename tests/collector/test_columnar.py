@@ -340,3 +340,62 @@ def test_deleting_the_copy_loses_nothing(world: World) -> None:
         world.check()
 
     run(world, scenario)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_funnels_of_events_at_the_same_moments_walk_as_the_events_table_does(
+    world: World, seed: int
+) -> None:
+    """Steps of one type, events matching several steps, many events of one moment: the
+    walk in SQL (columnar.funnel_depths) against the one in Python, over sealed files, the
+    tail and unsealed days at once."""
+    import random
+
+    rng = random.Random(seed)
+    devices = world.data.devices[:8]
+    base = gen.BASE + timedelta(days=10)
+    moments = [base + timedelta(seconds=rng.choice([0, 1, 2, 30, 600, 3599, 90_000]))
+               for _ in range(12)]  # fmt: skip
+    events = []
+    for n in range(400):
+        device = rng.choice(devices)
+        attributes = {"x": rng.choice(["1", "2"])} if rng.random() < 0.8 else {}
+        body = {"EventType": rng.choice(["a", "b", "c"]), "Timestamp": gen.iso(rng.choice(moments)),
+                "Attributes": attributes}  # fmt: skip
+        events.append(gen.Event(device.endpoint_id, f"e{n}", body))
+    funnels = [
+        [Step("a"), Step("a")],
+        [Step("a"), Step("a", (("x", "1"),)), Step("b"), Step("a")],
+        [Step("a", (("x", "2"),)), Step("a"), Step("a", (("x", "2"),)), Step("c")],
+        [Step("b"), Step("c"), Step("b"), Step("c"), Step("b")],
+    ]
+
+    def answers(copy: Path | None) -> list[Any]:
+        def ask(conn: sqlite3.Connection) -> list[Any]:
+            out = []
+            for by in ("users", "endpoints"):
+                q = Range(date(2026, 9, 10), date(2026, 9, 13), ZoneInfo("UTC"), by, TODAY)
+                for steps in funnels:
+                    for window in (1, 2, 600, 86400):
+                        got = queries.funnel(conn, APP, q, steps, window, copy=copy)
+                        out.append([s["count"] for s in got["steps"]])
+            return out
+
+        return world.read(ask)
+
+    async def scenario() -> None:
+        await world.put(events[:200])
+        await world.sealer.seal_all()
+        await world.put(events[200:300])  # the tail
+        await world.sealer.step()
+        await world.put(events[300:])
+        assert world.tail() > 0
+        want = answers(None)
+        assert any(counts[-1] for counts in want)
+        assert answers(world.storage.columnar) == want
+        # One day unsealed by a deletion: read from SQLite, the others from the files.
+        await world.storage.delete_endpoint(APP, devices[0].endpoint_id)
+        want = answers(None)
+        assert answers(world.storage.columnar) == want
+
+    run(world, scenario)

@@ -541,7 +541,8 @@ def funnel(
             bits.append(f"({_all_of(tests)} << {k})")
         branches.append(f" WHEN :t{t} THEN {' | '.join(bits)}")
     mask = f"CASE e.event_type{''.join(branches)} ELSE 0 END"
-    timelines: dict[str, list[tuple[int, int, int]]] = {}
+    reached = [0] * len(steps)
+    window_ms = window * 1000
     with columnar.snapshot(conn):
         users = _endpoint_users(conn, app_id) if q.by == "users" else {}
         p = _plan(conn, app_id, g, copy)
@@ -551,39 +552,19 @@ def funnel(
             lambda sql: f"SELECT endpoint_id, ts, m FROM ({sql} LIMIT -1) WHERE m != 0",
             params,
         )  # fmt: skip
-        if p is not None:
-            lo_ms, hi_ms = g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS
-            rows = itertools.chain(columnar.step_masks(p.files, lo_ms, hi_ms, steps), rows)
-        for endpoint_id, ts, matched in rows:
-            # (user_key is not called for each row: a default argument would be.)
-            subject = (
-                (users.get(endpoint_id) or user_key(endpoint_id, None)) if users else endpoint_id
-            )
-            # (moment, lowest step matched, steps matched): see below for the order.
-            timelines.setdefault(subject, []).append((ts, matched & -matched, matched))
-    reached = [0] * len(steps)
-    window_ms = window * 1000
-    for timeline in timelines.values():
-        # A step may happen at the same moment as the one before it: events of one moment
-        # go in the order of the steps they match, and each start looks from its moment on.
-        timeline.sort()
-        times = [t for t, _, _ in timeline]
-        best = 0
-        for i, (t0, _, matched) in enumerate(timeline):
-            if not matched & 1:
-                continue
-            depth = 1
-            for j in range(bisect.bisect_left(times, t0), len(timeline)):
-                t, _, m = timeline[j]
-                if t - t0 > window_ms or depth == len(steps):
-                    break
-                if j != i and m >> depth & 1:
-                    depth += 1
-            best = max(best, depth)
-            if best == len(steps):
-                break
-        for k in range(best):
-            reached[k] += 1
+        if p is not None and copy is not None:
+            # DuckDB walks the timelines: of the sealed days' files and of these rows.
+            depths = columnar.funnel_depths(
+                p.files, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, steps, window_ms, rows,
+                users if q.by == "users" else None, user_key("", None), copy,
+            )  # fmt: skip
+            for best, count in depths.items():
+                for k in range(best):
+                    reached[k] += count
+        else:
+            for best in _depths(rows, users, len(steps), window_ms):
+                for k in range(best):
+                    reached[k] += 1
     out = []
     for k, step in enumerate(steps):
         out.append(
@@ -596,6 +577,40 @@ def funnel(
             }
         )
     return {**q.head(), "window": window, "steps": out}
+
+
+def _depths(
+    rows: Iterable[tuple[str, int, int]], users: dict[str, str], n: int, window_ms: int
+) -> Iterator[int]:
+    """The deepest step each subject reached, from (endpoint id, Timestamp, steps matched
+    as bits) of the events that match a step. (storage.columnar.funnel_depths says the
+    same in SQL.)"""
+    timelines: dict[str, list[tuple[int, int, int]]] = {}
+    for endpoint_id, ts, matched in rows:
+        # (user_key is not called for each row: a default argument would be.)
+        subject = (users.get(endpoint_id) or user_key(endpoint_id, None)) if users else endpoint_id
+        # (moment, lowest step matched, steps matched): see below for the order.
+        timelines.setdefault(subject, []).append((ts, matched & -matched, matched))
+    for timeline in timelines.values():
+        # A step may happen at the same moment as the one before it: events of one moment
+        # go in the order of the steps they match, and each start looks from its moment on.
+        timeline.sort()
+        times = [t for t, _, _ in timeline]
+        best = 0
+        for i, (t0, _, matched) in enumerate(timeline):
+            if not matched & 1:
+                continue
+            depth = 1
+            for j in range(bisect.bisect_left(times, t0), len(timeline)):
+                t, _, m = timeline[j]
+                if t - t0 > window_ms or depth == n:
+                    break
+                if j != i and m >> depth & 1:
+                    depth += 1
+            best = max(best, depth)
+            if best == n:
+                break
+        yield best
 
 
 def _drop(count: int, before: int) -> float | None:

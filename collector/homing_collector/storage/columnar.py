@@ -302,13 +302,41 @@ def count_events(files: Sequence[Path], lo_ms: int, hi_ms: int, f: EventFilters)
     return got
 
 
-def step_masks(
-    files: Sequence[Path], lo_ms: int, hi_ms: int, steps: Sequence[Step]
-) -> list[tuple[str, int, int]]:
-    """(endpoint id, Timestamp, the steps it matches as bits) of each event of `files`
-    with lo_ms <= ts < hi_ms that matches a step."""
-    if not files:
-        return []
+def _rows_csv(rows: Iterable[Sequence[Any]], folder: Path) -> tuple[Path, int]:
+    path = folder / f".q{secrets.token_hex(8)}.csv"
+    n = 0
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        for row in rows:
+            writer.writerow(row)
+            n += 1
+    return path, n
+
+
+def funnel_depths(
+    files: Sequence[Path],
+    lo_ms: int,
+    hi_ms: int,
+    steps: Sequence[Step],
+    window_ms: int,
+    more: Iterable[tuple[str, int, int]],
+    subjects: dict[str, str] | None,
+    unmapped: str,
+    scratch: Path,
+) -> dict[int, int]:
+    """How many subjects reached each depth (1 to len(steps)) of the funnel, at best.
+
+    The events are those of `files` with lo_ms <= ts < hi_ms that match a step, and
+    `more`, as (endpoint id, Timestamp, steps matched as bits). A subject is an endpoint,
+    or with `subjects` the one it maps the endpoint to (`unmapped` + endpoint id if none).
+
+    This is queries.funnel's walk, said in SQL. A subject's events go in the order
+    (Timestamp, lowest step matched, steps matched), as positions. From a start i (an
+    event of step 1 at t0), step 2 is the first event from the first position of t0 on,
+    step k+1 the first after step k, that matches that step and is not i itself; the
+    depth counts the steps found within the window of t0. Each "first after" is a window
+    function per step, and each step of the chain one join on (subject, position)."""
+    n = len(steps)
     params: list[Any] = []
     bits = []
     for k, step in enumerate(steps):
@@ -320,17 +348,83 @@ def step_masks(
         bits.append(f"(CASE WHEN {' AND '.join(tests)} THEN {1 << k} ELSE 0 END)")
     types = sorted({step.event_type for step in steps})
     params.extend([lo_ms, hi_ms, *types])
-    rows = (
-        _duck()
-        .execute(
-            f"SELECT endpoint_id, ts, m FROM (SELECT endpoint_id, ts, {' | '.join(bits)} AS m"
-            f" FROM {_files_sql(files)} WHERE ts >= ? AND ts < ?"
-            f" AND event_type IN ({', '.join('?' * len(types))})) WHERE m != 0",
-            params,
+    sources = []
+    if files:
+        sources.append(
+            f"SELECT endpoint_id, ts, {' | '.join(bits)} AS m FROM {_files_sql(files)}"
+            f" WHERE ts >= ? AND ts < ? AND event_type IN ({', '.join('?' * len(types))})"
         )
-        .fetchall()
-    )
-    return [(endpoint_id, int(ts), int(m)) for endpoint_id, ts, m in rows]
+    else:
+        params = []
+    scratch.mkdir(parents=True, exist_ok=True)
+    temporary: list[Path] = []
+    duck = _duck()
+    try:
+        extra, count = _rows_csv(more, scratch)
+        temporary.append(extra)
+        if count:
+            sources.append(
+                f"SELECT endpoint_id, ts, m FROM read_csv({_literal(str(extra))}, header = false,"
+                " columns = {'endpoint_id': 'VARCHAR', 'ts': 'BIGINT', 'm': 'BIGINT'},"
+                " quote = '\"', escape = '\"', auto_detect = false)"
+            )
+        if not sources:
+            return {}
+        union = " UNION ALL ".join(f"({sql})" for sql in sources)
+        if subjects is None:
+            subject = "e.endpoint_id"
+            join = ""
+        else:
+            mapped, _ = _rows_csv(subjects.items(), scratch)
+            temporary.append(mapped)
+            subject = f"coalesce(u.subject, {_literal(unmapped)} || e.endpoint_id)"
+            join = (
+                f" LEFT JOIN read_csv({_literal(str(mapped))}, header = false,"
+                " columns = {'endpoint_id': 'VARCHAR', 'subject': 'VARCHAR'},"
+                " quote = '\"', escape = '\"', auto_detect = false) u"
+                " ON u.endpoint_id = e.endpoint_id"
+            )
+        later = "PARTITION BY subj ORDER BY pos ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+        after = "".join(
+            f", min(CASE WHEN m & {1 << k} != 0 THEN pos END) OVER ({later}) AS aft{k}"
+            for k in range(1, n)
+        )
+        chain = [
+            "c1 AS (SELECT subj, pos AS i, t AS t0"
+            + "".join(f", aft{k} AS i_aft{k}" for k in range(1, n))
+            + ", CASE WHEN nxt1 = pos THEN aft1 ELSE nxt1 END AS p1 FROM w WHERE m & 1 != 0)"
+        ]
+        for k in range(1, n):
+            nxt = (
+                f", CASE WHEN x.aft{k + 1} = c.i THEN c.i_aft{k + 1} ELSE x.aft{k + 1} END"
+                f" AS p{k + 1}"
+                if k + 1 < n
+                else ""
+            )
+            chain.append(
+                f"c{k + 1} AS (SELECT c.*, x.t AS t{k}{nxt} FROM c{k} c LEFT JOIN w x"
+                f" ON x.subj = c.subj AND x.pos = c.p{k})"
+            )
+        depth = " + ".join(
+            f"(CASE WHEN t{k} - t0 <= {int(window_ms)} THEN 1 ELSE 0 END)" for k in range(1, n)
+        )
+        sql = (
+            f"WITH e AS ({union}),"
+            f" r AS (SELECT {subject} AS subj, e.ts AS t, e.m FROM e{join} WHERE e.m != 0),"
+            " p AS (SELECT subj, t, m, row_number() OVER (PARTITION BY subj"
+            " ORDER BY t, m & -m, m) AS pos FROM r),"
+            " w AS (SELECT subj, t, m, pos, min(CASE WHEN m & 2 != 0 THEN pos END) OVER"
+            " (PARTITION BY subj ORDER BY t RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)"
+            f" AS nxt1{after} FROM p), "
+            + ", ".join(chain)
+            + f", d AS (SELECT subj, max(1 + {depth}) AS best FROM c{n} GROUP BY subj)"
+            " SELECT best, count(*) FROM d GROUP BY best"
+        )
+        return {int(best): int(count) for best, count in duck.execute(sql, params).fetchall()}
+    finally:
+        for path in temporary:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 # -- the sealer's work ----------------------------------------------------------------

@@ -547,9 +547,9 @@ def funnel(
         users = _endpoint_users(conn, app_id) if q.by == "users" else {}
         p = _plan(conn, app_id, g, copy)
         # LIMIT keeps SQLite from copying the mask into the outer WHERE, to compute it twice.
-        rows: Iterable[tuple[str, int, int]] = _rows(
-            conn, app_id, g, p, f"e.endpoint_id, e.ts, {mask} AS m", types,
-            lambda sql: f"SELECT endpoint_id, ts, m FROM ({sql} LIMIT -1) WHERE m != 0",
+        rows: Iterable[tuple[str, int, int, int]] = _rows(
+            conn, app_id, g, p, f"e.endpoint_id, e.ts, {mask} AS m, e.rowid AS rid", types,
+            lambda sql: f"SELECT endpoint_id, ts, m, rid FROM ({sql} LIMIT -1) WHERE m != 0",
             params,
         )  # fmt: skip
         if p is not None and copy is not None:
@@ -580,13 +580,13 @@ def funnel(
 
 
 def _depths(
-    rows: Iterable[tuple[str, int, int]], users: dict[str, str], n: int, window_ms: int
+    rows: Iterable[tuple[str, int, int, int]], users: dict[str, str], n: int, window_ms: int
 ) -> Iterator[int]:
     """The deepest step each subject reached, from (endpoint id, Timestamp, steps matched
-    as bits) of the events that match a step. (storage.columnar.funnel_depths says the
-    same in SQL.)"""
+    as bits, rowid) of the events that match a step. (storage.columnar.funnel_depths says
+    the same in SQL.)"""
     timelines: dict[str, list[tuple[int, int, int]]] = {}
-    for endpoint_id, ts, matched in rows:
+    for endpoint_id, ts, matched, _rowid in rows:
         # (user_key is not called for each row: a default argument would be.)
         subject = (users.get(endpoint_id) or user_key(endpoint_id, None)) if users else endpoint_id
         # (moment, lowest step matched, steps matched): see below for the order.

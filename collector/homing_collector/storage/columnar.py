@@ -94,8 +94,39 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _files_sql(files: Sequence[Path]) -> str:
-    return f"read_parquet([{', '.join(_literal(str(f)) for f in files)}])"
+@dataclass(frozen=True)
+class Part:
+    """One Parquet file of a sealed day: attribute i of `attributes` is its column a<i>,
+    metric j of `metrics` its column m<j>. (Columns by position, not by name: DuckDB's
+    names are not case-sensitive, attribute names are.)"""
+
+    path: Path
+    attributes: list[str]
+    metrics: list[str]
+
+    @classmethod
+    def of(cls, root: Path, entry: list[Any]) -> Part:
+        name, attributes, metrics = entry
+        return cls(root / name, list(attributes), list(metrics))
+
+
+def _select(part: Part, columns: str, attributes: Sequence[str], metrics: Sequence[str]) -> str:
+    """SELECT `columns` of one file, then attribute i of `attributes` as a<i> and metric j
+    of `metrics` as m<j> (NULL where the file has none)."""
+    having_a = {name: i for i, name in enumerate(part.attributes)}
+    having_m = {name: j for j, name in enumerate(part.metrics)}
+    out = [columns]
+    for i, name in enumerate(attributes):
+        out.append(f"a{having_a[name]} AS a{i}" if name in having_a else f"NULL::VARCHAR AS a{i}")
+    for j, name in enumerate(metrics):
+        out.append(f"m{having_m[name]} AS m{j}" if name in having_m else f"NULL::DOUBLE AS m{j}")
+    return f"SELECT {', '.join(out)} FROM read_parquet({_literal(str(part.path))})"
+
+
+def _union(
+    parts: Sequence[Part], columns: str, attributes: Sequence[str], metrics: Sequence[str]
+) -> str:
+    return "(" + " UNION ALL ".join(_select(p, columns, attributes, metrics) for p in parts) + ")"
 
 
 def day_of_hour(hour: int) -> int:
@@ -159,7 +190,7 @@ class Plan:
     """Where the events of hours [lo, hi) of one application are read from."""
 
     watermark: int
-    files: list[Path]  # of the sealed days
+    files: list[Part]  # of the sealed days
     sealed: list[tuple[int, int]]  # hour ranges of sealed days: files, then the tail
     open: list[tuple[int, int]]  # hour ranges read from the events table alone
 
@@ -182,7 +213,7 @@ def plan(conn: sqlite3.Connection, root: Path, app_id: str, lo: int, hi: int) ->
     if lo >= hi:
         return Plan(watermark, [], [], [])
     first, last = day_of_hour(lo), day_of_hour(hi - 1)
-    sealed: dict[int, list[str]] = {
+    sealed: dict[int, list[list[Any]]] = {
         int(day): orjson.loads(files)
         for day, files in conn.execute(
             "SELECT day, files FROM columnar_days WHERE app_id = ? AND day >= ? AND day <= ?",
@@ -191,12 +222,12 @@ def plan(conn: sqlite3.Connection, root: Path, app_id: str, lo: int, hi: int) ->
     }
     inside: list[tuple[int, int]] = []
     outside: list[tuple[int, int]] = []
-    files: list[Path] = []
+    files: list[Part] = []
     for day in range(first, last + 1):
         span = (max(lo, day * HOURS_PER_DAY), min(hi, (day + 1) * HOURS_PER_DAY))
         if day in sealed:
             inside.append(span)
-            files.extend(root / name for name in sealed[day])
+            files.extend(Part.of(root, entry) for entry in sealed[day])
         else:
             outside.append(span)
     return Plan(watermark, files, _ranges(inside), _ranges(outside))
@@ -229,11 +260,6 @@ def tail_params(p: Plan) -> dict[str, object]:
 # -- DuckDB over the files ------------------------------------------------------------
 
 
-def _attribute(name_param: str) -> str:
-    # map_extract gives a list in every DuckDB version (a bare [] gives the value from 1.2).
-    return f"map_extract(attributes, {name_param})[1]"
-
-
 @dataclass
 class Counted:
     """What `count_events` found: per (UTC hour, type), per breakdown value, per metric
@@ -244,34 +270,39 @@ class Counted:
     metrics: list[tuple[str, int, float, float, float]] = field(default_factory=list)
 
 
-def count_events(files: Sequence[Path], lo_ms: int, hi_ms: int, f: EventFilters) -> Counted:
+def count_events(files: Sequence[Part], lo_ms: int, hi_ms: int, f: EventFilters) -> Counted:
     """Count the events of `files` with lo_ms <= ts < hi_ms that pass `f`."""
     got = Counted()
     if not files:
         return got
+    attributes = list(dict.fromkeys([name for name, _ in (*f.include, *f.exclude)]
+                                    + ([f.breakdown] if f.breakdown else [])))  # fmt: skip
+    column = {name: f"a{i}" for i, name in enumerate(attributes)}
+    carried = sorted({name for p in files for name in p.metrics})
+    metrics = carried + sorted({m.name for m in f.metrics} - set(carried))
+    metric = {name: f"m{j}" for j, name in enumerate(metrics)}
     params: list[Any] = [lo_ms, hi_ms]
     where = ["ts >= ?", "ts < ?"]
     if f.event_types:
         where.append(f"event_type IN ({', '.join('?' * len(f.event_types))})")
         params.extend(f.event_types)
     for name, values in f.include:
-        where.append(f"{_attribute('?')} IN ({', '.join('?' * len(values))})")
-        params.extend([name, *sorted(values)])
+        where.append(f"{column[name]} IN ({', '.join('?' * len(values))})")
+        params.extend(sorted(values))
     for name, values in f.exclude:
-        where.append(f"NOT coalesce({_attribute('?')} IN ({', '.join('?' * len(values))}), false)")
-        params.extend([name, *sorted(values)])
+        where.append(f"NOT coalesce({column[name]} IN ({', '.join('?' * len(values))}), false)")
+        params.extend(sorted(values))
     for m in f.metrics:
         if m.op not in _OPERATORS:  # each is SQL as it is
             raise ValueError(f"metric: no operator {m.op!r}")
-        where.append(f"coalesce(map_extract(metrics, ?)[1] {m.op} ?, false)")
-        params.extend([m.name, m.value])
-    breakdown = f", {_attribute('?')} AS value" if f.breakdown else ""
-    if f.breakdown:
-        params.insert(0, f.breakdown)
+        where.append(f"coalesce({metric[m.name]} {m.op} ?, false)")
+        params.append(m.value)
+    value = f", {column[f.breakdown]} AS value" if f.breakdown else ""
+    kept = "".join(f", m{j}" for j in range(len(carried)))
     duck = _duck()
     duck.execute(
-        f"CREATE OR REPLACE TEMP TABLE kept AS SELECT event_type, ts, metrics{breakdown}"
-        f" FROM {_files_sql(files)} WHERE {' AND '.join(where)}",
+        f"CREATE OR REPLACE TEMP TABLE kept AS SELECT event_type, ts{value}{kept}"
+        f" FROM {_union(files, 'event_type, ts', attributes, metrics)} WHERE {' AND '.join(where)}",
         params,
     )
     try:
@@ -289,14 +320,16 @@ def count_events(files: Sequence[Path], lo_ms: int, hi_ms: int, f: EventFilters)
                     "SELECT value, count(*) FROM kept GROUP BY ALL"
                 ).fetchall()
             ]
-        got.metrics = [
-            (name, int(count), total, low, high)
-            for name, count, total, low, high in duck.execute(
-                "SELECT name, count(*), sum(v), min(v), max(v) FROM (SELECT"
-                " unnest(map_keys(metrics)) AS name, unnest(map_values(metrics)) AS v"
-                " FROM kept WHERE metrics IS NOT NULL) GROUP BY ALL"
-            ).fetchall()
-        ]
+        if carried:
+            aggregates = ", ".join(
+                f"count(m{j}), sum(m{j}), min(m{j}), max(m{j})" for j in range(len(carried))
+            )
+            row = duck.execute(f"SELECT {aggregates} FROM kept").fetchone()
+            assert row is not None
+            for j, name in enumerate(carried):
+                count, total, low, high = row[4 * j : 4 * j + 4]
+                if count:
+                    got.metrics.append((name, int(count), total, low, high))
     finally:
         duck.execute("DROP TABLE IF EXISTS kept")
     return got
@@ -314,7 +347,7 @@ def _rows_csv(rows: Iterable[Sequence[Any]], folder: Path) -> tuple[Path, int]:
 
 
 def funnel_depths(
-    files: Sequence[Path],
+    files: Sequence[Part],
     lo_ms: int,
     hi_ms: int,
     steps: Sequence[Step],
@@ -339,21 +372,24 @@ def funnel_depths(
     ASOF join of the starts with the events of that step. (As temporary tables: the same
     joins over CTEs took DuckDB a hundred times longer.)"""
     n = len(steps)
+    attributes = list(dict.fromkeys(name for step in steps for name, _ in step.attributes))
+    column = {name: f"a{i}" for i, name in enumerate(attributes)}
     params: list[Any] = []
     bits = []
     for k, step in enumerate(steps):
         tests = ["event_type = ?"]
         params.append(step.event_type)
         for name, value in step.attributes:
-            tests.append(f"{_attribute('?')} = ?")
-            params.extend([name, value])
+            tests.append(f"{column[name]} = ?")
+            params.append(value)
         bits.append(f"(CASE WHEN {' AND '.join(tests)} THEN {1 << k} ELSE 0 END)")
     types = sorted({step.event_type for step in steps})
     params.extend([lo_ms, hi_ms, *types])
     sources = []
     if files:
+        every = _union(files, "endpoint_id, ts, event_type, rid", attributes, [])
         sources.append(
-            f"SELECT endpoint_id, ts, {' | '.join(bits)} AS m, rid FROM {_files_sql(files)}"
+            f"SELECT endpoint_id, ts, {' | '.join(bits)} AS m, rid FROM {every}"
             f" WHERE ts >= ? AND ts < ? AND event_type IN ({', '.join('?' * len(types))})"
         )
     else:
@@ -447,8 +483,9 @@ class Sealed:
     watermark: int  # as the snapshot had it
     generation: int
     new_watermark: int
-    # (app, day) -> (the files the day had, None if not sealed; the files it will have)
-    days: dict[tuple[str, int], tuple[list[str] | None, list[str]]] = field(default_factory=dict)
+    # (app, day) -> (the files the day had, None if not sealed; the files it will have),
+    # each file as its entry: [name, attribute names, metric names] (see Part)
+    days: dict[tuple[str, int], tuple[list[Any] | None, list[Any]]] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     rows: int = 0
 
@@ -463,38 +500,74 @@ def _day_folder(app_id: str, day: int) -> str:
     return f"{app}/{EPOCH + timedelta(days=day)}"
 
 
-def _sealed_days(conn: sqlite3.Connection) -> dict[tuple[str, int], list[str]]:
+def _sealed_days(conn: sqlite3.Connection) -> dict[tuple[str, int], list[Any]]:
     return {
         (app_id, int(day)): orjson.loads(files)
         for app_id, day, files in conn.execute("SELECT app_id, day, files FROM columnar_days")
     }
 
 
-def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> Path:
-    """COPY the CSV of events into a new Parquet file of `folder`; synced and renamed."""
-    final = root / folder / f"{name}.parquet"
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(select: str, final: Path) -> None:
+    """COPY `select` into `final`, written under a temporary name, synced and renamed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_suffix(".tmp")
-    _duck().execute(
-        f"COPY (SELECT rid, endpoint_id, event_type, ts,"
+    try:
+        _duck().execute(
+            f"COPY ({select} ORDER BY event_type, endpoint_id, ts)"
+            f" TO {_literal(str(temporary))} (FORMAT parquet)"
+        )
+        _sync(temporary)
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    _sync(final.parent)
+
+
+def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]:
+    """The CSV of events as a new Parquet file of `folder`, each attribute and metric a
+    column of its own (bench/analytics_queries.py: filtering on a column of its own was
+    ten times faster than on a MAP of them); return its entry for columnar_days."""
+    final = root / folder / f"{name}.parquet"
+    duck = _duck()
+    duck.execute(
+        "CREATE OR REPLACE TEMP TABLE batch AS SELECT rid, endpoint_id, event_type, ts,"
         " CAST(json_extract(body, '$.Attributes') AS MAP(VARCHAR, VARCHAR)) AS attributes,"
         " CAST(json_extract(body, '$.Metrics') AS MAP(VARCHAR, DOUBLE)) AS metrics"
         f" FROM read_csv({_literal(str(csv_path))}, header = false, columns = {_CSV_COLUMNS},"
         " quote = '\"', escape = '\"', auto_detect = false)"
-        f" ORDER BY event_type, endpoint_id, ts) TO {_literal(str(temporary))} (FORMAT parquet)"
     )
-    fd = os.open(temporary, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        attributes = [
+            key
+            for (key,) in duck.execute(
+                "SELECT DISTINCT unnest(map_keys(attributes)) FROM batch ORDER BY 1"
+            ).fetchall()
+        ]
+        metrics = [
+            key
+            for (key,) in duck.execute(
+                "SELECT DISTINCT unnest(map_keys(metrics)) FROM batch ORDER BY 1"
+            ).fetchall()
+        ]
+        columns = ["rid", "endpoint_id", "event_type", "ts"]
+        columns += [f"map_extract(attributes, {_literal(k)})[1] AS a{i}"
+                    for i, k in enumerate(attributes)]  # fmt: skip
+        columns += [f"map_extract(metrics, {_literal(k)})[1] AS m{j}"
+                    for j, k in enumerate(metrics)]  # fmt: skip
+        _write_parquet(f"SELECT {', '.join(columns)} FROM batch", final)
     finally:
-        os.close(fd)
-    os.replace(temporary, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return final
+        duck.execute("DROP TABLE IF EXISTS batch")
+    return [str(final.relative_to(root)), attributes, metrics]
 
 
 class _Writer:
@@ -512,7 +585,7 @@ class _Writer:
             self.writer.writerow(row)
             self.rows += 1
 
-    def finish(self, folder: str, name: str) -> Path:
+    def finish(self, folder: str, name: str) -> list[Any]:
         self.file.close()
         try:
             return _to_parquet(self.root, folder, self.csv_path, name)
@@ -560,11 +633,11 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
                         writer.add((row,))
             name = f"{upto:015d}-{secrets.token_hex(4)}"
             for key, writer in writers.items():
-                path = writer.finish(_day_folder(*key), name)
-                sealed.written.append(path)
+                entry = writer.finish(_day_folder(*key), name)
+                sealed.written.append(root / entry[0])
                 sealed.rows += writer.rows
                 before = days[key]
-                sealed.days[key] = (before, [*before, str(path.relative_to(root))])
+                sealed.days[key] = (before, [*before, entry])
         except BaseException:
             for writer in writers.values():
                 writer.abandon()
@@ -613,10 +686,10 @@ def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Seal
                 writer.add(batch)
             files = []
             if writer.rows:
-                path = writer.finish(_day_folder(app_id, day), f"{watermark:015d}-r"
-                                     f"{secrets.token_hex(4)}")  # fmt: skip
-                sealed.written.append(path)
-                files.append(str(path.relative_to(root)))
+                entry = writer.finish(_day_folder(app_id, day), f"{watermark:015d}-r"
+                                      f"{secrets.token_hex(4)}")  # fmt: skip
+                sealed.written.append(root / entry[0])
+                files.append(entry)
             else:
                 writer.abandon()
         except BaseException:
@@ -628,42 +701,33 @@ def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Seal
     return sealed
 
 
-def crowded_days(conn: sqlite3.Connection, most: int) -> list[tuple[str, int, list[str]]]:
+def crowded_days(conn: sqlite3.Connection, most: int) -> list[tuple[str, int, list[Any]]]:
     """Sealed days of more than `most` files, to merge."""
     return [
-        (app_id, int(day), files)
-        for app_id, day, files in (
-            (app_id, day, orjson.loads(files))
-            for app_id, day, files in conn.execute("SELECT app_id, day, files FROM columnar_days")
-        )
+        (app_id, day, files)
+        for (app_id, day), files in _sealed_days(conn).items()
         if len(files) > most
     ]
 
 
-def merge(conn: sqlite3.Connection, root: Path, app_id: str, day: int, files: list[str]) -> Sealed:
+def merge(conn: sqlite3.Connection, root: Path, app_id: str, day: int, files: list[Any]) -> Sealed:
     """The files of a day as one, read from the files alone."""
     with snapshot(conn):
         watermark, generation = _state(conn)
     sealed = Sealed(watermark, generation, watermark)
+    parts = [Part.of(root, entry) for entry in files]
+    attributes = sorted({name for p in parts for name in p.attributes})
+    metrics = sorted({name for p in parts for name in p.metrics})
     final = root / _day_folder(app_id, day) / f"{watermark:015d}-m{secrets.token_hex(4)}.parquet"
-    temporary = final.with_suffix(".tmp")
-    try:
-        _duck().execute(
-            f"COPY (SELECT * FROM {_files_sql([root / name for name in files])}"
-            f" ORDER BY event_type, endpoint_id, ts) TO {_literal(str(temporary))} (FORMAT parquet)"
-        )
-        fd = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
+    columns = ", ".join(
+        ["rid", "endpoint_id", "event_type", "ts"]
+        + [f"a{i}" for i in range(len(attributes))]
+        + [f"m{j}" for j in range(len(metrics))]
+    )
+    every = _union(parts, "rid, endpoint_id, event_type, ts", attributes, metrics)
+    _write_parquet(f"SELECT {columns} FROM {every}", final)
     sealed.written.append(final)
-    sealed.days[(app_id, day)] = (files, [str(final.relative_to(root))])
+    sealed.days[(app_id, day)] = (files, [[str(final.relative_to(root)), attributes, metrics]])
     return sealed
 
 
@@ -694,7 +758,7 @@ def commit(conn: sqlite3.Connection, sealed: Sealed) -> bool:
 def registered(conn: sqlite3.Connection) -> set[str]:
     """Every file that a sealed day names."""
     with snapshot(conn):
-        return {name for files in _sealed_days(conn).values() for name in files}
+        return {entry[0] for files in _sealed_days(conn).values() for entry in files}
 
 
 def unregistered(root: Path, names: set[str]) -> list[Path]:

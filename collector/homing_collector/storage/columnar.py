@@ -297,41 +297,31 @@ def count_events(files: Sequence[Part], lo_ms: int, hi_ms: int, f: EventFilters)
             raise ValueError(f"metric: no operator {m.op!r}")
         where.append(f"coalesce({metric[m.name]} {m.op} ?, false)")
         params.append(m.value)
-    value = f", {column[f.breakdown]} AS value" if f.breakdown else ""
-    kept = "".join(f", m{j}" for j in range(len(carried)))
+    value = column[f.breakdown] if f.breakdown else "NULL::VARCHAR"
+    source = f"{_union(files, 'event_type, ts', attributes, metrics)} WHERE {' AND '.join(where)}"
     duck = _duck()
-    duck.execute(
-        f"CREATE OR REPLACE TEMP TABLE kept AS SELECT event_type, ts{value}{kept}"
-        f" FROM {_union(files, 'event_type, ts', attributes, metrics)} WHERE {' AND '.join(where)}",
+    # Two scans, each a GROUP BY that keeps nothing but its sums: reading the files twice
+    # costs less than keeping what passes the filters in a table.
+    by_value: dict[str | None, int] = {}
+    for hour, event_type, found, count in duck.execute(
+        f"SELECT floor(ts / {events_sql.HOUR_MS})::BIGINT, event_type, {value}, count(*)"
+        f" FROM {source} GROUP BY ALL",
         params,
-    )
-    try:
-        got.hours = [
-            (int(hour), event_type, int(count))
-            for hour, event_type, count in duck.execute(
-                f"SELECT floor(ts / {events_sql.HOUR_MS})::BIGINT AS hour, event_type, count(*)"
-                " FROM kept GROUP BY ALL"
-            ).fetchall()
-        ]
-        if f.breakdown:
-            got.breakdown = [
-                (value, int(count))
-                for value, count in duck.execute(
-                    "SELECT value, count(*) FROM kept GROUP BY ALL"
-                ).fetchall()
-            ]
-        if carried:
-            aggregates = ", ".join(
-                f"count(m{j}), sum(m{j}), min(m{j}), max(m{j})" for j in range(len(carried))
-            )
-            row = duck.execute(f"SELECT {aggregates} FROM kept").fetchone()
-            assert row is not None
-            for j, name in enumerate(carried):
-                count, total, low, high = row[4 * j : 4 * j + 4]
-                if count:
-                    got.metrics.append((name, int(count), total, low, high))
-    finally:
-        duck.execute("DROP TABLE IF EXISTS kept")
+    ).fetchall():
+        got.hours.append((int(hour), event_type, int(count)))
+        by_value[found] = by_value.get(found, 0) + int(count)
+    if f.breakdown:
+        got.breakdown = list(by_value.items())
+    if carried and got.hours:
+        aggregates = ", ".join(
+            f"count(m{j}), sum(m{j}), min(m{j}), max(m{j})" for j in range(len(carried))
+        )
+        row = duck.execute(f"SELECT {aggregates} FROM {source}", params).fetchone()
+        assert row is not None
+        for j, name in enumerate(carried):
+            count, total, low, high = row[4 * j : 4 * j + 4]
+            if count:
+                got.metrics.append((name, int(count), total, low, high))
     return got
 
 

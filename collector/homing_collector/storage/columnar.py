@@ -386,7 +386,7 @@ def funnel_depths(
         params = []
     scratch.mkdir(parents=True, exist_ok=True)
     temporary: list[Path] = []
-    tables = ["r", *(f"c{k}" for k in range(1, n))]
+    tables = ["q", "s", "r", "x", *(f"c{k}" for k in range(1, n))]
     duck = _duck()
     try:
         extra, count = _rows_csv(more, scratch)
@@ -414,15 +414,24 @@ def funnel_depths(
                 " ON u.endpoint_id = e.endpoint_id"
             )
         lowest = "CASE" + "".join(f" WHEN m & {1 << k} != 0 THEN {k}" for k in range(n)) + " END"
+        # Subjects as numbers (ASOF joins sort by them), found in a table of their names.
+        duck.execute(
+            "CREATE OR REPLACE TEMP TABLE q AS SELECT"
+            f" {subject} AS subj, e.ts AS t, e.m, e.rid FROM ({union}) e{join} WHERE e.m != 0",
+            params,
+        )
+        duck.execute(
+            "CREATE OR REPLACE TEMP TABLE s AS SELECT subj, row_number() OVER () AS id"
+            " FROM (SELECT DISTINCT subj FROM q)"
+        )
         # Timestamp, lowest step, steps and rowid as one HUGEINT: the rowid takes 48 bits,
         # the steps 10 (MAX_STEPS), the lowest step 4.
         duck.execute(
-            f"CREATE OR REPLACE TEMP TABLE r AS SELECT subj, t, m, (t::HUGEINT << 64)"
-            f" + (({lowest})::HUGEINT << 60) + (m::HUGEINT << 48) + rid AS key"
-            f" FROM (SELECT {subject} AS subj, e.ts AS t, e.m, e.rid FROM ({union}) e{join}"
-            " WHERE e.m != 0)",
-            params,
+            "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.t, q.m, (q.t::HUGEINT << 64)"
+            f" + (({lowest.replace('m &', 'q.m &')})::HUGEINT << 60) + (q.m::HUGEINT << 48)"
+            " + q.rid AS key FROM q JOIN s ON s.subj = q.subj"
         )
+        duck.execute("DROP TABLE q")
         # c1: each start, and the first event of step 2 from its moment on, not itself.
         first = (
             "SELECT s.subj, s.ki, s.t0, b.key AS p1 FROM (SELECT subj, key AS ki, t AS t0,"
@@ -437,14 +446,23 @@ def funnel_depths(
                 f" (SELECT subj, key FROM r WHERE m & {1 << k} != 0) b"
                 f" ON c.subj = b.subj AND b.key >= c.p{k - 1} + 1"
             )  # fmt: skip
-            # Where that is the start itself, the next one after it.
+            duck.execute(f"CREATE OR REPLACE TEMP TABLE c{k} AS {found}")
+            # Where that is the start itself (only a start that matches this step too),
+            # the next one after it. (Keys are unique: one per event.)
+            both = 1 | 1 << k
+            (starts,) = duck.execute(
+                f"SELECT count(*) FROM r WHERE m & {both} = {both}"
+            ).fetchall()[0]
+            if not starts:
+                continue
             duck.execute(
-                f"CREATE OR REPLACE TEMP TABLE c{k} AS WITH f AS ({found})"
-                f" SELECT * FROM f WHERE p{k} IS DISTINCT FROM ki UNION ALL"
-                f" SELECT {carried.replace('c.', 'f.')}, b.key AS p{k} FROM"
-                f" (SELECT * FROM f WHERE p{k} = ki) f ASOF LEFT JOIN"
+                f"CREATE OR REPLACE TEMP TABLE x AS SELECT f.ki, b.key FROM"
+                f" (SELECT subj, ki FROM c{k} WHERE p{k} = ki) f ASOF LEFT JOIN"
                 f" (SELECT subj, key FROM r WHERE m & {1 << k} != 0) b"
                 f" ON f.subj = b.subj AND b.key >= f.ki + 1"
+            )
+            duck.execute(
+                f"UPDATE c{k} SET p{k} = x.key FROM x WHERE c{k}.ki = x.ki AND c{k}.p{k} = x.ki"
             )
         depth = " + ".join(
             f"(CASE WHEN (p{k} >> 64) - t0 <= {int(window_ms)} THEN 1 ELSE 0 END)"

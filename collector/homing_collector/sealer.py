@@ -105,7 +105,9 @@ class Sealer:
                 lambda conn: columnar.merge(conn, root, app_id, day, files)
             )
             return True
-        unsealed = await self.storage.analytics_read(columnar.unsealed_days)
+        unsealed = await self.storage.analytics_read(
+            lambda conn: columnar.unsealed_days(conn, root)
+        )
         if unsealed:
             app_id, day = unsealed[0]
             await self.storage.seal_events(lambda conn: columnar.rebuild(conn, root, app_id, day))

@@ -225,7 +225,9 @@ def plan(conn: sqlite3.Connection, root: Path, app_id: str, lo: int, hi: int) ->
     files: list[Part] = []
     for day in range(first, last + 1):
         span = (max(lo, day * HOURS_PER_DAY), min(hi, (day + 1) * HOURS_PER_DAY))
-        if day in sealed:
+        # A day whose files are gone (a directory deleted, a database restored without
+        # it) is read from SQLite until the sealer copies it again.
+        if day in sealed and all((root / entry[0]).exists() for entry in sealed[day]):
             inside.append(span)
             files.extend(Part.of(root, entry) for entry in sealed[day])
         else:
@@ -654,11 +656,12 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
     return sealed
 
 
-def unsealed_days(conn: sqlite3.Connection) -> list[tuple[str, int]]:
-    """(app, UTC day) of every day that has events and is not sealed, the latest first:
-    a dashboard asks for the last days. One seek per application and hour with events."""
+def unsealed_days(conn: sqlite3.Connection, root: Path) -> list[tuple[str, int]]:
+    """(app, UTC day) of every day that has events and is not sealed, or whose files are
+    gone, the latest first: a dashboard asks for the last days. One seek per application
+    and hour with events."""
     days = _sealed_days(conn)
-    found: set[tuple[str, int]] = set()
+    found = {key for key, files in days.items() if not all((root / e[0]).exists() for e in files)}
     apps = conn.execute(
         "WITH RECURSIVE a(app) AS (SELECT min(app_id) FROM events UNION ALL"
         " SELECT (SELECT min(app_id) FROM events WHERE app_id > a.app) FROM a"

@@ -10,11 +10,15 @@
    only HTTP is skipped.
 2. Times each dashboard query (the median of --runs runs) beside a naive scan of the raw
    events that computes the same figure, in the same run, and checks they agree.
+   Before timing, the sealer copies the events into the columnar copy that the funnel
+   and the filtered event counts read with DuckDB (storage/columnar.py); --no-columnar
+   times them on the events table alone. With --days 90 or more, the funnel is also
+   timed over 90 days.
 3. Measures PutEvents ingestion through a live collector with rollups on and off
    (HOMING_ROLLUPS), beside the parse-only ceiling, reusing bench/collector_ingest.py.
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
-        [--days 90] [--churn 0.12] [--db PATH]
+        [--days 90] [--churn 0.12] [--db PATH] [--no-columnar]
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ import orjson
 
 from homing_collector.analytics import kpis, queries, rollups
 from homing_collector.analytics.params import EventFilters, Range, Step
+from homing_collector.sealer import Sealer
+from homing_collector.storage import columnar
 from homing_collector.storage.migrations import migrate
+from homing_collector.storage.sqlite import SQLiteStorage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import collector_ingest as ingest
@@ -272,6 +279,7 @@ def _naive_funnel(c: sqlite3.Connection, q: Range) -> list[int]:
     lo, hi = _range_ms(q)
     users = dict(c.execute("SELECT endpoint_id, coalesce('u:' || user_id, 'e:' || endpoint_id)"
                            " FROM endpoints WHERE app_id = ?", (APP,)).fetchall())  # fmt: skip
+    by_users = q.by == "users"
     timelines: dict[str, list[tuple[int, int]]] = {}
     for endpoint_id, kind, ts, screen in c.execute(
         "SELECT endpoint_id, event_type, ts, json_extract(CAST(body AS TEXT),"
@@ -282,7 +290,7 @@ def _naive_funnel(c: sqlite3.Connection, q: Range) -> list[int]:
         if kind == "screen.view" and screen == "shop":
             step = 1
         if step is not None:
-            subject = users.get(endpoint_id, "e:" + endpoint_id)
+            subject = users.get(endpoint_id, "e:" + endpoint_id) if by_users else endpoint_id
             timelines.setdefault(subject, []).append((ts, step))
     reached = [0] * len(FUNNEL)
     for timeline in timelines.values():
@@ -331,12 +339,13 @@ def _naive_opens(c: sqlite3.Connection, q: Range) -> int:
     return int(count)
 
 
-def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any],
+def cases(q: Range, copy: Path | None) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any],
                                   Callable[[sqlite3.Connection], Any] | None,
                                   Callable[[Any, Any], bool] | None]]:  # fmt: skip
     """(name, headline, query, naive peer, check(query result, naive result))."""
     users = q
     endpoints = Range(q.start, q.end, q.zone, "endpoints", q.today)
+    long = Range(q.end - timedelta(days=89), q.end, q.zone, "users", q.today)
 
     def dau_check(got: Any, naive: Any) -> bool:
         return [d["active"] for d in got["days"]] == [row[1] for row in naive]
@@ -407,27 +416,53 @@ def cases(q: Range) -> list[tuple[str, bool, Callable[[sqlite3.Connection], Any]
         ("events filtered, breakdown", False,
          lambda c: queries.events(c, APP, users, EventFilters(
              event_types=("level.complete",), breakdown="level",
-             include=(("level", frozenset({"forest", "cave"})),))),
+             include=(("level", frozenset({"forest", "cave"})),)), copy=copy),
          lambda c: _naive_breakdown(c, users),
          lambda got, naive: {r["value"]: r["count"] for r in got["breakdown"]} == naive),
         ("funnel of 3 steps", False,
-         lambda c: queries.funnel(c, APP, users, FUNNEL, FUNNEL_WINDOW),
+         lambda c: queries.funnel(c, APP, users, FUNNEL, FUNNEL_WINDOW, copy=copy),
          lambda c: _naive_funnel(c, users),
          lambda got, naive: [s["count"] for s in got["steps"]] == naive),
+        ("funnel of 3 steps, by endpoints", False,
+         lambda c: queries.funnel(c, APP, endpoints, FUNNEL, FUNNEL_WINDOW, copy=copy),
+         lambda c: _naive_funnel(c, endpoints),
+         lambda got, naive: [s["count"] for s in got["steps"]] == naive),
+        *([("funnel of 3 steps over 90 days", False,
+            lambda c: queries.funnel(c, APP, long, FUNNEL, FUNNEL_WINDOW, copy=copy),
+            lambda c: _naive_funnel(c, long),
+            lambda got, naive: [s["count"] for s in got["steps"]] == naive)]
+          if DAYS >= 90 else []),
         ("campaigns", False, lambda c: queries.campaigns(c, APP, users),
          lambda c: _naive_opens(c, users), lambda got, naive: got["opened"] == naive),
     ]  # fmt: skip
 
 
+def seal(path: Path) -> float:
+    """Copy the events into the columnar copy, as the collector's sealer does in the
+    background; return the seconds it took."""
+    started = time.perf_counter()
+
+    async def run() -> None:
+        storage = SQLiteStorage(path, columnar_copy=True)
+        await storage.start()
+        try:
+            await Sealer(storage).seal_all()
+        finally:
+            await storage.close()
+
+    asyncio.run(run())
+    return time.perf_counter() - started
+
+
 def time_queries(
-    path: Path, runs: int, naive: bool
+    path: Path, runs: int, naive: bool, copy: Path | None
 ) -> list[tuple[str, bool, float, float | None, str]]:
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     conn.execute("PRAGMA cache_size = -65536")
     end = FIRST_DAY + timedelta(days=DAYS - 1)
     q = Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
     results = []
-    for name, headline, fn, peer, check in cases(q):
+    for name, headline, fn, peer, check in cases(q, copy):
         fn(conn)  # warm the cache, as a dashboard in use would have it
         p50, got = _p50(lambda fn=fn: fn(conn), runs)
         naive_s, verdict = None, ""
@@ -518,6 +553,8 @@ def main() -> int:
         help="chance that a device stops after an active day (more devices)",
     )
     parser.add_argument("--db", type=Path, help="reuse (or keep) this database file")
+    parser.add_argument("--no-columnar", action="store_true",
+                        help="read the events table alone: no columnar copy")  # fmt: skip
     args = parser.parse_args()
     globals().update(DAYS=args.days, CHURN=args.churn)
     workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))
@@ -535,8 +572,17 @@ def main() -> int:
         conn.close()
         print(f"{count:,} events; rollup rows: "
               + ", ".join(f"{t} {n:,}" for t, n in sizes.items()))  # fmt: skip
-        print(f"queries over the last 30 days, median of {args.runs} runs:")
-        results = time_queries(db, args.runs, not args.no_naive)
+        copy = None
+        if not args.no_columnar:
+            seconds = seal(db)
+            copy = columnar.directory(db)
+            size = sum(p.stat().st_size for p in copy.rglob("*.parquet"))
+            print(f"sealed into the columnar copy in {seconds:.0f} s ({count / seconds:,.0f} "
+                  f"events/s); {size / 1e6:,.0f} MB of Parquet beside "
+                  f"{db.stat().st_size / 1e6:,.0f} MB of SQLite")  # fmt: skip
+        print(f"queries over the last 30 days, median of {args.runs} runs"
+              + (", columnar copy" if copy else ", events table alone") + ":")  # fmt: skip
+        results = time_queries(db, args.runs, not args.no_naive, copy)
         slow = [name for name, headline, p50, _, _ in results if headline and p50 > 0.1]
         print(
             "headline queries within 100 ms: " + ("all" if not slow else "not " + ", ".join(slow))

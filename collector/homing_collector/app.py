@@ -40,7 +40,9 @@ from homing_collector.routes import (
     OPERATIONS,
     PATH_PARAMETERS,
 )
+from homing_collector.sealer import Sealer
 from homing_collector.settings import Settings
+from homing_collector.storage import columnar
 from homing_collector.storage.base import Overloaded, Storage, StorageFull, StorageUnavailable
 from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -72,6 +74,7 @@ def create_app(
         max_pending=settings.max_pending_writes,
         events_process=True,
         rollups=settings.rollups,
+        columnar_copy=settings.columnar and _duckdb(),
     )
 
     metrics = Metrics()
@@ -103,6 +106,7 @@ def create_app(
 
     imports = ImportRunner(store)
     sweeper = Sweeper(store)
+    sealer = Sealer(store)
 
     # Event-stream records are made in a process of their own where the collector owns
     # its SQLite file (as `serve` does), so that making them never takes the GIL from
@@ -128,6 +132,7 @@ def create_app(
         await imports.start()
         await push.start()
         await sweeper.start()
+        await sealer.start()
         await scheduler.start()
         await outbox.start()
         await streams.start()
@@ -138,6 +143,7 @@ def create_app(
             yield
         finally:
             await sweeper.close()
+            await sealer.close()
             await imports.close()  # before the storage: they mark their jobs FAILED
             await scheduler.close()
             await streams.close()
@@ -175,12 +181,23 @@ def create_app(
     app.state.push = push
     app.state.imports = imports
     app.state.retention = sweeper
+    app.state.sealer = sealer
     app.state.scheduler = scheduler
     app.state.hooks = hook_runner  # the scheduler's way to the filter and delivery hooks
     app.state.outbox = outbox
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app
+
+
+def _duckdb() -> bool:
+    if columnar.available():
+        return True
+    logger.warning(
+        "DuckDB is not installed: no columnar copy of events is kept, and funnels read the "
+        "events table (pip install 'homing[collector]', or HOMING_COLUMNAR=0 to say so)"
+    )
+    return False
 
 
 async def _check_secrets(store: Storage, secrets_key: sealing.SecretsKey | None) -> None:

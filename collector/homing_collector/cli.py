@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "host", "port", "synchronous", "bench_routes", "workers", "import_dir", "stream_dir",
-        *QUOTAS,
+        "columnar", *QUOTAS,
     )  # fmt: skip
     return {name: getattr(args, name, None) for name in names}
 
@@ -131,6 +131,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="let event streams write hourly NDJSON files to file:// directories in DIR "
         "(default: $HOMING_STREAM_DIR, else none)",
+    )
+    serve.add_argument(
+        "--no-columnar",
+        dest="columnar",
+        action="store_false",
+        default=None,
+        help="keep no columnar copy of events: funnels and filtered event counts read the "
+        "events table alone (default: $HOMING_COLUMNAR, else a copy is kept)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")

@@ -62,6 +62,9 @@ class Settings:
     push_default_ttl: int = MAX_TTL_SECONDS
     # Analytics rollups kept at ingest; off only to measure what they cost.
     rollups: bool = True
+    # A columnar copy of sealed events, which the funnel and filtered event queries read
+    # with DuckDB (storage/columnar.py); off: they read the events table alone.
+    columnar: bool = True
     # Quotas per second: each key, and each application as a whole (see quotas.py). The
     # defaults are out of reach of a small deployment; an application may have its own.
     quota_key_requests: int = 2_500
@@ -182,6 +185,7 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("push_heartbeat", float),
     ("push_default_ttl", int),
     ("rollups", _flag),
+    ("columnar", _flag),
     *((name, int) for name in QUOTAS),
     ("import_dir", Path),
     ("stream_dir", Path),

@@ -11,8 +11,9 @@ import bisect
 import itertools
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, USER, add_sums, user_key
 from homing_collector.analytics.sql import join_values
+from homing_collector.storage import columnar
 from homing_collector.storage import events as events_sql
 
 OPENED = "_campaign.opened_notification"
@@ -306,16 +308,35 @@ def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[
     return {"dimension": dimension, "rows": rows}
 
 
-def _run(
-    conn: sqlite3.Connection, sql: str, app_id: str, g: Grid, params: dict[str, Any]
-) -> sqlite3.Cursor:
-    """Run a query built on events_sql.in_range over the hours of the grid."""
+def _rows(
+    conn: sqlite3.Connection,
+    app_id: str,
+    g: Grid,
+    p: columnar.Plan | None,
+    columns: str,
+    types: Sequence[str],
+    shape: Callable[[str], str],
+    params: dict[str, Any],
+) -> Iterator[Any]:
+    """The rows of `columns` of the events of the grid's hours that the events table is
+    to give: all of them without a plan, else those of the days that are not sealed and
+    those of sealed days past the watermark. `shape` makes the query from the SELECT,
+    which may go on with "AND ..."."""
     lo, hi = g.lo(0), g.lo(g.days)
-    return conn.execute(
-        sql,
-        {**params, "app": app_id, "lo": lo, "hi": hi, "lo_ms": lo * HOUR_MS,
-         "hi_ms": hi * HOUR_MS},
-    )  # fmt: skip
+    spans = [(lo, hi)] if p is None else p.open
+    common = {**params, "app": app_id, "lo_ms": lo * HOUR_MS, "hi_ms": hi * HOUR_MS}
+    for span_lo, span_hi in spans:
+        sql, named = events_sql.in_range(columns, types)
+        yield from conn.execute(shape(sql), {**common, **named, "lo": span_lo, "hi": span_hi})
+    if p is not None and p.sealed:
+        sql, named = columnar.tail(columns, types, len(p.sealed))
+        yield from conn.execute(shape(sql), {**common, **named, **columnar.tail_params(p)})
+
+
+def _plan(
+    conn: sqlite3.Connection, app_id: str, g: Grid, copy: Path | None
+) -> columnar.Plan | None:
+    return None if copy is None else columnar.plan(conn, copy, app_id, g.lo(0), g.lo(g.days))
 
 
 def _all_of(tests: Sequence[str]) -> str:
@@ -361,7 +382,30 @@ def session_count(conn: sqlite3.Connection, app_id: str, g: Grid) -> int:
     return int(count)
 
 
-def events(conn: sqlite3.Connection, app_id: str, q: Range, f: EventFilters) -> dict[str, Any]:
+def _add_metric(
+    metrics: dict[str, list[float]], name: str, count: int, total: float, low: float, high: float
+) -> None:
+    agg = metrics.get(name)
+    if agg is None:
+        metrics[name] = [count, total, low, high]
+    else:
+        agg[0] += count
+        agg[1] += total
+        agg[2] = min(agg[2], low)
+        agg[3] = max(agg[3], high)
+
+
+def events(
+    conn: sqlite3.Connection,
+    app_id: str,
+    q: Range,
+    f: EventFilters,
+    *,
+    copy: Path | None = None,
+) -> dict[str, Any]:
+    """Event counts and metrics; with filters or a breakdown, read from the events of
+    the range: from the columnar copy at `copy` (see storage/columnar.py) where it has
+    them, else from the events table."""
     g = grid(q.zone, q.start, q.end)
     lo, hi = g.lo(0), g.lo(g.days)
     clause, types = _type_clause(f.event_types)
@@ -391,29 +435,35 @@ def events(conn: sqlite3.Connection, app_id: str, q: Range, f: EventFilters) -> 
             " AND " + _contains_any(f"i{k}_", sorted(values), params)
             for k, (_name, values) in enumerate(f.include)
         )
-        sql, named = events_sql.in_range("e.event_type, e.ts, e.body", f.event_types)
-        sql += where
-        for event_type, ts, body in _run(conn, sql, app_id, g, {**named, **params}):
-            event = orjson.loads(body)
-            attributes = event.get("Attributes") or {}
-            values = event.get("Metrics") or {}
-            if not f.keep(attributes, values):
-                continue
-            totals[event_type] = totals.get(event_type, 0) + 1
-            key = (g.day_of_ms(ts), event_type)
-            series[key] = series.get(key, 0) + 1
-            if f.breakdown:
-                value = attributes.get(f.breakdown)
-                breakdown[value] = breakdown.get(value, 0) + 1
-            for name, number in values.items():
-                agg = metrics.get(name)
-                if agg is None:
-                    metrics[name] = [1, number, number, number]
-                else:
-                    agg[0] += 1
-                    agg[1] += number
-                    agg[2] = min(agg[2], number)
-                    agg[3] = max(agg[3], number)
+        with columnar.snapshot(conn):
+            p = _plan(conn, app_id, g, copy)
+            for event_type, ts, body in _rows(
+                conn, app_id, g, p, "e.event_type, e.ts, e.body", f.event_types,
+                lambda sql: sql + where, params,
+            ):  # fmt: skip
+                event = orjson.loads(body)
+                attributes = event.get("Attributes") or {}
+                values = event.get("Metrics") or {}
+                if not f.keep(attributes, values):
+                    continue
+                totals[event_type] = totals.get(event_type, 0) + 1
+                key = (g.day_of_ms(ts), event_type)
+                series[key] = series.get(key, 0) + 1
+                if f.breakdown:
+                    value = attributes.get(f.breakdown)
+                    breakdown[value] = breakdown.get(value, 0) + 1
+                for name, number in values.items():
+                    _add_metric(metrics, name, 1, number, number, number)
+        if p is not None:
+            counted = columnar.count_events(p.files, lo * HOUR_MS, hi * HOUR_MS, f)
+            for hour, event_type, count in counted.hours:
+                totals[event_type] = totals.get(event_type, 0) + count
+                key = (g.day_of_hour(hour), event_type)
+                series[key] = series.get(key, 0) + count
+            for value, count in counted.breakdown:
+                breakdown[value] = breakdown.get(value, 0) + count
+            for name, count, total, low, high in counted.metrics:
+                _add_metric(metrics, name, count, total, low, high)
     sessions = session_count(conn, app_id, g) if metrics else 0
     answer: dict[str, Any] = {
         **q.head(),
@@ -458,8 +508,16 @@ def _endpoint_users(conn: sqlite3.Connection, app_id: str) -> dict[str, str]:
 
 
 def funnel(
-    conn: sqlite3.Connection, app_id: str, q: Range, steps: list[Step], window: int
+    conn: sqlite3.Connection,
+    app_id: str,
+    q: Range,
+    steps: list[Step],
+    window: int,
+    *,
+    copy: Path | None = None,
 ) -> dict[str, Any]:
+    """The funnel of `steps`; the events are read from the columnar copy at `copy`
+    where it has them, else from the events table."""
     g = grid(q.zone, q.start, q.end)
     types = sorted({step.event_type for step in steps})
     # SQLite tells which steps each event matches, as a bit mask: only the events that
@@ -483,40 +541,30 @@ def funnel(
             bits.append(f"({_all_of(tests)} << {k})")
         branches.append(f" WHEN :t{t} THEN {' | '.join(bits)}")
     mask = f"CASE e.event_type{''.join(branches)} ELSE 0 END"
-    sql, named = events_sql.in_range(f"e.endpoint_id, e.ts, {mask} AS m", types)
-    params.update(named)
-    # LIMIT keeps SQLite from copying the mask into the outer WHERE, to compute it twice.
-    sql = f"SELECT endpoint_id, ts, m FROM ({sql} LIMIT -1) WHERE m != 0"
-    users = _endpoint_users(conn, app_id) if q.by == "users" else {}
-    timelines: dict[str, list[tuple[int, int, int]]] = {}
-    for endpoint_id, ts, matched in _run(conn, sql, app_id, g, params):
-        # (user_key is not called for each row: a default argument would be.)
-        subject = (users.get(endpoint_id) or user_key(endpoint_id, None)) if users else endpoint_id
-        # (moment, lowest step matched, steps matched): see below for the order.
-        timelines.setdefault(subject, []).append((ts, matched & -matched, matched))
     reached = [0] * len(steps)
     window_ms = window * 1000
-    for timeline in timelines.values():
-        # A step may happen at the same moment as the one before it: events of one moment
-        # go in the order of the steps they match, and each start looks from its moment on.
-        timeline.sort()
-        times = [t for t, _, _ in timeline]
-        best = 0
-        for i, (t0, _, matched) in enumerate(timeline):
-            if not matched & 1:
-                continue
-            depth = 1
-            for j in range(bisect.bisect_left(times, t0), len(timeline)):
-                t, _, m = timeline[j]
-                if t - t0 > window_ms or depth == len(steps):
-                    break
-                if j != i and m >> depth & 1:
-                    depth += 1
-            best = max(best, depth)
-            if best == len(steps):
-                break
-        for k in range(best):
-            reached[k] += 1
+    with columnar.snapshot(conn):
+        users = _endpoint_users(conn, app_id) if q.by == "users" else {}
+        p = _plan(conn, app_id, g, copy)
+        # LIMIT keeps SQLite from copying the mask into the outer WHERE, to compute it twice.
+        rows: Iterable[tuple[str, int, int, int]] = _rows(
+            conn, app_id, g, p, f"e.endpoint_id, e.ts, {mask} AS m, e.rowid AS rid", types,
+            lambda sql: f"SELECT endpoint_id, ts, m, rid FROM ({sql} LIMIT -1) WHERE m != 0",
+            params,
+        )  # fmt: skip
+        if p is not None and copy is not None:
+            # DuckDB walks the timelines: of the sealed days' files and of these rows.
+            depths = columnar.funnel_depths(
+                p.files, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, steps, window_ms, rows,
+                users if q.by == "users" else None, user_key("", None), copy,
+            )  # fmt: skip
+            for best, count in depths.items():
+                for k in range(best):
+                    reached[k] += count
+        else:
+            for best in _depths(rows, users, len(steps), window_ms):
+                for k in range(best):
+                    reached[k] += 1
     out = []
     for k, step in enumerate(steps):
         out.append(
@@ -529,6 +577,40 @@ def funnel(
             }
         )
     return {**q.head(), "window": window, "steps": out}
+
+
+def _depths(
+    rows: Iterable[tuple[str, int, int, int]], users: dict[str, str], n: int, window_ms: int
+) -> Iterator[int]:
+    """The deepest step each subject reached, from (endpoint id, Timestamp, steps matched
+    as bits, rowid) of the events that match a step. (storage.columnar.funnel_depths says
+    the same in SQL.)"""
+    timelines: dict[str, list[tuple[int, int, int]]] = {}
+    for endpoint_id, ts, matched, _rowid in rows:
+        # (user_key is not called for each row: a default argument would be.)
+        subject = (users.get(endpoint_id) or user_key(endpoint_id, None)) if users else endpoint_id
+        # (moment, lowest step matched, steps matched): see below for the order.
+        timelines.setdefault(subject, []).append((ts, matched & -matched, matched))
+    for timeline in timelines.values():
+        # A step may happen at the same moment as the one before it: events of one moment
+        # go in the order of the steps they match, and each start looks from its moment on.
+        timeline.sort()
+        times = [t for t, _, _ in timeline]
+        best = 0
+        for i, (t0, _, matched) in enumerate(timeline):
+            if not matched & 1:
+                continue
+            depth = 1
+            for j in range(bisect.bisect_left(times, t0), len(timeline)):
+                t, _, m = timeline[j]
+                if t - t0 > window_ms or depth == n:
+                    break
+                if j != i and m >> depth & 1:
+                    depth += 1
+            best = max(best, depth)
+            if best == n:
+                break
+        yield best
 
 
 def _drop(count: int, before: int) -> float | None:

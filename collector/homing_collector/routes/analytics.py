@@ -99,7 +99,7 @@ async def demographics(request: Request) -> Response:
 async def events(request: Request) -> Response:
     def build(call: Call) -> Query:
         q, f = call.checked
-        return lambda conn: queries.events(conn, call.app_id, q, f)
+        return lambda conn: queries.events(conn, call.app_id, q, f, copy=call.storage.columnar)
 
     return await _answer(request, build)
 
@@ -107,7 +107,9 @@ async def events(request: Request) -> Response:
 async def funnel(request: Request) -> Response:
     def build(call: Call) -> Query:
         q, steps, window = call.checked
-        return lambda conn: queries.funnel(conn, call.app_id, q, steps, window)
+        return lambda conn: queries.funnel(
+            conn, call.app_id, q, steps, window, copy=call.storage.columnar
+        )
 
     return await _answer(request, build)
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from homing_collector.analytics.rollups import Summary
+    from homing_collector.storage.columnar import Sealed
     from homing_collector.storage.history import StoredEvent
 
 Endpoint = dict[str, Any]
@@ -329,6 +332,7 @@ class StorageFull(StorageUnavailable):
 
 class Storage(Protocol):
     rollups: bool  # analytics rollups are kept at ingest
+    columnar: Path | None  # the columnar copy of sealed events (storage/columnar.py), if any
     full_since: float | None  # when writes began to fail on a full disk, until one succeeds
 
     async def start(self) -> None: ...
@@ -462,6 +466,10 @@ class Storage(Protocol):
 
     async def take_lease(self, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:
         """Take or renew a lease; False while another owner holds it."""
+
+    async def seal_events(self, work: Callable[[sqlite3.Connection], Sealed | None]) -> bool:
+        """Run `work` on a read snapshot in a thread, then commit the columnar copy it made
+        if nothing changed meanwhile (else throw it away); return whether it committed."""
 
     # Import jobs. The members of an imported segment are the endpoint ids its job imported.
     async def create_import_job(self, record: ImportJobRecord) -> None: ...

@@ -60,6 +60,11 @@ _HOURS = """
 """
 
 
+def hours_with_events() -> str:
+    """SELECT the hours that app :app has events in, one seek each."""
+    return f"WITH RECURSIVE {_HOURS} SELECT hour FROM h WHERE hour IS NOT NULL"
+
+
 def endpoint_select(columns: str) -> str:
     """SELECT `columns` (of `e`) of the events of endpoint :endpoint of app :app."""
     return (
@@ -69,14 +74,15 @@ def endpoint_select(columns: str) -> str:
     )
 
 
-def delete_endpoint(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> None:
-    """Delete the events of one endpoint."""
+def delete_endpoint(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> list[int]:
+    """Delete the events of one endpoint; return the UTC hours they were of."""
     params = {"app": app_id, "endpoint": endpoint_id}
     hours = conn.execute(endpoint_select("DISTINCT e.hour"), params).fetchall()
     conn.executemany(
         "DELETE FROM events WHERE app_id = ? AND hour = ? AND endpoint_id = ?",
         [(app_id, hour, endpoint_id) for (hour,) in hours],
     )
+    return [hour for (hour,) in hours]
 
 
 def in_range(columns: str, types: Sequence[str]) -> tuple[str, dict[str, object]]:

@@ -489,6 +489,29 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        16,
+        # The columnar copy of events (homing_collector.storage.columnar): the rowid up to
+        # which events are copied, a count of deletions (a copy made across one is thrown
+        # away), and the Parquet files of each application's sealed UTC days. The events
+        # stored before are copied by the sealer in the background, day by day; until
+        # then a query reads them from the events table.
+        """
+        CREATE TABLE columnar_state (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            watermark INTEGER NOT NULL,
+            generation INTEGER NOT NULL
+        );
+        INSERT INTO columnar_state (id, watermark, generation)
+            SELECT 0, coalesce(max(rowid), 0), 0 FROM events;
+        CREATE TABLE columnar_days (
+            app_id TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            files TEXT NOT NULL,
+            PRIMARY KEY (app_id, day)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

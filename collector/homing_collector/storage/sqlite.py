@@ -42,6 +42,7 @@ from homing_collector.analytics import rollups
 from homing_collector.push import epoch_ms
 from homing_collector.storage import (
     campaigns,
+    columnar,
     device,
     history,
     hook_cursors,
@@ -82,6 +83,7 @@ from homing_collector.storage.base import (
     StreamRow,
     UserEndpointLimit,
 )
+from homing_collector.storage.columnar import Sealed
 from homing_collector.storage.events_process import EventsProcess
 from homing_collector.storage.migrations import migrate
 
@@ -109,6 +111,7 @@ class SQLiteStorage:
         max_pending: int = 4096,
         events_process: bool = False,
         rollups: bool = True,
+        columnar_copy: bool = False,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
@@ -116,6 +119,8 @@ class SQLiteStorage:
         self.synchronous = synchronous.upper()
         self.max_pending = max_pending
         self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
+        # Where the columnar copy of sealed events is (HOMING_COLUMNAR); None: no copy.
+        self.columnar: Path | None = columnar.directory(path) if columnar_copy else None
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -518,6 +523,7 @@ class SQLiteStorage:
             outbox_sql.delete_app(conn, app_id)
             outbox_sql.events_deleted(conn)
             hook_cursors.events_deleted(conn)
+            columnar.events_deleted(conn, app_id, None)
             self._types.pop(app_id, None)
             self._bodies.drop_app(app_id)
             return _app(row)
@@ -1079,9 +1085,26 @@ class SQLiteStorage:
             # rowid: the event streams' cursors must not stay past it.
             outbox_sql.events_deleted(conn)
             hook_cursors.events_deleted(conn)
+            if deleted:
+                columnar.expired(conn, app_id, before_hour)
             return deleted
 
         return await self._write(job)
+
+    async def seal_events(self, work: Callable[[sqlite3.Connection], Sealed | None]) -> bool:
+        if self.columnar is None:
+            return False
+        sealed = await self.analytics_read(work)  # a thread of its own, a read snapshot
+        if sealed is None:
+            return False
+        try:
+            done = await self._write(lambda conn: columnar.commit(conn, sealed), flush_first=False)
+        except BaseException:
+            sealed.discard()
+            raise
+        if not done:
+            sealed.discard()
+        return done
 
     async def take_lease(self, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:
         return await self._write(
@@ -1452,9 +1475,10 @@ def _delete_endpoints(
         rollups.remove_endpoint(  # analytics hook, before the events go
             conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
         )
-        events_sql.delete_endpoint(conn, app_id, endpoint_id)
+        hours = events_sql.delete_endpoint(conn, app_id, endpoint_id)
         outbox_sql.events_deleted(conn)
         hook_cursors.events_deleted(conn)
+        columnar.events_deleted(conn, app_id, {columnar.day_of_hour(hour) for hour in hours})
         push.delete_endpoint(conn, app_id, endpoint_id)
         deleted.append(endpoint)
     return deleted

@@ -1,0 +1,783 @@
+"""The columnar copy of events: Parquet files of sealed days that DuckDB reads (issue 13).
+
+SQLite stays the source of truth; the copy is derived, and deleting its directory loses
+nothing (the sealer makes it again). The copy of database `x.db` is in `x.db-columnar/`,
+beside SQLite's own `x.db-wal`: `<app>/<yyyy-mm-dd>/<name>.parquet`, one folder per
+application and UTC day of the events' Timestamp.
+
+What is copied is said in the database, in the same transactions as the events:
+- `columnar_state.watermark` is an events rowid. SQLite gives a new row a rowid above
+  every one in the table, so rows past the watermark are those that arrived since.
+- A row of `columnar_days` is a sealed day of an application: its files hold exactly the
+  events of that day whose rowid is at most the watermark. A day without a row is read
+  from the events table alone.
+- Whatever deletes events unseals the days it deleted from (`events_deleted`) and counts
+  one more generation; a copy made across a deletion does not commit. If the events with
+  the largest rowids went, their rowids come again (see outbox.events_deleted): the
+  watermark moves back to the largest rowid left, which holds since every row past it was
+  deleted, from a day that is no longer sealed.
+
+A query (see `plan`) reads, in one SQLite transaction, the watermark and the sealed days of
+its range: DuckDB reads their files; SQLite reads the events of the range's other days, and
+the events of its sealed days that arrived past the watermark (the tail). So an answer is
+right at every moment, whatever the sealer has done.
+
+Files are written under a temporary name, synced and renamed; a file that no row names
+(a crash before the commit, or a day rewritten) is deleted by the sealer after a while,
+which leaves queries that read the files just replaced the time to finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from homing_collector.storage import events as events_sql
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from homing_collector.analytics.params import EventFilters, Step
+
+HOURS_PER_DAY = 24
+EPOCH = date(1970, 1, 1)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_OPERATORS = frozenset((">=", "<=", "!=", ">", "<", "="))
+_CSV_COLUMNS = (
+    "{'rid': 'BIGINT', 'endpoint_id': 'VARCHAR', 'event_type': 'VARCHAR', 'ts': 'BIGINT',"
+    " 'body': 'VARCHAR'}"
+)
+
+
+def directory(db_path: str | os.PathLike[str]) -> Path:
+    """Where the columnar copy of the database at `db_path` lives."""
+    path = Path(db_path)
+    return path.with_name(path.name + "-columnar")
+
+
+def available() -> bool:
+    """Whether DuckDB can be imported (it comes with `homing[collector]`)."""
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_local = threading.local()
+
+
+def _duck() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB connection."""
+    conn: duckdb.DuckDBPyConnection | None = getattr(_local, "duck", None)
+    if conn is None:
+        import duckdb
+
+        conn = duckdb.connect(":memory:")
+        _local.duck = conn
+    return conn
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One Parquet file of a sealed day: attribute i of `attributes` is its column a<i>,
+    metric j of `metrics` its column m<j>. (Columns by position, not by name: DuckDB's
+    names are not case-sensitive, attribute names are.)"""
+
+    path: Path
+    attributes: list[str]
+    metrics: list[str]
+
+    @classmethod
+    def of(cls, root: Path, entry: list[Any]) -> Part:
+        name, attributes, metrics = entry
+        return cls(root / name, list(attributes), list(metrics))
+
+
+def _select(part: Part, columns: str, attributes: Sequence[str], metrics: Sequence[str]) -> str:
+    """SELECT `columns` of one file, then attribute i of `attributes` as a<i> and metric j
+    of `metrics` as m<j> (NULL where the file has none)."""
+    having_a = {name: i for i, name in enumerate(part.attributes)}
+    having_m = {name: j for j, name in enumerate(part.metrics)}
+    out = [columns]
+    for i, name in enumerate(attributes):
+        out.append(f"a{having_a[name]} AS a{i}" if name in having_a else f"NULL::VARCHAR AS a{i}")
+    for j, name in enumerate(metrics):
+        out.append(f"m{having_m[name]} AS m{j}" if name in having_m else f"NULL::DOUBLE AS m{j}")
+    return f"SELECT {', '.join(out)} FROM read_parquet({_literal(str(part.path))})"
+
+
+def _union(
+    parts: Sequence[Part], columns: str, attributes: Sequence[str], metrics: Sequence[str]
+) -> str:
+    return "(" + " UNION ALL ".join(_select(p, columns, attributes, metrics) for p in parts) + ")"
+
+
+def day_of_hour(hour: int) -> int:
+    return hour // HOURS_PER_DAY
+
+
+# -- state, in SQLite -----------------------------------------------------------------
+
+
+def events_deleted(conn: sqlite3.Connection, app_id: str, days: Iterable[int] | None) -> None:
+    """After events of `app_id` were deleted from `days` (None: any day), in the same
+    transaction: those days are read from the events table until sealed again."""
+    if days is None:
+        conn.execute("DELETE FROM columnar_days WHERE app_id = ?", (app_id,))
+    else:
+        conn.executemany(
+            "DELETE FROM columnar_days WHERE app_id = ? AND day = ?",
+            [(app_id, day) for day in sorted(set(days))],
+        )
+    conn.execute(
+        "UPDATE columnar_state SET generation = generation + 1,"
+        " watermark = min(watermark, (SELECT coalesce(max(rowid), 0) FROM events))"
+    )
+
+
+def expired(conn: sqlite3.Connection, app_id: str, before_hour: int) -> None:
+    """After the events of `app_id` in hours before `before_hour` were deleted."""
+    days = [
+        day
+        for (day,) in conn.execute(
+            "SELECT day FROM columnar_days WHERE app_id = ? AND day <= ?",
+            (app_id, day_of_hour(before_hour - 1)),
+        )
+    ]
+    events_deleted(conn, app_id, days)
+
+
+def _state(conn: sqlite3.Connection) -> tuple[int, int]:
+    row = conn.execute("SELECT watermark, generation FROM columnar_state WHERE id = 0").fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, so that what is read agrees (unless one is open already)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+# -- what a query reads ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the events of hours [lo, hi) of one application are read from."""
+
+    watermark: int
+    files: list[Part]  # of the sealed days
+    sealed: list[tuple[int, int]]  # hour ranges of sealed days: files, then the tail
+    open: list[tuple[int, int]]  # hour ranges read from the events table alone
+
+
+def _ranges(hours: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in hours:
+        if lo >= hi:
+            continue
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def plan(conn: sqlite3.Connection, root: Path, app_id: str, lo: int, hi: int) -> Plan:
+    """The plan for hours [lo, hi); call it inside `snapshot`, with the reads it plans."""
+    watermark, _ = _state(conn)
+    if lo >= hi:
+        return Plan(watermark, [], [], [])
+    first, last = day_of_hour(lo), day_of_hour(hi - 1)
+    sealed: dict[int, list[list[Any]]] = {
+        int(day): orjson.loads(files)
+        for day, files in conn.execute(
+            "SELECT day, files FROM columnar_days WHERE app_id = ? AND day >= ? AND day <= ?",
+            (app_id, first, last),
+        )
+    }
+    inside: list[tuple[int, int]] = []
+    outside: list[tuple[int, int]] = []
+    files: list[Part] = []
+    for day in range(first, last + 1):
+        span = (max(lo, day * HOURS_PER_DAY), min(hi, (day + 1) * HOURS_PER_DAY))
+        # A day whose files are gone (a directory deleted, a database restored without
+        # it) is read from SQLite until the sealer copies it again.
+        if day in sealed and all((root / entry[0]).exists() for entry in sealed[day]):
+            inside.append(span)
+            files.extend(Part.of(root, entry) for entry in sealed[day])
+        else:
+            outside.append(span)
+    return Plan(watermark, files, _ranges(inside), _ranges(outside))
+
+
+def tail(columns: str, types: Sequence[str], spans: int) -> tuple[str, dict[str, object]]:
+    """SELECT `columns` (of `e`) of app :app's events past rowid :watermark with
+    :lo_ms <= ts < :hi_ms, in the hour ranges :s<i>_lo to :s<i>_hi (i < `spans`); of
+    `types` if any are given. The rowid leads the search: the tail is small, whatever
+    the range holds. Returns the SQL, which may go on with "AND ...", and the types'
+    parameters."""
+    params: dict[str, object] = {f"type{i}": t for i, t in enumerate(types)}
+    typed = f" AND e.event_type IN ({', '.join(f':type{i}' for i in range(len(types)))})"
+    within = " OR ".join(f"(e.hour >= :s{i}_lo AND e.hour < :s{i}_hi)" for i in range(spans))
+    return (
+        f"SELECT {columns} FROM events e NOT INDEXED WHERE e.rowid > :watermark"
+        f" AND e.app_id = :app AND e.ts >= :lo_ms AND e.ts < :hi_ms AND ({within or 'false'})"
+        + (typed if types else ""),
+        params,
+    )
+
+
+def tail_params(p: Plan) -> dict[str, object]:
+    params: dict[str, object] = {"watermark": p.watermark}
+    for i, (lo, hi) in enumerate(p.sealed):
+        params[f"s{i}_lo"], params[f"s{i}_hi"] = lo, hi
+    return params
+
+
+# -- DuckDB over the files ------------------------------------------------------------
+
+
+@dataclass
+class Counted:
+    """What `count_events` found: per (UTC hour, type), per breakdown value, per metric
+    [count, sum, min, max]."""
+
+    hours: list[tuple[int, str, int]] = field(default_factory=list)
+    breakdown: list[tuple[str | None, int]] = field(default_factory=list)
+    metrics: list[tuple[str, int, float, float, float]] = field(default_factory=list)
+
+
+def count_events(files: Sequence[Part], lo_ms: int, hi_ms: int, f: EventFilters) -> Counted:
+    """Count the events of `files` with lo_ms <= ts < hi_ms that pass `f`."""
+    got = Counted()
+    if not files:
+        return got
+    attributes = list(dict.fromkeys([name for name, _ in (*f.include, *f.exclude)]
+                                    + ([f.breakdown] if f.breakdown else [])))  # fmt: skip
+    column = {name: f"a{i}" for i, name in enumerate(attributes)}
+    carried = sorted({name for p in files for name in p.metrics})
+    metrics = carried + sorted({m.name for m in f.metrics} - set(carried))
+    metric = {name: f"m{j}" for j, name in enumerate(metrics)}
+    params: list[Any] = [lo_ms, hi_ms]
+    where = ["ts >= ?", "ts < ?"]
+    if f.event_types:
+        where.append(f"event_type IN ({', '.join('?' * len(f.event_types))})")
+        params.extend(f.event_types)
+    for name, values in f.include:
+        where.append(f"{column[name]} IN ({', '.join('?' * len(values))})")
+        params.extend(sorted(values))
+    for name, values in f.exclude:
+        where.append(f"NOT coalesce({column[name]} IN ({', '.join('?' * len(values))}), false)")
+        params.extend(sorted(values))
+    for m in f.metrics:
+        if m.op not in _OPERATORS:  # each is SQL as it is
+            raise ValueError(f"metric: no operator {m.op!r}")
+        where.append(f"coalesce({metric[m.name]} {m.op} ?, false)")
+        params.append(m.value)
+    value = column[f.breakdown] if f.breakdown else "NULL::VARCHAR"
+    source = f"{_union(files, 'event_type, ts', attributes, metrics)} WHERE {' AND '.join(where)}"
+    duck = _duck()
+    # Two scans, each a GROUP BY that keeps nothing but its sums: reading the files twice
+    # costs less than keeping what passes the filters in a table.
+    by_value: dict[str | None, int] = {}
+    for hour, event_type, found, count in duck.execute(
+        f"SELECT floor(ts / {events_sql.HOUR_MS})::BIGINT, event_type, {value}, count(*)"
+        f" FROM {source} GROUP BY ALL",
+        params,
+    ).fetchall():
+        got.hours.append((int(hour), event_type, int(count)))
+        by_value[found] = by_value.get(found, 0) + int(count)
+    if f.breakdown:
+        got.breakdown = list(by_value.items())
+    if carried and got.hours:
+        aggregates = ", ".join(
+            f"count(m{j}), sum(m{j}), min(m{j}), max(m{j})" for j in range(len(carried))
+        )
+        row = duck.execute(f"SELECT {aggregates} FROM {source}", params).fetchone()
+        assert row is not None
+        for j, name in enumerate(carried):
+            count, total, low, high = row[4 * j : 4 * j + 4]
+            if count:
+                got.metrics.append((name, int(count), total, low, high))
+    return got
+
+
+def _rows_csv(rows: Iterable[Sequence[Any]], folder: Path) -> tuple[Path, int]:
+    path = folder / f".q{secrets.token_hex(8)}.csv"
+    n = 0
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        for row in rows:
+            writer.writerow(row)
+            n += 1
+    return path, n
+
+
+def funnel_depths(
+    files: Sequence[Part],
+    lo_ms: int,
+    hi_ms: int,
+    steps: Sequence[Step],
+    window_ms: int,
+    more: Iterable[tuple[str, int, int, int]],
+    subjects: dict[str, str] | None,
+    unmapped: str,
+    scratch: Path,
+) -> dict[int, int]:
+    """How many subjects reached each depth (1 to len(steps)) of the funnel, at best.
+
+    The events are those of `files` with lo_ms <= ts < hi_ms that match a step, and
+    `more`, as (endpoint id, Timestamp, steps matched as bits, events rowid). A subject is
+    an endpoint, or with `subjects` the one it maps the endpoint to (`unmapped` + endpoint
+    id if none).
+
+    This is queries.funnel's walk, said in SQL. A subject's events go in the order
+    (Timestamp, lowest step matched, steps matched, rowid), one number each (`key`). From
+    a start i (an event of step 1 at t0), step 2 is the first event from the first key of
+    t0 on, step k+1 the first after step k, that matches that step and is not i itself;
+    the depth counts the steps found within the window of t0. Each "first after" is an
+    ASOF join of the starts with the events of that step. (As temporary tables: the same
+    joins over CTEs took DuckDB a hundred times longer.)"""
+    n = len(steps)
+    attributes = list(dict.fromkeys(name for step in steps for name, _ in step.attributes))
+    column = {name: f"a{i}" for i, name in enumerate(attributes)}
+    params: list[Any] = []
+    bits = []
+    for k, step in enumerate(steps):
+        tests = ["event_type = ?"]
+        params.append(step.event_type)
+        for name, value in step.attributes:
+            tests.append(f"{column[name]} = ?")
+            params.append(value)
+        bits.append(f"(CASE WHEN {' AND '.join(tests)} THEN {1 << k} ELSE 0 END)")
+    types = sorted({step.event_type for step in steps})
+    params.extend([lo_ms, hi_ms, *types])
+    sources = []
+    if files:
+        every = _union(files, "endpoint_id, ts, event_type, rid", attributes, [])
+        sources.append(
+            f"SELECT endpoint_id, ts, {' | '.join(bits)} AS m, rid FROM {every}"
+            f" WHERE ts >= ? AND ts < ? AND event_type IN ({', '.join('?' * len(types))})"
+        )
+    else:
+        params = []
+    scratch.mkdir(parents=True, exist_ok=True)
+    temporary: list[Path] = []
+    tables = ["q", "s", "r", "x", *(f"c{k}" for k in range(1, n))]
+    duck = _duck()
+    try:
+        extra, count = _rows_csv(more, scratch)
+        temporary.append(extra)
+        if count:
+            sources.append(
+                f"SELECT endpoint_id, ts, m, rid FROM read_csv({_literal(str(extra))},"
+                " header = false, columns = {'endpoint_id': 'VARCHAR', 'ts': 'BIGINT',"
+                " 'm': 'BIGINT', 'rid': 'BIGINT'}, quote = '\"', escape = '\"',"
+                " auto_detect = false)"
+            )
+        if not sources:
+            return {}
+        union = " UNION ALL ".join(f"({sql})" for sql in sources)
+        if subjects is None:
+            subject, join = "e.endpoint_id", ""
+        else:
+            mapped, _ = _rows_csv(subjects.items(), scratch)
+            temporary.append(mapped)
+            subject = f"coalesce(u.subject, {_literal(unmapped)} || e.endpoint_id)"
+            join = (
+                f" LEFT JOIN read_csv({_literal(str(mapped))}, header = false,"
+                " columns = {'endpoint_id': 'VARCHAR', 'subject': 'VARCHAR'},"
+                " quote = '\"', escape = '\"', auto_detect = false) u"
+                " ON u.endpoint_id = e.endpoint_id"
+            )
+        lowest = "CASE" + "".join(f" WHEN m & {1 << k} != 0 THEN {k}" for k in range(n)) + " END"
+        # Subjects as numbers (ASOF joins sort by them), found in a table of their names.
+        duck.execute(
+            "CREATE OR REPLACE TEMP TABLE q AS SELECT"
+            f" {subject} AS subj, e.ts AS t, e.m, e.rid FROM ({union}) e{join} WHERE e.m != 0",
+            params,
+        )
+        duck.execute(
+            "CREATE OR REPLACE TEMP TABLE s AS SELECT subj, row_number() OVER () AS id"
+            " FROM (SELECT DISTINCT subj FROM q)"
+        )
+        # Timestamp, lowest step, steps and rowid as one HUGEINT: the rowid takes 48 bits,
+        # the steps 10 (MAX_STEPS), the lowest step 4.
+        duck.execute(
+            "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.t, q.m, (q.t::HUGEINT << 64)"
+            f" + (({lowest.replace('m &', 'q.m &')})::HUGEINT << 60) + (q.m::HUGEINT << 48)"
+            " + q.rid AS key FROM q JOIN s ON s.subj = q.subj"
+        )
+        duck.execute("DROP TABLE q")
+        # c1: each start, and the first event of step 2 from its moment on, not itself.
+        first = (
+            "SELECT s.subj, s.ki, s.t0, b.key AS p1 FROM (SELECT subj, key AS ki, t AS t0,"
+            " t::HUGEINT << 64 AS lo FROM r WHERE m & 1 != 0) s ASOF LEFT JOIN"
+            " (SELECT subj, key FROM r WHERE m & 2 != 0) b ON s.subj = b.subj AND b.key >= s.lo"
+        )
+        for k in range(1, n):
+            steps_before = ", ".join(f"c.p{j}" for j in range(1, k))
+            carried = f"c.subj, c.ki, c.t0{', ' + steps_before if steps_before else ''}"
+            found = first if k == 1 else (
+                f"SELECT {carried}, b.key AS p{k} FROM c{k - 1} c ASOF LEFT JOIN"
+                f" (SELECT subj, key FROM r WHERE m & {1 << k} != 0) b"
+                f" ON c.subj = b.subj AND b.key >= c.p{k - 1} + 1"
+            )  # fmt: skip
+            duck.execute(f"CREATE OR REPLACE TEMP TABLE c{k} AS {found}")
+            # Where that is the start itself (only a start that matches this step too),
+            # the next one after it. (Keys are unique: one per event.)
+            both = 1 | 1 << k
+            (starts,) = duck.execute(
+                f"SELECT count(*) FROM r WHERE m & {both} = {both}"
+            ).fetchall()[0]
+            if not starts:
+                continue
+            duck.execute(
+                f"CREATE OR REPLACE TEMP TABLE x AS SELECT f.ki, b.key FROM"
+                f" (SELECT subj, ki FROM c{k} WHERE p{k} = ki) f ASOF LEFT JOIN"
+                f" (SELECT subj, key FROM r WHERE m & {1 << k} != 0) b"
+                f" ON f.subj = b.subj AND b.key >= f.ki + 1"
+            )
+            duck.execute(
+                f"UPDATE c{k} SET p{k} = x.key FROM x WHERE c{k}.ki = x.ki AND c{k}.p{k} = x.ki"
+            )
+        depth = " + ".join(
+            f"(CASE WHEN (p{k} >> 64) - t0 <= {int(window_ms)} THEN 1 ELSE 0 END)"
+            for k in range(1, n)
+        )
+        got = duck.execute(
+            f"SELECT best, count(*) FROM (SELECT subj, max(1 + {depth}) AS best FROM c{n - 1}"
+            " GROUP BY subj) GROUP BY best"
+        ).fetchall()
+        return {int(best): int(count) for best, count in got}
+    finally:
+        for table in tables:
+            duck.execute(f"DROP TABLE IF EXISTS {table}")
+        for path in temporary:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+# -- the sealer's work ----------------------------------------------------------------
+
+
+@dataclass
+class Sealed:
+    """A copy made from one snapshot, to commit (see `commit`) or throw away."""
+
+    watermark: int  # as the snapshot had it
+    generation: int
+    new_watermark: int
+    # (app, day) -> (the files the day had, None if not sealed; the files it will have),
+    # each file as its entry: [name, attribute names, metric names] (see Part)
+    days: dict[tuple[str, int], tuple[list[Any] | None, list[Any]]] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    rows: int = 0
+
+    def discard(self) -> None:
+        for path in self.written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _day_folder(app_id: str, day: int) -> str:
+    app = app_id if _SAFE_NAME.fullmatch(app_id) else "x" + app_id.encode().hex()[:120]
+    return f"{app}/{EPOCH + timedelta(days=day)}"
+
+
+def _sealed_days(conn: sqlite3.Connection) -> dict[tuple[str, int], list[Any]]:
+    return {
+        (app_id, int(day)): orjson.loads(files)
+        for app_id, day, files in conn.execute("SELECT app_id, day, files FROM columnar_days")
+    }
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(select: str, final: Path) -> None:
+    """COPY `select` into `final`, written under a temporary name, synced and renamed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_suffix(".tmp")
+    try:
+        _duck().execute(
+            f"COPY ({select} ORDER BY event_type, endpoint_id, ts)"
+            f" TO {_literal(str(temporary))} (FORMAT parquet)"
+        )
+        _sync(temporary)
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    _sync(final.parent)
+
+
+def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]:
+    """The CSV of events as a new Parquet file of `folder`, each attribute and metric a
+    column of its own (bench/analytics_queries.py: filtering on a column of its own was
+    ten times faster than on a MAP of them); return its entry for columnar_days."""
+    final = root / folder / f"{name}.parquet"
+    duck = _duck()
+    duck.execute(
+        "CREATE OR REPLACE TEMP TABLE batch AS SELECT rid, endpoint_id, event_type, ts,"
+        " CAST(json_extract(body, '$.Attributes') AS MAP(VARCHAR, VARCHAR)) AS attributes,"
+        " CAST(json_extract(body, '$.Metrics') AS MAP(VARCHAR, DOUBLE)) AS metrics"
+        f" FROM read_csv({_literal(str(csv_path))}, header = false, columns = {_CSV_COLUMNS},"
+        " quote = '\"', escape = '\"', auto_detect = false)"
+    )
+    try:
+        attributes = [
+            key
+            for (key,) in duck.execute(
+                "SELECT DISTINCT unnest(map_keys(attributes)) FROM batch ORDER BY 1"
+            ).fetchall()
+        ]
+        metrics = [
+            key
+            for (key,) in duck.execute(
+                "SELECT DISTINCT unnest(map_keys(metrics)) FROM batch ORDER BY 1"
+            ).fetchall()
+        ]
+        columns = ["rid", "endpoint_id", "event_type", "ts"]
+        columns += [f"map_extract(attributes, {_literal(k)})[1] AS a{i}"
+                    for i, k in enumerate(attributes)]  # fmt: skip
+        columns += [f"map_extract(metrics, {_literal(k)})[1] AS m{j}"
+                    for j, k in enumerate(metrics)]  # fmt: skip
+        _write_parquet(f"SELECT {', '.join(columns)} FROM batch", final)
+    finally:
+        duck.execute("DROP TABLE IF EXISTS batch")
+    return [str(final.relative_to(root)), attributes, metrics]
+
+
+class _Writer:
+    """Rows of one day into a CSV file, then into Parquet."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.csv_path = root / f".{secrets.token_hex(8)}.csv"
+        self.file = self.csv_path.open("w", newline="")
+        self.writer = csv.writer(self.file)
+        self.rows = 0
+
+    def add(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            self.writer.writerow(row)
+            self.rows += 1
+
+    def finish(self, folder: str, name: str) -> list[Any]:
+        self.file.close()
+        try:
+            return _to_parquet(self.root, folder, self.csv_path, name)
+        finally:
+            self.csv_path.unlink()
+
+    def abandon(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.csv_path.unlink()
+
+
+_ROW = "e.rowid, e.endpoint_id, e.event_type, e.ts, CAST(e.body AS TEXT)"
+
+
+def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
+    """Copy the events past the watermark (at most `limit` of them) into new files of
+    their sealed days; those of days not sealed are read from the table until their day is
+    (see `rebuild`). None when nothing arrived."""
+    root.mkdir(parents=True, exist_ok=True)
+    with snapshot(conn):
+        watermark, generation = _state(conn)
+        (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()
+        if top <= watermark:
+            return None
+        upto = min(int(top), watermark + limit)
+        sealed = Sealed(watermark, generation, upto)
+        days = _sealed_days(conn)
+        writers: dict[tuple[str, int], _Writer] = {}
+        try:
+            if days:
+                cursor = conn.execute(
+                    f"SELECT e.app_id, e.hour, {_ROW} FROM events e"
+                    " WHERE e.rowid > ? AND e.rowid <= ?",
+                    (watermark, upto),
+                )
+                while batch := cursor.fetchmany(10_000):
+                    for app_id, hour, *row in batch:
+                        key = (app_id, day_of_hour(hour))
+                        if key not in days:
+                            continue
+                        writer = writers.get(key)
+                        if writer is None:
+                            writer = writers[key] = _Writer(root)
+                        writer.add((row,))
+            name = f"{upto:015d}-{secrets.token_hex(4)}"
+            for key, writer in writers.items():
+                entry = writer.finish(_day_folder(*key), name)
+                sealed.written.append(root / entry[0])
+                sealed.rows += writer.rows
+                before = days[key]
+                sealed.days[key] = (before, [*before, entry])
+        except BaseException:
+            for writer in writers.values():
+                writer.abandon()
+            sealed.discard()
+            raise
+    return sealed
+
+
+def unsealed_days(conn: sqlite3.Connection, root: Path) -> list[tuple[str, int]]:
+    """(app, UTC day) of every day that has events and is not sealed, or whose files are
+    gone, the latest first: a dashboard asks for the last days. One seek per application
+    and hour with events."""
+    days = _sealed_days(conn)
+    found = {key for key, files in days.items() if not all((root / e[0]).exists() for e in files)}
+    apps = conn.execute(
+        "WITH RECURSIVE a(app) AS (SELECT min(app_id) FROM events UNION ALL"
+        " SELECT (SELECT min(app_id) FROM events WHERE app_id > a.app) FROM a"
+        " WHERE a.app IS NOT NULL) SELECT app FROM a WHERE app IS NOT NULL"
+    ).fetchall()
+    for (app_id,) in apps:
+        for (hour,) in conn.execute(events_sql.hours_with_events(), {"app": app_id}).fetchall():
+            key = (app_id, day_of_hour(hour))
+            if key not in days:
+                found.add(key)
+    return sorted(found, key=lambda key: (-key[1], key[0]))
+
+
+def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Sealed:
+    """Copy the events of one day up to the watermark into one file that will be the
+    day's only one: the first copy of a day, or a day unsealed by a deletion."""
+    root.mkdir(parents=True, exist_ok=True)
+    with snapshot(conn):
+        watermark, generation = _state(conn)
+        sealed = Sealed(watermark, generation, watermark)
+        row = conn.execute(
+            "SELECT files FROM columnar_days WHERE app_id = ? AND day = ?", (app_id, day)
+        ).fetchone()
+        before = orjson.loads(row[0]) if row else None
+        writer = _Writer(root)
+        try:
+            cursor = conn.execute(
+                f"SELECT {_ROW} FROM events e WHERE e.app_id = ? AND e.hour >= ?"
+                " AND e.hour < ? AND e.rowid <= ?",
+                (app_id, day * HOURS_PER_DAY, (day + 1) * HOURS_PER_DAY, watermark),
+            )
+            while batch := cursor.fetchmany(10_000):
+                writer.add(batch)
+            files = []
+            if writer.rows:
+                entry = writer.finish(_day_folder(app_id, day), f"{watermark:015d}-r"
+                                      f"{secrets.token_hex(4)}")  # fmt: skip
+                sealed.written.append(root / entry[0])
+                files.append(entry)
+            else:
+                writer.abandon()
+        except BaseException:
+            writer.abandon()
+            sealed.discard()
+            raise
+        sealed.rows = writer.rows
+        sealed.days[(app_id, day)] = (before, files)
+    return sealed
+
+
+def crowded_days(conn: sqlite3.Connection, most: int) -> list[tuple[str, int, list[Any]]]:
+    """Sealed days of more than `most` files, to merge."""
+    return [
+        (app_id, day, files)
+        for (app_id, day), files in _sealed_days(conn).items()
+        if len(files) > most
+    ]
+
+
+def merge(conn: sqlite3.Connection, root: Path, app_id: str, day: int, files: list[Any]) -> Sealed:
+    """The files of a day as one, read from the files alone."""
+    with snapshot(conn):
+        watermark, generation = _state(conn)
+    sealed = Sealed(watermark, generation, watermark)
+    parts = [Part.of(root, entry) for entry in files]
+    attributes = sorted({name for p in parts for name in p.attributes})
+    metrics = sorted({name for p in parts for name in p.metrics})
+    final = root / _day_folder(app_id, day) / f"{watermark:015d}-m{secrets.token_hex(4)}.parquet"
+    columns = ", ".join(
+        ["rid", "endpoint_id", "event_type", "ts"]
+        + [f"a{i}" for i in range(len(attributes))]
+        + [f"m{j}" for j in range(len(metrics))]
+    )
+    every = _union(parts, "rid, endpoint_id, event_type, ts", attributes, metrics)
+    _write_parquet(f"SELECT {columns} FROM {every}", final)
+    sealed.written.append(final)
+    sealed.days[(app_id, day)] = (files, [[str(final.relative_to(root)), attributes, metrics]])
+    return sealed
+
+
+def commit(conn: sqlite3.Connection, sealed: Sealed) -> bool:
+    """Register what `sealed` wrote, in the writer's transaction, if nothing changed since
+    its snapshot: no deletion, no other copy. False: throw it away."""
+    watermark, generation = _state(conn)
+    if (watermark, generation) != (sealed.watermark, sealed.generation):
+        return False
+    for (app_id, day), (before, _after) in sealed.days.items():
+        row = conn.execute(
+            "SELECT files FROM columnar_days WHERE app_id = ? AND day = ?", (app_id, day)
+        ).fetchone()
+        if (orjson.loads(row[0]) if row else None) != before:
+            return False
+    conn.executemany(
+        "INSERT INTO columnar_days (app_id, day, files) VALUES (?, ?, ?)"
+        " ON CONFLICT (app_id, day) DO UPDATE SET files = excluded.files",
+        [
+            (app_id, day, orjson.dumps(after).decode())
+            for (app_id, day), (_before, after) in sealed.days.items()
+        ],
+    )
+    conn.execute("UPDATE columnar_state SET watermark = ? WHERE id = 0", (sealed.new_watermark,))
+    return True
+
+
+def registered(conn: sqlite3.Connection) -> set[str]:
+    """Every file that a sealed day names."""
+    with snapshot(conn):
+        return {entry[0] for files in _sealed_days(conn).values() for entry in files}
+
+
+def unregistered(root: Path, names: set[str]) -> list[Path]:
+    """Files of the copy that no sealed day names."""
+    if not root.is_dir():
+        return []
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and str(path.relative_to(root)) not in names
+    ]

@@ -1,0 +1,414 @@
+"""The columnar copy of events (storage/columnar.py) and its sealer: whatever is sealed,
+late, deleted or half-written, the funnel and the filtered event counts read through the
+copy answer what they answer from the events table alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from homing_collector import ingest, sealer
+from homing_collector.analytics import queries
+from homing_collector.analytics.params import EventFilters, MetricFilter, Range, Step
+from homing_collector.sealer import Sealer
+from homing_collector.storage import columnar
+from homing_collector.storage.base import AppRecord
+from homing_collector.storage.sqlite import SQLiteStorage
+from tests.collector import analytics_data as gen
+
+T = TypeVar("T")
+APP = "app1"
+TODAY = date(2026, 11, 1)
+RANGES = [
+    (date(2026, 9, 1), date(2026, 10, 31), "UTC"),
+    (date(2026, 9, 10), date(2026, 9, 24), "Asia/Tokyo"),
+    (date(2026, 10, 20), date(2026, 10, 31), "America/Los_Angeles"),  # across a DST change
+    (date(2026, 9, 14), date(2026, 9, 14), "Pacific/Kiritimati"),  # UTC+14, one day
+]
+FILTERS = [
+    EventFilters(breakdown="level"),
+    EventFilters(breakdown="screen", event_types=("screen.view", "level.complete")),
+    EventFilters(
+        event_types=("level.complete",),
+        breakdown="level",
+        include=(("level", frozenset({"forest", "cave"})),),
+        exclude=(("screen", frozenset({"cart"})),),
+        metrics=(MetricFilter("score", ">=", 500.0),),
+    ),
+    EventFilters(exclude=(("screen", frozenset({"home", "shop"})),)),
+    EventFilters(metrics=(MetricFilter("load_ms", "<", 300.0), MetricFilter("load_ms", "!=", 5))),
+]
+STEPS = [
+    [Step("_session.start"), Step("screen.view", (("screen", "shop"),)),
+     Step("_monetization.purchase")],
+    [Step("screen.view"), Step("screen.view", (("screen", "cart"),)), Step("screen.view")],
+]  # fmt: skip
+
+
+@pytest.fixture
+def data() -> gen.Data:
+    return gen.generate(seed=3, devices=30)
+
+
+class World:
+    def __init__(self, db: Path, data: gen.Data) -> None:
+        self.db = db
+        self.data = data
+        self.devices = {d.endpoint_id: d for d in data.devices}
+        self.storage = SQLiteStorage(db, columnar_copy=True)
+        self.sealer = Sealer(self.storage)
+        self.clock = 1_000_000.0
+        self.sealer.clock = lambda: self.clock
+
+    async def put(self, events: list[gen.Event]) -> None:
+        for body in gen.batches(events, self.devices):
+            raw = orjson.dumps(body)
+            report = await ingest.put_events(self.storage, APP, orjson.loads(raw),
+                                             body_size=len(raw))  # fmt: skip
+            assert report is not None
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = sqlite3.connect(self.db)
+        try:
+            return fn(conn)
+        finally:
+            conn.close()
+
+    def answers(self, copy: Path | None) -> list[Any]:
+        out: list[Any] = []
+
+        def ask(conn: sqlite3.Connection) -> None:
+            for start, end, tz in RANGES:
+                for by in ("users", "endpoints"):
+                    q = Range(start, end, ZoneInfo(tz), by, TODAY)
+                    for f in FILTERS:
+                        out.append(queries.events(conn, APP, q, f, copy=copy))
+                    for steps in STEPS:
+                        for window in (1, 600, 86400):
+                            out.append(queries.funnel(conn, APP, q, steps, window, copy=copy))
+
+        self.read(ask)
+        return out
+
+    def check(self) -> None:
+        """The answers through the copy are those from the events table alone."""
+        assert self.storage.columnar is not None
+        got, want = self.answers(self.storage.columnar), self.answers(None)
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert same(a, b), (a, b)
+        assert any(row["count"] for answer in want for row in answer.get("breakdown", []))
+
+    def sealed(self) -> dict[int, list[str]]:
+        """The names of the files of each sealed day."""
+        return self.read(
+            lambda conn: {
+                day: [entry[0] for entry in orjson.loads(files)]
+                for day, files in conn.execute(
+                    "SELECT day, files FROM columnar_days WHERE app_id = ?", (APP,)
+                )
+            }
+        )
+
+    def watermark(self) -> int:
+        return int(
+            self.read(lambda c: c.execute("SELECT watermark FROM columnar_state").fetchone()[0])
+        )
+
+    def tail(self) -> int:
+        """Events of sealed days past the watermark."""
+        days = set(self.sealed())
+        w = self.watermark()
+        rows = self.read(
+            lambda c: c.execute("SELECT hour FROM events WHERE rowid > ?", (w,)).fetchall()
+        )
+        return sum(1 for (hour,) in rows if hour // 24 in days)
+
+    def copied(self) -> dict[int, list[tuple[str, str, int]]]:
+        """The events each sealed day's files hold, as (endpoint, type, ts)."""
+        import duckdb
+
+        root = self.storage.columnar
+        assert root is not None
+        out = {}
+        for day, files in self.sealed().items():
+            rows = []
+            for name in files:
+                rows += duckdb.sql(
+                    f"SELECT endpoint_id, event_type, ts FROM read_parquet('{root / name}')"
+                ).fetchall()
+            out[day] = sorted(rows)
+        return out
+
+    def stored(self, day: int) -> list[tuple[str, str, int]]:
+        return sorted(
+            self.read(
+                lambda c: c.execute(
+                    "SELECT endpoint_id, event_type, ts FROM events WHERE app_id = ?"
+                    " AND hour >= ? AND hour < ?",
+                    (APP, day * 24, day * 24 + 24),
+                ).fetchall()
+            )
+        )
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, but for the last bits of sums of floats added in another order."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-6)
+    return bool(a == b)
+
+
+@pytest.fixture
+def world(tmp_path: Path, data: gen.Data) -> Iterator[World]:
+    yield World(tmp_path / "homing.db", data)
+
+
+def run(world: World, scenario: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await world.storage.start()
+        try:
+            await world.storage.create_app(AppRecord(APP, "test", "2026-09-01T00:00:00Z"))
+            await scenario()
+        finally:
+            await world.storage.close()
+
+    asyncio.run(main())
+
+
+def test_sealed_days_answer_as_the_events_table_does(world: World) -> None:
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        world.check()  # nothing sealed yet
+        await world.sealer.seal_all()
+        days = world.sealed()
+        assert len(days) > 40 and all(len(files) == 1 for files in days.values())
+        assert world.tail() == 0
+        # Each day's file holds exactly that day's events.
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+        world.check()
+
+    run(world, scenario)
+
+
+def test_late_events_are_read_from_the_tail_then_sealed_into_new_files(world: World) -> None:
+    events = world.data.events
+    late = [e for i, e in enumerate(events) if i % 4 == 0]  # spread over every day
+    early = [e for i, e in enumerate(events) if i % 4 != 0]
+
+    async def scenario() -> None:
+        await world.put(early)
+        await world.sealer.seal_all()
+        before = world.sealed()
+        await world.put(late)
+        await world.put(world.data.resent)  # stored once
+        assert world.tail() == len(late)
+        world.check()  # sealed files, and the tail from the events table
+        assert await world.sealer.step()  # the late events go into new files
+        assert world.tail() == 0
+        after = world.sealed()
+        assert any(len(after[day]) == 2 for day in before)
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+        world.check()
+        # More late files than MOST_FILES: the day's files are merged into one.
+        for i in range(sealer.MOST_FILES):
+            await world.put([gen.Event(e.endpoint_id, f"again{i}-{e.event_id}", e.body)
+                             for e in late[:5]])  # fmt: skip
+            await world.sealer.step()
+        await world.sealer.seal_all()
+        files = world.sealed().values()
+        assert all(len(names) <= sealer.MOST_FILES for names in files)
+        assert any("-m" in name for names in files for name in names)  # merged
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+        world.check()
+
+    run(world, scenario)
+
+
+def test_deleting_an_endpoint_unseals_its_days_until_they_are_copied_again(
+    world: World,
+) -> None:
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        # The last events stored are of this endpoint: their rowids come again.
+        last = world.data.events[-1].endpoint_id
+        ahead = world.watermark()
+        await world.storage.delete_endpoint(APP, last)
+        assert world.watermark() < ahead
+        world.check()  # its days are read from the events table
+        assert world.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0]) > 0
+        again = [e for e in world.data.events if e.endpoint_id == world.data.events[0].endpoint_id]
+        await world.put([gen.Event(e.endpoint_id, "re-" + e.event_id, e.body) for e in again])
+        world.check()  # the new rows reuse rowids of the deleted ones, and are counted
+        await world.sealer.seal_all()
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+            assert all(endpoint != last for endpoint, _, _ in rows)
+        world.check()
+
+    run(world, scenario)
+
+
+def test_retention_drops_the_copy_of_expired_days(world: World) -> None:
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        root = world.storage.columnar
+        assert root is not None
+        files = {p for p in root.rglob("*.parquet")}
+        cutoff = int(gen.BASE.timestamp()) // 3600 + 30 * 24 + 7  # day 30, 07:00 UTC
+        while await world.storage.delete_expired_events(APP, cutoff, 100):
+            pass
+        first = cutoff // 24
+        assert all(day > first for day in world.sealed())  # the cut day is read from SQLite
+        world.check()
+        await world.sealer.seal_all()
+        assert min(world.sealed()) == first
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+        world.check()
+        # The expired days' files go once no query can be reading them.
+        await world.sealer.sweep(root)
+        gone = files - set(root.rglob("*.parquet"))
+        assert not gone
+        world.clock += sealer.GRACE
+        await world.sealer.sweep(root)
+        gone = files - set(root.rglob("*.parquet"))
+        cut = str(columnar.EPOCH + timedelta(days=first))
+        assert gone == {p for p in files if p.parent.name <= cut}
+        assert len(gone) > 10
+        world.check()
+
+    run(world, scenario)
+
+
+def test_a_copy_made_across_a_deletion_or_a_crash_is_never_counted(world: World) -> None:
+    async def scenario() -> None:
+        await world.put(world.data.events[: len(world.data.events) // 2])
+        await world.sealer.seal_all()
+        await world.put(world.data.events[len(world.data.events) // 2 :])
+        root = world.storage.columnar
+        assert root is not None
+        conn = sqlite3.connect(world.db)
+        try:
+            made = columnar.append(conn, root, 10**9)  # copied, not committed: a crash
+        finally:
+            conn.close()
+        assert made is not None and made.written
+        world.check()
+        # A deletion between the copy and its commit: the commit is refused.
+        await world.storage.delete_endpoint(APP, world.data.events[0].endpoint_id)
+        assert not await world.storage.seal_events(lambda conn: made)
+        assert not any(p.exists() for p in made.written)
+        world.check()
+        await world.sealer.seal_all()
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+        world.check()
+
+    run(world, scenario)
+
+
+def test_deleting_the_copy_loses_nothing(world: World) -> None:
+    import shutil
+
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        root = world.storage.columnar
+        assert root is not None
+        before = world.sealed()
+        shutil.rmtree(root)  # nothing else: the days name files that are gone
+        world.check()  # read from the events table
+        await world.sealer.seal_all()
+        after = world.sealed()
+        assert after.keys() == before.keys() and after != before  # copied again
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+        world.check()
+        # A copy forgotten by the database, as the docs say to do after a VACUUM.
+        world.read(lambda c: c.execute("DELETE FROM columnar_days") and c.commit())
+        world.check()
+        await world.sealer.seal_all()
+        assert len(world.sealed()) > 40
+        world.check()
+
+    run(world, scenario)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_funnels_of_events_at_the_same_moments_walk_as_the_events_table_does(
+    world: World, seed: int
+) -> None:
+    """Steps of one type, events matching several steps, many events of one moment: the
+    walk in SQL (columnar.funnel_depths) against the one in Python, over sealed files, the
+    tail and unsealed days at once."""
+    import random
+
+    rng = random.Random(seed)
+    devices = world.data.devices[:8]
+    base = gen.BASE + timedelta(days=10)
+    moments = [base + timedelta(seconds=rng.choice([0, 1, 2, 30, 600, 3599, 90_000]))
+               for _ in range(12)]  # fmt: skip
+    events = []
+    for n in range(400):
+        device = rng.choice(devices)
+        attributes = {"x": rng.choice(["1", "2"])} if rng.random() < 0.8 else {}
+        if rng.random() < 0.5:  # a name that differs in case only: an attribute of its own
+            attributes["X"] = rng.choice(["1", "2"])
+        body = {"EventType": rng.choice(["a", "b", "c"]), "Timestamp": gen.iso(rng.choice(moments)),
+                "Attributes": attributes}  # fmt: skip
+        events.append(gen.Event(device.endpoint_id, f"e{n}", body))
+    funnels = [
+        [Step("a"), Step("a")],
+        [Step("a"), Step("a", (("x", "1"),)), Step("b"), Step("a")],
+        [Step("a", (("x", "2"),)), Step("a"), Step("a", (("x", "2"),)), Step("c")],
+        [Step("b"), Step("c"), Step("b"), Step("c"), Step("b")],
+        [Step("a", (("X", "1"),)), Step("b", (("x", "2"), ("X", "2")))],
+    ]
+
+    def answers(copy: Path | None) -> list[Any]:
+        def ask(conn: sqlite3.Connection) -> list[Any]:
+            out = []
+            for by in ("users", "endpoints"):
+                q = Range(date(2026, 9, 10), date(2026, 9, 13), ZoneInfo("UTC"), by, TODAY)
+                for steps in funnels:
+                    for window in (1, 2, 600, 86400):
+                        got = queries.funnel(conn, APP, q, steps, window, copy=copy)
+                        out.append([s["count"] for s in got["steps"]])
+            return out
+
+        return world.read(ask)
+
+    async def scenario() -> None:
+        await world.put(events[:200])
+        await world.sealer.seal_all()
+        await world.put(events[200:300])  # the tail
+        await world.sealer.step()
+        await world.put(events[300:])
+        assert world.tail() > 0
+        want = answers(None)
+        assert any(counts[-1] for counts in want)
+        assert answers(world.storage.columnar) == want
+        # One day unsealed by a deletion: read from SQLite, the others from the files.
+        await world.storage.delete_endpoint(APP, devices[0].endpoint_id)
+        want = answers(None)
+        assert answers(world.storage.columnar) == want
+
+    run(world, scenario)

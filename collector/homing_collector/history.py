@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,10 +99,17 @@ def archive_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 class _Batch:
     def __init__(self, summarize: bool) -> None:
         self.rows: list[EventRow] = []
-        self.where: list[tuple[str, int]] = []  # each row's file and line
+        self.lines: list[int] = []  # each row's line
+        self.files: list[tuple[int, str]] = []  # (first row, file) where the file changes
         self.updates: list[EndpointUpdate] = []
         self.update_where: dict[str, tuple[str, int]] = {}
         self.summary = Summary() if summarize else None
+
+    def paths(self) -> Iterator[str]:
+        """The file of each row."""
+        ends = [first for first, _ in self.files[1:]] + [len(self.rows)]
+        for (first, name), end in zip(self.files, ends, strict=True):
+            yield from repeat(name, end - first)
 
 
 async def import_events(
@@ -137,40 +145,41 @@ async def import_events(
             await in_flight.popleft()
         in_flight.append(asyncio.ensure_future(_store(storage, app_id, full, merge, stats, report)))
 
+    rows, lines, summary = batch.rows, batch.lines, batch.summary
+    dumps = orjson.dumps
     for path in files:
         name = str(path)
         stats.files += 1
+        batch.files.append((len(rows), name))
         with open(path, "rb") as raw:
-            for item in _items(raw):
+            for line, _offset, record, error in _items(raw):
                 stats.records += 1
                 if stats.records & 1023 == 0:
                     stats.bytes_in_file = raw.tell()
                     if progress is not None:
                         progress(stats)
-                if item.record is None:
+                if record is None:
                     stats.refused += 1
-                    report(Refusal(name, item.line, item.error))
+                    report(Refusal(name, line, error))
                     continue
                 try:
-                    imported = from_record(item.record)
-                    body = orjson.dumps(imported.event)
+                    endpoint_id, event_id, event, update = from_record(record)
+                    body = dumps(event)
                     if len(body) > limits.MAX_EVENT_BYTES:
                         raise WireError(
                             "record", f"is {len(body)} bytes as an event; the limit is "
                             f"{limits.MAX_EVENT_BYTES} bytes",
                         )  # fmt: skip
-                    update = imported.endpoint
                     # Each record carries its endpoint whole: check and store a change,
                     # not each copy.
-                    if update is not None and last_updates.get(imported.endpoint_id) == update:
+                    if update is not None and last_updates.get(endpoint_id) == update:
                         update = None
                     if update is not None:
                         check_endpoint(update, "endpoint")
                 except WireError as exc:
                     stats.refused += 1
-                    report(Refusal(name, item.line, str(exc)))
+                    report(Refusal(name, line, str(exc)))
                     continue
-                record = item.record
                 ts: int = record["event_timestamp"]  # checked by from_record
                 if ts > latest_ms:
                     ts = now_ms  # as PutEvents stores it; the body keeps the original
@@ -182,28 +191,26 @@ async def import_events(
                     # History, not news: what looks at recent arrivals (the campaign
                     # triggers' recovery at start) must not take it for new events.
                     arrival = ts
-                endpoint_id = imported.endpoint_id
-                event = imported.event
                 session = event.get("Session")
                 session_id = session["Id"] if session else None
                 event_type = event["EventType"]
-                batch.rows.append(
-                    EventRow(
-                        endpoint_id, imported.event_id, event_type, ts, arrival, session_id, body
-                    )
+                rows.append(
+                    EventRow(endpoint_id, event_id, event_type, ts, arrival, session_id, body)
                 )
-                batch.where.append((name, item.line))
-                if batch.summary is not None:
-                    batch.summary.add(endpoint_id, event_type, ts, session_id, event)
+                lines.append(line)
+                if summary is not None:
+                    summary.add(endpoint_id, event_type, ts, session_id, event)
                 if update is not None:
                     if len(last_updates) >= _LAST_UPDATES:
                         last_updates.clear()
                     last_updates[endpoint_id] = update
                     batch.updates.append(EndpointUpdate(endpoint_id, update))
-                    batch.update_where[endpoint_id] = (name, item.line)
-                if len(batch.rows) >= batch_events:
+                    batch.update_where[endpoint_id] = (name, line)
+                if len(rows) >= batch_events:
                     await submit(batch)
                     batch = _Batch(summarize)
+                    rows, lines, summary = batch.rows, batch.lines, batch.summary
+                    batch.files.append((0, name))
         stats.bytes_done += path.stat().st_size
         stats.bytes_in_file = 0
     if batch.rows or batch.updates:
@@ -246,7 +253,7 @@ async def _store(
     )
     accepted = len(batch.rows)
     if result.rejected_types:
-        for row, (path, line) in zip(batch.rows, batch.where, strict=True):
+        for row, path, line in zip(batch.rows, batch.paths(), batch.lines, strict=True):
             if row.event_type in result.rejected_types:
                 accepted -= 1
                 stats.refused += 1

@@ -25,6 +25,7 @@ __all__ = [
     "check_endpoint",
     "check_endpoint_size",
     "check_event",
+    "check_formatted_event",
     "check_id",
     "check_url_id",
     "cohort_id",
@@ -189,6 +190,22 @@ def check_event(event: object, field: str = "") -> datetime:
     >>> check_event({"EventType": "Item Bought", "Timestamp": "2026-11-28T10:00:00.000Z"}).year
     2026
     """
+    timestamp = _check_event(event, field, parse_times=True)
+    assert timestamp is not None
+    return timestamp
+
+
+def check_formatted_event(event: dict[str, Any]) -> None:
+    """Check an event whose `Timestamp` and `Session` times the caller wrote itself, in
+    `format_timestamp`'s form, from numbers it checked (and a `StopTimestamp` not before
+    its `StartTimestamp`): as `check_event`, but those are not parsed back.
+
+    >>> check_formatted_event({"EventType": "Played", "Timestamp": "2026-11-28T10:00:00.000Z"})
+    """
+    _check_event(event, "", parse_times=False)
+
+
+def _check_event(event: object, field: str, *, parse_times: bool) -> datetime | None:
     prefix = f"{field}." if field else ""
     if type(event) is not dict:
         raise WireError(field or "Event", f"must be an object, not {_kind(event)}")
@@ -203,7 +220,7 @@ def check_event(event: object, field: str = "") -> datetime:
     _check_utf8(event_type, prefix + "EventType")
     if "Timestamp" not in event:
         raise WireError(prefix + "Timestamp", "is required")
-    timestamp = parse_timestamp(event["Timestamp"], prefix + "Timestamp")
+    timestamp = parse_timestamp(event["Timestamp"], prefix + "Timestamp") if parse_times else None
 
     keys = 0
     attributes = event.get("Attributes")
@@ -246,7 +263,7 @@ def check_event(event: object, field: str = "") -> datetime:
 
     session = event.get("Session")
     if session is not None:
-        _check_session(session, prefix + "Session")
+        _check_session(session, prefix + "Session", parse_times)
     for name in _EVENT_STRINGS:
         value = event.get(name)
         if value is not None and (
@@ -390,7 +407,7 @@ def _check_endpoint_attributes(attributes: object, field: str) -> None:
 _last_session_start: list[str | None] = [None]  # the last Session.StartTimestamp that parsed
 
 
-def _check_session(session: object, field: str) -> None:
+def _check_session(session: object, field: str, parse_times: bool) -> None:
     _check_object(session, field)
     assert isinstance(session, dict)
     session_id = session.get("Id")
@@ -404,10 +421,10 @@ def _check_session(session: object, field: str) -> None:
         raise WireError(field + ".StartTimestamp", "is required")
     start = session["StartTimestamp"]
     # Every event of a session carries the same start: parse each new one only.
-    if type(start) is not str or start != _last_session_start[0]:
+    if parse_times and (type(start) is not str or start != _last_session_start[0]):
         parse_timestamp(start, field + ".StartTimestamp")
         _last_session_start[0] = start
-    if session.get("StopTimestamp") is not None:
+    if parse_times and session.get("StopTimestamp") is not None:
         stop = parse_timestamp(session["StopTimestamp"], field + ".StopTimestamp")
         if stop < parse_timestamp(start, field + ".StartTimestamp"):
             raise WireError(field + ".StopTimestamp", "must not be before StartTimestamp")

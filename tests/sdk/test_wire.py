@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homing import limits
-from homing.wire import WireError, check_endpoint, check_event, format_timestamp, parse_timestamp
+from homing.wire import (
+    WireError,
+    check_endpoint,
+    check_event,
+    check_formatted_event,
+    format_timestamp,
+    parse_timestamp,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300),
@@ -44,6 +51,29 @@ def test_check_event_near_valid_shapes(extra: dict[str, Any]) -> None:
         check_event(event)
     except WireError as exc:
         assert exc.field.split(".")[0] in extra, (exc.field, extra)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["EventType", "Attributes", "Metrics", "AppTitle", "SdkName"]), json_values
+    ),
+    st.none() | st.dictionaries(st.sampled_from(["Id", "Duration"]), json_values),
+)
+def test_a_formatted_event_is_checked_as_any_other(
+    extra: dict[str, Any], session: dict[str, Any] | None
+) -> None:
+    # check_formatted_event leaves out only the parsing of times its caller wrote itself.
+    event = {**valid_event(), **extra}
+    if session is not None:
+        event["Session"] = {**session, "StartTimestamp": "2026-11-28T09:59:00.000Z"}
+    try:
+        check_event(event)
+    except WireError as exc:
+        with pytest.raises(WireError) as info:
+            check_formatted_event(event)
+        assert str(info.value) == str(exc)
+    else:
+        check_formatted_event(event)
 
 
 @given(st.dictionaries(

@@ -34,7 +34,7 @@ from homing.wire import WireError, check_endpoint, format_timestamp
 from homing_collector import endpoints
 from homing_collector.analytics.rollups import Summary
 from homing_collector.hooks.archive import Item, read_stream
-from homing_collector.hooks.records import from_record, to_record
+from homing_collector.hooks.records import Records, from_record
 from homing_collector.storage.base import Endpoint, EndpointUpdate, EventRow, Storage
 from homing_collector.storage.events import HOUR_MS
 from homing_collector.storage.history import cutoff_hour
@@ -299,10 +299,11 @@ async def export_events(
         for endpoint_id in missing:
             known[endpoint_id] = found.get(endpoint_id, _NO_ENDPOINT)
         lines = []
+        make = Records(app_id).make
         for e in page:
             endpoint = known[e.endpoint_id]
-            record = to_record(
-                app_id, e.endpoint_id, e.event_id, orjson.loads(e.body),
+            record = make(
+                e.endpoint_id, e.event_id, orjson.loads(e.body),
                 endpoint if endpoint is not _NO_ENDPOINT else None, e.arrival,
             )  # fmt: skip
             lines.append(orjson.dumps(record))

@@ -53,22 +53,73 @@ def to_record(
     arrival_ms: int,
 ) -> dict[str, Any]:
     """A stored event (its JSON as PutEvents got it) as an event-stream record."""
-    demographic = (endpoint or {}).get("Demographic") or {}
-    application: dict[str, Any] = {"app_id": app_id}
-    for source, target in _APPLICATION:
-        if event.get(source) is not None:
-            application[target] = event[source]
-    if demographic.get("AppVersion") is not None:
-        application["version_name"] = demographic["AppVersion"]
-    if event.get("AppVersionCode") is not None:
-        application["version_code"] = event["AppVersionCode"]
-    sdk = {}
-    if event.get("SdkName") is not None:
-        sdk["name"] = event["SdkName"]
-    if event.get("ClientSdkVersion") is not None:
-        sdk["version"] = event["ClientSdkVersion"]
-    application["sdk"] = sdk
+    return Records(app_id).make(endpoint_id, event_id, event, endpoint, arrival_ms)
 
+
+class Records:
+    """`to_record` for many events of one application, as an event stream's batch or an
+    export makes them: what a record takes from its endpoint (its device, its app version,
+    the endpoint itself) is made once per endpoint and shared by that endpoint's records,
+    which must be serialised before the endpoint changes."""
+
+    def __init__(self, app_id: str) -> None:
+        self.app_id = app_id
+        # endpoint id -> (the endpoint it was made from, its device, its app version)
+        self._parts: dict[str, tuple[Mapping[str, Any] | None, dict[str, Any], Any]] = {}
+
+    def make(
+        self,
+        endpoint_id: str,
+        event_id: str,
+        event: Mapping[str, Any],
+        endpoint: Mapping[str, Any] | None,
+        arrival_ms: int,
+    ) -> dict[str, Any]:
+        part = self._parts.get(endpoint_id)
+        if part is None or part[0] is not endpoint:
+            demographic = (endpoint or {}).get("Demographic") or {}
+            part = self._parts[endpoint_id] = (
+                endpoint, _device(demographic), demographic.get("AppVersion")
+            )  # fmt: skip
+        _, device, version_name = part
+        get = event.get
+        application: dict[str, Any] = {"app_id": self.app_id}
+        for source, target in _APPLICATION:
+            if get(source) is not None:
+                application[target] = event[source]
+        if version_name is not None:
+            application["version_name"] = version_name
+        if get("AppVersionCode") is not None:
+            application["version_code"] = event["AppVersionCode"]
+        sdk = {}
+        if get("SdkName") is not None:
+            sdk["name"] = event["SdkName"]
+        if get("ClientSdkVersion") is not None:
+            sdk["version"] = event["ClientSdkVersion"]
+        application["sdk"] = sdk
+        record: dict[str, Any] = {
+            "event_type": event["EventType"],
+            "event_timestamp": _ms(event["Timestamp"]),
+            "arrival_timestamp": arrival_ms,
+            "event_version": EVENT_VERSION,
+            "application": application,
+            "client": {"client_id": endpoint_id},
+            "device": device,
+            "session": _session(get("Session")),
+            "attributes": get("Attributes") or {},
+            "metrics": get("Metrics") or {},
+        }
+        if endpoint is not None:
+            if record["event_type"].startswith(CAMPAIGN_EVENT_PREFIX):
+                text = orjson.dumps(endpoint).decode()
+                record["client_context"] = {"custom": {"endpoint": text}}
+            else:
+                record["endpoint"] = endpoint
+        record["event_id"] = event_id
+        return record
+
+
+def _device(demographic: Mapping[str, Any]) -> dict[str, Any]:
     device: dict[str, Any] = {}
     if demographic.get("Locale"):
         device["locale"] = _locale(demographic["Locale"])
@@ -81,26 +132,7 @@ def to_record(
     if demographic.get("PlatformVersion") is not None:
         platform["version"] = demographic["PlatformVersion"]
     device["platform"] = platform
-
-    record: dict[str, Any] = {
-        "event_type": event["EventType"],
-        "event_timestamp": _ms(event["Timestamp"]),
-        "arrival_timestamp": arrival_ms,
-        "event_version": EVENT_VERSION,
-        "application": application,
-        "client": {"client_id": endpoint_id},
-        "device": device,
-        "session": _session(event.get("Session")),
-        "attributes": dict(event.get("Attributes") or {}),
-        "metrics": dict(event.get("Metrics") or {}),
-    }
-    if endpoint is not None:
-        if record["event_type"].startswith(CAMPAIGN_EVENT_PREFIX):
-            record["client_context"] = {"custom": {"endpoint": orjson.dumps(endpoint).decode()}}
-        else:
-            record["endpoint"] = dict(endpoint)
-    record["event_id"] = event_id
-    return record
+    return device
 
 
 class Imported(NamedTuple):
@@ -235,7 +267,24 @@ def _locale(code: str) -> dict[str, str]:
 
 
 def _ms(timestamp: str) -> int:
+    # A stored event's Timestamp passed check_event; most are in format_timestamp's form
+    # (2026-11-28T17:50:41.123Z), read here from the minute's value and two numbers.
+    if len(timestamp) == 24 and timestamp[16] == ":" and timestamp[19:24:4] == ".Z":
+        seconds, millis = timestamp[17:19], timestamp[20:23]
+        if seconds.isascii() and seconds.isdigit() and millis.isascii() and millis.isdigit():
+            minute = _minute_ms(timestamp[:17])
+            if minute is not None:
+                return minute + int(seconds) * 1000 + int(millis)
     return (parse_timestamp(timestamp) - _EPOCH) // _MS
+
+
+@functools.lru_cache(maxsize=1024)
+def _minute_ms(minute: str) -> int | None:
+    # "2026-11-28T17:50:" as ms since 1970, through the same parser as any timestamp.
+    try:
+        return (parse_timestamp(minute + "00Z") - _EPOCH) // _MS
+    except WireError:
+        return None
 
 
 def _check_ms(value: object, field: str) -> int:

@@ -8,9 +8,10 @@ the limit is 200``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from homing import _json, limits
@@ -30,6 +31,7 @@ __all__ = [
     "check_url_id",
     "cohort_id",
     "format_timestamp",
+    "formatted_ms",
     "merge_map",
     "new_endpoint",
     "parse_timestamp",
@@ -95,6 +97,42 @@ def format_timestamp(moment: datetime | float) -> str:
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
         f".{m.microsecond // 1000:03d}Z"
     )
+
+
+def formatted_ms(value: str) -> int | None:
+    """The milliseconds since 1970 of a timestamp in `format_timestamp`'s form, read
+    without a datetime; None for any other form (`parse_timestamp` reads those).
+
+    >>> formatted_ms("1970-01-02T00:01:02.003Z")
+    86462003
+    """
+    if (
+        len(value) == 24
+        and value[4] == value[7] == "-"
+        and value[10] == "T"
+        and value[13] == value[16] == ":"
+        and value[19:24:4] == ".Z"
+    ):
+        rest = value[17:19] + value[20:23]  # seconds and milliseconds: "41123"
+        if rest.isascii() and rest.isdigit():
+            minute = _minute_ms(value[:17])
+            if minute is not None:
+                return minute + int(rest)
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _minute_ms(minute: str) -> int | None:
+    # "2026-11-28T17:50:" in ms: events come in time order, so a minute serves many.
+    try:
+        moment = parse_timestamp(minute + "00Z")
+    except WireError:
+        return None
+    return (moment - _EPOCH) // _MS
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
 
 
 def cohort_id(endpoint_id: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from homing.wire import (
     check_event,
     check_formatted_event,
     format_timestamp,
+    formatted_ms,
     parse_timestamp,
 )
 
@@ -198,3 +199,19 @@ def test_an_endpoint_string_that_is_not_utf_8_is_refused_by_name(
 def test_text_beyond_ascii_is_accepted() -> None:
     check_event({**valid_event(), "EventType": "Café ☕", "Attributes": {"clé": "été 🎉"}})
     check_endpoint({"Address": "tête", "Attributes": {"intérêts": ["vélo"]}})
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@given(st.datetimes(timezones=st.just(timezone.utc)))
+def test_formatted_ms_reads_format_timestamps_form_exactly(moment: datetime) -> None:
+    text = format_timestamp(moment)
+    assert formatted_ms(text) == (parse_timestamp(text) - EPOCH) // timedelta(milliseconds=1)
+
+
+@given(st.text(alphabet="0123456789-:T.Zz+ W", min_size=20, max_size=26))
+def test_formatted_ms_reads_nothing_else_wrong(text: str) -> None:
+    ms = formatted_ms(text)
+    if ms is not None:
+        assert ms == (parse_timestamp(text) - EPOCH) // timedelta(milliseconds=1)

@@ -32,7 +32,13 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from homing.wire import WireError, check_formatted_event, check_url_id, parse_timestamp
+from homing.wire import (
+    WireError,
+    check_formatted_event,
+    check_url_id,
+    formatted_ms,
+    parse_timestamp,
+)
 
 EVENT_VERSION = "3.1"  # the version of Pinpoint's current campaign and journey records
 CAMPAIGN_EVENT_PREFIX = "_campaign."
@@ -267,24 +273,9 @@ def _locale(code: str) -> dict[str, str]:
 
 
 def _ms(timestamp: str) -> int:
-    # A stored event's Timestamp passed check_event; most are in format_timestamp's form
-    # (2026-11-28T17:50:41.123Z), read here from the minute's value and two numbers.
-    if len(timestamp) == 24 and timestamp[16] == ":" and timestamp[19:24:4] == ".Z":
-        seconds, millis = timestamp[17:19], timestamp[20:23]
-        if seconds.isascii() and seconds.isdigit() and millis.isascii() and millis.isdigit():
-            minute = _minute_ms(timestamp[:17])
-            if minute is not None:
-                return minute + int(seconds) * 1000 + int(millis)
-    return (parse_timestamp(timestamp) - _EPOCH) // _MS
-
-
-@functools.lru_cache(maxsize=1024)
-def _minute_ms(minute: str) -> int | None:
-    # "2026-11-28T17:50:" as ms since 1970, through the same parser as any timestamp.
-    try:
-        return (parse_timestamp(minute + "00Z") - _EPOCH) // _MS
-    except WireError:
-        return None
+    # A stored event's Timestamp passed check_event; most are in format_timestamp's form.
+    ms = formatted_ms(timestamp)
+    return (parse_timestamp(timestamp) - _EPOCH) // _MS if ms is None else ms
 
 
 def _check_ms(value: object, field: str) -> int:

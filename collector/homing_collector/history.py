@@ -7,8 +7,13 @@ PutEvents path, with their endpoint updates and the rollups, so the analytics of
 imported history are those of events sent live. An event is stored once by its key, so
 an archive imported twice, or a record Firehose delivered twice, is stored once.
 
+Unlike PutEvents, an import hands the writer no rollups summary: the writer, a process
+of its own, sums the rows up as it stores them. Reading, checking and re-encoding the
+records take more CPU than storing them, so the summing goes to the process that would
+otherwise wait for the next batch.
+
 An export writes the events of a time range as event-stream records
-(`hooks.records.to_record`), which an import reads back.
+(`hooks.records.Records`), which an import reads back.
 
 Both stream: an import holds a batch of events, an export a page.
 """
@@ -32,7 +37,6 @@ import orjson
 from homing import limits
 from homing.wire import WireError, check_endpoint, format_timestamp
 from homing_collector import endpoints
-from homing_collector.analytics.rollups import Summary
 from homing_collector.hooks.archive import Item, read_stream
 from homing_collector.hooks.records import Records, from_record
 from homing_collector.storage.base import Endpoint, EndpointUpdate, EventRow, Storage
@@ -97,13 +101,12 @@ def archive_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 class _Batch:
-    def __init__(self, summarize: bool) -> None:
+    def __init__(self) -> None:
         self.rows: list[EventRow] = []
         self.lines: list[int] = []  # each row's line
         self.files: list[tuple[int, str]] = []  # (first row, file) where the file changes
         self.updates: list[EndpointUpdate] = []
         self.update_where: dict[str, tuple[str, int]] = {}
-        self.summary = Summary() if summarize else None
 
     def paths(self) -> Iterator[str]:
         """The file of each row."""
@@ -134,8 +137,7 @@ async def import_events(
     merge = partial(endpoints.merge, app_id, now=format_timestamp(now))
     stats = ImportStats(bytes_total=sum(f.stat().st_size for f in files))
     last_updates: dict[str, Endpoint] = {}
-    summarize = storage.rollups
-    batch = _Batch(summarize)
+    batch = _Batch()
     in_flight: deque[asyncio.Future[None]] = deque()
 
     async def submit(full: _Batch) -> None:
@@ -145,7 +147,7 @@ async def import_events(
             await in_flight.popleft()
         in_flight.append(asyncio.ensure_future(_store(storage, app_id, full, merge, stats, report)))
 
-    rows, lines, summary = batch.rows, batch.lines, batch.summary
+    rows, lines = batch.rows, batch.lines
     dumps = orjson.dumps
     for path in files:
         name = str(path)
@@ -198,8 +200,6 @@ async def import_events(
                     EventRow(endpoint_id, event_id, event_type, ts, arrival, session_id, body)
                 )
                 lines.append(line)
-                if summary is not None:
-                    summary.add(endpoint_id, event_type, ts, session_id, event)
                 if update is not None:
                     if len(last_updates) >= _LAST_UPDATES:
                         last_updates.clear()
@@ -208,8 +208,8 @@ async def import_events(
                     batch.update_where[endpoint_id] = (name, line)
                 if len(rows) >= batch_events:
                     await submit(batch)
-                    batch = _Batch(summarize)
-                    rows, lines, summary = batch.rows, batch.lines, batch.summary
+                    batch = _Batch()
+                    rows, lines = batch.rows, batch.lines
                     batch.files.append((0, name))
         stats.bytes_done += path.stat().st_size
         stats.bytes_in_file = 0
@@ -249,7 +249,6 @@ async def _store(
         merge=merge,
         max_event_types=limits.MAX_EVENT_TYPES_PER_APP,
         max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
-        summary=batch.summary,
     )
     accepted = len(batch.rows)
     if result.rejected_types:

@@ -31,9 +31,16 @@ installed as a plugin (an entry point of ``homing_collector.hooks`` that only co
 records it gets): what making every stored event a record in the serving process, and
 handing it to Python code there, costs PutEvents.
 
+With ``--campaign`` as well, that case also has an event-triggered campaign active:
+every event is matched after its commit, and a ``purchase`` (one event in 12) of an
+Android endpoint (one in 3) is sent a push, which also stores a ``_campaign.send`` event
+for the stream. Its ratio is issue 15's target: PutEvents with an event stream and a campaign
+triggered by events, against neither. (The campaign pushes: custom channels, which would
+make it a webhook campaign, are not served yet.) With ``--rounds`` the cases alternate.
+
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
         [--event-ids random|time-ordered] [--rounds 1] [--no-gzip]
-        [--grown DB [--grown-app benchapp]] [--event-stream] [--in-process-hook]
+        [--grown DB [--grown-app benchapp]] [--event-stream [--campaign]] [--in-process-hook]
 """
 
 from __future__ import annotations
@@ -444,18 +451,42 @@ class StreamReceiver:
             writer.close()
 
 
-async def _put_event_stream(port: int, app_id: str, token: str, url: str) -> None:
-    body = json.dumps({"DestinationStreamArn": url, "RoleArn": "ignored"}).encode()
+async def _post(port: int, token: str, path: str, request: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps(request).encode()
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(
-        f"POST /v1/apps/{app_id}/eventstream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
-    if not answer.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"PutEventStream failed: {answer[:300]!r}")
+    if not answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 201")):
+        raise RuntimeError(f"POST {path} failed: {answer[:300]!r}")
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])  # type: ignore[no-any-return]
+
+
+async def _put_event_stream(port: int, app_id: str, token: str, url: str) -> None:
+    request = {"DestinationStreamArn": url, "RoleArn": "ignored"}
+    await _post(port, token, f"/v1/apps/{app_id}/eventstream", request)
+
+
+async def _create_event_campaign(port: int, app_id: str, token: str) -> None:
+    """A campaign sent by push to the Android endpoint that stored a `purchase`."""
+    segment = await _post(port, token, f"/v1/apps/{app_id}/segments", {
+        "Name": "android", "Dimensions": {"Demographic": {"Platform": {"Values": ["android"]}}},
+    })  # fmt: skip
+    await _post(port, token, f"/v1/apps/{app_id}/campaigns", {
+        "Name": "thanks",
+        "SegmentId": segment["Id"],
+        "Schedule": {
+            "StartTime": "IMMEDIATE", "Frequency": "EVENT",
+            "EventFilter": {"FilterType": "ENDPOINT",
+                            "Dimensions": {"EventType": {"Values": ["purchase"]}}},
+        },
+        "MessageConfiguration": {"DefaultMessage": {"Title": "Thanks", "Body": "for buying"}},
+    })  # fmt: skip
+    await asyncio.sleep(1.5)  # the scheduler's tick compiles the filters every second
 
 
 _PLUGIN = """
@@ -553,6 +584,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also store with an in-process event-stream hook installed as a plugin (gzip"
         " off), beside the same store without",
     )
+    parser.add_argument(
+        "--campaign",
+        action="store_true",
+        help="with --event-stream: that case also has a campaign triggered by events active",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -619,6 +655,8 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
                 await receiver.start()
                 admin = app["admin"]["token"]
                 await _put_event_stream(port, app_id, admin, f"http://{HOST}:{receiver.port}/")
+                if args.campaign:
+                    await _create_event_campaign(port, app_id, admin)
             path = f"/v1/apps/{app_id}/events" + ("" if stored else "-parse-only")
             # The ceiling stores nothing, so it may go round its pool; the stored
             # cases send each batch once.
@@ -649,11 +687,17 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         if stored:
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
-            match = stored_rows - before == counters.accepted
+                # What the campaign stored for itself, beside the events sent.
+                (sends,) = conn.execute(
+                    "SELECT count(*) FROM events WHERE event_type = '_campaign.send'"
+                ).fetchone()
+            match = stored_rows - sends - before == counters.accepted
             ok = ok and match
             checks.append(
-                f"check {db.name}: {stored_rows - before:,} rows added to events"
-                f" ({before:,} before), {counters.accepted:,} events answered 202: "
+                f"check {db.name}: {stored_rows - sends - before:,} rows added to events"
+                f" ({before:,} before"
+                + (f"; and {sends:,} _campaign.send events" if sends else "")
+                + f"), {counters.accepted:,} events answered 202: "
                 + ("OK" if match else "MISMATCH")
             )
         if not args.keep:  # a stored database is ~1 GB
@@ -666,8 +710,9 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         f"{'case':<22}{'gzip':<6}{'events/s':>11}{'requests/s':>12}{'mean ms':>9}"
         f"{'server CPU':>12}{'bench CPU':>11}{'other CPU':>11}"
     )
+    streamed_name = "stored, stream+campaign" if args.campaign else "stored, event stream"
     names = {"stored": "stored (PutEvents)", "ceiling": "ceiling (parse-only)",
-             "grown": "stored, grown db", "streamed": "stored, event stream",
+             "grown": "stored, grown db", "streamed": streamed_name,
              "hooked": "stored, in-proc hook"}  # fmt: skip
     for kind, gzip, f, _ in rows:
         name = names[kind]
@@ -701,8 +746,9 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         without = statistics.median(
             f.events_per_s for k, g, f, _ in rows if (k, g) == ("stored", False)
         )
+        what = "an event stream" + (" and a campaign triggered by events" if args.campaign else "")
         print(
-            f"gzip off: stored with an event stream {with_stream:,.0f}, without"
+            f"gzip off: stored with {what} {with_stream:,.0f}, with neither"
             f" {without:,.0f} events/s: {with_stream / without:.1%} (target 85%)"
         )
     if args.in_process_hook:

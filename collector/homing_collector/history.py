@@ -7,8 +7,13 @@ PutEvents path, with their endpoint updates and the rollups, so the analytics of
 imported history are those of events sent live. An event is stored once by its key, so
 an archive imported twice, or a record Firehose delivered twice, is stored once.
 
+Unlike PutEvents, an import hands the writer no rollups summary: the writer, a process
+of its own, sums the rows up as it stores them. Reading, checking and re-encoding the
+records take more CPU than storing them, so the summing goes to the process that would
+otherwise wait for the next batch.
+
 An export writes the events of a time range as event-stream records
-(`hooks.records.to_record`), which an import reads back.
+(`hooks.records.Records`), which an import reads back.
 
 Both stream: an import holds a batch of events, an export a page.
 """
@@ -23,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,9 +37,8 @@ import orjson
 from homing import limits
 from homing.wire import WireError, check_endpoint, format_timestamp
 from homing_collector import endpoints
-from homing_collector.analytics.rollups import Summary
 from homing_collector.hooks.archive import Item, read_stream
-from homing_collector.hooks.records import from_record, to_record
+from homing_collector.hooks.records import Records, from_record
 from homing_collector.storage.base import Endpoint, EndpointUpdate, EventRow, Storage
 from homing_collector.storage.events import HOUR_MS
 from homing_collector.storage.history import cutoff_hour
@@ -96,12 +101,18 @@ def archive_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 class _Batch:
-    def __init__(self, summarize: bool) -> None:
+    def __init__(self) -> None:
         self.rows: list[EventRow] = []
-        self.where: list[tuple[str, int]] = []  # each row's file and line
+        self.lines: list[int] = []  # each row's line
+        self.files: list[tuple[int, str]] = []  # (first row, file) where the file changes
         self.updates: list[EndpointUpdate] = []
         self.update_where: dict[str, tuple[str, int]] = {}
-        self.summary = Summary() if summarize else None
+
+    def paths(self) -> Iterator[str]:
+        """The file of each row."""
+        ends = [first for first, _ in self.files[1:]] + [len(self.rows)]
+        for (first, name), end in zip(self.files, ends, strict=True):
+            yield from repeat(name, end - first)
 
 
 async def import_events(
@@ -126,8 +137,7 @@ async def import_events(
     merge = partial(endpoints.merge, app_id, now=format_timestamp(now))
     stats = ImportStats(bytes_total=sum(f.stat().st_size for f in files))
     last_updates: dict[str, Endpoint] = {}
-    summarize = storage.rollups
-    batch = _Batch(summarize)
+    batch = _Batch()
     in_flight: deque[asyncio.Future[None]] = deque()
 
     async def submit(full: _Batch) -> None:
@@ -137,40 +147,41 @@ async def import_events(
             await in_flight.popleft()
         in_flight.append(asyncio.ensure_future(_store(storage, app_id, full, merge, stats, report)))
 
+    rows, lines = batch.rows, batch.lines
+    dumps = orjson.dumps
     for path in files:
         name = str(path)
         stats.files += 1
+        batch.files.append((len(rows), name))
         with open(path, "rb") as raw:
-            for item in _items(raw):
+            for line, _offset, record, error in _items(raw):
                 stats.records += 1
                 if stats.records & 1023 == 0:
                     stats.bytes_in_file = raw.tell()
                     if progress is not None:
                         progress(stats)
-                if item.record is None:
+                if record is None:
                     stats.refused += 1
-                    report(Refusal(name, item.line, item.error))
+                    report(Refusal(name, line, error))
                     continue
                 try:
-                    imported = from_record(item.record)
-                    body = orjson.dumps(imported.event)
+                    endpoint_id, event_id, event, update = from_record(record)
+                    body = dumps(event)
                     if len(body) > limits.MAX_EVENT_BYTES:
                         raise WireError(
                             "record", f"is {len(body)} bytes as an event; the limit is "
                             f"{limits.MAX_EVENT_BYTES} bytes",
                         )  # fmt: skip
-                    update = imported.endpoint
                     # Each record carries its endpoint whole: check and store a change,
                     # not each copy.
-                    if update is not None and last_updates.get(imported.endpoint_id) == update:
+                    if update is not None and last_updates.get(endpoint_id) == update:
                         update = None
                     if update is not None:
                         check_endpoint(update, "endpoint")
                 except WireError as exc:
                     stats.refused += 1
-                    report(Refusal(name, item.line, str(exc)))
+                    report(Refusal(name, line, str(exc)))
                     continue
-                record = item.record
                 ts: int = record["event_timestamp"]  # checked by from_record
                 if ts > latest_ms:
                     ts = now_ms  # as PutEvents stores it; the body keeps the original
@@ -182,28 +193,24 @@ async def import_events(
                     # History, not news: what looks at recent arrivals (the campaign
                     # triggers' recovery at start) must not take it for new events.
                     arrival = ts
-                endpoint_id = imported.endpoint_id
-                event = imported.event
                 session = event.get("Session")
                 session_id = session["Id"] if session else None
                 event_type = event["EventType"]
-                batch.rows.append(
-                    EventRow(
-                        endpoint_id, imported.event_id, event_type, ts, arrival, session_id, body
-                    )
+                rows.append(
+                    EventRow(endpoint_id, event_id, event_type, ts, arrival, session_id, body)
                 )
-                batch.where.append((name, item.line))
-                if batch.summary is not None:
-                    batch.summary.add(endpoint_id, event_type, ts, session_id, event)
+                lines.append(line)
                 if update is not None:
                     if len(last_updates) >= _LAST_UPDATES:
                         last_updates.clear()
                     last_updates[endpoint_id] = update
                     batch.updates.append(EndpointUpdate(endpoint_id, update))
-                    batch.update_where[endpoint_id] = (name, item.line)
-                if len(batch.rows) >= batch_events:
+                    batch.update_where[endpoint_id] = (name, line)
+                if len(rows) >= batch_events:
                     await submit(batch)
-                    batch = _Batch(summarize)
+                    batch = _Batch()
+                    rows, lines = batch.rows, batch.lines
+                    batch.files.append((0, name))
         stats.bytes_done += path.stat().st_size
         stats.bytes_in_file = 0
     if batch.rows or batch.updates:
@@ -242,11 +249,10 @@ async def _store(
         merge=merge,
         max_event_types=limits.MAX_EVENT_TYPES_PER_APP,
         max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
-        summary=batch.summary,
     )
     accepted = len(batch.rows)
     if result.rejected_types:
-        for row, (path, line) in zip(batch.rows, batch.where, strict=True):
+        for row, path, line in zip(batch.rows, batch.paths(), batch.lines, strict=True):
             if row.event_type in result.rejected_types:
                 accepted -= 1
                 stats.refused += 1
@@ -292,10 +298,11 @@ async def export_events(
         for endpoint_id in missing:
             known[endpoint_id] = found.get(endpoint_id, _NO_ENDPOINT)
         lines = []
+        make = Records(app_id).make
         for e in page:
             endpoint = known[e.endpoint_id]
-            record = to_record(
-                app_id, e.endpoint_id, e.event_id, orjson.loads(e.body),
+            record = make(
+                e.endpoint_id, e.event_id, orjson.loads(e.body),
                 endpoint if endpoint is not _NO_ENDPOINT else None, e.arrival,
             )  # fmt: skip
             lines.append(orjson.dumps(record))

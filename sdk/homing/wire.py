@@ -8,9 +8,10 @@ the limit is 200``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from homing import _json, limits
@@ -25,10 +26,12 @@ __all__ = [
     "check_endpoint",
     "check_endpoint_size",
     "check_event",
+    "check_formatted_event",
     "check_id",
     "check_url_id",
     "cohort_id",
     "format_timestamp",
+    "formatted_ms",
     "merge_map",
     "new_endpoint",
     "parse_timestamp",
@@ -94,6 +97,42 @@ def format_timestamp(moment: datetime | float) -> str:
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
         f".{m.microsecond // 1000:03d}Z"
     )
+
+
+def formatted_ms(value: str) -> int | None:
+    """The milliseconds since 1970 of a timestamp in `format_timestamp`'s form, read
+    without a datetime; None for any other form (`parse_timestamp` reads those).
+
+    >>> formatted_ms("1970-01-02T00:01:02.003Z")
+    86462003
+    """
+    if (
+        len(value) == 24
+        and value[4] == value[7] == "-"
+        and value[10] == "T"
+        and value[13] == value[16] == ":"
+        and value[19:24:4] == ".Z"
+    ):
+        rest = value[17:19] + value[20:23]  # seconds and milliseconds: "41123"
+        if rest.isascii() and rest.isdigit():
+            minute = _minute_ms(value[:17])
+            if minute is not None:
+                return minute + int(rest)
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _minute_ms(minute: str) -> int | None:
+    # "2026-11-28T17:50:" in ms: events come in time order, so a minute serves many.
+    try:
+        moment = parse_timestamp(minute + "00Z")
+    except WireError:
+        return None
+    return (moment - _EPOCH) // _MS
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
 
 
 def cohort_id(endpoint_id: str) -> str:
@@ -189,6 +228,22 @@ def check_event(event: object, field: str = "") -> datetime:
     >>> check_event({"EventType": "Item Bought", "Timestamp": "2026-11-28T10:00:00.000Z"}).year
     2026
     """
+    timestamp = _check_event(event, field, parse_times=True)
+    assert timestamp is not None
+    return timestamp
+
+
+def check_formatted_event(event: dict[str, Any]) -> None:
+    """Check an event whose `Timestamp` and `Session` times the caller wrote itself, in
+    `format_timestamp`'s form, from numbers it checked (and a `StopTimestamp` not before
+    its `StartTimestamp`): as `check_event`, but those are not parsed back.
+
+    >>> check_formatted_event({"EventType": "Played", "Timestamp": "2026-11-28T10:00:00.000Z"})
+    """
+    _check_event(event, "", parse_times=False)
+
+
+def _check_event(event: object, field: str, *, parse_times: bool) -> datetime | None:
     prefix = f"{field}." if field else ""
     if type(event) is not dict:
         raise WireError(field or "Event", f"must be an object, not {_kind(event)}")
@@ -203,7 +258,7 @@ def check_event(event: object, field: str = "") -> datetime:
     _check_utf8(event_type, prefix + "EventType")
     if "Timestamp" not in event:
         raise WireError(prefix + "Timestamp", "is required")
-    timestamp = parse_timestamp(event["Timestamp"], prefix + "Timestamp")
+    timestamp = parse_timestamp(event["Timestamp"], prefix + "Timestamp") if parse_times else None
 
     keys = 0
     attributes = event.get("Attributes")
@@ -246,7 +301,7 @@ def check_event(event: object, field: str = "") -> datetime:
 
     session = event.get("Session")
     if session is not None:
-        _check_session(session, prefix + "Session")
+        _check_session(session, prefix + "Session", parse_times)
     for name in _EVENT_STRINGS:
         value = event.get(name)
         if value is not None and (
@@ -390,7 +445,7 @@ def _check_endpoint_attributes(attributes: object, field: str) -> None:
 _last_session_start: list[str | None] = [None]  # the last Session.StartTimestamp that parsed
 
 
-def _check_session(session: object, field: str) -> None:
+def _check_session(session: object, field: str, parse_times: bool) -> None:
     _check_object(session, field)
     assert isinstance(session, dict)
     session_id = session.get("Id")
@@ -404,10 +459,10 @@ def _check_session(session: object, field: str) -> None:
         raise WireError(field + ".StartTimestamp", "is required")
     start = session["StartTimestamp"]
     # Every event of a session carries the same start: parse each new one only.
-    if type(start) is not str or start != _last_session_start[0]:
+    if parse_times and (type(start) is not str or start != _last_session_start[0]):
         parse_timestamp(start, field + ".StartTimestamp")
         _last_session_start[0] = start
-    if session.get("StopTimestamp") is not None:
+    if parse_times and session.get("StopTimestamp") is not None:
         stop = parse_timestamp(session["StopTimestamp"], field + ".StopTimestamp")
         if stop < parse_timestamp(start, field + ".StartTimestamp"):
             raise WireError(field + ".StopTimestamp", "must not be before StartTimestamp")

@@ -23,7 +23,9 @@ from typing import Any
 
 import orjson
 
+from homing import limits
 from homing.wire import format_timestamp
+from homing_collector import history
 from homing_collector.cli import main as cli_main
 from homing_collector.hooks.records import to_record
 from homing_collector.retention import Sweeper
@@ -189,6 +191,45 @@ def test_refused_records_are_reported_by_file_and_line(tmp_path: Path) -> None:
     assert f"{path}:4: client.client_id: " in refused[2]
     assert "1 events stored" in out and "4 records refused" in out
     assert len(stored_events(db, app_id)) == 1
+
+
+def test_event_types_past_the_limit_are_refused_by_file_and_line(tmp_path: Path) -> None:
+    # The second batch holds the end of the first file and the start of the second, where
+    # the application reaches its limit of event types: each refusal names its own file.
+    limit = limits.MAX_EVENT_TYPES_PER_APP
+    records = make_records(limit + 20, int(time.time() * 1000) - DAY_MS)
+    for n, record in enumerate(records):
+        record["event_type"] = f"type-{n}"
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records[: limit - 50]))
+    second.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records[limit - 50 :]))
+    db = tmp_path / "history.db"
+    app_id = new_app(db)
+    refused: list[str] = []
+
+    async def run() -> history.ImportStats:
+        storage = SQLiteStorage(db)
+        await storage.start()
+        try:
+            return await history.import_events(
+                storage, app_id, [first, second], report=lambda r: refused.append(str(r)),
+                batch_events=limit - 60,
+            )  # fmt: skip
+        finally:
+            await storage.close()
+
+    stats = asyncio.run(run())
+    assert stats.stored == limit and stats.refused == 20
+    # Which of the second batch's new types come too late is the storage's choice; each
+    # refusal must name the file and line of a record of its type.
+    where = {}
+    for refusal in refused:
+        path, line, message = refusal.split(":", 2)
+        assert f"is new and the application already has {limit} event types" in message
+        where[int(message.split("'")[1].removeprefix("type-"))] = (path, int(line))
+    assert len(where) == 20 and any(n >= limit - 50 for n in where)
+    for n, found in where.items():
+        assert found == ((str(first), n + 1) if n < limit - 50 else (str(second), n - limit + 51))
 
 
 def test_a_truncated_gzip_file_keeps_what_it_held_and_is_reported(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homing import limits
-from homing.wire import WireError, check_endpoint, check_event, format_timestamp, parse_timestamp
+from homing.wire import (
+    WireError,
+    check_endpoint,
+    check_event,
+    check_formatted_event,
+    format_timestamp,
+    formatted_ms,
+    parse_timestamp,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300),
@@ -44,6 +52,29 @@ def test_check_event_near_valid_shapes(extra: dict[str, Any]) -> None:
         check_event(event)
     except WireError as exc:
         assert exc.field.split(".")[0] in extra, (exc.field, extra)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["EventType", "Attributes", "Metrics", "AppTitle", "SdkName"]), json_values
+    ),
+    st.none() | st.dictionaries(st.sampled_from(["Id", "Duration"]), json_values),
+)
+def test_a_formatted_event_is_checked_as_any_other(
+    extra: dict[str, Any], session: dict[str, Any] | None
+) -> None:
+    # check_formatted_event leaves out only the parsing of times its caller wrote itself.
+    event = {**valid_event(), **extra}
+    if session is not None:
+        event["Session"] = {**session, "StartTimestamp": "2026-11-28T09:59:00.000Z"}
+    try:
+        check_event(event)
+    except WireError as exc:
+        with pytest.raises(WireError) as info:
+            check_formatted_event(event)
+        assert str(info.value) == str(exc)
+    else:
+        check_formatted_event(event)
 
 
 @given(st.dictionaries(
@@ -168,3 +199,19 @@ def test_an_endpoint_string_that_is_not_utf_8_is_refused_by_name(
 def test_text_beyond_ascii_is_accepted() -> None:
     check_event({**valid_event(), "EventType": "Café ☕", "Attributes": {"clé": "été 🎉"}})
     check_endpoint({"Address": "tête", "Attributes": {"intérêts": ["vélo"]}})
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@given(st.datetimes(timezones=st.just(timezone.utc)))
+def test_formatted_ms_reads_format_timestamps_form_exactly(moment: datetime) -> None:
+    text = format_timestamp(moment)
+    assert formatted_ms(text) == (parse_timestamp(text) - EPOCH) // timedelta(milliseconds=1)
+
+
+@given(st.text(alphabet="0123456789-:T.Zz+ W", min_size=20, max_size=26))
+def test_formatted_ms_reads_nothing_else_wrong(text: str) -> None:
+    ms = formatted_ms(text)
+    if ms is not None:
+        assert ms == (parse_timestamp(text) - EPOCH) // timedelta(milliseconds=1)

@@ -35,6 +35,8 @@ def add_all(
     """Add (sign 1) or take away (-1) everything a subject first active at hour `first`
     with these active hours contributes."""
     near = [h for h in hours if first < h <= first + HORIZON]
+    if not near:
+        return  # active in its first hour only, as most new subjects are: no day after
     for p in PHASES:
         c = (first - p) // 24
         after = offsets(c, [(h - p) // 24 for h in near])

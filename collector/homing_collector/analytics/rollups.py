@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from homing import limits
-from homing.wire import WireError, parse_timestamp
+from homing.wire import WireError, formatted_ms, parse_timestamp
 from homing_collector.analytics import cohorts, cover, visits
 from homing_collector.analytics.days import HOUR_MS
 from homing_collector.analytics.sql import join_values
@@ -208,6 +208,12 @@ def _users(
 
 def _parse_ms(value: Any) -> int | None:
     """A timestamp in ms, or None for one that is missing or does not parse."""
+    if type(value) is str:
+        exact = formatted_ms(value)
+        if exact is not None:
+            # The number the parse below gives, through datetime.timestamp()'s float
+            # (a millisecond short, now and then): rollups kept before stay comparable.
+            return int(exact * 1000 / 1_000_000 * 1000)
     try:
         return int(parse_timestamp(value).timestamp() * 1000)
     except WireError:

@@ -17,8 +17,7 @@ import gzip
 import os
 import re
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -34,8 +33,7 @@ class Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One record read, or one refusal (`record` None, `error` saying why)."""
 
     line: int  # 1-based

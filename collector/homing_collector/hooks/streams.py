@@ -27,7 +27,7 @@ from homing_collector.hooks.delivery import ndjson_gzip_body
 from homing_collector.hooks.errors import HookConfigError
 from homing_collector.hooks.outbox import Clock
 from homing_collector.hooks.payloads import check_web_url
-from homing_collector.hooks.records import to_record
+from homing_collector.hooks.records import Records
 from homing_collector.hooks.signing import new_message_id
 from homing_collector.storage.base import NewDelivery, Storage, StreamRow
 
@@ -81,13 +81,13 @@ def make_batch(app_id: str) -> Callable[[list[StreamRow], dict[str, bytes]], byt
         if not rows:
             return None
         parsed = {key: orjson.loads(body) for key, body in endpoints.items()}
+        make = Records(app_id).make
         records = []
         for row in rows:
             try:
                 event = orjson.loads(row.body)
                 records.append(
-                    to_record(
-                        app_id,
+                    make(
                         row.endpoint_id,
                         row.event_id,
                         event,

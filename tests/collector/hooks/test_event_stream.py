@@ -19,6 +19,8 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
+from homing_collector.storage import outbox as outbox_sql
+from homing_collector.storage.migrations import migrate
 from tests.collector.hooks.receiver import Answer, Receiver, always, serving
 from tests.conftest import App, LiveCollector, run_cli
 
@@ -390,3 +392,28 @@ def test_events_after_retention_deleted_the_newest_are_still_streamed(
         assert wait_for(lambda: len(records_of(receiver, secret)) == 70)
         ids = [r["event_id"] for r in records_of(receiver, secret)]
     assert ids[50:] == [f"new{i}" for i in range(20)]
+
+
+APP_ID = "a" * 32
+
+
+def test_a_stream_reads_the_events_after_its_cursor_by_rowid(tmp_path: Path) -> None:
+    # A pass, and the lag in /metrics, must cost what they read, not what the application
+    # holds: read through the application's index and sorted, every pass read every event.
+    conn = sqlite3.connect(tmp_path / "plans.db", isolation_level=None)
+    migrate(conn)
+    conn.execute(
+        "INSERT INTO apps (id, name, created_at, tags) VALUES (?, 'plans', '2026-12-01', '{}')",
+        (APP_ID,),
+    )
+    outbox_sql.put_stream(conn, APP_ID, "https://example.com/", "", "2026-12-01", "root")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    outbox_sql.stream_rows(conn, APP_ID, 0, 100)
+    outbox_sql.gauges(conn)
+    conn.set_trace_callback(None)
+    reads = [sql for sql in statements if "FROM events WHERE rowid >" in sql]
+    assert len(reads) == 2, statements
+    for sql in reads:
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING INTEGER PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, (sql, plan)

@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homing.wire import WireError, format_timestamp
-from homing_collector.hooks.records import Imported, content_id, from_record, to_record
+from homing_collector.hooks.records import (
+    Imported,
+    Records,
+    content_id,
+    from_record,
+    to_record,
+)
 
 APP = "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"
 ENDPOINT = {
@@ -174,6 +180,26 @@ def test_a_bad_campaign_endpoint_string_is_refused() -> None:
     }
     with pytest.raises(WireError, match=r"client_context\.custom\.endpoint"):
         from_record(record)
+
+
+def test_records_of_a_batch_are_those_of_to_record_even_as_an_endpoint_changes() -> None:
+    # Records makes what a record takes from an endpoint once per endpoint: an endpoint
+    # given anew (changed, or gone) must not get the device of the one before.
+    moved = {**ENDPOINT, "Demographic": {**ENDPOINT["Demographic"], "Locale": "fr-FR"}}
+    campaign = {**SESSION_STOP, "EventType": "_campaign.send"}
+    calls = [
+        ("client-1", SESSION_STOP, ENDPOINT),
+        ("client-1", campaign, ENDPOINT),
+        ("client-2", SESSION_STOP, ENDPOINT),
+        ("client-1", SESSION_STOP, moved),
+        ("client-1", SESSION_STOP, None),
+        ("client-1", SESSION_STOP, ENDPOINT),
+    ]
+    make = Records(APP).make
+    made = [orjson.dumps(make(c, "ev-1", e, p, 7)) for c, e, p in calls]
+    assert made == [orjson.dumps(to_record(APP, c, "ev-1", e, p, 7)) for c, e, p in calls]
+    assert orjson.loads(made[3])["device"]["locale"]["country"] == "FR"
+    assert "device" in orjson.loads(made[4]) and "endpoint" not in orjson.loads(made[4])
 
 
 # -- the round trip -----------------------------------------------------------------------

@@ -105,7 +105,7 @@ def check_hook(
 ) -> None:
     """The rules of a `Hook` or `CampaignHook`; raise WireError naming the field.
     `allow_http`: the operator lets hooks be http:// URLs to any host; `registry`: the
-    in-process hooks a `hook:NAME` WebUrl may name."""
+    in-process hooks a `hook:NAME` WebUrl may name (None: names are not looked up)."""
     if hook is None:
         return
     try:

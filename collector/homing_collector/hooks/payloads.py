@@ -212,7 +212,8 @@ def check_target(
 ) -> str:
     """Where a campaign calls out (a hook's `WebUrl`, a `DeliveryUri`): a webhook URL, as
     check_web_url says, or `hook:NAME`, naming an in-process hook of `kind` ("filter" or
-    "custom_delivery") that `registry` holds (None: no hook is registered)."""
+    "custom_delivery") that `registry` holds. With no `registry` only the name's form is
+    checked: a stored campaign's names were looked up when they were written."""
     name = hook_name(url) if type(url) is str else None
     if name is None:
         try:
@@ -227,9 +228,8 @@ def check_target(
             f"hook:NAME must give a hook's name after the colon ({NAME_RULE}), as in "
             f"hook:crm, not {str(url)[:100]!r}",
         )
-    found = (registry or Registry()).named(kind, name)
-    if found is None:
-        missing = (registry or Registry()).missing(kind, name)
+    if registry is not None and registry.named(kind, name) is None:
+        missing = registry.missing(kind, name)
         raise HookConfigError(field, f"{missing}; {how_to_register(kind, name)}")
     return str(url)
 

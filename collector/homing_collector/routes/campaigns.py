@@ -51,7 +51,7 @@ def check_whole(
 ) -> None:
     """The rules a campaign as a whole follows, beyond its shape; raise WireError.
     `allow_http`: the operator lets hooks be http:// URLs to any host; `registry`: the
-    in-process hooks that `hook:NAME` URLs may name."""
+    in-process hooks that `hook:NAME` URLs may name (None: names are not looked up)."""
     if request.SegmentId is None:
         raise WireError("SegmentId", "is required: the segment the campaign sends to")
     if request.Schedule is None:
@@ -196,7 +196,10 @@ async def update_campaign(request: Request) -> Response:
     update = msgspec.to_builtins(msgspec.structs.replace(campaign, tags=None))
 
     allow_http = request.app.state.settings.hooks_allow_http
-    registry = request.app.state.hooks.registry
+    # The hooks a campaign names are looked up when they are written: an update that
+    # leaves them as stored still pauses a campaign whose plugin is gone since.
+    given = (campaign.Hook, campaign.CustomDeliveryConfiguration, campaign.AdditionalTreatments)
+    registry = request.app.state.hooks.registry if any(m is not None for m in given) else None
 
     def check(merged: dict[str, Any]) -> None:
         check_whole(convert(merged, WriteCampaignRequest), allow_http=allow_http, registry=registry)

@@ -321,3 +321,30 @@ def test_a_settings_hook_name_is_checked_when_written(
     message = caught.value.response["Error"]["Message"]
     assert message.startswith("CampaignHook.WebUrl: ") and rule in message, message
     assert settings["ApplicationSettingsResource"]["CampaignHook"] == {}
+
+
+def test_a_campaign_whose_hook_is_gone_can_still_be_paused(tmp_path: Path) -> None:
+    """Names are looked up when they are written: an update that leaves them as stored
+    pauses a campaign whose plugin was uninstalled since; one that gives them again is
+    checked."""
+    db = tmp_path / "collector.db"
+    app = new_app(db)
+    with serving(db, Hooks(filter=KeepEven(), custom_delivery=Recorder(), name="crm")) as url:
+        admin = admin_of(db, url, app)
+        hook = {"Mode": "FILTER", "WebUrl": "hook:crm"}
+        campaign = create(admin, app, linux_segment(admin, app), **custom_campaign(
+            "hook:crm", ["CUSTOM"], Hook=hook, IsPaused=True))  # fmt: skip
+    with serving(db) as url:  # the plugin is gone
+        admin = admin_of(db, url, app)
+        updated = admin.update_campaign(
+            ApplicationId=app.id, CampaignId=campaign["Id"],
+            WriteCampaignRequest={"IsPaused": True, "Name": "on hold"},
+        )["CampaignResponse"]  # fmt: skip
+        assert updated["Name"] == "on hold" and updated["Hook"] == hook
+        with pytest.raises(admin.exceptions.BadRequestException) as caught:
+            admin.update_campaign(
+                ApplicationId=app.id, CampaignId=campaign["Id"],
+                WriteCampaignRequest={"Hook": hook},
+            )  # fmt: skip
+    message = caught.value.response["Error"]["Message"]
+    assert message.startswith("Hook.WebUrl: no filter hook named 'crm'"), message

@@ -263,7 +263,11 @@ def test_a_hook_url_names_a_registered_hook_of_its_kind() -> None:
     with pytest.raises(HookConfigError, match=r"no custom_delivery hook named 'crm'.* at all"):
         check_target("hook:crm", "F", "custom_delivery", registry=registry)
     with pytest.raises(HookConfigError, match="no filter hook is registered at all"):
-        check_target("hook:crm", "F", "filter")  # no registry: no hooks
+        check_target("hook:crm", "F", "filter", registry=Registry())
+    # No registry: a stored campaign's name, looked up when written; its form still counts.
+    assert check_target("hook:gone", "F", "filter") == "hook:gone"
+    with pytest.raises(HookConfigError, match="a hook's name"):
+        check_target("hook://gone", "F", "filter")
     hook = check_campaign_hook({"Mode": "FILTER", "WebUrl": "hook:crm"}, registry=registry)
     assert hook == CampaignHook("FILTER", "hook:crm")
     with pytest.raises(HookConfigError) as caught:  # DELIVERY mode names a custom delivery

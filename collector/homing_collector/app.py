@@ -94,13 +94,22 @@ def create_app(
     )
     # Webhook deliveries and event streams, in the background of every process; leases
     # in the database share the work between the processes of `serve --workers`.
+    # It hands the calls of custom channels named `hook:NAME` to this process's hooks.
     outbox = Outbox(
-        store, metrics, timeout=settings.hook_timeout, lease=4 * max(settings.hook_timeout, 15)
+        store,
+        metrics,
+        timeout=settings.hook_timeout,
+        lease=4 * max(settings.hook_timeout, 15),
+        hooks=hook_runner,
     )
-    # Campaigns ask their FILTER hooks with the outbox's keys, and queue their custom
-    # channels' calls in it.
+    # Campaigns ask their FILTER hooks (webhooks with the outbox's keys, or the in-process
+    # hooks they name), and queue their custom channels' calls in the outbox.
     campaign_hooks = CampaignHooks(
-        outbox.keys, timeout=settings.hook_timeout, wake=outbox.wake, metrics=metrics
+        outbox.keys,
+        timeout=settings.hook_timeout,
+        wake=outbox.wake,
+        metrics=metrics,
+        runner=hook_runner,
     )
     scheduler = Scheduler(store, push, clock=clock, hooks=campaign_hooks)
 
@@ -183,7 +192,7 @@ def create_app(
     app.state.retention = sweeper
     app.state.sealer = sealer
     app.state.scheduler = scheduler
-    app.state.hooks = hook_runner  # the scheduler's way to the filter and delivery hooks
+    app.state.hooks = hook_runner  # its registry checks the hook:NAME that campaigns give
     app.state.outbox = outbox
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)

@@ -149,7 +149,15 @@ class MessageConfiguration(Shape):
 
 
 class CustomDeliveryConfiguration(Shape):
-    DeliveryUri: Annotated[str, msgspec.Meta(min_length=1)]
+    DeliveryUri: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            description="Homing: an https:// URL that receives the custom channel's calls "
+            "(http:// only to a loopback address), or hook:NAME, the in-process "
+            "custom_delivery hook of that name",
+        ),
+    ]
     EndpointTypes: list[EndpointType] | None = None
 
 
@@ -169,7 +177,14 @@ class TemplateConfiguration(Shape):
 class CampaignHook(Shape):
     LambdaFunctionName: str | None = None
     Mode: Literal["DELIVERY", "FILTER"] | None = None
-    WebUrl: str | None = None
+    WebUrl: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="Homing: an https:// URL (http:// only to a loopback address), or "
+            "hook:NAME, the in-process hook of that name (a filter hook in FILTER mode, a "
+            "custom_delivery hook in DELIVERY mode)"
+        ),
+    ] = None
 
 
 class WriteTreatmentResource(Shape):

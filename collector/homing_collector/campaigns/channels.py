@@ -10,6 +10,9 @@
 - The **FILTER hook** is the campaign's `Hook` in FILTER mode, else the settings'
   `CampaignHook`; it is asked about every batch before delivery.
 
+Each is a webhook URL, or `hook:NAME`, the in-process hook of that name
+(hooks/registry.py); either is checked when written.
+
 Endpoints a FILTER hook leaves out are counted as FILTERED_OUT_BY_HOOK in the
 activity's ExecutionMetrics; those of a batch the hook failed (no answer in 3 attempts,
 or an answer that cannot be decoded) as FILTER_HOOK_FAILED.
@@ -29,8 +32,9 @@ from homing_collector.hooks.payloads import (
     MAX_ENDPOINTS_PER_CALL,
     Endpoint,
     check_campaign_hook,
-    check_web_url,
+    check_target,
 )
+from homing_collector.hooks.registry import Registry
 
 from .campaign_shapes import (
     CampaignHook,
@@ -92,23 +96,36 @@ def custom_channel(
     return None
 
 
-def check_hook(hook: CampaignHook | None, field: str, *, allow_http: bool = False) -> None:
+def check_hook(
+    hook: CampaignHook | None,
+    field: str,
+    *,
+    allow_http: bool = False,
+    registry: Registry | None = None,
+) -> None:
     """The rules of a `Hook` or `CampaignHook`; raise WireError naming the field.
-    `allow_http`: the operator lets hooks be http:// URLs to any host."""
+    `allow_http`: the operator lets hooks be http:// URLs to any host; `registry`: the
+    in-process hooks a `hook:NAME` WebUrl may name (None: names are not looked up)."""
     if hook is None:
         return
     try:
-        check_campaign_hook(msgspec.to_builtins(hook), field, allow_http=allow_http)
+        check_campaign_hook(
+            msgspec.to_builtins(hook), field, allow_http=allow_http, registry=registry
+        )
     except HookConfigError as exc:
         raise WireError(exc.field, exc.rule) from None
 
 
-def check_channels(request: WriteCampaignRequest, *, allow_http: bool = False) -> None:
+def check_channels(
+    request: WriteCampaignRequest, *, allow_http: bool = False, registry: Registry | None = None
+) -> None:
     """The rules of a campaign's hook and custom channels; raise WireError naming the
     field and the rule."""
-    check_hook(request.Hook, "Hook", allow_http=allow_http)
+    check_hook(request.Hook, "Hook", allow_http=allow_http, registry=registry)
     delivery_hook = request.Hook is not None and request.Hook.Mode == "DELIVERY"
-    _check_delivery(request.CustomDeliveryConfiguration, "CustomDeliveryConfiguration", allow_http)
+    _check_delivery(
+        request.CustomDeliveryConfiguration, "CustomDeliveryConfiguration", allow_http, registry
+    )
     _check_custom_message(
         request.MessageConfiguration,
         request.CustomDeliveryConfiguration is not None or delivery_hook,
@@ -120,6 +137,7 @@ def check_channels(request: WriteCampaignRequest, *, allow_http: bool = False) -
             treatment.CustomDeliveryConfiguration,
             f"{prefix}.CustomDeliveryConfiguration",
             allow_http,
+            registry,
         )
         _check_custom_message(
             treatment.MessageConfiguration,
@@ -138,12 +156,21 @@ def delivers_custom(request: WriteCampaignRequest) -> bool:
 
 
 def _check_delivery(
-    delivery: CustomDeliveryConfiguration | None, field: str, allow_http: bool
+    delivery: CustomDeliveryConfiguration | None,
+    field: str,
+    allow_http: bool,
+    registry: Registry | None,
 ) -> None:
     if delivery is None:
         return
     try:
-        check_web_url(delivery.DeliveryUri, f"{field}.DeliveryUri", allow_http=allow_http)
+        check_target(
+            delivery.DeliveryUri,
+            f"{field}.DeliveryUri",
+            "custom_delivery",
+            allow_http=allow_http,
+            registry=registry,
+        )
     except HookConfigError as exc:
         raise WireError(exc.field, exc.rule) from None
 
@@ -153,7 +180,7 @@ def _check_custom_message(config: MessageConfiguration | None, channel: bool, fi
         raise WireError(
             field,
             "is required when the MessageConfiguration has a CustomMessage: it names the "
-            "https:// URL (DeliveryUri) that receives the message",
+            "https:// URL or the in-process hook (DeliveryUri) that receives the message",
         )
 
 

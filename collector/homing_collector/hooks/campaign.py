@@ -3,10 +3,11 @@ its custom channel, which delivers.
 
 `CampaignHooks.filter` asks a FILTER hook about one batch of at most 50 endpoints and
 returns those it keeps, as it changed them, signed like every outgoing call, under
-Pinpoint's contract (hooks/filtering.py). `CampaignHooks.deliveries` makes the outbox
-rows of one custom-channel delivery; the scheduler stores them in the transaction that
-records the sends, so the outbox makes them at least once and never for a send that was
-not recorded.
+Pinpoint's contract (hooks/filtering.py); a `hook:NAME` URL asks the in-process filter
+hook of that name instead (hooks/runner.py). `CampaignHooks.deliveries` makes the
+outbox rows of one custom-channel delivery; the scheduler stores them in the
+transaction that records the sends, so the outbox makes them at least once and never
+for a send that was not recorded (to a `hook:NAME` destination too).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import httpx
 import orjson
 
-from homing_collector.hooks.delivery import Attempt
+from homing_collector.hooks.delivery import Attempt, Outcome
+from homing_collector.hooks.errors import HookResponseError
 from homing_collector.hooks.filtering import filter_endpoints
 from homing_collector.hooks.outbox import destination_label, now_text
 from homing_collector.hooks.payloads import (
@@ -28,7 +30,10 @@ from homing_collector.hooks.payloads import (
     Endpoint,
     batches,
     custom_delivery_payload,
+    filter_request,
 )
+from homing_collector.hooks.registry import hook_name
+from homing_collector.hooks.runner import HookRunner
 from homing_collector.hooks.signing import SigningKeys, new_message_id, new_secret
 from homing_collector.metrics import Metrics
 from homing_collector.storage.base import NewDelivery, Storage
@@ -41,7 +46,8 @@ class CampaignHooks:
 
     `keys` gives an application's signing keys (the outbox's, so that every call is
     signed alike); `timeout` is the seconds a FILTER hook has for each attempt. FILTER
-    hook attempts are counted in `metrics` with the outbox's, by destination.
+    hook attempts are counted in `metrics` with the outbox's, by destination. `runner`
+    calls the in-process filter hooks that `hook:NAME` URLs name.
     """
 
     def __init__(
@@ -53,8 +59,10 @@ class CampaignHooks:
         metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        runner: HookRunner | None = None,
     ) -> None:
         self.keys = keys
+        self.runner = runner
         self.timeout = timeout
         self.wake = wake  # told when deliveries were queued
         self.clock = clock
@@ -77,13 +85,27 @@ class CampaignHooks:
     ) -> dict[str, Endpoint]:
         """The endpoints the FILTER hook at `url` keeps of `endpoints` (at most 50), as it
         changed them; HookResponseError fails the batch."""
-        client = await self._get_client()
-        keys = await self.keys(run.application_id)
         label = destination_label(url)
 
         def observe(result: Attempt) -> None:
             if self.metrics is not None:
                 self.metrics.hook_attempts[(label, result.outcome.value)] += 1
+
+        name = hook_name(url)
+        if name is not None:
+            if self.runner is None:
+                raise HookResponseError("this process calls no in-process hooks")
+            request = filter_request(run, message_configuration, endpoints)
+            try:
+                kept = await self.runner.filter(name, request)
+            except HookResponseError:
+                observe(Attempt(Outcome.FAILED))
+                raise
+            observe(Attempt(Outcome.DELIVERED))
+            return kept
+
+        client = await self._get_client()
+        keys = await self.keys(run.application_id)
 
         return await filter_endpoints(
             client, url, keys, run, message_configuration, endpoints,

@@ -8,6 +8,10 @@ rotation lasts); a failure is retried on hooks/retry.py's schedule, honouring
 `Retry-After`, and dead-lettered once the retry budget is spent; a 410 disables the
 destination for that application. Each destination has its own bound of requests in
 flight, so a slow receiver holds only its own.
+
+Two destinations are not URLs called over HTTP: `file:` appends to the file sink, and
+`hook:NAME` hands the (decoded) payload to the in-process custom delivery hook of that
+name; either is retried and dead-lettered like a webhook.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from homing_collector.hooks import filesink
 from homing_collector.hooks.delivery import DEFAULT_TIMEOUT, Attempt, Body, Outcome, attempt
+from homing_collector.hooks.errors import HookResponseError
+from homing_collector.hooks.registry import hook_name
 from homing_collector.hooks.retry import RetryPolicy
+from homing_collector.hooks.runner import HookRunner
 from homing_collector.hooks.signing import SigningKeys, new_secret
 from homing_collector.lifetime import alive
 from homing_collector.metrics import Metrics
@@ -52,6 +60,8 @@ CLOSE_GRACE = 2.0  # seconds that calls in flight get to finish when the collect
 def destination_label(destination: str) -> str:
     """A destination as /metrics names it: no credentials and no query, which may hold
     tokens."""
+    if hook_name(destination) is not None:
+        return destination
     parts = urlsplit(destination)
     host = parts.hostname or ""
     if parts.port is not None:
@@ -67,7 +77,8 @@ class Outbox:
     """Make the outbox's deliveries, in the background, until closed.
 
     `clock` (Unix seconds) times attempts, retries, the retry budget and leases; tests
-    give one that runs faster than time.
+    give one that runs faster than time. `hooks` makes the deliveries to `hook:NAME`
+    destinations (without it, they are retried until they are dead letters).
     """
 
     def __init__(
@@ -84,8 +95,10 @@ class Outbox:
         lease: float = 4 * DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.storage = storage
+        self.hooks = hooks
         self.metrics = metrics
         self.policy = policy or RetryPolicy()
         self.clock = clock
@@ -230,6 +243,9 @@ class Outbox:
             except (OSError, ValueError) as exc:
                 return Attempt(Outcome.RETRY, error=f"cannot write the file: {exc}")
             return Attempt(Outcome.DELIVERED)
+        name = hook_name(delivery.destination)
+        if name is not None:
+            return await self._hand_to_hook(name, body)
         assert self._client is not None
         keys = await self.keys(delivery.app_id)
         return await attempt(
@@ -241,6 +257,21 @@ class Outbox:
             now=self.clock(),
             timeout=self.timeout,
         )
+
+    async def _hand_to_hook(self, name: str, body: Body) -> Attempt:
+        """Give a payload to the in-process custom delivery hook `name`; it was delivered
+        if the hook returned."""
+        try:  # a custom channel payload, JSON (hooks/campaign.py): never gzip
+            payload = orjson.loads(body.content)
+        except orjson.JSONDecodeError as exc:
+            return Attempt(Outcome.FAILED, error=f"the payload cannot be decoded: {exc}")
+        if self.hooks is None:
+            return Attempt(Outcome.RETRY, error="this process calls no in-process hooks")
+        try:
+            await self.hooks.custom_delivery(name, payload)
+        except HookResponseError as exc:  # what the runner makes of any failure
+            return Attempt(Outcome.RETRY, error=str(exc))
+        return Attempt(Outcome.DELIVERED)
 
     async def _settle(self, delivery: Delivery, result: Attempt) -> None:
         label = destination_label(delivery.destination)

@@ -25,6 +25,13 @@ import orjson
 
 from homing.wire import WireError, check_endpoint_size, format_timestamp
 from homing_collector.hooks.errors import HookConfigError, HookResponseError
+from homing_collector.hooks.registry import (
+    NAME_RULE,
+    Registry,
+    hook_name,
+    how_to_register,
+    is_campaign_name,
+)
 
 Endpoint = dict[str, Any]
 
@@ -159,12 +166,17 @@ class CampaignHook:
 
 
 def check_campaign_hook(
-    hook: object, field: str = "Hook", *, allow_http: bool = False
+    hook: object,
+    field: str = "Hook",
+    *,
+    allow_http: bool = False,
+    registry: Registry | None = None,
 ) -> CampaignHook | None:
     """Check a `CampaignHook` (a campaign's `Hook` or the settings' `CampaignHook`).
 
-    None or an empty object means no hook. HookConfigError names the field and the rule,
-    for a 400 answer.
+    None or an empty object means no hook. `WebUrl` is checked by check_target, against
+    the filter hooks of `registry` in FILTER mode and its custom delivery hooks in
+    DELIVERY mode. HookConfigError names the field and the rule, for a 400 answer.
     """
     if hook is None:
         return None
@@ -183,7 +195,43 @@ def check_campaign_hook(
         raise HookConfigError(f"{field}.Mode", f"must be one of FILTER, DELIVERY, not {mode!r}")
     if web_url is None:
         raise HookConfigError(f"{field}.WebUrl", "is required: the HTTPS URL to call")
-    return CampaignHook(mode, check_web_url(web_url, f"{field}.WebUrl", allow_http=allow_http))
+    kind = "filter" if mode == "FILTER" else "custom_delivery"
+    checked = check_target(
+        web_url, f"{field}.WebUrl", kind, allow_http=allow_http, registry=registry
+    )
+    return CampaignHook(mode, checked)
+
+
+def check_target(
+    url: object,
+    field: str,
+    kind: str,
+    *,
+    allow_http: bool = False,
+    registry: Registry | None = None,
+) -> str:
+    """Where a campaign calls out (a hook's `WebUrl`, a `DeliveryUri`): a webhook URL, as
+    check_web_url says, or `hook:NAME`, naming an in-process hook of `kind` ("filter" or
+    "custom_delivery") that `registry` holds. With no `registry` only the name's form is
+    checked: a stored campaign's names were looked up when they were written."""
+    name = hook_name(url) if type(url) is str else None
+    if name is None:
+        try:
+            return check_web_url(url, field, allow_http=allow_http)
+        except HookConfigError as exc:
+            raise HookConfigError(
+                field, f"{exc.rule}; or hook:NAME, to call the in-process {kind} hook NAME"
+            ) from None
+    if not is_campaign_name(name):
+        raise HookConfigError(
+            field,
+            f"hook:NAME must give a hook's name after the colon ({NAME_RULE}), as in "
+            f"hook:crm, not {str(url)[:100]!r}",
+        )
+    if registry is not None and registry.named(kind, name) is None:
+        missing = registry.missing(kind, name)
+        raise HookConfigError(field, f"{missing}; {how_to_register(kind, name)}")
+    return str(url)
 
 
 def check_web_url(url: object, field: str, *, allow_http: bool = False) -> str:

@@ -1,15 +1,17 @@
 """In-process hooks: Python callables for the three outgoing events, and where they come
 from (`create_app(hooks=...)` and the entry-point group `homing_collector.hooks`).
 
-Several hooks of a kind may be registered, since several plugins may be installed:
-filters run one after the other, each on what the one before kept; custom deliveries
-and event streams each get every call. Hooks given to create_app come first, in the
-order given, then entry points by name.
+A campaign names the filter and custom delivery hooks it uses, by their `name`, with a
+`hook:NAME` URL in place of a webhook's (`Hook.WebUrl`, `CampaignHook.WebUrl`,
+`CustomDeliveryConfiguration.DeliveryUri`): a hook no campaign names is never called.
+Event-stream hooks each get every stored event. Hooks given to create_app come first,
+in the order given, then entry points by name.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -22,21 +24,53 @@ KINDS = ("filter", "custom_delivery", "event_stream")
 
 HookFunction = Callable[[Any], Any]  # sync or async; the argument is a dict or a list
 
+# A campaign's WebUrl or DeliveryUri of this scheme names an in-process hook: hook:NAME.
+SCHEME = "hook:"
+# A name a campaign can give: printable ASCII with no space and no slash (so that a
+# mistaken "hook://crm" is refused, not looked up as "//crm"), as entry point names are.
+_CAMPAIGN_NAME = re.compile(r"[\x21-\x2e\x30-\x7e]{1,200}")
+NAME_RULE = "1 to 200 printable ASCII characters, with no space and no slash"
+
+
+def hook_name(url: str) -> str | None:
+    """The name a `hook:NAME` URL gives (maybe malformed: see is_campaign_name); None for
+    any other URL.
+
+    >>> hook_name("hook:crm"), hook_name("https://crm.example.com/filter")
+    ('crm', None)
+    """
+    return url[len(SCHEME) :] if url.startswith(SCHEME) else None
+
+
+def how_to_register(kind: str, name: str) -> str:
+    return (
+        f"register one as Hooks({kind}=..., name={name!r}), given to create_app(hooks=...) or"
+        f" named by an entry point of the group {ENTRY_POINT_GROUP}"
+    )
+
+
+def is_campaign_name(name: str) -> bool:
+    """Whether a campaign can name a hook so (NAME_RULE)."""
+    return _CAMPAIGN_NAME.fullmatch(name) is not None
+
 
 @dataclass(frozen=True, kw_only=True)
 class Hooks:
     """Python callables the collector calls, each optional, each sync or async.
 
-    - `filter(request)`: gets a FILTER hook request (Pinpoint's dict, `Endpoints` and
-      all) and returns the endpoints to keep, a dict of endpoint id -> endpoint.
-    - `custom_delivery(payload)`: gets a custom channel payload (Pinpoint's dict, at most
-      50 `Endpoints`); what it returns is ignored.
+    - `filter(request)`: for each campaign whose FILTER hook is `hook:NAME`, gets a
+      FILTER hook request (Pinpoint's dict, `Endpoints` and all) and returns the
+      endpoints to keep, a dict of endpoint id -> endpoint.
+    - `custom_delivery(payload)`: for each campaign whose `DeliveryUri` is `hook:NAME`,
+      gets a custom channel payload (Pinpoint's dict, at most 50 `Endpoints`); returning
+      says it was delivered, raising that it should be tried again later.
     - `event_stream(records)`: gets a list of Pinpoint event-stream records (dicts), in
       the order the events were stored; returns when it has taken them.
 
-    `name` labels the hooks in /metrics and keys the event stream's durable cursor:
-    keep it stable across restarts. By default it is the entry point's name, or, for
-    hooks given to create_app, each function's qualified name (`module.function`).
+    `name` is what campaigns call the hooks by (`hook:NAME`), labels them in /metrics
+    and keys the event stream's durable cursor: keep it stable across restarts. By
+    default it is the entry point's name, or, for hooks given to create_app, each
+    function's qualified name (`module.function`).
 
     >>> def keep_active(request):
     ...     endpoints = request["Endpoints"]
@@ -76,6 +110,21 @@ class Registry:
 
     def of(self, kind: str) -> list[NamedHook]:
         return self.hooks[kind]
+
+    def named(self, kind: str, name: str) -> NamedHook | None:
+        """The hook of `kind` registered as `name`, if any."""
+        for hook in self.hooks[kind]:
+            if hook.name == name:
+                return hook
+        return None
+
+    def missing(self, kind: str, name: str) -> str:
+        """Why `name` finds no hook of `kind` here, and which names would."""
+        names = ", ".join(repr(hook.name) for hook in self.hooks[kind])
+        missing = f"no {kind} hook named {name!r} is registered in this collector"
+        if not names:
+            return f"{missing}: no {kind} hook is registered at all"
+        return f"{missing} (the {kind} hooks registered: {names})"
 
     def add(self, hooks: Hooks, default_name: str | None = None) -> None:
         """Register each callable of `hooks`. ValueError if a name is taken for a kind:

@@ -4,8 +4,10 @@ A hook is someone else's code running inside the collector. Whatever it does, ra
 hang, or answer the wrong type, is logged, counted in /metrics
 (`homing_hook_errors_total{hook, name}`, beside `homing_hook_calls_total`), and turned
 into the answer the caller expects: a failed filter fails its batch with the
-HookResponseError the webhook path raises (hooks/filtering.py), as does a failed custom
-delivery, and a failed event-stream call returns False so that its batch comes again.
+HookResponseError the webhook path raises (hooks/filtering.py), a failed custom
+delivery raises it too, for the outbox to try again, and a failed event-stream call
+returns False so that its batch comes again. Campaigns call filters and custom
+deliveries by name (`hook:NAME`); a name no hook has fails like a hook that raised.
 Sync hooks run in threads of the runner's own, so that a slow one never blocks the event
 loop that answers PutEvents; async hooks run on the loop.
 """
@@ -50,57 +52,36 @@ class HookRunner:
         self.max_threads = max_threads
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
 
-    @property
-    def has_filter(self) -> bool:
-        return bool(self.registry.of("filter"))
-
-    @property
-    def has_custom_delivery(self) -> bool:
-        return bool(self.registry.of("custom_delivery"))
-
     def count_load_errors(self) -> None:
         """Count the entry points the registry could not load."""
         for name in self.registry.load_errors:
             self.metrics.hook_errors[("load", name)] += 1
 
-    async def filter(self, request: Mapping[str, Any]) -> dict[str, Endpoint]:
-        """The endpoints that the filter hooks keep of `request` (a FILTER hook request,
-        payloads.filter_request), each hook getting what the one before kept. With no
-        filter hook, the endpoints sent. HookResponseError if a hook fails: the batch
-        fails, as it does when a webhook filter fails."""
-        kept: dict[str, Endpoint] = dict(request["Endpoints"])
-        for hook in self.registry.of("filter"):
-            if not kept:
-                break
-            sent = _copy({**request, "Endpoints": kept})
-            try:
-                answer = await self._call(hook, sent, self.timeout)
-                kept = check_filter_answer(answer, kept)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                raise HookResponseError(self._failed(hook, exc)) from None
-        return kept
+    async def filter(self, name: str, request: Mapping[str, Any]) -> dict[str, Endpoint]:
+        """The endpoints that the filter hook `name` keeps of `request` (a FILTER hook
+        request, payloads.filter_request). HookResponseError if it fails or no filter
+        hook has that name: the batch fails, as it does when a webhook filter fails."""
+        hook = self._named("filter", name)
+        sent = _copy(request)
+        try:
+            answer = await self._call(hook, sent, self.timeout)
+            return check_filter_answer(answer, request["Endpoints"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise HookResponseError(self._failed(hook, exc)) from None
 
-    async def custom_delivery(self, payload: Mapping[str, Any]) -> None:
-        """Give a custom channel payload (payloads.custom_delivery_payload) to every
-        custom delivery hook, at once. HookResponseError, once all were called, if any
-        failed: the others did get the payload."""
-        hooks = self.registry.of("custom_delivery")
-        results = await asyncio.gather(
-            *(self._call(hook, _copy(payload), self.timeout) for hook in hooks),
-            return_exceptions=True,
-        )
-        failures = []
-        for hook, result in zip(hooks, results, strict=True):
-            if isinstance(result, asyncio.CancelledError):
-                raise result
-            if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result
-                failures.append(self._failed(hook, result))
-        if failures:
-            raise HookResponseError("; ".join(failures))
+    async def custom_delivery(self, name: str, payload: Mapping[str, Any]) -> None:
+        """Give a custom channel payload (payloads.custom_delivery_payload) to the custom
+        delivery hook `name`. HookResponseError if it fails or no custom delivery hook has
+        that name: the outbox tries again later."""
+        hook = self._named("custom_delivery", name)
+        try:
+            await self._call(hook, _copy(payload), self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise HookResponseError(self._failed(hook, exc)) from None
 
     async def event_stream(self, hook: NamedHook, records: Sequence[dict[str, Any]]) -> bool:
         """Give records to one event-stream hook; False if it failed (then logged and
@@ -120,6 +101,12 @@ class HookRunner:
         if threads is not None:
             # A hung hook's thread is not waited for: it must not hold up the shutdown.
             threads.shutdown(wait=False, cancel_futures=True)
+
+    def _named(self, kind: str, name: str) -> NamedHook:
+        hook = self.registry.named(kind, name)
+        if hook is None:  # its plugin was uninstalled since the campaign named it, say
+            raise HookResponseError(self.registry.missing(kind, name))
+        return hook
 
     async def _call(self, hook: NamedHook, argument: Any, timeout: float | None) -> Any:
         self.metrics.hook_calls[(hook.kind, hook.name)] += 1

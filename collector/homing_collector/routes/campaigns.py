@@ -22,6 +22,7 @@ from homing_collector.campaigns.campaign_shapes import (
 from homing_collector.campaigns.channels import check_channels, delivers_custom, has_push
 from homing_collector.campaigns.decode import convert
 from homing_collector.errors import bad_request, not_found
+from homing_collector.hooks.registry import Registry
 from homing_collector.models.campaigns import (
     ActivitiesResponse,
     ActivityResponse,
@@ -45,14 +46,17 @@ def check_campaign(payload: Any) -> WriteCampaignRequest:
         raise bad_request(str(exc)) from None
 
 
-def check_whole(request: WriteCampaignRequest, *, allow_http: bool = False) -> None:
+def check_whole(
+    request: WriteCampaignRequest, *, allow_http: bool = False, registry: Registry | None = None
+) -> None:
     """The rules a campaign as a whole follows, beyond its shape; raise WireError.
-    `allow_http`: the operator lets hooks be http:// URLs to any host."""
+    `allow_http`: the operator lets hooks be http:// URLs to any host; `registry`: the
+    in-process hooks that `hook:NAME` URLs may name (None: names are not looked up)."""
     if request.SegmentId is None:
         raise WireError("SegmentId", "is required: the segment the campaign sends to")
     if request.Schedule is None:
         raise WireError("Schedule", "is required, with at least StartTime")
-    check_channels(request, allow_http=allow_http)
+    check_channels(request, allow_http=allow_http, registry=registry)
     if not delivers_custom(request) and not has_push(request.MessageConfiguration):
         raise WireError(
             "MessageConfiguration",
@@ -155,8 +159,9 @@ async def create_campaign(request: Request) -> Response:
     campaign: WriteCampaignRequest = call.checked
     now = datetime.now(timezone.utc)
     allow_http = request.app.state.settings.hooks_allow_http
+    registry = request.app.state.hooks.registry
     try:
-        check_whole(campaign, allow_http=allow_http)
+        check_whole(campaign, allow_http=allow_http, registry=registry)
         check_start(campaign, now)
     except WireError as exc:
         raise bad_request(str(exc)) from None
@@ -191,9 +196,13 @@ async def update_campaign(request: Request) -> Response:
     update = msgspec.to_builtins(msgspec.structs.replace(campaign, tags=None))
 
     allow_http = request.app.state.settings.hooks_allow_http
+    # The hooks a campaign names are looked up when they are written: an update that
+    # leaves them as stored still pauses a campaign whose plugin is gone since.
+    given = (campaign.Hook, campaign.CustomDeliveryConfiguration, campaign.AdditionalTreatments)
+    registry = request.app.state.hooks.registry if any(m is not None for m in given) else None
 
     def check(merged: dict[str, Any]) -> None:
-        check_whole(convert(merged, WriteCampaignRequest), allow_http=allow_http)
+        check_whole(convert(merged, WriteCampaignRequest), allow_http=allow_http, registry=registry)
 
     if campaign.Schedule is not None:
         stored = await call.storage.get_campaign(call.app_id, campaign_id)

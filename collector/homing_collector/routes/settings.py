@@ -62,7 +62,12 @@ async def update_settings(request: Request) -> Response:
     update: WriteApplicationSettingsRequest = call.checked
     try:
         allow_http = request.app.state.settings.hooks_allow_http
-        check_hook(update.CampaignHook, "CampaignHook", allow_http=allow_http)
+        check_hook(
+            update.CampaignHook,
+            "CampaignHook",
+            allow_http=allow_http,
+            registry=request.app.state.hooks.registry,
+        )
     except WireError as exc:
         raise bad_request(str(exc)) from None
     # Each member given replaces the stored one; the others stay as they were.

@@ -1,6 +1,7 @@
 """In-process hooks: `create_app(hooks=...)` on a collector served by uvicorn on loopback,
 entry points of the group `homing_collector.hooks` loaded by `serve --workers 2`, and the
-runner that the campaign scheduler calls for filters and custom deliveries."""
+runner that campaigns call, by name, for filters and custom deliveries (see
+test_named_hooks.py for campaigns naming them)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from homing_collector.hooks import registry as registry_module
 from homing_collector.hooks import runner as runner_module
 from homing_collector.hooks.errors import HookResponseError
 from homing_collector.hooks.registry import ENTRY_POINT_GROUP, Registry
+from homing_collector.hooks.retry import RetryPolicy
 from homing_collector.hooks.runner import HookRunner
 from homing_collector.metrics import Metrics
 from homing_collector.settings import Settings
@@ -43,9 +45,12 @@ HOOKS_MD = Path(__file__).resolve().parents[3] / "docs" / "hooks.md"
 
 
 @contextlib.contextmanager
-def serving(db: Path, hooks: Any = None) -> Iterator[str]:
-    """create_app(hooks=...) served by uvicorn on a free loopback port, in a thread."""
+def serving(db: Path, hooks: Any = None, *, policy: RetryPolicy | None = None) -> Iterator[str]:
+    """create_app(hooks=...) served by uvicorn on a free loopback port, in a thread;
+    `policy` replaces the outbox's retry policy (24 h by default)."""
     app = create_app(Settings(db_path=db), hooks=hooks)
+    if policy is not None:
+        app.state.outbox.policy = policy
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -346,22 +351,28 @@ def errors(runner: HookRunner) -> dict[tuple[str, str], int]:
 
 
 @in_loop
-async def test_filters_chain_sync_and_async() -> None:
+async def test_a_filter_is_called_by_its_name_sync_or_async() -> None:
     def drop_b(request: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in request["Endpoints"].items() if k != "b"}
+        request["Endpoints"].clear()  # changes its own copy only
+        return {"a": ENDPOINTS["a"]}
 
     async def rewrite(request: dict[str, Any]) -> dict[str, Any]:
-        assert set(request["Endpoints"]) == {"a"}  # what the filter before kept
         assert request["MessageConfiguration"] == REQUEST["MessageConfiguration"]
         return {k: {**v, "BodyOverride": "hello"} for k, v in request["Endpoints"].items()}
 
     runner = runner_of(Hooks(filter=drop_b, name="one"), Hooks(filter=rewrite, name="two"))
-    kept = await runner.filter(REQUEST)
-    assert kept == {"a": {**ENDPOINTS["a"], "BodyOverride": "hello"}}
+    assert await runner.filter("one", REQUEST) == {"a": ENDPOINTS["a"]}
+    assert await runner.filter("two", REQUEST) == {
+        k: {**v, "BodyOverride": "hello"} for k, v in ENDPOINTS.items()
+    }  # not chained: each filter gets the endpoints sent
+    assert await runner.filter("two", REQUEST) != await runner.filter("one", REQUEST)
     assert ENDPOINTS["a"] == {"ChannelType": "CUSTOM", "Address": "a@example.com"}  # untouched
-    assert dict(runner.metrics.hook_calls) == {("filter", "one"): 1, ("filter", "two"): 1}
+    assert dict(runner.metrics.hook_calls) == {("filter", "one"): 2, ("filter", "two"): 2}
     assert errors(runner) == {}
-    assert await runner_of().filter(REQUEST) == ENDPOINTS  # no filter: every endpoint
+    with pytest.raises(HookResponseError, match=r"no filter hook named 'three'.*'one', 'two'"):
+        await runner.filter("three", REQUEST)
+    with pytest.raises(HookResponseError, match="no filter hook is registered at all"):
+        await runner_of().filter("one", REQUEST)
     await runner.close()
 
 
@@ -390,7 +401,7 @@ async def test_a_filter_that_fails_fails_the_batch(
 
     runner = runner_of(Hooks(filter=async_filter if is_async else sync_filter, name="f"))
     with pytest.raises(HookResponseError, match=message):
-        await runner.filter(REQUEST)
+        await runner.filter("f", REQUEST)
     assert errors(runner) == {("filter", "f"): 1}
     await runner.close()
 
@@ -413,7 +424,7 @@ async def test_a_slow_sync_filter_times_out_without_blocking_the_loop() -> None:
     ticker = asyncio.create_task(tick())
     started = time.monotonic()
     with pytest.raises(HookResponseError, match=r"did not return within 0\.3 s"):
-        await runner.filter(REQUEST)
+        await runner.filter("slow", REQUEST)
     assert time.monotonic() - started < 0.9
     ticker.cancel()
     assert ticks >= 10  # the loop kept running while the hook slept
@@ -422,7 +433,7 @@ async def test_a_slow_sync_filter_times_out_without_blocking_the_loop() -> None:
 
 
 @in_loop
-async def test_custom_deliveries_fan_out_and_a_failure_is_reported_after_all() -> None:
+async def test_a_custom_delivery_is_called_by_its_name_and_its_failure_raised() -> None:
     got: dict[str, Any] = {}
 
     def sync_delivery(payload: dict[str, Any]) -> None:
@@ -442,16 +453,17 @@ async def test_custom_deliveries_fan_out_and_a_failure_is_reported_after_all() -
         Hooks(custom_delivery=failing, name="x"),
         Hooks(custom_delivery=async_delivery, name="a"),
     )
+    await runner.custom_delivery("a", payload)
+    assert got == {"async": payload}  # the one named, only
+    await runner.custom_delivery("s", payload)
+    assert got["sync"]["Endpoints"] == {} and payload["Endpoints"] == ENDPOINTS
     with pytest.raises(HookResponseError, match="'x' raised ValueError: smtp is down"):
-        await runner.custom_delivery(payload)
-    assert got["async"] == payload and got["sync"]["Endpoints"] == {}
+        await runner.custom_delivery("x", payload)
     assert errors(runner) == {("custom_delivery", "x"): 1}
     assert sum(runner.metrics.hook_calls.values()) == 3
-
-    fine = runner_of(Hooks(custom_delivery=async_delivery, name="a"))
-    await fine.custom_delivery(payload)  # no exception
-    assert fine.has_custom_delivery and not fine.has_filter
-    await runner_of().custom_delivery(payload)  # none registered: nothing to do
+    with pytest.raises(HookResponseError, match="no custom_delivery hook named 'gone'"):
+        await runner.custom_delivery("gone", payload)
+    assert sum(runner.metrics.hook_calls.values()) == 3  # no hook was called
     await runner.close()
 
 
@@ -466,7 +478,7 @@ def test_the_docs_example_plugin_registers() -> None:
     hooks = namespace["hooks"]
     assert isinstance(hooks, Hooks) and hooks.name == "warehouse"
     request = {**REQUEST, "Endpoints": {**ENDPOINTS, "b": {**ENDPOINTS["b"], "OptOut": "ALL"}}}
-    assert asyncio.run(runner_of(hooks).filter(request)) == {"a": ENDPOINTS["a"]}
+    assert asyncio.run(runner_of(hooks).filter("warehouse", request)) == {"a": ENDPOINTS["a"]}
     (toml,) = code_blocks(text, "toml")
     assert toml.startswith(f'[project.entry-points."{ENTRY_POINT_GROUP}"]\n')
 

@@ -22,11 +22,13 @@ from homing_collector.hooks.payloads import (
     CampaignRun,
     batches,
     check_campaign_hook,
+    check_target,
     check_web_url,
     custom_delivery_payload,
     filter_request,
     parse_filter_response,
 )
+from homing_collector.hooks.registry import Hooks, Registry
 from homing_collector.hooks.signing import SigningKeys, new_secret
 from tests.collector.hooks.receiver import Answer, always, serving
 
@@ -245,3 +247,49 @@ def test_any_filter_answer_is_kept_or_refused_with_a_reason(answer: bytes) -> No
         assert str(exc)
     else:
         assert set(kept) <= set(ENDPOINTS)
+
+
+def named_registry(*names: str) -> Registry:
+    registry = Registry()
+    for name in names:
+        registry.add(Hooks(filter=print, custom_delivery=print, name=name))
+    return registry
+
+
+def test_a_hook_url_names_a_registered_hook_of_its_kind() -> None:
+    registry = Registry()
+    registry.add(Hooks(filter=print, name="crm"))
+    assert check_target("hook:crm", "Hook.WebUrl", "filter", registry=registry) == "hook:crm"
+    with pytest.raises(HookConfigError, match=r"no custom_delivery hook named 'crm'.* at all"):
+        check_target("hook:crm", "F", "custom_delivery", registry=registry)
+    with pytest.raises(HookConfigError, match="no filter hook is registered at all"):
+        check_target("hook:crm", "F", "filter", registry=Registry())
+    # No registry: a stored campaign's name, looked up when written; its form still counts.
+    assert check_target("hook:gone", "F", "filter") == "hook:gone"
+    with pytest.raises(HookConfigError, match="a hook's name"):
+        check_target("hook://gone", "F", "filter")
+    hook = check_campaign_hook({"Mode": "FILTER", "WebUrl": "hook:crm"}, registry=registry)
+    assert hook == CampaignHook("FILTER", "hook:crm")
+    with pytest.raises(HookConfigError) as caught:  # DELIVERY mode names a custom delivery
+        check_campaign_hook({"Mode": "DELIVERY", "WebUrl": "hook:crm"}, registry=registry)
+    assert caught.value.field == "Hook.WebUrl"
+    # A URL that is neither says both forms.
+    with pytest.raises(HookConfigError, match=r"https:// URL.*; or hook:NAME"):
+        check_target("crm", "F", "filter", registry=registry)
+
+
+@given(st.text(max_size=220))
+def test_any_hook_name_is_found_or_refused_with_a_reason(name: str) -> None:
+    well_formed = (
+        0 < len(name) <= 200 and name.isascii() and name.isprintable() and not any(
+            c in name for c in " /")
+    )  # fmt: skip
+    registry = named_registry(name) if well_formed else Registry()
+    url = f"hook:{name}"
+    if well_formed:
+        assert check_target(url, "F", "filter", registry=registry) == url
+        assert check_target(url, "F", "custom_delivery", registry=registry) == url
+    else:
+        with pytest.raises(HookConfigError, match="a hook's name after the colon") as caught:
+            check_target(url, "F", "filter", registry=registry)
+        assert caught.value.field == "F"

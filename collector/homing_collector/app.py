@@ -80,7 +80,7 @@ def create_app(
     metrics = Metrics()
     registry = Registry()
     registry.add_given(hooks)
-    hook_runner = HookRunner(registry, metrics)
+    hook_runner = HookRunner(registry, metrics, timeout=settings.hook_timeout)
     # The in-process event-stream hooks run where the hooks were registered: objects
     # given here may exist in this process only.
     hook_streams = HookStreams(store, hook_runner)

@@ -1,10 +1,14 @@
-"""Processes that do not outlive the process that started them."""
+"""Processes that do not outlive the process that started them, the background tasks
+they run, and the names they hold leases under."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
+import socket
 
 
 def end_with_parent(parent: int, signum: int) -> None:
@@ -29,3 +33,18 @@ def alive(pid: object) -> bool:
     except OSError:  # it exists, under another user
         return True
     return True
+
+
+def holder_name() -> str:
+    """This process's name as the holder of a lease in the database: host, pid (that of
+    a forked worker is only known once it runs) and a random tag, so that a pid used
+    again is not taken for the holder it replaced."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task, if there is one, and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

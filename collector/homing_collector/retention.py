@@ -15,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 
+from homing_collector.lifetime import holder_name, stop
 from homing_collector.storage.base import Storage
 from homing_collector.storage.history import cutoff_hour
 
@@ -49,7 +47,7 @@ class Sweeper:
         self.interval = interval
         self.batch_rows = batch_rows
         self.clock = clock
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = holder_name()
         self.deleted = 0  # rows, since the start
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -64,15 +62,12 @@ class Sweeper:
             self._wake.set()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         # The pid of a forked worker is only known once it runs.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = holder_name()
         await asyncio.sleep(FIRST_SWEEP)
         while True:
             try:

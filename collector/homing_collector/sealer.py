@@ -17,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from homing_collector.lifetime import holder_name, stop
 from homing_collector.storage import columnar
 from homing_collector.storage.base import Storage
 
@@ -51,7 +49,7 @@ class Sealer:
         self.storage = storage
         self.interval = interval
         self.clock = clock
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = holder_name()
         self.sealed = 0  # events copied since the start (a day rebuilt counts again)
         self._seen: dict[Path, float] = {}  # unnamed files, when first seen
         self._swept = 0.0
@@ -62,15 +60,12 @@ class Sealer:
             self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         # The pid of a forked worker is only known once it runs.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = holder_name()
         await asyncio.sleep(FIRST_STEP)
         while True:
             busy = False

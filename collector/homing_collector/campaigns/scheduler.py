@@ -42,6 +42,7 @@ from homing.wire import format_timestamp
 from homing_collector.hooks.campaign import CampaignHooks, stored_keys
 from homing_collector.hooks.errors import HookResponseError
 from homing_collector.hooks.payloads import CampaignRun
+from homing_collector.lifetime import stop
 from homing_collector.push.gateway import Gateway
 from homing_collector.push.messages import Override, Push, SendRequest, render
 from homing_collector.storage.base import (
@@ -203,11 +204,8 @@ class Scheduler:
 
     async def close(self) -> None:
         await self.triggers.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         await self.hooks.close()
 
     def wake(self) -> None:

@@ -19,7 +19,6 @@ Homing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import orjson
 
 from homing import limits
 from homing.wire import format_timestamp
+from homing_collector.lifetime import stop
 from homing_collector.storage.base import CampaignRecord, CampaignSend, EventRow, PastSend
 
 from .campaign_shapes import WriteCampaignRequest
@@ -88,11 +88,8 @@ class Triggers:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     def refresh(self, campaigns: Sequence[tuple[CampaignRecord, WriteCampaignRequest]]) -> None:
         """Rebuild the filters if an EVENT campaign was added, changed or deleted."""

@@ -18,9 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +27,7 @@ import orjson
 from homing_collector.hooks.records import to_record
 from homing_collector.hooks.registry import NamedHook
 from homing_collector.hooks.runner import HookRunner
+from homing_collector.lifetime import holder_name
 from homing_collector.storage.base import HookRow, Storage
 
 logger = logging.getLogger("homing_collector")
@@ -95,7 +93,7 @@ class HookStreams:
         if not hooks:
             return
         # The pid of a forked worker is only known once it runs.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = holder_name()
         # Before the collector answers: a new hook's cursor starts after the events stored
         # until now, so the events of the first requests are the hook's.
         await self.storage.open_hook_cursors([hook.name for hook in hooks])

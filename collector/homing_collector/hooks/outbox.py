@@ -23,7 +23,6 @@ import os
 import random
 import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -39,7 +38,7 @@ from homing_collector.hooks.registry import hook_name
 from homing_collector.hooks.retry import RetryPolicy
 from homing_collector.hooks.runner import HookRunner
 from homing_collector.hooks.signing import SigningKeys, new_secret
-from homing_collector.lifetime import alive
+from homing_collector.lifetime import alive, holder_name
 from homing_collector.metrics import Metrics
 from homing_collector.storage.base import Delivery, Storage
 
@@ -110,7 +109,7 @@ class Outbox:
         # This process, as the leases it takes name it: its host and pid let a process
         # started after a crash take over the leases of the one that died at once,
         # rather than when they run out.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner = holder_name()
         self._transport = transport
         self._rng = rng
         self._client: httpx.AsyncClient | None = None

@@ -14,7 +14,6 @@ table) or whose destination answered 410 (until PutEventStream sets it again).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from homing_collector.hooks.outbox import Clock
 from homing_collector.hooks.payloads import check_web_url
 from homing_collector.hooks.records import Records
 from homing_collector.hooks.signing import new_message_id
+from homing_collector.lifetime import stop
 from homing_collector.storage.base import NewDelivery, Storage, StreamRow
 
 logger = logging.getLogger("homing_collector")
@@ -125,11 +125,8 @@ class StreamPump:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -33,12 +33,14 @@ from homing_collector.storage.base import (
     PushMessage,
     SegmentReferenceError,
 )
+from homing_collector.storage.versioned import Versioned
 
 _COLUMNS = (
     "c.app_id, c.campaign_id, v.version, c.created_at, v.created_at, v.request, c.segment_id,"
     " c.state, c.tags"
 )
-_JOIN = "campaigns c JOIN campaign_versions v USING (app_id, campaign_id)"
+_VERSIONED = Versioned("campaigns c", "campaign_versions", "campaign_id", _COLUMNS)
+_JOIN = _VERSIONED.join
 _ACTIVITY = (
     "app_id, campaign_id, activity_id, version, scheduled_ms, state, started_at, ended_at,"
     " result, cursor, total, successful, metrics"
@@ -146,38 +148,22 @@ def get(
     conn: sqlite3.Connection, app_id: str, campaign_id: str, version: int | None
 ) -> CampaignRecord | None:
     """The campaign at `version`, or at its latest when None."""
-    if version is None:
-        where = "v.version = c.version"
-        args: tuple[Any, ...] = (app_id, campaign_id)
-    else:
-        where = "v.version = ?"
-        args = (app_id, campaign_id, version)
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM {_JOIN} WHERE c.app_id = ? AND c.campaign_id = ? AND {where}",
-        args,
-    ).fetchone()
+    row = _VERSIONED.get(conn, app_id, campaign_id, version)
     return _record(row) if row else None
 
 
 def page(
     conn: sqlite3.Connection, app_id: str, after: str | None, limit: int
 ) -> list[CampaignRecord]:
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM {_JOIN} WHERE c.app_id = ? AND c.campaign_id > ?"
-        " AND v.version = c.version ORDER BY c.campaign_id LIMIT ?",
-        (app_id, after or "", limit),
-    ).fetchall()
-    return [_record(row) for row in rows]
+    """The latest version of each campaign, by id."""
+    return [_record(row) for row in _VERSIONED.page(conn, app_id, after, limit)]
 
 
 def versions(
     conn: sqlite3.Connection, app_id: str, campaign_id: str, after: int, limit: int
 ) -> list[CampaignRecord]:
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM {_JOIN} WHERE c.app_id = ? AND c.campaign_id = ?"
-        " AND v.version > ? ORDER BY v.version LIMIT ?",
-        (app_id, campaign_id, after, limit),
-    ).fetchall()
+    """The versions after `after`, oldest first."""
+    rows = _VERSIONED.versions_after(conn, app_id, campaign_id, after, limit)
     return [_record(row) for row in rows]
 
 

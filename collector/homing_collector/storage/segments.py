@@ -20,9 +20,10 @@ from homing_collector.storage.base import (
     SegmentReference,
     SegmentReferenceError,
 )
+from homing_collector.storage.versioned import Versioned
 
 _COLUMNS = "s.app_id, s.segment_id, v.version, s.created_at, v.created_at, v.request, s.tags"
-_JOIN = "segments s JOIN segment_versions v USING (app_id, segment_id)"
+_VERSIONED = Versioned("segments s", "segment_versions", "segment_id", _COLUMNS)
 
 
 def create(
@@ -106,16 +107,7 @@ def get(
     conn: sqlite3.Connection, app_id: str, segment_id: str, version: int | None
 ) -> SegmentRecord | None:
     """The segment at `version`, or at its latest when None."""
-    if version is None:
-        where = "v.version = s.version"
-        args: tuple[Any, ...] = (app_id, segment_id)
-    else:
-        where = "v.version = ?"
-        args = (app_id, segment_id, version)
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.app_id = ? AND s.segment_id = ? AND {where}",
-        args,
-    ).fetchone()
+    row = _VERSIONED.get(conn, app_id, segment_id, version)
     return _record(row) if row else None
 
 
@@ -123,23 +115,14 @@ def page(
     conn: sqlite3.Connection, app_id: str, after: str | None, limit: int
 ) -> list[SegmentRecord]:
     """The latest version of each segment, by id."""
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.app_id = ? AND s.segment_id > ?"
-        " AND v.version = s.version ORDER BY s.segment_id LIMIT ?",
-        (app_id, after or "", limit),
-    ).fetchall()
-    return [_record(row) for row in rows]
+    return [_record(row) for row in _VERSIONED.page(conn, app_id, after, limit)]
 
 
 def versions(
     conn: sqlite3.Connection, app_id: str, segment_id: str, after: int, limit: int
 ) -> list[SegmentRecord]:
     """The versions after `after`, oldest first."""
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM {_JOIN} WHERE s.app_id = ? AND s.segment_id = ?"
-        " AND v.version > ? ORDER BY v.version LIMIT ?",
-        (app_id, segment_id, after, limit),
-    ).fetchall()
+    rows = _VERSIONED.versions_after(conn, app_id, segment_id, after, limit)
     return [_record(row) for row in rows]
 
 

@@ -747,34 +747,25 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             f"{rates['ceiling']:,.0f} ({label}); stored / ceiling: "
             f"{rates['stored'] / rates['ceiling']:.1%}"
         )
-    if args.grown:
-        grown = statistics.median(f.events_per_s for k, _, f, _ in rows if k == "grown")
+
+    def beside_empty(kind: str, what: str, peer: str, target: str | None = None) -> None:
+        """A case's median beside the stored case's on an empty database, gzip off."""
+        rate = statistics.median(f.events_per_s for k, _, f, _ in rows if k == kind)
         empty = statistics.median(
             f.events_per_s for k, g, f, _ in rows if (k, g) == ("stored", False)
         )
         print(
-            f"gzip off: stored into {args.grown.name} {grown:,.0f}, into an empty database"
-            f" {empty:,.0f} events/s: {grown / empty:.1%} (target 85%)"
+            f"gzip off: stored {what} {rate:,.0f}, {peer} {empty:,.0f} events/s:"
+            f" {rate / empty:.1%}" + (f" (target {target})" if target else "")
         )
+
+    if args.grown:
+        beside_empty("grown", f"into {args.grown.name}", "into an empty database", "85%")
     if args.event_stream:
-        with_stream = statistics.median(f.events_per_s for k, _, f, _ in rows if k == "streamed")
-        without = statistics.median(
-            f.events_per_s for k, g, f, _ in rows if (k, g) == ("stored", False)
-        )
-        what = "an event stream" + (" and a campaign triggered by events" if args.campaign else "")
-        print(
-            f"gzip off: stored with {what} {with_stream:,.0f}, with neither"
-            f" {without:,.0f} events/s: {with_stream / without:.1%} (target 85%)"
-        )
+        what = "an event stream" + (" and a webhook campaign" if args.campaign else "")
+        beside_empty("streamed", f"with {what}", "with neither", "85%")
     if args.in_process_hook:
-        hooked = statistics.median(f.events_per_s for k, _, f, _ in rows if k == "hooked")
-        without = statistics.median(
-            f.events_per_s for k, g, f, _ in rows if (k, g) == ("stored", False)
-        )
-        print(
-            f"gzip off: stored with an in-process event-stream hook {hooked:,.0f}, without"
-            f" {without:,.0f} events/s: {hooked / without:.1%}"
-        )
+        beside_empty("hooked", "with an in-process event-stream hook", "without")
     for line in checks + streamed:
         print(line)
     if args.keep:

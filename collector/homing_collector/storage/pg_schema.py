@@ -107,6 +107,38 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        # Push store-and-forward, as SQLite keeps it (storage/push.py): each endpoint's
+        # messages numbered 1, 2, ... for good, by its row in push_endpoints.
+        """
+        CREATE TABLE push_messages (
+            app_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL,
+            message_id text COLLATE "C" NOT NULL,
+            silent boolean NOT NULL,
+            payload text NOT NULL,
+            campaign_id text COLLATE "C",
+            created_at bigint NOT NULL,
+            expires_at bigint NOT NULL,
+            delivered_at bigint,
+            PRIMARY KEY (app_id, endpoint_id, seq)
+        );
+        CREATE INDEX push_messages_id ON push_messages (app_id, message_id);
+        CREATE INDEX push_messages_expiry ON push_messages (expires_at)
+            WHERE delivered_at IS NULL;
+        CREATE INDEX push_messages_created ON push_messages (created_at)
+            WHERE delivered_at IS NULL;
+        CREATE TABLE push_endpoints (
+            app_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            last_seq bigint NOT NULL,
+            dropped bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (app_id, endpoint_id)
+        );
+        """,
+    ),
 ]
 
 

@@ -29,6 +29,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
+from homing_collector.push import epoch_ms
 from homing_collector.storage.base import (
     ActivityRecord,
     AppRecord,
@@ -506,6 +507,115 @@ class PostgresStorage:
 
         return await self._write(work)
 
+    # -- push store-and-forward ------------------------------------------------------------
+
+    async def queue_push(
+        self, app_id: str, messages: Sequence[PushMessage], *, queue_limit: int
+    ) -> PushQueued:
+        async def work(conn: Connection) -> PushQueued:
+            # Stamped in the transaction, so that other collectors polling for new rows by
+            # time (push_changes) see them in about the order they commit.
+            now_ms = epoch_ms()
+            by_endpoint: dict[str, list[PushMessage]] = {}
+            for message in messages:
+                by_endpoint.setdefault(message.endpoint_id, []).append(message)
+            seqs: dict[str, int] = {}  # message id -> its seq
+            dropped = 0
+            rows = []
+            # Each endpoint's counter row, locked in id order (no deadlock between two
+            # sends to the same endpoints) until the commit: its messages are numbered
+            # and bounded by one transaction at a time.
+            for endpoint_id in sorted(by_endpoint):
+                queued = by_endpoint[endpoint_id]
+                cursor = await conn.execute(
+                    "INSERT INTO push_endpoints (app_id, endpoint_id, last_seq)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (app_id, endpoint_id)"
+                    " DO UPDATE SET last_seq = push_endpoints.last_seq + excluded.last_seq"
+                    " RETURNING last_seq",
+                    (app_id, endpoint_id, len(queued)),
+                )
+                row = await cursor.fetchone()
+                first = int(row[0]) - len(queued) + 1 if row else 1
+                for seq, message in enumerate(queued, start=first):
+                    seqs[message.message_id] = seq
+                    rows.append((app_id, endpoint_id, seq, message.message_id, message.silent,
+                                 message.payload, message.campaign_id, now_ms,
+                                 message.expires_at))  # fmt: skip
+            async with conn.cursor() as insert:
+                await insert.executemany(
+                    "INSERT INTO push_messages (app_id, endpoint_id, seq, message_id, silent,"
+                    " payload, campaign_id, created_at, expires_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+            for endpoint_id in sorted(by_endpoint):
+                dropped += await _bound_push(conn, app_id, endpoint_id, queue_limit)
+            return PushQueued([seqs[message.message_id] for message in messages], dropped)
+
+        return await self._write(work)
+
+    async def pending_push(
+        self, app_id: str, endpoint_id: str, *, after_seq: int, now_ms: int
+    ) -> list[QueuedPush]:
+        rows = await self._rows(
+            "SELECT seq, payload, expires_at FROM push_messages"
+            " WHERE app_id = %s AND endpoint_id = %s AND delivered_at IS NULL AND seq > %s"
+            " AND expires_at > %s ORDER BY seq",
+            (app_id, endpoint_id, after_seq, now_ms),
+        )
+        return [QueuedPush(*row) for row in rows]
+
+    async def ack_push(
+        self, app_id: str, endpoint_id: str, message_ids: Sequence[str], *, now_ms: int
+    ) -> int:
+        async def work(conn: Connection) -> int:
+            cursor = await conn.execute(
+                "UPDATE push_messages SET delivered_at = %s WHERE app_id = %s"
+                " AND endpoint_id = %s AND delivered_at IS NULL AND message_id = ANY(%s)",
+                (now_ms, app_id, endpoint_id, list(message_ids)),
+            )
+            return cursor.rowcount
+
+        return await self._write(work)
+
+    async def ack_push_through(
+        self, app_id: str, endpoint_id: str, seq: int, *, now_ms: int
+    ) -> int:
+        async def work(conn: Connection) -> int:
+            # Only up to the highest seq the endpoint ever had: a higher one was counted
+            # against another database (a restored backup), and acknowledging through it
+            # would drop messages the device never saw.
+            cursor = await conn.execute(
+                "UPDATE push_messages SET delivered_at = %s"
+                " WHERE app_id = %s AND endpoint_id = %s AND delivered_at IS NULL AND seq <= %s"
+                " AND %s <= (SELECT last_seq FROM push_endpoints"
+                "            WHERE app_id = %s AND endpoint_id = %s)",
+                (now_ms, app_id, endpoint_id, seq, seq, app_id, endpoint_id),
+            )
+            return cursor.rowcount
+
+        return await self._write(work)
+
+    async def purge_push(self, now_ms: int) -> int:
+        async def work(conn: Connection) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM push_messages WHERE delivered_at IS NULL AND expires_at <= %s",
+                (now_ms,),
+            )
+            return cursor.rowcount
+
+        return await self._write(work)
+
+    async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
+        """Never None: PostgreSQL has no cheap "nothing committed since" (LISTEN/NOTIFY is
+        still to come), so every call reads the recent messages."""
+        rows = await self._rows(
+            "SELECT app_id, endpoint_id, max(seq) FROM push_messages"
+            " WHERE delivered_at IS NULL AND created_at >= %s GROUP BY app_id, endpoint_id",
+            (since_ms,),
+        )
+        return [(app_id, endpoint_id, int(seq)) for app_id, endpoint_id, seq in rows]
+
     # -- segments: not on PostgreSQL yet --------------------------------------------------
 
     async def create_segment(
@@ -692,34 +802,6 @@ class PostgresStorage:
     ) -> None:
         raise _missing("campaigns")
 
-    # -- push store-and-forward: not on PostgreSQL yet ------------------------------------
-
-    async def queue_push(
-        self, app_id: str, messages: Sequence[PushMessage], *, queue_limit: int
-    ) -> PushQueued:
-        raise _missing("push store-and-forward")
-
-    async def pending_push(
-        self, app_id: str, endpoint_id: str, *, after_seq: int, now_ms: int
-    ) -> list[QueuedPush]:
-        raise _missing("push store-and-forward")
-
-    async def ack_push(
-        self, app_id: str, endpoint_id: str, message_ids: Sequence[str], *, now_ms: int
-    ) -> int:
-        raise _missing("push store-and-forward")
-
-    async def ack_push_through(
-        self, app_id: str, endpoint_id: str, seq: int, *, now_ms: int
-    ) -> int:
-        raise _missing("push store-and-forward")
-
-    async def purge_push(self, now_ms: int) -> int:
-        raise _missing("push store-and-forward")
-
-    async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
-        raise _missing("push store-and-forward")
-
     # -- webhooks and the outbox: not on PostgreSQL yet -----------------------------------
 
     async def hook_secrets(
@@ -850,7 +932,7 @@ class PostgresStorage:
 
 # What PostgresStorage does not do yet: their methods raise NotImplementedError.
 MISSING = (
-    "segments", "import jobs", "campaigns", "push store-and-forward", "webhooks and the outbox",
+    "segments", "import jobs", "campaigns", "webhooks and the outbox",
     "event streams", "in-process event-stream hooks", "analytics queries", "analytics rollups",
     "the columnar copy",
 )  # fmt: skip
@@ -863,7 +945,7 @@ def _missing(feature: str) -> NotImplementedError:
 # Every table of an application's data, which deleting the application empties.
 _APP_TABLES = (
     "keys", "endpoints", "events", "event_types", "app_settings", "app_quotas",
-    "app_retention", "device_credentials",
+    "app_retention", "device_credentials", "push_messages", "push_endpoints",
 )  # fmt: skip
 
 
@@ -1023,6 +1105,24 @@ async def _insert_events(conn: Connection, app_id: str, rows: Sequence[EventRow]
     return int(row[0]) if row else 0
 
 
+async def _bound_push(conn: Connection, app_id: str, endpoint_id: str, limit: int) -> int:
+    """Drop the endpoint's oldest unacknowledged messages beyond `limit`; return how many."""
+    cursor = await conn.execute(
+        "DELETE FROM push_messages WHERE app_id = %s AND endpoint_id = %s AND seq IN"
+        " (SELECT seq FROM push_messages WHERE app_id = %s AND endpoint_id = %s"
+        "  AND delivered_at IS NULL ORDER BY seq DESC OFFSET %s)",
+        (app_id, endpoint_id, app_id, endpoint_id, limit),
+    )
+    excess = cursor.rowcount
+    if excess:
+        await conn.execute(
+            "UPDATE push_endpoints SET dropped = dropped + %s"
+            " WHERE app_id = %s AND endpoint_id = %s",
+            (excess, app_id, endpoint_id),
+        )
+    return excess
+
+
 async def _delete_endpoints(conn: Connection, app_id: str, ids: list[str]) -> list[Endpoint]:
     deleted = []
     for endpoint_id in ids:
@@ -1040,6 +1140,12 @@ async def _delete_endpoints(conn: Connection, app_id: str, ids: list[str]) -> li
             continue
         await conn.execute(
             "DELETE FROM events WHERE app_id = %s AND endpoint_id = %s", (app_id, endpoint_id)
+        )
+        # Its push counter stays: a device that comes back under the same id must not see
+        # old numbers again, or its Last-Event-ID would acknowledge new messages.
+        await conn.execute(
+            "DELETE FROM push_messages WHERE app_id = %s AND endpoint_id = %s",
+            (app_id, endpoint_id),
         )
         deleted.append(orjson.loads(row[0]))
     return deleted

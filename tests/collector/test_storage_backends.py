@@ -331,6 +331,24 @@ def test_concurrent_links_to_one_user_stop_at_the_limit(backend: Backend) -> Non
     run(backend, scenario)
 
 
+def test_batches_linking_users_in_opposite_orders_all_store(backend: Backend) -> None:
+    # Each batch locks its users one after the other, in the order of its endpoints: two
+    # batches in opposite orders can deadlock, and the one the database aborts runs again.
+    async def scenario(storage: Storage) -> int:
+        async with collectors(backend, 8) as writers:
+            await asyncio.gather(*(
+                writers[n % 8].update_endpoints(
+                    APP,
+                    [update(f"e{n}-{k}", User={"UserId": f"u{(k + n) % 4}"}) for k in range(4)],
+                    merge=merge, max_user_endpoints=100,
+                )
+                for n in range(16)
+            ))  # fmt: skip
+        return sum([len(await storage.get_user_endpoints(APP, f"u{k}")) for k in range(4)])
+
+    assert run(backend, scenario) == 64
+
+
 # -- events -----------------------------------------------------------------------------
 
 

@@ -9,7 +9,9 @@ Other collectors write to the same rows at the same time, so nothing is cached a
 read-modify-write locks what it reads: endpoints with SELECT ... FOR UPDATE (in id order,
 so that two batches cannot deadlock on them), and the per-application limits (event
 types, endpoints per user) with a transaction-level advisory lock on the application or
-user, taken only when a new type or a new link may cross the limit. Should PostgreSQL
+user, taken only when a new type or a new link may cross the limit. Every transaction
+takes its locks in one order: endpoints, then users (by id), then the application's
+types. Should PostgreSQL
 still break a deadlock or a serialization conflict, the transaction runs again whole.
 
 Not kept here yet: the analytics rollups (storage/base.py's `rollups` is False, and
@@ -984,9 +986,15 @@ async def _upsert_endpoints(
         (app_id, sorted({item.endpoint_id for item in items})),
     )
     bodies: dict[str, str] = dict(await cursor.fetchall())
+    # The users these updates may link an endpoint to, locked in order too, before any is
+    # counted: two batches that each took one and waited for the other's would deadlock.
+    locked = set()
+    for user_id in sorted(_new_users(items, bodies)):
+        await _lock(conn, "user", app_id, user_id)
+        locked.add(user_id)
     for item in items:
         try:
-            await _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, bodies)
+            await _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, bodies, locked)
         except (UserEndpointLimit, ValueError) as exc:
             if errors is None:
                 raise
@@ -1000,6 +1008,7 @@ async def _upsert_endpoint(
     merge: EndpointMerge,
     max_user_endpoints: int,
     bodies: dict[str, str],
+    locked: set[str],
 ) -> None:
     # Rules are checked before anything is written, so a refused update leaves no trace.
     while True:
@@ -1011,6 +1020,9 @@ async def _upsert_endpoint(
         user_id = (merged.get("User") or {}).get("UserId")
         old_user_id = ((existing or {}).get("User") or {}).get("UserId")
         if user_id is not None and user_id != old_user_id:
+            if user_id not in locked:  # another collector made the endpoint meanwhile
+                await _lock(conn, "user", app_id, user_id)
+                locked.add(user_id)
             await _check_user(conn, app_id, user_id, max_user_endpoints)
         text = orjson.dumps(merged).decode()
         if body is not None:
@@ -1040,10 +1052,23 @@ async def _upsert_endpoint(
         return
 
 
+def _new_users(items: Sequence[EndpointUpdate], bodies: dict[str, str]) -> set[str]:
+    """The user ids that the updates give to endpoints stored with another user, or not
+    stored: only merging an update decides, but it can link no other user."""
+    users = set()
+    for item in items:
+        user_id = (item.update.get("User") or {}).get("UserId")
+        if user_id is None:
+            continue
+        body = bodies.get(item.endpoint_id)
+        if body is None or (orjson.loads(body).get("User") or {}).get("UserId") != user_id:
+            users.add(user_id)
+    return users
+
+
 async def _check_user(conn: Connection, app_id: str, user_id: str, limit: int) -> None:
-    """Raise UserEndpointLimit if the user has `limit` endpoints already. The lock keeps
-    two collectors from linking the user's last free place at once."""
-    await _lock(conn, "user", app_id, user_id)
+    """Raise UserEndpointLimit if the user has `limit` endpoints already. The caller holds
+    the user's lock, which keeps two collectors from taking its last free place at once."""
     cursor = await conn.execute(
         "SELECT count(*) FROM endpoints WHERE app_id = %s AND user_id = %s", (app_id, user_id)
     )

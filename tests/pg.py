@@ -71,14 +71,16 @@ class Cluster:
             command = ["runuser", "-u", self.as_user, "--", *command]
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
 
+    def init(self) -> None:
+        self.run("initdb", "-D", str(self.directory / "data"), "-U", _USER, "--auth=trust",
+                 "-E", "UTF8", "--no-sync", "--no-instructions")  # fmt: skip
+
     def start(self) -> None:
         data = self.directory / "data"
-        self.run("initdb", "-D", str(data), "-U", _USER, "--auth=trust", "-E", "UTF8",
-                 "--no-sync", "--no-instructions")  # fmt: skip
         # fsync off: a test cluster need not survive a power cut, and it is much faster.
         options = (
             f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            " -c fsync=off -c full_page_writes=off"
             " -c max_connections=200"
         )
         self.run("pg_ctl", "-D", str(data), "-l", str(self.directory / "server.log"),
@@ -114,7 +116,16 @@ def _start_cluster() -> Cluster:
         as_user = _SYSTEM_USER
     cluster = Cluster(bindir, directory, _free_port(), as_user)
     try:
-        cluster.start()
+        cluster.init()
+        for attempt in range(3):
+            try:
+                cluster.start()
+                break
+            except subprocess.CalledProcessError:
+                # Most likely another process took the free port first: take another.
+                if attempt == 2:
+                    raise
+                cluster.port = _free_port()
     except subprocess.CalledProcessError as exc:
         log = directory / "server.log"
         detail = log.read_text() if log.exists() else ""

@@ -29,6 +29,9 @@ from homing_collector.storage.base import (
     KeyRecord,
     PushMessage,
     PushQueued,
+    SegmentRecord,
+    SegmentReference,
+    SegmentReferenceError,
     Storage,
     UserEndpointLimit,
 )
@@ -511,6 +514,119 @@ def test_collectors_pushing_at_once_number_each_message_once(backend: Backend) -
     assert run(backend, scenario) == list(range(1, 24 + 8 + 1))
 
 
+# -- segments ---------------------------------------------------------------------------
+
+
+def segment_request(*sources: tuple[str, int | None]) -> str:
+    refs = [{"Id": i} if v is None else {"Id": i, "Version": v} for i, v in sources]
+    groups = {"Groups": [{"SourceSegments": refs}]} if refs else {}
+    return orjson.dumps({"Name": "s", "SegmentGroups": groups}).decode()
+
+
+def refs(*sources: tuple[str, int | None]) -> list[SegmentReference]:
+    return [SegmentReference(f"Groups[0].SourceSegments[{n}]", i, v)
+            for n, (i, v) in enumerate(sources)]  # fmt: skip
+
+
+async def new_segment(storage: Storage, segment_id: str, *sources: tuple[str, int | None]) -> None:
+    record = SegmentRecord(APP, segment_id, 1, NOW, NOW, segment_request(*sources), {"t": "1"})
+    await storage.create_segment(record, refs(*sources))
+
+
+async def change_segment(
+    storage: Storage, segment_id: str, *sources: tuple[str, int | None]
+) -> SegmentRecord | None:
+    return await storage.update_segment(
+        APP, segment_id, segment_request(*sources), "later", refs(*sources)
+    )
+
+
+def test_segments_keep_every_version(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        for segment_id in ("s2", "s1", "s3"):
+            await new_segment(storage, segment_id)
+        updated = await change_segment(storage, "s1", ("s2", 1))
+        assert updated is not None
+        assert (updated.version, updated.created_at, updated.modified_at) == (2, NOW, "later")
+        assert updated.tags == {"t": "1"}
+        assert await change_segment(storage, "nope") is None
+
+        first = await storage.get_segment(APP, "s1", 1)
+        assert first is not None and first.request == segment_request()
+        latest = await storage.get_segment(APP, "s1")
+        assert latest == updated
+        assert await storage.get_segment(APP, "s1", 3) is None
+        assert await storage.get_segment(OTHER, "s1") is None
+        listed = await storage.list_segments(APP, after=None, limit=2)
+        assert [(s.id, s.version) for s in listed] == [("s1", 2), ("s2", 1)]
+        assert [s.id for s in await storage.list_segments(APP, after="s2", limit=2)] == ["s3"]
+        versions = await storage.list_segment_versions(APP, "s1", after=0, limit=10)
+        assert [s.version for s in versions] == [1, 2]
+        assert [s.version for s in await storage.list_segment_versions(
+            APP, "s1", after=1, limit=10)] == [2]  # fmt: skip
+
+        deleted = await storage.delete_segment(APP, "s1")
+        assert deleted == updated
+        assert await storage.delete_segment(APP, "s1") is None
+        assert await storage.get_segment(APP, "s1", 1) is None
+
+    run(backend, scenario)
+
+
+def test_segment_references_must_exist_and_make_no_cycle(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[str]:
+        await new_segment(storage, "a")
+        await new_segment(storage, "b", ("a", None))
+        errors = []
+        for segment_id, sources in (
+            ("c", [("nope", None)]),
+            ("c", [("a", 7)]),
+            ("a", [("b", None)]),  # b is based on a's latest: a cycle
+            ("a", [("a", None)]),
+        ):
+            try:
+                if segment_id == "c":
+                    await new_segment(storage, segment_id, *sources)
+                else:
+                    await change_segment(storage, segment_id, *sources)
+            except SegmentReferenceError as exc:
+                errors.append(str(exc))
+        assert await storage.get_segment(APP, "c") is None
+        latest = await storage.get_segment(APP, "a")
+        assert latest is not None and latest.version == 1
+        # Based on an older version of itself: no cycle.
+        assert await change_segment(storage, "a", ("a", 1)) is not None
+        return errors
+
+    errors = run(backend, scenario)
+    assert errors == [
+        "Groups[0].SourceSegments[0].Id: segment nope does not exist in this application",
+        "Groups[0].SourceSegments[0].Version: segment a has no version 7",
+        "Groups[0].SourceSegments[0].Id: segment b is based on the latest version of segment"
+        " a, so this would be a cycle",
+        "Groups[0].SourceSegments[0].Id: a segment cannot be based on its own latest version",
+    ]
+
+
+def test_collectors_basing_two_segments_on_each_other_at_once_make_no_cycle(
+    backend: Backend,
+) -> None:
+    async def scenario(storage: Storage) -> list[list[bool]]:
+        pairs = [(f"a{n}", f"b{n}") for n in range(8)]  # each pair a chance to race
+        for a, b in pairs:
+            await new_segment(storage, a)
+            await new_segment(storage, b)
+        async with collectors(backend, 2) as (one, two):
+            outcomes = await asyncio.gather(*(
+                change for a, b in pairs
+                for change in (change_segment(one, a, (b, None)), change_segment(two, b, (a, None)))
+            ), return_exceptions=True)  # fmt: skip
+        refused = [isinstance(outcome, SegmentReferenceError) for outcome in outcomes]
+        return [sorted(refused[n : n + 2]) for n in range(0, len(refused), 2)]
+
+    assert run(backend, scenario) == [[False, True]] * 8
+
+
 # -- settings, quotas, retention, credentials, leases -----------------------------------
 
 
@@ -629,8 +745,8 @@ def test_postgres_names_the_features_it_lacks(postgres_url: str) -> None:
         storage = PostgresStorage(postgres_url)
         await storage.start()
         try:
-            with pytest.raises(NotImplementedError, match="segments: not supported on PostgreSQL"):
-                await storage.get_segment(APP, "s1")
+            with pytest.raises(NotImplementedError, match="campaigns: not supported on PostgreSQL"):
+                await storage.get_campaign(APP, "c1")
             with pytest.raises(NotImplementedError, match="event streams"):
                 await storage.list_event_streams()
         finally:

@@ -139,6 +139,29 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        3,
+        # Segments, as SQLite keeps them (storage/segments.py): the segment, naming its
+        # latest version, and each version with the request that made it.
+        """
+        CREATE TABLE segments (
+            app_id text COLLATE "C" NOT NULL,
+            segment_id text COLLATE "C" NOT NULL,
+            version integer NOT NULL,
+            created_at text COLLATE "C" NOT NULL,
+            tags text NOT NULL DEFAULT '{}',
+            PRIMARY KEY (app_id, segment_id)
+        );
+        CREATE TABLE segment_versions (
+            app_id text COLLATE "C" NOT NULL,
+            segment_id text COLLATE "C" NOT NULL,
+            version integer NOT NULL,
+            created_at text COLLATE "C" NOT NULL,
+            request text NOT NULL,
+            PRIMARY KEY (app_id, segment_id, version)
+        );
+        """,
+    ),
 ]
 
 

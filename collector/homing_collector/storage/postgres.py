@@ -66,6 +66,7 @@ from homing_collector.storage.base import (
 from homing_collector.storage.events import HOUR_MS
 from homing_collector.storage.history import StoredEvent
 from homing_collector.storage.pg_schema import migrate
+from homing_collector.storage.segment_references import reference_checks
 
 if TYPE_CHECKING:
     import sqlite3
@@ -618,12 +619,27 @@ class PostgresStorage:
         )
         return [(app_id, endpoint_id, int(seq)) for app_id, endpoint_id, seq in rows]
 
-    # -- segments: not on PostgreSQL yet --------------------------------------------------
+    # -- segments ---------------------------------------------------------------------------
 
     async def create_segment(
         self, record: SegmentRecord, references: Sequence[SegmentReference]
     ) -> SegmentRecord:
-        raise _missing("segments")
+        async def work(conn: Connection) -> SegmentRecord:
+            await _lock(conn, "segments", record.app_id)
+            await _check_references(conn, record.app_id, record.id, references)
+            await conn.execute(
+                "INSERT INTO segments (app_id, segment_id, version, created_at, tags)"
+                " VALUES (%s, %s, 1, %s, %s)",
+                (record.app_id, record.id, record.created_at, orjson.dumps(record.tags).decode()),
+            )
+            await conn.execute(
+                "INSERT INTO segment_versions (app_id, segment_id, version, created_at, request)"
+                " VALUES (%s, %s, 1, %s, %s)",
+                (record.app_id, record.id, record.modified_at, record.request),
+            )
+            return record
+
+        return await self._write(work)
 
     async def update_segment(
         self,
@@ -633,25 +649,65 @@ class PostgresStorage:
         modified_at: str,
         references: Sequence[SegmentReference],
     ) -> SegmentRecord | None:
-        raise _missing("segments")
+        async def work(conn: Connection) -> SegmentRecord | None:
+            await _lock(conn, "segments", app_id)
+            if await _segment(conn, app_id, segment_id, None) is None:
+                return None
+            await _check_references(conn, app_id, segment_id, references)
+            await conn.execute(
+                "WITH head AS (UPDATE segments SET version = version + 1"
+                " WHERE app_id = %s AND segment_id = %s RETURNING version)"
+                " INSERT INTO segment_versions (app_id, segment_id, version, created_at, request)"
+                " SELECT %s, %s, version, %s, %s FROM head",
+                (app_id, segment_id, app_id, segment_id, modified_at, request),
+            )
+            return await _segment(conn, app_id, segment_id, None)
+
+        return await self._write(work)
 
     async def get_segment(
         self, app_id: str, segment_id: str, version: int | None = None
     ) -> SegmentRecord | None:
-        raise _missing("segments")
+        where, args = _segment_version(segment_id, version)
+        row = await self._row(f"{_SEGMENTS} WHERE s.app_id = %s AND {where}", (app_id, *args))
+        return _segment_record(row) if row else None
 
     async def list_segments(
         self, app_id: str, *, after: str | None, limit: int
     ) -> list[SegmentRecord]:
-        raise _missing("segments")
+        rows = await self._rows(
+            f"{_SEGMENTS} WHERE s.app_id = %s AND s.segment_id > %s AND v.version = s.version"
+            " ORDER BY s.segment_id LIMIT %s",
+            (app_id, after or "", limit),
+        )
+        return [_segment_record(row) for row in rows]
 
     async def list_segment_versions(
         self, app_id: str, segment_id: str, *, after: int, limit: int
     ) -> list[SegmentRecord]:
-        raise _missing("segments")
+        rows = await self._rows(
+            f"{_SEGMENTS} WHERE s.app_id = %s AND s.segment_id = %s AND v.version > %s"
+            " ORDER BY v.version LIMIT %s",
+            (app_id, segment_id, after, limit),
+        )
+        return [_segment_record(row) for row in rows]
 
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
-        raise _missing("segments")
+        """Campaigns and import jobs are not on PostgreSQL yet: when they are, deleting a
+        segment deletes its campaigns and jobs too, as on SQLite."""
+
+        async def work(conn: Connection) -> SegmentRecord | None:
+            await _lock(conn, "segments", app_id)
+            record = await _segment(conn, app_id, segment_id, None)
+            if record is not None:
+                for table in ("segment_versions", "segments"):
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE app_id = %s AND segment_id = %s",
+                        (app_id, segment_id),
+                    )
+            return record
+
+        return await self._write(work)
 
     # -- import jobs: not on PostgreSQL yet -----------------------------------------------
 
@@ -934,7 +990,7 @@ class PostgresStorage:
 
 # What PostgresStorage does not do yet: their methods raise NotImplementedError.
 MISSING = (
-    "segments", "import jobs", "campaigns", "webhooks and the outbox",
+    "import jobs", "campaigns", "webhooks and the outbox",
     "event streams", "in-process event-stream hooks", "analytics queries", "analytics rollups",
     "the columnar copy",
 )  # fmt: skip
@@ -947,7 +1003,8 @@ def _missing(feature: str) -> NotImplementedError:
 # Every table of an application's data, which deleting the application empties.
 _APP_TABLES = (
     "keys", "endpoints", "events", "event_types", "app_settings", "app_quotas",
-    "app_retention", "device_credentials", "push_messages", "push_endpoints",
+    "app_retention", "device_credentials", "push_messages", "push_endpoints", "segments",
+    "segment_versions",
 )  # fmt: skip
 
 
@@ -964,6 +1021,50 @@ def _app(row: tuple[Any, ...]) -> AppRecord:
 async def _lock(conn: Connection, *key: str) -> None:
     """Take the transaction-level advisory lock named by `key` (released at commit)."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(key),))
+
+
+# One version of a segment: the head `s` joined to its versions `v`.
+_SEGMENTS = (
+    "SELECT s.app_id, s.segment_id, v.version, s.created_at, v.created_at, v.request, s.tags"
+    " FROM segments s JOIN segment_versions v USING (app_id, segment_id)"
+)
+
+
+def _segment_version(segment_id: str, version: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE condition (after the app's) of the segment at `version`, or its latest."""
+    if version is None:
+        return "s.segment_id = %s AND v.version = s.version", (segment_id,)
+    return "s.segment_id = %s AND v.version = %s", (segment_id, version)
+
+
+def _segment_record(row: tuple[Any, ...]) -> SegmentRecord:
+    app_id, segment_id, version, created_at, modified_at, request, tags = row
+    return SegmentRecord(app_id, segment_id, version, created_at, modified_at, request,
+                         orjson.loads(tags))  # fmt: skip
+
+
+async def _segment(
+    conn: Connection, app_id: str, segment_id: str, version: int | None
+) -> SegmentRecord | None:
+    where, args = _segment_version(segment_id, version)
+    cursor = await conn.execute(f"{_SEGMENTS} WHERE s.app_id = %s AND {where}", (app_id, *args))
+    row = await cursor.fetchone()
+    return _segment_record(row) if row else None
+
+
+async def _check_references(
+    conn: Connection, app_id: str, segment_id: str, references: Sequence[SegmentReference]
+) -> None:
+    """Raise SegmentReferenceError unless the references keep the rules of
+    segment_references.py. The caller holds the application's segments lock: two
+    collectors writing segments that name each other would otherwise both pass."""
+    checks = reference_checks(segment_id, references)
+    try:
+        wanted = next(checks)
+        while True:
+            wanted = checks.send(await _segment(conn, app_id, *wanted))
+    except StopIteration:
+        pass
 
 
 async def _upsert_endpoints(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
@@ -22,9 +23,12 @@ import pytest
 
 from homing_collector import endpoints
 from homing_collector.storage.base import (
+    ApplicationGone,
     AppRecord,
     EndpointUpdate,
     EventRow,
+    ImportJobRecord,
+    ImportRow,
     IngestResult,
     KeyRecord,
     PushMessage,
@@ -625,6 +629,100 @@ def test_collectors_basing_two_segments_on_each_other_at_once_make_no_cycle(
         return [sorted(refused[n : n + 2]) for n in range(0, len(refused), 2)]
 
     assert run(backend, scenario) == [[False, True]] * 8
+
+
+# -- import jobs ------------------------------------------------------------------------
+
+
+def job(
+    job_id: str, status: str = "CREATED", segment_id: str | None = "imported"
+) -> ImportJobRecord:
+    return ImportJobRecord(APP, job_id, NOW, '{"Format": "CSV"}', status, 2,
+                           segment_id=segment_id, owner="me", heartbeat=1)  # fmt: skip
+
+
+async def import_rows(
+    storage: Storage, job_id: str, rows: Sequence[ImportRow], *, register: bool = True
+) -> list[tuple[ImportRow, str]]:
+    return await storage.import_endpoints(APP, job_id, rows, merge=merge, max_user_endpoints=2,
+                                          register=register, members=True)  # fmt: skip
+
+
+def test_import_jobs_are_saved_listed_and_found_unfinished(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        for job_id, status in (("j2", "CREATED"), ("j1", "COMPLETED"), ("j3", "PROCESSING")):
+            await storage.create_import_job(job(job_id, status, "s1" if job_id != "j3" else None))
+        progressed = dataclasses.replace(job("j2", "PROCESSING", "s1"), completed_pieces=1,
+                                         total_processed=10, failures=["row 3: bad"])  # fmt: skip
+        await storage.save_import_job(progressed)
+        assert await storage.get_import_job(APP, "j2") == progressed
+        assert await storage.get_import_job(OTHER, "j2") is None
+        listed = await storage.list_import_jobs(APP, segment_id=None, after=None, limit=10)
+        assert [j.id for j in listed] == ["j1", "j2", "j3"]
+        of_s1 = await storage.list_import_jobs(APP, segment_id="s1", after="j1", limit=10)
+        assert [j.id for j in of_s1] == ["j2"]
+        assert sorted(j.id for j in await storage.unfinished_import_jobs()) == ["j2", "j3"]
+
+    run(backend, scenario)
+
+
+def test_imported_rows_are_stored_and_become_members_unless_refused(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[tuple[int, str]]:
+        await storage.create_import_job(job("j1"))
+        await update_endpoints(storage, [update("old", ChannelType="APNS", User={"UserId": "u9"})])
+        user = {"UserId": "u1"}
+        rows = [
+            ImportRow(1, "e1", {"ChannelType": "GCM", "Address": "a", "User": user}),
+            ImportRow(2, "e2", {"ChannelType": "GCM", "Address": "b", "User": user}),
+            ImportRow(3, "e3", {"ChannelType": "GCM", "Address": "c", "User": user}),  # 3rd
+            ImportRow(4, None, {"User": {"UserId": "u9"}}),  # the user's stored endpoints
+            ImportRow(5, None, {"User": {"UserId": "nobody"}}),
+            ImportRow(6, "e4", {"Address": "d"}),
+        ]
+        refused = await import_rows(storage, "j1", rows)
+        assert await storage.get_endpoint(APP, "e3") is None
+        stored = await storage.get_endpoint(APP, "e1")
+        assert stored is not None and stored["ChannelType"] == "GCM"
+        assert await storage.import_member_counts(APP, "j1") == {"GCM": 2, "APNS": 1, "": 1}
+        members = await storage.import_members_after(APP, "j1", after=None, limit=3)
+        assert members == ["e1", "e2", "e4"]
+        assert await storage.import_members_after(APP, "j1", after="e4", limit=3) == ["old"]
+        # Imported again without storing the endpoints: members only, counted once.
+        assert await import_rows(storage, "j1", rows[:2], register=False) == []
+        assert await storage.import_member_counts(APP, "j1") == {"GCM": 2, "APNS": 1, "": 1}
+        return [(row.row, message.split(":")[0]) for row, message in refused]
+
+    assert run(backend, scenario) == [(3, "User.UserId"), (5, "User.UserId")]
+
+
+def test_a_finished_import_writes_its_segment_with_the_job(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.create_import_job(job("j1"))
+        segment = SegmentRecord(APP, "imported", 1, NOW, NOW, segment_request(), {})
+        await storage.finish_import_job(job("j1", "COMPLETED"), segment)
+        created = await storage.get_segment(APP, "imported")
+        assert created is not None and created.version == 1
+        saved = await storage.get_import_job(APP, "j1")
+        assert saved is not None and saved.status == "COMPLETED"
+        # A second job updates it: the next version.
+        await storage.create_import_job(job("j2"))
+        again = dataclasses.replace(segment, version=2, modified_at="later")
+        await storage.finish_import_job(job("j2", "COMPLETED"), again)
+        latest = await storage.get_segment(APP, "imported")
+        assert latest is not None and latest.version == 2
+        # The segment deleted while a third job ran: refused, and the job not saved.
+        await storage.create_import_job(job("j3"))
+        await storage.delete_segment(APP, "imported")
+        with pytest.raises(SegmentReferenceError, match="deleted while the job ran"):
+            await storage.finish_import_job(job("j3", "COMPLETED"), again)
+        unsaved = await storage.get_import_job(APP, "j3")
+        assert unsaved is not None and unsaved.status == "CREATED"
+        # The application deleted while a job ran.
+        await storage.delete_app(APP)
+        with pytest.raises(ApplicationGone):
+            await import_rows(storage, "j3", [ImportRow(1, "e1", {"Address": "a"})])
+
+    run(backend, scenario)
 
 
 # -- settings, quotas, retention, credentials, leases -----------------------------------

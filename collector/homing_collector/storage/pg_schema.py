@@ -162,6 +162,41 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        4,
+        # Import jobs, as SQLite keeps them (storage/imports.py): each job with its
+        # progress, and the endpoint ids it imported, the members of its segment.
+        """
+        CREATE TABLE import_jobs (
+            app_id text COLLATE "C" NOT NULL,
+            job_id text COLLATE "C" NOT NULL,
+            segment_id text COLLATE "C",
+            created_at text COLLATE "C" NOT NULL,
+            definition text NOT NULL,
+            status text COLLATE "C" NOT NULL,
+            total_pieces integer NOT NULL,
+            completed_pieces integer NOT NULL DEFAULT 0,
+            failed_pieces integer NOT NULL DEFAULT 0,
+            total_processed bigint NOT NULL DEFAULT 0,
+            total_failures bigint NOT NULL DEFAULT 0,
+            failures text NOT NULL DEFAULT '[]',
+            completed_at text COLLATE "C",
+            owner text COLLATE "C" NOT NULL,
+            heartbeat bigint NOT NULL,
+            PRIMARY KEY (app_id, job_id)
+        );
+        CREATE INDEX import_jobs_by_segment ON import_jobs (app_id, segment_id, job_id);
+        CREATE INDEX import_jobs_unfinished ON import_jobs (status)
+            WHERE status NOT IN ('COMPLETED', 'FAILED');
+        CREATE TABLE import_members (
+            app_id text COLLATE "C" NOT NULL,
+            job_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            channel text COLLATE "C",
+            PRIMARY KEY (app_id, job_id, endpoint_id)
+        );
+        """,
+    ),
 ]
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -34,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from homing_collector.push import epoch_ms
 from homing_collector.storage.base import (
     ActivityRecord,
+    ApplicationGone,
     AppRecord,
     CampaignRecord,
     CampaignSend,
@@ -59,6 +61,7 @@ from homing_collector.storage.base import (
     QueuedPush,
     SegmentRecord,
     SegmentReference,
+    SegmentReferenceError,
     StorageUnavailable,
     StreamRow,
     UserEndpointLimit,
@@ -279,9 +282,11 @@ class PostgresStorage:
 
         async def work(conn: Connection) -> IngestResult:
             result = IngestResult()  # made again if the transaction runs again
-            await _upsert_endpoints(
-                conn, app_id, endpoints, merge, max_user_endpoints, result.endpoint_errors
+            refused = await _upsert_endpoints(
+                conn, app_id, endpoints, merge, max_user_endpoints, refuse=True
             )
+            for index, message in refused:
+                result.endpoint_errors[endpoints[index].endpoint_id] = message
             types = {event.event_type for event in events}
             result.rejected_types = await _admit_types(conn, app_id, types, max_event_types)
             rows = [row for row in events if row.event_type not in result.rejected_types]
@@ -299,7 +304,9 @@ class PostgresStorage:
         max_user_endpoints: int,
     ) -> None:
         async def work(conn: Connection) -> None:
-            await _upsert_endpoints(conn, app_id, endpoints, merge, max_user_endpoints, None)
+            await _upsert_endpoints(
+                conn, app_id, endpoints, merge, max_user_endpoints, refuse=False
+            )
 
         await self._write(work)
 
@@ -624,22 +631,7 @@ class PostgresStorage:
     async def create_segment(
         self, record: SegmentRecord, references: Sequence[SegmentReference]
     ) -> SegmentRecord:
-        async def work(conn: Connection) -> SegmentRecord:
-            await _lock(conn, "segments", record.app_id)
-            await _check_references(conn, record.app_id, record.id, references)
-            await conn.execute(
-                "INSERT INTO segments (app_id, segment_id, version, created_at, tags)"
-                " VALUES (%s, %s, 1, %s, %s)",
-                (record.app_id, record.id, record.created_at, orjson.dumps(record.tags).decode()),
-            )
-            await conn.execute(
-                "INSERT INTO segment_versions (app_id, segment_id, version, created_at, request)"
-                " VALUES (%s, %s, 1, %s, %s)",
-                (record.app_id, record.id, record.modified_at, record.request),
-            )
-            return record
-
-        return await self._write(work)
+        return await self._write(partial(_create_segment, record=record, references=references))
 
     async def update_segment(
         self,
@@ -650,18 +642,7 @@ class PostgresStorage:
         references: Sequence[SegmentReference],
     ) -> SegmentRecord | None:
         async def work(conn: Connection) -> SegmentRecord | None:
-            await _lock(conn, "segments", app_id)
-            if await _segment(conn, app_id, segment_id, None) is None:
-                return None
-            await _check_references(conn, app_id, segment_id, references)
-            await conn.execute(
-                "WITH head AS (UPDATE segments SET version = version + 1"
-                " WHERE app_id = %s AND segment_id = %s RETURNING version)"
-                " INSERT INTO segment_versions (app_id, segment_id, version, created_at, request)"
-                " SELECT %s, %s, version, %s, %s FROM head",
-                (app_id, segment_id, app_id, segment_id, modified_at, request),
-            )
-            return await _segment(conn, app_id, segment_id, None)
+            return await _update_segment(conn, app_id, segment_id, request, modified_at, references)
 
         return await self._write(work)
 
@@ -693,13 +674,19 @@ class PostgresStorage:
         return [_segment_record(row) for row in rows]
 
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
-        """Campaigns and import jobs are not on PostgreSQL yet: when they are, deleting a
-        segment deletes its campaigns and jobs too, as on SQLite."""
+        """Campaigns are not on PostgreSQL yet: when they are, deleting a segment deletes
+        its campaigns too, as on SQLite."""
 
         async def work(conn: Connection) -> SegmentRecord | None:
             await _lock(conn, "segments", app_id)
             record = await _segment(conn, app_id, segment_id, None)
             if record is not None:
+                # The members of the segment's import jobs; the jobs stay listed.
+                await conn.execute(
+                    "DELETE FROM import_members WHERE app_id = %s AND job_id IN"
+                    " (SELECT job_id FROM import_jobs WHERE app_id = %s AND segment_id = %s)",
+                    (app_id, app_id, segment_id),
+                )
                 for table in ("segment_versions", "segments"):
                     await conn.execute(
                         f"DELETE FROM {table} WHERE app_id = %s AND segment_id = %s",
@@ -709,24 +696,47 @@ class PostgresStorage:
 
         return await self._write(work)
 
-    # -- import jobs: not on PostgreSQL yet -----------------------------------------------
+    # -- import jobs ------------------------------------------------------------------------
 
     async def create_import_job(self, record: ImportJobRecord) -> None:
-        raise _missing("import jobs")
+        async def work(conn: Connection) -> None:
+            await conn.execute(
+                f"INSERT INTO import_jobs ({_JOB_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})",
+                _job_values(record),
+            )
+
+        await self._write(work)
 
     async def save_import_job(self, record: ImportJobRecord) -> None:
-        raise _missing("import jobs")
+        await self._write(partial(_save_import_job, record=record))
 
     async def get_import_job(self, app_id: str, job_id: str) -> ImportJobRecord | None:
-        raise _missing("import jobs")
+        row = await self._row(
+            f"SELECT {_JOB_COLUMNS} FROM import_jobs WHERE app_id = %s AND job_id = %s",
+            (app_id, job_id),
+        )
+        return _job_record(row) if row else None
 
     async def list_import_jobs(
         self, app_id: str, *, segment_id: str | None, after: str | None, limit: int
     ) -> list[ImportJobRecord]:
-        raise _missing("import jobs")
+        where = "app_id = %s AND job_id > %s"
+        args: tuple[Any, ...] = (app_id, after or "")
+        if segment_id is not None:
+            where += " AND segment_id = %s"
+            args += (segment_id,)
+        rows = await self._rows(
+            f"SELECT {_JOB_COLUMNS} FROM import_jobs WHERE {where} ORDER BY job_id LIMIT %s",
+            (*args, limit),
+        )
+        return [_job_record(row) for row in rows]
 
     async def unfinished_import_jobs(self) -> list[ImportJobRecord]:
-        raise _missing("import jobs")
+        rows = await self._rows(
+            f"SELECT {_JOB_COLUMNS} FROM import_jobs"
+            " WHERE status NOT IN ('COMPLETED', 'FAILED') ORDER BY app_id, job_id"
+        )
+        return [_job_record(row) for row in rows]
 
     async def import_endpoints(
         self,
@@ -739,20 +749,100 @@ class PostgresStorage:
         register: bool,
         members: bool,
     ) -> list[tuple[ImportRow, str]]:
-        raise _missing("import jobs")
+        async def work(conn: Connection) -> list[tuple[ImportRow, str]]:
+            # The application's row, shared-locked: deleting it waits for this import.
+            cursor = await conn.execute("SELECT 1 FROM apps WHERE id = %s FOR SHARE", (app_id,))
+            if await cursor.fetchone() is None:
+                raise ApplicationGone(f"application {app_id} was deleted while the job ran")
+            refused: list[tuple[ImportRow, str]] = []
+            found: list[tuple[str, str, str, str | None]] = []
+            named: list[ImportRow] = []  # rows with an endpoint id, stored together
+
+            async def store_named() -> None:
+                if register and named:
+                    updates = [EndpointUpdate(row.endpoint_id or "", row.update) for row in named]
+                    failed = dict(await _upsert_endpoints(
+                        conn, app_id, updates, merge, max_user_endpoints, refuse=True
+                    ))  # fmt: skip
+                    refused.extend((named[index], message) for index, message in failed.items())
+                    named[:] = [row for index, row in enumerate(named) if index not in failed]
+                found.extend((app_id, job_id, row.endpoint_id or "", row.update.get("ChannelType"))
+                             for row in named)  # fmt: skip
+                named.clear()
+
+            for row in rows:
+                if row.endpoint_id is not None:
+                    named.append(row)
+                    continue
+                # A row that names only a user: the endpoints stored for it so far, those
+                # of the rows before it included, are members.
+                await store_named()
+                user_id = row.update["User"]["UserId"]
+                cursor = await conn.execute(
+                    "SELECT endpoint_id, body FROM endpoints WHERE app_id = %s AND user_id = %s",
+                    (app_id, user_id),
+                )
+                stored = await cursor.fetchall()
+                if not stored:
+                    message = f"User.UserId: user {user_id!r} has no endpoints in this application"
+                    refused.append((row, message))
+                found.extend((app_id, job_id, endpoint_id, orjson.loads(body).get("ChannelType"))
+                             for endpoint_id, body in stored)  # fmt: skip
+            await store_named()
+            if members and found:
+                async with conn.cursor() as insert:
+                    await insert.executemany(
+                        "INSERT INTO import_members (app_id, job_id, endpoint_id, channel)"
+                        " VALUES (%s, %s, %s, %s) ON CONFLICT (app_id, job_id, endpoint_id)"
+                        " DO UPDATE SET channel = coalesce(excluded.channel,"
+                        " import_members.channel)",
+                        found,
+                    )
+            position = {id(row): n for n, row in enumerate(rows)}
+            return sorted(refused, key=lambda item: position[id(item[0])])  # in file order
+
+        return await self._write(work)
 
     async def import_member_counts(self, app_id: str, job_id: str) -> dict[str, int]:
-        raise _missing("import jobs")
+        rows = await self._rows(
+            "SELECT coalesce(channel, ''), count(*) FROM import_members"
+            " WHERE app_id = %s AND job_id = %s GROUP BY 1",
+            (app_id, job_id),
+        )
+        return {channel: int(count) for channel, count in rows}
 
     async def import_members_after(
         self, app_id: str, job_id: str, *, after: str | None, limit: int
     ) -> list[str]:
-        raise _missing("import jobs")
+        rows = await self._rows(
+            "SELECT endpoint_id FROM import_members WHERE app_id = %s AND job_id = %s"
+            " AND endpoint_id > %s ORDER BY endpoint_id LIMIT %s",
+            (app_id, job_id, after or "", limit),
+        )
+        return [row[0] for row in rows]
 
     async def finish_import_job(
         self, record: ImportJobRecord, segment: SegmentRecord | None
     ) -> None:
-        raise _missing("import jobs")
+        async def work(conn: Connection) -> None:
+            cursor = await conn.execute(
+                "SELECT 1 FROM apps WHERE id = %s FOR SHARE", (record.app_id,)
+            )
+            if await cursor.fetchone() is None:
+                raise ApplicationGone(f"application {record.app_id} was deleted while the job ran")
+            if segment is not None:
+                updated = await _update_segment(
+                    conn, segment.app_id, segment.id, segment.request, segment.modified_at, []
+                )
+                if updated is None:
+                    if segment.version != 1:
+                        raise SegmentReferenceError(
+                            "SegmentId", f"segment {segment.id} was deleted while the job ran"
+                        )
+                    await _create_segment(conn, record=segment, references=[])
+            await _save_import_job(conn, record=record)
+
+        await self._write(work)
 
     # -- campaigns: not on PostgreSQL yet -------------------------------------------------
 
@@ -990,7 +1080,7 @@ class PostgresStorage:
 
 # What PostgresStorage does not do yet: their methods raise NotImplementedError.
 MISSING = (
-    "import jobs", "campaigns", "webhooks and the outbox",
+    "campaigns", "webhooks and the outbox",
     "event streams", "in-process event-stream hooks", "analytics queries", "analytics rollups",
     "the columnar copy",
 )  # fmt: skip
@@ -1004,7 +1094,7 @@ def _missing(feature: str) -> NotImplementedError:
 _APP_TABLES = (
     "keys", "endpoints", "events", "event_types", "app_settings", "app_quotas",
     "app_retention", "device_credentials", "push_messages", "push_endpoints", "segments",
-    "segment_versions",
+    "segment_versions", "import_jobs", "import_members",
 )  # fmt: skip
 
 
@@ -1052,6 +1142,85 @@ async def _segment(
     return _segment_record(row) if row else None
 
 
+_JOB_COLUMNS = (
+    "app_id, job_id, created_at, definition, status, total_pieces, segment_id,"
+    " completed_pieces, failed_pieces, total_processed, total_failures, failures,"
+    " completed_at, owner, heartbeat"
+)
+
+
+def _job_values(record: ImportJobRecord) -> tuple[Any, ...]:
+    return (
+        record.app_id, record.id, record.created_at, record.definition, record.status,
+        record.total_pieces, record.segment_id, record.completed_pieces, record.failed_pieces,
+        record.total_processed, record.total_failures, orjson.dumps(record.failures).decode(),
+        record.completed_at, record.owner, record.heartbeat,
+    )  # fmt: skip
+
+
+def _job_record(row: tuple[Any, ...]) -> ImportJobRecord:
+    values = list(row)
+    values[11] = orjson.loads(values[11])  # failures
+    return ImportJobRecord(**dict(zip(_JOB_FIELDS, values, strict=True)))
+
+
+_JOB_FIELDS = (
+    "app_id", "id", "created_at", "definition", "status", "total_pieces", "segment_id",
+    "completed_pieces", "failed_pieces", "total_processed", "total_failures", "failures",
+    "completed_at", "owner", "heartbeat",
+)  # fmt: skip
+
+
+async def _save_import_job(conn: Connection, *, record: ImportJobRecord) -> None:
+    await conn.execute(
+        "UPDATE import_jobs SET status = %s, total_pieces = %s, segment_id = %s,"
+        " completed_pieces = %s, failed_pieces = %s, total_processed = %s,"
+        " total_failures = %s, failures = %s, completed_at = %s, owner = %s, heartbeat = %s"
+        " WHERE app_id = %s AND job_id = %s",
+        (*_job_values(record)[4:], record.app_id, record.id),
+    )
+
+
+async def _create_segment(
+    conn: Connection, *, record: SegmentRecord, references: Sequence[SegmentReference]
+) -> SegmentRecord:
+    await _lock(conn, "segments", record.app_id)
+    await _check_references(conn, record.app_id, record.id, references)
+    await conn.execute(
+        "INSERT INTO segments (app_id, segment_id, version, created_at, tags)"
+        " VALUES (%s, %s, 1, %s, %s)",
+        (record.app_id, record.id, record.created_at, orjson.dumps(record.tags).decode()),
+    )
+    await conn.execute(
+        "INSERT INTO segment_versions (app_id, segment_id, version, created_at, request)"
+        " VALUES (%s, %s, 1, %s, %s)",
+        (record.app_id, record.id, record.modified_at, record.request),
+    )
+    return record
+
+
+async def _update_segment(
+    conn: Connection,
+    app_id: str,
+    segment_id: str,
+    request: str,
+    modified_at: str,
+    references: Sequence[SegmentReference],
+) -> SegmentRecord | None:
+    await _lock(conn, "segments", app_id)
+    if await _segment(conn, app_id, segment_id, None) is None:
+        return None
+    await _check_references(conn, app_id, segment_id, references)
+    await conn.execute(
+        "WITH head AS (UPDATE segments SET version = version + 1"
+        " WHERE app_id = %s AND segment_id = %s RETURNING version)"
+        " INSERT INTO segment_versions (app_id, segment_id, version, created_at, request)"
+        " SELECT %s, %s, version, %s, %s FROM head",
+        (app_id, segment_id, app_id, segment_id, modified_at, request),
+    )
+    return await _segment(conn, app_id, segment_id, None)
+
+
 async def _check_references(
     conn: Connection, app_id: str, segment_id: str, references: Sequence[SegmentReference]
 ) -> None:
@@ -1073,12 +1242,14 @@ async def _upsert_endpoints(
     items: Sequence[EndpointUpdate],
     merge: EndpointMerge,
     max_user_endpoints: int,
-    errors: dict[str, str] | None,
-) -> None:
-    """Merge each update into its endpoint. With `errors`, an update that breaks a rule
-    is left out and noted there; without, it raises and the transaction writes nothing."""
+    *,
+    refuse: bool,
+) -> list[tuple[int, str]]:
+    """Merge each update into its endpoint. With `refuse`, an update that breaks a rule
+    is left out, and returned as (its index, why); without, it raises and the
+    transaction writes nothing."""
     if not items:
-        return
+        return []
     # The rows that exist, locked in id order: batches that share endpoints wait for one
     # another instead of deadlocking.
     cursor = await conn.execute(
@@ -1093,13 +1264,15 @@ async def _upsert_endpoints(
     for user_id in sorted(_new_users(items, bodies)):
         await _lock(conn, "user", app_id, user_id)
         locked.add(user_id)
-    for item in items:
+    refused = []
+    for index, item in enumerate(items):
         try:
             await _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, bodies, locked)
         except (UserEndpointLimit, ValueError) as exc:
-            if errors is None:
+            if not refuse:
                 raise
-            errors[item.endpoint_id] = str(exc)
+            refused.append((index, str(exc)))
+    return refused
 
 
 async def _upsert_endpoint(

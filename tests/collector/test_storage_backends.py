@@ -431,6 +431,24 @@ def test_stored_events_are_committed_when_the_call_returns(backend: Backend) -> 
     assert run(backend, scenario) == [("e1", "ev1", "play")]
 
 
+def test_a_write_goes_on_when_its_caller_is_cancelled(backend: Backend) -> None:
+    # A client that hangs up after sending may retry; its first try must not be half
+    # there, and closing the storage (a shutdown) waits for it.
+    async def scenario(storage: Storage) -> None:
+        writes = [asyncio.ensure_future(put(storage, [event("e1", f"ev{n}")])) for n in range(5)]
+        await asyncio.sleep(0)  # each is under way
+        for write in writes:
+            write.cancel()
+        await asyncio.gather(*writes, return_exceptions=True)
+
+    async def stored() -> list[tuple[str, str, str]]:
+        async with collectors(backend, 1) as (storage,):
+            return await stored_events(storage)
+
+    run(backend, scenario)
+    assert len(asyncio.run(stored())) == 5
+
+
 def test_expired_events_go_by_whole_hours_lowest_first(backend: Backend) -> None:
     async def scenario(storage: Storage) -> None:
         await put(storage, [event("e1", f"ev{h}", at=T0 + h * HOUR) for h in range(5)])

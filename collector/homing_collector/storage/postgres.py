@@ -11,8 +11,8 @@ so that two batches cannot deadlock on them), and the per-application limits (ev
 types, endpoints per user) with a transaction-level advisory lock on the application or
 user, taken only when a new type or a new link may cross the limit. Every transaction
 takes its locks in one order: endpoints, then users (by id), then the application's
-types. Should PostgreSQL
-still break a deadlock or a serialization conflict, the transaction runs again whole.
+types. Should PostgreSQL still break a deadlock or a serialization conflict, the
+transaction runs again whole.
 
 Not kept here yet: the analytics rollups (storage/base.py's `rollups` is False, and
 analytics/rollups.py's tables are not made), the columnar copy, and every feature whose
@@ -95,6 +95,7 @@ class PostgresStorage:
         self.max_connections = max_connections
         self.max_pending = max_pending  # requests waiting for a connection, then 429
         self._pool: AsyncConnectionPool[Connection] | None = None
+        self._writes: set[asyncio.Task[Any]] = set()  # under way, awaited by close()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -119,6 +120,8 @@ class PostgresStorage:
 
     async def close(self) -> None:
         """Close the pool once the writes under way are committed."""
+        # Those of cancelled requests too: the pool would not wait for them.
+        await asyncio.gather(*self._writes, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -131,7 +134,10 @@ class PostgresStorage:
     async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `work` in one transaction and return once it is committed."""
         # The write goes on even if the request is cancelled; only the answer is lost.
-        return await asyncio.shield(self._transaction(work))
+        task = asyncio.ensure_future(self._transaction(work))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
 
     async def _transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):

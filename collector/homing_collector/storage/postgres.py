@@ -15,8 +15,9 @@ types. Should PostgreSQL still break a deadlock or a serialization conflict, the
 transaction runs again whole.
 
 Not kept here yet: the analytics rollups (storage/base.py's `rollups` is False, and
-analytics/rollups.py's tables are not made), the columnar copy, and every feature whose
-methods raise `NotImplementedError` below (see `MISSING`).
+analytics/rollups.py's tables are not made), the columnar copy, and the features whose
+methods raise `NotImplementedError` below: campaigns, webhooks and the outbox, event
+streams, in-process event-stream hooks, and analytics queries.
 """
 
 from __future__ import annotations
@@ -1082,14 +1083,6 @@ class PostgresStorage:
 
     async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise _missing("analytics queries")
-
-
-# What PostgresStorage does not do yet: their methods raise NotImplementedError.
-MISSING = (
-    "campaigns", "webhooks and the outbox",
-    "event streams", "in-process event-stream hooks", "analytics queries", "analytics rollups",
-    "the columnar copy",
-)  # fmt: skip
 
 
 def _missing(feature: str) -> NotImplementedError:

@@ -1,4 +1,5 @@
-"""Shared fixtures: real collectors on loopback, real SQLite files in tmp_path."""
+"""Shared fixtures: real collectors on loopback, real SQLite files in tmp_path, and a
+PostgreSQL cluster of the tests' own (tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import pytest
 from hypothesis import settings
 
 from homing_collector.cli import main as cli_main
+
+# A throwaway PostgreSQL server, for the tests of the PostgreSQL storage.
+pytest_plugins = ["tests.pg"]
 
 # In CI every property test draws the same examples on every run, so that a red run can be
 # run again and a green one is not luck; a developer's runs keep drawing new ones.

@@ -28,11 +28,17 @@ def database_path(raw: str) -> Path:
     if scheme.lower() == "sqlite":
         return Path(rest.removeprefix("//") or ".")
     if scheme.lower() in ("postgresql", "postgres"):
+        # The PostgreSQL storage (storage/postgres.py) lacks campaigns, hooks, event
+        # streams and analytics so far: a collector on it would fail at those.
         raise ValueError(
-            "db_path: PostgreSQL is not supported by this version of the collector yet; "
-            "give the path of a SQLite file"
+            "db_path: PostgreSQL is not supported by this version of the collector yet: its "
+            "storage is not complete (see docs/deployment.md); give the path of a SQLite file "
+            "or a sqlite: URL"
         )
-    raise ValueError(f"db_path: {scheme}: URLs name no database this collector can use")
+    raise ValueError(
+        f"db_path: {scheme}: URLs name no database this collector can use; give the path of "
+        "a SQLite file or a sqlite: URL"
+    )
 
 
 def default_db_path() -> Path:

@@ -156,6 +156,9 @@ def test_a_database_url_is_refused_rather_than_taken_for_a_folder(
             env={**os.environ, **env},
         )  # fmt: skip
         assert result.returncode == 2 and error in result.stderr, result.stderr
+        # It names what is accepted instead, and where the URL came from.
+        assert "give the path of a SQLite file or a sqlite: URL" in result.stderr
+        assert ("(from --db)" if args else "(from HOMING_DB=") in result.stderr
         assert list(tmp_path.iterdir()) == []  # no folder named "postgresql:"
 
 

@@ -9,17 +9,13 @@ never change once written: campaigns pin them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from homing_collector.storage.base import (
-    Endpoint,
-    SegmentRecord,
-    SegmentReference,
-    SegmentReferenceError,
-)
+from homing_collector.storage.base import Endpoint, SegmentRecord, SegmentReference
+from homing_collector.storage.segment_references import reference_checks
 from homing_collector.storage.versioned import Versioned
 
 _COLUMNS = "s.app_id, s.segment_id, v.version, s.created_at, v.created_at, v.request, s.tags"
@@ -145,57 +141,15 @@ def check_references(
     segment_id: str,
     references: Sequence[SegmentReference],
 ) -> None:
-    """Each reference names a stored segment (and version), and none leads back to the
-    latest version of `segment_id`, which is the one being written: that would be a cycle.
-
-    Stored versions were checked the same way when written, so the graph behind them has
-    no cycle of its own; the walk still keeps a set of what it saw.
-    """
-    for ref in references:
-        if ref.id == segment_id and ref.version is None:
-            raise SegmentReferenceError(
-                ref.field + ".Id", "a segment cannot be based on its own latest version"
-            )
-        found = get(conn, app_id, ref.id, ref.version)
-        if found is None:
-            if ref.version is not None and get(conn, app_id, ref.id, None) is not None:
-                raise SegmentReferenceError(
-                    ref.field + ".Version", f"segment {ref.id} has no version {ref.version}"
-                )
-            raise SegmentReferenceError(
-                ref.field + ".Id", f"segment {ref.id} does not exist in this application"
-            )
-        if _reaches(conn, app_id, found, segment_id):
-            raise SegmentReferenceError(
-                ref.field + ".Id",
-                f"segment {ref.id} is based on the latest version of segment {segment_id},"
-                " so this would be a cycle",
-            )
-
-
-def _reaches(conn: sqlite3.Connection, app_id: str, start: SegmentRecord, target: str) -> bool:
-    seen: set[tuple[str, int | None]] = set()
-    stack = [start]
-    while stack:
-        record = stack.pop()
-        for ref_id, ref_version in source_segments(record.request):
-            if ref_id == target and ref_version is None:
-                return True
-            if (ref_id, ref_version) in seen:
-                continue
-            seen.add((ref_id, ref_version))
-            found = get(conn, app_id, ref_id, ref_version)
-            if found is not None:
-                stack.append(found)
-    return False
-
-
-def source_segments(request: str) -> Iterator[tuple[str, int | None]]:
-    """The (id, version) of each source segment a stored request names."""
-    groups = (orjson.loads(request).get("SegmentGroups") or {}).get("Groups") or []
-    for group in groups:
-        for ref in group.get("SourceSegments") or []:
-            yield ref["Id"], ref.get("Version")
+    """Raise SegmentReferenceError unless the references keep the rules of
+    segment_references.py."""
+    checks = reference_checks(segment_id, references)
+    try:
+        wanted = next(checks)
+        while True:
+            wanted = checks.send(get(conn, app_id, *wanted))
+    except StopIteration:
+        pass
 
 
 def _add_version(

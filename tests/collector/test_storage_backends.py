@@ -1,0 +1,871 @@
+"""The storage protocol's answers, the same on SQLite and on PostgreSQL.
+
+Every test here runs once per backend through the `backend` fixture: SQLite on a file in
+tmp_path, PostgreSQL on a fresh database of the tests' own cluster (tests/pg.py). A test
+that holds for one backend and not the other is a difference the collector would show
+its clients. Concurrent writers are several storages on one database, as several
+collectors are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+from homing_collector import endpoints
+from homing_collector.storage.base import (
+    ApplicationGone,
+    AppRecord,
+    EndpointUpdate,
+    EventRow,
+    ImportJobRecord,
+    ImportRow,
+    IngestResult,
+    KeyRecord,
+    PushMessage,
+    PushQueued,
+    SegmentRecord,
+    SegmentReference,
+    SegmentReferenceError,
+    Storage,
+    UserEndpointLimit,
+)
+from homing_collector.storage.sqlite import SQLiteStorage
+
+T = TypeVar("T")
+APP = "a" * 32
+OTHER = "b" * 32
+NOW = "2026-12-01T00:00:00.000Z"
+HOUR = 3_600_000
+T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+Backend = Callable[[], Storage]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Makes storages (not started) on one database; each call is another collector."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStorage(tmp_path / "homing.db")
+    from homing_collector.storage.postgres import PostgresStorage
+
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStorage(url)
+
+
+def run(backend: Backend, scenario: Callable[[Storage], Awaitable[T]]) -> T:
+    """Run `scenario` on a started storage (with APP and OTHER made), then close it."""
+
+    async def main() -> T:
+        storage = backend()
+        await storage.start()
+        try:
+            for app_id in (APP, OTHER):
+                await storage.create_app(AppRecord(app_id, f"app {app_id[0]}", NOW, {"k": "v"}))
+            return await scenario(storage)
+        finally:
+            await storage.close()
+
+    return asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def collectors(backend: Backend, count: int) -> AsyncIterator[list[Storage]]:
+    """`count` more storages on the database, started together: other collectors, each
+    writing on its own connection, so that their transactions overlap."""
+    storages = [backend() for _ in range(count)]
+    await asyncio.gather(*(storage.start() for storage in storages))
+    try:
+        yield storages
+    finally:
+        for storage in storages:
+            await storage.close()
+
+
+merge = partial(endpoints.merge, APP, now=NOW)
+
+
+def update(endpoint_id: str, **fields: Any) -> EndpointUpdate:
+    return EndpointUpdate(endpoint_id, fields)
+
+
+def event(endpoint_id: str, event_id: str, event_type: str = "play", at: int = T0) -> EventRow:
+    # The body as the collector stores it; SQLite's rollups read its Session.
+    body = orjson.dumps({"EventType": event_type, "Id": event_id, "Session": {"Id": "s1"}})
+    return EventRow(endpoint_id, event_id, event_type, at, at + 5, "s1", body)
+
+
+async def put(
+    storage: Storage,
+    events: Sequence[EventRow],
+    updates: Sequence[EndpointUpdate] = (),
+    *,
+    app_id: str = APP,
+    max_event_types: int = 100,
+    max_user_endpoints: int = 15,
+) -> IngestResult:
+    return await storage.put_events(
+        app_id,
+        updates,
+        events,
+        merge=partial(endpoints.merge, app_id, now=NOW),
+        max_event_types=max_event_types,
+        max_user_endpoints=max_user_endpoints,
+    )
+
+
+async def stored_events(storage: Storage, app_id: str = APP) -> list[tuple[str, str, str]]:
+    page = await storage.events_page(app_id, T0 - 100 * HOUR, T0 + 100 * HOUR, after=None,
+                                     limit=10_000)  # fmt: skip
+    return [(row.endpoint_id, row.event_id, row.event_type) for row in page]
+
+
+# -- apps and keys ----------------------------------------------------------------------
+
+
+def test_apps_are_made_read_listed_by_id_and_deleted_with_their_data(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        assert await storage.get_app(APP) == AppRecord(APP, "app a", NOW, {"k": "v"})
+        assert await storage.get_app("c" * 32) is None
+        for app_id in ("c" * 32, "C" * 32, "0" * 32):
+            await storage.create_app(AppRecord(app_id, "more", NOW))
+        listed = [app.id for app in await storage.list_apps(after=None, limit=10)]
+        # Byte order, as SQLite sorts: digits, then upper case, then lower case.
+        assert listed == ["0" * 32, "C" * 32, APP, OTHER, "c" * 32]
+        assert [app.id for app in await storage.list_apps(after="C" * 32, limit=2)] == [APP, OTHER]
+
+        key = KeyRecord("AKAPP", APP, "ingest", "secret", "sha-app", NOW)
+        await storage.create_key(key)
+        await update_endpoints(storage, [update("e1", Attributes={"a": ["1"]})])
+        await put(storage, [event("e1", "ev1")])
+        await storage.update_app_quotas(APP, {"quota_app_events": 5}, NOW)
+        deleted = await storage.delete_app(APP)
+        assert deleted is not None and deleted.id == APP
+        assert await storage.get_app(APP) is None
+        assert await storage.delete_app(APP) is None
+        assert await storage.get_key("AKAPP") is None
+        assert await storage.get_endpoint(APP, "e1") is None
+        assert await stored_events(storage) == []
+        assert await storage.get_app_quotas(APP) == {}
+        assert await storage.get_app(OTHER) is not None
+
+    run(backend, scenario)
+
+
+def test_keys_are_found_by_id_and_token_listed_revoked_once_and_rewritten(
+    backend: Backend,
+) -> None:
+    async def scenario(storage: Storage) -> None:
+        root = KeyRecord("AKROOT", None, "root", "s-root", "sha-root", "2026-01-01T00:00:00Z")
+        admin = KeyRecord("AKADMIN", APP, "admin", "s-admin", "sha-admin", "2026-01-02T00:00:00Z")
+        ingest = KeyRecord("AKINGEST", APP, "ingest", "s-in", "sha-in", "2026-01-03T00:00:00Z")
+        for key in (ingest, root, admin):
+            await storage.create_key(key)
+        assert await storage.get_key("AKADMIN") == admin
+        assert await storage.get_key_by_token("sha-root") == root
+        assert await storage.get_key("nope") is None
+        assert await storage.list_keys() == [root, admin, ingest]
+        assert await storage.list_keys(APP) == [admin, ingest]
+        assert await storage.list_keys(OTHER) == []
+
+        assert await storage.revoke_key("AKINGEST", "2026-02-01T00:00:00Z") is True
+        assert await storage.revoke_key("AKINGEST", "2026-03-01T00:00:00Z") is False
+        revoked = await storage.get_key("AKINGEST")
+        assert revoked is not None and revoked.revoked_at == "2026-02-01T00:00:00Z"
+
+        def seal(access_key_id: str, secret: str) -> str:
+            return secret if access_key_id == "AKROOT" else f"sealed:{secret}"
+
+        assert await storage.rewrite_secrets(seal) == 2
+        assert [key.secret for key in await storage.list_keys()] == [
+            "s-root", "sealed:s-admin", "sealed:s-in",
+        ]  # fmt: skip
+
+        def fail_on_root(access_key_id: str, secret: str) -> str:
+            # Both backends rewrite another key before they reach this one.
+            if access_key_id == "AKROOT":
+                raise ValueError("cannot open it")
+            return "changed"
+
+        with pytest.raises(ValueError, match="cannot open it"):
+            await storage.rewrite_secrets(fail_on_root)
+        # All or none: the keys rewritten before the failure are as they were.
+        assert [key.secret for key in await storage.list_keys()] == [
+            "s-root", "sealed:s-admin", "sealed:s-in",
+        ]  # fmt: skip
+
+    run(backend, scenario)
+
+
+# -- endpoints and users ----------------------------------------------------------------
+
+
+async def update_endpoints(
+    storage: Storage, items: Sequence[EndpointUpdate], *, max_user_endpoints: int = 15
+) -> None:
+    await storage.update_endpoints(APP, items, merge=merge, max_user_endpoints=max_user_endpoints)
+
+
+def test_an_update_merges_into_the_stored_endpoint(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        first = update("e1", ChannelType="GCM", Attributes={"color": ["red"], "size": ["L"]})
+        await update_endpoints(storage, [first])
+        await update_endpoints(storage, [update("e1", Attributes={"color": ["blue"]})])
+        stored = await storage.get_endpoint(APP, "e1")
+        assert stored is not None
+        assert stored["ChannelType"] == "GCM"
+        assert stored["Attributes"] == {"color": ["blue"], "size": ["L"]}
+        assert stored["CreationDate"] == NOW
+        assert await storage.get_endpoint(OTHER, "e1") is None
+        assert await storage.get_endpoints(APP, ["e1", "nope", "e1"]) == {"e1": stored}
+
+    run(backend, scenario)
+
+
+def test_users_link_endpoints_up_to_the_limit_all_or_nothing(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        user = {"UserId": "u1"}
+        await update_endpoints(
+            storage, [update("e1", User=user), update("e2", User=user)], max_user_endpoints=2
+        )
+        with pytest.raises(UserEndpointLimit, match=r"User\.UserId"):
+            # e4 is fine alone, e3 is one too many: neither is stored.
+            await update_endpoints(
+                storage,
+                [update("e4", Address="x"), update("e3", User=user)],
+                max_user_endpoints=2,
+            )
+        assert await storage.get_endpoint(APP, "e4") is None
+        assert [e["Id"] for e in await storage.get_user_endpoints(APP, "u1")] == ["e1", "e2"]
+
+        # PutEvents keeps the events and the other endpoints, and names the one refused.
+        result = await put(storage, [event("e3", "ev1")],
+                           [update("e3", User=user), update("e5", Address="y")],
+                           max_user_endpoints=2)  # fmt: skip
+        assert result.stored == 1
+        assert list(result.endpoint_errors) == ["e3"]
+        assert "limit is 2" in result.endpoint_errors["e3"]
+        assert await storage.get_endpoint(APP, "e5") is not None
+
+        # Moving an endpoint to another user frees its place.
+        await update_endpoints(storage, [update("e2", User={"UserId": "u2"})], max_user_endpoints=2)
+        await update_endpoints(storage, [update("e3", User=user)], max_user_endpoints=2)
+        assert [e["Id"] for e in await storage.get_user_endpoints(APP, "u1")] == ["e1", "e3"]
+
+    run(backend, scenario)
+
+
+def test_deleting_endpoints_takes_their_events_and_credentials(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        user = {"UserId": "u1"}
+        await update_endpoints(storage, [update(f"e{n}", User=user) for n in range(1, 4)])
+        await update_endpoints(storage, [update("e9", Address="x")])
+        await put(storage, [event(f"e{n}", f"ev{n}") for n in (1, 2, 3, 9)])
+        assert await storage.set_device_credential(APP, "e1", "sha1", NOW, replace=False)
+
+        deleted = await storage.delete_endpoint(APP, "e1")
+        assert deleted is not None and deleted["Id"] == "e1"
+        assert await storage.delete_endpoint(APP, "e1") is None
+        assert await storage.device_credentials(APP, ["e1"]) == {}
+        assert await stored_events(storage) == [("e2", "ev2", "play"), ("e3", "ev3", "play"),
+                                                ("e9", "ev9", "play")]  # fmt: skip
+
+        gone = await storage.delete_user_endpoints(APP, "u1")
+        assert sorted(e["Id"] for e in gone) == ["e2", "e3"]
+        assert await storage.get_user_endpoints(APP, "u1") == []
+        assert await stored_events(storage) == [("e9", "ev9", "play")]
+        pairs = await storage.endpoints_after(APP, after=None, limit=10)
+        assert [endpoint_id for endpoint_id, _ in pairs] == ["e9"]
+
+    run(backend, scenario)
+
+
+def test_endpoints_are_walked_in_id_order_one_page_at_a_time(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        ids = ["b", "a", "B", "10", "9", "é"]
+        await update_endpoints(storage, [update(endpoint_id, Address="x") for endpoint_id in ids])
+        walked: list[str] = []
+        after = None
+        while page := await storage.endpoints_after(APP, after=after, limit=2):
+            walked += [endpoint_id for endpoint_id, _ in page]
+            after = page[-1][0]
+        assert walked == sorted(ids, key=lambda text: text.encode())
+
+    run(backend, scenario)
+
+
+def test_concurrent_updates_of_one_new_endpoint_all_merge(backend: Backend) -> None:
+    # Several collectors make the same endpoint at once, each with its own attribute: a
+    # read-then-write without a lock would keep one of them.
+    async def scenario(storage: Storage) -> None:
+        async with collectors(backend, 8) as writers:
+            await asyncio.gather(*(
+                writers[n % 8].update_endpoints(
+                    APP, [update("e1", Attributes={f"a{n}": ["x"]})], merge=merge,
+                    max_user_endpoints=15,
+                )
+                for n in range(24)
+            ))  # fmt: skip
+        stored = await storage.get_endpoint(APP, "e1")
+        assert stored is not None
+        assert sorted(stored["Attributes"]) == sorted(f"a{n}" for n in range(24))
+
+    run(backend, scenario)
+
+
+def test_concurrent_links_to_one_user_stop_at_the_limit(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        async with collectors(backend, 10) as writers:
+            outcomes = await asyncio.gather(*(
+                writers[n].update_endpoints(
+                    APP, [update(f"e{n}", User={"UserId": "u1"})], merge=merge,
+                    max_user_endpoints=3,
+                )
+                for n in range(10)
+            ), return_exceptions=True)  # fmt: skip
+        refused = [o for o in outcomes if isinstance(o, UserEndpointLimit)]
+        assert len(refused) == 7, outcomes
+        assert len(await storage.get_user_endpoints(APP, "u1")) == 3
+
+    run(backend, scenario)
+
+
+def test_batches_linking_users_in_opposite_orders_all_store(backend: Backend) -> None:
+    # Each batch locks its users one after the other, in the order of its endpoints: two
+    # batches in opposite orders can deadlock, and the one the database aborts runs again.
+    async def scenario(storage: Storage) -> int:
+        async with collectors(backend, 8) as writers:
+            await asyncio.gather(*(
+                writers[n % 8].update_endpoints(
+                    APP,
+                    [update(f"e{n}-{k}", User={"UserId": f"u{(k + n) % 4}"}) for k in range(4)],
+                    merge=merge, max_user_endpoints=100,
+                )
+                for n in range(16)
+            ))  # fmt: skip
+        return sum([len(await storage.get_user_endpoints(APP, f"u{k}")) for k in range(4)])
+
+    assert run(backend, scenario) == 64
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+def test_an_event_sent_again_is_stored_once(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        batch = [event("e1", "ev1"), event("e1", "ev2"), event("e2", "ev1")]
+        assert (await put(storage, batch)).stored == 3
+        assert (await put(storage, batch)).stored == 0
+        # Mixed: two sent before, two new (one of them twice in the batch).
+        mixed = [event("e1", "ev2"), event("e1", "ev3"), event("e2", "ev1"), event("e3", "ev1"),
+                 event("e1", "ev3")]  # fmt: skip
+        assert (await put(storage, mixed)).stored == 2
+        # The same ids in another application are other events.
+        assert (await put(storage, batch, app_id=OTHER)).stored == 3
+        assert await stored_events(storage) == [
+            ("e1", "ev1", "play"), ("e1", "ev2", "play"), ("e1", "ev3", "play"),
+            ("e2", "ev1", "play"), ("e3", "ev1", "play"),
+        ]  # fmt: skip
+
+    run(backend, scenario)
+
+
+def test_concurrent_collectors_store_a_resent_event_once(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> tuple[int, int]:
+        shared = [event(f"e{n % 5}", f"shared{n}") for n in range(50)]
+        async with collectors(backend, 6) as writers:
+            results = await asyncio.gather(*(
+                put(writers[n % 6], [*shared, event("e0", f"own{n}")]) for n in range(12)
+            ))  # fmt: skip
+        return sum(result.stored for result in results), len(await stored_events(storage))
+
+    stored, kept = run(backend, scenario)
+    assert stored == kept == 50 + 12
+
+
+def test_new_event_types_stop_at_the_applications_limit(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        first = await put(storage, [event("e1", "ev1", "a"), event("e1", "ev2", "b")],
+                          max_event_types=3)  # fmt: skip
+        assert (first.stored, first.rejected_types) == (2, set())
+        second = await put(storage, [event("e1", "ev3", "c"), event("e1", "ev4", "d"),
+                                     event("e1", "ev5", "a")], max_event_types=3)  # fmt: skip
+        # One place was left: c or d takes it, the other is refused with its events.
+        assert second.stored == 2
+        assert len(second.rejected_types) == 1
+        assert second.rejected_types < {"c", "d"}
+        # Another application counts its own types.
+        other = await put(storage, [event("e1", "ev1", "x")], app_id=OTHER, max_event_types=1)
+        assert (other.stored, other.rejected_types) == (1, set())
+
+    run(backend, scenario)
+
+
+def test_concurrent_new_event_types_stop_at_the_limit(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> int:
+        async with collectors(backend, 10) as writers:
+            results = await asyncio.gather(*(
+                put(writers[n], [event("e1", f"ev{n}", f"type{n}")], max_event_types=4)
+                for n in range(10)
+            ))  # fmt: skip
+        assert sum(result.stored for result in results) == 4
+        return len({t for result in results for t in result.rejected_types})
+
+    assert run(backend, scenario) == 6
+
+
+def test_stored_events_are_committed_when_the_call_returns(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[tuple[str, str, str]]:
+        await put(storage, [event("e1", "ev1")])
+        async with collectors(backend, 1) as (reader,):  # on a connection of its own
+            return await stored_events(reader)
+
+    assert run(backend, scenario) == [("e1", "ev1", "play")]
+
+
+def test_a_write_goes_on_when_its_caller_is_cancelled(backend: Backend) -> None:
+    # A client that hangs up after sending may retry; its first try must not be half
+    # there, and closing the storage (a shutdown) waits for it.
+    async def scenario(storage: Storage) -> None:
+        writes = [asyncio.ensure_future(put(storage, [event("e1", f"ev{n}")])) for n in range(5)]
+        await asyncio.sleep(0)  # each is under way
+        for write in writes:
+            write.cancel()
+        await asyncio.gather(*writes, return_exceptions=True)
+
+    async def stored() -> list[tuple[str, str, str]]:
+        async with collectors(backend, 1) as (storage,):
+            return await stored_events(storage)
+
+    run(backend, scenario)
+    assert len(asyncio.run(stored())) == 5
+
+
+def test_expired_events_go_by_whole_hours_lowest_first(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await put(storage, [event("e1", f"ev{h}", at=T0 + h * HOUR) for h in range(5)])
+        first_kept = T0 // HOUR + 3
+        assert await storage.delete_expired_events(APP, first_kept, 2) == 2
+        assert await storage.delete_expired_events(APP, first_kept, 2) == 1
+        assert await storage.delete_expired_events(APP, first_kept, 2) == 0
+        assert [e for _, e, _ in await stored_events(storage)] == ["ev3", "ev4"]
+
+    run(backend, scenario)
+
+
+# -- push store-and-forward -------------------------------------------------------------
+
+
+def push(endpoint_id: str, message_id: str, expires_at: int = 10_000) -> PushMessage:
+    payload = orjson.dumps({"id": message_id}).decode()
+    return PushMessage(endpoint_id, message_id, False, payload, None, expires_at)
+
+
+def test_pushes_are_numbered_per_endpoint_for_good_and_bounded(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        queued = await storage.queue_push(
+            APP, [push("e1", "m1"), push("e2", "m2"), push("e1", "m3")], queue_limit=3
+        )
+        assert queued == PushQueued([1, 1, 2], 0)
+        queued = await storage.queue_push(APP, [push("e1", f"m{n}") for n in (4, 5)],
+                                          queue_limit=3)  # fmt: skip
+        assert queued == PushQueued([3, 4], 1)  # m1, the oldest, is dropped
+        pending = await storage.pending_push(APP, "e1", after_seq=0, now_ms=0)
+        assert [item.seq for item in pending] == [2, 3, 4]
+        assert orjson.loads(pending[0].payload) == {"id": "m3"}
+        assert await storage.pending_push(OTHER, "e1", after_seq=0, now_ms=0) == []
+
+        assert await storage.ack_push(APP, "e1", ["m3", "nope"], now_ms=1) == 1
+        assert await storage.ack_push(APP, "e1", ["m3"], now_ms=1) == 0
+        assert [i.seq for i in await storage.pending_push(APP, "e1", after_seq=2, now_ms=0)] == [
+            3, 4,
+        ]  # fmt: skip
+        # Through a seq the endpoint never had: nothing (another database counted it).
+        assert await storage.ack_push_through(APP, "e1", 9, now_ms=1) == 0
+        assert await storage.ack_push_through(APP, "e1", 3, now_ms=1) == 1
+        assert [i.seq for i in await storage.pending_push(APP, "e1", after_seq=0, now_ms=0)] == [4]
+
+        # Deleting the endpoint drops its messages, not its numbers.
+        await update_endpoints(storage, [update("e1", Address="x")])
+        await storage.delete_endpoint(APP, "e1")
+        assert await storage.pending_push(APP, "e1", after_seq=0, now_ms=0) == []
+        assert (await storage.queue_push(APP, [push("e1", "m6")], queue_limit=3)).seqs == [5]
+
+    run(backend, scenario)
+
+
+def test_expired_pushes_are_purged_and_recent_ones_reported(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.queue_push(APP, [push("e1", "old", expires_at=100)], queue_limit=10)
+        later = [push("e1", "new", expires_at=10**15), push("e2", "x", expires_at=10**15)]
+        await storage.queue_push(APP, later, queue_limit=10)
+        assert await storage.pending_push(APP, "e1", after_seq=0, now_ms=100) == [
+            (2, orjson.dumps({"id": "new"}).decode(), 10**15)
+        ]
+        assert await storage.purge_push(100) == 1
+        assert await storage.purge_push(100) == 0
+        reported = await storage.push_changes(0)
+        # SQLite answers None when nothing was committed since its last call; not here.
+        assert sorted(reported or []) == [(APP, "e1", 2), (APP, "e2", 1)]
+
+    run(backend, scenario)
+
+
+def test_collectors_pushing_at_once_number_each_message_once(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[int]:
+        async with collectors(backend, 8) as writers:
+            queued = await asyncio.gather(*(
+                writers[n % 8].queue_push(
+                    APP, [push("e1", f"m{n}a"), push(f"e{n % 3}", f"m{n}b")], queue_limit=1000
+                )
+                for n in range(24)
+            ))  # fmt: skip
+        assert sum(result.dropped for result in queued) == 0
+        pending = await storage.pending_push(APP, "e1", after_seq=0, now_ms=0)
+        return [item.seq for item in pending]
+
+    # e1 gets one message from every send, and one more from every third.
+    assert run(backend, scenario) == list(range(1, 24 + 8 + 1))
+
+
+# -- segments ---------------------------------------------------------------------------
+
+
+def segment_request(*sources: tuple[str, int | None]) -> str:
+    refs = [{"Id": i} if v is None else {"Id": i, "Version": v} for i, v in sources]
+    groups = {"Groups": [{"SourceSegments": refs}]} if refs else {}
+    return orjson.dumps({"Name": "s", "SegmentGroups": groups}).decode()
+
+
+def refs(*sources: tuple[str, int | None]) -> list[SegmentReference]:
+    return [SegmentReference(f"Groups[0].SourceSegments[{n}]", i, v)
+            for n, (i, v) in enumerate(sources)]  # fmt: skip
+
+
+async def new_segment(storage: Storage, segment_id: str, *sources: tuple[str, int | None]) -> None:
+    record = SegmentRecord(APP, segment_id, 1, NOW, NOW, segment_request(*sources), {"t": "1"})
+    await storage.create_segment(record, refs(*sources))
+
+
+async def change_segment(
+    storage: Storage, segment_id: str, *sources: tuple[str, int | None]
+) -> SegmentRecord | None:
+    return await storage.update_segment(
+        APP, segment_id, segment_request(*sources), "later", refs(*sources)
+    )
+
+
+def test_segments_keep_every_version(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        for segment_id in ("s2", "s1", "s3"):
+            await new_segment(storage, segment_id)
+        updated = await change_segment(storage, "s1", ("s2", 1))
+        assert updated is not None
+        assert (updated.version, updated.created_at, updated.modified_at) == (2, NOW, "later")
+        assert updated.tags == {"t": "1"}
+        assert await change_segment(storage, "nope") is None
+
+        first = await storage.get_segment(APP, "s1", 1)
+        assert first is not None and first.request == segment_request()
+        latest = await storage.get_segment(APP, "s1")
+        assert latest == updated
+        assert await storage.get_segment(APP, "s1", 3) is None
+        assert await storage.get_segment(OTHER, "s1") is None
+        listed = await storage.list_segments(APP, after=None, limit=2)
+        assert [(s.id, s.version) for s in listed] == [("s1", 2), ("s2", 1)]
+        assert [s.id for s in await storage.list_segments(APP, after="s2", limit=2)] == ["s3"]
+        versions = await storage.list_segment_versions(APP, "s1", after=0, limit=10)
+        assert [s.version for s in versions] == [1, 2]
+        assert [s.version for s in await storage.list_segment_versions(
+            APP, "s1", after=1, limit=10)] == [2]  # fmt: skip
+
+        deleted = await storage.delete_segment(APP, "s1")
+        assert deleted == updated
+        assert await storage.delete_segment(APP, "s1") is None
+        assert await storage.get_segment(APP, "s1", 1) is None
+
+    run(backend, scenario)
+
+
+def test_segment_references_must_exist_and_make_no_cycle(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[str]:
+        await new_segment(storage, "a")
+        await new_segment(storage, "b", ("a", None))
+        errors = []
+        for segment_id, sources in (
+            ("c", [("nope", None)]),
+            ("c", [("a", 7)]),
+            ("a", [("b", None)]),  # b is based on a's latest: a cycle
+            ("a", [("a", None)]),
+        ):
+            try:
+                if segment_id == "c":
+                    await new_segment(storage, segment_id, *sources)
+                else:
+                    await change_segment(storage, segment_id, *sources)
+            except SegmentReferenceError as exc:
+                errors.append(str(exc))
+        assert await storage.get_segment(APP, "c") is None
+        latest = await storage.get_segment(APP, "a")
+        assert latest is not None and latest.version == 1
+        # Based on an older version of itself: no cycle.
+        assert await change_segment(storage, "a", ("a", 1)) is not None
+        return errors
+
+    errors = run(backend, scenario)
+    assert errors == [
+        "Groups[0].SourceSegments[0].Id: segment nope does not exist in this application",
+        "Groups[0].SourceSegments[0].Version: segment a has no version 7",
+        "Groups[0].SourceSegments[0].Id: segment b is based on the latest version of segment"
+        " a, so this would be a cycle",
+        "Groups[0].SourceSegments[0].Id: a segment cannot be based on its own latest version",
+    ]
+
+
+def test_collectors_basing_two_segments_on_each_other_at_once_make_no_cycle(
+    backend: Backend,
+) -> None:
+    async def scenario(storage: Storage) -> list[list[bool]]:
+        pairs = [(f"a{n}", f"b{n}") for n in range(8)]  # each pair a chance to race
+        for a, b in pairs:
+            await new_segment(storage, a)
+            await new_segment(storage, b)
+        async with collectors(backend, 2) as (one, two):
+            outcomes = await asyncio.gather(*(
+                change for a, b in pairs
+                for change in (change_segment(one, a, (b, None)), change_segment(two, b, (a, None)))
+            ), return_exceptions=True)  # fmt: skip
+        refused = [isinstance(outcome, SegmentReferenceError) for outcome in outcomes]
+        return [sorted(refused[n : n + 2]) for n in range(0, len(refused), 2)]
+
+    assert run(backend, scenario) == [[False, True]] * 8
+
+
+# -- import jobs ------------------------------------------------------------------------
+
+
+def job(
+    job_id: str, status: str = "CREATED", segment_id: str | None = "imported"
+) -> ImportJobRecord:
+    return ImportJobRecord(APP, job_id, NOW, '{"Format": "CSV"}', status, 2,
+                           segment_id=segment_id, owner="me", heartbeat=1)  # fmt: skip
+
+
+async def import_rows(
+    storage: Storage, job_id: str, rows: Sequence[ImportRow], *, register: bool = True
+) -> list[tuple[ImportRow, str]]:
+    return await storage.import_endpoints(APP, job_id, rows, merge=merge, max_user_endpoints=2,
+                                          register=register, members=True)  # fmt: skip
+
+
+def test_import_jobs_are_saved_listed_and_found_unfinished(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        for job_id, status in (("j2", "CREATED"), ("j1", "COMPLETED"), ("j3", "PROCESSING")):
+            await storage.create_import_job(job(job_id, status, "s1" if job_id != "j3" else None))
+        progressed = dataclasses.replace(job("j2", "PROCESSING", "s1"), completed_pieces=1,
+                                         total_processed=10, failures=["row 3: bad"])  # fmt: skip
+        await storage.save_import_job(progressed)
+        assert await storage.get_import_job(APP, "j2") == progressed
+        assert await storage.get_import_job(OTHER, "j2") is None
+        listed = await storage.list_import_jobs(APP, segment_id=None, after=None, limit=10)
+        assert [j.id for j in listed] == ["j1", "j2", "j3"]
+        of_s1 = await storage.list_import_jobs(APP, segment_id="s1", after="j1", limit=10)
+        assert [j.id for j in of_s1] == ["j2"]
+        assert sorted(j.id for j in await storage.unfinished_import_jobs()) == ["j2", "j3"]
+
+    run(backend, scenario)
+
+
+def test_imported_rows_are_stored_and_become_members_unless_refused(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[tuple[int, str]]:
+        await storage.create_import_job(job("j1"))
+        await update_endpoints(storage, [update("old", ChannelType="APNS", User={"UserId": "u9"})])
+        user = {"UserId": "u1"}
+        rows = [
+            ImportRow(1, "e1", {"ChannelType": "GCM", "Address": "a", "User": user}),
+            ImportRow(2, "e2", {"ChannelType": "GCM", "Address": "b", "User": user}),
+            ImportRow(3, "e3", {"ChannelType": "GCM", "Address": "c", "User": user}),  # 3rd
+            ImportRow(4, None, {"User": {"UserId": "u9"}}),  # the user's stored endpoints
+            ImportRow(5, None, {"User": {"UserId": "nobody"}}),
+            ImportRow(6, "e4", {"Address": "d"}),
+        ]
+        refused = await import_rows(storage, "j1", rows)
+        assert await storage.get_endpoint(APP, "e3") is None
+        stored = await storage.get_endpoint(APP, "e1")
+        assert stored is not None and stored["ChannelType"] == "GCM"
+        assert await storage.import_member_counts(APP, "j1") == {"GCM": 2, "APNS": 1, "": 1}
+        members = await storage.import_members_after(APP, "j1", after=None, limit=3)
+        assert members == ["e1", "e2", "e4"]
+        assert await storage.import_members_after(APP, "j1", after="e4", limit=3) == ["old"]
+        # Imported again without storing the endpoints: members only, counted once.
+        assert await import_rows(storage, "j1", rows[:2], register=False) == []
+        assert await storage.import_member_counts(APP, "j1") == {"GCM": 2, "APNS": 1, "": 1}
+        return [(row.row, message.split(":")[0]) for row, message in refused]
+
+    assert run(backend, scenario) == [(3, "User.UserId"), (5, "User.UserId")]
+
+
+def test_a_finished_import_writes_its_segment_with_the_job(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.create_import_job(job("j1"))
+        segment = SegmentRecord(APP, "imported", 1, NOW, NOW, segment_request(), {})
+        await storage.finish_import_job(job("j1", "COMPLETED"), segment)
+        created = await storage.get_segment(APP, "imported")
+        assert created is not None and created.version == 1
+        saved = await storage.get_import_job(APP, "j1")
+        assert saved is not None and saved.status == "COMPLETED"
+        # A second job updates it: the next version.
+        await storage.create_import_job(job("j2"))
+        again = dataclasses.replace(segment, version=2, modified_at="later")
+        await storage.finish_import_job(job("j2", "COMPLETED"), again)
+        latest = await storage.get_segment(APP, "imported")
+        assert latest is not None and latest.version == 2
+        # The segment deleted while a third job ran: refused, and the job not saved.
+        await storage.create_import_job(job("j3"))
+        await storage.delete_segment(APP, "imported")
+        with pytest.raises(SegmentReferenceError, match="deleted while the job ran"):
+            await storage.finish_import_job(job("j3", "COMPLETED"), again)
+        unsaved = await storage.get_import_job(APP, "j3")
+        assert unsaved is not None and unsaved.status == "CREATED"
+        # The application deleted while a job ran.
+        await storage.delete_app(APP)
+        with pytest.raises(ApplicationGone):
+            await import_rows(storage, "j3", [ImportRow(1, "e1", {"Address": "a"})])
+
+    run(backend, scenario)
+
+
+# -- settings, quotas, retention, credentials, leases -----------------------------------
+
+
+def test_settings_quotas_and_retention_keep_what_an_update_does_not_name(
+    backend: Backend,
+) -> None:
+    async def scenario(storage: Storage) -> None:
+        assert await storage.get_app_settings(APP) is None
+        await storage.update_app_settings(APP, {"Limits": {"Daily": 1}, "QuietTime": {}}, NOW)
+        text = await storage.update_app_settings(APP, {"Limits": {"Daily": 2}}, "later")
+        assert orjson.loads(text) == {"Limits": {"Daily": 2}, "QuietTime": {}}
+        assert await storage.get_app_settings(APP) == (text, "later")
+
+        assert await storage.get_app_quotas(APP) == {}
+        await storage.update_app_quotas(APP, {"a": 1, "b": 2}, NOW)
+        assert await storage.update_app_quotas(APP, {"a": None, "c": 3}, NOW) == {"b": 2, "c": 3}
+        assert await storage.get_app_quotas(APP) == {"b": 2, "c": 3}
+        assert await storage.get_app_quotas(OTHER) == {}
+
+        assert await storage.get_retention(APP) is None
+        assert await storage.update_retention(APP, 30, NOW) == 30
+        assert await storage.update_retention(OTHER, 7, NOW) == 7
+        assert await storage.retention_policies() == [(APP, 30), (OTHER, 7)]
+        assert await storage.update_retention(APP, None, NOW) is None
+        assert await storage.retention_policies() == [(OTHER, 7)]
+
+    run(backend, scenario)
+
+
+def test_a_device_credential_is_kept_unless_replaced(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        assert await storage.set_device_credential(APP, "e1", "sha1", NOW, replace=False)
+        assert not await storage.set_device_credential(APP, "e1", "sha2", NOW, replace=False)
+        assert await storage.device_credentials(APP, ["e1", "e2"]) == {"e1": "sha1"}
+        assert await storage.set_device_credential(APP, "e1", "sha3", NOW, replace=True)
+        assert await storage.device_credentials(APP, ["e1"]) == {"e1": "sha3"}
+        assert await storage.device_credentials(OTHER, ["e1"]) == {}
+        assert await storage.delete_device_credential(APP, "e1")
+        assert not await storage.delete_device_credential(APP, "e1")
+
+    run(backend, scenario)
+
+
+def test_a_lease_has_one_holder_until_it_runs_out(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        assert await storage.take_lease("sweep", "a", 1_000, 100)
+        assert not await storage.take_lease("sweep", "b", 1_050, 100)
+        assert await storage.take_lease("sweep", "a", 1_090, 100)  # renewed to 1_190
+        assert not await storage.take_lease("sweep", "b", 1_150, 100)
+        assert await storage.take_lease("sweep", "b", 1_200, 100)
+        assert await storage.take_lease("other", "a", 1_200, 100)
+
+        # Many collectors race for a free lease: one wins.
+        async with collectors(backend, 8) as rivals:
+            taken = await asyncio.gather(*(
+                rivals[n % 8].take_lease("race", f"owner{n}", 5_000, 1_000) for n in range(16)
+            ))  # fmt: skip
+        assert taken.count(True) == 1
+
+    run(backend, scenario)
+
+
+def test_collectors_starting_together_on_an_empty_database_all_start(backend: Backend) -> None:
+    async def scenario() -> list[AppRecord]:
+        storages = [backend() for _ in range(4)]
+        await asyncio.gather(*(storage.start() for storage in storages))
+        try:
+            await asyncio.gather(*(
+                storage.create_app(AppRecord(f"{n}" * 32, "app", NOW))
+                for n, storage in enumerate(storages)
+            ))  # fmt: skip
+            return await storages[0].list_apps(after=None, limit=10)
+        finally:
+            for storage in storages:
+                await storage.close()
+
+    assert [app.id for app in asyncio.run(scenario())] == [f"{n}" * 32 for n in range(4)]
+
+
+def test_postgres_migrations_run_once_however_many_start(postgres_url: str) -> None:
+    import psycopg
+
+    from homing_collector.storage.pg_schema import PG_MIGRATIONS
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def scenario() -> None:
+        storages = [PostgresStorage(postgres_url) for _ in range(6)]
+        await asyncio.gather(*(storage.start() for storage in storages))
+        for storage in storages:
+            await storage.close()
+
+    asyncio.run(scenario())
+    with psycopg.connect(postgres_url) as conn:
+        applied = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+    assert [version for (version,) in applied] == [version for version, _ in PG_MIGRATIONS]
+
+
+def test_postgres_has_every_method_of_the_storage_protocol() -> None:
+    # A method added to the protocol without its PostgreSQL side would fail only when
+    # a collector on PostgreSQL first calls it.
+    from homing_collector.storage.postgres import PostgresStorage
+
+    for name, method in vars(Storage).items():
+        if inspect.iscoroutinefunction(method):
+            ours = getattr(PostgresStorage, name, None)
+            assert ours is not None, name
+            assert inspect.signature(ours).parameters.keys() == (
+                inspect.signature(method).parameters.keys()
+            ), name
+
+
+def test_postgres_names_the_features_it_lacks(postgres_url: str) -> None:
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def scenario() -> None:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        try:
+            with pytest.raises(NotImplementedError, match="campaigns: not supported on PostgreSQL"):
+                await storage.get_campaign(APP, "c1")
+            with pytest.raises(NotImplementedError, match="event streams"):
+                await storage.list_event_streams()
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())

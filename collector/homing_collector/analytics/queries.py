@@ -499,13 +499,12 @@ def events(
 
 
 def _endpoint_users(conn: sqlite3.Connection, app_id: str) -> Iterator[tuple[str, str]]:
-    """(endpoint id, user key) of each endpoint of the app that has a user, from the index
+    """(endpoint id, user id) of each endpoint of the app that has a user, from the index
     of users alone; any other endpoint is its own subject."""
-    for endpoint_id, user_id in conn.execute(
+    yield from conn.execute(
         "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND user_id IS NOT NULL",
         (app_id,),
-    ):
-        yield endpoint_id, user_key(endpoint_id, user_id)
+    )
 
 
 def funnel(
@@ -556,14 +555,15 @@ def funnel(
             # DuckDB walks the timelines: of the sealed days' files and of these rows.
             depths = columnar.funnel_depths(
                 p.files, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, steps, window_ms, rows,
-                _endpoint_users(conn, app_id) if q.by == "users" else None, user_key("", None),
-                copy,
+                _endpoint_users(conn, app_id) if q.by == "users" else None, copy,
             )  # fmt: skip
             for best, count in depths.items():
                 for k in range(best):
                     reached[k] += count
         else:
-            users = dict(_endpoint_users(conn, app_id)) if q.by == "users" else {}
+            users: dict[str, str] = {}
+            if q.by == "users":
+                users = {e: user_key(e, user) for e, user in _endpoint_users(conn, app_id)}
             for best in _depths(rows, users, len(steps), window_ms):
                 for k in range(best):
                     reached[k] += 1

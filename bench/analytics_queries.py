@@ -12,13 +12,15 @@
    events that computes the same figure, in the same run, and checks they agree.
    Before timing, the sealer copies the events into the columnar copy that the funnel
    and the filtered event counts read with DuckDB (storage/columnar.py); --no-columnar
-   times them on the events table alone. With --days 90 or more, the funnel is also
-   timed over 90 days.
+   times them on the events table alone, --no-seal on the copy as it is (what it lacks
+   is read from the events table), opening the database read-only. With --days 90 or
+   more, the funnel is also timed over 90 days. --only times the queries whose names
+   hold a word, e.g. --only funnel.
 3. Measures PutEvents ingestion through a live collector with rollups on and off
    (HOMING_ROLLUPS), beside the parse-only ceiling, reusing bench/collector_ingest.py.
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
-        [--days 90] [--churn 0.12] [--db PATH] [--no-columnar]
+        [--days 90] [--churn 0.12] [--db PATH] [--no-columnar | --no-seal] [--only WORD]
 """
 
 from __future__ import annotations
@@ -455,7 +457,7 @@ def seal(path: Path) -> float:
 
 
 def time_queries(
-    path: Path, runs: int, naive: bool, copy: Path | None
+    path: Path, runs: int, naive: bool, copy: Path | None, only: str | None = None
 ) -> list[tuple[str, bool, float, float | None, str]]:
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     conn.execute("PRAGMA cache_size = -65536")
@@ -463,6 +465,8 @@ def time_queries(
     q = Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
     results = []
     for name, headline, fn, peer, check in cases(q, copy):
+        if only is not None and only not in name:
+            continue
         fn(conn)  # warm the cache, as a dashboard in use would have it
         p50, got = _p50(lambda fn=fn: fn(conn), runs)
         naive_s, verdict = None, ""
@@ -555,6 +559,9 @@ def main() -> int:
     parser.add_argument("--db", type=Path, help="reuse (or keep) this database file")
     parser.add_argument("--no-columnar", action="store_true",
                         help="read the events table alone: no columnar copy")  # fmt: skip
+    parser.add_argument("--no-seal", action="store_true",
+                        help="read the columnar copy as it is; change nothing in --db")  # fmt: skip
+    parser.add_argument("--only", help="time only the queries whose names hold this word")
     args = parser.parse_args()
     globals().update(DAYS=args.days, CHURN=args.churn)
     workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))
@@ -565,7 +572,7 @@ def main() -> int:
             seconds = load(db, args.events)
             print(f"loaded in {seconds:.0f} s ({args.events / seconds:,.0f} events/s with "
                   "rollups, no HTTP)")  # fmt: skip
-        with sqlite3.connect(db) as conn:
+        with sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True) as conn:
             (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
             sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                      for t in rollups.TABLES}  # fmt: skip
@@ -573,7 +580,9 @@ def main() -> int:
         print(f"{count:,} events; rollup rows: "
               + ", ".join(f"{t} {n:,}" for t, n in sizes.items()))  # fmt: skip
         copy = None
-        if not args.no_columnar:
+        if args.no_seal and not args.no_columnar:
+            copy = columnar.directory(db)
+        elif not args.no_columnar:
             seconds = seal(db)
             copy = columnar.directory(db)
             size = sum(p.stat().st_size for p in copy.rglob("*.parquet"))
@@ -582,7 +591,7 @@ def main() -> int:
                   f"{db.stat().st_size / 1e6:,.0f} MB of SQLite")  # fmt: skip
         print(f"queries over the last 30 days, median of {args.runs} runs"
               + (", columnar copy" if copy else ", events table alone") + ":")  # fmt: skip
-        results = time_queries(db, args.runs, not args.no_naive, copy)
+        results = time_queries(db, args.runs, not args.no_naive, copy, args.only)
         slow = [name for name, headline, p50, _, _ in results if headline and p50 > 0.1]
         print(
             "headline queries within 100 ms: " + ("all" if not slow else "not " + ", ".join(slow))

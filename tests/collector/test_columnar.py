@@ -381,6 +381,9 @@ def test_funnels_of_events_at_the_same_moments_walk_as_the_events_table_does(
         [Step("a", (("x", "2"),)), Step("a"), Step("a", (("x", "2"),)), Step("c")],
         [Step("b"), Step("c"), Step("b"), Step("c"), Step("b")],
         [Step("a", (("X", "1"),)), Step("b", (("x", "2"), ("X", "2")))],
+        # No event matches two steps: the walk by levels.
+        [Step("a"), Step("b"), Step("c")],
+        [Step("c"), Step("a", (("x", "1"),)), Step("b"), Step("a", (("x", "2"),))],
     ]
 
     def answers(copy: Path | None) -> list[Any]:
@@ -406,9 +409,61 @@ def test_funnels_of_events_at_the_same_moments_walk_as_the_events_table_does(
         want = answers(None)
         assert any(counts[-1] for counts in want)
         assert answers(world.storage.columnar) == want
+        # Endpoints that change users after their events were sealed count for their
+        # users of now: three as one user, one with no user any more.
+        world.read(
+            lambda c: (
+                c.executemany(
+                    "UPDATE endpoints SET user_id = ? WHERE endpoint_id = ?",
+                    [("moved", d.endpoint_id) for d in devices[1:4]]
+                    + [(None, d.endpoint_id) for d in devices[4:5] if d.user_id]
+                    + [("moved-too", d.endpoint_id) for d in devices[5:6] if not d.user_id],
+                )
+                and c.commit()
+            )
+        )
+        moved = answers(None)
+        assert moved != want
+        assert answers(world.storage.columnar) == moved
         # One day unsealed by a deletion: read from SQLite, the others from the files.
         await world.storage.delete_endpoint(APP, devices[0].endpoint_id)
         want = answers(None)
         assert answers(world.storage.columnar) == want
 
     run(world, scenario)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int) -> None:
+    """Timelines where no event matches two steps, many events at the same moments: the
+    walk by running maxima (columnar._walk_levels) against the one by ASOF joins and the
+    one in Python (queries._depths), for windows from none to all."""
+    import random
+
+    rng = random.Random(seed)
+    n = rng.choice([2, 3, 4])
+    moments = sorted(rng.sample(range(50), 12))
+    rows = [(rng.randrange(30), rng.choice(moments), 1 << rng.randrange(n), rid)
+            for rid in range(1, 1500)]  # fmt: skip
+    rows += [(30, moment, 2, 1500 + i) for i, moment in enumerate(moments)]  # no start
+    duck = columnar._duck()
+    values = ", ".join(f"({subj}, {t}, {m}, {rid})" for subj, t, m, rid in rows)
+    duck.execute(
+        f"CREATE OR REPLACE TEMP TABLE r AS SELECT * FROM (VALUES {values}) AS v(subj, t, m, rid)"
+    )
+    deepest = 0
+    try:
+        for window in (0, 1, 3, 10, 1000):
+            levels = dict(columnar._walk_levels(duck, n, window))
+            assert levels == dict(columnar._walk_asof(duck, n, window))
+            walked: dict[int, int] = {}
+            timeline = [(str(subj), t, m, rid) for subj, t, m, rid in rows]
+            for best in queries._depths(timeline, {}, n, window):
+                if best:
+                    walked[best] = walked.get(best, 0) + 1
+            assert levels == walked
+            deepest = max(deepest, *levels)
+    finally:
+        for table in ("r", "rk", "x", *(f"{t}{k}" for k in range(1, n) for t in "cl")):
+            duck.execute(f"DROP TABLE IF EXISTS {table}")
+    assert deepest == n

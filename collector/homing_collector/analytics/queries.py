@@ -498,13 +498,13 @@ def events(
     return answer
 
 
-def _endpoint_users(conn: sqlite3.Connection, app_id: str) -> dict[str, str]:
-    return {
-        endpoint_id: user_key(endpoint_id, user_id)
-        for endpoint_id, user_id in conn.execute(
-            "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ?", (app_id,)
-        )
-    }
+def _endpoint_users(conn: sqlite3.Connection, app_id: str) -> Iterator[tuple[str, str]]:
+    """(endpoint id, user id) of each endpoint of the app that has a user, from the index
+    of users alone; any other endpoint is its own subject."""
+    yield from conn.execute(
+        "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND user_id IS NOT NULL",
+        (app_id,),
+    )
 
 
 def funnel(
@@ -544,7 +544,6 @@ def funnel(
     reached = [0] * len(steps)
     window_ms = window * 1000
     with columnar.snapshot(conn):
-        users = _endpoint_users(conn, app_id) if q.by == "users" else {}
         p = _plan(conn, app_id, g, copy)
         # LIMIT keeps SQLite from copying the mask into the outer WHERE, to compute it twice.
         rows: Iterable[tuple[str, int, int, int]] = _rows(
@@ -556,12 +555,15 @@ def funnel(
             # DuckDB walks the timelines: of the sealed days' files and of these rows.
             depths = columnar.funnel_depths(
                 p.files, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, steps, window_ms, rows,
-                users if q.by == "users" else None, user_key("", None), copy,
+                _endpoint_users(conn, app_id) if q.by == "users" else None, copy,
             )  # fmt: skip
             for best, count in depths.items():
                 for k in range(best):
                     reached[k] += count
         else:
+            users: dict[str, str] = {}
+            if q.by == "users":
+                users = {e: user_key(e, user) for e, user in _endpoint_users(conn, app_id)}
             for best in _depths(rows, users, len(steps), window_ms):
                 for k in range(best):
                     reached[k] += 1

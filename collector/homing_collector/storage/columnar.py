@@ -345,24 +345,19 @@ def funnel_depths(
     steps: Sequence[Step],
     window_ms: int,
     more: Iterable[tuple[str, int, int, int]],
-    subjects: dict[str, str] | None,
-    unmapped: str,
+    users: Iterable[tuple[str, str]] | None,
     scratch: Path,
 ) -> dict[int, int]:
     """How many subjects reached each depth (1 to len(steps)) of the funnel, at best.
 
     The events are those of `files` with lo_ms <= ts < hi_ms that match a step, and
     `more`, as (endpoint id, Timestamp, steps matched as bits, events rowid). A subject is
-    an endpoint, or with `subjects` the one it maps the endpoint to (`unmapped` + endpoint
-    id if none).
+    an endpoint, or with `users`, (endpoint id, user id) of the endpoints that have a
+    user, the user of an endpoint that has one.
 
-    This is queries.funnel's walk, said in SQL. A subject's events go in the order
-    (Timestamp, lowest step matched, steps matched, rowid), one number each (`key`). From
-    a start i (an event of step 1 at t0), step 2 is the first event from the first key of
-    t0 on, step k+1 the first after step k, that matches that step and is not i itself;
-    the depth counts the steps found within the window of t0. Each "first after" is an
-    ASOF join of the starts with the events of that step. (As temporary tables: the same
-    joins over CTEs took DuckDB a hundred times longer.)"""
+    This is queries.funnel's walk, said in SQL: see `_walk_levels` and `_walk_asof`.
+    (As temporary tables: the same queries over CTEs took DuckDB a hundred times
+    longer.)"""
     n = len(steps)
     attributes = list(dict.fromkeys(name for step in steps for name, _ in step.attributes))
     column = {name: f"a{i}" for i, name in enumerate(attributes)}
@@ -388,7 +383,7 @@ def funnel_depths(
         params = []
     scratch.mkdir(parents=True, exist_ok=True)
     temporary: list[Path] = []
-    tables = ["q", "s", "r", "x", *(f"c{k}" for k in range(1, n))]
+    tables = ["q", "s", "r", "rk", "x", *(f"{t}{k}" for k in range(1, n) for t in ("c", "l"))]
     duck = _duck()
     try:
         extra, count = _rows_csv(more, scratch)
@@ -403,84 +398,138 @@ def funnel_depths(
         if not sources:
             return {}
         union = " UNION ALL ".join(f"({sql})" for sql in sources)
-        if subjects is None:
-            subject, join = "e.endpoint_id", ""
-        else:
-            mapped, _ = _rows_csv(subjects.items(), scratch)
-            temporary.append(mapped)
-            subject = f"coalesce(u.subject, {_literal(unmapped)} || e.endpoint_id)"
-            join = (
-                f" LEFT JOIN read_csv({_literal(str(mapped))}, header = false,"
-                " columns = {'endpoint_id': 'VARCHAR', 'subject': 'VARCHAR'},"
-                " quote = '\"', escape = '\"', auto_detect = false) u"
-                " ON u.endpoint_id = e.endpoint_id"
-            )
-        lowest = "CASE" + "".join(f" WHEN m & {1 << k} != 0 THEN {k}" for k in range(n)) + " END"
-        # Subjects as numbers (ASOF joins sort by them), found in a table of their names.
+        # Steps of n types: no event matches two of them, and the walk by levels needs no
+        # rowids (a fifth of what the table holds). Else the events tell.
+        apart = len(types) == n
+        rid = "" if apart else ", rid"
         duck.execute(
-            "CREATE OR REPLACE TEMP TABLE q AS SELECT"
-            f" {subject} AS subj, e.ts AS t, e.m, e.rid FROM ({union}) e{join} WHERE e.m != 0",
+            f"CREATE OR REPLACE TEMP TABLE q AS SELECT endpoint_id AS ep, ts AS t, m{rid}"
+            f" FROM ({union}) WHERE m != 0",
             params,
         )
+        # Subjects as numbers (the walks sort by them), given to each endpoint of the
+        # events: a join of the few endpoints, not of every event, with their users. A
+        # user is a number from 0 up, an endpoint without one a number below 0.
+        if users is None:
+            named = "SELECT ep, row_number() OVER () AS id FROM (SELECT DISTINCT ep FROM q)"
+        else:
+            numbers: dict[str, int] = {}
+            mapped, _ = _rows_csv(
+                ((endpoint_id, numbers.setdefault(user_id, len(numbers)))
+                 for endpoint_id, user_id in users), scratch,
+            )  # fmt: skip
+            temporary.append(mapped)
+            named = (
+                "SELECT e.ep, coalesce(u.id, -row_number() OVER ()) AS id"
+                " FROM (SELECT DISTINCT ep FROM q) e"
+                f" LEFT JOIN read_csv({_literal(str(mapped))}, header = false,"
+                " columns = {'endpoint_id': 'VARCHAR', 'id': 'BIGINT'},"
+                " quote = '\"', escape = '\"', auto_detect = false) u"
+                " ON u.endpoint_id = e.ep"
+            )
+        duck.execute(f"CREATE OR REPLACE TEMP TABLE s AS {named}")
         duck.execute(
-            "CREATE OR REPLACE TEMP TABLE s AS SELECT subj, row_number() OVER () AS id"
-            " FROM (SELECT DISTINCT subj FROM q)"
-        )
-        # Timestamp, lowest step, steps and rowid as one HUGEINT: the rowid takes 48 bits,
-        # the steps 10 (MAX_STEPS), the lowest step 4.
-        duck.execute(
-            "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.t, q.m, (q.t::HUGEINT << 64)"
-            f" + (({lowest.replace('m &', 'q.m &')})::HUGEINT << 60) + (q.m::HUGEINT << 48)"
-            " + q.rid AS key FROM q JOIN s ON s.subj = q.subj"
+            "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.* EXCLUDE (ep)"
+            " FROM q JOIN s ON s.ep = q.ep"
         )
         duck.execute("DROP TABLE q")
-        # c1: each start, and the first event of step 2 from its moment on, not itself.
-        first = (
-            "SELECT s.subj, s.ki, s.t0, b.key AS p1 FROM (SELECT subj, key AS ki, t AS t0,"
-            " t::HUGEINT << 64 AS lo FROM r WHERE m & 1 != 0) s ASOF LEFT JOIN"
-            " (SELECT subj, key FROM r WHERE m & 2 != 0) b ON s.subj = b.subj AND b.key >= s.lo"
-        )
-        for k in range(1, n):
-            steps_before = ", ".join(f"c.p{j}" for j in range(1, k))
-            carried = f"c.subj, c.ki, c.t0{', ' + steps_before if steps_before else ''}"
-            found = first if k == 1 else (
-                f"SELECT {carried}, b.key AS p{k} FROM c{k - 1} c ASOF LEFT JOIN"
-                f" (SELECT subj, key FROM r WHERE m & {1 << k} != 0) b"
-                f" ON c.subj = b.subj AND b.key >= c.p{k - 1} + 1"
-            )  # fmt: skip
-            duck.execute(f"CREATE OR REPLACE TEMP TABLE c{k} AS {found}")
-            # Where that is the start itself (only a start that matches this step too),
-            # the next one after it. (Keys are unique: one per event.)
-            both = 1 | 1 << k
-            (starts,) = duck.execute(
-                f"SELECT count(*) FROM r WHERE m & {both} = {both}"
-            ).fetchall()[0]
-            if not starts:
-                continue
-            duck.execute(
-                f"CREATE OR REPLACE TEMP TABLE x AS SELECT f.ki, b.key FROM"
-                f" (SELECT subj, ki FROM c{k} WHERE p{k} = ki) f ASOF LEFT JOIN"
-                f" (SELECT subj, key FROM r WHERE m & {1 << k} != 0) b"
-                f" ON f.subj = b.subj AND b.key >= f.ki + 1"
-            )
-            duck.execute(
-                f"UPDATE c{k} SET p{k} = x.key FROM x WHERE c{k}.ki = x.ki AND c{k}.p{k} = x.ki"
-            )
-        depth = " + ".join(
-            f"(CASE WHEN (p{k} >> 64) - t0 <= {int(window_ms)} THEN 1 ELSE 0 END)"
-            for k in range(1, n)
-        )
-        got = duck.execute(
-            f"SELECT best, count(*) FROM (SELECT subj, max(1 + {depth}) AS best FROM c{n - 1}"
-            " GROUP BY subj) GROUP BY best"
-        ).fetchall()
-        return {int(best): int(count) for best, count in got}
+        if not apart:
+            (shared,) = duck.execute("SELECT count(*) FROM r WHERE m & (m - 1) != 0").fetchall()[0]
+            apart = not shared
+        walk = _walk_levels if apart else _walk_asof
+        return {int(best): int(count) for best, count in walk(duck, n, int(window_ms))}
     finally:
         for table in tables:
             duck.execute(f"DROP TABLE IF EXISTS {table}")
         for path in temporary:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _walk_levels(duck: duckdb.DuckDBPyConnection, n: int, window_ms: int) -> list[Any]:
+    """(depth, subjects) of the events of table r (subj, t, m) when none matches two
+    steps: one ASOF join per step after the first, on moments alone, where `_walk_asof`
+    joins every start down each step on its keys (a third less DuckDB work at 10M events).
+
+    The walk from a start reaches step k within the window if and only if some events
+    s < e2 < ... < ek, of steps 1 to k in the order of queries.funnel's walk, have ek
+    within the window of s: the walk's own events are such a chain, and the walk's k-th
+    step is never after the ek of any chain from the same start (each is the first of
+    its step after the one before), so it is within the window whenever ek is. When no
+    event matches two steps, events of one moment go in the order of their steps, so
+    "before" is "at the same moment or earlier". So l<k> holds each event of step k+1
+    that a chain reaches within the window, with the latest start (v) of those chains:
+    that of the last event of step k in l<k-1> (the starts themselves for k = 1) at its
+    moment or before, if in the window. (The v of the events of a level never decreases
+    with their moments, so the last one has the latest.)"""
+    carriers = "SELECT subj, t, t AS v FROM r WHERE m = 1"
+    found = ["SELECT subj, 1 AS best FROM r WHERE m = 1"]
+    for k in range(1, n):
+        duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE l{k} AS SELECT e.subj, e.t, c.v FROM"
+            f" (SELECT subj, t FROM r WHERE m = {1 << k}) e ASOF JOIN ({carriers}) c"
+            f" ON c.subj = e.subj AND c.t <= e.t WHERE e.t - c.v <= {window_ms}"
+        )
+        found.append(f"SELECT subj, {k + 1} FROM l{k}")
+        carriers = f"SELECT subj, t, v FROM l{k}"
+    return duck.execute(
+        f"SELECT best, count(*) FROM (SELECT subj, max(best) AS best FROM"
+        f" ({' UNION ALL '.join(found)}) GROUP BY subj) GROUP BY best"
+    ).fetchall()
+
+
+def _walk_asof(duck: duckdb.DuckDBPyConnection, n: int, window_ms: int) -> list[Any]:
+    """(depth, subjects) of the events of table r (subj, t, m, rid), whatever steps each
+    matches. A subject's events go in the order (Timestamp, lowest step matched, steps
+    matched, rowid), one number each (`key`, in table rk). From a start i (an event of
+    step 1 at t0), step 2 is the first event from the first key of t0 on, step k+1 the
+    first after step k, that matches that step and is not i itself; the depth counts the
+    steps found within the window of t0. Each "first after" is an ASOF join of the starts
+    with the events of that step."""
+    lowest = "CASE" + "".join(f" WHEN m & {1 << k} != 0 THEN {k}" for k in range(n)) + " END"
+    # Timestamp, lowest step, steps and rowid as one HUGEINT: the rowid takes 48 bits,
+    # the steps 10 (MAX_STEPS), the lowest step 4.
+    duck.execute(
+        "CREATE OR REPLACE TEMP TABLE rk AS SELECT subj, t, m, (t::HUGEINT << 64)"
+        f" + (({lowest})::HUGEINT << 60) + (m::HUGEINT << 48) + rid AS key FROM r"
+    )
+    # c1: each start, and the first event of step 2 from its moment on, not itself.
+    first = (
+        "SELECT s.subj, s.ki, s.t0, b.key AS p1 FROM (SELECT subj, key AS ki, t AS t0,"
+        " t::HUGEINT << 64 AS lo FROM rk WHERE m & 1 != 0) s ASOF LEFT JOIN"
+        " (SELECT subj, key FROM rk WHERE m & 2 != 0) b ON s.subj = b.subj AND b.key >= s.lo"
+    )
+    for k in range(1, n):
+        steps_before = ", ".join(f"c.p{j}" for j in range(1, k))
+        carried = f"c.subj, c.ki, c.t0{', ' + steps_before if steps_before else ''}"
+        found = first if k == 1 else (
+            f"SELECT {carried}, b.key AS p{k} FROM c{k - 1} c ASOF LEFT JOIN"
+            f" (SELECT subj, key FROM rk WHERE m & {1 << k} != 0) b"
+            f" ON c.subj = b.subj AND b.key >= c.p{k - 1} + 1"
+        )  # fmt: skip
+        duck.execute(f"CREATE OR REPLACE TEMP TABLE c{k} AS {found}")
+        # Where that is the start itself (only a start that matches this step too),
+        # the next one after it. (Keys are unique: one per event.)
+        both = 1 | 1 << k
+        (starts,) = duck.execute(f"SELECT count(*) FROM rk WHERE m & {both} = {both}").fetchall()[0]
+        if not starts:
+            continue
+        duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE x AS SELECT f.ki, b.key FROM"
+            f" (SELECT subj, ki FROM c{k} WHERE p{k} = ki) f ASOF LEFT JOIN"
+            f" (SELECT subj, key FROM rk WHERE m & {1 << k} != 0) b"
+            f" ON f.subj = b.subj AND b.key >= f.ki + 1"
+        )
+        duck.execute(
+            f"UPDATE c{k} SET p{k} = x.key FROM x WHERE c{k}.ki = x.ki AND c{k}.p{k} = x.ki"
+        )
+    depth = " + ".join(
+        f"(CASE WHEN (p{k} >> 64) - t0 <= {window_ms} THEN 1 ELSE 0 END)" for k in range(1, n)
+    )
+    return duck.execute(
+        f"SELECT best, count(*) FROM (SELECT subj, max(1 + {depth}) AS best FROM c{n - 1}"
+        " GROUP BY subj) GROUP BY best"
+    ).fetchall()
 
 
 # -- the sealer's work ----------------------------------------------------------------

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+from standardwebhooks import Webhook
 
 from homing_collector import endpoints
 from homing_collector.storage.base import (
@@ -1128,6 +1131,55 @@ def test_collectors_claiming_deliveries_at_once_never_share_one(backend: Backend
 
     taken = run(backend, scenario)
     assert sorted(taken) == sorted(f"msg_{n}" for n in range(120))  # each once, none left
+
+
+def test_two_collectors_outboxes_deliver_each_call_once(backend: Backend) -> None:
+    # The outbox workers of two collectors on one database, against a real receiver on
+    # loopback that refuses the first calls: every call arrives signed, and is answered
+    # 200 once, whichever collector made it.
+    from homing_collector.hooks.outbox import Outbox
+    from homing_collector.hooks.retry import RetryPolicy
+    from homing_collector.metrics import Metrics
+    from tests.collector.hooks.receiver import Answer, serving
+
+    def script(n: int, _body: bytes) -> Answer:
+        return Answer(503) if n < 6 else Answer(200)
+
+    async def scenario(storage: Storage) -> list[tuple[str, int]]:
+        fast = RetryPolicy(first_delay=0.05, max_delay=0.2, budget=60, jitter=0)
+        with serving(script) as (receiver,):
+            async with collectors(backend, 2) as nodes:
+                workers = [Outbox(node, Metrics(), policy=fast, poll_interval=0.01)
+                           for node in nodes]  # fmt: skip
+                for worker in workers:
+                    await worker.start()
+                try:
+                    await storage.enqueue_deliveries(
+                        [NewDelivery(f"msg_{n}", APP, receiver.url, orjson.dumps({"n": n}),
+                                     "application/json") for n in range(30)],
+                        time.time(),
+                    )  # fmt: skip
+                    for worker in workers:
+                        worker.wake()
+                    deadline = time.monotonic() + 30
+                    while sum(w.metrics.hook_attempts[(receiver.url, "delivered")]
+                              for w in workers) < 30:  # fmt: skip
+                        assert time.monotonic() < deadline, "timed out"
+                        await asyncio.sleep(0.02)
+                finally:
+                    for worker in workers:
+                        await worker.close()
+        secrets = await storage.hook_secrets(APP)
+        assert secrets is not None
+        for got in receiver.received:
+            Webhook(secrets.current).verify(got.body, got.headers)
+        assert await storage.pending_deliveries(APP, receiver.url) == 0
+        return [(got.headers["webhook-id"], n) for n, got in enumerate(receiver.received)]
+
+    calls = run(backend, scenario)
+    answered = Counter(delivery_id for delivery_id, n in calls if n >= 6)
+    assert answered == {f"msg_{n}": 1 for n in range(30)}
+    assert len(calls) == 36  # the 6 refused, tried again
 
 
 # -- settings, quotas, retention, credentials, leases -----------------------------------

@@ -991,6 +991,59 @@ def test_a_dead_holders_run_is_taken_over_and_it_writes_no_more(backend: Backend
     run(backend, scenario)
 
 
+def test_two_collectors_schedulers_send_each_endpoint_once(backend: Backend) -> None:
+    # The campaign schedulers of two collectors on one database, running at the same
+    # instants: the run is claimed by one, and every endpoint gets the message once, the
+    # one held back by quiet time too, when its window ends.
+    from datetime import datetime, timedelta, timezone
+
+    from homing_collector.campaigns.scheduler import Scheduler
+    from homing_collector.metrics import Metrics
+    from homing_collector.push.gateway import Gateway
+
+    start = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)  # 21:00 in Tokyo
+    clock = [start]
+
+    async def scenario(storage: Storage) -> None:
+        zones = {f"e{n:02}": {} for n in range(20)} | {"tokyo": {"Timezone": "Asia/Tokyo"}}
+        await storage.update_endpoints(
+            APP,
+            [update(endpoint_id, ChannelType="GCM", Demographic={"Platform": "android", **zone})
+             for endpoint_id, zone in zones.items()],
+            merge=merge, max_user_endpoints=15,
+        )  # fmt: skip
+        await new_segment(storage, "everyone")
+        request = {"Name": "c1", "SegmentId": "everyone",
+                   "MessageConfiguration": {"DefaultMessage": {"Title": "Hi", "Body": "Sale"}},
+                   "Schedule": {"StartTime": "IMMEDIATE",
+                                "QuietTime": {"Start": "20:00", "End": "08:00"}}}  # fmt: skip
+        stamp = start.isoformat().replace("+00:00", "Z")
+        await storage.create_campaign(CampaignRecord(
+            APP, "c1", 1, stamp, stamp, orjson.dumps(request).decode(), "everyone", "SCHEDULED"
+        ), None)  # fmt: skip
+        async with collectors(backend, 2) as nodes:
+            schedulers = [
+                Scheduler(node, Gateway(node, Metrics(), heartbeat=20, queue_limit=100,
+                                        default_ttl=3600, shared=False),
+                          clock=lambda: clock[0])
+                for node in nodes
+            ]  # fmt: skip
+            for later in (timedelta(0), timedelta(seconds=1), timedelta(hours=11)):
+                clock[0] = start + later
+                await asyncio.gather(*(scheduler.run_once() for scheduler in schedulers))
+        for endpoint_id in zones:
+            queued = await storage.pending_push(APP, endpoint_id, after_seq=0, now_ms=0)
+            assert [item.seq for item in queued] == [1], endpoint_id
+        [activity] = await storage.list_activities(APP, "c1", after=0, limit=10)
+        assert (activity.state, activity.total, activity.metrics) == (
+            "COMPLETED", 21, {"SENT": 21}
+        )  # fmt: skip
+        record = await storage.get_campaign(APP, "c1")
+        assert record is not None and record.state == "COMPLETED"
+
+    run(backend, scenario)
+
+
 # -- webhooks and the outbox ------------------------------------------------------------
 
 

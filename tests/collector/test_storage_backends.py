@@ -1235,6 +1235,25 @@ def test_two_collectors_outboxes_deliver_each_call_once(backend: Backend) -> Non
     assert len(calls) == 36  # the 6 refused, tried again
 
 
+def test_deleting_an_application_takes_its_campaigns_and_deliveries(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        await storage.plan_runs(APP, "c1", 1, [T0], [], T0, True)
+        await storage.enqueue_deliveries([delivery(0)], 1.0)
+        await storage.hook_secrets(APP, create="whsec_1", now="t1")
+        assert await storage.delete_app(APP) is not None
+        await storage.create_app(AppRecord(APP, "again", NOW))
+        assert await storage.get_campaign(APP, "c1") is None
+        assert await storage.list_activities(APP, "c1", after=0, limit=10) == []
+        assert await storage.claim_activity("n1", T0, 1000, dead=never_dead) is None
+        assert await storage.pending_deliveries(APP, "https://h.example/a") == 0
+        assert await storage.hook_secrets(APP) is None
+        assert await claim(storage, "p1", 1.0) == []
+
+    run(backend, scenario)
+
+
 # -- settings, quotas, retention, credentials, leases -----------------------------------
 
 

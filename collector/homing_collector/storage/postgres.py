@@ -1254,22 +1254,26 @@ class PostgresStorage:
         first = delivery.first_attempt_at if delivery.first_attempt_at is not None else now
         key = (delivery.app_id, delivery.seq, owner)
 
+        # What each outcome sets, besides the attempt counted and the lease ended. A
+        # delivered body goes: it was the receiver's to keep; the row stays, for counts.
+        args: list[Any]
+        if state == "delivered":
+            sets, args = (
+                "state = 'delivered', body = '', finished_at = %s, last_error = NULL",
+                [now],
+            )
+        elif state == "retry":
+            sets, args = "next_attempt_at = %s, last_error = %s", [next_attempt_at, error]
+        else:  # dead, or disable: dead, and its destination disabled
+            sets, args = "state = 'dead', finished_at = %s, last_error = %s", [now, error]
+
         async def work(conn: Connection) -> bool:
-            sql: tuple[str, tuple[Any, ...]]
-            if state == "delivered":
-                # The body goes: it was the receiver's to keep. The row stays, for counts.
-                sql = ("state = 'delivered', body = ''::bytea, finished_at = %s,"
-                       " last_error = NULL", (now,))  # fmt: skip
-            elif state == "retry":
-                sql = ("next_attempt_at = %s, last_error = %s", (next_attempt_at, error))
-            else:
-                sql = ("state = 'dead', finished_at = %s, last_error = %s", (now, error))
             cursor = await conn.execute(
-                f"UPDATE outbox SET {sql[0]}, attempts = attempts + 1,"
+                f"UPDATE outbox SET {sets}, attempts = attempts + 1,"
                 " first_attempt_at = coalesce(first_attempt_at, %s), lease_owner = NULL,"
                 " lease_until = NULL WHERE app_id = %s AND seq = %s AND lease_owner = %s"
                 " AND state = 'pending' RETURNING destination",
-                (*sql[1], first, *key),
+                (*args, first, *key),
             )
             row = await cursor.fetchone()
             if row is not None and state == "disable":

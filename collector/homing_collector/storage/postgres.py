@@ -1380,7 +1380,8 @@ class PostgresStorage:
     # after its cursor, only rows of transactions older than the oldest still running
     # (pg_snapshot_xmin(pg_current_snapshot())), all ended, so that nothing can appear
     # behind the cursor later. Writers are not serialized; a long transaction holds the
-    # streams back (late, never lost); the cursor becomes that pair, not one integer.
+    # streams back (late, never lost); the cursor is the pair (transaction, rank of the
+    # row in it), packed into the protocol's one integer: transaction << 20 | rank.
 
     async def get_event_stream(self, app_id: str) -> EventStreamRecord | None:
         raise _missing("event streams")

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -20,17 +22,24 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+from standardwebhooks import Webhook
 
 from homing_collector import endpoints
 from homing_collector.storage.base import (
     ApplicationGone,
     AppRecord,
+    CampaignRecord,
+    CampaignSend,
+    Delivery,
     EndpointUpdate,
     EventRow,
+    HookSecrets,
     ImportJobRecord,
     ImportRow,
     IngestResult,
     KeyRecord,
+    NewDelivery,
+    PastSend,
     PushMessage,
     PushQueued,
     SegmentRecord,
@@ -743,6 +752,508 @@ def test_a_finished_import_writes_its_segment_with_the_job(backend: Backend) -> 
     run(backend, scenario)
 
 
+# -- campaigns --------------------------------------------------------------------------
+
+
+def campaign_record(campaign_id: str, segment_id: str = "s1") -> CampaignRecord:
+    request = orjson.dumps({"Name": campaign_id, "SegmentId": segment_id}).decode()
+    return CampaignRecord(APP, campaign_id, 1, NOW, NOW, request, segment_id, "SCHEDULED",
+                          {"t": "1"})  # fmt: skip
+
+
+def request_of(record: CampaignRecord | None) -> dict[str, Any]:
+    assert record is not None
+    found: dict[str, Any] = orjson.loads(record.request)
+    return found
+
+
+def never_dead(owner: str) -> bool:
+    return False
+
+
+def test_campaigns_keep_every_version_and_go_with_their_segment(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await new_segment(storage, "s1")
+        await change_segment(storage, "s1")
+        await new_segment(storage, "s2")
+        made = await storage.create_campaign(campaign_record("c1"), None)
+        assert (made.version, made.state, made.tags) == (1, "SCHEDULED", {"t": "1"})
+        assert request_of(made)["SegmentVersion"] == 2  # the segment's latest
+        pinned = await storage.create_campaign(campaign_record("c0"), 1)
+        assert request_of(pinned)["SegmentVersion"] == 1
+        with pytest.raises(SegmentReferenceError, match="has no version 3"):
+            await storage.create_campaign(campaign_record("c9"), 3)
+        with pytest.raises(SegmentReferenceError, match="segment s9 does not exist"):
+            await storage.create_campaign(campaign_record("c9", "s9"), None)
+
+        def refuse_nameless(request: dict[str, Any]) -> None:
+            if not request.get("Name"):
+                raise ValueError("Name: required")
+
+        with pytest.raises(ValueError, match="Name"):
+            await storage.update_campaign(APP, "c1", {"Name": ""}, "later", refuse_nameless)
+        changed = await storage.update_campaign(
+            APP, "c1", {"SegmentId": "s2", "Description": "d"}, "later", refuse_nameless
+        )
+        assert changed is not None and changed.version == 2 and changed.segment_id == "s2"
+        assert request_of(changed)["SegmentVersion"] == 1  # s2's latest, not s1's pin
+        assert changed.modified_at == "later" and changed.created_at == NOW
+        assert await storage.update_campaign(APP, "c9", {}, "later", refuse_nameless) is None
+        assert request_of(await storage.get_campaign(APP, "c1", 1))["SegmentId"] == "s1"
+        assert await storage.get_campaign(APP, "c1", 3) is None
+        assert await storage.get_campaign(OTHER, "c1") is None
+        listed = await storage.list_campaigns(APP, after=None, limit=10)
+        assert [(c.id, c.version) for c in listed] == [("c0", 1), ("c1", 2)]
+        assert [c.id for c in await storage.list_campaigns(APP, after="c0", limit=10)] == ["c1"]
+        versions = await storage.list_campaign_versions(APP, "c1", after=0, limit=10)
+        assert [c.version for c in versions] == [1, 2]
+        assert sorted((c.id, v) for c, v in await storage.campaigns_to_plan()) == [
+            ("c0", None), ("c1", None)
+        ]  # fmt: skip
+
+        # As in Pinpoint, deleting a segment deletes the campaigns that target it.
+        assert await storage.delete_segment(APP, "s1") is not None
+        assert await storage.get_campaign(APP, "c0") is None
+        deleted = await storage.delete_campaign(APP, "c1")
+        assert deleted is not None and deleted.version == 2
+        assert await storage.delete_campaign(APP, "c1") is None
+        assert await storage.list_campaigns(APP, after=None, limit=10) == []
+
+    run(backend, scenario)
+
+
+def send(endpoint_id: str, status: str = "SENT", at_ms: int = T0, **fields: Any) -> CampaignSend:
+    return CampaignSend(endpoint_id, status, None, at_ms, **fields)
+
+
+def test_a_run_is_planned_claimed_written_and_finished(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        # Planned for another version: the campaign changed meanwhile, nothing is added.
+        await storage.plan_runs(APP, "c1", 2, [T0], [], T0, False)
+        assert await storage.list_activities(APP, "c1", after=0, limit=10) == []
+        for _ in range(2):  # planned twice, as two collectors may: each run is added once
+            await storage.plan_runs(APP, "c1", 1, [T0, T0 + HOUR], [T0 - HOUR], T0 + HOUR,
+                                    True, lead_ms=1000)  # fmt: skip
+        runs = await storage.list_activities(APP, "c1", after=0, limit=10)
+        assert [(a.scheduled_ms, a.state, a.result) for a in runs] == [
+            (T0 - HOUR, "CANCELLED", "FAIL"), (T0, "PENDING", None), (T0 + HOUR, "PENDING", None)
+        ]  # fmt: skip
+        assert runs[0].metrics == {"MISSED": 1}
+        assert (await storage.get_campaign(APP, "c1")).state == "SCHEDULED"  # type: ignore[union-attr]
+        assert await storage.campaigns_to_plan() == []  # finished planning
+
+        assert await storage.claim_activity("n1", T0 - 2000, 60_000, dead=never_dead) is None
+        run1 = await storage.claim_activity("n1", T0 - 1000, 60_000, dead=never_dead)
+        assert run1 is not None and (run1.scheduled_ms, run1.state) == (T0, "RUNNING")
+        assert (await storage.get_campaign(APP, "c1")).state == "EXECUTING"  # type: ignore[union-attr]
+        assert await storage.claim_activity("n2", T0, 60_000, dead=never_dead) is None
+
+        message = push("e1", "m1")
+        written = await storage.write_campaign_chunk(
+            run1, "n1",
+            [send("e1", message=message, event=event("e1", "x1", "_campaign.send"),
+                  session_id="s9"),
+             send("e2", "DEFERRED", at_ms=T0 + 5000),
+             send("e3", "TREATMENT_HOLDOUT")],
+            cursor="e3", lease_until_ms=T0 + 60_000, queue_limit=10,
+        )  # fmt: skip
+        assert written.lease_held and written.queued == [(message, 1)]
+        assert [p.seq for p in await storage.pending_push(APP, "e1", after_seq=0, now_ms=0)] == [1]
+        assert ("e1", "x1", "_campaign.send") in await stored_events(storage)
+        assert await storage.campaign_sends(APP, "c1", ["e1", "e2", "e4"]) == {
+            "e1": [PastSend(T0, "s9")]
+        }
+        assert await storage.deferred_sends(APP, "c1", run1.id, now_ms=T0, limit=10) == (
+            [], T0 + 5000
+        )  # fmt: skip
+        assert await storage.deferred_sends(APP, "c1", run1.id, now_ms=T0 + 5000, limit=10) == (
+            ["e2"], None
+        )  # fmt: skip
+        # Sent again after a crash: an endpoint with a final row is left alone, a held
+        # back one is written now, and counted once.
+        again = await storage.write_campaign_chunk(
+            run1, "n1", [send("e1", message=push("e1", "m2")), send("e2")],
+            cursor=None, lease_until_ms=T0 + 60_000, queue_limit=10,
+        )  # fmt: skip
+        assert again.lease_held and again.queued == []
+        # Another collector, which holds no lease on the run, writes nothing.
+        lost = await storage.write_campaign_chunk(
+            run1, "n2", [send("e5")], cursor="e5", lease_until_ms=T0, queue_limit=10
+        )
+        assert not lost.lease_held
+
+        await storage.finish_activity(run1, "n1", not_before_ms=T0 + 5000, now="end")
+        waiting = (await storage.list_activities(APP, "c1", after=T0 - 1, limit=1))[0]
+        assert (waiting.state, waiting.cursor, waiting.total, waiting.successful) == (
+            "RUNNING", "e3", 2, 2
+        )  # fmt: skip
+        assert waiting.metrics == {"SENT": 2, "TREATMENT_HOLDOUT": 1}
+        assert await storage.claim_activity("n2", T0 + 4000, 60_000, dead=never_dead) is None
+        again_claimed = await storage.claim_activity("n2", T0 + 5000, 60_000, dead=never_dead)
+        assert again_claimed is not None and again_claimed.id == run1.id
+        await storage.finish_activity(run1, "n1", not_before_ms=None, now="end")  # not n1's
+        assert (await storage.list_activities(APP, "c1", after=T0 - 1, limit=1))[0].ended_at is None
+        await storage.finish_activity(run1, "n2", not_before_ms=None, now="end")
+        done = (await storage.list_activities(APP, "c1", after=T0 - 1, limit=1))[0]
+        assert (done.state, done.result, done.ended_at) == ("COMPLETED", "SUCCESS", "end")
+        assert (await storage.get_campaign(APP, "c1")).state == "PENDING_NEXT_RUN"  # type: ignore[union-attr]
+
+        run2 = await storage.claim_activity("n1", T0 + HOUR, 60_000, dead=never_dead)
+        assert run2 is not None and run2.scheduled_ms == T0 + HOUR
+        await storage.finish_activity(run2, "n1", not_before_ms=None, now="end", result="FAIL")
+        assert (await storage.get_campaign(APP, "c1")).state == "COMPLETED"  # type: ignore[union-attr]
+
+    run(backend, scenario)
+
+
+def test_an_event_activity_is_made_once_and_its_sends_kept_per_event(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        async with collectors(backend, 4) as others:
+            made = await asyncio.gather(*(
+                others[n % 4].event_activity(APP, "c1", 1, T0, NOW) for n in range(8)
+            ))  # fmt: skip
+        assert len({activity.id for activity in made}) == 1
+        activity = made[0]
+        assert activity.state == "RUNNING"
+        # The scheduler never claims it.
+        assert await storage.claim_activity("n1", T0 + 10 * HOUR, 1000, dead=never_dead) is None
+
+        def deliveries(sends: Sequence[CampaignSend]) -> list[NewDelivery]:
+            return [NewDelivery(f"d-{s.trigger}", APP, "https://h.example/c", b"{}", "text/json")
+                    for s in sends]  # fmt: skip
+
+        sends = [send("e1", trigger="x1", custom={"Id": "e1"}),
+                 send("e1", trigger="x2", custom={"Id": "e1"})]  # fmt: skip
+        for _ in range(2):  # each event answered once, however often it is written
+            written = await storage.write_campaign_chunk(
+                activity, None, sends, cursor=None, lease_until_ms=0, queue_limit=10,
+                custom=deliveries,
+            )  # fmt: skip
+            assert written.lease_held
+        assert await storage.pending_deliveries(APP, "https://h.example/c") == 2
+        assert len((await storage.campaign_sends(APP, "c1", ["e1"]))["e1"]) == 2
+
+        await put(storage, [event("e1", "r1", at=T0), event("e1", "r2", at=T0 + HOUR)])
+        recent = await storage.recent_events(APP, lo_ms=T0, hi_ms=T0 + HOUR, since_arrival_ms=0)
+        assert [row.event_id for row in recent] == ["r1"]
+        assert recent[0].body == event("e1", "r1").body
+        late = await storage.recent_events(
+            APP, lo_ms=T0, hi_ms=T0 + 2 * HOUR, since_arrival_ms=T0 + 6
+        )
+        assert [row.event_id for row in late] == ["r2"]
+
+    run(backend, scenario)
+
+
+def test_collectors_claiming_at_once_take_each_run_once(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[str]:
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        await storage.plan_runs(APP, "c1", 1, [T0 + n for n in range(3)], [], T0, True)
+        async with collectors(backend, 8) as nodes:
+            claimed = await asyncio.gather(*(
+                nodes[n % 8].claim_activity(f"n{n}", T0 + 10, 60_000, dead=never_dead)
+                for n in range(24)
+            ))  # fmt: skip
+        return [activity.id for activity in claimed if activity is not None]
+
+    taken = run(backend, scenario)
+    assert len(taken) == 3 and len(set(taken)) == 3
+
+
+def test_a_dead_holders_run_is_taken_over_and_it_writes_no_more(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        await storage.plan_runs(APP, "c1", 1, [T0], [], T0, True)
+        held = await storage.claim_activity("n1", T0, 1000, dead=never_dead)
+        assert held is not None
+        async with collectors(backend, 1) as (other,):
+            assert await other.claim_activity("n2", T0 + 1000, 1000, dead=never_dead) is None
+            # Its holder is known to be gone: taken at once.
+            taken = await other.claim_activity("n2", T0 + 500, 1000, dead=lambda o: o == "n1")
+            assert taken is not None and taken.id == held.id
+            # Or its lease ran out: taken then.
+            assert await other.claim_activity("n3", T0 + 1500, 1000, dead=never_dead) is None
+            again = await other.claim_activity("n3", T0 + 1501, 1000, dead=never_dead)
+            assert again is not None and again.id == held.id
+        for owner in ("n1", "n2"):
+            written = await storage.write_campaign_chunk(
+                held, owner, [send("e1")], cursor="e1", lease_until_ms=T0 + 9000, queue_limit=10
+            )
+            assert not written.lease_held
+        assert await storage.campaign_sends(APP, "c1", ["e1"]) == {}
+
+    run(backend, scenario)
+
+
+def test_two_collectors_schedulers_send_each_endpoint_once(backend: Backend) -> None:
+    # The campaign schedulers of two collectors on one database, running at the same
+    # instants: the run is claimed by one, and every endpoint gets the message once, the
+    # one held back by quiet time too, when its window ends.
+    from datetime import datetime, timedelta, timezone
+
+    from homing_collector.campaigns.scheduler import Scheduler
+    from homing_collector.metrics import Metrics
+    from homing_collector.push.gateway import Gateway
+
+    start = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)  # 21:00 in Tokyo
+    clock = [start]
+
+    async def scenario(storage: Storage) -> None:
+        zones = {f"e{n:02}": {} for n in range(20)} | {"tokyo": {"Timezone": "Asia/Tokyo"}}
+        await storage.update_endpoints(
+            APP,
+            [update(endpoint_id, ChannelType="GCM", Demographic={"Platform": "android", **zone})
+             for endpoint_id, zone in zones.items()],
+            merge=merge, max_user_endpoints=15,
+        )  # fmt: skip
+        await new_segment(storage, "everyone")
+        request = {"Name": "c1", "SegmentId": "everyone",
+                   "MessageConfiguration": {"DefaultMessage": {"Title": "Hi", "Body": "Sale"}},
+                   "Schedule": {"StartTime": "IMMEDIATE",
+                                "QuietTime": {"Start": "20:00", "End": "08:00"}}}  # fmt: skip
+        stamp = start.isoformat().replace("+00:00", "Z")
+        await storage.create_campaign(CampaignRecord(
+            APP, "c1", 1, stamp, stamp, orjson.dumps(request).decode(), "everyone", "SCHEDULED"
+        ), None)  # fmt: skip
+        async with collectors(backend, 2) as nodes:
+            schedulers = [
+                Scheduler(node, Gateway(node, Metrics(), heartbeat=20, queue_limit=100,
+                                        default_ttl=3600, shared=False),
+                          clock=lambda: clock[0])
+                for node in nodes
+            ]  # fmt: skip
+            for later in (timedelta(0), timedelta(seconds=1), timedelta(hours=11)):
+                clock[0] = start + later
+                await asyncio.gather(*(scheduler.run_once() for scheduler in schedulers))
+        for endpoint_id in zones:
+            queued = await storage.pending_push(APP, endpoint_id, after_seq=0, now_ms=0)
+            assert [item.seq for item in queued] == [1], endpoint_id
+        [activity] = await storage.list_activities(APP, "c1", after=0, limit=10)
+        assert (activity.state, activity.total, activity.metrics) == (
+            "COMPLETED", 21, {"SENT": 21}
+        )  # fmt: skip
+        record = await storage.get_campaign(APP, "c1")
+        assert record is not None and record.state == "COMPLETED"
+
+    run(backend, scenario)
+
+
+# -- webhooks and the outbox ------------------------------------------------------------
+
+
+def delivery(n: int, destination: str = "https://h.example/a", **fields: Any) -> NewDelivery:
+    return NewDelivery(f"msg_{n}", APP, destination, f"body {n}".encode(), "application/json",
+                       **fields)  # fmt: skip
+
+
+async def claim(storage: Storage, owner: str, now: float, **limits: Any) -> list[Delivery]:
+    options: dict[str, Any] = {"limit": 100, "per_destination": 100, "busy": ()} | limits
+    return await storage.claim_deliveries(owner, now, now + 30, **options)
+
+
+def test_hook_secrets_are_made_once_rotated_and_the_rotation_ended(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        assert await storage.hook_secrets(APP) is None
+        made = await storage.hook_secrets(APP, create="whsec_1", now="t1")
+        assert made == HookSecrets("whsec_1", None, "t1")
+        assert await storage.hook_secrets(APP, create="whsec_x", now="t2") == made
+        rotated = await storage.rotate_hook_secrets(APP, "whsec_2", "t3")
+        assert rotated == HookSecrets("whsec_2", "whsec_1", "t3")
+        assert await storage.end_hook_rotation(APP) == HookSecrets("whsec_2", None, "t3")
+        assert await storage.end_hook_rotation(OTHER) is None
+        assert await storage.rotate_hook_secrets(OTHER, "whsec_o", "t4") == HookSecrets(
+            "whsec_o", None, "t4"
+        )
+        await storage.delete_app(OTHER)
+        assert await storage.hook_secrets(OTHER) is None
+
+    run(backend, scenario)
+
+
+def test_deliveries_are_retried_dead_lettered_replayed_and_purged(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.enqueue_deliveries([delivery(n) for n in range(3)], 100.0)
+        assert not await storage.deliveries_due(99.0)
+        assert await storage.deliveries_due(100.0)
+        first = await claim(storage, "p1", 100.0, per_destination=2)
+        assert [(d.id, d.attempts, d.body) for d in first] == [
+            ("msg_0", 0, b"body 0"), ("msg_1", 0, b"body 1")
+        ]  # fmt: skip
+        assert await storage.lease_owners(100.0) == ["p1"]
+        assert [d.id for d in await claim(storage, "p2", 101.0)] == ["msg_2"]
+        assert await claim(storage, "p3", 101.0) == []  # all leased
+        retried, dead = first
+        assert await storage.settle_delivery(retried, "p1", "retry", now=102.0,
+                                             next_attempt_at=200.0, error="503")  # fmt: skip
+        assert not await storage.settle_delivery(retried, "p1", "delivered", now=103.0)
+        assert await storage.settle_delivery(dead, "p1", "dead", now=104.0, error="400")
+        assert await claim(storage, "p3", 120.0) == []  # msg_0 not due, msg_2 leased
+        assert await storage.release_leases(["p2"]) == 1
+        (again,) = await claim(storage, "p3", 120.0)
+        assert again.id == "msg_2"
+        assert await storage.settle_delivery(again, "p3", "delivered", now=151.0)
+        (later,) = await claim(storage, "p3", 200.0)
+        assert (later.id, later.attempts, later.first_attempt_at) == ("msg_0", 1, 102.0)
+        assert await storage.settle_delivery(later, "p3", "delivered", now=201.0)
+
+        letters = await storage.dead_letters(APP, after=0, limit=10)
+        assert [(d.id, d.attempts, d.first_attempt_at, d.dead_at, d.last_error)
+                for d in letters] == [("msg_1", 1, 104.0, 104.0, "400")]  # fmt: skip
+        assert await storage.dead_letters(APP, after=letters[0].seq, limit=10) == []
+        assert await storage.dead_letters(OTHER, after=0, limit=10) == []
+        assert await storage.pending_deliveries(APP, "https://h.example/a") == 0
+        gauges = await storage.hook_gauges()
+        assert list(gauges["pending"]) == []
+        assert [tuple(row) for row in gauges["dead"]] == [("https://h.example/a", 1)]
+
+        assert await storage.replay_dead_letters(APP, ["msg_9"], 300.0) == 0
+        assert await storage.replay_dead_letters(APP, ["msg_1"], 300.0) == 1
+        assert await storage.pending_deliveries(APP, "https://h.example/a") == 1
+        gauges = await storage.hook_gauges()
+        assert [tuple(row) for row in gauges["pending"]] == [("https://h.example/a", 1, 100.0)]
+        (replayed,) = await claim(storage, "p4", 300.0)
+        assert (replayed.id, replayed.attempts, replayed.first_attempt_at) == ("msg_1", 0, None)
+        assert await storage.purge_deliveries(151.0) == 0
+        assert await storage.purge_deliveries(152.0) == 1  # msg_2, delivered at 151
+
+    run(backend, scenario)
+
+
+def test_a_gone_destination_is_disabled_until_replayed(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        gone, kept = "https://gone.example/", "https://kept.example/"
+        await storage.enqueue_deliveries(
+            [delivery(0, gone), delivery(1, gone), delivery(2, kept)], 100.0
+        )
+        busy = await claim(storage, "p1", 100.0, busy=[kept], limit=1)
+        assert [d.id for d in busy] == ["msg_0"]
+        assert await storage.settle_delivery(busy[0], "p1", "disable", now=101.0, error="410")
+        assert await storage.destination_disabled(APP, gone)
+        assert not await storage.destination_disabled(OTHER, gone)
+        assert [d.id for d in await claim(storage, "p1", 102.0)] == ["msg_2"]
+        letters = await storage.dead_letters(APP, after=0, limit=10)
+        assert [(d.id, d.last_error) for d in letters] == [
+            ("msg_0", "410"), ("msg_1", "not sent: the destination was disabled (410)")
+        ]  # fmt: skip
+        assert await storage.replay_dead_letters(APP, None, 103.0) == 2
+        assert not await storage.destination_disabled(APP, gone)
+        claimed = await claim(storage, "p2", 103.0, held=[letters[1].seq])
+        assert [d.id for d in claimed] == ["msg_0"]
+
+    run(backend, scenario)
+
+
+def test_ordered_deliveries_go_one_at_a_time_oldest_first(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        stream = "file:///tmp/stream"
+        await storage.enqueue_deliveries([delivery(n, stream, ordered=True) for n in range(3)], 1.0)
+        (head,) = await claim(storage, "p1", 1.0)
+        assert (head.id, head.ordered) == ("msg_0", 1)
+        assert await claim(storage, "p2", 1.0) == []
+        assert await storage.settle_delivery(head, "p1", "retry", now=1.0, next_attempt_at=5.0)
+        assert await claim(storage, "p2", 2.0) == []  # the head waits: so does the rest
+        assert await storage.settle_delivery(
+            (await claim(storage, "p2", 5.0))[0], "p2", "delivered", now=5.0
+        )
+        assert [d.id for d in await claim(storage, "p2", 5.0)] == ["msg_1"]
+
+    run(backend, scenario)
+
+
+def test_collectors_claiming_deliveries_at_once_never_share_one(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> list[str]:
+        await storage.enqueue_deliveries(
+            [delivery(n, f"https://h{n % 4}.example/") for n in range(120)], 1.0
+        )
+        async with collectors(backend, 8) as nodes:
+
+            async def drain(n: int) -> list[str]:
+                taken: list[str] = []
+                while batch := await claim(nodes[n], f"p{n}", 1.0, limit=5, per_destination=2):
+                    taken.extend(d.id for d in batch)
+                return taken
+
+            drained = await asyncio.gather(*(drain(n) for n in range(8)))
+        return [delivery_id for taken in drained for delivery_id in taken]
+
+    taken = run(backend, scenario)
+    assert sorted(taken) == sorted(f"msg_{n}" for n in range(120))  # each once, none left
+
+
+def test_two_collectors_outboxes_deliver_each_call_once(backend: Backend) -> None:
+    # The outbox workers of two collectors on one database, against a real receiver on
+    # loopback that refuses the first calls: every call arrives signed, and is answered
+    # 200 once, whichever collector made it.
+    from homing_collector.hooks.outbox import Outbox
+    from homing_collector.hooks.retry import RetryPolicy
+    from homing_collector.metrics import Metrics
+    from tests.collector.hooks.receiver import Answer, serving
+
+    def script(n: int, _body: bytes) -> Answer:
+        return Answer(503) if n < 6 else Answer(200)
+
+    async def scenario(storage: Storage) -> list[tuple[str, int]]:
+        fast = RetryPolicy(first_delay=0.05, max_delay=0.2, budget=60, jitter=0)
+        with serving(script) as (receiver,):
+            async with collectors(backend, 2) as nodes:
+                workers = [Outbox(node, Metrics(), policy=fast, poll_interval=0.01)
+                           for node in nodes]  # fmt: skip
+                for worker in workers:
+                    await worker.start()
+                try:
+                    await storage.enqueue_deliveries(
+                        [NewDelivery(f"msg_{n}", APP, receiver.url, orjson.dumps({"n": n}),
+                                     "application/json") for n in range(30)],
+                        time.time(),
+                    )  # fmt: skip
+                    for worker in workers:
+                        worker.wake()
+                    deadline = time.monotonic() + 30
+                    while sum(w.metrics.hook_attempts[(receiver.url, "delivered")]
+                              for w in workers) < 30:  # fmt: skip
+                        assert time.monotonic() < deadline, "timed out"
+                        await asyncio.sleep(0.02)
+                finally:
+                    for worker in workers:
+                        await worker.close()
+        secrets = await storage.hook_secrets(APP)
+        assert secrets is not None
+        for got in receiver.received:
+            Webhook(secrets.current).verify(got.body, got.headers)
+        assert await storage.pending_deliveries(APP, receiver.url) == 0
+        return [(got.headers["webhook-id"], n) for n, got in enumerate(receiver.received)]
+
+    calls = run(backend, scenario)
+    answered = Counter(delivery_id for delivery_id, n in calls if n >= 6)
+    assert answered == {f"msg_{n}": 1 for n in range(30)}
+    assert len(calls) == 36  # the 6 refused, tried again
+
+
+def test_deleting_an_application_takes_its_campaigns_and_deliveries(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        await storage.plan_runs(APP, "c1", 1, [T0], [], T0, True)
+        await storage.enqueue_deliveries([delivery(0)], 1.0)
+        await storage.hook_secrets(APP, create="whsec_1", now="t1")
+        assert await storage.delete_app(APP) is not None
+        await storage.create_app(AppRecord(APP, "again", NOW))
+        assert await storage.get_campaign(APP, "c1") is None
+        assert await storage.list_activities(APP, "c1", after=0, limit=10) == []
+        assert await storage.claim_activity("n1", T0, 1000, dead=never_dead) is None
+        assert await storage.pending_deliveries(APP, "https://h.example/a") == 0
+        assert await storage.hook_secrets(APP) is None
+        assert await claim(storage, "p1", 1.0) == []
+
+    run(backend, scenario)
+
+
 # -- settings, quotas, retention, credentials, leases -----------------------------------
 
 
@@ -861,10 +1372,10 @@ def test_postgres_names_the_features_it_lacks(postgres_url: str) -> None:
         storage = PostgresStorage(postgres_url)
         await storage.start()
         try:
-            with pytest.raises(NotImplementedError, match="campaigns: not supported on PostgreSQL"):
-                await storage.get_campaign(APP, "c1")
-            with pytest.raises(NotImplementedError, match="event streams"):
+            with pytest.raises(NotImplementedError, match="event streams: not supported on Postg"):
                 await storage.list_event_streams()
+            with pytest.raises(NotImplementedError, match="in-process event-stream hooks"):
+                await storage.hook_lag(["h"])
         finally:
             await storage.close()
 

@@ -7,10 +7,12 @@ transaction under a transaction-level advisory lock, so one node migrates and th
 wait for it, then find nothing left to do.
 
 Ready for Citus: every table of an application's data has the application id first in
-its primary key (the distribution column), and no foreign key or query crosses
-applications. `apps` is keyed by that id too. `keys` is looked up by access key id
-before the application is known, and root keys have none, so it is meant to be a
-reference table; `task_leases` and `schema_migrations` belong to no application.
+its primary key (the distribution column), and no foreign key crosses applications.
+`apps` is keyed by that id too. `keys` is looked up by access key id before the
+application is known, and root keys have none, so it is meant to be a reference table;
+`task_leases` and `schema_migrations` belong to no application. The scheduler's and the
+outbox's claims read across applications with row locks, which Citus does not take over
+several shards: those two are not ready for it yet (docs/deployment.md).
 
 Times are kept as SQLite keeps them (ISO 8601 text, or ms since the epoch), and JSON as
 the text that was written, and text sorts byte by byte (COLLATE "C", as SQLite sorts
@@ -194,6 +196,123 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
             endpoint_id text COLLATE "C" NOT NULL,
             channel text COLLATE "C",
             PRIMARY KEY (app_id, job_id, endpoint_id)
+        );
+        """,
+    ),
+    (
+        5,
+        # Campaigns, as SQLite keeps them (storage/campaigns.py): the campaign and each of
+        # its versions; one activity per run, which is also the scheduler's job, held by
+        # one collector at a time through its lease (taken under a row lock, SKIP LOCKED,
+        # so collectors claiming at once take different runs); and one row per endpoint
+        # and activity, written with the endpoint's push.
+        """
+        CREATE TABLE campaigns (
+            app_id text COLLATE "C" NOT NULL,
+            campaign_id text COLLATE "C" NOT NULL,
+            version integer NOT NULL,
+            created_at text COLLATE "C" NOT NULL,
+            segment_id text COLLATE "C" NOT NULL,
+            state text COLLATE "C" NOT NULL,
+            tags text NOT NULL DEFAULT '{}',
+            planned_ms bigint,
+            finished boolean NOT NULL DEFAULT false,
+            PRIMARY KEY (app_id, campaign_id)
+        );
+        CREATE INDEX campaigns_segment ON campaigns (app_id, segment_id);
+        CREATE INDEX campaigns_unfinished ON campaigns (app_id) WHERE NOT finished;
+        CREATE TABLE campaign_versions (
+            app_id text COLLATE "C" NOT NULL,
+            campaign_id text COLLATE "C" NOT NULL,
+            version integer NOT NULL,
+            created_at text COLLATE "C" NOT NULL,
+            request text NOT NULL,
+            PRIMARY KEY (app_id, campaign_id, version)
+        );
+        CREATE TABLE campaign_activities (
+            app_id text COLLATE "C" NOT NULL,
+            campaign_id text COLLATE "C" NOT NULL,
+            activity_id text COLLATE "C" NOT NULL,
+            version integer NOT NULL,
+            scheduled_ms bigint NOT NULL,
+            state text COLLATE "C" NOT NULL,
+            started_at text COLLATE "C",
+            ended_at text COLLATE "C",
+            result text COLLATE "C",
+            cursor text COLLATE "C",
+            not_before_ms bigint NOT NULL,
+            lease_owner text COLLATE "C",
+            lease_until_ms bigint,
+            total bigint NOT NULL DEFAULT 0,
+            successful bigint NOT NULL DEFAULT 0,
+            metrics text NOT NULL DEFAULT '{}',
+            PRIMARY KEY (app_id, campaign_id, activity_id),
+            UNIQUE (app_id, campaign_id, scheduled_ms)
+        );
+        CREATE INDEX campaign_activities_open ON campaign_activities (not_before_ms)
+            WHERE state IN ('PENDING', 'RUNNING');
+        CREATE TABLE campaign_sends (
+            app_id text COLLATE "C" NOT NULL,
+            campaign_id text COLLATE "C" NOT NULL,
+            activity_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            status text COLLATE "C" NOT NULL,
+            treatment_id text COLLATE "C",
+            at_ms bigint NOT NULL,
+            message_id text COLLATE "C",
+            session_id text COLLATE "C",
+            PRIMARY KEY (app_id, campaign_id, activity_id, endpoint_id)
+        );
+        CREATE INDEX campaign_sends_endpoint
+            ON campaign_sends (app_id, campaign_id, endpoint_id, at_ms);
+        """,
+    ),
+    (
+        6,
+        # Hooks, as SQLite keeps them (storage/outbox.py): each application's signing
+        # secrets, the outbox of outgoing calls, each leased by one collector at a time,
+        # and the destinations that answered 410. A delivery's seq comes from a sequence,
+        # so it is unique across applications, but its key starts with the application,
+        # as every table's here does; the claim reads across applications.
+        """
+        CREATE TABLE hook_secrets (
+            app_id text COLLATE "C" PRIMARY KEY,
+            current text NOT NULL,
+            previous text,
+            rotated_at text COLLATE "C" NOT NULL
+        );
+        CREATE TABLE outbox (
+            seq bigint GENERATED ALWAYS AS IDENTITY,
+            id text COLLATE "C" NOT NULL,
+            app_id text COLLATE "C" NOT NULL,
+            destination text COLLATE "C" NOT NULL,
+            ordered boolean NOT NULL DEFAULT false,
+            body bytea NOT NULL,
+            content_type text NOT NULL,
+            content_encoding text,
+            state text COLLATE "C" NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'delivered', 'dead')),
+            attempts integer NOT NULL DEFAULT 0,
+            created_at double precision NOT NULL,
+            first_attempt_at double precision,
+            next_attempt_at double precision NOT NULL,
+            lease_owner text COLLATE "C",
+            lease_until double precision,
+            last_error text,
+            finished_at double precision,
+            PRIMARY KEY (app_id, seq),
+            UNIQUE (app_id, id)
+        );
+        CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+        CREATE INDEX outbox_queue ON outbox (app_id, destination, seq) WHERE state = 'pending';
+        CREATE INDEX outbox_dead ON outbox (app_id, seq) WHERE state = 'dead';
+        CREATE INDEX outbox_delivered ON outbox (finished_at) WHERE state = 'delivered';
+        CREATE TABLE hook_destinations (
+            app_id text COLLATE "C" NOT NULL,
+            destination text COLLATE "C" NOT NULL,
+            disabled_at double precision NOT NULL,
+            reason text NOT NULL,
+            PRIMARY KEY (app_id, destination)
         );
         """,
     ),

@@ -14,15 +14,21 @@ takes its locks in one order: endpoints, then users (by id), then the applicatio
 types. Should PostgreSQL still break a deadlock or a serialization conflict, the
 transaction runs again whole.
 
+Work that one collector of several must do alone (a campaign's run, a webhook delivery)
+is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming at once
+take different rows, and one whose lease ran out (it hung, or was killed) is taken over.
+
 Not kept here yet: the analytics rollups (storage/base.py's `rollups` is False, and
 analytics/rollups.py's tables are not made), the columnar copy, and the features whose
-methods raise `NotImplementedError` below: campaigns, webhooks and the outbox, event
-streams, in-process event-stream hooks, and analytics queries.
+methods raise `NotImplementedError` below: event streams, in-process event-stream hooks,
+and analytics queries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from functools import partial
@@ -155,6 +161,15 @@ class PostgresStorage:
             except (PoolTimeout, errors.OperationalError) as exc:
                 raise StorageUnavailable(f"the database is unavailable: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _write_row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run one writing statement in its own transaction; return its first row."""
+
+        async def work(conn: Connection) -> tuple[Any, ...] | None:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+
+        return await self._write(work)
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -529,47 +544,8 @@ class PostgresStorage:
     async def queue_push(
         self, app_id: str, messages: Sequence[PushMessage], *, queue_limit: int
     ) -> PushQueued:
-        async def work(conn: Connection) -> PushQueued:
-            # Stamped in the transaction, so that other collectors polling for new rows by
-            # time (push_changes) see them in about the order they commit.
-            now_ms = epoch_ms()
-            by_endpoint: dict[str, list[PushMessage]] = {}
-            for message in messages:
-                by_endpoint.setdefault(message.endpoint_id, []).append(message)
-            seqs: dict[str, int] = {}  # message id -> its seq
-            dropped = 0
-            rows = []
-            # Each endpoint's counter row, locked in id order (no deadlock between two
-            # sends to the same endpoints) until the commit: its messages are numbered
-            # and bounded by one transaction at a time.
-            for endpoint_id in sorted(by_endpoint):
-                queued = by_endpoint[endpoint_id]
-                cursor = await conn.execute(
-                    "INSERT INTO push_endpoints (app_id, endpoint_id, last_seq)"
-                    " VALUES (%s, %s, %s) ON CONFLICT (app_id, endpoint_id)"
-                    " DO UPDATE SET last_seq = push_endpoints.last_seq + excluded.last_seq"
-                    " RETURNING last_seq",
-                    (app_id, endpoint_id, len(queued)),
-                )
-                row = await cursor.fetchone()
-                first = int(row[0]) - len(queued) + 1 if row else 1
-                for seq, message in enumerate(queued, start=first):
-                    seqs[message.message_id] = seq
-                    rows.append((app_id, endpoint_id, seq, message.message_id, message.silent,
-                                 message.payload, message.campaign_id, now_ms,
-                                 message.expires_at))  # fmt: skip
-            async with conn.cursor() as insert:
-                await insert.executemany(
-                    "INSERT INTO push_messages (app_id, endpoint_id, seq, message_id, silent,"
-                    " payload, campaign_id, created_at, expires_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
-            for endpoint_id in sorted(by_endpoint):
-                dropped += await _bound_push(conn, app_id, endpoint_id, queue_limit)
-            return PushQueued([seqs[message.message_id] for message in messages], dropped)
-
-        return await self._write(work)
+        return await self._write(partial(_queue_push, app_id=app_id, messages=messages,
+                                         queue_limit=queue_limit))  # fmt: skip
 
     async def pending_push(
         self, app_id: str, endpoint_id: str, *, after_seq: int, now_ms: int
@@ -681,13 +657,19 @@ class PostgresStorage:
         return [_segment_record(row) for row in rows]
 
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
-        """Campaigns are not on PostgreSQL yet: when they are, deleting a segment deletes
-        its campaigns too, as on SQLite."""
+        """As in Pinpoint, the campaigns that target the segment are deleted with it."""
 
         async def work(conn: Connection) -> SegmentRecord | None:
             await _lock(conn, "segments", app_id)
             record = await _segment(conn, app_id, segment_id, None)
             if record is not None:
+                cursor = await conn.execute(
+                    "SELECT campaign_id FROM campaigns WHERE app_id = %s AND segment_id = %s"
+                    " ORDER BY campaign_id",
+                    (app_id, segment_id),
+                )
+                for (campaign_id,) in await cursor.fetchall():
+                    await _delete_campaign(conn, app_id=app_id, campaign_id=campaign_id)
                 # The members of the segment's import jobs; the jobs stay listed.
                 await conn.execute(
                     "DELETE FROM import_members WHERE app_id = %s AND job_id IN"
@@ -851,12 +833,33 @@ class PostgresStorage:
 
         await self._write(work)
 
-    # -- campaigns: not on PostgreSQL yet -------------------------------------------------
+    # -- campaigns ------------------------------------------------------------------------
 
     async def create_campaign(
         self, record: CampaignRecord, segment_version: int | None
     ) -> CampaignRecord:
-        raise _missing("campaigns")
+        async def work(conn: Connection) -> CampaignRecord:
+            # Under the segments' lock: the segment cannot be deleted before the campaign
+            # that targets it is stored, which would leave the campaign behind.
+            await _lock(conn, "segments", record.app_id)
+            request = orjson.loads(record.request)
+            request["SegmentVersion"] = await _pinned_version(
+                conn, record.app_id, record.segment_id, segment_version
+            )
+            await conn.execute(
+                "INSERT INTO campaigns (app_id, campaign_id, version, created_at, segment_id,"
+                " state, tags) VALUES (%s, %s, 1, %s, %s, %s, %s)",
+                (record.app_id, record.id, record.created_at, record.segment_id, record.state,
+                 orjson.dumps(record.tags).decode()),
+            )  # fmt: skip
+            await _add_campaign_version(
+                conn, record.app_id, record.id, 1, record.modified_at, orjson.dumps(request)
+            )
+            found = await _campaign(conn, record.app_id, record.id, None)
+            assert found is not None
+            return found
+
+        return await self._write(work)
 
     async def update_campaign(
         self,
@@ -866,33 +869,85 @@ class PostgresStorage:
         modified_at: str,
         check: Callable[[dict[str, Any]], None],
     ) -> CampaignRecord | None:
-        raise _missing("campaigns")
+        async def work(conn: Connection) -> CampaignRecord | None:
+            await _lock(conn, "segments", app_id)
+            cursor = await conn.execute(
+                "SELECT 1 FROM campaigns WHERE app_id = %s AND campaign_id = %s FOR UPDATE",
+                (app_id, campaign_id),
+            )
+            if await cursor.fetchone() is None:
+                return None
+            latest = await _campaign(conn, app_id, campaign_id, None)
+            assert latest is not None
+            request = {**orjson.loads(latest.request), **update}
+            if "SegmentId" in update and "SegmentVersion" not in update:
+                request.pop("SegmentVersion", None)  # another segment: its latest version
+            check(request)
+            segment_id = request["SegmentId"]
+            request["SegmentVersion"] = await _pinned_version(
+                conn, app_id, segment_id, request.get("SegmentVersion")
+            )
+            cursor = await conn.execute(
+                "UPDATE campaigns SET version = version + 1, segment_id = %s, finished = false,"
+                " state = CASE WHEN state = 'COMPLETED' THEN 'PENDING_NEXT_RUN' ELSE state END"
+                " WHERE app_id = %s AND campaign_id = %s RETURNING version",
+                (segment_id, app_id, campaign_id),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            await _add_campaign_version(
+                conn, app_id, campaign_id, row[0], modified_at, orjson.dumps(request)
+            )
+            return await _campaign(conn, app_id, campaign_id, None)
+
+        return await self._write(work)
 
     async def get_campaign(
         self, app_id: str, campaign_id: str, version: int | None = None
     ) -> CampaignRecord | None:
-        raise _missing("campaigns")
+        where, args = _version_where("campaign_id", campaign_id, version)
+        row = await self._row(f"{_CAMPAIGNS} WHERE c.app_id = %s AND {where}", (app_id, *args))
+        return _campaign_record(row) if row else None
 
     async def list_campaigns(
         self, app_id: str, *, after: str | None, limit: int
     ) -> list[CampaignRecord]:
-        raise _missing("campaigns")
+        rows = await self._rows(
+            f"{_CAMPAIGNS} WHERE c.app_id = %s AND c.campaign_id > %s AND v.version = c.version"
+            " ORDER BY c.campaign_id LIMIT %s",
+            (app_id, after or "", limit),
+        )
+        return [_campaign_record(row) for row in rows]
 
     async def list_campaign_versions(
         self, app_id: str, campaign_id: str, *, after: int, limit: int
     ) -> list[CampaignRecord]:
-        raise _missing("campaigns")
+        rows = await self._rows(
+            f"{_CAMPAIGNS} WHERE c.app_id = %s AND c.campaign_id = %s AND v.version > %s"
+            " ORDER BY v.version LIMIT %s",
+            (app_id, campaign_id, after, limit),
+        )
+        return [_campaign_record(row) for row in rows]
 
     async def delete_campaign(self, app_id: str, campaign_id: str) -> CampaignRecord | None:
-        raise _missing("campaigns")
+        return await self._write(partial(_delete_campaign, app_id=app_id, campaign_id=campaign_id))
 
     async def list_activities(
         self, app_id: str, campaign_id: str, *, after: int, limit: int
     ) -> list[ActivityRecord]:
-        raise _missing("campaigns")
+        rows = await self._rows(
+            f"SELECT {_ACTIVITY} FROM campaign_activities WHERE app_id = %s AND campaign_id = %s"
+            " AND scheduled_ms > %s ORDER BY scheduled_ms LIMIT %s",
+            (app_id, campaign_id, after, limit),
+        )
+        return [_activity(row) for row in rows]
 
     async def campaigns_to_plan(self) -> list[tuple[CampaignRecord, int | None]]:
-        raise _missing("campaigns")
+        rows = await self._rows(
+            f"SELECT {_CAMPAIGN_COLUMNS}, c.planned_ms FROM {_CAMPAIGN_JOIN}"
+            " WHERE NOT c.finished AND v.version = c.version ORDER BY c.app_id, c.campaign_id"
+        )
+        return [(_campaign_record(row[:9]), row[9]) for row in rows]
 
     async def plan_runs(
         self,
@@ -906,32 +961,157 @@ class PostgresStorage:
         *,
         lead_ms: int = 0,
     ) -> None:
-        raise _missing("campaigns")
+        now = _iso_now()
+
+        async def work(conn: Connection) -> None:
+            # The campaign's row, locked: an update cannot slip in between the check of
+            # its version and the runs planned for that version.
+            cursor = await conn.execute(
+                "SELECT version FROM campaigns WHERE app_id = %s AND campaign_id = %s FOR UPDATE",
+                (app_id, campaign_id),
+            )
+            row = await cursor.fetchone()
+            if row is None or row[0] != version:
+                return  # deleted or changed since it was read: the next tick plans it again
+            planned = [(ms, "PENDING") for ms in runs_ms]
+            planned += [(ms, "CANCELLED") for ms in missed_ms]
+            async with conn.cursor() as insert:
+                await insert.executemany(
+                    "INSERT INTO campaign_activities (app_id, campaign_id, activity_id,"
+                    " version, scheduled_ms, state, not_before_ms, ended_at, result, metrics)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(app_id, campaign_id, uuid.uuid4().hex, version, ms, state, ms - lead_ms,
+                      now if state == "CANCELLED" else None,
+                      "FAIL" if state == "CANCELLED" else None,
+                      '{"MISSED": 1}' if state == "CANCELLED" else "{}")
+                     for ms, state in planned],
+                )  # fmt: skip
+            await conn.execute(
+                "UPDATE campaigns SET planned_ms = greatest(coalesce(planned_ms, 0), %s),"
+                " finished = %s WHERE app_id = %s AND campaign_id = %s",
+                (planned_ms, finished, app_id, campaign_id),
+            )
+            await _settle_campaign(conn, app_id, campaign_id)
+
+        await self._write(work)
 
     async def claim_activity(
         self, owner: str, now_ms: int, lease_ms: int, *, dead: Callable[[str], bool]
     ) -> ActivityRecord | None:
-        raise _missing("campaigns")
+        """The due activities are read unlocked; then the first free one is locked alone,
+        SKIP LOCKED (another collector is claiming it, or writing a chunk of it), and
+        checked free again as it is once locked: of collectors claiming at once, each
+        takes another run, and a lease, once committed, is seen by every later claim."""
+        now = _iso_now()
+
+        def free(holder: str | None, until: int | None) -> bool:
+            held = holder is not None and until is not None and until >= now_ms
+            return not held or dead(holder or "")
+
+        async def work(conn: Connection) -> ActivityRecord | None:
+            cursor = await conn.execute(
+                "SELECT app_id, campaign_id, activity_id, lease_owner, lease_until_ms"
+                " FROM campaign_activities WHERE state IN ('PENDING', 'RUNNING')"
+                " AND not_before_ms <= %s ORDER BY not_before_ms LIMIT 50",
+                (now_ms,),
+            )
+            for app_id, campaign_id, activity_id, holder, until in await cursor.fetchall():
+                if not free(holder, until):
+                    continue  # its holder is at work: not ours
+                key = (app_id, campaign_id, activity_id)
+                cursor = await conn.execute(
+                    "SELECT lease_owner, lease_until_ms FROM campaign_activities"
+                    " WHERE app_id = %s AND campaign_id = %s AND activity_id = %s"
+                    " AND state IN ('PENDING', 'RUNNING') AND not_before_ms <= %s"
+                    " FOR UPDATE SKIP LOCKED",
+                    (*key, now_ms),
+                )
+                locked = await cursor.fetchone()
+                if locked is None or not free(*locked):
+                    continue  # being claimed, or claimed or finished since it was read
+                cursor = await conn.execute(
+                    "UPDATE campaign_activities SET lease_owner = %s, lease_until_ms = %s,"
+                    " state = 'RUNNING', started_at = coalesce(started_at, %s)"
+                    " WHERE app_id = %s AND campaign_id = %s AND activity_id = %s"
+                    f" RETURNING {_ACTIVITY}",
+                    (owner, now_ms + lease_ms, now, app_id, campaign_id, activity_id),
+                )
+                claimed = await cursor.fetchone()
+                assert claimed is not None
+                await conn.execute(
+                    "UPDATE campaigns SET state = 'EXECUTING' WHERE app_id = %s"
+                    " AND campaign_id = %s",
+                    (app_id, campaign_id),
+                )
+                return _activity(claimed)
+            return None
+
+        return await self._write(work)
 
     async def campaign_sends(
         self, app_id: str, campaign_id: str, endpoint_ids: Sequence[str]
     ) -> dict[str, list[PastSend]]:
-        raise _missing("campaigns")
+        rows = await self._rows(
+            "SELECT endpoint_id, at_ms, session_id FROM campaign_sends"
+            " WHERE app_id = %s AND campaign_id = %s AND status = 'SENT'"
+            " AND endpoint_id = ANY(%s)",
+            (app_id, campaign_id, list(dict.fromkeys(endpoint_ids))),
+        )
+        found: dict[str, list[PastSend]] = {}
+        for endpoint_id, at_ms, session_id in rows:
+            found.setdefault(endpoint_id, []).append(PastSend(at_ms, session_id))
+        return found
 
     async def deferred_sends(
         self, app_id: str, campaign_id: str, activity_id: str, *, now_ms: int, limit: int
     ) -> tuple[list[str], int | None]:
-        raise _missing("campaigns")
+        key = (app_id, campaign_id, activity_id)
+        rows = await self._rows(
+            "SELECT endpoint_id FROM campaign_sends WHERE app_id = %s AND campaign_id = %s"
+            " AND activity_id = %s AND status = 'DEFERRED' AND at_ms <= %s LIMIT %s",
+            (*key, now_ms, limit),
+        )
+        later = await self._row(
+            "SELECT min(at_ms) FROM campaign_sends WHERE app_id = %s AND campaign_id = %s"
+            " AND activity_id = %s AND status = 'DEFERRED' AND at_ms > %s",
+            (*key, now_ms),
+        )
+        return [row[0] for row in rows], later[0] if later else None
 
     async def recent_events(
         self, app_id: str, *, lo_ms: int, hi_ms: int, since_arrival_ms: int
     ) -> list[EventRow]:
-        raise _missing("campaigns")
+        rows = await self._rows(
+            "SELECT endpoint_id, event_id, event_type, ts, arrival, session_id, body"
+            " FROM events WHERE app_id = %s AND hour >= %s AND hour < %s AND ts >= %s"
+            " AND ts < %s AND arrival >= %s ORDER BY hour, endpoint_id, event_id, event_type, ts",
+            (app_id, lo_ms // HOUR_MS, hi_ms // HOUR_MS + 1, lo_ms, hi_ms, since_arrival_ms),
+        )
+        return [
+            EventRow(endpoint_id, event_id, event_type, ts, arrival, session_id, bytes(body))
+            for endpoint_id, event_id, event_type, ts, arrival, session_id, body in rows
+        ]
 
     async def event_activity(
         self, app_id: str, campaign_id: str, version: int, scheduled_ms: int, now: str
     ) -> ActivityRecord:
-        raise _missing("campaigns")
+        async def work(conn: Connection) -> ActivityRecord:
+            await conn.execute(
+                "INSERT INTO campaign_activities (app_id, campaign_id, activity_id, version,"
+                " scheduled_ms, state, started_at, not_before_ms, metrics)"
+                " VALUES (%s, %s, %s, %s, %s, 'RUNNING', %s, %s, '{}') ON CONFLICT DO NOTHING",
+                (app_id, campaign_id, uuid.uuid4().hex, version, scheduled_ms, now, _NEVER),
+            )
+            cursor = await conn.execute(
+                f"SELECT {_ACTIVITY} FROM campaign_activities"
+                " WHERE app_id = %s AND campaign_id = %s AND scheduled_ms = %s",
+                (app_id, campaign_id, scheduled_ms),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return _activity(row)
+
+        return await self._write(work)
 
     async def write_campaign_chunk(
         self,
@@ -944,7 +1124,12 @@ class PostgresStorage:
         queue_limit: int,
         custom: Callable[[Sequence[CampaignSend]], Sequence[NewDelivery]] | None = None,
     ) -> ChunkWritten:
-        raise _missing("campaigns")
+        async def work(conn: Connection) -> ChunkWritten:
+            return await _write_chunk(
+                conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, custom
+            )
+
+        return await self._write(work)
 
     async def finish_activity(
         self,
@@ -955,26 +1140,77 @@ class PostgresStorage:
         now: str,
         result: str = "SUCCESS",
     ) -> None:
-        raise _missing("campaigns")
+        key = (activity.app_id, activity.campaign_id, activity.id)
 
-    # -- webhooks and the outbox: not on PostgreSQL yet -----------------------------------
+        async def work(conn: Connection) -> None:
+            if not_before_ms is None:
+                await conn.execute(
+                    "UPDATE campaign_activities SET state = 'COMPLETED', result = %s,"
+                    " ended_at = %s, lease_owner = NULL, lease_until_ms = NULL WHERE app_id = %s"
+                    " AND campaign_id = %s AND activity_id = %s AND lease_owner = %s",
+                    (result, now, *key, owner),
+                )
+            else:
+                await conn.execute(
+                    "UPDATE campaign_activities SET not_before_ms = %s, lease_owner = NULL,"
+                    " lease_until_ms = NULL WHERE app_id = %s AND campaign_id = %s"
+                    " AND activity_id = %s AND lease_owner = %s",
+                    (not_before_ms, *key, owner),
+                )
+            await _settle_campaign(conn, activity.app_id, activity.campaign_id)
+
+        await self._write(work)
+
+    # -- webhooks and the outbox ------------------------------------------------------------
 
     async def hook_secrets(
         self, app_id: str, *, create: str | None = None, now: str = ""
     ) -> HookSecrets | None:
-        raise _missing("webhooks and the outbox")
+        found = await self._row(_SECRETS, (app_id,))
+        if found is not None or create is None:
+            return HookSecrets(*found) if found else None
+
+        async def work(conn: Connection) -> HookSecrets:
+            # The first of collectors making it at once is everyone's.
+            await conn.execute(
+                "INSERT INTO hook_secrets (app_id, current, rotated_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (app_id, create, now),
+            )
+            return await _secrets(conn, app_id)
+
+        return await self._write(work)
 
     async def rotate_hook_secrets(self, app_id: str, new: str, now: str) -> HookSecrets:
-        raise _missing("webhooks and the outbox")
+        async def work(conn: Connection) -> HookSecrets:
+            await conn.execute(
+                "INSERT INTO hook_secrets (app_id, current, rotated_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (app_id) DO UPDATE SET previous = hook_secrets.current,"
+                " current = excluded.current, rotated_at = excluded.rotated_at",
+                (app_id, new, now),
+            )
+            return await _secrets(conn, app_id)
+
+        return await self._write(work)
 
     async def end_hook_rotation(self, app_id: str) -> HookSecrets | None:
-        raise _missing("webhooks and the outbox")
+        row = await self._write_row(
+            "UPDATE hook_secrets SET previous = NULL WHERE app_id = %s"
+            " RETURNING current, previous, rotated_at",
+            (app_id,),
+        )
+        return HookSecrets(*row) if row else None
 
     async def enqueue_deliveries(self, deliveries: Sequence[NewDelivery], now: float) -> None:
-        raise _missing("webhooks and the outbox")
+        await self._write(partial(_enqueue, deliveries=deliveries, now=now))
 
     async def deliveries_due(self, now: float) -> bool:
-        raise _missing("webhooks and the outbox")
+        row = await self._row(
+            "SELECT 1 FROM outbox WHERE state = 'pending' AND next_attempt_at <= %s"
+            " AND (lease_until IS NULL OR lease_until < %s) LIMIT 1",
+            (now, now),
+        )
+        return row is not None
 
     async def claim_deliveries(
         self,
@@ -987,7 +1223,21 @@ class PostgresStorage:
         busy: Sequence[str],
         held: Sequence[int] = (),
     ) -> list[Delivery]:
-        raise _missing("webhooks and the outbox")
+        """As on SQLite (storage/outbox.py's claim), and for collectors claiming at once:
+        the picked rows are locked SKIP LOCKED, and their lease checked again on the row
+        as it is once locked, so a row another collector is leasing is left to it, and
+        one it leased since is seen leased."""
+
+        async def work(conn: Connection) -> list[Delivery]:
+            cursor = await conn.execute(
+                _CLAIM,
+                {"owner": owner, "until": lease_until, "now": now, "busy": list(busy),
+                 "held": list(held), "per_destination": per_destination, "limit": limit},
+            )  # fmt: skip
+            rows = await cursor.fetchall()
+            return sorted((_delivery(row) for row in rows), key=lambda d: d.seq)
+
+        return await self._write(work)
 
     async def settle_delivery(
         self,
@@ -999,33 +1249,139 @@ class PostgresStorage:
         next_attempt_at: float = 0.0,
         error: str = "",
     ) -> bool:
-        raise _missing("webhooks and the outbox")
+        if state not in ("delivered", "retry", "dead", "disable"):
+            raise ValueError(f"state: must be delivered, retry, dead or disable, not {state!r}")
+        first = delivery.first_attempt_at if delivery.first_attempt_at is not None else now
+        key = (delivery.app_id, delivery.seq, owner)
+
+        # What each outcome sets, besides the attempt counted and the lease ended. A
+        # delivered body goes: it was the receiver's to keep; the row stays, for counts.
+        args: list[Any]
+        if state == "delivered":
+            sets, args = (
+                "state = 'delivered', body = '', finished_at = %s, last_error = NULL",
+                [now],
+            )
+        elif state == "retry":
+            sets, args = "next_attempt_at = %s, last_error = %s", [next_attempt_at, error]
+        else:  # dead, or disable: dead, and its destination disabled
+            sets, args = "state = 'dead', finished_at = %s, last_error = %s", [now, error]
+
+        async def work(conn: Connection) -> bool:
+            cursor = await conn.execute(
+                f"UPDATE outbox SET {sets}, attempts = attempts + 1,"
+                " first_attempt_at = coalesce(first_attempt_at, %s), lease_owner = NULL,"
+                " lease_until = NULL WHERE app_id = %s AND seq = %s AND lease_owner = %s"
+                " AND state = 'pending' RETURNING destination",
+                (*args, first, *key),
+            )
+            row = await cursor.fetchone()
+            if row is not None and state == "disable":
+                await _disable(conn, delivery.app_id, row[0], now, error)
+            return row is not None
+
+        return await self._write(work)
 
     async def lease_owners(self, now: float) -> list[str]:
-        raise _missing("webhooks and the outbox")
+        rows = await self._rows(
+            "SELECT DISTINCT lease_owner FROM outbox WHERE state = 'pending'"
+            " AND lease_until >= %s AND lease_owner IS NOT NULL ORDER BY 1",
+            (now,),
+        )
+        return [row[0] for row in rows]
 
     async def release_leases(self, owners: Sequence[str]) -> int:
-        raise _missing("webhooks and the outbox")
+        async def work(conn: Connection) -> int:
+            cursor = await conn.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL"
+                " WHERE state = 'pending' AND lease_owner = ANY(%s::text[])",
+                (list(owners),),
+            )
+            return cursor.rowcount
+
+        return await self._write(work)
 
     async def dead_letters(self, app_id: str, *, after: int, limit: int) -> list[DeadLetter]:
-        raise _missing("webhooks and the outbox")
+        rows = await self._rows(
+            "SELECT seq, id, destination, attempts, created_at, first_attempt_at, finished_at,"
+            " last_error FROM outbox WHERE app_id = %s AND state = 'dead' AND seq > %s"
+            " ORDER BY seq LIMIT %s",
+            (app_id, after, limit),
+        )
+        return [DeadLetter(*row) for row in rows]
 
     async def replay_dead_letters(self, app_id: str, ids: Sequence[str] | None, now: float) -> int:
-        raise _missing("webhooks and the outbox")
+        """Make dead deliveries (the ones named, or all) pending again, due now, with a
+        fresh retry budget, and enable their destinations again; return how many."""
+        named = "" if ids is None else " AND id = ANY(%s::text[])"
+        args: tuple[Any, ...] = (app_id,) if ids is None else (app_id, list(ids))
+
+        async def work(conn: Connection) -> int:
+            await conn.execute(
+                "DELETE FROM hook_destinations WHERE app_id = %s AND destination IN"
+                f" (SELECT destination FROM outbox WHERE app_id = %s AND state = 'dead'{named})",
+                (app_id, *args),
+            )
+            cursor = await conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, first_attempt_at = NULL,"
+                " next_attempt_at = %s, finished_at = NULL"
+                f" WHERE app_id = %s AND state = 'dead'{named}",
+                (now, *args),
+            )
+            return cursor.rowcount
+
+        return await self._write(work)
 
     async def purge_deliveries(self, before: float) -> int:
-        raise _missing("webhooks and the outbox")
+        async def work(conn: Connection) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM outbox WHERE (app_id, seq) IN (SELECT app_id, seq FROM outbox"
+                " WHERE state = 'delivered' AND finished_at < %s LIMIT 1000)",
+                (before,),
+            )
+            return cursor.rowcount
+
+        return await self._write(work)
 
     async def hook_gauges(self) -> dict[str, Any]:
-        raise _missing("webhooks and the outbox")
+        """Event streams are not kept on PostgreSQL yet: there are none to gauge."""
+        pending = await self._rows(
+            "SELECT destination, count(*), min(created_at) FROM outbox WHERE state = 'pending'"
+            " GROUP BY destination ORDER BY destination"
+        )
+        dead = await self._rows(
+            "SELECT destination, count(*) FROM outbox WHERE state = 'dead'"
+            " GROUP BY destination ORDER BY destination"
+        )
+        return {"pending": pending, "dead": dead, "streams": []}
 
     async def pending_deliveries(self, app_id: str, destination: str) -> int:
-        raise _missing("webhooks and the outbox")
+        row = await self._row(
+            "SELECT count(*) FROM outbox WHERE app_id = %s AND destination = %s"
+            " AND state = 'pending'",
+            (app_id, destination),
+        )
+        return int(row[0]) if row else 0
 
     async def destination_disabled(self, app_id: str, destination: str) -> bool:
-        raise _missing("webhooks and the outbox")
+        row = await self._row(
+            "SELECT 1 FROM hook_destinations WHERE app_id = %s AND destination = %s",
+            (app_id, destination),
+        )
+        return row is not None
 
     # -- event streams: not on PostgreSQL yet ---------------------------------------------
+    #
+    # SQLite's cursor is the rowid of the last event taken, which its one writer hands out
+    # in commit order. Here a number from a sequence can commit after a larger one, and a
+    # cursor moved past the larger would skip it for good. The design meant for them: each
+    # event row keeps the id of the transaction that stored it (pg_current_xact_id())
+    # beside a number from a sequence; a stream reads, in (transaction, number) order
+    # after its cursor, only rows of transactions older than the oldest still running
+    # (pg_snapshot_xmin(pg_current_snapshot())), all ended, so that nothing can appear
+    # behind the cursor later. Writers are not serialized; a long transaction holds the
+    # streams back (late, never lost); the cursor is the pair (transaction, rank of the
+    # row in it), packed into the protocol's one integer: transaction << 20 | rank.
 
     async def get_event_stream(self, app_id: str) -> EventStreamRecord | None:
         raise _missing("event streams")
@@ -1093,7 +1449,8 @@ def _missing(feature: str) -> NotImplementedError:
 _APP_TABLES = (
     "keys", "endpoints", "events", "event_types", "app_settings", "app_quotas",
     "app_retention", "device_credentials", "push_messages", "push_endpoints", "segments",
-    "segment_versions", "import_jobs", "import_members",
+    "segment_versions", "import_jobs", "import_members", "campaigns", "campaign_versions",
+    "campaign_activities", "campaign_sends", "hook_secrets", "outbox", "hook_destinations",
 )  # fmt: skip
 
 
@@ -1233,6 +1590,270 @@ async def _check_references(
             wanted = checks.send(await _segment(conn, app_id, *wanted))
     except StopIteration:
         pass
+
+
+# -- campaigns (SQLite's side: storage/campaigns.py) ---------------------------------------
+
+# One version of a campaign: the head `c` joined to its versions `v`.
+_CAMPAIGN_COLUMNS = (
+    "c.app_id, c.campaign_id, v.version, c.created_at, v.created_at, v.request, c.segment_id,"
+    " c.state, c.tags"
+)
+_CAMPAIGN_JOIN = "campaigns c JOIN campaign_versions v USING (app_id, campaign_id)"
+_CAMPAIGNS = f"SELECT {_CAMPAIGN_COLUMNS} FROM {_CAMPAIGN_JOIN}"
+_ACTIVITY = (
+    "app_id, campaign_id, activity_id, version, scheduled_ms, state, started_at, ended_at,"
+    " result, cursor, total, successful, metrics"
+)
+_NEVER = 1 << 62  # the not_before_ms of an event activity: the scheduler never claims it
+_SENT, _DEFERRED = "SENT", "DEFERRED"
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _version_where(key: str, resource_id: str, version: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE condition (after the app's) of a campaign at `version`, or its latest."""
+    if version is None:
+        return f"c.{key} = %s AND v.version = c.version", (resource_id,)
+    return f"c.{key} = %s AND v.version = %s", (resource_id, version)
+
+
+def _campaign_record(row: tuple[Any, ...]) -> CampaignRecord:
+    app_id, campaign_id, version, created_at, modified_at, request, segment_id, state, tags = row
+    return CampaignRecord(app_id, campaign_id, version, created_at, modified_at, request,
+                          segment_id, state, orjson.loads(tags))  # fmt: skip
+
+
+def _activity(row: tuple[Any, ...]) -> ActivityRecord:
+    (app_id, campaign_id, activity_id, version, scheduled_ms, state, started_at, ended_at,
+     result, cursor, total, successful, metrics) = row  # fmt: skip
+    return ActivityRecord(app_id, campaign_id, activity_id, version, scheduled_ms, state,
+                          started_at, ended_at, result, cursor, total, successful,
+                          orjson.loads(metrics))  # fmt: skip
+
+
+async def _campaign(
+    conn: Connection, app_id: str, campaign_id: str, version: int | None
+) -> CampaignRecord | None:
+    where, args = _version_where("campaign_id", campaign_id, version)
+    cursor = await conn.execute(f"{_CAMPAIGNS} WHERE c.app_id = %s AND {where}", (app_id, *args))
+    row = await cursor.fetchone()
+    return _campaign_record(row) if row else None
+
+
+async def _pinned_version(
+    conn: Connection, app_id: str, segment_id: str, version: int | None
+) -> int:
+    """The segment version a campaign pins: `version`, checked, or the segment's latest.
+    The caller holds the application's segments lock."""
+    cursor = await conn.execute(
+        "SELECT version FROM segments WHERE app_id = %s AND segment_id = %s", (app_id, segment_id)
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        raise SegmentReferenceError(
+            "SegmentId", f"segment {segment_id} does not exist in this application"
+        )
+    if version is None:
+        return int(row[0])
+    if not 1 <= version <= row[0]:
+        raise SegmentReferenceError(
+            "SegmentVersion", f"segment {segment_id} has no version {version}"
+        )
+    return version
+
+
+async def _add_campaign_version(
+    conn: Connection, app_id: str, campaign_id: str, version: int, created_at: str, request: bytes
+) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_versions (app_id, campaign_id, version, created_at, request)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (app_id, campaign_id, version, created_at, request.decode()),
+    )
+
+
+async def _delete_campaign(
+    conn: Connection, *, app_id: str, campaign_id: str
+) -> CampaignRecord | None:
+    record = await _campaign(conn, app_id, campaign_id, None)
+    if record is None:
+        return None
+    for table in ("campaign_sends", "campaign_activities", "campaign_versions", "campaigns"):
+        await conn.execute(
+            f"DELETE FROM {table} WHERE app_id = %s AND campaign_id = %s", (app_id, campaign_id)
+        )
+    return record
+
+
+async def _settle_campaign(conn: Connection, app_id: str, campaign_id: str) -> None:
+    """The campaign's state from its activities: EXECUTING while one has started,
+    SCHEDULED while one waits and none ran, COMPLETED when no run is left, else
+    PENDING_NEXT_RUN (as storage/campaigns.py settles it)."""
+    await conn.execute(
+        "WITH a AS (SELECT bool_or(state = 'RUNNING') AS running,"
+        "  bool_or(state = 'COMPLETED') AS completed, bool_or(state = 'PENDING') AS pending"
+        "  FROM campaign_activities WHERE app_id = %s AND campaign_id = %s)"
+        " UPDATE campaigns SET state = CASE"
+        " WHEN coalesce(a.running, false) THEN 'EXECUTING'"
+        " WHEN finished AND NOT coalesce(a.pending, false) THEN 'COMPLETED'"
+        " WHEN NOT coalesce(a.completed, false) THEN 'SCHEDULED'"
+        " ELSE 'PENDING_NEXT_RUN' END"
+        " FROM a WHERE app_id = %s AND campaign_id = %s",
+        (app_id, campaign_id, app_id, campaign_id),
+    )
+
+
+async def _write_chunk(
+    conn: Connection,
+    activity: ActivityRecord,
+    owner: str | None,
+    sends: Sequence[CampaignSend],
+    cursor: str | None,
+    lease_until_ms: int,
+    queue_limit: int,
+    custom: Callable[[Sequence[CampaignSend]], Sequence[NewDelivery]] | None,
+) -> ChunkWritten:
+    """write_campaign_chunk's transaction. The activity's row is locked first: a
+    collector taking over the lease waits for the chunk, then sees where it stopped."""
+    key = (activity.app_id, activity.campaign_id, activity.id)
+    found = await conn.execute(
+        "SELECT lease_owner, metrics FROM campaign_activities"
+        " WHERE app_id = %s AND campaign_id = %s AND activity_id = %s FOR UPDATE",
+        key,
+    )
+    row = await found.fetchone()
+    if row is None or (owner is not None and row[0] != owner):
+        return ChunkWritten(lease_held=False)
+    metrics: dict[str, int] = orjson.loads(row[1])
+    messages: list[PushMessage] = []
+    fresh: list[CampaignSend] = []
+    events: list[EventRow] = []
+    sent = 0
+    for send in sends:
+        written = await conn.execute(
+            "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
+            " treatment_id, at_ms, message_id, session_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (app_id, campaign_id, activity_id, endpoint_id) DO UPDATE SET"
+            " status = excluded.status, treatment_id = excluded.treatment_id,"
+            " at_ms = excluded.at_ms, message_id = excluded.message_id"
+            " WHERE campaign_sends.status = 'DEFERRED' RETURNING 1",
+            (activity.app_id, activity.campaign_id,
+             activity.id if send.trigger is None else f"{activity.id}:{send.trigger}",
+             send.endpoint_id, send.status, send.treatment_id, send.at_ms,
+             send.message.message_id if send.message else None, send.session_id),
+        )  # fmt: skip
+        if await written.fetchone() is None or send.status == _DEFERRED:
+            continue  # already final, or held back: counted when it is final
+        metrics[send.status] = metrics.get(send.status, 0) + 1
+        if send.status == _SENT:
+            sent += 1
+        if send.message is not None:
+            messages.append(send.message)
+        if send.custom is not None and send.status == _SENT:
+            fresh.append(send)
+        if send.event is not None:
+            events.append(send.event)
+    queued = await _queue_push(
+        conn, app_id=activity.app_id, messages=messages, queue_limit=queue_limit
+    )
+    if fresh and custom is not None:
+        # The custom channel's calls are committed with the sends they make.
+        await _enqueue(conn, custom(fresh), time.time())
+    if events:
+        # The collector's own event types are not held to the per-app limit.
+        await _admit_types(conn, activity.app_id, {row.event_type for row in events}, 1 << 30)
+        await _insert_events(conn, activity.app_id, events)
+    await conn.execute(
+        "UPDATE campaign_activities SET metrics = %s, total = total + %s,"
+        " successful = successful + %s, cursor = coalesce(%s, cursor), lease_until_ms = %s"
+        " WHERE app_id = %s AND campaign_id = %s AND activity_id = %s",
+        (orjson.dumps(metrics).decode(), sent, sent, cursor, lease_until_ms, *key),
+    )
+    return ChunkWritten(True, list(zip(messages, queued.seqs, strict=True)))
+
+
+# -- hooks and the outbox (SQLite's side: storage/outbox.py) -------------------------------
+
+_SECRETS = "SELECT current, previous, rotated_at FROM hook_secrets WHERE app_id = %s"
+_DELIVERY = (
+    "seq, id, app_id, destination, ordered, body, content_type, content_encoding, attempts,"
+    " created_at, first_attempt_at"
+)
+# The due deliveries, ranked per destination as on SQLite, unlocked; then the ones picked,
+# locked SKIP LOCKED with their lease checked again on the row as it is once locked; then
+# leased. A window function cannot go with FOR UPDATE in one SELECT, hence the steps.
+_CLAIM = f"""
+    WITH due AS (
+        SELECT o.app_id, o.seq, o.next_attempt_at, row_number() OVER (
+            PARTITION BY o.destination ORDER BY o.next_attempt_at, o.seq) AS n
+        FROM outbox o
+        WHERE o.state = 'pending' AND o.next_attempt_at <= %(now)s
+          AND (o.lease_until IS NULL OR o.lease_until < %(now)s)
+          AND NOT o.seq = ANY(%(held)s::bigint[])
+          AND NOT o.destination = ANY(%(busy)s::text[])
+          AND NOT EXISTS (SELECT 1 FROM hook_destinations d
+                          WHERE d.app_id = o.app_id AND d.destination = o.destination)
+          AND (NOT o.ordered OR NOT EXISTS (
+              SELECT 1 FROM outbox p WHERE p.state = 'pending'
+              AND p.app_id = o.app_id AND p.destination = o.destination AND p.seq < o.seq))
+    ), picked AS (
+        SELECT o.app_id, o.seq FROM outbox o
+        WHERE (o.app_id, o.seq) IN (
+            SELECT app_id, seq FROM due WHERE n <= %(per_destination)s
+            ORDER BY next_attempt_at, seq LIMIT %(limit)s)
+          AND o.state = 'pending' AND (o.lease_until IS NULL OR o.lease_until < %(now)s)
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE outbox o SET lease_owner = %(owner)s, lease_until = %(until)s
+    FROM picked WHERE o.app_id = picked.app_id AND o.seq = picked.seq
+    RETURNING {", ".join(f"o.{column.strip()}" for column in _DELIVERY.split(","))}
+"""
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    values = list(row)
+    values[4] = int(values[4])  # ordered, 0 or 1 as SQLite gives it
+    values[5] = bytes(values[5])  # body
+    return Delivery(*values)
+
+
+async def _secrets(conn: Connection, app_id: str) -> HookSecrets:
+    cursor = await conn.execute(_SECRETS, (app_id,))
+    row = await cursor.fetchone()
+    assert row is not None
+    return HookSecrets(*row)
+
+
+async def _enqueue(conn: Connection, deliveries: Sequence[NewDelivery], now: float) -> None:
+    async with conn.cursor() as insert:
+        await insert.executemany(
+            "INSERT INTO outbox (id, app_id, destination, ordered, body, content_type,"
+            " content_encoding, created_at, next_attempt_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(d.id, d.app_id, d.destination, d.ordered, d.body, d.content_type,
+              d.content_encoding, now, now) for d in deliveries],
+        )  # fmt: skip
+
+
+async def _disable(conn: Connection, app_id: str, destination: str, now: float, error: str) -> None:
+    """The destination answered 410: disable it for the application, and dead-letter what
+    still waits for it there, to be replayed once it is enabled again."""
+    await conn.execute(
+        "INSERT INTO hook_destinations (app_id, destination, disabled_at, reason)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (app_id, destination) DO UPDATE SET"
+        " disabled_at = excluded.disabled_at, reason = excluded.reason",
+        (app_id, destination, now, error),
+    )
+    await conn.execute(
+        "UPDATE outbox SET state = 'dead', finished_at = %s, last_error = %s,"
+        " lease_owner = NULL, lease_until = NULL"
+        " WHERE app_id = %s AND destination = %s AND state = 'pending'",
+        (now, f"not sent: the destination was disabled ({error})", app_id, destination),
+    )
 
 
 async def _upsert_endpoints(
@@ -1401,6 +2022,51 @@ async def _insert_events(conn: Connection, app_id: str, rows: Sequence[EventRow]
     )  # fmt: skip
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+async def _queue_push(
+    conn: Connection, *, app_id: str, messages: Sequence[PushMessage], queue_limit: int
+) -> PushQueued:
+    """Store the messages, each endpoint's numbered after its last; then drop each
+    endpoint's oldest unacknowledged ones beyond `queue_limit`."""
+    # Stamped in the transaction, so that other collectors polling for new rows by
+    # time (push_changes) see them in about the order they commit.
+    now_ms = epoch_ms()
+    by_endpoint: dict[str, list[PushMessage]] = {}
+    for message in messages:
+        by_endpoint.setdefault(message.endpoint_id, []).append(message)
+    seqs: dict[str, int] = {}  # message id -> its seq
+    dropped = 0
+    rows = []
+    # Each endpoint's counter row, locked in id order (no deadlock between two
+    # sends to the same endpoints) until the commit: its messages are numbered
+    # and bounded by one transaction at a time.
+    for endpoint_id in sorted(by_endpoint):
+        queued = by_endpoint[endpoint_id]
+        cursor = await conn.execute(
+            "INSERT INTO push_endpoints (app_id, endpoint_id, last_seq)"
+            " VALUES (%s, %s, %s) ON CONFLICT (app_id, endpoint_id)"
+            " DO UPDATE SET last_seq = push_endpoints.last_seq + excluded.last_seq"
+            " RETURNING last_seq",
+            (app_id, endpoint_id, len(queued)),
+        )
+        row = await cursor.fetchone()
+        first = int(row[0]) - len(queued) + 1 if row else 1
+        for seq, message in enumerate(queued, start=first):
+            seqs[message.message_id] = seq
+            rows.append((app_id, endpoint_id, seq, message.message_id, message.silent,
+                         message.payload, message.campaign_id, now_ms,
+                         message.expires_at))  # fmt: skip
+    async with conn.cursor() as insert:
+        await insert.executemany(
+            "INSERT INTO push_messages (app_id, endpoint_id, seq, message_id, silent,"
+            " payload, campaign_id, created_at, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+    for endpoint_id in sorted(by_endpoint):
+        dropped += await _bound_push(conn, app_id, endpoint_id, queue_limit)
+    return PushQueued([seqs[message.message_id] for message in messages], dropped)
 
 
 async def _bound_push(conn: Connection, app_id: str, endpoint_id: str, limit: int) -> int:

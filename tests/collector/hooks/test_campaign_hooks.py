@@ -309,31 +309,35 @@ def test_an_event_campaign_sends_the_matches_of_a_window_in_one_call_within_its_
                             "Dimensions": {"EventType": {"Values": ["purchase"]}}},
         }  # fmt: skip
         campaign = create(admin, app, linux_segment(admin, app), **custom_campaign(
-            channel.url, ["CUSTOM"], Schedule=schedule, Limits={"Total": 1}))  # fmt: skip
+            channel.url, ["CUSTOM"], Schedule=schedule, Limits={"Total": 2}))  # fmt: skip
         time.sleep(1)  # the filters reach every process within a second
-        # One PutEvents call per event: the first match goes at once, the others come
-        # within its window and go together; a second purchase of one endpoint is capped.
-        for i, endpoint_id in enumerate(custom):
-            put_events(live.url, app.id, app.ingest.token, {endpoint_id: {f"e{i}": purchase(1.0)}})
-        put_events(live.url, app.id, app.ingest.token, {custom[1]: {"again": purchase(2.0)}})
-        assert wait_for(lambda: sum(delivered(channel, secret).values()) >= len(custom))
+        # The first match goes at once. The others come within its window, each endpoint's
+        # two purchases in one PutEvents call, and go together: the first purchase of
+        # each in one call, the second in another. A third purchase is capped.
+        put_events(live.url, app.id, app.ingest.token, {custom[0]: {"e0": purchase(1.0)}})
+        for i, endpoint_id in enumerate(custom[1:], 1):
+            put_events(live.url, app.id, app.ingest.token,
+                       {endpoint_id: {f"a{i}": purchase(1.0), f"b{i}": purchase(2.0)}})  # fmt: skip
+        put_events(live.url, app.id, app.ingest.token, {custom[1]: {"c1": purchase(3.0)}})
+        wanted = Counter({custom[0]: 1, **dict.fromkeys(custom[1:], 2)})
+        assert wait_for(lambda: sum(delivered(channel, secret).values()) >= wanted.total())
         time.sleep(2.5)  # a window more: nothing else comes
         payloads = calls(channel, secret)
-        assert delivered(channel, secret) == Counter(dict.fromkeys(custom, 1))
-    assert len(payloads) == 2, [sorted(p["Endpoints"]) for p in payloads]
+        assert delivered(channel, secret) == wanted
+    assert sorted(len(p["Endpoints"]) for p in payloads) == [1, 5, 5]
     [activity] = admin.get_campaign_activities(ApplicationId=app.id, CampaignId=campaign["Id"])[
         "ActivitiesResponse"
     ]["Item"]
-    assert activity["TotalEndpointCount"] == len(custom)
+    assert activity["TotalEndpointCount"] == wanted.total()
     assert metrics_of(activity)["TOTAL_CAP"] == 1
     events = send_events(live.db, app.id)
-    assert sorted(e["Attributes"]["delivery_type"] for e in events) == ["CUSTOM"] * len(custom)
+    assert [e["Attributes"]["delivery_type"] for e in events] == ["CUSTOM"] * wanted.total()
     with contextlib.closing(sqlite3.connect(live.db)) as conn:
         rows = conn.execute(
             "SELECT endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
             (app.id,),
         ).fetchall()
-    assert sorted(row[0] for row in rows) == custom
+    assert Counter(row[0] for row in rows) == wanted
 
 
 def push_titles(db: Path, app_id: str, campaign_id: str) -> dict[str, str]:

@@ -85,9 +85,9 @@ class Settings:
     hook_timeout: float = 15.0
     # Whether hooks may be plain http:// URLs to any host; by default only to loopback.
     hooks_allow_http: bool = False
-    # Seconds between the send passes of event-triggered campaigns: under load, the
-    # matches of a window are committed together and reach a custom channel in calls of
-    # up to 50 endpoints (campaigns/triggers.py); a match after a quiet spell goes at once.
+    # Seconds from a busy send pass of event-triggered campaigns to the next: under load,
+    # the matches of a window are committed together and reach a custom channel in calls
+    # of up to 50 endpoints (campaigns/triggers.py); a lone match goes at once.
     trigger_window: float = SEND_WINDOW
 
     def __post_init__(self) -> None:

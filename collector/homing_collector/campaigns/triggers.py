@@ -7,9 +7,10 @@ otherwise the matching of the batch's events, with no I/O. The matches wait in a
 queue for one task that checks each endpoint against the campaign's segment, decides it
 as a run would (treatments, opt-out, caps, quiet time, the five-minute window) and
 commits its send record, push and `_campaign.send` event together, keyed by the event's
-id: a resent event is answered once. The task makes at most one pass every SEND_WINDOW,
-so that under load the matches of a campaign are committed in one transaction and reach
-its custom channel in calls of up to 50 endpoints, as a run's do.
+id: a resent event is answered once. A pass that found company (more than one match, or
+more waiting after it) is followed by the rest of SEND_WINDOW, so that under load the
+matches of a campaign are committed in one transaction and reach its custom channel in
+calls of up to 50 endpoints, as a run's do; a lone match goes at once.
 
 The filters are rebuilt by the scheduler's tick from the campaigns it reads anyway, so a
 change reaches every process of `serve --workers` within a second. A match still in the
@@ -45,9 +46,9 @@ logger = logging.getLogger("homing_collector")
 
 MAX_QUEUED = 100_000  # matches waiting to be sent; more are dropped and counted
 MAX_PER_PASS = 1000  # matches decided and committed together at most
-# Seconds a send pass waits after the one before started: the matches that come meanwhile
-# go together, in one transaction per campaign and custom-channel calls of up to 50
-# endpoints, rather than one of each per event. A match after a quiet spell goes at once.
+# Seconds from a busy send pass to the next: the matches that come meanwhile go together,
+# in one transaction per campaign and custom-channel calls of up to 50 endpoints, rather
+# than one of each per event. A lone match (a quiet time) is followed by no wait.
 SEND_WINDOW = 0.1
 MEMBERSHIP_TTL = timedelta(seconds=60)  # a compiled segment is read again after this
 # At start-up, events that happened this long ago at most are matched again (see recover):
@@ -198,8 +199,9 @@ class Triggers:
                 await self.send(batch)
             except Exception:
                 logger.exception("%d event-triggered campaign messages failed", len(batch))
-            # The matches that come meanwhile wait for the next pass, together.
-            await asyncio.sleep(max(0.0, started + self.window - loop.time()))
+            if len(batch) > 1 or not self._queue.empty():
+                # Busy: the matches that come meanwhile wait for the next pass, together.
+                await asyncio.sleep(max(0.0, started + self.window - loop.time()))
 
     async def send(self, matches: Sequence[Match]) -> None:
         """Decide and send each match, one transaction per campaign."""

@@ -53,33 +53,6 @@ def test_the_wal_file_shrinks_back_once_a_long_read_ends(
     assert after <= limit
 
 
-@pytest.mark.parametrize("checkpoints", [True, False])
-def test_a_storage_checkpoints_its_commits_unless_another_process_does(
-    tmp_path: Path, checkpoints: bool
-) -> None:
-    # The event-stream process leaves checkpoints to the collector's own storage.
-    db = tmp_path / "homing.db"
-
-    async def scenario() -> int:
-        storage = SQLiteStorage(db, checkpoints=checkpoints)
-        await storage.start()
-        try:
-            for n in range(20):
-                await storage.create_app(
-                    AppRecord(f"app{n}", "big", "2026-11-29T00:00:00Z", {"k": "x" * 50_000})
-                )
-            await asyncio.sleep(0.5)  # a checkpoint follows the commits within 0.1 s
-            return db.stat().st_size  # closing would checkpoint: read it before
-        finally:
-            await storage.close()
-
-    size = asyncio.run(scenario())
-    if checkpoints:
-        assert size > 20 * 50_000  # the apps were copied from the WAL into the file
-    else:
-        assert size < 200_000  # they are still in the WAL only
-
-
 def test_migrations_are_listed_in_the_order_of_their_versions() -> None:
     # migrate() skips every version at or below the highest applied, so one listed after
     # a higher version would never run on a fresh database.

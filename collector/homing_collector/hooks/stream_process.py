@@ -96,10 +96,7 @@ async def _run(path: Path, synchronous: str) -> None:
     from homing_collector.hooks.streams import StreamPump
     from homing_collector.storage.sqlite import SQLiteStorage
 
-    # The collector's own storage checkpoints the file after its commits and the events
-    # writer's; the few this process makes (a cursor, a batch) need no checkpointer here,
-    # which would run as many checkpoints again, on the cores PutEvents needs.
-    storage = SQLiteStorage(path, synchronous=synchronous, checkpoints=False)
+    storage = SQLiteStorage(path, synchronous=synchronous)
     await storage.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

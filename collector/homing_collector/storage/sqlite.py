@@ -112,15 +112,12 @@ class SQLiteStorage:
         events_process: bool = False,
         rollups: bool = True,
         columnar_copy: bool = False,
-        checkpoints: bool = True,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.max_pending = max_pending
-        # False: another process's storage checkpoints the file (see _checkpoint).
-        self.checkpoints = checkpoints
         self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
         # Where the columnar copy of sealed events is (HOMING_COLUMNAR); None: no copy.
         self.columnar: Path | None = columnar.directory(path) if columnar_copy else None
@@ -239,14 +236,13 @@ class SQLiteStorage:
             conn = self.open_writer()
             # Its connection is opened here, so that a failure stops the start: the
             # writers leave checkpoints to it alone (wal_autocheckpoint = 0).
-            if self.checkpoints:
-                self._checkpointer = threading.Thread(
-                    target=self._checkpoint,
-                    args=(self._connect(),),
-                    name="homing-sqlite-checkpointer",
-                    daemon=True,
-                )
-                self._checkpointer.start()
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint,
+                args=(self._connect(),),
+                name="homing-sqlite-checkpointer",
+                daemon=True,
+            )
+            self._checkpointer.start()
         except BaseException as exc:
             self._startup_error = exc
             self._ready.set()

@@ -111,7 +111,9 @@ def create_app(
         metrics=metrics,
         runner=hook_runner,
     )
-    scheduler = Scheduler(store, push, clock=clock, hooks=campaign_hooks)
+    scheduler = Scheduler(
+        store, push, clock=clock, hooks=campaign_hooks, trigger_window=settings.trigger_window
+    )
 
     imports = ImportRunner(store)
     sweeper = Sweeper(store)

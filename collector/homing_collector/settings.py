@@ -10,6 +10,7 @@ from pathlib import Path
 
 import platformdirs
 
+from homing_collector.campaigns.triggers import SEND_WINDOW
 from homing_collector.push.messages import MAX_TTL_SECONDS
 from homing_collector.quotas import MAX_QUOTA
 
@@ -90,6 +91,10 @@ class Settings:
     hook_timeout: float = 15.0
     # Whether hooks may be plain http:// URLs to any host; by default only to loopback.
     hooks_allow_http: bool = False
+    # Seconds from a busy send pass of event-triggered campaigns to the next: under load,
+    # the matches of a window are committed together and reach a custom channel in calls
+    # of up to 50 endpoints (campaigns/triggers.py); a lone match goes at once.
+    trigger_window: float = SEND_WINDOW
 
     def __post_init__(self) -> None:
         synchronous = self.synchronous.upper()
@@ -119,6 +124,8 @@ class Settings:
             object.__setattr__(self, "stream_dir", Path(os.path.normpath(self.stream_dir)))
         if not (math.isfinite(self.hook_timeout) and 0.1 <= self.hook_timeout <= 60):
             raise ValueError("hook_timeout must be from 0.1 to 60 seconds")
+        if not (math.isfinite(self.trigger_window) and 0 <= self.trigger_window <= 5):
+            raise ValueError("trigger_window must be from 0 to 5 seconds")
         if not 0 <= self.push_default_ttl <= MAX_TTL_SECONDS:
             raise ValueError(
                 f"push_default_ttl must be from 0 to {MAX_TTL_SECONDS} seconds (28 days)"
@@ -197,4 +204,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("stream_dir", Path),
     ("hook_timeout", float),
     ("hooks_allow_http", _flag),
+    ("trigger_window", float),
 )

@@ -20,6 +20,7 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
          "HOMING_PUSH_DEFAULT_TTL": "60"}
     )  # fmt: skip
     assert (push.push_queue_limit, push.push_heartbeat, push.push_default_ttl) == (7, 0.5, 60)
+    assert Settings.from_env({"HOMING_TRIGGER_WINDOW": "0.5"}).trigger_window == 0.5
     defaults = Settings.from_env({})
     assert (defaults.push_queue_limit, defaults.push_heartbeat, defaults.push_default_ttl) == (
         100, 20.0, 2_419_200,
@@ -53,6 +54,8 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
         ({"HOMING_PUSH_DEFAULT_TTL": "2419201"}, "push_default_ttl"),
         ({"HOMING_ROLLUPS": "maybe"}, "rollups"),
         ({"HOMING_IMPORT_DIR": "/no/such/directory"}, "import_dir"),
+        ({"HOMING_TRIGGER_WINDOW": "6"}, "trigger_window"),
+        ({"HOMING_TRIGGER_WINDOW": "-1"}, "trigger_window"),
     ],
 )
 def test_bad_settings_name_the_rule_and_the_variable(env: dict[str, str], rule: str) -> None:

@@ -188,18 +188,23 @@ T = TypeVar("T")
 
 
 def unique_batches(items: Iterable[T], key: Callable[[T], str]) -> Iterator[list[T]]:
-    """`items` in batches of at most 50 whose keys (endpoint ids) differ: an
-    event-triggered campaign may send one endpoint twice in a chunk, for two events."""
-    batch: list[T] = []
-    keys: set[str] = set()
+    """`items` in batches of at most 50 whose keys (endpoint ids) differ, each in the
+    first batch with room that lacks its key: an event-triggered campaign may send one
+    endpoint several times in a chunk, for the several events of one PutEvents call, and
+    the n-th send of each endpoint goes in the n-th call with the others', rather than
+    each in a call of its own. Each batch keeps the order of `items`."""
+    batches: list[list[T]] = []
+    last: dict[str, int] = {}  # key -> the batch it went in last: those after lack it
     for item in items:
-        if len(batch) == MAX_ENDPOINTS_PER_CALL or key(item) in keys:
-            yield batch
-            batch, keys = [], set()
-        batch.append(item)
-        keys.add(key(item))
-    if batch:
-        yield batch
+        k = key(item)
+        at = last.get(k, -1) + 1
+        while at < len(batches) and len(batches[at]) == MAX_ENDPOINTS_PER_CALL:
+            at += 1
+        if at == len(batches):
+            batches.append([])
+        batches[at].append(item)
+        last[k] = at
+    yield from batches
 
 
 def definition(endpoint: Endpoint) -> dict[str, Any]:

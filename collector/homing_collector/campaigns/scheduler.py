@@ -86,7 +86,7 @@ from .limits import TokenBucket, cap_reason, effective_limits, sent_in_last_day
 from .resolve import SegmentResolutionError, segment_predicate
 from .schedule import local_spread, next_run, runs_between
 from .treatments import assign
-from .triggers import Triggers
+from .triggers import SEND_WINDOW, Triggers
 
 logger = logging.getLogger("homing_collector")
 
@@ -183,6 +183,7 @@ class Scheduler:
         tick: float = TICK,
         lease: timedelta = LEASE,
         hooks: CampaignHooks | None = None,
+        trigger_window: float = SEND_WINDOW,
     ) -> None:
         self.storage = storage
         self.gateway = gateway
@@ -194,7 +195,7 @@ class Scheduler:
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.triggers = Triggers(self, clock)
+        self.triggers = Triggers(self, clock, window=trigger_window)
 
     # -- lifecycle ---------------------------------------------------------------------
 

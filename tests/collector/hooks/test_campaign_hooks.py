@@ -292,6 +292,54 @@ def test_an_event_campaign_asks_its_filter_and_calls_its_custom_channel_per_even
         assert len(calls(hook, secret)) >= 2
 
 
+def test_an_event_campaign_sends_the_matches_of_a_window_in_one_call_within_its_caps(
+    start_collector: Callable[..., LiveCollector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOMING_TRIGGER_WINDOW", "2")
+    live = start_collector()
+    app = live.create_app("event-window")
+    admin = live.client(app.admin)
+    custom = add_endpoints(admin, app, 6, "CUSTOM", "cust")
+    with serving(always(Answer(200))) as [channel]:
+        secret = secret_of(live, app)
+        schedule = {
+            "StartTime": "IMMEDIATE",
+            "Frequency": "EVENT",
+            "EventFilter": {"FilterType": "ENDPOINT",
+                            "Dimensions": {"EventType": {"Values": ["purchase"]}}},
+        }  # fmt: skip
+        campaign = create(admin, app, linux_segment(admin, app), **custom_campaign(
+            channel.url, ["CUSTOM"], Schedule=schedule, Limits={"Total": 2}))  # fmt: skip
+        time.sleep(1)  # the filters reach every process within a second
+        # Two purchases of each endpoint, in one PutEvents call each. The first two
+        # matches go at once, and being two they open a window: the others come within
+        # it and go together, the first purchase of each endpoint in one call, the second
+        # in another. A third purchase is capped.
+        for i, endpoint_id in enumerate(custom):
+            put_events(live.url, app.id, app.ingest.token,
+                       {endpoint_id: {f"a{i}": purchase(1.0), f"b{i}": purchase(2.0)}})  # fmt: skip
+        put_events(live.url, app.id, app.ingest.token, {custom[1]: {"c1": purchase(3.0)}})
+        wanted = Counter(dict.fromkeys(custom, 2))
+        assert wait_for(lambda: sum(delivered(channel, secret).values()) >= wanted.total())
+        time.sleep(2.5)  # a window more: nothing else comes
+        payloads = calls(channel, secret)
+        assert delivered(channel, secret) == wanted
+    assert sorted(len(p["Endpoints"]) for p in payloads) == [1, 1, 5, 5]
+    [activity] = admin.get_campaign_activities(ApplicationId=app.id, CampaignId=campaign["Id"])[
+        "ActivitiesResponse"
+    ]["Item"]
+    assert activity["TotalEndpointCount"] == wanted.total()
+    assert metrics_of(activity)["TOTAL_CAP"] == 1
+    events = send_events(live.db, app.id)
+    assert [e["Attributes"]["delivery_type"] for e in events] == ["CUSTOM"] * wanted.total()
+    with contextlib.closing(sqlite3.connect(live.db)) as conn:
+        rows = conn.execute(
+            "SELECT endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
+            (app.id,),
+        ).fetchall()
+    assert Counter(row[0] for row in rows) == wanted
+
+
 def push_titles(db: Path, app_id: str, campaign_id: str) -> dict[str, str]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = conn.execute(

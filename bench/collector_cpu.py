@@ -1,0 +1,128 @@
+"""CPU of a live collector's processes per stored event, for a fixed load, with an event
+stream, and with an event stream and a webhook campaign, beside the same store without.
+
+On a small shared machine the throughput ratios of collector_ingest.py swing with what
+the rest of the machine does; the CPU that a fixed load costs swings much less. Each case
+starts ``serve`` on a fresh SQLite file (as collector_ingest.py does, with its receiver
+and its campaign), sends the same number of PutEvents batches of 100 events, then waits
+until the receiver has every record and the collector is idle, and prints
+the CPU seconds of the collector, its events writer and its event-stream process per
+1,000 stored events (the waiting included: the stream and the outbox work then too), and
+the custom channel calls made. Every case then waits until the collector is idle, so
+that work it defers (the columnar copy, checkpoints) counts in each. The cases alternate
+over ``--rounds``.
+
+    python bench/collector_cpu.py [--batches 600] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import collector_ingest as ingest
+
+CATCH_UP_TIMEOUT = 120.0  # seconds for the stream and the outbox to catch up
+IDLE = 0.05  # CPU seconds a second, at most, of a collector whose work is done
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _processes(pid: int) -> dict[str, float]:
+    """CPU seconds of the collector and of each of its children, by role."""
+    found = {"collector": _cpu(pid)}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            role = "stream" if b"stream_process" in command else "events writer"
+            found[role] = found.get(role, 0.0) + _cpu(int(child))
+    return found
+
+
+async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
+    db = workdir / f"{kind}.db"
+    created = subprocess.run(
+        [sys.executable, "-m", "homing_collector", "--db", str(db), "apps", "create", "bench",
+         "--json"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    app = json.loads(created.stdout)
+    process, port = ingest._start_server(sys.executable, db, workdir / "server.log", [])
+    receiver = ingest.StreamReceiver()
+    try:
+        await ingest._wait_healthy(port)
+        await receiver.start()
+        if kind != "stored":
+            url = f"http://{ingest.HOST}:{receiver.port}/"
+            await ingest._put_event_stream(port, app["application_id"], app["admin"]["token"], url)
+        if kind == "campaign":
+            await ingest._create_event_campaign(
+                port, app["application_id"], app["admin"]["token"], url + "custom"
+            )
+        before = _processes(process.pid)
+        _figures, counters = await ingest._run_case(
+            port=port, server_pid=process.pid, path=f"/v1/apps/{app['application_id']}/events",
+            token=app["ingest"]["token"], gzip=False, bodies=iter(bodies), clients=16,
+            warmup=0, duration=600, stored=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        while kind != "stored" and receiver.records < counters.accepted:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        after = _processes(process.pid)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            last, after = after, _processes(process.pid)
+            if sum(after.values()) - sum(last.values()) < IDLE:
+                break
+    finally:
+        ingest._stop_server(process)
+        await receiver.close()
+    for path in workdir.glob(db.name + "*"):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    per_k = {role: 1e6 * (after[role] - before.get(role, 0.0)) / counters.accepted
+             for role in after}  # fmt: skip
+    roles = "  ".join(f"{role} {ms:5.1f}" for role, ms in per_k.items())
+    return (
+        f"{kind:9} {counters.accepted:>8,} events  CPU ms per 1,000: {sum(per_k.values()):6.1f}"
+        f"  ({roles});  {receiver.records:,} records, {receiver.custom_calls:,} custom calls"
+    )
+
+
+async def _bench(args: argparse.Namespace) -> None:
+    kinds = ["stored", "stream", "campaign"]
+    pool = ingest.make_batches(7, args.batches * args.rounds * len(kinds), gzip=False)
+    print(f"{args.batches} batches of {ingest.EVENTS_PER_BATCH} events a case, 16 clients")
+    with tempfile.TemporaryDirectory(prefix="homing-cpu-") as workdir:
+        for round_ in range(args.rounds):
+            for n, kind in enumerate(kinds):
+                start = (round_ * len(kinds) + n) * args.batches
+                line = await _case(kind, pool[start : start + args.batches], Path(workdir))
+                print(f"round {round_}  {line}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=600, help="batches of 100 a case")
+    parser.add_argument("--rounds", type=int, default=2, help="times each case runs, in turn")
+    asyncio.run(_bench(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

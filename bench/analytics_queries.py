@@ -5,9 +5,10 @@
    and metrics, purchases, notification opens and retention decay. Each device's whole
    life goes in at once, so the events are not in time order; --churn sets how soon
    devices leave (a higher churn makes more devices for the same number of events). The
-   rows go through the collector's own rollup code (`analytics.rollups.apply`), in
-   batches, inside the transaction that inserts them, as the collector's writer does;
-   only HTTP is skipped.
+   rows go through the collector's own rollup code (`analytics.rollups.apply`), and the
+   endpoints through its demographic counters (`storage.endpoint_values`), in batches,
+   inside the transaction that inserts them, as the collector's writer does; only HTTP
+   is skipped.
 2. Times each dashboard query (the median of --runs runs) beside a naive scan of the raw
    events that computes the same figure, in the same run, and checks they agree.
    Before timing, the sealer copies the events into the columnar copy that the funnel
@@ -18,7 +19,7 @@
    (HOMING_ROLLUPS), beside the parse-only ceiling, reusing bench/collector_ingest.py.
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
-        [--days 90] [--churn 0.12] [--db PATH] [--no-columnar]
+        [--days 90] [--churn 0.12] [--db PATH] [--no-columnar] [--only TEXT]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import orjson
 from homing_collector.analytics import kpis, queries, rollups
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.sealer import Sealer
-from homing_collector.storage import columnar
+from homing_collector.storage import columnar, endpoint_values
 from homing_collector.storage.migrations import migrate
 from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -181,10 +182,12 @@ def load(path: Path, total: int) -> float:
     def flush() -> None:
         nonlocal rows, endpoints, stored
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)",
-            endpoints,
-        )
+        for endpoint in endpoints:
+            conn.execute(
+                "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)",
+                endpoint,
+            )
+            endpoint_values.changed(conn, APP, endpoint[1], None, orjson.loads(endpoint[3]))
         if by_hour:  # migration 6 and later
             conn.executemany(
                 "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
@@ -455,7 +458,7 @@ def seal(path: Path) -> float:
 
 
 def time_queries(
-    path: Path, runs: int, naive: bool, copy: Path | None
+    path: Path, runs: int, naive: bool, copy: Path | None, only: list[str]
 ) -> list[tuple[str, bool, float, float | None, str]]:
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     conn.execute("PRAGMA cache_size = -65536")
@@ -463,6 +466,8 @@ def time_queries(
     q = Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
     results = []
     for name, headline, fn, peer, check in cases(q, copy):
+        if only and not any(part in name for part in only):
+            continue
         fn(conn)  # warm the cache, as a dashboard in use would have it
         p50, got = _p50(lambda fn=fn: fn(conn), runs)
         naive_s, verdict = None, ""
@@ -539,6 +544,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000, help="events to load")
     parser.add_argument("--runs", type=int, default=5, help="runs per query; the median counts")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive scans")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="time only the queries whose name holds TEXT (repeat)")  # fmt: skip
     parser.add_argument("--ingest-duration", type=float, default=8.0,
                         help="seconds measured per ingestion case; 0 skips them")  # fmt: skip
     parser.add_argument("--ingest-rounds", type=int, default=3,
@@ -582,7 +589,7 @@ def main() -> int:
                   f"{db.stat().st_size / 1e6:,.0f} MB of SQLite")  # fmt: skip
         print(f"queries over the last 30 days, median of {args.runs} runs"
               + (", columnar copy" if copy else ", events table alone") + ":")  # fmt: skip
-        results = time_queries(db, args.runs, not args.no_naive, copy)
+        results = time_queries(db, args.runs, not args.no_naive, copy, args.only)
         slow = [name for name, headline, p50, _, _ in results if headline and p50 > 0.1]
         print(
             "headline queries within 100 ms: " + ("all" if not slow else "not " + ", ".join(slow))

@@ -1,8 +1,9 @@
 """The analytics queries. Each takes a read connection and answers a JSON-ready dict.
 
 The definitions are in docs/analytics.md. Usage, retention, event counts, metrics and
-revenue read only the rollups (see rollups.py); breakdowns, filters, funnels and the
-opens of campaigns read the stored events of the range.
+revenue read only the rollups (see rollups.py); demographics read the counters of
+storage/endpoint_values.py; breakdowns, filters, funnels and the opens of campaigns read
+the stored events of the range.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, USER, add_sums, user_key
 from homing_collector.analytics.sql import join_values
-from homing_collector.storage import columnar
+from homing_collector.storage import columnar, endpoint_values
 from homing_collector.storage import events as events_sql
 
 OPENED = "_campaign.opened_notification"
@@ -258,54 +259,32 @@ def _counted_retention(
     return _answer_retention(q, g, sizes, retained, back)
 
 
-_DEMOGRAPHIC = {
-    "platform": ("Demographic", "Platform"),
-    "platform_version": ("Demographic", "PlatformVersion"),
-    "app_version": ("Demographic", "AppVersion"),
-    "make": ("Demographic", "Make"),
-    "model": ("Demographic", "Model"),
-    "country": ("Location", "Country"),
-    "locale": ("Demographic", "Locale"),
-}
-
-
 def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[str, Any]:
-    if dimension in _DEMOGRAPHIC:
-        # One value per endpoint: SQLite reads it from the body and counts, without
-        # handing each endpoint to Python. (A user key is rollups.user_key.)
-        section, name = _DEMOGRAPHIC[dimension]
-        counted = conn.execute(
-            f"SELECT json_extract(body, '$.{section}.{name}') AS v, count(*),"
-            " count(DISTINCT CASE WHEN user_id IS NULL THEN 'e:' || endpoint_id"
-            " ELSE 'u:' || user_id END) FROM endpoints WHERE app_id = ? GROUP BY v",
-            (app_id,),
-        ).fetchall()
-        counted.sort(key=lambda row: (-row[1], row[0] is None, str(row[0])))
-        rows = [{"value": v, "endpoints": e, "users": u} for v, e, u in counted]
-        return {"dimension": dimension, "rows": rows}
+    counted: Iterable[tuple[str | None, int, int]]
+    if dimension in endpoint_values.DIMENSIONS:
+        counted = endpoint_values.counts(conn, app_id, dimension)
+    else:
+        counted = _count_attribute(conn, app_id, dimension[len("attribute:") :])
+    ordered = sorted(counted, key=lambda row: (-row[1], row[0] is None, str(row[0])))
+    rows = [{"value": v, "endpoints": e, "users": u} for v, e, u in ordered]
+    return {"dimension": dimension, "rows": rows}
+
+
+def _count_attribute(
+    conn: sqlite3.Connection, app_id: str, name: str
+) -> list[tuple[str | None, int, int]]:
+    """(value, endpoints, users) of a custom attribute, from every endpoint's body (see
+    storage/endpoint_values.py for why it has no counters)."""
     groups: dict[str | None, tuple[set[str], set[str]]] = {}
     for endpoint_id, user_id, body in conn.execute(
         "SELECT endpoint_id, user_id, body FROM endpoints WHERE app_id = ?", (app_id,)
     ):
-        endpoint = orjson.loads(body)
-        values: list[str | None]
-        if dimension.startswith("attribute:"):
-            values = list((endpoint.get("Attributes") or {}).get(dimension[10:]) or [None])
-        else:
-            section, name = _DEMOGRAPHIC[dimension]
-            values = [(endpoint.get(section) or {}).get(name)]
+        values = (orjson.loads(body).get("Attributes") or {}).get(name) or [None]
         for value in dict.fromkeys(values):
             endpoints, users = groups.setdefault(value, (set(), set()))
             endpoints.add(endpoint_id)
             users.add(user_key(endpoint_id, user_id))
-    ordered = sorted(
-        groups.items(), key=lambda item: (-len(item[1][0]), item[0] is None, str(item[0]))
-    )
-    rows = [
-        {"value": value, "endpoints": len(endpoints), "users": len(users)}
-        for value, (endpoints, users) in ordered
-    ]
-    return {"dimension": dimension, "rows": rows}
+    return [(value, len(endpoints), len(users)) for value, (endpoints, users) in groups.items()]
 
 
 def _rows(

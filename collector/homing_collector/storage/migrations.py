@@ -512,6 +512,41 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        17,
+        # The demographic counters (homing_collector.storage.endpoint_values): per value
+        # of each demographic dimension, its endpoints, those of them without a UserId,
+        # and the distinct UserIds among the others. A value is stored as "=" and the
+        # value, or "" for none. Filled here from the endpoints stored before.
+        """
+        CREATE TABLE endpoint_values (
+            app_id TEXT NOT NULL,
+            dimension TEXT NOT NULL,
+            value TEXT NOT NULL,
+            endpoints INTEGER NOT NULL,
+            anonymous INTEGER NOT NULL,
+            users INTEGER NOT NULL,
+            PRIMARY KEY (app_id, dimension, value)
+        ) WITHOUT ROWID;
+        WITH d(dimension, path) AS (VALUES
+            ('platform', '$.Demographic.Platform'),
+            ('platform_version', '$.Demographic.PlatformVersion'),
+            ('app_version', '$.Demographic.AppVersion'),
+            ('make', '$.Demographic.Make'),
+            ('model', '$.Demographic.Model'),
+            ('country', '$.Location.Country'),
+            ('locale', '$.Demographic.Locale')
+        ), facts AS (
+            SELECT e.app_id, d.dimension, e.user_id,
+                coalesce('=' || json_extract(e.body, d.path), '') AS value
+            FROM endpoints e, d
+        )
+        INSERT INTO endpoint_values (app_id, dimension, value, endpoints, anonymous, users)
+            SELECT app_id, dimension, value, count(*), count(*) - count(user_id),
+                count(DISTINCT user_id)
+            FROM facts GROUP BY app_id, dimension, value;
+        """,
+    ),
 ]
 
 

@@ -44,6 +44,7 @@ from homing_collector.storage import (
     campaigns,
     columnar,
     device,
+    endpoint_values,
     history,
     hook_cursors,
     imports,
@@ -510,6 +511,7 @@ class SQLiteStorage:
             if row is None:
                 return None
             rollups.remove_app(conn, app_id)  # analytics hook
+            endpoint_values.delete_app(conn, app_id)
             segments.delete_app(conn, app_id)
             imports.delete_app(conn, app_id)
             campaigns.delete_app(conn, app_id)
@@ -1455,6 +1457,7 @@ def _upsert_endpoint(
         " body = excluded.body",
         (app_id, item.endpoint_id, user_id, body),
     )
+    endpoint_values.changed(conn, app_id, item.endpoint_id, existing, merged)
     bodies.put(app_id, item.endpoint_id, body)
 
 
@@ -1472,6 +1475,7 @@ def _delete_endpoints(
         if row is None:
             continue
         endpoint = orjson.loads(row[0])
+        endpoint_values.changed(conn, app_id, endpoint_id, endpoint, None)
         rollups.remove_endpoint(  # analytics hook, before the events go
             conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
         )

@@ -517,7 +517,10 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         # The demographic counters (homing_collector.storage.endpoint_values): per value
         # of each demographic dimension, its endpoints, those of them without a UserId,
         # and the distinct UserIds among the others. A value is stored as "=" and the
-        # value, or "" for none. Filled here from the endpoints stored before.
+        # value, or "" for none. And the notification opens, by time
+        # (homing_collector.analytics.opens). Both filled here from what was stored
+        # before: the opens through the partial index events_opens, without reading the
+        # other events.
         """
         CREATE TABLE endpoint_values (
             app_id TEXT NOT NULL,
@@ -545,6 +548,19 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             SELECT app_id, dimension, value, count(*), count(*) - count(user_id),
                 count(DISTINCT user_id)
             FROM facts GROUP BY app_id, dimension, value;
+        CREATE TABLE an_opens (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            campaign_id TEXT
+        );
+        CREATE INDEX an_opens_ts ON an_opens(app_id, ts, endpoint_id, campaign_id);
+        CREATE INDEX an_opens_endpoint ON an_opens(app_id, endpoint_id);
+        INSERT INTO an_opens (app_id, endpoint_id, ts, campaign_id)
+            SELECT app_id, endpoint_id, ts,
+                json_extract(CAST(body AS TEXT), '$.Attributes.campaign_id')
+            FROM events INDEXED BY events_opens
+            WHERE event_type = '_campaign.opened_notification';
         """,
     ),
 ]

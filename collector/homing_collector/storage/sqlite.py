@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from homing_collector.analytics import rollups
+from homing_collector.analytics import opens, rollups
 from homing_collector.push import epoch_ms
 from homing_collector.storage import (
     campaigns,
@@ -1082,7 +1082,8 @@ class SQLiteStorage:
 
     async def delete_expired_events(self, app_id: str, before_hour: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            deleted = history.delete_expired(conn, app_id, before_hour, limit)
+            deleted, opened = history.delete_expired(conn, app_id, before_hour, limit)
+            opens.deleted(conn, opened)  # analytics hook
             # An old event that arrived last (an import of history) holds the largest
             # rowid: the event streams' cursors must not stay past it.
             outbox_sql.events_deleted(conn)

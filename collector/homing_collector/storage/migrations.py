@@ -520,7 +520,8 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         # value, or "" for none. And the notification opens, by time
         # (homing_collector.analytics.opens). Both filled here from what was stored
         # before: the opens through the partial index events_opens, without reading the
-        # other events.
+        # other events. And the sessions of each endpoint by their start, that an open
+        # looks up.
         """
         CREATE TABLE endpoint_values (
             app_id TEXT NOT NULL,
@@ -556,6 +557,7 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE INDEX an_opens_ts ON an_opens(app_id, ts, endpoint_id, campaign_id);
         CREATE INDEX an_opens_endpoint ON an_opens(app_id, endpoint_id);
+        CREATE INDEX an_sessions_endpoint_start ON an_sessions(app_id, endpoint_id, start_ms);
         INSERT INTO an_opens (app_id, endpoint_id, ts, campaign_id)
             SELECT app_id, endpoint_id, ts,
                 json_extract(CAST(body AS TEXT), '$.Attributes.campaign_id')

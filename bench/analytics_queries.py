@@ -5,9 +5,10 @@
    and metrics, purchases, notification opens and retention decay. Each device's whole
    life goes in at once, so the events are not in time order; --churn sets how soon
    devices leave (a higher churn makes more devices for the same number of events). The
-   rows go through the collector's own rollup code (`analytics.rollups.apply`), in
-   batches, inside the transaction that inserts them, as the collector's writer does;
-   only HTTP is skipped.
+   rows go through the collector's own rollup code (`analytics.rollups.apply`), and the
+   endpoints through its demographic counters (`storage.endpoint_values`), in batches,
+   inside the transaction that inserts them, as the collector's writer does; only HTTP
+   is skipped.
 2. Times each dashboard query (the median of --runs runs) beside a naive scan of the raw
    events that computes the same figure, in the same run, and checks they agree.
    Before timing, the sealer copies the events into the columnar copy that the funnel
@@ -15,12 +16,12 @@
    times them on the events table alone, --no-seal on the copy as it is (what it lacks
    is read from the events table), opening the database read-only. With --days 90 or
    more, the funnel is also timed over 90 days. --only times the queries whose names
-   hold a word, e.g. --only funnel.
+   hold a word, e.g. --only funnel (repeat it for more).
 3. Measures PutEvents ingestion through a live collector with rollups on and off
    (HOMING_ROLLUPS), beside the parse-only ceiling, reusing bench/collector_ingest.py.
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
-        [--days 90] [--churn 0.12] [--db PATH] [--no-columnar | --no-seal] [--only WORD]
+        [--days 90] [--churn 0.12] [--db PATH] [--no-columnar | --no-seal] [--only TEXT]
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import orjson
 from homing_collector.analytics import kpis, queries, rollups
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.sealer import Sealer
-from homing_collector.storage import columnar
+from homing_collector.storage import columnar, endpoint_values
 from homing_collector.storage.migrations import migrate
 from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -183,10 +184,12 @@ def load(path: Path, total: int) -> float:
     def flush() -> None:
         nonlocal rows, endpoints, stored
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)",
-            endpoints,
-        )
+        for endpoint in endpoints:
+            conn.execute(
+                "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, ?)",
+                endpoint,
+            )
+            endpoint_values.changed(conn, APP, endpoint[1], None, orjson.loads(endpoint[3]))
         if by_hour:  # migration 6 and later
             conn.executemany(
                 "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
@@ -457,7 +460,7 @@ def seal(path: Path) -> float:
 
 
 def time_queries(
-    path: Path, runs: int, naive: bool, copy: Path | None, only: str | None = None
+    path: Path, runs: int, naive: bool, copy: Path | None, only: list[str]
 ) -> list[tuple[str, bool, float, float | None, str]]:
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     conn.execute("PRAGMA cache_size = -65536")
@@ -465,7 +468,7 @@ def time_queries(
     q = Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
     results = []
     for name, headline, fn, peer, check in cases(q, copy):
-        if only is not None and only not in name:
+        if only and not any(part in name for part in only):
             continue
         fn(conn)  # warm the cache, as a dashboard in use would have it
         p50, got = _p50(lambda fn=fn: fn(conn), runs)
@@ -543,6 +546,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000, help="events to load")
     parser.add_argument("--runs", type=int, default=5, help="runs per query; the median counts")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive scans")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="time only the queries whose name holds TEXT (repeat)")  # fmt: skip
     parser.add_argument("--ingest-duration", type=float, default=8.0,
                         help="seconds measured per ingestion case; 0 skips them")  # fmt: skip
     parser.add_argument("--ingest-rounds", type=int, default=3,
@@ -561,7 +566,6 @@ def main() -> int:
                         help="read the events table alone: no columnar copy")  # fmt: skip
     parser.add_argument("--no-seal", action="store_true",
                         help="read the columnar copy as it is; change nothing in --db")  # fmt: skip
-    parser.add_argument("--only", help="time only the queries whose names hold this word")
     args = parser.parse_args()
     globals().update(DAYS=args.days, CHURN=args.churn)
     workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from homing_collector import ingest
-from homing_collector.analytics import cover, rollups, sql, visits
+from homing_collector.analytics import cover, opens, rollups, sql, visits
 from homing_collector.storage import events as events_sql
 from homing_collector.storage.migrations import migrate
 from tests.collector import analytics_data
@@ -188,11 +188,12 @@ def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
         for i in range(150):
             t += rng.randrange(1000, 120_000)
             sid = f"{endpoint}-{i // 10}"
-            kind = rng.choice(["screen", "level", "_monetization.purchase"])
+            kind = rng.choice(["screen", "level", "_monetization.purchase", opens.OPENED])
             body = {"EventType": kind, "Timestamp": "x",
                     "Session": {"Id": sid, "StartTimestamp": "2023-11-14T22:13:20.000Z"},
                     "Metrics": {"score": float(rng.randrange(100)), "_item_price": 1.5},
-                    "Attributes": {"_currency": rng.choice(["USD", "EUR"])}}  # fmt: skip
+                    "Attributes": {"_currency": rng.choice(["USD", "EUR"]),
+                                   "campaign_id": rng.choice(["c1", "c2"])}}  # fmt: skip
             rows.append(("a", endpoint, f"{endpoint}{i}", kind, t, t, sid, orjson.dumps(body)))
     rng.shuffle(rows)
     _fill(conn, rows, users)
@@ -206,7 +207,8 @@ def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
     got, want = _tables(conn), _tables(fresh)
     for table in rollups.TABLES:
         assert got[table] == want[table], table
-    assert want["an_metrics"] and want["an_revenue"] and want["an_visits"]
+    assert want["an_metrics"] and want["an_revenue"] and want["an_visits"] and want["an_opens"]
+    assert any(row[1] == "e0" and row[3] == opens.OPENED for row in rows)  # gone with e0
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -292,15 +294,19 @@ def test_a_summary_survives_the_trip_to_the_writer_process() -> None:
     body = {"BatchItem": {"e1": {"Events": {"x": {
         "EventType": "a", "Timestamp": "2026-11-28T10:00:00Z", "Metrics": {"m": 2.5},
         "Session": {"Id": "s1", "StartTimestamp": "2026-11-28T09:59:00Z"},
+    }, "y": {
+        "EventType": opens.OPENED, "Timestamp": "2026-11-28T10:00:00Z",
+        "Attributes": {"campaign_id": "c1"},
     }}}}}  # fmt: skip
-    summary = ingest.check_events(body, body_size=100, summarize=True).summary
+    summary = ingest.check_events(body, body_size=200, summarize=True).summary
     assert summary is not None
     copy = pickle.loads(pickle.dumps(summary))
-    for name in ("hours", "counts", "metrics", "revenue", "sessions"):
+    for name in ("hours", "counts", "metrics", "revenue", "sessions", "opens"):
         assert getattr(copy, name) == getattr(summary, name), name
+    assert copy.opens == [("e1", 1795860000000, "c1")]
     assert copy.sessions == {("e1", "s1"): [1795859940000, 1795860000000]}
     copy.add("e1", "a", 1795860000000, "s1", body["BatchItem"]["e1"]["Events"]["x"])
-    assert copy.counts == {(498850, "a"): 2}
+    assert copy.counts == {(498850, "a"): 2, (498850, opens.OPENED): 1}
 
 
 def test_join_values_runs_many_keys_in_several_statements() -> None:

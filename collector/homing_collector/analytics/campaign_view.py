@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 
 from homing_collector.analytics.days import HOUR_MS, grid
-from homing_collector.analytics.params import Range
-from homing_collector.analytics.queries import (
+from homing_collector.analytics.opens import (
     OPEN_SESSION_AFTER_MS,
     OPEN_SESSION_BEFORE_MS,
     OPENED,
 )
+from homing_collector.analytics.params import Range
 from homing_collector.analytics.sql import join_values
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
 

@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from homing.wire import WireError, format_timestamp, parse_timestamp, whole_number
-from homing_collector.analytics import queries
+from homing_collector.analytics import opens, queries
 from homing_collector.analytics.days import HOUR_MS, ParamError, grid
 from homing_collector.analytics.params import (
     FIRST_DATE,
@@ -86,7 +86,7 @@ def _push_days(
         if delivered_at is not None:
             day["delivered"] += 1
             day["endpoints"].add(endpoint_id)
-    for _endpoint, ts, campaign in queries.opens(conn, app_id, lo_ms, hi_ms):
+    for _endpoint, ts, campaign in opens.in_range(conn, app_id, lo_ms, hi_ms):
         if campaign_id is None or campaign == campaign_id:
             days[g.day_of_ms(ts)]["opened"] += 1
     return days

@@ -11,13 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from homing.wire import whole_number
 from homing_collector.analytics.days import MAX_DAYS, ParamError
+from homing_collector.storage import endpoint_values
 
 Get = Callable[[str], str | None]
 GetList = Callable[[str], Sequence[str]]
 
-DIMENSIONS = (
-    "platform", "platform_version", "app_version", "make", "model", "country", "locale",
-)  # fmt: skip
+DIMENSIONS = tuple(endpoint_values.DIMENSIONS)  # and attribute:<name>
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,

@@ -1,8 +1,9 @@
 """The analytics queries. Each takes a read connection and answers a JSON-ready dict.
 
-The definitions are in docs/analytics.md. Usage, retention, event counts, metrics and
-revenue read only the rollups (see rollups.py); breakdowns, filters, funnels and the
-opens of campaigns read the stored events of the range.
+The definitions are in docs/analytics.md. Usage, retention, event counts, metrics,
+revenue and the opens of campaigns read only the rollups (see rollups.py); demographics
+read the counters of storage/endpoint_values.py; breakdowns, filters and funnels read
+the stored events of the range.
 """
 
 from __future__ import annotations
@@ -18,18 +19,13 @@ from typing import Any
 
 import orjson
 
-from homing_collector.analytics import cohorts, cover, visits
+from homing_collector.analytics import cohorts, cover, opens, visits
 from homing_collector.analytics.cohorts import DAYS as RETENTION_DAYS  # what an_retention holds
 from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, USER, add_sums, user_key
-from homing_collector.analytics.sql import join_values
-from homing_collector.storage import columnar
+from homing_collector.storage import columnar, endpoint_values
 from homing_collector.storage import events as events_sql
-
-OPENED = "_campaign.opened_notification"
-OPEN_SESSION_BEFORE_MS = 60_000
-OPEN_SESSION_AFTER_MS = 30 * 60_000
 
 
 def _kind(q: Range) -> int:
@@ -258,54 +254,32 @@ def _counted_retention(
     return _answer_retention(q, g, sizes, retained, back)
 
 
-_DEMOGRAPHIC = {
-    "platform": ("Demographic", "Platform"),
-    "platform_version": ("Demographic", "PlatformVersion"),
-    "app_version": ("Demographic", "AppVersion"),
-    "make": ("Demographic", "Make"),
-    "model": ("Demographic", "Model"),
-    "country": ("Location", "Country"),
-    "locale": ("Demographic", "Locale"),
-}
-
-
 def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[str, Any]:
-    if dimension in _DEMOGRAPHIC:
-        # One value per endpoint: SQLite reads it from the body and counts, without
-        # handing each endpoint to Python. (A user key is rollups.user_key.)
-        section, name = _DEMOGRAPHIC[dimension]
-        counted = conn.execute(
-            f"SELECT json_extract(body, '$.{section}.{name}') AS v, count(*),"
-            " count(DISTINCT CASE WHEN user_id IS NULL THEN 'e:' || endpoint_id"
-            " ELSE 'u:' || user_id END) FROM endpoints WHERE app_id = ? GROUP BY v",
-            (app_id,),
-        ).fetchall()
-        counted.sort(key=lambda row: (-row[1], row[0] is None, str(row[0])))
-        rows = [{"value": v, "endpoints": e, "users": u} for v, e, u in counted]
-        return {"dimension": dimension, "rows": rows}
+    counted: Iterable[tuple[str | None, int, int]]
+    if dimension in endpoint_values.DIMENSIONS:
+        counted = endpoint_values.counts(conn, app_id, dimension)
+    else:
+        counted = _count_attribute(conn, app_id, dimension[len("attribute:") :])
+    ordered = sorted(counted, key=lambda row: (-row[1], row[0] is None, str(row[0])))
+    rows = [{"value": v, "endpoints": e, "users": u} for v, e, u in ordered]
+    return {"dimension": dimension, "rows": rows}
+
+
+def _count_attribute(
+    conn: sqlite3.Connection, app_id: str, name: str
+) -> list[tuple[str | None, int, int]]:
+    """(value, endpoints, users) of a custom attribute, from every endpoint's body (see
+    storage/endpoint_values.py for why it has no counters)."""
     groups: dict[str | None, tuple[set[str], set[str]]] = {}
     for endpoint_id, user_id, body in conn.execute(
         "SELECT endpoint_id, user_id, body FROM endpoints WHERE app_id = ?", (app_id,)
     ):
-        endpoint = orjson.loads(body)
-        values: list[str | None]
-        if dimension.startswith("attribute:"):
-            values = list((endpoint.get("Attributes") or {}).get(dimension[10:]) or [None])
-        else:
-            section, name = _DEMOGRAPHIC[dimension]
-            values = [(endpoint.get(section) or {}).get(name)]
+        values = (orjson.loads(body).get("Attributes") or {}).get(name) or [None]
         for value in dict.fromkeys(values):
             endpoints, users = groups.setdefault(value, (set(), set()))
             endpoints.add(endpoint_id)
             users.add(user_key(endpoint_id, user_id))
-    ordered = sorted(
-        groups.items(), key=lambda item: (-len(item[1][0]), item[0] is None, str(item[0]))
-    )
-    rows = [
-        {"value": value, "endpoints": len(endpoints), "users": len(users)}
-        for value, (endpoints, users) in ordered
-    ]
-    return {"dimension": dimension, "rows": rows}
+    return [(value, len(endpoints), len(users)) for value, (endpoints, users) in groups.items()]
 
 
 def _rows(
@@ -664,22 +638,6 @@ def push_messages(
     ).fetchall()
 
 
-def opens(
-    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
-) -> list[tuple[str, int, str | None]]:
-    """(endpoint id, Timestamp, campaign id) of the notification opens in range."""
-    result = []
-    # The type as a literal: the partial index events_opens holds these rows only.
-    for endpoint_id, ts, body in conn.execute(
-        f"SELECT endpoint_id, ts, body FROM events INDEXED BY events_opens WHERE app_id = ?"
-        f" AND event_type = '{OPENED}' AND ts >= ? AND ts < ?",
-        (app_id, lo_ms, hi_ms),
-    ):
-        attributes = orjson.loads(body).get("Attributes") or {}
-        result.append((endpoint_id, ts, attributes.get("campaign_id")))
-    return result
-
-
 def campaigns(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
     g = grid(q.zone, q.start, q.end)
     lo_ms, hi_ms = g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS
@@ -697,24 +655,12 @@ def campaigns(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]
             c = per.setdefault(campaign_id, [0, 0, 0])
             c[0] += 1
             c[1] += got
-    opened = opens(conn, app_id, lo_ms, hi_ms)
+    opened = opens.in_range(conn, app_id, lo_ms, hi_ms)
     for _endpoint, ts, campaign_id in opened:
         days.setdefault(g.day_of_ms(ts), [0, 0, 0])[2] += 1
         if campaign_id is not None:
             per.setdefault(campaign_id, [0, 0, 0])[2] += 1
-    windows = [
-        (app_id, endpoint_id, ts - OPEN_SESSION_BEFORE_MS, ts + OPEN_SESSION_AFTER_MS)
-        for endpoint_id, ts, _campaign in opened
-    ]
-    after = sum(
-        count
-        for (count,) in join_values(
-            conn, "app_id, endpoint_id, lo, hi", windows,
-            "SELECT count(*) FROM v WHERE EXISTS (SELECT 1 FROM an_sessions s"
-            " WHERE s.app_id = v.app_id AND s.endpoint_id = v.endpoint_id"
-            " AND s.start_ms >= v.lo AND s.start_ms <= v.hi)",
-        )
-    )  # fmt: skip
+    after = opens.followed_by_session(conn, app_id, lo_ms, hi_ms)
     return {
         **q.head(),
         "sent": sent,

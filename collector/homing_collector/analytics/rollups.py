@@ -21,7 +21,9 @@ Tables (migration 3):
 - an_sessions(app_id, endpoint_id, session_id, start_ms, stop_ms): one row per session id;
 - an_visits, an_visit_hours, an_visit_lengths: sessions after the 5-second rule (visits.py);
 - an_user_keys(app_id, endpoint_id, key) (migration 5): the "u:" keys an endpoint's
-  activity may have been counted under before its user changed (see `user_changed`).
+  activity may have been counted under before its user changed (see `user_changed`);
+- an_opens(app_id, endpoint_id, ts, campaign_id) (migration 17): the notification opens
+  (opens.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import orjson
 
 from homing import limits
 from homing.wire import WireError, formatted_ms, parse_timestamp
-from homing_collector.analytics import cohorts, cover, visits
+from homing_collector.analytics import cohorts, cover, opens, visits
 from homing_collector.analytics.days import HOUR_MS
 from homing_collector.analytics.sql import join_values
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
@@ -64,7 +66,7 @@ def add_sums(a: float, b: float) -> float:
 class _Batch:
     """What a set of events adds to the rollups."""
 
-    __slots__ = ("counts", "hours", "metrics", "revenue", "sessions")
+    __slots__ = ("counts", "hours", "metrics", "opens", "revenue", "sessions")
 
     def __init__(self) -> None:
         self.hours: dict[tuple[str, int, str], set[int]] = {}  # (app, kind, key) -> hours
@@ -72,6 +74,7 @@ class _Batch:
         self.metrics: dict[tuple[str, int, str, str], list[float]] = {}
         self.revenue: dict[tuple[str, int, str], list[float]] = {}
         self.sessions: dict[tuple[str, str, str], list[int]] = {}
+        self.opens: list[opens.Open] = []
 
 
 # Events the collector records for an endpoint, not the endpoint's own doing: counted by
@@ -88,7 +91,7 @@ class Summary:
     add up: one of two batches equals the sum of each one's.
     """
 
-    __slots__ = ("_starts", "counts", "hours", "metrics", "revenue", "sessions")
+    __slots__ = ("_starts", "counts", "hours", "metrics", "opens", "revenue", "sessions")
 
     def __init__(self) -> None:
         self.hours: dict[str, set[int]] = {}  # endpoint id -> hours with an event
@@ -96,13 +99,14 @@ class Summary:
         self.metrics: dict[tuple[int, str, str], list[float]] = {}  # (hour, type, name)
         self.revenue: dict[tuple[int, str], list[float]] = {}  # (hour, currency)
         self.sessions: dict[tuple[str, str], list[int]] = {}  # (endpoint, session id)
+        self.opens: list[tuple[str, int, str | None]] = []  # (endpoint, ts, campaign id)
         self._starts: dict[str, int | None] = {}  # StartTimestamp text -> parsed, in ms
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.hours, self.counts, self.metrics, self.revenue, self.sessions
+        return self.hours, self.counts, self.metrics, self.revenue, self.sessions, self.opens
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.hours, self.counts, self.metrics, self.revenue, self.sessions = state
+        self.hours, self.counts, self.metrics, self.revenue, self.sessions, self.opens = state
         self._starts = {}
 
     def add(
@@ -185,6 +189,9 @@ class Summary:
             else:
                 got[0] += 1
                 got[1] = add_sums(got[1], amount)  # amounts can be +inf and -inf
+        elif event_type == opens.OPENED:
+            campaign_id = (event.get("Attributes") or {}).get("campaign_id")
+            self.opens.append((endpoint_id, ts, campaign_id))
 
 
 def user_key(endpoint_id: str, user_id: str | None) -> str:
@@ -264,6 +271,7 @@ def combine(summaries: Iterable[tuple[str, Summary]], users: dict[tuple[str, str
             else:
                 had[0] += purchases
                 had[1] = add_sums(had[1], amount)
+        batch.opens.extend((app_id, *row) for row in summary.opens)
         for (endpoint_id, session_id), (start, stop) in summary.sessions.items():
             skey = (app_id, endpoint_id, session_id)
             span = sessions.get(skey)
@@ -407,6 +415,8 @@ def apply_summaries(conn: sqlite3.Connection, summaries: Sequence[tuple[str, Sum
             " WHERE excluded.start_ms < start_ms OR excluded.stop_ms > stop_ms",
             [(*key, *span) for key, span in batch.sessions.items()],
         )
+    if batch.opens:
+        opens.write(conn, batch.opens)
     if batch.revenue:
         conn.executemany(
             "INSERT INTO an_revenue (app_id, hour, currency, purchases, amount)"
@@ -436,6 +446,7 @@ def remove_endpoint(
     conn.execute(
         "DELETE FROM an_sessions WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
     )
+    opens.remove_endpoint(conn, app_id, endpoint_id)
     visits.remove_endpoint(conn, app_id, endpoint_id)
     _forget_subject(conn, app_id, ENDPOINT, endpoint_id)
     _regroup_users(conn, app_id, endpoint_id, user_key(endpoint_id, user_id))
@@ -629,7 +640,7 @@ def remove_app(conn: sqlite3.Connection, app_id: str) -> None:
 
 TABLES = (
     "an_active", "an_subjects", "an_cover", "an_retention", "an_counts", "an_metrics", "an_revenue",
-    "an_sessions", "an_visits", "an_visit_hours", "an_visit_lengths",
+    "an_sessions", "an_visits", "an_visit_hours", "an_visit_lengths", "an_opens",
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
+from homing_collector.analytics.opens import OPENED, Open
 from homing_collector.storage.events import HOUR_MS
 
 DAY_MS = 24 * HOUR_MS
@@ -89,16 +90,21 @@ def policies(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     return [(app_id, int(days)) for app_id, days in rows.fetchall()]
 
 
-def delete_expired(conn: sqlite3.Connection, app_id: str, before_hour: int, limit: int) -> int:
+def delete_expired(
+    conn: sqlite3.Connection, app_id: str, before_hour: int, limit: int
+) -> tuple[int, list[Open]]:
     """Delete up to `limit` events of the app in hours before `before_hour`, the lowest
-    hours first; return how many. The rows are found by the key's (app, hour) prefix, so
-    the cost is what is deleted, however many events are kept."""
-    cursor = conn.execute(
+    hours first; return how many, and the notification opens among them (an hour may
+    be left half done). The rows are found by the key's (app, hour) prefix, so the cost
+    is what is deleted, however many events are kept."""
+    deleted = conn.execute(
         "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events"
-        " WHERE app_id = ? AND hour < ? ORDER BY hour LIMIT ?)",
+        " WHERE app_id = ? AND hour < ? ORDER BY hour LIMIT ?)"
+        f" RETURNING event_type = '{OPENED}', endpoint_id, ts, CASE WHEN event_type ="
+        f" '{OPENED}' THEN json_extract(CAST(body AS TEXT), '$.Attributes.campaign_id') END",
         (app_id, before_hour, limit),
-    )
-    return cursor.rowcount
+    ).fetchall()
+    return len(deleted), [(app_id, *row[1:]) for row in deleted if row[0]]
 
 
 def take_lease(conn: sqlite3.Connection, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:

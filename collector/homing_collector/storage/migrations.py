@@ -512,6 +512,59 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        17,
+        # The demographic counters (homing_collector.storage.endpoint_values): per value
+        # of each demographic dimension, its endpoints, those of them without a UserId,
+        # and the distinct UserIds among the others. A value is stored as "=" and the
+        # value, or "" for none. And the notification opens, by time
+        # (homing_collector.analytics.opens). Both filled here from what was stored
+        # before: the opens through the partial index events_opens, without reading the
+        # other events. And the sessions of each endpoint by their start, that an open
+        # looks up.
+        """
+        CREATE TABLE endpoint_values (
+            app_id TEXT NOT NULL,
+            dimension TEXT NOT NULL,
+            value TEXT NOT NULL,
+            endpoints INTEGER NOT NULL,
+            anonymous INTEGER NOT NULL,
+            users INTEGER NOT NULL,
+            PRIMARY KEY (app_id, dimension, value)
+        ) WITHOUT ROWID;
+        WITH d(dimension, path) AS (VALUES
+            ('platform', '$.Demographic.Platform'),
+            ('platform_version', '$.Demographic.PlatformVersion'),
+            ('app_version', '$.Demographic.AppVersion'),
+            ('make', '$.Demographic.Make'),
+            ('model', '$.Demographic.Model'),
+            ('country', '$.Location.Country'),
+            ('locale', '$.Demographic.Locale')
+        ), facts AS (
+            SELECT e.app_id, d.dimension, e.user_id,
+                coalesce('=' || json_extract(e.body, d.path), '') AS value
+            FROM endpoints e, d
+        )
+        INSERT INTO endpoint_values (app_id, dimension, value, endpoints, anonymous, users)
+            SELECT app_id, dimension, value, count(*), count(*) - count(user_id),
+                count(DISTINCT user_id)
+            FROM facts GROUP BY app_id, dimension, value;
+        CREATE TABLE an_opens (
+            app_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            campaign_id TEXT
+        );
+        CREATE INDEX an_opens_ts ON an_opens(app_id, ts, endpoint_id, campaign_id);
+        CREATE INDEX an_opens_endpoint ON an_opens(app_id, endpoint_id);
+        CREATE INDEX an_sessions_endpoint_start ON an_sessions(app_id, endpoint_id, start_ms);
+        INSERT INTO an_opens (app_id, endpoint_id, ts, campaign_id)
+            SELECT app_id, endpoint_id, ts,
+                json_extract(CAST(body AS TEXT), '$.Attributes.campaign_id')
+            FROM events INDEXED BY events_opens
+            WHERE event_type = '_campaign.opened_notification';
+        """,
+    ),
 ]
 
 

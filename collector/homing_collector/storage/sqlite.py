@@ -38,12 +38,13 @@ from typing import Any, TypeVar
 
 import orjson
 
-from homing_collector.analytics import rollups
+from homing_collector.analytics import opens, rollups
 from homing_collector.push import epoch_ms
 from homing_collector.storage import (
     campaigns,
     columnar,
     device,
+    endpoint_values,
     history,
     hook_cursors,
     imports,
@@ -510,6 +511,7 @@ class SQLiteStorage:
             if row is None:
                 return None
             rollups.remove_app(conn, app_id)  # analytics hook
+            endpoint_values.delete_app(conn, app_id)
             segments.delete_app(conn, app_id)
             imports.delete_app(conn, app_id)
             campaigns.delete_app(conn, app_id)
@@ -1080,7 +1082,8 @@ class SQLiteStorage:
 
     async def delete_expired_events(self, app_id: str, before_hour: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            deleted = history.delete_expired(conn, app_id, before_hour, limit)
+            deleted, opened = history.delete_expired(conn, app_id, before_hour, limit)
+            opens.deleted(conn, opened)  # analytics hook
             # An old event that arrived last (an import of history) holds the largest
             # rowid: the event streams' cursors must not stay past it.
             outbox_sql.events_deleted(conn)
@@ -1455,6 +1458,7 @@ def _upsert_endpoint(
         " body = excluded.body",
         (app_id, item.endpoint_id, user_id, body),
     )
+    endpoint_values.changed(conn, app_id, item.endpoint_id, existing, merged)
     bodies.put(app_id, item.endpoint_id, body)
 
 
@@ -1472,6 +1476,7 @@ def _delete_endpoints(
         if row is None:
             continue
         endpoint = orjson.loads(row[0])
+        endpoint_values.changed(conn, app_id, endpoint_id, endpoint, None)
         rollups.remove_endpoint(  # analytics hook, before the events go
             conn, app_id, endpoint_id, (endpoint.get("User") or {}).get("UserId")
         )

@@ -1,0 +1,227 @@
+"""The demographic counters (storage/endpoint_values.py) against a count of the endpoints
+themselves, after every kind of endpoint write, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from homing_collector import endpoints
+from homing_collector.analytics import queries
+from homing_collector.storage import migrations
+from homing_collector.storage.base import AppRecord, EndpointUpdate, ImportRow, UserEndpointLimit
+from homing_collector.storage.endpoint_values import DIMENSIONS
+from homing_collector.storage.sqlite import SQLiteStorage
+
+NOW = "2026-12-01T00:00:00.000Z"
+APPS = ("app-a", "app-b")
+IDS = [f"ep{n}" for n in range(12)]
+USERS = ["ann", "bob", "cy", "dee"]
+MAX_USER_ENDPOINTS = 2  # low, so that some writes are refused
+Counts = dict[Any, tuple[int, int]]
+
+
+def scanned(conn: sqlite3.Connection, app_id: str, dimension: str) -> Counts:
+    """(endpoints, users) of each value, counted in the endpoints' bodies."""
+    section, field = DIMENSIONS[dimension]
+    rows = conn.execute(
+        f"SELECT json_extract(body, '$.{section}.{field}') AS v, count(*),"
+        " count(DISTINCT coalesce('u:' || user_id, 'e:' || endpoint_id)) FROM endpoints"
+        " WHERE app_id = ? GROUP BY v",
+        (app_id,),
+    ).fetchall()
+    return {v: (e, u) for v, e, u in rows}
+
+
+def counted(conn: sqlite3.Connection, app_id: str, dimension: str) -> Counts:
+    rows = queries.demographics(conn, app_id, dimension)["rows"]
+    assert [r["endpoints"] for r in rows] == sorted((r["endpoints"] for r in rows), reverse=True)
+    got = {r["value"]: (r["endpoints"], r["users"]) for r in rows}
+    assert len(got) == len(rows)
+    return got
+
+
+def assert_exact(conn: sqlite3.Connection, what: str) -> None:
+    for app_id in APPS:
+        for dimension in DIMENSIONS:
+            assert counted(conn, app_id, dimension) == scanned(conn, app_id, dimension), (
+                what, app_id, dimension,
+            )  # fmt: skip
+    # Rows that count nothing are gone, not left at zero.
+    (left,) = conn.execute("SELECT count(*) FROM endpoint_values WHERE endpoints <= 0").fetchone()
+    assert left == 0, what
+
+
+def profile(rng: random.Random) -> dict[str, Any]:
+    """An endpoint update that sets some demographics, maybe a country and a user."""
+    update: dict[str, Any] = {"ChannelType": "GCM"}
+    demographic = {
+        field: rng.choice(["", "a", "b", f"{field}-{rng.randrange(3)}"])
+        for _, (section, field) in DIMENSIONS.items()
+        if section == "Demographic" and rng.random() < 0.5
+    }
+    if demographic:
+        update["Demographic"] = demographic
+    if rng.random() < 0.3:
+        update["Location"] = {"Country": rng.choice(["US", "DE", ""])}
+    if rng.random() < 0.4:
+        update["User"] = {"UserId": rng.choice(USERS)}
+    if rng.random() < 0.2:
+        update["Attributes"] = {"plan": [rng.choice(["free", "pro"])]}
+    return update
+
+
+async def write(storage: SQLiteStorage, rng: random.Random) -> str:
+    """One endpoint write of a kind chosen at random; return its kind, or "refused"."""
+    app_id, endpoint_id = rng.choice(APPS), rng.choice(IDS)
+    merge = partial(endpoints.merge, app_id, now=NOW)
+    item = EndpointUpdate(endpoint_id, profile(rng))  # type: ignore[arg-type]
+    kind = rng.choice(["update", "update", "ingest", "import", "delete", "delete_user"])
+    try:
+        if kind == "update":
+            await storage.update_endpoints(
+                app_id, [item], merge=merge, max_user_endpoints=MAX_USER_ENDPOINTS
+            )
+        elif kind == "ingest":
+            await storage.put_events(
+                app_id, [item], [], merge=merge, max_event_types=100,
+                max_user_endpoints=MAX_USER_ENDPOINTS,
+            )  # fmt: skip
+        elif kind == "import":
+            row = ImportRow(0, endpoint_id, item.update)
+            await storage.import_endpoints(
+                app_id, "job", [row], merge=merge, max_user_endpoints=MAX_USER_ENDPOINTS,
+                register=True, members=False,
+            )  # fmt: skip
+        elif kind == "delete":
+            await storage.delete_endpoint(app_id, endpoint_id)
+        else:
+            await storage.delete_user_endpoints(app_id, rng.choice(USERS))
+    except UserEndpointLimit:
+        return "refused"  # refused whole: the counters must not have moved either
+    return kind
+
+
+async def create_apps(storage: SQLiteStorage) -> None:
+    for app_id in APPS:
+        await storage.create_app(AppRecord(app_id, app_id, NOW))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_counters_stay_exact_through_every_kind_of_endpoint_write(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    db = tmp_path / "homing.db"
+
+    async def scenario() -> None:
+        storage = SQLiteStorage(db)
+        await storage.start()
+        try:
+            await create_apps(storage)
+            kinds: set[str] = set()
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                for step in range(60):
+                    # Several writes at once share a transaction: the same endpoint may
+                    # be written twice in it.
+                    done = await asyncio.gather(
+                        *(write(storage, rng) for _ in range(rng.randrange(1, 6)))
+                    )
+                    kinds.update(done)
+                    assert_exact(conn, f"step {step}")
+                assert kinds == {"update", "ingest", "import", "delete", "delete_user", "refused"}
+                (held,) = conn.execute(
+                    "SELECT count(*) FROM endpoint_values WHERE app_id = ?", (APPS[0],)
+                ).fetchone()
+                assert held > 0
+                await storage.delete_app(APPS[0])
+                (left,) = conn.execute(
+                    "SELECT count(*) FROM endpoint_values WHERE app_id = ?", (APPS[0],)
+                ).fetchone()
+                assert left == 0
+                assert_exact(conn, "after the app was deleted")
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_migration_counts_the_endpoints_stored_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "homing.db"
+    rng = random.Random(7)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        monkeypatch.setattr(
+            migrations,
+            "SQLITE_MIGRATIONS",
+            [m for m in migrations.SQLITE_MIGRATIONS if m[0] < 17],
+        )
+        assert migrations.migrate(conn) == 16
+        for app_id in APPS:
+            conn.execute(
+                "INSERT INTO apps (id, name, created_at) VALUES (?, ?, ?)", (app_id, app_id, NOW)
+            )
+            for endpoint_id in IDS:
+                body = endpoints.merge(app_id, endpoint_id, None, profile(rng), now=NOW)  # type: ignore[arg-type]
+                user_id = (body.get("User") or {}).get("UserId")
+                conn.execute(
+                    "INSERT INTO endpoints (app_id, endpoint_id, user_id, body)"
+                    " VALUES (?, ?, ?, ?)",
+                    (app_id, endpoint_id, user_id, orjson.dumps(body).decode()),
+                )
+        monkeypatch.undo()
+        assert migrations.migrate(conn) >= 17
+        assert_exact(conn, "migrated")
+
+    async def more() -> None:
+        # The writes after go on from what the migration counted.
+        storage = SQLiteStorage(db)
+        await storage.start()
+        try:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                for step in range(40):
+                    await write(storage, rng)
+                    assert_exact(conn, f"step {step} after the migration")
+        finally:
+            await storage.close()
+
+    asyncio.run(more())
+
+
+def test_attributes_are_counted_from_the_bodies(tmp_path: Path) -> None:
+    db = tmp_path / "homing.db"
+
+    async def scenario() -> dict[str, Any]:
+        storage = SQLiteStorage(db)
+        await storage.start()
+        try:
+            await create_apps(storage)
+            merge = partial(endpoints.merge, APPS[0], now=NOW)
+            updates = [
+                EndpointUpdate(
+                    "e1", {"Attributes": {"plan": ["pro", "beta"]}, "User": {"UserId": "u"}}
+                ),
+                EndpointUpdate("e2", {"Attributes": {"plan": ["pro"]}, "User": {"UserId": "u"}}),
+                EndpointUpdate("e3", {"Attributes": {"other": ["x"]}}),
+            ]  # type: ignore[typeddict-item]
+            await storage.update_endpoints(APPS[0], updates, merge=merge, max_user_endpoints=5)
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                return queries.demographics(conn, APPS[0], "attribute:plan")
+        finally:
+            await storage.close()
+
+    got = asyncio.run(scenario())
+    assert got["rows"] == [
+        {"value": "pro", "endpoints": 2, "users": 1},
+        {"value": "beta", "endpoints": 1, "users": 1},
+        {"value": None, "endpoints": 1, "users": 1},
+    ]

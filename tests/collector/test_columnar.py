@@ -450,6 +450,9 @@ def test_endpoints_numbered_after_the_copy_was_made(world: World) -> None:
         await world.sealer.seal_all()
         assert _numbers(world) == after
         world.check()
+        # An application deleted: its numbers go with it.
+        await world.storage.delete_app(APP)
+        assert _numbers(world) == {}
 
     run(world, scenario)
 

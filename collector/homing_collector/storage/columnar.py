@@ -168,6 +168,13 @@ def events_deleted(conn: sqlite3.Connection, app_id: str, days: Iterable[int] | 
     )
 
 
+def app_deleted(conn: sqlite3.Connection, app_id: str) -> None:
+    """After every event of `app_id` was deleted, with the application: its endpoint
+    numbers go too (a copy numbering more of them does not commit, see `events_deleted`)."""
+    conn.execute("DELETE FROM columnar_endpoints WHERE app_id = ?", (app_id,))
+    events_deleted(conn, app_id, None)
+
+
 def expired(conn: sqlite3.Connection, app_id: str, before_hour: int) -> None:
     """After the events of `app_id` in hours before `before_hour` were deleted."""
     days = [

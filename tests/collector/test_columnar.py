@@ -352,6 +352,143 @@ def test_deleting_the_copy_loses_nothing(world: World) -> None:
     run(world, scenario)
 
 
+def _entries(world: World) -> dict[int, list[list[Any]]]:
+    return world.read(
+        lambda conn: {
+            day: orjson.loads(files)
+            for day, files in conn.execute(
+                "SELECT day, files FROM columnar_days WHERE app_id = ?", (APP,)
+            )
+        }
+    )
+
+
+def _numbers(world: World) -> dict[str, int]:
+    rows = world.read(
+        lambda c: c.execute("SELECT endpoint_id, n FROM columnar_endpoints").fetchall()
+    )
+    return dict(rows)
+
+
+def test_files_of_the_first_layout_are_read_from_the_events_table_then_copied_again(
+    world: World,
+) -> None:
+    """A copy made before the files had endpoint numbers: its days answer from the events
+    table, and the sealer copies each of them again."""
+    import duckdb
+
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        root = world.storage.columnar
+        assert root is not None
+        old = _entries(world)
+
+        # The files as the first layout wrote and named them, no number given yet.
+        def downgrade(conn: sqlite3.Connection) -> None:
+            for day, entries in old.items():
+                for entry in entries:
+                    path = root / entry[0]
+                    entry[0] = entry[0].removesuffix(".l2.parquet") + ".parquet"
+                    duckdb.sql(
+                        f"COPY (SELECT * EXCLUDE (ep) FROM read_parquet('{path}'))"
+                        f" TO '{root / entry[0]}' (FORMAT parquet)"
+                    )
+                    path.unlink()
+                conn.execute(
+                    "UPDATE columnar_days SET files = ? WHERE app_id = ? AND day = ?",
+                    (orjson.dumps(entries).decode(), APP, day),
+                )
+            conn.execute("DELETE FROM columnar_endpoints")
+            conn.commit()
+
+        world.read(downgrade)
+        world.check()
+        unsealed = world.read(lambda c: columnar.unsealed_days(c, root))
+        assert sorted(day for _, day in unsealed) == sorted(old)
+        await world.sealer.seal_all()
+        again = _entries(world)
+        assert again.keys() == old.keys()
+        assert all(e[0].endswith(".l2.parquet") for entries in again.values() for e in entries)
+        for day, rows in world.copied().items():
+            assert rows == world.stored(day)
+        assert set(_numbers(world)) == {e.endpoint_id for e in world.data.events}
+        world.check()
+
+    run(world, scenario)
+
+
+def test_endpoints_numbered_after_the_copy_was_made(world: World) -> None:
+    """Events of endpoints the sealer has not numbered yet, one of them of a user whose
+    other endpoint is in the files, are read from the tail with numbers of the query's
+    own; then the sealer numbers them."""
+    devices = world.data.devices
+    assert devices[0].user_id is not None and devices[0].user_id == devices[1].user_id
+    assert devices[2].user_id is None
+    later = {devices[1].endpoint_id, devices[2].endpoint_id}
+    first = [e for e in world.data.events if e.endpoint_id not in later]
+    then = [e for e in world.data.events if e.endpoint_id in later]
+
+    async def scenario() -> None:
+        await world.put(first)
+        await world.sealer.seal_all()
+        numbers = _numbers(world)
+        assert devices[0].endpoint_id in numbers and not later & set(numbers)
+        assert sorted(numbers.values()) == list(range(1, len(numbers) + 1))
+        await world.put(then)
+        assert world.tail() > 0
+        world.check()
+        await world.sealer.seal_all()
+        assert world.tail() == 0
+        after = _numbers(world)
+        assert later <= set(after) and all(after[e] == n for e, n in numbers.items())
+        assert sorted(after.values()) == list(range(1, len(after) + 1))
+        world.check()
+        # A numbered endpoint deleted keeps its number; its events and its user go.
+        await world.storage.delete_endpoint(APP, devices[0].endpoint_id)
+        world.check()
+        await world.sealer.seal_all()
+        assert _numbers(world) == after
+        world.check()
+        # An application deleted: its numbers go with it.
+        await world.storage.delete_app(APP)
+        assert _numbers(world) == {}
+
+    run(world, scenario)
+
+
+def test_two_copies_numbering_the_same_endpoints_do_not_both_commit(world: World) -> None:
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        root = world.storage.columnar
+        assert root is not None
+        days = world.read(lambda c: columnar.unsealed_days(c, root))
+        conn = sqlite3.connect(world.db, isolation_level=None)
+        try:
+            moved = columnar.append(conn, root, 10**9)  # the watermark past every event
+            assert moved is not None and not moved.days
+            conn.execute("BEGIN IMMEDIATE")
+            assert columnar.commit(conn, moved)
+            conn.execute("COMMIT")
+            a = columnar.rebuild(conn, root, *days[0])
+            b = columnar.rebuild(conn, root, *days[1])
+            assert a.numbers[APP][1] and b.numbers[APP][1]
+            conn.execute("BEGIN IMMEDIATE")
+            assert columnar.commit(conn, a)
+            assert not columnar.commit(conn, b)  # its numbers may be a's, for others
+            conn.execute("COMMIT")
+            b.discard()
+        finally:
+            conn.close()
+        world.check()
+        await world.sealer.seal_all()
+        numbers = _numbers(world)
+        assert sorted(numbers.values()) == list(range(1, len(numbers) + 1))
+        world.check()
+
+    run(world, scenario)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_funnels_of_events_at_the_same_moments_walk_as_the_events_table_does(
     world: World, seed: int

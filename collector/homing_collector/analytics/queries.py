@@ -526,10 +526,13 @@ def funnel(
             params,
         )  # fmt: skip
         if p is not None and copy is not None:
-            # DuckDB walks the timelines: of the sealed days' files and of these rows.
+            # DuckDB walks the timelines: of the sealed days' files and of these rows,
+            # their endpoints numbered as the files' are.
+            numbering = columnar.Numbering(conn, app_id)
             depths = columnar.funnel_depths(
-                p.files, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, steps, window_ms, rows,
-                _endpoint_users(conn, app_id) if q.by == "users" else None, copy,
+                p.files, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, steps, window_ms,
+                ((numbering.of(e), ts, m, rid) for e, ts, m, rid in rows),
+                numbering.users() if q.by == "users" else None, copy,
             )  # fmt: skip
             for best, count in depths.items():
                 for k in range(best):

@@ -22,6 +22,14 @@ its range: DuckDB reads their files; SQLite reads the events of the range's othe
 the events of its sealed days that arrived past the watermark (the tail). So an answer is
 right at every moment, whatever the sealer has done.
 
+Each file has an endpoint number (`ep`) beside each endpoint id: `columnar_endpoints`
+gives each endpoint of an application a number from 1 up, in the transaction that commits
+the first file that holds it, and never changes or reuses it. A file's name says its
+layout (LAYOUT, as `<name>.l2.parquet`; the first layout's names have none), so that a
+version before it still reads the files after it; a day with a file of an earlier layout
+is read from the events table until the sealer has copied it again (see `plan` and
+`unsealed_days`).
+
 Files are written under a temporary name, synced and renamed; a file that no row names
 (a crash before the commit, or a day rewritten) is deleted by the sealer after a while,
 which leaves queries that read the files just replaced the time to finish.
@@ -55,9 +63,12 @@ HOURS_PER_DAY = 24
 EPOCH = date(1970, 1, 1)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _OPERATORS = frozenset((">=", "<=", "!=", ">", "<", "="))
+# The layout of the files: 2 added the endpoint number (ep).
+LAYOUT = 2
+_SUFFIX = f".l{LAYOUT}.parquet"
 _CSV_COLUMNS = (
-    "{'rid': 'BIGINT', 'endpoint_id': 'VARCHAR', 'event_type': 'VARCHAR', 'ts': 'BIGINT',"
-    " 'body': 'VARCHAR'}"
+    "{'rid': 'BIGINT', 'ep': 'BIGINT', 'endpoint_id': 'VARCHAR', 'event_type': 'VARCHAR',"
+    " 'ts': 'BIGINT', 'body': 'VARCHAR'}"
 )
 
 
@@ -110,6 +121,11 @@ class Part:
         return cls(root / name, list(attributes), list(metrics))
 
 
+def _current(entry: list[Any]) -> bool:
+    """Whether the file of an entry is of this LAYOUT."""
+    return str(entry[0]).endswith(_SUFFIX)
+
+
 def _select(part: Part, columns: str, attributes: Sequence[str], metrics: Sequence[str]) -> str:
     """SELECT `columns` of one file, then attribute i of `attributes` as a<i> and metric j
     of `metrics` as m<j> (NULL where the file has none)."""
@@ -150,6 +166,13 @@ def events_deleted(conn: sqlite3.Connection, app_id: str, days: Iterable[int] | 
         "UPDATE columnar_state SET generation = generation + 1,"
         " watermark = min(watermark, (SELECT coalesce(max(rowid), 0) FROM events))"
     )
+
+
+def app_deleted(conn: sqlite3.Connection, app_id: str) -> None:
+    """After every event of `app_id` was deleted, with the application: its endpoint
+    numbers go too (a copy numbering more of them does not commit, see `events_deleted`)."""
+    conn.execute("DELETE FROM columnar_endpoints WHERE app_id = ?", (app_id,))
+    events_deleted(conn, app_id, None)
 
 
 def expired(conn: sqlite3.Connection, app_id: str, before_hour: int) -> None:
@@ -226,8 +249,10 @@ def plan(conn: sqlite3.Connection, root: Path, app_id: str, lo: int, hi: int) ->
     for day in range(first, last + 1):
         span = (max(lo, day * HOURS_PER_DAY), min(hi, (day + 1) * HOURS_PER_DAY))
         # A day whose files are gone (a directory deleted, a database restored without
-        # it) is read from SQLite until the sealer copies it again.
-        if day in sealed and all((root / entry[0]).exists() for entry in sealed[day]):
+        # it) or of an earlier layout is read from SQLite until the sealer copies it again.
+        if day in sealed and all(
+            _current(entry) and (root / entry[0]).exists() for entry in sealed[day]
+        ):
             inside.append(span)
             files.extend(Part.of(root, entry) for entry in sealed[day])
         else:
@@ -257,6 +282,48 @@ def tail_params(p: Plan) -> dict[str, object]:
     for i, (lo, hi) in enumerate(p.sealed):
         params[f"s{i}_lo"], params[f"s{i}_hi"] = lo, hi
     return params
+
+
+class Numbering:
+    """The endpoint numbers of one application for one query, inside its `snapshot`:
+    those the sealer gave, which the files of the plan carry, and numbers below 0 for the
+    endpoints it has not numbered yet (created since, or whose events it has not copied)."""
+
+    def __init__(self, conn: sqlite3.Connection, app_id: str) -> None:
+        self.conn = conn
+        self.app_id = app_id
+        self.known: dict[str, int] = {}
+        self.fresh: dict[str, int] = {}
+
+    def of(self, endpoint_id: str) -> int:
+        n = self.known.get(endpoint_id)
+        if n is None:
+            row = self.conn.execute(
+                "SELECT n FROM columnar_endpoints WHERE app_id = ? AND endpoint_id = ?",
+                (self.app_id, endpoint_id),
+            ).fetchone()
+            if row is None:
+                n = self.fresh[endpoint_id] = -1 - len(self.fresh)
+            else:
+                n = int(row[0])
+            self.known[endpoint_id] = n
+        return n
+
+    def users(self) -> Iterator[tuple[int, str]]:
+        """(endpoint number, user id) of each endpoint of the app that has a user and a
+        number: given by the sealer, or by `of` before."""
+        for n, endpoint_id, user_id in self.conn.execute(
+            "SELECT c.n, e.endpoint_id, e.user_id FROM endpoints e"
+            " LEFT JOIN columnar_endpoints c"
+            " ON c.app_id = e.app_id AND c.endpoint_id = e.endpoint_id"
+            " WHERE e.app_id = ? AND e.user_id IS NOT NULL",
+            (self.app_id,),
+        ):
+            if n is None:
+                n = self.fresh.get(endpoint_id)
+                if n is None:  # no event of it was read
+                    continue
+            yield n, user_id
 
 
 # -- DuckDB over the files ------------------------------------------------------------
@@ -344,16 +411,17 @@ def funnel_depths(
     hi_ms: int,
     steps: Sequence[Step],
     window_ms: int,
-    more: Iterable[tuple[str, int, int, int]],
-    users: Iterable[tuple[str, str]] | None,
+    more: Iterable[tuple[int, int, int, int]],
+    users: Iterable[tuple[int, str]] | None,
     scratch: Path,
 ) -> dict[int, int]:
     """How many subjects reached each depth (1 to len(steps)) of the funnel, at best.
 
     The events are those of `files` with lo_ms <= ts < hi_ms that match a step, and
-    `more`, as (endpoint id, Timestamp, steps matched as bits, events rowid). A subject is
-    an endpoint, or with `users`, (endpoint id, user id) of the endpoints that have a
-    user, the user of an endpoint that has one.
+    `more`, as (endpoint number, Timestamp, steps matched as bits, events rowid), numbered
+    as the files are (see `Numbering`). A subject is an endpoint, or with `users`,
+    (endpoint number, user id) of the endpoints that have a user, the user of an endpoint
+    that has one; `users` is read after `more`.
 
     This is queries.funnel's walk, said in SQL: see `_walk_levels` and `_walk_asof`.
     (As temporary tables: the same queries over CTEs took DuckDB a hundred times
@@ -374,9 +442,9 @@ def funnel_depths(
     params.extend([lo_ms, hi_ms, *types])
     sources = []
     if files:
-        every = _union(files, "endpoint_id, ts, event_type, rid", attributes, [])
+        every = _union(files, "ep, ts, event_type, rid", attributes, [])
         sources.append(
-            f"SELECT endpoint_id, ts, {' | '.join(bits)} AS m, rid FROM {every}"
+            f"SELECT ep, ts, {' | '.join(bits)} AS m, rid FROM {every}"
             f" WHERE ts >= ? AND ts < ? AND event_type IN ({', '.join('?' * len(types))})"
         )
     else:
@@ -390,8 +458,8 @@ def funnel_depths(
         temporary.append(extra)
         if count:
             sources.append(
-                f"SELECT endpoint_id, ts, m, rid FROM read_csv({_literal(str(extra))},"
-                " header = false, columns = {'endpoint_id': 'VARCHAR', 'ts': 'BIGINT',"
+                f"SELECT ep, ts, m, rid FROM read_csv({_literal(str(extra))},"
+                " header = false, columns = {'ep': 'BIGINT', 'ts': 'BIGINT',"
                 " 'm': 'BIGINT', 'rid': 'BIGINT'}, quote = '\"', escape = '\"',"
                 " auto_detect = false)"
             )
@@ -402,37 +470,39 @@ def funnel_depths(
         # rowids (a fifth of what the table holds). Else the events tell.
         apart = len(types) == n
         rid = "" if apart else ", rid"
-        duck.execute(
-            f"CREATE OR REPLACE TEMP TABLE q AS SELECT endpoint_id AS ep, ts AS t, m{rid}"
-            f" FROM ({union}) WHERE m != 0",
-            params,
-        )
-        # Subjects as numbers (the walks sort by them), given to each endpoint of the
-        # events: a join of the few endpoints, not of every event, with their users. A
-        # user is a number from 0 up, an endpoint without one a number below 0.
-        if users is None:
-            named = "SELECT ep, row_number() OVER () AS id FROM (SELECT DISTINCT ep FROM q)"
+        select = f"SELECT * FROM ({union}) WHERE m != 0"
+        if users is None:  # the endpoint numbers are the subjects
+            duck.execute(
+                f"CREATE OR REPLACE TEMP TABLE r AS SELECT ep AS subj, ts AS t, m{rid}"
+                f" FROM ({select})",
+                params,
+            )
         else:
+            duck.execute(
+                f"CREATE OR REPLACE TEMP TABLE q AS SELECT ep, ts AS t, m{rid} FROM ({select})",
+                params,
+            )
+            # A user is a number from 0 up, an endpoint without one a number below 0,
+            # given to each endpoint of the events: a join of the few endpoints, not of
+            # every event, with their users.
             numbers: dict[str, int] = {}
             mapped, _ = _rows_csv(
-                ((endpoint_id, numbers.setdefault(user_id, len(numbers)))
-                 for endpoint_id, user_id in users), scratch,
-            )  # fmt: skip
+                ((ep, numbers.setdefault(user_id, len(numbers))) for ep, user_id in users), scratch
+            )
             temporary.append(mapped)
-            named = (
-                "SELECT e.ep, coalesce(u.id, -row_number() OVER ()) AS id"
+            duck.execute(
+                "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep,"
+                " coalesce(u.id, -row_number() OVER ()) AS id"
                 " FROM (SELECT DISTINCT ep FROM q) e"
                 f" LEFT JOIN read_csv({_literal(str(mapped))}, header = false,"
-                " columns = {'endpoint_id': 'VARCHAR', 'id': 'BIGINT'},"
-                " quote = '\"', escape = '\"', auto_detect = false) u"
-                " ON u.endpoint_id = e.ep"
+                " columns = {'ep': 'BIGINT', 'id': 'BIGINT'}, auto_detect = false) u"
+                " ON u.ep = e.ep"
             )
-        duck.execute(f"CREATE OR REPLACE TEMP TABLE s AS {named}")
-        duck.execute(
-            "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.* EXCLUDE (ep)"
-            " FROM q JOIN s ON s.ep = q.ep"
-        )
-        duck.execute("DROP TABLE q")
+            duck.execute(
+                "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.* EXCLUDE (ep)"
+                " FROM q JOIN s ON s.ep = q.ep"
+            )
+            duck.execute("DROP TABLE q")
         if not apart:
             (shared,) = duck.execute("SELECT count(*) FROM r WHERE m & (m - 1) != 0").fetchall()[0]
             apart = not shared
@@ -547,6 +617,8 @@ class Sealed:
     days: dict[tuple[str, int], tuple[list[Any] | None, list[Any]]] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     rows: int = 0
+    # app -> (its largest endpoint number as the snapshot had it; numbers given since)
+    numbers: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
 
     def discard(self) -> None:
         for path in self.written:
@@ -580,7 +652,7 @@ def _write_parquet(select: str, final: Path) -> None:
     temporary = final.with_suffix(".tmp")
     try:
         _duck().execute(
-            f"COPY ({select} ORDER BY event_type, endpoint_id, ts)"
+            f"COPY ({select} ORDER BY event_type, ep, ts)"
             f" TO {_literal(str(temporary))} (FORMAT parquet)"
         )
         _sync(temporary)
@@ -596,10 +668,10 @@ def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]
     """The CSV of events as a new Parquet file of `folder`, each attribute and metric a
     column of its own (bench/analytics_queries.py: filtering on a column of its own was
     ten times faster than on a MAP of them); return its entry for columnar_days."""
-    final = root / folder / f"{name}.parquet"
+    final = root / folder / f"{name}{_SUFFIX}"
     duck = _duck()
     duck.execute(
-        "CREATE OR REPLACE TEMP TABLE batch AS SELECT rid, endpoint_id, event_type, ts,"
+        "CREATE OR REPLACE TEMP TABLE batch AS SELECT rid, ep, endpoint_id, event_type, ts,"
         " CAST(json_extract(body, '$.Attributes') AS MAP(VARCHAR, VARCHAR)) AS attributes,"
         " CAST(json_extract(body, '$.Metrics') AS MAP(VARCHAR, DOUBLE)) AS metrics"
         f" FROM read_csv({_literal(str(csv_path))}, header = false, columns = {_CSV_COLUMNS},"
@@ -618,7 +690,7 @@ def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]
                 "SELECT DISTINCT unnest(map_keys(metrics)) FROM batch ORDER BY 1"
             ).fetchall()
         ]
-        columns = ["rid", "endpoint_id", "event_type", "ts"]
+        columns = ["rid", "ep", "endpoint_id", "event_type", "ts"]
         columns += [f"map_extract(attributes, {_literal(k)})[1] AS a{i}"
                     for i, k in enumerate(attributes)]  # fmt: skip
         columns += [f"map_extract(metrics, {_literal(k)})[1] AS m{j}"
@@ -657,7 +729,27 @@ class _Writer:
             self.csv_path.unlink()
 
 
-_ROW = "e.rowid, e.endpoint_id, e.event_type, e.ts, CAST(e.body AS TEXT)"
+_ROW = "e.rowid, c.n, e.endpoint_id, e.event_type, e.ts, CAST(e.body AS TEXT)"
+_NUMBERED = (
+    "events e LEFT JOIN columnar_endpoints c"
+    " ON c.app_id = e.app_id AND c.endpoint_id = e.endpoint_id"
+)
+
+
+def _numbered(
+    conn: sqlite3.Connection, sealed: Sealed, app_id: str, row: Sequence[Any]
+) -> Sequence[Any]:
+    """A row of _ROW with its endpoint's number: a new one if it has none yet."""
+    if row[1] is not None:
+        return row
+    if app_id not in sealed.numbers:
+        (top,) = conn.execute(
+            "SELECT coalesce(max(n), 0) FROM columnar_endpoints WHERE app_id = ?", (app_id,)
+        ).fetchone()
+        sealed.numbers[app_id] = (int(top), {})
+    top, given = sealed.numbers[app_id]
+    n = given.setdefault(row[2], top + len(given) + 1)
+    return (row[0], n, *row[2:])
 
 
 def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
@@ -677,7 +769,7 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
         try:
             if days:
                 cursor = conn.execute(
-                    f"SELECT e.app_id, e.hour, {_ROW} FROM events e"
+                    f"SELECT e.app_id, e.hour, {_ROW} FROM {_NUMBERED}"
                     " WHERE e.rowid > ? AND e.rowid <= ?",
                     (watermark, upto),
                 )
@@ -689,7 +781,7 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
                         writer = writers.get(key)
                         if writer is None:
                             writer = writers[key] = _Writer(root)
-                        writer.add((row,))
+                        writer.add((_numbered(conn, sealed, app_id, row),))
             name = f"{upto:015d}-{secrets.token_hex(4)}"
             for key, writer in writers.items():
                 entry = writer.finish(_day_folder(*key), name)
@@ -707,10 +799,14 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
 
 def unsealed_days(conn: sqlite3.Connection, root: Path) -> list[tuple[str, int]]:
     """(app, UTC day) of every day that has events and is not sealed, or whose files are
-    gone, the latest first: a dashboard asks for the last days. One seek per application
-    and hour with events."""
+    gone or of an earlier layout, the latest first: a dashboard asks for the last days.
+    One seek per application and hour with events."""
     days = _sealed_days(conn)
-    found = {key for key, files in days.items() if not all((root / e[0]).exists() for e in files)}
+    found = {
+        key
+        for key, files in days.items()
+        if not all(_current(e) and (root / e[0]).exists() for e in files)
+    }
     apps = conn.execute(
         "WITH RECURSIVE a(app) AS (SELECT min(app_id) FROM events UNION ALL"
         " SELECT (SELECT min(app_id) FROM events WHERE app_id > a.app) FROM a"
@@ -738,12 +834,12 @@ def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Seal
         writer = _Writer(root)
         try:
             cursor = conn.execute(
-                f"SELECT {_ROW} FROM events e WHERE e.app_id = ? AND e.hour >= ?"
+                f"SELECT {_ROW} FROM {_NUMBERED} WHERE e.app_id = ? AND e.hour >= ?"
                 " AND e.hour < ? AND e.rowid <= ?",
                 (app_id, day * HOURS_PER_DAY, (day + 1) * HOURS_PER_DAY, watermark),
             )
             while batch := cursor.fetchmany(10_000):
-                writer.add(batch)
+                writer.add(_numbered(conn, sealed, app_id, row) for row in batch)
             files = []
             if writer.rows:
                 entry = writer.finish(_day_folder(app_id, day), f"{watermark:015d}-r"
@@ -762,11 +858,12 @@ def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Seal
 
 
 def crowded_days(conn: sqlite3.Connection, most: int) -> list[tuple[str, int, list[Any]]]:
-    """Sealed days of more than `most` files, to merge."""
+    """Sealed days of more than `most` files, to merge (those of an earlier layout are
+    copied again instead, see `unsealed_days`)."""
     return [
         (app_id, day, files)
         for (app_id, day), files in _sealed_days(conn).items()
-        if len(files) > most
+        if len(files) > most and all(_current(entry) for entry in files)
     ]
 
 
@@ -778,13 +875,13 @@ def merge(conn: sqlite3.Connection, root: Path, app_id: str, day: int, files: li
     parts = [Part.of(root, entry) for entry in files]
     attributes = sorted({name for p in parts for name in p.attributes})
     metrics = sorted({name for p in parts for name in p.metrics})
-    final = root / _day_folder(app_id, day) / f"{watermark:015d}-m{secrets.token_hex(4)}.parquet"
+    final = root / _day_folder(app_id, day) / f"{watermark:015d}-m{secrets.token_hex(4)}{_SUFFIX}"
     columns = ", ".join(
-        ["rid", "endpoint_id", "event_type", "ts"]
+        ["rid", "ep", "endpoint_id", "event_type", "ts"]
         + [f"a{i}" for i in range(len(attributes))]
         + [f"m{j}" for j in range(len(metrics))]
     )
-    every = _union(parts, "rid, endpoint_id, event_type, ts", attributes, metrics)
+    every = _union(parts, "rid, ep, endpoint_id, event_type, ts", attributes, metrics)
     _write_parquet(f"SELECT {columns} FROM {every}", final)
     sealed.written.append(final)
     sealed.days[(app_id, day)] = (files, [[str(final.relative_to(root)), attributes, metrics]])
@@ -803,6 +900,20 @@ def commit(conn: sqlite3.Connection, sealed: Sealed) -> bool:
         ).fetchone()
         if (orjson.loads(row[0]) if row else None) != before:
             return False
+    for app_id, (top, _given) in sealed.numbers.items():
+        (now,) = conn.execute(
+            "SELECT coalesce(max(n), 0) FROM columnar_endpoints WHERE app_id = ?", (app_id,)
+        ).fetchone()
+        if now != top:  # another copy numbered endpoints since
+            return False
+    conn.executemany(
+        "INSERT INTO columnar_endpoints (app_id, endpoint_id, n) VALUES (?, ?, ?)",
+        [
+            (app_id, endpoint_id, n)
+            for app_id, (_top, given) in sealed.numbers.items()
+            for endpoint_id, n in given.items()
+        ],
+    )
     conn.executemany(
         "INSERT INTO columnar_days (app_id, day, files) VALUES (?, ?, ?)"
         " ON CONFLICT (app_id, day) DO UPDATE SET files = excluded.files",

@@ -525,7 +525,7 @@ class SQLiteStorage:
             outbox_sql.delete_app(conn, app_id)
             outbox_sql.events_deleted(conn)
             hook_cursors.events_deleted(conn)
-            columnar.events_deleted(conn, app_id, None)
+            columnar.app_deleted(conn, app_id)
             self._types.pop(app_id, None)
             self._bodies.drop_app(app_id)
             return _app(row)

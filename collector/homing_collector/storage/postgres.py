@@ -19,9 +19,8 @@ is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming 
 take different rows, and one whose lease ran out (it hung, or was killed) is taken over.
 
 Not kept here yet: the analytics rollups (storage/base.py's `rollups` is False, and
-analytics/rollups.py's tables are not made), the columnar copy, and the features whose
-methods raise `NotImplementedError` below: event streams, in-process event-stream hooks,
-and analytics queries.
+analytics/rollups.py's tables are not made), the columnar copy, and analytics queries
+(`analytics_read` raises `NotImplementedError`).
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from homing_collector.push import epoch_ms
+from homing_collector.storage import pg_streams
 from homing_collector.storage.base import (
     ActivityRecord,
     ApplicationGone,
@@ -172,10 +172,17 @@ class PostgresStorage:
         return await self._write(work)
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async def work(conn: Connection) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+        return await self._reading(work)
+
+    async def _reading(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `work`'s reads on a pooled connection, each statement on its own."""
         try:
             async with self._connections().connection() as conn:
-                cursor = await conn.execute(sql, params)
-                return await cursor.fetchall()
+                return await work(conn)
         except TooManyRequests as exc:
             raise Overloaded(str(exc)) from exc
         except (PoolTimeout, errors.OperationalError) as exc:
@@ -1344,7 +1351,6 @@ class PostgresStorage:
         return await self._write(work)
 
     async def hook_gauges(self) -> dict[str, Any]:
-        """Event streams are not kept on PostgreSQL yet: there are none to gauge."""
         pending = await self._rows(
             "SELECT destination, count(*), min(created_at) FROM outbox WHERE state = 'pending'"
             " GROUP BY destination ORDER BY destination"
@@ -1353,7 +1359,8 @@ class PostgresStorage:
             "SELECT destination, count(*) FROM outbox WHERE state = 'dead'"
             " GROUP BY destination ORDER BY destination"
         )
-        return {"pending": pending, "dead": dead, "streams": []}
+        streams = await self._reading(pg_streams.stream_gauges)
+        return {"pending": pending, "dead": dead, "streams": streams}
 
     async def pending_deliveries(self, app_id: str, destination: str) -> int:
         row = await self._row(
@@ -1370,32 +1377,23 @@ class PostgresStorage:
         )
         return row is not None
 
-    # -- event streams: not on PostgreSQL yet ---------------------------------------------
-    #
-    # SQLite's cursor is the rowid of the last event taken, which its one writer hands out
-    # in commit order. Here a number from a sequence can commit after a larger one, and a
-    # cursor moved past the larger would skip it for good. The design meant for them: each
-    # event row keeps the id of the transaction that stored it (pg_current_xact_id())
-    # beside a number from a sequence; a stream reads, in (transaction, number) order
-    # after its cursor, only rows of transactions older than the oldest still running
-    # (pg_snapshot_xmin(pg_current_snapshot())), all ended, so that nothing can appear
-    # behind the cursor later. Writers are not serialized; a long transaction holds the
-    # streams back (late, never lost); the cursor is the pair (transaction, rank of the
-    # row in it), packed into the protocol's one integer: transaction << 20 | rank.
+    # -- event streams and in-process hooks (SQL in pg_streams.py) -------------------------
 
     async def get_event_stream(self, app_id: str) -> EventStreamRecord | None:
-        raise _missing("event streams")
+        return await self._reading(partial(pg_streams.get_stream, app_id=app_id))
 
     async def list_event_streams(self) -> list[EventStreamRecord]:
-        raise _missing("event streams")
+        return await self._reading(pg_streams.list_streams)
 
     async def put_event_stream(
         self, app_id: str, destination: str, role_arn: str, modified: str, by: str
     ) -> EventStreamRecord:
-        raise _missing("event streams")
+        return await self._write(partial(pg_streams.put_stream, app_id=app_id,
+                                         destination=destination, role_arn=role_arn,
+                                         modified=modified, by=by))  # fmt: skip
 
     async def delete_event_stream(self, app_id: str) -> EventStreamRecord | None:
-        raise _missing("event streams")
+        return await self._write(partial(pg_streams.delete_stream, app_id=app_id))
 
     async def read_event_stream(
         self,
@@ -1404,7 +1402,14 @@ class PostgresStorage:
         limit: int,
         build: Callable[[list[StreamRow], dict[str, bytes]], T],
     ) -> tuple[T, int]:
-        raise _missing("event streams")
+        async def read(conn: Connection) -> tuple[list[StreamRow], int, dict[str, bytes]]:
+            rows, to = await pg_streams.stream_rows(conn, app_id, after, limit)
+            keys = [(app_id, row.endpoint_id) for row in rows]
+            found = await pg_streams.endpoint_bodies(conn, keys)
+            return rows, to, {endpoint_id: body for (_, endpoint_id), body in found.items()}
+
+        rows, to, bodies = await self._reading(read)
+        return await asyncio.to_thread(build, rows, bodies), to
 
     async def advance_event_stream(
         self,
@@ -1414,12 +1419,19 @@ class PostgresStorage:
         deliveries: Sequence[NewDelivery],
         now: float,
     ) -> bool:
-        raise _missing("event streams")
+        """Move the cursor and queue the deliveries in one transaction; nothing is
+        written if another process moved the cursor, or the stream is gone."""
 
-    # -- in-process event-stream hooks: not on PostgreSQL yet -----------------------------
+        async def work(conn: Connection) -> bool:
+            if not await pg_streams.move_stream(conn, app_id, after, to):
+                return False
+            await _enqueue(conn, deliveries, now)
+            return True
+
+        return await self._write(work)
 
     async def open_hook_cursors(self, names: Sequence[str]) -> dict[str, int]:
-        raise _missing("in-process event-stream hooks")
+        return await self._write(partial(pg_streams.ensure_cursors, names=names))
 
     async def read_hook_stream(
         self,
@@ -1427,13 +1439,23 @@ class PostgresStorage:
         limit: int,
         build: Callable[[list[HookRow], dict[tuple[str, str], bytes]], T],
     ) -> tuple[T, int, int]:
-        raise _missing("in-process event-stream hooks")
+        async def read(
+            conn: Connection,
+        ) -> tuple[int, list[HookRow], dict[tuple[str, str], bytes]]:
+            after = await pg_streams.get_cursor(conn, name)
+            rows = await pg_streams.rows_after(conn, after, limit)
+            keys = [(row.app_id, row.endpoint_id) for row in rows]
+            return after, rows, await pg_streams.endpoint_bodies(conn, keys)
+
+        after, rows, bodies = await self._reading(read)
+        records = await asyncio.to_thread(build, rows, bodies)
+        return records, after, rows[-1].rowid if rows else after
 
     async def advance_hook_cursor(self, name: str, after: int, to: int) -> bool:
-        raise _missing("in-process event-stream hooks")
+        return await self._write(partial(pg_streams.move_cursor, name=name, after=after, to=to))
 
     async def hook_lag(self, names: Sequence[str]) -> dict[str, int]:
-        raise _missing("in-process event-stream hooks")
+        return await self._reading(partial(pg_streams.lag, names=names))
 
     # -- analytics queries: not on PostgreSQL yet -----------------------------------------
 
@@ -1451,6 +1473,7 @@ _APP_TABLES = (
     "app_retention", "device_credentials", "push_messages", "push_endpoints", "segments",
     "segment_versions", "import_jobs", "import_members", "campaigns", "campaign_versions",
     "campaign_activities", "campaign_sends", "hook_secrets", "outbox", "hook_destinations",
+    "event_streams",
 )  # fmt: skip
 
 
@@ -2011,11 +2034,16 @@ async def _insert_events(conn: Connection, app_id: str, rows: Sequence[EventRow]
     stored event, 54% -> 83% of SQLite's events/s."""
     if not rows:
         return 0
+    if len(rows) > pg_streams.MAX_RANK:
+        raise ValueError(f"rows: at most {pg_streams.MAX_RANK} events in one transaction")
     endpoint_ids, event_ids, types, stamps, arrivals, sessions, bodies = zip(*rows, strict=True)
+    # Each event's position (storage/pg_streams.py): its transaction's, plus its rank.
     cursor = await conn.execute(
         "WITH stored AS (INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type,"
-        " ts, arrival, session_id, body) SELECT %s, * FROM unnest(%b::bigint[], %b::text[],"
+        " ts, arrival, session_id, body, pos) SELECT %s, u.h, u.e, u.i, u.t, u.ts, u.a, u.s,"
+        f" u.b, {pg_streams.NEXT_POSITION} + u.n - 1 FROM unnest(%b::bigint[], %b::text[],"
         " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::bytea[])"
+        " WITH ORDINALITY AS u(h, e, i, t, ts, a, s, b, n)"
         " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM stored",
         (app_id, [ts // HOUR_MS for ts in stamps], list(endpoint_ids), list(event_ids),
          list(types), list(stamps), list(arrivals), list(sessions), list(bodies)),

@@ -1362,6 +1362,42 @@ def test_postgres_cursors_skip_no_transaction_that_commits_after_later_ones(
     asyncio.run(scenario())
 
 
+def test_postgres_push_queued_by_one_collector_is_reported_to_another_at_once(
+    postgres_url: str,
+) -> None:
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def reported(storage: Storage, within: float) -> list[tuple[str, str, int]] | None:
+        deadline = time.monotonic() + within
+        while (changes := await storage.push_changes(0)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return changes
+
+    async def scenario() -> None:
+        sender, holder, poller = (PostgresStorage(postgres_url, listen=listen)
+                                  for listen in (True, True, False))  # fmt: skip
+        for storage in (sender, holder, poller):
+            await storage.start()
+        try:
+            await sender.create_app(AppRecord(APP, "app", NOW, {}))
+            # Its first calls read, until its LISTEN is on; then none, as nothing is queued.
+            deadline = time.monotonic() + 5.0
+            while await holder.push_changes(0) == [] and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert await holder.push_changes(0) is None
+            assert await poller.push_changes(0) == []  # without LISTEN: always reads
+            await sender.queue_push(APP, [push("e1", "m1", expires_at=10**15)], queue_limit=5)
+            # At its commit: well within the bound, which only tells "soon" from "never".
+            assert await reported(holder, 2.0) == [(APP, "e1", 1)]
+            assert await holder.push_changes(0) is None
+            assert await poller.push_changes(0) == [(APP, "e1", 1)]
+        finally:
+            for storage in (sender, holder, poller):
+                await storage.close()
+
+    asyncio.run(scenario())
+
+
 def test_deleting_an_application_takes_its_campaigns_and_deliveries(backend: Backend) -> None:
     async def scenario(storage: Storage) -> None:
         await new_segment(storage, "s1")

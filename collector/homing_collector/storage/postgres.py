@@ -26,6 +26,7 @@ analytics/rollups.py's tables are not made), the columnar copy, and analytics qu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -86,6 +87,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[Any]
+logger = logging.getLogger("homing_collector")
+
+PUSH_CHANNEL = "homing_push"  # NOTIFY'd by each transaction that queues pushes
+_RELISTEN_SECONDS = 1.0  # between attempts to listen again after the connection was lost
 
 _ATTEMPTS = 5  # runs of a transaction that PostgreSQL aborted to break a deadlock
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
@@ -97,12 +102,26 @@ class PostgresStorage:
     columnar: Path | None = None
     full_since: float | None = None  # PostgreSQL's own full disk is its operator's alarm
 
-    def __init__(self, url: str, *, max_connections: int = 10, max_pending: int = 4096) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 10,
+        max_pending: int = 4096,
+        listen: bool = True,
+    ) -> None:
         self.url = url
         self.max_connections = max_connections
         self.max_pending = max_pending  # requests waiting for a connection, then 429
+        # LISTEN for queued pushes on a connection of its own; False reads the recent
+        # pushes at every push_changes() instead, for a pooler that hands each
+        # transaction another server connection (PgBouncer in transaction mode).
+        self.listen = listen
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._writes: set[asyncio.Task[Any]] = set()  # under way, awaited by close()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False  # LISTEN is in effect: a NOTIFY sets _pushed
+        self._pushed = True  # a push may have been queued since the last push_changes()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -124,9 +143,31 @@ class PostgresStorage:
             await pool.close()
             raise
         self._pool = pool
+        if self.listen:
+            self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        """Set _pushed at each push queued by any collector, for as long as this runs."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {PUSH_CHANNEL}")
+                    self._listening = True
+                    self._pushed = True  # those queued while nobody listened
+                    async for _ in conn.notifies():
+                        self._pushed = True
+            except psycopg.OperationalError as exc:
+                logger.warning("PostgreSQL: LISTEN %s lost (%s); polling", PUSH_CHANNEL, exc)
+            finally:
+                self._listening = False
+            await asyncio.sleep(_RELISTEN_SECONDS)
 
     async def close(self) -> None:
         """Close the pool once the writes under way are committed."""
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         # Those of cancelled requests too: the pool would not wait for them.
         await asyncio.gather(*self._writes, return_exceptions=True)
         if self._pool is not None:
@@ -607,13 +648,20 @@ class PostgresStorage:
         return await self._write(work)
 
     async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
-        """Never None: PostgreSQL has no cheap "nothing committed since" (LISTEN/NOTIFY is
-        still to come), so every call reads the recent messages."""
-        rows = await self._rows(
-            "SELECT app_id, endpoint_id, max(seq) FROM push_messages"
-            " WHERE delivered_at IS NULL AND created_at >= %s GROUP BY app_id, endpoint_id",
-            (since_ms,),
-        )
+        """None when no push was NOTIFY'd since the last call; without LISTEN (`listen`
+        False, or its connection lost), never None: every call reads the recent pushes."""
+        if self._listening and not self._pushed:
+            return None
+        self._pushed = False  # before the read: a NOTIFY during it makes the next one read
+        try:
+            rows = await self._rows(
+                "SELECT app_id, endpoint_id, max(seq) FROM push_messages"
+                " WHERE delivered_at IS NULL AND created_at >= %s GROUP BY app_id, endpoint_id",
+                (since_ms,),
+            )
+        except BaseException:
+            self._pushed = True  # not read: the next call tries again
+            raise
         return [(app_id, endpoint_id, int(seq)) for app_id, endpoint_id, seq in rows]
 
     # -- segments ---------------------------------------------------------------------------
@@ -2085,6 +2133,8 @@ async def _queue_push(
             rows.append((app_id, endpoint_id, seq, message.message_id, message.silent,
                          message.payload, message.campaign_id, now_ms,
                          message.expires_at))  # fmt: skip
+    # Delivered to every collector's LISTEN at the commit (push_changes).
+    await conn.execute("SELECT pg_notify(%s, '')", (PUSH_CHANNEL,))
     async with conn.cursor() as insert:
         await insert.executemany(
             "INSERT INTO push_messages (app_id, endpoint_id, seq, message_id, silent,"

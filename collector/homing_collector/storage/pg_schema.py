@@ -324,7 +324,7 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         # transactions that have all ended. Events stored before this migration have pos
         # 0, before every cursor: a stream or hook made since starts after them. The
         # streams' and hooks' cursors are positions (an event's pos, or one before a
-        # transaction's first).
+        # transaction's first). Not for Citus: each worker numbers its own transactions.
         """
         ALTER TABLE events ADD COLUMN pos bigint NOT NULL DEFAULT 0;
         ALTER TABLE events ALTER COLUMN pos DROP DEFAULT;

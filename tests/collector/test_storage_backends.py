@@ -1362,6 +1362,71 @@ def test_postgres_cursors_skip_no_transaction_that_commits_after_later_ones(
     asyncio.run(scenario())
 
 
+def test_a_hook_reading_while_collectors_write_at_once_misses_nothing(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.open_hook_cursors(["h"])
+        seen: list[str] = []
+
+        async def drain() -> None:
+            (ids, _), after, to = await storage.read_hook_stream("h", 7, event_ids)
+            seen.extend(ids)
+            assert await storage.advance_hook_cursor("h", after, to)
+
+        async with collectors(backend, 4) as writers:
+
+            async def write(n: int, writer: Storage) -> None:
+                for batch in range(5):
+                    await put(writer, [event(f"e{n}", f"{n}-{batch}-{k}") for k in range(3)])
+
+            writing = asyncio.gather(*(write(n, w) for n, w in enumerate(writers)))
+            while not writing.done():
+                await drain()
+                await asyncio.sleep(0)
+            await writing
+        for _ in range(20):
+            await drain()
+        assert sorted(seen) == sorted(f"{n}-{b}-{k}" for n in range(4) for b in range(5)
+                                      for k in range(3))  # fmt: skip
+
+    run(backend, scenario)
+
+
+def test_postgres_a_stream_made_while_a_write_is_under_way_gets_its_events(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    from homing_collector.storage.pg_streams import NEXT_POSITION
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def scenario() -> None:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        try:
+            await storage.create_app(AppRecord(APP, "app", NOW, {}))
+            async with await psycopg.AsyncConnection.connect(postgres_url) as slow:
+                await slow.execute(
+                    "INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type, ts,"
+                    " arrival, session_id, body, pos) VALUES (%s, 0, 'e2', 'under way', 'play',"
+                    f" 0, 0, NULL, '', {NEXT_POSITION})",
+                    (APP,),
+                )
+                # Committed first, by a later transaction: the stored event after which
+                # a stream would start, were it to start after the last one committed.
+                await put(storage, [event("e1", "committed")])
+                made = await storage.put_event_stream(APP, "file:///tmp/s", "r", NOW, "me")
+                first = (await storage.open_hook_cursors(["h"]))["h"]
+                await slow.commit()
+            (ids, _), _ = await storage.read_event_stream(APP, made.cursor, 10, event_ids)
+            assert "under way" in ids  # "committed" may come too: at least once
+            assert (await storage.read_hook_stream("h", 10, event_ids))[0][0] == ids
+            assert first == made.cursor
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
 def test_postgres_push_queued_by_one_collector_is_reported_to_another_at_once(
     postgres_url: str,
 ) -> None:

@@ -1427,6 +1427,46 @@ def test_postgres_a_stream_made_while_a_write_is_under_way_gets_its_events(
     asyncio.run(scenario())
 
 
+def test_in_process_event_stream_hooks_run_on_each_backend(backend: Backend) -> None:
+    from homing_collector import Hooks
+    from homing_collector.hooks.hook_stream import HookStreams
+    from homing_collector.hooks.registry import Registry
+    from homing_collector.hooks.runner import HookRunner
+    from homing_collector.metrics import Metrics
+
+    async def scenario(storage: Storage) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+
+        async def hook(records: list[dict[str, Any]]) -> None:
+            got.extend(records)
+
+        registry = Registry()
+        registry.add_given([Hooks(event_stream=hook, name="h")])
+        runner = HookRunner(registry, Metrics())
+        streams = HookStreams(storage, runner, idle_interval=0.01, batch_events=2)
+        await put(storage, [event("e1", "before")])
+        await streams.start()
+        try:
+            updates = [update("e1", ChannelType="GCM")]
+            body = {"EventType": "play", "Timestamp": "2025-12-01T00:00:00.000Z"}
+            rows = [
+                EventRow("e1", f"x{n}", "play", T0, T0 + 5, None, orjson.dumps(body))
+                for n in range(5)
+            ]
+            await put(storage, rows, updates)
+            deadline = time.monotonic() + 10
+            while len(got) < 5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            await streams.close()
+            await runner.close()
+        return got
+
+    got = run(backend, scenario)
+    assert [record["event_id"] for record in got] == [f"x{n}" for n in range(5)]
+    assert got[0]["endpoint"]["ChannelType"] == "GCM"
+
+
 def test_postgres_push_queued_by_one_collector_is_reported_to_another_at_once(
     postgres_url: str,
 ) -> None:

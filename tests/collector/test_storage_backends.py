@@ -1467,6 +1467,34 @@ def test_in_process_event_stream_hooks_run_on_each_backend(backend: Backend) -> 
     assert got[0]["endpoint"]["ChannelType"] == "GCM"
 
 
+def test_an_event_streams_pump_queues_every_event_in_order_on_each_backend(
+    backend: Backend,
+) -> None:
+    import gzip
+
+    from homing_collector.hooks.streams import StreamPump
+
+    async def scenario(storage: Storage) -> list[str]:
+        pump = StreamPump(storage, wake=lambda: None, clock=lambda: 1.0, batch_events=2)
+        await storage.put_event_stream(APP, "file:///tmp/stream", "role", NOW, "me")
+        body = {"EventType": "play", "Timestamp": "2025-12-01T00:00:00.000Z"}
+        for n in range(5):
+            row = EventRow("e1", f"x{n}", "play", T0 + n, T0 + 5, None, orjson.dumps(body))
+            await put(storage, [row._replace(event_id=f"o{n}")], app_id=OTHER)
+            await put(storage, [row])
+        while await pump.pass_once():
+            pass
+        sent: list[str] = []
+        while batch := await claim(storage, "me", 2.0):
+            for delivery in batch:
+                lines = gzip.decompress(delivery.body).splitlines()
+                sent += [orjson.loads(line)["event_id"] for line in lines]
+                assert await storage.settle_delivery(delivery, "me", "delivered", now=2.0)
+        return sent
+
+    assert run(backend, scenario) == [f"x{n}" for n in range(5)]
+
+
 def test_postgres_push_queued_by_one_collector_is_reported_to_another_at_once(
     postgres_url: str,
 ) -> None:

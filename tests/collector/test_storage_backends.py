@@ -1531,6 +1531,43 @@ def test_postgres_push_queued_by_one_collector_is_reported_to_another_at_once(
     asyncio.run(scenario())
 
 
+def test_postgres_push_changes_read_while_the_listen_connection_is_lost(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    from homing_collector.storage.postgres import PUSH_CHANNEL, PostgresStorage
+
+    async def quiet(storage: Storage) -> bool:
+        """Whether push_changes comes to answer None (LISTEN on, nothing queued)."""
+        deadline = time.monotonic() + 10
+        while await storage.push_changes(0) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await storage.push_changes(0) is None
+
+    async def scenario() -> None:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        try:
+            await storage.create_app(AppRecord(APP, "app", NOW, {}))
+            assert await quiet(storage)
+            async with await psycopg.AsyncConnection.connect(postgres_url) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query = %s AND pid <> pg_backend_pid()",
+                    (f"LISTEN {PUSH_CHANNEL}",),
+                )
+            await asyncio.sleep(0.2)
+            # A NOTIFY sent now would reach nobody: every call reads meanwhile.
+            await storage.queue_push(APP, [push("e1", "m1", expires_at=10**15)], queue_limit=5)
+            assert await storage.push_changes(0) == [(APP, "e1", 1)]
+            assert await quiet(storage)  # listening again
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
 def test_deleting_an_application_takes_its_campaigns_and_deliveries(backend: Backend) -> None:
     async def scenario(storage: Storage) -> None:
         await new_segment(storage, "s1")

@@ -156,7 +156,7 @@ class PostgresStorage:
                     self._pushed = True  # those queued while nobody listened
                     async for _ in conn.notifies():
                         self._pushed = True
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:  # the connection lost, or refused
                 logger.warning("PostgreSQL: LISTEN %s lost (%s); polling", PUSH_CHANNEL, exc)
             finally:
                 self._listening = False

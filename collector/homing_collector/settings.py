@@ -29,8 +29,8 @@ def database_path(raw: str) -> Path:
     if scheme.lower() == "sqlite":
         return Path(rest.removeprefix("//") or ".")
     if scheme.lower() in ("postgresql", "postgres"):
-        # The PostgreSQL storage (storage/postgres.py) lacks campaigns, hooks, event
-        # streams and analytics so far: a collector on it would fail at those.
+        # The PostgreSQL storage (storage/postgres.py) lacks the analytics so far: a
+        # collector on it would fail at those.
         raise ValueError(
             "db_path: PostgreSQL is not supported by this version of the collector yet: its "
             "storage is not complete (see docs/deployment.md); give the path of a SQLite file "

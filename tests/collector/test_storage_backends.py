@@ -1235,6 +1235,339 @@ def test_two_collectors_outboxes_deliver_each_call_once(backend: Backend) -> Non
     assert len(calls) == 36  # the 6 refused, tried again
 
 
+# -- event streams and in-process hooks -------------------------------------------------
+
+
+def event_ids(rows: Sequence[Any], bodies: dict[Any, bytes]) -> tuple[list[str], list[Any]]:
+    """A stream's `build`: the events' ids in the order read, and whose bodies came."""
+    return [row.event_id for row in rows], sorted(bodies)
+
+
+def test_an_event_stream_reads_its_applications_events_in_order_once_moved(
+    backend: Backend,
+) -> None:
+    async def scenario(storage: Storage) -> None:
+        await put(storage, [event("e1", "before")], [update("e1", ChannelType="GCM")])
+        made = await storage.put_event_stream(APP, "file:///tmp/s", "role", NOW, "me")
+        assert await storage.list_event_streams() == [made]
+        await put(storage, [event("e1", f"x{n}", at=T0 + n) for n in range(3)])
+        await put(storage, [event("e9", "theirs")], app_id=OTHER)
+        await put(storage, [event("e2", f"y{n}", at=T0 + n) for n in range(2)])
+
+        (ids, bodies), to = await storage.read_event_stream(APP, made.cursor, 4, event_ids)
+        assert (ids, bodies) == (["x0", "x1", "x2", "y0"], ["e1"])
+        delivery = NewDelivery("m1", APP, made.destination, b"batch", "text/plain", None, True)
+        assert await storage.advance_event_stream(APP, made.cursor, to, [delivery], 1.0)
+        assert not await storage.advance_event_stream(APP, made.cursor, to, [delivery], 1.0)
+        assert await storage.pending_deliveries(APP, made.destination) == 1
+
+        (ids, _), end = await storage.read_event_stream(APP, to, 4, event_ids)
+        assert ids == ["y1"]
+        assert await storage.advance_event_stream(APP, to, end, [], 1.0)
+        assert (await storage.read_event_stream(APP, end, 4, event_ids))[0] == ([], [])
+        ((app_id, destination, _, oldest),) = (await storage.hook_gauges())["streams"]
+        assert (app_id, destination, oldest) == (APP, made.destination, None)
+
+        await put(storage, [event("e1", "z")])
+        ((_, _, lag, oldest),) = (await storage.hook_gauges())["streams"]
+        assert (lag, oldest) == (1, T0 + 5)
+        gone = await storage.delete_event_stream(APP)
+        assert gone is not None and gone.cursor == end
+        assert await storage.get_event_stream(APP) is None
+
+    run(backend, scenario)
+
+
+def test_hook_cursors_give_every_applications_events_in_order(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await put(storage, [event("e1", "before")])
+        first = (await storage.open_hook_cursors(["h"]))["h"]
+        await put(
+            storage, [event("e1", "a0"), event("e1", "a1")], [update("e1", ChannelType="GCM")]
+        )
+        await put(storage, [event("e2", "b0")], app_id=OTHER)
+        assert await storage.hook_lag(["h"]) == {"h": 3}
+
+        (ids, bodies), after, to = await storage.read_hook_stream("h", 2, event_ids)
+        assert (ids, bodies, after) == (["a0", "a1"], [(APP, "e1")], first)
+        assert await storage.advance_hook_cursor("h", after, to)
+        assert not await storage.advance_hook_cursor("h", after, to)
+        assert await storage.open_hook_cursors(["h"]) == {"h": to}
+        (ids, _), after, end = await storage.read_hook_stream("h", 2, event_ids)
+        assert (ids, after) == (["b0"], to)
+        assert await storage.advance_hook_cursor("h", to, end)
+        assert await storage.hook_lag(["h"]) == {"h": 0}
+        assert (await storage.read_hook_stream("h", 2, event_ids))[1:] == (end, end)
+
+    run(backend, scenario)
+
+
+def test_a_cursor_stays_before_the_events_stored_after_others_are_deleted(
+    backend: Backend,
+) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.open_hook_cursors(["h"])
+        await put(storage, [event("e1", "old", at=T0 - 10 * HOUR), event("e1", "read")])
+        (_, _), after, to = await storage.read_hook_stream("h", 10, event_ids)
+        assert await storage.advance_hook_cursor("h", after, to)
+        # The last events go; the next ones must still come (SQLite gives their rowids
+        # again, so it moves the cursor back).
+        await storage.delete_endpoint(APP, "e1")
+        await put(storage, [event("e2", "new")])
+        (ids, _), _, _ = await storage.read_hook_stream("h", 10, event_ids)
+        assert ids == ["new"]
+
+    run(backend, scenario)
+
+
+def test_postgres_cursors_skip_no_transaction_that_commits_after_later_ones(
+    postgres_url: str,
+) -> None:
+    # A transaction that started first and commits last: a cursor moved past the events
+    # of those that committed before it (a sequence's numbers would put it there) must
+    # still give its events.
+    import psycopg
+
+    from homing_collector.storage.pg_streams import NEXT_POSITION
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def read_all(storage: Storage, seen: list[str]) -> None:
+        (ids, _), after, to = await storage.read_hook_stream("h", 100, event_ids)
+        seen.extend(ids)
+        assert await storage.advance_hook_cursor("h", after, to)
+
+    async def scenario() -> None:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        await storage.create_app(AppRecord(APP, "app", NOW, {}))
+        await storage.open_hook_cursors(["h"])
+        seen: list[str] = []
+        async with await psycopg.AsyncConnection.connect(postgres_url) as slow:
+            # Started first: its transaction id is below the one that commits next.
+            await slow.execute("SELECT pg_current_xact_id()")
+            await put(storage, [event("e1", "fast")])
+            await read_all(storage, seen)
+            await slow.execute(
+                "INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type, ts,"
+                f" arrival, session_id, body, pos) VALUES (%s, 0, 'e2', 'slow', 'play', 0, 0,"
+                f" NULL, '', {NEXT_POSITION})",
+                (APP,),
+            )
+            await slow.commit()
+        await put(storage, [event("e1", "after")])
+        await read_all(storage, seen)
+        await storage.close()
+        assert sorted(seen) == ["after", "fast", "slow"]
+
+    asyncio.run(scenario())
+
+
+def test_a_hook_reading_while_collectors_write_at_once_misses_nothing(backend: Backend) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.open_hook_cursors(["h"])
+        seen: list[str] = []
+
+        async def drain() -> None:
+            (ids, _), after, to = await storage.read_hook_stream("h", 7, event_ids)
+            seen.extend(ids)
+            assert await storage.advance_hook_cursor("h", after, to)
+
+        async with collectors(backend, 4) as writers:
+
+            async def write(n: int, writer: Storage) -> None:
+                for batch in range(5):
+                    await put(writer, [event(f"e{n}", f"{n}-{batch}-{k}") for k in range(3)])
+
+            writing = asyncio.gather(*(write(n, w) for n, w in enumerate(writers)))
+            while not writing.done():
+                await drain()
+                await asyncio.sleep(0)
+            await writing
+        for _ in range(20):
+            await drain()
+        assert sorted(seen) == sorted(f"{n}-{b}-{k}" for n in range(4) for b in range(5)
+                                      for k in range(3))  # fmt: skip
+
+    run(backend, scenario)
+
+
+def test_postgres_a_stream_made_while_a_write_is_under_way_gets_its_events(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    from homing_collector.storage.pg_streams import NEXT_POSITION
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def scenario() -> None:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        try:
+            await storage.create_app(AppRecord(APP, "app", NOW, {}))
+            async with await psycopg.AsyncConnection.connect(postgres_url) as slow:
+                await slow.execute(
+                    "INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type, ts,"
+                    " arrival, session_id, body, pos) VALUES (%s, 0, 'e2', 'under way', 'play',"
+                    f" 0, 0, NULL, '', {NEXT_POSITION})",
+                    (APP,),
+                )
+                # Committed first, by a later transaction: the stored event after which
+                # a stream would start, were it to start after the last one committed.
+                await put(storage, [event("e1", "committed")])
+                made = await storage.put_event_stream(APP, "file:///tmp/s", "r", NOW, "me")
+                first = (await storage.open_hook_cursors(["h"]))["h"]
+                await slow.commit()
+            (ids, _), _ = await storage.read_event_stream(APP, made.cursor, 10, event_ids)
+            assert "under way" in ids  # "committed" may come too: at least once
+            assert (await storage.read_hook_stream("h", 10, event_ids))[0][0] == ids
+            assert first == made.cursor
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_in_process_event_stream_hooks_run_on_each_backend(backend: Backend) -> None:
+    from homing_collector import Hooks
+    from homing_collector.hooks.hook_stream import HookStreams
+    from homing_collector.hooks.registry import Registry
+    from homing_collector.hooks.runner import HookRunner
+    from homing_collector.metrics import Metrics
+
+    async def scenario(storage: Storage) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+
+        async def hook(records: list[dict[str, Any]]) -> None:
+            got.extend(records)
+
+        registry = Registry()
+        registry.add_given([Hooks(event_stream=hook, name="h")])
+        runner = HookRunner(registry, Metrics())
+        streams = HookStreams(storage, runner, idle_interval=0.01, batch_events=2)
+        await put(storage, [event("e1", "before")])
+        await streams.start()
+        try:
+            updates = [update("e1", ChannelType="GCM")]
+            body = {"EventType": "play", "Timestamp": "2025-12-01T00:00:00.000Z"}
+            rows = [
+                EventRow("e1", f"x{n}", "play", T0, T0 + 5, None, orjson.dumps(body))
+                for n in range(5)
+            ]
+            await put(storage, rows, updates)
+            deadline = time.monotonic() + 10
+            while len(got) < 5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            await streams.close()
+            await runner.close()
+        return got
+
+    got = run(backend, scenario)
+    assert [record["event_id"] for record in got] == [f"x{n}" for n in range(5)]
+    assert got[0]["endpoint"]["ChannelType"] == "GCM"
+
+
+def test_an_event_streams_pump_queues_every_event_in_order_on_each_backend(
+    backend: Backend,
+) -> None:
+    import gzip
+
+    from homing_collector.hooks.streams import StreamPump
+
+    async def scenario(storage: Storage) -> list[str]:
+        pump = StreamPump(storage, wake=lambda: None, clock=lambda: 1.0, batch_events=2)
+        await storage.put_event_stream(APP, "file:///tmp/stream", "role", NOW, "me")
+        body = {"EventType": "play", "Timestamp": "2025-12-01T00:00:00.000Z"}
+        for n in range(5):
+            row = EventRow("e1", f"x{n}", "play", T0 + n, T0 + 5, None, orjson.dumps(body))
+            await put(storage, [row._replace(event_id=f"o{n}")], app_id=OTHER)
+            await put(storage, [row])
+        while await pump.pass_once():
+            pass
+        sent: list[str] = []
+        while batch := await claim(storage, "me", 2.0):
+            for delivery in batch:
+                lines = gzip.decompress(delivery.body).splitlines()
+                sent += [orjson.loads(line)["event_id"] for line in lines]
+                assert await storage.settle_delivery(delivery, "me", "delivered", now=2.0)
+        return sent
+
+    assert run(backend, scenario) == [f"x{n}" for n in range(5)]
+
+
+def test_postgres_push_queued_by_one_collector_is_reported_to_another_at_once(
+    postgres_url: str,
+) -> None:
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def reported(storage: Storage, within: float) -> list[tuple[str, str, int]] | None:
+        deadline = time.monotonic() + within
+        while (changes := await storage.push_changes(0)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return changes
+
+    async def scenario() -> None:
+        sender, holder, poller = (PostgresStorage(postgres_url, listen=listen)
+                                  for listen in (True, True, False))  # fmt: skip
+        for storage in (sender, holder, poller):
+            await storage.start()
+        try:
+            await sender.create_app(AppRecord(APP, "app", NOW, {}))
+            # Its first calls read, until its LISTEN is on; then none, as nothing is queued.
+            deadline = time.monotonic() + 5.0
+            while await holder.push_changes(0) == [] and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert await holder.push_changes(0) is None
+            assert await poller.push_changes(0) == []  # without LISTEN: always reads
+            await sender.queue_push(APP, [push("e1", "m1", expires_at=10**15)], queue_limit=5)
+            # At its commit: well within the bound, which only tells "soon" from "never".
+            assert await reported(holder, 2.0) == [(APP, "e1", 1)]
+            assert await holder.push_changes(0) is None
+            assert await poller.push_changes(0) == [(APP, "e1", 1)]
+        finally:
+            for storage in (sender, holder, poller):
+                await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_postgres_push_changes_read_while_the_listen_connection_is_lost(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    from homing_collector.storage.postgres import PUSH_CHANNEL, PostgresStorage
+
+    async def quiet(storage: Storage) -> bool:
+        """Whether push_changes comes to answer None (LISTEN on, nothing queued)."""
+        deadline = time.monotonic() + 10
+        while await storage.push_changes(0) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await storage.push_changes(0) is None
+
+    async def scenario() -> None:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        try:
+            await storage.create_app(AppRecord(APP, "app", NOW, {}))
+            assert await quiet(storage)
+            async with await psycopg.AsyncConnection.connect(postgres_url) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query = %s AND pid <> pg_backend_pid()",
+                    (f"LISTEN {PUSH_CHANNEL}",),
+                )
+            await asyncio.sleep(0.2)
+            # A NOTIFY sent now would reach nobody: every call reads meanwhile.
+            await storage.queue_push(APP, [push("e1", "m1", expires_at=10**15)], queue_limit=5)
+            assert await storage.push_changes(0) == [(APP, "e1", 1)]
+            assert await quiet(storage)  # listening again
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
 def test_deleting_an_application_takes_its_campaigns_and_deliveries(backend: Backend) -> None:
     async def scenario(storage: Storage) -> None:
         await new_segment(storage, "s1")
@@ -1372,10 +1705,8 @@ def test_postgres_names_the_features_it_lacks(postgres_url: str) -> None:
         storage = PostgresStorage(postgres_url)
         await storage.start()
         try:
-            with pytest.raises(NotImplementedError, match="event streams: not supported on Postg"):
-                await storage.list_event_streams()
-            with pytest.raises(NotImplementedError, match="in-process event-stream hooks"):
-                await storage.hook_lag(["h"])
+            with pytest.raises(NotImplementedError, match="analytics queries: not supported on"):
+                await storage.analytics_read(lambda conn: None)
         finally:
             await storage.close()
 

@@ -316,6 +316,33 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        7,
+        # Event streams and in-process hooks (storage/pg_streams.py). An event's `pos` is
+        # the id of the transaction that stored it, shifted left by POS_RANK_BITS, plus its
+        # rank in that transaction: readers go in pos order, and only through
+        # transactions that have all ended. Events stored before this migration have pos
+        # 0, before every cursor: a stream or hook made since starts after them. The
+        # streams' and hooks' cursors are positions (an event's pos, or one before a
+        # transaction's first). Not for Citus: each worker numbers its own transactions.
+        """
+        ALTER TABLE events ADD COLUMN pos bigint NOT NULL DEFAULT 0;
+        ALTER TABLE events ALTER COLUMN pos DROP DEFAULT;
+        CREATE INDEX events_pos ON events (pos);
+        CREATE TABLE event_streams (
+            app_id text COLLATE "C" PRIMARY KEY,
+            destination text COLLATE "C" NOT NULL,
+            role_arn text COLLATE "C" NOT NULL,
+            last_modified text COLLATE "C" NOT NULL,
+            last_updated_by text COLLATE "C" NOT NULL,
+            cursor bigint NOT NULL
+        );
+        CREATE TABLE hook_cursors (
+            name text COLLATE "C" PRIMARY KEY,
+            cursor bigint NOT NULL
+        );
+        """,
+    ),
 ]
 
 

@@ -19,14 +19,14 @@ is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming 
 take different rows, and one whose lease ran out (it hung, or was killed) is taken over.
 
 Not kept here yet: the analytics rollups (storage/base.py's `rollups` is False, and
-analytics/rollups.py's tables are not made), the columnar copy, and the features whose
-methods raise `NotImplementedError` below: event streams, in-process event-stream hooks,
-and analytics queries.
+analytics/rollups.py's tables are not made), the columnar copy, and analytics queries
+(`analytics_read` raises `NotImplementedError`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +40,7 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from homing_collector.push import epoch_ms
+from homing_collector.storage import pg_streams
 from homing_collector.storage.base import (
     ActivityRecord,
     ApplicationGone,
@@ -86,6 +87,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[Any]
+logger = logging.getLogger("homing_collector")
+
+PUSH_CHANNEL = "homing_push"  # NOTIFY'd by each transaction that queues pushes
+_RELISTEN_SECONDS = 1.0  # between attempts to listen again after the connection was lost
 
 _ATTEMPTS = 5  # runs of a transaction that PostgreSQL aborted to break a deadlock
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
@@ -97,12 +102,26 @@ class PostgresStorage:
     columnar: Path | None = None
     full_since: float | None = None  # PostgreSQL's own full disk is its operator's alarm
 
-    def __init__(self, url: str, *, max_connections: int = 10, max_pending: int = 4096) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 10,
+        max_pending: int = 4096,
+        listen: bool = True,
+    ) -> None:
         self.url = url
         self.max_connections = max_connections
         self.max_pending = max_pending  # requests waiting for a connection, then 429
+        # LISTEN for queued pushes on a connection of its own; False reads the recent
+        # pushes at every push_changes() instead, for a pooler that hands each
+        # transaction another server connection (PgBouncer in transaction mode).
+        self.listen = listen
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._writes: set[asyncio.Task[Any]] = set()  # under way, awaited by close()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False  # LISTEN is in effect: a NOTIFY sets _pushed
+        self._pushed = True  # a push may have been queued since the last push_changes()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -124,9 +143,31 @@ class PostgresStorage:
             await pool.close()
             raise
         self._pool = pool
+        if self.listen:
+            self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        """Set _pushed at each push queued by any collector, for as long as this runs."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {PUSH_CHANNEL}")
+                    self._listening = True
+                    self._pushed = True  # those queued while nobody listened
+                    async for _ in conn.notifies():
+                        self._pushed = True
+            except psycopg.Error as exc:  # the connection lost, or refused
+                logger.warning("PostgreSQL: LISTEN %s lost (%s); polling", PUSH_CHANNEL, exc)
+            finally:
+                self._listening = False
+            await asyncio.sleep(_RELISTEN_SECONDS)
 
     async def close(self) -> None:
         """Close the pool once the writes under way are committed."""
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         # Those of cancelled requests too: the pool would not wait for them.
         await asyncio.gather(*self._writes, return_exceptions=True)
         if self._pool is not None:
@@ -172,10 +213,17 @@ class PostgresStorage:
         return await self._write(work)
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async def work(conn: Connection) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+        return await self._reading(work)
+
+    async def _reading(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `work`'s reads on a pooled connection, each statement on its own."""
         try:
             async with self._connections().connection() as conn:
-                cursor = await conn.execute(sql, params)
-                return await cursor.fetchall()
+                return await work(conn)
         except TooManyRequests as exc:
             raise Overloaded(str(exc)) from exc
         except (PoolTimeout, errors.OperationalError) as exc:
@@ -600,13 +648,20 @@ class PostgresStorage:
         return await self._write(work)
 
     async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
-        """Never None: PostgreSQL has no cheap "nothing committed since" (LISTEN/NOTIFY is
-        still to come), so every call reads the recent messages."""
-        rows = await self._rows(
-            "SELECT app_id, endpoint_id, max(seq) FROM push_messages"
-            " WHERE delivered_at IS NULL AND created_at >= %s GROUP BY app_id, endpoint_id",
-            (since_ms,),
-        )
+        """None when no push was NOTIFY'd since the last call; without LISTEN (`listen`
+        False, or its connection lost), never None: every call reads the recent pushes."""
+        if self._listening and not self._pushed:
+            return None
+        self._pushed = False  # before the read: a NOTIFY during it makes the next one read
+        try:
+            rows = await self._rows(
+                "SELECT app_id, endpoint_id, max(seq) FROM push_messages"
+                " WHERE delivered_at IS NULL AND created_at >= %s GROUP BY app_id, endpoint_id",
+                (since_ms,),
+            )
+        except BaseException:
+            self._pushed = True  # not read: the next call tries again
+            raise
         return [(app_id, endpoint_id, int(seq)) for app_id, endpoint_id, seq in rows]
 
     # -- segments ---------------------------------------------------------------------------
@@ -1344,7 +1399,6 @@ class PostgresStorage:
         return await self._write(work)
 
     async def hook_gauges(self) -> dict[str, Any]:
-        """Event streams are not kept on PostgreSQL yet: there are none to gauge."""
         pending = await self._rows(
             "SELECT destination, count(*), min(created_at) FROM outbox WHERE state = 'pending'"
             " GROUP BY destination ORDER BY destination"
@@ -1353,7 +1407,8 @@ class PostgresStorage:
             "SELECT destination, count(*) FROM outbox WHERE state = 'dead'"
             " GROUP BY destination ORDER BY destination"
         )
-        return {"pending": pending, "dead": dead, "streams": []}
+        streams = await self._reading(pg_streams.stream_gauges)
+        return {"pending": pending, "dead": dead, "streams": streams}
 
     async def pending_deliveries(self, app_id: str, destination: str) -> int:
         row = await self._row(
@@ -1370,32 +1425,23 @@ class PostgresStorage:
         )
         return row is not None
 
-    # -- event streams: not on PostgreSQL yet ---------------------------------------------
-    #
-    # SQLite's cursor is the rowid of the last event taken, which its one writer hands out
-    # in commit order. Here a number from a sequence can commit after a larger one, and a
-    # cursor moved past the larger would skip it for good. The design meant for them: each
-    # event row keeps the id of the transaction that stored it (pg_current_xact_id())
-    # beside a number from a sequence; a stream reads, in (transaction, number) order
-    # after its cursor, only rows of transactions older than the oldest still running
-    # (pg_snapshot_xmin(pg_current_snapshot())), all ended, so that nothing can appear
-    # behind the cursor later. Writers are not serialized; a long transaction holds the
-    # streams back (late, never lost); the cursor is the pair (transaction, rank of the
-    # row in it), packed into the protocol's one integer: transaction << 20 | rank.
+    # -- event streams and in-process hooks (SQL in pg_streams.py) -------------------------
 
     async def get_event_stream(self, app_id: str) -> EventStreamRecord | None:
-        raise _missing("event streams")
+        return await self._reading(partial(pg_streams.get_stream, app_id=app_id))
 
     async def list_event_streams(self) -> list[EventStreamRecord]:
-        raise _missing("event streams")
+        return await self._reading(pg_streams.list_streams)
 
     async def put_event_stream(
         self, app_id: str, destination: str, role_arn: str, modified: str, by: str
     ) -> EventStreamRecord:
-        raise _missing("event streams")
+        return await self._write(partial(pg_streams.put_stream, app_id=app_id,
+                                         destination=destination, role_arn=role_arn,
+                                         modified=modified, by=by))  # fmt: skip
 
     async def delete_event_stream(self, app_id: str) -> EventStreamRecord | None:
-        raise _missing("event streams")
+        return await self._write(partial(pg_streams.delete_stream, app_id=app_id))
 
     async def read_event_stream(
         self,
@@ -1404,7 +1450,14 @@ class PostgresStorage:
         limit: int,
         build: Callable[[list[StreamRow], dict[str, bytes]], T],
     ) -> tuple[T, int]:
-        raise _missing("event streams")
+        async def read(conn: Connection) -> tuple[list[StreamRow], int, dict[str, bytes]]:
+            rows, to = await pg_streams.stream_rows(conn, app_id, after, limit)
+            keys = [(app_id, row.endpoint_id) for row in rows]
+            found = await pg_streams.endpoint_bodies(conn, keys)
+            return rows, to, {endpoint_id: body for (_, endpoint_id), body in found.items()}
+
+        rows, to, bodies = await self._reading(read)
+        return await asyncio.to_thread(build, rows, bodies), to
 
     async def advance_event_stream(
         self,
@@ -1414,12 +1467,19 @@ class PostgresStorage:
         deliveries: Sequence[NewDelivery],
         now: float,
     ) -> bool:
-        raise _missing("event streams")
+        """Move the cursor and queue the deliveries in one transaction; nothing is
+        written if another process moved the cursor, or the stream is gone."""
 
-    # -- in-process event-stream hooks: not on PostgreSQL yet -----------------------------
+        async def work(conn: Connection) -> bool:
+            if not await pg_streams.move_stream(conn, app_id, after, to):
+                return False
+            await _enqueue(conn, deliveries, now)
+            return True
+
+        return await self._write(work)
 
     async def open_hook_cursors(self, names: Sequence[str]) -> dict[str, int]:
-        raise _missing("in-process event-stream hooks")
+        return await self._write(partial(pg_streams.ensure_cursors, names=names))
 
     async def read_hook_stream(
         self,
@@ -1427,13 +1487,23 @@ class PostgresStorage:
         limit: int,
         build: Callable[[list[HookRow], dict[tuple[str, str], bytes]], T],
     ) -> tuple[T, int, int]:
-        raise _missing("in-process event-stream hooks")
+        async def read(
+            conn: Connection,
+        ) -> tuple[int, list[HookRow], dict[tuple[str, str], bytes]]:
+            after = await pg_streams.get_cursor(conn, name)
+            rows = await pg_streams.rows_after(conn, after, limit)
+            keys = [(row.app_id, row.endpoint_id) for row in rows]
+            return after, rows, await pg_streams.endpoint_bodies(conn, keys)
+
+        after, rows, bodies = await self._reading(read)
+        records = await asyncio.to_thread(build, rows, bodies)
+        return records, after, rows[-1].rowid if rows else after
 
     async def advance_hook_cursor(self, name: str, after: int, to: int) -> bool:
-        raise _missing("in-process event-stream hooks")
+        return await self._write(partial(pg_streams.move_cursor, name=name, after=after, to=to))
 
     async def hook_lag(self, names: Sequence[str]) -> dict[str, int]:
-        raise _missing("in-process event-stream hooks")
+        return await self._reading(partial(pg_streams.lag, names=names))
 
     # -- analytics queries: not on PostgreSQL yet -----------------------------------------
 
@@ -1451,6 +1521,7 @@ _APP_TABLES = (
     "app_retention", "device_credentials", "push_messages", "push_endpoints", "segments",
     "segment_versions", "import_jobs", "import_members", "campaigns", "campaign_versions",
     "campaign_activities", "campaign_sends", "hook_secrets", "outbox", "hook_destinations",
+    "event_streams",
 )  # fmt: skip
 
 
@@ -2011,11 +2082,16 @@ async def _insert_events(conn: Connection, app_id: str, rows: Sequence[EventRow]
     stored event, 54% -> 83% of SQLite's events/s."""
     if not rows:
         return 0
+    if len(rows) > pg_streams.MAX_RANK:
+        raise ValueError(f"rows: at most {pg_streams.MAX_RANK} events in one transaction")
     endpoint_ids, event_ids, types, stamps, arrivals, sessions, bodies = zip(*rows, strict=True)
+    # Each event's position (storage/pg_streams.py): its transaction's, plus its rank.
     cursor = await conn.execute(
         "WITH stored AS (INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type,"
-        " ts, arrival, session_id, body) SELECT %s, * FROM unnest(%b::bigint[], %b::text[],"
+        " ts, arrival, session_id, body, pos) SELECT %s, u.h, u.e, u.i, u.t, u.ts, u.a, u.s,"
+        f" u.b, {pg_streams.NEXT_POSITION} + u.n - 1 FROM unnest(%b::bigint[], %b::text[],"
         " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::bytea[])"
+        " WITH ORDINALITY AS u(h, e, i, t, ts, a, s, b, n)"
         " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM stored",
         (app_id, [ts // HOUR_MS for ts in stamps], list(endpoint_ids), list(event_ids),
          list(types), list(stamps), list(arrivals), list(sessions), list(bodies)),
@@ -2057,6 +2133,8 @@ async def _queue_push(
             rows.append((app_id, endpoint_id, seq, message.message_id, message.silent,
                          message.payload, message.campaign_id, now_ms,
                          message.expires_at))  # fmt: skip
+    # Delivered to every collector's LISTEN at the commit (push_changes).
+    await conn.execute("SELECT pg_notify(%s, '')", (PUSH_CHANNEL,))
     async with conn.cursor() as insert:
         await insert.executemany(
             "INSERT INTO push_messages (app_id, endpoint_id, seq, message_id, silent,"

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from homing_collector import ingest
-from homing_collector.analytics import cover, opens, rollups, sql, visits
+from homing_collector.analytics import cover, opens, rollups, visits
 from homing_collector.storage import events as events_sql
+from homing_collector.storage import values
 from homing_collector.storage.migrations import migrate
 from tests.collector import analytics_data
 
@@ -317,7 +318,9 @@ def test_join_values_runs_many_keys_in_several_statements() -> None:
     conn.set_trace_callback(statements.append)
     keys = [(n, n + 1) for n in range(0, 10_000, 2)]  # 5,000 keys of 2: 10,000 variables
     got = list(
-        sql.join_values(conn, "lo, hi", keys, "SELECT t.b FROM v JOIN t ON t.a BETWEEN lo AND hi")
+        values.join_values(
+            conn, "lo, hi", keys, "SELECT t.b FROM v JOIN t ON t.a BETWEEN lo AND hi"
+        )
     )
     assert sorted(b for (b,) in got) == [n * n for n in range(10_000)]
     assert len(statements) == 2

@@ -24,8 +24,8 @@ from homing_collector.analytics.opens import (
     OPENED,
 )
 from homing_collector.analytics.params import Range
-from homing_collector.analytics.sql import join_values
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
+from homing_collector.storage.values import join_values
 
 RECEIVED = ("_campaign.received_foreground", "_campaign.received_background")
 PURCHASE = "_monetization.purchase"

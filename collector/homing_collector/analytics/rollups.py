@@ -38,9 +38,9 @@ from homing import limits
 from homing.wire import WireError, formatted_ms, parse_timestamp
 from homing_collector.analytics import cohorts, cover, opens, visits
 from homing_collector.analytics.days import HOUR_MS
-from homing_collector.analytics.sql import join_values
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
 from homing_collector.storage import events as events_sql
+from homing_collector.storage.values import join_values
 
 ENDPOINT, USER = 0, 1
 PURCHASE = "_monetization.purchase"

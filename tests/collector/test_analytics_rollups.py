@@ -13,6 +13,7 @@ from homing_collector import ingest
 from homing_collector.analytics import cover, opens, rollups, visits
 from homing_collector.storage import events as events_sql
 from homing_collector.storage import values
+from homing_collector.storage.analytics_sqlite import rollups as rollups_sql
 from homing_collector.storage.migrations import migrate
 from tests.collector import analytics_data
 
@@ -167,7 +168,7 @@ def _tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
         "an_visit_hours": "count != 0", "an_visit_lengths": "count != 0",
     }  # fmt: skip
     out = {}
-    for table in rollups.TABLES:
+    for table in rollups_sql.TABLES:
         rows = conn.execute(
             f"SELECT * FROM {table} WHERE {nonzero.get(table, '1')} ORDER BY 1, 2, 3, 4"
         ).fetchall()
@@ -206,7 +207,7 @@ def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
     del users["e0"]
     _fill(fresh, [row for row in rows if row[1] != "e0"], users)
     got, want = _tables(conn), _tables(fresh)
-    for table in rollups.TABLES:
+    for table in rollups_sql.TABLES:
         assert got[table] == want[table], table
     assert want["an_metrics"] and want["an_revenue"] and want["an_visits"] and want["an_opens"]
     assert any(row[1] == "e0" and row[3] == opens.OPENED for row in rows)  # gone with e0
@@ -256,7 +257,7 @@ def rollup_tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]
 
     return {
         table: [rounded(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4")]
-        for table in rollups.TABLES
+        for table in rollups_sql.TABLES
     }
 
 

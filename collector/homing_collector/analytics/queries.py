@@ -3,7 +3,7 @@
 The definitions are in docs/analytics.md. Usage, retention, event counts, metrics,
 revenue and the opens of campaigns read only the rollups (see rollups.py); demographics
 read the counters of storage/endpoint_values.py; breakdowns, filters and funnels read
-the stored events of the range.
+the stored events of the range. The statements are storage's (storage/analytics_sqlite/).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from homing_collector.analytics import kpis, queries, rollups
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.sealer import Sealer
 from homing_collector.storage import columnar, endpoint_values
+from homing_collector.storage.analytics_sqlite import rollups as rollups_sql
 from homing_collector.storage.migrations import migrate
 from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -579,7 +580,7 @@ def main() -> int:
         with sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True) as conn:
             (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
             sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                     for t in rollups.TABLES}  # fmt: skip
+                     for t in rollups_sql.TABLES}  # fmt: skip
         conn.close()
         print(f"{count:,} events; rollup rows: "
               + ", ".join(f"{t} {n:,}" for t, n in sizes.items()))  # fmt: skip

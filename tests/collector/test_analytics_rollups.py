@@ -10,8 +10,10 @@ import orjson
 import pytest
 
 from homing_collector import ingest
-from homing_collector.analytics import cover, opens, rollups, sql, visits
+from homing_collector.analytics import cover, opens, rollups, visits
 from homing_collector.storage import events as events_sql
+from homing_collector.storage import values
+from homing_collector.storage.analytics_sqlite import rollups as rollups_sql
 from homing_collector.storage.migrations import migrate
 from tests.collector import analytics_data
 
@@ -166,7 +168,7 @@ def _tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
         "an_visit_hours": "count != 0", "an_visit_lengths": "count != 0",
     }  # fmt: skip
     out = {}
-    for table in rollups.TABLES:
+    for table in rollups_sql.TABLES:
         rows = conn.execute(
             f"SELECT * FROM {table} WHERE {nonzero.get(table, '1')} ORDER BY 1, 2, 3, 4"
         ).fetchall()
@@ -205,7 +207,7 @@ def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
     del users["e0"]
     _fill(fresh, [row for row in rows if row[1] != "e0"], users)
     got, want = _tables(conn), _tables(fresh)
-    for table in rollups.TABLES:
+    for table in rollups_sql.TABLES:
         assert got[table] == want[table], table
     assert want["an_metrics"] and want["an_revenue"] and want["an_visits"] and want["an_opens"]
     assert any(row[1] == "e0" and row[3] == opens.OPENED for row in rows)  # gone with e0
@@ -255,7 +257,7 @@ def rollup_tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]
 
     return {
         table: [rounded(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4")]
-        for table in rollups.TABLES
+        for table in rollups_sql.TABLES
     }
 
 
@@ -317,7 +319,9 @@ def test_join_values_runs_many_keys_in_several_statements() -> None:
     conn.set_trace_callback(statements.append)
     keys = [(n, n + 1) for n in range(0, 10_000, 2)]  # 5,000 keys of 2: 10,000 variables
     got = list(
-        sql.join_values(conn, "lo, hi", keys, "SELECT t.b FROM v JOIN t ON t.a BETWEEN lo AND hi")
+        values.join_values(
+            conn, "lo, hi", keys, "SELECT t.b FROM v JOIN t ON t.a BETWEEN lo AND hi"
+        )
     )
     assert sorted(b for (b,) in got) == [n * n for n in range(10_000)]
     assert len(statements) == 2

@@ -9,7 +9,6 @@ in docs/analytics.md ("One campaign").
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,8 +23,9 @@ from homing_collector.analytics.opens import (
     OPENED,
 )
 from homing_collector.analytics.params import Range
-from homing_collector.analytics.sql import join_values
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
+from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_sqlite import campaign_view as campaign_sql
 
 RECEIVED = ("_campaign.received_foreground", "_campaign.received_background")
 PURCHASE = "_monetization.purchase"
@@ -51,14 +51,11 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _campaign_events(
-    conn: sqlite3.Connection, app_id: str, campaign_id: str, lo_hour: int, hi_hour: int
+    conn: Connection, app_id: str, campaign_id: str, lo_hour: int, hi_hour: int
 ) -> Iterable[tuple[str, str, int, str]]:
     """(endpoint id, event type, ts, treatment id) of the campaign's events in the hours."""
-    marks = ", ".join("?" * len(_TYPES))
-    for endpoint_id, event_type, ts, body in conn.execute(
-        f"SELECT endpoint_id, event_type, ts, body FROM events WHERE app_id = ?"
-        f" AND hour >= ? AND hour < ? AND event_type IN ({marks})",
-        (app_id, lo_hour, hi_hour, *_TYPES),
+    for endpoint_id, event_type, ts, body in campaign_sql.typed_events(
+        conn, app_id, lo_hour, hi_hour, _TYPES
     ):
         attributes = orjson.loads(body).get("Attributes") or {}
         if attributes.get("campaign_id") != campaign_id:
@@ -67,32 +64,24 @@ def _campaign_events(
         yield endpoint_id, event_type, ts, treatment if isinstance(treatment, str) else "0"
 
 
-def _after_opens(conn: sqlite3.Connection, app_id: str, groups: list[_Group]) -> None:
+def _after_opens(conn: Connection, app_id: str, groups: list[_Group]) -> None:
     """Fill each group's sessions and purchases that follow its opens."""
     windows = [
         (i, app_id, endpoint_id, ts)
         for i, g in enumerate(groups)
         for endpoint_id, ts in g.opens
     ]  # fmt: skip
-    for i, endpoint_id, session_id, start_ms in join_values(
-        conn, "i, app_id, endpoint_id, ts", windows,
-        "SELECT v.i, s.endpoint_id, s.session_id, s.start_ms FROM v JOIN an_sessions s"
-        " ON s.app_id = v.app_id AND s.endpoint_id = v.endpoint_id"
-        f" AND s.start_ms >= v.ts - {OPEN_SESSION_BEFORE_MS}"
-        f" AND s.start_ms <= v.ts + {OPEN_SESSION_AFTER_MS}",
-    ):  # fmt: skip
+    for i, endpoint_id, session_id, start_ms in campaign_sql.sessions_near(
+        conn, windows, OPEN_SESSION_BEFORE_MS, OPEN_SESSION_AFTER_MS
+    ):
         groups[i].sessions[(endpoint_id, session_id)] = start_ms
     hour_windows = [
         (i, app_id, endpoint_id, ts, ts // HOUR_MS, (ts + PURCHASE_AFTER_MS) // HOUR_MS)
         for i, app_id, endpoint_id, ts in windows
     ]
-    for i, endpoint_id, event_id in join_values(
-        conn, "i, app_id, endpoint_id, ts, lo_hour, hi_hour", hour_windows,
-        "SELECT v.i, e.endpoint_id, e.event_id FROM v JOIN events e"
-        " ON e.app_id = v.app_id AND e.hour >= v.lo_hour AND e.hour <= v.hi_hour"
-        f" AND e.endpoint_id = v.endpoint_id AND e.event_type = '{PURCHASE}'"
-        f" AND e.ts >= v.ts AND e.ts <= v.ts + {PURCHASE_AFTER_MS}",
-    ):  # fmt: skip
+    for i, endpoint_id, event_id in campaign_sql.events_after(
+        conn, hour_windows, PURCHASE, PURCHASE_AFTER_MS
+    ):
         groups[i].purchases.add((endpoint_id, event_id))
 
 
@@ -127,7 +116,7 @@ def _figures(g: _Group, q: Range) -> dict[str, Any]:
 
 
 def campaign(
-    conn: sqlite3.Connection,
+    conn: Connection,
     app_id: str,
     campaign_id: str,
     q: Range,

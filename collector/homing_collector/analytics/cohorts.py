@@ -10,8 +10,10 @@ reads an_active instead.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
+
+from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_sqlite import cohorts as cohorts_sql
 
 PHASES = range(24)
 DAYS = 30
@@ -74,12 +76,7 @@ def add_hour(
                 _bump(deltas, (app_id, kind, p, c, -k), 1)
 
 
-def write(conn: sqlite3.Connection, deltas: Deltas) -> None:
+def write(conn: Connection, deltas: Deltas) -> None:
     changed = [(*key, delta) for key, delta in deltas.items() if delta]
     if changed:
-        conn.executemany(
-            "INSERT INTO an_retention (app_id, kind, phase, cohort, day_offset, count)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, kind, phase, cohort, day_offset)"
-            " DO UPDATE SET count = count + excluded.count",
-            changed,
-        )
+        cohorts_sql.add_counts(conn, changed)

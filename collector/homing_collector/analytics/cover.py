@@ -14,8 +14,10 @@ is counted from an_active directly.
 from __future__ import annotations
 
 import bisect
-import sqlite3
 from collections.abc import Iterable, Sequence
+
+from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_sqlite import cover as cover_sql
 
 DAY_SPANS = (1, 7, 30)
 SPANS = tuple(sorted(days * 24 + shift for days in DAY_SPANS for shift in (-1, 0, 1)))
@@ -86,18 +88,14 @@ def add_new_hours(
     return added
 
 
-def write(conn: sqlite3.Connection, deltas: Deltas) -> None:
+def write(conn: Connection, deltas: Deltas) -> None:
     changed = [(*key, delta) for key, delta in deltas.items() if delta]
     if changed:
-        conn.executemany(
-            "INSERT INTO an_cover (app_id, kind, span, hour, delta) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (app_id, kind, span, hour) DO UPDATE SET delta = delta + excluded.delta",
-            changed,
-        )
+        cover_sql.add_deltas(conn, changed)
 
 
 def counts(
-    conn: sqlite3.Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
+    conn: Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
 ) -> list[int | None]:
     """Distinct subjects active in each window [start, start + span) of hours; None for a
     span that is not kept (the caller counts those another way)."""
@@ -111,11 +109,7 @@ def counts(
         hours: list[int] = []
         sums: list[int] = []
         total = 0
-        for hour, delta in conn.execute(
-            "SELECT hour, delta FROM an_cover WHERE app_id = ? AND kind = ? AND span = ?"
-            " AND hour <= ? ORDER BY hour",
-            (app_id, kind, span, last),
-        ):
+        for hour, delta in cover_sql.deltas_up_to(conn, app_id, kind, span, last):
             total += delta
             hours.append(hour)
             sums.append(total)

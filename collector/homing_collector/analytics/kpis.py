@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,6 +17,7 @@ from homing_collector.analytics.params import (
     check_date,
     check_span,
 )
+from homing_collector.storage.analytics_sqlite import Connection
 
 GROUPED = "-grouped-by-date"
 UTC = ZoneInfo("UTC")
@@ -69,7 +69,7 @@ def parse_times(get: Get, now: datetime | None = None) -> tuple[date, date]:
 
 
 def _push_days(
-    conn: sqlite3.Connection, app_id: str, start: date, end: date, campaign_id: str | None
+    conn: Connection, app_id: str, start: date, end: date, campaign_id: str | None
 ) -> list[dict[str, float]]:
     g = grid(UTC, start, end)
     lo_ms, hi_ms = g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS
@@ -132,7 +132,7 @@ def _row(key: str, value: float | None, day: str | None) -> dict[str, Any]:
 
 
 def date_range_kpi(
-    conn: sqlite3.Connection,
+    conn: Connection,
     app_id: str,
     name: str,
     start: date,

@@ -11,8 +11,10 @@ expire (unlike the other rollups, which stay).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
+
+from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_sqlite import opens as opens_sql
 
 OPENED = "_campaign.opened_notification"
 OPEN_SESSION_BEFORE_MS = 60_000
@@ -21,46 +23,29 @@ OPEN_SESSION_AFTER_MS = 30 * 60_000
 Open = tuple[str, str, int, str | None]  # (app id, endpoint id, ts, campaign id)
 
 
-def write(conn: sqlite3.Connection, opens: Sequence[Open]) -> None:
-    conn.executemany(
-        "INSERT INTO an_opens (app_id, endpoint_id, ts, campaign_id) VALUES (?, ?, ?, ?)", opens
-    )
+def write(conn: Connection, opens: Sequence[Open]) -> None:
+    opens_sql.insert(conn, opens)
 
 
 def in_range(
-    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
+    conn: Connection, app_id: str, lo_ms: int, hi_ms: int
 ) -> list[tuple[str, int, str | None]]:
     """(endpoint id, Timestamp, campaign id) of the opens in [lo_ms, hi_ms)."""
-    return conn.execute(
-        "SELECT endpoint_id, ts, campaign_id FROM an_opens WHERE app_id = ? AND ts >= ? AND ts < ?",
-        (app_id, lo_ms, hi_ms),
-    ).fetchall()
+    return opens_sql.in_range(conn, app_id, lo_ms, hi_ms)
 
 
-def followed_by_session(conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int) -> int:
+def followed_by_session(conn: Connection, app_id: str, lo_ms: int, hi_ms: int) -> int:
     """How many opens in [lo_ms, hi_ms) have a session of their endpoint that starts from
-    a minute before to 30 minutes after, in one statement. Each open seeks its window in
-    its endpoint's sessions by their start (index an_sessions_endpoint_start): through
-    an_sessions' key, it read all the endpoint's sessions, more for an older endpoint
-    (bench/analytics_queries.py, 5 million events over 150 days: twice the time)."""
-    (count,) = conn.execute(
-        "SELECT count(*) FROM an_opens o WHERE o.app_id = ? AND o.ts >= ? AND o.ts < ?"
-        " AND EXISTS (SELECT 1 FROM an_sessions s INDEXED BY an_sessions_endpoint_start"
-        " WHERE s.app_id = o.app_id AND s.endpoint_id = o.endpoint_id"
-        " AND s.start_ms >= o.ts - ? AND s.start_ms <= o.ts + ?)",
-        (app_id, lo_ms, hi_ms, OPEN_SESSION_BEFORE_MS, OPEN_SESSION_AFTER_MS),
-    ).fetchone()
-    return int(count)
-
-
-def remove_endpoint(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> None:
-    conn.execute("DELETE FROM an_opens WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id))
-
-
-def deleted(conn: sqlite3.Connection, opens: Sequence[Open]) -> None:
-    """Forget one row for each open event deleted (by the retention sweep)."""
-    conn.executemany(
-        "DELETE FROM an_opens WHERE rowid = (SELECT rowid FROM an_opens WHERE app_id = ?"
-        " AND endpoint_id = ? AND ts = ? AND campaign_id IS ? LIMIT 1)",
-        opens,
+    a minute before to 30 minutes after."""
+    return opens_sql.followed_by_session(
+        conn, app_id, lo_ms, hi_ms, OPEN_SESSION_BEFORE_MS, OPEN_SESSION_AFTER_MS
     )
+
+
+def remove_endpoint(conn: Connection, app_id: str, endpoint_id: str) -> None:
+    opens_sql.remove_endpoint(conn, app_id, endpoint_id)
+
+
+def deleted(conn: Connection, opens: Sequence[Open]) -> None:
+    """Forget one row for each open event deleted (by the retention sweep)."""
+    opens_sql.deleted(conn, opens)

@@ -3,16 +3,14 @@
 The definitions are in docs/analytics.md. Usage, retention, event counts, metrics,
 revenue and the opens of campaigns read only the rollups (see rollups.py); demographics
 read the counters of storage/endpoint_values.py; breakdowns, filters and funnels read
-the stored events of the range.
+the stored events of the range. The statements are storage's (storage/analytics_sqlite/).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-import re
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,8 @@ from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, USER, add_sums, user_key
 from homing_collector.storage import columnar, endpoint_values
-from homing_collector.storage import events as events_sql
+from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_sqlite import queries as queries_sql
 
 
 def _kind(q: Range) -> int:
@@ -37,27 +36,19 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _distinct_per_window(
-    conn: sqlite3.Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
+    conn: Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
 ) -> list[int]:
     """How many distinct subjects were active in each [lo, hi) of UTC hours."""
     if not windows:
         return []
-    values = ",".join("(?, ?, ?)" for _ in windows)
-    params: list[Any] = [x for i, (lo, hi) in enumerate(windows) for x in (i, lo, hi)]
-    rows = conn.execute(
-        f"WITH w(i, lo, hi) AS (VALUES {values}) SELECT i, (SELECT count(DISTINCT key)"
-        " FROM an_active WHERE app_id = ? AND kind = ? AND hour >= w.lo AND hour < w.hi)"
-        " FROM w",
-        (*params, app_id, kind),
-    ).fetchall()
     result = [0] * len(windows)
-    for i, count in rows:
+    for i, count in queries_sql.distinct_per_window(conn, app_id, kind, windows):
         result[i] = count
     return result
 
 
 def _windows(
-    conn: sqlite3.Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
+    conn: Connection, app_id: str, kind: int, windows: Sequence[tuple[int, int]]
 ) -> list[int]:
     """Distinct subjects active in each [lo, hi) of UTC hours: from the coverage deltas, or
     counted in an_active for a window length they do not keep."""
@@ -70,31 +61,16 @@ def _windows(
     return [count or 0 for count in got]
 
 
-def _days_cte(g: Grid, first: int, n: int) -> tuple[str, list[int]]:
-    """A CTE d(i, lo, hi): day i (0-based from `first`) is UTC hours [lo, hi)."""
-    values = ",".join("(?, ?, ?)" for _ in range(n))
-    params = [x for i in range(n) for x in (i, g.lo(first + i), g.lo(first + i + 1))]
-    return f"d(i, lo, hi) AS (VALUES {values})", params
-
-
 def _sessions_by_day(
-    conn: sqlite3.Connection, app_id: str, g: Grid, first: int, n: int
+    conn: Connection, app_id: str, g: Grid, first: int, n: int
 ) -> tuple[list[int], list[int], list[dict[int, int]]]:
     """Per day first..first+n-1 of the grid: sessions, their total ms, length histogram."""
     counts, totals = [0] * n, [0] * n
     histograms: list[dict[int, int]] = [{} for _ in range(n)]
-    cte, params = _days_cte(g, first, n)
-    for day, count, total in conn.execute(
-        f"WITH {cte} SELECT d.i, sum(h.count), sum(h.total_ms) FROM d JOIN an_visit_hours h"
-        " ON h.app_id = ? AND h.hour >= d.lo AND h.hour < d.hi GROUP BY d.i",
-        (*params, app_id),
-    ):
+    days = [(i, g.lo(first + i), g.lo(first + i + 1)) for i in range(n)]
+    for day, count, total in queries_sql.visits_by_day(conn, app_id, days):
         counts[day], totals[day] = count, total
-    for day, index, count in conn.execute(
-        f"WITH {cte} SELECT d.i, l.bucket, sum(l.count) FROM d JOIN an_visit_lengths l"
-        " ON l.app_id = ? AND l.hour >= d.lo AND l.hour < d.hi GROUP BY d.i, l.bucket",
-        (*params, app_id),
-    ):
+    for day, index, count in queries_sql.visit_lengths_by_day(conn, app_id, days):
         if count:
             histograms[day][index] = count
     return counts, totals, histograms
@@ -104,7 +80,7 @@ def _seconds(total_ms: int, count: int) -> float | None:
     return round(total_ms / count / 1000, 3) if count else None
 
 
-def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+def usage(conn: Connection, app_id: str, q: Range) -> dict[str, Any]:
     kind = _kind(q)
     look = grid(q.zone, q.start - timedelta(days=29), q.end)  # day 29 is q.start
     n = (q.end - q.start).days + 1
@@ -151,20 +127,16 @@ def usage(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
 
 
 def _new_per_day(
-    conn: sqlite3.Connection, app_id: str, kind: int, g: Grid, first: int, n: int
+    conn: Connection, app_id: str, kind: int, g: Grid, first: int, n: int
 ) -> list[int]:
     """How many subjects were first active on each of the n days of `g` from `first`."""
     new = [0] * n
-    for hour, count in conn.execute(
-        "SELECT first_hour, count(*) FROM an_subjects WHERE app_id = ? AND kind = ?"
-        " AND first_hour >= ? AND first_hour < ? GROUP BY first_hour",
-        (app_id, kind, g.lo(first), g.lo(first + n)),
-    ):
+    for hour, count in queries_sql.new_per_hour(conn, app_id, kind, g.lo(first), g.lo(first + n)):
         new[g.day_of_hour(hour) - first] += count
     return new
 
 
-def retention(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+def retention(conn: Connection, app_id: str, q: Range) -> dict[str, Any]:
     n = (q.end - q.start).days + 1
     g = grid(q.zone, q.start, q.end + timedelta(days=RETENTION_DAYS))
     if all(b - a == 24 for a, b in itertools.pairwise(g.bounds)):
@@ -199,9 +171,7 @@ def _answer_retention(
     return {**q.head(), "cohorts": by_cohort, "rates": rates}
 
 
-def _kept_retention(
-    conn: sqlite3.Connection, app_id: str, q: Range, g: Grid, n: int
-) -> dict[str, Any]:
+def _kept_retention(conn: Connection, app_id: str, q: Range, g: Grid, n: int) -> dict[str, Any]:
     """From an_retention: the zone's offset is the same all along, its days one phase."""
     kind = _kind(q)
     phase = g.bounds[0] % 24
@@ -209,11 +179,7 @@ def _kept_retention(
     sizes = _new_per_day(conn, app_id, kind, g, 0, n)
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
     back: list[dict[int, int]] = [{} for _ in range(n)]
-    for cohort, k, count in conn.execute(
-        "SELECT cohort, day_offset, count FROM an_retention WHERE app_id = ? AND kind = ?"
-        " AND phase = ? AND cohort >= ? AND cohort < ? AND count != 0",
-        (app_id, kind, phase, first, first + n),
-    ):
+    for cohort, k, count in queries_sql.kept_retention(conn, app_id, kind, phase, first, first + n):
         if k > 0:
             retained[cohort - first][k - 1] = count
         else:
@@ -221,24 +187,14 @@ def _kept_retention(
     return _answer_retention(q, g, sizes, retained, back)
 
 
-def _counted_retention(
-    conn: sqlite3.Connection, app_id: str, q: Range, g: Grid, n: int
-) -> dict[str, Any]:
+def _counted_retention(conn: Connection, app_id: str, q: Range, g: Grid, n: int) -> dict[str, Any]:
     """From an_active, for a zone whose offset changes in the range."""
     kind = _kind(q)
     members: dict[str, tuple[int, set[int]]] = {}
-    for key, first_hour in conn.execute(
-        "SELECT key, first_hour FROM an_subjects WHERE app_id = ? AND kind = ?"
-        " AND first_hour >= ? AND first_hour < ?",
-        (app_id, kind, g.lo(0), g.lo(n)),
-    ):
+    first = (g.lo(0), g.lo(n))
+    for key, first_hour in queries_sql.first_hours(conn, app_id, kind, *first):
         members[key] = (g.day_of_hour(first_hour), set())
-    for key, hour in conn.execute(
-        "SELECT s.key, a.hour FROM an_subjects s JOIN an_active a ON a.app_id = s.app_id"
-        " AND a.kind = s.kind AND a.key = s.key AND a.hour >= ? AND a.hour < ?"
-        " WHERE s.app_id = ? AND s.kind = ? AND s.first_hour >= ? AND s.first_hour < ?",
-        (g.lo(1), g.lo(g.days), app_id, kind, g.lo(0), g.lo(n)),
-    ):
+    for key, hour in queries_sql.later_hours(conn, app_id, kind, first, (g.lo(1), g.lo(g.days))):
         members[key][1].add(g.day_of_hour(hour))
     sizes = [0] * n
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
@@ -254,7 +210,7 @@ def _counted_retention(
     return _answer_retention(q, g, sizes, retained, back)
 
 
-def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[str, Any]:
+def demographics(conn: Connection, app_id: str, dimension: str) -> dict[str, Any]:
     counted: Iterable[tuple[str | None, int, int]]
     if dimension in endpoint_values.DIMENSIONS:
         counted = endpoint_values.counts(conn, app_id, dimension)
@@ -265,15 +221,11 @@ def demographics(conn: sqlite3.Connection, app_id: str, dimension: str) -> dict[
     return {"dimension": dimension, "rows": rows}
 
 
-def _count_attribute(
-    conn: sqlite3.Connection, app_id: str, name: str
-) -> list[tuple[str | None, int, int]]:
+def _count_attribute(conn: Connection, app_id: str, name: str) -> list[tuple[str | None, int, int]]:
     """(value, endpoints, users) of a custom attribute, from every endpoint's body (see
     storage/endpoint_values.py for why it has no counters)."""
     groups: dict[str | None, tuple[set[str], set[str]]] = {}
-    for endpoint_id, user_id, body in conn.execute(
-        "SELECT endpoint_id, user_id, body FROM endpoints WHERE app_id = ?", (app_id,)
-    ):
+    for endpoint_id, user_id, body in queries_sql.endpoint_bodies(conn, app_id):
         values = (orjson.loads(body).get("Attributes") or {}).get(name) or [None]
         for value in dict.fromkeys(values):
             endpoints, users = groups.setdefault(value, (set(), set()))
@@ -282,78 +234,12 @@ def _count_attribute(
     return [(value, len(endpoints), len(users)) for value, (endpoints, users) in groups.items()]
 
 
-def _rows(
-    conn: sqlite3.Connection,
-    app_id: str,
-    g: Grid,
-    p: columnar.Plan | None,
-    columns: str,
-    types: Sequence[str],
-    shape: Callable[[str], str],
-    params: dict[str, Any],
-) -> Iterator[Any]:
-    """The rows of `columns` of the events of the grid's hours that the events table is
-    to give: all of them without a plan, else those of the days that are not sealed and
-    those of sealed days past the watermark. `shape` makes the query from the SELECT,
-    which may go on with "AND ..."."""
-    lo, hi = g.lo(0), g.lo(g.days)
-    spans = [(lo, hi)] if p is None else p.open
-    common = {**params, "app": app_id, "lo_ms": lo * HOUR_MS, "hi_ms": hi * HOUR_MS}
-    for span_lo, span_hi in spans:
-        sql, named = events_sql.in_range(columns, types)
-        yield from conn.execute(shape(sql), {**common, **named, "lo": span_lo, "hi": span_hi})
-    if p is not None and p.sealed:
-        sql, named = columnar.tail(columns, types, len(p.sealed))
-        yield from conn.execute(shape(sql), {**common, **named, **columnar.tail_params(p)})
-
-
-def _plan(
-    conn: sqlite3.Connection, app_id: str, g: Grid, copy: Path | None
-) -> columnar.Plan | None:
+def _plan(conn: Connection, app_id: str, g: Grid, copy: Path | None) -> columnar.Plan | None:
     return None if copy is None else columnar.plan(conn, copy, app_id, g.lo(0), g.lo(g.days))
 
 
-def _all_of(tests: Sequence[str]) -> str:
-    """SQL that is 1 when every test is true, and stops at the first false one (AND, as
-    a value, computes both of its sides). One flat CASE: nested ones, one per test, ran
-    out of SQLite's parser stack for a step with a few dozen attribute conditions."""
-    if not tests:
-        return "1"
-    return "(CASE" + "".join(f" WHEN NOT coalesce({t}, 0) THEN 0" for t in tests) + " ELSE 1 END)"
-
-
-def _contains_any(name: str, values: Sequence[str], params: dict[str, Any]) -> str:
-    """SQL that is true for every stored body holding one of `values` as a JSON string.
-
-    A cheap test that drops most rows before Python reads them; the exact test on the
-    parsed body follows. A value of printable ASCII other than '"', '\\' and '/' is
-    written as is, between quotes, by every JSON encoder that does not escape for fun;
-    a value with any other character may be escaped, so it matches every body."""
-    tests = []
-    for i, value in enumerate(values):
-        if not _PLAIN.fullmatch(value):
-            return "true"
-        params[f"{name}{i}"] = b'"' + value.encode() + b'"'
-        tests.append(f"instr(e.body, :{name}{i}) > 0")
-    return "(" + " OR ".join(tests) + ")" if tests else "false"
-
-
-_PLAIN = re.compile(r"[ !#-.0-\[\]-~]*")
-
-
-def _type_clause(types: Sequence[str]) -> tuple[str, list[str]]:
-    if not types:
-        return "", []
-    return f" AND event_type IN ({','.join('?' * len(types))})", list(types)
-
-
-def session_count(conn: sqlite3.Connection, app_id: str, g: Grid) -> int:
-    (count,) = conn.execute(
-        "SELECT coalesce(sum(count), 0) FROM an_visit_hours WHERE app_id = ? AND hour >= ?"
-        " AND hour < ?",
-        (app_id, g.lo(0), g.lo(g.days)),
-    ).fetchone()
-    return int(count)
+def session_count(conn: Connection, app_id: str, g: Grid) -> int:
+    return queries_sql.session_count(conn, app_id, g.lo(0), g.lo(g.days))
 
 
 def _add_metric(
@@ -370,7 +256,7 @@ def _add_metric(
 
 
 def events(
-    conn: sqlite3.Connection,
+    conn: Connection,
     app_id: str,
     q: Range,
     f: EventFilters,
@@ -382,39 +268,26 @@ def events(
     them, else from the events table."""
     g = grid(q.zone, q.start, q.end)
     lo, hi = g.lo(0), g.lo(g.days)
-    clause, types = _type_clause(f.event_types)
     totals: dict[str, int] = {}
     series: dict[tuple[int, str], int] = {}
     breakdown: dict[str | None, int] = {}
     metrics: dict[str, list[float]] = {}  # name -> [count, sum, min, max]
     if not f.needs_scan:
-        for hour, event_type, count in conn.execute(
-            "SELECT hour, event_type, count FROM an_counts WHERE app_id = ? AND hour >= ?"
-            " AND hour < ?" + clause,
-            (app_id, lo, hi, *types),
-        ):
+        for hour, event_type, count in queries_sql.counts(conn, app_id, lo, hi, f.event_types):
             totals[event_type] = totals.get(event_type, 0) + count
             key = (g.day_of_hour(hour), event_type)
             series[key] = series.get(key, 0) + count
-        for name, count, total, low, high in conn.execute(
-            # Hours of +inf and -inf add up to NULL: 0, as add_sums has it.
-            "SELECT name, sum(count), coalesce(sum(sum), 0), min(min), max(max) FROM an_metrics"
-            " WHERE app_id = ? AND hour >= ? AND hour < ?" + clause + " GROUP BY name",
-            (app_id, lo, hi, *types),
+        for name, count, total, low, high in queries_sql.metrics(
+            conn, app_id, lo, hi, f.event_types
         ):
             metrics[name] = [count, total, low, high]
     else:
-        params: dict[str, Any] = {}
-        where = "".join(
-            " AND " + _contains_any(f"i{k}_", sorted(values), params)
-            for k, (_name, values) in enumerate(f.include)
-        )
+        include = [sorted(values) for _name, values in f.include]
         with columnar.snapshot(conn):
             p = _plan(conn, app_id, g, copy)
-            for event_type, ts, body in _rows(
-                conn, app_id, g, p, "e.event_type, e.ts, e.body", f.event_types,
-                lambda sql: sql + where, params,
-            ):  # fmt: skip
+            for event_type, ts, body in queries_sql.scan_events(
+                conn, app_id, lo, hi, p, f.event_types, include
+            ):
                 event = orjson.loads(body)
                 attributes = event.get("Attributes") or {}
                 values = event.get("Metrics") or {}
@@ -472,17 +345,8 @@ def events(
     return answer
 
 
-def _endpoint_users(conn: sqlite3.Connection, app_id: str) -> Iterator[tuple[str, str]]:
-    """(endpoint id, user id) of each endpoint of the app that has a user, from the index
-    of users alone; any other endpoint is its own subject."""
-    yield from conn.execute(
-        "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND user_id IS NOT NULL",
-        (app_id,),
-    )
-
-
 def funnel(
-    conn: sqlite3.Connection,
+    conn: Connection,
     app_id: str,
     q: Range,
     steps: list[Step],
@@ -493,38 +357,13 @@ def funnel(
     """The funnel of `steps`; the events are read from the columnar copy at `copy`
     where it has them, else from the events table."""
     g = grid(q.zone, q.start, q.end)
-    types = sorted({step.event_type for step in steps})
-    # SQLite tells which steps each event matches, as a bit mask: only the events that
-    # match one reach Python, without their bodies.
-    params: dict[str, Any] = {}
-    branches = []
-    for t, event_type in enumerate(types):
-        params[f"t{t}"] = event_type
-        bits = []
-        for k, step in enumerate(steps):
-            if step.event_type != event_type:
-                continue
-            tests = []
-            for a, (name, value) in enumerate(step.attributes):
-                tests.append(_contains_any(f"s{k}_{a}_", [value], params))
-                params[f"n{k}_{a}"], params[f"v{k}_{a}"] = name, value
-                tests.append(
-                    "EXISTS (SELECT 1 FROM json_each(CAST(e.body AS TEXT), '$.Attributes')"
-                    f" WHERE key = :n{k}_{a} AND value = :v{k}_{a})"
-                )
-            bits.append(f"({_all_of(tests)} << {k})")
-        branches.append(f" WHEN :t{t} THEN {' | '.join(bits)}")
-    mask = f"CASE e.event_type{''.join(branches)} ELSE 0 END"
     reached = [0] * len(steps)
     window_ms = window * 1000
     with columnar.snapshot(conn):
         p = _plan(conn, app_id, g, copy)
-        # LIMIT keeps SQLite from copying the mask into the outer WHERE, to compute it twice.
-        rows: Iterable[tuple[str, int, int, int]] = _rows(
-            conn, app_id, g, p, f"e.endpoint_id, e.ts, {mask} AS m, e.rowid AS rid", types,
-            lambda sql: f"SELECT endpoint_id, ts, m, rid FROM ({sql} LIMIT -1) WHERE m != 0",
-            params,
-        )  # fmt: skip
+        rows: Iterable[tuple[str, int, int, int]] = queries_sql.funnel_rows(
+            conn, app_id, g.lo(0), g.lo(g.days), p, steps
+        )
         if p is not None and copy is not None:
             # DuckDB walks the timelines: of the sealed days' files and of these rows,
             # their endpoints numbered as the files' are.
@@ -540,7 +379,9 @@ def funnel(
         else:
             users: dict[str, str] = {}
             if q.by == "users":
-                users = {e: user_key(e, user) for e, user in _endpoint_users(conn, app_id)}
+                users = {
+                    e: user_key(e, user) for e, user in queries_sql.endpoint_users(conn, app_id)
+                }
             for best in _depths(rows, users, len(steps), window_ms):
                 for k in range(best):
                     reached[k] += 1
@@ -597,17 +438,13 @@ def _drop(count: int, before: int) -> float | None:
     return None if ratio is None else round(1 - ratio, 4)
 
 
-def revenue(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+def revenue(conn: Connection, app_id: str, q: Range) -> dict[str, Any]:
     g = grid(q.zone, q.start, q.end)
     lo, hi = g.lo(0), g.lo(g.days)
     purchases = 0
     totals: dict[str, float] = {}
     days: dict[int, list[Any]] = {}
-    for hour, currency, count, amount in conn.execute(
-        "SELECT hour, currency, purchases, amount FROM an_revenue WHERE app_id = ?"
-        " AND hour >= ? AND hour < ?",
-        (app_id, lo, hi),
-    ):
+    for hour, currency, count, amount in queries_sql.revenue(conn, app_id, lo, hi):
         purchases += count
         totals[currency] = add_sums(totals.get(currency, 0.0), amount)
         day = days.setdefault(g.day_of_hour(hour), [0, {}])
@@ -631,17 +468,13 @@ def revenue(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
 
 
 def push_messages(
-    conn: sqlite3.Connection, app_id: str, lo_ms: int, hi_ms: int
+    conn: Connection, app_id: str, lo_ms: int, hi_ms: int
 ) -> list[tuple[str, str | None, int, int | None]]:
     """(endpoint id, campaign id, created_at, delivered_at) of messages queued in range."""
-    return conn.execute(
-        "SELECT endpoint_id, campaign_id, created_at, delivered_at FROM push_messages"
-        " WHERE app_id = ? AND created_at >= ? AND created_at < ?",
-        (app_id, lo_ms, hi_ms),
-    ).fetchall()
+    return queries_sql.push_messages(conn, app_id, lo_ms, hi_ms)
 
 
-def campaigns(conn: sqlite3.Connection, app_id: str, q: Range) -> dict[str, Any]:
+def campaigns(conn: Connection, app_id: str, q: Range) -> dict[str, Any]:
     g = grid(q.zone, q.start, q.end)
     lo_ms, hi_ms = g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS
     per: dict[str, list[int]] = {}

@@ -5,8 +5,8 @@ when it arrived), so a day in any time zone with a whole-hour offset is a run of
 For the rows it has just inserted (never a duplicate), the writer calls `apply_summaries`
 with the `Summary` of each batch, which the collector made while it checked the events,
 or `apply` with the rows themselves; the storage's delete jobs call `remove_endpoint`
-and `remove_app`. Each call adds up in Python first and then writes with a few
-`executemany` upserts: the fewer statements, the faster ingestion.
+and `remove_app`. Each call adds up in Python first and then writes with a few batched
+upserts (storage/analytics_sqlite/rollups.py): the fewer statements, the faster ingestion.
 
 Tables (migration 3):
 
@@ -28,7 +28,6 @@ Tables (migration 3):
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -38,9 +37,9 @@ from homing import limits
 from homing.wire import WireError, formatted_ms, parse_timestamp
 from homing_collector.analytics import cohorts, cover, opens, visits
 from homing_collector.analytics.days import HOUR_MS
-from homing_collector.analytics.sql import join_values
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
-from homing_collector.storage import events as events_sql
+from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_sqlite import rollups as rollups_sql
 
 ENDPOINT, USER = 0, 1
 PURCHASE = "_monetization.purchase"
@@ -198,17 +197,11 @@ def user_key(endpoint_id: str, user_id: str | None) -> str:
     return "e:" + endpoint_id if user_id is None else "u:" + user_id
 
 
-def _users(
-    conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
+def _users(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The user key of each (app, endpoint), as the endpoints table says now."""
     wanted = list(set(pairs))
     found: dict[tuple[str, str], str | None] = {}
-    for app_id, endpoint_id, user_id in join_values(
-        conn, "app_id, endpoint_id", wanted,
-        "SELECT e.app_id, e.endpoint_id, e.user_id FROM v JOIN endpoints e"
-        " ON e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id",
-    ):  # fmt: skip
+    for app_id, endpoint_id, user_id in rollups_sql.users_of(conn, wanted):
         found[(app_id, endpoint_id)] = user_id
     return {pair: user_key(pair[1], found.get(pair)) for pair in wanted}
 
@@ -294,15 +287,11 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
     return combine(summarize(rows), users)
 
 
-def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[int]]) -> None:
+def _activity(conn: Connection, hours: dict[tuple[str, int, str], set[int]]) -> None:
     """Record who was active when, and the coverage deltas of the hours that are new."""
     subjects = list(hours)
     known: dict[tuple[str, int, str], tuple[int, int]] = {}  # -> (first, last hour)
-    for app_id, kind, key, first, last in join_values(
-        conn, "app_id, kind, key", subjects,
-        "SELECT s.app_id, s.kind, s.key, s.first_hour, s.last_hour FROM v JOIN an_subjects s"
-        " ON s.app_id = v.app_id AND s.kind = v.kind AND s.key = v.key",
-    ):  # fmt: skip
+    for app_id, kind, key, first, last in rollups_sql.subject_spans(conn, subjects):
         known[(app_id, kind, key)] = (first, last)
     deltas: cover.Deltas = {}
     retention: cohorts.Deltas = {}
@@ -317,14 +306,7 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
             continue
         if ordered[0] < span[0]:
             # An hour before the first one: the subject moves to an earlier cohort.
-            old = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT hour FROM an_active WHERE app_id = ? AND kind = ? AND key = ?"
-                    " AND hour <= ?",
-                    (app_id, kind, key, span[0] + cohorts.HORIZON),
-                )
-            ]
+            old = rollups_sql.active_hours(conn, app_id, kind, key, span[0] + cohorts.HORIZON)
             cohorts.add_all(retention, app_id, kind, span[0], old, -1)
             cohorts.add_all(retention, app_id, kind, ordered[0], {*old, *ordered}, 1)
         if ordered[0] >= span[1]:  # the usual case: nothing after these hours yet
@@ -341,12 +323,7 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
             (*subject, min(hours[subject]) - cover.MAX_SPAN, max(hours[subject]) + cover.MAX_SPAN)
             for subject in late
         ]
-        for app_id, kind, key, hour in join_values(
-            conn, "app_id, kind, key, lo, hi", ranges,
-            "SELECT a.app_id, a.kind, a.key, a.hour FROM v JOIN an_active a"
-            " ON a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
-            " AND a.hour >= v.lo AND a.hour <= v.hi",
-        ):  # fmt: skip
+        for app_id, kind, key, hour in rollups_sql.active_near(conn, ranges):
             around[(app_id, kind, key)].append(hour)
         for subject, near in around.items():
             near.sort()
@@ -357,112 +334,63 @@ def _activity(conn: sqlite3.Connection, hours: dict[tuple[str, int, str], set[in
             if ordered[0] >= first:  # else the cohort was recomputed whole above
                 for h, below, above in added:
                     cohorts.add_hour(retention, app_id, kind, first, h, below, above)
-    conn.executemany(
-        "INSERT OR IGNORE INTO an_active (app_id, kind, hour, key) VALUES (?, ?, ?, ?)",
+    rollups_sql.add_activity(
+        conn,
         [(app_id, kind, hour, key) for (app_id, kind, key), seen in hours.items()
          for hour in seen],
-    )  # fmt: skip
-    conn.executemany(
-        "INSERT INTO an_subjects (app_id, kind, key, first_hour, last_hour)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id, kind, key) DO UPDATE"
-        " SET first_hour = min(first_hour, excluded.first_hour),"
-        " last_hour = max(last_hour, excluded.last_hour)"
-        # An update that changes nothing still rewrites its page, and every page a
-        # commit touches is written to the WAL: most batches come from a subject
-        # already seen that hour.
-        " WHERE excluded.first_hour < first_hour OR excluded.last_hour > last_hour",
         [(*subject, min(seen), max(seen)) for subject, seen in hours.items()],
-    )
+    )  # fmt: skip
     cover.write(conn, deltas)
     cohorts.write(conn, retention)
 
 
-def apply(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+def apply(conn: Connection, rows: Sequence[Row]) -> None:
     """Add newly stored events to the rollups, inside the caller's transaction."""
     if rows:
         apply_summaries(conn, summarize(rows))
 
 
-def apply_summaries(conn: sqlite3.Connection, summaries: Sequence[tuple[str, Summary]]) -> None:
+def apply_summaries(conn: Connection, summaries: Sequence[tuple[str, Summary]]) -> None:
     """Add the summaries of newly stored events, inside the caller's transaction."""
     if not summaries:
         return
     pairs = {(app_id, endpoint_id) for app_id, s in summaries for endpoint_id in s.hours}
     batch = combine(summaries, _users(conn, pairs))
     _activity(conn, batch.hours)
-    conn.executemany(
-        "INSERT INTO an_counts (app_id, hour, event_type, count) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (app_id, hour, event_type) DO UPDATE SET count = count + excluded.count",
-        [(*key, count) for key, count in batch.counts.items()],
-    )
+    rollups_sql.add_counts(conn, [(*key, count) for key, count in batch.counts.items()])
     if batch.metrics:
-        conn.executemany(
-            "INSERT INTO an_metrics (app_id, hour, event_type, name, count, sum, min, max)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (app_id, hour, event_type, name) DO UPDATE"
-            " SET count = count + excluded.count, sum = coalesce(sum + excluded.sum, 0),"
-            " min = min(min, excluded.min), max = max(max, excluded.max)",
-            [(*key, *agg) for key, agg in batch.metrics.items()],
-        )
+        rollups_sql.add_metrics(conn, [(*key, *agg) for key, agg in batch.metrics.items()])
     if batch.sessions:
         visits.update(conn, batch.sessions)
-        conn.executemany(
-            "INSERT INTO an_sessions (app_id, endpoint_id, session_id, start_ms, stop_ms)"
-            " VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (app_id, endpoint_id, session_id) DO UPDATE"
-            " SET start_ms = min(start_ms, excluded.start_ms),"
-            " stop_ms = max(stop_ms, excluded.stop_ms)"
-            " WHERE excluded.start_ms < start_ms OR excluded.stop_ms > stop_ms",
-            [(*key, *span) for key, span in batch.sessions.items()],
-        )
+        rollups_sql.add_sessions(conn, [(*key, *span) for key, span in batch.sessions.items()])
     if batch.opens:
         opens.write(conn, batch.opens)
     if batch.revenue:
-        conn.executemany(
-            "INSERT INTO an_revenue (app_id, hour, currency, purchases, amount)"
-            " VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (app_id, hour, currency) DO UPDATE"
-            " SET purchases = purchases + excluded.purchases,"
-            " amount = coalesce(amount + excluded.amount, 0)",
-            [(*key, *got) for key, got in batch.revenue.items()],
-        )
+        rollups_sql.add_revenue(conn, [(*key, *got) for key, got in batch.revenue.items()])
 
 
-def remove_endpoint(
-    conn: sqlite3.Connection, app_id: str, endpoint_id: str, user_id: str | None
-) -> None:
+def remove_endpoint(conn: Connection, app_id: str, endpoint_id: str, user_id: str | None) -> None:
     """Take an endpoint's events out of the rollups. Call before its events are deleted,
     after its row in `endpoints` is (the user's other endpoints are read from there)."""
-    rows = conn.execute(
-        events_sql.endpoint_select(
-            "e.app_id, e.endpoint_id, e.event_id, e.event_type, e.ts, e.arrival, e.session_id,"
-            " e.body"
-        ),
-        {"app": app_id, "endpoint": endpoint_id},
-    ).fetchall()
+    rows = rollups_sql.endpoint_events(conn, app_id, endpoint_id)
     if rows:
         users = {(app_id, endpoint_id): user_key(endpoint_id, user_id)}
         _subtract(conn, app_id, endpoint_id, aggregate(rows, users))
-    conn.execute(
-        "DELETE FROM an_sessions WHERE app_id = ? AND endpoint_id = ?", (app_id, endpoint_id)
-    )
+    rollups_sql.remove_sessions(conn, app_id, endpoint_id)
     opens.remove_endpoint(conn, app_id, endpoint_id)
     visits.remove_endpoint(conn, app_id, endpoint_id)
     _forget_subject(conn, app_id, ENDPOINT, endpoint_id)
     _regroup_users(conn, app_id, endpoint_id, user_key(endpoint_id, user_id))
 
 
-def user_changed(conn: sqlite3.Connection, app_id: str, endpoint_id: str, old_user_id: str) -> None:
+def user_changed(conn: Connection, app_id: str, endpoint_id: str, old_user_id: str) -> None:
     """Note that an endpoint had `old_user_id` until now. Its activity so far stays counted
     under that user; were the endpoint deleted, that user is counted again without it.
     ("e:" keys need no note: only their own endpoint is ever counted under them.)"""
-    conn.execute(
-        "INSERT OR IGNORE INTO an_user_keys (app_id, endpoint_id, key) VALUES (?, ?, ?)",
-        (app_id, endpoint_id, user_key(endpoint_id, old_user_id)),
-    )
+    rollups_sql.note_user_key(conn, app_id, endpoint_id, user_key(endpoint_id, old_user_id))
 
 
-def _regroup_users(conn: sqlite3.Connection, app_id: str, deleted: str, key: str) -> None:
+def _regroup_users(conn: Connection, app_id: str, deleted: str, key: str) -> None:
     """Count again, by the users the endpoints have now, every user the deleted endpoint's
     activity may have been counted under, and every user sharing an endpoint with those.
 
@@ -474,7 +402,7 @@ def _regroup_users(conn: sqlite3.Connection, app_id: str, deleted: str, key: str
     those endpoints' own keys, until no new one turns up; forget them all, and count each
     of those endpoints' hours under its current user. Their notes are then void."""
     keys = {"e:" + deleted, key}
-    keys.update(_noted_keys(conn, app_id, deleted))
+    keys.update(rollups_sql.noted_keys(conn, app_id, deleted))
     current: dict[str, str] = {}  # a remaining endpoint -> its user key now
     pending = list(keys)
     while pending:
@@ -484,7 +412,8 @@ def _regroup_users(conn: sqlite3.Connection, app_id: str, deleted: str, key: str
             if endpoint_id in current:
                 continue
             current[endpoint_id] = now
-            for other in ("e:" + endpoint_id, now, *_noted_keys(conn, app_id, endpoint_id)):
+            noted = rollups_sql.noted_keys(conn, app_id, endpoint_id)
+            for other in ("e:" + endpoint_id, now, *noted):
                 if other not in keys:
                     keys.add(other)
                     pending.append(other)
@@ -493,65 +422,29 @@ def _regroup_users(conn: sqlite3.Connection, app_id: str, deleted: str, key: str
     regrouped: dict[tuple[str, int, str], set[int]] = {}
     for endpoint_id, now in current.items():
         hours = regrouped.setdefault((app_id, USER, now), set())
-        hours.update(
-            row[0]
-            for row in conn.execute(
-                "SELECT hour FROM an_active WHERE app_id = ? AND kind = ? AND key = ?",
-                (app_id, ENDPOINT, endpoint_id),
-            )
-        )
+        hours.update(rollups_sql.active_hours(conn, app_id, ENDPOINT, endpoint_id))
     regrouped = {subject: hours for subject, hours in regrouped.items() if hours}
     if regrouped:
         _activity(conn, regrouped)
-    conn.executemany(
-        "DELETE FROM an_user_keys WHERE app_id = ? AND endpoint_id = ?",
-        [(app_id, endpoint_id) for endpoint_id in (deleted, *current)],
-    )
+    rollups_sql.forget_notes(conn, app_id, (deleted, *current))
 
 
-def _noted_keys(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> list[str]:
-    return [
-        row[0]
-        for row in conn.execute(
-            "SELECT key FROM an_user_keys WHERE app_id = ? AND endpoint_id = ?",
-            (app_id, endpoint_id),
-        )
-    ]
-
-
-def _counted_under(conn: sqlite3.Connection, app_id: str, key: str) -> dict[str, str]:
+def _counted_under(conn: Connection, app_id: str, key: str) -> dict[str, str]:
     """The endpoints whose activity may be counted under user `key`, each with its user
     key now: those it is the key of now, and those noted under it."""
     found: dict[str, str] = {}
     if key.startswith("e:"):
-        rows = conn.execute(
-            "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND endpoint_id = ?",
-            (app_id, key[2:]),
-        ).fetchall()
+        rows = rollups_sql.endpoint_users(conn, app_id, endpoint_id=key[2:])
     else:
-        rows = conn.execute(
-            "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND user_id = ?",
-            (app_id, key[2:]),
-        ).fetchall()
-    rows += conn.execute(
-        "SELECT e.endpoint_id, e.user_id FROM an_user_keys k JOIN endpoints e"
-        " ON e.app_id = k.app_id AND e.endpoint_id = k.endpoint_id"
-        " WHERE k.app_id = ? AND k.key = ?",
-        (app_id, key),
-    ).fetchall()
+        rows = rollups_sql.endpoint_users(conn, app_id, user_id=key[2:])
+    rows += rollups_sql.noted_under(conn, app_id, key)
     for endpoint_id, user_id in rows:
         found[endpoint_id] = user_key(endpoint_id, user_id)
     return found
 
 
-def _forget_subject(conn: sqlite3.Connection, app_id: str, kind: int, key: str) -> None:
-    hours = [
-        row[0]
-        for row in conn.execute(
-            "DELETE FROM an_active WHERE app_id = ? AND kind = ? AND key = ? RETURNING hour",
-            (app_id, kind, key),
-        ).fetchall()
-    ]
+def _forget_subject(conn: Connection, app_id: str, kind: int, key: str) -> None:
+    hours = rollups_sql.forget_subject(conn, app_id, kind, key)
     deltas: cover.Deltas = {}
     cover.add_all(deltas, app_id, kind, sorted(hours), -1)
     cover.write(conn, deltas)
@@ -559,42 +452,28 @@ def _forget_subject(conn: sqlite3.Connection, app_id: str, kind: int, key: str) 
         retention: cohorts.Deltas = {}
         cohorts.add_all(retention, app_id, kind, min(hours), hours, -1)
         cohorts.write(conn, retention)
-    conn.execute(
-        "DELETE FROM an_subjects WHERE app_id = ? AND kind = ? AND key = ?", (app_id, kind, key)
-    )
+    rollups_sql.forget_span(conn, app_id, kind, key)
 
 
-def _subtract(conn: sqlite3.Connection, app_id: str, endpoint_id: str, batch: _Batch) -> None:
-    conn.executemany(
-        "UPDATE an_counts SET count = count - ? WHERE app_id = ? AND hour = ? AND event_type = ?",
-        [(count, *key) for key, count in batch.counts.items()],
+def _subtract(conn: Connection, app_id: str, endpoint_id: str, batch: _Batch) -> None:
+    rollups_sql.subtract_counts(
+        conn, app_id, [(count, *key) for key, count in batch.counts.items()]
     )
-    conn.execute("DELETE FROM an_counts WHERE app_id = ? AND count <= 0", (app_id,))
     if batch.revenue:
-        conn.executemany(
-            "UPDATE an_revenue SET purchases = purchases - ?, amount = coalesce(amount - ?, 0)"
-            " WHERE app_id = ? AND hour = ? AND currency = ?",
-            [(got[0], got[1], *key) for key, got in batch.revenue.items()],
+        rollups_sql.subtract_revenue(
+            conn, app_id, [(got[0], got[1], *key) for key, got in batch.revenue.items()]
         )
-        conn.execute("DELETE FROM an_revenue WHERE app_id = ? AND purchases <= 0", (app_id,))
     if batch.metrics:
         _recompute_metrics(conn, app_id, endpoint_id, batch)
 
 
-def _recompute_metrics(
-    conn: sqlite3.Connection, app_id: str, endpoint_id: str, batch: _Batch
-) -> None:
+def _recompute_metrics(conn: Connection, app_id: str, endpoint_id: str, batch: _Batch) -> None:
     """Count and sum subtract; a minimum or maximum does not. Where the removed events held
     a bucket's minimum or maximum, the bucket is computed again from the events that
     remain, which means reading the stored events of those hours."""
     removed = batch.metrics
     stored: dict[tuple[str, int, str, str], tuple[float, float]] = {}
-    for app, hour, event_type, name, low, high in join_values(
-        conn, "app_id, hour, event_type, name", list(removed),
-        "SELECT m.app_id, m.hour, m.event_type, m.name, m.min, m.max FROM v JOIN an_metrics m"
-        " ON m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
-        " AND m.name = v.name",
-    ):  # fmt: skip
+    for app, hour, event_type, name, low, high in rollups_sql.metric_extremes(conn, list(removed)):
         stored[(app, hour, event_type, name)] = (low, high)
     again = []
     subtract = []
@@ -604,44 +483,22 @@ def _recompute_metrics(
             subtract.append((count, total, *key))  # the extremes belong to others
         else:
             again.append(key)
-    conn.executemany(
-        "UPDATE an_metrics SET count = count - ?, sum = coalesce(sum - ?, 0) WHERE app_id = ?"
-        " AND hour = ? AND event_type = ? AND name = ?",
-        subtract,
-    )
+    rollups_sql.subtract_metrics(conn, subtract)
     if not again:
         return
-    conn.executemany(
-        "DELETE FROM an_metrics WHERE app_id = ? AND hour = ? AND event_type = ? AND name = ?",
-        again,
-    )
-    hours = {key[1] for key in again}
+    rollups_sql.forget_metrics(conn, again)
+    hours = sorted({key[1] for key in again})
     types = sorted({key[2] for key in again})
-    marks = ",".join("?" * len(types))
-    remaining = conn.execute(
-        f"SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, NULL, body FROM events"
-        f" WHERE app_id = ? AND hour IN ({','.join('?' * len(hours))})"
-        f" AND event_type IN ({marks}) AND endpoint_id != ?",
-        (app_id, *sorted(hours), *types, endpoint_id),
-    ).fetchall()
+    remaining = rollups_sql.events_besides(conn, app_id, hours, types, endpoint_id)
     users = {(row[0], row[1]): "" for row in remaining}
     recomputed = aggregate(remaining, users).metrics
-    conn.executemany(
-        "INSERT INTO an_metrics (app_id, hour, event_type, name, count, sum, min, max)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*key, *recomputed[key]) for key in again if key in recomputed],
+    rollups_sql.insert_metrics(
+        conn, [(*key, *recomputed[key]) for key in again if key in recomputed]
     )
 
 
-def remove_app(conn: sqlite3.Connection, app_id: str) -> None:
-    for table in (*TABLES, "an_user_keys"):
-        conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
-
-
-TABLES = (
-    "an_active", "an_subjects", "an_cover", "an_retention", "an_counts", "an_metrics", "an_revenue",
-    "an_sessions", "an_visits", "an_visit_hours", "an_visit_lengths", "an_opens",
-)  # fmt: skip
+def remove_app(conn: Connection, app_id: str) -> None:
+    rollups_sql.remove_app(conn, app_id)
 
 
 def iter_rows(values: Sequence[Any], width: int) -> list[Row]:

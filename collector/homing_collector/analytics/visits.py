@@ -13,11 +13,11 @@ just after it are read back, merged with it again, and the difference is written
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable
 
 from homing_collector.analytics.days import HOUR_MS
-from homing_collector.analytics.sql import join_values
+from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_sqlite import visits as visits_sql
 
 GAP_MS = 5000
 LOOKBACK_MS = 2 * 86_400_000
@@ -65,21 +65,15 @@ class Stats:
         key = (app_id, hour, bucket(stop - start))
         self.lengths[key] = self.lengths.get(key, 0) + sign
 
-    def write(self, conn: sqlite3.Connection) -> None:
-        conn.executemany(
-            "INSERT INTO an_visit_hours (app_id, hour, count, total_ms) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (app_id, hour) DO UPDATE SET count = count + excluded.count,"
-            " total_ms = total_ms + excluded.total_ms",
+    def write(self, conn: Connection) -> None:
+        visits_sql.add_stats(
+            conn,
             [(*key, c, t) for key, (c, t) in self.hours.items() if c or t],
-        )
-        conn.executemany(
-            "INSERT INTO an_visit_lengths (app_id, hour, bucket, count) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (app_id, hour, bucket) DO UPDATE SET count = count + excluded.count",
             [(*key, c) for key, c in self.lengths.items() if c],
         )
 
 
-def update(conn: sqlite3.Connection, spans: Spans) -> None:
+def update(conn: Connection, spans: Spans) -> None:
     """Merge the sessions that events just added to (their spans in this batch)."""
     per: dict[tuple[str, str], list[Chain]] = {}
     for (app_id, endpoint_id, _sid), (start, stop) in spans.items():
@@ -89,12 +83,7 @@ def update(conn: sqlite3.Connection, spans: Spans) -> None:
         (*key, min(a for a, _ in intervals) - LOOKBACK_MS, max(b for _, b in intervals) + GAP_MS)
         for key, intervals in per.items()
     ]
-    for app_id, endpoint_id, start, stop in join_values(
-        conn, "app_id, endpoint_id, lo, hi", ranges,
-        "SELECT c.app_id, c.endpoint_id, c.start_ms, c.stop_ms FROM v JOIN an_visits c"
-        " ON c.app_id = v.app_id AND c.endpoint_id = v.endpoint_id"
-        " AND c.start_ms >= v.lo AND c.start_ms <= v.hi",
-    ):  # fmt: skip
+    for app_id, endpoint_id, start, stop in visits_sql.chains_near(conn, ranges):
         existing[(app_id, endpoint_id)].append((start, stop))
     stats = Stats()
     removed: list[tuple[str, str, int]] = []
@@ -108,25 +97,13 @@ def update(conn: sqlite3.Connection, spans: Spans) -> None:
         for chain in new - old:
             added.append((*key, *chain))
             stats.add(key[0], chain, 1)
-    if removed:
-        conn.executemany(
-            "DELETE FROM an_visits WHERE app_id = ? AND endpoint_id = ? AND start_ms = ?",
-            removed,
-        )
-    if added:
-        conn.executemany(
-            "INSERT INTO an_visits (app_id, endpoint_id, start_ms, stop_ms) VALUES (?, ?, ?, ?)",
-            added,
-        )
+    visits_sql.replace_chains(conn, removed, added)
     stats.write(conn)
 
 
-def remove_endpoint(conn: sqlite3.Connection, app_id: str, endpoint_id: str) -> None:
+def remove_endpoint(conn: Connection, app_id: str, endpoint_id: str) -> None:
     stats = Stats()
-    for start, stop in conn.execute(
-        "DELETE FROM an_visits WHERE app_id = ? AND endpoint_id = ? RETURNING start_ms, stop_ms",
-        (app_id, endpoint_id),
-    ).fetchall():
+    for start, stop in visits_sql.remove_endpoint(conn, app_id, endpoint_id):
         stats.add(app_id, (start, stop), -1)
     stats.write(conn)
 

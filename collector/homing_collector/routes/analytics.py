@@ -6,7 +6,6 @@ query model); the route runs the query with what it returned.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,9 +19,10 @@ from homing_collector.analytics import campaign_view, kpis, params, queries
 from homing_collector.analytics.days import ParamError
 from homing_collector.errors import bad_request, not_found
 from homing_collector.routes._common import Call, begin, json
+from homing_collector.storage.analytics_sqlite import Connection
 
-Query = Callable[[sqlite3.Connection], dict[str, Any]]
-RangeQuery = Callable[[sqlite3.Connection, str, params.Range], dict[str, Any]]
+Query = Callable[[Connection], dict[str, Any]]
+RangeQuery = Callable[[Connection, str, params.Range], dict[str, Any]]
 Check = Callable[[QueryParams], Any]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from homing_collector.analytics.sql import join_values
+from homing_collector.storage.values import join_values
 
 
 def read(conn: sqlite3.Connection, app_id: str, endpoint_ids: Sequence[str]) -> dict[str, str]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from homing_collector.analytics.sql import join_values
 from homing_collector.storage.base import HookRow
+from homing_collector.storage.values import join_values
 
 
 def ensure(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, int]:

@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from homing_collector.analytics.sql import join_values
 from homing_collector.storage.base import (
     DeadLetter,
     Delivery,
@@ -26,6 +25,7 @@ from homing_collector.storage.base import (
     NewDelivery,
     StreamRow,
 )
+from homing_collector.storage.values import join_values
 
 # The events a stream's pass looks through at most for one application, so that a pass
 # costs the same however many events other applications sent meanwhile.

@@ -1684,6 +1684,47 @@ def test_postgres_migrations_run_once_however_many_start(postgres_url: str) -> N
     assert [version for (version,) in applied] == [version for version, _ in PG_MIGRATIONS]
 
 
+def test_postgres_runs_again_a_write_aborted_to_break_a_deadlock(postgres_url: str) -> None:
+    # Two writes that lock two rows in opposite orders: PostgreSQL aborts one of them,
+    # and the storage runs it again instead of failing it (two schedulers planning the
+    # same runs at once did this).
+    from psycopg import AsyncConnection
+
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def scenario() -> list[int]:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        try:
+            await storage._write(
+                lambda conn: conn.execute(
+                    "CREATE TABLE pair (id int PRIMARY KEY, n int NOT NULL);"
+                    " INSERT INTO pair VALUES (1, 0), (2, 0)"
+                )
+            )
+            both = asyncio.Barrier(2)
+            runs = Counter[int]()
+
+            def crossing(first: int, second: int) -> Callable[[AsyncConnection], Awaitable[None]]:
+                async def work(conn: AsyncConnection) -> None:
+                    runs[first] += 1
+                    await conn.execute("UPDATE pair SET n = n + 1 WHERE id = %s", (first,))
+                    if runs[first] == 1:
+                        await both.wait()  # each holds its first row, then wants the other's
+                    await conn.execute("UPDATE pair SET n = n + 1 WHERE id = %s", (second,))
+
+                return work
+
+            await asyncio.gather(storage._write(crossing(1, 2)), storage._write(crossing(2, 1)))
+            rows = await storage._rows("SELECT n FROM pair ORDER BY id")
+            assert sorted(runs.values()) == [1, 2]  # one of them ran again
+            return [n for (n,) in rows]
+        finally:
+            await storage.close()
+
+    assert asyncio.run(scenario()) == [2, 2]
+
+
 def test_postgres_has_every_method_of_the_storage_protocol() -> None:
     # A method added to the protocol without its PostgreSQL side would fail only when
     # a collector on PostgreSQL first calls it.

@@ -192,9 +192,10 @@ class PostgresStorage:
             try:
                 async with self._connections().connection() as conn, conn.transaction():
                     return await work(conn)
-            except errors.TransactionRollback:
+            except (errors.TransactionRollback, errors.DeadlockDetected):
                 # A deadlock or serialization failure, rolled back whole: `work` reads
-                # everything it needs again, so it can simply run again.
+                # everything it needs again, so it can simply run again. (psycopg makes
+                # DeadlockDetected an OperationalError, not a TransactionRollback.)
                 if attempt == _ATTEMPTS:
                     raise StorageUnavailable("the database aborted the write; retry") from None
             except TooManyRequests as exc:

@@ -39,8 +39,8 @@ _COLUMNS = (
     "c.app_id, c.campaign_id, v.version, c.created_at, v.created_at, v.request, c.segment_id,"
     " c.state, c.tags"
 )
-_VERSIONED = Versioned("campaigns c", "campaign_versions", "campaign_id", _COLUMNS)
-_JOIN = _VERSIONED.join
+VERSIONED = Versioned("campaigns c", "campaign_versions", "campaign_id", _COLUMNS)
+_JOIN = VERSIONED.join
 _ACTIVITY = (
     "app_id, campaign_id, activity_id, version, scheduled_ms, state, started_at, ended_at,"
     " result, cursor, total, successful, metrics"
@@ -148,7 +148,7 @@ def get(
     conn: sqlite3.Connection, app_id: str, campaign_id: str, version: int | None
 ) -> CampaignRecord | None:
     """The campaign at `version`, or at its latest when None."""
-    row = _VERSIONED.get(conn, app_id, campaign_id, version)
+    row = VERSIONED.get(conn, app_id, campaign_id, version)
     return _record(row) if row else None
 
 
@@ -156,14 +156,14 @@ def page(
     conn: sqlite3.Connection, app_id: str, after: str | None, limit: int
 ) -> list[CampaignRecord]:
     """The latest version of each campaign, by id."""
-    return [_record(row) for row in _VERSIONED.page(conn, app_id, after, limit)]
+    return [_record(row) for row in VERSIONED.page(conn, app_id, after, limit)]
 
 
 def versions(
     conn: sqlite3.Connection, app_id: str, campaign_id: str, after: int, limit: int
 ) -> list[CampaignRecord]:
     """The versions after `after`, oldest first."""
-    rows = _VERSIONED.versions_after(conn, app_id, campaign_id, after, limit)
+    rows = VERSIONED.versions_after(conn, app_id, campaign_id, after, limit)
     return [_record(row) for row in rows]
 
 

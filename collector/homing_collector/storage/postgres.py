@@ -26,6 +26,7 @@ analytics/rollups.py's tables are not made), the columnar copy, and analytics qu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -40,7 +41,9 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from homing_collector.push import epoch_ms
+from homing_collector.storage import campaigns as campaigns_sql
 from homing_collector.storage import pg_streams
+from homing_collector.storage import segments as segments_sql
 from homing_collector.storage.base import (
     ActivityRecord,
     ApplicationGone,
@@ -688,28 +691,19 @@ class PostgresStorage:
     async def get_segment(
         self, app_id: str, segment_id: str, version: int | None = None
     ) -> SegmentRecord | None:
-        where, args = _segment_version(segment_id, version)
-        row = await self._row(f"{_SEGMENTS} WHERE s.app_id = %s AND {where}", (app_id, *args))
+        row = await self._row(*_SEGMENTS.get_query(app_id, segment_id, version))
         return _segment_record(row) if row else None
 
     async def list_segments(
         self, app_id: str, *, after: str | None, limit: int
     ) -> list[SegmentRecord]:
-        rows = await self._rows(
-            f"{_SEGMENTS} WHERE s.app_id = %s AND s.segment_id > %s AND v.version = s.version"
-            " ORDER BY s.segment_id LIMIT %s",
-            (app_id, after or "", limit),
-        )
+        rows = await self._rows(*_SEGMENTS.page_query(app_id, after, limit))
         return [_segment_record(row) for row in rows]
 
     async def list_segment_versions(
         self, app_id: str, segment_id: str, *, after: int, limit: int
     ) -> list[SegmentRecord]:
-        rows = await self._rows(
-            f"{_SEGMENTS} WHERE s.app_id = %s AND s.segment_id = %s AND v.version > %s"
-            " ORDER BY v.version LIMIT %s",
-            (app_id, segment_id, after, limit),
-        )
+        rows = await self._rows(*_SEGMENTS.versions_query(app_id, segment_id, after, limit))
         return [_segment_record(row) for row in rows]
 
     async def delete_segment(self, app_id: str, segment_id: str) -> SegmentRecord | None:
@@ -961,28 +955,19 @@ class PostgresStorage:
     async def get_campaign(
         self, app_id: str, campaign_id: str, version: int | None = None
     ) -> CampaignRecord | None:
-        where, args = _version_where("campaign_id", campaign_id, version)
-        row = await self._row(f"{_CAMPAIGNS} WHERE c.app_id = %s AND {where}", (app_id, *args))
+        row = await self._row(*_CAMPAIGNS.get_query(app_id, campaign_id, version))
         return _campaign_record(row) if row else None
 
     async def list_campaigns(
         self, app_id: str, *, after: str | None, limit: int
     ) -> list[CampaignRecord]:
-        rows = await self._rows(
-            f"{_CAMPAIGNS} WHERE c.app_id = %s AND c.campaign_id > %s AND v.version = c.version"
-            " ORDER BY c.campaign_id LIMIT %s",
-            (app_id, after or "", limit),
-        )
+        rows = await self._rows(*_CAMPAIGNS.page_query(app_id, after, limit))
         return [_campaign_record(row) for row in rows]
 
     async def list_campaign_versions(
         self, app_id: str, campaign_id: str, *, after: int, limit: int
     ) -> list[CampaignRecord]:
-        rows = await self._rows(
-            f"{_CAMPAIGNS} WHERE c.app_id = %s AND c.campaign_id = %s AND v.version > %s"
-            " ORDER BY v.version LIMIT %s",
-            (app_id, campaign_id, after, limit),
-        )
+        rows = await self._rows(*_CAMPAIGNS.versions_query(app_id, campaign_id, after, limit))
         return [_campaign_record(row) for row in rows]
 
     async def delete_campaign(self, app_id: str, campaign_id: str) -> CampaignRecord | None:
@@ -1000,7 +985,7 @@ class PostgresStorage:
 
     async def campaigns_to_plan(self) -> list[tuple[CampaignRecord, int | None]]:
         rows = await self._rows(
-            f"SELECT {_CAMPAIGN_COLUMNS}, c.planned_ms FROM {_CAMPAIGN_JOIN}"
+            f"SELECT {_CAMPAIGNS.columns}, c.planned_ms FROM {_CAMPAIGNS.join}"
             " WHERE NOT c.finished AND v.version = c.version ORDER BY c.app_id, c.campaign_id"
         )
         return [(_campaign_record(row[:9]), row[9]) for row in rows]
@@ -1542,17 +1527,8 @@ async def _lock(conn: Connection, *key: str) -> None:
 
 
 # One version of a segment: the head `s` joined to its versions `v`.
-_SEGMENTS = (
-    "SELECT s.app_id, s.segment_id, v.version, s.created_at, v.created_at, v.request, s.tags"
-    " FROM segments s JOIN segment_versions v USING (app_id, segment_id)"
-)
-
-
-def _segment_version(segment_id: str, version: int | None) -> tuple[str, tuple[Any, ...]]:
-    """The WHERE condition (after the app's) of the segment at `version`, or its latest."""
-    if version is None:
-        return "s.segment_id = %s AND v.version = s.version", (segment_id,)
-    return "s.segment_id = %s AND v.version = %s", (segment_id, version)
+# The reads of one version, a page and the versions after one: SQLite's, with our mark.
+_SEGMENTS = dataclasses.replace(segments_sql.VERSIONED, mark="%s")
 
 
 def _segment_record(row: tuple[Any, ...]) -> SegmentRecord:
@@ -1564,8 +1540,7 @@ def _segment_record(row: tuple[Any, ...]) -> SegmentRecord:
 async def _segment(
     conn: Connection, app_id: str, segment_id: str, version: int | None
 ) -> SegmentRecord | None:
-    where, args = _segment_version(segment_id, version)
-    cursor = await conn.execute(f"{_SEGMENTS} WHERE s.app_id = %s AND {where}", (app_id, *args))
+    cursor = await conn.execute(*_SEGMENTS.get_query(app_id, segment_id, version))
     row = await cursor.fetchone()
     return _segment_record(row) if row else None
 
@@ -1667,12 +1642,7 @@ async def _check_references(
 # -- campaigns (SQLite's side: storage/campaigns.py) ---------------------------------------
 
 # One version of a campaign: the head `c` joined to its versions `v`.
-_CAMPAIGN_COLUMNS = (
-    "c.app_id, c.campaign_id, v.version, c.created_at, v.created_at, v.request, c.segment_id,"
-    " c.state, c.tags"
-)
-_CAMPAIGN_JOIN = "campaigns c JOIN campaign_versions v USING (app_id, campaign_id)"
-_CAMPAIGNS = f"SELECT {_CAMPAIGN_COLUMNS} FROM {_CAMPAIGN_JOIN}"
+_CAMPAIGNS = dataclasses.replace(campaigns_sql.VERSIONED, mark="%s")
 _ACTIVITY = (
     "app_id, campaign_id, activity_id, version, scheduled_ms, state, started_at, ended_at,"
     " result, cursor, total, successful, metrics"
@@ -1683,13 +1653,6 @@ _SENT, _DEFERRED = "SENT", "DEFERRED"
 
 def _iso_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _version_where(key: str, resource_id: str, version: int | None) -> tuple[str, tuple[Any, ...]]:
-    """The WHERE condition (after the app's) of a campaign at `version`, or its latest."""
-    if version is None:
-        return f"c.{key} = %s AND v.version = c.version", (resource_id,)
-    return f"c.{key} = %s AND v.version = %s", (resource_id, version)
 
 
 def _campaign_record(row: tuple[Any, ...]) -> CampaignRecord:
@@ -1709,8 +1672,7 @@ def _activity(row: tuple[Any, ...]) -> ActivityRecord:
 async def _campaign(
     conn: Connection, app_id: str, campaign_id: str, version: int | None
 ) -> CampaignRecord | None:
-    where, args = _version_where("campaign_id", campaign_id, version)
-    cursor = await conn.execute(f"{_CAMPAIGNS} WHERE c.app_id = %s AND {where}", (app_id, *args))
+    cursor = await conn.execute(*_CAMPAIGNS.get_query(app_id, campaign_id, version))
     row = await cursor.fetchone()
     return _campaign_record(row) if row else None
 

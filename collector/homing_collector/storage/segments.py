@@ -19,7 +19,7 @@ from homing_collector.storage.segment_references import reference_checks
 from homing_collector.storage.versioned import Versioned
 
 _COLUMNS = "s.app_id, s.segment_id, v.version, s.created_at, v.created_at, v.request, s.tags"
-_VERSIONED = Versioned("segments s", "segment_versions", "segment_id", _COLUMNS)
+VERSIONED = Versioned("segments s", "segment_versions", "segment_id", _COLUMNS)
 
 
 def create(
@@ -103,7 +103,7 @@ def get(
     conn: sqlite3.Connection, app_id: str, segment_id: str, version: int | None
 ) -> SegmentRecord | None:
     """The segment at `version`, or at its latest when None."""
-    row = _VERSIONED.get(conn, app_id, segment_id, version)
+    row = VERSIONED.get(conn, app_id, segment_id, version)
     return _record(row) if row else None
 
 
@@ -111,14 +111,14 @@ def page(
     conn: sqlite3.Connection, app_id: str, after: str | None, limit: int
 ) -> list[SegmentRecord]:
     """The latest version of each segment, by id."""
-    return [_record(row) for row in _VERSIONED.page(conn, app_id, after, limit)]
+    return [_record(row) for row in VERSIONED.page(conn, app_id, after, limit)]
 
 
 def versions(
     conn: sqlite3.Connection, app_id: str, segment_id: str, after: int, limit: int
 ) -> list[SegmentRecord]:
     """The versions after `after`, oldest first."""
-    rows = _VERSIONED.versions_after(conn, app_id, segment_id, after, limit)
+    rows = VERSIONED.versions_after(conn, app_id, segment_id, after, limit)
     return [_record(row) for row in rows]
 
 

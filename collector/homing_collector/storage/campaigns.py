@@ -60,13 +60,19 @@ def segment_version(
     row = conn.execute(
         "SELECT version FROM segments WHERE app_id = ? AND segment_id = ?", (app_id, segment_id)
     ).fetchone()
-    if row is None:
+    return pinned_version(segment_id, None if row is None else int(row[0]), version)
+
+
+def pinned_version(segment_id: str, latest: int | None, version: int | None) -> int:
+    """`version` checked against the segment's `latest` (None: no such segment), or the
+    latest when None; every backend's check."""
+    if latest is None:
         raise SegmentReferenceError(
             "SegmentId", f"segment {segment_id} does not exist in this application"
         )
     if version is None:
-        return int(row[0])
-    if not 1 <= version <= row[0]:
+        return latest
+    if not 1 <= version <= latest:
         raise SegmentReferenceError(
             "SegmentVersion", f"segment {segment_id} has no version {version}"
         )

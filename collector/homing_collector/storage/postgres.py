@@ -1686,17 +1686,7 @@ async def _pinned_version(
         "SELECT version FROM segments WHERE app_id = %s AND segment_id = %s", (app_id, segment_id)
     )
     row = await cursor.fetchone()
-    if row is None:
-        raise SegmentReferenceError(
-            "SegmentId", f"segment {segment_id} does not exist in this application"
-        )
-    if version is None:
-        return int(row[0])
-    if not 1 <= version <= row[0]:
-        raise SegmentReferenceError(
-            "SegmentVersion", f"segment {segment_id} has no version {version}"
-        )
-    return version
+    return campaigns_sql.pinned_version(segment_id, None if row is None else int(row[0]), version)
 
 
 async def _add_campaign_version(

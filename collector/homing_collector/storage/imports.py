@@ -26,7 +26,7 @@ from homing_collector.storage.base import (
     UserEndpointLimit,
 )
 
-_COLUMNS = (
+COLUMNS = (
     "app_id, job_id, created_at, definition, status, total_pieces, segment_id,"
     " completed_pieces, failed_pieces, total_processed, total_failures, failures,"
     " completed_at, owner, heartbeat"
@@ -38,7 +38,7 @@ Upsert = Callable[[sqlite3.Connection, EndpointUpdate], None]
 
 def create(conn: sqlite3.Connection, record: ImportJobRecord) -> None:
     conn.execute(
-        f"INSERT INTO import_jobs ({_COLUMNS}) VALUES ({', '.join('?' * 15)})", _values(record)
+        f"INSERT INTO import_jobs ({COLUMNS}) VALUES ({', '.join('?' * 15)})", job_values(record)
     )
 
 
@@ -48,15 +48,15 @@ def save(conn: sqlite3.Connection, record: ImportJobRecord) -> None:
         " completed_pieces = ?, failed_pieces = ?, total_processed = ?, total_failures = ?,"
         " failures = ?, completed_at = ?, owner = ?, heartbeat = ?"
         " WHERE app_id = ? AND job_id = ?",
-        (*_values(record)[4:], record.app_id, record.id),
+        (*job_values(record)[4:], record.app_id, record.id),
     )
 
 
 def get(conn: sqlite3.Connection, app_id: str, job_id: str) -> ImportJobRecord | None:
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM import_jobs WHERE app_id = ? AND job_id = ?", (app_id, job_id)
+        f"SELECT {COLUMNS} FROM import_jobs WHERE app_id = ? AND job_id = ?", (app_id, job_id)
     ).fetchone()
-    return _record(row) if row else None
+    return job_record(row) if row else None
 
 
 def page(
@@ -68,17 +68,17 @@ def page(
         where += " AND segment_id = ?"
         args += (segment_id,)
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM import_jobs WHERE {where} ORDER BY job_id LIMIT ?",
+        f"SELECT {COLUMNS} FROM import_jobs WHERE {where} ORDER BY job_id LIMIT ?",
         (*args, limit),
     ).fetchall()
-    return [_record(row) for row in rows]
+    return [job_record(row) for row in rows]
 
 
 def unfinished(conn: sqlite3.Connection) -> list[ImportJobRecord]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM import_jobs WHERE status NOT IN (?, ?)", _TERMINAL
+        f"SELECT {COLUMNS} FROM import_jobs WHERE status NOT IN (?, ?)", _TERMINAL
     ).fetchall()
-    return [_record(row) for row in rows]
+    return [job_record(row) for row in rows]
 
 
 def import_rows(
@@ -185,7 +185,8 @@ def _check_app(conn: sqlite3.Connection, app_id: str) -> None:
         raise ApplicationGone(f"application {app_id} was deleted while the job ran")
 
 
-def _values(record: ImportJobRecord) -> tuple[Any, ...]:
+def job_values(record: ImportJobRecord) -> tuple[Any, ...]:
+    """The row of `record`, in the order of COLUMNS (every backend's)."""
     return (
         record.app_id, record.id, record.created_at, record.definition, record.status,
         record.total_pieces, record.segment_id, record.completed_pieces, record.failed_pieces,
@@ -194,7 +195,8 @@ def _values(record: ImportJobRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _record(row: tuple[Any, ...]) -> ImportJobRecord:
+def job_record(row: tuple[Any, ...]) -> ImportJobRecord:
+    """The record of a row of COLUMNS (every backend's)."""
     return ImportJobRecord(
         app_id=row[0],
         id=row[1],

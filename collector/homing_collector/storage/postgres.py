@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from homing_collector.push import epoch_ms
 from homing_collector.storage import campaigns as campaigns_sql
+from homing_collector.storage import imports as imports_sql
 from homing_collector.storage import pg_streams
 from homing_collector.storage import segments as segments_sql
 from homing_collector.storage.base import (
@@ -740,8 +741,9 @@ class PostgresStorage:
     async def create_import_job(self, record: ImportJobRecord) -> None:
         async def work(conn: Connection) -> None:
             await conn.execute(
-                f"INSERT INTO import_jobs ({_JOB_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})",
-                _job_values(record),
+                f"INSERT INTO import_jobs ({imports_sql.COLUMNS})"
+                f" VALUES ({', '.join(['%s'] * 15)})",
+                imports_sql.job_values(record),
             )
 
         await self._write(work)
@@ -751,10 +753,10 @@ class PostgresStorage:
 
     async def get_import_job(self, app_id: str, job_id: str) -> ImportJobRecord | None:
         row = await self._row(
-            f"SELECT {_JOB_COLUMNS} FROM import_jobs WHERE app_id = %s AND job_id = %s",
+            f"SELECT {imports_sql.COLUMNS} FROM import_jobs WHERE app_id = %s AND job_id = %s",
             (app_id, job_id),
         )
-        return _job_record(row) if row else None
+        return imports_sql.job_record(row) if row else None
 
     async def list_import_jobs(
         self, app_id: str, *, segment_id: str | None, after: str | None, limit: int
@@ -765,17 +767,17 @@ class PostgresStorage:
             where += " AND segment_id = %s"
             args += (segment_id,)
         rows = await self._rows(
-            f"SELECT {_JOB_COLUMNS} FROM import_jobs WHERE {where} ORDER BY job_id LIMIT %s",
+            f"SELECT {imports_sql.COLUMNS} FROM import_jobs WHERE {where} ORDER BY job_id LIMIT %s",
             (*args, limit),
         )
-        return [_job_record(row) for row in rows]
+        return [imports_sql.job_record(row) for row in rows]
 
     async def unfinished_import_jobs(self) -> list[ImportJobRecord]:
         rows = await self._rows(
-            f"SELECT {_JOB_COLUMNS} FROM import_jobs"
+            f"SELECT {imports_sql.COLUMNS} FROM import_jobs"
             " WHERE status NOT IN ('COMPLETED', 'FAILED') ORDER BY app_id, job_id"
         )
-        return [_job_record(row) for row in rows]
+        return [imports_sql.job_record(row) for row in rows]
 
     async def import_endpoints(
         self,
@@ -1545,42 +1547,13 @@ async def _segment(
     return _segment_record(row) if row else None
 
 
-_JOB_COLUMNS = (
-    "app_id, job_id, created_at, definition, status, total_pieces, segment_id,"
-    " completed_pieces, failed_pieces, total_processed, total_failures, failures,"
-    " completed_at, owner, heartbeat"
-)
-
-
-def _job_values(record: ImportJobRecord) -> tuple[Any, ...]:
-    return (
-        record.app_id, record.id, record.created_at, record.definition, record.status,
-        record.total_pieces, record.segment_id, record.completed_pieces, record.failed_pieces,
-        record.total_processed, record.total_failures, orjson.dumps(record.failures).decode(),
-        record.completed_at, record.owner, record.heartbeat,
-    )  # fmt: skip
-
-
-def _job_record(row: tuple[Any, ...]) -> ImportJobRecord:
-    values = list(row)
-    values[11] = orjson.loads(values[11])  # failures
-    return ImportJobRecord(**dict(zip(_JOB_FIELDS, values, strict=True)))
-
-
-_JOB_FIELDS = (
-    "app_id", "id", "created_at", "definition", "status", "total_pieces", "segment_id",
-    "completed_pieces", "failed_pieces", "total_processed", "total_failures", "failures",
-    "completed_at", "owner", "heartbeat",
-)  # fmt: skip
-
-
 async def _save_import_job(conn: Connection, *, record: ImportJobRecord) -> None:
     await conn.execute(
         "UPDATE import_jobs SET status = %s, total_pieces = %s, segment_id = %s,"
         " completed_pieces = %s, failed_pieces = %s, total_processed = %s,"
         " total_failures = %s, failures = %s, completed_at = %s, owner = %s, heartbeat = %s"
         " WHERE app_id = %s AND job_id = %s",
-        (*_job_values(record)[4:], record.app_id, record.id),
+        (*imports_sql.job_values(record)[4:], record.app_id, record.id),
     )
 
 

@@ -331,6 +331,8 @@ class StorageFull(StorageUnavailable):
 
 
 class Storage(Protocol):
+    name: str  # the database's kind, as errors name it: "SQLite", "PostgreSQL"
+    analytics: bool  # the analytics queries (analytics_read) run on this storage
     rollups: bool  # analytics rollups are kept at ingest
     columnar: Path | None  # the columnar copy of sealed events (storage/columnar.py), if any
     full_since: float | None  # when writes began to fail on a full disk, until one succeeds

@@ -98,6 +98,8 @@ _EVENT_KEY = "hour, endpoint_id, event_id, event_type, ts"
 
 
 class PostgresStorage:
+    name = "PostgreSQL"
+    analytics = False  # analytics_read raises: the analytics routes answer 501
     rollups = False  # the analytics rollups are not kept on PostgreSQL yet
     columnar: Path | None = None
     full_since: float | None = None  # PostgreSQL's own full disk is its operator's alarm

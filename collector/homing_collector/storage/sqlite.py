@@ -104,6 +104,9 @@ _SQLITE_FULL = 13  # the primary result code; sqlite3.SQLITE_FULL from Python 3.
 
 
 class SQLiteStorage:
+    name = "SQLite"
+    analytics = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],

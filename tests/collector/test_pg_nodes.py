@@ -8,6 +8,7 @@ campaign's run, the schema's migration) is done once.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import threading
 import time
@@ -33,6 +34,7 @@ from tests.collector.test_campaign_runs import (
 from tests.conftest import App, LiveCollector, run_cli
 
 Nodes = Callable[..., list[LiveCollector]]
+PATH_PARAMETERS_IN = re.compile(r"\{(\w+)\}")
 
 
 @pytest.fixture(autouse=True)
@@ -253,3 +255,33 @@ def test_the_cli_manages_apps_and_keys_and_refuses_sqlite_only_commands(
     code = cli_main(["--db", postgres_url, "hooks", "dead-letters", app["application_id"]])
     assert code == 1
     assert "this command works on SQLite only" in capsys.readouterr().err
+
+
+def test_no_read_answers_500_and_analytics_answer_501(start_nodes: Nodes) -> None:
+    from homing_collector.analytics import kpis
+    from homing_collector.dashboard import ASSETS, PAGE
+    from homing_collector.routes import OPERATIONS
+
+    [node] = start_nodes(1, "--no-access-log")
+    app = node.create_app("sweep")
+    root = node.root_key()
+    values = {
+        "application_id": app.id, "kpi_name": kpis.NAMES[0], "version": "1",
+        "name": sorted(ASSETS.keys() - {PAGE})[0],
+    }  # fmt: skip
+    statuses: dict[str, int] = {}
+    with httpx.Client(headers={"Authorization": f"Bearer {root.token}"}, timeout=10) as client:
+        for operation in OPERATIONS:
+            if operation.method != "GET" or operation.name == "OpenPushStream":
+                continue
+            path = operation.path
+            for name in PATH_PARAMETERS_IN.findall(path):
+                path = path.replace(f"{{{name}}}", values.get(name, "missing"))
+            answer = client.get(node.url + path)
+            statuses[operation.name] = answer.status_code
+            if answer.status_code == 501:
+                assert "not available on PostgreSQL" in answer.json()["Message"]
+    assert all(status < 500 or status == 501 for status in statuses.values()), statuses
+    analytics = {name: s for name, s in statuses.items() if "Analytics" in name or "Kpi" in name}
+    assert analytics and set(analytics.values()) <= {400, 501}, analytics
+    assert statuses["GetApp"] == statuses["Health"] == statuses["Metrics"] == 200

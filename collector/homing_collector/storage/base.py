@@ -686,6 +686,10 @@ class Storage(Protocol):
         the last call, else (app, endpoint, highest seq) for each endpoint with messages
         queued since `since_ms` and not yet acknowledged."""
 
+    async def push_wait(self, timeout: float) -> None:
+        """Sleep `timeout` seconds, or less: until another process may have queued a
+        push, if this storage is told of those (PostgreSQL's NOTIFY)."""
+
     # Hooks (SQL in outbox.py for SQLite). Times are the hooks' clock, Unix seconds.
     async def hook_secrets(
         self, app_id: str, *, create: str | None = None, now: str = ""

@@ -1171,6 +1171,9 @@ class SQLiteStorage:
     async def purge_push(self, now_ms: int) -> int:
         return await self._write(lambda conn: push.purge(conn, now_ms), flush_first=False)
 
+    async def push_wait(self, timeout: float) -> None:
+        await asyncio.sleep(timeout)  # no process tells another of its commits
+
     async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
         conn = self._read()
         (version,) = conn.execute("PRAGMA data_version").fetchone()

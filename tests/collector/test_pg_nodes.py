@@ -175,11 +175,13 @@ def test_a_node_killed_mid_traffic_loses_no_acknowledged_event_and_stores_none_t
     headers = {"Authorization": f"Bearer {app.ingest.token}"}
     acknowledged: set[str] = set()
     retried = 0
-    killer = threading.Timer(0.8, lambda: a.process and a.process.send_signal(signal.SIGKILL))
-    killer.start()
+    # Killed from another thread, while a batch may be on its way to it or being stored.
+    killer = threading.Timer(0.05, lambda: a.process and a.process.send_signal(signal.SIGKILL))
     try:
         with httpx.Client(timeout=5) as client:
             for batch in range(80):
+                if batch == 30:
+                    killer.start()
                 ids = [f"b{batch}-{i}" for i in range(25)]
                 body = orjson.dumps({"BatchItem": {f"device-{batch % 7}": {
                     "Endpoint": {}, "Events": events(ids, now_iso())}}})  # fmt: skip

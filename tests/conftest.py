@@ -55,9 +55,13 @@ class App:
 
 @dataclass
 class LiveCollector:
-    """`homing-collector serve` in a child process, on a free loopback port."""
+    """`homing-collector serve` in a child process, on a free loopback port.
+
+    On the SQLite file `db`, or on the database `db_url` names (a postgresql:// URL; then
+    `db` only names the log, `db` with .log): several may share that one."""
 
     db: Path
+    db_url: str = ""
     url: str = ""
     process: subprocess.Popen[str] | None = None
     extra_args: tuple[str, ...] = ()
@@ -65,11 +69,19 @@ class LiveCollector:
     log: Path | None = None
     _apps: list[App] = field(default_factory=list)
 
+    @property
+    def database(self) -> str:
+        return self.db_url or str(self.db)
+
     def start(self) -> LiveCollector:
+        return self.launch().wait_ready()
+
+    def launch(self) -> LiveCollector:
+        """Start the process; wait_ready() waits for it to listen."""
         self.log = self.db.with_suffix(".log")
         stderr = self.log.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "homing_collector", "--db", str(self.db), "serve",
+            [sys.executable, "-m", "homing_collector", "--db", self.database, "serve",
              "--port", "0", *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -78,7 +90,11 @@ class LiveCollector:
             start_new_session=self.new_session,
         )  # fmt: skip
         stderr.close()
-        assert self.process.stdout is not None
+        return self
+
+    def wait_ready(self) -> LiveCollector:
+        assert self.process is not None and self.process.stdout is not None
+        assert self.log is not None
         line = self.process.stdout.readline()
         if "listening on " not in line:
             self.process.kill()
@@ -87,7 +103,7 @@ class LiveCollector:
         return self
 
     def create_app(self, name: str = "test") -> App:
-        data = json.loads(run_cli("--db", str(self.db), "apps", "create", name, "--json"))
+        data = json.loads(run_cli("--db", self.database, "apps", "create", name, "--json"))
         app = App(
             data["application_id"], Credentials(**data["ingest"]), Credentials(**data["admin"])
         )
@@ -95,7 +111,7 @@ class LiveCollector:
         return app
 
     def root_key(self) -> Credentials:
-        data = json.loads(run_cli("--db", str(self.db), "keys", "create", "--root", "--json"))
+        data = json.loads(run_cli("--db", self.database, "keys", "create", "--root", "--json"))
         return Credentials(data["access_key_id"], data["secret_access_key"], data["token"])
 
     def client(

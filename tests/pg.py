@@ -94,7 +94,7 @@ class Cluster:
         return f"postgresql://{_USER}@127.0.0.1:{self.port}/{database}"
 
 
-def _start_cluster() -> Cluster:
+def start_cluster() -> Cluster:
     bindir = _bindir()
     if bindir is None:
         _unavailable(
@@ -138,7 +138,7 @@ def _start_cluster() -> Cluster:
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[Cluster]:
     """A PostgreSQL server of our own for the whole session."""
-    cluster = _start_cluster()
+    cluster = start_cluster()
     try:
         yield cluster
     finally:

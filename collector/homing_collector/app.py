@@ -68,14 +68,7 @@ def create_app(
     secrets_key = (
         sealing.SecretsKey.load(settings.secrets_key_file) if settings.secrets_key_file else None
     )
-    store: Storage = storage or SQLiteStorage(
-        settings.db_path,
-        synchronous=settings.synchronous,
-        max_pending=settings.max_pending_writes,
-        events_process=True,
-        rollups=settings.rollups,
-        columnar_copy=settings.columnar and _duckdb(),
-    )
+    store: Storage = storage or default_storage(settings)
 
     metrics = Metrics()
     registry = Registry()
@@ -90,7 +83,9 @@ def create_app(
         heartbeat=settings.push_heartbeat,
         queue_limit=settings.push_queue_limit,
         default_ttl=settings.push_default_ttl,
-        shared=settings.workers > 1,
+        # Other processes may queue pushes for this one's streams: those of `serve
+        # --workers`, and every other collector on a PostgreSQL database.
+        shared=settings.workers > 1 or settings.db_url is not None,
     )
     # Webhook deliveries and event streams, in the background of every process; leases
     # in the database share the work between the processes of `serve --workers`.
@@ -121,9 +116,9 @@ def create_app(
 
     # Event-stream records are made in a process of their own where the collector owns
     # its SQLite file (as `serve` does), so that making them never takes the GIL from
-    # the event loop that answers PutEvents; in this process otherwise.
+    # the event loop that answers PutEvents; in this process otherwise (on PostgreSQL too).
     streams: StreamPump | StreamProcess
-    if storage is None and os.name == "posix":
+    if storage is None and os.name == "posix" and settings.db_url is None:
         streams = StreamProcess(store, settings.db_path, settings.synchronous)
     else:
         streams = StreamPump(store, wake=outbox.wake, clock=outbox.clock)
@@ -199,6 +194,28 @@ def create_app(
     app.state.openapi = document(operations, PATH_PARAMETERS, EXTRA_SCHEMAS)
     app.add_middleware(_Observe, metrics=app.state.metrics)
     return app
+
+
+def default_storage(settings: Settings) -> Storage:
+    """The storage that `settings` name: the PostgreSQL database of the preview (without
+    SQLite's writer process, rollups or columnar copy), else the SQLite file."""
+    if settings.db_url is not None:
+        # Imported here: psycopg is needed only by those who use PostgreSQL.
+        from homing_collector.storage.postgres import PostgresStorage
+
+        return PostgresStorage(
+            settings.db_url,
+            max_pending=settings.max_pending_writes,
+            listen=settings.pg_listen,
+        )
+    return SQLiteStorage(
+        settings.db_path,
+        synchronous=settings.synchronous,
+        max_pending=settings.max_pending_writes,
+        events_process=True,
+        rollups=settings.rollups,
+        columnar_copy=settings.columnar and _duckdb(),
+    )
 
 
 def _duckdb() -> bool:

@@ -26,7 +26,7 @@ from homing_collector.lifetime import end_with_parent
 from homing_collector.routes.apps import new_app
 from homing_collector.sealing import SecretsKey, SecretsKeyError
 from homing_collector.settings import QUOTAS, Settings, default_db_path
-from homing_collector.storage.base import StorageError
+from homing_collector.storage.base import Storage, StorageError
 from homing_collector.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")
@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         "--db",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help=f"the SQLite database (default: $HOMING_DB, else {default_db_path()})",
+        help=f"the SQLite database (default: $HOMING_DB, else {default_db_path()}); a "
+        "postgresql:// URL with HOMING_POSTGRES_PREVIEW=1",
     )
     parser = argparse.ArgumentParser(
         prog="homing-collector",
@@ -394,6 +395,12 @@ def _with_storage(
     *,
     events_process: bool = False,
 ) -> T:
+    if settings.db_url is not None:
+        raise _CannotOpen(
+            "this command works on SQLite only: the PostgreSQL preview serves collectors and "
+            "runs 'apps create/list/delete' and 'keys create/list/revoke' (see "
+            "docs/deployment.md)"
+        )
     _check_database(settings)
 
     async def run() -> T:
@@ -409,14 +416,40 @@ def _with_storage(
     return asyncio.run(run())
 
 
+def _with_any_storage(settings: Settings, work: Callable[[Storage], Awaitable[T]]) -> T:
+    """Run `work` on the database that settings name: SQLite or, in preview, PostgreSQL
+    (whose schema it migrates, as a collector starting would)."""
+    if settings.db_url is None:
+        return _with_storage(settings, work)
+
+    async def run() -> T:
+        from homing_collector.storage.postgres import PostgresStorage
+
+        storage = PostgresStorage(str(settings.db_url), max_connections=2, listen=False)
+        try:
+            await storage.start()
+        except (OSError, StorageError, _postgres_error()) as exc:
+            raise _CannotOpen(f"cannot open the database {settings.database}: {exc}") from None
+        try:
+            return await work(storage)
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
+def _postgres_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
+
+
 def _secrets_key(settings: Settings) -> SecretsKey | None:
     path = settings.secrets_key_file
     return None if path is None else SecretsKey.load(path)
 
 
-async def _check_secrets(
-    storage: SQLiteStorage, key: SecretsKey | None, *, warn: bool = True
-) -> None:
+async def _check_secrets(storage: Storage, key: SecretsKey | None, *, warn: bool = True) -> None:
     """Refuse to add secrets to a database whose sealed ones `key` does not open, so that
     one database never holds secrets sealed with two keys, or clear and sealed by mistake."""
     clear = sealing.check([(k.access_key_id, k.secret) for k in await storage.list_keys()], key)
@@ -450,10 +483,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_access_log:
         logging.getLogger("homing_collector.access").setLevel(logging.WARNING)
     _raise_file_limit()
-    _check_database(settings)
     key = _secrets_key(settings)
     # The app checks again as it starts; here a wrong key file is one line, not a traceback.
-    _with_storage(settings, lambda storage: _check_secrets(storage, key, warn=False))
+    _with_any_storage(settings, lambda storage: _check_secrets(storage, key, warn=False))
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that name TCP, and without
     # it an answer sent in two writes (head, then body) waits ~40 ms for a delayed ACK.
@@ -492,7 +524,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
-    banner = f"Homing collector listening on http://{host}:{port} (database {settings.db_path})"
+    banner = f"Homing collector listening on http://{host}:{port} (database {settings.database})"
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -622,13 +654,13 @@ def _apps_create(args: argparse.Namespace, settings: Settings) -> int:
     ingest = generate_key("ingest", app.id, secrets_key=key)
     admin = generate_key("admin", app.id, secrets_key=key)
 
-    async def work(storage: SQLiteStorage) -> None:
+    async def work(storage: Storage) -> None:
         await _check_secrets(storage, key)
         await storage.create_app(app)
         await storage.create_key(ingest.record)
         await storage.create_key(admin.record)
 
-    _with_storage(settings, work)
+    _with_any_storage(settings, work)
     if args.json:
         print(json.dumps({
             "application_id": app.id, "name": app.name,
@@ -651,10 +683,10 @@ def _print_key(title: str, key: NewKey) -> None:
 
 
 def _apps_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(storage: SQLiteStorage) -> list[Any]:
+    async def work(storage: Storage) -> list[Any]:
         return await storage.list_apps(after=None, limit=1_000_000)
 
-    apps = _with_storage(settings, work)
+    apps = _with_any_storage(settings, work)
     if args.json:
         print(json.dumps([{"application_id": a.id, "name": a.name, "created_at": a.created_at}
                           for a in apps]))  # fmt: skip
@@ -667,10 +699,10 @@ def _apps_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _apps_delete(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(storage: SQLiteStorage) -> Any:
+    async def work(storage: Storage) -> Any:
         return await storage.delete_app(args.app_id)
 
-    if _with_storage(settings, work) is None:
+    if _with_any_storage(settings, work) is None:
         return _fail(f"no application {args.app_id}")
     print(f"Deleted application {args.app_id} with its endpoints, events and keys.")
     return 0
@@ -686,14 +718,14 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
         else generate_key(args.role, args.app, secrets_key=sealer)
     )
 
-    async def work(storage: SQLiteStorage) -> bool:
+    async def work(storage: Storage) -> bool:
         await _check_secrets(storage, sealer)
         if args.app and await storage.get_app(args.app) is None:
             return False
         await storage.create_key(key.record)
         return True
 
-    if not _with_storage(settings, work):
+    if not _with_any_storage(settings, work):
         return _fail(f"no application {args.app}")
     if args.json:
         print(json.dumps({"role": key.record.role, "application_id": key.record.app_id,
@@ -704,10 +736,10 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(storage: SQLiteStorage) -> list[Any]:
+    async def work(storage: Storage) -> list[Any]:
         return await storage.list_keys(args.app)
 
-    keys = _with_storage(settings, work)
+    keys = _with_any_storage(settings, work)
     rows = [
         {"access_key_id": k.access_key_id, "role": k.role, "application_id": k.app_id,
          "created_at": k.created_at, "revoked_at": k.revoked_at}
@@ -725,10 +757,10 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-    async def work(storage: SQLiteStorage) -> bool:
+    async def work(storage: Storage) -> bool:
         return await storage.revoke_key(args.access_key_id, now)
 
-    if not _with_storage(settings, work):
+    if not _with_any_storage(settings, work):
         return _fail(f"no active key {args.access_key_id}")
     print(f"Revoked {args.access_key_id}.")
     return 0

@@ -22,6 +22,7 @@ ERROR_NAMES = {
     413: "PayloadTooLargeException",
     429: "TooManyRequestsException",
     500: "InternalServerErrorException",
+    501: "NotImplementedException",
 }
 
 
@@ -43,6 +44,11 @@ def bad_request(message: str) -> PinpointError:
 
 def not_found(message: str) -> PinpointError:
     return PinpointError(404, message)
+
+
+def not_implemented(feature: str, storage: str) -> PinpointError:
+    """A feature this collector has, but not on the storage it runs on: 501, not a 500."""
+    return PinpointError(501, f"{feature}: not available on {storage} yet")
 
 
 def forbidden(message: str) -> PinpointError:

@@ -14,6 +14,8 @@ from homing_collector.campaigns.triggers import SEND_WINDOW
 from homing_collector.push.messages import MAX_TTL_SECONDS
 from homing_collector.quotas import MAX_QUOTA
 
+# The variable that lets `--db` name a PostgreSQL database, a storage still in preview.
+PREVIEW_VARIABLE = "HOMING_POSTGRES_PREVIEW"
 QUOTAS = ("quota_key_requests", "quota_key_events", "quota_app_requests", "quota_app_events")
 
 
@@ -28,18 +30,38 @@ def database_path(raw: str) -> Path:
         return Path(raw)  # a plain path (C:\\... on Windows has a one-letter "scheme")
     if scheme.lower() == "sqlite":
         return Path(rest.removeprefix("//") or ".")
-    if scheme.lower() in ("postgresql", "postgres"):
-        # The PostgreSQL storage (storage/postgres.py) lacks the analytics so far: a
-        # collector on it would fail at those.
+    if postgres_url(raw):
+        # The PostgreSQL storage (storage/postgres.py) lacks the analytics so far: only
+        # those who opt in to the preview get it.
         raise ValueError(
-            "db_path: PostgreSQL is not supported by this version of the collector yet: its "
-            "storage is not complete (see docs/deployment.md); give the path of a SQLite file "
-            "or a sqlite: URL"
+            "db_path: PostgreSQL is a preview in this version of the collector: set "
+            f"{PREVIEW_VARIABLE}=1 to use it. It lacks the analytics (queries, KPIs, the "
+            "dashboard's data) and the columnar copy (see docs/deployment.md); else give the "
+            "path of a SQLite file or a sqlite: URL"
         )
     raise ValueError(
         f"db_path: {scheme}: URLs name no database this collector can use; give the path of "
         "a SQLite file or a sqlite: URL"
     )
+
+
+def postgres_url(raw: str) -> bool:
+    """Whether `--db` or HOMING_DB names a PostgreSQL database (a postgresql:// URL)."""
+    scheme, colon, _ = raw.partition(":")
+    return bool(colon) and scheme.lower() in ("postgresql", "postgres")
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, to be printed or logged.
+
+    >>> redacted("postgresql://homing:secret@db.example/homing")
+    'postgresql://homing@db.example/homing'
+    """
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
 
 
 def default_db_path() -> Path:
@@ -49,6 +71,12 @@ def default_db_path() -> Path:
 @dataclass(frozen=True)
 class Settings:
     db_path: Path
+    # The PostgreSQL database to use instead of the SQLite file (a preview, opted in to
+    # with HOMING_POSTGRES_PREVIEW=1): several collectors may share it.
+    db_url: str | None = None
+    # On PostgreSQL, LISTEN for queued pushes on a connection of its own; off, poll for
+    # them instead (behind a pooler in transaction mode, which drops what LISTEN asked).
+    pg_listen: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
     # SQLite's synchronous pragma. NORMAL survives a killed process, FULL a lost power supply.
@@ -149,9 +177,12 @@ class Settings:
         sources: dict[str, str] = {}  # setting -> where its value came from, for errors
         raw_db = flags.get("db_path") or env.get("HOMING_DB")
         if raw_db:
-            source = "--db" if flags.get("db_path") else f"HOMING_DB={raw_db!r}"
+            source = "--db" if flags.get("db_path") else f"HOMING_DB={redacted(str(raw_db))!r}"
             try:
-                values["db_path"] = database_path(str(raw_db))
+                if postgres_url(str(raw_db)) and _preview(env):
+                    values["db_url"] = str(raw_db)
+                else:
+                    values["db_path"] = database_path(str(raw_db))
             except ValueError as exc:
                 raise ValueError(f"{exc} (from {source})") from None
         for name, kind in _SERVE_VARIABLES if serve else ():
@@ -174,8 +205,21 @@ class Settings:
             source = sources.get(str(exc).split(" ", 1)[0], "a flag or a HOMING_* variable")
             raise ValueError(f"{exc} (from {source})") from None
 
+    @property
+    def database(self) -> str:
+        """The database in use, as it may be printed: a path, or a URL with no password."""
+        return redacted(self.db_url) if self.db_url else str(self.db_path)
+
 
 _PATHS = ("import_dir", "secrets_key_file", "stream_dir")
+
+
+def _preview(env: Mapping[str, str]) -> bool:
+    raw = env.get(PREVIEW_VARIABLE, "")
+    try:
+        return bool(raw) and _flag(raw)
+    except ValueError:
+        raise ValueError(f"{PREVIEW_VARIABLE}={raw!r} must be 1 or 0") from None
 
 
 def _flag(raw: str) -> bool:
@@ -205,4 +249,5 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("hook_timeout", float),
     ("hooks_allow_http", _flag),
     ("trigger_window", float),
+    ("pg_listen", _flag),
 )

@@ -141,8 +141,8 @@ def test_serve_reports_a_port_in_use(tmp_path: Path, workers: str) -> None:
 @pytest.mark.parametrize(
     ("given", "error"),
     [
-        ("postgresql://homing@db.example/homing", "PostgreSQL is not supported by this version"),
-        ("postgres://db.example/homing", "PostgreSQL is not supported by this version"),
+        ("postgresql://homing@db.example/homing", "set HOMING_POSTGRES_PREVIEW=1 to use it"),
+        ("postgres://db.example/homing", "set HOMING_POSTGRES_PREVIEW=1 to use it"),
         ("mysql://db.example/homing", "mysql: URLs name no database"),
     ],
 )

@@ -56,6 +56,7 @@ def test_flags_beat_environment_beats_defaults(tmp_path: Path) -> None:
         ({"HOMING_IMPORT_DIR": "/no/such/directory"}, "import_dir"),
         ({"HOMING_TRIGGER_WINDOW": "6"}, "trigger_window"),
         ({"HOMING_TRIGGER_WINDOW": "-1"}, "trigger_window"),
+        ({"HOMING_PG_LISTEN": "maybe"}, "pg_listen"),
     ],
 )
 def test_bad_settings_name_the_rule_and_the_variable(env: dict[str, str], rule: str) -> None:
@@ -63,6 +64,26 @@ def test_bad_settings_name_the_rule_and_the_variable(env: dict[str, str], rule: 
     with pytest.raises(ValueError) as info:
         Settings.from_env(env)
     assert rule in str(info.value) and f"{variable}={raw!r}" in str(info.value), info.value
+
+
+def test_postgresql_is_taken_only_by_those_who_opt_in_to_the_preview() -> None:
+    url = "postgresql://homing:secret@db.example/homing"
+    settings = Settings.from_env({"HOMING_DB": url, "HOMING_POSTGRES_PREVIEW": "1"})
+    assert settings.db_url == url and settings.pg_listen is True
+    assert settings.database == "postgresql://homing@db.example/homing"  # no password
+    polling = Settings.from_env(
+        {"HOMING_POSTGRES_PREVIEW": "yes", "HOMING_PG_LISTEN": "0"}, db_path=url
+    )
+    assert polling.db_url == url and polling.pg_listen is False
+    assert Settings.from_env({"HOMING_POSTGRES_PREVIEW": "1"}).db_url is None  # SQLite still
+    for preview in ({}, {"HOMING_POSTGRES_PREVIEW": "0"}):
+        with pytest.raises(ValueError) as info:
+            Settings.from_env({"HOMING_DB": url, **preview})
+        refusal = str(info.value)
+        assert "HOMING_POSTGRES_PREVIEW=1" in refusal and "lacks the analytics" in refusal
+        assert "secret" not in refusal and "(from HOMING_DB=" in refusal
+    with pytest.raises(ValueError, match="HOMING_POSTGRES_PREVIEW='maybe' must be 1 or 0"):
+        Settings.from_env({"HOMING_POSTGRES_PREVIEW": "maybe"}, db_path=url)
 
 
 def test_a_bad_flag_is_named_as_the_flag() -> None:

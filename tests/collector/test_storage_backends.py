@@ -528,6 +528,31 @@ def test_expired_pushes_are_purged_and_recent_ones_reported(backend: Backend) ->
     run(backend, scenario)
 
 
+def test_a_push_another_collector_queues_ends_the_wait_for_pushes_at_once(
+    postgres_url: str,
+) -> None:
+    # PostgreSQL's NOTIFY wakes the streams of every collector at the commit; SQLite has
+    # no such thing (its push_wait sleeps), so this is PostgreSQL's alone.
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def scenario(storage: Storage) -> None:
+        assert isinstance(storage, PostgresStorage)
+        async with collectors(lambda: PostgresStorage(postgres_url), 1) as [writer]:
+            for _ in range(100):  # its LISTEN connection is opened in the background
+                if storage._listening:
+                    break
+                await asyncio.sleep(0.05)
+            await storage.push_changes(0)  # what came before: read
+            waiting = asyncio.create_task(storage.push_wait(60))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # nothing was queued
+            await writer.queue_push(APP, [push("e1", "m1")], queue_limit=10)
+            await asyncio.wait_for(waiting, 10)
+            assert await storage.push_changes(0) == [(APP, "e1", 1)]
+
+    run(lambda: PostgresStorage(postgres_url), scenario)
+
+
 def test_collectors_pushing_at_once_number_each_message_once(backend: Backend) -> None:
     async def scenario(storage: Storage) -> list[int]:
         async with collectors(backend, 8) as writers:

@@ -53,7 +53,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._every(PURGE_INTERVAL, self.purge)))
         if self.shared:
-            self._tasks.append(loop.create_task(self._every(POLL_INTERVAL, self._poll())))
+            self._tasks.append(loop.create_task(self._poll_others()))
 
     def close_streams(self) -> None:
         """End every stream now, so that a graceful shutdown need not wait for them."""
@@ -160,6 +160,18 @@ class Gateway:
                         stream.request_fetch()
 
         return poll
+
+    async def _poll_others(self) -> None:
+        """Check for messages other processes queued every POLL_INTERVAL, or as soon as
+        the storage says there may be some (a NOTIFY on PostgreSQL)."""
+        poll = self._poll()
+        while True:
+            try:
+                await poll()
+            except Exception:
+                logger.exception("Push gateway poll failed; it runs again in %s s", POLL_INTERVAL)
+                await asyncio.sleep(POLL_INTERVAL)
+            await self.storage.push_wait(POLL_INTERVAL)
 
     async def _every(self, seconds: float, chore: Callable[[], Awaitable[object]]) -> None:
         while True:

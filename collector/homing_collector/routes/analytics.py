@@ -17,7 +17,7 @@ from starlette.responses import Response
 from homing.wire import WireError, check_url_id
 from homing_collector.analytics import campaign_view, kpis, params, queries
 from homing_collector.analytics.days import ParamError
-from homing_collector.errors import bad_request, not_found
+from homing_collector.errors import bad_request, not_found, not_implemented
 from homing_collector.routes._common import Call, begin, json
 from homing_collector.storage.analytics_sqlite import Connection
 
@@ -44,6 +44,8 @@ async def _answer(
     found: Callable[[Call], Awaitable[None]] | None = None,
 ) -> Response:
     call = await begin(request)
+    if not call.storage.analytics:
+        raise not_implemented("Analytics (queries, KPIs, the dashboard's data)", call.storage.name)
     if not call.storage.rollups:
         raise not_found("Analytics are off on this collector (HOMING_ROLLUPS=0)")
     if found is not None:

@@ -92,8 +92,10 @@ async def upload_import_job(request: Request) -> Response:
         raise
     settings: Settings = request.app.state.settings
     # Unnamed, beside the database rather than in a temporary directory that may be
-    # memory: the file is gone once closed, or if the process dies.
-    spool = tempfile.TemporaryFile(dir=settings.db_path.parent)  # noqa: SIM115
+    # memory: the file is gone once closed, or if the process dies. On PostgreSQL there
+    # is no database file: the system's temporary directory.
+    spool_dir = None if settings.db_url else settings.db_path.parent
+    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115
     try:
         digest = hashlib.sha256()
         size = 0

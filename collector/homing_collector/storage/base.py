@@ -331,6 +331,8 @@ class StorageFull(StorageUnavailable):
 
 
 class Storage(Protocol):
+    name: str  # the database's kind, as errors name it: "SQLite", "PostgreSQL"
+    analytics: bool  # the analytics queries (analytics_read) run on this storage
     rollups: bool  # analytics rollups are kept at ingest
     columnar: Path | None  # the columnar copy of sealed events (storage/columnar.py), if any
     full_since: float | None  # when writes began to fail on a full disk, until one succeeds
@@ -683,6 +685,10 @@ class Storage(Protocol):
         """For several processes on one database: None when nothing was committed since
         the last call, else (app, endpoint, highest seq) for each endpoint with messages
         queued since `since_ms` and not yet acknowledged."""
+
+    async def push_wait(self, timeout: float) -> None:
+        """Sleep `timeout` seconds, or less: until another process may have queued a
+        push, if this storage is told of those (PostgreSQL's NOTIFY)."""
 
     # Hooks (SQL in outbox.py for SQLite). Times are the hooks' clock, Unix seconds.
     async def hook_secrets(

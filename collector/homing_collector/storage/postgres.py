@@ -26,6 +26,7 @@ analytics/rollups.py's tables are not made), the columnar copy, and analytics qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -102,6 +103,8 @@ _EVENT_KEY = "hour, endpoint_id, event_id, event_type, ts"
 
 
 class PostgresStorage:
+    name = "PostgreSQL"
+    analytics = False  # analytics_read raises: the analytics routes answer 501
     rollups = False  # the analytics rollups are not kept on PostgreSQL yet
     columnar: Path | None = None
     full_since: float | None = None  # PostgreSQL's own full disk is its operator's alarm
@@ -126,6 +129,7 @@ class PostgresStorage:
         self._listener: asyncio.Task[None] | None = None
         self._listening = False  # LISTEN is in effect: a NOTIFY sets _pushed
         self._pushed = True  # a push may have been queued since the last push_changes()
+        self._push_event = asyncio.Event()  # set with _pushed by a NOTIFY, for push_wait()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -158,8 +162,10 @@ class PostgresStorage:
                     await conn.execute(f"LISTEN {PUSH_CHANNEL}")
                     self._listening = True
                     self._pushed = True  # those queued while nobody listened
+                    self._push_event.set()
                     async for _ in conn.notifies():
                         self._pushed = True
+                        self._push_event.set()
             except psycopg.Error as exc:  # the connection lost, or refused
                 logger.warning("PostgreSQL: LISTEN %s lost (%s); polling", PUSH_CHANNEL, exc)
             finally:
@@ -652,12 +658,22 @@ class PostgresStorage:
 
         return await self._write(work)
 
+    async def push_wait(self, timeout: float) -> None:
+        """Return at the next NOTIFY (or one since the last push_changes()), so that a
+        stream held here is woken at the commit of another collector's push."""
+        if not self._listening:
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._push_event.wait(), timeout)
+
     async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
         """None when no push was NOTIFY'd since the last call; without LISTEN (`listen`
         False, or its connection lost), never None: every call reads the recent pushes."""
         if self._listening and not self._pushed:
             return None
         self._pushed = False  # before the read: a NOTIFY during it makes the next one read
+        self._push_event.clear()
         try:
             rows = await self._rows(
                 "SELECT app_id, endpoint_id, max(seq) FROM push_messages"

@@ -104,6 +104,9 @@ _SQLITE_FULL = 13  # the primary result code; sqlite3.SQLITE_FULL from Python 3.
 
 
 class SQLiteStorage:
+    name = "SQLite"
+    analytics = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -1167,6 +1170,9 @@ class SQLiteStorage:
 
     async def purge_push(self, now_ms: int) -> int:
         return await self._write(lambda conn: push.purge(conn, now_ms), flush_first=False)
+
+    async def push_wait(self, timeout: float) -> None:
+        await asyncio.sleep(timeout)  # no process tells another of its commits
 
     async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
         conn = self._read()

@@ -5,14 +5,16 @@
    events (1,000,000) loaded as bench/analytics_queries.py loads its own.
 2. The target: --db-url, which must be empty; else a throwaway cluster, started with
    initdb and pg_ctl as the tests do (tests/pg.py), and removed afterwards.
-3. Runs `homing-collector migrate-db --json` once, and prints each table's rows, seconds
-   and rows per second, the command's CPU time per row and, on a cluster of its own, the
-   server's (its processes, including the backends that have ended).
+3. Runs `homing-collector migrate-db --json` once (with --kill-at-batch N, a first run is
+   killed in its Nth batch, and the run that resumes it is the one timed), and prints
+   each table's rows, seconds and rows per second, the command's CPU time per row and,
+   on a cluster of its own, the server's (its processes, including the backends that
+   have ended). The command itself checks that the target's counts equal the source's.
 
 Run from the repository's root:
 
     python bench/migrate_db.py [--source analytics.db | --events 1000000]
-        [--batch-rows 10000] [--db-url postgresql://...]
+        [--batch-rows 10000] [--kill-at-batch N] [--db-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +33,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from homing_collector.migrate_db import KILL_AT_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,17 +90,25 @@ def _source(args: argparse.Namespace, directory: Path) -> Path:
     return path
 
 
-def _run(source: Path, url: str, batch_rows: int, server: int | None) -> dict[str, Any]:
+def _run(
+    source: Path, url: str, batch_rows: int, server: int | None, kill_at: int = 0
+) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before = _server_cpu(server) if server else 0.0
     started = time.perf_counter()
+    env = {**os.environ, KILL_AT_BATCH: str(kill_at)} if kill_at else None
     done = subprocess.run(
         [sys.executable, "-m", "homing_collector", "migrate-db", "--from", str(source),
          "--to", url, "--batch-rows", str(batch_rows), "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if kill_at:
+        if done.returncode != -signal.SIGKILL:
+            raise SystemExit(f"migrate-db was not killed: {done.returncode} {done.stderr}")
+        print(f"killed (SIGKILL) in its batch {kill_at} after {wall:.1f} s; resuming ...")
+        return {}
     if done.returncode not in (0, 3):
         raise SystemExit(f"migrate-db exited {done.returncode}: {done.stderr}")
     summary: dict[str, Any] = json.loads(done.stdout)
@@ -111,6 +124,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000,
                         help="events to load when there is no --source")  # fmt: skip
     parser.add_argument("--batch-rows", type=int, default=10_000)
+    parser.add_argument("--kill-at-batch", type=int, default=0, metavar="N",
+                        help="first kill a run (SIGKILL) in its Nth batch, then time the run "
+                        "that resumes it")  # fmt: skip
     parser.add_argument("--db-url", help="an empty PostgreSQL database (default: a cluster "
                         "of its own)")  # fmt: skip
     args = parser.parse_args()
@@ -118,6 +134,8 @@ def main() -> int:
         source = _source(args, Path(directory))
         size = source.stat().st_size
         with _database(args.db_url) as (url, server):
+            if args.kill_at_batch:
+                _run(source, url, args.batch_rows, server, args.kill_at_batch)
             summary = _run(source, url, args.batch_rows, server)
     rows = sum(t["this_run"] for t in summary["tables"].values())
     print(f"\nmigrate-db of {size / 1e6:,.0f} MB, batches of {args.batch_rows:,} rows:")

@@ -996,11 +996,13 @@ def _migrate_db(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"{'Resumed' if summary.resumed else 'Copied'} {summary.source} into "
               f"{summary.target} in {summary.seconds:.1f} s:")  # fmt: skip
-        print(f"  {'table':<22} {'source':>12} {'copied':>12} {'this run':>12} {'rows/s':>10}")
+        print(f"  {'table':<22} {'source':>12} {'copied':>12} {'this run':>12} {'rows/s':>10}"
+              f" {'in target':>12}")  # fmt: skip
         for t in summary.tables:
             rate = f"{t.this_run / t.seconds:,.0f}" if t.this_run and t.seconds else "-"
+            counted = "-" if t.target_rows is None else f"{t.target_rows:,}"
             print(f"  {t.name:<22} {t.source_rows:>12,} {t.copied:>12,} {t.this_run:>12,} "
-                  f"{rate:>10}")  # fmt: skip
+                  f"{rate:>10} {counted:>12}")  # fmt: skip
         for name, rows in summary.not_copied.items():
             print(f"  {name:<22} {rows:>12,}  NOT COPIED: PostgreSQL has no such table")
         for t in summary.tables:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from homing_collector.lifetime import alive
 from homing_collector.progress import Progress
 from homing_collector.settings import postgres_url, redacted
 from homing_collector.storage import sqlite_to_pg as copying
@@ -113,12 +115,12 @@ def migrate_db(
         summary.warnings.append(line)
         warn(line)
 
-    held = copying.live_leases(source, int(time.time() * 1000))
-    if held:
+    serving = _serving(copying.live_leases(source, int(time.time() * 1000)))
+    if serving:
         warning(
-            "a collector seems to be serving the source (it holds the tasks "
-            f"{', '.join(held)}): the copy holds what was stored when it started; stop the "
-            "collectors first for a copy with nothing missing"
+            f"a collector is serving the source ({serving}): the copy holds what was "
+            "stored when it started; stop the collectors first for a copy with nothing "
+            "missing"
         )
     try:
         conn = psycopg.connect(url, autocommit=True)
@@ -151,6 +153,21 @@ def migrate_db(
         source.conn.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _serving(leases: list[tuple[str, str]]) -> str:
+    """Who holds a background task's lease on the source and may be serving it; a holder
+    named as a process of this host that is gone is not (its lease outlives it)."""
+    host = socket.gethostname()
+    found = []
+    for task, holder in leases:
+        parts = holder.split(":")
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+            if alive(int(parts[1])):
+                found.append(f"process {parts[1]} holds its {task} task")
+        else:
+            found.append(f"{holder} held its {task} task lately")
+    return "; ".join(dict.fromkeys(found))
 
 
 def _check_target(conn: Any, source: copying.Source, into_existing: bool) -> None:

@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,31 @@ def test_a_url_that_is_not_postgresql_is_refused_naming_the_flag(source: Path) -
         code, _, err = migrate("--from", str(source), "--to", url)
         assert code == 1
         assert "--to:" in err and "postgresql://" in err and "postgresql, postgres" in err
+
+
+def test_a_server_that_does_not_answer_is_named(source: Path) -> None:
+    code, _, err = migrate("--from", str(source), "--to", "postgresql://homing@127.0.0.1:1/x")
+    assert code == 1 and "--to: cannot connect to postgresql://homing@127.0.0.1:1/x" in err
+
+
+def test_a_collector_serving_the_source_is_warned_about(source: Path, postgres_url: str) -> None:
+    lite = LiveCollector(source, extra_args=("--no-access-log",)).start()
+    try:
+        assert lite.process is not None
+        deadline = time.monotonic() + 20
+        while not sqlite_rows(source, "SELECT 1 FROM task_leases"):
+            assert time.monotonic() < deadline, "the collector took no lease"
+            time.sleep(0.1)
+        code, out, err = migrate("--from", str(source), "--to", postgres_url, "--json")
+        assert code in (0, 3), err
+        assert f"a collector is serving the source (process {lite.process.pid} holds" in err
+        assert json.loads(out)["warnings"]
+    finally:
+        lite.stop()
+    # Stopped, its leases outlive it, but not the warning: its process is gone.
+    code, out, err = migrate("--from", str(source), "--to", postgres_url, "--json")
+    assert code in (0, 3) and "serving" not in err
+    assert json.loads(out)["warnings"] == []
 
 
 def test_a_source_that_is_not_a_current_homing_database_is_refused(

@@ -22,6 +22,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def open_source(path: Path) -> Source:
         raise MigrateError(f"--from: no file {path}")
     uri = path.resolve().as_uri() + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         names = [
             name
             for (name,) in conn.execute(
@@ -144,12 +145,12 @@ def source_changed(source: Source) -> bool:
     return int(now) != source.data_version
 
 
-def live_leases(source: Source, now_ms: int) -> list[str]:
-    """The background tasks that a process on the source holds now: a collector serving it."""
+def live_leases(source: Source, now_ms: int) -> list[tuple[str, str]]:
+    """The background tasks that a process holds a lease of on the source: (task, holder)."""
     rows = source.conn.execute(
         "SELECT name, owner FROM task_leases WHERE expires_at > ? ORDER BY name", (now_ms,)
     )
-    return [f"{name} (held by {owner})" for name, owner in rows]
+    return [(name, owner) for name, owner in rows]
 
 
 def homing_tables() -> set[str]:
@@ -333,30 +334,38 @@ def copy_table(
     ).format(progress)
     width = len(table.columns)
     started = time.monotonic()
-    while True:
-        if last_key is None:
-            rows = source.conn.execute(select + order, (batch_rows,)).fetchall()
-        else:
-            rows = source.conn.execute(select + after + order, (*last_key, batch_rows)).fetchall()
-        finished = len(rows) < batch_rows
-        if rows:
-            last_key = list(rows[-1][width:])
-        with conn.transaction():
+
+    def fetch(key: list[Any] | None) -> list[Any]:
+        if key is None:
+            return source.conn.execute(select + order, (batch_rows,)).fetchall()
+        return source.conn.execute(select + after + order, (*key, batch_rows)).fetchall()
+
+    # The next batch is read from SQLite while this one is written to PostgreSQL.
+    with ThreadPoolExecutor(1, thread_name_prefix="homing-migrate-read") as reader:
+        pending = reader.submit(fetch, last_key)
+        finished = False
+        while not finished:
+            rows = pending.result()
+            finished = len(rows) < batch_rows
             if rows:
-                with conn.cursor().copy(copy) as writer:
-                    for n, row in enumerate(rows):
-                        writer.write_row(row[:width])
-                        if n == len(rows) // 2 and kill_at_batch():
-                            _kill_self()
-            conn.execute(
-                update,
-                (json.dumps(last_key), len(rows), finished, _now(), source.identity, table.name),
-            )
-        result.copied += len(rows)
-        result.this_run += len(rows)
-        shown(len(rows))
-        if finished:
-            break
+                last_key = list(rows[-1][width:])
+            if not finished:
+                pending = reader.submit(fetch, last_key)
+            with conn.transaction():
+                if rows:
+                    with conn.cursor().copy(copy) as writer:
+                        for n, row in enumerate(rows):
+                            writer.write_row(row[:width])
+                            if n == len(rows) // 2 and kill_at_batch():
+                                _kill_self()
+                conn.execute(
+                    update,
+                    (json.dumps(last_key), len(rows), finished, _now(), source.identity,
+                     table.name),
+                )  # fmt: skip
+            result.copied += len(rows)
+            result.this_run += len(rows)
+            shown(len(rows))
     _catch_up_sequences(conn, table)
     result.seconds = time.monotonic() - started
     return result

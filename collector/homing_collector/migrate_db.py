@@ -134,19 +134,28 @@ def migrate_db(
                 _check_target(conn, source, into_existing)
             asyncio.run(_migrate_schema(url))
             copying.create_progress(conn)
-            plans, summary.not_copied = copying.plan(source, conn)
-            _copy(source, conn, plans, summary, batch_rows, progress)
+            # One read transaction for the whole run: the source as it was when it started.
+            with copying.snapshot(source):
+                plans, summary.not_copied = copying.plan(source, conn)
+                _copy(source, conn, plans, summary, batch_rows, progress)
             if not into_existing:
                 counts = copying.count_rows(conn, [t.name for t in summary.tables])
                 for table in summary.tables:
                     table.target_rows = counts[table.name]
+            if copying.source_changed(source):
+                warning(
+                    "the source changed while it was copied: what was written after the run "
+                    "started is not in the copy; stop its collectors, then copy into a new "
+                    "database"
+                )
+    except psycopg.errors.UniqueViolation as exc:
+        # Only with --into-existing: a copy of its own never writes a key twice.
+        raise MigrateError(
+            f"a row of the source is in the target already: {exc.diag.message_detail or exc}"
+            f" (table {exc.diag.table_name}); the target's row was left as it was"
+        ) from None
     except psycopg.Error as exc:
         raise MigrateError(f"the copy stopped: {exc}; run it again to go on") from None
-        if copying.source_changed(source):
-            warning(
-                "the source changed while it was copied: what was written after the run "
-                "started is not in the copy; stop its collectors, then copy into a new database"
-            )
     finally:
         if progress is not None:
             progress.done()
@@ -224,33 +233,28 @@ def _copy(
     def kill_now() -> bool:
         return kill_at > 0 and batches + 1 == kill_at
 
-    # One read transaction for the whole run: the source as it was when the run started.
-    source.conn.execute("BEGIN")
-    try:
-        for table in plans:
+    for table in plans:
 
-            def shown(rows: int, name: str = table.name) -> None:
-                nonlocal done, batches, run_rows
-                done += rows
-                run_rows += rows
-                batches += 1
-                if progress is not None:
-                    rate = run_rows / max(1e-9, time.monotonic() - run_started)
-                    progress.update(
-                        f"{done:,} of {total:,} rows ({rate:,.0f}/s), {name}",
-                        done / total if total else None,
-                    )
-
-            summary.tables.append(
-                copying.copy_table(
-                    source,
-                    conn,
-                    table,
-                    batch_rows=batch_rows,
-                    done_before=before.get(table.name),
-                    shown=shown,
-                    kill_at_batch=kill_now,
+        def shown(rows: int, name: str = table.name) -> None:
+            nonlocal done, batches, run_rows
+            done += rows
+            run_rows += rows
+            batches += 1
+            if progress is not None:
+                rate = run_rows / max(1e-9, time.monotonic() - run_started)
+                progress.update(
+                    f"{done:,} of {total:,} rows ({rate:,.0f}/s), {name}",
+                    done / total if total else None,
                 )
+
+        summary.tables.append(
+            copying.copy_table(
+                source,
+                conn,
+                table,
+                batch_rows=batch_rows,
+                done_before=before.get(table.name),
+                shown=shown,
+                kill_at_batch=kill_now,
             )
-    finally:
-        source.conn.execute("COMMIT")
+        )

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -331,6 +332,46 @@ def test_a_copy_killed_halfway_goes_on_to_the_same_result(source: Path, postgres
         assert table["copied"] == table["target_rows"] == counted[name]
 
 
+def test_a_table_postgresql_lacks_is_named_not_dropped(source: Path, postgres_url: str) -> None:
+    import psycopg
+
+    fill_empty_tables(source)
+    run_cli("--db", postgres_url, "apps", "list")  # makes the schema, and no rows
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE hook_destinations")
+    code, out, err = migrate("--from", str(source), "--to", postgres_url, "--json")
+    assert code == 3
+    assert json.loads(out)["not_copied"]["hook_destinations"] == 1
+    assert "hook_destinations" in err and "were not copied" in err
+    code, out, _ = migrate("--from", str(source), "--to", postgres_url)
+    assert code == 3
+    assert re.search(r"hook_destinations +1 +NOT COPIED: PostgreSQL has no such table", out)
+
+
+def test_what_is_written_to_the_source_during_the_copy_is_left_out_and_said(
+    source: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from homing_collector.storage import sqlite_to_pg
+
+    copy_table = sqlite_to_pg.copy_table
+    writes = []
+
+    def write_then_copy(*args: Any, **kwargs: Any) -> Any:
+        if not writes:  # a collector stores a new application while the copy runs
+            with contextlib.closing(sqlite3.connect(source)) as conn:
+                conn.execute("INSERT INTO apps (id, name, created_at) VALUES ('late', 'x', 'y')")
+                conn.commit()
+            writes.append(1)
+        return copy_table(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_to_pg, "copy_table", write_then_copy)
+    code, out, err = migrate("--from", str(source), "--to", postgres_url, "--json")
+    assert code in (0, 3), err
+    assert "the source changed while it was copied" in err
+    assert json.loads(out)["tables"]["apps"]["copied"] == 1
+    assert pg_rows(postgres_url, "SELECT id FROM apps WHERE id = 'late'") == []
+
+
 def test_a_url_that_is_not_postgresql_is_refused_naming_the_flag(source: Path) -> None:
     for url in ("mysql://db/homing", "sqlite:///tmp/x.db", "homing.db"):
         code, _, err = migrate("--from", str(source), "--to", url)
@@ -414,6 +455,20 @@ def test_a_target_holding_other_data_is_refused_unless_told(
         conn.commit()
     code, _, err = migrate("--from", str(twin), "--to", postgres_url, "--into-existing")
     assert code == 1 and "is in both databases" in err
+
+
+def test_a_row_that_is_in_the_target_already_is_named(source: Path, postgres_url: str) -> None:
+    import psycopg
+
+    fill_empty_tables(source)
+    ((name, _),) = sqlite_rows(source, "SELECT name, cursor FROM hook_cursors")
+    run_cli("--db", postgres_url, "apps", "list")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO hook_cursors (name, cursor) VALUES (%s, 5)", (name,))
+    code, _, err = migrate("--from", str(source), "--to", postgres_url, "--into-existing")
+    assert code == 1
+    assert "a row of the source is in the target already" in err and "hook_cursors" in err
+    assert pg_rows(postgres_url, "SELECT cursor FROM hook_cursors") == [(5,)]
 
 
 def test_a_target_with_tables_of_another_program_is_refused(

@@ -17,11 +17,12 @@ copies is the database as it was when the run started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,18 @@ def open_source(path: Path) -> Source:
     (data_version,) = conn.execute("PRAGMA data_version").fetchone()
     tables = [n for n in names if not n.startswith("sqlite_")]
     return Source(path, conn, str(identity), int(version), tables, int(data_version))
+
+
+@contextlib.contextmanager
+def snapshot(source: Source) -> Iterator[None]:
+    """Read the source in one transaction, begun now (a deferred BEGIN would take its
+    snapshot at the first read)."""
+    source.conn.execute("BEGIN")
+    try:
+        source.conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        yield
+    finally:
+        source.conn.execute("COMMIT")
 
 
 def source_changed(source: Source) -> bool:

@@ -149,10 +149,14 @@ def migrate_db(
                     "database"
                 )
     except psycopg.errors.UniqueViolation as exc:
-        # Only with --into-existing: a copy of its own never writes a key twice.
+        # A copy never writes a row twice: the target held it already (--into-existing),
+        # or PostgreSQL's table has a unique key that SQLite's lacks.
+        where = f"table {exc.diag.table_name}: {exc.diag.message_detail or exc}"
         raise MigrateError(
-            f"a row of the source is in the target already: {exc.diag.message_detail or exc}"
-            f" (table {exc.diag.table_name}); the target's row was left as it was"
+            f"a row of the source is in the target already ({where}); the target's row was "
+            "left as it was"
+            if into_existing
+            else f"two rows of the source have one key in PostgreSQL ({where})"
         ) from None
     except psycopg.Error as exc:
         raise MigrateError(f"the copy stopped: {exc}; run it again to go on") from None

@@ -372,6 +372,32 @@ def test_what_is_written_to_the_source_during_the_copy_is_left_out_and_said(
     assert pg_rows(postgres_url, "SELECT id FROM apps WHERE id = 'late'") == []
 
 
+def test_rollup_tables_are_copied_once_postgresql_has_them(
+    source: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollups' tables come to PostgreSQL with SQLite's column names (a migration of
+    its own): the generic copy takes them then, a keyed table and one without a key."""
+    from homing_collector.storage import pg_schema, sqlite_to_pg
+
+    rollups = (
+        "CREATE TABLE an_counts (app_id text NOT NULL, hour bigint NOT NULL,"
+        " event_type text NOT NULL, count bigint NOT NULL,"
+        " PRIMARY KEY (app_id, hour, event_type));"
+        " CREATE TABLE an_opens (app_id text NOT NULL, endpoint_id text NOT NULL,"
+        " ts bigint NOT NULL, campaign_id text)"
+    )
+    later = [*pg_schema.PG_MIGRATIONS, (len(pg_schema.PG_MIGRATIONS) + 1, rollups)]
+    monkeypatch.setattr(pg_schema, "PG_MIGRATIONS", later)
+    monkeypatch.setattr(sqlite_to_pg, "PG_MIGRATIONS", later)
+    code, out, err = migrate("--from", str(source), "--to", postgres_url, "--json")
+    summary = json.loads(out)
+    assert "an_counts" not in summary["not_copied"] and "an_opens" not in summary["not_copied"]
+    assert code == (3 if summary["not_copied"] else 0), err
+    counted = assert_same_content(source, postgres_url)
+    assert counted["an_counts"] > 1000 and counted["an_opens"] > 10
+    assert summary["tables"]["an_opens"]["target_rows"] == counted["an_opens"]
+
+
 def test_a_url_that_is_not_postgresql_is_refused_naming_the_flag(source: Path) -> None:
     for url in ("mysql://db/homing", "sqlite:///tmp/x.db", "homing.db"):
         code, _, err = migrate("--from", str(source), "--to", url)

@@ -399,7 +399,7 @@ def test_rollup_tables_are_copied_once_postgresql_has_them(
 
 
 def test_a_url_that_is_not_postgresql_is_refused_naming_the_flag(source: Path) -> None:
-    for url in ("mysql://db/homing", "sqlite:///tmp/x.db", "homing.db"):
+    for url in ("mysql://db/homing", "sqlite:///var/lib/homing/homing.db", "homing.db"):
         code, _, err = migrate("--from", str(source), "--to", url)
         assert code == 1
         assert "--to:" in err and "postgresql://" in err and "postgresql, postgres" in err

@@ -334,6 +334,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(run=_demo)
 
+    migrate_db = commands.add_parser(
+        "migrate-db", help="copy a SQLite database into PostgreSQL",
+        description="Copy every application, key, endpoint, event, rollup, push queue, "
+        "segment, campaign, import job and hook of a SQLite database into a PostgreSQL "
+        "database, in batches. The source is opened read-only. Killed or stopped, the same "
+        "command goes on where it stopped. Exit codes: 0 copied and counted, 1 refused or "
+        "failed, 3 copied, but some tables PostgreSQL lacks were not (listed).",
+    )  # fmt: skip
+    migrate_db.add_argument("--from", dest="source", metavar="PATH", required=True,
+                            help="the SQLite database to copy")  # fmt: skip
+    migrate_db.add_argument("--to", dest="target", metavar="URL", required=True,
+                            help="the PostgreSQL database: postgresql://HOST/NAME")  # fmt: skip
+    migrate_db.add_argument(
+        "--into-existing", action="store_true",
+        help="add the source's applications to a database that already holds others "
+        "(default: the target must be empty, or hold a copy of this same source)",
+    )  # fmt: skip
+    migrate_db.add_argument(
+        "--batch-rows", type=int, default=10_000, metavar="N",
+        help="rows per batch, each committed with its progress (default: 10000)",
+    )  # fmt: skip
+    migrate_db.add_argument("--json", action="store_true", help="print the summary as JSON")
+    migrate_db.set_defaults(run=_migrate_db)
+
     secrets = commands.add_parser(
         "secrets", parents=[db], help="seal, rotate and open the stored secret access keys",
         description="Seal the secret access keys stored in the database with a key file "
@@ -943,6 +967,61 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print("Start the collector with the same database, then open the dashboard:")
     print(f"  homing-collector --db {settings.db_path} serve")
     print(f"  {url}")
+    return 0
+
+
+def _migrate_db(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from homing_collector.migrate_db import migrate_db
+    from homing_collector.progress import Progress
+    from homing_collector.storage.sqlite_to_pg import MigrateError
+
+    if args.batch_rows < 1:
+        return _fail("--batch-rows must be 1 or more")
+    progress = Progress()
+    try:
+        summary = migrate_db(
+            Path(args.source),
+            args.target,
+            into_existing=args.into_existing,
+            batch_rows=args.batch_rows,
+            progress=progress,
+            warn=lambda line: progress.message(f"homing-collector: warning: {line}"),
+        )
+    except MigrateError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(summary.as_json()))
+    else:
+        print(f"{'Resumed' if summary.resumed else 'Copied'} {summary.source} into "
+              f"{summary.target} in {summary.seconds:.1f} s:")  # fmt: skip
+        print(f"  {'table':<22} {'source':>12} {'copied':>12} {'this run':>12} {'rows/s':>10}"
+              f" {'in target':>12}")  # fmt: skip
+        for t in summary.tables:
+            rate = f"{t.this_run / t.seconds:,.0f}" if t.this_run and t.seconds else "-"
+            counted = "-" if t.target_rows is None else f"{t.target_rows:,}"
+            print(f"  {t.name:<22} {t.source_rows:>12,} {t.copied:>12,} {t.this_run:>12,} "
+                  f"{rate:>10} {counted:>12}")  # fmt: skip
+        for name, rows in summary.not_copied.items():
+            print(f"  {name:<22} {rows:>12,}  NOT COPIED: PostgreSQL has no such table")
+        for t in summary.tables:
+            if t.source_only:
+                print(f"  {t.name}: columns not copied (PostgreSQL lacks them): "
+                      f"{', '.join(t.source_only)}")  # fmt: skip
+        print(f"  Not copied by design: {', '.join(summary.skipped)}.")
+    if summary.mismatched:
+        return _fail(
+            "the target's row counts differ from the source's in "
+            f"{', '.join(summary.mismatched)}: was the target written to during the copy?"
+        )
+    if summary.not_copied:
+        print(
+            f"homing-collector: {len(summary.not_copied)} tables were not copied: this "
+            f"PostgreSQL schema lacks them ({', '.join(summary.not_copied)})",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

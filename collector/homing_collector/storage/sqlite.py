@@ -567,7 +567,8 @@ class SQLiteStorage:
             )
         else:
             rows = self._read().execute(
-                f"SELECT {_KEY_COLUMNS} FROM keys WHERE app_id = ? ORDER BY created_at",
+                f"SELECT {_KEY_COLUMNS} FROM keys WHERE app_id = ?"
+                " ORDER BY created_at, access_key_id",
                 (app_id,),
             )
         return [KeyRecord(*row) for row in rows.fetchall()]

@@ -570,6 +570,56 @@ def test_funnels_of_events_at_the_same_moments_walk_as_the_events_table_does(
     run(world, scenario)
 
 
+def test_funnels_by_users_join_endpoints_the_sealer_has_not_numbered_yet(world: World) -> None:
+    """A user's endpoints, some sealed with numbers and some whose events only the events
+    table holds (numbered for the query alone), and endpoints of the app with no event in
+    the range: the funnel by users through the copy answers what the events table does,
+    and counts each user once."""
+    sealed, fresh = world.data.devices[:6], world.data.devices[6:12]
+    for i, device in enumerate(sealed + fresh):
+        device.user_id = f"user-{i % 4}" if i % 5 else None
+    steps = [Step("a"), Step("b"), Step("c")]
+    base = gen.BASE + timedelta(days=3)
+
+    def journey(device: gen.Device, start: int) -> list[gen.Event]:
+        moment = base + timedelta(minutes=start)
+        return [
+            gen.Event(device.endpoint_id, f"{device.endpoint_id}-{start}-{k}",
+                      {"EventType": kind, "Timestamp": gen.iso(moment + timedelta(minutes=k))})
+            for k, kind in enumerate("abc"[: 1 + start % 3])
+        ]  # fmt: skip
+
+    def answers(copy: Path | None) -> list[list[int]]:
+        def ask(conn: sqlite3.Connection) -> list[list[int]]:
+            out = []
+            for by in ("users", "endpoints"):
+                q = Range(date(2026, 9, 1), date(2026, 9, 30), ZoneInfo("UTC"), by, TODAY)
+                got = queries.funnel(conn, APP, q, steps, 3600, copy=copy)
+                out.append([step["count"] for step in got["steps"]])
+            return out
+
+        return world.read(ask)
+
+    async def scenario() -> None:
+        # Events a month before the range: their endpoints are numbered, and not in it.
+        early = [gen.Event(d.endpoint_id, f"{d.endpoint_id}-early",
+                           {"EventType": "a", "Timestamp": gen.iso(base - timedelta(days=40))})
+                 for d in world.data.devices[12:]]  # fmt: skip
+        await world.put(early + [e for i, d in enumerate(sealed) for e in journey(d, i)])
+        await world.sealer.seal_all()
+        await world.put([e for i, d in enumerate(fresh) for e in journey(d, i + 1)])
+        numbered = set(_numbers(world))
+        assert {d.endpoint_id for d in sealed} <= numbered
+        assert not numbered & {d.endpoint_id for d in fresh}
+        want = answers(None)
+        by_users, by_endpoints = want
+        assert by_users[0] < by_endpoints[0]  # endpoints of one user counted once
+        assert by_users[-1] > 0
+        assert answers(world.storage.columnar) == want
+
+    run(world, scenario)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int) -> None:
     """Timelines where no event matches two steps, many events at the same moments: the

@@ -1,0 +1,68 @@
+"""The demographic counters (storage/endpoint_values.py) on PostgreSQL: kept by each
+endpoint write, in its transaction, and read by the demographics panel.
+
+Several collectors may write endpoints of one value at once: the counter rows go in the
+order of their key, as every rollup's do (analytics_pg/rollups.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from homing_collector.storage import endpoint_values
+from homing_collector.storage.analytics_pg import Connection, columns, rows
+
+Body = dict[str, Any]
+
+
+async def changed(
+    conn: psycopg.AsyncConnection[Any],
+    app_id: str,
+    endpoint_id: str,
+    before: Body | None,
+    after: Body | None,
+) -> None:
+    """Count a write of one endpoint (see storage/endpoint_values.changed)."""
+    users = endpoint_values.users_to_read(before, after)
+    if users is None:
+        return
+    others = {}
+    for user_id in users:
+        cursor = await conn.execute(
+            "SELECT endpoint_id, body FROM endpoints WHERE app_id = %s AND user_id = %s",
+            (app_id, user_id),
+        )
+        others[user_id] = endpoint_values.held(await cursor.fetchall(), endpoint_id)
+    added, emptied = endpoint_values.deltas(app_id, before, after, others)
+    if not added:
+        return
+    await conn.execute(
+        "INSERT INTO endpoint_values AS v (app_id, dimension, value, endpoints, anonymous, users)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
+        " %s::bigint[]) ON CONFLICT (app_id, dimension, value) DO UPDATE SET"
+        " endpoints = v.endpoints + excluded.endpoints,"
+        " anonymous = v.anonymous + excluded.anonymous, users = v.users + excluded.users",
+        columns(sorted(added), 6),
+    )
+    if emptied:
+        await conn.execute(
+            "DELETE FROM endpoint_values v USING unnest(%s::text[], %s::text[], %s::text[])"
+            " AS e(app_id, dimension, value) WHERE v.app_id = e.app_id"
+            " AND v.dimension = e.dimension AND v.value = e.value AND v.endpoints = 0",
+            columns(sorted(emptied), 3),
+        )
+
+
+def counts(conn: Connection, app_id: str, dimension: str) -> list[tuple[str | None, int, int]]:
+    """(value, endpoints, users) of each value of a dimension of DIMENSIONS."""
+    return [
+        (endpoint_values.value_of(key), endpoints, users)
+        for key, endpoints, users in rows(
+            conn,
+            "SELECT value, endpoints, anonymous + users FROM endpoint_values"
+            " WHERE app_id = %s AND dimension = %s",
+            (app_id, dimension),
+        )
+    ]

@@ -290,6 +290,7 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
 def _activity(conn: Connection, hours: dict[tuple[str, int, str], set[int]]) -> None:
     """Record who was active when, and the coverage deltas of the hours that are new."""
     subjects = list(hours)
+    statements(conn).rollups.lock_subjects(conn, subjects)  # what is read stays so
     known: dict[tuple[str, int, str], tuple[int, int]] = {}  # -> (first, last hour)
     for app_id, kind, key, first, last in statements(conn).rollups.subject_spans(conn, subjects):
         known[(app_id, kind, key)] = (first, last)
@@ -456,6 +457,7 @@ def _counted_under(conn: Connection, app_id: str, key: str) -> dict[str, str]:
 
 
 def _forget_subject(conn: Connection, app_id: str, kind: int, key: str) -> None:
+    statements(conn).rollups.lock_subjects(conn, [(app_id, kind, key)])
     hours = statements(conn).rollups.forget_subject(conn, app_id, kind, key)
     deltas: cover.Deltas = {}
     cover.add_all(deltas, app_id, kind, sorted(hours), -1)

@@ -28,6 +28,15 @@ async def changed(
     users = endpoint_values.users_to_read(before, after)
     if users is None:
         return
+    # What a user's other endpoints hold is read, then counted: another collector writing
+    # an endpoint of the same user meanwhile would count from what it read before this
+    # commits. The user's lock (the one that storage/postgres.py takes to count a user's
+    # endpoints) makes the second wait, then read what the first wrote.
+    for user_id in sorted(set(users)):
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            ("\x1f".join(("user", app_id, user_id)),),
+        )
     others = {}
     for user_id in users:
         cursor = await conn.execute(

@@ -32,6 +32,21 @@ def _sorted(rows: Iterable[Sequence[Any]], key_width: int) -> list[Sequence[Any]
     return sorted(rows, key=lambda row: tuple(row[:key_width]))
 
 
+def lock_subjects(conn: Connection, subjects: Iterable[tuple[str, int, str]]) -> None:
+    """Take the transaction's lock on each (app, kind, key) subject, in order. The rollups
+    read what is known of a subject (its first and last hour, its hours around new ones)
+    and write what follows from it: two collectors counting the same user at once would
+    each count it as new. The second waits for the first's commit, then reads it."""
+    keys = sorted({f"an\x1f{app}\x1f{kind}\x1f{key}" for app, kind, key in subjects})
+    if keys:
+        rows(
+            conn,
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+            " FROM (SELECT k FROM unnest(%s::text[]) AS k ORDER BY k) AS s",
+            (keys,),
+        )
+
+
 def users_of(
     conn: Connection, pairs: Sequence[tuple[str, str]]
 ) -> list[tuple[str, str, str | None]]:

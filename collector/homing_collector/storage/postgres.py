@@ -223,7 +223,11 @@ class PostgresStorage:
     async def _transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._connections().connection() as conn, conn.transaction():
+                async with (
+                    self._connections().connection() as conn,
+                    conn.transaction(),
+                    values_pg.deferred(conn),  # the counters written last
+                ):
                     return await work(conn)
             except (errors.TransactionRollback, errors.DeadlockDetected):
                 # A deadlock or serialization failure, rolled back whole: `work` reads

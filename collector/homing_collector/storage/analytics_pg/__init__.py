@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -27,43 +29,72 @@ Row = tuple[Any, ...]
 class InTransaction:
     """A synchronous face on an asynchronous connection's open transaction, for code that
     runs in another thread while the loop's coroutine that holds the transaction awaits
-    it (`call`)."""
+    it (`call`).
+
+    Each trip from the thread to the loop and the server costs: writes, whose results
+    nobody reads, wait in `pending` and go with the next read, or at the end of `call`,
+    all in one pipeline (one round trip to the server). They still run in their order,
+    before anything read after them."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.conn = conn
         self.loop = loop
+        self.pending: list[tuple[str, Any]] = []
 
-    async def _rows(self, sql: str, params: Any) -> tuple[list[Row], int]:
+    async def flush(self) -> None:
+        """Run the pending writes."""
+        pending, self.pending = self.pending, []
+        if len(pending) == 1:
+            await self.conn.execute(*pending[0])
+        elif pending:
+            async with self.conn.pipeline():
+                for sql, params in pending:
+                    await self.conn.execute(sql, params)
+
+    async def _rows(self, sql: str, params: Any) -> list[Row]:
+        await self.flush()
         cursor = await self.conn.execute(sql, params)
-        found = await cursor.fetchall() if cursor.description is not None else []
-        return found, cursor.rowcount
+        return await cursor.fetchall() if cursor.description is not None else []
 
-    def execute(self, sql: str, params: Any = ()) -> tuple[list[Row], int]:
-        future = asyncio.run_coroutine_threadsafe(self._rows(sql, params), self.loop)
-        return future.result()
+    def rows(self, sql: str, params: Any) -> list[Row]:
+        return asyncio.run_coroutine_threadsafe(self._rows(sql, params), self.loop).result()
+
+    def defer(self, sql: str, params: Any) -> None:
+        self.pending.append((sql, params))
 
 
 Connection = psycopg.Connection[Any] | InTransaction
 
 
+# The threads the analytics run in during a write: threads of their own, as many as the
+# transactions that may wait for one (each holds a pooled connection, and the locks it
+# took, meanwhile), where asyncio's default executor has a few per processor.
+_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="homing-rollups")
+
+
 async def call(conn: psycopg.AsyncConnection[Any], fn: Callable[..., T], *args: Any) -> T:
     """Run `fn(InTransaction(conn), *args)` in a thread, in `conn`'s transaction."""
-    bridge = InTransaction(conn, asyncio.get_running_loop())
-    return await asyncio.to_thread(fn, bridge, *args)
+    loop = asyncio.get_running_loop()
+    bridge = InTransaction(conn, loop)
+    result = await loop.run_in_executor(_THREADS, partial(fn, bridge, *args))
+    await bridge.flush()
+    return result
 
 
 def rows(conn: Connection, sql: str, params: Any = ()) -> list[Row]:
     """The rows of one statement."""
     if isinstance(conn, InTransaction):
-        return conn.execute(sql, params)[0]
+        return conn.rows(sql, params)
     return conn.execute(sql, params).fetchall()
 
 
-def run(conn: Connection, sql: str, params: Any = ()) -> int:
-    """Run one statement; return how many rows it changed."""
+def run(conn: Connection, sql: str, params: Any = ()) -> None:
+    """Run one statement that writes; in a transaction of the writer's, with the next
+    read (see InTransaction)."""
     if isinstance(conn, InTransaction):
-        return conn.execute(sql, params)[1]
-    return conn.execute(sql, params).rowcount
+        conn.defer(sql, params)
+    else:
+        conn.execute(sql, params)
 
 
 def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from homing_collector.storage.analytics_pg import Connection, columns, rows
+from homing_collector.storage.analytics_pg.rollups import BY_KEY
 
 
 def typed_events(
@@ -31,11 +32,11 @@ def sessions_near(
         return []
     return rows(
         conn,
-        "SELECT v.i, s.endpoint_id, s.session_id, s.start_ms"
+        "SELECT v.i, v.endpoint_id, s.session_id, s.start_ms"
         " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])"
-        " AS v(i, app_id, endpoint_id, ts) JOIN an_sessions s"
-        " ON s.app_id = v.app_id AND s.endpoint_id = v.endpoint_id"
-        " AND s.start_ms >= v.ts - %s AND s.start_ms <= v.ts + %s",
+        " AS v(i, app_id, endpoint_id, ts) CROSS JOIN LATERAL (SELECT session_id, start_ms"
+        " FROM an_sessions s WHERE s.app_id = v.app_id AND s.endpoint_id = v.endpoint_id"
+        f" AND s.start_ms >= v.ts - %s AND s.start_ms <= v.ts + %s {BY_KEY}) AS s",
         (*columns(windows, 4), before_ms, after_ms),
     )
 
@@ -52,11 +53,11 @@ def events_after(
         return []
     return rows(
         conn,
-        "SELECT v.i, e.endpoint_id, e.event_id"
+        "SELECT v.i, v.endpoint_id, e.event_id"
         " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
-        " %s::bigint[]) AS v(i, app_id, endpoint_id, ts, lo_hour, hi_hour) JOIN events e"
-        " ON e.app_id = v.app_id AND e.hour >= v.lo_hour AND e.hour <= v.hi_hour"
-        " AND e.endpoint_id = v.endpoint_id AND e.event_type = %s"
-        " AND e.ts >= v.ts AND e.ts <= v.ts + %s",
+        " %s::bigint[]) AS v(i, app_id, endpoint_id, ts, lo_hour, hi_hour)"
+        " CROSS JOIN LATERAL (SELECT event_id FROM events e WHERE e.app_id = v.app_id"
+        " AND e.hour >= v.lo_hour AND e.hour <= v.hi_hour AND e.endpoint_id = v.endpoint_id"
+        f" AND e.event_type = %s AND e.ts >= v.ts AND e.ts <= v.ts + %s {BY_KEY}) AS e",
         (*columns(windows, 6), event_type, after_ms),
     )

@@ -7,6 +7,9 @@ order of their key, as every rollup's do (analytics_pg/rollups.py).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
@@ -45,23 +48,66 @@ async def changed(
         )
         others[user_id] = endpoint_values.held(await cursor.fetchall(), endpoint_id)
     added, emptied = endpoint_values.deltas(app_id, before, after, others)
-    if not added:
-        return
-    await conn.execute(
-        "INSERT INTO endpoint_values AS v (app_id, dimension, value, endpoints, anonymous, users)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
-        " %s::bigint[]) ON CONFLICT (app_id, dimension, value) DO UPDATE SET"
-        " endpoints = v.endpoints + excluded.endpoints,"
-        " anonymous = v.anonymous + excluded.anonymous, users = v.users + excluded.users",
-        columns(sorted(added), 6),
-    )
-    if emptied:
-        await conn.execute(
-            "DELETE FROM endpoint_values v USING unnest(%s::text[], %s::text[], %s::text[])"
-            " AS e(app_id, dimension, value) WHERE v.app_id = e.app_id"
-            " AND v.dimension = e.dimension AND v.value = e.value AND v.endpoints = 0",
-            columns(sorted(emptied), 3),
-        )
+    pending = _PENDING.get()
+    if pending is None:
+        pending = Pending()
+        pending.add(added, emptied)
+        await pending.write(conn)
+    else:
+        pending.add(added, emptied)
+
+
+class Pending:
+    """The counts that a transaction's endpoint writes add, written at its end (`deferred`)."""
+
+    def __init__(self) -> None:
+        self.deltas: dict[tuple[str, str, str], list[int]] = {}
+        self.emptied: set[tuple[str, str, str]] = set()
+
+    def add(self, added: list[endpoint_values.Delta], emptied: list[tuple[str, str, str]]) -> None:
+        for app_id, dimension, value, *counts in added:
+            got = self.deltas.setdefault((app_id, dimension, value), [0, 0, 0])
+            for i, count in enumerate(counts):
+                got[i] += count
+        self.emptied.update(emptied)
+
+    async def write(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        added = sorted((*key, *counts) for key, counts in self.deltas.items() if any(counts))
+        if added:
+            await conn.execute(
+                "INSERT INTO endpoint_values AS v"
+                " (app_id, dimension, value, endpoints, anonymous, users)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[],"
+                " %s::bigint[], %s::bigint[]) ON CONFLICT (app_id, dimension, value) DO UPDATE"
+                " SET endpoints = v.endpoints + excluded.endpoints,"
+                " anonymous = v.anonymous + excluded.anonymous, users = v.users + excluded.users",
+                columns(added, 6),
+            )
+        if self.emptied:
+            await conn.execute(
+                "DELETE FROM endpoint_values v USING unnest(%s::text[], %s::text[], %s::text[])"
+                " AS e(app_id, dimension, value) WHERE v.app_id = e.app_id"
+                " AND v.dimension = e.dimension AND v.value = e.value AND v.endpoints = 0",
+                columns(sorted(self.emptied), 3),
+            )
+
+
+_PENDING: ContextVar[Pending | None] = ContextVar("homing_endpoint_values", default=None)
+
+
+@contextlib.asynccontextmanager
+async def deferred(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """Gather the counts of the endpoint writes made inside, and write them when it ends
+    (unless it raises), in one statement. Every collector that makes an endpoint with a
+    value adds to that value's row, which its transaction then holds until it commits:
+    written last, it holds it for the commit only, not for the rest of its work."""
+    pending = Pending()
+    token = _PENDING.set(pending)
+    try:
+        yield
+        await pending.write(conn)
+    finally:
+        _PENDING.reset(token)
 
 
 def counts(conn: Connection, app_id: str, dimension: str) -> list[tuple[str | None, int, int]]:

@@ -23,6 +23,12 @@ TABLES = (
 )  # fmt: skip
 
 
+# Ends a LATERAL subquery that looks up one key (or a range of one) of the rows an array
+# of keys gives: OFFSET 0 keeps the planner from making it a join, which it would run as a
+# hash join over the whole table while the table is young or its statistics old.
+BY_KEY = "OFFSET 0"
+
+
 def finite(expression: str) -> str:
     """SQL of `expression`, a double, or 0 where it is NaN or NULL."""
     return f"coalesce(nullif({expression}, 'NaN'::float8), 0)"
@@ -55,9 +61,9 @@ def users_of(
         return []
     return rows(
         conn,
-        "SELECT e.app_id, e.endpoint_id, e.user_id FROM unnest(%s::text[], %s::text[])"
-        " AS v(app_id, endpoint_id) JOIN endpoints e"
-        " ON e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id",
+        "SELECT v.app_id, v.endpoint_id, e.user_id FROM unnest(%s::text[], %s::text[])"
+        " AS v(app_id, endpoint_id) CROSS JOIN LATERAL (SELECT user_id FROM endpoints e"
+        f" WHERE e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id {BY_KEY}) AS e",
         columns(pairs, 2),
     )
 
@@ -70,9 +76,10 @@ def subject_spans(
         return []
     return rows(
         conn,
-        "SELECT s.app_id, s.kind, s.key, s.first_hour, s.last_hour"
+        "SELECT v.app_id, v.kind, v.key, s.first_hour, s.last_hour"
         " FROM unnest(%s::text[], %s::int[], %s::text[]) AS v(app_id, kind, key)"
-        " JOIN an_subjects s ON s.app_id = v.app_id AND s.kind = v.kind AND s.key = v.key",
+        " CROSS JOIN LATERAL (SELECT first_hour, last_hour FROM an_subjects s"
+        f" WHERE s.app_id = v.app_id AND s.kind = v.kind AND s.key = v.key {BY_KEY}) AS s",
         columns(subjects, 3),
     )
 
@@ -98,11 +105,11 @@ def active_near(
         return []
     return rows(
         conn,
-        "SELECT a.app_id, a.kind, a.key, a.hour"
+        "SELECT v.app_id, v.kind, v.key, a.hour"
         " FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bigint[])"
-        " AS v(app_id, kind, key, lo, hi) JOIN an_active a"
-        " ON a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
-        " AND a.hour >= v.lo AND a.hour <= v.hi",
+        " AS v(app_id, kind, key, lo, hi) CROSS JOIN LATERAL (SELECT hour FROM an_active a"
+        " WHERE a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
+        f" AND a.hour >= v.lo AND a.hour <= v.hi {BY_KEY}) AS a",
         columns(ranges, 5),
     )
 
@@ -325,11 +332,11 @@ def metric_extremes(
         return []
     return rows(
         conn,
-        "SELECT m.app_id, m.hour, m.event_type, m.name, m.min, m.max"
+        "SELECT v.app_id, v.hour, v.event_type, v.name, m.min, m.max"
         " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])"
-        " AS v(app_id, hour, event_type, name) JOIN an_metrics m"
-        " ON m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
-        " AND m.name = v.name",
+        " AS v(app_id, hour, event_type, name) CROSS JOIN LATERAL (SELECT min, max"
+        " FROM an_metrics m WHERE m.app_id = v.app_id AND m.hour = v.hour"
+        f" AND m.event_type = v.event_type AND m.name = v.name {BY_KEY}) AS m",
         columns(keys, 4),
     )
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from homing_collector.storage.analytics_pg import Connection, columns, rows, run
+from homing_collector.storage.analytics_pg.rollups import BY_KEY
 
 
 def chains_near(
@@ -18,11 +19,11 @@ def chains_near(
         return []
     return rows(
         conn,
-        "SELECT c.app_id, c.endpoint_id, c.start_ms, c.stop_ms"
+        "SELECT v.app_id, v.endpoint_id, c.start_ms, c.stop_ms"
         " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
-        " AS v(app_id, endpoint_id, lo, hi) JOIN an_visits c"
-        " ON c.app_id = v.app_id AND c.endpoint_id = v.endpoint_id"
-        " AND c.start_ms >= v.lo AND c.start_ms <= v.hi",
+        " AS v(app_id, endpoint_id, lo, hi) CROSS JOIN LATERAL (SELECT start_ms, stop_ms"
+        " FROM an_visits c WHERE c.app_id = v.app_id AND c.endpoint_id = v.endpoint_id"
+        f" AND c.start_ms >= v.lo AND c.start_ms <= v.hi {BY_KEY}) AS c",
         columns(ranges, 4),
     )
 
@@ -36,9 +37,10 @@ def replace_chains(
     if removed:
         run(
             conn,
-            "DELETE FROM an_visits c USING unnest(%s::text[], %s::text[], %s::bigint[])"
-            " AS v(app_id, endpoint_id, start_ms) WHERE c.app_id = v.app_id"
-            " AND c.endpoint_id = v.endpoint_id AND c.start_ms = v.start_ms",
+            "DELETE FROM an_visits WHERE ctid = ANY(ARRAY(SELECT c.ctid"
+            " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(app_id, endpoint_id, start_ms)"
+            " CROSS JOIN LATERAL (SELECT ctid FROM an_visits c WHERE c.app_id = v.app_id"
+            f" AND c.endpoint_id = v.endpoint_id AND c.start_ms = v.start_ms {BY_KEY}) AS c))",
             columns(sorted(removed), 3),
         )
     if added:

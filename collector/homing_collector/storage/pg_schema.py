@@ -488,8 +488,7 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 
-# Migrations that go on in Python, in the transaction of their SQL: version -> what runs.
-FILL_PAGE = 20_000  # events read and added up at a time
+FILL_PAGE = 20_000  # events read and added up at a time by fill_analytics
 
 
 async def fill_analytics(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -510,11 +509,15 @@ async def fill_analytics(conn: psycopg.AsyncConnection[Any]) -> None:
         page = await cursor.fetchall()
         if not page:
             return
-        await analytics_pg.call(conn, rollups.apply, [row[:8] for row in page])
+        # Without the subjects' locks: no collector that keeps rollups writes before this
+        # commits (they wait for the migration's lock), and a lock per user and endpoint
+        # held until the end would fill the server's lock table.
+        await analytics_pg.call(conn, rollups.apply, [row[:8] for row in page], subject_locks=False)
         last = page[-1]
         after = (last[0], last[8], last[1], last[2], last[3], last[4])
 
 
+# Migrations that go on in Python, in the transaction of their SQL: version -> what runs.
 _FILLS = {8: fill_analytics}
 
 

@@ -36,10 +36,18 @@ class InTransaction:
     all in one pipeline (one round trip to the server). They still run in their order,
     before anything read after them."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        subject_locks: bool = True,
+    ) -> None:
         self.conn = conn
         self.loop = loop
         self.pending: list[tuple[str, Any]] = []
+        # Whether rollups.lock_subjects locks (see there): not where nothing else writes.
+        self.subject_locks = subject_locks
 
     async def flush(self) -> None:
         """Run the pending writes."""
@@ -72,10 +80,15 @@ Connection = psycopg.Connection[Any] | InTransaction
 _THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="homing-rollups")
 
 
-async def call(conn: psycopg.AsyncConnection[Any], fn: Callable[..., T], *args: Any) -> T:
+async def call(
+    conn: psycopg.AsyncConnection[Any],
+    fn: Callable[..., T],
+    *args: Any,
+    subject_locks: bool = True,
+) -> T:
     """Run `fn(InTransaction(conn), *args)` in a thread, in `conn`'s transaction."""
     loop = asyncio.get_running_loop()
-    bridge = InTransaction(conn, loop)
+    bridge = InTransaction(conn, loop, subject_locks=subject_locks)
     result = await loop.run_in_executor(_THREADS, partial(fn, bridge, *args))
     await bridge.flush()
     return result

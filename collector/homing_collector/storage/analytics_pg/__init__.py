@@ -15,7 +15,8 @@ thread. Statements go through `rows` and `run`, which take either.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -99,6 +100,22 @@ def rows(conn: Connection, sql: str, params: Any = ()) -> list[Row]:
     if isinstance(conn, InTransaction):
         return conn.rows(sql, params)
     return conn.execute(sql, params).fetchall()
+
+
+def stream(conn: Connection, sql: str, params: Any = ()) -> Iterator[Row]:
+    """The rows of one read of many (the events of a range), fetched a page at a time
+    through a server-side cursor rather than all at once."""
+    if isinstance(conn, InTransaction):
+        yield from conn.rows(sql, params)
+        return
+    with conn.cursor(name=f"homing_scan_{next(_CURSORS)}") as cursor:
+        cursor.itersize = _PAGE
+        cursor.execute(sql, params)
+        yield from cursor
+
+
+_PAGE = 5000  # rows per fetch of `stream`
+_CURSORS = itertools.count()  # names them: two may be open in one transaction
 
 
 def run(conn: Connection, sql: str, params: Any = ()) -> None:

@@ -11,10 +11,10 @@ Ranges are in UTC hours [lo, hi) unless they say ms.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from homing_collector.storage.analytics_pg import Connection, columns, rows
+from homing_collector.storage.analytics_pg import Connection, columns, rows, stream
 from homing_collector.storage.analytics_pg.rollups import finite
 from homing_collector.storage.events import HOUR_MS
 
@@ -239,7 +239,7 @@ def scan_events(
     p: columnar.Plan | None,
     types: Sequence[str],
     include: Sequence[Sequence[str]],
-) -> list[tuple[str, int, bytes]]:
+) -> Iterator[tuple[str, int, bytes]]:
     """(event type, Timestamp, body) of the events of the range of `types` if any, and,
     for each of `include`, that may hold one of its values (the exact test is the
     caller's). `p` is always None: there is no columnar copy on PostgreSQL."""
@@ -247,7 +247,7 @@ def scan_events(
     where = "".join(
         " AND " + _contains_any(f"i{k}_", values, params) for k, values in enumerate(include)
     )
-    return rows(conn, _in_range("e.event_type, e.ts, e.body", types) + where, params)
+    return stream(conn, _in_range("e.event_type, e.ts, e.body", types) + where, params)
 
 
 def funnel_rows(
@@ -257,7 +257,7 @@ def funnel_rows(
     hi: int,
     p: columnar.Plan | None,
     steps: Sequence[Step],
-) -> list[tuple[str, int, int, int]]:
+) -> Iterator[tuple[str, int, int, int]]:
     """(endpoint id, Timestamp, steps matched as bits, position) of the events of the
     range that match a step, as a bit mask computed by the server: only the events that
     match one come back, without their bodies. `p` is always None."""
@@ -279,4 +279,4 @@ def funnel_rows(
         branches.append(f" WHEN %(t{t})s THEN {' | '.join(bits)}")
     mask = f"CASE e.event_type{''.join(branches)} ELSE 0 END"
     sql = _in_range(f"e.endpoint_id, e.ts, {mask} AS m, e.pos AS rid", types)
-    return rows(conn, f"SELECT endpoint_id, ts, m, rid FROM ({sql}) AS f WHERE m <> 0", params)
+    return stream(conn, f"SELECT endpoint_id, ts, m, rid FROM ({sql}) AS f WHERE m <> 0", params)

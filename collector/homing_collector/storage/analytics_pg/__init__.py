@@ -61,8 +61,14 @@ class InTransaction:
                     await self.conn.execute(sql, params)
 
     async def _rows(self, sql: str, params: Any) -> list[Row]:
-        await self.flush()
-        cursor = await self.conn.execute(sql, params)
+        pending, self.pending = self.pending, []
+        if not pending:
+            cursor = await self.conn.execute(sql, params)
+        else:  # the pending writes, then the read, in one round trip
+            async with self.conn.pipeline():
+                for write, values in pending:
+                    await self.conn.execute(write, values)
+                cursor = await self.conn.execute(sql, params)
         return await cursor.fetchall() if cursor.description is not None else []
 
     def rows(self, sql: str, params: Any) -> list[Row]:

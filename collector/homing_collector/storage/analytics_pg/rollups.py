@@ -46,8 +46,8 @@ def lock_subjects(conn: Connection, subjects: Iterable[tuple[str, int, str]]) ->
     if isinstance(conn, InTransaction) and not conn.subject_locks:
         return
     keys = sorted({f"an\x1f{app}\x1f{kind}\x1f{key}" for app, kind, key in subjects})
-    if keys:
-        rows(
+    if keys:  # taken with the next read, before it, in the same round trip
+        run(
             conn,
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
             " FROM (SELECT k FROM unnest(%s::text[]) AS k ORDER BY k) AS s",

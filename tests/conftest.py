@@ -8,9 +8,10 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,60 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCollecto
     live = LiveCollector(tmp_path_factory.mktemp("collector") / "collector.db").start()
     yield live
     live.stop()
+
+
+BACKENDS = ["sqlite", "postgresql"]  # the storages every backend-parametrised test runs on
+
+
+@contextlib.contextmanager
+def live_on(
+    backend: str, request: pytest.FixtureRequest, directory: Path
+) -> Iterator[LiveCollector]:
+    """A started LiveCollector on `backend`: a SQLite file in `directory`, or a fresh
+    database of the tests' PostgreSQL cluster (with the preview opted in to, here and in
+    the collector), dropped after."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if backend == "sqlite":
+        live = LiveCollector(directory / "collector.db").start()
+        try:
+            yield live
+        finally:
+            live.stop()
+        return
+    from tests.pg import create_database, drop_database
+
+    cluster = request.getfixturevalue("postgres_cluster")
+    url = create_database(cluster)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOMING_POSTGRES_PREVIEW", "1")
+        live = LiveCollector(directory / "collector.db", db_url=url).start()
+        try:
+            yield live
+        finally:
+            live.stop()
+            drop_database(cluster, url)
+
+
+def sql(live: LiveCollector, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on `live`'s database (written with ? marks) and commit it;
+    return its rows."""
+    if not live.db_url:
+        with contextlib.closing(sqlite3.connect(live.db, timeout=30)) as db:
+            rows = db.execute(statement, params).fetchall()
+            db.commit()
+            return rows
+    import psycopg
+
+    with psycopg.connect(live.db_url, autocommit=True) as conn:
+        cursor = conn.execute(statement.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend_collector(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveCollector]:
+    """One collector shared by a test module, once per backend (a module overrides
+    `collector` with this to run its tests on both)."""
+    with live_on(request.param, request, tmp_path_factory.mktemp("collector")) as live:
+        yield live

@@ -198,7 +198,7 @@ def create_app(
 
 def default_storage(settings: Settings) -> Storage:
     """The storage that `settings` name: the PostgreSQL database of the preview (without
-    SQLite's writer process, rollups or columnar copy), else the SQLite file."""
+    SQLite's writer process or columnar copy), else the SQLite file."""
     if settings.db_url is not None:
         # Imported here: psycopg is needed only by those who use PostgreSQL.
         from homing_collector.storage.postgres import PostgresStorage
@@ -207,6 +207,7 @@ def default_storage(settings: Settings) -> Storage:
             settings.db_url,
             max_pending=settings.max_pending_writes,
             listen=settings.pg_listen,
+            rollups=settings.rollups,
         )
     return SQLiteStorage(
         settings.db_path,

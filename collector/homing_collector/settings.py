@@ -31,13 +31,13 @@ def database_path(raw: str) -> Path:
     if scheme.lower() == "sqlite":
         return Path(rest.removeprefix("//") or ".")
     if postgres_url(raw):
-        # The PostgreSQL storage (storage/postgres.py) lacks the analytics so far: only
-        # those who opt in to the preview get it.
+        # The PostgreSQL storage (storage/postgres.py) is a preview: only those who opt in
+        # get it.
         raise ValueError(
             "db_path: PostgreSQL is a preview in this version of the collector: set "
-            f"{PREVIEW_VARIABLE}=1 to use it. It lacks the analytics (queries, KPIs, the "
-            "dashboard's data) and the columnar copy (see docs/deployment.md); else give the "
-            "path of a SQLite file or a sqlite: URL"
+            f"{PREVIEW_VARIABLE}=1 to use it. It lacks the columnar copy: funnels and "
+            "filtered event counts read the stored events (see docs/deployment.md); else give "
+            "the path of a SQLite file or a sqlite: URL"
         )
     raise ValueError(
         f"db_path: {scheme}: URLs name no database this collector can use; give the path of "

@@ -9,6 +9,7 @@ rollups.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import statistics
 from collections.abc import Callable, Iterator
@@ -20,8 +21,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from homing_collector.analytics import kpis
 from tests.collector import analytics_data as gen
-from tests.conftest import App, LiveCollector
+from tests.conftest import App, LiveCollector, live_on, sql
 
 START, END = date(2026, 9, 1), date(2026, 10, 31)
 
@@ -64,6 +66,12 @@ class World:
             return endpoint_id
         user = self.devices[endpoint_id].user_id
         return "e:" + endpoint_id if user is None else "u:" + user
+
+
+@pytest.fixture(scope="module")
+def collector(backend_collector: LiveCollector) -> LiveCollector:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return backend_collector
 
 
 @pytest.fixture(scope="module")
@@ -609,11 +617,10 @@ def test_push_figures_come_from_the_push_gateways_messages(collector: LiveCollec
         created = gen.ms(day + timedelta(hours=i))  # two days of messages
         delivered = created + 5000 if i % 4 else None
         campaign = ("spring", "autumn", None)[i % 3]
-        rows.append((app.id, f"ep{i % 7}", i, f"m{i}", 0, "{}", campaign, created,
+        rows.append((app.id, f"ep{i % 7}", i, f"m{i}", False, "{}", campaign, created,
                      created + 86_400_000, delivered))  # fmt: skip
-    with contextlib.closing(sqlite3.connect(collector.db, timeout=30)) as db:
-        db.executemany("INSERT INTO push_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        db.commit()
+    for row in rows:
+        sql(collector, "INSERT INTO push_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
     opens = {}
     for i in range(6):
         at = day + timedelta(hours=3 * i, minutes=1)
@@ -776,12 +783,12 @@ def test_sums_past_the_largest_float_never_fail_a_batch_or_a_deletion(
     put("richer", {"e": purchase(1e308, 10)})
     delete("rich")  # +inf - +inf
     assert get("revenue")["purchases"] == 4
-    with contextlib.closing(sqlite3.connect(collector.db)) as db:
-        assert db.execute(
-            "SELECT an_metrics.sum, amount FROM an_metrics JOIN an_revenue USING (app_id, hour)"
-            " WHERE app_id = ? AND name = 'm'",
-            (app.id,),
-        ).fetchall() == [(0.0, 0.0)]
+    assert sql(
+        collector,
+        "SELECT an_metrics.sum, amount FROM an_metrics JOIN an_revenue USING (app_id, hour)"
+        " WHERE app_id = ? AND name = 'm'",
+        (app.id,),
+    ) == [(0.0, 0.0)]
 
 
 def test_deleting_an_endpoint_counts_users_as_the_remaining_endpoints_have_them(
@@ -928,3 +935,64 @@ def test_a_session_days_ahead_is_counted_on_its_events_day(collector: LiveCollec
     by_day = {day["date"]: (day["active"], day["sessions"]) for day in usage["days"]}
     # The request may straddle midnight: the event's day is today or yesterday.
     assert sorted(v for v in by_day.values() if v != (0, 0)) == [(1, 1)], by_day
+
+
+# Every analytics route and KPI the dashboard reads, as (path, query parameters).
+_SAME_QUERIES: list[tuple[str, list[tuple[str, str]]]] = [
+    *[("analytics/usage", [("start", str(START)), ("end", str(END)), ("tz", tz), ("by", by)])
+      for tz in ("UTC", "America/New_York") for by in ("users", "endpoints")],
+    *[("analytics/retention", [("start", "2026-09-01"), ("end", "2026-09-30"), ("by", by)])
+      for by in ("users", "endpoints")],
+    *[("analytics/demographics", [("dimension", dimension)])
+      for dimension in ("platform", "country", "model", "app_version", "attribute:plan")],
+    ("analytics/events", [("start", str(START)), ("end", str(END)), ("tz", "Asia/Tokyo")]),
+    ("analytics/events", [("start", str(START)), ("end", str(END)), ("breakdown", "level"),
+                          ("include", "level:forest,cave"), ("exclude", "screen:cart"),
+                          ("metric", "score>=500")]),
+    *[("analytics/funnel", [("start", str(START)), ("end", str(END)), ("by", by),
+                            ("window", "600"), ("step", "_session.start"),
+                            ("step", "screen.view;screen=shop"),
+                            ("step", "_monetization.purchase")])
+      for by in ("users", "endpoints")],
+    ("analytics/revenue", [("start", str(START)), ("end", str(END)), ("tz", "Europe/Paris")]),
+    ("analytics/campaigns", [("start", str(START)), ("end", str(END))]),
+    *[(f"kpis/daterange/{kpi}", [("start-time", "2026-09-01T00:00:00Z"),
+                                 ("end-time", "2026-10-31T00:00:00Z")])
+      for kpi in kpis.NAMES],
+]  # fmt: skip
+
+
+def test_both_backends_answer_every_query_alike(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The same events into a collector on SQLite and one on PostgreSQL (with a deletion
+    between): every analytics answer is the same JSON."""
+    data = gen.generate(seed=11, devices=12)
+    devices = {d.endpoint_id: d for d in data.devices}
+    answers = []
+    for backend in ("sqlite", "postgresql"):
+        with live_on(backend, request, tmp_path / backend) as live:
+            app = live.create_app("alike")
+            with httpx.Client(base_url=live.url, headers=bearer(app.ingest.token)) as client:
+                for body in gen.batches(data.events + data.resent, devices):
+                    response = client.post(f"/v1/apps/{app.id}/events", json=body, timeout=30)
+                    assert response.status_code == 202, response.text
+            admin = bearer(app.admin.token)
+            gone = next(d for d in data.devices if d.user_id is not None)
+            response = httpx.delete(
+                f"{live.url}/v1/apps/{app.id}/endpoints/{gone.endpoint_id}", headers=admin
+            )
+            assert response.status_code == 202, response.text
+            got = {}
+            for path, params in _SAME_QUERIES:
+                response = httpx.get(
+                    f"{live.url}/v1/apps/{app.id}/{path}", params=params, headers=admin, timeout=60
+                )
+                assert response.status_code == 200, (backend, path, response.text)
+                # The same answer but for the application's id.
+                got[(path, str(params))] = json.loads(response.text.replace(app.id, "APP"))
+            answers.append(got)
+    sqlite_answers, postgres_answers = answers
+    assert any(value for value in sqlite_answers.values())
+    for key, want in sqlite_answers.items():
+        assert postgres_answers[key] == want, key

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import random
 import sqlite3
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +18,7 @@ from homing_collector.storage import values
 from homing_collector.storage.analytics_sqlite import rollups as rollups_sql
 from homing_collector.storage.migrations import migrate
 from tests.collector import analytics_data
+from tests.conftest import BACKENDS
 
 
 def assert_rollups_match_events(conn: sqlite3.Connection, app_id: str) -> None:
@@ -45,14 +48,61 @@ def assert_rollups_match_events(conn: sqlite3.Connection, app_id: str) -> None:
     assert active == raw_active
 
 
-@pytest.fixture
-def conn() -> sqlite3.Connection:
+class PgConn:
+    """A PostgreSQL connection (autocommit, migrated) that takes the ? marks of the SQL
+    here; the rollups run their own statements through it (storage/analytics_pg/)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), list(rows))
+
+
+def _pg_database(request: pytest.FixtureRequest) -> PgConn:
+    from homing_collector.storage.postgres import PostgresStorage
+    from tests.pg import create_database, drop_database
+
+    cluster = request.getfixturevalue("postgres_cluster")
+    url = create_database(cluster)
+
+    async def migrated() -> None:
+        storage = PostgresStorage(url)
+        await storage.start()
+        await storage.close()
+
+    asyncio.run(migrated())
+    db = PgConn(url)
+
+    def drop() -> None:
+        db.conn.close()
+        drop_database(cluster, url)
+
+    request.addfinalizer(drop)
+    return db
+
+
+def new_database(request: pytest.FixtureRequest, backend: str) -> Any:
+    """An empty, migrated database of `backend`, dropped after the test."""
+    if backend == "postgresql":
+        return _pg_database(request)
     db = sqlite3.connect(":memory:", isolation_level=None)
     migrate(db)
     return db
 
 
-def active_hours(conn: sqlite3.Connection) -> dict[str, set[int]]:
+@pytest.fixture(params=BACKENDS)
+def conn(request: pytest.FixtureRequest) -> Any:
+    return new_database(request, request.param)
+
+
+def active_hours(conn: Any) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for key, hour in conn.execute("SELECT key, hour FROM an_active WHERE app_id = 'a'"):
         out.setdefault(key, set()).add(hour)
@@ -60,9 +110,7 @@ def active_hours(conn: sqlite3.Connection) -> dict[str, set[int]]:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_window_counts_match_brute_force_in_any_arrival_order(
-    conn: sqlite3.Connection, seed: int
-) -> None:
+def test_window_counts_match_brute_force_in_any_arrival_order(conn: Any, seed: int) -> None:
     rng = random.Random(seed)
     truth: dict[str, set[int]] = {}
     for subject in range(30):
@@ -92,9 +140,7 @@ def test_window_counts_match_brute_force_in_any_arrival_order(
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_session_chains_match_the_5_second_rule_in_any_arrival_order(
-    conn: sqlite3.Connection, seed: int
-) -> None:
+def test_session_chains_match_the_5_second_rule_in_any_arrival_order(conn: Any, seed: int) -> None:
     rng = random.Random(seed)
     sessions: dict[tuple[str, str], tuple[int, int]] = {}
     t = 0
@@ -152,17 +198,29 @@ def test_median_from_the_histogram_is_within_its_bucket() -> None:
     assert visits.median({}) is None
 
 
-def _fill(conn: sqlite3.Connection, rows: list[tuple[object, ...]], users: dict[str, str]) -> None:
-    conn.executemany(
-        "INSERT OR IGNORE INTO endpoints (app_id, endpoint_id, user_id, body) VALUES"
-        " ('a', ?, ?, '{}')",
-        [(endpoint, user) for endpoint, user in users.items()],
-    )
-    conn.executemany(events_sql.insert_sql(1), rows)
+def _fill(conn: Any, rows: list[tuple[object, ...]], users: dict[str, str | None]) -> None:
+    if isinstance(conn, PgConn):
+        conn.executemany(
+            "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES ('a', ?, ?, '{}')"
+            " ON CONFLICT DO NOTHING",
+            [(endpoint, user) for endpoint, user in users.items()],
+        )
+        conn.executemany(
+            "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+            " session_id, body, hour, pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            [(*row, int(row[4]) // 3_600_000) for row in rows],  # type: ignore[call-overload]
+        )
+    else:
+        conn.executemany(
+            "INSERT OR IGNORE INTO endpoints (app_id, endpoint_id, user_id, body) VALUES"
+            " ('a', ?, ?, '{}')",
+            [(endpoint, user) for endpoint, user in users.items()],
+        )
+        conn.executemany(events_sql.insert_sql(1), rows)
     rollups.apply(conn, rows)
 
 
-def _tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
+def _tables(conn: Any) -> dict[str, list[tuple[object, ...]]]:
     nonzero = {
         "an_counts": "count != 0", "an_cover": "delta != 0", "an_revenue": "purchases != 0",
         "an_visit_hours": "count != 0", "an_visit_lengths": "count != 0",
@@ -170,7 +228,7 @@ def _tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
     out = {}
     for table in rollups_sql.TABLES:
         rows = conn.execute(
-            f"SELECT * FROM {table} WHERE {nonzero.get(table, '1')} ORDER BY 1, 2, 3, 4"
+            f"SELECT * FROM {table} WHERE {nonzero.get(table, '1 = 1')} ORDER BY 1, 2, 3, 4"
         ).fetchall()
         out[table] = [tuple(round(v, 6) if isinstance(v, float) else v for v in row)
                       for row in rows]  # fmt: skip
@@ -178,12 +236,12 @@ def _tables(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
 
 
 def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
-    conn: sqlite3.Connection,
+    conn: Any, request: pytest.FixtureRequest
 ) -> None:
     import orjson
 
     rng = random.Random(5)
-    users = {"e0": "u0", "e1": "u0", "e2": "u1", "e3": None, "e4": "u2"}
+    users: dict[str, str | None] = {"e0": "u0", "e1": "u0", "e2": "u1", "e3": None, "e4": "u2"}
     rows = []
     for endpoint in users:
         t = 1_700_000_000_000 + rng.randrange(0, 3_600_000)
@@ -202,8 +260,7 @@ def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
     rollups.remove_endpoint(conn, "a", "e0", "u0")
     conn.execute("DELETE FROM events WHERE endpoint_id = 'e0'")
     conn.execute("DELETE FROM endpoints WHERE endpoint_id = 'e0'")
-    fresh = sqlite3.connect(":memory:", isolation_level=None)
-    migrate(fresh)
+    fresh = new_database(request, "postgresql" if isinstance(conn, PgConn) else "sqlite")
     del users["e0"]
     _fill(fresh, [row for row in rows if row[1] != "e0"], users)
     got, want = _tables(conn), _tables(fresh)
@@ -214,9 +271,7 @@ def test_removing_an_endpoint_leaves_the_rollups_of_the_others(
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_retention_counts_match_brute_force_for_every_phase(
-    conn: sqlite3.Connection, seed: int
-) -> None:
+def test_retention_counts_match_brute_force_for_every_phase(conn: Any, seed: int) -> None:
     rng = random.Random(seed)
     truth: dict[str, set[int]] = {}
     for subject in range(25):

@@ -1,5 +1,5 @@
 """The notification opens kept at ingest (analytics/opens.py) against the stored events,
-through the retention sweep and the migration that fills them, on real SQLite files."""
+through the retention sweep (on SQLite and PostgreSQL) and the migration that fills them."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from homing_collector import endpoints
 from homing_collector.analytics import opens, rollups
 from homing_collector.storage import events as events_sql
 from homing_collector.storage import migrations
+from homing_collector.storage.base import AppRecord, EventRow
 from homing_collector.storage.sqlite import SQLiteStorage
 
 APP = "a"
@@ -39,20 +42,21 @@ def event_rows(seed: int, n: int = 400) -> list[tuple[Any, ...]]:
     return rows
 
 
-def scanned(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+def scanned(conn: Any) -> list[tuple[Any, ...]]:
     """(endpoint, ts, campaign id) of the open events stored, read from their bodies."""
     found = []
+    mark = "?" if isinstance(conn, sqlite3.Connection) else "%s"
     for endpoint_id, ts, body in conn.execute(
-        "SELECT endpoint_id, ts, body FROM events WHERE app_id = ? AND event_type = ?",
+        f"SELECT endpoint_id, ts, body FROM events WHERE app_id = {mark} AND event_type = {mark}",
         (APP, opens.OPENED),
-    ):
+    ).fetchall():
         found.append(
             (endpoint_id, ts, (orjson.loads(body).get("Attributes") or {}).get("campaign_id"))
         )
     return sorted(found, key=repr)
 
 
-def kept(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+def kept(conn: Any) -> list[tuple[Any, ...]]:
     return sorted(opens.in_range(conn, APP, T0 - HOUR_MS, T0 + 49 * HOUR_MS), key=repr)
 
 
@@ -82,6 +86,38 @@ def test_opens_go_with_the_events_the_retention_sweep_deletes(tmp_path: Path) ->
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 # A few events at a time, as the sweeper does: the opens of the hours it has
                 # not reached yet stay, those of the hours it emptied go.
+                while await storage.delete_expired_events(APP, T0 // HOUR_MS + 24, 37):
+                    assert kept(conn) == scanned(conn)
+                assert 0 < len(kept(conn)) < before
+                assert min(ts for _e, ts, _c in kept(conn)) >= T0 + 24 * HOUR_MS
+        finally:
+            await storage.close()
+
+    asyncio.run(sweep())
+
+
+def test_on_postgresql_opens_go_with_the_events_the_retention_sweep_deletes(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    from homing_collector.storage.postgres import PostgresStorage
+
+    async def sweep() -> None:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()
+        try:
+            await storage.create_app(AppRecord(APP, "a", "x"))
+            rows = [EventRow(*row[1:]) for row in event_rows(1)]
+            stored = await storage.put_events(
+                APP, [], rows, merge=partial(endpoints.merge, APP, now="x"),
+                max_event_types=10, max_user_endpoints=10,
+            )  # fmt: skip
+            assert stored.stored == len(rows)
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                assert kept(conn) == scanned(conn)
+                before = len(scanned(conn))
+                assert before > 50
                 while await storage.delete_expired_events(APP, T0 // HOUR_MS + 24, 37):
                     assert kept(conn) == scanned(conn)
                 assert 0 < len(kept(conn)) < before

@@ -1,5 +1,5 @@
 """The demographic counters (storage/endpoint_values.py) against a count of the endpoints
-themselves, after every kind of endpoint write, on a real SQLite file."""
+themselves, after every kind of endpoint write, on a real SQLite file and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,16 @@ import pytest
 from homing_collector import endpoints
 from homing_collector.analytics import queries
 from homing_collector.storage import migrations
-from homing_collector.storage.base import AppRecord, EndpointUpdate, ImportRow, UserEndpointLimit
+from homing_collector.storage.base import (
+    AppRecord,
+    EndpointUpdate,
+    ImportRow,
+    Storage,
+    UserEndpointLimit,
+)
 from homing_collector.storage.endpoint_values import DIMENSIONS
 from homing_collector.storage.sqlite import SQLiteStorage
+from tests.conftest import BACKENDS
 
 NOW = "2026-12-01T00:00:00.000Z"
 APPS = ("app-a", "app-b")
@@ -29,19 +38,54 @@ MAX_USER_ENDPOINTS = 2  # low, so that some writes are refused
 Counts = dict[Any, tuple[int, int]]
 
 
-def scanned(conn: sqlite3.Connection, app_id: str, dimension: str) -> Counts:
+@dataclass
+class Backend:
+    """Storages on one database (not started), and connections to read it directly."""
+
+    make: Callable[[], Storage]
+    connect: Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        db = tmp_path / "homing.db"
+        return Backend(lambda: SQLiteStorage(db), lambda: contextlib.closing(sqlite3.connect(db)))
+    import psycopg
+
+    from homing_collector.storage.postgres import PostgresStorage
+
+    url: str = request.getfixturevalue("postgres_url")
+    return Backend(lambda: PostgresStorage(url), lambda: psycopg.connect(url, autocommit=True))
+
+
+def one(conn: Any, statement: str, params: tuple[Any, ...]) -> Any:
+    """The first column of the first row of a statement written with ? marks."""
+    if not isinstance(conn, sqlite3.Connection):
+        statement = statement.replace("?", "%s")
+    return conn.execute(statement, params).fetchone()[0]
+
+
+def scanned(conn: Any, app_id: str, dimension: str) -> Counts:
     """(endpoints, users) of each value, counted in the endpoints' bodies."""
     section, field = DIMENSIONS[dimension]
-    rows = conn.execute(
-        f"SELECT json_extract(body, '$.{section}.{field}') AS v, count(*),"
-        " count(DISTINCT coalesce('u:' || user_id, 'e:' || endpoint_id)) FROM endpoints"
-        " WHERE app_id = ? GROUP BY v",
-        (app_id,),
-    ).fetchall()
+    users = "count(DISTINCT coalesce('u:' || user_id, 'e:' || endpoint_id))"
+    if isinstance(conn, sqlite3.Connection):
+        rows = conn.execute(
+            f"SELECT json_extract(body, '$.{section}.{field}') AS v, count(*), {users}"
+            " FROM endpoints WHERE app_id = ? GROUP BY v",
+            (app_id,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT body::jsonb -> %s ->> %s AS v, count(*), {users} FROM endpoints"
+            " WHERE app_id = %s GROUP BY v",
+            (section, field, app_id),
+        ).fetchall()
     return {v: (e, u) for v, e, u in rows}
 
 
-def counted(conn: sqlite3.Connection, app_id: str, dimension: str) -> Counts:
+def counted(conn: Any, app_id: str, dimension: str) -> Counts:
     rows = queries.demographics(conn, app_id, dimension)["rows"]
     assert [r["endpoints"] for r in rows] == sorted((r["endpoints"] for r in rows), reverse=True)
     got = {r["value"]: (r["endpoints"], r["users"]) for r in rows}
@@ -49,15 +93,14 @@ def counted(conn: sqlite3.Connection, app_id: str, dimension: str) -> Counts:
     return got
 
 
-def assert_exact(conn: sqlite3.Connection, what: str) -> None:
+def assert_exact(conn: Any, what: str) -> None:
     for app_id in APPS:
         for dimension in DIMENSIONS:
             assert counted(conn, app_id, dimension) == scanned(conn, app_id, dimension), (
                 what, app_id, dimension,
             )  # fmt: skip
     # Rows that count nothing are gone, not left at zero.
-    (left,) = conn.execute("SELECT count(*) FROM endpoint_values WHERE endpoints <= 0").fetchone()
-    assert left == 0, what
+    assert one(conn, "SELECT count(*) FROM endpoint_values WHERE endpoints <= 0", ()) == 0, what
 
 
 def profile(rng: random.Random) -> dict[str, Any]:
@@ -79,7 +122,7 @@ def profile(rng: random.Random) -> dict[str, Any]:
     return update
 
 
-async def write(storage: SQLiteStorage, rng: random.Random) -> str:
+async def write(storage: Storage, rng: random.Random) -> str:
     """One endpoint write of a kind chosen at random; return its kind, or "refused"."""
     app_id, endpoint_id = rng.choice(APPS), rng.choice(IDS)
     merge = partial(endpoints.merge, app_id, now=NOW)
@@ -110,25 +153,24 @@ async def write(storage: SQLiteStorage, rng: random.Random) -> str:
     return kind
 
 
-async def create_apps(storage: SQLiteStorage) -> None:
+async def create_apps(storage: Storage) -> None:
     for app_id in APPS:
         await storage.create_app(AppRecord(app_id, app_id, NOW))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_counters_stay_exact_through_every_kind_of_endpoint_write(
-    tmp_path: Path, seed: int
+    backend: Backend, seed: int
 ) -> None:
     rng = random.Random(seed)
-    db = tmp_path / "homing.db"
 
     async def scenario() -> None:
-        storage = SQLiteStorage(db)
+        storage = backend.make()
         await storage.start()
         try:
             await create_apps(storage)
             kinds: set[str] = set()
-            with contextlib.closing(sqlite3.connect(db)) as conn:
+            with backend.connect() as conn:
                 for step in range(60):
                     # Several writes at once share a transaction: the same endpoint may
                     # be written twice in it.
@@ -138,15 +180,10 @@ def test_counters_stay_exact_through_every_kind_of_endpoint_write(
                     kinds.update(done)
                     assert_exact(conn, f"step {step}")
                 assert kinds == {"update", "ingest", "import", "delete", "delete_user", "refused"}
-                (held,) = conn.execute(
-                    "SELECT count(*) FROM endpoint_values WHERE app_id = ?", (APPS[0],)
-                ).fetchone()
-                assert held > 0
+                held = "SELECT count(*) FROM endpoint_values WHERE app_id = ?"
+                assert one(conn, held, (APPS[0],)) > 0
                 await storage.delete_app(APPS[0])
-                (left,) = conn.execute(
-                    "SELECT count(*) FROM endpoint_values WHERE app_id = ?", (APPS[0],)
-                ).fetchone()
-                assert left == 0
+                assert one(conn, held, (APPS[0],)) == 0
                 assert_exact(conn, "after the app was deleted")
         finally:
             await storage.close()
@@ -197,11 +234,9 @@ def test_the_migration_counts_the_endpoints_stored_before(
     asyncio.run(more())
 
 
-def test_attributes_are_counted_from_the_bodies(tmp_path: Path) -> None:
-    db = tmp_path / "homing.db"
-
+def test_attributes_are_counted_from_the_bodies(backend: Backend) -> None:
     async def scenario() -> dict[str, Any]:
-        storage = SQLiteStorage(db)
+        storage = backend.make()
         await storage.start()
         try:
             await create_apps(storage)
@@ -214,7 +249,7 @@ def test_attributes_are_counted_from_the_bodies(tmp_path: Path) -> None:
                 EndpointUpdate("e3", {"Attributes": {"other": ["x"]}}),
             ]  # type: ignore[typeddict-item]
             await storage.update_endpoints(APPS[0], updates, merge=merge, max_user_endpoints=5)
-            with contextlib.closing(sqlite3.connect(db)) as conn:
+            with backend.connect() as conn:
                 return queries.demographics(conn, APPS[0], "attribute:plan")
         finally:
             await storage.close()

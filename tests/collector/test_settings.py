@@ -80,7 +80,7 @@ def test_postgresql_is_taken_only_by_those_who_opt_in_to_the_preview() -> None:
         with pytest.raises(ValueError) as info:
             Settings.from_env({"HOMING_DB": url, **preview})
         refusal = str(info.value)
-        assert "HOMING_POSTGRES_PREVIEW=1" in refusal and "lacks the analytics" in refusal
+        assert "HOMING_POSTGRES_PREVIEW=1" in refusal and "lacks the columnar copy" in refusal
         assert "secret" not in refusal and "(from HOMING_DB=" in refusal
     with pytest.raises(ValueError, match="HOMING_POSTGRES_PREVIEW='maybe' must be 1 or 0"):
         Settings.from_env({"HOMING_POSTGRES_PREVIEW": "maybe"}, db_path=url)

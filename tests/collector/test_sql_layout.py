@@ -62,3 +62,5 @@ def test_the_check_finds_sql_where_it_is() -> None:
     assert any(": .execute" in hit and "many" not in hit for hit in found)
     assert any("import sqlite3" in hit for hit in found)
     assert any("INSERT INTO an_counts" in hit for hit in found)
+    found = sql_in(PACKAGE / "storage" / "analytics_pg" / "rollups.py")
+    assert any("INSERT INTO an_counts" in hit for hit in found)

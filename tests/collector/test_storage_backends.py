@@ -1764,16 +1764,28 @@ def test_postgres_has_every_method_of_the_storage_protocol() -> None:
             ), name
 
 
-def test_postgres_names_the_features_it_lacks(postgres_url: str) -> None:
+def test_postgres_analytics_read_is_one_read_only_snapshot(postgres_url: str) -> None:
+    import psycopg
+
     from homing_collector.storage.postgres import PostgresStorage
 
-    async def scenario() -> None:
+    def read(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+        first = conn.execute("SELECT count(*) FROM apps").fetchone()
+        with psycopg.connect(postgres_url, autocommit=True) as other:  # commits meanwhile
+            other.execute("INSERT INTO apps (id, name, created_at) VALUES ('x', 'x', 'now')")
+        again = conn.execute("SELECT count(*) FROM apps").fetchone()
+        try:
+            conn.execute("DELETE FROM apps")
+        except psycopg.errors.ReadOnlySqlTransaction:
+            return (first, again, "read only")
+        return (first, again, "wrote")
+
+    async def scenario() -> tuple[Any, ...]:
         storage = PostgresStorage(postgres_url)
         await storage.start()
         try:
-            with pytest.raises(NotImplementedError, match="analytics queries: not supported on"):
-                await storage.analytics_read(lambda conn: None)
+            return await storage.analytics_read(read)
         finally:
             await storage.close()
 
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()) == ((0,), (0,), "read only")

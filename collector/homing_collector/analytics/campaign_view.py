@@ -24,8 +24,7 @@ from homing_collector.analytics.opens import (
 )
 from homing_collector.analytics.params import Range
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
-from homing_collector.storage.analytics_sqlite import Connection
-from homing_collector.storage.analytics_sqlite import campaign_view as campaign_sql
+from homing_collector.storage.analytics_backend import Connection, statements
 
 RECEIVED = ("_campaign.received_foreground", "_campaign.received_background")
 PURCHASE = "_monetization.purchase"
@@ -54,7 +53,7 @@ def _campaign_events(
     conn: Connection, app_id: str, campaign_id: str, lo_hour: int, hi_hour: int
 ) -> Iterable[tuple[str, str, int, str]]:
     """(endpoint id, event type, ts, treatment id) of the campaign's events in the hours."""
-    for endpoint_id, event_type, ts, body in campaign_sql.typed_events(
+    for endpoint_id, event_type, ts, body in statements(conn).campaign_view.typed_events(
         conn, app_id, lo_hour, hi_hour, _TYPES
     ):
         attributes = orjson.loads(body).get("Attributes") or {}
@@ -71,7 +70,7 @@ def _after_opens(conn: Connection, app_id: str, groups: list[_Group]) -> None:
         for i, g in enumerate(groups)
         for endpoint_id, ts in g.opens
     ]  # fmt: skip
-    for i, endpoint_id, session_id, start_ms in campaign_sql.sessions_near(
+    for i, endpoint_id, session_id, start_ms in statements(conn).campaign_view.sessions_near(
         conn, windows, OPEN_SESSION_BEFORE_MS, OPEN_SESSION_AFTER_MS
     ):
         groups[i].sessions[(endpoint_id, session_id)] = start_ms
@@ -79,7 +78,7 @@ def _after_opens(conn: Connection, app_id: str, groups: list[_Group]) -> None:
         (i, app_id, endpoint_id, ts, ts // HOUR_MS, (ts + PURCHASE_AFTER_MS) // HOUR_MS)
         for i, app_id, endpoint_id, ts in windows
     ]
-    for i, endpoint_id, event_id in campaign_sql.events_after(
+    for i, endpoint_id, event_id in statements(conn).campaign_view.events_after(
         conn, hour_windows, PURCHASE, PURCHASE_AFTER_MS
     ):
         groups[i].purchases.add((endpoint_id, event_id))

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from homing_collector.storage.analytics_sqlite import Connection
-from homing_collector.storage.analytics_sqlite import cohorts as cohorts_sql
+from homing_collector.storage.analytics_backend import Connection, statements
 
 PHASES = range(24)
 DAYS = 30
@@ -79,4 +78,4 @@ def add_hour(
 def write(conn: Connection, deltas: Deltas) -> None:
     changed = [(*key, delta) for key, delta in deltas.items() if delta]
     if changed:
-        cohorts_sql.add_counts(conn, changed)
+        statements(conn).cohorts.add_counts(conn, changed)

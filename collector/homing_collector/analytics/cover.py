@@ -16,8 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 
-from homing_collector.storage.analytics_sqlite import Connection
-from homing_collector.storage.analytics_sqlite import cover as cover_sql
+from homing_collector.storage.analytics_backend import Connection, statements
 
 DAY_SPANS = (1, 7, 30)
 SPANS = tuple(sorted(days * 24 + shift for days in DAY_SPANS for shift in (-1, 0, 1)))
@@ -91,7 +90,7 @@ def add_new_hours(
 def write(conn: Connection, deltas: Deltas) -> None:
     changed = [(*key, delta) for key, delta in deltas.items() if delta]
     if changed:
-        cover_sql.add_deltas(conn, changed)
+        statements(conn).cover.add_deltas(conn, changed)
 
 
 def counts(
@@ -109,7 +108,7 @@ def counts(
         hours: list[int] = []
         sums: list[int] = []
         total = 0
-        for hour, delta in cover_sql.deltas_up_to(conn, app_id, kind, span, last):
+        for hour, delta in statements(conn).cover.deltas_up_to(conn, app_id, kind, span, last):
             total += delta
             hours.append(hour)
             sums.append(total)

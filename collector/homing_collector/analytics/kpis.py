@@ -17,7 +17,7 @@ from homing_collector.analytics.params import (
     check_date,
     check_span,
 )
-from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_backend import Connection
 
 GROUPED = "-grouped-by-date"
 UTC = ZoneInfo("UTC")

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from homing_collector.storage.analytics_sqlite import Connection
-from homing_collector.storage.analytics_sqlite import opens as opens_sql
+from homing_collector.storage.analytics_backend import Connection, statements
 
 OPENED = "_campaign.opened_notification"
 OPEN_SESSION_BEFORE_MS = 60_000
@@ -24,28 +23,33 @@ Open = tuple[str, str, int, str | None]  # (app id, endpoint id, ts, campaign id
 
 
 def write(conn: Connection, opens: Sequence[Open]) -> None:
-    opens_sql.insert(conn, opens)
+    statements(conn).opens.insert(conn, opens)
 
 
 def in_range(
     conn: Connection, app_id: str, lo_ms: int, hi_ms: int
 ) -> list[tuple[str, int, str | None]]:
     """(endpoint id, Timestamp, campaign id) of the opens in [lo_ms, hi_ms)."""
-    return opens_sql.in_range(conn, app_id, lo_ms, hi_ms)
+    found: list[tuple[str, int, str | None]] = statements(conn).opens.in_range(
+        conn, app_id, lo_ms, hi_ms
+    )
+    return found
 
 
 def followed_by_session(conn: Connection, app_id: str, lo_ms: int, hi_ms: int) -> int:
     """How many opens in [lo_ms, hi_ms) have a session of their endpoint that starts from
     a minute before to 30 minutes after."""
-    return opens_sql.followed_by_session(
-        conn, app_id, lo_ms, hi_ms, OPEN_SESSION_BEFORE_MS, OPEN_SESSION_AFTER_MS
+    return int(
+        statements(conn).opens.followed_by_session(
+            conn, app_id, lo_ms, hi_ms, OPEN_SESSION_BEFORE_MS, OPEN_SESSION_AFTER_MS
+        )
     )
 
 
 def remove_endpoint(conn: Connection, app_id: str, endpoint_id: str) -> None:
-    opens_sql.remove_endpoint(conn, app_id, endpoint_id)
+    statements(conn).opens.remove_endpoint(conn, app_id, endpoint_id)
 
 
 def deleted(conn: Connection, opens: Sequence[Open]) -> None:
     """Forget one row for each open event deleted (by the retention sweep)."""
-    opens_sql.deleted(conn, opens)
+    statements(conn).opens.deleted(conn, opens)

@@ -23,8 +23,7 @@ from homing_collector.analytics.days import HOUR_MS, Grid, grid
 from homing_collector.analytics.params import EventFilters, Range, Step
 from homing_collector.analytics.rollups import ENDPOINT, USER, add_sums, user_key
 from homing_collector.storage import columnar, endpoint_values
-from homing_collector.storage.analytics_sqlite import Connection
-from homing_collector.storage.analytics_sqlite import queries as queries_sql
+from homing_collector.storage.analytics_backend import Connection, snapshot, statements
 
 
 def _kind(q: Range) -> int:
@@ -42,7 +41,7 @@ def _distinct_per_window(
     if not windows:
         return []
     result = [0] * len(windows)
-    for i, count in queries_sql.distinct_per_window(conn, app_id, kind, windows):
+    for i, count in statements(conn).queries.distinct_per_window(conn, app_id, kind, windows):
         result[i] = count
     return result
 
@@ -68,9 +67,9 @@ def _sessions_by_day(
     counts, totals = [0] * n, [0] * n
     histograms: list[dict[int, int]] = [{} for _ in range(n)]
     days = [(i, g.lo(first + i), g.lo(first + i + 1)) for i in range(n)]
-    for day, count, total in queries_sql.visits_by_day(conn, app_id, days):
+    for day, count, total in statements(conn).queries.visits_by_day(conn, app_id, days):
         counts[day], totals[day] = count, total
-    for day, index, count in queries_sql.visit_lengths_by_day(conn, app_id, days):
+    for day, index, count in statements(conn).queries.visit_lengths_by_day(conn, app_id, days):
         if count:
             histograms[day][index] = count
     return counts, totals, histograms
@@ -131,7 +130,9 @@ def _new_per_day(
 ) -> list[int]:
     """How many subjects were first active on each of the n days of `g` from `first`."""
     new = [0] * n
-    for hour, count in queries_sql.new_per_hour(conn, app_id, kind, g.lo(first), g.lo(first + n)):
+    for hour, count in statements(conn).queries.new_per_hour(
+        conn, app_id, kind, g.lo(first), g.lo(first + n)
+    ):
         new[g.day_of_hour(hour) - first] += count
     return new
 
@@ -179,7 +180,9 @@ def _kept_retention(conn: Connection, app_id: str, q: Range, g: Grid, n: int) ->
     sizes = _new_per_day(conn, app_id, kind, g, 0, n)
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
     back: list[dict[int, int]] = [{} for _ in range(n)]
-    for cohort, k, count in queries_sql.kept_retention(conn, app_id, kind, phase, first, first + n):
+    for cohort, k, count in statements(conn).queries.kept_retention(
+        conn, app_id, kind, phase, first, first + n
+    ):
         if k > 0:
             retained[cohort - first][k - 1] = count
         else:
@@ -192,9 +195,11 @@ def _counted_retention(conn: Connection, app_id: str, q: Range, g: Grid, n: int)
     kind = _kind(q)
     members: dict[str, tuple[int, set[int]]] = {}
     first = (g.lo(0), g.lo(n))
-    for key, first_hour in queries_sql.first_hours(conn, app_id, kind, *first):
+    for key, first_hour in statements(conn).queries.first_hours(conn, app_id, kind, *first):
         members[key] = (g.day_of_hour(first_hour), set())
-    for key, hour in queries_sql.later_hours(conn, app_id, kind, first, (g.lo(1), g.lo(g.days))):
+    for key, hour in statements(conn).queries.later_hours(
+        conn, app_id, kind, first, (g.lo(1), g.lo(g.days))
+    ):
         members[key][1].add(g.day_of_hour(hour))
     sizes = [0] * n
     retained = [[0] * RETENTION_DAYS for _ in range(n)]
@@ -213,7 +218,7 @@ def _counted_retention(conn: Connection, app_id: str, q: Range, g: Grid, n: int)
 def demographics(conn: Connection, app_id: str, dimension: str) -> dict[str, Any]:
     counted: Iterable[tuple[str | None, int, int]]
     if dimension in endpoint_values.DIMENSIONS:
-        counted = endpoint_values.counts(conn, app_id, dimension)
+        counted = statements(conn).endpoint_values.counts(conn, app_id, dimension)
     else:
         counted = _count_attribute(conn, app_id, dimension[len("attribute:") :])
     ordered = sorted(counted, key=lambda row: (-row[1], row[0] is None, str(row[0])))
@@ -225,7 +230,7 @@ def _count_attribute(conn: Connection, app_id: str, name: str) -> list[tuple[str
     """(value, endpoints, users) of a custom attribute, from every endpoint's body (see
     storage/endpoint_values.py for why it has no counters)."""
     groups: dict[str | None, tuple[set[str], set[str]]] = {}
-    for endpoint_id, user_id, body in queries_sql.endpoint_bodies(conn, app_id):
+    for endpoint_id, user_id, body in statements(conn).queries.endpoint_bodies(conn, app_id):
         values = (orjson.loads(body).get("Attributes") or {}).get(name) or [None]
         for value in dict.fromkeys(values):
             endpoints, users = groups.setdefault(value, (set(), set()))
@@ -239,7 +244,7 @@ def _plan(conn: Connection, app_id: str, g: Grid, copy: Path | None) -> columnar
 
 
 def session_count(conn: Connection, app_id: str, g: Grid) -> int:
-    return queries_sql.session_count(conn, app_id, g.lo(0), g.lo(g.days))
+    return int(statements(conn).queries.session_count(conn, app_id, g.lo(0), g.lo(g.days)))
 
 
 def _add_metric(
@@ -273,19 +278,21 @@ def events(
     breakdown: dict[str | None, int] = {}
     metrics: dict[str, list[float]] = {}  # name -> [count, sum, min, max]
     if not f.needs_scan:
-        for hour, event_type, count in queries_sql.counts(conn, app_id, lo, hi, f.event_types):
+        for hour, event_type, count in statements(conn).queries.counts(
+            conn, app_id, lo, hi, f.event_types
+        ):
             totals[event_type] = totals.get(event_type, 0) + count
             key = (g.day_of_hour(hour), event_type)
             series[key] = series.get(key, 0) + count
-        for name, count, total, low, high in queries_sql.metrics(
+        for name, count, total, low, high in statements(conn).queries.metrics(
             conn, app_id, lo, hi, f.event_types
         ):
             metrics[name] = [count, total, low, high]
     else:
         include = [sorted(values) for _name, values in f.include]
-        with columnar.snapshot(conn):
+        with snapshot(conn):
             p = _plan(conn, app_id, g, copy)
-            for event_type, ts, body in queries_sql.scan_events(
+            for event_type, ts, body in statements(conn).queries.scan_events(
                 conn, app_id, lo, hi, p, f.event_types, include
             ):
                 event = orjson.loads(body)
@@ -359,9 +366,9 @@ def funnel(
     g = grid(q.zone, q.start, q.end)
     reached = [0] * len(steps)
     window_ms = window * 1000
-    with columnar.snapshot(conn):
+    with snapshot(conn):
         p = _plan(conn, app_id, g, copy)
-        rows: Iterable[tuple[str, int, int, int]] = queries_sql.funnel_rows(
+        rows: Iterable[tuple[str, int, int, int]] = statements(conn).queries.funnel_rows(
             conn, app_id, g.lo(0), g.lo(g.days), p, steps
         )
         if p is not None and copy is not None:
@@ -380,7 +387,8 @@ def funnel(
             users: dict[str, str] = {}
             if q.by == "users":
                 users = {
-                    e: user_key(e, user) for e, user in queries_sql.endpoint_users(conn, app_id)
+                    e: user_key(e, user)
+                    for e, user in statements(conn).queries.endpoint_users(conn, app_id)
                 }
             for best in _depths(rows, users, len(steps), window_ms):
                 for k in range(best):
@@ -444,7 +452,7 @@ def revenue(conn: Connection, app_id: str, q: Range) -> dict[str, Any]:
     purchases = 0
     totals: dict[str, float] = {}
     days: dict[int, list[Any]] = {}
-    for hour, currency, count, amount in queries_sql.revenue(conn, app_id, lo, hi):
+    for hour, currency, count, amount in statements(conn).queries.revenue(conn, app_id, lo, hi):
         purchases += count
         totals[currency] = add_sums(totals.get(currency, 0.0), amount)
         day = days.setdefault(g.day_of_hour(hour), [0, {}])
@@ -471,7 +479,10 @@ def push_messages(
     conn: Connection, app_id: str, lo_ms: int, hi_ms: int
 ) -> list[tuple[str, str | None, int, int | None]]:
     """(endpoint id, campaign id, created_at, delivered_at) of messages queued in range."""
-    return queries_sql.push_messages(conn, app_id, lo_ms, hi_ms)
+    found: list[tuple[str, str | None, int, int | None]] = statements(conn).queries.push_messages(
+        conn, app_id, lo_ms, hi_ms
+    )
+    return found
 
 
 def campaigns(conn: Connection, app_id: str, q: Range) -> dict[str, Any]:

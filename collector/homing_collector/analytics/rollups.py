@@ -6,7 +6,8 @@ For the rows it has just inserted (never a duplicate), the writer calls `apply_s
 with the `Summary` of each batch, which the collector made while it checked the events,
 or `apply` with the rows themselves; the storage's delete jobs call `remove_endpoint`
 and `remove_app`. Each call adds up in Python first and then writes with a few batched
-upserts (storage/analytics_sqlite/rollups.py): the fewer statements, the faster ingestion.
+upserts (storage/analytics_sqlite/rollups.py, or analytics_pg/rollups.py): the fewer
+statements, the faster ingestion.
 
 Tables (migration 3):
 
@@ -38,8 +39,7 @@ from homing.wire import WireError, formatted_ms, parse_timestamp
 from homing_collector.analytics import cohorts, cover, opens, visits
 from homing_collector.analytics.days import HOUR_MS
 from homing_collector.campaigns.delivery import CAMPAIGN_SEND
-from homing_collector.storage.analytics_sqlite import Connection
-from homing_collector.storage.analytics_sqlite import rollups as rollups_sql
+from homing_collector.storage.analytics_backend import Connection, statements
 
 ENDPOINT, USER = 0, 1
 PURCHASE = "_monetization.purchase"
@@ -201,7 +201,7 @@ def _users(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str
     """The user key of each (app, endpoint), as the endpoints table says now."""
     wanted = list(set(pairs))
     found: dict[tuple[str, str], str | None] = {}
-    for app_id, endpoint_id, user_id in rollups_sql.users_of(conn, wanted):
+    for app_id, endpoint_id, user_id in statements(conn).rollups.users_of(conn, wanted):
         found[(app_id, endpoint_id)] = user_id
     return {pair: user_key(pair[1], found.get(pair)) for pair in wanted}
 
@@ -290,8 +290,9 @@ def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
 def _activity(conn: Connection, hours: dict[tuple[str, int, str], set[int]]) -> None:
     """Record who was active when, and the coverage deltas of the hours that are new."""
     subjects = list(hours)
+    statements(conn).rollups.lock_subjects(conn, subjects)  # what is read stays so
     known: dict[tuple[str, int, str], tuple[int, int]] = {}  # -> (first, last hour)
-    for app_id, kind, key, first, last in rollups_sql.subject_spans(conn, subjects):
+    for app_id, kind, key, first, last in statements(conn).rollups.subject_spans(conn, subjects):
         known[(app_id, kind, key)] = (first, last)
     deltas: cover.Deltas = {}
     retention: cohorts.Deltas = {}
@@ -306,7 +307,9 @@ def _activity(conn: Connection, hours: dict[tuple[str, int, str], set[int]]) -> 
             continue
         if ordered[0] < span[0]:
             # An hour before the first one: the subject moves to an earlier cohort.
-            old = rollups_sql.active_hours(conn, app_id, kind, key, span[0] + cohorts.HORIZON)
+            old = statements(conn).rollups.active_hours(
+                conn, app_id, kind, key, span[0] + cohorts.HORIZON
+            )
             cohorts.add_all(retention, app_id, kind, span[0], old, -1)
             cohorts.add_all(retention, app_id, kind, ordered[0], {*old, *ordered}, 1)
         if ordered[0] >= span[1]:  # the usual case: nothing after these hours yet
@@ -323,7 +326,7 @@ def _activity(conn: Connection, hours: dict[tuple[str, int, str], set[int]]) -> 
             (*subject, min(hours[subject]) - cover.MAX_SPAN, max(hours[subject]) + cover.MAX_SPAN)
             for subject in late
         ]
-        for app_id, kind, key, hour in rollups_sql.active_near(conn, ranges):
+        for app_id, kind, key, hour in statements(conn).rollups.active_near(conn, ranges):
             around[(app_id, kind, key)].append(hour)
         for subject, near in around.items():
             near.sort()
@@ -334,7 +337,7 @@ def _activity(conn: Connection, hours: dict[tuple[str, int, str], set[int]]) -> 
             if ordered[0] >= first:  # else the cohort was recomputed whole above
                 for h, below, above in added:
                     cohorts.add_hour(retention, app_id, kind, first, h, below, above)
-    rollups_sql.add_activity(
+    statements(conn).rollups.add_activity(
         conn,
         [(app_id, kind, hour, key) for (app_id, kind, key), seen in hours.items()
          for hour in seen],
@@ -357,26 +360,34 @@ def apply_summaries(conn: Connection, summaries: Sequence[tuple[str, Summary]]) 
     pairs = {(app_id, endpoint_id) for app_id, s in summaries for endpoint_id in s.hours}
     batch = combine(summaries, _users(conn, pairs))
     _activity(conn, batch.hours)
-    rollups_sql.add_counts(conn, [(*key, count) for key, count in batch.counts.items()])
+    statements(conn).rollups.add_counts(
+        conn, [(*key, count) for key, count in batch.counts.items()]
+    )
     if batch.metrics:
-        rollups_sql.add_metrics(conn, [(*key, *agg) for key, agg in batch.metrics.items()])
+        statements(conn).rollups.add_metrics(
+            conn, [(*key, *agg) for key, agg in batch.metrics.items()]
+        )
     if batch.sessions:
         visits.update(conn, batch.sessions)
-        rollups_sql.add_sessions(conn, [(*key, *span) for key, span in batch.sessions.items()])
+        statements(conn).rollups.add_sessions(
+            conn, [(*key, *span) for key, span in batch.sessions.items()]
+        )
     if batch.opens:
         opens.write(conn, batch.opens)
     if batch.revenue:
-        rollups_sql.add_revenue(conn, [(*key, *got) for key, got in batch.revenue.items()])
+        statements(conn).rollups.add_revenue(
+            conn, [(*key, *got) for key, got in batch.revenue.items()]
+        )
 
 
 def remove_endpoint(conn: Connection, app_id: str, endpoint_id: str, user_id: str | None) -> None:
     """Take an endpoint's events out of the rollups. Call before its events are deleted,
     after its row in `endpoints` is (the user's other endpoints are read from there)."""
-    rows = rollups_sql.endpoint_events(conn, app_id, endpoint_id)
+    rows = statements(conn).rollups.endpoint_events(conn, app_id, endpoint_id)
     if rows:
         users = {(app_id, endpoint_id): user_key(endpoint_id, user_id)}
         _subtract(conn, app_id, endpoint_id, aggregate(rows, users))
-    rollups_sql.remove_sessions(conn, app_id, endpoint_id)
+    statements(conn).rollups.remove_sessions(conn, app_id, endpoint_id)
     opens.remove_endpoint(conn, app_id, endpoint_id)
     visits.remove_endpoint(conn, app_id, endpoint_id)
     _forget_subject(conn, app_id, ENDPOINT, endpoint_id)
@@ -387,7 +398,9 @@ def user_changed(conn: Connection, app_id: str, endpoint_id: str, old_user_id: s
     """Note that an endpoint had `old_user_id` until now. Its activity so far stays counted
     under that user; were the endpoint deleted, that user is counted again without it.
     ("e:" keys need no note: only their own endpoint is ever counted under them.)"""
-    rollups_sql.note_user_key(conn, app_id, endpoint_id, user_key(endpoint_id, old_user_id))
+    statements(conn).rollups.note_user_key(
+        conn, app_id, endpoint_id, user_key(endpoint_id, old_user_id)
+    )
 
 
 def _regroup_users(conn: Connection, app_id: str, deleted: str, key: str) -> None:
@@ -402,7 +415,7 @@ def _regroup_users(conn: Connection, app_id: str, deleted: str, key: str) -> Non
     those endpoints' own keys, until no new one turns up; forget them all, and count each
     of those endpoints' hours under its current user. Their notes are then void."""
     keys = {"e:" + deleted, key}
-    keys.update(rollups_sql.noted_keys(conn, app_id, deleted))
+    keys.update(statements(conn).rollups.noted_keys(conn, app_id, deleted))
     current: dict[str, str] = {}  # a remaining endpoint -> its user key now
     pending = list(keys)
     while pending:
@@ -412,7 +425,7 @@ def _regroup_users(conn: Connection, app_id: str, deleted: str, key: str) -> Non
             if endpoint_id in current:
                 continue
             current[endpoint_id] = now
-            noted = rollups_sql.noted_keys(conn, app_id, endpoint_id)
+            noted = statements(conn).rollups.noted_keys(conn, app_id, endpoint_id)
             for other in ("e:" + endpoint_id, now, *noted):
                 if other not in keys:
                     keys.add(other)
@@ -422,11 +435,11 @@ def _regroup_users(conn: Connection, app_id: str, deleted: str, key: str) -> Non
     regrouped: dict[tuple[str, int, str], set[int]] = {}
     for endpoint_id, now in current.items():
         hours = regrouped.setdefault((app_id, USER, now), set())
-        hours.update(rollups_sql.active_hours(conn, app_id, ENDPOINT, endpoint_id))
+        hours.update(statements(conn).rollups.active_hours(conn, app_id, ENDPOINT, endpoint_id))
     regrouped = {subject: hours for subject, hours in regrouped.items() if hours}
     if regrouped:
         _activity(conn, regrouped)
-    rollups_sql.forget_notes(conn, app_id, (deleted, *current))
+    statements(conn).rollups.forget_notes(conn, app_id, (deleted, *current))
 
 
 def _counted_under(conn: Connection, app_id: str, key: str) -> dict[str, str]:
@@ -434,17 +447,18 @@ def _counted_under(conn: Connection, app_id: str, key: str) -> dict[str, str]:
     key now: those it is the key of now, and those noted under it."""
     found: dict[str, str] = {}
     if key.startswith("e:"):
-        rows = rollups_sql.endpoint_users(conn, app_id, endpoint_id=key[2:])
+        rows = statements(conn).rollups.endpoint_users(conn, app_id, endpoint_id=key[2:])
     else:
-        rows = rollups_sql.endpoint_users(conn, app_id, user_id=key[2:])
-    rows += rollups_sql.noted_under(conn, app_id, key)
+        rows = statements(conn).rollups.endpoint_users(conn, app_id, user_id=key[2:])
+    rows += statements(conn).rollups.noted_under(conn, app_id, key)
     for endpoint_id, user_id in rows:
         found[endpoint_id] = user_key(endpoint_id, user_id)
     return found
 
 
 def _forget_subject(conn: Connection, app_id: str, kind: int, key: str) -> None:
-    hours = rollups_sql.forget_subject(conn, app_id, kind, key)
+    statements(conn).rollups.lock_subjects(conn, [(app_id, kind, key)])
+    hours = statements(conn).rollups.forget_subject(conn, app_id, kind, key)
     deltas: cover.Deltas = {}
     cover.add_all(deltas, app_id, kind, sorted(hours), -1)
     cover.write(conn, deltas)
@@ -452,15 +466,15 @@ def _forget_subject(conn: Connection, app_id: str, kind: int, key: str) -> None:
         retention: cohorts.Deltas = {}
         cohorts.add_all(retention, app_id, kind, min(hours), hours, -1)
         cohorts.write(conn, retention)
-    rollups_sql.forget_span(conn, app_id, kind, key)
+    statements(conn).rollups.forget_span(conn, app_id, kind, key)
 
 
 def _subtract(conn: Connection, app_id: str, endpoint_id: str, batch: _Batch) -> None:
-    rollups_sql.subtract_counts(
+    statements(conn).rollups.subtract_counts(
         conn, app_id, [(count, *key) for key, count in batch.counts.items()]
     )
     if batch.revenue:
-        rollups_sql.subtract_revenue(
+        statements(conn).rollups.subtract_revenue(
             conn, app_id, [(got[0], got[1], *key) for key, got in batch.revenue.items()]
         )
     if batch.metrics:
@@ -473,7 +487,9 @@ def _recompute_metrics(conn: Connection, app_id: str, endpoint_id: str, batch: _
     remain, which means reading the stored events of those hours."""
     removed = batch.metrics
     stored: dict[tuple[str, int, str, str], tuple[float, float]] = {}
-    for app, hour, event_type, name, low, high in rollups_sql.metric_extremes(conn, list(removed)):
+    for app, hour, event_type, name, low, high in statements(conn).rollups.metric_extremes(
+        conn, list(removed)
+    ):
         stored[(app, hour, event_type, name)] = (low, high)
     again = []
     subtract = []
@@ -483,22 +499,22 @@ def _recompute_metrics(conn: Connection, app_id: str, endpoint_id: str, batch: _
             subtract.append((count, total, *key))  # the extremes belong to others
         else:
             again.append(key)
-    rollups_sql.subtract_metrics(conn, subtract)
+    statements(conn).rollups.subtract_metrics(conn, subtract)
     if not again:
         return
-    rollups_sql.forget_metrics(conn, again)
+    statements(conn).rollups.forget_metrics(conn, again)
     hours = sorted({key[1] for key in again})
     types = sorted({key[2] for key in again})
-    remaining = rollups_sql.events_besides(conn, app_id, hours, types, endpoint_id)
+    remaining = statements(conn).rollups.events_besides(conn, app_id, hours, types, endpoint_id)
     users = {(row[0], row[1]): "" for row in remaining}
     recomputed = aggregate(remaining, users).metrics
-    rollups_sql.insert_metrics(
+    statements(conn).rollups.insert_metrics(
         conn, [(*key, *recomputed[key]) for key in again if key in recomputed]
     )
 
 
 def remove_app(conn: Connection, app_id: str) -> None:
-    rollups_sql.remove_app(conn, app_id)
+    statements(conn).rollups.remove_app(conn, app_id)
 
 
 def iter_rows(values: Sequence[Any], width: int) -> list[Row]:

@@ -16,8 +16,7 @@ import math
 from collections.abc import Iterable
 
 from homing_collector.analytics.days import HOUR_MS
-from homing_collector.storage.analytics_sqlite import Connection
-from homing_collector.storage.analytics_sqlite import visits as visits_sql
+from homing_collector.storage.analytics_backend import Connection, statements
 
 GAP_MS = 5000
 LOOKBACK_MS = 2 * 86_400_000
@@ -66,7 +65,7 @@ class Stats:
         self.lengths[key] = self.lengths.get(key, 0) + sign
 
     def write(self, conn: Connection) -> None:
-        visits_sql.add_stats(
+        statements(conn).visits.add_stats(
             conn,
             [(*key, c, t) for key, (c, t) in self.hours.items() if c or t],
             [(*key, c) for key, c in self.lengths.items() if c],
@@ -83,7 +82,7 @@ def update(conn: Connection, spans: Spans) -> None:
         (*key, min(a for a, _ in intervals) - LOOKBACK_MS, max(b for _, b in intervals) + GAP_MS)
         for key, intervals in per.items()
     ]
-    for app_id, endpoint_id, start, stop in visits_sql.chains_near(conn, ranges):
+    for app_id, endpoint_id, start, stop in statements(conn).visits.chains_near(conn, ranges):
         existing[(app_id, endpoint_id)].append((start, stop))
     stats = Stats()
     removed: list[tuple[str, str, int]] = []
@@ -97,13 +96,13 @@ def update(conn: Connection, spans: Spans) -> None:
         for chain in new - old:
             added.append((*key, *chain))
             stats.add(key[0], chain, 1)
-    visits_sql.replace_chains(conn, removed, added)
+    statements(conn).visits.replace_chains(conn, removed, added)
     stats.write(conn)
 
 
 def remove_endpoint(conn: Connection, app_id: str, endpoint_id: str) -> None:
     stats = Stats()
-    for start, stop in visits_sql.remove_endpoint(conn, app_id, endpoint_id):
+    for start, stop in statements(conn).visits.remove_endpoint(conn, app_id, endpoint_id):
         stats.add(app_id, (start, stop), -1)
     stats.write(conn)
 

@@ -19,7 +19,7 @@ from homing_collector.analytics import campaign_view, kpis, params, queries
 from homing_collector.analytics.days import ParamError
 from homing_collector.errors import bad_request, not_found, not_implemented
 from homing_collector.routes._common import Call, begin, json
-from homing_collector.storage.analytics_sqlite import Connection
+from homing_collector.storage.analytics_backend import Connection
 
 Query = Callable[[Connection], dict[str, Any]]
 RangeQuery = Callable[[Connection, str, params.Range], dict[str, Any]]

@@ -782,6 +782,7 @@ class Storage(Protocol):
     async def hook_lag(self, names: Sequence[str]) -> dict[str, int]:
         """Per name: how many events were stored after its cursor (an upper bound)."""
 
-    async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on a read-only connection in a thread; for analytics queries."""
+    async def analytics_read(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn` on a read-only connection in a thread; for analytics queries. The
+        connection is the backend's (storage/analytics_backend.py)."""
         ...

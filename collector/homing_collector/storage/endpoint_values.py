@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -43,7 +44,7 @@ def _key(value: Any) -> str:
     return "" if value is None else "=" + str(value)
 
 
-def _value(key: str) -> str | None:
+def value_of(key: str) -> str | None:
     return None if key == "" else key[1:]
 
 
@@ -57,20 +58,75 @@ def _user(body: Body | None) -> str | None:
     return user_id
 
 
+def held(rows: Iterable[tuple[str, str]], endpoint_id: str) -> set[tuple[str, str]]:
+    """(dimension, stored value) of the (endpoint id, body) of a user's endpoints, but
+    `endpoint_id`'s."""
+    found: set[tuple[str, str]] = set()
+    for other, body in rows:
+        if other != endpoint_id:
+            found.update(zip(DIMENSIONS, _keys(orjson.loads(body)), strict=True))
+    return found
+
+
 def _held_by_others(
     conn: sqlite3.Connection, app_id: str, endpoint_id: str, user_id: str
 ) -> set[tuple[str, str]]:
     """(dimension, stored value) of the user's endpoints other than `endpoint_id`."""
-    held: set[tuple[str, str]] = set()
     # Without the index named, SQLite may read the app's every endpoint by the key's prefix.
-    for other, body in conn.execute(
-        "SELECT endpoint_id, body FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
-        " AND user_id = ?",
-        (app_id, user_id),
-    ):
-        if other != endpoint_id:
-            held.update(zip(DIMENSIONS, _keys(orjson.loads(body)), strict=True))
-    return held
+    return held(
+        conn.execute(
+            "SELECT endpoint_id, body FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
+            " AND user_id = ?",
+            (app_id, user_id),
+        ),
+        endpoint_id,
+    )
+
+
+def users_to_read(before: Body | None, after: Body | None) -> list[str] | None:
+    """The users whose other endpoints a write from `before` to `after` must read to be
+    counted (see `deltas`), or None if it changes no counter (most updates)."""
+    old_user, new_user = _user(before), _user(after)
+    old = _keys(before) if before is not None else None
+    new = _keys(after) if after is not None else None
+    if old == new and old_user == new_user:
+        return None
+    return [user_id for user_id in (old_user, new_user) if user_id is not None]
+
+
+Delta = tuple[str, str, str, int, int, int]  # (app, dimension, value, endpoints, anonymous, users)
+
+
+def deltas(
+    app_id: str,
+    before: Body | None,
+    after: Body | None,
+    others: dict[str, set[tuple[str, str]]],
+) -> tuple[list[Delta], list[tuple[str, str, str]]]:
+    """What a write from `before` to `after` adds to the counters, and the (app,
+    dimension, value) it may have emptied; `others` holds what `held` says of each user
+    of `users_to_read`."""
+    old_user, new_user = _user(before), _user(after)
+    old = _keys(before) if before is not None else None
+    new = _keys(after) if after is not None else None
+    counted: dict[tuple[str, str], list[int]] = {}  # -> [endpoints, anonymous, users]
+    for keys, user_id, sign in ((old, old_user, -1), (new, new_user, 1)):
+        if keys is None:
+            continue
+        for dimension, key in zip(DIMENSIONS, keys, strict=True):
+            counts = counted.setdefault((dimension, key), [0, 0, 0])
+            counts[0] += sign
+            if user_id is None:
+                counts[1] += sign
+            elif (dimension, key) not in others[user_id]:
+                counts[2] += sign
+    rows = [
+        (app_id, dimension, key, counts[0], counts[1], counts[2])
+        for (dimension, key), counts in counted.items()
+        if any(counts)
+    ]
+    emptied = [(app_id, *vkey) for vkey, counts in counted.items() if counts[0] < 0]
+    return rows, emptied
 
 
 def changed(
@@ -83,34 +139,16 @@ def changed(
     """Count a write of one endpoint, from its body before (None: created) and after
     (None: deleted). Call it right after the write, before the next one: the endpoints
     table must hold every other endpoint as the counters have it."""
-    old_user, new_user = _user(before), _user(after)
-    old = _keys(before) if before is not None else None
-    new = _keys(after) if after is not None else None
-    if old == new and old_user == new_user:
+    users = users_to_read(before, after)
+    if users is None:
         return  # what changed is counted nowhere (most updates)
-    others = {
-        user_id: _held_by_others(conn, app_id, endpoint_id, user_id)
-        for user_id in (old_user, new_user)
-        if user_id is not None
-    }
-    deltas: dict[tuple[str, str], list[int]] = {}  # -> [endpoints, anonymous, users]
-    for keys, user_id, sign in ((old, old_user, -1), (new, new_user, 1)):
-        if keys is None:
-            continue
-        for dimension, key in zip(DIMENSIONS, keys, strict=True):
-            counts = deltas.setdefault((dimension, key), [0, 0, 0])
-            counts[0] += sign
-            if user_id is None:
-                counts[1] += sign
-            elif (dimension, key) not in others[user_id]:
-                counts[2] += sign
-    rows = [(app_id, *vkey, *counts) for vkey, counts in deltas.items() if any(counts)]
+    others = {user_id: _held_by_others(conn, app_id, endpoint_id, user_id) for user_id in users}
+    rows, emptied = deltas(app_id, before, after, others)
     if not rows:
         return
     # One statement, whose text is one of few: an upsert per value cost more than the
     # endpoint's own write (each statement and each table a commit touches costs).
     conn.execute(_upsert_sql(len(rows)), [x for row in rows for x in row])
-    emptied = [(app_id, *vkey) for vkey, counts in deltas.items() if counts[0] < 0]
     if emptied:
         conn.executemany(
             "DELETE FROM endpoint_values WHERE app_id = ? AND dimension = ? AND value = ?"
@@ -135,7 +173,7 @@ def counts(
 ) -> list[tuple[str | None, int, int]]:
     """(value, endpoints, users) of each value of a dimension of DIMENSIONS."""
     return [
-        (_value(key), endpoints, users)
+        (value_of(key), endpoints, users)
         for key, endpoints, users in conn.execute(
             "SELECT value, endpoints, anonymous + users FROM endpoint_values"
             " WHERE app_id = ? AND dimension = ?",

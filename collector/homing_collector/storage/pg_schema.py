@@ -343,7 +343,182 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        8,
+        # The analytics: the rollups kept at ingest (homing_collector.analytics.rollups;
+        # SQLite's migrations 3, 5 and 17), the demographic counters
+        # (storage/endpoint_values.py) and the notification opens, with SQLite's names and
+        # columns. The rows of the events and endpoints stored before are added by
+        # `fill_analytics` in the same transaction. an_opens has no key, as on SQLite:
+        # two opens may be alike.
+        """
+        CREATE TABLE an_active (
+            app_id text COLLATE "C" NOT NULL,
+            kind integer NOT NULL,
+            hour bigint NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            PRIMARY KEY (app_id, kind, hour, key)
+        );
+        CREATE INDEX an_active_key ON an_active (app_id, kind, key, hour);
+        CREATE TABLE an_subjects (
+            app_id text COLLATE "C" NOT NULL,
+            kind integer NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            first_hour bigint NOT NULL,
+            last_hour bigint NOT NULL,
+            PRIMARY KEY (app_id, kind, key)
+        );
+        CREATE INDEX an_subjects_first ON an_subjects (app_id, kind, first_hour);
+        CREATE TABLE an_counts (
+            app_id text COLLATE "C" NOT NULL,
+            hour bigint NOT NULL,
+            event_type text COLLATE "C" NOT NULL,
+            count bigint NOT NULL,
+            PRIMARY KEY (app_id, hour, event_type)
+        );
+        CREATE TABLE an_metrics (
+            app_id text COLLATE "C" NOT NULL,
+            hour bigint NOT NULL,
+            event_type text COLLATE "C" NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            count bigint NOT NULL,
+            sum double precision NOT NULL,
+            min double precision NOT NULL,
+            max double precision NOT NULL,
+            PRIMARY KEY (app_id, hour, event_type, name)
+        );
+        CREATE TABLE an_revenue (
+            app_id text COLLATE "C" NOT NULL,
+            hour bigint NOT NULL,
+            currency text COLLATE "C" NOT NULL,
+            purchases bigint NOT NULL,
+            amount double precision NOT NULL,
+            PRIMARY KEY (app_id, hour, currency)
+        );
+        CREATE TABLE an_sessions (
+            app_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            session_id text COLLATE "C" NOT NULL,
+            start_ms bigint NOT NULL,
+            stop_ms bigint NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id, session_id)
+        );
+        CREATE INDEX an_sessions_start ON an_sessions (app_id, start_ms);
+        CREATE INDEX an_sessions_endpoint_start ON an_sessions (app_id, endpoint_id, start_ms);
+        CREATE TABLE an_cover (
+            app_id text COLLATE "C" NOT NULL,
+            kind integer NOT NULL,
+            span bigint NOT NULL,
+            hour bigint NOT NULL,
+            delta bigint NOT NULL,
+            PRIMARY KEY (app_id, kind, span, hour)
+        );
+        CREATE TABLE an_retention (
+            app_id text COLLATE "C" NOT NULL,
+            kind integer NOT NULL,
+            phase integer NOT NULL,
+            cohort bigint NOT NULL,
+            day_offset integer NOT NULL,
+            count bigint NOT NULL,
+            PRIMARY KEY (app_id, kind, phase, cohort, day_offset)
+        );
+        CREATE TABLE an_visits (
+            app_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            start_ms bigint NOT NULL,
+            stop_ms bigint NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id, start_ms)
+        );
+        CREATE TABLE an_visit_hours (
+            app_id text COLLATE "C" NOT NULL,
+            hour bigint NOT NULL,
+            count bigint NOT NULL,
+            total_ms bigint NOT NULL,
+            PRIMARY KEY (app_id, hour)
+        );
+        CREATE TABLE an_visit_lengths (
+            app_id text COLLATE "C" NOT NULL,
+            hour bigint NOT NULL,
+            bucket bigint NOT NULL,
+            count bigint NOT NULL,
+            PRIMARY KEY (app_id, hour, bucket)
+        );
+        CREATE TABLE an_user_keys (
+            app_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            PRIMARY KEY (app_id, endpoint_id, key)
+        );
+        CREATE INDEX an_user_keys_key ON an_user_keys (app_id, key);
+        CREATE TABLE an_opens (
+            app_id text COLLATE "C" NOT NULL,
+            endpoint_id text COLLATE "C" NOT NULL,
+            ts bigint NOT NULL,
+            campaign_id text COLLATE "C"
+        );
+        CREATE INDEX an_opens_ts ON an_opens (app_id, ts, endpoint_id, campaign_id);
+        CREATE INDEX an_opens_endpoint ON an_opens (app_id, endpoint_id);
+        CREATE TABLE endpoint_values (
+            app_id text COLLATE "C" NOT NULL,
+            dimension text COLLATE "C" NOT NULL,
+            value text COLLATE "C" NOT NULL,
+            endpoints bigint NOT NULL,
+            anonymous bigint NOT NULL,
+            users bigint NOT NULL,
+            PRIMARY KEY (app_id, dimension, value)
+        );
+        WITH d(dimension, section, field) AS (VALUES
+            ('platform', 'Demographic', 'Platform'),
+            ('platform_version', 'Demographic', 'PlatformVersion'),
+            ('app_version', 'Demographic', 'AppVersion'),
+            ('make', 'Demographic', 'Make'),
+            ('model', 'Demographic', 'Model'),
+            ('country', 'Location', 'Country'),
+            ('locale', 'Demographic', 'Locale')
+        ), facts AS (
+            SELECT e.app_id, d.dimension, e.user_id,
+                coalesce('=' || (e.body::jsonb -> d.section ->> d.field), '') AS value
+            FROM endpoints e, d
+        )
+        INSERT INTO endpoint_values (app_id, dimension, value, endpoints, anonymous, users)
+            SELECT app_id, dimension, value, count(*), count(*) - count(user_id),
+                count(DISTINCT user_id)
+            FROM facts GROUP BY app_id, dimension, value;
+        """,
+    ),
 ]
+
+FILL_PAGE = 20_000  # events read and added up at a time by fill_analytics
+
+
+async def fill_analytics(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Add up the events stored before migration 8 into its rollups (opens included), a
+    page of events at a time, in key order: the rollups take events in any order."""
+    from homing_collector.analytics import rollups
+    from homing_collector.storage import analytics_pg
+
+    after: tuple[Any, ...] = ("", -(2**63), "", "", "", -(2**63))
+    while True:
+        cursor = await conn.execute(
+            "SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body,"
+            " hour FROM events WHERE (app_id, hour, endpoint_id, event_id, event_type, ts)"
+            " > (%s, %s, %s, %s, %s, %s) ORDER BY app_id, hour, endpoint_id, event_id,"
+            " event_type, ts LIMIT %s",
+            (*after, FILL_PAGE),
+        )
+        page = await cursor.fetchall()
+        if not page:
+            return
+        # Without the subjects' locks: no collector that keeps rollups writes before this
+        # commits (they wait for the migration's lock), and a lock per user and endpoint
+        # held until the end would fill the server's lock table.
+        await analytics_pg.call(conn, rollups.apply, [row[:8] for row in page], subject_locks=False)
+        last = page[-1]
+        after = (last[0], last[8], last[1], last[2], last[3], last[4])
+
+
+# Migrations that go on in Python, in the transaction of their SQL: version -> what runs.
+_FILLS = {8: fill_analytics}
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
@@ -361,6 +536,9 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
             if version <= current:
                 continue
             await conn.execute(sql)
+            fill = _FILLS.get(version)
+            if fill is not None:
+                await fill(conn)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
                 (version, datetime.now(timezone.utc).isoformat()),

@@ -18,9 +18,12 @@ Work that one collector of several must do alone (a campaign's run, a webhook de
 is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming at once
 take different rows, and one whose lease ran out (it hung, or was killed) is taken over.
 
-Not kept here yet: the analytics rollups (storage/base.py's `rollups` is False, and
-analytics/rollups.py's tables are not made), the columnar copy, and analytics queries
-(`analytics_read` raises `NotImplementedError`).
+The analytics rollups and the demographic counters are kept in the transaction that
+stores the events or writes the endpoints, by analytics/rollups.py's arithmetic over
+storage/analytics_pg/'s statements (it runs in a thread there, its statements sent back
+to this transaction's connection). Analytics queries run in a thread on a connection of
+a small synchronous pool, in one repeatable-read transaction each. There is no columnar
+copy: filters, breakdowns and funnels read the stored events.
 """
 
 from __future__ import annotations
@@ -39,13 +42,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import psycopg
 from psycopg import errors
-from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
 
+from homing_collector.analytics import rollups as rollups_math
+from homing_collector.analytics.opens import OPENED
 from homing_collector.push import epoch_ms
+from homing_collector.storage import analytics_pg, pg_streams
 from homing_collector.storage import campaigns as campaigns_sql
 from homing_collector.storage import imports as imports_sql
-from homing_collector.storage import pg_streams
 from homing_collector.storage import segments as segments_sql
+from homing_collector.storage.analytics_pg import endpoint_values as values_pg
+from homing_collector.storage.analytics_pg import opens as opens_pg
+from homing_collector.storage.analytics_pg import rollups as rollups_pg
 from homing_collector.storage.base import (
     ActivityRecord,
     ApplicationGone,
@@ -85,7 +93,6 @@ from homing_collector.storage.pg_schema import migrate
 from homing_collector.storage.segment_references import reference_checks
 
 if TYPE_CHECKING:
-    import sqlite3
     from pathlib import Path
 
     from homing_collector.analytics.rollups import Summary
@@ -104,8 +111,7 @@ _EVENT_KEY = "hour, endpoint_id, event_id, event_type, ts"
 
 class PostgresStorage:
     name = "PostgreSQL"
-    analytics = False  # analytics_read raises: the analytics routes answer 501
-    rollups = False  # the analytics rollups are not kept on PostgreSQL yet
+    analytics = True
     columnar: Path | None = None
     full_since: float | None = None  # PostgreSQL's own full disk is its operator's alarm
 
@@ -116,8 +122,13 @@ class PostgresStorage:
         max_connections: int = 10,
         max_pending: int = 4096,
         listen: bool = True,
+        rollups: bool = True,
+        max_readers: int = 4,
     ) -> None:
         self.url = url
+        self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
+        self.max_readers = max_readers  # analytics queries at once, each a connection
+        self._readers: ConnectionPool[psycopg.Connection[Any]] | None = None
         self.max_connections = max_connections
         self.max_pending = max_pending  # requests waiting for a connection, then 429
         # LISTEN for queued pushes on a connection of its own; False reads the recent
@@ -151,6 +162,15 @@ class PostgresStorage:
             await pool.close()
             raise
         self._pool = pool
+        self._readers = ConnectionPool(
+            self.url,
+            min_size=0,
+            max_size=self.max_readers,
+            max_waiting=self.max_pending,
+            kwargs={"autocommit": True},
+            configure=_configure_reader,
+            open=True,
+        )
         if self.listen:
             self._listener = asyncio.create_task(self._listen())
 
@@ -183,6 +203,9 @@ class PostgresStorage:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._readers is not None:
+            await asyncio.to_thread(self._readers.close)
+            self._readers = None
 
     def _connections(self) -> AsyncConnectionPool[Connection]:
         if self._pool is None:
@@ -200,7 +223,11 @@ class PostgresStorage:
     async def _transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._connections().connection() as conn, conn.transaction():
+                async with (
+                    self._connections().connection() as conn,
+                    conn.transaction(),
+                    values_pg.deferred(conn),  # the counters written last
+                ):
                     return await work(conn)
             except (errors.TransactionRollback, errors.DeadlockDetected):
                 # A deadlock or serialization failure, rolled back whole: `work` reads
@@ -359,7 +386,7 @@ class PostgresStorage:
         max_user_endpoints: int,
         summary: Summary | None = None,
     ) -> IngestResult:
-        """`summary` is ignored: the rollups are not kept on PostgreSQL yet."""
+        """`summary`, if given, is what `events` add to the rollups."""
 
         async def work(conn: Connection) -> IngestResult:
             result = IngestResult()  # made again if the transaction runs again
@@ -371,7 +398,13 @@ class PostgresStorage:
             types = {event.event_type for event in events}
             result.rejected_types = await _admit_types(conn, app_id, types, max_event_types)
             rows = [row for row in events if row.event_type not in result.rejected_types]
-            result.stored = await _insert_events(conn, app_id, rows)
+            new = await _insert_events(conn, app_id, rows)
+            result.stored = len(new)
+            if new and self.rollups:  # analytics hook: only the rows just added, each once
+                if summary is not None and len(new) == len(events):  # as the collector summed
+                    await analytics_pg.call(conn, rollups_math.apply_summaries, [(app_id, summary)])
+                else:
+                    await _apply_rollups(conn, app_id, rows, new)
             return result
 
         return await self._write(work)
@@ -534,10 +567,16 @@ class PostgresStorage:
             cursor = await conn.execute(
                 f"DELETE FROM events WHERE app_id = %s AND ({_EVENT_KEY}) IN"
                 f" (SELECT {_EVENT_KEY} FROM events WHERE app_id = %s AND hour < %s"
-                f" ORDER BY {_EVENT_KEY} LIMIT %s)",
-                (app_id, app_id, before_hour, limit),
+                f" ORDER BY {_EVENT_KEY} LIMIT %s)"
+                " RETURNING event_type = %s, endpoint_id, ts, CASE WHEN event_type = %s"
+                " THEN convert_from(body, 'UTF8')::jsonb -> 'Attributes' ->> 'campaign_id' END",
+                (app_id, app_id, before_hour, limit, OPENED, OPENED),
             )
-            return cursor.rowcount
+            deleted = await cursor.fetchall()
+            opened = [(app_id, *row[1:]) for row in deleted if row[0]]
+            if opened:  # analytics hook
+                await analytics_pg.call(conn, opens_pg.deleted, opened)
+            return len(deleted)
 
         return await self._write(work)
 
@@ -1185,8 +1224,9 @@ class PostgresStorage:
     ) -> ChunkWritten:
         async def work(conn: Connection) -> ChunkWritten:
             return await _write_chunk(
-                conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, custom
-            )
+                conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, custom,
+                rollups=self.rollups,
+            )  # fmt: skip
 
         return await self._write(work)
 
@@ -1509,14 +1549,25 @@ class PostgresStorage:
     async def hook_lag(self, names: Sequence[str]) -> dict[str, int]:
         return await self._reading(partial(pg_streams.lag, names=names))
 
-    # -- analytics queries: not on PostgreSQL yet -----------------------------------------
+    # -- analytics queries ----------------------------------------------------------------
 
-    async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise _missing("analytics queries")
+    async def analytics_read(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn` in a thread on a synchronous connection, in one read-only,
+        repeatable-read transaction: what its statements read agrees."""
+        if self._readers is None:
+            raise RuntimeError("PostgresStorage.start() has not been awaited")
+        readers = self._readers
 
+        def run() -> T:
+            with readers.connection() as conn, conn.transaction():
+                return fn(conn)
 
-def _missing(feature: str) -> NotImplementedError:
-    return NotImplementedError(f"{feature}: not supported on PostgreSQL in this version")
+        try:
+            return await asyncio.to_thread(run)
+        except TooManyRequests as exc:
+            raise Overloaded(str(exc)) from exc
+        except (PoolTimeout, errors.OperationalError) as exc:
+            raise StorageUnavailable(f"the database is unavailable: {exc}") from exc
 
 
 # Every table of an application's data, which deleting the application empties.
@@ -1525,7 +1576,7 @@ _APP_TABLES = (
     "app_retention", "device_credentials", "push_messages", "push_endpoints", "segments",
     "segment_versions", "import_jobs", "import_members", "campaigns", "campaign_versions",
     "campaign_activities", "campaign_sends", "hook_secrets", "outbox", "hook_destinations",
-    "event_streams",
+    "event_streams", *rollups_pg.TABLES, "an_user_keys", "endpoint_values",
 )  # fmt: skip
 
 
@@ -1533,6 +1584,13 @@ async def _configure(conn: Connection) -> None:
     # The 202 promise: a commit returns once it is on the server's disk, whatever the
     # server's default.
     await conn.execute("SET synchronous_commit = on")
+
+
+def _configure_reader(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "SET default_transaction_isolation = 'repeatable read';"
+        " SET default_transaction_read_only = on"
+    )
 
 
 def _app(row: tuple[Any, ...]) -> AppRecord:
@@ -1728,6 +1786,8 @@ async def _write_chunk(
     lease_until_ms: int,
     queue_limit: int,
     custom: Callable[[Sequence[CampaignSend]], Sequence[NewDelivery]] | None,
+    *,
+    rollups: bool,
 ) -> ChunkWritten:
     """write_campaign_chunk's transaction. The activity's row is locked first: a
     collector taking over the lease waits for the chunk, then sees where it stopped."""
@@ -1779,7 +1839,9 @@ async def _write_chunk(
     if events:
         # The collector's own event types are not held to the per-app limit.
         await _admit_types(conn, activity.app_id, {row.event_type for row in events}, 1 << 30)
-        await _insert_events(conn, activity.app_id, events)
+        new = await _insert_events(conn, activity.app_id, events)
+        if new and rollups:  # analytics hook
+            await _apply_rollups(conn, activity.app_id, events, new)
     await conn.execute(
         "UPDATE campaign_activities SET metrics = %s, total = total + %s,"
         " successful = successful + %s, cursor = coalesce(%s, cursor), lease_until_ms = %s"
@@ -1931,6 +1993,10 @@ async def _upsert_endpoint(
                 await _lock(conn, "user", app_id, user_id)
                 locked.add(user_id)
             await _check_user(conn, app_id, user_id, max_user_endpoints)
+        if old_user_id is not None and user_id != old_user_id:  # analytics hook
+            await analytics_pg.call(
+                conn, rollups_math.user_changed, app_id, item.endpoint_id, old_user_id
+            )
         text = orjson.dumps(merged).decode()
         if body is not None:
             await conn.execute(
@@ -1955,6 +2021,7 @@ async def _upsert_endpoint(
                 if row is not None:
                     bodies[item.endpoint_id] = row[0]
                 continue
+        await values_pg.changed(conn, app_id, item.endpoint_id, existing, merged)
         bodies[item.endpoint_id] = text
         return
 
@@ -2015,15 +2082,18 @@ async def _admit_types(conn: Connection, app_id: str, types: set[str], limit: in
     return new - set(admitted)
 
 
-async def _insert_events(conn: Connection, app_id: str, rows: Sequence[EventRow]) -> int:
-    """Insert the rows, each column as one array, in one statement; return how many were
-    new (an event sent before has the same key, and is left as it is).
+async def _insert_events(
+    conn: Connection, app_id: str, rows: Sequence[EventRow]
+) -> list[tuple[str, str, str, int]]:
+    """Insert the rows, each column as one array, in one statement; return the (endpoint
+    id, event id, type, Timestamp) of those that were new (an event sent before has the
+    same key, and is left as it is).
 
     The arrays go in binary (%b): as text, every body is spelled out in hex and read
     back by the server. bench/storage_put_events.py: 131 -> 82 us of machine CPU per
     stored event, 54% -> 83% of SQLite's events/s."""
     if not rows:
-        return 0
+        return []
     if len(rows) > pg_streams.MAX_RANK:
         raise ValueError(f"rows: at most {pg_streams.MAX_RANK} events in one transaction")
     endpoint_ids, event_ids, types, stamps, arrivals, sessions, bodies = zip(*rows, strict=True)
@@ -2034,12 +2104,26 @@ async def _insert_events(conn: Connection, app_id: str, rows: Sequence[EventRow]
         f" u.b, {pg_streams.NEXT_POSITION} + u.n - 1 FROM unnest(%b::bigint[], %b::text[],"
         " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::bytea[])"
         " WITH ORDINALITY AS u(h, e, i, t, ts, a, s, b, n)"
-        " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM stored",
+        " ON CONFLICT DO NOTHING RETURNING endpoint_id, event_id, event_type, ts)"
+        " SELECT * FROM stored",
         (app_id, [ts // HOUR_MS for ts in stamps], list(endpoint_ids), list(event_ids),
          list(types), list(stamps), list(arrivals), list(sessions), list(bodies)),
     )  # fmt: skip
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return await cursor.fetchall()
+
+
+async def _apply_rollups(
+    conn: Connection, app_id: str, rows: Sequence[EventRow], new: Sequence[tuple[Any, ...]]
+) -> None:
+    """Add the rows whose key is in `new` to the rollups, the first of each key only."""
+    fresh = set(new)
+    stored = []
+    for row in rows:
+        key = (row.endpoint_id, row.event_id, row.event_type, row.timestamp_ms)
+        if key in fresh:
+            fresh.remove(key)
+            stored.append((app_id, *row))
+    await analytics_pg.call(conn, rollups_math.apply, stored)
 
 
 async def _queue_push(
@@ -2122,6 +2206,12 @@ async def _delete_endpoints(conn: Connection, app_id: str, ids: list[str]) -> li
         row = await cursor.fetchone()
         if row is None:
             continue
+        endpoint = orjson.loads(row[0])
+        await values_pg.changed(conn, app_id, endpoint_id, endpoint, None)
+        await analytics_pg.call(  # analytics hook, before the events go
+            conn, rollups_math.remove_endpoint, app_id, endpoint_id,
+            (endpoint.get("User") or {}).get("UserId"),
+        )  # fmt: skip
         await conn.execute(
             "DELETE FROM events WHERE app_id = %s AND endpoint_id = %s", (app_id, endpoint_id)
         )
@@ -2131,7 +2221,7 @@ async def _delete_endpoints(conn: Connection, app_id: str, ids: list[str]) -> li
             "DELETE FROM push_messages WHERE app_id = %s AND endpoint_id = %s",
             (app_id, endpoint_id),
         )
-        deleted.append(orjson.loads(row[0]))
+        deleted.append(endpoint)
     return deleted
 
 

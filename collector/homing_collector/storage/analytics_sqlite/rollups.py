@@ -20,6 +20,10 @@ TABLES = (
 )  # fmt: skip
 
 
+def lock_subjects(conn: sqlite3.Connection, subjects: Iterable[tuple[str, int, str]]) -> None:
+    """Nothing to lock: SQLite has one writer, whose transactions run one at a time."""
+
+
 def users_of(
     conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]]
 ) -> Iterator[tuple[str, str, str | None]]:

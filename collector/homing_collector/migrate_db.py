@@ -31,8 +31,8 @@ from homing_collector.settings import postgres_url, redacted
 from homing_collector.storage import sqlite_to_pg as copying
 from homing_collector.storage.sqlite_to_pg import MigrateError, TableResult
 
-# Test-only: kill this process (SIGKILL) halfway through the COPY of its Nth batch, so that
-# a test can resume a copy killed at a chosen point.
+# Test-only: kill this process (SIGKILL) halfway through the COPY of its Nth batch of the
+# table TABLE ("TABLE:N"), so that a test can resume a copy killed at a chosen point.
 KILL_AT_BATCH = "HOMING_MIGRATE_DB_KILL_AT_BATCH"
 DEFAULT_BATCH_ROWS = 10_000
 
@@ -229,15 +229,18 @@ def _copy(
     before = copying.progress_of(conn, source.identity)
     total = sum(p.source_rows for p in plans)
     done = sum(before[p.name][1] for p in plans if p.name in before)
-    kill_at = int(os.environ.get(KILL_AT_BATCH) or 0)
+    kill_table, _, kill_at = (os.environ.get(KILL_AT_BATCH) or ":0").rpartition(":")
     batches = 0
     run_started = time.monotonic()
     run_rows = 0
 
+    current = ""
+
     def kill_now() -> bool:
-        return kill_at > 0 and batches + 1 == kill_at
+        return current == kill_table and batches + 1 == int(kill_at)
 
     for table in plans:
+        current, batches = table.name, 0
 
         def shown(rows: int, name: str = table.name) -> None:
             nonlocal done, batches, run_rows

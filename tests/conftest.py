@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +20,9 @@ import pytest
 from hypothesis import settings
 
 from homing_collector.cli import main as cli_main
+
+# The backends every test of the `collector` fixture runs on.
+BACKENDS = ["sqlite", "postgresql"]
 
 # A throwaway PostgreSQL server, for the tests of the PostgreSQL storage.
 pytest_plugins = ["tests.pg"]
@@ -65,6 +69,7 @@ class LiveCollector:
     url: str = ""
     process: subprocess.Popen[str] | None = None
     extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)  # for the server and run_cli alike
     new_session: bool = False  # a process group of its own, as a terminal or service gives
     log: Path | None = None
     _apps: list[App] = field(default_factory=list)
@@ -86,7 +91,7 @@ class LiveCollector:
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             start_new_session=self.new_session,
         )  # fmt: skip
         stderr.close()
@@ -103,7 +108,7 @@ class LiveCollector:
         return self
 
     def create_app(self, name: str = "test") -> App:
-        data = json.loads(run_cli("--db", self.database, "apps", "create", name, "--json"))
+        data = json.loads(self.cli("apps", "create", name, "--json"))
         app = App(
             data["application_id"], Credentials(**data["ingest"]), Credentials(**data["admin"])
         )
@@ -111,8 +116,32 @@ class LiveCollector:
         return app
 
     def root_key(self) -> Credentials:
-        data = json.loads(run_cli("--db", self.database, "keys", "create", "--root", "--json"))
+        data = json.loads(self.cli("keys", "create", "--root", "--json"))
         return Credentials(data["access_key_id"], data["secret_access_key"], data["token"])
+
+    def cli(self, *args: str) -> str:
+        """Run `homing-collector --db DATABASE ARGS` in this process, with `env` set."""
+        saved = {name: os.environ.get(name) for name in self.env}
+        os.environ.update(self.env)
+        try:
+            return run_cli("--db", self.database, *args)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """The rows of `sql` (with ? placeholders) on the collector's database, whichever
+        backend holds it: the tables the tests read have the same columns on both."""
+        if not self.db_url:
+            with contextlib.closing(sqlite3.connect(self.db)) as conn:
+                return conn.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.db_url) as conn:
+            return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params)]
 
     def client(
         self, creds: Credentials, region: str = "eu-west-1", *, validate: bool = True
@@ -158,9 +187,25 @@ def start_collector(tmp_path: Path) -> Iterator[Callable[..., LiveCollector]]:
             collector.stop(signal.SIGKILL, timeout=10)
 
 
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCollector]:
-    """One collector shared by a test module."""
-    live = LiveCollector(tmp_path_factory.mktemp("collector") / "collector.db").start()
-    yield live
-    live.stop()
+@pytest.fixture(scope="module", params=BACKENDS)
+def collector(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveCollector]:
+    """One collector shared by a test module, once on each backend: a SQLite file, and a
+    fresh database of the tests' PostgreSQL cluster (tests/pg.py)."""
+    db = tmp_path_factory.mktemp("collector") / "collector.db"
+    if request.param == "sqlite":
+        live = LiveCollector(db).start()
+        yield live
+        live.stop()
+        return
+    from tests.pg import create_database, drop_database  # after pytest loaded it as a plugin
+
+    cluster = request.getfixturevalue("postgres_cluster")
+    url = create_database(cluster)
+    live = LiveCollector(db, db_url=url, env={"HOMING_POSTGRES_PREVIEW": "1"}).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        drop_database(cluster, url)

@@ -935,7 +935,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     _print_key("Admin key (sign in to the dashboard with its bearer token)", admin)
     _print_key("Ingest key", ingest)
     print("Start the collector with the same database, then open the dashboard:")
-    print(f"  homing-collector --db {settings.db_path} serve")
+    print(f"  homing-collector --db {settings.database} serve")
     print(f"  {url}")
     return 0
 

@@ -21,6 +21,9 @@ from hypothesis import settings
 
 from homing_collector.cli import main as cli_main
 
+# The backends every test of the `collector` fixture runs on.
+BACKENDS = ["sqlite", "postgresql"]
+
 # A throwaway PostgreSQL server, for the tests of the PostgreSQL storage.
 pytest_plugins = ["tests.pg"]
 
@@ -104,7 +107,7 @@ class LiveCollector:
         return self
 
     def create_app(self, name: str = "test") -> App:
-        data = json.loads(run_cli("--db", self.database, "apps", "create", name, "--json"))
+        data = json.loads(self.cli("apps", "create", name, "--json"))
         app = App(
             data["application_id"], Credentials(**data["ingest"]), Credentials(**data["admin"])
         )
@@ -112,8 +115,17 @@ class LiveCollector:
         return app
 
     def root_key(self) -> Credentials:
-        data = json.loads(run_cli("--db", self.database, "keys", "create", "--root", "--json"))
+        data = json.loads(self.cli("keys", "create", "--root", "--json"))
         return Credentials(data["access_key_id"], data["secret_access_key"], data["token"])
+
+    def cli(self, *args: str) -> str:
+        """Run `homing-collector --db DATABASE ARGS` in this process."""
+        return run_cli("--db", self.database, *args)
+
+    def query(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        """The rows of `statement` (with ? marks) on the collector's database, whichever
+        backend holds it: the tables the tests read have the same columns on both."""
+        return sql(self, statement, params)
 
     def client(
         self, creds: Credentials, region: str = "eu-west-1", *, validate: bool = True
@@ -157,17 +169,6 @@ def start_collector(tmp_path: Path) -> Iterator[Callable[..., LiveCollector]]:
     for collector in started:
         with contextlib.suppress(Exception):
             collector.stop(signal.SIGKILL, timeout=10)
-
-
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCollector]:
-    """One collector shared by a test module."""
-    live = LiveCollector(tmp_path_factory.mktemp("collector") / "collector.db").start()
-    yield live
-    live.stop()
-
-
-BACKENDS = ["sqlite", "postgresql"]  # the storages every backend-parametrised test runs on
 
 
 @contextlib.contextmanager
@@ -215,10 +216,10 @@ def sql(live: LiveCollector, statement: str, params: Sequence[Any] = ()) -> list
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend_collector(
+def collector(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveCollector]:
-    """One collector shared by a test module, once per backend (a module overrides
-    `collector` with this to run its tests on both)."""
+    """One collector shared by a test module, once on each backend: a SQLite file, and a
+    fresh database of the tests' PostgreSQL cluster (tests/pg.py)."""
     with live_on(request.param, request, tmp_path_factory.mktemp("collector")) as live:
         yield live

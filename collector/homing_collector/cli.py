@@ -415,16 +415,15 @@ def _check_database(settings: Settings) -> None:
 
 def _with_storage(
     settings: Settings,
-    work: Callable[[SQLiteStorage], Awaitable[T]],
+    work: Callable[[Storage], Awaitable[T]],
     *,
     events_process: bool = False,
 ) -> T:
+    """Run `work` on the database that settings name: a SQLite file, or PostgreSQL (whose
+    schema it migrates, as a collector starting would). `events_process` writes SQLite's
+    events in a process of their own, as `serve` does."""
     if settings.db_url is not None:
-        raise _CannotOpen(
-            "this command works on SQLite only: the PostgreSQL preview serves collectors and "
-            "runs 'apps create/list/delete' and 'keys create/list/revoke' (see "
-            "docs/deployment.md)"
-        )
+        return _with_postgres(settings, work)
     _check_database(settings)
 
     async def run() -> T:
@@ -440,12 +439,7 @@ def _with_storage(
     return asyncio.run(run())
 
 
-def _with_any_storage(settings: Settings, work: Callable[[Storage], Awaitable[T]]) -> T:
-    """Run `work` on the database that settings name: SQLite or, in preview, PostgreSQL
-    (whose schema it migrates, as a collector starting would)."""
-    if settings.db_url is None:
-        return _with_storage(settings, work)
-
+def _with_postgres(settings: Settings, work: Callable[[Storage], Awaitable[T]]) -> T:
     async def run() -> T:
         from homing_collector.storage.postgres import PostgresStorage
 
@@ -509,7 +503,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     _raise_file_limit()
     key = _secrets_key(settings)
     # The app checks again as it starts; here a wrong key file is one line, not a traceback.
-    _with_any_storage(settings, lambda storage: _check_secrets(storage, key, warn=False))
+    _with_storage(settings, lambda storage: _check_secrets(storage, key, warn=False))
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that name TCP, and without
     # it an answer sent in two writes (head, then body) waits ~40 ms for a delayed ACK.
@@ -684,7 +678,7 @@ def _apps_create(args: argparse.Namespace, settings: Settings) -> int:
         await storage.create_key(ingest.record)
         await storage.create_key(admin.record)
 
-    _with_any_storage(settings, work)
+    _with_storage(settings, work)
     if args.json:
         print(json.dumps({
             "application_id": app.id, "name": app.name,
@@ -710,7 +704,7 @@ def _apps_list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(storage: Storage) -> list[Any]:
         return await storage.list_apps(after=None, limit=1_000_000)
 
-    apps = _with_any_storage(settings, work)
+    apps = _with_storage(settings, work)
     if args.json:
         print(json.dumps([{"application_id": a.id, "name": a.name, "created_at": a.created_at}
                           for a in apps]))  # fmt: skip
@@ -726,7 +720,7 @@ def _apps_delete(args: argparse.Namespace, settings: Settings) -> int:
     async def work(storage: Storage) -> Any:
         return await storage.delete_app(args.app_id)
 
-    if _with_any_storage(settings, work) is None:
+    if _with_storage(settings, work) is None:
         return _fail(f"no application {args.app_id}")
     print(f"Deleted application {args.app_id} with its endpoints, events and keys.")
     return 0
@@ -749,7 +743,7 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
         await storage.create_key(key.record)
         return True
 
-    if not _with_any_storage(settings, work):
+    if not _with_storage(settings, work):
         return _fail(f"no application {args.app}")
     if args.json:
         print(json.dumps({"role": key.record.role, "application_id": key.record.app_id,
@@ -763,7 +757,7 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(storage: Storage) -> list[Any]:
         return await storage.list_keys(args.app)
 
-    keys = _with_any_storage(settings, work)
+    keys = _with_storage(settings, work)
     rows = [
         {"access_key_id": k.access_key_id, "role": k.role, "application_id": k.app_id,
          "created_at": k.created_at, "revoked_at": k.revoked_at}
@@ -784,7 +778,7 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     async def work(storage: Storage) -> bool:
         return await storage.revoke_key(args.access_key_id, now)
 
-    if not _with_any_storage(settings, work):
+    if not _with_storage(settings, work):
         return _fail(f"no active key {args.access_key_id}")
     print(f"Revoked {args.access_key_id}.")
     return 0
@@ -824,7 +818,7 @@ def _segments_import(args: argparse.Namespace, settings: Settings) -> int:
         request.SegmentName = args.name
     tty = sys.stderr.isatty() and not args.json
 
-    async def work(storage: SQLiteStorage) -> str | Any:
+    async def work(storage: Storage) -> str | Any:
         if await storage.get_app(args.app_id) is None:
             return f"no application {args.app_id}"
         try:
@@ -868,7 +862,7 @@ def _segments_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _hooks_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(storage: SQLiteStorage) -> list[Any] | None:
+    async def work(storage: Storage) -> list[Any] | None:
         if await storage.get_app(args.app_id) is None:
             return None
         found: list[Any] = []
@@ -901,7 +895,7 @@ def _hooks_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 def _hooks_replay(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    async def work(storage: SQLiteStorage) -> int | None:
+    async def work(storage: Storage) -> int | None:
         if await storage.get_app(args.app_id) is None:
             return None
         ids = None if args.all else [args.delivery_id]
@@ -933,7 +927,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     ingest = generate_key("ingest", app.id, secrets_key=key)
     admin = generate_key("admin", app.id, secrets_key=key)
 
-    async def work(storage: SQLiteStorage) -> demo.DemoSummary:
+    async def work(storage: Storage) -> demo.DemoSummary:
         await _check_secrets(storage, key)
         await storage.create_app(app)
         await storage.create_key(ingest.record)
@@ -965,7 +959,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     _print_key("Admin key (sign in to the dashboard with its bearer token)", admin)
     _print_key("Ingest key", ingest)
     print("Start the collector with the same database, then open the dashboard:")
-    print(f"  homing-collector --db {settings.db_path} serve")
+    print(f"  homing-collector --db {settings.database} serve")
     print(f"  {url}")
     return 0
 
@@ -1033,7 +1027,7 @@ def _apps_retention(args: argparse.Namespace, settings: Settings) -> int:
     change = args.days is not None or args.forever
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-    async def work(storage: SQLiteStorage) -> tuple[bool, int | None]:
+    async def work(storage: Storage) -> tuple[bool, int | None]:
         if await storage.get_app(args.app_id) is None:
             return False, None
         if change:
@@ -1070,7 +1064,7 @@ def _import_pinpoint_events(args: argparse.Namespace, settings: Settings) -> int
     def report(refusal: history.Refusal) -> None:
         progress.message(str(refusal))
 
-    async def work(storage: SQLiteStorage) -> history.ImportStats | None:
+    async def work(storage: Storage) -> history.ImportStats | None:
         if await storage.get_app(args.app_id) is None:
             return None
         return await history.import_events(
@@ -1131,7 +1125,7 @@ def _import_pinpoint_endpoints(args: argparse.Namespace, settings: Settings) -> 
         counts["refused"] += 1
         progress.message(f"{path}:{line}: {message}")
 
-    async def work(storage: SQLiteStorage) -> bool:
+    async def work(storage: Storage) -> bool:
         if await storage.get_app(args.app_id) is None:
             return False
         merge = partial(endpoints.merge, args.app_id, now=format_timestamp(time.time()))
@@ -1198,7 +1192,7 @@ def _export_events(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("--until must be after --since")
     progress = Progress()
 
-    async def work(storage: SQLiteStorage) -> int | None:
+    async def work(storage: Storage) -> int | None:
         if await storage.get_app(args.app_id) is None:
             return None
         if args.out == "-":
@@ -1250,7 +1244,7 @@ def _needs_key(settings: Settings, command: str) -> SecretsKey:
 def _rewrite(settings: Settings, rewrite: Callable[[str, str], str]) -> tuple[int, int]:
     """Rewrite every stored secret; return (how many changed, how many there are)."""
 
-    async def work(storage: SQLiteStorage) -> tuple[int, int]:
+    async def work(storage: Storage) -> tuple[int, int]:
         changed = await storage.rewrite_secrets(rewrite)
         return changed, len(await storage.list_keys())
 

@@ -69,12 +69,6 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def collector(backend_collector: LiveCollector) -> LiveCollector:
-    """Every test here runs on SQLite and on PostgreSQL."""
-    return backend_collector
-
-
-@pytest.fixture(scope="module")
 def world(collector: LiveCollector) -> World:
     app = collector.create_app("analytics")
     data = gen.generate()

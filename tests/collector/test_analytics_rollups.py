@@ -21,7 +21,7 @@ from tests.collector import analytics_data
 from tests.conftest import BACKENDS
 
 
-def assert_rollups_match_events(conn: sqlite3.Connection, app_id: str) -> None:
+def assert_rollups_match_events(conn: sqlite3.Connection | PgConn, app_id: str) -> None:
     """Event counts per hour and type, and active endpoints per hour, as the raw events
     say; used after kills and restarts."""
     counts = conn.execute(
@@ -63,6 +63,9 @@ class PgConn:
     def executemany(self, sql: str, rows: Any) -> None:
         with self.conn.cursor() as cursor:
             cursor.executemany(sql.replace("?", "%s"), list(rows))
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _pg_database(request: pytest.FixtureRequest) -> PgConn:

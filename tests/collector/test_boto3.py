@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import sqlite3
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from homing import limits
-from tests.conftest import App, LiveCollector, run_cli
+from tests.conftest import App, LiveCollector
 
 
 def now_iso(delta: timedelta = timedelta()) -> str:
@@ -26,12 +25,10 @@ def event(event_type: str = "Item Bought", **extra: Any) -> dict[str, Any]:
 
 
 def stored_events(collector: LiveCollector, app_id: str) -> list[tuple[str, str, int, bytes]]:
-    with sqlite3.connect(collector.db) as db:
-        rows = db.execute(
-            "SELECT endpoint_id, event_id, ts, body FROM events WHERE app_id = ?", (app_id,)
-        ).fetchall()
-    db.close()
-    return rows
+    rows = collector.query(
+        "SELECT endpoint_id, event_id, ts, body FROM events WHERE app_id = ?", app_id
+    )
+    return [(endpoint_id, event_id, ts, bytes(body)) for endpoint_id, event_id, ts, body in rows]
 
 
 @pytest.fixture(scope="module")
@@ -741,7 +738,7 @@ def test_revoked_key_stops_at_once(collector: LiveCollector) -> None:
     app = collector.create_app("revoke")
     client = collector.client(app.admin)
     assert client.get_app(ApplicationId=app.id)
-    run_cli("--db", str(collector.db), "keys", "revoke", app.admin.access_key_id)
+    collector.cli("keys", "revoke", app.admin.access_key_id)
     with pytest.raises(client.exceptions.ForbiddenException) as info:
         client.get_app(ApplicationId=app.id)
     assert "revoked" in str(info.value)

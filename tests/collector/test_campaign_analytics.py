@@ -116,12 +116,6 @@ def body_of(e: Event) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def collector(backend_collector: LiveCollector) -> LiveCollector:
-    """Every test here runs on SQLite and on PostgreSQL."""
-    return backend_collector
-
-
-@pytest.fixture(scope="module")
 def world(collector: LiveCollector) -> tuple[App, list[Event]]:
     app = collector.create_app("campaign-view")
     events = generate()

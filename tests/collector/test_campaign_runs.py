@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ import orjson
 import pytest
 
 from tests.collector.push_stream import Stream
-from tests.collector.test_analytics_rollups import assert_rollups_match_events
+from tests.collector.test_analytics_rollups import PgConn, assert_rollups_match_events
 from tests.conftest import App, LiveCollector
 
 MESSAGE = {
@@ -86,22 +85,20 @@ def wait_for_activity(
         time.sleep(0.1)
 
 
-def pushes(db: Path, app_id: str, campaign_id: str) -> Counter[str]:
+def pushes(collector: LiveCollector, app_id: str, campaign_id: str) -> Counter[str]:
     """How many pushes of the campaign each endpoint has stored."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute(
-            "SELECT endpoint_id FROM push_messages WHERE app_id = ? AND campaign_id = ?",
-            (app_id, campaign_id),
-        ).fetchall()
+    rows = collector.query(
+        "SELECT endpoint_id FROM push_messages WHERE app_id = ? AND campaign_id = ?",
+        app_id,
+        campaign_id,
+    )
     return Counter(row[0] for row in rows)
 
 
-def send_events(db: Path, app_id: str) -> list[dict[str, Any]]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute(
-            "SELECT body FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
-            (app_id,),
-        ).fetchall()
+def send_events(collector: LiveCollector, app_id: str) -> list[dict[str, Any]]:
+    rows = collector.query(
+        "SELECT body FROM events WHERE app_id = ? AND event_type = '_campaign.send'", app_id
+    )
     return [orjson.loads(row[0]) for row in rows]
 
 
@@ -122,7 +119,7 @@ def test_an_immediate_campaign_reaches_every_endpoint_of_its_segment_once(
     assert data["pinpoint.notification.body"] == "Sale on android"
 
     activity = wait_for_activity(admin, app, campaign["Id"])
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter(dict.fromkeys(android, 1))
+    assert pushes(collector, app.id, campaign["Id"]) == Counter(dict.fromkeys(android, 1))
     assert activity["CampaignId"] == campaign["Id"]
     assert data["pinpoint.campaign.campaign_activity_id"] == activity["Id"]
     assert activity["TotalEndpointCount"] == activity["SuccessfulEndpointCount"] == len(android)
@@ -132,10 +129,11 @@ def test_an_immediate_campaign_reaches_every_endpoint_of_its_segment_once(
     read = admin.get_campaign(ApplicationId=app.id, CampaignId=campaign["Id"])
     assert read["CampaignResponse"]["State"] == {"CampaignStatus": "COMPLETED"}
 
-    events = send_events(collector.db, app.id)
+    events = send_events(collector, app.id)
     assert len(events) == len(android)
     # Analytics count the sends, but a send is not the endpoint's activity.
-    with contextlib.closing(sqlite3.connect(collector.db)) as conn:
+    on = PgConn(collector.db_url) if collector.db_url else sqlite3.connect(collector.db)
+    with contextlib.closing(on) as conn:
         assert_rollups_match_events(conn, app.id)
         active = conn.execute("SELECT count(*) FROM an_active WHERE app_id = ?", (app.id,))
         assert active.fetchone() == (0,)
@@ -144,7 +142,7 @@ def test_an_immediate_campaign_reaches_every_endpoint_of_its_segment_once(
     time.sleep(1.5)
     items = admin.get_campaign_activities(ApplicationId=app.id, CampaignId=campaign["Id"])
     assert len(items["ActivitiesResponse"]["Item"]) == 1
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter(dict.fromkeys(android, 1))
+    assert pushes(collector, app.id, campaign["Id"]) == Counter(dict.fromkeys(android, 1))
 
 
 def test_opted_out_inactive_and_holdout_endpoints_are_counted_not_sent(
@@ -164,7 +162,7 @@ def test_opted_out_inactive_and_holdout_endpoints_are_counted_not_sent(
     metrics = {k: int(v) for k, v in activity["ExecutionMetrics"].items()}
     assert metrics["ENDPOINT_PRODUCED"] == len(android)
     assert metrics.get("ENDPOINT_INACTIVE") == 1
-    sent = pushes(collector.db, app.id, campaign["Id"])
+    sent = pushes(collector, app.id, campaign["Id"])
     assert android[0] not in sent and android[1] not in sent
     assert sum(sent.values()) == activity["TotalEndpointCount"]
     skipped = sum(v for k, v in metrics.items() if k != "ENDPOINT_PRODUCED")
@@ -184,7 +182,7 @@ def test_an_ab_campaign_with_holdout_splits_within_binomial_error_and_sticks(
     activity = wait_for_activity(admin, app, campaign["Id"])
     n = len(android)
     holdout = int(activity["ExecutionMetrics"]["TREATMENT_HOLDOUT"])
-    by_treatment = treatment_of(collector.db, app.id, campaign["Id"])
+    by_treatment = treatment_of(collector, app.id, campaign["Id"])
     counts = Counter(by_treatment.values())
     for observed, share in ((holdout, 0.2), (counts["0"], 0.5), (counts["1"], 0.3)):
         sigma = math.sqrt(n * share * (1 - share))
@@ -206,25 +204,20 @@ def test_an_ab_campaign_with_holdout_splits_within_binomial_error_and_sticks(
             break
         assert time.monotonic() < deadline, items
         time.sleep(0.1)
-    second = treatment_of(collector.db, app.id, campaign["Id"], activity=done[1]["Id"])
+    second = treatment_of(collector, app.id, campaign["Id"], activity=done[1]["Id"])
     assert second == by_treatment
     assert int(done[1]["ExecutionMetrics"]["TREATMENT_HOLDOUT"]) == holdout
 
 
 def treatment_of(
-    db: Path, app_id: str, campaign_id: str, activity: str | None = None
+    collector: LiveCollector, app_id: str, campaign_id: str, activity: str | None = None
 ) -> dict[str, str]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute(
-            "SELECT body FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
-            (app_id,),
-        ).fetchall()
-        ids = conn.execute(
-            "SELECT endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
-            (app_id,),
-        ).fetchall()
+    rows = collector.query(
+        "SELECT body, endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
+        app_id,
+    )
     found = {}
-    for (body,), (endpoint_id,) in zip(rows, ids, strict=True):
+    for body, endpoint_id in rows:
         attributes = orjson.loads(body)["Attributes"]
         if attributes["campaign_id"] != campaign_id:
             continue
@@ -248,22 +241,22 @@ def test_a_kill_9_mid_run_then_a_restart_sends_each_endpoint_exactly_once(
         admin, app, android_segment(admin, app), Limits={"MessagesPerSecond": 2000}
     )
     deadline = time.monotonic() + 60
-    while sum(pushes(live.db, app.id, campaign["Id"]).values()) < 500:
+    while sum(pushes(live, app.id, campaign["Id"]).values()) < 500:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert live.process is not None
     live.process.kill()
     live.process.wait(timeout=10)
-    sent_before = sum(pushes(live.db, app.id, campaign["Id"]).values())
+    sent_before = sum(pushes(live, app.id, campaign["Id"]).values())
     assert sent_before < len(android), "the run ended before the kill: nothing was tested"
 
     restarted = start_collector(live.db, "--workers", str(workers))
     admin = restarted.client(app.admin)
     activity = wait_for_activity(admin, app, campaign["Id"], timeout=90)
-    sent = pushes(live.db, app.id, campaign["Id"])
+    sent = pushes(live, app.id, campaign["Id"])
     assert sent == Counter(dict.fromkeys(android, 1))
     assert activity["TotalEndpointCount"] == len(android)
-    assert len(send_events(live.db, app.id)) == len(android)
+    assert len(send_events(live, app.id)) == len(android)
     restarted.stop(signal.SIGTERM)
 
 
@@ -313,9 +306,11 @@ def event_campaign(
     return response["CampaignResponse"]  # type: ignore[no-any-return]
 
 
-def wait_for_pushes(db: Path, app_id: str, campaign_id: str, count: int) -> Counter[str]:
+def wait_for_pushes(
+    collector: LiveCollector, app_id: str, campaign_id: str, count: int
+) -> Counter[str]:
     deadline = time.monotonic() + 10
-    while sum((found := pushes(db, app_id, campaign_id)).values()) < count:
+    while sum((found := pushes(collector, app_id, campaign_id)).values()) < count:
         assert time.monotonic() < deadline, found
         time.sleep(0.05)
     return found
@@ -341,11 +336,11 @@ def test_an_event_campaign_pushes_to_the_endpoint_that_sent_a_matching_event(
     assert data["pinpoint.campaign.campaign_id"] == campaign["Id"]
     assert data["pinpoint.notification.body"] == "for device-00000"
     time.sleep(0.5)
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00000": 1})
+    assert pushes(collector, app.id, campaign["Id"]) == Counter({"device-00000": 1})
     # The same event sent again is answered once; a second purchase is a second message.
     put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e1": purchase(9.5)}})
     put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e5": purchase(7.0)}})
-    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 2) == Counter({"device-00000": 2})
+    assert wait_for_pushes(collector, app.id, campaign["Id"], 2) == Counter({"device-00000": 2})
     [activity] = admin.get_campaign_activities(ApplicationId=app.id, CampaignId=campaign["Id"])[
         "ActivitiesResponse"
     ]["Item"]
@@ -369,7 +364,7 @@ def test_the_session_limit_caps_an_event_campaigns_messages_per_session_of_the_e
     put_events(collector.url, app.id, app.ingest.token,
                {"device-00000": {"e3": purchase(9.5, session="s2")}})  # fmt: skip
     put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e4": purchase(9.5)}})
-    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 4) == Counter({"device-00000": 4})
+    assert wait_for_pushes(collector, app.id, campaign["Id"], 4) == Counter({"device-00000": 4})
     # One more event of the first session, in a later batch: still capped.
     put_events(collector.url, app.id, app.ingest.token,
                {"device-00000": {"e5": purchase(9.5, session="s1")}})  # fmt: skip
@@ -382,7 +377,7 @@ def test_the_session_limit_caps_an_event_campaigns_messages_per_session_of_the_e
             break
         assert time.monotonic() < deadline, activity
         time.sleep(0.05)
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00000": 4})
+    assert pushes(collector, app.id, campaign["Id"]) == Counter({"device-00000": 4})
     assert activity["TotalEndpointCount"] == 4
 
 
@@ -396,9 +391,9 @@ def test_a_total_cap_holds_for_matches_of_one_batch(collector: LiveCollector) ->
     time.sleep(1)
     put_events(collector.url, app.id, app.ingest.token, {"device-00000": {
         "e1": purchase(9.5), "e2": purchase(8.0)}})  # fmt: skip
-    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 1) == Counter({"device-00000": 1})
+    assert wait_for_pushes(collector, app.id, campaign["Id"], 1) == Counter({"device-00000": 1})
     time.sleep(0.5)
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00000": 1})
+    assert pushes(collector, app.id, campaign["Id"]) == Counter({"device-00000": 1})
 
 
 def test_a_system_filter_matches_only_events_sent_with_an_admin_key(
@@ -411,9 +406,9 @@ def test_a_system_filter_matches_only_events_sent_with_an_admin_key(
     time.sleep(1)
     put_events(collector.url, app.id, app.ingest.token, {"device-00000": {"e1": purchase(9.5)}})
     put_events(collector.url, app.id, app.admin.token, {"device-00002": {"e2": purchase(9.5)}})
-    assert wait_for_pushes(collector.db, app.id, campaign["Id"], 1) == Counter({"device-00002": 1})
+    assert wait_for_pushes(collector, app.id, campaign["Id"], 1) == Counter({"device-00002": 1})
     time.sleep(0.5)
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter({"device-00002": 1})
+    assert pushes(collector, app.id, campaign["Id"]) == Counter({"device-00002": 1})
 
 
 def test_campaign_kpis_count_the_campaigns_own_messages(collector: LiveCollector) -> None:
@@ -426,12 +421,13 @@ def test_campaign_kpis_count_the_campaigns_own_messages(collector: LiveCollector
     wait_for_activity(admin, app, campaign["Id"])
     wait_for_activity(admin, app, other["Id"])
     # The first endpoint's device acknowledges the campaign's message: it is delivered.
-    with contextlib.closing(sqlite3.connect(collector.db)) as conn:
-        [(message_id,)] = conn.execute(
-            "SELECT message_id FROM push_messages WHERE app_id = ? AND campaign_id = ?"
-            " AND endpoint_id = ?",
-            (app.id, campaign["Id"], android[0]),
-        ).fetchall()
+    [(message_id,)] = collector.query(
+        "SELECT message_id FROM push_messages WHERE app_id = ? AND campaign_id = ?"
+        " AND endpoint_id = ?",
+        app.id,
+        campaign["Id"],
+        android[0],
+    )
     response = httpx.post(
         f"{collector.url}/v1/apps/{app.id}/endpoints/{android[0]}/stream/acks",
         json={"MessageIds": [message_id]},

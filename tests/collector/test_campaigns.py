@@ -3,7 +3,6 @@ against a live `homing-collector serve`."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -296,10 +295,7 @@ def test_deleting_the_segment_deletes_its_campaigns(collector: LiveCollector) ->
 
     root = collector.client(collector.root_key())
     root.delete_app(ApplicationId=app.id)
-    with sqlite3.connect(collector.db) as db:
-        left = db.execute("SELECT count(*) FROM campaigns WHERE app_id = ?", (app.id,)).fetchone()
-    db.close()
-    assert left == (0,)
+    assert collector.query("SELECT count(*) FROM campaigns WHERE app_id = ?", app.id) == [(0,)]
 
 
 def test_an_ingest_key_may_not_touch_campaigns(collector: LiveCollector, app: App) -> None:

@@ -9,9 +9,7 @@ printed.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -273,8 +271,7 @@ def test_the_collector_keeps_its_openapi_contract(collector: LiveCollector, tmp_
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     # Nothing the run made was sent, or queued to be sent, anywhere: the streams it made
     # belong to an application without events.
-    with contextlib.closing(sqlite3.connect(collector.db)) as db:
-        streams = db.execute("SELECT app_id FROM event_streams").fetchall()
-        queued = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    streams = collector.query("SELECT app_id FROM event_streams")
+    [(queued,)] = collector.query("SELECT count(*) FROM outbox")
     assert {app_id for (app_id,) in streams} <= {seeded.streams_app_id}
     assert queued == 0

@@ -8,12 +8,10 @@ are checked against the code and a live collector.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -72,10 +70,7 @@ def client_env(collector: LiveCollector, app: App) -> dict[str, str]:
 
 def stored_events(collector: LiveCollector, app_id: str) -> set[tuple[str, str]]:
     """(endpoint id, event id) of every event the collector has stored for `app_id`."""
-    with contextlib.closing(sqlite3.connect(collector.db)) as conn:
-        rows = conn.execute(
-            "SELECT endpoint_id, event_id FROM events WHERE app_id = ?", (app_id,)
-        ).fetchall()
+    rows = collector.query("SELECT endpoint_id, event_id FROM events WHERE app_id = ?", app_id)
     return {(endpoint_id, event_id) for endpoint_id, event_id in rows}
 
 

@@ -73,9 +73,9 @@ def test_a_campaign_on_an_imported_segment_reaches_exactly_its_members_once(
 
     campaign = immediate(admin, app, segment_id)
     activity = wait_for_activity(admin, app, campaign["Id"])
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter(dict.fromkeys(imported, 1))
+    assert pushes(collector, app.id, campaign["Id"]) == Counter(dict.fromkeys(imported, 1))
     assert activity["TotalEndpointCount"] == activity["SuccessfulEndpointCount"] == 61
-    sends = send_events(collector.db, app.id)
+    sends = send_events(collector, app.id)
     assert len(sends) == 61
     assert set(outside) - imported  # the other endpoints were there, and got nothing
 
@@ -102,11 +102,11 @@ def test_a_campaign_on_an_imported_segment_reaches_exactly_its_members_once(
     assert job["ImportJobResponse"]["JobStatus"] == "COMPLETED", job
     second = immediate(admin, app, segment_id)
     wait_for_activity(admin, app, second["Id"])
-    assert pushes(collector.db, app.id, second["Id"]) == Counter(
+    assert pushes(collector, app.id, second["Id"]) == Counter(
         dict.fromkeys((row[0] for row in rows[10:20]), 1)
     )
     # The first campaign sent nothing more.
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter(dict.fromkeys(imported, 1))
+    assert pushes(collector, app.id, campaign["Id"]) == Counter(dict.fromkeys(imported, 1))
 
 
 def test_a_campaign_on_a_filter_of_an_imported_segment_reaches_its_filtered_members(
@@ -133,4 +133,4 @@ def test_a_campaign_on_a_filter_of_an_imported_segment_reaches_its_filtered_memb
     wait_for_activity(admin, app, campaign["Id"])
     android = {row[0] for row in rows if row[2] == "android"}
     assert len(android) == 15
-    assert pushes(collector.db, app.id, campaign["Id"]) == Counter(dict.fromkeys(android, 1))
+    assert pushes(collector, app.id, campaign["Id"]) == Counter(dict.fromkeys(android, 1))

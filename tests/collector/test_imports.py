@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -557,12 +556,9 @@ def test_deleting_the_application_stops_its_import(start_collector: Any, tmp_pat
     root = collector.client(collector.root_key())
     root.delete_app(ApplicationId=app.id)
     time.sleep(1)  # the job's next batch finds the application gone
-    with sqlite3.connect(collector.db) as conn:
-        for table in ("endpoints", "import_jobs", "import_members", "segments"):
-            (count,) = conn.execute(
-                f"SELECT count(*) FROM {table} WHERE app_id = ?", (app.id,)
-            ).fetchone()
-            assert count == 0, table
+    for table in ("endpoints", "import_jobs", "import_members", "segments"):
+        [(count,)] = collector.query(f"SELECT count(*) FROM {table} WHERE app_id = ?", app.id)
+        assert count == 0, table
 
 
 def test_with_workers_a_job_read_from_another_worker_is_not_taken_for_abandoned(

@@ -23,7 +23,6 @@ import httpx
 import orjson
 import pytest
 
-from homing_collector.cli import main as cli_main
 from tests.collector.push_stream import Stream
 from tests.collector.test_campaign_runs import (
     MESSAGE,
@@ -263,9 +262,7 @@ def test_a_campaign_scheduled_while_two_nodes_run_executes_once(
     assert Counter(row[0] for row in rows) == Counter(dict.fromkeys(android, 1))
 
 
-def test_the_cli_manages_apps_and_keys_and_refuses_sqlite_only_commands(
-    postgres_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_cli_manages_apps_and_keys(postgres_url: str) -> None:
     app = orjson.loads(run_cli("--db", postgres_url, "apps", "create", "cli", "--json"))
     assert app["application_id"] in run_cli("--db", postgres_url, "apps", "list")
     root = orjson.loads(run_cli("--db", postgres_url, "keys", "create", "--root", "--json"))
@@ -276,10 +273,6 @@ def test_the_cli_manages_apps_and_keys_and_refuses_sqlite_only_commands(
     run_cli("--db", postgres_url, "keys", "revoke", root["access_key_id"])
     listed = orjson.loads(run_cli("--db", postgres_url, "keys", "list", "--json"))
     assert [key["revoked_at"] is not None for key in listed if key["role"] == "root"] == [True]
-    capsys.readouterr()
-    code = cli_main(["--db", postgres_url, "hooks", "dead-letters", app["application_id"]])
-    assert code == 1
-    assert "this command works on SQLite only" in capsys.readouterr().err
 
 
 def test_no_read_answers_500(start_nodes: Nodes) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from homing_collector.operation import NO_ROLE, Operation, rank
 from homing_collector.routes import OPERATIONS
-from tests.conftest import App, Credentials, LiveCollector, run_cli
+from tests.conftest import App, Credentials, LiveCollector
 
 PATH_VALUES = {
     "endpoint_id": "matrix-endpoint",
@@ -82,10 +82,9 @@ def callers(collector: LiveCollector) -> Iterator[tuple[App, list[Caller]]]:
     app = collector.create_app("matrix")
     other = collector.create_app("matrix-other")
     revoked = json.loads(
-        run_cli("--db", str(collector.db), "keys", "create", "--app", app.id, "--role", "admin",
-                "--json")
-    )  # fmt: skip
-    run_cli("--db", str(collector.db), "keys", "revoke", revoked["access_key_id"])
+        collector.cli("keys", "create", "--app", app.id, "--role", "admin", "--json")
+    )
+    collector.cli("keys", "revoke", revoked["access_key_id"])
     root = collector.root_key()
     yield (
         app,

@@ -3,7 +3,6 @@ against a live `homing-collector serve`."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
@@ -275,10 +274,7 @@ def test_deleting_the_app_deletes_its_segments(collector: LiveCollector) -> None
     create(admin, app, {"Name": "gone"})
     root = collector.client(collector.root_key())
     root.delete_app(ApplicationId=app.id)
-    with sqlite3.connect(collector.db) as db:
-        left = db.execute("SELECT count(*) FROM segments WHERE app_id = ?", (app.id,)).fetchone()
-    db.close()
-    assert left == (0,)
+    assert collector.query("SELECT count(*) FROM segments WHERE app_id = ?", app.id) == [(0,)]
 
 
 # -- application settings ----------------------------------------------------------------

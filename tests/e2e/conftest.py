@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.conftest import LiveCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,13 +29,9 @@ def free_port() -> int:
         return port
 
 
-def collector_events(db: Path, app_id: str) -> list[tuple[str, str]]:
+def collector_events(collector: LiveCollector, app_id: str) -> list[tuple[str, str]]:
     """(event_id, event_type) of every event the collector holds for the app."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT event_id, event_type FROM events WHERE app_id = ?", (app_id,)
-        ).fetchall()
-    conn.close()
+    rows = collector.query("SELECT event_id, event_type FROM events WHERE app_id = ?", app_id)
     return [(str(a), str(b)) for a, b in rows]
 
 

@@ -60,7 +60,7 @@ def test_kill_9_while_offline_loses_nothing(tmp_path: Path) -> None:
     live.start()
     try:
         result = deliver(url, app.id, app.ingest.token, tmp_path / "sdk")
-        held = collector_events(live.db, app.id)
+        held = collector_events(live, app.id)
     finally:
         live.stop()
     assert (result.sent, result.remaining) == (n, 0)
@@ -143,11 +143,11 @@ def test_kill_9_in_the_middle_of_an_upload_loses_nothing_and_duplicates_nothing(
     assert proxy.stalled.wait(30), child.communicate(timeout=5)
     child.send_signal(signal.SIGKILL)
     child.communicate()
-    before = collector_events(collector.db, app.id)
+    before = collector_events(collector, app.id)
     assert 0 < len(before) < n  # the kill came mid-way: some batches are in, one unanswered
 
     result = deliver(collector.url, app.id, app.ingest.token, tmp_path / "sdk")
-    held = collector_events(collector.db, app.id)
+    held = collector_events(collector, app.id)
     assert result.remaining == 0
     # The unanswered batches went again (the first answer may not have been read either).
     assert n - proxy.answer_first * 100 <= result.sent <= n
@@ -171,7 +171,7 @@ def test_the_exit_hook_makes_a_last_flush(collector: LiveCollector, tmp_path: Pa
                   str(tmp_path / "sdk"), "42")  # fmt: skip
     _, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
-    assert len(collector_events(collector.db, app.id)) == 42
+    assert len(collector_events(collector, app.id)) == 42
 
 
 def test_exit_is_bounded_while_the_collector_hangs(tmp_path: Path) -> None:

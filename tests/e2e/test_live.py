@@ -35,7 +35,7 @@ def test_offline_then_online(tmp_path: Path) -> None:
             # the collector's first PutEvents also starts its writer process.
             result = analytics.flush(timeout=30)
             assert (result.sent, result.remaining, result.error) == (150, 0, None)
-            held = collector_events(live.db, app.id)
+            held = collector_events(live, app.id)
         finally:
             live.stop()
     assert len(held) == 150
@@ -56,7 +56,7 @@ def test_per_event_400s_end_to_end(collector: LiveCollector, tmp_path: Path) -> 
         stats = analytics.stats()
         assert (stats.sent, stats.rejected) == (2, 1)
         assert stats.last_error is not None and "Timestamp" in stats.last_error
-    held = sorted(kind for _, kind in collector_events(collector.db, app.id))
+    held = sorted(kind for _, kind in collector_events(collector, app.id))
     assert held == ["Also Good", "Good"]
 
 
@@ -71,7 +71,7 @@ def test_a_wrong_key_keeps_the_events(collector: LiveCollector, tmp_path: Path) 
     with homing.Analytics(app.id, collector.url, app.ingest.token,
                           data_dir=tmp_path / "sdk") as analytics:  # fmt: skip
         assert analytics.flush(timeout=10).sent == 1
-    assert len(collector_events(collector.db, app.id)) == 1
+    assert len(collector_events(collector, app.id)) == 1
 
 
 def test_sessions_reach_the_collector(collector: LiveCollector, tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_sessions_reach_the_collector(collector: LiveCollector, tmp_path: Path) 
         with analytics.session():
             analytics.record_event("Play")
         assert analytics.flush(timeout=10).sent == 3
-    held = sorted(kind for _, kind in collector_events(collector.db, app.id))
+    held = sorted(kind for _, kind in collector_events(collector, app.id))
     assert held == ["Play", "_session.start", "_session.stop"]
 
 

@@ -6,7 +6,6 @@ write one JSON line per message to stdout, and it takes commands on stdin.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -458,8 +457,6 @@ def test_a_device_credential_keeps_other_holders_of_the_ingest_key_out(
 def test_a_device_asks_again_after_its_credential_is_revoked(
     collector: LiveCollector, devices: Callable[..., Device]
 ) -> None:
-    import sqlite3
-
     import httpx
 
     app = collector.create_app("push-reissue")
@@ -467,13 +464,13 @@ def test_a_device_asks_again_after_its_credential_is_revoked(
     url = f"{collector.url}/v1/apps/{app.id}/endpoints/{device.endpoint_id}/credential"
 
     def issued() -> str | None:
-        with contextlib.closing(sqlite3.connect(collector.db)) as conn:
-            row = conn.execute(
-                "SELECT created_at || secret_sha256 FROM device_credentials"
-                " WHERE app_id = ? AND endpoint_id = ?",
-                (app.id, device.endpoint_id),
-            ).fetchone()
-        return None if row is None else str(row[0])
+        rows = collector.query(
+            "SELECT created_at || secret_sha256 FROM device_credentials"
+            " WHERE app_id = ? AND endpoint_id = ?",
+            app.id,
+            device.endpoint_id,
+        )
+        return None if not rows else str(rows[0][0])
 
     first = issued()
     assert first is not None  # the device asked before its first stream

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +19,20 @@ SAMPLES = ROOT / "samples"
 
 
 def rows(collector: LiveCollector, app_id: str) -> list[dict[str, object]]:
-    with contextlib.closing(sqlite3.connect(collector.db)) as conn:
-        conn.row_factory = sqlite3.Row
-        found = conn.execute(
-            "SELECT app_id, endpoint_id, event_id, event_type, ts, arrival, session_id, body "
-            "FROM events WHERE app_id = ? ORDER BY ts, event_type",
-            (app_id,),
-        ).fetchall()
-    return [dict(row) for row in found]
+    names = (
+        "app_id",
+        "endpoint_id",
+        "event_id",
+        "event_type",
+        "ts",
+        "arrival",
+        "session_id",
+        "body",
+    )
+    found = collector.query(
+        f"SELECT {', '.join(names)} FROM events WHERE app_id = ? ORDER BY ts, event_type", app_id
+    )
+    return [dict(zip(names, row, strict=True)) for row in found]
 
 
 def sample_env(tmp_path: Path) -> dict[str, str]:

@@ -8,11 +8,9 @@ the exception tree are checked against the code.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +38,8 @@ SDK_IDS = [f"{i}-{_heading_of(SDK_MD.read_text(), b)}" for i, b in enumerate(SDK
 
 
 def stored_types(collector: LiveCollector, app_id: str) -> list[str]:
-    with contextlib.closing(sqlite3.connect(collector.db)) as conn:
-        rows = conn.execute("SELECT event_type FROM events WHERE app_id = ?", (app_id,))
-        return sorted(str(kind) for (kind,) in rows.fetchall())
+    rows = collector.query("SELECT event_type FROM events WHERE app_id = ?", app_id)
+    return sorted(str(kind) for (kind,) in rows)
 
 
 @pytest.fixture

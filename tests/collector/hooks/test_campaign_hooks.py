@@ -5,12 +5,9 @@ asked first, and what it keeps, as it changed it, is what is sent."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -154,21 +151,19 @@ def test_a_custom_channel_gets_every_endpoint_once_in_signed_batches_of_50(
             assert endpoint["ChannelType"] == "CUSTOM"
             assert endpoint["Attributes"] == {"Greeting": ["hello"]}
     # With CUSTOM among its EndpointTypes and a CustomMessage, the campaign sends no push.
-    assert pushes(live.db, app.id, campaign["Id"]) == Counter()
+    assert pushes(live, app.id, campaign["Id"]) == Counter()
     assert activity["TotalEndpointCount"] == activity["SuccessfulEndpointCount"] == len(custom)
     assert metrics_of(activity) == {
         "ENDPOINT_PRODUCED": len(custom) + len(gcm),
         "ENDPOINT_CHANNEL_MISMATCH": len(gcm),
     }
-    events = send_events(live.db, app.id)
+    events = send_events(live, app.id)
     assert sorted(e["Attributes"]["delivery_type"] for e in events) == ["CUSTOM"] * len(custom)
     assert {e["Attributes"]["campaign_send_status"] for e in events} == {"SUCCESS"}
     assert {e["Attributes"]["campaign_activity_id"] for e in events} == {activity["Id"]}
-    with contextlib.closing(sqlite3.connect(live.db)) as conn:
-        rows = conn.execute(
-            "SELECT endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
-            (app.id,),
-        ).fetchall()
+    rows = live.query(
+        "SELECT endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'", app.id
+    )
     assert sorted(row[0] for row in rows) == custom
 
 
@@ -257,7 +252,7 @@ def test_a_filter_hook_keeps_and_changes_what_the_custom_channel_gets(
         "FILTERED_OUT_BY_HOOK": len(custom) - len(kept),
     }
     assert activity["TotalEndpointCount"] == len(kept)
-    assert len(send_events(live.db, app.id)) == len(kept)
+    assert len(send_events(live, app.id)) == len(kept)
 
 
 def test_an_event_campaign_asks_its_filter_and_calls_its_custom_channel_per_event(
@@ -330,22 +325,20 @@ def test_an_event_campaign_sends_the_matches_of_a_window_in_one_call_within_its_
     ]["Item"]
     assert activity["TotalEndpointCount"] == wanted.total()
     assert metrics_of(activity)["TOTAL_CAP"] == 1
-    events = send_events(live.db, app.id)
+    events = send_events(live, app.id)
     assert [e["Attributes"]["delivery_type"] for e in events] == ["CUSTOM"] * wanted.total()
-    with contextlib.closing(sqlite3.connect(live.db)) as conn:
-        rows = conn.execute(
-            "SELECT endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'",
-            (app.id,),
-        ).fetchall()
+    rows = live.query(
+        "SELECT endpoint_id FROM events WHERE app_id = ? AND event_type = '_campaign.send'", app.id
+    )
     assert Counter(row[0] for row in rows) == wanted
 
 
-def push_titles(db: Path, app_id: str, campaign_id: str) -> dict[str, str]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute(
-            "SELECT endpoint_id, payload FROM push_messages WHERE app_id = ? AND campaign_id = ?",
-            (app_id, campaign_id),
-        ).fetchall()
+def push_titles(collector: LiveCollector, app_id: str, campaign_id: str) -> dict[str, str]:
+    rows = collector.query(
+        "SELECT endpoint_id, payload FROM push_messages WHERE app_id = ? AND campaign_id = ?",
+        app_id,
+        campaign_id,
+    )
     return {
         endpoint_id: orjson.loads(payload)["Data"]["pinpoint.notification.title"]
         for endpoint_id, payload in rows
@@ -371,7 +364,7 @@ def test_the_settings_filter_hook_changes_what_a_push_is_personalised_with(
         campaign = create(admin, app, linux_segment(admin, app), MessageConfiguration=message)
         activity = wait_for_activity(admin, app, campaign["Id"])
         assert len(calls(hook, secret)) == 2
-    assert push_titles(live.db, app.id, campaign["Id"]) == {e: f"hi {e}" for e in kept}
+    assert push_titles(live, app.id, campaign["Id"]) == {e: f"hi {e}" for e in kept}
     assert metrics_of(activity)["FILTERED_OUT_BY_HOOK"] == len(gcm) - len(kept)
 
 

@@ -124,7 +124,7 @@ def test_a_campaign_names_its_filter_and_its_custom_delivery(tmp_path: Path) -> 
         "ENDPOINT_PRODUCED": len(custom),
         "FILTERED_OUT_BY_HOOK": len(custom) - len(kept),
     }
-    assert len(send_events(db, app.id)) == len(kept)
+    assert len(send_events(LiveCollector(db), app.id)) == len(kept)
 
 
 def test_the_settings_campaign_hook_names_the_filter_of_a_campaign_without_one(

@@ -7,17 +7,22 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 
 from homing_collector import endpoints
-from homing_collector.analytics import opens, rollups
+from homing_collector.analytics import opens, queries, rollups
+from homing_collector.analytics.params import Range
 from homing_collector.storage import events as events_sql
 from homing_collector.storage import migrations
+from homing_collector.storage.analytics_sqlite import opens as opens_sql
+from homing_collector.storage.analytics_sqlite import rollups as rollups_sql
 from homing_collector.storage.base import AppRecord, EventRow
 from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -151,3 +156,63 @@ def test_the_migration_fills_the_opens_of_the_events_stored_before(
         rollups.apply(conn, more)
         conn.execute("COMMIT")
         assert kept(conn) == scanned(conn)
+
+
+def test_the_campaigns_panel_counts_the_range_alone(tmp_path: Path) -> None:
+    """Messages, opens and sessions on the days before, in and after the range: the panel
+    counts those of the range, and an open's session where it is, across midnight too."""
+    day = 86_400_000
+    start = date(2026, 10, 5)
+    lo = (start - date(1970, 1, 1)).days * day  # the first ms of the range, in UTC
+    rng = random.Random(4)
+    messages, open_rows, sessions = [], [], []
+    for i in range(300):
+        ts = lo - 3 * day + rng.randrange(9 * day)  # three days each side of the range
+        endpoint = f"e{rng.randrange(12)}"
+        delivered = ts + 5000 if i % 3 else None
+        messages.append((APP, endpoint, i, f"m{i}", 0, "{}", rng.choice(["c1", None]), ts,
+                         ts + day, delivered))  # fmt: skip
+        if i % 2:
+            open_rows.append((APP, endpoint, ts + 60_000, rng.choice(["c1", "c2", None])))
+        if i % 3 == 0:
+            # A session from two minutes before the open to 40 minutes after it.
+            sessions.append((APP, endpoint, f"s{i}", ts + rng.randrange(-120_000, 2_400_000),
+                             ts + 3_000_000))  # fmt: skip
+    # Opens a little after and before midnight, their sessions on the day before or after.
+    for k, midnight in enumerate((lo, lo + day, lo + 3 * day)):
+        open_rows += [(APP, "x", midnight + 30_000, "c1"), (APP, "y", midnight - 600_000, "c1")]
+        sessions += [(APP, "x", f"b{k}", midnight - 15_000, midnight + 60_000),
+                     (APP, "y", f"a{k}", midnight + 900_000, midnight + 960_000)]  # fmt: skip
+    with contextlib.closing(sqlite3.connect(tmp_path / "homing.db", isolation_level=None)) as conn:
+        migrations.migrate(conn)
+        conn.executemany(
+            "INSERT INTO push_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", messages
+        )
+        opens_sql.insert(conn, open_rows)
+        rollups_sql.add_sessions(conn, sessions)
+        got = queries.campaigns(
+            conn, APP, Range(start, start + timedelta(days=2), ZoneInfo("UTC"), "users", start)
+        )
+    hi = lo + 3 * day
+    sent = [m for m in messages if lo <= m[7] < hi]
+    opened = [o for o in open_rows if lo <= o[2] < hi]
+    after = [
+        o for o in opened
+        if any(s[1] == o[1] and o[2] - 60_000 <= s[3] <= o[2] + 1_800_000 for s in sessions)
+    ]  # fmt: skip
+    assert 0 < len(sent) < len(messages) and 0 < len(opened) < len(open_rows)
+    assert 0 < len(after) < len(opened)
+    assert (got["sent"], got["delivered"], got["opened"], got["sessions_after_open"]) == (
+        len(sent), sum(1 for m in sent if m[9] is not None), len(opened), len(after)
+    )  # fmt: skip
+    per: dict[str, list[int]] = {}
+    for m in sent:
+        if m[6] is not None:
+            per.setdefault(m[6], [0, 0, 0])[0] += 1
+            per[m[6]][1] += m[9] is not None
+    for o in opened:
+        if o[3] is not None:
+            per.setdefault(o[3], [0, 0, 0])[2] += 1
+    assert {c["campaign_id"]: [c["sent"], c["delivered"], c["opened"]]
+            for c in got["campaigns"]} == per  # fmt: skip
+    assert [d["date"] for d in got["days"]] == [str(start + timedelta(days=k)) for k in range(3)]

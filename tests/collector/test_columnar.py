@@ -654,3 +654,114 @@ def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int
         for table in ("r", "rk", "x", *(f"{t}{k}" for k in range(1, n) for t in "cl")):
             duck.execute(f"DROP TABLE IF EXISTS {table}")
     assert deepest == n
+
+
+def _users_beside_numbers(world: World) -> dict[str, str | None]:
+    """Each numbered endpoint's user in columnar_endpoints; the same as the endpoint's."""
+    rows = world.read(
+        lambda c: c.execute(
+            "SELECT c.endpoint_id, c.user_id, e.user_id FROM columnar_endpoints c"
+            " LEFT JOIN endpoints e USING (app_id, endpoint_id)"
+        ).fetchall()
+    )
+    assert [(endpoint, kept) for endpoint, kept, now in rows if kept != now] == []
+    return {endpoint: kept for endpoint, kept, _now in rows}
+
+
+def test_users_given_changed_or_deleted_after_sealing_count_in_funnels_by_users(
+    world: World,
+) -> None:
+    """Endpoints sealed with their users, whose users then change through PutEvents, go,
+    or come back with the endpoint: funnels by users through the copy count each endpoint
+    under its user of now, as the events table does."""
+    devices = world.data.devices[:8]
+    steps = [Step("a"), Step("b")]
+    base = gen.BASE + timedelta(days=3)
+
+    def profile(device: gen.Device, user: str | None) -> None:
+        device.profile = {k: v for k, v in device.profile.items() if k != "User"}
+        if user is not None:
+            device.profile["User"] = {"UserId": user}
+
+    def events(kinds: str, tag: str) -> list[gen.Event]:
+        return [
+            gen.Event(d.endpoint_id, f"{d.endpoint_id}-{tag}-{k}", {"EventType": kind,
+                      "Timestamp": gen.iso(base + timedelta(hours=i, minutes=k))})
+            for i, d in enumerate(devices) for k, kind in enumerate(kinds[: 1 + i % 2])
+        ]  # fmt: skip
+
+    def answers(copy: Path | None) -> list[int]:
+        def ask(conn: sqlite3.Connection) -> list[int]:
+            q = Range(date(2026, 9, 1), date(2026, 9, 30), ZoneInfo("UTC"), "users", TODAY)
+            return [
+                s["count"] for s in queries.funnel(conn, APP, q, steps, 3600, copy=copy)["steps"]
+            ]
+
+        return world.read(ask)
+
+    async def scenario() -> None:
+        for i, d in enumerate(devices):
+            profile(d, f"user-{i % 3}" if i % 4 else None)
+        await world.put(events("ab", "first"))
+        await world.sealer.seal_all()
+        users = _users_beside_numbers(world)
+        assert {users[d.endpoint_id] for d in devices} == {None, "user-0", "user-1", "user-2"}
+        before = answers(None)
+        assert answers(world.storage.columnar) == before
+        # Users change through the endpoints that PutEvents carries, with events of
+        # another type: a user for an endpoint without one, a new user, another one.
+        profile(devices[0], "user-2")
+        profile(devices[1], "user-new")
+        profile(devices[2], "user-1")
+        await world.put(events("z", "again"))
+        users = _users_beside_numbers(world)
+        assert [users[d.endpoint_id] for d in devices[:3]] == ["user-2", "user-new", "user-1"]
+        changed = answers(None)
+        assert changed != before
+        assert answers(world.storage.columnar) == changed
+        # An endpoint deleted keeps its number without a user; made again, it has one.
+        await world.storage.delete_endpoint(APP, devices[3].endpoint_id)
+        assert _users_beside_numbers(world)[devices[3].endpoint_id] is None
+        assert answers(world.storage.columnar) == answers(None)
+        profile(devices[3], "user-back")
+        await world.put(events("ab", "back"))
+        assert _users_beside_numbers(world)[devices[3].endpoint_id] == "user-back"
+        await world.sealer.seal_all()
+        assert answers(world.storage.columnar) == answers(None)
+
+    run(world, scenario)
+
+
+def test_the_migration_gives_numbered_endpoints_their_users(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database numbered before migration 19: the users are filled in beside the
+    numbers, and kept from then on."""
+    from homing_collector.storage import migrations
+
+    conn = sqlite3.connect(world.db, isolation_level=None)
+    try:
+        monkeypatch.setattr(
+            migrations, "SQLITE_MIGRATIONS", [m for m in migrations.SQLITE_MIGRATIONS if m[0] < 19]
+        )
+        assert migrations.migrate(conn) == 18
+        conn.executemany(
+            "INSERT INTO endpoints (app_id, endpoint_id, user_id, body) VALUES (?, ?, ?, '{}')",
+            [(APP, f"e{i}", f"u{i % 3}" if i % 2 else None) for i in range(10)],
+        )
+        conn.executemany(
+            "INSERT INTO columnar_endpoints (app_id, endpoint_id, n) VALUES (?, ?, ?)",
+            [(APP, f"e{i}", i + 1) for i in range(0, 12, 2)]  # e10: deleted since
+            + [(APP, f"e{i}", i + 1) for i in range(1, 10, 2)],
+        )
+        monkeypatch.undo()
+        assert migrations.migrate(conn) >= 19
+        assert _users_beside_numbers(world) == {
+            f"e{i}": f"u{i % 3}" if i % 2 else None for i in range(11)
+        }
+        conn.execute("UPDATE endpoints SET user_id = 'v' WHERE endpoint_id IN ('e1', 'e2')")
+        conn.execute("DELETE FROM endpoints WHERE endpoint_id = 'e3'")
+        users = _users_beside_numbers(world)
+        assert (users["e1"], users["e2"], users["e3"]) == ("v", "v", None)
+    finally:
+        conn.close()

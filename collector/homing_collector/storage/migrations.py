@@ -580,7 +580,66 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         CREATE UNIQUE INDEX columnar_endpoints_n ON columnar_endpoints(app_id, n);
         """,
     ),
+    (
+        19,
+        # Reads that cost what their range costs, not what the database holds (issue 13).
+        # - An open looks for the sessions of its endpoint near it among those that start
+        #   on its day or the next (storage/analytics_sqlite/opens.py), in the part of the
+        #   index that holds the range's days; by endpoint alone, each open read a page of
+        #   its own anywhere in the index of every session ever. The index by day replaces
+        #   the one by endpoint: a session costs the same to store. A query must spell the
+        #   expression as it is here for SQLite to use the index.
+        # - The messages queued in a range, from their time; they were read from all the
+        #   application's messages.
+        # - Each numbered endpoint's user beside its number, for a funnel by users
+        #   (storage/columnar.py): the sealer sets it when it numbers an endpoint, and
+        #   these triggers keep it equal to the endpoint's whatever writes the endpoint.
+        """
+        CREATE INDEX an_sessions_day
+            ON an_sessions(app_id, start_ms / 86400000, endpoint_id, start_ms);
+        DROP INDEX an_sessions_endpoint_start;
+        CREATE INDEX push_messages_app_created ON push_messages(app_id, created_at);
+        ALTER TABLE columnar_endpoints ADD COLUMN user_id TEXT;
+        UPDATE columnar_endpoints SET user_id = e.user_id FROM endpoints e
+            WHERE e.app_id = columnar_endpoints.app_id
+            AND e.endpoint_id = columnar_endpoints.endpoint_id AND e.user_id IS NOT NULL;
+        CREATE TRIGGER columnar_endpoints_user_inserted AFTER INSERT ON endpoints
+            WHEN NEW.user_id IS NOT NULL
+        BEGIN
+            UPDATE columnar_endpoints SET user_id = NEW.user_id
+                WHERE app_id = NEW.app_id AND endpoint_id = NEW.endpoint_id;
+        END;
+        CREATE TRIGGER columnar_endpoints_user_updated AFTER UPDATE OF user_id ON endpoints
+            WHEN OLD.user_id IS NOT NEW.user_id
+        BEGIN
+            UPDATE columnar_endpoints SET user_id = NEW.user_id
+                WHERE app_id = NEW.app_id AND endpoint_id = NEW.endpoint_id;
+        END;
+        CREATE TRIGGER columnar_endpoints_user_deleted AFTER DELETE ON endpoints
+            WHEN OLD.user_id IS NOT NULL
+        BEGIN
+            UPDATE columnar_endpoints SET user_id = NULL
+                WHERE app_id = OLD.app_id AND endpoint_id = OLD.endpoint_id;
+        END;
+        """,
+    ),
 ]
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of a migration, in order: split at each ';' that ends one, not at
+    those inside a trigger's body."""
+    found: list[str] = []
+    pending = ""
+    for piece in sql.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                found.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        found.append(pending.strip())
+    return found
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -597,9 +656,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         for version, sql in SQLITE_MIGRATIONS:
             if version <= current:
                 continue
-            for statement in sql.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(sql):
+                conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                 (version, datetime.now(timezone.utc).isoformat()),

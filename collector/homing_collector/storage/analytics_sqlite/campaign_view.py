@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 
+from homing_collector.storage.analytics_sqlite import opens as opens_sql
 from homing_collector.storage.values import join_values
 
 
@@ -31,10 +32,10 @@ def sessions_near(
     that start from `before_ms` before ts to `after_ms` after it."""
     return join_values(
         conn, "i, app_id, endpoint_id, ts", windows,
-        "SELECT v.i, s.endpoint_id, s.session_id, s.start_ms FROM v JOIN an_sessions s"
+        "SELECT v.i, s.endpoint_id, s.session_id, s.start_ms FROM v"
+        " JOIN an_sessions s INDEXED BY an_sessions_day"
         " ON s.app_id = v.app_id AND s.endpoint_id = v.endpoint_id"
-        f" AND s.start_ms >= v.ts - {int(before_ms)}"
-        f" AND s.start_ms <= v.ts + {int(after_ms)}",
+        f" AND {opens_sql.near_sessions('v.ts', str(int(before_ms)), str(int(after_ms)))}",
     )  # fmt: skip
 
 

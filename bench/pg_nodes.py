@@ -64,7 +64,7 @@ def _database(url: str | None) -> Iterator[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HOMING_POSTGRES_PREVIEW": "1", **extra}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def _start(url: str, log: Path, **env: str) -> tuple[subprocess.Popen[str], str]:

@@ -176,8 +176,7 @@ def live_on(
     backend: str, request: pytest.FixtureRequest, directory: Path
 ) -> Iterator[LiveCollector]:
     """A started LiveCollector on `backend`: a SQLite file in `directory`, or a fresh
-    database of the tests' PostgreSQL cluster (with the preview opted in to, here and in
-    the collector), dropped after."""
+    database of the tests' PostgreSQL cluster, dropped after."""
     directory.mkdir(parents=True, exist_ok=True)
     if backend == "sqlite":
         live = LiveCollector(directory / "collector.db").start()
@@ -190,14 +189,12 @@ def live_on(
 
     cluster = request.getfixturevalue("postgres_cluster")
     url = create_database(cluster)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOMING_POSTGRES_PREVIEW", "1")
-        live = LiveCollector(directory / "collector.db", db_url=url).start()
-        try:
-            yield live
-        finally:
-            live.stop()
-            drop_database(cluster, url)
+    live = LiveCollector(directory / "collector.db", db_url=url).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        drop_database(cluster, url)
 
 
 def sql(live: LiveCollector, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

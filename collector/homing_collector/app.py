@@ -197,8 +197,8 @@ def create_app(
 
 
 def default_storage(settings: Settings) -> Storage:
-    """The storage that `settings` name: the PostgreSQL database of the preview (without
-    SQLite's writer process or columnar copy), else the SQLite file."""
+    """The storage that `settings` name: the PostgreSQL database (without SQLite's writer
+    process or columnar copy), else the SQLite file."""
     if settings.db_url is not None:
         # Imported here: psycopg is needed only by those who use PostgreSQL.
         from homing_collector.storage.postgres import PostgresStorage

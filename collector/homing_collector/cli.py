@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.db_url is not None and not _postgres_installed():
+        parser.error(
+            f"--db: {settings.database} is a PostgreSQL database, and its driver is not "
+            "installed: pip install 'homing[collector,postgres]'"
+        )
     try:
         result: int = args.run(args, settings)
     except (_CannotOpen, SecretsKeyError) as exc:
@@ -68,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         "--db",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help=f"the SQLite database (default: $HOMING_DB, else {default_db_path()}); a "
-        "postgresql:// URL with HOMING_POSTGRES_PREVIEW=1",
+        help=f"the SQLite database (default: $HOMING_DB, else {default_db_path()}), or a "
+        "postgresql:// URL",
     )
     parser = argparse.ArgumentParser(
         prog="homing-collector",
@@ -454,6 +459,12 @@ def _with_postgres(settings: Settings, work: Callable[[Storage], Awaitable[T]]) 
             await storage.close()
 
     return asyncio.run(run())
+
+
+def _postgres_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("psycopg", "psycopg_pool"))
 
 
 def _postgres_error() -> type[Exception]:

@@ -14,8 +14,6 @@ from homing_collector.campaigns.triggers import SEND_WINDOW
 from homing_collector.push.messages import MAX_TTL_SECONDS
 from homing_collector.quotas import MAX_QUOTA
 
-# The variable that lets `--db` name a PostgreSQL database, a storage still in preview.
-PREVIEW_VARIABLE = "HOMING_POSTGRES_PREVIEW"
 QUOTAS = ("quota_key_requests", "quota_key_events", "quota_app_requests", "quota_app_events")
 
 
@@ -31,17 +29,13 @@ def database_path(raw: str) -> Path:
     if scheme.lower() == "sqlite":
         return Path(rest.removeprefix("//") or ".")
     if postgres_url(raw):
-        # The PostgreSQL storage (storage/postgres.py) is a preview: only those who opt in
-        # get it.
         raise ValueError(
-            "db_path: PostgreSQL is a preview in this version of the collector: set "
-            f"{PREVIEW_VARIABLE}=1 to use it. It lacks the columnar copy: funnels and "
-            "filtered event counts read the stored events (see docs/deployment.md); else give "
-            "the path of a SQLite file or a sqlite: URL"
+            "db_path: a PostgreSQL URL names no SQLite file; give the path of a SQLite file "
+            "or a sqlite: URL"
         )
     raise ValueError(
         f"db_path: {scheme}: URLs name no database this collector can use; give the path of "
-        "a SQLite file or a sqlite: URL"
+        "a SQLite file, a sqlite: URL or a postgresql:// URL"
     )
 
 
@@ -71,8 +65,8 @@ def default_db_path() -> Path:
 @dataclass(frozen=True)
 class Settings:
     db_path: Path
-    # The PostgreSQL database to use instead of the SQLite file (a preview, opted in to
-    # with HOMING_POSTGRES_PREVIEW=1): several collectors may share it.
+    # The PostgreSQL database to use instead of the SQLite file (a postgresql:// URL):
+    # several collectors may share it.
     db_url: str | None = None
     # On PostgreSQL, LISTEN for queued pushes on a connection of its own; off, poll for
     # them instead (behind a pooler in transaction mode, which drops what LISTEN asked).
@@ -179,7 +173,7 @@ class Settings:
         if raw_db:
             source = "--db" if flags.get("db_path") else f"HOMING_DB={redacted(str(raw_db))!r}"
             try:
-                if postgres_url(str(raw_db)) and _preview(env):
+                if postgres_url(str(raw_db)):
                     values["db_url"] = str(raw_db)
                 else:
                     values["db_path"] = database_path(str(raw_db))
@@ -212,14 +206,6 @@ class Settings:
 
 
 _PATHS = ("import_dir", "secrets_key_file", "stream_dir")
-
-
-def _preview(env: Mapping[str, str]) -> bool:
-    raw = env.get(PREVIEW_VARIABLE, "")
-    try:
-        return bool(raw) and _flag(raw)
-    except ValueError:
-        raise ValueError(f"{PREVIEW_VARIABLE}={raw!r} must be 1 or 0") from None
 
 
 def _flag(raw: str) -> bool:

@@ -142,9 +142,8 @@ def test_serve_reports_a_port_in_use(tmp_path: Path, workers: str) -> None:
 @pytest.mark.parametrize(
     ("given", "error"),
     [
-        ("postgresql://homing@db.example/homing", "set HOMING_POSTGRES_PREVIEW=1 to use it"),
-        ("postgres://db.example/homing", "set HOMING_POSTGRES_PREVIEW=1 to use it"),
         ("mysql://db.example/homing", "mysql: URLs name no database"),
+        ("redis://db.example/0", "redis: URLs name no database"),
     ],
 )
 def test_a_database_url_is_refused_rather_than_taken_for_a_folder(
@@ -158,9 +157,27 @@ def test_a_database_url_is_refused_rather_than_taken_for_a_folder(
         )  # fmt: skip
         assert result.returncode == 2 and error in result.stderr, result.stderr
         # It names what is accepted instead, and where the URL came from.
-        assert "give the path of a SQLite file or a sqlite: URL" in result.stderr
+        assert "give the path of a SQLite file, a sqlite: URL or a postgresql:// URL" in (
+            result.stderr
+        )
         assert ("(from --db)" if args else "(from HOMING_DB=") in result.stderr
-        assert list(tmp_path.iterdir()) == []  # no folder named "postgresql:"
+        assert list(tmp_path.iterdir()) == []  # no folder named after the scheme
+
+
+def test_a_postgresql_url_without_its_driver_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from homing_collector import cli
+
+    monkeypatch.setattr(cli, "_postgres_installed", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--db", "postgresql://homing:secret@db.example/homing", "apps", "list"])
+    assert exit_.value.code == 2
+    said = capsys.readouterr().err
+    assert "pip install 'homing[collector,postgres]'" in said
+    assert "postgresql://homing@db.example/homing" in said and "secret" not in said
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_sqlite_url_names_the_file(tmp_path: Path) -> None:

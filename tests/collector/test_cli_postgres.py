@@ -21,8 +21,7 @@ from tests.collector.test_history import make_records, write_archives
 
 
 @pytest.fixture
-def db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("HOMING_POSTGRES_PREVIEW", "1")
+def db(postgres_url: str) -> str:
     return postgres_url
 
 

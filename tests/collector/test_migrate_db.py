@@ -51,11 +51,6 @@ def source(demo_db: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
     return copy
 
 
-@pytest.fixture(autouse=True)
-def preview(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOMING_POSTGRES_PREVIEW", "1")
-
-
 def migrate(*args: str) -> tuple[int, str, str]:
     """Run `homing-collector migrate-db ARGS` in this process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()

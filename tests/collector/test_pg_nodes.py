@@ -1,4 +1,4 @@
-"""Several `homing-collector serve` processes on one PostgreSQL database (the preview).
+"""Several `homing-collector serve` processes on one PostgreSQL database.
 
 Real processes on loopback, on a database of the tests' own cluster (tests/pg.py): what
 one node acknowledges or queues, the others see, and what one of them must do alone (a
@@ -37,10 +37,8 @@ PATH_PARAMETERS_IN = re.compile(r"\{(\w+)\}")
 
 
 @pytest.fixture(autouse=True)
-def preview(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Opt in to the PostgreSQL preview, here (run_cli) and in the nodes started; push
-    streams send heartbeats often, so that a test knows soon that one is open."""
-    monkeypatch.setenv("HOMING_POSTGRES_PREVIEW", "1")
+def quick_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Push streams send heartbeats often, so that a test knows soon that one is open."""
     monkeypatch.setenv("HOMING_PUSH_HEARTBEAT", "0.3")
 
 

@@ -66,24 +66,15 @@ def test_bad_settings_name_the_rule_and_the_variable(env: dict[str, str], rule: 
     assert rule in str(info.value) and f"{variable}={raw!r}" in str(info.value), info.value
 
 
-def test_postgresql_is_taken_only_by_those_who_opt_in_to_the_preview() -> None:
+def test_a_postgresql_url_selects_postgresql() -> None:
     url = "postgresql://homing:secret@db.example/homing"
-    settings = Settings.from_env({"HOMING_DB": url, "HOMING_POSTGRES_PREVIEW": "1"})
+    settings = Settings.from_env({"HOMING_DB": url})
     assert settings.db_url == url and settings.pg_listen is True
     assert settings.database == "postgresql://homing@db.example/homing"  # no password
-    polling = Settings.from_env(
-        {"HOMING_POSTGRES_PREVIEW": "yes", "HOMING_PG_LISTEN": "0"}, db_path=url
-    )
-    assert polling.db_url == url and polling.pg_listen is False
-    assert Settings.from_env({"HOMING_POSTGRES_PREVIEW": "1"}).db_url is None  # SQLite still
-    for preview in ({}, {"HOMING_POSTGRES_PREVIEW": "0"}):
-        with pytest.raises(ValueError) as info:
-            Settings.from_env({"HOMING_DB": url, **preview})
-        refusal = str(info.value)
-        assert "HOMING_POSTGRES_PREVIEW=1" in refusal and "lacks the columnar copy" in refusal
-        assert "secret" not in refusal and "(from HOMING_DB=" in refusal
-    with pytest.raises(ValueError, match="HOMING_POSTGRES_PREVIEW='maybe' must be 1 or 0"):
-        Settings.from_env({"HOMING_POSTGRES_PREVIEW": "maybe"}, db_path=url)
+    polling = Settings.from_env({"HOMING_PG_LISTEN": "0"}, db_path="postgres://db.example/h")
+    assert polling.db_url == "postgres://db.example/h" and polling.pg_listen is False
+    assert Settings.from_env({}).db_url is None  # SQLite by default
+    assert Settings.from_env({"HOMING_DB": "sqlite:///x/y.db"}).db_url is None
 
 
 def test_a_bad_flag_is_named_as_the_flag() -> None:

@@ -1,4 +1,4 @@
-"""PostgreSQL storage (a preview): many collectors on one database.
+"""PostgreSQL storage: many collectors on one database.
 
 Each write is one transaction on a pooled connection (psycopg 3, psycopg-pool), committed
 before its coroutine returns, with `synchronous_commit` on: what a route acknowledges is

@@ -604,3 +604,72 @@ def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int
         for table in ("r", "rk", "x", *(f"{t}{k}" for k in range(1, n) for t in "cl")):
             duck.execute(f"DROP TABLE IF EXISTS {table}")
     assert deepest == n
+
+
+@pytest.mark.parametrize("clash", [False, True], ids=["struct", "names-differing-in-case"])
+def test_the_files_hold_each_event_as_stored_whatever_its_text(world: World, clash: bool) -> None:
+    """Quotes, commas, newlines, dots and non-ASCII letters in ids, types and names come
+    through the sealer's CSV lines and its reading of each body unchanged; with two names
+    that differ in case alone too."""
+    endpoint_ids = ['dev,"1"', "dev\u00e9 2", "plain"]
+    names = ['say "hi"', "it's", "a.b", "comma,name", "\u00fcber"] + (["Case", "case"] * clash)
+    events: dict[str, list[tuple[str, dict[str, Any]]]] = {e: [] for e in endpoint_ids}
+    for n in range(60):
+        endpoint_id = endpoint_ids[n % 3]
+        body = {
+            "EventType": ['buy "now"', "line\nbreak", "x,y"][n % 3],
+            "Timestamp": gen.iso(gen.BASE + timedelta(hours=n)),
+            "Attributes": {name: f'{name} = "{n}",\n\u00e9' for name in names[n % 4 :]},
+            "Metrics": {"int": n, "float": n / 7, "big": 2**53 + n} if n % 5 else {},
+        }
+        events[endpoint_id].append((f"e{n}", body))
+
+    async def scenario() -> None:
+        for endpoint_id, items in events.items():
+            payload = {"BatchItem": {endpoint_id: {"Endpoint": {}, "Events": dict(items)}}}
+            raw = orjson.dumps(payload)
+            report = await ingest.put_events(world.storage, APP, orjson.loads(raw),
+                                             body_size=len(raw))  # fmt: skip
+            assert report.accepted == len(items)
+        # The first copy of each day (rebuild), then events that arrive after it (append).
+        await world.sealer.seal_all()
+        late = {e: [(f"late-{i}", {**b, "EventType": "late"}) for i, b in items[:3]]
+                for e, items in events.items()}  # fmt: skip
+        for endpoint_id, items in late.items():
+            payload = {"BatchItem": {endpoint_id: {"Events": dict(items)}}}
+            raw = orjson.dumps(payload)
+            await ingest.put_events(world.storage, APP, orjson.loads(raw), body_size=len(raw))
+        await world.sealer.seal_all()
+        assert world.tail() == 0
+
+    run(world, scenario)
+    import duckdb
+
+    root = world.storage.columnar
+    assert root is not None
+    copied = []
+    for files in world.read(lambda c: [orjson.loads(f) for (f,) in
+                                       c.execute("SELECT files FROM columnar_days")]):  # fmt: skip
+        for entry in files:
+            part = columnar.Part.of(root, entry)
+            for row in duckdb.sql(f"SELECT * FROM read_parquet('{part.path}')").fetchall():
+                n_a = len(part.attributes)
+                attributes = {
+                    k: v
+                    for k, v in zip(part.attributes, row[5 : 5 + n_a], strict=True)
+                    if v is not None
+                }
+                metrics = {
+                    k: v for k, v in zip(part.metrics, row[5 + n_a :], strict=True) if v is not None
+                }
+                copied.append((row[2], row[3], row[4], attributes, metrics))
+    stored = []
+    for endpoint_id, event_type, ts, body in world.read(
+        lambda c: c.execute("SELECT endpoint_id, event_type, ts, body FROM events").fetchall()
+    ):
+        event = orjson.loads(body)
+        metrics = {k: float(v) for k, v in event.get("Metrics", {}).items()}
+        stored.append((endpoint_id, event_type, ts, event.get("Attributes", {}), metrics))
+    assert len(stored) == 60 + 9
+    key = orjson.dumps
+    assert sorted(copied, key=key) == sorted(stored, key=key)

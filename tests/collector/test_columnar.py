@@ -5,9 +5,12 @@ copy answer what they answer from the events table alone."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -20,7 +23,8 @@ from homing_collector.analytics import queries
 from homing_collector.analytics.params import EventFilters, MetricFilter, Range, Step
 from homing_collector.sealer import Sealer
 from homing_collector.storage import columnar
-from homing_collector.storage.base import AppRecord
+from homing_collector.storage.base import AppRecord, StorageError
+from homing_collector.storage.columnar_process import ColumnarProcess
 from homing_collector.storage.sqlite import SQLiteStorage
 from tests.collector import analytics_data as gen
 
@@ -673,3 +677,45 @@ def test_the_files_hold_each_event_as_stored_whatever_its_text(world: World, cla
     assert len(stored) == 60 + 9
     key = orjson.dumps
     assert sorted(copied, key=key) == sorted(stored, key=key)
+
+
+def test_copies_made_in_a_process_of_their_own(tmp_path: Path, data: gen.Data) -> None:
+    """As `serve` makes them: the sealer's copies made by a child process answer as the
+    events table does; a child killed mid-work commits nothing, and the next copy starts
+    another."""
+    world = World(tmp_path / "homing.db", data)
+    world.storage = SQLiteStorage(world.db, columnar_copy=True, columnar_process=True)
+    world.sealer = Sealer(world.storage)
+    world.sealer.clock = lambda: world.clock
+    half = len(world.data.events) // 2
+
+    async def scenario() -> None:
+        await world.put(world.data.events[:half])
+        await world.sealer.seal_all()
+        assert world.sealed() and world.tail() == 0
+        world.check()
+        await world.put(world.data.events[half:])
+        assert world.tail() > 0
+        root = world.storage.columnar
+        assert root is not None
+        child = ColumnarProcess(world.db)
+        try:
+            copy = asyncio.ensure_future(
+                child.run(partial(columnar.append, root=root, limit=10**9))
+            )
+            while child.pid is None:
+                await asyncio.sleep(0.001)
+            os.kill(child.pid, signal.SIGKILL)
+            with pytest.raises(StorageError, match="stopped"):
+                await copy
+            again = await child.run(partial(columnar.append, root=root, limit=1))
+            assert again is not None and again.rows <= 1
+            again.discard()
+        finally:
+            await child.close()
+        world.check()
+        await world.sealer.seal_all()
+        assert world.tail() == 0
+        world.check()
+
+    run(world, scenario)

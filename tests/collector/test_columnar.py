@@ -612,18 +612,18 @@ def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int
 
 @pytest.mark.parametrize("clash", [False, True], ids=["struct", "names-differing-in-case"])
 def test_the_files_hold_each_event_as_stored_whatever_its_text(world: World, clash: bool) -> None:
-    """Quotes, commas, newlines, dots and non-ASCII letters in ids, types and names come
-    through the sealer's CSV lines and its reading of each body unchanged; with two names
-    that differ in case alone too."""
+    """Quotes, commas, newlines, control characters, dots and non-ASCII letters in ids,
+    types and names come through the sealer's CSV lines and its reading of each body
+    unchanged; with two names that differ in case alone too."""
     endpoint_ids = ['dev,"1"', "dev\u00e9 2", "plain"]
     names = ['say "hi"', "it's", "a.b", "comma,name", "\u00fcber"] + (["Case", "case"] * clash)
     events: dict[str, list[tuple[str, dict[str, Any]]]] = {e: [] for e in endpoint_ids}
     for n in range(60):
         endpoint_id = endpoint_ids[n % 3]
         body = {
-            "EventType": ['buy "now"', "line\nbreak", "x,y"][n % 3],
+            "EventType": ['buy "now"', "line\nbreak", "x,y", "ctl\x01\x01"][n % 4],
             "Timestamp": gen.iso(gen.BASE + timedelta(hours=n)),
-            "Attributes": {name: f'{name} = "{n}",\n\u00e9' for name in names[n % 4 :]},
+            "Attributes": {name: f'{name} = "{n}",\n\u00e9\x01' for name in names[n % 4 :]},
             "Metrics": {"int": n, "float": n / 7, "big": 2**53 + n} if n % 5 else {},
         }
         events[endpoint_id].append((f"e{n}", body))

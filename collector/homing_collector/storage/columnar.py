@@ -677,8 +677,8 @@ def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]
     duck.execute(
         "CREATE OR REPLACE TEMP TABLE batch AS SELECT rid, ep, endpoint_id, event_type, ts,"
         f" body FROM read_csv({_literal(str(csv_path))}, header = false,"
-        f" columns = {_CSV_COLUMNS}, quote = '\"', escape = '\"', auto_detect = false)"
-        " ORDER BY event_type, ep, ts"
+        f" columns = {_CSV_COLUMNS}, quote = '{_QUOTE}', escape = '{_QUOTE}',"
+        " auto_detect = false) ORDER BY event_type, ep, ts"
     )
     try:
         attributes, metrics = (
@@ -762,8 +762,14 @@ class _Writer:
             self.csv_path.unlink()
 
 
+# The CSV lines' quote: a JSON text has none (it escapes every control character), so
+# a body, all quotes in JSON, goes through unchanged. bench/columnar_seal.py: 15% less
+# CPU per event copied than '"', which a body holds dozens of, each written and read twice.
+_QUOTE = "\x01"
+
+
 def _quoted(column: str) -> str:
-    return f"'\"' || replace({column}, '\"', '\"\"') || '\"'"
+    return f"char(1) || replace({column}, char(1), char(1, 1)) || char(1)"
 
 
 # A row as a CSV line of _CSV_COLUMNS (every text quoted), and the endpoint's id if it has

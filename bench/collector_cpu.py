@@ -48,7 +48,11 @@ def _processes(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             command = Path(f"/proc/{child}/cmdline").read_bytes()
-            role = "stream" if b"stream_process" in command else "events writer"
+            role = (
+                "stream" if b"stream_process" in command
+                else "columnar copy" if b"columnar_process" in command
+                else "events writer"
+            )  # fmt: skip
             found[role] = found.get(role, 0.0) + _cpu(int(child))
     return found
 

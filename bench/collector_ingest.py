@@ -16,9 +16,9 @@ printed beside the server's, and so is what the rest of the machine used meanwhi
 a small shared machine the figures mean little without it.
 
 With ``--grown DB``, a third case stores into a fresh copy of DB (say, one that
-bench/analytics_queries.py loaded with millions of events), into its application
-``--grown-app``, beside the empty database: how the cost of storing grows with what is
-stored.
+bench/analytics_queries.py loaded with millions of events) and of its columnar copy
+(``DB-columnar``, if there is one), into its application ``--grown-app``, beside the empty
+database: how the cost of storing grows with what is stored.
 
 With ``--event-stream``, another case stores the same way with an event stream active
 (PutEventStream to a receiver that the bench serves on loopback, answering 200 to each
@@ -638,6 +638,11 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         before = 0
         if kind == "grown":
             shutil.copyfile(args.grown, db)
+            # With its columnar copy, if it has one: without, the collector would spend the
+            # case copying every day of --grown again, which is not what storing costs.
+            copy = args.grown.with_name(args.grown.name + "-columnar")
+            if copy.is_dir():
+                shutil.copytree(copy, db.with_name(db.name + "-columnar"))
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 (before,) = conn.execute("SELECT count(*) FROM events").fetchone()
             created = subprocess.run(

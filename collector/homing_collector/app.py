@@ -216,6 +216,7 @@ def default_storage(settings: Settings) -> Storage:
         events_process=True,
         rollups=settings.rollups,
         columnar_copy=settings.columnar and _duckdb(),
+        columnar_process=True,
     )
 
 

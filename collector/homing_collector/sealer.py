@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from homing_collector.lifetime import holder_name, stop
@@ -86,8 +87,10 @@ class Sealer:
             return False
         if self.clock() - self._swept >= GRACE / 4:
             await self.sweep(root)
+        # Partials of columnar's functions, not lambdas: the storage may make the copy in
+        # another process (storage/columnar_process.py).
         appended = await self.storage.seal_events(
-            lambda conn: columnar.append(conn, root, APPEND_ROWS)
+            partial(columnar.append, root=root, limit=APPEND_ROWS)
         )
         if appended:
             return True
@@ -97,7 +100,7 @@ class Sealer:
         if crowded:
             app_id, day, files = crowded[0]
             await self.storage.seal_events(
-                lambda conn: columnar.merge(conn, root, app_id, day, files)
+                partial(columnar.merge, root=root, app_id=app_id, day=day, files=files)
             )
             return True
         unsealed = await self.storage.analytics_read(
@@ -105,7 +108,9 @@ class Sealer:
         )
         if unsealed:
             app_id, day = unsealed[0]
-            await self.storage.seal_events(lambda conn: columnar.rebuild(conn, root, app_id, day))
+            await self.storage.seal_events(
+                partial(columnar.rebuild, root=root, app_id=app_id, day=day)
+            )
             return True
         return False
 

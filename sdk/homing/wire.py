@@ -114,7 +114,7 @@ def formatted_ms(value: str) -> int | None:
         and value[19:24:4] == ".Z"
     ):
         rest = value[17:19] + value[20:23]  # seconds and milliseconds: "41123"
-        if rest.isascii() and rest.isdigit():
+        if rest.isascii() and rest.isdigit() and rest < "6":  # no second 60 or more
             minute = _minute_ms(value[:17])
             if minute is not None:
                 return minute + int(rest)

@@ -5,9 +5,12 @@ copy answer what they answer from the events table alone."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -20,7 +23,8 @@ from homing_collector.analytics import queries
 from homing_collector.analytics.params import EventFilters, MetricFilter, Range, Step
 from homing_collector.sealer import Sealer
 from homing_collector.storage import columnar
-from homing_collector.storage.base import AppRecord
+from homing_collector.storage.base import AppRecord, StorageError
+from homing_collector.storage.columnar_process import ColumnarProcess
 from homing_collector.storage.sqlite import SQLiteStorage
 from tests.collector import analytics_data as gen
 
@@ -765,3 +769,114 @@ def test_the_migration_gives_numbered_endpoints_their_users(
         assert (users["e1"], users["e2"], users["e3"]) == ("v", "v", None)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("clash", [False, True], ids=["struct", "names-differing-in-case"])
+def test_the_files_hold_each_event_as_stored_whatever_its_text(world: World, clash: bool) -> None:
+    """Quotes, commas, newlines, control characters, dots and non-ASCII letters in ids,
+    types and names come through the sealer's CSV lines and its reading of each body
+    unchanged; with two names that differ in case alone too."""
+    endpoint_ids = ['dev,"1"', "dev\u00e9 2", "plain"]
+    names = ['say "hi"', "it's", "a.b", "comma,name", "\u00fcber"] + (["Case", "case"] * clash)
+    events: dict[str, list[tuple[str, dict[str, Any]]]] = {e: [] for e in endpoint_ids}
+    for n in range(60):
+        endpoint_id = endpoint_ids[n % 3]
+        body = {
+            "EventType": ['buy "now"', "line\nbreak", "x,y", "ctl\x01\x01"][n % 4],
+            "Timestamp": gen.iso(gen.BASE + timedelta(hours=n)),
+            "Attributes": {name: f'{name} = "{n}",\n\u00e9\x01' for name in names[n % 4 :]},
+            "Metrics": {"int": n, "float": n / 7, "big": 2**53 + n} if n % 5 else {},
+        }
+        events[endpoint_id].append((f"e{n}", body))
+
+    async def scenario() -> None:
+        for endpoint_id, items in events.items():
+            payload = {"BatchItem": {endpoint_id: {"Endpoint": {}, "Events": dict(items)}}}
+            raw = orjson.dumps(payload)
+            report = await ingest.put_events(world.storage, APP, orjson.loads(raw),
+                                             body_size=len(raw))  # fmt: skip
+            assert report.accepted == len(items)
+        # The first copy of each day (rebuild), then events that arrive after it (append).
+        await world.sealer.seal_all()
+        late = {e: [(f"late-{i}", {**b, "EventType": "late"}) for i, b in items[:3]]
+                for e, items in events.items()}  # fmt: skip
+        for endpoint_id, items in late.items():
+            payload = {"BatchItem": {endpoint_id: {"Events": dict(items)}}}
+            raw = orjson.dumps(payload)
+            await ingest.put_events(world.storage, APP, orjson.loads(raw), body_size=len(raw))
+        await world.sealer.seal_all()
+        assert world.tail() == 0
+
+    run(world, scenario)
+    import duckdb
+
+    root = world.storage.columnar
+    assert root is not None
+    copied = []
+    for files in world.read(lambda c: [orjson.loads(f) for (f,) in
+                                       c.execute("SELECT files FROM columnar_days")]):  # fmt: skip
+        for entry in files:
+            part = columnar.Part.of(root, entry)
+            for row in duckdb.sql(f"SELECT * FROM read_parquet('{part.path}')").fetchall():
+                n_a = len(part.attributes)
+                attributes = {
+                    k: v
+                    for k, v in zip(part.attributes, row[5 : 5 + n_a], strict=True)
+                    if v is not None
+                }
+                metrics = {
+                    k: v for k, v in zip(part.metrics, row[5 + n_a :], strict=True) if v is not None
+                }
+                copied.append((row[2], row[3], row[4], attributes, metrics))
+    stored = []
+    for endpoint_id, event_type, ts, body in world.read(
+        lambda c: c.execute("SELECT endpoint_id, event_type, ts, body FROM events").fetchall()
+    ):
+        event = orjson.loads(body)
+        metrics = {k: float(v) for k, v in event.get("Metrics", {}).items()}
+        stored.append((endpoint_id, event_type, ts, event.get("Attributes", {}), metrics))
+    assert len(stored) == 60 + 9
+    key = orjson.dumps
+    assert sorted(copied, key=key) == sorted(stored, key=key)
+
+
+def test_copies_made_in_a_process_of_their_own(tmp_path: Path, data: gen.Data) -> None:
+    """As `serve` makes them: the sealer's copies made by a child process answer as the
+    events table does; a child killed mid-work commits nothing, and the next copy starts
+    another."""
+    world = World(tmp_path / "homing.db", data)
+    world.storage = SQLiteStorage(world.db, columnar_copy=True, columnar_process=True)
+    world.sealer = Sealer(world.storage)
+    world.sealer.clock = lambda: world.clock
+    half = len(world.data.events) // 2
+
+    async def scenario() -> None:
+        await world.put(world.data.events[:half])
+        await world.sealer.seal_all()
+        assert world.sealed() and world.tail() == 0
+        world.check()
+        await world.put(world.data.events[half:])
+        assert world.tail() > 0
+        root = world.storage.columnar
+        assert root is not None
+        child = ColumnarProcess(world.db)
+        try:
+            copy = asyncio.ensure_future(
+                child.run(partial(columnar.append, root=root, limit=10**9))
+            )
+            while child.pid is None:
+                await asyncio.sleep(0.001)
+            os.kill(child.pid, signal.SIGKILL)
+            with pytest.raises(StorageError, match="stopped"):
+                await copy
+            again = await child.run(partial(columnar.append, root=root, limit=1))
+            assert again is not None and again.rows <= 1
+            again.discard()
+        finally:
+            await child.close()
+        world.check()
+        await world.sealer.seal_all()
+        assert world.tail() == 0
+        world.check()
+
+    run(world, scenario)

@@ -28,12 +28,23 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def events_writer(live: LiveCollector) -> int:
+def child_running(live: LiveCollector, module: bytes) -> int:
+    """The collector's one child that runs `module`."""
     assert live.process is not None
-    (child,) = children(live.process.pid)
-    command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-    assert b"homing_collector.storage.events_process" in command, command
+    (child,) = [
+        child
+        for child in children(live.process.pid)
+        if module in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    ]
     return child
+
+
+def events_writer(live: LiveCollector) -> int:
+    return child_running(live, b"homing_collector.storage.events_process")
+
+
+def columnar_copier(live: LiveCollector) -> int:
+    return child_running(live, b"homing_collector.storage.columnar_process")
 
 
 def alive(pid: int) -> bool:
@@ -63,6 +74,7 @@ def test_sigint_to_the_whole_process_group_is_graceful(tmp_path: Path) -> None:
     try:
         assert live.process is not None
         writer = events_writer(live)
+        copier = columnar_copier(live)
         app = live.create_app("group")
         traffic = Traffic(live.url, app.id, app.ingest.token, clients=8)
         with traffic.running():
@@ -71,6 +83,7 @@ def test_sigint_to_the_whole_process_group_is_graceful(tmp_path: Path) -> None:
             assert traffic.wait_until_stopped(timeout=30), traffic.summary()
         assert live.process.wait(timeout=30) == 0
         assert wait_gone(writer, timeout=10), "the events writer outlived the collector"
+        assert wait_gone(copier, timeout=10), "the columnar copy's process outlived it"
     finally:
         live.stop(signal.SIGKILL)  # only reaps it, if it exited as it should
     assert traffic.unexpected == [], traffic.summary()
@@ -83,10 +96,12 @@ def test_the_events_writer_dies_with_a_killed_collector(
 ) -> None:
     live = start_collector()
     writer = events_writer(live)
+    copier = columnar_copier(live)
     assert live.process is not None
     live.process.kill()
     live.process.wait(timeout=10)
     assert wait_gone(writer, timeout=10), "the events writer outlived a SIGKILLed collector"
+    assert wait_gone(copier, timeout=10), "the columnar copy's process outlived it"
 
 
 def test_a_dead_events_writer_costs_no_acknowledged_event_and_no_500(

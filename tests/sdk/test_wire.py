@@ -215,3 +215,11 @@ def test_formatted_ms_reads_nothing_else_wrong(text: str) -> None:
     ms = formatted_ms(text)
     if ms is not None:
         assert ms == (parse_timestamp(text) - EPOCH) // timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize("seconds", ["60", "61", "99"])
+def test_formatted_ms_reads_no_second_past_59(seconds: str) -> None:
+    text = f"2026-11-28T17:50:{seconds}.000Z"
+    assert formatted_ms(text) is None
+    with pytest.raises(WireError):
+        parse_timestamp(text)

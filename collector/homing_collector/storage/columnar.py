@@ -646,13 +646,14 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_parquet(select: str, final: Path) -> None:
-    """COPY `select` into `final`, written under a temporary name, synced and renamed."""
+def _write_parquet(select: str, final: Path, *, ordered: bool = False) -> None:
+    """COPY `select` into `final`, written under a temporary name, synced and renamed;
+    `ordered`: its rows come in the files' order already (event type, endpoint, moment)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_suffix(".tmp")
     try:
         _duck().execute(
-            f"COPY ({select} ORDER BY event_type, ep, ts)"
+            f"COPY ({select}{'' if ordered else ' ORDER BY event_type, ep, ts'})"
             f" TO {_literal(str(temporary))} (FORMAT parquet)"
         )
         _sync(temporary)
@@ -670,51 +671,83 @@ def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]
     ten times faster than on a MAP of them); return its entry for columnar_days."""
     final = root / folder / f"{name}{_SUFFIX}"
     duck = _duck()
+    # Sorted while the rows are narrow, not once each name is a column: bench/columnar_seal.py
+    # measured half the sealer's CPU per event for this and the struct below together.
+    # A table keeps the order its rows were inserted in.
     duck.execute(
         "CREATE OR REPLACE TEMP TABLE batch AS SELECT rid, ep, endpoint_id, event_type, ts,"
-        " CAST(json_extract(body, '$.Attributes') AS MAP(VARCHAR, VARCHAR)) AS attributes,"
-        " CAST(json_extract(body, '$.Metrics') AS MAP(VARCHAR, DOUBLE)) AS metrics"
-        f" FROM read_csv({_literal(str(csv_path))}, header = false, columns = {_CSV_COLUMNS},"
-        " quote = '\"', escape = '\"', auto_detect = false)"
+        f" body FROM read_csv({_literal(str(csv_path))}, header = false,"
+        f" columns = {_CSV_COLUMNS}, quote = '{_QUOTE}', escape = '{_QUOTE}',"
+        " auto_detect = false) ORDER BY event_type, ep, ts"
     )
     try:
-        attributes = [
-            key
-            for (key,) in duck.execute(
-                "SELECT DISTINCT unnest(map_keys(attributes)) FROM batch ORDER BY 1"
-            ).fetchall()
-        ]
-        metrics = [
-            key
-            for (key,) in duck.execute(
-                "SELECT DISTINCT unnest(map_keys(metrics)) FROM batch ORDER BY 1"
-            ).fetchall()
-        ]
+        attributes, metrics = (
+            [key for (key,) in duck.execute(
+                f"SELECT DISTINCT unnest(json_keys(body, '$.{part}')) FROM batch ORDER BY 1"
+            ).fetchall()]
+            for part in ("Attributes", "Metrics")
+        )  # fmt: skip
         columns = ["rid", "ep", "endpoint_id", "event_type", "ts"]
-        columns += [f"map_extract(attributes, {_literal(k)})[1] AS a{i}"
-                    for i, k in enumerate(attributes)]  # fmt: skip
-        columns += [f"map_extract(metrics, {_literal(k)})[1] AS m{j}"
-                    for j, k in enumerate(metrics)]  # fmt: skip
-        _write_parquet(f"SELECT {', '.join(columns)} FROM batch", final)
+        if _fold_apart(attributes) and _fold_apart(metrics):
+            # Each body parsed once, into a struct of the names found: a name is then one
+            # field, not a search of a MAP per column. Its fields match names as they are
+            # spelt, but two fields may not differ in case alone: the MAP below for those.
+            shape = {
+                part: dict.fromkeys(keys, kind)
+                for part, keys, kind in (
+                    ("Attributes", attributes, "VARCHAR"), ("Metrics", metrics, "DOUBLE")
+                )
+                if keys
+            }  # fmt: skip
+            source = "batch"
+            if shape:
+                source = (
+                    "(SELECT rid, ep, endpoint_id, event_type, ts, json_transform(body,"
+                    f" {_literal(orjson.dumps(shape).decode())}) AS j FROM batch)"
+                )
+            columns += [f"j.Attributes[{_literal(k)}] AS a{i}" for i, k in enumerate(attributes)]
+            columns += [f"j.Metrics[{_literal(k)}] AS m{j}" for j, k in enumerate(metrics)]
+        else:
+            source = (
+                "(SELECT rid, ep, endpoint_id, event_type, ts,"
+                " CAST(json_extract(body, '$.Attributes') AS MAP(VARCHAR, VARCHAR)) AS a,"
+                " CAST(json_extract(body, '$.Metrics') AS MAP(VARCHAR, DOUBLE)) AS m"
+                " FROM batch)"
+            )
+            columns += [f"map_extract(a, {_literal(k)})[1] AS a{i}"
+                        for i, k in enumerate(attributes)]  # fmt: skip
+            columns += [f"map_extract(m, {_literal(k)})[1] AS m{j}"
+                        for j, k in enumerate(metrics)]  # fmt: skip
+        _write_parquet(f"SELECT {', '.join(columns)} FROM {source}", final, ordered=True)
     finally:
         duck.execute("DROP TABLE IF EXISTS batch")
     return [str(final.relative_to(root)), attributes, metrics]
 
 
+def _fold_apart(names: list[str]) -> bool:
+    """Whether no two of `names` differ in case alone (DuckDB's struct fields may not)."""
+    return len({name.lower() for name in names}) == len(names)
+
+
 class _Writer:
-    """Rows of one day into a CSV file, then into Parquet."""
+    """Rows of one day into a CSV file, then into Parquet. SQLite writes each row as a
+    line (see _LINE): less than half the CPU of the csv module's (bench/columnar_seal.py),
+    and most of it out of the GIL that the collector's event loop needs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.csv_path = root / f".{secrets.token_hex(8)}.csv"
-        self.file = self.csv_path.open("w", newline="")
-        self.writer = csv.writer(self.file)
+        self.file = self.csv_path.open("w", encoding="utf-8", newline="")
         self.rows = 0
 
-    def add(self, rows: Iterable[Sequence[Any]]) -> None:
-        for row in rows:
-            self.writer.writerow(row)
-            self.rows += 1
+    def add(self, cursor: sqlite3.Cursor, sealed: Sealed, app_id: str) -> None:
+        """Write the rows of `cursor`, which selects _LINE from _NUMBERED."""
+        while batch := cursor.fetchmany(10_000):
+            lines = [line if new is None else _number(cursor.connection, sealed, app_id, new,
+                                                       line) for new, line in batch]  # fmt: skip
+            self.file.write("\n".join(lines))
+            self.file.write("\n")
+            self.rows += len(lines)
 
     def finish(self, folder: str, name: str) -> list[Any]:
         self.file.close()
@@ -729,27 +762,45 @@ class _Writer:
             self.csv_path.unlink()
 
 
-_ROW = "e.rowid, c.n, e.endpoint_id, e.event_type, e.ts, CAST(e.body AS TEXT)"
+# The CSV lines' quote: a JSON text has none (it escapes every control character), so
+# a body, all quotes in JSON, goes through unchanged. bench/columnar_seal.py: 15% less
+# CPU per event copied than '"', which a body holds dozens of, each written and read twice.
+_QUOTE = "\x01"
+
+
+def _quoted(column: str) -> str:
+    return f"char(1) || replace({column}, char(1), char(1, 1)) || char(1)"
+
+
+# A row as a CSV line of _CSV_COLUMNS (every text quoted), and the endpoint's id if it has
+# no number yet (the line then has none either: see _number).
+_LINE = (
+    "CASE WHEN c.n IS NULL THEN e.endpoint_id END,"
+    " e.rowid || ',' || coalesce(c.n, '') || ',' || "
+    + " || ',' || ".join(
+        (_quoted("e.endpoint_id"), _quoted("e.event_type"), "e.ts",
+         _quoted("CAST(e.body AS TEXT)"))
+    )
+)  # fmt: skip
 _NUMBERED = (
     "events e LEFT JOIN columnar_endpoints c"
     " ON c.app_id = e.app_id AND c.endpoint_id = e.endpoint_id"
 )
 
 
-def _numbered(
-    conn: sqlite3.Connection, sealed: Sealed, app_id: str, row: Sequence[Any]
-) -> Sequence[Any]:
-    """A row of _ROW with its endpoint's number: a new one if it has none yet."""
-    if row[1] is not None:
-        return row
+def _number(
+    conn: sqlite3.Connection, sealed: Sealed, app_id: str, endpoint_id: str, line: str
+) -> str:
+    """`line`, of an endpoint without a number, with a new one given."""
     if app_id not in sealed.numbers:
         (top,) = conn.execute(
             "SELECT coalesce(max(n), 0) FROM columnar_endpoints WHERE app_id = ?", (app_id,)
         ).fetchone()
         sealed.numbers[app_id] = (int(top), {})
     top, given = sealed.numbers[app_id]
-    n = given.setdefault(row[2], top + len(given) + 1)
-    return (row[0], n, *row[2:])
+    n = given.setdefault(endpoint_id, top + len(given) + 1)
+    rowid, _, rest = line.partition(",,")  # the rowid has digits only
+    return f"{rowid},{n},{rest}"
 
 
 def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
@@ -768,20 +819,21 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
         writers: dict[tuple[str, int], _Writer] = {}
         try:
             if days:
-                cursor = conn.execute(
-                    f"SELECT e.app_id, e.hour, {_ROW} FROM {_NUMBERED}"
-                    " WHERE e.rowid > ? AND e.rowid <= ?",
+                found = conn.execute(
+                    "SELECT DISTINCT app_id, hour FROM events WHERE rowid > ? AND rowid <= ?",
                     (watermark, upto),
-                )
-                while batch := cursor.fetchmany(10_000):
-                    for app_id, hour, *row in batch:
-                        key = (app_id, day_of_hour(hour))
-                        if key not in days:
-                            continue
-                        writer = writers.get(key)
-                        if writer is None:
-                            writer = writers[key] = _Writer(root)
-                        writer.add((_numbered(conn, sealed, app_id, row),))
+                ).fetchall()
+                keys = {(app_id, day_of_hour(hour)) for app_id, hour in found}
+                for app_id, day in sorted(keys & days.keys()):
+                    writer = writers[(app_id, day)] = _Writer(root)
+                    # "+": by rowid, not by the hours of the whole day in events_key.
+                    cursor = conn.execute(
+                        f"SELECT {_LINE} FROM {_NUMBERED} WHERE e.rowid > ? AND e.rowid <= ?"
+                        " AND +e.app_id = ? AND +e.hour >= ? AND +e.hour < ?",
+                        (watermark, upto, app_id, day * HOURS_PER_DAY,
+                         (day + 1) * HOURS_PER_DAY),
+                    )  # fmt: skip
+                    writer.add(cursor, sealed, app_id)
             name = f"{upto:015d}-{secrets.token_hex(4)}"
             for key, writer in writers.items():
                 entry = writer.finish(_day_folder(*key), name)
@@ -834,12 +886,11 @@ def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Seal
         writer = _Writer(root)
         try:
             cursor = conn.execute(
-                f"SELECT {_ROW} FROM {_NUMBERED} WHERE e.app_id = ? AND e.hour >= ?"
+                f"SELECT {_LINE} FROM {_NUMBERED} WHERE e.app_id = ? AND e.hour >= ?"
                 " AND e.hour < ? AND e.rowid <= ?",
                 (app_id, day * HOURS_PER_DAY, (day + 1) * HOURS_PER_DAY, watermark),
             )
-            while batch := cursor.fetchmany(10_000):
-                writer.add(_numbered(conn, sealed, app_id, row) for row in batch)
+            writer.add(cursor, sealed, app_id)
             files = []
             if writer.rows:
                 entry = writer.finish(_day_folder(app_id, day), f"{watermark:015d}-r"

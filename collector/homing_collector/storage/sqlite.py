@@ -85,6 +85,7 @@ from homing_collector.storage.base import (
     UserEndpointLimit,
 )
 from homing_collector.storage.columnar import Sealed
+from homing_collector.storage.columnar_process import ColumnarProcess
 from homing_collector.storage.events_process import EventsProcess
 from homing_collector.storage.migrations import migrate
 
@@ -117,6 +118,7 @@ class SQLiteStorage:
         events_process: bool = False,
         rollups: bool = True,
         columnar_copy: bool = False,
+        columnar_process: bool = False,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
@@ -126,6 +128,11 @@ class SQLiteStorage:
         self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
         # Where the columnar copy of sealed events is (HOMING_COLUMNAR); None: no copy.
         self.columnar: Path | None = columnar.directory(path) if columnar_copy else None
+        # The sealer's copies are made in a process of their own (see columnar_process.py)
+        # when there is one; else in a thread.
+        self._sealing: ColumnarProcess | None = None
+        if self.columnar is not None and columnar_process and os.name == "posix":
+            self._sealing = ColumnarProcess(self.path)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -166,6 +173,8 @@ class SQLiteStorage:
         if self._startup_error is not None:
             raise self._startup_error
         self._reader = self._connect()
+        if self._sealing is not None:
+            await self._sealing.start()
         if self._want_events_process:
             events = EventsProcess(
                 self.path, self.synchronous, self.max_pending, rollups=self.rollups
@@ -182,6 +191,8 @@ class SQLiteStorage:
         if self._events is not None:
             await self._events.close()
             self._events = None
+        if self._sealing is not None:
+            await self._sealing.close()
         if self._writer is not None:
             self._jobs.put(_STOP)
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
@@ -1129,7 +1140,10 @@ class SQLiteStorage:
     async def seal_events(self, work: Callable[[sqlite3.Connection], Sealed | None]) -> bool:
         if self.columnar is None:
             return False
-        sealed = await self.analytics_read(work)  # a thread of its own, a read snapshot
+        if self._sealing is not None:  # a process of its own, a read snapshot
+            sealed = await self._sealing.run(work)
+        else:
+            sealed = await self.analytics_read(work)  # a thread of its own, a read snapshot
         if sealed is None:
             return False
         try:

@@ -6,10 +6,12 @@
 2. The target: --db-url, which must be empty; else a throwaway cluster, started with
    initdb and pg_ctl as the tests do (tests/pg.py), and removed afterwards.
 3. Runs `homing-collector migrate-db --json` once (with --kill-at-batch N, a first run is
-   killed in its Nth batch, and the run that resumes it is the one timed), and prints
+   killed in its Nth batch of events, and the run that resumes it is the one timed), and prints
    each table's rows, seconds and rows per second, the command's CPU time per row and,
    on a cluster of its own, the server's (its processes, including the backends that
    have ended). The command itself checks that the target's counts equal the source's.
+4. Asks the source and the copy bench/analytics_queries.py's queries (the last 30 days of
+   its load) and prints whether every answer is the same.
 
 Run from the repository's root:
 
@@ -20,6 +22,7 @@ Run from the repository's root:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
@@ -31,8 +34,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from homing_collector.migrate_db import KILL_AT_BATCH
 
@@ -96,7 +101,7 @@ def _run(
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before = _server_cpu(server) if server else 0.0
     started = time.perf_counter()
-    env = {**os.environ, KILL_AT_BATCH: str(kill_at)} if kill_at else None
+    env = {**os.environ, KILL_AT_BATCH: f"events:{kill_at}"} if kill_at else None
     done = subprocess.run(
         [sys.executable, "-m", "homing_collector", "migrate-db", "--from", str(source),
          "--to", url, "--batch-rows", str(batch_rows), "--json"],
@@ -118,6 +123,50 @@ def _run(
     return summary
 
 
+def _answers(storage: Any) -> dict[str, Any]:
+    """The answers of bench/analytics_queries.py's queries (the last 30 days of its load,
+    read from the events table: no columnar copy here) from `storage`."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import analytics_queries as bench_queries
+
+    from homing_collector.analytics.params import Range
+
+    end = bench_queries.FIRST_DAY + timedelta(days=bench_queries.DAYS - 1)
+    q = Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
+
+    async def run() -> dict[str, Any]:
+        await storage.start()
+        try:
+            if await storage.get_app(bench_queries.APP) is None:
+                return {}
+            return {
+                name: await storage.analytics_read(query)
+                for name, _, query, _, _ in bench_queries.cases(q, None)
+            }
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
+def _compare_analytics(source: Path, url: str) -> int:
+    """Ask the source and the copy the same analytics; print what differs."""
+    from homing_collector.storage.postgres import PostgresStorage
+    from homing_collector.storage.sqlite import SQLiteStorage
+
+    started = time.perf_counter()
+    before = _answers(SQLiteStorage(source))
+    after = _answers(PostgresStorage(url))
+    if not before:
+        print("\nanalytics: the source has no application of bench/analytics_queries.py's load")
+        return 0
+    differ = [name for name in before if before[name] != after.get(name)]
+    print(f"\nanalytics of the last 30 days, {len(before)} queries, asked of both "
+          f"({time.perf_counter() - started:.0f} s): "
+          + ("the same answers" if not differ else f"DIFFERENT: {', '.join(differ)}"))  # fmt: skip
+    return 1 if differ else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, help="a SQLite database to copy (read only)")
@@ -125,7 +174,7 @@ def main() -> int:
                         help="events to load when there is no --source")  # fmt: skip
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--kill-at-batch", type=int, default=0, metavar="N",
-                        help="first kill a run (SIGKILL) in its Nth batch, then time the run "
+                        help="first kill a run (SIGKILL) in its Nth batch of events, then time the run "
                         "that resumes it")  # fmt: skip
     parser.add_argument("--db-url", help="an empty PostgreSQL database (default: a cluster "
                         "of its own)")  # fmt: skip
@@ -137,6 +186,7 @@ def main() -> int:
             if args.kill_at_batch:
                 _run(source, url, args.batch_rows, server, args.kill_at_batch)
             summary = _run(source, url, args.batch_rows, server)
+            compared = _compare_analytics(source, url)
     rows = sum(t["this_run"] for t in summary["tables"].values())
     print(f"\nmigrate-db of {size / 1e6:,.0f} MB, batches of {args.batch_rows:,} rows:")
     print(f"  {'table':<22} {'rows':>12} {'seconds':>9} {'rows/s':>10}")
@@ -160,7 +210,7 @@ def main() -> int:
     if summary["mismatched"]:
         print(f"  COUNTS DIFFER: {summary['mismatched']}")
         return 1
-    return 0
+    return compared
 
 
 if __name__ == "__main__":

@@ -155,13 +155,46 @@ class LiveCollector:
         return code
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the module's start_collector tests on each backend"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_backends"
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def start_collector(tmp_path: Path) -> Iterator[Callable[..., LiveCollector]]:
-    """A factory: start_collector(db=None, *extra_args) -> a running LiveCollector."""
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend that start_collector starts on: SQLite, or each of BACKENDS in a module
+    marked `pytestmark = pytest.mark.both_backends`."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def start_collector(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., LiveCollector]]:
+    """A factory: start_collector(db=None, *extra_args) -> a running LiveCollector. On
+    PostgreSQL, each `db` path names a database of its own, made at its first start, so
+    that a collector started again on a path finds what the last one stored."""
     started: list[LiveCollector] = []
+    databases: dict[Path, str] = {}
+    cluster: Any = None
+    if backend == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")
+    from tests.pg import create_database, drop_database
 
     def start(db: Path | None = None, *extra_args: str) -> LiveCollector:
-        collector = LiveCollector(db or tmp_path / "collector.db", extra_args=extra_args)
+        path = db or tmp_path / "collector.db"
+        url = ""
+        if cluster is not None:
+            url = databases.get(path) or databases.setdefault(path, create_database(cluster))
+        collector = LiveCollector(path, db_url=url, extra_args=extra_args)
         started.append(collector.start())
         return collector
 
@@ -169,6 +202,8 @@ def start_collector(tmp_path: Path) -> Iterator[Callable[..., LiveCollector]]:
     for collector in started:
         with contextlib.suppress(Exception):
             collector.stop(signal.SIGKILL, timeout=10)
+    for url in databases.values():
+        drop_database(cluster, url)
 
 
 @contextlib.contextmanager

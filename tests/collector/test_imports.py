@@ -23,6 +23,9 @@ from homing_collector.campaigns.resolve import segment_endpoints
 from homing_collector.storage.sqlite import SQLiteStorage
 from tests.conftest import App, LiveCollector
 
+# The tests here start their own collectors, on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_backends
+
 CSV = (
     "ChannelType,Address,Id,User.UserId,User.UserAttributes.name,Attributes.plan,"
     "Attributes.plan,Metrics.score,Demographic.Platform,Location.Country,Location.Latitude\n"
@@ -538,7 +541,8 @@ def test_a_stopped_collector_fails_its_running_job(start_collector: Any, tmp_pat
     admin = restarted.client(app.admin)
     job = admin.get_import_job(ApplicationId=app.id, JobId=response.json()["Id"])
     assert job["ImportJobResponse"]["JobStatus"] in ("FAILED", "COMPLETED")
-    assert os.path.exists(collector.db)
+    if not collector.db_url:
+        assert os.path.exists(collector.db)
 
 
 def test_deleting_the_application_stops_its_import(start_collector: Any, tmp_path: Path) -> None:

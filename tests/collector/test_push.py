@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sqlite3
 import threading
 import time
 import uuid
@@ -25,6 +24,9 @@ from homing._network import coerce_policy
 from homing._push import Push
 from tests.collector.push_stream import Stream
 from tests.conftest import App, LiveCollector
+
+# The tests here start their own collectors, on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_backends
 
 QUEUE_LIMIT = 5
 HEARTBEAT = 0.3
@@ -357,13 +359,12 @@ def test_unacknowledged_messages_are_sent_again_and_acked_ones_never(
     assert ack(live, app, device, [first]).json() == {"Acknowledged": 0}
     with open_stream(live, app, device) as stream:
         assert [e.data["MessageId"] for e in stream.backlog()] == [second]
-    with sqlite3.connect(live.db) as db:
-        rows = db.execute(
-            "SELECT message_id, delivered_at IS NOT NULL FROM push_messages"
-            " WHERE app_id = ? AND endpoint_id = ? ORDER BY seq",
-            (app.id, device),
-        ).fetchall()
-    db.close()
+    rows = live.query(
+        "SELECT message_id, delivered_at IS NOT NULL FROM push_messages"
+        " WHERE app_id = ? AND endpoint_id = ? ORDER BY seq",
+        app.id,
+        device,
+    )
     assert rows == [(first, 1), (second, 0)]
 
 
@@ -399,12 +400,11 @@ def test_the_queue_of_an_endpoint_is_bounded_dropping_the_oldest(
     assert [e.data["MessageId"] for e in backlog] == ids[2:]
     assert [e.id for e in backlog] == list(range(3, QUEUE_LIMIT + 3))
     assert metric(live, 'homing_push_messages_total{outcome="dropped"}') == dropped_before + 2
-    with sqlite3.connect(live.db) as db:
-        (dropped,) = db.execute(
-            "SELECT dropped FROM push_endpoints WHERE app_id = ? AND endpoint_id = ?",
-            (app.id, device),
-        ).fetchone()
-    db.close()
+    [(dropped,)] = live.query(
+        "SELECT dropped FROM push_endpoints WHERE app_id = ? AND endpoint_id = ?",
+        app.id,
+        device,
+    )
     assert dropped == 2
 
 
@@ -426,11 +426,7 @@ def test_delete_user_endpoints_and_delete_app_delete_queued_messages(
     live: LiveCollector, app: App, admin: Any
 ) -> None:
     def queued(app_id: str) -> int:
-        with sqlite3.connect(live.db) as db:
-            (count,) = db.execute(
-                "SELECT count(*) FROM push_messages WHERE app_id = ?", (app_id,)
-            ).fetchone()
-        db.close()
+        [(count,)] = live.query("SELECT count(*) FROM push_messages WHERE app_id = ?", app_id)
         return int(count)
 
     other = live.create_app("deleted")
@@ -734,9 +730,7 @@ def test_kill_9_after_a_send_loses_nothing(start_collector: Callable[..., LiveCo
     while metric(restarted, 'homing_push_messages_total{outcome="expired"}') < 1:
         assert time.monotonic() < deadline, "the expired message was not purged at startup"
         time.sleep(0.05)
-    with sqlite3.connect(first.db) as db:
-        ids = [row[0] for row in db.execute("SELECT message_id FROM push_messages")]
-    db.close()
+    ids = [row[0] for row in restarted.query("SELECT message_id FROM push_messages")]
     assert short not in ids and results[device]["MessageId"] in ids
 
 
@@ -853,12 +847,10 @@ def test_revoking_a_key_or_deleting_its_app_ends_the_streams_it_opened(
 
     def revoke_elsewhere(access_key_id: str) -> None:
         # As the CLI or another worker does: in the database, unseen by this process.
-        with contextlib.closing(sqlite3.connect(live.db, timeout=30)) as db:
-            db.execute(
-                "UPDATE keys SET revoked_at = '2026-01-01T00:00:00+00:00' WHERE access_key_id = ?",
-                (access_key_id,),
-            )
-            db.commit()
+        live.query(
+            "UPDATE keys SET revoked_at = '2026-01-01T00:00:00+00:00' WHERE access_key_id = ?",
+            access_key_id,
+        )
 
     def ends_within(stream: Stream, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -17,6 +17,9 @@ from homing_collector.settings import Settings
 from tests.collector.traffic import new_batch, stored_events
 from tests.conftest import LiveCollector
 
+# The tests here start their own collectors, on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_backends
+
 
 class Clock:
     def __init__(self) -> None:
@@ -132,7 +135,7 @@ def test_an_sdk_over_its_event_quota_backs_off_and_delivers_everything(
             refused_once |= result.error is not None and result.error.startswith("429")
             time.sleep(0.2)
     assert refused_once
-    stored = stored_events(live.db, app.id)
+    stored = stored_events(live, app.id)
     assert len(stored) == 600 and set(stored.values()) == {1}
 
 

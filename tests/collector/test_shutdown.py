@@ -21,6 +21,9 @@ import pytest
 from tests.collector.traffic import Key, Traffic, new_batch, stored_events
 from tests.conftest import LiveCollector
 
+# The tests here start their own collectors, on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_backends
+
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGINT, id="SIGINT")]
 
 
@@ -131,7 +134,7 @@ def test_signal_finishes_requests_in_flight_and_keeps_every_acknowledged_event(
         httpx.get(live.url + "/healthz", timeout=5)
 
     acknowledged: set[Key] = traffic.acknowledged | set(held.keys)
-    stored = stored_events(live.db, app.id)
+    stored = stored_events(live, app.id)
     missing = acknowledged - stored.keys()
     assert not missing, (
         f"{len(missing)} of {len(acknowledged)} acknowledged events are not in the database, "

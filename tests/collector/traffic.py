@@ -9,9 +9,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.conftest import LiveCollector
 import orjson
 
 TIMESTAMP = "2026-11-28T10:00:00.000Z"
@@ -55,14 +58,18 @@ def acknowledged_keys(response: httpx.Response, keys: list[Key]) -> list[Key]:
     ]
 
 
-def stored_events(db_path: Path, app_id: str) -> dict[Key, int]:
-    """Read the SQLite file itself: how many rows each (endpoint id, event id) of `app_id` has."""
-    with contextlib.closing(sqlite3.connect(db_path)) as db:
-        rows = db.execute(
-            "SELECT endpoint_id, event_id, count(*) FROM events WHERE app_id = ?"
-            " GROUP BY endpoint_id, event_id",
-            (app_id,),
-        ).fetchall()
+def stored_events(where: Path | LiveCollector, app_id: str) -> dict[Key, int]:
+    """Read the database itself (a SQLite file, or a collector's database on either
+    backend): how many rows each (endpoint id, event id) of `app_id` has."""
+    sql = (
+        "SELECT endpoint_id, event_id, count(*) FROM events WHERE app_id = ?"
+        " GROUP BY endpoint_id, event_id"
+    )
+    if isinstance(where, Path):
+        with contextlib.closing(sqlite3.connect(where)) as db:
+            rows = db.execute(sql, (app_id,)).fetchall()
+    else:
+        rows = where.query(sql, app_id)
     return {(endpoint_id, event_id): count for endpoint_id, event_id, count in rows}
 
 

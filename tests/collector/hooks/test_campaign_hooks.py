@@ -27,6 +27,9 @@ from tests.collector.test_campaign_runs import (
 )
 from tests.conftest import App, LiveCollector
 
+# The tests here start their own collectors, on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_backends
+
 DATA = '{"kind": "welcome"}'
 PAYLOAD_FIELDS = {
     "Message", "Data", "ApplicationId", "CampaignId", "TreatmentId", "ActivityId",

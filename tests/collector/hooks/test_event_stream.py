@@ -3,7 +3,6 @@ of Pinpoint records at a real receiver, the file sink, and nothing lost across k
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import signal
@@ -22,7 +21,10 @@ from standardwebhooks import Webhook
 from homing_collector.storage import outbox as outbox_sql
 from homing_collector.storage.migrations import migrate
 from tests.collector.hooks.receiver import Answer, Receiver, always, serving
-from tests.conftest import App, LiveCollector, run_cli
+from tests.conftest import App, LiveCollector
+
+# The tests here start their own collectors, on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_backends
 
 
 def records_of(receiver: Receiver, secret: str) -> list[dict[str, Any]]:
@@ -218,8 +220,7 @@ def test_no_event_is_lost_across_kill_9(start_collector: Callable[..., LiveColle
         assert live.process is not None
         live.process.kill()
         assert live.process.wait(10) == -signal.SIGKILL
-        with contextlib.closing(sqlite3.connect(live.db)) as db:
-            (stored,) = db.execute("SELECT count(*) FROM events").fetchone()
+        [(stored,)] = live.query("SELECT count(*) FROM events")
         assert stored == total // 2
         restarted = start_collector(live.db)
         send_events(restarted.url, app, total - total // 2, prefix="late", per_batch=50)
@@ -228,12 +229,11 @@ def test_no_event_is_lost_across_kill_9(start_collector: Callable[..., LiveColle
             return {r["event_id"] for r in records_of(receiver, secret)}
 
         if not wait_for(lambda: len(got()) >= total, timeout=60):
-            with contextlib.closing(sqlite3.connect(live.db)) as db:
-                rows = db.execute(
-                    "SELECT seq, state, attempts, lease_owner, lease_until, last_error"
-                    " FROM outbox WHERE state != 'delivered'"
-                ).fetchall()
-                cursor = db.execute("SELECT cursor FROM event_streams").fetchall()
+            rows = restarted.query(
+                "SELECT seq, state, attempts, lease_owner, lease_until, last_error"
+                " FROM outbox WHERE state != 'delivered'"
+            )
+            cursor = restarted.query("SELECT cursor FROM event_streams")
             raise AssertionError(f"{len(got())} of {total} arrived; outbox {rows}, {cursor}")
         ids = [r["event_id"] for r in records_of(receiver, secret)]
     expected = {f"e{i}" for i in range(total // 2)} | {
@@ -292,7 +292,7 @@ def test_dead_letters_are_listed_and_replayed_by_the_api_and_the_cli(
         bad = httpx.get(base, params={"page-size": "0"}, headers=admin)
         assert bad.status_code == 400 and bad.json()["Message"].startswith("page-size: ")
 
-        printed = json.loads(run_cli("--db", str(live.db), "hooks", "dead-letters", app.id,
+        printed = json.loads(live.cli("hooks", "dead-letters", app.id,
                                      "--json"))  # fmt: skip
         assert [row["id"] for row in printed] == [letter["Id"] for letter in letters]
 
@@ -301,12 +301,12 @@ def test_dead_letters_are_listed_and_replayed_by_the_api_and_the_cli(
         assert one.status_code == 200 and one.json() == {"Replayed": 1}
         missing = httpx.post(f"{base}/msg_nothing/replay", headers=admin)
         assert missing.status_code == 404
-        assert f"Replaying {len(letters) - 1} dead letters" in run_cli(
-            "--db", str(live.db), "hooks", "replay", app.id, "--all"
+        assert f"Replaying {len(letters) - 1} dead letters" in live.cli(
+            "hooks", "replay", app.id, "--all"
         )
         assert wait_for(lambda: len(records_of(receiver, secret)) >= 2400)
         assert listed() == []
-        assert "No dead letters" in run_cli("--db", str(live.db), "hooks", "dead-letters", app.id)
+        assert "No dead letters" in live.cli("hooks", "dead-letters", app.id)
     ids = [r["event_id"] for r in records_of(receiver, secret)]
     sent = [f"b{burst}-{i}" for burst in range(3) for i in range(400)]
     assert sorted(ids) == sorted(sent * 2)  # refused, then delivered
@@ -378,8 +378,7 @@ def test_events_after_retention_deleted_the_newest_are_still_streamed(
         assert answer.status_code == 200, answer.text
 
         def stored() -> int:
-            with contextlib.closing(sqlite3.connect(live.db)) as db:
-                return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(live.query("SELECT count(*) FROM events")[0][0])
 
         assert wait_for(lambda: stored() == 0, timeout=30)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")

@@ -41,6 +41,9 @@ from homing_collector.storage.migrations import migrate
 from tests.collector.test_docs import code_blocks, section
 from tests.conftest import App, Credentials, LiveCollector, run_cli
 
+# The tests here start their own collectors, on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_backends
+
 HOOKS_MD = Path(__file__).resolve().parents[3] / "docs" / "hooks.md"
 
 

@@ -174,8 +174,8 @@ def main() -> int:
                         help="events to load when there is no --source")  # fmt: skip
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--kill-at-batch", type=int, default=0, metavar="N",
-                        help="first kill a run (SIGKILL) in its Nth batch of events, then time the run "
-                        "that resumes it")  # fmt: skip
+                        help="first kill a run (SIGKILL) in its Nth batch of events, then "
+                        "time the run that resumes it")  # fmt: skip
     parser.add_argument("--db-url", help="an empty PostgreSQL database (default: a cluster "
                         "of its own)")  # fmt: skip
     args = parser.parse_args()

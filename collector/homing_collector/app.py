@@ -25,7 +25,7 @@ from homing_collector.hooks.hook_stream import HookStreams
 from homing_collector.hooks.outbox import Outbox
 from homing_collector.hooks.registry import Hooks, Registry
 from homing_collector.hooks.runner import HookRunner
-from homing_collector.hooks.stream_process import StreamProcess
+from homing_collector.hooks.stream_process import Part, StreamProcess
 from homing_collector.hooks.streams import StreamPump
 from homing_collector.metrics import Metrics
 from homing_collector.openapi import document
@@ -90,12 +90,32 @@ def create_app(
     # Webhook deliveries and event streams, in the background of every process; leases
     # in the database share the work between the processes of `serve --workers`.
     # It hands the calls of custom channels named `hook:NAME` to this process's hooks.
+    # Event-stream records are made in a process of their own where the collector owns
+    # its SQLite file (as `serve` does), so that making them never takes the GIL from
+    # the event loop that answers PutEvents; in this process otherwise (on PostgreSQL too).
+    # While that process runs, it makes the deliveries too, but those to this process's
+    # in-process hooks.
+    child: StreamProcess | None = None
+    if (
+        storage is None
+        and os.name == "posix"
+        and settings.db_url is None
+        and isinstance(store, SQLiteStorage)
+    ):
+        child = StreamProcess(
+            store, settings.db_path, settings.synchronous, metrics=metrics,
+            hook_timeout=settings.hook_timeout,
+        )  # fmt: skip
+        source: Part | None = Part(store, lambda: True if child and child.running else None)
+    else:
+        source = None
     outbox = Outbox(
         store,
         metrics,
         timeout=settings.hook_timeout,
         lease=4 * max(settings.hook_timeout, 15),
         hooks=hook_runner,
+        source=source,
     )
     # Campaigns ask their FILTER hooks (webhooks with the outbox's keys, or the in-process
     # hooks they name), and queue their custom channels' calls in the outbox.
@@ -114,14 +134,9 @@ def create_app(
     sweeper = Sweeper(store)
     sealer = Sealer(store)
 
-    # Event-stream records are made in a process of their own where the collector owns
-    # its SQLite file (as `serve` does), so that making them never takes the GIL from
-    # the event loop that answers PutEvents; in this process otherwise (on PostgreSQL too).
-    streams: StreamPump | StreamProcess
-    if storage is None and os.name == "posix" and settings.db_url is None:
-        streams = StreamProcess(store, settings.db_path, settings.synchronous)
-    else:
-        streams = StreamPump(store, wake=outbox.wake, clock=outbox.clock)
+    streams: StreamPump | StreamProcess = child or StreamPump(
+        store, wake=outbox.wake, clock=outbox.clock
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -24,8 +24,9 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -56,6 +57,25 @@ SECRETS_TTL = 1.0  # seconds a process trusts the secrets it read (another may r
 CLOSE_GRACE = 2.0  # seconds that calls in flight get to finish when the collector stops
 
 
+class Deliveries(Protocol):
+    """Where a worker finds the deliveries it makes: the storage's outbox, or the part of
+    it that a process takes (see hooks/stream_process.py)."""
+
+    async def deliveries_due(self, now: float) -> bool: ...
+
+    async def claim_deliveries(
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        *,
+        limit: int,
+        per_destination: int,
+        busy: Sequence[str],
+        held: Sequence[int] = (),
+    ) -> list[Delivery]: ...
+
+
 def destination_label(destination: str) -> str:
     """A destination as /metrics names it: no credentials and no query, which may hold
     tokens."""
@@ -77,7 +97,9 @@ class Outbox:
 
     `clock` (Unix seconds) times attempts, retries, the retry budget and leases; tests
     give one that runs faster than time. `hooks` makes the deliveries to `hook:NAME`
-    destinations (without it, they are retried until they are dead letters).
+    destinations (without it, they are retried until they are dead letters). `source`
+    says which deliveries this worker takes (all of the storage's by default), and
+    `chores=False` leaves the gauges and the purge to another worker of the process.
     """
 
     def __init__(
@@ -95,8 +117,12 @@ class Outbox:
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
         hooks: HookRunner | None = None,
+        source: Deliveries | None = None,
+        chores: bool = True,
     ) -> None:
         self.storage = storage
+        self.source: Deliveries = source or storage
+        self.chores = chores
         self.hooks = hooks
         self.metrics = metrics
         self.policy = policy or RetryPolicy()
@@ -136,11 +162,12 @@ class Outbox:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):
             await self.release_dead_leases()
-        self._tasks = [
-            loop.create_task(self._run()),
-            loop.create_task(self._every(GAUGE_INTERVAL, self.read_gauges)),
-            loop.create_task(self._every(PURGE_INTERVAL, self._purge)),
-        ]
+        self._tasks = [loop.create_task(self._run())]
+        if self.chores:
+            self._tasks += [
+                loop.create_task(self._every(GAUGE_INTERVAL, self.read_gauges)),
+                loop.create_task(self._every(PURGE_INTERVAL, self._purge)),
+            ]
 
     @property
     def in_flight(self) -> int:
@@ -190,10 +217,10 @@ class Outbox:
         if free <= 0:
             return 0
         now = self.clock()
-        if not await self.storage.deliveries_due(now):
+        if not await self.source.deliveries_due(now):
             return 0
         busy = [d for d, n in self._in_flight.items() if n >= self.concurrency]
-        claimed = await self.storage.claim_deliveries(
+        claimed = await self.source.claim_deliveries(
             self.owner,
             now,
             now + self.lease,

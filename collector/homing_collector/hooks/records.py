@@ -28,6 +28,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from types import NoneType
 from typing import Any, NamedTuple
 
 import orjson
@@ -72,6 +73,10 @@ class Records:
         self.app_id = app_id
         # endpoint id -> (the endpoint it was made from, its device, its app version)
         self._parts: dict[str, tuple[Mapping[str, Any] | None, dict[str, Any], Any]] = {}
+        # (id, start, stop) -> the record's session: the events of a session share it,
+        # and its timestamps are read once (bench/stream_records.py: about 12 us of CPU a
+        # record without, 10.5 with).
+        self._sessions: dict[tuple[str, str, str | None], dict[str, Any]] = {}
 
     def make(
         self,
@@ -111,7 +116,7 @@ class Records:
             "application": application,
             "client": {"client_id": endpoint_id},
             "device": device,
-            "session": _session(get("Session")),
+            "session": self._session(get("Session")),
             "attributes": get("Attributes") or {},
             "metrics": get("Metrics") or {},
         }
@@ -123,6 +128,17 @@ class Records:
                 record["endpoint"] = endpoint
         record["event_id"] = event_id
         return record
+
+    def _session(self, session: Any) -> dict[str, Any]:
+        if not session:
+            return {}
+        key = (session.get("Id"), session.get("StartTimestamp"), session.get("StopTimestamp"))
+        if not (type(key[0]) is str and type(key[1]) is str and type(key[2]) in (str, NoneType)):
+            return _session(session)
+        found = self._sessions.get(key)
+        if found is None:
+            found = self._sessions[key] = _session(session)
+        return found
 
 
 def _device(demographic: Mapping[str, Any]) -> dict[str, Any]:

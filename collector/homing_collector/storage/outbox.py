@@ -90,12 +90,17 @@ def enqueue(conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now: fl
     )  # fmt: skip
 
 
-def due(conn: sqlite3.Connection, now: float) -> bool:
+# Whether a delivery goes to an in-process hook (`hook:NAME`), for a worker that takes
+# only those (:hooks true), or all but those (false), or all (NULL).
+_HOOKS = "(:hooks IS NULL OR (substr(o.destination, 1, 5) = 'hook:') = :hooks)"
+
+
+def due(conn: sqlite3.Connection, now: float, hooks: bool | None = None) -> bool:
     """Whether some delivery is due and not leased: a read, before a claim writes."""
     row = conn.execute(
-        "SELECT 1 FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-        " AND (lease_until IS NULL OR lease_until < ?) LIMIT 1",
-        (now, now),
+        "SELECT 1 FROM outbox o WHERE state = 'pending' AND next_attempt_at <= :now"
+        f" AND (lease_until IS NULL OR lease_until < :now) AND {_HOOKS} LIMIT 1",
+        {"now": now, "hooks": hooks},
     ).fetchone()
     return row is not None
 
@@ -110,11 +115,13 @@ def claim(
     per_destination: int,
     busy: Sequence[str],
     held: Sequence[int] = (),
+    hooks: bool | None = None,
 ) -> list[Delivery]:
     """Lease up to `limit` due deliveries to `owner`: at most `per_destination` for each
     destination, none for the `busy` ones, none for a disabled one, none of those `held`
     (in flight in this process, whatever their lease says), and of ordered ones only the
-    oldest pending of its application and destination."""
+    oldest pending of its application and destination; with `hooks`, only those to
+    in-process hooks (True) or none of them (False)."""
     rows = conn.execute(
         f"""
         UPDATE outbox SET lease_owner = :owner, lease_until = :until
@@ -127,6 +134,7 @@ def claim(
                   AND (o.lease_until IS NULL OR o.lease_until < :now)
                   AND o.seq NOT IN (SELECT value FROM json_each(:held))
                   AND o.destination NOT IN (SELECT value FROM json_each(:busy))
+                  AND {_HOOKS}
                   AND NOT EXISTS (SELECT 1 FROM hook_destinations d
                                   WHERE d.app_id = o.app_id AND d.destination = o.destination)
                   AND (o.ordered = 0 OR NOT EXISTS (
@@ -145,6 +153,7 @@ def claim(
             "held": orjson.dumps(list(held)).decode(),
             "per_destination": per_destination,
             "limit": limit,
+            "hooks": hooks,
         },
     ).fetchall()
     return sorted((Delivery(*row) for row in rows), key=lambda d: d.seq)

@@ -1250,8 +1250,9 @@ class SQLiteStorage:
     async def enqueue_deliveries(self, deliveries: Sequence[NewDelivery], now: float) -> None:
         await self._write(lambda conn: outbox_sql.enqueue(conn, deliveries, now), flush_first=False)
 
-    async def deliveries_due(self, now: float) -> bool:
-        return outbox_sql.due(self._read(), now)
+    async def deliveries_due(self, now: float, *, hooks: bool | None = None) -> bool:
+        """`hooks`: only deliveries to in-process hooks (True), or none of them (False)."""
+        return outbox_sql.due(self._read(), now, hooks)
 
     async def claim_deliveries(
         self,
@@ -1263,11 +1264,12 @@ class SQLiteStorage:
         per_destination: int,
         busy: Sequence[str],
         held: Sequence[int] = (),
+        hooks: bool | None = None,
     ) -> list[Delivery]:
         return await self._write(
             lambda conn: outbox_sql.claim(
                 conn, owner, now, lease_until, limit=limit, per_destination=per_destination,
-                busy=busy, held=held,
+                busy=busy, held=held, hooks=hooks,
             ),
             flush_first=False,
         )  # fmt: skip

@@ -170,6 +170,9 @@ def test_every_event_reaches_the_receiver_as_signed_records(
         records = records_of(receiver, secret)
         lag = f'homing_event_stream_lag_events{{application="{app.id}"}} 0'
         assert wait_for(lambda: lag in httpx.get(f"{live.url}/metrics").text)
+        # The event-stream process makes the deliveries, and reports them within a second.
+        attempts = f'homing_hook_attempts_total{{destination="{receiver.url}"}}'
+        assert wait_for(lambda: attempts in httpx.get(f"{live.url}/metrics").text)
         metrics = httpx.get(f"{live.url}/metrics").text
     assert [r["event_id"] for r in records] == [f"e{i}" for i in range(1200)]  # in order
     first = records[0]

@@ -24,6 +24,8 @@ from homing_collector.hooks.retry import RetryPolicy
 from homing_collector.hooks.runner import HookRunner
 from homing_collector.metrics import Metrics
 from homing_collector.storage.base import NewDelivery
+from tests.collector.hooks.receiver import Answer, always
+from tests.collector.hooks.receiver import serving as receiving
 from tests.collector.hooks.test_campaign_hooks import (
     add_endpoints,
     create,
@@ -31,6 +33,7 @@ from tests.collector.hooks.test_campaign_hooks import (
     linux_segment,
     metrics_of,
 )
+from tests.collector.hooks.test_event_stream import send_events as stream_events
 from tests.collector.hooks.test_inprocess_hooks import metric, new_app, serving, wait_for
 from tests.collector.hooks.test_outbox import APP, open_storage, until_true
 from tests.collector.test_campaign_runs import send_events, wait_for_activity
@@ -192,6 +195,40 @@ def test_a_custom_delivery_that_raises_is_retried_through_the_outbox(tmp_path: P
         assert metric(url, 'homing_hook_attempts_total{destination="hook:mailer"}') == 5
     assert deliver.endpoints() == Counter(dict.fromkeys(custom, 1))
     assert len(deliver.taken) == 3 and deliver.calls == 5
+
+
+def test_beside_an_event_stream_the_collector_still_makes_the_hook_calls(
+    tmp_path: Path,
+) -> None:
+    """While an event stream runs, its process makes the outbox's webhook deliveries; the
+    calls to an in-process hook stay with the collector's process, which has the hook."""
+    db = tmp_path / "collector.db"
+    app = new_app(db)
+    deliver = Recorder()
+    with (
+        receiving(always(Answer(200))) as (receiver,),
+        serving(db, Hooks(custom_delivery=deliver, name="mailer")) as url,
+    ):
+        admin = admin_of(db, url, app)
+        admin.put_event_stream(
+            ApplicationId=app.id,
+            WriteEventStream={"DestinationStreamArn": receiver.url, "RoleArn": "ignored"},
+        )
+        # The stream's records arrive: its process runs (only it makes them).
+        live = LiveCollector(db, url=url)
+        stream_events(live.url, app, 100)
+        assert wait_for(lambda: len(receiver.received) >= 1)
+        custom = add_endpoints(admin, app, 120, "CUSTOM", "cust")
+        campaign = create(admin, app, linux_segment(admin, app), **custom_campaign(
+            "hook:mailer", ["CUSTOM"]))  # fmt: skip
+        wait_for_activity(admin, app, campaign["Id"])
+        assert wait_for(lambda: sum(deliver.endpoints().values()) >= len(custom))
+        attempts = f'homing_hook_attempts_total{{destination="{receiver.url}"}}'
+        assert wait_for(lambda: attempts in httpx.get(f"{url}/metrics").text)
+        time.sleep(0.5)  # nothing more comes
+        assert dead_letters(url, app) == []
+        assert metric(url, 'homing_hook_attempts_total{destination="hook:mailer"}') == 3
+    assert deliver.endpoints() == Counter(dict.fromkeys(custom, 1))
 
 
 def test_a_custom_delivery_that_always_raises_is_dead_lettered_and_replayed(

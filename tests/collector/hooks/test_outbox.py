@@ -329,3 +329,34 @@ async def _two_processes(tmp_path: Path) -> None:
     assert len(ids) == 200 and set(ids.values()) == {1}
     both = [sum(o.metrics.hook_attempts.values()) for o in outboxes]
     assert sum(both) == 200
+
+
+def test_a_worker_takes_the_hooks_the_rest_or_all(tmp_path: Path) -> None:
+    """The event-stream process takes every delivery but those to `hook:NAME`, which
+    only the collector's process can make; a worker that is told neither takes all."""
+
+    async def scenario(storage: SQLiteStorage) -> None:
+        now = time.time()
+        await storage.enqueue_deliveries(
+            deliveries("http://127.0.0.1:9/a", 2, "web_") + deliveries("hook:mailer", 2, "hook_"),
+            now,
+        )
+
+        async def claim(owner: str, hooks: bool | None) -> list[str]:
+            found = await storage.claim_deliveries(
+                owner, now, now + 60, limit=10, per_destination=10, busy=[], hooks=hooks
+            )
+            return sorted(d.id for d in found)
+
+        assert await storage.deliveries_due(now, hooks=True)
+        assert await claim("collector", True) == ["hook_0", "hook_1"]
+        assert not await storage.deliveries_due(now, hooks=True)
+        assert await storage.deliveries_due(now, hooks=False)
+        assert await claim("stream process", False) == ["web_0", "web_1"]
+        assert not await storage.deliveries_due(now)
+        await storage.enqueue_deliveries(
+            deliveries("hook:crm", 1, "crm_") + deliveries("https://x.example/", 1, "x_"), now
+        )
+        assert await claim("another", None) == ["crm_0", "x_0"]
+
+    run(tmp_path, scenario)

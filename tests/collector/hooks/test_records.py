@@ -202,6 +202,28 @@ def test_records_of_a_batch_are_those_of_to_record_even_as_an_endpoint_changes()
     assert "device" in orjson.loads(made[4]) and "endpoint" not in orjson.loads(made[4])
 
 
+def test_records_of_a_batch_share_a_session_only_when_it_is_the_same() -> None:
+    # Records reads a session's timestamps once for the events of the session: another
+    # id, start or stop (the session's end comes later) is another session.
+    session = SESSION_STOP["Session"]
+    open_session = {"Id": session["Id"], "StartTimestamp": session["StartTimestamp"]}
+    later = {**session, "StopTimestamp": "2017-02-24T22:13:22.507Z"}
+    other = {**session, "Id": "another"}
+    moved = {**session, "StartTimestamp": "2017-02-24T21:53:22.000Z"}
+    sessions = [open_session, session, later, other, open_session, moved, session, None]
+    events = [{**SESSION_STOP, "Session": s} if s else {"EventType": "a", "Timestamp":
+              SESSION_STOP["Timestamp"]} for s in sessions]  # fmt: skip
+    make = Records(APP).make
+    made = [make("client-1", f"ev-{n}", e, ENDPOINT, 7) for n, e in enumerate(events)]
+    assert made == [to_record(APP, "client-1", f"ev-{n}", e, ENDPOINT, 7)
+                    for n, e in enumerate(events)]  # fmt: skip
+    assert [r["session"].get("stop_timestamp") for r in made] == [
+        None, 1487973802507, 1487974402507, 1487973802507, None, 1487973802507,
+        1487973802507, None,
+    ]  # fmt: skip
+    assert made[5]["session"]["start_timestamp"] == 1487973202000
+
+
 # -- the round trip -----------------------------------------------------------------------
 
 KEY = st.text(string.ascii_letters + string.digits + "_.", min_size=1, max_size=50)

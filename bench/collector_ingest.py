@@ -47,11 +47,13 @@ CREATE DATABASE (the bench makes and drops one per case); ``--postgres`` alone s
 throwaway cluster as the tests do (tests/pg.py). The PostgreSQL server's CPU is read from
 /proc (the postmaster, its living children and those it reaped), so it is counted only when
 the server runs on this machine. Its ratio to SQLite's events/s is issue 17's target.
+With ``--statements`` as well, each PostgreSQL case ends with its costliest statements per
+event stored, from pg_stat_statements (which the throwaway cluster then loads).
 
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
         [--event-ids random|time-ordered] [--rounds 1] [--no-gzip]
         [--grown DB [--grown-app benchapp]] [--event-stream [--campaign]] [--in-process-hook]
-        [--postgres [URL]]
+        [--postgres [URL] [--statements]]
 """
 
 from __future__ import annotations
@@ -579,7 +581,7 @@ PG_KINDS = ("pg", "pg-no-rollups")
 class Postgres:
     """The server of the PostgreSQL cases: named by a URL, or a throwaway cluster."""
 
-    def __init__(self, url: str | None) -> None:
+    def __init__(self, url: str | None, *, statements: bool = False) -> None:
         self._cluster: Any = None
         if not url:
             sys.path.insert(0, str(ROOT))
@@ -587,7 +589,24 @@ class Postgres:
 
             self._cluster = start_cluster()
             url = self._cluster.url("postgres")
+            if statements:  # a module the server loads as it starts: restart it
+                with psycopg().connect(url, autocommit=True) as conn:
+                    conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                data = str(self._cluster.directory / "data")
+                self._cluster.run("pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+                self._cluster.start()
         self.admin_url = url
+        if statements:
+            try:
+                with psycopg().connect(url, autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                    conn.execute("SELECT 1 FROM pg_stat_statements LIMIT 1")
+            except psycopg().Error as exc:
+                self.close()
+                raise SystemExit(
+                    "--statements needs pg_stat_statements in the server's"
+                    f" shared_preload_libraries: {exc}"
+                ) from None
         with psycopg().connect(url, autocommit=True) as conn:
             (backend,) = conn.execute("SELECT pg_backend_pid()").fetchone() or (0,)
             (self.version,) = conn.execute("SHOW server_version").fetchone() or ("?",)
@@ -607,6 +626,30 @@ class Postgres:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"{self.admin_url.rpartition('/')[0]}/{name}"
+
+    def statements(self, database: str, events: int, top: int = 8) -> list[str]:
+        """What the server ran for `database`, per event stored: the costliest statements
+        by time in the executor (lock waits included: wall time, not CPU)."""
+        with psycopg().connect(self.admin_url) as conn:
+            found = conn.execute(
+                "SELECT calls, total_exec_time, query FROM pg_stat_statements s"
+                " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s"
+                " ORDER BY total_exec_time DESC",
+                (database,),
+            ).fetchall()
+        batches = max(events / EVENTS_PER_BATCH, 1)
+        calls = sum(row[0] for row in found)
+        spent = sum(row[1] for row in found)
+        lines = [
+            f"statements {database}: {calls / batches:.1f} per batch of {EVENTS_PER_BATCH},"
+            f" {1000 * spent / max(events, 1):.0f} us per event in the executor"
+        ]
+        for n, ms, query in found[:top]:
+            lines.append(
+                f"  {1000 * ms / max(events, 1):7.1f} us/event {n / batches:5.2f}/batch"
+                f" {ms / n:8.2f} ms/call  {' '.join(query.split())[:90]}"
+            )
+        return lines
 
     def drop(self, url: str) -> None:
         name = url.rpartition("/")[2]
@@ -706,6 +749,13 @@ def _parser() -> argparse.ArgumentParser:
         " 2), with the rollups and without; URL: a server whose user may CREATE DATABASE;"
         " alone: a throwaway cluster",
     )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="with --postgres: print what each PostgreSQL case's statements cost per event"
+        " (pg_stat_statements: loaded into a throwaway cluster; a --postgres URL's server"
+        " must have it in shared_preload_libraries)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -732,7 +782,7 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
     postgres = None
     if args.postgres is not None:
         kinds += ["sqlite-2", *PG_KINDS]
-        postgres = Postgres(args.postgres)
+        postgres = Postgres(args.postgres, statements=args.statements)
         print(f"PostgreSQL {postgres.version}, server processes under pid {postgres.postmaster}")
     try:
         return await _cases(args, workdir, pools, kinds, postgres)
@@ -753,6 +803,7 @@ async def _cases(
     ok = True
     log = workdir / "server.log"
     streamed: list[str] = []  # one line per streamed case: records received against stored
+    profiles: list[str] = []  # with --statements: what each PostgreSQL case ran
     gzips = (False,) if args.no_gzip else (False, True)
     for round_, kind, gzip in itertools.product(range(args.rounds), kinds, gzips):
         if kind not in ("ceiling", "stored") and gzip:
@@ -847,6 +898,8 @@ async def _cases(
             # What the campaign stored for itself, beside the events sent.
             stored_rows, sends = _count_events(db)
             name = db.name if isinstance(db, Path) else db.rpartition("/")[2]
+            if postgres is not None and isinstance(db, str) and args.statements:
+                profiles += postgres.statements(name, stored_rows)
             match = stored_rows - sends - before == counters.accepted
             ok = ok and match
             checks.append(
@@ -939,7 +992,7 @@ async def _cases(
                 + (f", PostgreSQL server {server:.0f} us" if kind in PG_KINDS else "")
                 + f", together {collectors + server:.0f} us"
             )
-    for line in checks + streamed:
+    for line in checks + streamed + profiles:
         print(line)
     if args.keep:
         print(f"kept {workdir}")

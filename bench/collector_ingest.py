@@ -64,6 +64,7 @@ import contextlib
 import gzip as gzip_module
 import itertools
 import json
+import math
 import os
 import random
 import select
@@ -335,7 +336,10 @@ def _cpu_seconds(pid: int, *, reaped: bool = False) -> float:
     ticks = int(fields[11]) + int(fields[12])
     if reaped:
         ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK") + sum(_cpu_seconds(child) for child in children)
+    own = ticks / os.sysconf("SC_CLK_TCK")
+    # A child that ended meanwhile counts nothing here (with `reaped`, its parent's count
+    # has it once it is waited for), rather than making the whole figure nan.
+    return own + sum(0.0 if math.isnan(cpu) else cpu for cpu in map(_cpu_seconds, children))
 
 
 def _no_cpu() -> float:

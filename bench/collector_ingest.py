@@ -38,9 +38,22 @@ through the outbox, which also stores a ``_campaign.send`` event for the stream.
 ratio is issue 15's target: PutEvents with an event stream and a webhook campaign,
 against neither. With ``--rounds`` the cases alternate.
 
+With ``--postgres``, three more cases (gzip off), each on 2 collector processes, on a
+fresh database: SQLite served by ``serve --workers 2``; a new PostgreSQL database served
+by two ``serve`` processes on two ports, the clients spread over both, as separate nodes
+of a scaled-out deployment run; and the same with HOMING_ROLLUPS=0, what keeping the
+analytics rollups at ingest costs. ``--postgres URL`` names a server whose user may
+CREATE DATABASE (the bench makes and drops one per case); ``--postgres`` alone starts a
+throwaway cluster as the tests do (tests/pg.py). The PostgreSQL server's CPU is read from
+/proc (the postmaster, its living children and those it reaped), so it is counted only when
+the server runs on this machine. Its ratio to SQLite's events/s is issue 17's target.
+With ``--statements`` as well, each PostgreSQL case ends with its costliest statements per
+event stored, from pg_stat_statements (which the throwaway cluster then loads).
+
     python bench/collector_ingest.py [--duration 8] [--clients 16] [--warmup 2]
         [--event-ids random|time-ordered] [--rounds 1] [--no-gzip]
         [--grown DB [--grown-app benchapp]] [--event-stream [--campaign]] [--in-process-hook]
+        [--postgres [URL] [--statements]]
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ import contextlib
 import gzip as gzip_module
 import itertools
 import json
+import math
 import os
 import random
 import select
@@ -63,7 +77,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -235,9 +249,14 @@ class Figures:
     requests_per_s: float
     seconds: float
     server_cpu: float  # share of one core, over the measured window
+    db_cpu: float  # the PostgreSQL server's processes (0 on SQLite)
     client_cpu: float
     other_cpu: float  # everything else on the machine: other processes, the kernel's own work
     mean_ms: float
+
+    def us_per_event(self, share: float) -> float:
+        """CPU microseconds per event stored of a share of one core."""
+        return 1e6 * share / self.events_per_s if self.events_per_s else float("nan")
 
 
 def _count_accepted(reply: bytes) -> int:
@@ -301,8 +320,10 @@ def _machine_busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process and of its living children (the collector's events writer)."""
+def _cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """CPU time of a process and of its living children (the collector's events writer,
+    the workers of `serve --workers`); with `reaped`, also of the children it waited for
+    (a PostgreSQL postmaster's backends and autovacuum workers that ended)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         children = [
@@ -312,14 +333,24 @@ def _cpu_seconds(pid: int) -> float:
         ]
     except OSError:
         return float("nan")
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(_cpu_seconds(child) for child in children)
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    own = ticks / os.sysconf("SC_CLK_TCK")
+    # A child that ended meanwhile counts nothing here (with `reaped`, its parent's count
+    # has it once it is waited for), rather than making the whole figure nan.
+    return own + sum(0.0 if math.isnan(cpu) else cpu for cpu in map(_cpu_seconds, children))
+
+
+def _no_cpu() -> float:
+    return 0.0
 
 
 async def _run_case(
     *,
-    port: int,
-    server_pid: int,
+    ports: list[int],
+    server_pids: list[int],
+    db_cpu: Callable[[], float],
     path: str,
     token: str,
     gzip: bool,
@@ -330,7 +361,7 @@ async def _run_case(
     stored: bool,
 ) -> tuple[Figures, Counters]:
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {token}\r\n"
         "Content-Type: application/json\r\nAccept-Encoding: identity\r\n"
     ).encode()
     stop = asyncio.Event()
@@ -338,15 +369,19 @@ async def _run_case(
     latency = [0.0]
     tasks = [
         asyncio.create_task(_client(port, head, gzip, bodies, stop, counters, latency, stored))
-        for _ in range(clients)
+        for port in itertools.islice(cycle(ports), clients)
     ]
+
+    def server_seconds() -> float:
+        return sum(_cpu_seconds(pid) for pid in server_pids)
+
     await asyncio.sleep(warmup)
     t0, r0, e0, l0 = time.perf_counter(), counters.requests, counters.accepted, latency[0]
-    s0, c0, m0 = _cpu_seconds(server_pid), time.process_time(), _machine_busy_seconds()
+    s0, d0, c0, m0 = server_seconds(), db_cpu(), time.process_time(), _machine_busy_seconds()
     while time.perf_counter() - t0 < duration and not all(t.done() for t in tasks):
         await asyncio.sleep(0.05)
     t1, r1, e1, l1 = time.perf_counter(), counters.requests, counters.accepted, latency[0]
-    s1, c1, m1 = _cpu_seconds(server_pid), time.process_time(), _machine_busy_seconds()
+    s1, d1, c1, m1 = server_seconds(), db_cpu(), time.process_time(), _machine_busy_seconds()
     ran_out = all(t.done() for t in tasks) and t1 - t0 < duration
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), REPLY_TIMEOUT + 5)
@@ -361,8 +396,9 @@ async def _run_case(
             requests_per_s=(r1 - r0) / elapsed,
             seconds=elapsed,
             server_cpu=(s1 - s0) / elapsed,
+            db_cpu=(d1 - d0) / elapsed,
             client_cpu=(c1 - c0) / elapsed,
-            other_cpu=max(0.0, (m1 - m0) - (s1 - s0) - (c1 - c0)) / elapsed,
+            other_cpu=max(0.0, (m1 - m0) - (s1 - s0) - (d1 - d0) - (c1 - c0)) / elapsed,
             mean_ms=1000 * (l1 - l0) / max(r1 - r0, 1),
         ),
         counters,
@@ -373,7 +409,7 @@ async def _run_case(
 
 
 def _start_server(
-    python: str, db: Path, log: Path, extra: list[str], env: dict[str, str] | None = None
+    python: str, db: Path | str, log: Path, extra: list[str], env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     with log.open("ab") as stderr:
         process = subprocess.Popen(
@@ -540,6 +576,116 @@ def _stop_server(process: subprocess.Popen[bytes]) -> None:
         process.stdout.close()
 
 
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_KINDS = ("pg", "pg-no-rollups")
+
+
+class Postgres:
+    """The server of the PostgreSQL cases: named by a URL, or a throwaway cluster."""
+
+    def __init__(self, url: str | None, *, statements: bool = False) -> None:
+        self._cluster: Any = None
+        if not url:
+            sys.path.insert(0, str(ROOT))
+            from tests.pg import start_cluster
+
+            self._cluster = start_cluster()
+            url = self._cluster.url("postgres")
+            if statements:  # a module the server loads as it starts: restart it
+                with psycopg().connect(url, autocommit=True) as conn:
+                    conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                data = str(self._cluster.directory / "data")
+                self._cluster.run("pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+                self._cluster.start()
+        self.admin_url = url
+        if statements:
+            try:
+                with psycopg().connect(url, autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                    conn.execute("SELECT 1 FROM pg_stat_statements LIMIT 1")
+            except psycopg().Error as exc:
+                self.close()
+                raise SystemExit(
+                    "--statements needs pg_stat_statements in the server's"
+                    f" shared_preload_libraries: {exc}"
+                ) from None
+        with psycopg().connect(url, autocommit=True) as conn:
+            (backend,) = conn.execute("SELECT pg_backend_pid()").fetchone() or (0,)
+            (self.version,) = conn.execute("SHOW server_version").fetchone() or ("?",)
+        # The postmaster is the parent of every backend; off this machine there is no CPU
+        # to read (nan).
+        try:
+            stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+            self.postmaster = int(stat[1])
+        except OSError:
+            self.postmaster = 0
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.postmaster, reaped=True) if self.postmaster else float("nan")
+
+    def create(self, name: str) -> str:
+        with psycopg().connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"{self.admin_url.rpartition('/')[0]}/{name}"
+
+    def statements(self, database: str, events: int, top: int = 8) -> list[str]:
+        """What the server ran for `database`, per event stored: the costliest statements
+        by time in the executor (lock waits included: wall time, not CPU)."""
+        with psycopg().connect(self.admin_url) as conn:
+            found = conn.execute(
+                "SELECT calls, total_exec_time, query FROM pg_stat_statements s"
+                " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s"
+                " ORDER BY total_exec_time DESC",
+                (database,),
+            ).fetchall()
+        batches = max(events / EVENTS_PER_BATCH, 1)
+        calls = sum(row[0] for row in found)
+        spent = sum(row[1] for row in found)
+        lines = [
+            f"statements {database}: {calls / batches:.1f} per batch of {EVENTS_PER_BATCH},"
+            f" {1000 * spent / max(events, 1):.0f} us per event in the executor"
+        ]
+        for n, ms, query in found[:top]:
+            lines.append(
+                f"  {1000 * ms / max(events, 1):7.1f} us/event {n / batches:5.2f}/batch"
+                f" {ms / n:8.2f} ms/call  {' '.join(query.split())[:90]}"
+            )
+        return lines
+
+    def drop(self, url: str) -> None:
+        name = url.rpartition("/")[2]
+        with psycopg().connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+            shutil.rmtree(self._cluster.directory, ignore_errors=True)
+
+
+def psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise SystemExit('--postgres needs psycopg: pip install "homing[postgres]"') from None
+    return psycopg
+
+
+def _count_events(db: Path | str) -> tuple[int, int]:
+    """Rows in the events table, and how many of them a campaign stored for itself."""
+    sql = "SELECT count(*), count(*) FILTER (WHERE event_type = '_campaign.send') FROM events"
+    if isinstance(db, str):
+        with psycopg().connect(db) as conn:
+            total, sends = conn.execute(sql).fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            total, sends = conn.execute(sql).fetchone()
+    return int(total), int(sends)
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -598,6 +744,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --event-stream: that case also has a campaign triggered by events active",
     )
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="also store into PostgreSQL (two serve processes) beside SQLite (serve --workers"
+        " 2), with the rollups and without; URL: a server whose user may CREATE DATABASE;"
+        " alone: a throwaway cluster",
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="with --postgres: print what each PostgreSQL case's statements cost per event"
+        " (pg_stat_statements: loaded into a throwaway cluster; a --postgres URL's server"
+        " must have it in shared_preload_libraries)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the log")
     return parser
 
@@ -618,25 +780,49 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         f"{args.warmup:g} s warm-up, {args.duration:g} s measured; {args.rounds} round(s)\n"
     )
 
+    kinds = ["ceiling", "stored"] + (["grown"] if args.grown else [])
+    kinds += ["streamed"] if args.event_stream else []
+    kinds += ["hooked"] if args.in_process_hook else []
+    postgres = None
+    if args.postgres is not None:
+        kinds += ["sqlite-2", *PG_KINDS]
+        postgres = Postgres(args.postgres, statements=args.statements)
+        print(f"PostgreSQL {postgres.version}, server processes under pid {postgres.postmaster}")
+    try:
+        return await _cases(args, workdir, pools, kinds, postgres)
+    finally:
+        if postgres is not None:
+            postgres.close()
+
+
+async def _cases(
+    args: argparse.Namespace,
+    workdir: Path,
+    pools: dict[bool, list[bytes]],
+    kinds: list[str],
+    postgres: Postgres | None,
+) -> int:
     rows: list[tuple[str, bool, Figures, Counters]] = []
     checks: list[str] = []  # one line per stored case: rows stored against events answered
     ok = True
     log = workdir / "server.log"
-    kinds = ["ceiling", "stored"] + (["grown"] if args.grown else [])
-    kinds += ["streamed"] if args.event_stream else []
-    kinds += ["hooked"] if args.in_process_hook else []
     streamed: list[str] = []  # one line per streamed case: records received against stored
+    profiles: list[str] = []  # with --statements: what each PostgreSQL case ran
     gzips = (False,) if args.no_gzip else (False, True)
     for round_, kind, gzip in itertools.product(range(args.rounds), kinds, gzips):
-        if kind in ("grown", "streamed", "hooked") and gzip:
+        if kind not in ("ceiling", "stored") and gzip:
             continue
         stored = kind != "ceiling"
         # A fresh database for each case: stored events cost more as the database
         # grows, and the cases must compare like with like; "grown" is a fresh copy of
         # --grown, events stored before into the same application.
-        db = workdir / f"bench-{kind}-{gzip}-{round_}.db"
+        db: Path | str = workdir / f"bench-{kind}-{gzip}-{round_}.db"
+        if kind in PG_KINDS:
+            assert postgres is not None
+            db = postgres.create(f"bench_{kind.replace('-', '_')}_{round_}")
         before = 0
         if kind == "grown":
+            assert isinstance(db, Path)
             shutil.copyfile(args.grown, db)
             # With its columnar copy, if it has one: without, the collector would spend the
             # case copying every day of --grown again, which is not what storing costs.
@@ -661,10 +847,18 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             app = json.loads(created.stdout)
             app_id, token = app["application_id"], app["ingest"]["token"]
         env = _hook_plugin(workdir) if kind == "hooked" else None
-        process, port = _start_server(args.server_python, db, log, args.server_arg, env)
+        env = {"HOMING_ROLLUPS": "0"} if kind == "pg-no-rollups" else env
+        extra = [*args.server_arg, "--workers", "2"] if kind == "sqlite-2" else args.server_arg
+        # PostgreSQL: two collectors on two ports, as two nodes of one deployment run.
+        processes: list[subprocess.Popen[bytes]] = []
+        ports: list[int] = []
         receiver = StreamReceiver()
         try:
-            await _wait_healthy(port)
+            for _ in range(2 if kind in PG_KINDS else 1):
+                process, port = _start_server(args.server_python, db, log, extra, env)
+                processes.append(process)
+                ports.append(port)
+                await _wait_healthy(port)
             if kind == "streamed":
                 await receiver.start()
                 admin = app["admin"]["token"]
@@ -677,8 +871,10 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             # The ceiling stores nothing, so it may go round its pool; the stored
             # cases send each batch once.
             bodies = iter(pools[gzip]) if stored else cycle(pools[gzip])
+            db_cpu = postgres.cpu_seconds if postgres and kind in PG_KINDS else _no_cpu
             figures, counters = await _run_case(
-                port=port, server_pid=process.pid, path=path, token=token, gzip=gzip,
+                ports=ports, server_pids=[p.pid for p in processes], db_cpu=db_cpu,
+                path=path, token=token, gzip=gzip,
                 bodies=bodies, clients=args.clients, warmup=args.warmup,
                 duration=args.duration, stored=stored,
             )  # fmt: skip
@@ -698,26 +894,30 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
                 )
                 count_file.unlink(missing_ok=True)
         finally:
-            _stop_server(process)
+            for process in processes:
+                _stop_server(process)
             await receiver.close()
         rows.append((kind, gzip, figures, counters))
         if stored:
-            with contextlib.closing(sqlite3.connect(db)) as conn:
-                (stored_rows,) = conn.execute("SELECT count(*) FROM events").fetchone()
-                # What the campaign stored for itself, beside the events sent.
-                (sends,) = conn.execute(
-                    "SELECT count(*) FROM events WHERE event_type = '_campaign.send'"
-                ).fetchone()
+            # What the campaign stored for itself, beside the events sent.
+            stored_rows, sends = _count_events(db)
+            name = db.name if isinstance(db, Path) else db.rpartition("/")[2]
+            if postgres is not None and isinstance(db, str) and args.statements:
+                profiles += postgres.statements(name, stored_rows)
             match = stored_rows - sends - before == counters.accepted
             ok = ok and match
             checks.append(
-                f"check {db.name}: {stored_rows - sends - before:,} rows added to events"
+                f"check {name}: {stored_rows - sends - before:,} rows added to events"
                 f" ({before:,} before"
                 + (f"; and {sends:,} _campaign.send events" if sends else "")
                 + f"), {counters.accepted:,} events answered 202: "
                 + ("OK" if match else "MISMATCH")
             )
-        if not args.keep:  # a stored database is ~1 GB
+        if isinstance(db, str):
+            if not args.keep:
+                assert postgres is not None
+                postgres.drop(db)
+        elif not args.keep:  # a stored database is ~1 GB
             for path in workdir.glob(db.name + "*"):  # with its -wal and -columnar
                 if path.is_dir():
                     shutil.rmtree(path)
@@ -727,19 +927,23 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
             print(f"  ! {kind} gzip={gzip}: {error}")
 
     print(
-        f"{'case':<25}{'gzip':<6}{'events/s':>11}{'requests/s':>12}{'mean ms':>9}"
-        f"{'server CPU':>12}{'bench CPU':>11}{'other CPU':>11}"
+        f"{'case':<27}{'gzip':<6}{'events/s':>11}{'requests/s':>12}{'mean ms':>9}"
+        f"{'server CPU':>12}{'db CPU':>8}{'bench CPU':>11}{'other CPU':>11}"
+        f"{'server us/ev':>14}{'db us/ev':>10}{'bench us/ev':>13}"
     )
     streamed_name = "stored, stream+campaign" if args.campaign else "stored, event stream"
     names = {"stored": "stored (PutEvents)", "ceiling": "ceiling (parse-only)",
              "grown": "stored, grown db", "streamed": streamed_name,
-             "hooked": "stored, in-proc hook"}  # fmt: skip
+             "hooked": "stored, in-proc hook", "sqlite-2": "stored, SQLite, 2 workers",
+             "pg": "stored, PostgreSQL", "pg-no-rollups": "stored, PG, no rollups"}  # fmt: skip
     for kind, gzip, f, _ in rows:
         name = names[kind]
         print(
-            f"{name:<25}{'on' if gzip else 'off':<6}{f.events_per_s:>11,.0f}"
-            f"{f.requests_per_s:>12,.0f}{f.mean_ms:>9.1f}{f.server_cpu:>11.0%}"
-            f"{f.client_cpu:>11.0%}{f.other_cpu:>11.0%}"
+            f"{name:<27}{'on' if gzip else 'off':<6}{f.events_per_s:>11,.0f}"
+            f"{f.requests_per_s:>12,.0f}{f.mean_ms:>9.1f}{f.server_cpu:>12.0%}"
+            f"{f.db_cpu:>8.0%}{f.client_cpu:>11.0%}{f.other_cpu:>11.0%}"
+            f"{f.us_per_event(f.server_cpu):>14.0f}{f.us_per_event(f.db_cpu):>10.0f}"
+            f"{f.us_per_event(f.client_cpu):>13.0f}"
         )
     for gzip in gzips:
         rates = {
@@ -771,7 +975,28 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> int:
         beside_empty("streamed", f"with {what}", "with neither", "85%")
     if args.in_process_hook:
         beside_empty("hooked", "with an in-process event-stream hook", "without")
-    for line in checks + streamed:
+    if args.postgres is not None:
+
+        def median(kind: str, value: Callable[[Figures], float]) -> float:
+            return statistics.median(value(f) for k, _, f, _ in rows if k == kind)
+
+        sqlite = median("sqlite-2", lambda f: f.events_per_s)
+        for kind, what in (("pg", "with the rollups"), ("pg-no-rollups", "without rollups")):
+            rate = median(kind, lambda f: f.events_per_s)
+            print(
+                f"gzip off, 2 collector processes: PostgreSQL {what} {rate:,.0f}, SQLite"
+                f" {sqlite:,.0f} events/s: {rate / sqlite:.1%}"
+                + (" (target 60%)" if kind == "pg" else "")
+            )
+        for kind in ("sqlite-2", *PG_KINDS):
+            collectors = median(kind, lambda f: f.us_per_event(f.server_cpu))
+            server = median(kind, lambda f: f.us_per_event(f.db_cpu))
+            print(
+                f"CPU per event, {names[kind]}: collectors {collectors:.0f} us"
+                + (f", PostgreSQL server {server:.0f} us" if kind in PG_KINDS else "")
+                + f", together {collectors + server:.0f} us"
+            )
+    for line in checks + streamed + profiles:
         print(line)
     if args.keep:
         print(f"kept {workdir}")

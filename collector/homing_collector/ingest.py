@@ -26,6 +26,7 @@ from homing_collector import device, endpoints
 from homing_collector.analytics.rollups import Summary
 from homing_collector.errors import bad_request
 from homing_collector.storage.base import EndpointUpdate, EventRow, Storage
+from homing_collector.validation import NUL_RULE, nul_at
 
 ACCEPTED = {"StatusCode": 202, "Message": "Accepted"}
 
@@ -135,6 +136,8 @@ def check_events(
         try:
             endpoint = item.get("Endpoint")
             update = check_endpoint({} if endpoint is None else endpoint, "Endpoint")
+            if (where := nul_at(endpoint, "Endpoint")) is not None:
+                raise WireError(where, NUL_RULE)
             updates.append(EndpointUpdate(endpoint_id, update))
         except WireError as exc:
             result["EndpointItemResponse"] = _rejected(str(exc))
@@ -143,6 +146,8 @@ def check_events(
                 check_id(event_id, "Events")
                 timestamp = check_event(event)
                 body = orjson.dumps(event)
+                if b"\\u0000" in body and (where := nul_at(event, "Event")) is not None:
+                    raise WireError(where, NUL_RULE)  # JSON spells a NUL only so
                 if check_size and len(body) > limits.MAX_EVENT_BYTES:
                     raise WireError(
                         "Event",

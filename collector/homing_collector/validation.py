@@ -42,6 +42,46 @@ def _error(exc: msgspec.ValidationError) -> PinpointError:
     return bad_request(f"{where}: {rule}" if where else rule)
 
 
+NUL_RULE = "must not contain the NUL character (U+0000)"
+
+
+def nul_at(value: Any, path: str = "") -> str | None:
+    """Where `value` (parsed JSON) holds a NUL character, in a key or a string: its path
+    (`a.b.0`), or None. No stored text may hold one (PostgreSQL's text cannot), so a
+    request that would store one is refused, on every backend alike."""
+    if type(value) is str:
+        return (path or "body") if "\x00" in value else None
+    if type(value) is dict:
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return here
+            found = nul_at(item, here)
+            if found is not None:
+                return found
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            found = nul_at(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
+def check_no_nul(raw: bytes, payload: Any) -> None:
+    """400 if the request body holds a NUL character anywhere (JSON spells one only as
+    \\u0000, so bodies without that text are not walked)."""
+    if b"\\u0000" in raw:
+        found = nul_at(payload)
+        if found is not None:
+            raise bad_request(f"{found}: {NUL_RULE}")
+
+
+def check_query_no_nul(params: QueryParams) -> None:
+    for name, value in params.multi_items():
+        if "\x00" in value or "\x00" in name:
+            raise bad_request(f"{name}: {NUL_RULE}")
+
+
 def check_body(payload: Any, model: Any) -> None:
     """Raise 400 unless `payload` is a `model`."""
     try:

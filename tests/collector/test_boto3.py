@@ -198,6 +198,58 @@ def test_same_event_id_on_two_endpoints_is_two_events(
     assert len(rows) == 2
 
 
+def test_a_nul_character_is_refused_where_it_is_and_nowhere_else(
+    collector: LiveCollector, app: App
+) -> None:
+    """No stored text may hold U+0000 (PostgreSQL's cannot): the event or endpoint that
+    holds one is refused, naming where, on both backends; the rest of the batch is stored."""
+    headers = {"Authorization": f"Bearer {app.ingest.token}"}
+    endpoint_id = f"nul-{uuid.uuid4().hex[:8]}"
+    events = {
+        "ok": event(),
+        "type": event("Bought\x00"),
+        "value": event(Attributes={"color": "red\x00"}),
+        "key": event(Metrics={"a\x00b": 1.0}),
+        "escaped": event(Attributes={"path": "C:\\u0000"}),  # a backslash, then "u0000"
+    }
+    answer = httpx.post(
+        f"{collector.url}/v1/apps/{app.id}/events",
+        json={"BatchItem": {endpoint_id: {
+            "Endpoint": {"Attributes": {"team": ["a\x00"]}}, "Events": events}}},
+        headers=headers,
+    )  # fmt: skip
+    assert answer.status_code == 202, answer.text
+    result = answer.json()["Results"][endpoint_id]
+    statuses = result["EventsItemResponse"]
+    assert statuses["ok"]["StatusCode"] == statuses["escaped"]["StatusCode"] == 202
+    for event_id, where in [("type", "Event.EventType"), ("value", "Event.Attributes.color"),
+                            ("key", "Event.Metrics.a\x00b")]:  # fmt: skip
+        assert statuses[event_id]["StatusCode"] == 400
+        assert statuses[event_id]["Message"] == (
+            f"{where}: must not contain the NUL character (U+0000)"
+        )
+    assert result["EndpointItemResponse"]["StatusCode"] == 400
+    assert (
+        "Endpoint.Attributes.team.0: must not contain" in result["EndpointItemResponse"]["Message"]
+    )
+    stored = {row[1] for row in stored_events(collector, app.id) if row[0] == endpoint_id}
+    assert stored == {"ok", "escaped"}
+    # Elsewhere, the whole request is refused.
+    admin = {"Authorization": f"Bearer {app.admin.token}"}
+    update = httpx.put(
+        f"{collector.url}/v1/apps/{app.id}/endpoints/{endpoint_id}",
+        json={"Address": "x", "ChannelType": "CUSTOM", "User": {"UserId": "u\x00"}},
+        headers=admin,
+    )
+    assert update.status_code == 400, update.text
+    assert update.json()["Message"] == "User.UserId: must not contain the NUL character (U+0000)"
+    listed = httpx.get(
+        f"{collector.url}/v1/apps/{app.id}/segments", params={"token": "a\x00"}, headers=admin
+    )
+    assert listed.status_code == 400, listed.text
+    assert listed.json()["Message"].startswith("token: must not contain the NUL")
+
+
 def test_timestamp_far_in_the_future_is_stored_as_arrival_time(
     collector: LiveCollector, app: App, ingest: Any
 ) -> None:

@@ -1742,7 +1742,9 @@ def test_postgres_runs_again_a_write_aborted_to_break_a_deadlock(postgres_url: s
 
             await asyncio.gather(storage._write(crossing(1, 2)), storage._write(crossing(2, 1)))
             rows = await storage._rows("SELECT n FROM pair ORDER BY id")
-            assert sorted(runs.values()) == [1, 2]  # one of them ran again
+            # One of them ran again (on a busy machine the second may also have met the
+            # first's retry, and run again too); the sums below say each counted once.
+            assert max(runs.values()) >= 2
             return [n for (n,) in rows]
         finally:
             await storage.close()

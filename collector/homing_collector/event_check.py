@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -59,7 +59,7 @@ _MAX_KEYS = limits.MAX_EVENT_KEYS
 
 
 def check_common(
-    events: dict[str, object],
+    events: dict[str, Any],
 ) -> list[tuple[str, str, int, str | None, bytes]] | None:
     """(event id, event type, timestamp in ms, session id, body) of each event in
     `events` (an entry's Events), if each is valid in the common form; else None."""
@@ -69,11 +69,10 @@ def check_common(
         return None
     checked = []
     starts: set[str] = set()  # the Session.StartTimestamps seen: the events share a few
-    for event_id, event in typed.items():
+    # msgspec keeps the order of the keys: each Struct is beside the dict it was made of.
+    for (event_id, event), raw in zip(typed.items(), events.values(), strict=True):
         if not (0 < len(event_id) <= _MAX_ID and event_id.isprintable()):
             return None
-        raw = events[event_id]
-        assert type(raw) is dict  # msgspec made a Struct of it
         if not _common_time(raw["Timestamp"]):
             return None
         keys = 0

@@ -25,6 +25,7 @@ from homing.wire import (
 from homing_collector import device, endpoints
 from homing_collector.analytics.rollups import Summary
 from homing_collector.errors import bad_request
+from homing_collector.event_check import check_common
 from homing_collector.storage.base import EndpointUpdate, EventRow, Storage
 from homing_collector.validation import NUL_RULE, nul_at
 
@@ -141,6 +142,22 @@ def check_events(
             updates.append(EndpointUpdate(endpoint_id, update))
         except WireError as exc:
             result["EndpointItemResponse"] = _rejected(str(exc))
+        common = check_common(events) if events else None
+        if common is not None and not (
+            check_size and any(len(body) > limits.MAX_EVENT_BYTES for *_, body in common)
+        ):
+            for event_id, event_type, timestamp_ms, session_id, body in common:
+                if timestamp_ms > latest_ms:
+                    timestamp_ms = now_ms
+                rows.append(
+                    EventRow(
+                        endpoint_id, event_id, event_type, timestamp_ms, now_ms, session_id, body
+                    )
+                )
+                if summary is not None:
+                    summary.add(endpoint_id, event_type, timestamp_ms, session_id, events[event_id])
+                statuses[event_id] = ACCEPTED
+            continue
         for event_id, event in events.items():
             try:
                 check_id(event_id, "Events")

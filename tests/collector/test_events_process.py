@@ -6,16 +6,20 @@ failure of its own into a 500.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
+from homing_collector.storage import events_process
 from tests.collector.traffic import Traffic, acknowledged_keys, new_batch, stored_events
 from tests.conftest import LiveCollector
 
@@ -135,3 +139,66 @@ def test_a_dead_events_writer_costs_no_acknowledged_event_and_no_500(
     missing = (traffic.acknowledged | set(keys)) - stored.keys()
     assert not missing, f"{len(missing)} acknowledged events are not in the database"
     assert set(stored.values()) == {1}
+
+
+@pytest.fixture
+def writer_end() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(the collector's end, the writer's end) of a socket pair."""
+    collector, writer = socket.socketpair()
+    with collector, writer:
+        yield collector, writer
+
+
+def _send_later(sock: socket.socket, delay: float, count: int) -> threading.Thread:
+    def send() -> None:
+        time.sleep(delay)
+        with contextlib.suppress(OSError):  # the test is over (it failed): nobody reads
+            sock.sendall(b"".join(events_process.frame((n, "batch")) for n in range(count)))
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+def test_a_batch_that_finds_the_writer_idle_is_taken_at_once(
+    writer_end: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector, writer = writer_end
+    monkeypatch.setattr(events_process, "GATHER_WAIT", 5.0)
+    first = _send_later(collector, 0.05, 1)  # the writer is blocked waiting by then
+    later = _send_later(collector, 1.0, 1)
+    started = time.monotonic()
+    messages, eof = events_process.read_frames(writer, bytearray(), memoryview(bytearray(4096)))
+    assert (messages, eof) == ([(0, "batch")], False)
+    assert time.monotonic() - started < 0.9  # not held for the next one
+    first.join()
+    later.join()
+
+
+def test_while_batches_keep_coming_the_writer_gathers_them(
+    writer_end: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector, writer = writer_end
+    monkeypatch.setattr(events_process, "GATHER_WAIT", 5.0)
+    collector.sendall(events_process.frame((99, "waiting")))  # busy: one was waiting
+    more = _send_later(collector, 0.05, events_process.GATHER - 1)
+    after = _send_later(collector, 2.0, 1)
+    started = time.monotonic()
+    messages, _ = events_process.read_frames(writer, bytearray(), memoryview(bytearray(4096)))
+    assert len(messages) == events_process.GATHER  # gathered, and no more waited for
+    assert time.monotonic() - started < 1.9
+    more.join()
+    after.join()
+
+
+def test_the_writer_waits_no_longer_than_gather_wait(
+    writer_end: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector, writer = writer_end
+    monkeypatch.setattr(events_process, "GATHER_WAIT", 0.2)
+    collector.sendall(events_process.frame((1, "waiting")))
+    started = time.monotonic()
+    messages, _ = events_process.read_frames(writer, bytearray(), memoryview(bytearray(4096)))
+    waited = time.monotonic() - started
+    assert messages == [(1, "waiting")]
+    assert 0.2 <= waited < 1.5

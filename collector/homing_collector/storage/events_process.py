@@ -31,6 +31,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,10 +57,15 @@ _READY = 0  # the job id of the child's first frame
 _START_TIMEOUT = 30.0  # seconds for the child to open the database
 _STOP_TIMEOUT = 60.0  # seconds for the child to exit once every batch is answered
 _MAX_JOBS_PER_COMMIT = 512
+# bench/collector_cpu.py: a commit of 1 batch of 100 events costs 14.3 us an event in the
+# writer, of 8 batches 9.0. Waiting up to 3 ms for 8 made 4.7 batches a commit of 2.6 under
+# collector_ingest.py's 16 clients.
+GATHER = 8
+GATHER_WAIT = 0.003  # seconds
 _BUFFER_BYTES = 4 << 20
 
 
-def _frame(message: Any) -> bytes:
+def frame(message: Any) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(data)) + data
 
@@ -144,7 +150,7 @@ class EventsProcess:
         future: asyncio.Future[IngestResult] = self._loop.create_future()
         self._futures[job_id] = future
         self._transport.write(
-            _frame(
+            frame(
                 (job_id, app_id, list(endpoints), values, merge, max_event_types,
                  max_user_endpoints, summary)
             )
@@ -232,25 +238,39 @@ class _Protocol(asyncio.Protocol):
 # -- the child --------------------------------------------------------------------------
 
 
-def _read_frames(
+def read_frames(
     sock: socket.socket, buffer: bytearray, scratch: memoryview
 ) -> tuple[list[Any], bool]:
     """Block for at least one frame, then take every whole frame that has arrived.
-    Returns the messages and whether the collector has closed its end."""
+    Returns the messages and whether the collector has closed its end.
+
+    When batches keep coming (one was already waiting), wait up to GATHER_WAIT for
+    GATHER of them: each commit has a fixed cost, which more batches share. A batch that
+    finds the writer idle is written at once."""
     messages: list[Any] = []
     eof = False
-    blocking = True
+    busy: bool | None = None  # whether the first batch was waiting already
+    gather_until = 0.0
     while True:
         _take_frames(buffer, messages, _MAX_JOBS_PER_COMMIT)
         if eof or len(messages) >= _MAX_JOBS_PER_COMMIT:
             return messages, eof
-        if messages:
-            blocking = False
-        sock.setblocking(blocking)
+        if messages and busy is None:
+            busy = True
+            gather_until = time.monotonic() + GATHER_WAIT
+        timeout: float | None = 0.0
+        if not messages and busy is not None:
+            timeout = None  # idle: block until a batch comes, and write it at once
+        elif messages and busy and len(messages) < GATHER:
+            timeout = max(0.0, gather_until - time.monotonic())
+        sock.settimeout(timeout)
         try:
             received = sock.recv_into(scratch)
-        except BlockingIOError:
-            return messages, False
+        except (BlockingIOError, TimeoutError):
+            if messages:
+                return messages, False
+            busy = False
+            continue
         if not received:
             eof = True
         buffer += scratch[:received]
@@ -268,12 +288,12 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=fd)
     storage = SQLiteStorage(path, synchronous=synchronous, rollups=rollups)
     conn = storage.open_writer(migrate_schema=False)  # the collector has migrated it
-    sock.sendall(_frame((_READY, True, None)))
+    sock.sendall(frame((_READY, True, None)))
     buffer = bytearray()
     scratch = memoryview(bytearray(_BUFFER_BYTES))
     eof = False
     while not eof:
-        messages, eof = _read_frames(sock, buffer, scratch)
+        messages, eof = read_frames(sock, buffer, scratch)
         if not messages:
             continue
         jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]
@@ -282,7 +302,7 @@ def main(argv: list[str]) -> int:
         for message, (value, ok) in zip(messages, outcomes, strict=True):
             if not ok and not isinstance(value, StorageFull):
                 value = StorageError(f"{type(value).__name__}: {value}")
-            replies.append(_frame((message[0], ok, value)))
+            replies.append(frame((message[0], ok, value)))
         sock.setblocking(True)
         sock.sendall(b"".join(replies))
     storage.close_writer(conn)

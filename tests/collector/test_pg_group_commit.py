@@ -211,3 +211,26 @@ def test_a_failed_group_is_written_again_batch_by_batch(
             assert result.stored == len(batch.events) - (batch is sent[5])  # its duplicate
     stored = _contents(postgres_url)["events"]
     assert len(stored) == sum(len(batch.events) for batch in sent if batch is not bad) - 1
+
+
+def test_a_cancelled_caller_leaves_its_batch_to_its_group(
+    postgres_url: str, groups: list[int]
+) -> None:
+    sent = batches(3)[:6]
+
+    async def main() -> list[IngestResult | BaseException]:
+        storage = await _storage(postgres_url)
+        try:
+            tasks = [asyncio.ensure_future(batch.put(storage)) for batch in sent]
+            await asyncio.sleep(0)  # each batch queued, none written yet
+            tasks[2].cancel()
+            return list(await asyncio.gather(*tasks, return_exceptions=True))
+        finally:
+            await storage.close()
+
+    results = _run(main)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert max(groups) > 1
+    stored = {row[2] for row in _contents(postgres_url)["events"]}
+    assert {row.event_id for row in sent[2].events} <= stored
+    assert len(stored) == len({row.event_id for batch in sent for row in batch.events})

@@ -67,15 +67,6 @@ def nul_at(value: Any, path: str = "") -> str | None:
     return None
 
 
-def check_no_nul(raw: bytes, payload: Any) -> None:
-    """400 if the request body holds a NUL character anywhere (JSON spells one only as
-    \\u0000, so bodies without that text are not walked)."""
-    if b"\\u0000" in raw:
-        found = nul_at(payload)
-        if found is not None:
-            raise bad_request(f"{found}: {NUL_RULE}")
-
-
 def check_query_no_nul(params: QueryParams) -> None:
     for name, value in params.multi_items():
         if "\x00" in value or "\x00" in name:

@@ -234,15 +234,8 @@ def test_a_nul_character_is_refused_where_it_is_and_nowhere_else(
     )
     stored = {row[1] for row in stored_events(collector, app.id) if row[0] == endpoint_id}
     assert stored == {"ok", "escaped"}
-    # Elsewhere, the whole request is refused.
+    # A query parameter that holds one is refused too.
     admin = {"Authorization": f"Bearer {app.admin.token}"}
-    update = httpx.put(
-        f"{collector.url}/v1/apps/{app.id}/endpoints/{endpoint_id}",
-        json={"Address": "x", "ChannelType": "CUSTOM", "User": {"UserId": "u\x00"}},
-        headers=admin,
-    )
-    assert update.status_code == 400, update.text
-    assert update.json()["Message"] == "User.UserId: must not contain the NUL character (U+0000)"
     listed = httpx.get(
         f"{collector.url}/v1/apps/{app.id}/segments", params={"token": "a\x00"}, headers=admin
     )

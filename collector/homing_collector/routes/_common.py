@@ -29,7 +29,6 @@ from homing_collector.sealing import SecretsKey
 from homing_collector.storage.base import Storage
 from homing_collector.validation import (
     check_body,
-    check_no_nul,
     check_query,
     check_query_no_nul,
 )
@@ -144,8 +143,6 @@ async def begin(request: Request, before_body: BeforeBody | None = None) -> Call
     check_query_no_nul(request.query_params)
     if op.request is not None:
         payload = parse_json(body)
-        if op.name != "PutEvents":  # which refuses the events that hold one, one by one
-            check_no_nul(body, payload)
         checked = op.check(payload) if op.check is not None else None
         check_body(payload, op.request)
     if op.query is not None:

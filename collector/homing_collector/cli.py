@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +26,7 @@ from homing_collector.routes.apps import new_app
 from homing_collector.sealing import SecretsKey, SecretsKeyError
 from homing_collector.settings import QUOTAS, Settings, default_db_path
 from homing_collector.storage.base import Storage, StorageError
-from homing_collector.storage.sqlite import SQLiteStorage
+from homing_collector.storage.sqlite import SQLiteStorage, check_can_open
 
 T = TypeVar("T")
 
@@ -410,10 +409,8 @@ def _check_database(settings: Settings) -> None:
     """Open the database once, so that a path that cannot hold one, or a file that is not
     one, is reported in a line before any work starts."""
     try:
-        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(settings.db_path)) as conn:
-            conn.execute("PRAGMA schema_version").fetchone()
-    except (OSError, sqlite3.Error) as exc:
+        check_can_open(settings.db_path)
+    except (OSError, StorageError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise _CannotOpen(f"cannot open the database {settings.db_path}: {reason}") from None
 

@@ -55,6 +55,11 @@ def test_analytics_and_routes_hold_no_sql() -> None:
     assert found == []
 
 
+def test_the_command_line_holds_no_sql() -> None:
+    """The CLI reaches either backend through the storage protocol only."""
+    assert sql_in(PACKAGE / "cli.py") == []
+
+
 def test_the_check_finds_sql_where_it_is() -> None:
     """The check above can fail: it finds the statements that storage holds."""
     found = sql_in(PACKAGE / "storage" / "analytics_sqlite" / "rollups.py")

@@ -80,6 +80,7 @@ from homing_collector.storage.base import (
     QueuedPush,
     SegmentRecord,
     SegmentReference,
+    StorageError,
     StorageFull,
     StreamRow,
     UserEndpointLimit,
@@ -1402,6 +1403,21 @@ class SQLiteStorage:
 
 
 _KEY_COLUMNS = "access_key_id, app_id, role, secret, token_sha256, created_at, revoked_at"
+
+
+def check_can_open(path: Path) -> None:
+    """Open the database file once and read its header, creating its folder, so that a
+    path that cannot hold a database, or a file that is not one, fails here with OSError
+    or StorageError before any other work starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError(str(exc)) from None
 
 
 def is_disk_full(exc: BaseException) -> bool:

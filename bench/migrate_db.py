@@ -32,8 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,24 +40,6 @@ from zoneinfo import ZoneInfo
 from homing_collector.migrate_db import KILL_AT_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def _database(url: str | None) -> Iterator[tuple[str, int | None]]:
-    """A database URL, and the postmaster's pid when the cluster is ours."""
-    if url:
-        yield url, None
-        return
-    sys.path.insert(0, str(ROOT))
-    from tests.pg import create_database, start_cluster
-
-    cluster = start_cluster()
-    try:
-        pid = int((cluster.directory / "data" / "postmaster.pid").read_text().split()[0])
-        yield create_database(cluster), pid
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 def _server_cpu(pid: int) -> float:
@@ -179,10 +159,14 @@ def main() -> int:
     parser.add_argument("--db-url", help="an empty PostgreSQL database (default: a cluster "
                         "of its own)")  # fmt: skip
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.pg import throwaway_database
+
     with tempfile.TemporaryDirectory(prefix="homing-migrate-bench-") as directory:
         source = _source(args, Path(directory))
         size = source.stat().st_size
-        with _database(args.db_url) as (url, server):
+        with throwaway_database(args.db_url) as (url, cluster):
+            server = cluster.postmaster_pid if cluster else None
             if args.kill_at_batch:
                 _run(source, url, args.batch_rows, server, args.kill_at_batch)
             summary = _run(source, url, args.batch_rows, server)

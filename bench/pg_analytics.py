@@ -28,8 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,22 +42,6 @@ from homing_collector.storage.sqlite import SQLiteStorage
 ROOT = Path(__file__).resolve().parent.parent
 APP = "b" * 32
 NOW = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
-
-
-@contextmanager
-def _database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    sys.path.insert(0, str(ROOT))
-    from tests.pg import create_database, start_cluster
-
-    cluster = start_cluster()
-    try:
-        yield create_database(cluster)
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 def _queries(days: int) -> dict[str, Callable[[Any], Any]]:
@@ -141,10 +124,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per query; the median counts")
     parser.add_argument("--postgres", help="URL of an empty database (else a throwaway cluster)")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.pg import throwaway_database
+
     options = DemoOptions(devices=args.devices, days=args.days, seed=1)
     directory = Path(tempfile.mkdtemp(prefix="homing-pg-analytics-"))
     try:
-        with _database(args.postgres) as url:
+        with throwaway_database(args.postgres) as (url, _):
             asyncio.run(_bench(url, options, args.runs, directory))
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -36,8 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +43,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
-
-
-@contextmanager
-def _database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    sys.path.insert(0, str(ROOT))
-    from tests.pg import create_database, start_cluster
-
-    cluster = start_cluster()
-    try:
-        yield create_database(cluster)
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -171,11 +153,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200, help="pushes per scenario")
     parser.add_argument("--db-url", help="a PostgreSQL database to use (default: a throwaway one)")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.pg import throwaway_database
+
     if args.rounds < 1:
         raise SystemExit("--rounds must be positive")
     workdir = Path(tempfile.mkdtemp(prefix="homing-bench-"))
     try:
-        with _database(args.db_url) as url:
+        with throwaway_database(args.db_url) as (url, _):
             _bench(url, args.rounds, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -93,6 +93,11 @@ class Cluster:
     def url(self, database: str) -> str:
         return f"postgresql://{_USER}@127.0.0.1:{self.port}/{database}"
 
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's main process, parent of every backend."""
+        return int((self.directory / "data" / "postmaster.pid").read_text().split()[0])
+
 
 def start_cluster() -> Cluster:
     bindir = _bindir()
@@ -133,6 +138,22 @@ def start_cluster() -> Cluster:
         shutil.rmtree(directory, ignore_errors=True)
         raise RuntimeError(f"{exc.cmd} failed:\n{exc.stderr}\n{detail}") from exc
     return cluster
+
+
+@contextlib.contextmanager
+def throwaway_database(url: str | None = None) -> Iterator[tuple[str, Cluster | None]]:
+    """For the benches: `url` as given, or else a new database on a cluster started for
+    the occasion, which is stopped and removed afterwards. The cluster comes too (None
+    for a given URL), for a bench that measures its server."""
+    if url:
+        yield url, None
+        return
+    cluster = start_cluster()
+    try:
+        yield create_database(cluster), cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

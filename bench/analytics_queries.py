@@ -22,6 +22,10 @@
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
         [--days 90] [--churn 0.12] [--db PATH] [--no-columnar | --no-seal] [--only TEXT]
+        [--postgres URL]
+
+With --postgres, the queries are also timed on a PostgreSQL database that holds a copy of
+--db (`homing-collector migrate-db --from DB --to URL`), each answer compared with SQLite's.
 """
 
 from __future__ import annotations
@@ -465,10 +469,8 @@ def time_queries(
 ) -> list[tuple[str, bool, float, float | None, str]]:
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     conn.execute("PRAGMA cache_size = -65536")
-    end = FIRST_DAY + timedelta(days=DAYS - 1)
-    q = Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
     results = []
-    for name, headline, fn, peer, check in cases(q, copy):
+    for name, headline, fn, peer, check in cases(_last_30_days(), copy):
         if only and not any(part in name for part in only):
             continue
         fn(conn)  # warm the cache, as a dashboard in use would have it
@@ -484,6 +486,50 @@ def time_queries(
               + (f" (naive scan {naive_s * 1000:,.0f} ms, {verdict})" if naive_s else ""),
               flush=True)  # fmt: skip
     conn.close()
+    return results
+
+
+def _last_30_days() -> Range:
+    end = FIRST_DAY + timedelta(days=DAYS - 1)
+    return Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
+
+
+def time_postgres(
+    path: Path, url: str, runs: int, copy: Path | None, only: list[str]
+) -> list[tuple[str, bool, float, float | None, str]]:
+    """Each query on PostgreSQL (a copy of `path` made by migrate-db), as the collector
+    runs it there: a read-only, repeatable-read transaction on a kept connection. Each
+    answer is compared with SQLite's answer to the same query, in the same run."""
+    import psycopg
+
+    lite = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    lite.execute("PRAGMA cache_size = -65536")
+    pg = psycopg.connect(url)
+    pg.read_only = True
+    pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+
+    def on_pg(fn: Callable[[Any], Any]) -> Any:
+        with pg.transaction():
+            return fn(pg)
+
+    q = _last_30_days()
+    results = []
+    for (name, headline, fn, *_), (_, _, lite_fn, *_) in zip(
+        cases(q, None), cases(q, copy), strict=True
+    ):
+        if only and not any(part in name for part in only):
+            continue
+        on_pg(fn)  # warm the cache, as a dashboard in use would have it
+        p50, got = _p50(lambda fn=fn: on_pg(fn), runs)
+        t = time.perf_counter()
+        expected = lite_fn(lite)
+        lite_s = time.perf_counter() - t
+        verdict = "agrees" if got == expected else "DIFFERS"
+        results.append((name, headline, p50, lite_s, verdict))
+        print(f"  {name}: {p50 * 1000:.1f} ms (SQLite {lite_s * 1000:,.1f} ms, {verdict})",
+              flush=True)  # fmt: skip
+    pg.close()
+    lite.close()
     return results
 
 
@@ -567,6 +613,9 @@ def main() -> int:
                         help="read the events table alone: no columnar copy")  # fmt: skip
     parser.add_argument("--no-seal", action="store_true",
                         help="read the columnar copy as it is; change nothing in --db")  # fmt: skip
+    parser.add_argument("--postgres", metavar="URL",
+                        help="also time the queries on this PostgreSQL copy of --db, made "
+                        "with `homing-collector migrate-db`")  # fmt: skip
     args = parser.parse_args()
     globals().update(DAYS=args.days, CHURN=args.churn)
     workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))
@@ -601,6 +650,14 @@ def main() -> int:
         print(
             "headline queries within 100 ms: " + ("all" if not slow else "not " + ", ".join(slow))
         )
+        if args.postgres:
+            print(f"the same queries on PostgreSQL, median of {args.runs} runs, each answer "
+                  "beside SQLite's:")  # fmt: skip
+            on_pg = time_postgres(db, args.postgres, args.runs, copy, args.only)
+            slow = [name for name, headline, p50, _, _ in on_pg if headline and p50 > 0.1]
+            print("PostgreSQL headline queries within 100 ms: "
+                  + ("all" if not slow else "not " + ", ".join(slow)))  # fmt: skip
+            results += on_pg
         if args.ingest_duration > 0 and args.ingest_rounds > 0:
             print("PutEvents through a live collector, 16 clients:")
             rates = asyncio.run(

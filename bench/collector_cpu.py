@@ -13,7 +13,7 @@ outbox work then too), and the custom channel calls made. "Idle" is for longer t
 sealer waits between two looks for work, so that work the collector defers (the columnar
 copy, checkpoints) counts in each case. The cases alternate over ``--rounds``.
 
-    python bench/collector_cpu.py [--batches 600] [--rounds 2]
+    python bench/collector_cpu.py [--batches 600] [--rounds 2] [--kinds stored,stream]
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
         # Starting a process (its imports: a quarter of a second) is no event's work.
         before = await _quiet(process.pid, 1.0, stream=kind != "stored")
         _figures, counters = await ingest._run_case(
-            port=port, server_pid=process.pid, path=f"/v1/apps/{app['application_id']}/events",
+            ports=[port], server_pids=[process.pid], db_cpu=ingest._no_cpu,
+            path=f"/v1/apps/{app['application_id']}/events",
             token=app["ingest"]["token"], gzip=False, bodies=iter(bodies), clients=16,
             warmup=0, duration=600, stored=True,
         )  # fmt: skip
@@ -127,7 +128,7 @@ async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
 
 
 async def _bench(args: argparse.Namespace) -> None:
-    kinds = ["stored", "stream", "campaign"]
+    kinds = args.kinds.split(",")
     pool = ingest.make_batches(7, args.batches * args.rounds * len(kinds), gzip=False)
     print(f"{args.batches} batches of {ingest.EVENTS_PER_BATCH} events a case, 16 clients")
     with tempfile.TemporaryDirectory(prefix="homing-cpu-") as workdir:
@@ -142,6 +143,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=600, help="batches of 100 a case")
     parser.add_argument("--rounds", type=int, default=2, help="times each case runs, in turn")
+    parser.add_argument(
+        "--kinds", default="stored,stream,campaign", help="the cases to run, comma-separated"
+    )
     asyncio.run(_bench(parser.parse_args()))
     return 0
 

@@ -30,6 +30,7 @@ from homing_collector.storage.base import EndpointUpdate, EventRow, Storage
 from homing_collector.validation import NUL_RULE, nul_at
 
 ACCEPTED = {"StatusCode": 202, "Message": "Accepted"}
+_new_row = tuple.__new__
 
 
 @dataclass
@@ -146,17 +147,25 @@ def check_events(
         if common is not None and not (
             check_size and any(len(body) > limits.MAX_EVENT_BYTES for *_, body in common)
         ):
-            for event_id, event_type, timestamp_ms, session_id, body in common:
+            append = rows.append
+            summed: list[tuple[str, int, str | None, dict[str, Any]]] = []
+            # check_common keeps the order of `events`.
+            for (event_id, event_type, timestamp_ms, session_id, body), event in zip(
+                common, events.values(), strict=True
+            ):
                 if timestamp_ms > latest_ms:
                     timestamp_ms = now_ms
-                rows.append(
-                    EventRow(
-                        endpoint_id, event_id, event_type, timestamp_ms, now_ms, session_id, body
+                # A NamedTuple's own __new__ is a Python function; tuple.__new__ is not.
+                append(
+                    _new_row(
+                        EventRow,
+                        (endpoint_id, event_id, event_type, timestamp_ms, now_ms, session_id, body),
                     )
                 )
-                if summary is not None:
-                    summary.add(endpoint_id, event_type, timestamp_ms, session_id, events[event_id])
-                statuses[event_id] = ACCEPTED
+                summed.append((event_type, timestamp_ms, session_id, event))
+            if summary is not None:
+                summary.add_all(endpoint_id, summed)
+            statuses.update(dict.fromkeys(events, ACCEPTED))
             continue
         for event_id, event in events.items():
             try:

@@ -345,6 +345,8 @@ def test_a_batch_as_the_sdk_sends_it_is_judged_in_c() -> None:
         ("Attributes", {"k" * 51: "v"}),
         ("Attributes", {f"k{n}": "v" for n in range(41)}),
         ("AppTitle", "\ud800"),
+        ("AppTitle", "a\x00b"),
+        ("Attributes", {"quoted": 'say "hi"', "k": "\x00"}),  # a NUL beside other escapes
         ("Session", {"Id": "s", "StartTimestamp": "2026-12-07T09:00:00.000Z",
                      "StopTimestamp": "2026-12-07T08:00:00.000Z"}),
     ],
@@ -352,6 +354,30 @@ def test_a_batch_as_the_sdk_sends_it_is_judged_in_c() -> None:
 def test_what_the_c_path_does_not_cover_goes_to_python(field: str, value: Any) -> None:
     event = {"EventType": "a", "Timestamp": "2026-12-07T09:00:00.000Z", field: value}
     assert check_common({"e": event}) is None
+
+
+def test_more_keys_than_the_limit_in_attributes_and_metrics_together_go_to_python() -> None:
+    half = limits.MAX_EVENT_KEYS // 2
+    event = {
+        "EventType": "a",
+        "Timestamp": "2026-12-07T09:00:00.000Z",
+        "Attributes": {f"a{n}": "v" for n in range(half)},
+        "Metrics": {f"m{n}": 1 for n in range(limits.MAX_EVENT_KEYS - half)},
+    }
+    assert check_common({"e": event}) is not None
+    event["Metrics"][f"m{limits.MAX_EVENT_KEYS}"] = 1
+    assert check_common({"e": event}) is None
+
+
+def test_escapes_without_a_nul_stay_in_c() -> None:
+    event = {
+        "EventType": "a",
+        "Timestamp": "2026-12-07T09:00:00.000Z",
+        "Attributes": {"quoted": 'say "hi"', "path": "C:\\x", "lines": "a\nb\u0001"},
+    }
+    checked = check_common({"e": event})
+    assert checked is not None
+    assert checked[0][4] == orjson.dumps(event)
 
 
 def _sdk_batch() -> dict[str, Any]:

@@ -79,6 +79,7 @@ class _Batch:
 # Events the collector records for an endpoint, not the endpoint's own doing: counted by
 # type, but no sign that anyone was active (nor a new user, nor a retained one).
 NOT_ACTIVITY = frozenset({CAMPAIGN_SEND})
+_OPENED = opens.OPENED
 
 
 class Summary:
@@ -117,80 +118,90 @@ class Summary:
         event: dict[str, Any],
     ) -> None:
         """Add one stored event: `ts` is when it happened, as stored, and `event` its body
-        (checked). This runs for every event ingested, so the code is kept tight."""
-        hour = ts // HOUR_MS
-        counts = self.counts
-        ckey = (hour, event_type)
-        counts[ckey] = counts.get(ckey, 0) + 1
-        if event_type in NOT_ACTIVITY:
-            return
+        (checked)."""
+        self.add_all(endpoint_id, ((event_type, ts, session_id, event),))
+
+    def add_all(
+        self,
+        endpoint_id: str,
+        events: Iterable[tuple[str, int, str | None, dict[str, Any]]],
+    ) -> None:
+        """Add stored events of one endpoint, each (event type, ts, session id, body) as
+        `add` takes them. This runs for every event ingested, so the code is kept tight:
+        what each event needs is looked up once for them all."""
+        counts, metrics, revenue, sessions = self.counts, self.metrics, self.revenue, self.sessions
+        starts = self._starts
         seen = self.hours.get(endpoint_id)
-        if seen is None:
-            self.hours[endpoint_id] = {hour}
-        else:
-            seen.add(hour)
-        values = event.get("Metrics")
-        if values:
-            metrics = self.metrics
-            for name, number in values.items():
-                value = float(number)  # an integer past 2**63 would not fit SQLite's
-                mkey = (hour, event_type, name)
-                agg = metrics.get(mkey)
-                if agg is None:
-                    metrics[mkey] = [1, value, value, value]
+        for event_type, ts, session_id, event in events:
+            hour = ts // HOUR_MS
+            ckey = (hour, event_type)
+            counts[ckey] = counts.get(ckey, 0) + 1
+            if event_type in NOT_ACTIVITY:
+                continue
+            if seen is None:
+                seen = self.hours[endpoint_id] = {hour}
+            else:
+                seen.add(hour)
+            values = event.get("Metrics")
+            if values:
+                for name, number in values.items():
+                    value = float(number)  # an integer past 2**63 would not fit SQLite's
+                    mkey = (hour, event_type, name)
+                    agg = metrics.get(mkey)
+                    if agg is None:
+                        metrics[mkey] = [1, value, value, value]
+                    else:
+                        agg[0] += 1
+                        agg[1] += value  # finite + finite or +-inf: never NaN
+                        if value < agg[2]:
+                            agg[2] = value
+                        if value > agg[3]:
+                            agg[3] = value
+            if session_id is not None:
+                # A session runs from its StartTimestamp to its StopTimestamp, or to its
+                # last event while it has none (an event's own time stands in for either).
+                session = event["Session"]
+                text = session.get("StartTimestamp")
+                if text in starts:
+                    parsed = starts[text]
                 else:
-                    agg[0] += 1
-                    agg[1] += value  # finite + finite or +-inf: never NaN
-                    if value < agg[2]:
-                        agg[2] = value
-                    if value > agg[3]:
-                        agg[3] = value
-        if session_id is not None:
-            # A session runs from its StartTimestamp to its StopTimestamp, or to its last
-            # event while it has none (an event's own time stands in for either).
-            session = event["Session"]
-            text = session.get("StartTimestamp")
-            starts = self._starts
-            if text in starts:
-                parsed = starts[text]
-            else:
-                parsed = starts[text] = _parse_ms(text)
-            start = ts if parsed is None else parsed
-            stop = ts
-            if "StopTimestamp" in session:
-                parsed = _parse_ms(session["StopTimestamp"])
-                if parsed is not None:
-                    stop = parsed
-            if start > ts or stop > ts + _SKEW_MS:  # rare: a clock that was set wrong
-                if _parse_ms(event.get("Timestamp")) != ts:
-                    # The event was too far ahead and is stored as arriving: so is its
-                    # session, on the same day as the event, not days ahead of it.
-                    start = stop = ts
-                elif stop < start:  # stamped before its session began (a clock set back)
-                    stop = start
-            skey = (endpoint_id, session_id)
-            span = self.sessions.get(skey)
-            if span is None:
-                self.sessions[skey] = [start, stop]
-            else:
-                if start < span[0]:
-                    span[0] = start
-                if stop > span[1]:
-                    span[1] = stop
-        if event_type == PURCHASE:
-            currency = (event.get("Attributes") or {}).get("_currency") or UNKNOWN_CURRENCY
-            m = values or {}
-            amount = float(m.get("_item_price", 0.0)) * float(m.get("_quantity", 1.0))
-            rkey = (hour, currency)
-            got = self.revenue.get(rkey)
-            if got is None:
-                self.revenue[rkey] = [1, amount]
-            else:
-                got[0] += 1
-                got[1] = add_sums(got[1], amount)  # amounts can be +inf and -inf
-        elif event_type == opens.OPENED:
-            campaign_id = (event.get("Attributes") or {}).get("campaign_id")
-            self.opens.append((endpoint_id, ts, campaign_id))
+                    parsed = starts[text] = _parse_ms(text)
+                start = ts if parsed is None else parsed
+                stop = ts
+                if "StopTimestamp" in session:
+                    parsed = _parse_ms(session["StopTimestamp"])
+                    if parsed is not None:
+                        stop = parsed
+                if start > ts or stop > ts + _SKEW_MS:  # rare: a clock that was set wrong
+                    if _parse_ms(event.get("Timestamp")) != ts:
+                        # The event was too far ahead and is stored as arriving: so is its
+                        # session, on the same day as the event, not days ahead of it.
+                        start = stop = ts
+                    elif stop < start:  # stamped before its session began (clock set back)
+                        stop = start
+                skey = (endpoint_id, session_id)
+                span = sessions.get(skey)
+                if span is None:
+                    sessions[skey] = [start, stop]
+                else:
+                    if start < span[0]:
+                        span[0] = start
+                    if stop > span[1]:
+                        span[1] = stop
+            if event_type == PURCHASE:
+                currency = (event.get("Attributes") or {}).get("_currency") or UNKNOWN_CURRENCY
+                m = values or {}
+                amount = float(m.get("_item_price", 0.0)) * float(m.get("_quantity", 1.0))
+                rkey = (hour, currency)
+                got = revenue.get(rkey)
+                if got is None:
+                    revenue[rkey] = [1, amount]
+                else:
+                    got[0] += 1
+                    got[1] = add_sums(got[1], amount)  # amounts can be +inf and -inf
+            elif event_type == _OPENED:
+                campaign_id = (event.get("Attributes") or {}).get("campaign_id")
+                self.opens.append((endpoint_id, ts, campaign_id))
 
 
 def user_key(endpoint_id: str, user_id: str | None) -> str:

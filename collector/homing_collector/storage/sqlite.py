@@ -655,7 +655,11 @@ class SQLiteStorage:
         # Work that needs no database is done here, on the event loop: the writer thread
         # has to win the GIL back after every statement, so the less Python it runs, the
         # sooner it commits.
-        values = [value for event in events for value in (app_id, *event)]
+        values: list[Any] = []
+        extend, app = values.extend, (app_id,)
+        for event in events:  # no (app_id, *event) tuple per event, as a comprehension makes
+            extend(app)
+            extend(event)
         if self._events is not None and self._events.usable():
             try:
                 result = await self._events.put_events(

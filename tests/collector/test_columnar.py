@@ -624,12 +624,18 @@ def test_funnels_by_users_join_endpoints_the_sealer_has_not_numbered_yet(world: 
     run(world, scenario)
 
 
+@pytest.mark.parametrize("key_bits", [63, 1])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int) -> None:
+def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(
+    seed: int, key_bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Timelines where no event matches two steps, many events at the same moments: the
-    walk by running maxima (columnar._walk_levels) against the one by ASOF joins and the
-    one in Python (queries._depths), for windows from none to all."""
+    walk by levels (columnar._walk_levels) against the one by ASOF joins and the one in
+    Python (queries._depths), for windows from none to all; its keys as BIGINTs, and as
+    HUGEINTs where they would not fit (key_bits 1)."""
     import random
+
+    monkeypatch.setattr(columnar, "_KEY_BITS", key_bits)
 
     rng = random.Random(seed)
     n = rng.choice([2, 3, 4])
@@ -637,6 +643,7 @@ def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int
     rows = [(rng.randrange(30), rng.choice(moments), 1 << rng.randrange(n), rid)
             for rid in range(1, 1500)]  # fmt: skip
     rows += [(30, moment, 2, 1500 + i) for i, moment in enumerate(moments)]  # no start
+    rows += [(-3, moments[0], 1, 1600), (-3, moments[1], 2, 1601)]  # a subject below 0
     duck = columnar._duck()
     values = ", ".join(f"({subj}, {t}, {m}, {rid})" for subj, t, m, rid in rows)
     duck.execute(

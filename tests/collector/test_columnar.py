@@ -743,6 +743,77 @@ def test_users_given_changed_or_deleted_after_sealing_count_in_funnels_by_users(
     run(world, scenario)
 
 
+def test_funnels_by_users_keep_the_user_map_until_a_numbered_endpoint_changes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A funnel by users reads the numbered endpoints' users once, and again only after
+    one of them changed users, went, or a new one was numbered: each next funnel counts
+    the users of now, as the events table does; events alone change nothing."""
+    devices = world.data.devices[:8]
+    steps = [Step("a"), Step("b")]
+    base = gen.BASE + timedelta(days=3)
+    reads: list[int] = []
+    numbered = columnar.Numbering._numbered_users
+
+    def counted(self: columnar.Numbering) -> Iterator[tuple[int, str]]:
+        reads.append(1)
+        return numbered(self)
+
+    monkeypatch.setattr(columnar.Numbering, "_numbered_users", counted)
+
+    def profile(device: gen.Device, user: str | None) -> None:
+        device.profile = {k: v for k, v in device.profile.items() if k != "User"}
+        if user is not None:
+            device.profile["User"] = {"UserId": user}
+
+    def events(group: list[gen.Device], tag: str) -> list[gen.Event]:
+        return [
+            gen.Event(d.endpoint_id, f"{d.endpoint_id}-{tag}-{k}", {"EventType": kind,
+                      "Timestamp": gen.iso(base + timedelta(hours=i, minutes=k))})
+            for i, d in enumerate(group) for k, kind in enumerate("ab"[: 1 + i % 2])
+        ]  # fmt: skip
+
+    def answers(copy: Path | None) -> list[int]:
+        def ask(conn: sqlite3.Connection) -> list[int]:
+            q = Range(date(2026, 9, 1), date(2026, 9, 30), ZoneInfo("UTC"), "users", TODAY)
+            return [
+                s["count"] for s in queries.funnel(conn, APP, q, steps, 3600, copy=copy)["steps"]
+            ]
+
+        return world.read(ask)
+
+    def agree(then_reads: int) -> list[int]:
+        want = answers(None)
+        assert answers(world.storage.columnar) == want
+        assert answers(world.storage.columnar) == want
+        assert len(reads) == then_reads
+        return want
+
+    async def scenario() -> None:
+        for i, d in enumerate(devices):
+            profile(d, f"user-{i % 3}" if i % 4 else None)
+        await world.put(events(devices[:6], "first"))
+        await world.sealer.seal_all()
+        first = agree(1)
+        await world.put(events(devices[:6], "more"))  # the same users: the same map
+        await world.sealer.seal_all()
+        agree(1)
+        profile(devices[1], "user-0")  # one user fewer
+        await world.put(events(devices[1:2], "moved"))
+        assert agree(2) != first
+        await world.storage.delete_endpoint(APP, devices[2].endpoint_id)
+        agree(3)
+        # Not numbered yet, and read apart: one without a user, one of a new user.
+        profile(devices[6], None)
+        profile(devices[7], "user-fresh")
+        await world.put(events(devices[6:], "new"))
+        agree(3)
+        await world.sealer.seal_all()  # numbered now
+        agree(4)
+
+    run(world, scenario)
+
+
 def test_the_migration_gives_numbered_endpoints_their_users(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

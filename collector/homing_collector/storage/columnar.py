@@ -45,7 +45,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -312,18 +312,27 @@ class Numbering:
             self.known[endpoint_id] = n
         return n
 
-    def users(self) -> Iterator[tuple[int, str]]:
-        """(endpoint number, user id) of each endpoint of the app that has a user and a
-        number: given by the sealer, or by `of` before.
+    def users(self) -> Users:
+        """The users of the app's endpoints, for a funnel by users (see `Users`)."""
+        try:
+            row = self.conn.execute(
+                "SELECT users_version FROM columnar_state WHERE id = 0"
+            ).fetchone()
+        except sqlite3.OperationalError:  # a database before migration 20, read-only
+            row = None
+        version = None if row is None else int(row[0])
+        return Users(self.app_id, version, self._numbered_users, self._fresh_users)
 
-        The sealer's come from columnar_endpoints, which holds each numbered endpoint's
-        user (migration 19): one narrow read in the order of the table. Through the
-        endpoints' index of users, each endpoint cost a seek of its number (2.8 us, and
-        bench/analytics_queries.py has 246,000 at 50M events)."""
+    def _numbered_users(self) -> Iterator[tuple[int, str]]:
+        # One narrow read in the order of the table: through the endpoints' index of
+        # users, each endpoint cost a seek of its number (2.8 us, and
+        # bench/analytics_queries.py has 246,000 at 50M events).
         yield from self.conn.execute(
             "SELECT n, user_id FROM columnar_endpoints WHERE app_id = ? AND user_id IS NOT NULL",
             (self.app_id,),
         )
+
+    def _fresh_users(self) -> Iterator[tuple[int, str]]:
         for endpoint_id, n in self.fresh.items():
             row = self.conn.execute(
                 "SELECT user_id FROM endpoints WHERE app_id = ? AND endpoint_id = ?",
@@ -331,6 +340,23 @@ class Numbering:
             ).fetchone()
             if row is not None and row[0] is not None:
                 yield n, row[0]
+
+
+@dataclass(frozen=True)
+class Users:
+    """(endpoint number, user id) of each endpoint of an application that has a user and
+    a number, read inside the query's `snapshot`: `numbered` those the sealer numbered,
+    from columnar_endpoints, which holds each one's user (migration 19); `fresh` those
+    `Numbering.of` numbered for the query, to read after them.
+
+    `version` is columnar_state.users_version, which changes whenever `numbered` would
+    (migration 20): a funnel keeps what `numbered` read, per application, across queries
+    while it stays the same, and reads it again when it changes (None: always)."""
+
+    app_id: str
+    version: int | None
+    numbered: Callable[[], Iterable[tuple[int, str]]]
+    fresh: Callable[[], Iterable[tuple[int, str]]]
 
 
 # -- DuckDB over the files ------------------------------------------------------------
@@ -409,6 +435,44 @@ def _rows_csv(rows: Iterable[Sequence[Any]], folder: Path) -> tuple[Path, int]:
     return path, size
 
 
+_USER_COLUMNS = "{'ep': 'BIGINT', 'user_id': 'VARCHAR'}"
+# Maps of endpoint numbers to users kept by each thread's DuckDB connection, the latest
+# used last: at 50M events, reading one took a funnel by users 215 ms
+# (bench/analytics_queries.py), and a dashboard asks the same application again.
+_USER_MAPS = 4
+
+
+def _user_map(
+    duck: duckdb.DuckDBPyConnection, users: Users, scratch: Path, temporary: list[Path]
+) -> tuple[str, int]:
+    """A table (ep, user_id, uid) of `users.numbered`, each user a number (uid) from 1 up,
+    and the largest: kept across queries while `users.version` stays the same."""
+    kept: dict[tuple[str, str], tuple[int, str, int]] = _local.__dict__.setdefault("maps", {})
+    key = (str(scratch), users.app_id)
+    found = kept.pop(key, None)
+    if found is not None:
+        if found[0] == users.version:
+            kept[key] = found
+            return found[1], found[2]
+        duck.execute(f"DROP TABLE IF EXISTS {found[1]}")
+    path, _ = _rows_csv(users.numbered(), scratch)
+    temporary.append(path)
+    table = "um" if users.version is None else f"um_{secrets.token_hex(6)}"
+    duck.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT ep, user_id,"
+        " dense_rank() OVER (ORDER BY user_id) AS uid"
+        f" FROM read_csv({_literal(str(path))}, header = false, columns = {_USER_COLUMNS},"
+        " quote = '\"', escape = '\"', force_not_null = ['user_id'], auto_detect = false)"
+    )
+    (top,) = duck.execute(f"SELECT coalesce(max(uid), 0) FROM {table}").fetchall()[0]
+    if users.version is not None:
+        kept[key] = (users.version, table, int(top))
+        while len(kept) > _USER_MAPS:
+            _, gone, _ = kept.pop(next(iter(kept)))
+            duck.execute(f"DROP TABLE {gone}")
+    return table, int(top)
+
+
 def funnel_depths(
     files: Sequence[Part],
     lo_ms: int,
@@ -416,16 +480,15 @@ def funnel_depths(
     steps: Sequence[Step],
     window_ms: int,
     more: Iterable[tuple[int, int, int, int]],
-    users: Iterable[tuple[int, str]] | None,
+    users: Users | None,
     scratch: Path,
 ) -> dict[int, int]:
     """How many subjects reached each depth (1 to len(steps)) of the funnel, at best.
 
     The events are those of `files` with lo_ms <= ts < hi_ms that match a step, and
     `more`, as (endpoint number, Timestamp, steps matched as bits, events rowid), numbered
-    as the files are (see `Numbering`). A subject is an endpoint, or with `users`,
-    (endpoint number, user id) of the endpoints that have a user, the user of an endpoint
-    that has one; `users` is read after `more`.
+    as the files are (see `Numbering`). A subject is an endpoint, or with `users`, the
+    user of an endpoint that has one; `users` is read after `more`.
 
     This is queries.funnel's walk, said in SQL: see `_walk_levels` and `_walk_asof`.
     (As temporary tables: the same queries over CTEs took DuckDB a hundred times
@@ -455,7 +518,8 @@ def funnel_depths(
         params = []
     scratch.mkdir(parents=True, exist_ok=True)
     temporary: list[Path] = []
-    tables = ["q", "s", "r", "rk", "x", *(f"{t}{k}" for k in range(1, n) for t in ("c", "l"))]
+    tables = ["q", "s", "f", "um", "r", "rk", "x"]
+    tables += [f"{t}{k}" for k in range(1, n) for t in ("c", "l")]
     duck = _duck()
     try:
         extra, size = _rows_csv(more, scratch)
@@ -488,18 +552,33 @@ def funnel_depths(
             )
             # A user is a number from 1 up, an endpoint without one a number below 0,
             # given to each endpoint of the events: a join of the few endpoints, not of
-            # every event, with their users. DuckDB numbers the users of those alone.
-            mapped, _ = _rows_csv(users, scratch)
-            temporary.append(mapped)
-            duck.execute(
-                "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE WHEN u.user_id IS NULL"
-                " THEN -row_number() OVER () ELSE dense_rank() OVER (ORDER BY u.user_id) END"
-                " AS id FROM (SELECT DISTINCT ep FROM q) e"
-                f" LEFT JOIN read_csv({_literal(str(mapped))}, header = false,"
-                " columns = {'ep': 'BIGINT', 'user_id': 'VARCHAR'}, quote = '\"',"
-                " escape = '\"', force_not_null = ['user_id'], auto_detect = false) u"
-                " ON u.ep = e.ep"
-            )
+            # every event, with their users.
+            mapped, top = _user_map(duck, users, scratch, temporary)
+            fresh, size = _rows_csv(users.fresh(), scratch)
+            temporary.append(fresh)
+            if not size:
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE WHEN u.uid IS NULL"
+                    " THEN -row_number() OVER () ELSE u.uid END AS id"
+                    f" FROM (SELECT DISTINCT ep FROM q) e LEFT JOIN {mapped} u ON u.ep = e.ep"
+                )
+            else:  # their users may have numbered endpoints too, or be new
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE f AS SELECT * FROM"
+                    f" read_csv({_literal(str(fresh))}, header = false, columns = {_USER_COLUMNS},"
+                    " quote = '\"', escape = '\"', force_not_null = ['user_id'],"
+                    " auto_detect = false)"
+                )
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE"
+                    " WHEN u.uid IS NOT NULL THEN u.uid"
+                    " WHEN f.user_id IS NULL THEN -row_number() OVER ()"
+                    f" ELSE coalesce(k.uid, {top} + dense_rank() OVER (ORDER BY f.user_id)) END"
+                    f" AS id FROM (SELECT DISTINCT ep FROM q) e LEFT JOIN {mapped} u"
+                    " ON u.ep = e.ep LEFT JOIN f ON f.ep = e.ep LEFT JOIN (SELECT DISTINCT"
+                    f" user_id, uid FROM {mapped} WHERE user_id IN (SELECT user_id FROM f)) k"
+                    " ON k.user_id = f.user_id"
+                )
             duck.execute(
                 "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.* EXCLUDE (ep)"
                 " FROM q JOIN s ON s.ep = q.ep"

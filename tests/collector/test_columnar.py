@@ -810,6 +810,13 @@ def test_funnels_by_users_keep_the_user_map_until_a_numbered_endpoint_changes(
         agree(3)
         await world.sealer.seal_all()  # numbered now
         agree(4)
+        # The funnels wrote their tables in any order; this thread's sealer writes in order.
+        (kept,) = (
+            columnar._duck()
+            .execute("SELECT current_setting('preserve_insertion_order')")
+            .fetchall()[0]
+        )
+        assert kept is True
 
     run(world, scenario)
 

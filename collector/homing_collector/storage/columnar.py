@@ -521,6 +521,11 @@ def funnel_depths(
     tables = ["q", "s", "f", "um", "r", "rk", "x"]
     tables += [f"{t}{k}" for k in range(1, n) for t in ("c", "l")]
     duck = _duck()
+    # No table of the walk depends on the order of its rows: DuckDB may then write them
+    # from both threads at once (bench/analytics_queries.py at 10M events: a fifth less
+    # wall time for the read of the files and for each level's join, the same CPU). The
+    # sealer, which may use this thread's connection next, relies on that order.
+    duck.execute("SET preserve_insertion_order = false")
     try:
         extra, size = _rows_csv(more, scratch)
         temporary.append(extra)
@@ -590,6 +595,7 @@ def funnel_depths(
         walk = _walk_levels if apart else _walk_asof
         return {int(best): int(count) for best, count in walk(duck, n, int(window_ms))}
     finally:
+        duck.execute("RESET preserve_insertion_order")
         for table in tables:
             duck.execute(f"DROP TABLE IF EXISTS {table}")
         for path in temporary:

@@ -746,18 +746,19 @@ def test_users_given_changed_or_deleted_after_sealing_count_in_funnels_by_users(
 def test_funnels_by_users_keep_the_user_map_until_a_numbered_endpoint_changes(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A funnel by users reads the numbered endpoints' users once, and again only after
-    one of them changed users, went, or a new one was numbered: each next funnel counts
-    the users of now, as the events table does; events alone change nothing."""
-    devices = world.data.devices[:8]
+    """A funnel by users reads the numbered endpoints' users once, again only after one
+    of them changed users or went, and the endpoints numbered since alone: each next
+    funnel counts the users of now, as the events table does; events alone change
+    nothing."""
+    devices = world.data.devices[:10]
     steps = [Step("a"), Step("b")]
     base = gen.BASE + timedelta(days=3)
-    reads: list[int] = []
+    reads: list[int] = []  # the largest number known before each read
     numbered = columnar.Numbering._numbered_users
 
-    def counted(self: columnar.Numbering) -> Iterator[tuple[int, str]]:
-        reads.append(1)
-        return numbered(self)
+    def counted(self: columnar.Numbering, after: int) -> Iterator[tuple[int, str]]:
+        reads.append(after)
+        return numbered(self, after)
 
     monkeypatch.setattr(columnar.Numbering, "_numbered_users", counted)
 
@@ -782,11 +783,11 @@ def test_funnels_by_users_keep_the_user_map_until_a_numbered_endpoint_changes(
 
         return world.read(ask)
 
-    def agree(then_reads: int) -> list[int]:
+    def agree(*then: int) -> list[int]:
         want = answers(None)
         assert answers(world.storage.columnar) == want
         assert answers(world.storage.columnar) == want
-        assert len(reads) == then_reads
+        assert reads == [*then]
         return want
 
     async def scenario() -> None:
@@ -794,22 +795,31 @@ def test_funnels_by_users_keep_the_user_map_until_a_numbered_endpoint_changes(
             profile(d, f"user-{i % 3}" if i % 4 else None)
         await world.put(events(devices[:6], "first"))
         await world.sealer.seal_all()
-        first = agree(1)
+        first = agree(0)
         await world.put(events(devices[:6], "more"))  # the same users: the same map
         await world.sealer.seal_all()
-        agree(1)
+        agree(0)
         profile(devices[1], "user-0")  # one user fewer
         await world.put(events(devices[1:2], "moved"))
-        assert agree(2) != first
+        assert agree(0, 0) != first
         await world.storage.delete_endpoint(APP, devices[2].endpoint_id)
-        agree(3)
+        agree(0, 0, 0)
         # Not numbered yet, and read apart: one without a user, one of a new user.
         profile(devices[6], None)
         profile(devices[7], "user-fresh")
-        await world.put(events(devices[6:], "new"))
-        agree(3)
-        await world.sealer.seal_all()  # numbered now
-        agree(4)
+        await world.put(events(devices[6:8], "new"))
+        agree(0, 0, 0)
+        top = max(_numbers(world).values())
+        await world.sealer.seal_all()  # numbered now, above the others: read alone
+        assert max(_numbers(world).values()) > top
+        agree(0, 0, 0, top)
+        # A new user, and one with numbered endpoints already, as the sealer numbers them.
+        profile(devices[8], "user-0")
+        profile(devices[9], "user-newer")
+        await world.put(events(devices[8:10], "newer"))
+        top = max(_numbers(world).values())
+        await world.sealer.seal_all()
+        agree(0, 0, 0, reads[3], top)
         # The funnels wrote their tables in any order; this thread's sealer writes in order.
         (kept,) = (
             columnar._duck()

@@ -314,16 +314,25 @@ class Numbering:
 
     def users(self) -> Users:
         """The users of the app's endpoints, for a funnel by users (see `Users`)."""
+        (top,) = self.conn.execute(
+            "SELECT coalesce(max(n), 0) FROM columnar_endpoints WHERE app_id = ?", (self.app_id,)
+        ).fetchone()
         try:
-            row = self.conn.execute(
+            (version,) = self.conn.execute(
                 "SELECT users_version FROM columnar_state WHERE id = 0"
             ).fetchone()
         except sqlite3.OperationalError:  # a database before migration 20, read-only
-            row = None
-        version = None if row is None else int(row[0])
-        return Users(self.app_id, version, self._numbered_users, self._fresh_users)
+            version = None
+        return Users(self.app_id, version, int(top), self._numbered_users, self._fresh_users)
 
-    def _numbered_users(self) -> Iterator[tuple[int, str]]:
+    def _numbered_users(self, after: int) -> Iterator[tuple[int, str]]:
+        if after:  # the few numbered since, through the index of numbers
+            yield from self.conn.execute(
+                "SELECT n, user_id FROM columnar_endpoints WHERE app_id = ? AND n > ?"
+                " AND user_id IS NOT NULL",
+                (self.app_id, after),
+            )
+            return
         # One narrow read in the order of the table: through the endpoints' index of
         # users, each endpoint cost a seek of its number (2.8 us, and
         # bench/analytics_queries.py has 246,000 at 50M events).
@@ -345,17 +354,21 @@ class Numbering:
 @dataclass(frozen=True)
 class Users:
     """(endpoint number, user id) of each endpoint of an application that has a user and
-    a number, read inside the query's `snapshot`: `numbered` those the sealer numbered,
-    from columnar_endpoints, which holds each one's user (migration 19); `fresh` those
-    `Numbering.of` numbered for the query, to read after them.
+    a number, read inside the query's `snapshot`: `numbered(after)` those the sealer
+    numbered above `after`, from columnar_endpoints, which holds each one's user
+    (migration 19); `fresh()` those `Numbering.of` numbered for the query, to read after
+    them.
 
-    `version` is columnar_state.users_version, which changes whenever `numbered` would
-    (migration 20): a funnel keeps what `numbered` read, per application, across queries
-    while it stays the same, and reads it again when it changes (None: always)."""
+    `version` is columnar_state.users_version, which changes whenever a numbered endpoint
+    changes users or its number goes (migration 20), and `top` the largest number: a
+    funnel keeps what `numbered` read, per application, across queries while the version
+    stays the same, and reads the numbers above the largest it has when there are more
+    (None: it reads them all each time)."""
 
     app_id: str
     version: int | None
-    numbered: Callable[[], Iterable[tuple[int, str]]]
+    top: int
+    numbered: Callable[[int], Iterable[tuple[int, str]]]
     fresh: Callable[[], Iterable[tuple[int, str]]]
 
 
@@ -446,31 +459,62 @@ def _user_map(
     duck: duckdb.DuckDBPyConnection, users: Users, scratch: Path, temporary: list[Path]
 ) -> tuple[str, int]:
     """A table (ep, user_id, uid) of `users.numbered`, each user a number (uid) from 1 up,
-    and the largest: kept across queries while `users.version` stays the same."""
-    kept: dict[tuple[str, str], tuple[int, str, int]] = _local.__dict__.setdefault("maps", {})
+    and the largest uid: kept across queries while `users.version` stays the same, and
+    given the endpoints numbered since."""
+    kept: dict[tuple[str, str], _Kept] = _local.__dict__.setdefault("maps", {})
     key = (str(scratch), users.app_id)
     found = kept.pop(key, None)
-    if found is not None:
-        if found[0] == users.version:
-            kept[key] = found
-            return found[1], found[2]
-        duck.execute(f"DROP TABLE IF EXISTS {found[1]}")
-    path, _ = _rows_csv(users.numbered(), scratch)
-    temporary.append(path)
-    table = "um" if users.version is None else f"um_{secrets.token_hex(6)}"
-    duck.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT ep, user_id,"
-        " dense_rank() OVER (ORDER BY user_id) AS uid"
-        f" FROM read_csv({_literal(str(path))}, header = false, columns = {_USER_COLUMNS},"
-        " quote = '\"', escape = '\"', force_not_null = ['user_id'], auto_detect = false)"
-    )
-    (top,) = duck.execute(f"SELECT coalesce(max(uid), 0) FROM {table}").fetchall()[0]
+    if found is not None and (found.version != users.version or found.top > users.top):
+        duck.execute(f"DROP TABLE {found.table}")
+        found = None
+    if found is None:
+        table = "um" if users.version is None else f"um_{secrets.token_hex(6)}"
+        duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} (ep BIGINT, user_id VARCHAR, uid BIGINT)"
+        )
+        found = _Kept(users.version, 0, table, 0)
+    if found.top < users.top:
+        # Those numbered since: their users may have numbers already, or be new.
+        path, size = _rows_csv(users.numbered(found.top), scratch)
+        temporary.append(path)
+        uids = found.uids
+        if size:
+            try:
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE un AS SELECT * FROM"
+                    f" read_csv({_literal(str(path))}, header = false, columns = {_USER_COLUMNS},"
+                    " quote = '\"', escape = '\"', force_not_null = ['user_id'],"
+                    " auto_detect = false)"
+                )
+                duck.execute(
+                    f"INSERT INTO {found.table} SELECT c.ep, c.user_id, coalesce(k.uid,"
+                    f" {uids} + dense_rank() OVER (ORDER BY c.user_id)) FROM un c LEFT JOIN"
+                    f" (SELECT DISTINCT user_id, uid FROM {found.table}"
+                    " WHERE user_id IN (SELECT user_id FROM un)) k ON k.user_id = c.user_id"
+                )
+                (uids,) = duck.execute(f"SELECT max(uid) FROM {found.table}").fetchall()[0]
+            except BaseException:
+                duck.execute(f"DROP TABLE {found.table}")
+                raise
+            finally:
+                duck.execute("DROP TABLE IF EXISTS un")
+        found = _Kept(found.version, users.top, found.table, int(uids))
     if users.version is not None:
-        kept[key] = (users.version, table, int(top))
+        kept[key] = found
         while len(kept) > _USER_MAPS:
-            _, gone, _ = kept.pop(next(iter(kept)))
-            duck.execute(f"DROP TABLE {gone}")
-    return table, int(top)
+            duck.execute(f"DROP TABLE {kept.pop(next(iter(kept))).table}")
+    return found.table, found.uids
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A map of `_user_map`: as of `version` and endpoint numbers up to `top`, in `table`,
+    its users numbered 1 to `uids`."""
+
+    version: int | None
+    top: int
+    table: str
+    uids: int
 
 
 def funnel_depths(

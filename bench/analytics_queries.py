@@ -249,13 +249,17 @@ def load(path: Path, total: int) -> float:
 # -- the queries and their naive peers ----------------------------------------------------
 
 
-def _p50(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
-    times, result = [], None
+def _p50(fn: Callable[[], Any], runs: int) -> tuple[float, float, Any]:
+    """The median wall time of `runs` calls, the median process CPU time (all threads:
+    a machine shared with other work stretches the first, hardly the second), and the
+    last answer."""
+    times, cpu, result = [], [], None
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), result
+        cpu.append(time.process_time() - c)
+    return statistics.median(times), statistics.median(cpu), result
 
 
 def _naive_days(conn: sqlite3.Connection, q: Range, select: str, extra: str = "") -> list[Any]:
@@ -474,7 +478,7 @@ def time_queries(
         if only and not any(part in name for part in only):
             continue
         fn(conn)  # warm the cache, as a dashboard in use would have it
-        p50, got = _p50(lambda fn=fn: fn(conn), runs)
+        p50, cpu, got = _p50(lambda fn=fn: fn(conn), runs)
         naive_s, verdict = None, ""
         if naive and peer is not None:
             t = time.perf_counter()
@@ -482,7 +486,7 @@ def time_queries(
             naive_s = time.perf_counter() - t
             verdict = "agrees" if check is None or check(got, expected) else "DIFFERS"
         results.append((name, headline, p50, naive_s, verdict))
-        print(f"  {name}: {p50 * 1000:.1f} ms"
+        print(f"  {name}: {p50 * 1000:.1f} ms, {cpu * 1000:.0f} ms of CPU"
               + (f" (naive scan {naive_s * 1000:,.0f} ms, {verdict})" if naive_s else ""),
               flush=True)  # fmt: skip
     conn.close()

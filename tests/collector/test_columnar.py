@@ -624,12 +624,18 @@ def test_funnels_by_users_join_endpoints_the_sealer_has_not_numbered_yet(world: 
     run(world, scenario)
 
 
+@pytest.mark.parametrize("key_bits", [63, 1])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int) -> None:
+def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(
+    seed: int, key_bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Timelines where no event matches two steps, many events at the same moments: the
-    walk by running maxima (columnar._walk_levels) against the one by ASOF joins and the
-    one in Python (queries._depths), for windows from none to all."""
+    walk by levels (columnar._walk_levels) against the one by ASOF joins and the one in
+    Python (queries._depths), for windows from none to all; its keys as BIGINTs, and as
+    HUGEINTs where they would not fit (key_bits 1)."""
     import random
+
+    monkeypatch.setattr(columnar, "_KEY_BITS", key_bits)
 
     rng = random.Random(seed)
     n = rng.choice([2, 3, 4])
@@ -637,6 +643,7 @@ def test_the_walk_by_levels_finds_the_depths_of_the_walk_by_asof_joins(seed: int
     rows = [(rng.randrange(30), rng.choice(moments), 1 << rng.randrange(n), rid)
             for rid in range(1, 1500)]  # fmt: skip
     rows += [(30, moment, 2, 1500 + i) for i, moment in enumerate(moments)]  # no start
+    rows += [(-3, moments[0], 1, 1600), (-3, moments[1], 2, 1601)]  # a subject below 0
     duck = columnar._duck()
     values = ", ".join(f"({subj}, {t}, {m}, {rid})" for subj, t, m, rid in rows)
     duck.execute(
@@ -732,6 +739,94 @@ def test_users_given_changed_or_deleted_after_sealing_count_in_funnels_by_users(
         assert _users_beside_numbers(world)[devices[3].endpoint_id] == "user-back"
         await world.sealer.seal_all()
         assert answers(world.storage.columnar) == answers(None)
+
+    run(world, scenario)
+
+
+def test_funnels_by_users_keep_the_user_map_until_a_numbered_endpoint_changes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A funnel by users reads the numbered endpoints' users once, again only after one
+    of them changed users or went, and the endpoints numbered since alone: each next
+    funnel counts the users of now, as the events table does; events alone change
+    nothing."""
+    devices = world.data.devices[:10]
+    steps = [Step("a"), Step("b")]
+    base = gen.BASE + timedelta(days=3)
+    reads: list[int] = []  # the largest number known before each read
+    numbered = columnar.Numbering._numbered_users
+
+    def counted(self: columnar.Numbering, after: int) -> Iterator[tuple[int, str]]:
+        reads.append(after)
+        return numbered(self, after)
+
+    monkeypatch.setattr(columnar.Numbering, "_numbered_users", counted)
+
+    def profile(device: gen.Device, user: str | None) -> None:
+        device.profile = {k: v for k, v in device.profile.items() if k != "User"}
+        if user is not None:
+            device.profile["User"] = {"UserId": user}
+
+    def events(group: list[gen.Device], tag: str) -> list[gen.Event]:
+        return [
+            gen.Event(d.endpoint_id, f"{d.endpoint_id}-{tag}-{k}", {"EventType": kind,
+                      "Timestamp": gen.iso(base + timedelta(hours=i, minutes=k))})
+            for i, d in enumerate(group) for k, kind in enumerate("ab"[: 1 + i % 2])
+        ]  # fmt: skip
+
+    def answers(copy: Path | None) -> list[int]:
+        def ask(conn: sqlite3.Connection) -> list[int]:
+            q = Range(date(2026, 9, 1), date(2026, 9, 30), ZoneInfo("UTC"), "users", TODAY)
+            return [
+                s["count"] for s in queries.funnel(conn, APP, q, steps, 3600, copy=copy)["steps"]
+            ]
+
+        return world.read(ask)
+
+    def agree(*then: int) -> list[int]:
+        want = answers(None)
+        assert answers(world.storage.columnar) == want
+        assert answers(world.storage.columnar) == want
+        assert reads == [*then]
+        return want
+
+    async def scenario() -> None:
+        for i, d in enumerate(devices):
+            profile(d, f"user-{i % 3}" if i % 4 else None)
+        await world.put(events(devices[:6], "first"))
+        await world.sealer.seal_all()
+        first = agree(0)
+        await world.put(events(devices[:6], "more"))  # the same users: the same map
+        await world.sealer.seal_all()
+        agree(0)
+        profile(devices[1], "user-0")  # one user fewer
+        await world.put(events(devices[1:2], "moved"))
+        assert agree(0, 0) != first
+        await world.storage.delete_endpoint(APP, devices[2].endpoint_id)
+        agree(0, 0, 0)
+        # Not numbered yet, and read apart: one without a user, one of a new user.
+        profile(devices[6], None)
+        profile(devices[7], "user-fresh")
+        await world.put(events(devices[6:8], "new"))
+        agree(0, 0, 0)
+        top = max(_numbers(world).values())
+        await world.sealer.seal_all()  # numbered now, above the others: read alone
+        assert max(_numbers(world).values()) > top
+        agree(0, 0, 0, top)
+        # A new user, and one with numbered endpoints already, as the sealer numbers them.
+        profile(devices[8], "user-0")
+        profile(devices[9], "user-newer")
+        await world.put(events(devices[8:10], "newer"))
+        top = max(_numbers(world).values())
+        await world.sealer.seal_all()
+        agree(0, 0, 0, reads[3], top)
+        # The funnels wrote their tables in any order; this thread's sealer writes in order.
+        (kept,) = (
+            columnar._duck()
+            .execute("SELECT current_setting('preserve_insertion_order')")
+            .fetchall()[0]
+        )
+        assert kept is True
 
     run(world, scenario)
 

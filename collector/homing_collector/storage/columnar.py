@@ -45,7 +45,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -67,6 +67,8 @@ _OPERATORS = frozenset((">=", "<=", "!=", ">", "<", "="))
 # The layout of the files: 2 added the endpoint number (ep).
 LAYOUT = 2
 _SUFFIX = f".l{LAYOUT}.parquet"
+# The bits of a key of _walk_levels: a BIGINT's, but for its sign.
+_KEY_BITS = 63
 _CSV_COLUMNS = (
     "{'rid': 'BIGINT', 'ep': 'BIGINT', 'endpoint_id': 'VARCHAR', 'event_type': 'VARCHAR',"
     " 'ts': 'BIGINT', 'body': 'VARCHAR'}"
@@ -310,18 +312,36 @@ class Numbering:
             self.known[endpoint_id] = n
         return n
 
-    def users(self) -> Iterator[tuple[int, str]]:
-        """(endpoint number, user id) of each endpoint of the app that has a user and a
-        number: given by the sealer, or by `of` before.
+    def users(self) -> Users:
+        """The users of the app's endpoints, for a funnel by users (see `Users`)."""
+        (top,) = self.conn.execute(
+            "SELECT coalesce(max(n), 0) FROM columnar_endpoints WHERE app_id = ?", (self.app_id,)
+        ).fetchone()
+        try:
+            (version,) = self.conn.execute(
+                "SELECT users_version FROM columnar_state WHERE id = 0"
+            ).fetchone()
+        except sqlite3.OperationalError:  # a database before migration 20, read-only
+            version = None
+        return Users(self.app_id, version, int(top), self._numbered_users, self._fresh_users)
 
-        The sealer's come from columnar_endpoints, which holds each numbered endpoint's
-        user (migration 19): one narrow read in the order of the table. Through the
-        endpoints' index of users, each endpoint cost a seek of its number (2.8 us, and
-        bench/analytics_queries.py has 246,000 at 50M events)."""
+    def _numbered_users(self, after: int) -> Iterator[tuple[int, str]]:
+        if after:  # the few numbered since, through the index of numbers
+            yield from self.conn.execute(
+                "SELECT n, user_id FROM columnar_endpoints WHERE app_id = ? AND n > ?"
+                " AND user_id IS NOT NULL",
+                (self.app_id, after),
+            )
+            return
+        # One narrow read in the order of the table: through the endpoints' index of
+        # users, each endpoint cost a seek of its number (2.8 us, and
+        # bench/analytics_queries.py has 246,000 at 50M events).
         yield from self.conn.execute(
             "SELECT n, user_id FROM columnar_endpoints WHERE app_id = ? AND user_id IS NOT NULL",
             (self.app_id,),
         )
+
+    def _fresh_users(self) -> Iterator[tuple[int, str]]:
         for endpoint_id, n in self.fresh.items():
             row = self.conn.execute(
                 "SELECT user_id FROM endpoints WHERE app_id = ? AND endpoint_id = ?",
@@ -329,6 +349,27 @@ class Numbering:
             ).fetchone()
             if row is not None and row[0] is not None:
                 yield n, row[0]
+
+
+@dataclass(frozen=True)
+class Users:
+    """(endpoint number, user id) of each endpoint of an application that has a user and
+    a number, read inside the query's `snapshot`: `numbered(after)` those the sealer
+    numbered above `after`, from columnar_endpoints, which holds each one's user
+    (migration 19); `fresh()` those `Numbering.of` numbered for the query, to read after
+    them.
+
+    `version` is columnar_state.users_version, which changes whenever a numbered endpoint
+    changes users or its number goes (migration 20), and `top` the largest number: a
+    funnel keeps what `numbered` read, per application, across queries while the version
+    stays the same, and reads the numbers above the largest it has when there are more
+    (None: it reads them all each time)."""
+
+    app_id: str
+    version: int | None
+    top: int
+    numbered: Callable[[int], Iterable[tuple[int, str]]]
+    fresh: Callable[[], Iterable[tuple[int, str]]]
 
 
 # -- DuckDB over the files ------------------------------------------------------------
@@ -407,6 +448,80 @@ def _rows_csv(rows: Iterable[Sequence[Any]], folder: Path) -> tuple[Path, int]:
     return path, size
 
 
+_USER_COLUMNS = "{'ep': 'BIGINT', 'user_id': 'VARCHAR'}"
+# Maps of endpoint numbers to users kept by each thread's DuckDB connection, the latest
+# used last: at 50M events, reading one took a funnel by users 215 ms
+# (bench/analytics_queries.py), and a dashboard asks the same application again.
+_USER_MAPS = 4
+
+
+def _user_map(
+    duck: duckdb.DuckDBPyConnection, users: Users, scratch: Path, temporary: list[Path]
+) -> tuple[str, int]:
+    """A table (ep, user_id, uid) of `users.numbered`, each user a number (uid) from 1 up,
+    and the largest uid: kept across queries while `users.version` stays the same, and
+    given the endpoints numbered since."""
+    kept: dict[tuple[str, str], _Kept] = _local.__dict__.setdefault("maps", {})
+    key = (str(scratch), users.app_id)
+    found = kept.pop(key, None)
+    if found is not None and (found.version != users.version or found.top > users.top):
+        duck.execute(f"DROP TABLE {found.table}")
+        found = None
+    if found is None:
+        table = "um" if users.version is None else f"um_{secrets.token_hex(6)}"
+        duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} (ep BIGINT, user_id VARCHAR, uid BIGINT)"
+        )
+        found = _Kept(users.version, 0, table, 0)
+    if found.top < users.top:
+        # Those numbered since: their users may have numbers already, or be new.
+        path, size = _rows_csv(users.numbered(found.top), scratch)
+        temporary.append(path)
+        uids = found.uids
+        if size:
+            try:
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE un AS SELECT * FROM"
+                    f" read_csv({_literal(str(path))}, header = false, columns = {_USER_COLUMNS},"
+                    " quote = '\"', escape = '\"', force_not_null = ['user_id'],"
+                    " auto_detect = false)"
+                )
+                # A user new to the map is numbered after the others; numbered by a
+                # hash of the names rather than their order (at 50M events, 58 ms of CPU
+                # beside 96 for 246,000 endpoints, bench/analytics_queries.py's).
+                duck.execute(
+                    f"INSERT INTO {found.table} SELECT c.ep, c.user_id, coalesce(k.uid,"
+                    f" {uids} + n.i) FROM un c LEFT JOIN (SELECT DISTINCT user_id, uid"
+                    f" FROM {found.table} WHERE user_id IN (SELECT user_id FROM un)) k"
+                    " ON k.user_id = c.user_id LEFT JOIN (SELECT user_id, row_number()"
+                    " OVER () AS i FROM (SELECT DISTINCT user_id FROM un)) n"
+                    " ON n.user_id = c.user_id"
+                )
+                (uids,) = duck.execute(f"SELECT max(uid) FROM {found.table}").fetchall()[0]
+            except BaseException:
+                duck.execute(f"DROP TABLE {found.table}")
+                raise
+            finally:
+                duck.execute("DROP TABLE IF EXISTS un")
+        found = _Kept(found.version, users.top, found.table, int(uids))
+    if users.version is not None:
+        kept[key] = found
+        while len(kept) > _USER_MAPS:
+            duck.execute(f"DROP TABLE {kept.pop(next(iter(kept))).table}")
+    return found.table, found.uids
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A map of `_user_map`: as of `version` and endpoint numbers up to `top`, in `table`,
+    its users numbered 1 to `uids`."""
+
+    version: int | None
+    top: int
+    table: str
+    uids: int
+
+
 def funnel_depths(
     files: Sequence[Part],
     lo_ms: int,
@@ -414,16 +529,15 @@ def funnel_depths(
     steps: Sequence[Step],
     window_ms: int,
     more: Iterable[tuple[int, int, int, int]],
-    users: Iterable[tuple[int, str]] | None,
+    users: Users | None,
     scratch: Path,
 ) -> dict[int, int]:
     """How many subjects reached each depth (1 to len(steps)) of the funnel, at best.
 
     The events are those of `files` with lo_ms <= ts < hi_ms that match a step, and
     `more`, as (endpoint number, Timestamp, steps matched as bits, events rowid), numbered
-    as the files are (see `Numbering`). A subject is an endpoint, or with `users`,
-    (endpoint number, user id) of the endpoints that have a user, the user of an endpoint
-    that has one; `users` is read after `more`.
+    as the files are (see `Numbering`). A subject is an endpoint, or with `users`, the
+    user of an endpoint that has one; `users` is read after `more`.
 
     This is queries.funnel's walk, said in SQL: see `_walk_levels` and `_walk_asof`.
     (As temporary tables: the same queries over CTEs took DuckDB a hundred times
@@ -453,8 +567,14 @@ def funnel_depths(
         params = []
     scratch.mkdir(parents=True, exist_ok=True)
     temporary: list[Path] = []
-    tables = ["q", "s", "r", "rk", "x", *(f"{t}{k}" for k in range(1, n) for t in ("c", "l"))]
+    tables = ["q", "s", "f", "um", "r", "rk", "x"]
+    tables += [f"{t}{k}" for k in range(1, n) for t in ("c", "l")]
     duck = _duck()
+    # No table of the walk depends on the order of its rows: DuckDB may then write them
+    # from both threads at once (bench/analytics_queries.py at 10M events: a fifth less
+    # wall time for the read of the files and for each level's join, the same CPU). The
+    # sealer, which may use this thread's connection next, relies on that order.
+    duck.execute("SET preserve_insertion_order = false")
     try:
         extra, size = _rows_csv(more, scratch)
         temporary.append(extra)
@@ -486,18 +606,33 @@ def funnel_depths(
             )
             # A user is a number from 1 up, an endpoint without one a number below 0,
             # given to each endpoint of the events: a join of the few endpoints, not of
-            # every event, with their users. DuckDB numbers the users of those alone.
-            mapped, _ = _rows_csv(users, scratch)
-            temporary.append(mapped)
-            duck.execute(
-                "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE WHEN u.user_id IS NULL"
-                " THEN -row_number() OVER () ELSE dense_rank() OVER (ORDER BY u.user_id) END"
-                " AS id FROM (SELECT DISTINCT ep FROM q) e"
-                f" LEFT JOIN read_csv({_literal(str(mapped))}, header = false,"
-                " columns = {'ep': 'BIGINT', 'user_id': 'VARCHAR'}, quote = '\"',"
-                " escape = '\"', force_not_null = ['user_id'], auto_detect = false) u"
-                " ON u.ep = e.ep"
-            )
+            # every event, with their users.
+            mapped, top = _user_map(duck, users, scratch, temporary)
+            fresh, size = _rows_csv(users.fresh(), scratch)
+            temporary.append(fresh)
+            if not size:
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE WHEN u.uid IS NULL"
+                    " THEN -row_number() OVER () ELSE u.uid END AS id"
+                    f" FROM (SELECT DISTINCT ep FROM q) e LEFT JOIN {mapped} u ON u.ep = e.ep"
+                )
+            else:  # their users may have numbered endpoints too, or be new
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE f AS SELECT * FROM"
+                    f" read_csv({_literal(str(fresh))}, header = false, columns = {_USER_COLUMNS},"
+                    " quote = '\"', escape = '\"', force_not_null = ['user_id'],"
+                    " auto_detect = false)"
+                )
+                duck.execute(
+                    "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE"
+                    " WHEN u.uid IS NOT NULL THEN u.uid"
+                    " WHEN f.user_id IS NULL THEN -row_number() OVER ()"
+                    f" ELSE coalesce(k.uid, {top} + dense_rank() OVER (ORDER BY f.user_id)) END"
+                    f" AS id FROM (SELECT DISTINCT ep FROM q) e LEFT JOIN {mapped} u"
+                    " ON u.ep = e.ep LEFT JOIN f ON f.ep = e.ep LEFT JOIN (SELECT DISTINCT"
+                    f" user_id, uid FROM {mapped} WHERE user_id IN (SELECT user_id FROM f)) k"
+                    " ON k.user_id = f.user_id"
+                )
             duck.execute(
                 "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.* EXCLUDE (ep)"
                 " FROM q JOIN s ON s.ep = q.ep"
@@ -509,6 +644,7 @@ def funnel_depths(
         walk = _walk_levels if apart else _walk_asof
         return {int(best): int(count) for best, count in walk(duck, n, int(window_ms))}
     finally:
+        duck.execute("RESET preserve_insertion_order")
         for table in tables:
             duck.execute(f"DROP TABLE IF EXISTS {table}")
         for path in temporary:
@@ -518,8 +654,8 @@ def funnel_depths(
 
 def _walk_levels(duck: duckdb.DuckDBPyConnection, n: int, window_ms: int) -> list[Any]:
     """(depth, subjects) of the events of table r (subj, t, m) when none matches two
-    steps: one ASOF join per step after the first, on moments alone, where `_walk_asof`
-    joins every start down each step on its keys (a third less DuckDB work at 10M events).
+    steps: one ASOF join per step after the first, where `_walk_asof` joins every start
+    down each step.
 
     The walk from a start reaches step k within the window if and only if some events
     s < e2 < ... < ek, of steps 1 to k in the order of queries.funnel's walk, have ek
@@ -531,21 +667,40 @@ def _walk_levels(duck: duckdb.DuckDBPyConnection, n: int, window_ms: int) -> lis
     that a chain reaches within the window, with the latest start (v) of those chains:
     that of the last event of step k in l<k-1> (the starts themselves for k = 1) at its
     moment or before, if in the window. (The v of the events of a level never decreases
-    with their moments, so the last one has the latest.)"""
-    carriers = "SELECT subj, t, t AS v FROM r WHERE m = 1"
-    found = ["SELECT subj, 1 AS best FROM r WHERE m = 1"]
+    with their moments, so the last one has the latest.) The subjects of l<k> are some
+    of those of l<k-1>, so a subject's depth is the last level that holds it.
+
+    The joins are on one number, the subject and the moment as (subject << bits) +
+    moment: an event of another subject is then at least 2**bits - (the moments' span)
+    apart, more than the window (bench/analytics_queries.py: a third less DuckDB work
+    than joining on the subject and then on the moment)."""
+    row = duck.execute("SELECT min(subj), max(subj), min(t), max(t) FROM r").fetchone()
+    if row is None or row[0] is None:
+        return []
+    subj0, subj1, t0, t1 = (int(v) for v in row)
+    bits = (t1 - t0 + window_ms + 1).bit_length()
+    fits = bits < _KEY_BITS and subj1 - subj0 + 1 < 1 << (_KEY_BITS - bits)
+    kind = "BIGINT" if fits else "HUGEINT"
+
+    def keys(step: int) -> str:
+        return (
+            f"SELECT ((subj - {subj0})::{kind} << {bits}) + (t - {t0}) AS k FROM r"
+            f" WHERE m = {1 << step}"
+        )
+
+    carriers = f"SELECT k, k AS v FROM ({keys(0)})"
     for k in range(1, n):
         duck.execute(
-            f"CREATE OR REPLACE TEMP TABLE l{k} AS SELECT e.subj, e.t, c.v FROM"
-            f" (SELECT subj, t FROM r WHERE m = {1 << k}) e ASOF JOIN ({carriers}) c"
-            f" ON c.subj = e.subj AND c.t <= e.t WHERE e.t - c.v <= {window_ms}"
+            f"CREATE OR REPLACE TEMP TABLE l{k} AS SELECT e.k, c.v FROM ({keys(k)}) e"
+            f" ASOF JOIN ({carriers}) c ON c.k <= e.k WHERE e.k - c.v <= {window_ms}"
         )
-        found.append(f"SELECT subj, {k + 1} FROM l{k}")
-        carriers = f"SELECT subj, t, v FROM l{k}"
-    return duck.execute(
-        f"SELECT best, count(*) FROM (SELECT subj, max(best) AS best FROM"
-        f" ({' UNION ALL '.join(found)}) GROUP BY subj) GROUP BY best"
-    ).fetchall()
+        carriers = f"SELECT k, v FROM l{k}"
+    counted = ", ".join(
+        ["(SELECT count(DISTINCT subj) FROM r WHERE m = 1)"]
+        + [f"(SELECT count(DISTINCT k >> {bits}) FROM l{k})" for k in range(1, n)]
+    )
+    reached = [int(c) for c in duck.execute(f"SELECT {counted}").fetchall()[0]] + [0]
+    return [(k + 1, reached[k] - reached[k + 1]) for k in range(n) if reached[k] > reached[k + 1]]
 
 
 def _walk_asof(duck: duckdb.DuckDBPyConnection, n: int, window_ms: int) -> list[Any]:

@@ -623,6 +623,30 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         END;
         """,
     ),
+    (
+        20,
+        # A new value of columnar_state.users_version whenever a numbered endpoint changes
+        # users or its number goes: a funnel by users keeps each application's map of
+        # endpoint numbers to users across queries while the version is the one it read
+        # (storage/columnar.py), and reads only the endpoints numbered since (their
+        # numbers are above every one before). Random rather than counted, so that
+        # another database at the same path does not reach the same version with other
+        # users.
+        """
+        ALTER TABLE columnar_state ADD COLUMN users_version INTEGER NOT NULL DEFAULT 0;
+        UPDATE columnar_state SET users_version = random();
+        CREATE TRIGGER columnar_endpoints_user_changed
+            AFTER UPDATE OF user_id ON columnar_endpoints
+            WHEN OLD.user_id IS NOT NEW.user_id
+        BEGIN
+            UPDATE columnar_state SET users_version = random();
+        END;
+        CREATE TRIGGER columnar_endpoints_unnumbered AFTER DELETE ON columnar_endpoints
+        BEGIN
+            UPDATE columnar_state SET users_version = random();
+        END;
+        """,
+    ),
 ]
 
 

@@ -878,6 +878,14 @@ async def _cases(
                 bodies=bodies, clients=args.clients, warmup=args.warmup,
                 duration=args.duration, stored=stored,
             )  # fmt: skip
+            if kind == "pg" and isinstance(db, str):
+                # The rollups' entries not folded yet: the work left beyond the figures.
+                with psycopg().connect(db) as conn:
+                    (waiting,) = conn.execute("SELECT count(*) FROM an_pending").fetchone()
+                streamed.append(
+                    f"rollups {db.rpartition('/')[2]}: {waiting:,} entries (batches) left to"
+                    f" fold when the clients stopped, of {counters.accepted // 100:,} batches"
+                )
             if kind == "streamed":
                 streamed.append(
                     f"stream {db.name}: {receiver.records:,} records received in"

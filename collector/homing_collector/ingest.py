@@ -15,19 +15,20 @@ import orjson
 
 from homing import limits
 from homing.wire import (
+    NUL_RULE,
     WireError,
     check_endpoint,
     check_event,
     check_id,
     check_url_id,
     format_timestamp,
+    nul_at,
 )
 from homing_collector import device, endpoints
 from homing_collector.analytics.rollups import Summary
 from homing_collector.errors import bad_request
 from homing_collector.event_check import check_common
 from homing_collector.storage.base import EndpointUpdate, EventRow, Storage
-from homing_collector.validation import NUL_RULE, nul_at
 
 ACCEPTED = {"StatusCode": 202, "Message": "Accepted"}
 _new_row = tuple.__new__
@@ -138,8 +139,6 @@ def check_events(
         try:
             endpoint = item.get("Endpoint")
             update = check_endpoint({} if endpoint is None else endpoint, "Endpoint")
-            if (where := nul_at(endpoint, "Endpoint")) is not None:
-                raise WireError(where, NUL_RULE)
             updates.append(EndpointUpdate(endpoint_id, update))
         except WireError as exc:
             result["EndpointItemResponse"] = _rejected(str(exc))

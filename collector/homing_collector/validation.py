@@ -9,6 +9,7 @@ from typing import Any, get_origin
 import msgspec
 from starlette.datastructures import QueryParams
 
+from homing.wire import NUL_RULE
 from homing_collector.errors import PinpointError, bad_request
 from homing_collector.models.types import PATTERNS
 
@@ -40,31 +41,6 @@ def _error(exc: msgspec.ValidationError) -> PinpointError:
     if match["outer"] is not None:  # "key" in `$.Endpoints`: a key of that object
         where, rule = _field(match["outer"]), f"a key: {rule}"
     return bad_request(f"{where}: {rule}" if where else rule)
-
-
-NUL_RULE = "must not contain the NUL character (U+0000)"
-
-
-def nul_at(value: Any, path: str = "") -> str | None:
-    """Where `value` (parsed JSON) holds a NUL character, in a key or a string: its path
-    (`a.b.0`), or None. No stored text may hold one (PostgreSQL's text cannot), so a
-    request that would store one is refused, on every backend alike."""
-    if type(value) is str:
-        return (path or "body") if "\x00" in value else None
-    if type(value) is dict:
-        for key, item in value.items():
-            here = f"{path}.{key}" if path else str(key)
-            if "\x00" in key:
-                return here
-            found = nul_at(item, here)
-            if found is not None:
-                return found
-    elif type(value) is list:
-        for index, item in enumerate(value):
-            found = nul_at(item, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
-    return None
 
 
 def check_query_no_nul(params: QueryParams) -> None:

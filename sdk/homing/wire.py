@@ -21,6 +21,7 @@ __all__ = [
     "DEMOGRAPHIC_FIELDS",
     "ENDPOINT_STATUSES",
     "MAX_PUSH_SEQ",
+    "NUL_RULE",
     "OPT_OUT_VALUES",
     "WireError",
     "check_endpoint",
@@ -34,6 +35,7 @@ __all__ = [
     "formatted_ms",
     "merge_map",
     "new_endpoint",
+    "nul_at",
     "parse_timestamp",
     "push_seq",
     "whole_number",
@@ -70,6 +72,31 @@ class WireError(ValueError):
         super().__init__(f"{field}: {rule}" if field else rule)
         self.field = field
         self.rule = rule
+
+
+NUL_RULE = "must not contain the NUL character (U+0000)"
+
+
+def nul_at(value: Any, path: str = "") -> str | None:
+    """Where `value` (parsed JSON) holds a NUL character, in a key or a string: its path
+    (`a.b.0`), or None. No stored text may hold one (PostgreSQL's text cannot), so the
+    collector refuses what would store one, on every backend alike."""
+    if type(value) is str:
+        return (path or "body") if "\x00" in value else None
+    if type(value) is dict:
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return here
+            found = nul_at(item, here)
+            if found is not None:
+                return found
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            found = nul_at(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def parse_timestamp(value: object, field: str = "Timestamp") -> datetime:
@@ -322,6 +349,9 @@ def check_endpoint(endpoint: object, field: str = "Endpoint") -> dict[str, Any]:
     if endpoint.get("Attributes") is not None:
         _check_endpoint_attributes(endpoint["Attributes"], prefix + "Attributes")
     if endpoint.get("Metrics") is not None:
+        for key in endpoint["Metrics"] if type(endpoint["Metrics"]) is dict else ():
+            if "\x00" in key:
+                raise WireError(f"{prefix}Metrics.{key}", NUL_RULE)
         _check_metrics(
             endpoint["Metrics"],
             prefix + "Metrics",
@@ -389,6 +419,8 @@ def _check_endpoint_attribute_name(key: str, field: str) -> None:
         )
     if not _is_utf8(key):
         raise WireError(field, f"name {key[:60]!r} {_NOT_UTF8}")
+    if "\x00" in key:
+        raise WireError(f"{field}.{key}", NUL_RULE)
 
 
 def _check_metrics(metrics: object, field: str, check_key: Any, key_limit: int) -> None:
@@ -430,7 +462,7 @@ def _check_endpoint_attributes(attributes: object, field: str) -> None:
                 f"{field}.{name}",
                 f"has {len(values)} values; the limit is {limits.MAX_ENDPOINT_ATTRIBUTE_VALUES}",
             )
-        for value in values:
+        for index, value in enumerate(values):
             if type(value) is not str:
                 raise WireError(f"{field}.{name}", f"values must be strings, not {_kind(value)}")
             if len(value) > limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH:
@@ -440,6 +472,8 @@ def _check_endpoint_attributes(attributes: object, field: str) -> None:
                     f"the limit is {limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH}",
                 )
             _check_utf8(value, f"{field}.{name}")
+            if "\x00" in value:
+                raise WireError(f"{field}.{name}.{index}", NUL_RULE)
 
 
 _last_session_start: list[str | None] = [None]  # the last Session.StartTimestamp that parsed
@@ -487,6 +521,8 @@ def _check_plain_string(value: object, field: str) -> None:
     if len(value) > _MAX_PLAIN_STRING:
         raise WireError(field, f"is {len(value)} characters; the limit is {_MAX_PLAIN_STRING}")
     _check_utf8(value, field)
+    if "\x00" in value:
+        raise WireError(field, NUL_RULE)
 
 
 def _is_utf8(value: str) -> bool:

@@ -243,6 +243,54 @@ def test_a_nul_character_is_refused_where_it_is_and_nowhere_else(
     assert listed.json()["Message"].startswith("token: must not contain the NUL")
 
 
+NUL_IN_ENDPOINT = [  # where a NUL goes, and the field a 400 names
+    ({"User": {"UserId": "u\x00"}}, "User.UserId"),
+    ({"User": {"UserAttributes": {"team": ["a\x00"]}}}, "User.UserAttributes.team.0"),
+    ({"User": {"UserAttributes": {"t\x00": ["a"]}}}, "User.UserAttributes.t\x00"),
+    ({"Demographic": {"Platform": "ios\x00"}}, "Demographic.Platform"),
+    ({"Demographic": {"Locale": "\x00"}}, "Demographic.Locale"),
+    ({"Location": {"Country": "FR\x00"}}, "Location.Country"),
+    ({"Attributes": {"color": ["red\x00"]}}, "Attributes.color.0"),
+    ({"Metrics": {"m\x00": 1.0}}, "Metrics.m\x00"),
+    ({"Address": "a\x00"}, "Address"),
+    ({"RequestId": "\x00"}, "RequestId"),
+]
+
+
+@pytest.mark.parametrize(("update", "field"), NUL_IN_ENDPOINT)
+def test_an_endpoint_update_with_a_nul_is_refused_naming_the_field(
+    collector: LiveCollector, app: App, update: dict[str, Any], field: str
+) -> None:
+    """PostgreSQL's text cannot hold U+0000: on both backends, UpdateEndpoint and
+    UpdateEndpointsBatch refuse an endpoint that holds one with a 400 naming where, and
+    store nothing. (A user id is an id, without control characters.)"""
+    headers = {"Authorization": f"Bearer {app.ingest.token}"}
+    endpoint_id = f"nul-{uuid.uuid4().hex[:8]}"
+    rule = (
+        "must not contain control characters"
+        if field == "User.UserId"
+        else "must not contain the NUL character (U+0000)"
+    )
+    body = {"ChannelType": "CUSTOM", "Address": "x", **update}
+    answer = httpx.put(
+        f"{collector.url}/v1/apps/{app.id}/endpoints/{endpoint_id}", json=body, headers=headers
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["Message"] == f"EndpointRequest.{field}: {rule}"
+    items = [{"Id": f"{endpoint_id}-ok", "ChannelType": "CUSTOM"}, {"Id": endpoint_id, **body}]
+    answer = httpx.put(
+        f"{collector.url}/v1/apps/{app.id}/endpoints", json={"Item": items}, headers=headers
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["Message"] == f"Item[1].{field}: {rule}"
+    stored = collector.query(
+        "SELECT endpoint_id FROM endpoints WHERE app_id = ? AND endpoint_id LIKE ?",
+        app.id,
+        f"{endpoint_id}%",
+    )
+    assert stored == []
+
+
 def test_timestamp_far_in_the_future_is_stored_as_arrival_time(
     collector: LiveCollector, app: App, ingest: Any
 ) -> None:

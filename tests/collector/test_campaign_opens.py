@@ -119,6 +119,7 @@ def test_on_postgresql_opens_go_with_the_events_the_retention_sweep_deletes(
                 max_event_types=10, max_user_endpoints=10,
             )  # fmt: skip
             assert stored.stored == len(rows)
+            await storage.fold_rollups()  # the opens are folded in after the commit
             with psycopg.connect(postgres_url, autocommit=True) as conn:
                 assert kept(conn) == scanned(conn)
                 before = len(scanned(conn))

@@ -79,12 +79,15 @@ def test_endpoints_and_segments_are_imported(db: str, tmp_path: Path) -> None:
                 {"Id": "ep-1", "ChannelType": "GCM", "Address": "t-1", "User": {"UserId": "u-1"}},
                 {"Id": "ep-2", "ChannelType": "PIGEON"},
                 {"Id": "ep-3", "ChannelType": "CUSTOM", "Address": "x"},
+                # PostgreSQL's text holds no NUL: refused, not a failed import.
+                {"Id": "ep-4", "ChannelType": "CUSTOM", "Demographic": {"Platform": "a\x00"}},
             ]
         )
     )
     code, out, err = cli(db, "import", "pinpoint-endpoints", app_id, str(endpoints))
-    assert code == 1  # one row refused, and said
-    assert "2 endpoints stored, 1 refused" in out and "ChannelType" in err
+    assert code == 1  # two rows refused, and said
+    assert "2 endpoints stored, 2 refused" in out and "ChannelType" in err
+    assert ":4: Demographic.Platform: must not contain the NUL character (U+0000)" in err
     stored = query(db, "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = %s", app_id)
     assert sorted(stored) == [("ep-1", "u-1"), ("ep-3", None)]
 

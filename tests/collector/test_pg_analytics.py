@@ -167,3 +167,55 @@ def test_collectors_counting_the_same_users_at_once_count_each_once(
     assert want["usage users"]["summary"]["mau"] > 5
     for key in want:
         assert got[key] == want[key], key
+
+
+def test_entries_not_folded_yet_are_folded_before_a_deletion_and_a_read(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingestion appends what it adds to the rollups, folded later: an endpoint deleted
+    before the fold, and a read, give SQLite's answers all the same."""
+    import psycopg
+
+    from homing_collector.storage.analytics_pg import pending
+    from homing_collector.storage.postgres import PostgresStorage
+
+    monkeypatch.setattr(pending, "FOLD_SECONDS", 3600.0)  # no fold in the background
+    data = analytics_data.generate(seed=4, devices=8)
+    devices = {d.endpoint_id: d for d in data.devices}
+    bodies = [
+        body for i in range(0, len(data.events), 20)
+        for body in analytics_data.batches(data.events[i : i + 20], devices)
+    ]  # fmt: skip
+    deleted = data.devices[0].endpoint_id
+    days = {"start": "2026-09-01", "end": "2026-10-31"}  # the data's (test_analytics.py)
+
+    async def run(storage: Storage, waiting: Any = None) -> dict[str, Any]:
+        await storage.start()
+        try:
+            await storage.create_app(AppRecord(APP, "fold", NOW.isoformat()))
+            for body in bodies:
+                batch = ingest.check_events(body, body_size=0, summarize=True)
+                await ingest.store_events(storage, APP, batch)
+            if waiting is not None:
+                waiting()
+            assert await storage.delete_endpoint(APP, deleted) is not None
+            return await storage.analytics_read(partial(answers, days=days))
+        finally:
+            await storage.close()
+
+    def entries() -> int:
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute("SELECT count(*) FROM an_pending").fetchone()
+        return int(row[0]) if row else 0
+
+    def nothing_folded() -> None:
+        assert entries() > 0
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT count(*) FROM an_counts").fetchone() == (0,)
+
+    want = asyncio.run(run(SQLiteStorage(tmp_path / "homing.db")))
+    got = asyncio.run(run(PostgresStorage(postgres_url), nothing_folded))
+    assert want["usage users"]["summary"]["mau"] > 2
+    for key in want:
+        assert got[key] == want[key], key
+    assert entries() == 0

@@ -234,3 +234,25 @@ def test_a_cancelled_caller_leaves_its_batch_to_its_group(
     stored = {row[2] for row in _contents(postgres_url)["events"]}
     assert {row.event_id for row in sent[2].events} <= stored
     assert len(stored) == len({row.event_id for batch in sent for row in batch.events})
+
+
+def test_a_pending_entry_keeps_its_summary_whole() -> None:
+    """What ingestion appends to an_pending reads back as the same summary, a sum that
+    overflowed to infinity, an open without a campaign and the user keys included."""
+    from homing_collector.storage.analytics_pg import pending
+
+    rng = random.Random(5)
+    rows = [
+        (APPS[0], *_event(rng, f"e{n % 3}", f"id-{n}", kind))
+        for n, kind in enumerate(["screen", "_monetization.purchase", opens.OPENED] * 5)
+    ]
+    huge = orjson.dumps({"EventType": "screen", "Metrics": {"score": 1.5e308}})
+    rows += [(APPS[0], "e1", f"big-{n}", "screen", T0, T0, None, huge) for n in range(2)]
+    rows.append((APPS[0], "e2", "open", opens.OPENED, T0, T0, None, b'{"EventType": "x"}'))
+    [(_app, summary)] = summarize(rows)
+    users = {"e0": "u:someone", "e1": "e:e1", "e2": "e:e2"}
+    back, users_back = pending.decode(pending.encode(summary, users))
+    assert users_back == users
+    assert back.metrics[(T0 // 3_600_000, "screen", "score")][1] == float("inf")
+    for name in ("hours", "counts", "metrics", "revenue", "sessions", "opens"):
+        assert getattr(back, name) == getattr(summary, name), name

@@ -369,7 +369,29 @@ def apply_summaries(conn: Connection, summaries: Sequence[tuple[str, Summary]]) 
     if not summaries:
         return
     pairs = {(app_id, endpoint_id) for app_id, s in summaries for endpoint_id in s.hours}
-    batch = combine(summaries, _users(conn, pairs))
+    _apply(conn, summaries, _users(conn, pairs))
+
+
+def apply_staged(conn: Connection, staged: Sequence[tuple[str, Summary, dict[str, str]]]) -> None:
+    """Add (application, summary, the user key of each endpoint active in it) entries,
+    made at ingest and kept since: each endpoint's activity counts under the user it had
+    then. Entries are added up together while no endpoint has two users among them."""
+    chunk: list[tuple[str, Summary]] = []
+    users: dict[tuple[str, str], str] = {}
+    for app_id, summary, keys in staged:
+        if any(users.get((app_id, e), key) != key for e, key in keys.items()):
+            _apply(conn, chunk, users)
+            chunk, users = [], {}
+        chunk.append((app_id, summary))
+        users.update(((app_id, e), key) for e, key in keys.items())
+    if chunk:
+        _apply(conn, chunk, users)
+
+
+def _apply(
+    conn: Connection, summaries: Sequence[tuple[str, Summary]], users: dict[tuple[str, str], str]
+) -> None:
+    batch = combine(summaries, users)
     _activity(conn, batch.hours)
     statements(conn).rollups.add_counts(
         conn, [(*key, count) for key, count in batch.counts.items()]

@@ -8,13 +8,21 @@ from msgspec import Meta, Struct
 
 from homing import limits
 from homing.wire import CHANNEL_TYPES, ENDPOINT_STATUSES, OPT_OUT_VALUES
-from homing_collector.models.types import Id, PlainString, Timestamp, UrlId
+from homing_collector.models.types import NO_NUL, Id, PlainString, Timestamp, UrlId
 
 AttributeName = Annotated[
-    str, Meta(min_length=1, max_length=limits.MAX_ENDPOINT_ATTRIBUTE_NAME_LENGTH)
+    str,
+    Meta(
+        min_length=1, max_length=limits.MAX_ENDPOINT_ATTRIBUTE_NAME_LENGTH, extra_json_schema=NO_NUL
+    ),
 ]
 AttributeValues = Annotated[
-    list[Annotated[str, Meta(max_length=limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH)]],
+    list[
+        Annotated[
+            str,
+            Meta(max_length=limits.MAX_ENDPOINT_ATTRIBUTE_VALUE_LENGTH, extra_json_schema=NO_NUL),
+        ]
+    ],
     Meta(max_length=limits.MAX_ENDPOINT_ATTRIBUTE_VALUES),
 ]
 Attributes = dict[AttributeName, AttributeValues]

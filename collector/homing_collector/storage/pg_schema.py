@@ -486,6 +486,22 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
             FROM facts GROUP BY app_id, dimension, value;
         """,
     ),
+    (
+        9,
+        # What ingestion adds to the rollups, appended by each PutEvents transaction and
+        # folded into migration 8's tables by one collector at a time
+        # (storage/analytics_pg/pending.py): concurrent ingest transactions no longer
+        # wait on one another's locks of the same hot rollup rows.
+        """
+        CREATE TABLE an_pending (
+            app_id text COLLATE "C" NOT NULL,
+            id bigserial NOT NULL,
+            summary bytea NOT NULL,
+            PRIMARY KEY (app_id, id)
+        );
+        CREATE INDEX an_pending_id ON an_pending (id);
+        """,
+    ),
 ]
 
 FILL_PAGE = 20_000  # events read and added up at a time by fill_analytics

@@ -16,7 +16,7 @@ transaction runs again whole.
 
 PutEvents batches that wait in one process are written together: the first caller's task
 takes every batch waiting (up to _GROUP_BATCHES), writes them in order in one transaction,
-their rollups added together at its end, and answers each once it is committed; a lone
+their rollups appended together at its end, and answers each once it is committed; a lone
 batch is written at once. Should the group fail, each of its batches is written again
 alone, so that one batch's error is its own.
 
@@ -24,12 +24,15 @@ Work that one collector of several must do alone (a campaign's run, a webhook de
 is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming at once
 take different rows, and one whose lease ran out (it hung, or was killed) is taken over.
 
-The analytics rollups and the demographic counters are kept in the transaction that
-stores the events or writes the endpoints, by analytics/rollups.py's arithmetic over
-storage/analytics_pg/'s statements (it runs in a thread there, its statements sent back
-to this transaction's connection). Analytics queries run in a thread on a connection of
-a small synchronous pool, in one repeatable-read transaction each. There is no columnar
-copy: filters, breakdowns and funnels read the stored events.
+The demographic counters are kept in the transaction that writes the endpoints. The
+transaction that stores events appends what they add to the analytics rollups to a
+pending table, which one collector at a time folds into the rollups, before every
+analytics read and deletion too (storage/analytics_pg/pending.py), by
+analytics/rollups.py's arithmetic over storage/analytics_pg/'s statements (it runs in a
+thread there, its statements sent back to the transaction's connection). Analytics
+queries run in a thread on a connection of a small synchronous pool, in one
+repeatable-read transaction each. There is no columnar copy: filters, breakdowns and
+funnels read the stored events.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from homing_collector.storage import imports as imports_sql
 from homing_collector.storage import segments as segments_sql
 from homing_collector.storage.analytics_pg import endpoint_values as values_pg
 from homing_collector.storage.analytics_pg import opens as opens_pg
+from homing_collector.storage.analytics_pg import pending
 from homing_collector.storage.analytics_pg import rollups as rollups_pg
 from homing_collector.storage.base import (
     ActivityRecord,
@@ -154,6 +158,7 @@ class PostgresStorage:
         self._waiting: list[_Batch] = []  # put_events() batches for the next group
         self._grouping = 0  # tasks writing groups of batches
         self._listener: asyncio.Task[None] | None = None
+        self._folder: asyncio.Task[None] | None = None  # folds the rollups' entries
         self._listening = False  # LISTEN is in effect: a NOTIFY sets _pushed
         self._pushed = True  # a push may have been queued since the last push_changes()
         self._push_event = asyncio.Event()  # set with _pushed by a NOTIFY, for push_wait()
@@ -189,6 +194,7 @@ class PostgresStorage:
         )
         if self.listen:
             self._listener = asyncio.create_task(self._listen())
+        self._folder = asyncio.create_task(self._fold_now_and_then())
 
     async def _listen(self) -> None:
         """Set _pushed at each push queued by any collector, for as long as this runs."""
@@ -210,12 +216,16 @@ class PostgresStorage:
 
     async def close(self) -> None:
         """Close the pool once the writes under way are committed."""
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
+        for task in (self._listener, self._folder):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._listener = self._folder = None
         # Those of cancelled requests too: the pool would not wait for them.
         await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._pool is not None:
+            with contextlib.suppress(StorageUnavailable, Overloaded, psycopg.Error):
+                await self.fold_rollups()  # left to the next fold otherwise
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -313,6 +323,7 @@ class PostgresStorage:
 
     async def delete_app(self, app_id: str) -> AppRecord | None:
         async def work(conn: Connection) -> AppRecord | None:
+            await pending.settle(conn)  # no ingest transaction stages for it meanwhile
             cursor = await conn.execute(
                 "DELETE FROM apps WHERE id = %s RETURNING id, name, created_at, tags", (app_id,)
             )
@@ -478,6 +489,7 @@ class PostgresStorage:
 
     async def delete_endpoint(self, app_id: str, endpoint_id: str) -> Endpoint | None:
         async def work(conn: Connection) -> Endpoint | None:
+            await pending.settle(conn)  # the rollups it takes the events out of
             deleted = await _delete_endpoints(conn, app_id, [endpoint_id])
             return deleted[0] if deleted else None
 
@@ -492,6 +504,7 @@ class PostgresStorage:
 
     async def delete_user_endpoints(self, app_id: str, user_id: str) -> list[Endpoint]:
         async def work(conn: Connection) -> list[Endpoint]:
+            await pending.settle(conn)  # the rollups it takes the events out of
             cursor = await conn.execute(
                 "SELECT endpoint_id FROM endpoints WHERE app_id = %s AND user_id = %s"
                 " ORDER BY endpoint_id",
@@ -609,6 +622,14 @@ class PostgresStorage:
 
     async def delete_expired_events(self, app_id: str, before_hour: int, limit: int) -> int:
         async def work(conn: Connection) -> int:
+            cursor = await conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE app_id = %s AND hour < %s)",
+                (app_id, before_hour),
+            )
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                return 0
+            await pending.settle(conn)  # the opens it takes out of the rollups
             cursor = await conn.execute(
                 f"DELETE FROM events WHERE app_id = %s AND ({_EVENT_KEY}) IN"
                 f" (SELECT {_EVENT_KEY} FROM events WHERE app_id = %s AND hour < %s"
@@ -1596,12 +1617,33 @@ class PostgresStorage:
 
     # -- analytics queries ----------------------------------------------------------------
 
+    async def fold_rollups(self) -> None:
+        """Fold every pending entry into the rollups (storage/analytics_pg/pending.py)."""
+
+        async def work(conn: Connection) -> None:
+            while await pending.fold(conn, wait=True):
+                pass
+
+        if await self._reading(pending.waiting):
+            await self._write(work)
+
+    async def _fold_now_and_then(self) -> None:
+        """Fold what waits every pending.FOLD_SECONDS, unless another collector is."""
+        while True:
+            await asyncio.sleep(pending.FOLD_SECONDS)
+            try:
+                if await self._reading(pending.waiting):
+                    await self._transaction(partial(pending.fold, wait=False))
+            except Exception:  # the next tick, or another collector, tries again
+                logger.exception("PostgreSQL: folding the rollups failed; retrying")
+
     async def analytics_read(self, fn: Callable[[Any], T]) -> T:
         """Run `fn` in a thread on a synchronous connection, in one read-only,
         repeatable-read transaction: what its statements read agrees."""
         if self._readers is None:
             raise RuntimeError("PostgresStorage.start() has not been awaited")
         readers = self._readers
+        await self.fold_rollups()  # what was answered 202 before is in what it reads
 
         def run() -> T:
             with readers.connection() as conn, conn.transaction():
@@ -1621,7 +1663,7 @@ _APP_TABLES = (
     "app_retention", "device_credentials", "push_messages", "push_endpoints", "segments",
     "segment_versions", "import_jobs", "import_members", "campaigns", "campaign_versions",
     "campaign_activities", "campaign_sends", "hook_secrets", "outbox", "hook_destinations",
-    "event_streams", *rollups_pg.TABLES, "an_user_keys", "endpoint_values",
+    "event_streams", *rollups_pg.TABLES, "an_user_keys", "an_pending", "endpoint_values",
 )  # fmt: skip
 
 
@@ -1837,6 +1879,8 @@ async def _write_chunk(
     """write_campaign_chunk's transaction. The activity's row is locked first: a
     collector taking over the lease waits for the chunk, then sees where it stopped."""
     key = (activity.app_id, activity.campaign_id, activity.id)
+    if rollups:  # first, as ingest takes it (storage/analytics_pg/pending.py)
+        await pending.share_gate(conn)
     found = await conn.execute(
         "SELECT lease_owner, metrics FROM campaign_activities"
         " WHERE app_id = %s AND campaign_id = %s AND activity_id = %s FOR UPDATE",
@@ -1885,9 +1929,9 @@ async def _write_chunk(
         # The collector's own event types are not held to the per-app limit.
         await _admit_types(conn, activity.app_id, {row.event_type for row in events}, 1 << 30)
         new = await _insert_events(conn, activity.app_id, events)
-        if new and rollups:  # analytics hook
+        if new and rollups:  # analytics hook: folded later, as PutEvents' events are
             stored = _new_rows(activity.app_id, events, new)
-            await analytics_pg.call(conn, rollups_math.apply, stored)
+            await pending.stage(conn, rollups_math.summarize(stored), {})
     await conn.execute(
         "UPDATE campaign_activities SET metrics = %s, total = total + %s,"
         " successful = successful + %s, cursor = coalesce(%s, cursor), lease_until_ms = %s"
@@ -2189,17 +2233,19 @@ async def _put_group(
 
     Locks are taken in the module's order across the group: all its endpoints, then its
     users, then its applications' types, so that groups cannot deadlock one another. The
-    rollups of all the batches are added last, together, their rows in key order."""
+    rollups of all the batches are appended last, to be folded in later (see pending.py)."""
     results = [IngestResult() for _ in group]  # made again if the transaction runs again
+    if rollups:
+        await pending.share_gate(conn)
     held = await _lock_endpoints(conn, [(batch.app_id, batch.endpoints) for batch in group])
     if len({batch.app_id for batch in group}) > 1:
         await _lock_types(conn, group)
-    pending = _Rollups()
+    staged = _Rollups()
     for batch, result in zip(group, results, strict=True):
         app_id, endpoints = batch.app_id, batch.endpoints
-        if pending.counts_user_of(app_id, endpoints, held.bodies.get(app_id, {})):
+        if staged.counts_user_of(app_id, endpoints, held.bodies.get(app_id, {})):
             # The rollups count events under their endpoint's user of the moment.
-            await pending.add(conn)
+            await staged.add(conn, held)
         refused = await _upsert_endpoints(
             conn, app_id, endpoints, batch.merge, batch.max_user_endpoints, refuse=True, held=held
         )
@@ -2212,11 +2258,11 @@ async def _put_group(
         result.stored = len(new)
         if new and rollups:  # analytics hook: only the rows just added, each once
             if batch.summary is not None and len(new) == len(batch.events):  # as summed
-                pending.summaries.append((app_id, batch.summary))
+                staged.summaries.append((app_id, batch.summary))
             else:
-                pending.rows.extend(_new_rows(app_id, rows, new))
-            pending.endpoints.update((app_id, row.endpoint_id) for row in rows)
-    await pending.add(conn)
+                staged.rows.extend(_new_rows(app_id, rows, new))
+            staged.endpoints.update((app_id, row.endpoint_id) for row in rows)
+    await staged.add(conn, held)
     return results
 
 
@@ -2242,14 +2288,21 @@ class _Rollups:
                 return True
         return False
 
-    async def add(self, conn: Connection) -> None:
+    async def add(self, conn: Connection, held: _Held) -> None:
+        """Append them to the rollups' pending entries (storage/analytics_pg/pending.py),
+        each endpoint's activity under the user it has now."""
         if self.summaries or self.rows:
-            await analytics_pg.call(conn, _add_rollups, self.summaries, self.rows)
+            summaries = [*self.summaries, *rollups_math.summarize(self.rows)]
+            known: dict[str, dict[str, str | None]] = {}
+            for app_id, summary in summaries:
+                bodies = held.bodies.get(app_id, {})
+                users = known.setdefault(app_id, {})
+                for endpoint_id in summary.hours:
+                    body = bodies.get(endpoint_id)
+                    if body is not None and endpoint_id not in users:
+                        users[endpoint_id] = (orjson.loads(body).get("User") or {}).get("UserId")
+            await pending.stage(conn, summaries, known)
         self.summaries, self.rows, self.endpoints = [], [], set()
-
-
-def _add_rollups(conn: Any, summaries: list[tuple[str, Summary]], rows: list[Any]) -> None:
-    rollups_math.apply_summaries(conn, [*summaries, *rollups_math.summarize(rows)])
 
 
 async def _lock_types(conn: Connection, group: Sequence[_Batch]) -> None:

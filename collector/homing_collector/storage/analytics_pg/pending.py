@@ -1,0 +1,160 @@
+"""The rollups' pending entries on PostgreSQL (an_pending, migration 9).
+
+A PutEvents transaction does not add to the rollups itself: it appends what its events
+add (their `Summary`, with the user key each endpoint had then) to an_pending, a table
+that takes inserts without conflicts. One collector at a time folds the entries into the
+rollup tables (`fold`, under an advisory lock: another takes over if it dies), every
+FOLD_SECONDS, adding up many transactions' worth in one; concurrent ingest transactions
+no longer wait on one another's locks of the same hot rollup rows. bench/
+collector_ingest.py --postgres: see docs/deployment.md.
+
+No answer is ever read from unfolded rollups:
+
+- an analytics read folds first (PostgresStorage.analytics_read): what was answered 202
+  before the read began is in the rollups it reads;
+- what takes events out of the rollups (deleting endpoints, an application, expired
+  events) takes GATE exclusively and folds first, in its own transaction: it subtracts
+  from rollups that hold every event it deletes. A transaction that stores events
+  (PutEvents, a campaign's sends) holds GATE shared from its start, so none commits an
+  entry in between.
+
+Nothing else writes the rollups: each fold, and each deletion, holds FOLD_LOCK until it
+commits, so that they never run at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+
+from homing_collector.analytics import rollups
+from homing_collector.analytics.rollups import Summary
+from homing_collector.storage import analytics_pg
+
+Connection = psycopg.AsyncConnection[Any]
+
+FOLD_SECONDS = 0.5  # between a collector's folds, when entries are waiting
+FOLD_ROWS = 2_000  # entries folded in one transaction by the background fold
+# Fixed numbers, the same in every process: the advisory locks' names.
+FOLD_LOCK = 0x686F6D696E6701  # one folder at a time
+GATE = 0x686F6D696E6702  # shared by ingest, exclusive for what takes events out
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+def encode(summary: Summary, users: dict[str, str]) -> bytes:
+    """A summary and the user key of each endpoint active in it, as an_pending keeps them
+    (MessagePack: unlike JSON, it holds a sum that overflowed to infinity)."""
+    return _encode(
+        (
+            [(endpoint_id, list(hours)) for endpoint_id, hours in summary.hours.items()],
+            [(*key, count) for key, count in summary.counts.items()],
+            [(*key, *agg) for key, agg in summary.metrics.items()],
+            [(*key, *got) for key, got in summary.revenue.items()],
+            [(*key, *span) for key, span in summary.sessions.items()],
+            summary.opens,
+            users,
+        )
+    )
+
+
+def decode(data: bytes) -> tuple[Summary, dict[str, str]]:
+    hours, counts, metrics, revenue, sessions, opens, users = _decode(data)
+    summary = Summary()
+    summary.hours = {endpoint_id: set(seen) for endpoint_id, seen in hours}
+    summary.counts = {(hour, event_type): count for hour, event_type, count in counts}
+    summary.metrics = {(row[0], row[1], row[2]): row[3:] for row in metrics}
+    summary.revenue = {(hour, currency): [n, amount] for hour, currency, n, amount in revenue}
+    summary.sessions = {(row[0], row[1]): row[2:] for row in sessions}
+    summary.opens = [tuple(row) for row in opens]
+    return summary, users
+
+
+async def stage(
+    conn: Connection,
+    summaries: Sequence[tuple[str, Summary]],
+    known: dict[str, dict[str, str | None]],
+) -> None:
+    """Append the summaries (application, summary), each endpoint's activity under the
+    user it has now: `known` gives some endpoints' user ids (application -> endpoint id ->
+    user id or None), the others are read from the endpoints table."""
+    wanted = sorted(
+        {
+            (app_id, endpoint_id)
+            for app_id, summary in summaries
+            for endpoint_id in summary.hours
+            if endpoint_id not in known.get(app_id, {})
+        }
+    )
+    found: dict[tuple[str, str], str | None] = {}
+    if wanted:
+        cursor = await conn.execute(
+            "SELECT v.app_id, v.endpoint_id, e.user_id FROM unnest(%s::text[], %s::text[])"
+            " AS v(app_id, endpoint_id) LEFT JOIN LATERAL (SELECT user_id FROM endpoints e"
+            " WHERE e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id OFFSET 0) AS e"
+            " ON true",
+            analytics_pg.columns(wanted, 2),
+        )
+        found = {(app_id, e): user_id for app_id, e, user_id in await cursor.fetchall()}
+    apps, entries = [], []
+    for app_id, summary in summaries:
+        given = known.get(app_id, {})
+        keys = {
+            e: rollups.user_key(e, given[e] if e in given else found.get((app_id, e)))
+            for e in summary.hours
+        }
+        apps.append(app_id)
+        entries.append(encode(summary, keys))
+    await conn.execute(
+        "INSERT INTO an_pending (app_id, summary) SELECT * FROM unnest(%s::text[], %b::bytea[])",
+        (apps, entries),
+    )
+
+
+async def share_gate(conn: Connection) -> None:
+    """Hold GATE shared until the transaction ends: taken first by ingest."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (GATE,))
+
+
+async def settle(conn: Connection) -> None:
+    """Hold GATE exclusively until the transaction ends, and fold every entry in it:
+    taken first by what takes events out of the rollups."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (GATE,))
+    while await fold(conn, wait=True):
+        pass
+
+
+async def fold(conn: Connection, *, wait: bool, limit: int = FOLD_ROWS) -> int:
+    """Fold up to `limit` entries into the rollups, in the caller's transaction; return
+    how many. Without `wait`, fold nothing (0) if another transaction is folding."""
+    if wait:
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))
+    else:
+        cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (FOLD_LOCK,))
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            return 0
+    cursor = await conn.execute(
+        "SELECT id, app_id, summary FROM an_pending ORDER BY id LIMIT %s", (limit,)
+    )
+    found = await cursor.fetchall()
+    if not found:
+        return 0
+    staged = [(app_id, *decode(data)) for _id, app_id, data in found]
+    # Without the subjects' locks (rollups.lock_subjects): whatever else writes the
+    # rollups (the deletions, through `settle`) holds FOLD_LOCK too, and a lock per user
+    # and endpoint of thousands of entries would fill the server's lock table.
+    await analytics_pg.call(conn, rollups.apply_staged, staged, subject_locks=False)
+    await conn.execute("DELETE FROM an_pending WHERE id = ANY(%s)", ([row[0] for row in found],))
+    return len(found)
+
+
+async def waiting(conn: Connection) -> bool:
+    """Whether any entry waits to be folded."""
+    cursor = await conn.execute("SELECT EXISTS (SELECT 1 FROM an_pending)")
+    row = await cursor.fetchone()
+    return bool(row and row[0])

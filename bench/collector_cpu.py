@@ -97,7 +97,8 @@ async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
         # Starting a process (its imports: a quarter of a second) is no event's work.
         before = await _quiet(process.pid, 1.0, stream=kind != "stored")
         _figures, counters = await ingest._run_case(
-            port=port, server_pid=process.pid, path=f"/v1/apps/{app['application_id']}/events",
+            ports=[port], server_pids=[process.pid], db_cpu=ingest._no_cpu,
+            path=f"/v1/apps/{app['application_id']}/events",
             token=app["ingest"]["token"], gzip=False, bodies=iter(bodies), clients=16,
             warmup=0, duration=600, stored=True,
         )  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib.util
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,9 +27,7 @@ from homing_collector.hooks.compression import gzip_fast
 from homing_collector.hooks.retry import parse_retry_after
 from homing_collector.hooks.signing import SigningKeys
 
-try:
-    import sniffio  # noqa: F401
-except ImportError:
+if importlib.util.find_spec("sniffio") is None:
     # httpcore asks `import sniffio` at every lock, event and request of an AsyncClient
     # (encode/httpcore#1103); since anyio 4.11 stopped bringing it, each ask is a failed
     # import that searches sys.path again. None in sys.modules fails it at once, as it

@@ -1,9 +1,10 @@
 """The event-stream pump, and the webhook deliveries, in a process of their own.
 
-Making records is Python work, about 30 microseconds an event (bench/collector_ingest.py
---event-stream). In the collector's process it would take the GIL from the event loop
-that answers PutEvents, which then waits for it at every socket call; here it takes a
-core of its own, if there is one. The child opens the same database, takes turns with
+Making records is Python work, about 6 microseconds an event (bench/stream_records.py),
+and the stream's process takes about 15 an event in all (bench/collector_cpu.py). In
+the collector's process it would take the GIL from the event loop that answers
+PutEvents, which then waits for it at every socket call; here it takes a core of its
+own, if there is one. The child opens the same database, takes turns with
 the other writers through the same file lock, and queues batches in the outbox.
 
 While the child runs, it also makes the outbox's deliveries (the stream's batches, the

@@ -185,6 +185,25 @@ def test_the_index_finds_what_a_scan_of_every_filter_finds(
             if (from_admin or f.filter_type == "ENDPOINT") and f.matches(event)
         ]
         assert sorted(index.match(event, from_admin=from_admin)) == sorted(scanned)
+        # The pre-filter of a batch lets go only events that no filter can match.
+        types = index.event_types(from_admin=from_admin)
+        if types is not None and event["EventType"] not in types:
+            assert scanned == []
+
+
+def test_a_batch_is_pre_filtered_by_the_types_the_filters_name() -> None:
+    server = compiled(
+        "s", {"FilterType": "SYSTEM", "Dimensions": {"EventType": {"Values": ["Refund"]}}}
+    )
+    app = compiled("e", endpoint_filter({"EventType": {"Values": ["Purchase", "View"]}}))
+    assert FilterIndex([server, app]).event_types() == {"Purchase", "View"}
+    assert FilterIndex([server, app]).event_types(from_admin=True) == {"Purchase", "View", "Refund"}
+    exclusive = compiled(
+        "x", endpoint_filter({"EventType": {"DimensionType": "EXCLUSIVE", "Values": ["View"]}})
+    )
+    assert FilterIndex([app, exclusive]).event_types() is None  # any type but View
+    assert FilterIndex([server, compiled("a", endpoint_filter({}))]).event_types() is None
+    assert FilterIndex([server]).event_types() == frozenset()
 
 
 WORDS = ["pro", "pro-yearly", "web", "", "2026-01-01", "2026-01-01T10:00:00Z", "2026-02-01"]

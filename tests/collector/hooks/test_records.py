@@ -224,6 +224,44 @@ def test_records_of_a_batch_share_a_session_only_when_it_is_the_same() -> None:
     assert made[5]["session"]["start_timestamp"] == 1487973202000
 
 
+def test_a_records_line_is_its_record_as_json_even_as_endpoints_and_sessions_change() -> None:
+    # `line` splices parts it encoded once per endpoint, application and session: each must
+    # be the one of this call, not of the call before.
+    moved = {**ENDPOINT, "Demographic": {**ENDPOINT["Demographic"], "Locale": "fr-FR"}}
+    campaign = {**SESSION_STOP, "EventType": "_campaign.send"}
+    other_app = {**SESSION_STOP, "AppTitle": "other", "SdkName": None, "AppVersionCode": None}
+    open_session = {
+        **SESSION_STOP,
+        "Session": {"Id": "s", "StartTimestamp": "2017-02-24T21:53:22.531Z"},
+    }
+    later = {
+        **SESSION_STOP,
+        "Session": {**SESSION_STOP["Session"], "StopTimestamp": "2017-02-24T22:13:22.507Z"},
+    }
+    bare = {
+        "EventType": "a",
+        "Timestamp": SESSION_STOP["Timestamp"],
+        "Attributes": {"k": '\u2028"'},
+    }
+    calls = [
+        ("client-1", SESSION_STOP, ENDPOINT),
+        ("client-1", campaign, ENDPOINT),
+        ("client-2", SESSION_STOP, ENDPOINT),
+        ("client-1", other_app, ENDPOINT),
+        ("client-1", SESSION_STOP, moved),
+        ("client-1", campaign, None),
+        ("client-1", open_session, ENDPOINT),
+        ("client-1", later, ENDPOINT),
+        ("client-1", SESSION_STOP, ENDPOINT),
+        ("client-3", bare, {"ChannelType": "GCM"}),
+        ("client-3", {**bare, "AppVersionCode": ["unhashable"]}, {"ChannelType": "GCM"}),
+    ]  # fmt: skip
+    records, lines = Records(APP), Records(APP)
+    for n, (client, event, endpoint) in enumerate(calls):
+        record = records.make(client, f"ev-{n}", event, endpoint, 7 + n)
+        assert lines.line(client, f"ev-{n}", event, endpoint, 7 + n) == orjson.dumps(record) + b"\n"
+
+
 # -- the round trip -----------------------------------------------------------------------
 
 KEY = st.text(string.ascii_letters + string.digits + "_.", min_size=1, max_size=50)
@@ -301,6 +339,21 @@ def test_event_to_record_to_event_is_the_identity(
     wire = orjson.loads(orjson.dumps(record))  # as a receiver or an archive holds it
     assert wire["arrival_timestamp"] == arrival
     assert from_record(wire) == Imported(endpoint_id, event_id, event, endpoint)
+
+
+@given(
+    batch=st.lists(st.tuples(st.sampled_from(["c-1", "c-2"]), events(), ENDPOINTS), max_size=6),
+    arrival=st.integers(0, 2**42),
+)
+def test_a_records_line_is_its_record_as_json(
+    batch: list[tuple[str, dict[str, Any], dict[str, Any] | None]], arrival: int
+) -> None:
+    records, lines = Records(APP), Records(APP)
+    for n, (endpoint_id, event, endpoint) in enumerate(batch):
+        record = records.make(endpoint_id, f"ev-{n}", event, endpoint, arrival)
+        assert lines.line(endpoint_id, f"ev-{n}", event, endpoint, arrival) == (
+            orjson.dumps(record) + b"\n"
+        )
 
 
 JSON = st.recursive(

@@ -524,7 +524,7 @@ def time_postgres(
         if only and not any(part in name for part in only):
             continue
         on_pg(fn)  # warm the cache, as a dashboard in use would have it
-        p50, got = _p50(lambda fn=fn: on_pg(fn), runs)
+        p50, _, got = _p50(lambda fn=fn: on_pg(fn), runs)
         t = time.perf_counter()
         expected = lite_fn(lite)
         lite_s = time.perf_counter() - t

@@ -33,11 +33,14 @@ def read(data: bytes, file_format: str, batch: int = 1000) -> tuple[list[Any], l
     return good, bad
 
 
-# Header names are stripped of surrounding spaces ("Id, Address" is a common header).
+# Header names are stripped of surrounding spaces ("Id, Address" is a common header). A
+# NUL is refused in any stored string (test_a_nul_is_refused_in_either_format).
 names = st.text(
-    st.characters(codec="utf-8", exclude_characters=".\r\n"), min_size=1, max_size=20
+    st.characters(codec="utf-8", exclude_characters=".\r\n\x00"), min_size=1, max_size=20
 ).filter(lambda name: name == name.strip() != "")
-values = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), min_size=1, max_size=30)
+values = st.text(
+    st.characters(codec="utf-8", exclude_characters="\r\n\x00"), min_size=1, max_size=30
+)
 endpoints = st.fixed_dictionaries(
     {"Id": st.text("abcdef0123456789-", min_size=1, max_size=12)},
     optional={
@@ -107,6 +110,20 @@ def test_csv_and_json_give_the_same_endpoints(rows: list[dict[str, Any]], batch:
             k: v for k, v in want.items() if k != "Metrics"
         }
         assert parsed_csv.update.get("Metrics", {}) == pytest.approx(want.get("Metrics", {}))
+
+
+def test_a_nul_is_refused_in_either_format() -> None:
+    """PostgreSQL's text cannot hold a NUL: the row that has one is refused, naming its
+    row and field, and the others are read."""
+    rows = [{"Id": "a", "Address": "x\x00y"}, {"Id": "b", "Attributes": {"team": ["r\x00"]}},
+            {"Id": "c", "Address": "fine"}]  # fmt: skip
+    from_csv, bad_csv = read(to_csv(rows), "CSV")
+    text = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    from_json, bad_json = read(text, "JSON")
+    assert [r.endpoint_id for r in from_csv] == [r.endpoint_id for r in from_json] == ["c"]
+    rule = "must not contain the NUL character (U+0000)"
+    assert bad_json == [f"row 1: Address: {rule}", f"row 2: Attributes.team.0: {rule}"]
+    assert bad_csv == [f"row 2: Address: {rule}", f"row 3: Attributes.team.0: {rule}"]
 
 
 def test_csv_quoting_a_byte_order_mark_and_blank_lines() -> None:

@@ -20,6 +20,10 @@ No answer is ever read from unfolded rollups:
 
 Nothing else writes the rollups: each fold, and each deletion, holds FOLD_LOCK until it
 commits, so that they never run at once.
+
+The demographic counters' pending counts (endpoint_values_pending, migration 10) are
+folded by the same folds, first: they are sums that no deletion reads, so only the reads
+need them folded.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import psycopg
 from homing_collector.analytics import rollups
 from homing_collector.analytics.rollups import Summary
 from homing_collector.storage import analytics_pg
+from homing_collector.storage.analytics_pg import endpoint_values as values_pg
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -129,8 +134,10 @@ async def settle(conn: Connection) -> None:
 
 
 async def fold(conn: Connection, *, wait: bool, limit: int = FOLD_ROWS) -> int:
-    """Fold up to `limit` entries into the rollups, in the caller's transaction; return
-    how many. Without `wait`, fold nothing (0) if another transaction is folding."""
+    """Fold every pending count of the demographic counters (analytics_pg/
+    endpoint_values.py) and up to `limit` entries into the rollups, in the caller's
+    transaction; return how many entries. Without `wait`, fold nothing (0) if another
+    transaction is folding."""
     if wait:
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))
     else:
@@ -138,6 +145,7 @@ async def fold(conn: Connection, *, wait: bool, limit: int = FOLD_ROWS) -> int:
         row = await cursor.fetchone()
         if not (row and row[0]):
             return 0
+    await values_pg.fold(conn)  # at once: it has no limit
     cursor = await conn.execute(
         "SELECT id, app_id, summary FROM an_pending ORDER BY id LIMIT %s", (limit,)
     )
@@ -154,7 +162,9 @@ async def fold(conn: Connection, *, wait: bool, limit: int = FOLD_ROWS) -> int:
 
 
 async def waiting(conn: Connection) -> bool:
-    """Whether any entry waits to be folded."""
-    cursor = await conn.execute("SELECT EXISTS (SELECT 1 FROM an_pending)")
+    """Whether any entry, or any count of the demographic counters, waits to be folded."""
+    cursor = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM an_pending) OR EXISTS (SELECT 1 FROM endpoint_values_pending)"
+    )
     row = await cursor.fetchone()
     return bool(row and row[0])

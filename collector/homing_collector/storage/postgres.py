@@ -1630,11 +1630,14 @@ class PostgresStorage:
 
     async def _fold_now_and_then(self) -> None:
         """Fold what waits every pending.FOLD_SECONDS, unless another collector is."""
+        young = True  # a table the folds look up may not be analyzed yet
         while True:
             await asyncio.sleep(pending.FOLD_SECONDS)
             try:
                 if await self._reading(pending.waiting):
                     await self._transaction(partial(pending.fold, wait=False))
+                    if young:
+                        young = await self._reading(pending.analyze_young)
             except Exception:  # the next tick, or another collector, tries again
                 logger.exception("PostgreSQL: folding the rollups failed; retrying")
 

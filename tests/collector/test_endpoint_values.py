@@ -93,10 +93,22 @@ def counted(conn: Any, app_id: str, dimension: str) -> Counts:
     return got
 
 
-def assert_exact(conn: Any, what: str) -> None:
+def counted_all(conn: Any) -> dict[tuple[str, str], Counts]:
+    return {(app_id, d): counted(conn, app_id, d) for app_id in APPS for d in DIMENSIONS}
+
+
+async def read_counts(storage: Storage) -> dict[tuple[str, str], Counts]:
+    """The counters as the analytics read them (on PostgreSQL, what is pending folded)."""
+    return await storage.analytics_read(counted_all)
+
+
+def assert_exact(conn: Any, what: str, got: dict[tuple[str, str], Counts] | None = None) -> None:
+    """The counters (`got`, or read on `conn`) against the endpoints `conn` holds."""
+    if got is None:
+        got = counted_all(conn)
     for app_id in APPS:
         for dimension in DIMENSIONS:
-            assert counted(conn, app_id, dimension) == scanned(conn, app_id, dimension), (
+            assert got[(app_id, dimension)] == scanned(conn, app_id, dimension), (
                 what, app_id, dimension,
             )  # fmt: skip
     # Rows that count nothing are gone, not left at zero.
@@ -178,15 +190,78 @@ def test_counters_stay_exact_through_every_kind_of_endpoint_write(
                         *(write(storage, rng) for _ in range(rng.randrange(1, 6)))
                     )
                     kinds.update(done)
-                    assert_exact(conn, f"step {step}")
+                    assert_exact(conn, f"step {step}", await read_counts(storage))
                 assert kinds == {"update", "ingest", "import", "delete", "delete_user", "refused"}
                 held = "SELECT count(*) FROM endpoint_values WHERE app_id = ?"
                 assert one(conn, held, (APPS[0],)) > 0
                 await storage.delete_app(APPS[0])
                 assert one(conn, held, (APPS[0],)) == 0
-                assert_exact(conn, "after the app was deleted")
+                assert_exact(conn, "after the app was deleted", await read_counts(storage))
         finally:
             await storage.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("rollups", [True, False], ids=["rollups", "no-rollups"])
+def test_postgres_counts_wait_to_be_folded_and_every_read_folds_them(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, rollups: bool
+) -> None:
+    """An endpoint write appends what it adds to the counters; a read through any
+    collector, before any background fold, counts every write committed before it."""
+    import psycopg
+
+    from homing_collector.storage.analytics_pg import pending
+    from homing_collector.storage.postgres import PostgresStorage
+
+    monkeypatch.setattr(pending, "FOLD_SECONDS", 3600.0)  # no fold but the reads'
+    app_id = APPS[0]
+    merge = partial(endpoints.merge, app_id, now=NOW)
+
+    def update(endpoint_id: str, **fields: Any) -> list[EndpointUpdate]:
+        return [EndpointUpdate(endpoint_id, fields)]  # type: ignore[arg-type]
+
+    def platforms(conn: Any) -> Counts:
+        return counted(conn, app_id, "platform")
+
+    async def scenario() -> None:
+        writer, reader = (PostgresStorage(postgres_url, rollups=rollups) for _ in range(2))
+        await writer.start()
+        await reader.start()
+        try:
+            await create_apps(writer)
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                android = {"Platform": "android"}
+                await writer.update_endpoints(
+                    app_id, update("e1", Demographic=android, User={"UserId": "u"}),
+                    merge=merge, max_user_endpoints=5,
+                )  # fmt: skip
+                await writer.put_events(
+                    app_id, update("e2", Demographic=android, User={"UserId": "u"}), [],
+                    merge=merge, max_event_types=100, max_user_endpoints=5,
+                )  # fmt: skip
+                # Appended, not added yet: no transaction waits on the value's row.
+                assert one(conn, "SELECT count(*) FROM endpoint_values", ()) == 0
+                assert await reader.analytics_read(platforms) == {"android": (2, 1)}
+                await writer.update_endpoints(
+                    app_id, update("e1", Demographic={"Platform": "ios"}),
+                    merge=merge, max_user_endpoints=5,
+                )  # fmt: skip
+                assert await reader.analytics_read(platforms) == {"android": (1, 1), "ios": (1, 1)}
+                assert await writer.delete_endpoint(app_id, "e2") is not None
+                assert await reader.analytics_read(platforms) == {"ios": (1, 1)}
+                await writer.update_endpoints(
+                    app_id, update("e3", Demographic=android), merge=merge, max_user_endpoints=5
+                )
+                await writer.delete_user_endpoints(app_id, "u")
+                assert await writer.analytics_read(platforms) == {"android": (1, 1)}
+                assert (
+                    one(conn, "SELECT count(*) FROM endpoint_values WHERE endpoints <= 0", ()) == 0
+                )
+                assert one(conn, "SELECT count(*) FROM endpoint_values_pending", ()) == 0
+        finally:
+            await reader.close()
+            await writer.close()
 
     asyncio.run(scenario())
 

@@ -219,3 +219,44 @@ def test_entries_not_folded_yet_are_folded_before_a_deletion_and_a_read(
     for key in want:
         assert got[key] == want[key], key
     assert entries() == 0
+
+
+def test_a_table_the_folds_look_up_is_analyzed_once_it_holds_rows(postgres_url: str) -> None:
+    """A new deployment does not wait for autovacuum to give the planner what it needs to
+    look an_subjects' keys up through their primary key."""
+    import psycopg
+
+    from homing_collector.storage.analytics_pg import pending
+    from homing_collector.storage.postgres import PostgresStorage
+
+    def analyzed() -> dict[str, bool]:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables"
+                " WHERE relname = ANY(%s)",
+                (list(pending.LOOKED_UP),),
+            ).fetchall()
+        return dict(rows)
+
+    async def scenario() -> list[bool]:
+        storage = PostgresStorage(postgres_url)
+        await storage.start()  # the schema
+        await storage.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO an_subjects (app_id, kind, key, first_hour, last_hour)"
+                " SELECT %s, 1, 'k' || n, 0, 0 FROM generate_series(1, %s) AS n",
+                (APP, pending.YOUNG_ROWS),
+            )
+        answers = []
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            for _ in range(50):  # the inserting backend's counts reach the statistics soon
+                answers.append(await pending.analyze_young(conn))
+                if analyzed()["an_subjects"]:
+                    break
+                await asyncio.sleep(0.2)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert analyzed() == {"an_subjects": True, "an_active": False}  # an_active is empty
+    assert answers[-1] is True  # an_active is still to be analyzed

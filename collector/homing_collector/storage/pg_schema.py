@@ -502,6 +502,24 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX an_pending_id ON an_pending (id);
         """,
     ),
+    (
+        10,
+        # What endpoint writes add to migration 8's demographic counters, appended by
+        # their transaction and folded into endpoint_values with the rollups' entries
+        # (storage/analytics_pg/endpoint_values.py): the collectors that make endpoints
+        # of one value no longer wait on one another's lock of its row. No key: the fold
+        # takes every row its statement sees, and the inserts stay one heap write each.
+        """
+        CREATE TABLE endpoint_values_pending (
+            app_id text COLLATE "C" NOT NULL,
+            dimension text COLLATE "C" NOT NULL,
+            value text COLLATE "C" NOT NULL,
+            endpoints bigint NOT NULL,
+            anonymous bigint NOT NULL,
+            users bigint NOT NULL
+        );
+        """,
+    ),
 ]
 
 FILL_PAGE = 20_000  # events read and added up at a time by fill_analytics

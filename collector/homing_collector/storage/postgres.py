@@ -24,10 +24,11 @@ Work that one collector of several must do alone (a campaign's run, a webhook de
 is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming at once
 take different rows, and one whose lease ran out (it hung, or was killed) is taken over.
 
-The demographic counters are kept in the transaction that writes the endpoints. The
-transaction that stores events appends what they add to the analytics rollups to a
-pending table, which one collector at a time folds into the rollups, before every
-analytics read and deletion too (storage/analytics_pg/pending.py), by
+The transaction that writes endpoints appends what they add to the demographic
+counters to a pending table, and the transaction that stores events appends what they
+add to the analytics rollups to another; one collector at a time folds both into the
+counters and rollups, before every analytics read and deletion too
+(storage/analytics_pg/pending.py), the rollups by
 analytics/rollups.py's arithmetic over storage/analytics_pg/'s statements (it runs in a
 thread there, its statements sent back to the transaction's connection). Analytics
 queries run in a thread on a connection of a small synchronous pool, in one
@@ -252,7 +253,7 @@ class PostgresStorage:
                 async with (
                     self._connections().connection() as conn,
                     conn.transaction(),
-                    values_pg.deferred(conn),  # the counters written last
+                    values_pg.deferred(conn),  # the counters' counts appended last
                 ):
                     return await work(conn)
             except (errors.TransactionRollback, errors.DeadlockDetected):
@@ -1629,11 +1630,14 @@ class PostgresStorage:
 
     async def _fold_now_and_then(self) -> None:
         """Fold what waits every pending.FOLD_SECONDS, unless another collector is."""
+        young = True  # a table the folds look up may not be analyzed yet
         while True:
             await asyncio.sleep(pending.FOLD_SECONDS)
             try:
                 if await self._reading(pending.waiting):
                     await self._transaction(partial(pending.fold, wait=False))
+                    if young:
+                        young = await self._reading(pending.analyze_young)
             except Exception:  # the next tick, or another collector, tries again
                 logger.exception("PostgreSQL: folding the rollups failed; retrying")
 
@@ -1664,6 +1668,7 @@ _APP_TABLES = (
     "segment_versions", "import_jobs", "import_members", "campaigns", "campaign_versions",
     "campaign_activities", "campaign_sends", "hook_secrets", "outbox", "hook_destinations",
     "event_streams", *rollups_pg.TABLES, "an_user_keys", "an_pending", "endpoint_values",
+    "endpoint_values_pending",
 )  # fmt: skip
 
 

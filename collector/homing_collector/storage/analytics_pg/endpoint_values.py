@@ -1,8 +1,15 @@
-"""The demographic counters (storage/endpoint_values.py) on PostgreSQL: kept by each
-endpoint write, in its transaction, and read by the demographics panel.
+"""The demographic counters (storage/endpoint_values.py) on PostgreSQL: what each
+endpoint write adds to them is appended by its transaction to endpoint_values_pending
+(migration 10), folded into endpoint_values with the rollups' pending entries
+(storage/analytics_pg/pending.py), and read by the demographics panel once folded.
 
-Several collectors may write endpoints of one value at once: the counter rows go in the
-order of their key, as every rollup's do (analytics_pg/rollups.py).
+Every collector that makes an endpoint of one value adds to that value's row: adding to
+it in the endpoint's transaction made the collectors' transactions wait on one another's
+lock of the row, each until the other's commit. An appended row conflicts with nothing;
+the counters are sums, so the order the deltas are folded in changes nothing, and what
+a write adds is worked out from the endpoints table alone (the user's other endpoints),
+never from the counters. A read folds first (PostgresStorage.analytics_read): it counts
+every write committed before it began.
 """
 
 from __future__ import annotations
@@ -47,14 +54,14 @@ async def changed(
             (app_id, user_id),
         )
         others[user_id] = endpoint_values.held(await cursor.fetchall(), endpoint_id)
-    added, emptied = endpoint_values.deltas(app_id, before, after, others)
+    added, _emptied = endpoint_values.deltas(app_id, before, after, others)
     pending = _PENDING.get()
     if pending is None:
         pending = Pending()
-        pending.add(added, emptied)
+        pending.add(added)
         await pending.write(conn)
     else:
-        pending.add(added, emptied)
+        pending.add(added)
 
 
 class Pending:
@@ -62,33 +69,22 @@ class Pending:
 
     def __init__(self) -> None:
         self.deltas: dict[tuple[str, str, str], list[int]] = {}
-        self.emptied: set[tuple[str, str, str]] = set()
 
-    def add(self, added: list[endpoint_values.Delta], emptied: list[tuple[str, str, str]]) -> None:
+    def add(self, added: list[endpoint_values.Delta]) -> None:
         for app_id, dimension, value, *counts in added:
             got = self.deltas.setdefault((app_id, dimension, value), [0, 0, 0])
             for i, count in enumerate(counts):
                 got[i] += count
-        self.emptied.update(emptied)
 
     async def write(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        added = sorted((*key, *counts) for key, counts in self.deltas.items() if any(counts))
+        added = [(*key, *counts) for key, counts in self.deltas.items() if any(counts)]
         if added:
             await conn.execute(
-                "INSERT INTO endpoint_values AS v"
+                "INSERT INTO endpoint_values_pending"
                 " (app_id, dimension, value, endpoints, anonymous, users)"
                 " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[],"
-                " %s::bigint[], %s::bigint[]) ON CONFLICT (app_id, dimension, value) DO UPDATE"
-                " SET endpoints = v.endpoints + excluded.endpoints,"
-                " anonymous = v.anonymous + excluded.anonymous, users = v.users + excluded.users",
+                " %s::bigint[], %s::bigint[])",
                 columns(added, 6),
-            )
-        if self.emptied:
-            await conn.execute(
-                "DELETE FROM endpoint_values v USING unnest(%s::text[], %s::text[], %s::text[])"
-                " AS e(app_id, dimension, value) WHERE v.app_id = e.app_id"
-                " AND v.dimension = e.dimension AND v.value = e.value AND v.endpoints = 0",
-                columns(sorted(self.emptied), 3),
             )
 
 
@@ -97,10 +93,8 @@ _PENDING: ContextVar[Pending | None] = ContextVar("homing_endpoint_values", defa
 
 @contextlib.asynccontextmanager
 async def deferred(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
-    """Gather the counts of the endpoint writes made inside, and write them when it ends
-    (unless it raises), in one statement. Every collector that makes an endpoint with a
-    value adds to that value's row, which its transaction then holds until it commits:
-    written last, it holds it for the commit only, not for the rest of its work."""
+    """Gather the counts of the endpoint writes made inside, and append them when it ends
+    (unless it raises), in one statement."""
     pending = Pending()
     token = _PENDING.set(pending)
     try:
@@ -108,6 +102,37 @@ async def deferred(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
         await pending.write(conn)
     finally:
         _PENDING.reset(token)
+
+
+async def fold(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Add the pending counts to the counters, in the caller's transaction, which holds
+    pending.FOLD_LOCK: nothing else writes the counters meanwhile (so their rows need no
+    order)."""
+    # Every pending row this statement sees, and only those: one appended meanwhile
+    # waits for the next fold.
+    cursor = await conn.execute(
+        "WITH taken AS (DELETE FROM endpoint_values_pending"
+        " RETURNING app_id, dimension, value, endpoints, anonymous, users),"
+        " summed AS (SELECT app_id, dimension, value, sum(endpoints)::bigint AS endpoints,"
+        " sum(anonymous)::bigint AS anonymous, sum(users)::bigint AS users FROM taken"
+        " GROUP BY app_id, dimension, value),"
+        " added AS (INSERT INTO endpoint_values AS v"
+        " (app_id, dimension, value, endpoints, anonymous, users)"
+        " SELECT * FROM summed WHERE endpoints <> 0 OR anonymous <> 0 OR users <> 0"
+        " ON CONFLICT (app_id, dimension, value) DO UPDATE"
+        " SET endpoints = v.endpoints + excluded.endpoints,"
+        " anonymous = v.anonymous + excluded.anonymous, users = v.users + excluded.users"
+        " RETURNING v.app_id, v.dimension, v.value, v.endpoints)"
+        " SELECT app_id, dimension, value FROM added WHERE endpoints = 0"
+    )
+    emptied = await cursor.fetchall()
+    if emptied:  # a value no endpoint has any more: its row goes
+        await conn.execute(
+            "DELETE FROM endpoint_values v USING unnest(%s::text[], %s::text[], %s::text[])"
+            " AS e(app_id, dimension, value) WHERE v.app_id = e.app_id"
+            " AND v.dimension = e.dimension AND v.value = e.value AND v.endpoints = 0",
+            columns(emptied, 3),
+        )
 
 
 def counts(conn: Connection, app_id: str, dimension: str) -> list[tuple[str | None, int, int]]:

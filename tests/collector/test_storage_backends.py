@@ -773,6 +773,13 @@ def test_a_finished_import_writes_its_segment_with_the_job(backend: Backend) -> 
         await storage.delete_app(APP)
         with pytest.raises(ApplicationGone):
             await import_rows(storage, "j3", [ImportRow(1, "e1", {"Address": "a"})])
+        # Its job finishing then saves nothing: neither the job nor a segment.
+        with pytest.raises(ApplicationGone):
+            await storage.finish_import_job(job("j3", "COMPLETED"), None)
+        with pytest.raises(ApplicationGone):
+            await storage.finish_import_job(job("j3", "COMPLETED"), segment)
+        assert await storage.get_import_job(APP, "j3") is None
+        assert await storage.get_segment(APP, "imported") is None
 
     run(backend, scenario)
 

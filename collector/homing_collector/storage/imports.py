@@ -152,6 +152,7 @@ def members_after(
 def finish(
     conn: sqlite3.Connection, record: ImportJobRecord, segment: SegmentRecord | None
 ) -> None:
+    _check_app(conn, record.app_id)
     if segment is not None:
         if segments.get(conn, segment.app_id, segment.id, None) is None:
             if segment.version != 1:

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import orjson
+import serve
 
 CAMPAIGNS = 25
 
@@ -167,13 +168,8 @@ def main(args: argparse.Namespace) -> None:
         db = Path(tmp) / "bench.db"
         with_campaigns = cli(db, "apps", "create", "with", "--json")
         without = cli(db, "apps", "create", "without", "--json")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "homing_collector", "--db", str(db), "serve", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+        server, url = serve.start(db, Path(tmp) / "collector.log")
         try:
-            assert server.stdout is not None
-            url = server.stdout.readline().split("listening on ")[1].split()[0]
             with httpx.Client(base_url=url, timeout=30) as client:
                 setup(client, with_campaigns["application_id"], with_campaigns["admin"]["token"])
                 time.sleep(1)  # the filters reach the server's process within a second
@@ -183,8 +179,7 @@ def main(args: argparse.Namespace) -> None:
                 rates["without"].append(throughput(url, without, args.seconds))
                 rates["with"].append(throughput(url, with_campaigns, args.seconds))
         finally:
-            server.terminate()
-            server.wait(30)
+            serve.stop(server)
     none, some = statistics.mean(rates["without"]), statistics.mean(rates["with"])
     print(f"PutEvents, no event campaign (peer):  {none:8,.0f} events/s")
     print(f"PutEvents, {CAMPAIGNS} event campaigns:     {some:8,.0f} events/s"

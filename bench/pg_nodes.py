@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
@@ -47,21 +48,6 @@ START_TIMEOUT = 60.0
 
 def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def _start(url: str, log: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
-    with log.open("a") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "homing_collector", "--db", url, "serve", "--port", "0",
-             "--no-access-log"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=_env(**env),
-        )  # fmt: skip
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "listening on " not in line:
-        process.kill()
-        raise RuntimeError(f"the collector did not start: {line!r}\n{log.read_text()}")
-    return process, line.split("listening on ")[1].split()[0]
 
 
 def _read(url: str, app_id: str, endpoint_id: str, token: str, arrivals: queue.Queue[float],
@@ -85,13 +71,14 @@ def _percentiles(values: list[float]) -> str:
 
 
 def _bench(url: str, rounds: int, workdir: Path) -> None:
-    processes: list[subprocess.Popen[str]] = []
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         nodes: dict[str, str] = {}
         for name, env in (("A", {}), ("B", {}), ("C", {"HOMING_PG_LISTEN": "0"}),
                           ("D", {"HOMING_PG_LISTEN": "0"})):  # fmt: skip
-            process, nodes[name] = _start(url, workdir / f"{name}.log",
-                                          HOMING_PUSH_HEARTBEAT="0.2", **env)  # fmt: skip
+            env = {"HOMING_PUSH_HEARTBEAT": "0.2", **env}
+            process, nodes[name] = serve.start(url, workdir / f"{name}.log", "--no-access-log",
+                                               env=env)  # fmt: skip
             processes.append(process)
         made = subprocess.run(
             [sys.executable, "-m", "homing_collector", "--db", url, "apps", "create", "bench",

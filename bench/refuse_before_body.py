@@ -18,30 +18,14 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import serve
+
 HOST = "127.0.0.1"
 ANNOUNCED = 4 * 1024 * 1024
-
-
-def _start(db: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
-    with log.open("a") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "homing_collector", "--db", str(db), "serve", "--port", "0",
-             "--no-access-log"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "listening on http://" not in line:
-        process.kill()
-        raise RuntimeError(f"the collector did not start: {line!r}\n{log.read_text()}")
-    return process, int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
 
 
 def _exchange(port: int, head: str) -> tuple[float, bytes]:
@@ -80,7 +64,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="homing-refuse-"))
-    process, port = _start(folder / "collector.db", folder / "collector.log")
+    process, url = serve.start(folder / "collector.db", folder / "collector.log", "--no-access-log")
+    port = serve.port(url)
     try:
         path = "/v1/apps/0123456789abcdef0123456789abcdef/events"
         base = f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
@@ -98,16 +83,15 @@ def main() -> None:
                 assert expected in answer.split(b"\r\n", 1)[0], answer[:200]
                 timings[name].append(seconds)
         print(f"{args.rounds} rounds, {os.cpu_count()} CPUs")
-        for name, seconds in timings.items():
-            _report(name, seconds)
+        for name, times in timings.items():
+            _report(name, times)
         _, metrics = _exchange(port, f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n\r\n")
         series = 'homing_request_body_bytes_total{route="/v1/apps/{application_id}/events"}'
         for line in metrics.decode().splitlines():
             if line.startswith(series):
                 print(f"body bytes read for those requests: {line.rsplit(' ', 1)[1]}")
     finally:
-        process.terminate()
-        process.wait(30)
+        serve.stop(process)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -100,7 +100,8 @@ def import_rows(
         if item.endpoint_id is None:
             user_id = item.update["User"]["UserId"]
             found = conn.execute(
-                "SELECT endpoint_id, body FROM endpoints WHERE app_id = ? AND user_id = ?",
+                "SELECT endpoint_id, body FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
+                " AND user_id = ?",
                 (app_id, user_id),
             ).fetchall()
             if not found:

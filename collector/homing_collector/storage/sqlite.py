@@ -764,7 +764,8 @@ class SQLiteStorage:
         rows = (
             self._read()
             .execute(
-                "SELECT body FROM endpoints WHERE app_id = ? AND user_id = ? ORDER BY endpoint_id",
+                "SELECT body FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
+                " AND user_id = ? ORDER BY endpoint_id",
                 (app_id, user_id),
             )
             .fetchall()
@@ -776,7 +777,8 @@ class SQLiteStorage:
             ids = [
                 row[0]
                 for row in conn.execute(
-                    "SELECT endpoint_id FROM endpoints WHERE app_id = ? AND user_id = ?",
+                    "SELECT endpoint_id FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
+                    " AND user_id = ?",
                     (app_id, user_id),
                 )
             ]
@@ -1513,7 +1515,9 @@ def _upsert_endpoint(
     old_user_id = ((existing or {}).get("User") or {}).get("UserId")
     if user_id is not None and user_id != old_user_id:
         (count,) = conn.execute(
-            "SELECT count(*) FROM endpoints WHERE app_id = ? AND user_id = ?", (app_id, user_id)
+            "SELECT count(*) FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
+            " AND user_id = ?",
+            (app_id, user_id),
         ).fetchone()
         if count >= max_user_endpoints:
             raise UserEndpointLimit(

@@ -198,7 +198,8 @@ def endpoint_users(
             (app_id, endpoint_id),
         ).fetchall()
     return conn.execute(
-        "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND user_id = ?",
+        "SELECT endpoint_id, user_id FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
+        " AND user_id = ?",
         (app_id, user_id),
     ).fetchall()
 

@@ -372,3 +372,30 @@ def test_the_collectors_share_no_copy(world: World, tmp_path: Path) -> None:
             await other.close()
 
     run(world, scenario)
+
+
+def test_one_process_of_those_sharing_a_directory_seals(tmp_path: Path) -> None:
+    storage = PostgresStorage("postgresql://unused/db", columnar=tmp_path / "copy")
+    first, second = PgSealer(storage), PgSealer(storage)
+    try:
+        assert first._holds_lock(tmp_path / "copy")
+        assert not second._holds_lock(tmp_path / "copy")
+    finally:
+        asyncio.run(first.close())
+    assert second._holds_lock(tmp_path / "copy")  # once the first has gone
+    asyncio.run(second.close())
+
+
+def test_queries_answer_without_a_usable_directory(
+    postgres_url: str, tmp_path: Path, data: gen.Data
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    world = World(postgres_url, tmp_path / "a-file" / "copy", data)  # cannot be made
+
+    async def scenario() -> None:
+        await world.put(world.data.events[:2000])
+        with pytest.raises(OSError):
+            await world.sealer.step()
+        await world.check()
+
+    run(world, scenario)

@@ -209,10 +209,13 @@ def _typed(types: Sequence[str]) -> str:
     return " AND e.event_type = ANY(%(types)s)" if types else ""
 
 
-def plan(conn: Connection, copy: Path, app_id: str, lo: int, hi: int) -> pg_columnar.Plan:
-    """Where the events of hours [lo, hi) are read from (see storage/pg_columnar.py)."""
+def plan(conn: Connection, copy: Path, app_id: str, lo: int, hi: int) -> pg_columnar.Plan | None:
+    """Where the events of hours [lo, hi) are read from (see storage/pg_columnar.py); None
+    when the copy has none of them: then nothing of the copy is used, not even its
+    directory (which may be missing, or not writable)."""
     assert not isinstance(conn, InTransaction)
-    return pg_columnar.plan(conn, pg_columnar.Copy(copy), app_id, lo, hi)
+    found = pg_columnar.plan(conn, pg_columnar.Copy(copy), app_id, lo, hi)
+    return found if found.files else None
 
 
 def numbering(conn: Connection, copy: Path, app_id: str) -> pg_columnar.Numbering:

@@ -87,7 +87,7 @@ def test_nodes_starting_together_migrate_once(start_nodes: Nodes, postgres_url: 
 
     nodes = start_nodes(3)
     versions = [row[0] for row in query(postgres_url, "SELECT version FROM schema_migrations")]
-    # Each migration once, whatever its number (a number may be kept for another change).
+    # Each defined migration, once.
     assert sorted(versions) == [version for version, _sql in pg_schema.PG_MIGRATIONS]
     for node in nodes:
         assert httpx.get(node.url + "/healthz", timeout=10).status_code == 200

@@ -19,7 +19,7 @@ can be such, found through the index of positions. Events copied by migrate-db h
 negative positions, older than any snapshot.
 
 What takes events out is counted in PostgreSQL instead (`events_deleted`, PG migration
-12), in the transaction that deletes them: per application and UTC day, the deletions
+11), in the transaction that deletes them: per application and UTC day, the deletions
 that took events of that day (deleting an endpoint, or a user's, expiry), and on day -1
 the deletions of the application itself. A sealed day keeps the two counts its snapshot
 had. A query (`plan`), in its own repeatable-read snapshot, reads the files of a sealed

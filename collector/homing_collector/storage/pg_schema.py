@@ -521,7 +521,7 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
-        12,
+        11,
         # The deletions of events, counted by the transaction that deletes them, per
         # application and UTC day of the events deleted (day -1: the application itself),
         # so that a collector's columnar copy (storage/pg_columnar.py) knows which of its

@@ -22,10 +22,12 @@
 
     python bench/analytics_queries.py [--events 10000000] [--runs 5] [--ingest-duration 8]
         [--days 90] [--churn 0.12] [--db PATH] [--no-columnar | --no-seal] [--only TEXT]
-        [--postgres URL]
+        [--postgres URL [--pg-columnar DIR]]
 
 With --postgres, the queries are also timed on a PostgreSQL database that holds a copy of
---db (`homing-collector migrate-db --from DB --to URL`), each answer compared with SQLite's.
+--db (`homing-collector migrate-db --from DB --to URL`), each answer compared with SQLite's;
+with --pg-columnar DIR too, a second time through a collector's own columnar copy of it
+in DIR (storage/pg_columnar.py), which its sealer makes first.
 """
 
 from __future__ import annotations
@@ -498,12 +500,38 @@ def _last_30_days() -> Range:
     return Range(end - timedelta(days=29), end, ZoneInfo("UTC"), "users", end)
 
 
+def seal_postgres(url: str, root: Path) -> float:
+    """Make a collector's own columnar copy of the PostgreSQL database at `url` in `root`,
+    as its sealer does in the background (pg_sealer.py); return the seconds it took."""
+    from homing_collector.pg_sealer import PgSealer
+    from homing_collector.storage.postgres import PostgresStorage
+
+    started = time.perf_counter()
+
+    async def run() -> None:
+        storage = PostgresStorage(url, columnar=root)
+        await storage.start()
+        try:
+            await PgSealer(storage).seal_all()
+        finally:
+            await storage.close()
+
+    asyncio.run(run())
+    return time.perf_counter() - started
+
+
 def time_postgres(
-    path: Path, url: str, runs: int, copy: Path | None, only: list[str]
+    path: Path,
+    url: str,
+    runs: int,
+    copy: Path | None,
+    only: list[str],
+    pg_copy: Path | None = None,
 ) -> list[tuple[str, bool, float, float | None, str]]:
     """Each query on PostgreSQL (a copy of `path` made by migrate-db), as the collector
-    runs it there: a read-only, repeatable-read transaction on a kept connection. Each
-    answer is compared with SQLite's answer to the same query, in the same run."""
+    runs it there: a read-only, repeatable-read transaction on a kept connection; with
+    `pg_copy`, through a collector's own columnar copy there (storage/pg_columnar.py).
+    Each answer is compared with SQLite's answer to the same query, in the same run."""
     import psycopg
 
     lite = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
@@ -519,19 +547,19 @@ def time_postgres(
     q = _last_30_days()
     results = []
     for (name, headline, fn, *_), (_, _, lite_fn, *_) in zip(
-        cases(q, None), cases(q, copy), strict=True
+        cases(q, pg_copy), cases(q, copy), strict=True
     ):
         if only and not any(part in name for part in only):
             continue
         on_pg(fn)  # warm the cache, as a dashboard in use would have it
-        p50, _, got = _p50(lambda fn=fn: on_pg(fn), runs)
+        p50, cpu, got = _p50(lambda fn=fn: on_pg(fn), runs)
         t = time.perf_counter()
         expected = lite_fn(lite)
         lite_s = time.perf_counter() - t
         verdict = "agrees" if got == expected else "DIFFERS"
         results.append((name, headline, p50, lite_s, verdict))
-        print(f"  {name}: {p50 * 1000:.1f} ms (SQLite {lite_s * 1000:,.1f} ms, {verdict})",
-              flush=True)  # fmt: skip
+        print(f"  {name}: {p50 * 1000:.1f} ms, {cpu * 1000:.0f} ms of this process's CPU"
+              f" (SQLite {lite_s * 1000:,.1f} ms, {verdict})", flush=True)  # fmt: skip
     pg.close()
     lite.close()
     return results
@@ -620,6 +648,9 @@ def main() -> int:
     parser.add_argument("--postgres", metavar="URL",
                         help="also time the queries on this PostgreSQL copy of --db, made "
                         "with `homing-collector migrate-db`")  # fmt: skip
+    parser.add_argument("--pg-columnar", type=Path, metavar="DIR",
+                        help="with --postgres, time them there again through a collector's "
+                        "own columnar copy in DIR, sealed first")  # fmt: skip
     args = parser.parse_args()
     globals().update(DAYS=args.days, CHURN=args.churn)
     workdir = Path(tempfile.mkdtemp(prefix="homing-analytics-bench-"))
@@ -662,6 +693,16 @@ def main() -> int:
             print("PostgreSQL headline queries within 100 ms: "
                   + ("all" if not slow else "not " + ", ".join(slow)))  # fmt: skip
             results += on_pg
+            if args.pg_columnar:
+                seconds = seal_postgres(args.postgres, args.pg_columnar)
+                size = sum(p.stat().st_size for p in args.pg_columnar.rglob("*.parquet"))
+                print(f"sealed into a collector's own columnar copy in {seconds:.0f} s; "
+                      f"{size / 1e6:,.0f} MB of Parquet")  # fmt: skip
+                print(f"the same queries on PostgreSQL through that copy, median of {args.runs}"
+                      " runs, each answer beside SQLite's:")  # fmt: skip
+                results += time_postgres(
+                    db, args.postgres, args.runs, copy, args.only, args.pg_columnar
+                )
         if args.ingest_duration > 0 and args.ingest_rounds > 0:
             print("PutEvents through a live collector, 16 clients:")
             rates = asyncio.run(

@@ -84,13 +84,15 @@ class LiveCollector:
         """Start the process; wait_ready() waits for it to listen."""
         self.log = self.db.with_suffix(".log")
         stderr = self.log.open("a")
+        # On PostgreSQL, its own columnar copy beside its log, not in the user's cache.
+        env = {"HOMING_COLUMNAR_DIR": str(self.db.with_suffix(".columnar")), **os.environ}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "homing_collector", "--db", self.database, "serve",
              "--port", "0", *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**env, "PYTHONUNBUFFERED": "1"},
             start_new_session=self.new_session,
         )  # fmt: skip
         stderr.close()

@@ -7,6 +7,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.applications import Starlette
@@ -45,6 +46,9 @@ from homing_collector.settings import Settings
 from homing_collector.storage import columnar
 from homing_collector.storage.base import Overloaded, Storage, StorageFull, StorageUnavailable
 from homing_collector.storage.sqlite import SQLiteStorage
+
+if TYPE_CHECKING:
+    from homing_collector.pg_sealer import PgSealer
 
 logger = logging.getLogger("homing_collector")
 # Seconds a client is asked to wait while the disk is full: space is freed by a person.
@@ -132,7 +136,14 @@ def create_app(
 
     imports = ImportRunner(store)
     sweeper = Sweeper(store)
-    sealer = Sealer(store)
+    sealer: Sealer | PgSealer = Sealer(store)
+    if store.name == "PostgreSQL":
+        # Imported here: psycopg is needed only by those who use PostgreSQL.
+        from homing_collector.pg_sealer import PgSealer
+        from homing_collector.storage.postgres import PostgresStorage
+
+        if isinstance(store, PostgresStorage):
+            sealer = PgSealer(store)  # this collector's own copy (storage/pg_columnar.py)
 
     streams: StreamPump | StreamProcess = child or StreamPump(
         store, wake=outbox.wake, clock=outbox.clock
@@ -213,7 +224,7 @@ def create_app(
 
 def default_storage(settings: Settings) -> Storage:
     """The storage that `settings` name: the PostgreSQL database (without SQLite's writer
-    process or columnar copy), else the SQLite file."""
+    process; its columnar copy is this collector's own), else the SQLite file."""
     if settings.db_url is not None:
         # Imported here: psycopg is needed only by those who use PostgreSQL.
         from homing_collector.storage.postgres import PostgresStorage
@@ -223,6 +234,7 @@ def default_storage(settings: Settings) -> Storage:
             max_pending=settings.max_pending_writes,
             listen=settings.pg_listen,
             rollups=settings.rollups,
+            columnar=settings.columnar_directory if settings.columnar and _duckdb() else None,
         )
     return SQLiteStorage(
         settings.db_path,

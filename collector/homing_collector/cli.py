@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve_flags(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "host", "port", "synchronous", "bench_routes", "workers", "import_dir", "stream_dir",
-        "columnar", *QUOTAS,
+        "columnar", "columnar_dir", *QUOTAS,
     )  # fmt: skip
     return {name: getattr(args, name, None) for name in names}
 
@@ -144,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep no columnar copy of events: funnels and filtered event counts read the "
         "events table alone (default: $HOMING_COLUMNAR, else a copy is kept)",
+    )
+    serve.add_argument(
+        "--columnar-dir",
+        metavar="DIR",
+        help="on PostgreSQL, the directory of this collector's own columnar copy of events "
+        "(default: $HOMING_COLUMNAR_DIR, else one under the user's cache directory, named by "
+        "a hash of the database URL)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")

@@ -94,6 +94,10 @@ class Settings:
     # A columnar copy of sealed events, which the funnel and filtered event queries read
     # with DuckDB (storage/columnar.py); off: they read the events table alone.
     columnar: bool = True
+    # On PostgreSQL, the directory of this collector's own columnar copy (Parquet files
+    # and the state of what they hold, storage/pg_columnar.py); None: under the user's
+    # cache directory, named by a hash of the database URL (`columnar_directory`).
+    columnar_dir: Path | None = None
     # Quotas per second: each key, and each application as a whole (see quotas.py). The
     # defaults are out of reach of a small deployment; an application may have its own.
     quota_key_requests: int = 2_500
@@ -200,12 +204,24 @@ class Settings:
             raise ValueError(f"{exc} (from {source})") from None
 
     @property
+    def columnar_directory(self) -> Path | None:
+        """Where a collector on PostgreSQL keeps its columnar copy; None on SQLite (its copy
+        is beside the database file)."""
+        if self.db_url is None:
+            return None
+        if self.columnar_dir is not None:
+            return self.columnar_dir
+        from homing_collector.storage.pg_columnar import default_directory
+
+        return default_directory(Path(platformdirs.user_cache_dir("homing-collector")), self.db_url)
+
+    @property
     def database(self) -> str:
         """The database in use, as it may be printed: a path, or a URL with no password."""
         return redacted(self.db_url) if self.db_url else str(self.db_path)
 
 
-_PATHS = ("import_dir", "secrets_key_file", "stream_dir")
+_PATHS = ("import_dir", "secrets_key_file", "stream_dir", "columnar_dir")
 
 
 def _flag(raw: str) -> bool:
@@ -229,6 +245,7 @@ _SERVE_VARIABLES: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("push_default_ttl", int),
     ("rollups", _flag),
     ("columnar", _flag),
+    ("columnar_dir", Path),
     *((name, int) for name in QUOTAS),
     ("import_dir", Path),
     ("stream_dir", Path),

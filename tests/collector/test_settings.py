@@ -101,3 +101,18 @@ def test_metrics_fold_unknown_methods() -> None:
     text = metrics.render()
     assert 'method="other",status="405"} 50' in text
     assert "AAA" not in text
+
+
+def test_each_postgresql_database_has_a_columnar_directory_of_its_own(tmp_path: Path) -> None:
+    one = Settings.from_env({"HOMING_DB": "postgresql://db1/homing"})
+    two = Settings.from_env({"HOMING_DB": "postgresql://db2/homing"})
+    assert one.columnar_directory is not None and two.columnar_directory is not None
+    assert one.columnar_directory.parent == two.columnar_directory.parent
+    assert one.columnar_directory != two.columnar_directory
+    given = Settings.from_env(
+        {"HOMING_DB": "postgresql://db1/homing", "HOMING_COLUMNAR_DIR": str(tmp_path)}
+    )
+    assert given.columnar_directory == tmp_path
+    flag = Settings.from_env({"HOMING_DB": "postgresql://db1/homing"}, columnar_dir=tmp_path / "f")
+    assert flag.columnar_directory == tmp_path / "f"
+    assert Settings.from_env({"HOMING_DB": str(tmp_path / "homing.db")}).columnar_directory is None

@@ -781,7 +781,7 @@ class Sealed:
                 path.unlink()
 
 
-def _day_folder(app_id: str, day: int) -> str:
+def day_folder(app_id: str, day: int) -> str:
     app = app_id if _SAFE_NAME.fullmatch(app_id) else "x" + app_id.encode().hex()[:120]
     return f"{app}/{EPOCH + timedelta(days=day)}"
 
@@ -824,7 +824,6 @@ def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]
     """The CSV of events as a new Parquet file of `folder`, each attribute and metric a
     column of its own (bench/analytics_queries.py: filtering on a column of its own was
     ten times faster than on a MAP of them); return its entry for columnar_days."""
-    final = root / folder / f"{name}{_SUFFIX}"
     duck = _duck()
     # Sorted while the rows are narrow, not once each name is a column: bench/columnar_seal.py
     # measured half the sealer's CPU per event for this and the struct below together.
@@ -835,6 +834,15 @@ def _to_parquet(root: Path, folder: str, csv_path: Path, name: str) -> list[Any]
         f" columns = {_CSV_COLUMNS}, quote = '{_QUOTE}', escape = '{_QUOTE}',"
         " auto_detect = false) ORDER BY event_type, ep, ts"
     )
+    return batch_to_parquet(root, folder, name)
+
+
+def batch_to_parquet(root: Path, folder: str, name: str) -> list[Any]:
+    """The rows of this thread's DuckDB table `batch` (rid, ep, endpoint_id, event_type,
+    ts, body), in the files' order, as a new Parquet file of `folder`, then dropped; return
+    its entry (see `_to_parquet`)."""
+    final = root / folder / f"{name}{_SUFFIX}"
+    duck = _duck()
     try:
         attributes, metrics = (
             [key for (key,) in duck.execute(
@@ -991,7 +999,7 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
                     writer.add(cursor, sealed, app_id)
             name = f"{upto:015d}-{secrets.token_hex(4)}"
             for key, writer in writers.items():
-                entry = writer.finish(_day_folder(*key), name)
+                entry = writer.finish(day_folder(*key), name)
                 sealed.written.append(root / entry[0])
                 sealed.rows += writer.rows
                 before = days[key]
@@ -1048,7 +1056,7 @@ def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Seal
             writer.add(cursor, sealed, app_id)
             files = []
             if writer.rows:
-                entry = writer.finish(_day_folder(app_id, day), f"{watermark:015d}-r"
+                entry = writer.finish(day_folder(app_id, day), f"{watermark:015d}-r"
                                       f"{secrets.token_hex(4)}")  # fmt: skip
                 sealed.written.append(root / entry[0])
                 files.append(entry)
@@ -1078,10 +1086,19 @@ def merge(conn: sqlite3.Connection, root: Path, app_id: str, day: int, files: li
     with snapshot(conn):
         watermark, generation = _state(conn)
     sealed = Sealed(watermark, generation, watermark)
+    entry = merged(root, day_folder(app_id, day), f"{watermark:015d}-m{secrets.token_hex(4)}",
+                   files)  # fmt: skip
+    sealed.written.append(root / entry[0])
+    sealed.days[(app_id, day)] = (files, [entry])
+    return sealed
+
+
+def merged(root: Path, folder: str, name: str, files: list[Any]) -> list[Any]:
+    """The files of `files` (entries, see Part) as one new file of `folder`; its entry."""
     parts = [Part.of(root, entry) for entry in files]
     attributes = sorted({name for p in parts for name in p.attributes})
     metrics = sorted({name for p in parts for name in p.metrics})
-    final = root / _day_folder(app_id, day) / f"{watermark:015d}-m{secrets.token_hex(4)}{_SUFFIX}"
+    final = root / folder / f"{name}{_SUFFIX}"
     columns = ", ".join(
         ["rid", "ep", "endpoint_id", "event_type", "ts"]
         + [f"a{i}" for i in range(len(attributes))]
@@ -1089,9 +1106,7 @@ def merge(conn: sqlite3.Connection, root: Path, app_id: str, day: int, files: li
     )
     every = _union(parts, "rid, ep, endpoint_id, event_type, ts", attributes, metrics)
     _write_parquet(f"SELECT {columns} FROM {every}", final)
-    sealed.written.append(final)
-    sealed.days[(app_id, day)] = (files, [[str(final.relative_to(root)), attributes, metrics]])
-    return sealed
+    return [str(final.relative_to(root)), attributes, metrics]
 
 
 def commit(conn: sqlite3.Connection, sealed: Sealed) -> bool:

@@ -520,6 +520,22 @@ PG_MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        11,
+        # The deletions of events, counted by the transaction that deletes them, per
+        # application and UTC day of the events deleted (day -1: the application itself),
+        # so that a collector's columnar copy (storage/pg_columnar.py) knows which of its
+        # sealed days still hold exactly the stored events. Each count only grows; the
+        # application's day -1 stays when it is deleted, and tells its copies so.
+        """
+        CREATE TABLE events_deleted (
+            app_id text COLLATE "C" NOT NULL,
+            day bigint NOT NULL,
+            count bigint NOT NULL,
+            PRIMARY KEY (app_id, day)
+        );
+        """,
+    ),
 ]
 
 FILL_PAGE = 20_000  # events read and added up at a time by fill_analytics

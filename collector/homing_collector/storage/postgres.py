@@ -32,8 +32,9 @@ counters and rollups, before every analytics read and deletion too
 analytics/rollups.py's arithmetic over storage/analytics_pg/'s statements (it runs in a
 thread there, its statements sent back to the transaction's connection). Analytics
 queries run in a thread on a connection of a small synchronous pool, in one
-repeatable-read transaction each. There is no columnar copy: filters, breakdowns and
-funnels read the stored events.
+repeatable-read transaction each. Filters, breakdowns and funnels read the stored
+events, or a columnar copy of them that each collector keeps for itself
+(storage/pg_columnar.py, pg_sealer.py).
 """
 
 from __future__ import annotations
@@ -98,8 +99,10 @@ from homing_collector.storage.base import (
     StreamRow,
     UserEndpointLimit,
 )
+from homing_collector.storage.columnar import HOURS_PER_DAY
 from homing_collector.storage.events import HOUR_MS
 from homing_collector.storage.history import StoredEvent
+from homing_collector.storage.pg_columnar import APP_DAY
 from homing_collector.storage.pg_schema import migrate
 from homing_collector.storage.segment_references import reference_checks
 
@@ -143,8 +146,11 @@ class PostgresStorage:
         listen: bool = True,
         rollups: bool = True,
         max_readers: int = 4,
+        columnar: Path | None = None,
     ) -> None:
         self.url = url
+        # This collector's columnar copy of events (storage/pg_columnar.py), if it keeps one.
+        self.columnar = columnar
         self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
         self.max_readers = max_readers  # analytics queries at once, each a connection
         self._readers: ConnectionPool[psycopg.Connection[Any]] | None = None
@@ -333,6 +339,15 @@ class PostgresStorage:
                 return None
             for table in _APP_TABLES:
                 await conn.execute(f"DELETE FROM {table} WHERE app_id = %s", (app_id,))
+            # The columnar copies' days of the application are void (storage/pg_columnar.py).
+            await conn.execute(
+                "DELETE FROM events_deleted WHERE app_id = %s AND day <> %s", (app_id, APP_DAY)
+            )
+            await conn.execute(
+                "INSERT INTO events_deleted (app_id, day, count) VALUES (%s, %s, 1)"
+                " ON CONFLICT (app_id, day) DO UPDATE SET count = events_deleted.count + 1",
+                (app_id, APP_DAY),
+            )
             return _app(row)
 
         return await self._write(work)
@@ -636,10 +651,16 @@ class PostgresStorage:
                 f" (SELECT {_EVENT_KEY} FROM events WHERE app_id = %s AND hour < %s"
                 f" ORDER BY {_EVENT_KEY} LIMIT %s)"
                 " RETURNING event_type = %s, endpoint_id, ts, CASE WHEN event_type = %s"
-                " THEN convert_from(body, 'UTF8')::jsonb -> 'Attributes' ->> 'campaign_id' END",
+                " THEN convert_from(body, 'UTF8')::jsonb -> 'Attributes' ->> 'campaign_id' END,"
+                " hour",
                 (app_id, app_id, before_hour, limit, OPENED, OPENED),
             )
             deleted = await cursor.fetchall()
+            await conn.execute(
+                f"WITH gone AS (SELECT unnest(%s::bigint[]) AS hour) {_COUNT_DELETED}",
+                ([row[4] for row in deleted], app_id),
+            )
+            deleted = [row[:4] for row in deleted]
             opened = [(app_id, *row[1:]) for row in deleted if row[0]]
             if opened:  # analytics hook
                 await analytics_pg.call(conn, opens_pg.deleted, opened)
@@ -1661,6 +1682,15 @@ class PostgresStorage:
             raise StorageUnavailable(f"the database is unavailable: {exc}") from exc
 
 
+# After a deletion of events whose hours are in `gone`, with the application's id as its
+# last parameter: one more for each day it took events of (storage/pg_columnar.py).
+_COUNT_DELETED = (
+    f"INSERT INTO events_deleted (app_id, day, count) SELECT %s,"
+    f" floor(hour / {HOURS_PER_DAY}.0)::bigint, 1"
+    " FROM gone GROUP BY 2 ON CONFLICT (app_id, day)"
+    " DO UPDATE SET count = events_deleted.count + 1"
+)
+
 # Every table of an application's data, which deleting the application empties.
 _APP_TABLES = (
     "keys", "endpoints", "events", "event_types", "app_settings", "app_quotas",
@@ -2457,7 +2487,9 @@ async def _delete_endpoints(conn: Connection, app_id: str, ids: list[str]) -> li
             (endpoint.get("User") or {}).get("UserId"),
         )  # fmt: skip
         await conn.execute(
-            "DELETE FROM events WHERE app_id = %s AND endpoint_id = %s", (app_id, endpoint_id)
+            f"WITH gone AS (DELETE FROM events WHERE app_id = %s AND endpoint_id = %s"
+            f" RETURNING hour) {_COUNT_DELETED}",
+            (app_id, endpoint_id, app_id),
         )
         # Its push counter stays: a device that comes back under the same id must not see
         # old numbers again, or its Last-Event-ID would acknowledge new messages.

@@ -54,8 +54,8 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
 SKIPPED = {
     "schema_migrations": "each database records its own schema's version",
     # The columnar copy's bookkeeping (storage/columnar.py): its watermark, the Parquet
-    # files of sealed days, the endpoints' numbers in them. PostgreSQL keeps no columnar
-    # copy; the files stay beside the SQLite file.
+    # files of sealed days, the endpoints' numbers in them. On PostgreSQL each collector
+    # makes a copy of its own (storage/pg_columnar.py); the files stay beside the SQLite file.
     "columnar_state": "the columnar copy's state (its sealer's watermark)",
     "columnar_days": "the columnar copy's Parquet files",
     "columnar_endpoints": "the columnar copy's endpoint numbers",

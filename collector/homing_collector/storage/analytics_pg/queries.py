@@ -1,9 +1,11 @@
 """The SQL of the analytics queries (analytics/queries.py), on PostgreSQL: the functions
 of storage/analytics_sqlite/queries.py.
 
-There is no columnar copy here (the plan is always None): filters, breakdowns and funnels
-read the stored events of the range. Sums of bigint columns are numeric in PostgreSQL:
-they are cast back to bigint, so that the answers hold ints as SQLite's do.
+Filters, breakdowns and funnels read the stored events of the range; with a collector's
+columnar copy (storage/pg_columnar.py), those of its sealed days from its files, and the
+rest from the events table: the days it has not sealed, and the tails of those it has.
+Sums of bigint columns are numeric in PostgreSQL: they are cast back to bigint, so that
+the answers hold ints as SQLite's do.
 
 Ranges are in UTC hours [lo, hi) unless they say ms.
 """
@@ -11,16 +13,18 @@ Ranges are in UTC hours [lo, hi) unless they say ms.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from homing_collector.storage.analytics_pg import Connection, columns, rows, stream
+from homing_collector.storage import pg_columnar
+from homing_collector.storage.analytics_pg import Connection, InTransaction, columns, rows, stream
 from homing_collector.storage.analytics_pg.rollups import finite
 from homing_collector.storage.events import HOUR_MS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from homing_collector.analytics.params import Step
-    from homing_collector.storage import columnar
 
 # An event's body as JSON (stored as the bytes that were sent).
 _JSON = "convert_from(e.body, 'UTF8')::jsonb"
@@ -197,9 +201,51 @@ def _in_range(columns_: str, types: Sequence[str]) -> str:
     %(lo_ms)s <= ts < %(hi_ms)s; of `types` if any (%(types)s). May go on with AND."""
     return (
         f"SELECT {columns_} FROM events e WHERE e.app_id = %(app)s AND e.hour >= %(lo)s"
-        " AND e.hour < %(hi)s AND e.ts >= %(lo_ms)s AND e.ts < %(hi_ms)s"
-        + (" AND e.event_type = ANY(%(types)s)" if types else "")
+        " AND e.hour < %(hi)s AND e.ts >= %(lo_ms)s AND e.ts < %(hi_ms)s" + _typed(types)
     )
+
+
+def _typed(types: Sequence[str]) -> str:
+    return " AND e.event_type = ANY(%(types)s)" if types else ""
+
+
+def plan(conn: Connection, copy: Path, app_id: str, lo: int, hi: int) -> pg_columnar.Plan | None:
+    """Where the events of hours [lo, hi) are read from (see storage/pg_columnar.py); None
+    when the copy has none of them: then nothing of the copy is used, not even its
+    directory (which may be missing, or not writable)."""
+    assert not isinstance(conn, InTransaction)
+    found = pg_columnar.plan(conn, pg_columnar.Copy(copy), app_id, lo, hi)
+    return found if found.files else None
+
+
+def numbering(conn: Connection, copy: Path, app_id: str) -> pg_columnar.Numbering:
+    assert not isinstance(conn, InTransaction)
+    return pg_columnar.Numbering(conn, pg_columnar.Copy(copy), app_id)
+
+
+def _rows(
+    conn: Connection,
+    app_id: str,
+    lo: int,
+    hi: int,
+    p: pg_columnar.Plan | None,
+    columns_: str,
+    types: Sequence[str],
+    shape: Callable[[str], str],
+    params: dict[str, Any],
+) -> Iterator[Any]:
+    """The rows of `columns_` of the events of hours [lo, hi) that the events table is to
+    give: all of them without a plan, else those of the days the copy has not sealed and
+    the tails of those it has. `shape` makes the query from the SELECT, which may go on
+    with "AND ..."."""
+    common = {**params, **_params(app_id, lo, hi, types)}
+    for span_lo, span_hi in [(lo, hi)] if p is None else p.open:
+        yield from stream(
+            conn, shape(_in_range(columns_, types)), {**common, "lo": span_lo, "hi": span_hi}
+        )
+    if p is not None and p.tails:
+        sql = pg_columnar.tail(columns_, _typed(types))
+        yield from stream(conn, shape(sql), {**common, **pg_columnar.tail_params(p.tails)})
 
 
 def _params(app_id: str, lo: int, hi: int, types: Sequence[str]) -> dict[str, Any]:
@@ -236,18 +282,21 @@ def scan_events(
     app_id: str,
     lo: int,
     hi: int,
-    p: columnar.Plan | None,
+    p: pg_columnar.Plan | None,
     types: Sequence[str],
     include: Sequence[Sequence[str]],
 ) -> Iterator[tuple[str, int, bytes]]:
-    """(event type, Timestamp, body) of the events of the range of `types` if any, and,
-    for each of `include`, that may hold one of its values (the exact test is the
-    caller's). `p` is always None: there is no columnar copy on PostgreSQL."""
-    params = _params(app_id, lo, hi, types)
+    """(event type, Timestamp, body) of the events of the range (see `_rows`) of `types`
+    if any, and, for each of `include`, that may hold one of its values (the exact test is
+    the caller's)."""
+    params: dict[str, Any] = {}
     where = "".join(
         " AND " + _contains_any(f"i{k}_", values, params) for k, values in enumerate(include)
     )
-    return stream(conn, _in_range("e.event_type, e.ts, e.body", types) + where, params)
+    return _rows(
+        conn, app_id, lo, hi, p, "e.event_type, e.ts, e.body", types,
+        lambda sql: sql + where, params,
+    )  # fmt: skip
 
 
 def funnel_rows(
@@ -255,14 +304,15 @@ def funnel_rows(
     app_id: str,
     lo: int,
     hi: int,
-    p: columnar.Plan | None,
+    p: pg_columnar.Plan | None,
     steps: Sequence[Step],
 ) -> Iterator[tuple[str, int, int, int]]:
-    """(endpoint id, Timestamp, steps matched as bits, position) of the events of the
-    range that match a step, as a bit mask computed by the server: only the events that
-    match one come back, without their bodies. `p` is always None."""
+    """(endpoint id, Timestamp, steps matched as bits, number) of the events of the range
+    (see `_rows`) that match a step, as a bit mask computed by the server: only the events
+    that match one come back, without their bodies. Each has a number of its own, above
+    those of the copy's files (see storage/pg_columnar.py)."""
     types = sorted({step.event_type for step in steps})
-    params = _params(app_id, lo, hi, types)
+    params: dict[str, Any] = {}
     branches = []
     for t, event_type in enumerate(types):
         params[f"t{t}"] = event_type
@@ -278,5 +328,13 @@ def funnel_rows(
             bits.append(f"({_all_of(tests)} << {k})")
         branches.append(f" WHEN %(t{t})s THEN {' | '.join(bits)}")
     mask = f"CASE e.event_type{''.join(branches)} ELSE 0 END"
-    sql = _in_range(f"e.endpoint_id, e.ts, {mask} AS m, e.pos AS rid", types)
-    return stream(conn, f"SELECT endpoint_id, ts, m, rid FROM ({sql}) AS f WHERE m <> 0", params)
+    found = _rows(
+        conn, app_id, lo, hi, p, f"e.endpoint_id, e.ts, {mask} AS m", types,
+        lambda sql: f"SELECT endpoint_id, ts, m FROM ({sql}) AS f WHERE m <> 0", params,
+    )  # fmt: skip
+    # Numbers rather than positions: the walk (storage/columnar.py's _walk_asof) keeps
+    # 48 bits of each, and a position has more once the server has run 2**28 transactions.
+    return (
+        (endpoint_id, ts, m, pg_columnar.ROW_NUMBERS + i)
+        for i, (endpoint_id, ts, m) in enumerate(found)
+    )

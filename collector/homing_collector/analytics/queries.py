@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -245,15 +244,7 @@ def _plan(conn: Connection, app_id: str, g: Grid, copy: Path | None) -> Any:
     (storage/columnar.py, storage/pg_columnar.py), None without one."""
     if copy is None:
         return None
-    if isinstance(conn, sqlite3.Connection):
-        return columnar.plan(conn, copy, app_id, g.lo(0), g.lo(g.days))
     return statements(conn).queries.plan(conn, copy, app_id, g.lo(0), g.lo(g.days))
-
-
-def _numbering(conn: Connection, app_id: str, copy: Path) -> Any:
-    if isinstance(conn, sqlite3.Connection):
-        return columnar.Numbering(conn, app_id)
-    return statements(conn).queries.numbering(conn, copy, app_id)
 
 
 def session_count(conn: Connection, app_id: str, g: Grid) -> int:
@@ -387,7 +378,7 @@ def funnel(
         if p is not None and copy is not None:
             # DuckDB walks the timelines: of the sealed days' files and of these rows,
             # their endpoints numbered as the files' are.
-            numbering = _numbering(conn, app_id, copy)
+            numbering = statements(conn).queries.numbering(conn, copy, app_id)
             depths = columnar.funnel_depths(
                 p.files, g.lo(0) * HOUR_MS, g.lo(g.days) * HOUR_MS, steps, window_ms,
                 ((numbering.of(e), ts, m, rid) for e, ts, m, rid in rows),

@@ -16,6 +16,8 @@ from homing_collector.storage import events as events_sql
 from homing_collector.storage.events import HOUR_MS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from homing_collector.analytics.params import Step
 
 
@@ -123,6 +125,16 @@ def endpoint_users(conn: sqlite3.Connection, app_id: str) -> Iterator[tuple[str,
         "SELECT endpoint_id, user_id FROM endpoints WHERE app_id = ? AND user_id IS NOT NULL",
         (app_id,),
     )
+
+
+def plan(conn: sqlite3.Connection, copy: Path, app_id: str, lo: int, hi: int) -> columnar.Plan:
+    """Where the events of hours [lo, hi) are read from (see storage/columnar.py)."""
+    return columnar.plan(conn, copy, app_id, lo, hi)
+
+
+def numbering(conn: sqlite3.Connection, copy: Path, app_id: str) -> columnar.Numbering:
+    """The copy's endpoint numbers, as the files of `copy` hold them."""
+    return columnar.Numbering(conn, app_id)
 
 
 def session_count(conn: sqlite3.Connection, app_id: str, lo: int, hi: int) -> int:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, timedelta
 from functools import partial
@@ -620,6 +621,45 @@ def test_funnels_by_users_join_endpoints_the_sealer_has_not_numbered_yet(world: 
         assert by_users[0] < by_endpoints[0]  # endpoints of one user counted once
         assert by_users[-1] > 0
         assert answers(world.storage.columnar) == want
+
+    run(world, scenario)
+
+
+def test_queries_write_nothing_beside_the_copy(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The funnels and event counts through the copy, with events past its watermark and
+    endpoints not numbered yet, leave the copy's directory as they found it (it may be
+    read-only): their temporary files go to the system's temporary directory, and go."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    made: list[str] = []
+    rows_csv = columnar._rows_csv
+
+    def counted(rows: Any) -> tuple[Path, int]:
+        path, size = rows_csv(rows)
+        made.append(str(path))
+        return path, size
+
+    monkeypatch.setattr(columnar, "_rows_csv", counted)
+
+    def listing(root: Path) -> list[tuple[str, int]]:
+        return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+    async def scenario() -> None:
+        half = len(world.data.devices) // 2
+        early = {d.endpoint_id for d in world.data.devices[:half]}
+        await world.put([e for e in world.data.events if e.endpoint_id in early])
+        await world.sealer.seal_all()
+        await world.put([e for e in world.data.events if e.endpoint_id not in early])
+        root = world.storage.columnar
+        assert root is not None
+        before = listing(root)
+        world.check()
+        assert listing(root) == before
+        assert made and all(path.startswith(str(scratch)) for path in made)
+        assert list(scratch.iterdir()) == []
 
     run(world, scenario)
 

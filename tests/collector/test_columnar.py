@@ -394,7 +394,7 @@ def test_files_of_the_first_layout_are_read_from_the_events_table_then_copied_ag
             for day, entries in old.items():
                 for entry in entries:
                     path = root / entry[0]
-                    entry[0] = entry[0].removesuffix(".l2.parquet") + ".parquet"
+                    entry[0] = entry[0].removesuffix(columnar._SUFFIX) + ".parquet"
                     duckdb.sql(
                         f"COPY (SELECT * EXCLUDE (ep) FROM read_parquet('{path}'))"
                         f" TO '{root / entry[0]}' (FORMAT parquet)"
@@ -414,10 +414,78 @@ def test_files_of_the_first_layout_are_read_from_the_events_table_then_copied_ag
         await world.sealer.seal_all()
         again = _entries(world)
         assert again.keys() == old.keys()
-        assert all(e[0].endswith(".l2.parquet") for entries in again.values() for e in entries)
+        assert all(e[0].endswith(columnar._SUFFIX) for entries in again.values() for e in entries)
         for day, rows in world.copied().items():
             assert rows == world.stored(day)
         assert set(_numbers(world)) == {e.endpoint_id for e in world.data.events}
+        world.check()
+
+    run(world, scenario)
+
+
+def test_files_of_the_second_layout_are_read_until_the_sealer_has_copied_the_other_days(
+    world: World,
+) -> None:
+    """Files of layout 2 (the columns of this one, in Parquet 1's encodings): their days
+    answer from them, not from the events table, and the sealer copies them again once
+    the days that queries read from the events table are copied."""
+    import duckdb
+
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        root = world.storage.columnar
+        assert root is not None
+        old = _entries(world)
+        encodings = (
+            "SELECT DISTINCT encodings FROM parquet_metadata('{}') WHERE path_in_schema = 'ts'"
+        )
+
+        def downgrade(conn: sqlite3.Connection) -> None:
+            for day, entries in old.items():
+                for entry in entries:
+                    path = root / entry[0]
+                    assert "DELTA_BINARY_PACKED" in str(
+                        duckdb.sql(encodings.format(path)).fetchall()
+                    )
+                    entry[0] = entry[0].removesuffix(columnar._SUFFIX) + ".l2.parquet"
+                    duckdb.sql(
+                        f"COPY (SELECT * FROM read_parquet('{path}')) TO '{root / entry[0]}'"
+                        " (FORMAT parquet, PARQUET_VERSION V1)"
+                    )
+                    path.unlink()
+                conn.execute(
+                    "UPDATE columnar_days SET files = ? WHERE app_id = ? AND day = ?",
+                    (orjson.dumps(entries).decode(), APP, day),
+                )
+            conn.commit()
+
+        world.read(downgrade)
+        first, last = min(old), max(old)
+        plan = world.read(lambda c: columnar.plan(c, root, APP, first * 24, (last + 1) * 24))
+        opened = {h // 24 for lo, hi in plan.open for h in range(lo, hi)}
+        assert not opened & old.keys()  # the days without events alone
+        assert sorted(p.path.name for p in plan.files) == sorted(
+            Path(e[0]).name for entries in old.values() for e in entries
+        )
+        world.check()
+        # A day that queries read from the events table goes first, then the others.
+        day = last - 1
+        world.read(lambda c: (c.execute("DELETE FROM columnar_days WHERE day = ?", (day,)),
+                              c.commit()))  # fmt: skip
+        unsealed = world.read(lambda c: columnar.unsealed_days(c, root))
+        assert [d for _, d in unsealed] == [day, *sorted(set(old) - {day}, reverse=True)]
+        await world.sealer.seal_all()
+        again = _entries(world)
+        assert again.keys() == old.keys()
+        for entries in again.values():
+            for e in entries:
+                assert e[0].endswith(columnar._SUFFIX)
+                assert "DELTA_BINARY_PACKED" in str(
+                    duckdb.sql(encodings.format(root / e[0])).fetchall()
+                )
+        for d, rows in world.copied().items():
+            assert rows == world.stored(d)
         world.check()
 
     run(world, scenario)

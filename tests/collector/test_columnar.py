@@ -423,6 +423,39 @@ def test_files_of_the_first_layout_are_read_from_the_events_table_then_copied_ag
     run(world, scenario)
 
 
+def test_a_duckdb_that_writes_parquet_1_alone_still_makes_the_copy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DuckDB without Parquet 2's option: the files are written in Parquet 1's
+    encodings, and answer alike."""
+    import duckdb
+
+    duck = columnar._duck()
+    refused: list[str] = []
+
+    class Older:
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "PARQUET_VERSION" in sql:
+                refused.append(sql)
+                raise duckdb.BinderException("Unrecognized option for PARQUET: parquet_version")
+            return duck.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(duck, name)
+
+    monkeypatch.setattr(columnar, "_duck", Older)
+
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        assert refused
+        for d, rows in world.copied().items():
+            assert rows == world.stored(d)
+        world.check()
+
+    run(world, scenario)
+
+
 def test_files_of_the_second_layout_are_read_until_the_sealer_has_copied_the_other_days(
     world: World,
 ) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, timedelta
 from functools import partial
@@ -393,7 +394,7 @@ def test_files_of_the_first_layout_are_read_from_the_events_table_then_copied_ag
             for day, entries in old.items():
                 for entry in entries:
                     path = root / entry[0]
-                    entry[0] = entry[0].removesuffix(".l2.parquet") + ".parquet"
+                    entry[0] = entry[0].removesuffix(columnar._SUFFIX) + ".parquet"
                     duckdb.sql(
                         f"COPY (SELECT * EXCLUDE (ep) FROM read_parquet('{path}'))"
                         f" TO '{root / entry[0]}' (FORMAT parquet)"
@@ -413,10 +414,111 @@ def test_files_of_the_first_layout_are_read_from_the_events_table_then_copied_ag
         await world.sealer.seal_all()
         again = _entries(world)
         assert again.keys() == old.keys()
-        assert all(e[0].endswith(".l2.parquet") for entries in again.values() for e in entries)
+        assert all(e[0].endswith(columnar._SUFFIX) for entries in again.values() for e in entries)
         for day, rows in world.copied().items():
             assert rows == world.stored(day)
         assert set(_numbers(world)) == {e.endpoint_id for e in world.data.events}
+        world.check()
+
+    run(world, scenario)
+
+
+def test_a_duckdb_that_writes_parquet_1_alone_still_makes_the_copy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DuckDB without Parquet 2's option: the files are written in Parquet 1's
+    encodings, and answer alike."""
+    import duckdb
+
+    duck = columnar._duck()
+    refused: list[str] = []
+
+    class Older:
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "PARQUET_VERSION" in sql:
+                refused.append(sql)
+                raise duckdb.BinderException("Unrecognized option for PARQUET: parquet_version")
+            return duck.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(duck, name)
+
+    monkeypatch.setattr(columnar, "_duck", Older)
+
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        assert refused
+        for d, rows in world.copied().items():
+            assert rows == world.stored(d)
+        world.check()
+
+    run(world, scenario)
+
+
+def test_files_of_the_second_layout_are_read_until_the_sealer_has_copied_the_other_days(
+    world: World,
+) -> None:
+    """Files of layout 2 (the columns of this one, in Parquet 1's encodings): their days
+    answer from them, not from the events table, and the sealer copies them again once
+    the days that queries read from the events table are copied."""
+    import duckdb
+
+    async def scenario() -> None:
+        await world.put(world.data.events)
+        await world.sealer.seal_all()
+        root = world.storage.columnar
+        assert root is not None
+        old = _entries(world)
+        encodings = (
+            "SELECT DISTINCT encodings FROM parquet_metadata('{}') WHERE path_in_schema = 'ts'"
+        )
+
+        def downgrade(conn: sqlite3.Connection) -> None:
+            for day, entries in old.items():
+                for entry in entries:
+                    path = root / entry[0]
+                    assert "DELTA_BINARY_PACKED" in str(
+                        duckdb.sql(encodings.format(path)).fetchall()
+                    )
+                    entry[0] = entry[0].removesuffix(columnar._SUFFIX) + ".l2.parquet"
+                    duckdb.sql(
+                        f"COPY (SELECT * FROM read_parquet('{path}')) TO '{root / entry[0]}'"
+                        " (FORMAT parquet, PARQUET_VERSION V1)"
+                    )
+                    path.unlink()
+                conn.execute(
+                    "UPDATE columnar_days SET files = ? WHERE app_id = ? AND day = ?",
+                    (orjson.dumps(entries).decode(), APP, day),
+                )
+            conn.commit()
+
+        world.read(downgrade)
+        first, last = min(old), max(old)
+        plan = world.read(lambda c: columnar.plan(c, root, APP, first * 24, (last + 1) * 24))
+        opened = {h // 24 for lo, hi in plan.open for h in range(lo, hi)}
+        assert not opened & old.keys()  # the days without events alone
+        assert sorted(p.path.name for p in plan.files) == sorted(
+            Path(e[0]).name for entries in old.values() for e in entries
+        )
+        world.check()
+        # A day that queries read from the events table goes first, then the others.
+        day = last - 1
+        world.read(lambda c: (c.execute("DELETE FROM columnar_days WHERE day = ?", (day,)),
+                              c.commit()))  # fmt: skip
+        unsealed = world.read(lambda c: columnar.unsealed_days(c, root))
+        assert [d for _, d in unsealed] == [day, *sorted(set(old) - {day}, reverse=True)]
+        await world.sealer.seal_all()
+        again = _entries(world)
+        assert again.keys() == old.keys()
+        for entries in again.values():
+            for e in entries:
+                assert e[0].endswith(columnar._SUFFIX)
+                assert "DELTA_BINARY_PACKED" in str(
+                    duckdb.sql(encodings.format(root / e[0])).fetchall()
+                )
+        for d, rows in world.copied().items():
+            assert rows == world.stored(d)
         world.check()
 
     run(world, scenario)
@@ -620,6 +722,45 @@ def test_funnels_by_users_join_endpoints_the_sealer_has_not_numbered_yet(world: 
         assert by_users[0] < by_endpoints[0]  # endpoints of one user counted once
         assert by_users[-1] > 0
         assert answers(world.storage.columnar) == want
+
+    run(world, scenario)
+
+
+def test_queries_write_nothing_beside_the_copy(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The funnels and event counts through the copy, with events past its watermark and
+    endpoints not numbered yet, leave the copy's directory as they found it (it may be
+    read-only): their temporary files go to the system's temporary directory, and go."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    made: list[str] = []
+    rows_csv = columnar._rows_csv
+
+    def counted(rows: Any) -> tuple[Path, int]:
+        path, size = rows_csv(rows)
+        made.append(str(path))
+        return path, size
+
+    monkeypatch.setattr(columnar, "_rows_csv", counted)
+
+    def listing(root: Path) -> list[tuple[str, int]]:
+        return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+    async def scenario() -> None:
+        half = len(world.data.devices) // 2
+        early = {d.endpoint_id for d in world.data.devices[:half]}
+        await world.put([e for e in world.data.events if e.endpoint_id in early])
+        await world.sealer.seal_all()
+        await world.put([e for e in world.data.events if e.endpoint_id not in early])
+        root = world.storage.columnar
+        assert root is not None
+        before = listing(root)
+        world.check()
+        assert listing(root) == before
+        assert made and all(path.startswith(str(scratch)) for path in made)
+        assert list(scratch.iterdir()) == []
 
     run(world, scenario)
 

@@ -26,10 +26,11 @@ Each file has an endpoint number (`ep`) beside each endpoint id: `columnar_endpo
 gives each endpoint of an application a number from 1 up, in the transaction that commits
 the first file that holds it, and never changes or reuses it. Beside it is the endpoint's
 user, which triggers on `endpoints` keep equal to the endpoint's (migration 19). A file's
-name says its layout (LAYOUT, as `<name>.l2.parquet`; the first layout's names have none),
-so that a version before it still reads the files after it; a day with a file of an
-earlier layout is read from the events table until the sealer has copied it again (see
-`plan` and `unsealed_days`).
+name says its layout (LAYOUT, as `<name>.l3.parquet`; the first layout's names have none),
+so that a version before it still reads the files after it; a day with a file of a layout
+that a query cannot read (READABLE) is read from the events table until the sealer has
+copied it again, and a day of files of an earlier layout that it can read is read from
+them until then (see `plan` and `unsealed_days`).
 
 Files are written under a temporary name, synced and renamed; a file that no row names
 (a crash before the commit, or a day rewritten) is deleted by the sealer after a while,
@@ -44,6 +45,7 @@ import os
 import re
 import secrets
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,9 +66,12 @@ HOURS_PER_DAY = 24
 EPOCH = date(1970, 1, 1)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _OPERATORS = frozenset((">=", "<=", "!=", ">", "<", "="))
-# The layout of the files: 2 added the endpoint number (ep).
-LAYOUT = 2
+# The layout of the files: 2 added the endpoint number (ep); 3 has the same columns, in
+# the encodings of Parquet 2 (see _write_parquet).
+LAYOUT = 3
 _SUFFIX = f".l{LAYOUT}.parquet"
+# The layouts a query reads: those that have every column of this one.
+READABLE = (2, 3)
 # The bits of a key of _walk_levels: a BIGINT's, but for its sign.
 _KEY_BITS = 63
 _CSV_COLUMNS = (
@@ -127,6 +132,11 @@ class Part:
 def _current(entry: list[Any]) -> bool:
     """Whether the file of an entry is of this LAYOUT."""
     return str(entry[0]).endswith(_SUFFIX)
+
+
+def _readable(entry: list[Any]) -> bool:
+    """Whether a query reads the file of an entry (see READABLE)."""
+    return any(str(entry[0]).endswith(f".l{layout}.parquet") for layout in READABLE)
 
 
 def _select(part: Part, columns: str, attributes: Sequence[str], metrics: Sequence[str]) -> str:
@@ -252,9 +262,10 @@ def plan(conn: sqlite3.Connection, root: Path, app_id: str, lo: int, hi: int) ->
     for day in range(first, last + 1):
         span = (max(lo, day * HOURS_PER_DAY), min(hi, (day + 1) * HOURS_PER_DAY))
         # A day whose files are gone (a directory deleted, a database restored without
-        # it) or of an earlier layout is read from SQLite until the sealer copies it again.
+        # it) or of a layout not READABLE is read from SQLite until the sealer copies it
+        # again.
         if day in sealed and all(
-            _current(entry) and (root / entry[0]).exists() for entry in sealed[day]
+            _readable(entry) and (root / entry[0]).exists() for entry in sealed[day]
         ):
             inside.append(span)
             files.extend(Part.of(root, entry) for entry in sealed[day])
@@ -440,12 +451,20 @@ def count_events(files: Sequence[Part], lo_ms: int, hi_ms: int, f: EventFilters)
     return got
 
 
-def _rows_csv(rows: Iterable[Sequence[Any]], folder: Path) -> tuple[Path, int]:
-    path = folder / f".q{secrets.token_hex(8)}.csv"
-    with path.open("w", newline="") as file:
-        csv.writer(file).writerows(rows)  # one loop in C, none per row in Python
-        size = file.tell()
-    return path, size
+def _rows_csv(rows: Iterable[Sequence[Any]]) -> tuple[Path, int]:
+    """`rows` as a new CSV file of the system's temporary directory, and its size: a query
+    writes nothing beside the copy, which may be read-only (a database read as it is)."""
+    with tempfile.NamedTemporaryFile(
+        "w", newline="", prefix="homing-q", suffix=".csv", delete=False
+    ) as file:
+        try:
+            csv.writer(file).writerows(rows)  # one loop in C, none per row in Python
+            size = file.tell()
+        except BaseException:
+            file.close()
+            os.unlink(file.name)
+            raise
+    return Path(file.name), size
 
 
 _USER_COLUMNS = "{'ep': 'BIGINT', 'user_id': 'VARCHAR'}"
@@ -456,13 +475,22 @@ _USER_MAPS = 4
 
 
 def _user_map(
-    duck: duckdb.DuckDBPyConnection, users: Users, scratch: Path, temporary: list[Path]
+    duck: duckdb.DuckDBPyConnection, users: Users, copy: Path, temporary: list[Path]
 ) -> tuple[str, int]:
-    """A table (ep, user_id, uid) of `users.numbered`, each user a number (uid) from 1 up,
-    and the largest uid: kept across queries while `users.version` stays the same, and
-    given the endpoints numbered since."""
+    """A table (ep, user_id, subj) of every endpoint number from 1 to `users.top`, and
+    the number of users: the subject (subj) of an endpoint with a user is its user's
+    number, from 1 up, that of one without its number negated. Kept across queries of the
+    copy at `copy` while `users.version` stays the same, and given the endpoints numbered
+    since.
+
+    Every number has a row (those gone too), and the numbers are dense: DuckDB joins the
+    events of the files with it as with an array (a perfect hash join, which it makes of
+    an inner join on keys whose range it knows from both sides' statistics).
+    bench/analytics_queries.py at 10M events, 1.9M events of the steps: 5 ms of CPU,
+    where numbering the events' endpoints in a table of their own and joining the events
+    with it took 70 ms, and a left join with the endpoints that have a user 100 ms."""
     kept: dict[tuple[str, str], _Kept] = _local.__dict__.setdefault("maps", {})
-    key = (str(scratch), users.app_id)
+    key = (str(copy), users.app_id)
     found = kept.pop(key, None)
     if found is not None and (found.version != users.version or found.top > users.top):
         duck.execute(f"DROP TABLE {found.table}")
@@ -470,39 +498,44 @@ def _user_map(
     if found is None:
         table = "um" if users.version is None else f"um_{secrets.token_hex(6)}"
         duck.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} (ep BIGINT, user_id VARCHAR, uid BIGINT)"
+            f"CREATE OR REPLACE TEMP TABLE {table} (ep BIGINT, user_id VARCHAR, subj BIGINT)"
         )
         found = _Kept(users.version, 0, table, 0)
     if found.top < users.top:
         # Those numbered since: their users may have numbers already, or be new.
-        path, size = _rows_csv(users.numbered(found.top), scratch)
+        path, size = _rows_csv(users.numbered(found.top))
         temporary.append(path)
         uids = found.uids
-        if size:
-            try:
-                duck.execute(
-                    "CREATE OR REPLACE TEMP TABLE un AS SELECT * FROM"
-                    f" read_csv({_literal(str(path))}, header = false, columns = {_USER_COLUMNS},"
-                    " quote = '\"', escape = '\"', force_not_null = ['user_id'],"
-                    " auto_detect = false)"
-                )
-                # A user new to the map is numbered after the others; numbered by a
-                # hash of the names rather than their order (at 50M events, 58 ms of CPU
-                # beside 96 for 246,000 endpoints, bench/analytics_queries.py's).
-                duck.execute(
-                    f"INSERT INTO {found.table} SELECT c.ep, c.user_id, coalesce(k.uid,"
-                    f" {uids} + n.i) FROM un c LEFT JOIN (SELECT DISTINCT user_id, uid"
-                    f" FROM {found.table} WHERE user_id IN (SELECT user_id FROM un)) k"
-                    " ON k.user_id = c.user_id LEFT JOIN (SELECT user_id, row_number()"
-                    " OVER () AS i FROM (SELECT DISTINCT user_id FROM un)) n"
-                    " ON n.user_id = c.user_id"
-                )
-                (uids,) = duck.execute(f"SELECT max(uid) FROM {found.table}").fetchall()[0]
-            except BaseException:
-                duck.execute(f"DROP TABLE {found.table}")
-                raise
-            finally:
-                duck.execute("DROP TABLE IF EXISTS un")
+        try:
+            duck.execute(
+                "CREATE OR REPLACE TEMP TABLE un AS SELECT * FROM"
+                f" read_csv({_literal(str(path))}, header = false, columns = {_USER_COLUMNS},"
+                " quote = '\"', escape = '\"', force_not_null = ['user_id'],"
+                " auto_detect = false)"
+                if size
+                else "CREATE OR REPLACE TEMP TABLE un (ep BIGINT, user_id VARCHAR)"
+            )
+            # A user new to the map is numbered after the others; numbered by a hash of
+            # the names rather than their order (at 50M events, 58 ms of CPU beside 96
+            # for 246,000 endpoints, bench/analytics_queries.py's).
+            duck.execute(
+                f"INSERT INTO {found.table} SELECT e.i, c.user_id, CASE WHEN c.user_id IS NULL"
+                f" THEN -e.i ELSE coalesce(k.subj, {uids} + n.i) END"
+                f" FROM range({found.top + 1}, {users.top + 1}) e(i)"
+                " LEFT JOIN un c ON c.ep = e.i LEFT JOIN (SELECT DISTINCT user_id, subj"
+                f" FROM {found.table} WHERE user_id IN (SELECT user_id FROM un)) k"
+                " ON k.user_id = c.user_id LEFT JOIN (SELECT user_id, row_number()"
+                " OVER () AS i FROM (SELECT DISTINCT user_id FROM un)) n"
+                " ON n.user_id = c.user_id"
+            )
+            (uids,) = duck.execute(
+                f"SELECT coalesce(max(subj), 0) FROM {found.table} WHERE subj > 0"
+            ).fetchall()[0]
+        except BaseException:
+            duck.execute(f"DROP TABLE {found.table}")
+            raise
+        finally:
+            duck.execute("DROP TABLE IF EXISTS un")
         found = _Kept(found.version, users.top, found.table, int(uids))
     if users.version is not None:
         kept[key] = found
@@ -522,6 +555,9 @@ class _Kept:
     uids: int
 
 
+_MORE_COLUMNS = "{'ep': 'BIGINT', 'ts': 'BIGINT', 'm': 'BIGINT', 'rid': 'BIGINT'}"
+
+
 def funnel_depths(
     files: Sequence[Part],
     lo_ms: int,
@@ -530,14 +566,15 @@ def funnel_depths(
     window_ms: int,
     more: Iterable[tuple[int, int, int, int]],
     users: Users | None,
-    scratch: Path,
+    copy: Path,
 ) -> dict[int, int]:
     """How many subjects reached each depth (1 to len(steps)) of the funnel, at best.
 
-    The events are those of `files` with lo_ms <= ts < hi_ms that match a step, and
-    `more`, as (endpoint number, Timestamp, steps matched as bits, events rowid), numbered
-    as the files are (see `Numbering`). A subject is an endpoint, or with `users`, the
-    user of an endpoint that has one; `users` is read after `more`.
+    The events are those of `files` (of the columnar copy at `copy`) with
+    lo_ms <= ts < hi_ms that match a step, and `more`, as (endpoint number, Timestamp,
+    steps matched as bits, events rowid), numbered as the files are (see `Numbering`).
+    A subject is an endpoint, or with `users`, the user of an endpoint that has one;
+    `users` is read after `more`.
 
     This is queries.funnel's walk, said in SQL: see `_walk_levels` and `_walk_asof`.
     (As temporary tables: the same queries over CTEs took DuckDB a hundred times
@@ -556,18 +593,12 @@ def funnel_depths(
         bits.append(f"(CASE WHEN {' AND '.join(tests)} THEN {1 << k} ELSE 0 END)")
     types = sorted({step.event_type for step in steps})
     params.extend([lo_ms, hi_ms, *types])
-    sources = []
-    if files:
-        every = _union(files, "ep, ts, event_type, rid", attributes, [])
-        sources.append(
-            f"SELECT ep, ts, {' | '.join(bits)} AS m, rid FROM {every}"
-            f" WHERE ts >= ? AND ts < ? AND event_type IN ({', '.join('?' * len(types))})"
-        )
-    else:
-        params = []
-    scratch.mkdir(parents=True, exist_ok=True)
+    # Steps of n types: no event matches two of them, and the walk by levels needs no
+    # rowids (a fifth of what the table holds). Else the events tell.
+    apart = len(types) == n
+    rid = "" if apart else ", rid"
     temporary: list[Path] = []
-    tables = ["q", "s", "f", "um", "r", "rk", "x"]
+    tables = ["s", "f", "um", "r", "rk", "x"]
     tables += [f"{t}{k}" for k in range(1, n) for t in ("c", "l")]
     duck = _duck()
     # No table of the walk depends on the order of its rows: DuckDB may then write them
@@ -576,68 +607,63 @@ def funnel_depths(
     # sealer, which may use this thread's connection next, relies on that order.
     duck.execute("SET preserve_insertion_order = false")
     try:
-        extra, size = _rows_csv(more, scratch)
+        extra, size = _rows_csv(more)
         temporary.append(extra)
-        if size:
-            sources.append(
-                f"SELECT ep, ts, m, rid FROM read_csv({_literal(str(extra))},"
-                " header = false, columns = {'ep': 'BIGINT', 'ts': 'BIGINT',"
-                " 'm': 'BIGINT', 'rid': 'BIGINT'}, quote = '\"', escape = '\"',"
-                " auto_detect = false)"
-            )
-        if not sources:
-            return {}
-        union = " UNION ALL ".join(f"({sql})" for sql in sources)
-        # Steps of n types: no event matches two of them, and the walk by levels needs no
-        # rowids (a fifth of what the table holds). Else the events tell.
-        apart = len(types) == n
-        rid = "" if apart else ", rid"
-        select = f"SELECT * FROM ({union}) WHERE m != 0"
+        rows = (
+            f"(SELECT * FROM read_csv({_literal(str(extra))}, header = false,"
+            f" columns = {_MORE_COLUMNS}, quote = '\"', escape = '\"', auto_detect = false)"
+            " WHERE m != 0)"
+        )
+        read = (
+            f"(SELECT * FROM (SELECT ep, ts, {' | '.join(bits)} AS m, rid FROM"
+            f" {_union(files, 'ep, ts, event_type, rid', attributes, [])} WHERE ts >= ?"
+            f" AND ts < ? AND event_type IN ({', '.join('?' * len(types))})) WHERE m != 0)"
+        )
         if users is None:  # the endpoint numbers are the subjects
-            duck.execute(
-                f"CREATE OR REPLACE TEMP TABLE r AS SELECT ep AS subj, ts AS t, m{rid}"
-                f" FROM ({select})",
-                params,
-            )
+            sources = [f"SELECT ep AS subj, ts AS t, m{rid} FROM {s}"
+                       for s, there in ((read, files), (rows, size)) if there]  # fmt: skip
         else:
-            duck.execute(
-                f"CREATE OR REPLACE TEMP TABLE q AS SELECT ep, ts AS t, m{rid} FROM ({select})",
-                params,
-            )
-            # A user is a number from 1 up, an endpoint without one a number below 0,
-            # given to each endpoint of the events: a join of the few endpoints, not of
-            # every event, with their users.
-            mapped, top = _user_map(duck, users, scratch, temporary)
-            fresh, size = _rows_csv(users.fresh(), scratch)
-            temporary.append(fresh)
-            if not size:
-                duck.execute(
-                    "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE WHEN u.uid IS NULL"
-                    " THEN -row_number() OVER () ELSE u.uid END AS id"
-                    f" FROM (SELECT DISTINCT ep FROM q) e LEFT JOIN {mapped} u ON u.ep = e.ep"
+            # A user is a number from 1 up, an endpoint without one a number below 0:
+            # the events of the files joined with the map of every numbered endpoint.
+            # (A read_parquet per file, as _union has them: over a list of files, DuckDB
+            # knows no range of their numbers, and made a hash join of 180 ms of it.)
+            mapped, uids = _user_map(duck, users, copy, temporary)
+            sources = []
+            if files:
+                sources.append(
+                    f"SELECT u.subj, e.ts AS t, e.m{rid} FROM {read} e"
+                    f" JOIN {mapped} u ON u.ep = e.ep"
                 )
-            else:  # their users may have numbered endpoints too, or be new
+            if size:
+                fresh, fresh_size = _rows_csv(users.fresh())
+                temporary.append(fresh)
+                # Endpoints not numbered yet: their users may have numbered endpoints too,
+                # or be new; one without a user is below the numbered ones.
                 duck.execute(
                     "CREATE OR REPLACE TEMP TABLE f AS SELECT * FROM"
-                    f" read_csv({_literal(str(fresh))}, header = false, columns = {_USER_COLUMNS},"
-                    " quote = '\"', escape = '\"', force_not_null = ['user_id'],"
-                    " auto_detect = false)"
+                    f" read_csv({_literal(str(fresh))}, header = false,"
+                    f" columns = {_USER_COLUMNS}, quote = '\"', escape = '\"',"
+                    " force_not_null = ['user_id'], auto_detect = false)"
+                    if fresh_size
+                    else "CREATE OR REPLACE TEMP TABLE f (ep BIGINT, user_id VARCHAR)"
                 )
                 duck.execute(
-                    "CREATE OR REPLACE TEMP TABLE s AS SELECT e.ep, CASE"
-                    " WHEN u.uid IS NOT NULL THEN u.uid"
-                    " WHEN f.user_id IS NULL THEN -row_number() OVER ()"
-                    f" ELSE coalesce(k.uid, {top} + dense_rank() OVER (ORDER BY f.user_id)) END"
-                    f" AS id FROM (SELECT DISTINCT ep FROM q) e LEFT JOIN {mapped} u"
-                    " ON u.ep = e.ep LEFT JOIN f ON f.ep = e.ep LEFT JOIN (SELECT DISTINCT"
-                    f" user_id, uid FROM {mapped} WHERE user_id IN (SELECT user_id FROM f)) k"
-                    " ON k.user_id = f.user_id"
+                    "CREATE OR REPLACE TEMP TABLE s AS SELECT f.ep, coalesce(k.subj,"
+                    f" {uids} + dense_rank() OVER (ORDER BY f.user_id)) AS subj FROM f"
+                    f" LEFT JOIN (SELECT DISTINCT user_id, subj FROM {mapped}"
+                    " WHERE user_id IN (SELECT user_id FROM f)) k ON k.user_id = f.user_id"
                 )
-            duck.execute(
-                "CREATE OR REPLACE TEMP TABLE r AS SELECT s.id AS subj, q.* EXCLUDE (ep)"
-                " FROM q JOIN s ON s.ep = q.ep"
-            )
-            duck.execute("DROP TABLE q")
+                sources.append(
+                    f"SELECT coalesce(u.subj, s.subj, e.ep - {users.top}) AS subj, e.ts AS t,"
+                    f" e.m{rid} FROM {rows} e LEFT JOIN {mapped} u ON u.ep = e.ep"
+                    " LEFT JOIN s ON s.ep = e.ep"
+                )
+        if not sources:
+            return {}
+        duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE r AS {' UNION ALL '.join(sources)}",
+            params if files else [],
+        )
         if not apart:
             (shared,) = duck.execute("SELECT count(*) FROM r WHERE m & (m - 1) != 0").fetchall()[0]
             apart = not shared
@@ -803,14 +829,26 @@ def _sync(path: Path) -> None:
 
 def _write_parquet(select: str, final: Path, *, ordered: bool = False) -> None:
     """COPY `select` into `final`, written under a temporary name, synced and renamed;
-    `ordered`: its rows come in the files' order already (event type, endpoint, moment)."""
+    `ordered`: its rows come in the files' order already (event type, endpoint, moment).
+
+    In the encodings of Parquet 2 (LAYOUT 3): the moments, in order within each endpoint's
+    events of a type, are kept as deltas (DELTA_BINARY_PACKED), where Parquet 1 kept
+    8 bytes each. bench/analytics_queries.py at 10M events: a funnel over 30 days took
+    14% less CPU (its read of the files a quarter less), and the files 23% less room; the
+    sealer wrote them in about the same CPU."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_suffix(".tmp")
     try:
-        _duck().execute(
+        copy = (
             f"COPY ({select}{'' if ordered else ' ORDER BY event_type, ep, ts'})"
-            f" TO {_literal(str(temporary))} (FORMAT parquet)"
+            f" TO {_literal(str(temporary))} (FORMAT parquet"
         )
+        try:
+            _duck().execute(f"{copy}, PARQUET_VERSION V2)")
+        except Exception as e:  # a DuckDB without the option: Parquet 1, read alike
+            if "PARQUET_VERSION" not in str(e).upper():
+                raise
+            _duck().execute(f"{copy})")
         _sync(temporary)
         os.replace(temporary, final)
     except BaseException:
@@ -1015,13 +1053,17 @@ def append(conn: sqlite3.Connection, root: Path, limit: int) -> Sealed | None:
 def unsealed_days(conn: sqlite3.Connection, root: Path) -> list[tuple[str, int]]:
     """(app, UTC day) of every day that has events and is not sealed, or whose files are
     gone or of an earlier layout, the latest first: a dashboard asks for the last days.
-    One seek per application and hour with events."""
+    Days that queries read from files of an earlier layout (READABLE) come after the
+    others, which queries read from the events table. One seek per application and hour
+    with events."""
     days = _sealed_days(conn)
-    found = {
-        key
-        for key, files in days.items()
-        if not all(_current(e) and (root / e[0]).exists() for e in files)
-    }
+    found: set[tuple[str, int]] = set()
+    outdated: set[tuple[str, int]] = set()
+    for key, files in days.items():
+        if not all(_readable(e) and (root / e[0]).exists() for e in files):
+            found.add(key)
+        elif not all(_current(e) for e in files):
+            outdated.add(key)
     apps = conn.execute(
         "WITH RECURSIVE a(app) AS (SELECT min(app_id) FROM events UNION ALL"
         " SELECT (SELECT min(app_id) FROM events WHERE app_id > a.app) FROM a"
@@ -1032,7 +1074,9 @@ def unsealed_days(conn: sqlite3.Connection, root: Path) -> list[tuple[str, int]]
             key = (app_id, day_of_hour(hour))
             if key not in days:
                 found.add(key)
-    return sorted(found, key=lambda key: (-key[1], key[0]))
+    return sorted(found, key=lambda key: (-key[1], key[0])) + sorted(
+        outdated, key=lambda key: (-key[1], key[0])
+    )
 
 
 def rebuild(conn: sqlite3.Connection, root: Path, app_id: str, day: int) -> Sealed:

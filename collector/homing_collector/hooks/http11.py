@@ -120,7 +120,6 @@ class _Connection(asyncio.Protocol):
         self._error_limit = 0
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._name = b""
         self.body = bytearray()
         self.complete = False
         self._delimited = True  # the body's end is marked (length or chunks), not the EOF
@@ -166,12 +165,8 @@ class _Connection(asyncio.Protocol):
         if self._header_bytes > MAX_HEADER_BYTES:
             self._fail(ProtocolError(f"the answer's headers are over {MAX_HEADER_BYTES} bytes"))
             raise _Enough
-        if name:
-            self._name = name.lower()
-            self.headers[self._name.decode("latin-1")] = value.decode("latin-1")
-        else:  # llhttp hands a value in pieces, the later ones without the name
-            key = self._name.decode("latin-1")
-            self.headers[key] = self.headers.get(key, "") + value.decode("latin-1")
+        # httptools gathers each header's pieces, and calls this once per header.
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()

@@ -38,6 +38,7 @@ class Server:
         self.connections = 0
         self.port = 0
         self.close_after_answer = False
+        self.split_every = 0  # bytes of each write of an answer (0: the whole at once)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -55,8 +56,12 @@ class Server:
                     break
                 if not answer:
                     await asyncio.sleep(30)
-                writer.write(answer)
-                await writer.drain()
+                step = self.split_every or len(answer)
+                for start in range(0, len(answer), step):  # in pieces, if asked
+                    writer.write(answer[start : start + step])
+                    await writer.drain()
+                    if self.split_every:
+                        await asyncio.sleep(0.002)
                 if self.close_after_answer:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -132,6 +137,25 @@ def test_answers_framed_every_way_are_read(answer: bytes) -> None:
         assert results[0].answer in (b"ok", b"")
 
     asyncio.run(main())
+
+
+def test_an_answer_that_comes_a_few_bytes_at_a_time_is_read_whole() -> None:
+    answer = (
+        b"HTTP/1.1 503 Busy\r\nretry-after: 120\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"4\r\ntry \r\n5\r\nlater\r\n0\r\n\r\n"
+    )
+
+    async def main() -> Attempt:
+        async with serving(always(answer)) as server:
+            server.split_every = 3
+            client = http11.Client()
+            result = await call(client, f"http://127.0.0.1:{server.port}/")
+            await client.aclose()
+        return result
+
+    result = asyncio.run(main())
+    assert (result.outcome, result.retry_after) == (Outcome.RETRY, 120.0)
+    assert result.error == "503: try later"
 
 
 def test_an_answer_that_ends_with_the_connection_is_read_whole() -> None:

@@ -4,10 +4,11 @@ Each process of the collector runs one. A worker leases the deliveries it takes 
 storage/outbox.py), so with `serve --workers N` a delivery is made by one process at a
 time, and one whose process died is taken again once its lease runs out. Each attempt
 goes through hooks/http11.py (on connections kept open, classified as hooks/delivery.py
-says), signed with the application's secrets (both while a rotation lasts); a failure is retried on hooks/retry.py's schedule, honouring
-`Retry-After`, and dead-lettered once the retry budget is spent; a 410 disables the
-destination for that application. Each destination has its own bound of requests in
-flight, so a slow receiver holds only its own.
+says), signed with the application's secrets (both while a rotation lasts); a failure
+is retried on hooks/retry.py's schedule, honouring `Retry-After`, and dead-lettered once
+the retry budget is spent; a 410 disables the destination for that application. Each
+destination has its own bound of requests in flight, so a slow receiver holds only its
+own.
 
 Two destinations are not URLs called over HTTP: `file:` appends to the file sink, and
 `hook:NAME` hands the (decoded) payload to the in-process custom delivery hook of that

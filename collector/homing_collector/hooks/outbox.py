@@ -3,11 +3,12 @@
 Each process of the collector runs one. A worker leases the deliveries it takes (see
 storage/outbox.py), so with `serve --workers N` a delivery is made by one process at a
 time, and one whose process died is taken again once its lease runs out. Each attempt
-goes through hooks/delivery.py, signed with the application's secrets (both while a
-rotation lasts); a failure is retried on hooks/retry.py's schedule, honouring
-`Retry-After`, and dead-lettered once the retry budget is spent; a 410 disables the
-destination for that application. Each destination has its own bound of requests in
-flight, so a slow receiver holds only its own.
+goes through hooks/http11.py (on connections kept open, classified as hooks/delivery.py
+says), signed with the application's secrets (both while a rotation lasts); a failure
+is retried on hooks/retry.py's schedule, honouring `Retry-After`, and dead-lettered once
+the retry budget is spent; a 410 disables the destination for that application. Each
+destination has its own bound of requests in flight, so a slow receiver holds only its
+own.
 
 Two destinations are not URLs called over HTTP: `file:` appends to the file sink, and
 `hook:NAME` hands the (decoded) payload to the in-process custom delivery hook of that
@@ -29,11 +30,10 @@ from datetime import datetime, timezone
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
-from homing_collector.hooks import filesink
-from homing_collector.hooks.delivery import DEFAULT_TIMEOUT, Attempt, Body, Outcome, attempt
+from homing_collector.hooks import filesink, http11
+from homing_collector.hooks.delivery import DEFAULT_TIMEOUT, Attempt, Body, Outcome
 from homing_collector.hooks.errors import HookResponseError
 from homing_collector.hooks.registry import hook_name
 from homing_collector.hooks.retry import RetryPolicy
@@ -114,7 +114,6 @@ class Outbox:
         max_in_flight: int = 64,
         timeout: float = DEFAULT_TIMEOUT,
         lease: float = 4 * DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
         hooks: HookRunner | None = None,
         source: Deliveries | None = None,
@@ -136,9 +135,8 @@ class Outbox:
         # started after a crash take over the leases of the one that died at once,
         # rather than when they run out.
         self.owner = holder_name()
-        self._transport = transport
         self._rng = rng
-        self._client: httpx.AsyncClient | None = None
+        self._client: http11.Client | None = None
         self._wake = asyncio.Event()
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._in_flight: Counter[str] = Counter()
@@ -148,17 +146,11 @@ class Outbox:
         self._keys: dict[str, tuple[float, SigningKeys]] = {}
 
     async def start(self) -> None:
-        # The pool is shared: it must hold every destination's bound, or destinations
-        # would wait for each other there.
-        # An idle connection is dropped well before servers drop theirs (uvicorn after 5 s,
-        # httpx's own default too): a request on a connection the server is closing fails
-        # with no answer, and would wait for a retry.
-        limits = httpx.Limits(
-            max_connections=self.max_in_flight, max_keepalive_connections=32, keepalive_expiry=2.0
-        )
-        self._client = httpx.AsyncClient(
-            transport=self._transport, limits=limits, timeout=self.timeout, trust_env=False
-        )
+        # Calls go through hooks/http11.py: a connection per call in flight (bounded by
+        # `concurrency` per destination and `max_in_flight` in all), kept open between
+        # calls, and dropped once idle well before servers drop theirs (uvicorn after
+        # 5 s): a request on a connection the server is closing fails with no answer.
+        self._client = http11.Client()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):
             await self.release_dead_leases()
@@ -274,7 +266,7 @@ class Outbox:
             return await self._hand_to_hook(name, body)
         assert self._client is not None
         keys = await self.keys(delivery.app_id)
-        return await attempt(
+        return await http11.attempt(
             self._client,
             delivery.destination,
             delivery.id,

@@ -9,8 +9,10 @@ endpoint's history, while time-ordered ids (version 7 UUIDs, as the Homing SDK s
 at its end. This bench stores the same batches as bench/collector_ingest.py through the
 writer's own code, in-process and without HTTP, onto a database grown to --events first,
 then reads the WAL frames of --batches more and names the table or index of each page.
-Its CPU figure is that of the whole path in one process: parsing and checking each
-batch as the collector does, then the writer's work.
+Its CPU figures are those of the whole path in one process, parsing and checking each
+batch as the collector does and then the writer's work, and of the writer's work alone
+(its transactions, commits included: what the events writer process spends on a batch
+but reading it from the socket).
 
     python bench/wal_per_event.py [--events 1000000] [--batches 400] [--per-commit 4]
 """
@@ -53,12 +55,20 @@ def _job(storage: SQLiteStorage, body: bytes) -> Any:
     )  # fmt: skip
 
 
-def _store(storage: SQLiteStorage, conn: sqlite3.Connection, bodies: list[bytes], per: int) -> None:
+def _store(
+    storage: SQLiteStorage, conn: sqlite3.Connection, bodies: list[bytes], per: int
+) -> float:
+    """Store `bodies`, `per` a transaction; return the CPU seconds of the transactions."""
+    writing = 0.0
     for start in range(0, len(bodies), per):
         jobs = [(_job(storage, body), False) for body in bodies[start : start + per]]
-        for value, ok in storage.commit_jobs(conn, jobs):
+        started = time.process_time()
+        outcomes = storage.commit_jobs(conn, jobs)
+        writing += time.process_time() - started
+        for value, ok in outcomes:
             if not ok:
                 raise value
+    return writing
 
 
 def measure(ordered: bool, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -73,7 +83,7 @@ def measure(ordered: bool, args: argparse.Namespace, workdir: Path) -> dict[str,
             _store(storage, conn, bodies[start : min(start + 1000, warm)], args.per_commit)
             checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         started = time.process_time()
-        _store(storage, conn, bodies[warm:], args.per_commit)
+        writing = _store(storage, conn, bodies[warm:], args.per_commit)
         cpu = time.process_time() - started
         wal = (path.parent / (path.name + "-wal")).read_bytes()
         (page_size,) = struct.unpack_from(">I", wal, 8)
@@ -90,6 +100,7 @@ def measure(ordered: bool, args: argparse.Namespace, workdir: Path) -> dict[str,
         "frames_per_commit": sum(frames.values()) / commits,
         "by_table": {name: count / commits for name, count in frames.most_common(6)},
         "cpu_us_per_event": 1e6 * cpu / events,
+        "writer_us_per_event": 1e6 * writing / events,
     }
 
 
@@ -105,11 +116,15 @@ def main() -> int:
         f"{args.batches} batches of {load.EVENTS_PER_BATCH} events, {args.per_commit} per "
         f"commit, onto {args.events:,} events stored first\n"
     )
-    print(f"{'event ids':<14}{'WAL B/event':>12}{'frames/commit':>15}{'CPU us/event':>14}")
+    print(
+        f"{'event ids':<14}{'WAL B/event':>12}{'frames/commit':>15}{'CPU us/event':>14}"
+        f"{'writer us/event':>17}"
+    )
     for ordered, r in results.items():
         print(
             f"{'time-ordered' if ordered else 'random':<14}{r['bytes_per_event']:>12,.0f}"
             f"{r['frames_per_commit']:>15.1f}{r['cpu_us_per_event']:>14.2f}"
+            f"{r['writer_us_per_event']:>17.2f}"
         )
     for ordered, r in results.items():
         tables = ", ".join(f"{name} {count:.1f}" for name, count in r["by_table"].items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -111,3 +112,94 @@ def test_migrations_are_listed_in_the_order_of_their_versions() -> None:
         assert migrate(conn) == versions[-1]
         applied = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
     assert applied == versions
+
+
+if sqlite_storage.fcntl is not None:
+    from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+
+
+class _CommitsDuringCheckpoints:
+    """The checkpointer's connection, with a writer whose transaction runs across each
+    checkpoint (it began before, and commits after), unless the checkpointer holds the
+    writers' file lock: then the writer waits, as the events writer does."""
+
+    def __init__(self, db: Path, writer: sqlite3.Connection) -> None:
+        self.conn = sqlite3.connect(db, isolation_level=None)
+        self.writer = writer
+        self.lock = os.open(f"{db}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.held: list[bool] = []  # whether writers were held, at each checkpoint
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        if not sql.startswith("PRAGMA wal_checkpoint"):
+            return self.conn.execute(sql)
+        try:
+            flock(self.lock, LOCK_EX | LOCK_NB)
+        except BlockingIOError:
+            self.held.append(True)
+            return self.conn.execute(sql)
+        self.held.append(False)
+        self.writer.execute("BEGIN IMMEDIATE")
+        _insert_rows(self.writer, 3)
+        cursor = self.conn.execute(sql)
+        self.writer.execute("COMMIT")
+        flock(self.lock, LOCK_UN)
+        return cursor
+
+    def close(self) -> None:
+        self.conn.close()
+        os.close(self.lock)
+
+
+def _insert_rows(conn: sqlite3.Connection, count: int) -> None:
+    conn.executemany("INSERT INTO t (x) VALUES (randomblob(20000))", [()] * count)
+
+
+def _commit_rows(conn: sqlite3.Connection, count: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    _insert_rows(conn, count)
+    conn.execute("COMMIT")
+
+
+def _wal_frames(db: Path) -> int:
+    """The frames in the WAL since it last started over."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (frames,) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1:2]
+    return int(frames)
+
+
+@pytest.mark.skipif(sqlite_storage.fcntl is None, reason="the writers' file lock is POSIX")
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_a_checkpoint_that_writers_outran_catches_up_and_the_wal_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catch_up: bool
+) -> None:
+    """Under steady ingestion writers commit while every checkpoint runs, so a PASSIVE
+    checkpoint alone never finds the whole WAL copied, and the WAL never starts over: the
+    file grew by every page written. Once it is large, the checkpointer copies the rest
+    with the writers held, and the next commit starts the WAL from its beginning."""
+    monkeypatch.setattr(sqlite_storage, "_CATCH_UP_BYTES", 256 * 1024)
+    db = tmp_path / "homing.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as writer:
+        writer.execute("PRAGMA journal_mode = WAL")
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("CREATE TABLE t (x BLOB)")
+        _commit_rows(writer, 40)
+        checkpointer = _CommitsDuringCheckpoints(db, writer)
+        lock = os.open(f"{db}-writer.lock", os.O_RDWR)  # the checkpointer's own
+        try:
+            held = sqlite_storage.checkpoint(
+                checkpointer,  # type: ignore[arg-type]
+                lock if catch_up else None,
+            )
+        finally:
+            checkpointer.close()
+            os.close(lock)
+        _commit_rows(writer, 1)
+        frames = _wal_frames(db)
+    if catch_up:
+        assert held
+        # Writers committed during the first two checkpoints; the last one held them.
+        assert checkpointer.held == [False, False, True]
+        assert frames < 10  # the WAL started over: it holds the last commit alone
+    else:
+        assert not held and checkpointer.held == [False]
+        assert frames > 100  # every page written since the start

@@ -68,6 +68,31 @@ class IngestResult:
     rejected_types: set[str] = field(default_factory=set)  # new types past the per-app limit
     endpoint_errors: dict[str, str] = field(default_factory=dict)  # endpoint id -> message
     stored: int = 0  # events written, duplicates not counted
+    locked: frozenset[str] = frozenset()  # endpoints a DeviceCheck did not prove
+
+
+@dataclass(frozen=True)
+class DeviceCheck:
+    """What a PutEvents caller proves of its endpoints' device credentials
+    (homing_collector.device), checked by put_events against the credentials stored for
+    `endpoint_ids`, read where the backend reads them cheapest: PostgreSQL in the
+    transaction that writes the batch, with the other batches of its group, rather than
+    in a round trip of each request's own."""
+
+    endpoint_ids: Sequence[str]  # every endpoint of the request
+    # The stored credentials (endpoint id -> SHA-256) -> the endpoints not proven, whose
+    # updates may not change the fields the device alone may change.
+    locked: Callable[[dict[str, str]], frozenset[str]]
+    # (merge, the endpoints not proven) -> the merge that refuses such a change.
+    guard: Callable[[EndpointMerge, frozenset[str]], EndpointMerge]
+
+    def merge(
+        self, merge: EndpointMerge, stored: dict[str, str]
+    ) -> tuple[EndpointMerge, frozenset[str]]:
+        """The merge for the batch, given the credentials stored (of these endpoints and
+        maybe others), and the endpoints it locks."""
+        locked = self.locked({e: stored[e] for e in self.endpoint_ids if e in stored})
+        return (self.guard(merge, locked) if locked else merge), locked
 
 
 @dataclass(frozen=True)
@@ -364,8 +389,11 @@ class Storage(Protocol):
         max_event_types: int,
         max_user_endpoints: int,
         summary: Summary | None = None,
+        device: DeviceCheck | None = None,
     ) -> IngestResult:
-        """`summary`, if given, is what `events` add to the analytics rollups."""
+        """`summary`, if given, is what `events` add to the analytics rollups. With
+        `device`, `merge` is guarded as it says, from the credentials stored when the
+        batch is written, and the result's `locked` names the endpoints it locked."""
 
     async def update_endpoints(
         self,

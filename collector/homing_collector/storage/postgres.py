@@ -17,7 +17,8 @@ transaction runs again whole.
 PutEvents batches that wait in one process are written together: the first caller's task
 takes every batch waiting (up to _GROUP_BATCHES), writes them in order in one transaction,
 their rollups appended together at its end, and answers each once it is committed; a lone
-batch is written at once. Should the group fail, each of its batches is written again
+batch is written at once. The device credentials the batches check (base.DeviceCheck) are
+read in that transaction, in one statement for the group, not in a round trip per request. Should the group fail, each of its batches is written again
 alone, so that one batch's error is its own.
 
 Work that one collector of several must do alone (a campaign's run, a webhook delivery)
@@ -74,6 +75,7 @@ from homing_collector.storage.base import (
     ChunkWritten,
     DeadLetter,
     Delivery,
+    DeviceCheck,
     Endpoint,
     EndpointMerge,
     EndpointUpdate,
@@ -413,11 +415,13 @@ class PostgresStorage:
         max_event_types: int,
         max_user_endpoints: int,
         summary: Summary | None = None,
+        device: DeviceCheck | None = None,
     ) -> IngestResult:
-        """`summary`, if given, is what `events` add to the rollups."""
+        """`summary`, if given, is what `events` add to the rollups. `device` is checked
+        in the group's transaction, against the credentials stored then."""
         answer: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         limits = (max_event_types, max_user_endpoints)
-        batch = _Batch(app_id, endpoints, events, merge, *limits, summary, answer)
+        batch = _Batch(app_id, endpoints, events, merge, *limits, summary, answer, device)
         self._waiting.append(batch)
         if self._grouping < _GROUP_WRITERS:  # else a writer under way takes it next
             self._grouping += 1
@@ -2216,6 +2220,7 @@ class _Batch:
     max_user_endpoints: int
     summary: Summary | None
     result: asyncio.Future[IngestResult]
+    device: DeviceCheck | None = None
 
 
 def _take_group(waiting: list[_Batch]) -> list[_Batch]:
@@ -2243,16 +2248,19 @@ async def _put_group(
     if rollups:
         await pending.share_gate(conn)
     held = await _lock_endpoints(conn, [(batch.app_id, batch.endpoints) for batch in group])
+    credentials = await _device_credentials(conn, group)
     if len({batch.app_id for batch in group}) > 1:
         await _lock_types(conn, group)
     staged = _Rollups()
     for batch, result in zip(group, results, strict=True):
-        app_id, endpoints = batch.app_id, batch.endpoints
+        app_id, endpoints, merge = batch.app_id, batch.endpoints, batch.merge
+        if batch.device is not None:
+            merge, result.locked = batch.device.merge(merge, credentials.get(app_id, {}))
         if staged.counts_user_of(app_id, endpoints, held.bodies.get(app_id, {})):
             # The rollups count events under their endpoint's user of the moment.
             await staged.add(conn, held)
         refused = await _upsert_endpoints(
-            conn, app_id, endpoints, batch.merge, batch.max_user_endpoints, refuse=True, held=held
+            conn, app_id, endpoints, merge, batch.max_user_endpoints, refuse=True, held=held
         )
         for index, message in refused:
             result.endpoint_errors[endpoints[index].endpoint_id] = message
@@ -2269,6 +2277,32 @@ async def _put_group(
             staged.endpoints.update((app_id, row.endpoint_id) for row in rows)
     await staged.add(conn, held)
     return results
+
+
+async def _device_credentials(
+    conn: Connection, group: Sequence[_Batch]
+) -> dict[str, dict[str, str]]:
+    """The device credentials stored for the endpoints of the group's batches that check
+    them (application -> endpoint id -> SHA-256): one statement for the group, where each
+    request used to read them in a round trip of its own before its write."""
+    apps: list[str] = []
+    ids: list[str] = []
+    for batch in group:
+        if batch.device is not None:
+            unique = dict.fromkeys(batch.device.endpoint_ids)
+            apps.extend([batch.app_id] * len(unique))
+            ids.extend(unique)
+    if not ids:
+        return {}
+    cursor = await conn.execute(
+        "SELECT app_id, endpoint_id, secret_sha256 FROM device_credentials"
+        " WHERE (app_id, endpoint_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        (apps, ids),
+    )
+    found: dict[str, dict[str, str]] = {}
+    for app_id, endpoint_id, secret in await cursor.fetchall():
+        found.setdefault(app_id, {})[endpoint_id] = secret
+    return found
 
 
 @dataclasses.dataclass

@@ -17,9 +17,10 @@ transaction runs again whole.
 PutEvents batches that wait in one process are written together: the first caller's task
 takes every batch waiting (up to _GROUP_BATCHES), writes them in order in one transaction,
 their rollups appended together at its end, and answers each once it is committed; a lone
-batch is written at once. The device credentials the batches check (base.DeviceCheck) are
-read in that transaction, in one statement for the group, not in a round trip per request. Should the group fail, each of its batches is written again
-alone, so that one batch's error is its own.
+batch is written at once. Should the group fail, each of its batches is written again
+alone, so that one batch's error is its own. The device credentials the batches check
+(base.DeviceCheck), the users they may link and the event types they bring are read or
+locked in one statement for the group each, not in statements of each request's own.
 
 Work that one collector of several must do alone (a campaign's run, a webhook delivery)
 is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming at once
@@ -1698,6 +1699,18 @@ async def _lock(conn: Connection, *key: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(key),))
 
 
+async def _lock_all(conn: Connection, keys: Sequence[Sequence[str]]) -> None:
+    """_lock() each of `keys`, in their order, in one statement."""
+    if len(keys) == 1:
+        await _lock(conn, *keys[0])
+    elif keys:
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM"
+            " (SELECT k FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n) o",
+            (["\x1f".join(key) for key in keys],),
+        )
+
+
 # One version of a segment: the head `s` joined to its versions `v`.
 # The reads of one version, a page and the versions after one: SQLite's, with our mark.
 _SEGMENTS = dataclasses.replace(segments_sql.VERSIONED, mark="%s")
@@ -2087,12 +2100,14 @@ async def _lock_endpoints(
         )
         held.bodies[app_id] = dict(await cursor.fetchall())
     # The users, locked in order too, before any is counted: two transactions that each
-    # took one and waited for the other's would deadlock.
+    # took one and waited for the other's would deadlock. One statement for them all.
+    keys = []
     for app_id in sorted(by_app):
         locked = held.users[app_id] = set()
         for user_id in sorted(_new_users(by_app[app_id], held.bodies[app_id])):
-            await _lock(conn, "user", app_id, user_id)
+            keys.append(("user", app_id, user_id))
             locked.add(user_id)
+    await _lock_all(conn, keys)
     return held
 
 
@@ -2181,9 +2196,13 @@ async def _check_user(conn: Connection, app_id: str, user_id: str, limit: int) -
         )
 
 
-async def _admit_types(conn: Connection, app_id: str, types: set[str], limit: int) -> set[str]:
+async def _admit_types(
+    conn: Connection, app_id: str, types: set[str], limit: int, known: set[str] | None = None
+) -> set[str]:
     """Register the event types the application has not seen, up to its limit; return
-    the ones refused."""
+    the ones refused. `known`: types the application is known to have already."""
+    if known is not None:
+        types = types - known
     if not types:
         return set()
     known_sql = "SELECT event_type FROM event_types WHERE app_id = %s AND event_type = ANY(%s)"
@@ -2249,8 +2268,9 @@ async def _put_group(
         await pending.share_gate(conn)
     held = await _lock_endpoints(conn, [(batch.app_id, batch.endpoints) for batch in group])
     credentials = await _device_credentials(conn, group)
+    known = await _known_types(conn, group)
     if len({batch.app_id for batch in group}) > 1:
-        await _lock_types(conn, group)
+        await _lock_types(conn, group, known)
     staged = _Rollups()
     for batch, result in zip(group, results, strict=True):
         app_id, endpoints, merge = batch.app_id, batch.endpoints, batch.merge
@@ -2265,7 +2285,9 @@ async def _put_group(
         for index, message in refused:
             result.endpoint_errors[endpoints[index].endpoint_id] = message
         types = {event.event_type for event in batch.events}
-        result.rejected_types = await _admit_types(conn, app_id, types, batch.max_event_types)
+        result.rejected_types = await _admit_types(
+            conn, app_id, types, batch.max_event_types, known.get(app_id)
+        )
         rows = [row for row in batch.events if row.event_type not in result.rejected_types]
         new = await _insert_events(conn, app_id, rows)
         result.stored = len(new)
@@ -2344,19 +2366,43 @@ class _Rollups:
         self.summaries, self.rows, self.endpoints = [], [], set()
 
 
-async def _lock_types(conn: Connection, group: Sequence[_Batch]) -> None:
-    """Lock, in application order, the types of each application the group may add a
-    type to: _admit_types() takes these locks again, as it would alone, in any order."""
+def _group_types(group: Sequence[_Batch]) -> dict[str, set[str]]:
+    """Application -> the event types of the group's batches."""
     types: dict[str, set[str]] = {}
     for batch in group:
         types.setdefault(batch.app_id, set()).update(event.event_type for event in batch.events)
-    for app_id in sorted(types):
+    return types
+
+
+async def _known_types(conn: Connection, group: Sequence[_Batch]) -> dict[str, set[str]]:
+    """Application -> those of the group's event types it has already, in one statement:
+    the common case, every type known, needs no statement of each batch's then."""
+    apps: list[str] = []
+    types: list[str] = []
+    for app_id, kinds in _group_types(group).items():
+        apps.extend([app_id] * len(kinds))
+        types.extend(kinds)
+    known: dict[str, set[str]] = {}
+    if types:
         cursor = await conn.execute(
-            "SELECT count(*) FROM event_types WHERE app_id = %s AND event_type = ANY(%s)",
-            (app_id, list(types[app_id])),
+            "SELECT app_id, event_type FROM event_types WHERE (app_id, event_type)"
+            " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            (apps, types),
         )
-        row = await cursor.fetchone()
-        if (int(row[0]) if row else 0) < len(types[app_id]):
+        for app_id, event_type in await cursor.fetchall():
+            known.setdefault(app_id, set()).add(event_type)
+    return known
+
+
+async def _lock_types(
+    conn: Connection, group: Sequence[_Batch], known: dict[str, set[str]]
+) -> None:
+    """Lock, in application order, the types of each application the group may add a
+    type to (`known`: those it has already): _admit_types() takes these locks again, as
+    it would alone, in any order."""
+    types = _group_types(group)
+    for app_id in sorted(types):
+        if types[app_id] - known.get(app_id, set()):
             await _lock(conn, "types", app_id)
 
 

@@ -193,6 +193,15 @@ def test_keys_are_found_by_id_and_token_listed_revoked_once_and_rewritten(
         revoked = await storage.get_key("AKINGEST")
         assert revoked is not None and revoked.revoked_at == "2026-02-01T00:00:00Z"
 
+        # A request's key and application, read together.
+        assert await storage.get_caller("token_sha256", "sha-admin", APP) == (admin, True)
+        assert await storage.get_caller("access_key_id", "AKROOT", OTHER) == (root, True)
+        assert await storage.get_caller("access_key_id", "AKROOT", "c" * 32) == (root, False)
+        assert await storage.get_caller("access_key_id", "AKROOT", None) == (root, False)
+        assert await storage.get_caller("access_key_id", "AKINGEST", APP) == (revoked, True)
+        assert (await storage.get_caller("token_sha256", "nope", APP))[0] is None
+        assert (await storage.get_caller("access_key_id", "sha-root", APP))[0] is None
+
         def seal(access_key_id: str, secret: str) -> str:
             return secret if access_key_id == "AKROOT" else f"sealed:{secret}"
 

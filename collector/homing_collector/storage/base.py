@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 Endpoint = dict[str, Any]
 T = TypeVar("T")
+# How a request names its key: SigV4 by its id, a bearer token by its SHA-256.
+KeyColumn = Literal["access_key_id", "token_sha256"]
 # (endpoint id, stored endpoint or None, update) -> the endpoint to store; returning the
 # stored object itself means nothing changed.
 EndpointMerge = Callable[[str, Endpoint | None, Endpoint], Endpoint]
@@ -373,6 +375,13 @@ class Storage(Protocol):
     async def create_key(self, key: KeyRecord) -> None: ...
     async def get_key(self, access_key_id: str) -> KeyRecord | None: ...
     async def get_key_by_token(self, token_sha256: str) -> KeyRecord | None: ...
+    async def get_caller(
+        self, column: KeyColumn, value: str, app_id: str | None
+    ) -> tuple[KeyRecord | None, bool]:
+        """The key whose `column` is `value`, and whether the application `app_id` exists
+        (False for None): what every request reads first, read together."""
+        ...
+
     async def list_keys(self, app_id: str | None = None) -> list[KeyRecord]: ...
     async def revoke_key(self, access_key_id: str, revoked_at: str) -> bool: ...
     # Replace every key's stored secret with rewrite(access key id, stored secret), in one

@@ -87,6 +87,7 @@ from homing_collector.storage.base import (
     ImportJobRecord,
     ImportRow,
     IngestResult,
+    KeyColumn,
     KeyRecord,
     NewDelivery,
     Overloaded,
@@ -361,6 +362,20 @@ class PostgresStorage:
             f"SELECT {_KEY_COLUMNS} FROM keys WHERE token_sha256 = %s", (token_sha256,)
         )
         return KeyRecord(*row) if row else None
+
+    async def get_caller(
+        self, column: KeyColumn, value: str, app_id: str | None
+    ) -> tuple[KeyRecord | None, bool]:
+        """One statement, where the key and the application were two round trips."""
+        column = "token_sha256" if column == "token_sha256" else "access_key_id"
+        row = await self._row(
+            f"SELECT {_KEY_COLUMNS}, EXISTS (SELECT FROM apps WHERE id = %s)"
+            f" FROM (SELECT) one LEFT JOIN keys ON {column} = %s",
+            (app_id, value),
+        )
+        if row is None or row[0] is None:
+            return None, False
+        return KeyRecord(*row[:-1]), bool(row[-1])
 
     async def list_keys(self, app_id: str | None = None) -> list[KeyRecord]:
         if app_id is None:

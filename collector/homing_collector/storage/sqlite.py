@@ -72,6 +72,7 @@ from homing_collector.storage.base import (
     ImportJobRecord,
     ImportRow,
     IngestResult,
+    KeyColumn,
     KeyRecord,
     NewDelivery,
     Overloaded,
@@ -592,6 +593,14 @@ class SQLiteStorage:
 
     async def get_key_by_token(self, token_sha256: str) -> KeyRecord | None:
         return self._key("token_sha256", token_sha256)
+
+    async def get_caller(
+        self, column: KeyColumn, value: str, app_id: str | None
+    ) -> tuple[KeyRecord | None, bool]:
+        key = self._key(column, value)
+        if key is None or app_id is None:
+            return key, False
+        return key, await self.get_app(app_id) is not None
 
     def _key(self, column: str, value: str) -> KeyRecord | None:
         row = (

@@ -53,6 +53,7 @@ class CheckedBatch:
     rejected: int
     now: float
     summary: Summary | None  # what the rows add to the analytics rollups, if asked for
+    endpoint_ids: list[str]  # those of the results whose id passed its rules
 
 
 def _rejected(message: str) -> dict[str, Any]:
@@ -119,6 +120,7 @@ def check_events(
     rows: list[EventRow] = []
     rejected = 0
     summary = Summary() if summarize else None
+    endpoint_ids: list[str] = []
     for endpoint_id, item in batch.items():
         statuses: dict[str, Any] = {}
         result: dict[str, Any] = {"EndpointItemResponse": ACCEPTED, "EventsItemResponse": statuses}
@@ -137,6 +139,7 @@ def check_events(
                     statuses[event_id] = _rejected(f"BatchItem: endpoint id rejected: {exc}")
                     rejected += 1
             continue
+        endpoint_ids.append(endpoint_id)
         try:
             endpoint = item.get("Endpoint")
             update = check_endpoint({} if endpoint is None else endpoint, "Endpoint")
@@ -196,7 +199,7 @@ def check_events(
             if summary is not None:
                 summary.add(endpoint_id, event_type, timestamp_ms, session_id, event)
             statuses[event_id] = ACCEPTED
-    return CheckedBatch(results, updates, rows, rejected, now, summary)
+    return CheckedBatch(results, updates, rows, rejected, now, summary, endpoint_ids)
 
 
 async def store_events(

@@ -22,7 +22,9 @@ async def put_events(request: Request) -> Response:
     call.payload = call.checked = None
     # The device credentials are checked by the write itself: PostgreSQL reads them in
     # the transaction that writes the batch, rather than in a round trip of their own.
-    proof = device.check(request, call.principal, checked.results)
+    # Those of the endpoints whose id was refused do not matter: nothing of theirs is
+    # stored, and such an id may be one the database cannot even hold (a lone surrogate).
+    proof = device.check(request, call.principal, checked.endpoint_ids)
     report = await ingest.store_events(call.storage, call.app_id, checked, proof=proof)
     # After the commit, with no I/O: event-triggered campaigns (campaigns.triggers).
     request.app.state.scheduler.triggers.offer(

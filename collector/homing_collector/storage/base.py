@@ -81,7 +81,7 @@ class DeviceCheck:
     transaction that writes the batch, with the other batches of its group, rather than
     in a round trip of each request's own."""
 
-    endpoint_ids: Sequence[str]  # every endpoint of the request
+    endpoint_ids: Sequence[str]  # the endpoints of the request (those with a valid id)
     # The stored credentials (endpoint id -> SHA-256) -> the endpoints not proven, whose
     # updates may not change the fields the device alone may change.
     locked: Callable[[dict[str, str]], frozenset[str]]

@@ -108,20 +108,24 @@ async def authenticate(
     *,
     now: datetime | None = None,
     secrets_key: SecretsKey | None = None,
-) -> tuple[Principal, Signature | None]:
+    app_id: str | None = None,
+) -> tuple[Principal, Signature | None, bool]:
     """Who calls, from the headers alone: the body is not read yet, so that an anonymous
     client cannot make the server read and inflate it. For SigV4, the Signature returned
     must then be checked with `verify_signature` against the body as sent; `secrets_key`
-    opens the key's secret if it is sealed."""
+    opens the key's secret if it is sealed. Also whether the application `app_id` exists,
+    read with the key (False for None), for the caller to say once it is authorised."""
     header = request.headers.get("authorization", "")
     signature: Signature | None = None
     if header[:7].lower() == "bearer ":
-        key = await storage.get_key_by_token(hash_token(header[7:].strip()))
+        key, app_found = await storage.get_caller(
+            "token_sha256", hash_token(header[7:].strip()), app_id
+        )
         if key is None:
             raise forbidden("The bearer token is not valid")
     elif header.startswith("AWS4-HMAC-SHA256 "):
-        signature = await _sigv4_scope(
-            request, header, storage, now or datetime.now(timezone.utc), secrets_key
+        signature, app_found = await _sigv4_scope(
+            request, header, storage, now or datetime.now(timezone.utc), secrets_key, app_id
         )
         key = signature.key
     elif header:
@@ -135,7 +139,7 @@ async def authenticate(
         )
     if key.revoked_at is not None:
         raise forbidden(f"The key {key.access_key_id} has been revoked")
-    return Principal(key.access_key_id, key.role, key.app_id), signature
+    return Principal(key.access_key_id, key.role, key.app_id), signature, app_found
 
 
 def authorize(principal: Principal, op: Operation, app_id: str | None) -> None:
@@ -159,7 +163,8 @@ async def _sigv4_scope(
     storage: Storage,
     now: datetime,
     secrets_key: SecretsKey | None,
-) -> Signature:
+    app_id: str | None,
+) -> tuple[Signature, bool]:
     fields: dict[str, str] = {}
     for part in header[len("AWS4-HMAC-SHA256 ") :].split(","):
         name, _, value = part.strip().partition("=")
@@ -197,7 +202,7 @@ async def _sigv4_scope(
     if "host" not in header_names:
         raise forbidden("SignedHeaders must include host")
 
-    key = await storage.get_key(access_key_id)
+    key, app_found = await storage.get_caller("access_key_id", access_key_id, app_id)
     if key is None:
         raise forbidden(f"The access key id {access_key_id} does not exist")
     try:
@@ -214,7 +219,7 @@ async def _sigv4_scope(
     return Signature(
         key, secret, header_names, signed_headers, amz_date,
         [date, region, service, "aws4_request"], signature,
-    )  # fmt: skip
+    ), app_found  # fmt: skip
 
 
 def verify_signature(

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -23,7 +25,7 @@ from homing.wire import WireError
 from homing_collector.auth import Principal
 from homing_collector.errors import forbidden
 from homing_collector.operation import rank
-from homing_collector.storage.base import Endpoint, EndpointMerge, Storage
+from homing_collector.storage.base import DeviceCheck, Endpoint, EndpointMerge, Storage
 
 HEADER = "X-Homing-Device-Credential"
 LOCKED_FIELDS = ("Address", "ChannelType", "OptOut", "User")
@@ -79,6 +81,29 @@ async def access(
     admin = is_admin(principal)
     stored = {} if admin else await storage.device_credentials(app_id, list(endpoint_ids))
     return Access(admin, presented(request), stored)
+
+
+def check(
+    request: Request, principal: Principal, endpoint_ids: Iterable[str]
+) -> DeviceCheck | None:
+    """What the request proves of its endpoints' credentials, for the write to check (the
+    storage reads the stored ones where it is cheapest); None for an admin key, which
+    needs none."""
+    return None if is_admin(principal) else proof(presented(request), endpoint_ids)
+
+
+def proof(sent: str | None, endpoint_ids: Iterable[str]) -> DeviceCheck:
+    """The check of a caller that sent the credential whose SHA-256 is `sent` (None: none)
+    and no admin key."""
+    return DeviceCheck(list(endpoint_ids), partial(_locked, sent), _guard)
+
+
+def _locked(sent: str | None, stored: dict[str, str]) -> frozenset[str]:
+    return Access(False, sent, stored).locked()
+
+
+def _guard(merge: EndpointMerge, locked: frozenset[str]) -> EndpointMerge:
+    return partial(guarded_merge, merge, locked)
 
 
 async def require(

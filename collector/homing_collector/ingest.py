@@ -24,11 +24,11 @@ from homing.wire import (
     format_timestamp,
     nul_at,
 )
-from homing_collector import device, endpoints
+from homing_collector import endpoints
 from homing_collector.analytics.rollups import Summary
 from homing_collector.errors import bad_request
 from homing_collector.event_check import check_common
-from homing_collector.storage.base import EndpointUpdate, EventRow, Storage
+from homing_collector.storage.base import DeviceCheck, EndpointUpdate, EventRow, Storage
 
 ACCEPTED = {"StatusCode": 202, "Message": "Accepted"}
 _new_row = tuple.__new__
@@ -39,6 +39,7 @@ class IngestReport:
     response: dict[str, Any]
     accepted: int
     rejected: int
+    locked: frozenset[str] = frozenset()  # endpoints the caller did not prove (device.check)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class CheckedBatch:
     rejected: int
     now: float
     summary: Summary | None  # what the rows add to the analytics rollups, if asked for
+    endpoint_ids: list[str]  # those of the results whose id passed its rules
 
 
 def _rejected(message: str) -> dict[str, Any]:
@@ -118,6 +120,7 @@ def check_events(
     rows: list[EventRow] = []
     rejected = 0
     summary = Summary() if summarize else None
+    endpoint_ids: list[str] = []
     for endpoint_id, item in batch.items():
         statuses: dict[str, Any] = {}
         result: dict[str, Any] = {"EndpointItemResponse": ACCEPTED, "EventsItemResponse": statuses}
@@ -136,6 +139,7 @@ def check_events(
                     statuses[event_id] = _rejected(f"BatchItem: endpoint id rejected: {exc}")
                     rejected += 1
             continue
+        endpoint_ids.append(endpoint_id)
         try:
             endpoint = item.get("Endpoint")
             update = check_endpoint({} if endpoint is None else endpoint, "Endpoint")
@@ -195,25 +199,26 @@ def check_events(
             if summary is not None:
                 summary.add(endpoint_id, event_type, timestamp_ms, session_id, event)
             statuses[event_id] = ACCEPTED
-    return CheckedBatch(results, updates, rows, rejected, now, summary)
+    return CheckedBatch(results, updates, rows, rejected, now, summary, endpoint_ids)
 
 
 async def store_events(
-    storage: Storage, app_id: str, checked: CheckedBatch, *, locked: frozenset[str] = frozenset()
+    storage: Storage, app_id: str, checked: CheckedBatch, *, proof: DeviceCheck | None = None
 ) -> IngestReport:
-    """Store what `checked` holds. The endpoints in `locked` keep their
-    `device.LOCKED_FIELDS`: an update that changes one is answered 400 in its
-    EndpointItemResponse, and its events are stored all the same."""
+    """Store what `checked` holds. With `proof` (device.check), the endpoints whose
+    device credential it does not prove keep their `device.LOCKED_FIELDS`: an update that
+    changes one is answered 400 in its EndpointItemResponse, and its events are stored
+    all the same; the report's `locked` names them."""
     results, rows, rejected = checked.results, checked.rows, checked.rejected
-    merge = partial(endpoints.merge, app_id, now=format_timestamp(checked.now))
     outcome = await storage.put_events(
         app_id,
         checked.updates,
         rows,
-        merge=partial(device.guarded_merge, merge, locked) if locked else merge,
+        merge=partial(endpoints.merge, app_id, now=format_timestamp(checked.now)),
         max_event_types=limits.MAX_EVENT_TYPES_PER_APP,
         max_user_endpoints=limits.MAX_ENDPOINTS_PER_USER,
         summary=checked.summary,
+        device=proof,
     )
     for endpoint_id, message in outcome.endpoint_errors.items():
         results[endpoint_id]["EndpointItemResponse"] = _rejected(message)
@@ -227,4 +232,6 @@ async def store_events(
                 )
                 accepted -= 1
                 rejected += 1
-    return IngestReport({"Results": results}, accepted=accepted, rejected=rejected)
+    return IngestReport(
+        {"Results": results}, accepted=accepted, rejected=rejected, locked=outcome.locked
+    )

@@ -171,6 +171,30 @@ def test_put_events_from_the_bare_key_are_kept_and_counted_apart(
     assert _series(httpx.get(f"{collector.url}/metrics").text)[metric] == after
 
 
+def test_put_events_with_a_refused_endpoint_id_stores_the_others(
+    collector: LiveCollector, app: App
+) -> None:
+    """The endpoints' credentials are read for the ids that passed their rules only: one
+    the database cannot hold (a NUL) is answered 400 on its own, as any refused id."""
+    url = endpoint_url(collector, app, "kept")
+    secret = claim(url, app.ingest.token).json()["DeviceCredential"]
+    event = {"EventType": "tap", "Timestamp": "2026-11-28T10:00:00Z"}
+    batch = {"BatchItem": {
+        "bad\u0000id": {"Endpoint": {"Address": "x"}, "Events": {"e1": event}},
+        "kept": {"Endpoint": {"Address": "mine"}, "Events": {"e2": event}},
+    }}  # fmt: skip
+    for headers, status in [(bearer(app.ingest.token), 400),
+                            (bearer(app.ingest.token, secret), 202),
+                            (bearer(app.admin.token), 202)]:  # fmt: skip
+        answer = httpx.post(f"{collector.url}/v1/apps/{app.id}/events", json=batch, headers=headers)
+        assert answer.status_code == 202, answer.text
+        results = answer.json()["Results"]
+        assert results["bad\u0000id"]["EndpointItemResponse"]["StatusCode"] == 400
+        assert results["bad\u0000id"]["EventsItemResponse"]["e1"]["StatusCode"] == 400
+        assert results["kept"]["EndpointItemResponse"]["StatusCode"] == status
+        assert results["kept"]["EventsItemResponse"]["e2"]["StatusCode"] == 202
+
+
 def test_admin_revokes_and_reissues_and_delete_endpoint_removes(
     collector: LiveCollector, app: App
 ) -> None:

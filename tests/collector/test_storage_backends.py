@@ -24,13 +24,14 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
-from homing_collector import endpoints
+from homing_collector import device, endpoints
 from homing_collector.storage.base import (
     ApplicationGone,
     AppRecord,
     CampaignRecord,
     CampaignSend,
     Delivery,
+    DeviceCheck,
     EndpointUpdate,
     EventRow,
     HookSecrets,
@@ -120,6 +121,7 @@ async def put(
     app_id: str = APP,
     max_event_types: int = 100,
     max_user_endpoints: int = 15,
+    proof: DeviceCheck | None = None,
 ) -> IngestResult:
     return await storage.put_events(
         app_id,
@@ -128,6 +130,7 @@ async def put(
         merge=partial(endpoints.merge, app_id, now=NOW),
         max_event_types=max_event_types,
         max_user_endpoints=max_user_endpoints,
+        device=proof,
     )
 
 
@@ -189,6 +192,15 @@ def test_keys_are_found_by_id_and_token_listed_revoked_once_and_rewritten(
         assert await storage.revoke_key("AKINGEST", "2026-03-01T00:00:00Z") is False
         revoked = await storage.get_key("AKINGEST")
         assert revoked is not None and revoked.revoked_at == "2026-02-01T00:00:00Z"
+
+        # A request's key and application, read together.
+        assert await storage.get_caller("token_sha256", "sha-admin", APP) == (admin, True)
+        assert await storage.get_caller("access_key_id", "AKROOT", OTHER) == (root, True)
+        assert await storage.get_caller("access_key_id", "AKROOT", "c" * 32) == (root, False)
+        assert await storage.get_caller("access_key_id", "AKROOT", None) == (root, False)
+        assert await storage.get_caller("access_key_id", "AKINGEST", APP) == (revoked, True)
+        assert (await storage.get_caller("token_sha256", "nope", APP))[0] is None
+        assert (await storage.get_caller("access_key_id", "sha-root", APP))[0] is None
 
         def seal(access_key_id: str, secret: str) -> str:
             return secret if access_key_id == "AKROOT" else f"sealed:{secret}"
@@ -1658,6 +1670,73 @@ def test_a_device_credential_is_kept_unless_replaced(backend: Backend) -> None:
         assert await storage.device_credentials(OTHER, ["e1"]) == {}
         assert await storage.delete_device_credential(APP, "e1")
         assert not await storage.delete_device_credential(APP, "e1")
+
+    run(backend, scenario)
+
+
+def test_put_events_checks_each_batchs_device_credential_on_its_own(backend: Backend) -> None:
+    """Batches written at once (PostgreSQL: in one transaction, which reads the stored
+    credentials of all of them): a batch that does not prove an endpoint's credential
+    cannot change its locked fields, its other updates and events are stored, and the
+    other batches, of the same endpoints or not, are answered as each alone."""
+
+    async def scenario(storage: Storage) -> None:
+        def proof(secret: str | None, *ids: str) -> DeviceCheck:
+            return device.proof(None if secret is None else device.hash_secret(secret), ids)
+
+        await update_endpoints(storage, [update("e1", Address="a1"), update("e2", Address="a2")])
+        other_merge = partial(endpoints.merge, OTHER, now=NOW)
+        await storage.update_endpoints(
+            OTHER, [update("e1", Address="o1")], merge=other_merge, max_user_endpoints=15
+        )
+        for app_id, endpoint_id, secret in [
+            (APP, "e1", "s1"),
+            (APP, "e2", "s2"),
+            (OTHER, "e1", "o1"),
+            (APP, "unstored", "s9"),
+        ]:
+            sha = device.hash_secret(secret)
+            assert await storage.set_device_credential(app_id, endpoint_id, sha, NOW, replace=False)
+        batches = [
+            # No credential: e1 is locked, e3 (none stored) is not.
+            (APP, proof(None, "e1", "e3"), [update("e1", Address="x"), update("e3", Address="y")],
+             [event("e1", "a"), event("e3", "b")]),
+            # e2's own credential: e2 only, although the group holds e1's too.
+            (APP, proof("s2", "e2"), [update("e2", Address="z")], [event("e2", "c")]),
+            # Another endpoint's credential proves nothing of e1.
+            (APP, proof("s2", "e1"), [update("e1", OptOut="ALL")], [event("e1", "d")]),
+            # The same endpoint id in another application, with its own credential.
+            (OTHER, proof("o1", "e1"), [update("e1", Address="o2")], [event("e1", "e")]),
+            # An admin key (no check) changes anything.
+            (APP, None, [update("e2", OptOut="ALL")], []),
+            # A credential claimed before the endpoint was stored locks it too.
+            (APP, proof(None, "unstored"), [update("unstored", Address="u")],
+             [event("unstored", "f")]),
+        ]  # fmt: skip
+        results = await asyncio.gather(
+            *(
+                put(storage, events, updates, app_id=app_id, proof=check)
+                for app_id, check, updates, events in batches
+            )
+        )
+        assert [result.locked for result in results] == [
+            {"e1"}, set(), {"e1"}, set(), set(), {"unstored"}
+        ]  # fmt: skip
+        assert [sorted(result.endpoint_errors) for result in results] == [
+            ["e1"], [], ["e1"], [], [], ["unstored"]
+        ]  # fmt: skip
+        assert results[0].endpoint_errors["e1"].startswith("Address: ")
+        assert results[2].endpoint_errors["e1"].startswith("OptOut: ")
+        assert results[5].endpoint_errors["unstored"].startswith("Address: ")
+        assert [result.stored for result in results] == [2, 1, 1, 1, 0, 1]
+        stored = await storage.get_endpoints(APP, ["e1", "e2", "e3", "unstored"])
+        assert {e: body["Address"] for e, body in stored.items()} == {
+            "e1": "a1", "e2": "z", "e3": "y"
+        }  # fmt: skip
+        assert stored["e1"].get("OptOut") != "ALL" and stored["e2"]["OptOut"] == "ALL"
+        other = await storage.get_endpoints(OTHER, ["e1"])
+        assert other["e1"]["Address"] == "o2"
+        assert len(await stored_events(storage)) == 5
 
     run(backend, scenario)
 

@@ -114,11 +114,13 @@ async def admit(
     # Everything the headers can decide comes before the body, so that an anonymous or
     # unauthorised client cannot make the server read, and inflate, up to the size limit.
     try:
-        principal, signature = await authenticate(
-            request, storage(request), secrets_key=secrets_key(request)
+        # The application is read with the key, in one round trip; said only once the
+        # caller may know.
+        principal, signature, app_found = await authenticate(
+            request, storage(request), secrets_key=secrets_key(request), app_id=app_id
         )
         authorize(principal, op, app_id)
-        if app_id is not None and await storage(request).get_app(app_id) is None:
+        if app_id is not None and not app_found:
             raise not_found(f"Application {app_id} does not exist")
         rates = await _rates(request, app_id)
         refusal = quotas(request).requests(rates, principal.access_key_id, app_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 Endpoint = dict[str, Any]
 T = TypeVar("T")
+# How a request names its key: SigV4 by its id, a bearer token by its SHA-256.
+KeyColumn = Literal["access_key_id", "token_sha256"]
 # (endpoint id, stored endpoint or None, update) -> the endpoint to store; returning the
 # stored object itself means nothing changed.
 EndpointMerge = Callable[[str, Endpoint | None, Endpoint], Endpoint]
@@ -68,6 +70,31 @@ class IngestResult:
     rejected_types: set[str] = field(default_factory=set)  # new types past the per-app limit
     endpoint_errors: dict[str, str] = field(default_factory=dict)  # endpoint id -> message
     stored: int = 0  # events written, duplicates not counted
+    locked: frozenset[str] = frozenset()  # endpoints a DeviceCheck did not prove
+
+
+@dataclass(frozen=True)
+class DeviceCheck:
+    """What a PutEvents caller proves of its endpoints' device credentials
+    (homing_collector.device), checked by put_events against the credentials stored for
+    `endpoint_ids`, read where the backend reads them cheapest: PostgreSQL in the
+    transaction that writes the batch, with the other batches of its group, rather than
+    in a round trip of each request's own."""
+
+    endpoint_ids: Sequence[str]  # the endpoints of the request (those with a valid id)
+    # The stored credentials (endpoint id -> SHA-256) -> the endpoints not proven, whose
+    # updates may not change the fields the device alone may change.
+    locked: Callable[[dict[str, str]], frozenset[str]]
+    # (merge, the endpoints not proven) -> the merge that refuses such a change.
+    guard: Callable[[EndpointMerge, frozenset[str]], EndpointMerge]
+
+    def merge(
+        self, merge: EndpointMerge, stored: dict[str, str]
+    ) -> tuple[EndpointMerge, frozenset[str]]:
+        """The merge for the batch, given the credentials stored (of these endpoints and
+        maybe others), and the endpoints it locks."""
+        locked = self.locked({e: stored[e] for e in self.endpoint_ids if e in stored})
+        return (self.guard(merge, locked) if locked else merge), locked
 
 
 @dataclass(frozen=True)
@@ -348,6 +375,13 @@ class Storage(Protocol):
     async def create_key(self, key: KeyRecord) -> None: ...
     async def get_key(self, access_key_id: str) -> KeyRecord | None: ...
     async def get_key_by_token(self, token_sha256: str) -> KeyRecord | None: ...
+    async def get_caller(
+        self, column: KeyColumn, value: str, app_id: str | None
+    ) -> tuple[KeyRecord | None, bool]:
+        """The key whose `column` is `value`, and whether the application `app_id` exists
+        (False for None): what every request reads first, read together."""
+        ...
+
     async def list_keys(self, app_id: str | None = None) -> list[KeyRecord]: ...
     async def revoke_key(self, access_key_id: str, revoked_at: str) -> bool: ...
     # Replace every key's stored secret with rewrite(access key id, stored secret), in one
@@ -364,8 +398,11 @@ class Storage(Protocol):
         max_event_types: int,
         max_user_endpoints: int,
         summary: Summary | None = None,
+        device: DeviceCheck | None = None,
     ) -> IngestResult:
-        """`summary`, if given, is what `events` add to the analytics rollups."""
+        """`summary`, if given, is what `events` add to the analytics rollups. With
+        `device`, `merge` is guarded as it says, from the credentials stored when the
+        batch is written, and the result's `locked` names the endpoints it locked."""
 
     async def update_endpoints(
         self,

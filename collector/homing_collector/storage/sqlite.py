@@ -61,6 +61,7 @@ from homing_collector.storage.base import (
     ChunkWritten,
     DeadLetter,
     Delivery,
+    DeviceCheck,
     Endpoint,
     EndpointMerge,
     EndpointUpdate,
@@ -71,6 +72,7 @@ from homing_collector.storage.base import (
     ImportJobRecord,
     ImportRow,
     IngestResult,
+    KeyColumn,
     KeyRecord,
     NewDelivery,
     Overloaded,
@@ -601,6 +603,14 @@ class SQLiteStorage:
     async def get_key_by_token(self, token_sha256: str) -> KeyRecord | None:
         return self._key("token_sha256", token_sha256)
 
+    async def get_caller(
+        self, column: KeyColumn, value: str, app_id: str | None
+    ) -> tuple[KeyRecord | None, bool]:
+        key = self._key(column, value)
+        if key is None or app_id is None:
+            return key, False
+        return key, await self.get_app(app_id) is not None
+
     def _key(self, column: str, value: str) -> KeyRecord | None:
         row = (
             self._read()
@@ -660,6 +670,27 @@ class SQLiteStorage:
         max_event_types: int,
         max_user_endpoints: int,
         summary: rollups.Summary | None = None,
+        device: DeviceCheck | None = None,
+    ) -> IngestResult:
+        locked: frozenset[str] = frozenset()
+        if device is not None:  # a read on this process's own connection: no round trip
+            stored = await self.device_credentials(app_id, device.endpoint_ids)
+            merge, locked = device.merge(merge, stored)
+        result = await self._put_events(
+            app_id, endpoints, events, merge, max_event_types, max_user_endpoints, summary
+        )
+        result.locked = locked
+        return result
+
+    async def _put_events(
+        self,
+        app_id: str,
+        endpoints: Sequence[EndpointUpdate],
+        events: Sequence[EventRow],
+        merge: EndpointMerge,
+        max_event_types: int,
+        max_user_endpoints: int,
+        summary: rollups.Summary | None,
     ) -> IngestResult:
         # Work that needs no database is done here, on the event loop: the writer thread
         # has to win the GIL back after every statement, so the less Python it runs, the

@@ -100,6 +100,16 @@ def classify(status: int, retry_after: float | None = None) -> Attempt:
     return Attempt(Outcome.FAILED, status)
 
 
+def signed_headers(msg_id: str, body: Body, keys: SigningKeys, now: float) -> dict[str, str]:
+    """The headers of an attempt to deliver `body` at `now` (Unix seconds), signed."""
+    headers = keys.headers(msg_id, datetime.fromtimestamp(now, timezone.utc), body.content)
+    headers["content-type"] = body.content_type
+    headers["user-agent"] = USER_AGENT
+    if body.content_encoding is not None:
+        headers["content-encoding"] = body.content_encoding
+    return headers
+
+
 async def attempt(
     client: httpx.AsyncClient,
     url: str,
@@ -115,11 +125,7 @@ async def attempt(
     `timeout` bounds the whole exchange, not each read: a receiver that drips its answer
     a byte at a time is cut off all the same.
     """
-    headers = keys.headers(msg_id, datetime.fromtimestamp(now, timezone.utc), body.content)
-    headers["content-type"] = body.content_type
-    headers["user-agent"] = USER_AGENT
-    if body.content_encoding is not None:
-        headers["content-encoding"] = body.content_encoding
+    headers = signed_headers(msg_id, body, keys, now)
     try:
         return await asyncio.wait_for(_post(client, url, body, headers, now, timeout), timeout)
     except (asyncio.TimeoutError, httpx.TimeoutException) as exc:

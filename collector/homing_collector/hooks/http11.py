@@ -29,7 +29,6 @@ import functools
 import ssl
 import time
 from collections import deque
-from datetime import datetime, timezone
 from typing import NamedTuple, cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -40,11 +39,11 @@ from homing_collector.hooks.delivery import (
     _ERROR_TEXT,
     DEFAULT_TIMEOUT,
     MAX_ANSWER_BYTES,
-    USER_AGENT,
     Attempt,
     Body,
     Outcome,
     classify,
+    signed_headers,
 )
 from homing_collector.hooks.retry import parse_retry_after
 from homing_collector.hooks.signing import SigningKeys
@@ -352,11 +351,7 @@ async def attempt(
     """hooks/delivery.py's `attempt`, on `client`: POST `body` to `url`, signed for this
     attempt at `now`; `timeout` bounds the whole exchange. It never raises for what the
     receiver or the network does."""
-    headers = keys.headers(msg_id, datetime.fromtimestamp(now, timezone.utc), body.content)
-    headers["content-type"] = body.content_type
-    headers["user-agent"] = USER_AGENT
-    if body.content_encoding is not None:
-        headers["content-encoding"] = body.content_encoding
+    headers = signed_headers(msg_id, body, keys, now)
     try:
         # An error's text is kept short; a delivered answer is not kept at all, but the
         # filter hooks' limit (MAX_ANSWER_BYTES) still fails one that is too long.

@@ -67,7 +67,6 @@ import json
 import math
 import os
 import random
-import select
 import shutil
 import signal
 import sqlite3
@@ -86,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import serve
 
 from homing._events import _event_id
 
@@ -411,29 +411,10 @@ async def _run_case(
 def _start_server(
     python: str, db: Path | str, log: Path, extra: list[str], env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
-    with log.open("ab") as stderr:
-        process = subprocess.Popen(
-            [python, "-m", "homing_collector", "--db", str(db), "serve", "--port", "0",
-             "--bench-routes", *extra],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )  # fmt: skip
-    assert process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    line = b""
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.2)
-        if ready:
-            piece = os.read(process.stdout.fileno(), 4096)
-            if not piece:
-                break
-            line += piece
-    if b"listening on http://" not in line:
-        _stop_server(process)
-        raise RuntimeError(f"the collector did not start: {line!r}\n{log.read_text()}")
-    port = int(line.split(b"listening on http://")[1].split()[0].rsplit(b":", 1)[1])
-    return process, port
+    process, url = serve.start(
+        db, log, "--bench-routes", *extra, env=env, python=python, timeout=START_TIMEOUT
+    )
+    return process, serve.port(url)
 
 
 async def _wait_healthy(port: int) -> None:

@@ -505,14 +505,11 @@ class Scheduler:
                 return
 
     def _send(self, run: Run, ready: Ready) -> CampaignSend:
-        now_ms = ready.at_ms
+        # The send is made whole at once, trigger and session too: a copy of a frozen
+        # dataclass (dataclasses.replace) cost more than making it.
         if ready.push is None:
-            sent = self._custom(run, ready.endpoint, ready.treatment, now_ms)
-        else:
-            sent = self._message(run, ready.endpoint, ready.push, ready.treatment, now_ms)
-        if ready.trigger is None:
-            return sent
-        return replace(sent, trigger=ready.trigger, session_id=ready.session_id)
+            return self._custom(run, ready)
+        return self._message(run, ready, ready.push)
 
     async def _commit_run(self, run: Run, sends: list[CampaignSend], cursor: str | None) -> bool:
         if not await self.commit(run.activity, sends, cursor=cursor, owner=self.owner, run=run):
@@ -641,10 +638,9 @@ class Scheduler:
             return CampaignSend(endpoint_id, "DEFERRED", treatment, at_ms)
         return Ready(endpoint, treatment, push, now_ms, event_id, session_id)
 
-    def _message(
-        self, run: Run, endpoint: Endpoint, push: Push, treatment: str, now_ms: int
-    ) -> CampaignSend:
+    def _message(self, run: Run, ready: Ready, push: Push) -> CampaignSend:
         a = run.activity
+        endpoint, treatment, now_ms = ready.endpoint, ready.treatment, ready.at_ms
         endpoint_id: str = endpoint["Id"]
         # A FILTER hook may give an endpoint its own title or body (Pinpoint's overrides).
         title, body = endpoint.get("TitleOverride"), endpoint.get("BodyOverride")
@@ -686,12 +682,15 @@ class Scheduler:
         row = EventRow(
             endpoint_id, message_id, CAMPAIGN_SEND, now_ms, now_ms, None, orjson.dumps(event)
         )
-        return CampaignSend(endpoint_id, "SENT", treatment, now_ms, message, row)
+        return CampaignSend(
+            endpoint_id, "SENT", treatment, now_ms, message, row, ready.trigger, ready.session_id
+        )
 
-    def _custom(self, run: Run, endpoint: Endpoint, treatment: str, now_ms: int) -> CampaignSend:
+    def _custom(self, run: Run, ready: Ready) -> CampaignSend:
         """A send through the treatment's custom channel: its delivery is made with the
         others of its chunk when the chunk is committed (`_deliveries`)."""
         a = run.activity
+        endpoint, treatment, now_ms = ready.endpoint, ready.treatment, ready.at_ms
         endpoint_id: str = endpoint["Id"]
         event_id = str(uuid.uuid4())
         event = {
@@ -710,8 +709,9 @@ class Scheduler:
             endpoint_id, event_id, CAMPAIGN_SEND, now_ms, now_ms, None, orjson.dumps(event)
         )
         return CampaignSend(
-            endpoint_id, "SENT", treatment, now_ms, None, row, custom=definition(endpoint)
-        )
+            endpoint_id, "SENT", treatment, now_ms, None, row, ready.trigger, ready.session_id,
+            definition(endpoint),
+        )  # fmt: skip
 
     def _deliveries(self, run: Run) -> Callable[[Sequence[CampaignSend]], list[NewDelivery]]:
         """What the storage runs, in the chunk's transaction, on the custom-channel sends

@@ -196,6 +196,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.triggers = Triggers(self, clock, window=trigger_window)
+        self._stamped: tuple[int, str] = (-1, "")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -671,7 +672,7 @@ class Scheduler:
         )
         event = {
             "EventType": CAMPAIGN_SEND,
-            "Timestamp": format_timestamp(now_ms / 1000),
+            "Timestamp": self._event_stamp(now_ms),
             "Attributes": {
                 **context,
                 "delivery_type": "PUSH",
@@ -695,7 +696,7 @@ class Scheduler:
         event_id = str(uuid.uuid4())
         event = {
             "EventType": CAMPAIGN_SEND,
-            "Timestamp": format_timestamp(now_ms / 1000),
+            "Timestamp": self._event_stamp(now_ms),
             "Attributes": {
                 "campaign_id": a.campaign_id,
                 "campaign_activity_id": a.id,
@@ -737,6 +738,13 @@ class Scheduler:
 
     def _stamp(self) -> str:
         return format_timestamp(self.clock())
+
+    def _event_stamp(self, now_ms: int) -> str:
+        """The `_campaign.send` event's Timestamp: the sends of a pass share their `now`,
+        so the last one formatted is kept."""
+        if now_ms != self._stamped[0]:
+            self._stamped = (now_ms, format_timestamp(now_ms / 1000))
+        return self._stamped[1]
 
 
 def _skip(ready: Ready, reason: str) -> CampaignSend:

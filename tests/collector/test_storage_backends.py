@@ -993,6 +993,67 @@ def test_an_event_activity_is_made_once_and_its_sends_kept_per_event(backend: Ba
     run(backend, scenario)
 
 
+def test_a_large_chunk_records_and_counts_each_send_once(backend: Backend) -> None:
+    """A chunk's records go in few statements: each send is still stored once, a final
+    record is kept, a DEFERRED one replaced, and only what was stored now is counted,
+    pushed, evented or delivered; a key twice in one chunk is recorded as its first."""
+
+    async def scenario(storage: Storage) -> None:
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        await storage.plan_runs(APP, "c1", 1, [T0], [], T0, True)
+        run1 = await storage.claim_activity("n1", T0, 60_000, dead=never_dead)
+        assert run1 is not None
+        ids = [f"e{n:04d}" for n in range(1100)]  # more than one statement's worth
+        first = [send(e, "DEFERRED", at_ms=T0 + 5000) if n % 3 == 0
+                 else send(e, message=push(e, f"m-{e}"), event=event(e, f"x-{e}", "_campaign.send"))
+                 if n % 3 == 1 else send(e, "TREATMENT_HOLDOUT")
+                 for n, e in enumerate(ids)]  # fmt: skip
+        written = await storage.write_campaign_chunk(
+            run1, "n1", first, cursor=ids[-1], lease_until_ms=T0 + 60_000, queue_limit=10
+        )
+        assert [m.message_id for m, _ in written.queued] == [f"m-{e}" for e in ids[1::3]]
+        # Again, every one of them now sent: only the DEFERRED ones are stored and count.
+        again = await storage.write_campaign_chunk(
+            run1, "n1",
+            [send(e, message=push(e, f"n-{e}"), event=event(e, f"y-{e}", "_campaign.send"))
+             for e in ids],
+            cursor=None, lease_until_ms=T0 + 60_000, queue_limit=10,
+        )  # fmt: skip
+        assert [m.message_id for m, _ in again.queued] == [f"n-{e}" for e in ids[::3]]
+        [activity] = await storage.list_activities(APP, "c1", after=0, limit=10)
+        assert (activity.total, activity.successful) == (734, 734)  # 367 + 367
+        assert activity.metrics == {"SENT": 734, "TREATMENT_HOLDOUT": 366}
+        sends = await storage.campaign_sends(APP, "c1", ids)
+        assert sum(len(found) for found in sends.values()) == 734
+        assert all(len(found) == 1 for found in sends.values())
+        stored = {row[1] for row in await stored_events(storage)}
+        assert stored == {f"x-{e}" for e in ids[1::3]} | {f"y-{e}" for e in ids[::3]}
+
+        events = await storage.event_activity(APP, "c1", 1, T0 + HOUR, NOW)
+
+        def deliveries(sends: Sequence[CampaignSend]) -> list[NewDelivery]:
+            url = "https://h.example/c"
+            return [NewDelivery(f"d-{s.endpoint_id}", APP, url, b"{}", "text/json") for s in sends]
+
+        twice = [
+            send("e0001", trigger="t1", custom={}, event=event("e0001", "z1", "_campaign.send")),
+            send("e0001", trigger="t1", custom={}, event=event("e0001", "z2", "_campaign.send")),
+            send("e0002", trigger="t1", custom={}, event=event("e0002", "z3", "_campaign.send")),
+        ]
+        held = await storage.write_campaign_chunk(
+            events, None, twice, cursor=None, lease_until_ms=0, queue_limit=10, custom=deliveries
+        )
+        assert held.lease_held
+        assert await storage.pending_deliveries(APP, "https://h.example/c") == 2
+        [_, answered] = await storage.list_activities(APP, "c1", after=0, limit=10)
+        assert answered.metrics == {"SENT": 2} and answered.total == 2
+        assert {"z1", "z3"} <= {row[1] for row in await stored_events(storage)}
+        assert "z2" not in {row[1] for row in await stored_events(storage)}
+
+    run(backend, scenario)
+
+
 def test_collectors_claiming_at_once_take_each_run_once(backend: Backend) -> None:
     async def scenario(storage: Storage) -> list[str]:
         await new_segment(storage, "s1")

@@ -195,15 +195,20 @@ def unique_batches(items: Iterable[T], key: Callable[[T], str]) -> Iterator[list
     each in a call of its own. Each batch keeps the order of `items`."""
     batches: list[list[T]] = []
     last: dict[str, int] = {}  # key -> the batch it went in last: those after lack it
+    # The batches before `open_from` are full: a key new to the chunk starts its search
+    # there rather than at the first batch, so that a chunk of n sends costs O(n).
+    open_from = 0
     for item in items:
         k = key(item)
-        at = last.get(k, -1) + 1
+        at = max(last.get(k, -1) + 1, open_from)
         while at < len(batches) and len(batches[at]) == MAX_ENDPOINTS_PER_CALL:
             at += 1
         if at == len(batches):
             batches.append([])
         batches[at].append(item)
         last[k] = at
+        while open_from < len(batches) and len(batches[open_from]) == MAX_ENDPOINTS_PER_CALL:
+            open_from += 1
     yield from batches
 
 

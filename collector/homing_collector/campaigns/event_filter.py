@@ -40,12 +40,19 @@ class CompiledFilter:
     test: EventTest
     start: datetime | None = None
     end: datetime | None = None
+    # True when `test` takes every event: the filter tests nothing but the event's type
+    # and when it came, so that an event need not be parsed to be matched.
+    plain: bool = False
+
+    def active(self, at: datetime) -> bool:
+        """Whether an event arriving `at` is within the campaign's time window."""
+        return not (
+            (self.start is not None and at < self.start) or (self.end is not None and at > self.end)
+        )
 
     def matches(self, event: Event, at: datetime | None = None) -> bool:
         """Whether `event`, arriving `at` (None: skip the time window), triggers the campaign."""
-        if at is not None and (
-            (self.start is not None and at < self.start) or (self.end is not None and at > self.end)
-        ):
+        if at is not None and not self.active(at):
             return False
         if self.event_types is not None and event.get("EventType") not in self.event_types:
             return False
@@ -76,6 +83,7 @@ def compile_filter(
         test=_rest_test(excluded, attributes, metrics),
         start=start,
         end=end,
+        plain=excluded is None and not attributes and not metrics,
     )
 
 
@@ -115,6 +123,8 @@ class FilterIndex:
         self._admin = _table(filters)
         self._app_types = _types(self._apps)
         self._admin_types = _types(self._admin)
+        self._app_plain = _plain_types(self._apps)
+        self._admin_plain = _plain_types(self._admin)
         self.size = len(filters)
 
     def event_types(self, *, from_admin: bool = False) -> frozenset[str] | None:
@@ -128,6 +138,17 @@ class FilterIndex:
         by_type, any_type = self._admin if from_admin else self._apps
         found = by_type.get(event_type, ())
         return found + any_type if any_type else found
+
+    def plain(self, event_type: str, *, from_admin: bool = False) -> bool:
+        """Whether every filter that may match an event of `event_type` tests only its type
+        and time: `match_plain` then matches it, unparsed."""
+        plain_types = self._admin_plain if from_admin else self._app_plain
+        return event_type in plain_types
+
+    def match_plain(self, event_type: str, at: datetime, *, from_admin: bool = False) -> list[str]:
+        """`match` of an event of `event_type` arriving `at`, when `plain` says so."""
+        return [f.campaign_id for f in self.candidates(event_type, from_admin=from_admin)
+                if f.active(at)]  # fmt: skip
 
     def match(
         self, event: Event, *, from_admin: bool = False, at: datetime | None = None
@@ -165,6 +186,14 @@ def _table(filters: list[CompiledFilter]) -> _Table:
 def _types(table: _Table) -> frozenset[str] | None:
     by_type, any_type = table
     return None if any_type else frozenset(by_type)
+
+
+def _plain_types(table: _Table) -> frozenset[str]:
+    """The event types whose candidates are all plain (CompiledFilter.plain)."""
+    by_type, any_type = table
+    if not all(f.plain for f in any_type):
+        return frozenset()
+    return frozenset(name for name, found in by_type.items() if all(f.plain for f in found))
 
 
 def _rest_test(

@@ -196,6 +196,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.triggers = Triggers(self, clock, window=trigger_window)
+        self._stamped: tuple[int, str] = (-1, "")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -505,14 +506,11 @@ class Scheduler:
                 return
 
     def _send(self, run: Run, ready: Ready) -> CampaignSend:
-        now_ms = ready.at_ms
+        # The send is made whole at once, trigger and session too: a copy of a frozen
+        # dataclass (dataclasses.replace) cost more than making it.
         if ready.push is None:
-            sent = self._custom(run, ready.endpoint, ready.treatment, now_ms)
-        else:
-            sent = self._message(run, ready.endpoint, ready.push, ready.treatment, now_ms)
-        if ready.trigger is None:
-            return sent
-        return replace(sent, trigger=ready.trigger, session_id=ready.session_id)
+            return self._custom(run, ready)
+        return self._message(run, ready, ready.push)
 
     async def _commit_run(self, run: Run, sends: list[CampaignSend], cursor: str | None) -> bool:
         if not await self.commit(run.activity, sends, cursor=cursor, owner=self.owner, run=run):
@@ -641,10 +639,9 @@ class Scheduler:
             return CampaignSend(endpoint_id, "DEFERRED", treatment, at_ms)
         return Ready(endpoint, treatment, push, now_ms, event_id, session_id)
 
-    def _message(
-        self, run: Run, endpoint: Endpoint, push: Push, treatment: str, now_ms: int
-    ) -> CampaignSend:
+    def _message(self, run: Run, ready: Ready, push: Push) -> CampaignSend:
         a = run.activity
+        endpoint, treatment, now_ms = ready.endpoint, ready.treatment, ready.at_ms
         endpoint_id: str = endpoint["Id"]
         # A FILTER hook may give an endpoint its own title or body (Pinpoint's overrides).
         title, body = endpoint.get("TitleOverride"), endpoint.get("BodyOverride")
@@ -675,7 +672,7 @@ class Scheduler:
         )
         event = {
             "EventType": CAMPAIGN_SEND,
-            "Timestamp": format_timestamp(now_ms / 1000),
+            "Timestamp": self._event_stamp(now_ms),
             "Attributes": {
                 **context,
                 "delivery_type": "PUSH",
@@ -686,17 +683,20 @@ class Scheduler:
         row = EventRow(
             endpoint_id, message_id, CAMPAIGN_SEND, now_ms, now_ms, None, orjson.dumps(event)
         )
-        return CampaignSend(endpoint_id, "SENT", treatment, now_ms, message, row)
+        return CampaignSend(
+            endpoint_id, "SENT", treatment, now_ms, message, row, ready.trigger, ready.session_id
+        )
 
-    def _custom(self, run: Run, endpoint: Endpoint, treatment: str, now_ms: int) -> CampaignSend:
+    def _custom(self, run: Run, ready: Ready) -> CampaignSend:
         """A send through the treatment's custom channel: its delivery is made with the
         others of its chunk when the chunk is committed (`_deliveries`)."""
         a = run.activity
+        endpoint, treatment, now_ms = ready.endpoint, ready.treatment, ready.at_ms
         endpoint_id: str = endpoint["Id"]
         event_id = str(uuid.uuid4())
         event = {
             "EventType": CAMPAIGN_SEND,
-            "Timestamp": format_timestamp(now_ms / 1000),
+            "Timestamp": self._event_stamp(now_ms),
             "Attributes": {
                 "campaign_id": a.campaign_id,
                 "campaign_activity_id": a.id,
@@ -710,8 +710,9 @@ class Scheduler:
             endpoint_id, event_id, CAMPAIGN_SEND, now_ms, now_ms, None, orjson.dumps(event)
         )
         return CampaignSend(
-            endpoint_id, "SENT", treatment, now_ms, None, row, custom=definition(endpoint)
-        )
+            endpoint_id, "SENT", treatment, now_ms, None, row, ready.trigger, ready.session_id,
+            definition(endpoint),
+        )  # fmt: skip
 
     def _deliveries(self, run: Run) -> Callable[[Sequence[CampaignSend]], list[NewDelivery]]:
         """What the storage runs, in the chunk's transaction, on the custom-channel sends
@@ -737,6 +738,13 @@ class Scheduler:
 
     def _stamp(self) -> str:
         return format_timestamp(self.clock())
+
+    def _event_stamp(self, now_ms: int) -> str:
+        """The `_campaign.send` event's Timestamp: the sends of a pass share their `now`,
+        so the last one formatted is kept."""
+        if now_ms != self._stamped[0]:
+            self._stamped = (now_ms, format_timestamp(now_ms / 1000))
+        return self._stamped[1]
 
 
 def _skip(ready: Ready, reason: str) -> CampaignSend:

@@ -55,6 +55,8 @@ def assign(
     >>> assign("campaign-1", "endpoint-6", holdout_percent=20, sizes=[40]) is HOLDOUT
     True
     """
+    if not holdout_percent and not any(sizes):
+        return DEFAULT_TREATMENT  # the whole scale is the default's: no hash needed
     at = position(campaign_id, endpoint_id)
     cut = holdout_percent * 100
     if at < cut:

@@ -157,12 +157,20 @@ class Triggers:
             status = results[row.endpoint_id]["EventsItemResponse"].get(row.event_id)
             if status is None or status.get("StatusCode") != 202:
                 continue
-            event = orjson.loads(row.body)
-            for campaign_id in index.match(event, from_admin=from_admin, at=now):
+            if index.plain(row.event_type, from_admin=from_admin):
+                # The filters test the type alone: the event's body is not parsed, and
+                # its session is the row's (ingest read it from the same Session.Id).
+                found = index.match_plain(row.event_type, now, from_admin=from_admin)
+                session_id = row.session_id or None
+            else:
+                event = orjson.loads(row.body)
+                found = index.match(event, from_admin=from_admin, at=now)
+                session_id = session_of(event)
+            for campaign_id in found:
                 try:
                     self._queue.put_nowait(
                         Match(app_id, campaign_id, row.endpoint_id, row.event_id, now,
-                              session_of(event))
+                              session_id)
                     )  # fmt: skip
                     queued += 1
                 except asyncio.QueueFull:

@@ -14,6 +14,7 @@ resumable after a kill -9 without sending any endpoint twice.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -370,21 +371,7 @@ def write_chunk(
     custom: list[CampaignSend] = []
     events: list[Any] = []
     sent = 0
-    for send in sends:
-        written = conn.execute(
-            "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
-            " treatment_id, at_ms, message_id, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (app_id, campaign_id, activity_id, endpoint_id) DO UPDATE SET"
-            " status = excluded.status, treatment_id = excluded.treatment_id,"
-            " at_ms = excluded.at_ms, message_id = excluded.message_id"
-            " WHERE campaign_sends.status = 'DEFERRED' RETURNING 1",
-            (activity.app_id, activity.campaign_id,
-             activity.id if send.trigger is None else f"{activity.id}:{send.trigger}",
-             send.endpoint_id, send.status, send.treatment_id, send.at_ms,
-             send.message.message_id if send.message else None, send.session_id),
-        ).fetchone()  # fmt: skip
-        if written is None or send.status == DEFERRED:
-            continue  # already final, or held back: counted when it is final
+    for send in _recorded(conn, activity, sends):
         metrics[send.status] = metrics.get(send.status, 0) + 1
         if send.status == SENT:
             sent += 1
@@ -402,6 +389,79 @@ def write_chunk(
         (orjson.dumps(metrics).decode(), sent, sent, cursor, lease_until_ms, *key),
     )
     return ChunkWritten(True, list(zip(messages, queued.seqs, strict=True))), events, custom
+
+
+_INSERT_SENDS = (
+    "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
+    " treatment_id, at_ms, message_id, session_id) VALUES "
+)
+# A record already final is kept: only a DEFERRED one is replaced, when it is sent or
+# skipped at last. The rows RETURNING names are those stored by this statement.
+_UPSERT_SENDS = (
+    " ON CONFLICT (app_id, campaign_id, activity_id, endpoint_id) DO UPDATE SET"
+    " status = excluded.status, treatment_id = excluded.treatment_id,"
+    " at_ms = excluded.at_ms, message_id = excluded.message_id"
+    " WHERE campaign_sends.status = 'DEFERRED'"
+)
+_ONE_SEND = _INSERT_SENDS + "(?, ?, ?, ?, ?, ?, ?, ?, ?)" + _UPSERT_SENDS + " RETURNING 1"
+_SENDS_PER_STATEMENT = 1024  # 9,216 variables, within SQLite's 32,766 since 3.32
+
+
+def send_activity_id(activity: ActivityRecord, send: CampaignSend) -> str:
+    """The activity a send is recorded under: an event-triggered one's, per event."""
+    return activity.id if send.trigger is None else f"{activity.id}:{send.trigger}"
+
+
+def _send_values(activity: ActivityRecord, send: CampaignSend, activity_id: str) -> tuple[Any, ...]:
+    return (
+        activity.app_id, activity.campaign_id, activity_id, send.endpoint_id, send.status,
+        send.treatment_id, send.at_ms, send.message.message_id if send.message else None,
+        send.session_id,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _many_sends(count: int) -> str:
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+    return f"{_INSERT_SENDS}{rows}{_UPSERT_SENDS} RETURNING activity_id, endpoint_id"
+
+
+def _recorded(
+    conn: sqlite3.Connection, activity: ActivityRecord, sends: Sequence[CampaignSend]
+) -> list[CampaignSend]:
+    """Record `sends` and return those to count, in order: the ones stored now (not a
+    record already final) that are final themselves (not DEFERRED).
+
+    The records go in a few multi-row statements rather than one statement per send:
+    each statement's RETURNING names the keys it stored. Two sends of one key in a chunk
+    (one event matched twice) go one statement each, in order, as the first is kept."""
+    keys = [(send_activity_id(activity, send), send.endpoint_id) for send in sends]
+    if len(set(keys)) < len(keys):
+        counted = []
+        for send, (activity_id, _) in zip(sends, keys, strict=True):
+            written = conn.execute(_ONE_SEND, _send_values(activity, send, activity_id))
+            if written.fetchone() is not None and send.status != DEFERRED:
+                counted.append(send)
+        return counted
+    stored: set[tuple[str, str]] = set()
+    start = 0
+    while start < len(sends):
+        # As events are inserted (sqlite._insert_events): up to 128 rows a statement fits
+        # the chunk exactly, above that it takes a power of two, so that few statements
+        # are prepared again and again.
+        count = min(len(sends) - start, _SENDS_PER_STATEMENT)
+        if count > 128:
+            count = 1 << (count.bit_length() - 1)
+        values: list[Any] = []
+        for i in range(start, start + count):
+            values.extend(_send_values(activity, sends[i], keys[i][0]))
+        cursor = conn.execute(_many_sends(count), values)
+        stored.update(cursor.fetchall())
+        start += count
+    return [
+        send for send, key in zip(sends, keys, strict=True)
+        if send.status != DEFERRED and key in stored
+    ]  # fmt: skip
 
 
 def finish(

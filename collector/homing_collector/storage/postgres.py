@@ -1961,22 +1961,7 @@ async def _write_chunk(
     fresh: list[CampaignSend] = []
     events: list[EventRow] = []
     sent = 0
-    for send in sends:
-        written = await conn.execute(
-            "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
-            " treatment_id, at_ms, message_id, session_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (app_id, campaign_id, activity_id, endpoint_id) DO UPDATE SET"
-            " status = excluded.status, treatment_id = excluded.treatment_id,"
-            " at_ms = excluded.at_ms, message_id = excluded.message_id"
-            " WHERE campaign_sends.status = 'DEFERRED' RETURNING 1",
-            (activity.app_id, activity.campaign_id,
-             activity.id if send.trigger is None else f"{activity.id}:{send.trigger}",
-             send.endpoint_id, send.status, send.treatment_id, send.at_ms,
-             send.message.message_id if send.message else None, send.session_id),
-        )  # fmt: skip
-        if await written.fetchone() is None or send.status == _DEFERRED:
-            continue  # already final, or held back: counted when it is final
+    for send in await _recorded_sends(conn, activity, sends):
         metrics[send.status] = metrics.get(send.status, 0) + 1
         if send.status == _SENT:
             sent += 1
@@ -2006,6 +1991,62 @@ async def _write_chunk(
         (orjson.dumps(metrics).decode(), sent, sent, cursor, lease_until_ms, *key),
     )
     return ChunkWritten(True, list(zip(messages, queued.seqs, strict=True)))
+
+
+_UPSERT_SENDS = (
+    " ON CONFLICT (app_id, campaign_id, activity_id, endpoint_id) DO UPDATE SET"
+    " status = excluded.status, treatment_id = excluded.treatment_id,"
+    " at_ms = excluded.at_ms, message_id = excluded.message_id"
+    " WHERE campaign_sends.status = 'DEFERRED'"
+)
+_ONE_SEND = (
+    "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
+    " treatment_id, at_ms, message_id, session_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)" + _UPSERT_SENDS + " RETURNING 1"
+)
+_MANY_SENDS = (
+    "INSERT INTO campaign_sends (app_id, campaign_id, activity_id, endpoint_id, status,"
+    " treatment_id, at_ms, message_id, session_id)"
+    " SELECT %s, %s, u.* FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::bigint[], %s::text[], %s::text[]) AS u"
+    + _UPSERT_SENDS
+    + " RETURNING activity_id, endpoint_id"
+)
+
+
+async def _recorded_sends(
+    conn: Connection, activity: ActivityRecord, sends: Sequence[CampaignSend]
+) -> list[CampaignSend]:
+    """Record `sends` and return those to count, in order (storage/campaigns.py's
+    `_recorded`): one statement for the chunk, whose RETURNING names the keys it stored;
+    one a send when a key comes twice in the chunk, which one statement may not update
+    twice (and the first is kept)."""
+    keys = [(campaigns_sql.send_activity_id(activity, send), send.endpoint_id) for send in sends]
+    if len(set(keys)) < len(keys):
+        counted = []
+        for send, (activity_id, _) in zip(sends, keys, strict=True):
+            written = await conn.execute(_ONE_SEND, (
+                activity.app_id, activity.campaign_id, activity_id, send.endpoint_id,
+                send.status, send.treatment_id, send.at_ms,
+                send.message.message_id if send.message else None, send.session_id,
+            ))  # fmt: skip
+            if await written.fetchone() is not None and send.status != _DEFERRED:
+                counted.append(send)
+        return counted
+    if not sends:
+        return []
+    written = await conn.execute(_MANY_SENDS, (
+        activity.app_id, activity.campaign_id,
+        [k[0] for k in keys], [k[1] for k in keys], [s.status for s in sends],
+        [s.treatment_id for s in sends], [s.at_ms for s in sends],
+        [s.message.message_id if s.message else None for s in sends],
+        [s.session_id for s in sends],
+    ))  # fmt: skip
+    stored = {(row[0], row[1]) for row in await written.fetchall()}
+    return [
+        send for send, key in zip(sends, keys, strict=True)
+        if send.status != _DEFERRED and key in stored
+    ]  # fmt: skip
 
 
 # -- hooks and the outbox (SQLite's side: storage/outbox.py) -------------------------------

@@ -185,10 +185,36 @@ def test_the_index_finds_what_a_scan_of_every_filter_finds(
             if (from_admin or f.filter_type == "ENDPOINT") and f.matches(event)
         ]
         assert sorted(index.match(event, from_admin=from_admin)) == sorted(scanned)
+        # An event whose candidates test its type alone is matched unparsed, the same.
+        if index.plain(event["EventType"], from_admin=from_admin):
+            at = T0 + timedelta(minutes=1)
+            unparsed = index.match_plain(event["EventType"], at, from_admin=from_admin)
+            assert unparsed == index.match(event, from_admin=from_admin, at=at)
         # The pre-filter of a batch lets go only events that no filter can match.
         types = index.event_types(from_admin=from_admin)
         if types is not None and event["EventType"] not in types:
             assert scanned == []
+
+
+def test_only_a_type_whose_filters_test_nothing_else_is_matched_unparsed() -> None:
+    purchase = compiled("p", endpoint_filter({"EventType": {"Values": ["Purchase"]}}))
+    view = compiled(
+        "v",
+        endpoint_filter({"EventType": {"Values": ["View"]},
+                         "Attributes": {"plan": {"Values": ["pro"]}}}),
+    )  # fmt: skip
+    index = FilterIndex([purchase, view])
+    assert index.plain("Purchase") and not index.plain("View")
+    assert index.match_plain("Purchase", T0) == ["p"]
+    # A filter of any type that tests more makes no type plain.
+    exclusive = compiled(
+        "x", endpoint_filter({"EventType": {"DimensionType": "EXCLUSIVE", "Values": ["View"]}})
+    )
+    assert not FilterIndex([purchase, exclusive]).plain("Purchase")
+    assert FilterIndex([purchase, compiled("a", endpoint_filter({}))]).plain("Purchase")
+    later = compiled("l", endpoint_filter({"EventType": {"Values": ["Purchase"]}}),
+                     start=T0 + timedelta(hours=1))  # fmt: skip
+    assert FilterIndex([purchase, later]).match_plain("Purchase", T0) == ["p"]
 
 
 def test_a_batch_is_pre_filtered_by_the_types_the_filters_name() -> None:

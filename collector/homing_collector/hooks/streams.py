@@ -78,8 +78,8 @@ def make_batch(app_id: str) -> Callable[[list[StreamRow], dict[str, bytes]], byt
         if not rows:
             return None
         parsed = {key: orjson.loads(body) for key, body in endpoints.items()}
-        lines = Records(app_id).stored_lines(rows, parsed, _skipped)
-        return ndjson_gzip_lines(b"".join(lines)).content if lines else None
+        lines = Records(app_id).stored_ndjson(rows, parsed, _skipped)
+        return ndjson_gzip_lines(lines).content if lines else None
 
     return build
 

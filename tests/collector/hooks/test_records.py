@@ -414,13 +414,13 @@ def test_any_damage_to_a_record_is_refused_by_name_never_crashes(
         assert back.endpoint_id and back.event_id
 
 
-# -- stored_lines: the lines of stored rows -----------------------------------------------
+# -- stored_ndjson: the lines of stored rows -----------------------------------------------
 
 
 def _lines_by_line(
     rows: list[tuple[int, str, str, int, bytes | str]], endpoints: dict[str, Any]
 ) -> tuple[list[bytes], list[str]]:
-    """What stored_lines must give: `line` of each row's body read whole, and the event
+    """What stored_ndjson must give: `line` of each row's body read whole, and the event
     ids of the rows `line` cannot make."""
     records = Records(APP)
     lines, failed = [], []
@@ -435,11 +435,13 @@ def _lines_by_line(
     return lines, failed
 
 
-def _stored_lines(
+def _stored_ndjson(
     rows: list[tuple[int, str, str, int, bytes | str]], endpoints: dict[str, Any]
 ) -> tuple[list[bytes], list[str]]:
     failed: list[str] = []
-    return Records(APP).stored_lines(rows, endpoints, failed.append), failed
+    ndjson = Records(APP).stored_ndjson(rows, endpoints, failed.append)
+    assert ndjson.endswith(b"\n") or not ndjson
+    return [line + b"\n" for line in ndjson.split(b"\n")[:-1]], failed
 
 
 # Values that JSON spells in more than one way, or that Python takes as false.
@@ -502,7 +504,7 @@ def stored_events(draw: st.DrawFn) -> dict[str, Any]:
     endpoints=st.tuples(ENDPOINTS, ENDPOINTS, ENDPOINTS),
     arrival=st.integers(0, 2**42),
 )
-def test_stored_lines_are_the_lines_of_the_stored_events(
+def test_stored_ndjson_is_the_lines_of_the_stored_events(
     batch: list[tuple[str, dict[str, Any], str]],
     endpoints: tuple[dict[str, Any] | None, ...],
     arrival: int,
@@ -512,10 +514,10 @@ def test_stored_lines_are_the_lines_of_the_stored_events(
         (n, endpoint_id, event_id, arrival + n, orjson.dumps(event))
         for n, (endpoint_id, event, event_id) in enumerate(batch)
     ]
-    assert _stored_lines(rows, by_id) == _lines_by_line(rows, by_id)
+    assert _stored_ndjson(rows, by_id) == _lines_by_line(rows, by_id)
 
 
-def test_stored_lines_match_line_byte_for_byte_on_a_batch_of_odd_events() -> None:
+def test_stored_ndjson_matches_line_byte_for_byte_on_a_batch_of_odd_events() -> None:
     campaign = {**SESSION_STOP, "EventType": "_campaign.send", "Attributes": {"campaign_id": "c"}}
     odd = {
         "EventType": 'a "quoted"\n\\ type \u2028 é',
@@ -535,7 +537,7 @@ def test_stored_lines_match_line_byte_for_byte_on_a_batch_of_odd_events() -> Non
         (6, "c-1", "ev-6", 12, orjson.dumps(SESSION_STOP)),
     ]
     endpoints = {"c-1": ENDPOINT, "c-2": {"ChannelType": "GCM"}, "c-3": None}
-    lines, failed = _stored_lines(rows, endpoints)
+    lines, failed = _stored_ndjson(rows, endpoints)
     assert (lines, failed) == _lines_by_line(rows, endpoints)
     assert not failed
     assert [orjson.loads(line)["event_id"] for line in lines] == [f"ev-{n}" for n in range(1, 7)]
@@ -547,7 +549,7 @@ def test_stored_lines_match_line_byte_for_byte_on_a_batch_of_odd_events() -> Non
     assert orjson.loads(lines[3])["metrics"] == {} and orjson.loads(lines[3])["session"] == {}
 
 
-def test_stored_lines_skip_the_rows_line_cannot_make_and_name_them() -> None:
+def test_stored_ndjson_skips_the_rows_line_cannot_make_and_name_them() -> None:
     rows = [
         (1, "c-1", "ev-1", 7, orjson.dumps(SESSION_STOP)),
         (2, "c-1", "ev-2", 7, b"{not json"),
@@ -557,10 +559,21 @@ def test_stored_lines_skip_the_rows_line_cannot_make_and_name_them() -> None:
         (6, "c-1", "ev-6", 7, orjson.dumps([SESSION_STOP])),
         (7, "c-1", "ev-7", 7, orjson.dumps(SESSION_STOP)),
     ]
-    lines, failed = _stored_lines(rows, {"c-1": ENDPOINT})
+    lines, failed = _stored_ndjson(rows, {"c-1": ENDPOINT})
     assert (lines, failed) == _lines_by_line(rows, {"c-1": ENDPOINT})
     assert failed == ["ev-2", "ev-3", "ev-4", "ev-5", "ev-6"]
     assert len(lines) == 2
+
+
+def test_a_line_that_cannot_be_written_is_left_out_and_named() -> None:
+    # An id no JSON writer takes (a lone surrogate): its line alone is left out.
+    rows = [
+        (1, "c-1", "ev-1", 7, orjson.dumps(SESSION_STOP)),
+        (2, "c-1", "ev-\ud800", 7, orjson.dumps(SESSION_STOP)),
+        (3, "c-1", "ev-3", 7, orjson.dumps(SESSION_STOP)),
+    ]
+    assert _stored_ndjson(rows, {"c-1": ENDPOINT}) == _lines_by_line(rows, {"c-1": ENDPOINT})
+    assert _stored_ndjson(rows, {"c-1": ENDPOINT})[1] == ["ev-\ud800"]
 
 
 def test_a_body_in_another_spelling_of_json_makes_the_same_record() -> None:
@@ -574,7 +587,7 @@ def test_a_body_in_another_spelling_of_json_makes_the_same_record() -> None:
         (2, "c-1", "ev-2", 7, inline),
         (3, "c-1", "ev-3", 7, text),
     ]
-    lines, failed = _stored_lines(rows, {"c-1": ENDPOINT})
+    lines, failed = _stored_ndjson(rows, {"c-1": ENDPOINT})
     expected, _ = _lines_by_line(rows, {"c-1": ENDPOINT})
     assert not failed and lines[0] == expected[0] and lines[2] == expected[2]
     assert [line.count(b"\n") for line in lines] == [1, 1, 1]

@@ -220,8 +220,12 @@ class Records:
                 if type(body) is not bytes or body.find(10) >= 0:  # a newline: not orjson's
                     raise _NotOurs
                 try:
+                    # msgspec passes over what it does not decode without reading its
+                    # UTF-8, which orjson.loads checks: `line` says what is not UTF-8.
+                    if not body.isascii():
+                        body.decode()
                     event = decode(body)
-                except msgspec.DecodeError:
+                except (UnicodeDecodeError, msgspec.DecodeError):
                     raise _NotOurs from None
                 event_type = event.EventType
                 if type(event_type) is not str or type(event_id) is not str:

@@ -558,11 +558,17 @@ def test_stored_ndjson_skips_the_rows_line_cannot_make_and_name_them() -> None:
         (5, "c-1", "ev-5", 7, orjson.dumps({**SESSION_STOP, "Session": {"Id": "s"}})),
         (6, "c-1", "ev-6", 7, orjson.dumps([SESSION_STOP])),
         (7, "c-1", "ev-7", 7, orjson.dumps(SESSION_STOP)),
+        # Not UTF-8, where a record takes it whole, and where it takes nothing.
+        (8, "c-1", "ev-8", 7, orjson.dumps({**SESSION_STOP, "Attributes": {"k": "\x00"}})),
+        (9, "c-1", "ev-9", 7, orjson.dumps(SESSION_STOP).replace(b'"_session', b'"\xff_session')),
+        (10, "c-1", "ev-10", 7, orjson.dumps(SESSION_STOP)[:-1] + b',"Other":"\xed\xa0\x80"}'),
+        (11, "c-1", "ev-11", 7, orjson.dumps({**SESSION_STOP, "Attributes": {"k": "é"}})),
     ]
+    rows[7] = (*rows[7][:4], rows[7][4].replace(b"\\u0000", b"\xc3\x28"))
     lines, failed = _stored_ndjson(rows, {"c-1": ENDPOINT})
     assert (lines, failed) == _lines_by_line(rows, {"c-1": ENDPOINT})
-    assert failed == ["ev-2", "ev-3", "ev-4", "ev-5", "ev-6"]
-    assert len(lines) == 2
+    assert failed == ["ev-2", "ev-3", "ev-4", "ev-5", "ev-6", "ev-8", "ev-9", "ev-10"]
+    assert len(lines) == 3
 
 
 def test_a_line_that_cannot_be_written_is_left_out_and_named() -> None:

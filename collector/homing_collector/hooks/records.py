@@ -374,7 +374,7 @@ def _batch_ms(minutes: dict[str, Any], timestamp: Any) -> int:
 
 
 class _NotOurs(Exception):
-    """A body that stored_lines does not read: `line` makes its record."""
+    """A body that stored_ndjson does not read: `line` makes its record."""
 
 
 def _values(text: msgspec.Raw) -> msgspec.Raw:

@@ -1,6 +1,6 @@
 """The event-stream pump, and the webhook deliveries, in a process of their own.
 
-Making records is Python work, about 6 microseconds an event (bench/stream_records.py),
+Making records is Python work, about 4 microseconds an event (bench/stream_records.py),
 and the stream's process takes about 15 an event in all (bench/collector_cpu.py). In
 the collector's process it would take the GIL from the event loop that answers
 PutEvents, which then waits for it at every socket call; here it takes a core of its

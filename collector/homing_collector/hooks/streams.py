@@ -78,24 +78,15 @@ def make_batch(app_id: str) -> Callable[[list[StreamRow], dict[str, bytes]], byt
         if not rows:
             return None
         parsed = {key: orjson.loads(body) for key, body in endpoints.items()}
-        line = Records(app_id).line
-        lines = []
-        for row in rows:
-            try:
-                lines.append(
-                    line(
-                        row.endpoint_id,
-                        row.event_id,
-                        orjson.loads(row.body),
-                        parsed.get(row.endpoint_id),
-                        row.arrival_ms,
-                    )
-                )
-            except Exception:  # a row stored by an older version, say: skipped, not stuck
-                logger.exception("event stream: event %s cannot be made a record", row.event_id)
-        return ndjson_gzip_lines(b"".join(lines)).content if lines else None
+        lines = Records(app_id).stored_ndjson(rows, parsed, _skipped)
+        return ndjson_gzip_lines(lines).content if lines else None
 
     return build
+
+
+def _skipped(event_id: str) -> None:
+    # A row stored by an older version, say: skipped, not stuck.
+    logger.exception("event stream: event %s cannot be made a record", event_id)
 
 
 class StreamPump:

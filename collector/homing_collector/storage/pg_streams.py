@@ -41,6 +41,8 @@ NEXT_POSITION = (
     f" AND e.pos <= x.base + {MAX_RANK} GROUP BY x.base)"
 )
 
+_new_row = tuple.__new__
+
 
 async def _value(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Any:
     cursor = await conn.execute(sql, params)
@@ -81,7 +83,8 @@ async def stream_rows(
         (after, SCAN_WINDOW, app_id, limit),
     )
     found = await cursor.fetchall()
-    rows = [StreamRow(*row[1:]) for row in found if row[1] is not None]
+    # tuple.__new__ makes each StreamRow in C (storage/outbox.py's stream_rows).
+    rows = [_new_row(StreamRow, row[1:]) for row in found if row[1] is not None]
     if len(rows) == limit:
         return rows, rows[-1].rowid
     end = found[0][0] if found and found[0][0] is not None else after

@@ -412,3 +412,189 @@ def test_any_damage_to_a_record_is_refused_by_name_never_crashes(
         assert exc.field
     else:
         assert back.endpoint_id and back.event_id
+
+
+# -- stored_ndjson: the lines of stored rows -----------------------------------------------
+
+
+def _lines_by_line(
+    rows: list[tuple[int, str, str, int, bytes | str]], endpoints: dict[str, Any]
+) -> tuple[list[bytes], list[str]]:
+    """What stored_ndjson must give: `line` of each row's body read whole, and the event
+    ids of the rows `line` cannot make."""
+    records = Records(APP)
+    lines, failed = [], []
+    for _, endpoint_id, event_id, arrival, body in rows:
+        try:
+            event = orjson.loads(body)
+            lines.append(
+                records.line(endpoint_id, event_id, event, endpoints[endpoint_id], arrival)
+            )
+        except Exception:
+            failed.append(event_id)
+    return lines, failed
+
+
+def _stored_ndjson(
+    rows: list[tuple[int, str, str, int, bytes | str]], endpoints: dict[str, Any]
+) -> tuple[list[bytes], list[str]]:
+    failed: list[str] = []
+    ndjson = Records(APP).stored_ndjson(rows, endpoints, failed.append)
+    assert ndjson.endswith(b"\n") or not ndjson
+    return [line + b"\n" for line in ndjson.split(b"\n")[:-1]], failed
+
+
+# Values that JSON spells in more than one way, or that Python takes as false.
+ODD = st.sampled_from(
+    [None, False, True, 0, 0.0, -0.0, "", [], {}, "0", [0], {"": None}, 2**63 - 1, -(2**63),
+     2**64 - 1, 1e16, 1.5e-7, 123456789.123, "\u2028\u2029", '"\\/\n\t\x00\x1f\x7f', "é😀",
+     {"k": "\u00e9\ud7ff\ue000"}, {"m": 1e308}]
+)  # fmt: skip
+# JSON that orjson writes: its integers fit in 64 bits.
+STORED_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)  # fmt: skip
+TIMESTAMPS = st.sampled_from(
+    [
+        "2017-02-24T22:03:22.507Z",
+        "1970-01-01T00:00:00.000Z",
+        "2017-02-24T22:03:59.999Z",
+        "2017-02-24T22:03:22Z",
+        "2017-02-24T22:03:22.5Z",
+        "2017-02-24T22:03:22.507123Z",
+        "2017-02-24T22:03:22.507+01:00",
+        "2017-02-24 22:03:22.507Z",
+        "2017-02-24T22:03:60.000Z",
+        "2017-02-24T22:03:2a.507Z",
+        "2017-02-24T22:03:22.507z",
+        "2017-02-24T22:03:22.507",
+        "2017-02-24T22:03:",
+        "2017-13-24T22:03:22.507Z",
+        "not a time",
+        "",
+    ]
+)
+
+
+@st.composite
+def stored_events(draw: st.DrawFn) -> dict[str, Any]:
+    """events(), some with other timestamps, odd values or fields left out."""
+    event = draw(events())
+    if draw(st.booleans()):
+        event["Timestamp"] = draw(TIMESTAMPS)
+    for name in ("Attributes", "Metrics", "Session", "AppVersionCode", "SdkName", "EventType"):
+        if draw(st.integers(0, 5)) == 0:
+            event[name] = draw(ODD | STORED_JSON)
+        elif draw(st.integers(0, 9)) == 0:
+            event.pop(name, None)
+    if draw(st.booleans()):
+        event["EventType"] = "_campaign." + str(event.get("EventType"))
+    return event
+
+
+@given(
+    batch=st.lists(
+        st.tuples(st.sampled_from(["c-1", "c-2", "c-3"]), stored_events(), IDS), max_size=8
+    ),
+    endpoints=st.tuples(ENDPOINTS, ENDPOINTS, ENDPOINTS),
+    arrival=st.integers(0, 2**42),
+)
+def test_stored_ndjson_is_the_lines_of_the_stored_events(
+    batch: list[tuple[str, dict[str, Any], str]],
+    endpoints: tuple[dict[str, Any] | None, ...],
+    arrival: int,
+) -> None:
+    by_id = dict(zip(["c-1", "c-2", "c-3"], endpoints, strict=True))
+    rows = [
+        (n, endpoint_id, event_id, arrival + n, orjson.dumps(event))
+        for n, (endpoint_id, event, event_id) in enumerate(batch)
+    ]
+    assert _stored_ndjson(rows, by_id) == _lines_by_line(rows, by_id)
+
+
+def test_stored_ndjson_matches_line_byte_for_byte_on_a_batch_of_odd_events() -> None:
+    campaign = {**SESSION_STOP, "EventType": "_campaign.send", "Attributes": {"campaign_id": "c"}}
+    odd = {
+        "EventType": 'a "quoted"\n\\ type \u2028 é',
+        "Timestamp": "2017-02-24T22:03:22.507+02:00",
+        "Attributes": {"ünïcode": "😀\x00\x1f", "empty": ""},
+        "Metrics": {"big": 2**64 - 1, "small": -(2**63), "float": 1e16, "tiny": 5e-324},
+        "Session": {"Id": "s", "StartTimestamp": "2017-02-24T21:53:22Z"},
+    }
+    empty = {"EventType": "e", "Timestamp": "2017-02-24T22:03:22.507Z", "Attributes": {},
+             "Metrics": None, "Session": {}, "AppTitle": None}  # fmt: skip
+    rows = [
+        (1, "c-1", "ev-1", 7, orjson.dumps(SESSION_STOP)),
+        (2, "c-1", "ev-2", 8, orjson.dumps(campaign)),
+        (3, "c-2", "ev-3", 9, orjson.dumps(odd)),
+        (4, "c-2", "ev-4", 10, orjson.dumps(empty)),
+        (5, "c-3", "ev-5", 11, orjson.dumps(campaign)),
+        (6, "c-1", "ev-6", 12, orjson.dumps(SESSION_STOP)),
+    ]
+    endpoints = {"c-1": ENDPOINT, "c-2": {"ChannelType": "GCM"}, "c-3": None}
+    lines, failed = _stored_ndjson(rows, endpoints)
+    assert (lines, failed) == _lines_by_line(rows, endpoints)
+    assert not failed
+    assert [orjson.loads(line)["event_id"] for line in lines] == [f"ev-{n}" for n in range(1, 7)]
+    record = orjson.loads(lines[0])
+    assert record == to_record(APP, "c-1", "ev-1", SESSION_STOP, ENDPOINT, 7)
+    assert orjson.loads(lines[1])["client_context"] == {
+        "custom": {"endpoint": orjson.dumps(ENDPOINT).decode()}
+    }
+    assert orjson.loads(lines[3])["metrics"] == {} and orjson.loads(lines[3])["session"] == {}
+
+
+def test_stored_ndjson_skips_the_rows_line_cannot_make_and_name_them() -> None:
+    rows = [
+        (1, "c-1", "ev-1", 7, orjson.dumps(SESSION_STOP)),
+        (2, "c-1", "ev-2", 7, b"{not json"),
+        (3, "c-1", "ev-3", 7, orjson.dumps({"Timestamp": SESSION_STOP["Timestamp"]})),
+        (4, "c-1", "ev-4", 7, orjson.dumps({**SESSION_STOP, "Timestamp": "yesterday"})),
+        (5, "c-1", "ev-5", 7, orjson.dumps({**SESSION_STOP, "Session": {"Id": "s"}})),
+        (6, "c-1", "ev-6", 7, orjson.dumps([SESSION_STOP])),
+        (7, "c-1", "ev-7", 7, orjson.dumps(SESSION_STOP)),
+        # Not UTF-8, where a record takes it whole, and where it takes nothing.
+        (8, "c-1", "ev-8", 7, orjson.dumps({**SESSION_STOP, "Attributes": {"k": "\x00"}})),
+        (9, "c-1", "ev-9", 7, orjson.dumps(SESSION_STOP).replace(b'"_session', b'"\xff_session')),
+        (10, "c-1", "ev-10", 7, orjson.dumps(SESSION_STOP)[:-1] + b',"Other":"\xed\xa0\x80"}'),
+        (11, "c-1", "ev-11", 7, orjson.dumps({**SESSION_STOP, "Attributes": {"k": "é"}})),
+    ]
+    rows[7] = (*rows[7][:4], rows[7][4].replace(b"\\u0000", b"\xc3\x28"))
+    lines, failed = _stored_ndjson(rows, {"c-1": ENDPOINT})
+    assert (lines, failed) == _lines_by_line(rows, {"c-1": ENDPOINT})
+    assert failed == ["ev-2", "ev-3", "ev-4", "ev-5", "ev-6", "ev-8", "ev-9", "ev-10"]
+    assert len(lines) == 3
+
+
+def test_a_line_that_cannot_be_written_is_left_out_and_named() -> None:
+    # An id no JSON writer takes (a lone surrogate): its line alone is left out.
+    rows = [
+        (1, "c-1", "ev-1", 7, orjson.dumps(SESSION_STOP)),
+        (2, "c-1", "ev-\ud800", 7, orjson.dumps(SESSION_STOP)),
+        (3, "c-1", "ev-3", 7, orjson.dumps(SESSION_STOP)),
+    ]
+    assert _stored_ndjson(rows, {"c-1": ENDPOINT}) == _lines_by_line(rows, {"c-1": ENDPOINT})
+    assert _stored_ndjson(rows, {"c-1": ENDPOINT})[1] == ["ev-\ud800"]
+
+
+def test_a_body_in_another_spelling_of_json_makes_the_same_record() -> None:
+    # orjson writes no whitespace; a body with some, from another writer, is still read:
+    # with a newline, by `line` (the same bytes); without, to the same JSON.
+    spaced = orjson.dumps(SESSION_STOP, option=orjson.OPT_INDENT_2)
+    inline = spaced.replace(b"\n", b" ")
+    text = orjson.dumps(SESSION_STOP).decode()  # as a TEXT column would give it
+    rows = [
+        (1, "c-1", "ev-1", 7, spaced),
+        (2, "c-1", "ev-2", 7, inline),
+        (3, "c-1", "ev-3", 7, text),
+    ]
+    lines, failed = _stored_ndjson(rows, {"c-1": ENDPOINT})
+    expected, _ = _lines_by_line(rows, {"c-1": ENDPOINT})
+    assert not failed and lines[0] == expected[0] and lines[2] == expected[2]
+    assert [line.count(b"\n") for line in lines] == [1, 1, 1]
+    assert [orjson.loads(line) for line in lines] == [orjson.loads(line) for line in expected]

@@ -18,7 +18,6 @@ that a query that read the list just before still has its files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from homing_collector.lifetime import stop
-from homing_collector.sealer import FIRST_STEP, GRACE, INTERVAL, MOST_FILES
+from homing_collector.sealer import FIRST_STEP, GRACE, INTERVAL, MOST_FILES, delete_unnamed
 from homing_collector.storage import columnar, pg_columnar
 
 if TYPE_CHECKING:
@@ -133,14 +132,5 @@ class PgSealer:
         copy = pg_columnar.Copy(root)
         names = await asyncio.to_thread(copy.registered)
         found = await asyncio.to_thread(columnar.unregistered, root, names)
-        seen, deleted = {}, 0
-        for path in found:
-            first = self._seen.get(path, now)
-            if now - first >= GRACE:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    deleted += 1
-            else:
-                seen[path] = first
-        self._seen = seen
+        self._seen, deleted = delete_unnamed(found, self._seen, now)
         return deleted

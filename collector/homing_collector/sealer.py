@@ -124,14 +124,22 @@ class Sealer:
         self._swept = now = self.clock()
         names = await self.storage.analytics_read(columnar.registered)
         found = await asyncio.to_thread(columnar.unregistered, root, names)
-        seen, deleted = {}, 0
-        for path in found:
-            first = self._seen.get(path, now)
-            if now - first >= GRACE:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    deleted += 1
-            else:
-                seen[path] = first
-        self._seen = seen
+        self._seen, deleted = delete_unnamed(found, self._seen, now)
         return deleted
+
+
+def delete_unnamed(
+    found: list[Path], seen: dict[Path, float], now: float
+) -> tuple[dict[Path, float], int]:
+    """Delete the files of `found` (named by no sealed day) first seen GRACE seconds or
+    more before `now`; return when each other one was first seen, and how many went."""
+    kept, deleted = {}, 0
+    for path in found:
+        first = seen.get(path, now)
+        if now - first >= GRACE:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                deleted += 1
+        else:
+            kept[path] = first
+    return kept, deleted

@@ -25,6 +25,7 @@ from homing_collector.storage.base import (
     NewDelivery,
     StreamRow,
 )
+from homing_collector.storage.columnar import snapshot
 from homing_collector.storage.values import join_values
 
 # The events a stream's pass looks through at most for one application, so that a pass
@@ -398,7 +399,18 @@ def stream_rows(
     """Up to `limit` of the application's events stored after rowid `after`, in the order
     they were stored, looking through at most SCAN_WINDOW events of all applications; and
     the rowid the stream may move to: the last one returned, or the end of the window if
-    it held none of the application's (then the window's end, or the table's)."""
+    it held none of the application's (then the window's end, or the table's).
+
+    Both reads are one snapshot: the table's end, read after the rows outside it, could
+    take in events that another writer committed in between, and a cursor moved there
+    would skip them."""
+    with snapshot(conn):
+        return _stream_rows(conn, app_id, after, limit)
+
+
+def _stream_rows(
+    conn: sqlite3.Connection, app_id: str, after: int, limit: int
+) -> tuple[list[StreamRow], int]:
     rows = conn.execute(
         "SELECT rowid, endpoint_id, event_id, arrival, body FROM events"
         f" WHERE rowid > ? AND rowid <= ? AND {_NOT_BY_APP} = ? ORDER BY rowid LIMIT ?",

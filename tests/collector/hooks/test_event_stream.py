@@ -424,3 +424,44 @@ def test_a_stream_reads_the_events_after_its_cursor_by_rowid(tmp_path: Path) -> 
     for sql in reads:
         plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert "USING INTEGER PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, (sql, plan)
+
+
+def test_a_pass_does_not_move_past_events_committed_while_it_reads(tmp_path: Path) -> None:
+    """A pass that found fewer events than it may take moves the cursor to the end of what
+    it looked through: that end must be read in the same snapshot as the events, or those
+    committed in between (by another worker's writer) are skipped, never streamed."""
+    path = tmp_path / "race.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")  # as the collector's: readers and a writer at once
+    migrate(conn)
+    conn.execute(
+        "INSERT INTO apps (id, name, created_at, tags) VALUES (?, 'race', '2026-12-01', '{}')",
+        (APP_ID,),
+    )
+
+    def store(db: sqlite3.Connection, ids: range) -> None:
+        db.executemany(
+            "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival, body,"
+            " hour) VALUES (?, 'device-1', ?, 'play', 0, 0, '{}', 0)",
+            [(APP_ID, f"e{i}") for i in ids],
+        )
+
+    store(conn, range(3))
+    other = sqlite3.connect(path, isolation_level=None)
+    commits = [range(3, 5)]
+
+    def commit_between(sql: str) -> None:
+        # Once the events were read, another writer commits two more.
+        if "max(rowid)" in sql and commits:
+            store(other, commits.pop())
+
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.set_trace_callback(commit_between)
+    rows, to = outbox_sql.stream_rows(reader, APP_ID, 0, 100)
+    assert not commits
+    assert other.execute("SELECT count(*) FROM events").fetchone() == (5,)  # it committed
+    assert [row.event_id for row in rows] == ["e0", "e1", "e2"]
+    assert to == 3  # not 5: e3 and e4 are for the next pass
+    assert not reader.in_transaction
+    rows, to = outbox_sql.stream_rows(reader, APP_ID, to, 100)
+    assert [row.event_id for row in rows] == ["e3", "e4"]

@@ -121,6 +121,9 @@ class Uploader:
         self._endpoint_due = False
         self._batch_due = False  # a full batch waits: upload without waiting for the interval
         self._endpoint_sending = threading.Lock()
+        # Batches of events on their way in this process's threads, and their settling.
+        self._batches_out = 0
+        self._batch_settled = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -190,7 +193,7 @@ class Uploader:
             return None
         self._next_flush = now + self.flush_interval
         # Counting the queue is a table scan: the background path leaves it out (-1).
-        result = self.drain(None, count=False)
+        result = self.drain(None, count=False, wait_for_others=False)
         if result.error == _POLICY_SAYS_NO:
             # Not a failure to back off from, but an ended backoff must not make the
             # thread ask again at once: the next try is at the next interval.
@@ -217,8 +220,13 @@ class Uploader:
 
     # -- uploading ----------------------------------------------------------------------
 
-    def drain(self, deadline: float | None, *, count: bool = True) -> FlushResult:
+    def drain(
+        self, deadline: float | None, *, count: bool = True, wait_for_others: bool = True
+    ) -> FlushResult:
         # Send batches until the queue is empty, a request fails, or `deadline` passes.
+        # Events another thread is sending (the background upload, say) are waited for,
+        # if `wait_for_others`: they may come back to be sent, and `remaining` would
+        # count them.
         sent = rejected = 0
         error: str | None = None
         while True:
@@ -234,13 +242,25 @@ class Uploader:
             if failed is not None:
                 error = failed
                 break
-            rows = self.store.claim(self.batch_events, limits.MAX_BATCH_BYTES - _ENVELOPE_BYTES)
+            with self._batch_settled:
+                rows = self.store.claim(self.batch_events, limits.MAX_BATCH_BYTES - _ENVELOPE_BYTES)
+                if rows:
+                    self._batches_out += 1
+                elif wait_for_others and self._batches_out:
+                    wait = None if deadline is None else deadline - time.monotonic()
+                    self._batch_settled.wait(wait)
+                    continue
             if not rows:
                 # Nothing left to retry (e.g. the retried batch was dropped with a 400):
                 # the backoff is over, and the next upload is at the next interval.
                 self.failures = 0
                 break
-            outcome = self._send(rows, deadline)
+            try:
+                outcome = self._send(rows, deadline)
+            finally:
+                with self._batch_settled:
+                    self._batches_out -= 1
+                    self._batch_settled.notify_all()
             sent += outcome.sent
             rejected += outcome.rejected
             if outcome.error is not None and not outcome.retry_now:

@@ -431,3 +431,33 @@ def test_a_wall_clock_stepped_back_does_not_hold_uploads(
         assert store.count() == 0, "the upload waited for the wall clock to catch up"
     finally:
         uploader.close(1)
+
+
+def test_flush_waits_for_the_batch_the_thread_is_sending(
+    make_uploader: Callable[..., Uploader], store: Store, fake: FakeCollector
+) -> None:
+    # The background upload holds the first 100 events in a request when flush() starts:
+    # flush sends the other 50, then waits for that request, and reports what is left
+    # once it is answered, not the events in flight as if nothing were sending them.
+    fill(store, 150)
+    uploader = make_uploader()
+    in_request, answer = threading.Event(), threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        events = decode(request)["BatchItem"][ENDPOINT]["Events"]
+        if len(events) == 100:  # the thread's
+            in_request.set()
+            assert answer.wait(10)
+        else:  # flush's own 50: the thread's request is answered a little later
+            threading.Timer(0.2, answer.set).start()
+        return accept_all(request)
+
+    fake.handler = handler
+    thread = threading.Thread(target=uploader.tick, kwargs={"woken": True})
+    thread.start()
+    assert in_request.wait(10)
+    result = uploader.drain(time.monotonic() + 10)
+    thread.join(10)
+    assert (result.sent, result.rejected, result.remaining, result.error) == (50, 0, 0, None)
+    assert store.count() == 0
+    assert len(fake.events()) == 150

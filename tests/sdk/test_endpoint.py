@@ -256,7 +256,9 @@ def test_an_update_after_close_is_dropped_and_counted(make_analytics: Make) -> N
 
 
 _names = st.sampled_from(["a", "b", "c", "plan"])
-_values = st.one_of(st.none(), st.text(max_size=5), st.lists(st.text(max_size=5), max_size=3))
+# Text the SDK takes: a NUL is refused at the call site (InvalidEndpointError).
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=5)
+_values = st.one_of(st.none(), _text, st.lists(_text, max_size=3))
 _updates = st.lists(
     st.fixed_dictionaries(
         {},
@@ -266,7 +268,7 @@ _updates = st.lists(
             "user_attributes": st.dictionaries(_names, _values, max_size=3),
             "user_id": st.sampled_from(["u1", "u2"]),
             "opt_out": st.booleans(),
-            "location": st.fixed_dictionaries({}, optional={"City": st.text(max_size=5)}),
+            "location": st.fixed_dictionaries({}, optional={"City": _text}),
         },
     ),
     max_size=6,

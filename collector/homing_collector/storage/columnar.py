@@ -725,16 +725,22 @@ def _walk_levels(duck: duckdb.DuckDBPyConnection, n: int, window_ms: int) -> lis
             f" WHERE m = {1 << step}"
         )
 
-    carriers = f"SELECT k, k AS v FROM ({keys(0)})"
-    for k in range(1, n):
-        duck.execute(
-            f"CREATE OR REPLACE TEMP TABLE l{k} AS SELECT e.k, c.v FROM ({keys(k)}) e"
-            f" ASOF JOIN ({carriers}) c ON c.k <= e.k WHERE e.k - c.v <= {window_ms}"
+    def level(k: int, carriers: str) -> str:
+        return (
+            f"SELECT e.k, c.v FROM ({keys(k)}) e ASOF JOIN ({carriers}) c ON c.k <= e.k"
+            f" WHERE e.k - c.v <= {window_ms}"
         )
+
+    carriers = f"SELECT k, k AS v FROM ({keys(0)})"
+    for k in range(1, n - 1):
+        duck.execute(f"CREATE OR REPLACE TEMP TABLE l{k} AS {level(k, carriers)}")
         carriers = f"SELECT k, v FROM l{k}"
+    # The last level is counted as it is made, in the statement that counts the others
+    # (which DuckDB may count while it makes it).
     counted = ", ".join(
         ["(SELECT count(DISTINCT subj) FROM r WHERE m = 1)"]
-        + [f"(SELECT count(DISTINCT k >> {bits}) FROM l{k})" for k in range(1, n)]
+        + [f"(SELECT count(DISTINCT k >> {bits}) FROM l{k})" for k in range(1, n - 1)]
+        + [f"(SELECT count(DISTINCT k >> {bits}) FROM ({level(n - 1, carriers)}))"]
     )
     reached = [int(c) for c in duck.execute(f"SELECT {counted}").fetchall()[0]] + [0]
     return [(k + 1, reached[k] - reached[k + 1]) for k in range(n) if reached[k] > reached[k + 1]]

@@ -627,6 +627,10 @@ def test_funnels_of_events_at_the_same_moments_walk_as_the_events_table_does(
         # No event matches two steps: the walk by levels.
         [Step("a"), Step("b"), Step("c")],
         [Step("c"), Step("a", (("x", "1"),)), Step("b"), Step("a", (("x", "2"),))],
+        # Apart, with attributes: an event of a step's type without its attributes
+        # matches no step; an attribute no file has a column for matches nothing.
+        [Step("b"), Step("a", (("x", "1"),)), Step("c", (("X", "2"),))],
+        [Step("a"), Step("b", (("none", "1"),)), Step("c")],
     ]
 
     def answers(copy: Path | None) -> list[Any]:

@@ -24,6 +24,7 @@ from homing_collector.analytics import queries
 from homing_collector.analytics.params import EventFilters, MetricFilter, Range, Step
 from homing_collector.sealer import Sealer
 from homing_collector.storage import columnar
+from homing_collector.storage.analytics_sqlite import pending as rollups_pending
 from homing_collector.storage.base import AppRecord, StorageError
 from homing_collector.storage.columnar_process import ColumnarProcess
 from homing_collector.storage.sqlite import SQLiteStorage
@@ -89,6 +90,14 @@ class World:
 
     def answers(self, copy: Path | None) -> list[Any]:
         out: list[Any] = []
+        # The rollups' entries folded in, as a read through the storage has them.
+        fold = sqlite3.connect(self.db, isolation_level=None)
+        try:
+            fold.execute("BEGIN IMMEDIATE")
+            rollups_pending.settle(fold)
+            fold.execute("COMMIT")
+        finally:
+            fold.close()
 
         def ask(conn: sqlite3.Connection) -> None:
             for start, end, tz in RANGES:

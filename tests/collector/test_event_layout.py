@@ -20,7 +20,9 @@ from homing.wire import format_timestamp
 from homing_collector import endpoints, ingest
 from homing_collector.analytics import queries, rollups
 from homing_collector.analytics.params import EventFilters, Range, Step
+from homing_collector.analytics.pending import encode_summary
 from homing_collector.storage import events as events_sql
+from homing_collector.storage.analytics_sqlite import pending as rollups_pending
 from homing_collector.storage.migrations import SQLITE_MIGRATIONS, migrate
 from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -57,7 +59,8 @@ def _job(storage: SQLiteStorage, batch: dict[str, dict[str, Any]]) -> Any:
     merge = partial(endpoints.merge, APP, now=format_timestamp(checked.now))
     return storage.put_events_job(
         APP, checked.updates, values, merge, limits.MAX_EVENT_TYPES_PER_APP,
-        limits.MAX_ENDPOINTS_PER_USER, checked.summary,
+        limits.MAX_ENDPOINTS_PER_USER,
+        None if checked.summary is None else encode_summary(checked.summary),
     )  # fmt: skip
 
 
@@ -71,6 +74,10 @@ def _commit(
 
 
 def _counted(conn: sqlite3.Connection) -> int:
+    """The events the rollups count, once the entries that wait are folded."""
+    conn.execute("BEGIN IMMEDIATE")
+    rollups_pending.settle(conn)
+    conn.execute("COMMIT")
     (count,) = conn.execute("SELECT coalesce(sum(count), 0) FROM an_counts").fetchone()
     return int(count)
 

@@ -38,13 +38,18 @@ def add_all(
     near = [h for h in hours if first < h <= first + HORIZON]
     if not near:
         return  # active in its first hour only, as most new subjects are: no day after
+    # This runs for every new subject a fold or a batch brings: `offsets` and `_bump`
+    # written out.
+    get = deltas.get
     for p in PHASES:
         c = (first - p) // 24
-        after = offsets(c, [(h - p) // 24 for h in near])
-        for k in after:
-            _bump(deltas, (app_id, kind, p, c, k), sign)
+        after = {k for k in [(h - p) // 24 - c for h in near] if 1 <= k <= DAYS}
         if after:
-            _bump(deltas, (app_id, kind, p, c, -min(after)), sign)
+            for k in after:
+                key = (app_id, kind, p, c, k)
+                deltas[key] = get(key, 0) + sign
+            key = (app_id, kind, p, c, -min(after))
+            deltas[key] = get(key, 0) + sign
 
 
 def add_hour(

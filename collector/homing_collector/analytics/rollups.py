@@ -1,13 +1,15 @@
-"""Rollups kept current at ingest, in the transaction that stores the events.
+"""Rollups of the stored events, kept from what each transaction that stores events adds.
 
 Everything is bucketed by the UTC hour of the event's Timestamp (when it happened, not
 when it arrived), so a day in any time zone with a whole-hour offset is a run of buckets.
-For the rows it has just inserted (never a duplicate), the writer calls `apply_summaries`
-with the `Summary` of each batch, which the collector made while it checked the events,
-or `apply` with the rows themselves; the storage's delete jobs call `remove_endpoint`
-and `remove_app`. Each call adds up in Python first and then writes with a few batched
-upserts (storage/analytics_sqlite/rollups.py, or analytics_pg/rollups.py): the fewer
-statements, the faster ingestion.
+For the rows it has just inserted (never a duplicate), the transaction that stores them
+appends the `Summary` of each batch, which the collector made while it checked the
+events (or `summarize` makes of the rows), as a pending entry (analytics/pending.py);
+the folds add many entries up at once (`apply_entries`, `apply_staged`; `apply` and
+`apply_summaries` add at once). The storage's delete jobs fold first, then call
+`remove_endpoint` and `remove_app`. Each call adds up in Python first and then writes
+with a few batched upserts (storage/analytics_sqlite/rollups.py, or
+analytics_pg/rollups.py): the fewer statements, the faster ingestion.
 
 Tables (migration 3):
 
@@ -293,6 +295,68 @@ def combine(summaries: Iterable[tuple[str, Summary]], users: dict[tuple[str, str
     return batch
 
 
+def combine_entries(entries: Iterable[tuple[str, Sequence[Any]]]) -> _Batch:
+    """Add up pending entries as analytics/pending.py's `parts` decodes them, each
+    (application, (hours, counts, metrics, revenue, sessions, opens, user keys)), as
+    `combine` adds up their summaries: from their rows, without a Summary of each. No
+    endpoint may have two user keys among them."""
+    batch = _Batch()
+    counts, metrics = batch.counts, batch.metrics
+    revenue, sessions, opened = batch.revenue, batch.sessions, batch.opens
+    endpoint_hours: dict[tuple[str, str], set[int]] = {}
+    users: dict[tuple[str, str], str] = {}
+    for app_id, (hours, counted, measured, paid, spans, opens_, keys) in entries:
+        for endpoint_id, seen in hours:
+            ekey = (app_id, endpoint_id)
+            known = endpoint_hours.get(ekey)
+            if known is None:
+                endpoint_hours[ekey] = set(seen)
+            else:
+                known.update(seen)
+            users[ekey] = keys[endpoint_id]
+        for hour, event_type, count in counted:
+            ckey = (app_id, hour, event_type)
+            counts[ckey] = counts.get(ckey, 0) + count
+        for hour, event_type, name, n, total, low, high in measured:
+            mkey = (app_id, hour, event_type, name)
+            got = metrics.get(mkey)
+            if got is None:
+                metrics[mkey] = [n, total, low, high]
+            else:
+                got[0] += n
+                got[1] = add_sums(got[1], total)
+                if low < got[2]:
+                    got[2] = low
+                if high > got[3]:
+                    got[3] = high
+        for hour, currency, purchases, amount in paid:
+            rkey = (app_id, hour, currency)
+            had = revenue.get(rkey)
+            if had is None:
+                revenue[rkey] = [purchases, amount]
+            else:
+                had[0] += purchases
+                had[1] = add_sums(had[1], amount)
+        opened.extend((app_id, *row) for row in opens_)
+        for endpoint_id, session_id, start, stop in spans:
+            skey = (app_id, endpoint_id, session_id)
+            span = sessions.get(skey)
+            if span is None:
+                sessions[skey] = [start, stop]
+            else:
+                if start < span[0]:
+                    span[0] = start
+                if stop > span[1]:
+                    span[1] = stop
+    active = batch.hours
+    for (app_id, endpoint_id), seen in endpoint_hours.items():
+        active[(app_id, ENDPOINT, endpoint_id)] = seen
+        ukey = (app_id, USER, users[(app_id, endpoint_id)])
+        known = active.get(ukey)
+        active[ukey] = set(seen) if known is None else known | seen
+    return batch
+
+
 def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:
     """Add up stored rows; `users` holds the user key of each (app, endpoint) in them."""
     return combine(summarize(rows), users)
@@ -388,10 +452,31 @@ def apply_staged(conn: Connection, staged: Sequence[tuple[str, Summary, dict[str
         _apply(conn, chunk, users)
 
 
+def apply_entries(conn: Connection, entries: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """Add pending entries, as analytics/pending.py's `parts` decodes them, as
+    `apply_staged` adds their summaries: added up together while no endpoint has two
+    users among them."""
+    start = 0
+    users: dict[tuple[str, str], str] = {}
+    for i, (app_id, parts) in enumerate(entries):
+        keys: dict[str, str] = parts[6]
+        if any(users.get((app_id, e), key) != key for e, key in keys.items()):
+            _write(conn, combine_entries(entries[start:i]))
+            start, users = i, {}
+        for e, key in keys.items():
+            users[(app_id, e)] = key
+    if start < len(entries):
+        _write(conn, combine_entries(entries[start:]))
+
+
 def _apply(
     conn: Connection, summaries: Sequence[tuple[str, Summary]], users: dict[tuple[str, str], str]
 ) -> None:
-    batch = combine(summaries, users)
+    _write(conn, combine(summaries, users))
+
+
+def _write(conn: Connection, batch: _Batch) -> None:
+    """Add what `batch` adds up to the rollups."""
     _activity(conn, batch.hours)
     statements(conn).rollups.add_counts(
         conn, [(*key, count) for key, count in batch.counts.items()]

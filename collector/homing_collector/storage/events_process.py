@@ -48,7 +48,7 @@ from homing_collector.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from homing_collector.analytics.rollups import Summary
+    from homing_collector.analytics.pending import Staged
 
 logger = logging.getLogger("homing_collector")
 
@@ -139,7 +139,7 @@ class EventsProcess:
         merge: EndpointMerge,
         max_event_types: int,
         max_user_endpoints: int,
-        summary: Summary | None = None,
+        summary: Staged | None = None,
     ) -> IngestResult:
         if self._transport is None or self._lost:
             raise StorageUnavailable("the events writer process has stopped")
@@ -239,10 +239,11 @@ class _Protocol(asyncio.Protocol):
 
 
 def read_frames(
-    sock: socket.socket, buffer: bytearray, scratch: memoryview
+    sock: socket.socket, buffer: bytearray, scratch: memoryview, idle: float | None = None
 ) -> tuple[list[Any], bool]:
     """Block for at least one frame, then take every whole frame that has arrived.
-    Returns the messages and whether the collector has closed its end.
+    Returns the messages and whether the collector has closed its end; no message if
+    none came within `idle` seconds (None: no limit).
 
     When batches keep coming (one was already waiting), wait up to GATHER_WAIT for
     GATHER of them: each commit has a fixed cost, which more batches share. A batch that
@@ -251,6 +252,7 @@ def read_frames(
     eof = False
     busy: bool | None = None  # whether the first batch was waiting already
     gather_until = 0.0
+    idle_until = None if idle is None else time.monotonic() + idle
     while True:
         _take_frames(buffer, messages, _MAX_JOBS_PER_COMMIT)
         if eof or len(messages) >= _MAX_JOBS_PER_COMMIT:
@@ -260,7 +262,13 @@ def read_frames(
             gather_until = time.monotonic() + GATHER_WAIT
         timeout: float | None = 0.0
         if not messages and busy is not None:
-            timeout = None  # idle: block until a batch comes, and write it at once
+            # Idle: block until a batch comes, and write it at once.
+            if idle_until is not None:
+                timeout = idle_until - time.monotonic()
+                if timeout <= 0.0:
+                    return messages, False
+            else:
+                timeout = None
         elif messages and busy and len(messages) < GATHER:
             timeout = max(0.0, gather_until - time.monotonic())
         sock.settimeout(timeout)
@@ -293,18 +301,23 @@ def main(argv: list[str]) -> int:
     scratch = memoryview(bytearray(_BUFFER_BYTES))
     eof = False
     while not eof:
-        messages, eof = read_frames(sock, buffer, scratch)
-        if not messages:
-            continue
-        jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]
-        outcomes = storage.commit_jobs(conn, jobs)
-        replies = []
-        for message, (value, ok) in zip(messages, outcomes, strict=True):
-            if not ok and not isinstance(value, StorageFull):
-                value = StorageError(f"{type(value).__name__}: {value}")
-            replies.append(frame((message[0], ok, value)))
-        sock.setblocking(True)
-        sock.sendall(b"".join(replies))
+        # The rollups' entries are folded in a transaction of their own once due, between
+        # commits, or when no batch came meanwhile.
+        messages, eof = read_frames(sock, buffer, scratch, storage.fold_wait())
+        if messages:
+            jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]
+            outcomes = storage.commit_jobs(conn, jobs)
+            replies = []
+            for message, (value, ok) in zip(messages, outcomes, strict=True):
+                if not ok and not isinstance(value, StorageFull):
+                    value = StorageError(f"{type(value).__name__}: {value}")
+                replies.append(frame((message[0], ok, value)))
+            sock.setblocking(True)
+            sock.sendall(b"".join(replies))
+        if storage.fold_wait() == 0.0:
+            storage.fold_entries(conn)
+    if storage.fold_wait() is not None:  # what is left, rather than leave it to the next
+        storage.fold_entries(conn, everything=True)
     storage.close_writer(conn)
     sock.close()
     return 0

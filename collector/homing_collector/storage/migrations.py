@@ -647,6 +647,21 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         END;
         """,
     ),
+    (
+        21,
+        # What the transaction that stores events adds to the analytics rollups, appended
+        # as one entry per batch and folded into the rollups later, many entries at once
+        # (storage/analytics_sqlite/pending.py): the rollup rows every batch adds to are
+        # written once per fold, not once per commit. The columns of PostgreSQL's
+        # an_pending, which migrate-db copies them into.
+        """
+        CREATE TABLE an_pending (
+            id INTEGER PRIMARY KEY,
+            app_id TEXT NOT NULL,
+            summary BLOB NOT NULL
+        );
+        """,
+    ),
 ]
 
 

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import orjson
 
 from homing_collector.analytics import opens, rollups
+from homing_collector.analytics.pending import Staged, encode_summary
 from homing_collector.push import epoch_ms
 from homing_collector.storage import (
     campaigns,
@@ -53,6 +54,7 @@ from homing_collector.storage import (
 )
 from homing_collector.storage import events as events_sql
 from homing_collector.storage import outbox as outbox_sql
+from homing_collector.storage.analytics_sqlite import pending as rollups_pending
 from homing_collector.storage.base import (
     ActivityRecord,
     AppRecord,
@@ -154,7 +156,10 @@ class SQLiteStorage:
         self._types: dict[str, set[str]] = {}  # event types known per app
         self._bodies = _EndpointBodies(_MAX_CACHED_ENDPOINTS)
         # PutEvents rows waiting for _flush, with their job's result and rollups summary.
-        self._deferred: list[tuple[list[Any], IngestResult, Summarized | None]] = []
+        self._deferred: list[tuple[list[Any], IngestResult, tuple[str, Staged] | None]] = []
+        # When the rollups' entries this writer staged are due to be folded (monotonic
+        # time; see analytics_sqlite/pending.py), if any wait.
+        self._fold_at: float | None = None
         self._data_version = -1
         self._rows_per_insert = 1
         self._ready = threading.Event()
@@ -255,6 +260,8 @@ class SQLiteStorage:
         self._rows_per_insert = _rows_per_insert(conn)
         # Checkpoints run in their own thread (see _checkpoint), not inside a commit.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        if rollups_pending.waiting(conn):  # left by a writer that stopped: folded at once
+            self._fold_at = time.monotonic()
         return conn
 
     def close_writer(self, conn: sqlite3.Connection) -> None:
@@ -282,7 +289,11 @@ class SQLiteStorage:
         self._ready.set()
         stopping = False
         while not stopping:
-            batch = [self._jobs.get()]
+            try:
+                batch = [self._jobs.get(timeout=self.fold_wait())]
+            except queue.Empty:  # idle, and the rollups' entries are due
+                self.fold_entries(conn)
+                continue
             while len(batch) < _MAX_JOBS_PER_COMMIT:
                 try:
                     batch.append(self._jobs.get_nowait())
@@ -294,6 +305,10 @@ class SQLiteStorage:
                 batch = [job for job in batch if job is not _STOP]
             if batch:
                 self._commit(conn, batch)
+            if self.fold_wait() == 0.0:
+                self.fold_entries(conn)
+        if self._fold_at is not None:  # what is left, rather than leave it to the next
+            self.fold_entries(conn, everything=True)
         self.close_writer(conn)
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
@@ -343,6 +358,31 @@ class SQLiteStorage:
             if self._write_lock is not None:
                 fcntl.flock(self._write_lock, fcntl.LOCK_UN)
         return outcomes
+
+    def fold_wait(self) -> float | None:
+        """Seconds until the rollups' entries this writer staged are due to be folded
+        (0: now), or None if none wait."""
+        if self._fold_at is None:
+            return None
+        return max(0.0, self._fold_at - time.monotonic())
+
+    def fold_entries(self, conn: sqlite3.Connection, *, everything: bool = False) -> None:
+        """Fold the rollups' entries (up to FOLD_ROWS, or `everything`) in a transaction
+        of their own; those of every writer, not only this one's."""
+        self._fold_at = None
+        fold = rollups_pending.settle if everything else rollups_pending.fold
+        [(value, ok)] = self.commit_jobs(conn, [(fold, False)])
+        if not ok:  # the next fold retries
+            if not isinstance(value, StorageFull):
+                logger.error("Folding the analytics rollups' entries failed: %s", value)
+            self._fold_at = time.monotonic() + rollups_pending.FOLD_SECONDS
+        elif not everything and value >= rollups_pending.FOLD_ROWS:  # more are waiting
+            self._fold_at = time.monotonic()
+
+    def _staged(self) -> None:
+        """Note that this writer staged rollups' entries: they are due FOLD_SECONDS on."""
+        if self._fold_at is None:
+            self._fold_at = time.monotonic() + rollups_pending.FOLD_SECONDS
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy committed pages from the WAL into the database file, beside the writer.
@@ -447,11 +487,14 @@ class SQLiteStorage:
             stored = conn.total_changes - before
             if stored == len(values) // _EVENT_COLUMNS or stored == 0:
                 if stored and self.rollups:  # analytics hook: every row is new
-                    summaries = [summary for _, _, summary in deferred if summary is not None]
-                    if len(summaries) == len(deferred):  # as the collector summed them up
-                        rollups.apply_summaries(conn, summaries)
+                    staged = [summary for _, _, summary in deferred if summary is not None]
+                    if len(staged) == len(deferred):  # as the collector summed them up
+                        rollups_pending.stage(conn, staged)
                     else:
-                        rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
+                        rollups_pending.stage_summaries(
+                            conn, rollups.summarize(rollups.iter_rows(values, _EVENT_COLUMNS))
+                        )
+                    self._staged()
                 for rows, result, _ in deferred:
                     result.stored = len(rows) // _EVENT_COLUMNS if stored else 0
                 return
@@ -460,8 +503,11 @@ class SQLiteStorage:
             # savepoint of its own, where the INSERT returns what it stored.
             raise _SomeStoredBefore
         new = _insert_events(conn, values, self._rows_per_insert, returning=True)
-        if self.rollups:  # analytics hook: only the rows just added, each once
-            rollups.apply(conn, rollups.new_rows(values, _EVENT_COLUMNS, new))
+        if self.rollups and new:  # analytics hook: only the rows just added, each once
+            rollups_pending.stage_summaries(
+                conn, rollups.summarize(rollups.new_rows(values, _EVENT_COLUMNS, new))
+            )
+            self._staged()
         for rows, result, _ in deferred:
             count = 0
             for i in range(0, len(rows), _EVENT_COLUMNS):
@@ -487,7 +533,18 @@ class SQLiteStorage:
         # The write goes on even if the request is cancelled; only the answer is lost.
         return await asyncio.shield(future)
 
+    async def fold_rollups(self) -> None:
+        """Fold every entry of the rollups that waits (storage/analytics_sqlite/pending.py)."""
+        if rollups_pending.waiting(self._read()):
+            await self._write(rollups_pending.settle)
+
     async def analytics_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run an analytics query as `read_in_thread` does, once the rollups' entries
+        that wait are folded: what was answered 202 before is in what it reads."""
+        await self.fold_rollups()
+        return await self.read_in_thread(fn)
+
+    async def read_in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a long read, such as an analytics query, in a thread on a connection of its
         own, so that it neither blocks the event loop nor waits for the writer.
 
@@ -564,7 +621,8 @@ class SQLiteStorage:
             ).fetchone()
             if row is None:
                 return None
-            rollups.remove_app(conn, app_id)  # analytics hook
+            rollups_pending.settle(conn)  # analytics hook: no entry of it is left over
+            rollups.remove_app(conn, app_id)
             endpoint_values.delete_app(conn, app_id)
             segments.delete_app(conn, app_id)
             imports.delete_app(conn, app_id)
@@ -694,16 +752,18 @@ class SQLiteStorage:
     ) -> IngestResult:
         # Work that needs no database is done here, on the event loop: the writer thread
         # has to win the GIL back after every statement, so the less Python it runs, the
-        # sooner it commits.
+        # sooner it commits. The summary goes to the writer as it is staged: its bytes
+        # pass to a writer process as they are.
         values: list[Any] = []
         extend, app = values.extend, (app_id,)
         for event in events:  # no (app_id, *event) tuple per event, as a comprehension makes
             extend(app)
             extend(event)
+        staged = None if summary is None or not self.rollups else encode_summary(summary)
         if self._events is not None and self._events.usable():
             try:
                 result = await self._events.put_events(
-                    app_id, endpoints, values, merge, max_event_types, max_user_endpoints, summary
+                    app_id, endpoints, values, merge, max_event_types, max_user_endpoints, staged
                 )
             except StorageFull:
                 if self.full_since is None:
@@ -713,7 +773,7 @@ class SQLiteStorage:
             self._committed.set()  # the child's commits need checkpoints too
             return result
         job = self.put_events_job(
-            app_id, endpoints, values, merge, max_event_types, max_user_endpoints, summary
+            app_id, endpoints, values, merge, max_event_types, max_user_endpoints, staged
         )
         return await self._write(job, flush_first=False)
 
@@ -725,10 +785,10 @@ class SQLiteStorage:
         merge: EndpointMerge,
         max_event_types: int,
         max_user_endpoints: int,
-        summary: rollups.Summary | None = None,
+        summary: Staged | None = None,
     ) -> Job:
         """The writer's part of PutEvents; `values` holds each event's columns in a row,
-        and `summary`, if given, what they add to the rollups."""
+        and `summary`, if given, what they add to the rollups (encode_summary)."""
         types = set(values[3::_EVENT_COLUMNS])
 
         def job(conn: sqlite3.Connection) -> IngestResult:
@@ -1025,7 +1085,10 @@ class SQLiteStorage:
                     self._types.setdefault(activity.app_id, set()).add(event_type)
                 _insert_events(conn, values, self._rows_per_insert)
                 if self.rollups:  # analytics hook: event ids are new, so every row is
-                    rollups.apply(conn, rollups.iter_rows(values, _EVENT_COLUMNS))
+                    rollups_pending.stage_summaries(
+                        conn, rollups.summarize(rollups.iter_rows(values, _EVENT_COLUMNS))
+                    )
+                    self._staged()
             return written
 
         return await self._write(job)
@@ -1152,7 +1215,7 @@ class SQLiteStorage:
         after: tuple[int, str, str, str, int] | None,
         limit: int,
     ) -> list[history.StoredEvent]:
-        return await self.analytics_read(
+        return await self.read_in_thread(
             lambda conn: history.events_page(conn, app_id, lo_ms, hi_ms, after, limit)
         )
 
@@ -1173,7 +1236,9 @@ class SQLiteStorage:
     async def delete_expired_events(self, app_id: str, before_hour: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
             deleted, opened = history.delete_expired(conn, app_id, before_hour, limit)
-            opens.deleted(conn, opened)  # analytics hook
+            if opened:  # analytics hook: the opens it takes out of the rollups are in
+                rollups_pending.settle(conn)
+                opens.deleted(conn, opened)
             # An old event that arrived last (an import of history) holds the largest
             # rowid: the event streams' cursors must not stay past it.
             outbox_sql.events_deleted(conn)
@@ -1190,7 +1255,7 @@ class SQLiteStorage:
         if self._sealing is not None:  # a process of its own, a read snapshot
             sealed = await self._sealing.run(work)
         else:
-            sealed = await self.analytics_read(work)  # a thread of its own, a read snapshot
+            sealed = await self.read_in_thread(work)  # a thread of its own, a read snapshot
         if sealed is None:
             return False
         try:
@@ -1406,7 +1471,7 @@ class SQLiteStorage:
             bodies = outbox_sql.endpoint_bodies(conn, app_id, [row.endpoint_id for row in rows])
             return build(rows, bodies), to
 
-        return await self.analytics_read(read)
+        return await self.read_in_thread(read)
 
     async def advance_event_stream(
         self,
@@ -1437,7 +1502,7 @@ class SQLiteStorage:
             bodies = hook_cursors.endpoint_bodies(conn, [(r.app_id, r.endpoint_id) for r in rows])
             return build(rows, bodies), after, rows[-1].rowid if rows else after
 
-        return await self.analytics_read(read)
+        return await self.read_in_thread(read)
 
     async def advance_hook_cursor(self, name: str, after: int, to: int) -> bool:
         return await self._write(
@@ -1581,6 +1646,8 @@ def _delete_endpoints(
     conn: sqlite3.Connection, app_id: str, ids: list[str], bodies: _EndpointBodies
 ) -> list[Endpoint]:
     deleted = []
+    if ids:  # analytics hook: the rollups it takes events out of hold every one
+        rollups_pending.settle(conn)
     for endpoint_id in ids:
         bodies.drop(app_id, endpoint_id)
         device.delete(conn, app_id, endpoint_id)  # even one claimed before its endpoint
@@ -1605,7 +1672,6 @@ def _delete_endpoints(
 
 
 _EVENT_COLUMNS = events_sql.WIDTH
-Summarized = tuple[str, rollups.Summary]  # (app id, summary)
 _MAX_CACHED_ENDPOINTS = 50_000  # endpoint bodies, about 1 KB each
 
 

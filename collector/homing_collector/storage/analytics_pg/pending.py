@@ -4,6 +4,8 @@ A PutEvents transaction does not add to the rollups itself: it appends what its 
 add (their `Summary`, with the user key each endpoint had then) to an_pending, a table
 that takes inserts without conflicts. One collector at a time folds the entries into the
 rollup tables (`fold`, under an advisory lock: another takes over if it dies), every
+__all__ = ["decode", "encode"]  # the entries' format, shared with SQLite's
+
 FOLD_SECONDS, adding up many transactions' worth in one; concurrent ingest transactions
 no longer wait on one another's locks of the same hot rollup rows. bench/
 collector_ingest.py --postgres: see docs/deployment.md.
@@ -31,10 +33,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import psycopg
 
 from homing_collector.analytics import rollups
+from homing_collector.analytics.pending import decode, encode
 from homing_collector.analytics.rollups import Summary
 from homing_collector.storage import analytics_pg
 from homing_collector.storage.analytics_pg import endpoint_values as values_pg
@@ -46,37 +48,6 @@ FOLD_ROWS = 2_000  # entries folded in one transaction by the background fold
 # Fixed numbers, the same in every process: the advisory locks' names.
 FOLD_LOCK = 0x686F6D696E6701  # one folder at a time
 GATE = 0x686F6D696E6702  # shared by ingest, exclusive for what takes events out
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder().decode
-
-
-def encode(summary: Summary, users: dict[str, str]) -> bytes:
-    """A summary and the user key of each endpoint active in it, as an_pending keeps them
-    (MessagePack: unlike JSON, it holds a sum that overflowed to infinity)."""
-    return _encode(
-        (
-            [(endpoint_id, list(hours)) for endpoint_id, hours in summary.hours.items()],
-            [(*key, count) for key, count in summary.counts.items()],
-            [(*key, *agg) for key, agg in summary.metrics.items()],
-            [(*key, *got) for key, got in summary.revenue.items()],
-            [(*key, *span) for key, span in summary.sessions.items()],
-            summary.opens,
-            users,
-        )
-    )
-
-
-def decode(data: bytes) -> tuple[Summary, dict[str, str]]:
-    hours, counts, metrics, revenue, sessions, opens, users = _decode(data)
-    summary = Summary()
-    summary.hours = {endpoint_id: set(seen) for endpoint_id, seen in hours}
-    summary.counts = {(hour, event_type): count for hour, event_type, count in counts}
-    summary.metrics = {(row[0], row[1], row[2]): row[3:] for row in metrics}
-    summary.revenue = {(hour, currency): [n, amount] for hour, currency, n, amount in revenue}
-    summary.sessions = {(row[0], row[1]): row[2:] for row in sessions}
-    summary.opens = [tuple(row) for row in opens]
-    return summary, users
 
 
 async def stage(

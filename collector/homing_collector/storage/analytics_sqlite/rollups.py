@@ -1,4 +1,5 @@
-"""The SQL of the rollups kept at ingest (analytics/rollups.py): who was active when
+"""The SQL of the rollups (analytics/rollups.py), written by the folds of the entries
+that ingest appends (analytics_sqlite/pending.py): who was active when
 (an_active, an_subjects, an_user_keys), counts, metrics, revenue and sessions.
 
 Writes take rows that the analytics have added up, and run as one `executemany` each:
@@ -305,5 +306,5 @@ def insert_metrics(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) ->
 
 
 def remove_app(conn: sqlite3.Connection, app_id: str) -> None:
-    for table in (*TABLES, "an_user_keys"):
+    for table in (*TABLES, "an_user_keys", "an_pending"):
         conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))

@@ -60,7 +60,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooMa
 from homing_collector.analytics import rollups as rollups_math
 from homing_collector.analytics.opens import OPENED
 from homing_collector.push import epoch_ms
-from homing_collector.storage import analytics_pg, pg_streams
+from homing_collector.storage import analytics_pg, endpoint_values, pg_streams
 from homing_collector.storage import campaigns as campaigns_sql
 from homing_collector.storage import imports as imports_sql
 from homing_collector.storage import segments as segments_sql
@@ -266,7 +266,7 @@ class PostgresStorage:
                     values_pg.deferred(conn),  # the counters' counts appended last
                 ):
                     return await work(conn)
-            except (errors.TransactionRollback, errors.DeadlockDetected):
+            except (errors.TransactionRollback, errors.DeadlockDetected, _Raced):
                 # A deadlock or serialization failure, rolled back whole: `work` reads
                 # everything it needs again, so it can simply run again. (psycopg makes
                 # DeadlockDetected an OperationalError, not a TransactionRollback.)
@@ -2141,37 +2141,131 @@ async def _upsert_endpoints(
 ) -> list[tuple[int, str]]:
     """Merge each update into its endpoint. With `refuse`, an update that breaks a rule
     is left out, and returned as (its index, why); without, it raises and the
-    transaction writes nothing. `held`: the locks _lock_endpoints() took for them."""
+    transaction writes nothing. `held`: the locks _lock_endpoints() took for them, whose
+    holder writes what they hold (_Held.write) before anything reads the endpoints
+    again; without, they are written before this returns."""
     if not items:
         return []
+    alone = held is None
     if held is None:
         held = await _lock_endpoints(conn, [(app_id, items)])
-    bodies = held.bodies.setdefault(app_id, {})
-    locked = held.users.setdefault(app_id, set())
     refused = []
     for index, item in enumerate(items):
         try:
-            await _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, bodies, locked)
+            await _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, held)
         except (UserEndpointLimit, ValueError) as exc:
             if not refuse:
                 raise
             refused.append((index, str(exc)))
+    if alone:
+        await held.write(conn)
     return refused
+
+
+class _Raced(Exception):
+    """Another transaction made an endpoint that this one found missing and meant to
+    make: this one runs again (PostgresStorage._transaction), and merges into it."""
 
 
 @dataclasses.dataclass
 class _Held:
-    """The endpoints a transaction locked, with their bodies, and the users it locked."""
+    """The endpoints a transaction locked, with their bodies, and the users it locked;
+    the endpoints of the users it read (`members`); what it merged into them, not written
+    yet (`pending`). Each holds the writes made so far, those not written yet included."""
 
     bodies: dict[str, dict[str, str]]  # application -> endpoint id -> body
     users: dict[str, set[str]]  # application -> user ids
+    members: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
+    # (application, endpoint id) -> (user id, body, whether its row is stored)
+    pending: dict[tuple[str, str], tuple[str | None, str, bool]] = dataclasses.field(
+        default_factory=dict
+    )
+    stored: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # rows in the table
+
+    async def members_of(self, conn: Connection, app_id: str, user_id: str) -> dict[str, str]:
+        """The user's endpoints (endpoint id -> body), read under the user's lock, taken
+        now if it is not held yet: whoever links an endpoint to the user, or unlinks
+        one from it, takes that lock first."""
+        found = self.members.get((app_id, user_id))
+        if found is None:
+            locked = self.users.setdefault(app_id, set())
+            if user_id not in locked:
+                await _lock(conn, "user", app_id, user_id)
+                locked.add(user_id)
+            await self.read_members(conn, [(app_id, user_id)])
+            found = self.members[(app_id, user_id)]
+        return found
+
+    async def read_members(self, conn: Connection, users: Sequence[tuple[str, str]]) -> None:
+        """Read the endpoints of the (application, user id)s, whose locks are held, in
+        one statement."""
+        if not users:
+            return
+        cursor = await conn.execute(
+            "SELECT v.app_id, v.user_id, e.endpoint_id, e.body FROM unnest(%s::text[],"
+            " %s::text[]) AS v(app_id, user_id) CROSS JOIN LATERAL (SELECT endpoint_id, body"
+            " FROM endpoints e WHERE e.app_id = v.app_id AND e.user_id = v.user_id OFFSET 0)"
+            " AS e",
+            analytics_pg.columns(users, 2),
+        )
+        wanted = set(users)
+        for key in wanted:
+            self.members[key] = {}
+        for app_id, user_id, endpoint_id, body in await cursor.fetchall():
+            self.members[(app_id, user_id)][endpoint_id] = body
+        # What this transaction merged and holds to write is theirs already.
+        for (app_id, endpoint_id), (user_id, body, _) in self.pending.items():
+            for key in wanted:
+                if key[0] != app_id:
+                    continue
+                if key[1] == user_id:
+                    self.members[key][endpoint_id] = body
+                else:
+                    self.members[key].pop(endpoint_id, None)
+
+    def merged(
+        self, app_id: str, endpoint_id: str, old_user: str | None, user_id: str | None, body: str
+    ) -> None:
+        """Hold a merged endpoint until write()."""
+        key = (app_id, endpoint_id)
+        self.pending[key] = (user_id, body, key in self.stored)
+        self.bodies.setdefault(app_id, {})[endpoint_id] = body
+        if old_user is not None:
+            self.members.get((app_id, old_user), {}).pop(endpoint_id, None)
+        if user_id is not None and (app_id, user_id) in self.members:
+            self.members[(app_id, user_id)][endpoint_id] = body
+
+    async def write(self, conn: Connection) -> None:
+        """Write the endpoints merged since the last write, in one statement: those
+        stored are locked; should another transaction have made one of the others
+        meanwhile, this one runs again (_Raced)."""
+        if not self.pending:
+            return
+        rows = [(*key, *value) for key, value in self.pending.items()]
+        self.stored.update(self.pending)
+        self.pending = {}
+        cursor = await conn.execute(
+            "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::bool[]) AS v(app_id, endpoint_id, user_id, body, stored)),"
+            " changed AS (UPDATE endpoints AS e SET user_id = v.user_id, body = v.body FROM v"
+            " WHERE v.stored AND e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id"
+            " RETURNING 1),"
+            " made AS (INSERT INTO endpoints (app_id, endpoint_id, user_id, body)"
+            " SELECT app_id, endpoint_id, user_id, body FROM v WHERE NOT stored"
+            " ON CONFLICT DO NOTHING RETURNING 1)"
+            " SELECT (SELECT count(*) FROM changed) + (SELECT count(*) FROM made)",
+            analytics_pg.columns(rows, 5),
+        )
+        row = await cursor.fetchone()
+        if row is None or row[0] != len(rows):
+            raise _Raced(f"{len(rows) - (row[0] if row else 0)} endpoints made meanwhile")
 
 
 async def _lock_endpoints(
     conn: Connection, updates: Sequence[tuple[str, Sequence[EndpointUpdate]]]
 ) -> _Held:
     """Lock the endpoints that exist of the (application, updates), then the users the
-    updates may link an endpoint to."""
+    updates may link an endpoint to, and read those users' endpoints."""
     by_app: dict[str, list[EndpointUpdate]] = {}
     for app_id, items in updates:
         by_app.setdefault(app_id, []).extend(items)
@@ -2185,6 +2279,7 @@ async def _lock_endpoints(
             (app_id, sorted({item.endpoint_id for item in by_app[app_id]})),
         )
         held.bodies[app_id] = dict(await cursor.fetchall())
+        held.stored.update((app_id, endpoint_id) for endpoint_id in held.bodies[app_id])
     # The users, locked in order too, before any is counted: two transactions that each
     # took one and waited for the other's would deadlock. One statement for them all.
     keys = []
@@ -2194,6 +2289,9 @@ async def _lock_endpoints(
             keys.append(("user", app_id, user_id))
             locked.add(user_id)
     await _lock_all(conn, keys)
+    # Each is counted before an endpoint is linked to it (and its endpoints read for the
+    # demographic counters): one statement for them all too.
+    await held.read_members(conn, [(app_id, user_id) for _, app_id, user_id in keys])
     return held
 
 
@@ -2203,54 +2301,41 @@ async def _upsert_endpoint(
     item: EndpointUpdate,
     merge: EndpointMerge,
     max_user_endpoints: int,
-    bodies: dict[str, str],
-    locked: set[str],
+    held: _Held,
 ) -> None:
-    # Rules are checked before anything is written, so a refused update leaves no trace.
-    while True:
-        body = bodies.get(item.endpoint_id)
-        existing = orjson.loads(body) if body is not None else None
-        merged = merge(item.endpoint_id, existing, item.update)
-        if merged is existing:
-            return  # nothing changed
-        user_id = (merged.get("User") or {}).get("UserId")
-        old_user_id = ((existing or {}).get("User") or {}).get("UserId")
-        if user_id is not None and user_id != old_user_id:
-            if user_id not in locked:  # another collector made the endpoint meanwhile
-                await _lock(conn, "user", app_id, user_id)
-                locked.add(user_id)
-            await _check_user(conn, app_id, user_id, max_user_endpoints)
-        if old_user_id is not None and user_id != old_user_id:  # analytics hook
-            await analytics_pg.call(
-                conn, rollups_math.user_changed, app_id, item.endpoint_id, old_user_id
+    # Rules are checked before anything is held to be written, so a refused update leaves
+    # no trace.
+    body = held.bodies.setdefault(app_id, {}).get(item.endpoint_id)
+    existing = orjson.loads(body) if body is not None else None
+    merged = merge(item.endpoint_id, existing, item.update)
+    if merged is existing:
+        return  # nothing changed
+    user_id = (merged.get("User") or {}).get("UserId")
+    old_user_id = ((existing or {}).get("User") or {}).get("UserId")
+    if user_id is not None and user_id != old_user_id:
+        # The user's lock keeps two collectors from taking its last free place at once.
+        count = len(await held.members_of(conn, app_id, user_id))
+        if count >= max_user_endpoints:
+            raise UserEndpointLimit(
+                f"User.UserId: user {user_id!r} already has {count} endpoints; "
+                f"the limit is {max_user_endpoints} per user"
             )
-        text = orjson.dumps(merged).decode()
-        if body is not None:
-            await conn.execute(
-                "UPDATE endpoints SET user_id = %s, body = %s"
-                " WHERE app_id = %s AND endpoint_id = %s",
-                (user_id, text, app_id, item.endpoint_id),
+    if old_user_id is not None and user_id != old_user_id:  # analytics hook
+        await analytics_pg.call(
+            conn, rollups_math.user_changed, app_id, item.endpoint_id, old_user_id
+        )
+    # The demographic counters, from what the users' other endpoints hold (see
+    # storage/endpoint_values.py).
+    users = endpoint_values.users_to_read(existing, merged)
+    if users is not None:
+        others = {
+            user: endpoint_values.held(
+                (await held.members_of(conn, app_id, user)).items(), item.endpoint_id
             )
-        else:
-            cursor = await conn.execute(
-                "INSERT INTO endpoints (app_id, endpoint_id, user_id, body)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (app_id, item.endpoint_id, user_id, text),
-            )
-            if await cursor.fetchone() is None:
-                # Another collector made this endpoint since it was read: merge into its
-                # version instead, locked now.
-                cursor = await conn.execute(
-                    "SELECT body FROM endpoints WHERE app_id = %s AND endpoint_id = %s FOR UPDATE",
-                    (app_id, item.endpoint_id),
-                )
-                row = await cursor.fetchone()
-                if row is not None:
-                    bodies[item.endpoint_id] = row[0]
-                continue
-        await values_pg.changed(conn, app_id, item.endpoint_id, existing, merged)
-        bodies[item.endpoint_id] = text
-        return
+            for user in sorted(set(users))
+        }
+        await values_pg.count(conn, app_id, existing, merged, others)
+    held.merged(app_id, item.endpoint_id, old_user_id, user_id, orjson.dumps(merged).decode())
 
 
 def _new_users(items: Sequence[EndpointUpdate], bodies: dict[str, str]) -> set[str]:
@@ -2265,21 +2350,6 @@ def _new_users(items: Sequence[EndpointUpdate], bodies: dict[str, str]) -> set[s
         if body is None or (orjson.loads(body).get("User") or {}).get("UserId") != user_id:
             users.add(user_id)
     return users
-
-
-async def _check_user(conn: Connection, app_id: str, user_id: str, limit: int) -> None:
-    """Raise UserEndpointLimit if the user has `limit` endpoints already. The caller holds
-    the user's lock, which keeps two collectors from taking its last free place at once."""
-    cursor = await conn.execute(
-        "SELECT count(*) FROM endpoints WHERE app_id = %s AND user_id = %s", (app_id, user_id)
-    )
-    row = await cursor.fetchone()
-    count = int(row[0]) if row else 0
-    if count >= limit:
-        raise UserEndpointLimit(
-            f"User.UserId: user {user_id!r} already has {count} endpoints; "
-            f"the limit is {limit} per user"
-        )
 
 
 async def _admit_types(
@@ -2369,6 +2439,7 @@ async def _put_group(
         if staged.counts_user_of(app_id, endpoints, held.bodies.get(app_id, {})):
             # The rollups count events under their endpoint's user of the moment.
             await _insert_waiting(conn, waiting, staged if rollups else None)
+            await held.write(conn)
             await staged.add(conn, held)
         refused = await _upsert_endpoints(
             conn, app_id, endpoints, merge, batch.max_user_endpoints, refuse=True, held=held
@@ -2383,6 +2454,7 @@ async def _put_group(
         waiting.append((batch, result, rows))
         if rollups:  # whether or not they turn out new
             staged.endpoints.update((app_id, row.endpoint_id) for row in rows)
+    await held.write(conn)  # the group's endpoints, in one statement
     await _insert_waiting(conn, waiting, staged if rollups else None)
     await staged.add(conn, held)
     return results

@@ -54,6 +54,19 @@ async def changed(
             (app_id, user_id),
         )
         others[user_id] = endpoint_values.held(await cursor.fetchall(), endpoint_id)
+    await count(conn, app_id, before, after, others)
+
+
+async def count(
+    conn: psycopg.AsyncConnection[Any],
+    app_id: str,
+    before: Body | None,
+    after: Body | None,
+    others: dict[str, set[tuple[str, str]]],
+) -> None:
+    """Count a write of one endpoint, given what `endpoint_values.held` says of the other
+    endpoints of each user of `endpoint_values.users_to_read`, read under the user's
+    lock."""
     added, _emptied = endpoint_values.deltas(app_id, before, after, others)
     pending = _PENDING.get()
     if pending is None:

@@ -1751,7 +1751,7 @@ async def _lock_all(conn: Connection, keys: Sequence[Sequence[str]]) -> None:
     elif keys:
         await conn.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM"
-            " (SELECT k FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n) o",
+            " (SELECT k FROM unnest(%b::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n) o",
             (["\x1f".join(key) for key in keys],),
         )
 
@@ -2202,8 +2202,8 @@ class _Held:
         if not users:
             return
         cursor = await conn.execute(
-            "SELECT v.app_id, v.user_id, e.endpoint_id, e.body FROM unnest(%s::text[],"
-            " %s::text[]) AS v(app_id, user_id) CROSS JOIN LATERAL (SELECT endpoint_id, body"
+            "SELECT v.app_id, v.user_id, e.endpoint_id, e.body FROM unnest(%b::text[],"
+            " %b::text[]) AS v(app_id, user_id) CROSS JOIN LATERAL (SELECT endpoint_id, body"
             " FROM endpoints e WHERE e.app_id = v.app_id AND e.user_id = v.user_id OFFSET 0)"
             " AS e",
             analytics_pg.columns(users, 2),
@@ -2245,8 +2245,8 @@ class _Held:
         self.stored.update(self.pending)
         self.pending = {}
         cursor = await conn.execute(
-            "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::bool[]) AS v(app_id, endpoint_id, user_id, body, stored)),"
+            "WITH v AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::bool[]) AS v(app_id, endpoint_id, user_id, body, stored)),"
             " changed AS (UPDATE endpoints AS e SET user_id = v.user_id, body = v.body FROM v"
             " WHERE v.stored AND e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id"
             " RETURNING 1),"
@@ -2512,7 +2512,7 @@ async def _device_credentials(
         return {}
     cursor = await conn.execute(
         "SELECT app_id, endpoint_id, secret_sha256 FROM device_credentials"
-        " WHERE (app_id, endpoint_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        " WHERE (app_id, endpoint_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
         (apps, ids),
     )
     found: dict[str, dict[str, str]] = {}
@@ -2580,7 +2580,7 @@ async def _known_types(conn: Connection, group: Sequence[_Batch]) -> dict[str, s
     if types:
         cursor = await conn.execute(
             "SELECT app_id, event_type FROM event_types WHERE (app_id, event_type)"
-            " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            " IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
             (apps, types),
         )
         for app_id, event_type in await cursor.fetchall():

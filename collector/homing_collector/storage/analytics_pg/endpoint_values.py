@@ -95,8 +95,8 @@ class Pending:
             await conn.execute(
                 "INSERT INTO endpoint_values_pending"
                 " (app_id, dimension, value, endpoints, anonymous, users)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[],"
-                " %s::bigint[], %s::bigint[])",
+                " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[],"
+                " %b::bigint[], %b::bigint[])",
                 columns(added, 6),
             )
 

@@ -141,7 +141,7 @@ async def fold(conn: psycopg.AsyncConnection[Any]) -> None:
     emptied = await cursor.fetchall()
     if emptied:  # a value no endpoint has any more: its row goes
         await conn.execute(
-            "DELETE FROM endpoint_values v USING unnest(%s::text[], %s::text[], %s::text[])"
+            "DELETE FROM endpoint_values v USING unnest(%b::text[], %b::text[], %b::text[])"
             " AS e(app_id, dimension, value) WHERE v.app_id = e.app_id"
             " AND v.dimension = e.dimension AND v.value = e.value AND v.endpoints = 0",
             columns(emptied, 3),

@@ -2618,13 +2618,13 @@ async def _insert_events_of(
     The arrays go in binary (%b): as text, every body is spelled out in hex and read
     back by the server. bench/storage_put_events.py: 131 -> 82 us of machine CPU per
     stored event, 54% -> 83% of SQLite's events/s."""
-    params = _event_columns(parts)
-    if params is None:
+    insert = _event_columns(parts)
+    if insert is None:
         return []
     cursor = await conn.execute(
-        f"WITH stored AS ({_INSERT_EVENTS} ON CONFLICT DO NOTHING"
+        f"WITH stored AS ({insert[0]} ON CONFLICT DO NOTHING"
         " RETURNING app_id, endpoint_id, event_id, event_type, ts) SELECT * FROM stored",
-        params,
+        insert[1],
     )
     return await cursor.fetchall()
 
@@ -2640,43 +2640,53 @@ async def _insert_new_events(
     before it inserts the row, and confirms the row after, which cost the server 2.5 us
     of CPU per event of the ~8 that inserting one costs. An event sent again fails the
     statement, under a savepoint, and the caller inserts them again the other way."""
-    params = _event_columns(parts)
-    if params is None:
+    insert = _event_columns(parts)
+    if insert is None:
         return True
     await conn.execute("SAVEPOINT homing_events")
     try:
-        await conn.execute(_INSERT_EVENTS, params)
+        await conn.execute(*insert)
     except errors.UniqueViolation:
         await conn.execute("ROLLBACK TO SAVEPOINT homing_events")
         return False
     return True
 
 
-# Each event's position (storage/pg_streams.py): its transaction's, plus its rank.
+# Each event's position (storage/pg_streams.py): its transaction's, plus its rank; its
+# hour, its Timestamp's (rounded down, as Python's // does).
 _INSERT_EVENTS = (
     "INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type, ts, arrival,"
-    " session_id, body, pos) SELECT u.p, u.h, u.e, u.i, u.t, u.ts, u.a, u.s, u.b,"
-    f" {pg_streams.NEXT_POSITION} + u.n - 1 FROM unnest(%b::text[], %b::bigint[],"
-    " %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[],"
-    " %b::bytea[]) WITH ORDINALITY AS u(p, h, e, i, t, ts, a, s, b, n)"
+    f" session_id, body, pos) SELECT {{app}}, CASE WHEN u.ts >= 0 THEN u.ts / {HOUR_MS}"
+    f" ELSE (u.ts + 1) / {HOUR_MS} - 1 END, u.e, u.i, u.t, u.ts, u.a, u.s, u.b,"
+    f" {pg_streams.NEXT_POSITION} + u.n - 1 FROM unnest({{apps}}%b::text[], %b::text[],"
+    " %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::bytea[])"
+    " WITH ORDINALITY AS u({p}e, i, t, ts, a, s, b, n)"
 )
+# The application of every row, as one value (the common case) or one per row.
+_INSERT_EVENTS_OF_ONE = _INSERT_EVENTS.format(app="%b::text", apps="", p="")
+_INSERT_EVENTS_OF_MANY = _INSERT_EVENTS.format(app="u.p", apps="%b::text[], ", p="p, ")
 
 
-def _event_columns(parts: Sequence[tuple[str, Sequence[EventRow]]]) -> tuple[Any, ...] | None:
-    """The arrays of _INSERT_EVENTS for the rows of each (application, rows); None if
-    there are no rows."""
-    apps: list[str] = []
+def _event_columns(
+    parts: Sequence[tuple[str, Sequence[EventRow]]],
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The statement that inserts the rows of each (application, rows), and its
+    parameters, each column one array; None if there are no rows."""
     rows: list[EventRow] = []
-    for app_id, part in parts:
-        apps.extend([app_id] * len(part))
+    for _app_id, part in parts:
         rows.extend(part)
     if not rows:
         return None
     if len(rows) > pg_streams.MAX_RANK:
         raise ValueError(f"rows: at most {pg_streams.MAX_RANK} events in one transaction")
     endpoint_ids, event_ids, types, stamps, arrivals, sessions, bodies = zip(*rows, strict=True)
-    return (apps, [ts // HOUR_MS for ts in stamps], list(endpoint_ids), list(event_ids),
-            list(types), list(stamps), list(arrivals), list(sessions), list(bodies))  # fmt: skip
+    columns = (list(endpoint_ids), list(event_ids), list(types), list(stamps), list(arrivals),
+               list(sessions), list(bodies))  # fmt: skip
+    apps = {app_id for app_id, part in parts if part}
+    if len(apps) == 1:
+        return _INSERT_EVENTS_OF_ONE, (apps.pop(), *columns)
+    each = [app_id for app_id, part in parts for _ in part]
+    return _INSERT_EVENTS_OF_MANY, (each, *columns)
 
 
 def _new_rows(

@@ -20,7 +20,10 @@ their rollups appended together at its end, and answers each once it is committe
 batch is written at once. Should the group fail, each of its batches is written again
 alone, so that one batch's error is its own. The device credentials the batches check
 (base.DeviceCheck), the users they may link and the event types they bring are read or
-locked in one statement for the group each, not in statements of each request's own.
+locked in one statement for the group each, not in statements of each request's own;
+the endpoints it merges are written together, in one statement, and its events are
+inserted in one, a plain INSERT under a savepoint (again with ON CONFLICT DO NOTHING if
+one of them was stored before).
 
 Work that one collector of several must do alone (a campaign's run, a webhook delivery)
 is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming at once

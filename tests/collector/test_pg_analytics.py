@@ -103,7 +103,7 @@ def test_migration_8_gives_the_analytics_of_the_events_stored_before(
         async def not_counted(*_args: Any) -> None:
             return None
 
-        patch.setattr(values_pg, "changed", not_counted)
+        patch.setattr(values_pg, "count", not_counted)
         asyncio.run(before_migration_8())
     want, want_after = asyncio.run(on_sqlite())
     got, got_after = asyncio.run(migrated())

@@ -120,6 +120,10 @@ def _contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
         out["event_types"] = conn.execute(
             "SELECT app_id, event_type FROM event_types ORDER BY 1, 2"
         ).fetchall()
+        # The demographic counters, folded when the storage closed.
+        out["endpoint_values"] = conn.execute(
+            "SELECT * FROM endpoint_values ORDER BY 1, 2, 3"
+        ).fetchall()
     return out
 
 
@@ -179,6 +183,7 @@ def test_concurrent_batches_grouped_answer_and_count_as_one_by_one(
     assert alone[11].rejected_types and not alone[10].rejected_types
     got, want = _contents(postgres_url), _contents(second_url)
     assert want["an_counts"] and want["an_metrics"] and want["an_cover"]
+    assert want["endpoint_values"]
     for table, rows in want.items():
         assert got[table] == rows, table
 

@@ -1856,6 +1856,31 @@ def test_postgres_migrations_run_once_however_many_start(postgres_url: str) -> N
     assert [version for (version,) in applied] == [version for version, _ in PG_MIGRATIONS]
 
 
+def test_postgres_stores_each_event_under_its_hour_and_application(postgres_url: str) -> None:
+    # The hour is worked out by the server, rounded down as Python's // rounds (a
+    # Timestamp before 1970 too); two applications' batches written in one statement.
+    import psycopg
+
+    from homing_collector.storage.events import HOUR_MS
+    from homing_collector.storage.postgres import PostgresStorage
+
+    stamps = [-3_600_001, -3_600_000, -1, 0, 1, 3_599_999, 3_600_000, T0]
+
+    async def scenario(storage: Storage) -> list[IngestResult]:
+        return list(await asyncio.gather(*(
+            put(storage, [event("e1", f"ev{n}", at=at) for n, at in enumerate(stamps)],
+                app_id=app_id)
+            for app_id in (APP, OTHER)
+        )))  # fmt: skip
+
+    results = run(lambda: PostgresStorage(postgres_url), scenario)
+    assert [result.stored for result in results] == [len(stamps)] * 2
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT app_id, ts, hour FROM events ORDER BY 1, 2").fetchall()
+    assert rows == [(app_id, at, at // HOUR_MS) for app_id in sorted((APP, OTHER))
+                    for at in sorted(stamps)]  # fmt: skip
+
+
 def test_postgres_runs_again_a_write_aborted_to_break_a_deadlock(postgres_url: str) -> None:
     # Two writes that lock two rows in opposite orders: PostgreSQL aborts one of them,
     # and the storage runs it again instead of failing it (two schedulers planning the

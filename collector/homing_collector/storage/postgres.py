@@ -20,7 +20,10 @@ their rollups appended together at its end, and answers each once it is committe
 batch is written at once. Should the group fail, each of its batches is written again
 alone, so that one batch's error is its own. The device credentials the batches check
 (base.DeviceCheck), the users they may link and the event types they bring are read or
-locked in one statement for the group each, not in statements of each request's own.
+locked in one statement for the group each, not in statements of each request's own;
+the endpoints it merges are written together, in one statement, and its events are
+inserted in one, a plain INSERT under a savepoint (again with ON CONFLICT DO NOTHING if
+one of them was stored before).
 
 Work that one collector of several must do alone (a campaign's run, a webhook delivery)
 is leased on its row, the rows read FOR UPDATE SKIP LOCKED: collectors claiming at once
@@ -60,7 +63,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooMa
 from homing_collector.analytics import rollups as rollups_math
 from homing_collector.analytics.opens import OPENED
 from homing_collector.push import epoch_ms
-from homing_collector.storage import analytics_pg, pg_streams
+from homing_collector.storage import analytics_pg, endpoint_values, pg_streams
 from homing_collector.storage import campaigns as campaigns_sql
 from homing_collector.storage import imports as imports_sql
 from homing_collector.storage import segments as segments_sql
@@ -266,7 +269,7 @@ class PostgresStorage:
                     values_pg.deferred(conn),  # the counters' counts appended last
                 ):
                     return await work(conn)
-            except (errors.TransactionRollback, errors.DeadlockDetected):
+            except (errors.TransactionRollback, errors.DeadlockDetected, _Raced):
                 # A deadlock or serialization failure, rolled back whole: `work` reads
                 # everything it needs again, so it can simply run again. (psycopg makes
                 # DeadlockDetected an OperationalError, not a TransactionRollback.)
@@ -1751,7 +1754,7 @@ async def _lock_all(conn: Connection, keys: Sequence[Sequence[str]]) -> None:
     elif keys:
         await conn.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM"
-            " (SELECT k FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n) o",
+            " (SELECT k FROM unnest(%b::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n) o",
             (["\x1f".join(key) for key in keys],),
         )
 
@@ -2141,37 +2144,131 @@ async def _upsert_endpoints(
 ) -> list[tuple[int, str]]:
     """Merge each update into its endpoint. With `refuse`, an update that breaks a rule
     is left out, and returned as (its index, why); without, it raises and the
-    transaction writes nothing. `held`: the locks _lock_endpoints() took for them."""
+    transaction writes nothing. `held`: the locks _lock_endpoints() took for them, whose
+    holder writes what they hold (_Held.write) before anything reads the endpoints
+    again; without, they are written before this returns."""
     if not items:
         return []
+    alone = held is None
     if held is None:
         held = await _lock_endpoints(conn, [(app_id, items)])
-    bodies = held.bodies.setdefault(app_id, {})
-    locked = held.users.setdefault(app_id, set())
     refused = []
     for index, item in enumerate(items):
         try:
-            await _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, bodies, locked)
+            await _upsert_endpoint(conn, app_id, item, merge, max_user_endpoints, held)
         except (UserEndpointLimit, ValueError) as exc:
             if not refuse:
                 raise
             refused.append((index, str(exc)))
+    if alone:
+        await held.write(conn)
     return refused
+
+
+class _Raced(Exception):
+    """Another transaction made an endpoint that this one found missing and meant to
+    make: this one runs again (PostgresStorage._transaction), and merges into it."""
 
 
 @dataclasses.dataclass
 class _Held:
-    """The endpoints a transaction locked, with their bodies, and the users it locked."""
+    """The endpoints a transaction locked, with their bodies, and the users it locked;
+    the endpoints of the users it read (`members`); what it merged into them, not written
+    yet (`pending`). Each holds the writes made so far, those not written yet included."""
 
     bodies: dict[str, dict[str, str]]  # application -> endpoint id -> body
     users: dict[str, set[str]]  # application -> user ids
+    members: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
+    # (application, endpoint id) -> (user id, body, whether its row is stored)
+    pending: dict[tuple[str, str], tuple[str | None, str, bool]] = dataclasses.field(
+        default_factory=dict
+    )
+    stored: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # rows in the table
+
+    async def members_of(self, conn: Connection, app_id: str, user_id: str) -> dict[str, str]:
+        """The user's endpoints (endpoint id -> body), read under the user's lock, taken
+        now if it is not held yet: whoever links an endpoint to the user, or unlinks
+        one from it, takes that lock first."""
+        found = self.members.get((app_id, user_id))
+        if found is None:
+            locked = self.users.setdefault(app_id, set())
+            if user_id not in locked:
+                await _lock(conn, "user", app_id, user_id)
+                locked.add(user_id)
+            await self.read_members(conn, [(app_id, user_id)])
+            found = self.members[(app_id, user_id)]
+        return found
+
+    async def read_members(self, conn: Connection, users: Sequence[tuple[str, str]]) -> None:
+        """Read the endpoints of the (application, user id)s, whose locks are held, in
+        one statement."""
+        if not users:
+            return
+        cursor = await conn.execute(
+            "SELECT v.app_id, v.user_id, e.endpoint_id, e.body FROM unnest(%b::text[],"
+            " %b::text[]) AS v(app_id, user_id) CROSS JOIN LATERAL (SELECT endpoint_id, body"
+            " FROM endpoints e WHERE e.app_id = v.app_id AND e.user_id = v.user_id OFFSET 0)"
+            " AS e",
+            analytics_pg.columns(users, 2),
+        )
+        wanted = set(users)
+        for key in wanted:
+            self.members[key] = {}
+        for app_id, user_id, endpoint_id, body in await cursor.fetchall():
+            self.members[(app_id, user_id)][endpoint_id] = body
+        # What this transaction merged and holds to write is theirs already.
+        for (app_id, endpoint_id), (user_id, body, _) in self.pending.items():
+            for key in wanted:
+                if key[0] != app_id:
+                    continue
+                if key[1] == user_id:
+                    self.members[key][endpoint_id] = body
+                else:
+                    self.members[key].pop(endpoint_id, None)
+
+    def merged(
+        self, app_id: str, endpoint_id: str, old_user: str | None, user_id: str | None, body: str
+    ) -> None:
+        """Hold a merged endpoint until write()."""
+        key = (app_id, endpoint_id)
+        self.pending[key] = (user_id, body, key in self.stored)
+        self.bodies.setdefault(app_id, {})[endpoint_id] = body
+        if old_user is not None:
+            self.members.get((app_id, old_user), {}).pop(endpoint_id, None)
+        if user_id is not None and (app_id, user_id) in self.members:
+            self.members[(app_id, user_id)][endpoint_id] = body
+
+    async def write(self, conn: Connection) -> None:
+        """Write the endpoints merged since the last write, in one statement: those
+        stored are locked; should another transaction have made one of the others
+        meanwhile, this one runs again (_Raced)."""
+        if not self.pending:
+            return
+        rows = [(*key, *value) for key, value in self.pending.items()]
+        self.stored.update(self.pending)
+        self.pending = {}
+        cursor = await conn.execute(
+            "WITH v AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::bool[]) AS v(app_id, endpoint_id, user_id, body, stored)),"
+            " changed AS (UPDATE endpoints AS e SET user_id = v.user_id, body = v.body FROM v"
+            " WHERE v.stored AND e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id"
+            " RETURNING 1),"
+            " made AS (INSERT INTO endpoints (app_id, endpoint_id, user_id, body)"
+            " SELECT app_id, endpoint_id, user_id, body FROM v WHERE NOT stored"
+            " ON CONFLICT DO NOTHING RETURNING 1)"
+            " SELECT (SELECT count(*) FROM changed) + (SELECT count(*) FROM made)",
+            analytics_pg.columns(rows, 5),
+        )
+        row = await cursor.fetchone()
+        if row is None or row[0] != len(rows):
+            raise _Raced(f"{len(rows) - (row[0] if row else 0)} endpoints made meanwhile")
 
 
 async def _lock_endpoints(
     conn: Connection, updates: Sequence[tuple[str, Sequence[EndpointUpdate]]]
 ) -> _Held:
     """Lock the endpoints that exist of the (application, updates), then the users the
-    updates may link an endpoint to."""
+    updates may link an endpoint to, and read those users' endpoints."""
     by_app: dict[str, list[EndpointUpdate]] = {}
     for app_id, items in updates:
         by_app.setdefault(app_id, []).extend(items)
@@ -2185,6 +2282,7 @@ async def _lock_endpoints(
             (app_id, sorted({item.endpoint_id for item in by_app[app_id]})),
         )
         held.bodies[app_id] = dict(await cursor.fetchall())
+        held.stored.update((app_id, endpoint_id) for endpoint_id in held.bodies[app_id])
     # The users, locked in order too, before any is counted: two transactions that each
     # took one and waited for the other's would deadlock. One statement for them all.
     keys = []
@@ -2194,6 +2292,9 @@ async def _lock_endpoints(
             keys.append(("user", app_id, user_id))
             locked.add(user_id)
     await _lock_all(conn, keys)
+    # Each is counted before an endpoint is linked to it (and its endpoints read for the
+    # demographic counters): one statement for them all too.
+    await held.read_members(conn, [(app_id, user_id) for _, app_id, user_id in keys])
     return held
 
 
@@ -2203,54 +2304,41 @@ async def _upsert_endpoint(
     item: EndpointUpdate,
     merge: EndpointMerge,
     max_user_endpoints: int,
-    bodies: dict[str, str],
-    locked: set[str],
+    held: _Held,
 ) -> None:
-    # Rules are checked before anything is written, so a refused update leaves no trace.
-    while True:
-        body = bodies.get(item.endpoint_id)
-        existing = orjson.loads(body) if body is not None else None
-        merged = merge(item.endpoint_id, existing, item.update)
-        if merged is existing:
-            return  # nothing changed
-        user_id = (merged.get("User") or {}).get("UserId")
-        old_user_id = ((existing or {}).get("User") or {}).get("UserId")
-        if user_id is not None and user_id != old_user_id:
-            if user_id not in locked:  # another collector made the endpoint meanwhile
-                await _lock(conn, "user", app_id, user_id)
-                locked.add(user_id)
-            await _check_user(conn, app_id, user_id, max_user_endpoints)
-        if old_user_id is not None and user_id != old_user_id:  # analytics hook
-            await analytics_pg.call(
-                conn, rollups_math.user_changed, app_id, item.endpoint_id, old_user_id
+    # Rules are checked before anything is held to be written, so a refused update leaves
+    # no trace.
+    body = held.bodies.setdefault(app_id, {}).get(item.endpoint_id)
+    existing = orjson.loads(body) if body is not None else None
+    merged = merge(item.endpoint_id, existing, item.update)
+    if merged is existing:
+        return  # nothing changed
+    user_id = (merged.get("User") or {}).get("UserId")
+    old_user_id = ((existing or {}).get("User") or {}).get("UserId")
+    if user_id is not None and user_id != old_user_id:
+        # The user's lock keeps two collectors from taking its last free place at once.
+        count = len(await held.members_of(conn, app_id, user_id))
+        if count >= max_user_endpoints:
+            raise UserEndpointLimit(
+                f"User.UserId: user {user_id!r} already has {count} endpoints; "
+                f"the limit is {max_user_endpoints} per user"
             )
-        text = orjson.dumps(merged).decode()
-        if body is not None:
-            await conn.execute(
-                "UPDATE endpoints SET user_id = %s, body = %s"
-                " WHERE app_id = %s AND endpoint_id = %s",
-                (user_id, text, app_id, item.endpoint_id),
+    if old_user_id is not None and user_id != old_user_id:  # analytics hook
+        await analytics_pg.call(
+            conn, rollups_math.user_changed, app_id, item.endpoint_id, old_user_id
+        )
+    # The demographic counters, from what the users' other endpoints hold (see
+    # storage/endpoint_values.py).
+    users = endpoint_values.users_to_read(existing, merged)
+    if users is not None:
+        others = {
+            user: endpoint_values.held(
+                (await held.members_of(conn, app_id, user)).items(), item.endpoint_id
             )
-        else:
-            cursor = await conn.execute(
-                "INSERT INTO endpoints (app_id, endpoint_id, user_id, body)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (app_id, item.endpoint_id, user_id, text),
-            )
-            if await cursor.fetchone() is None:
-                # Another collector made this endpoint since it was read: merge into its
-                # version instead, locked now.
-                cursor = await conn.execute(
-                    "SELECT body FROM endpoints WHERE app_id = %s AND endpoint_id = %s FOR UPDATE",
-                    (app_id, item.endpoint_id),
-                )
-                row = await cursor.fetchone()
-                if row is not None:
-                    bodies[item.endpoint_id] = row[0]
-                continue
-        await values_pg.changed(conn, app_id, item.endpoint_id, existing, merged)
-        bodies[item.endpoint_id] = text
-        return
+            for user in sorted(set(users))
+        }
+        await values_pg.count(conn, app_id, existing, merged, others)
+    held.merged(app_id, item.endpoint_id, old_user_id, user_id, orjson.dumps(merged).decode())
 
 
 def _new_users(items: Sequence[EndpointUpdate], bodies: dict[str, str]) -> set[str]:
@@ -2265,21 +2353,6 @@ def _new_users(items: Sequence[EndpointUpdate], bodies: dict[str, str]) -> set[s
         if body is None or (orjson.loads(body).get("User") or {}).get("UserId") != user_id:
             users.add(user_id)
     return users
-
-
-async def _check_user(conn: Connection, app_id: str, user_id: str, limit: int) -> None:
-    """Raise UserEndpointLimit if the user has `limit` endpoints already. The caller holds
-    the user's lock, which keeps two collectors from taking its last free place at once."""
-    cursor = await conn.execute(
-        "SELECT count(*) FROM endpoints WHERE app_id = %s AND user_id = %s", (app_id, user_id)
-    )
-    row = await cursor.fetchone()
-    count = int(row[0]) if row else 0
-    if count >= limit:
-        raise UserEndpointLimit(
-            f"User.UserId: user {user_id!r} already has {count} endpoints; "
-            f"the limit is {limit} per user"
-        )
 
 
 async def _admit_types(
@@ -2369,6 +2442,7 @@ async def _put_group(
         if staged.counts_user_of(app_id, endpoints, held.bodies.get(app_id, {})):
             # The rollups count events under their endpoint's user of the moment.
             await _insert_waiting(conn, waiting, staged if rollups else None)
+            await held.write(conn)
             await staged.add(conn, held)
         refused = await _upsert_endpoints(
             conn, app_id, endpoints, merge, batch.max_user_endpoints, refuse=True, held=held
@@ -2383,6 +2457,7 @@ async def _put_group(
         waiting.append((batch, result, rows))
         if rollups:  # whether or not they turn out new
             staged.endpoints.update((app_id, row.endpoint_id) for row in rows)
+    await held.write(conn)  # the group's endpoints, in one statement
     await _insert_waiting(conn, waiting, staged if rollups else None)
     await staged.add(conn, held)
     return results
@@ -2399,15 +2474,21 @@ async def _insert_waiting(
     inserted alone in turn; `staged` (None: no rollups) gets what the new rows add."""
     if not waiting:
         return
-    fresh = set(await _insert_events_of(conn, [(b.app_id, rows) for b, _, rows in waiting]))
+    parts = [(batch.app_id, rows) for batch, _, rows in waiting]
+    fresh = (
+        None if await _insert_new_events(conn, parts) else set(await _insert_events_of(conn, parts))
+    )
     for batch, result, rows in waiting:
         app_id = batch.app_id
-        new = []
-        for row in rows:
-            key = (app_id, row.endpoint_id, row.event_id, row.event_type, row.timestamp_ms)
-            if key in fresh:
-                fresh.remove(key)
-                new.append(row)
+        if fresh is None:  # every row was new
+            new = rows
+        else:
+            new = []
+            for row in rows:
+                key = (app_id, row.endpoint_id, row.event_id, row.event_type, row.timestamp_ms)
+                if key in fresh:
+                    fresh.remove(key)
+                    new.append(row)
         result.stored = len(new)
         if new and staged is not None:  # analytics hook: only the rows just added, each once
             if batch.summary is not None and len(new) == len(batch.events):  # as summed
@@ -2434,7 +2515,7 @@ async def _device_credentials(
         return {}
     cursor = await conn.execute(
         "SELECT app_id, endpoint_id, secret_sha256 FROM device_credentials"
-        " WHERE (app_id, endpoint_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        " WHERE (app_id, endpoint_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
         (apps, ids),
     )
     found: dict[str, dict[str, str]] = {}
@@ -2502,7 +2583,7 @@ async def _known_types(conn: Connection, group: Sequence[_Batch]) -> dict[str, s
     if types:
         cursor = await conn.execute(
             "SELECT app_id, event_type FROM event_types WHERE (app_id, event_type)"
-            " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            " IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
             (apps, types),
         )
         for app_id, event_type in await cursor.fetchall():
@@ -2540,29 +2621,75 @@ async def _insert_events_of(
     The arrays go in binary (%b): as text, every body is spelled out in hex and read
     back by the server. bench/storage_put_events.py: 131 -> 82 us of machine CPU per
     stored event, 54% -> 83% of SQLite's events/s."""
-    apps: list[str] = []
+    insert = _event_columns(parts)
+    if insert is None:
+        return []
+    cursor = await conn.execute(
+        f"WITH stored AS ({insert[0]} ON CONFLICT DO NOTHING"
+        " RETURNING app_id, endpoint_id, event_id, event_type, ts) SELECT * FROM stored",
+        insert[1],
+    )
+    return await cursor.fetchall()
+
+
+async def _insert_new_events(
+    conn: Connection, parts: Sequence[tuple[str, Sequence[EventRow]]]
+) -> bool:
+    """Insert the rows of each (application, rows) as _insert_events_of() does, if none
+    of them was stored before nor comes twice, and return True; else insert nothing and
+    return False.
+
+    The common case, events sent once, is a plain INSERT: ON CONFLICT looks each key up
+    before it inserts the row, and confirms the row after, which cost the server 2.5 us
+    of CPU per event of the ~8 that inserting one costs. An event sent again fails the
+    statement, under a savepoint, and the caller inserts them again the other way."""
+    insert = _event_columns(parts)
+    if insert is None:
+        return True
+    await conn.execute("SAVEPOINT homing_events")
+    try:
+        await conn.execute(*insert)
+    except errors.UniqueViolation:
+        await conn.execute("ROLLBACK TO SAVEPOINT homing_events")
+        return False
+    return True
+
+
+# Each event's position (storage/pg_streams.py): its transaction's, plus its rank; its
+# hour, its Timestamp's (rounded down, as Python's // does).
+_INSERT_EVENTS = (
+    "INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type, ts, arrival,"
+    f" session_id, body, pos) SELECT {{app}}, CASE WHEN u.ts >= 0 THEN u.ts / {HOUR_MS}"
+    f" ELSE (u.ts + 1) / {HOUR_MS} - 1 END, u.e, u.i, u.t, u.ts, u.a, u.s, u.b,"
+    f" {pg_streams.NEXT_POSITION} + u.n - 1 FROM unnest({{apps}}%b::text[], %b::text[],"
+    " %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::bytea[])"
+    " WITH ORDINALITY AS u({p}e, i, t, ts, a, s, b, n)"
+)
+# The application of every row, as one value (the common case) or one per row.
+_INSERT_EVENTS_OF_ONE = _INSERT_EVENTS.format(app="%b::text", apps="", p="")
+_INSERT_EVENTS_OF_MANY = _INSERT_EVENTS.format(app="u.p", apps="%b::text[], ", p="p, ")
+
+
+def _event_columns(
+    parts: Sequence[tuple[str, Sequence[EventRow]]],
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The statement that inserts the rows of each (application, rows), and its
+    parameters, each column one array; None if there are no rows."""
     rows: list[EventRow] = []
-    for app_id, part in parts:
-        apps.extend([app_id] * len(part))
+    for _app_id, part in parts:
         rows.extend(part)
     if not rows:
-        return []
+        return None
     if len(rows) > pg_streams.MAX_RANK:
         raise ValueError(f"rows: at most {pg_streams.MAX_RANK} events in one transaction")
     endpoint_ids, event_ids, types, stamps, arrivals, sessions, bodies = zip(*rows, strict=True)
-    # Each event's position (storage/pg_streams.py): its transaction's, plus its rank.
-    cursor = await conn.execute(
-        "WITH stored AS (INSERT INTO events (app_id, hour, endpoint_id, event_id, event_type,"
-        " ts, arrival, session_id, body, pos) SELECT u.p, u.h, u.e, u.i, u.t, u.ts, u.a, u.s,"
-        f" u.b, {pg_streams.NEXT_POSITION} + u.n - 1 FROM unnest(%b::text[], %b::bigint[],"
-        " %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[],"
-        " %b::bytea[]) WITH ORDINALITY AS u(p, h, e, i, t, ts, a, s, b, n)"
-        " ON CONFLICT DO NOTHING RETURNING app_id, endpoint_id, event_id, event_type, ts)"
-        " SELECT * FROM stored",
-        (apps, [ts // HOUR_MS for ts in stamps], list(endpoint_ids), list(event_ids),
-         list(types), list(stamps), list(arrivals), list(sessions), list(bodies)),
-    )  # fmt: skip
-    return await cursor.fetchall()
+    columns = (list(endpoint_ids), list(event_ids), list(types), list(stamps), list(arrivals),
+               list(sessions), list(bodies))  # fmt: skip
+    apps = {app_id for app_id, part in parts if part}
+    if len(apps) == 1:
+        return _INSERT_EVENTS_OF_ONE, (apps.pop(), *columns)
+    each = [app_id for app_id, part in parts for _ in part]
+    return _INSERT_EVENTS_OF_MANY, (each, *columns)
 
 
 def _new_rows(

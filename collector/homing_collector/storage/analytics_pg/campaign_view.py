@@ -33,7 +33,7 @@ def sessions_near(
     return rows(
         conn,
         "SELECT v.i, v.endpoint_id, s.session_id, s.start_ms"
-        " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])"
+        " FROM unnest(%s::bigint[], %b::text[], %b::text[], %s::bigint[])"
         " AS v(i, app_id, endpoint_id, ts) CROSS JOIN LATERAL (SELECT session_id, start_ms"
         " FROM an_sessions s WHERE s.app_id = v.app_id AND s.endpoint_id = v.endpoint_id"
         f" AND s.start_ms >= v.ts - %s AND s.start_ms <= v.ts + %s {BY_KEY}) AS s",
@@ -54,7 +54,7 @@ def events_after(
     return rows(
         conn,
         "SELECT v.i, v.endpoint_id, e.event_id"
-        " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
+        " FROM unnest(%s::bigint[], %b::text[], %b::text[], %s::bigint[], %s::bigint[],"
         " %s::bigint[]) AS v(i, app_id, endpoint_id, ts, lo_hour, hi_hour)"
         " CROSS JOIN LATERAL (SELECT event_id FROM events e WHERE e.app_id = v.app_id"
         " AND e.hour >= v.lo_hour AND e.hour <= v.hi_hour AND e.endpoint_id = v.endpoint_id"

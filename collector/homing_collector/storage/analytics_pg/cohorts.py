@@ -15,7 +15,7 @@ def add_counts(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None:
         run(
             conn,
             "INSERT INTO an_retention AS r (app_id, kind, phase, cohort, day_offset, count)"
-            " SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::bigint[], %s::int[],"
+            " SELECT * FROM unnest(%b::text[], %s::int[], %s::int[], %s::bigint[], %s::int[],"
             " %s::bigint[]) ON CONFLICT (app_id, kind, phase, cohort, day_offset)"
             " DO UPDATE SET count = r.count + excluded.count",
             columns(ordered, 6),

@@ -15,7 +15,7 @@ def add_deltas(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None:
         run(
             conn,
             "INSERT INTO an_cover AS c (app_id, kind, span, hour, delta)"
-            " SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[],"
+            " SELECT * FROM unnest(%b::text[], %s::int[], %s::bigint[], %s::bigint[],"
             " %s::bigint[]) ON CONFLICT (app_id, kind, span, hour)"
             " DO UPDATE SET delta = c.delta + excluded.delta",
             columns(ordered, 5),

@@ -54,6 +54,19 @@ async def changed(
             (app_id, user_id),
         )
         others[user_id] = endpoint_values.held(await cursor.fetchall(), endpoint_id)
+    await count(conn, app_id, before, after, others)
+
+
+async def count(
+    conn: psycopg.AsyncConnection[Any],
+    app_id: str,
+    before: Body | None,
+    after: Body | None,
+    others: dict[str, set[tuple[str, str]]],
+) -> None:
+    """Count a write of one endpoint, given what `endpoint_values.held` says of the other
+    endpoints of each user of `endpoint_values.users_to_read`, read under the user's
+    lock."""
     added, _emptied = endpoint_values.deltas(app_id, before, after, others)
     pending = _PENDING.get()
     if pending is None:
@@ -82,8 +95,8 @@ class Pending:
             await conn.execute(
                 "INSERT INTO endpoint_values_pending"
                 " (app_id, dimension, value, endpoints, anonymous, users)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[],"
-                " %s::bigint[], %s::bigint[])",
+                " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[],"
+                " %b::bigint[], %b::bigint[])",
                 columns(added, 6),
             )
 
@@ -128,7 +141,7 @@ async def fold(conn: psycopg.AsyncConnection[Any]) -> None:
     emptied = await cursor.fetchall()
     if emptied:  # a value no endpoint has any more: its row goes
         await conn.execute(
-            "DELETE FROM endpoint_values v USING unnest(%s::text[], %s::text[], %s::text[])"
+            "DELETE FROM endpoint_values v USING unnest(%b::text[], %b::text[], %b::text[])"
             " AS e(app_id, dimension, value) WHERE v.app_id = e.app_id"
             " AND v.dimension = e.dimension AND v.value = e.value AND v.endpoints = 0",
             columns(emptied, 3),

@@ -14,7 +14,7 @@ def insert(conn: Connection, opens: Sequence[Sequence[Any]]) -> None:
         run(
             conn,
             "INSERT INTO an_opens (app_id, endpoint_id, ts, campaign_id)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[])",
+            " SELECT * FROM unnest(%b::text[], %b::text[], %s::bigint[], %b::text[])",
             columns(opens, 4),
         )
 

@@ -69,7 +69,7 @@ async def stage(
     found: dict[tuple[str, str], str | None] = {}
     if wanted:
         cursor = await conn.execute(
-            "SELECT v.app_id, v.endpoint_id, e.user_id FROM unnest(%s::text[], %s::text[])"
+            "SELECT v.app_id, v.endpoint_id, e.user_id FROM unnest(%b::text[], %b::text[])"
             " AS v(app_id, endpoint_id) LEFT JOIN LATERAL (SELECT user_id FROM endpoints e"
             " WHERE e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id OFFSET 0) AS e"
             " ON true",
@@ -86,7 +86,7 @@ async def stage(
         apps.append(app_id)
         entries.append(encode(summary, keys))
     await conn.execute(
-        "INSERT INTO an_pending (app_id, summary) SELECT * FROM unnest(%s::text[], %b::bytea[])",
+        "INSERT INTO an_pending (app_id, summary) SELECT * FROM unnest(%b::text[], %b::bytea[])",
         (apps, entries),
     )
 

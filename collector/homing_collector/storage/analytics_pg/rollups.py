@@ -50,7 +50,7 @@ def lock_subjects(conn: Connection, subjects: Iterable[tuple[str, int, str]]) ->
         run(
             conn,
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
-            " FROM (SELECT k FROM unnest(%s::text[]) AS k ORDER BY k) AS s",
+            " FROM (SELECT k FROM unnest(%b::text[]) AS k ORDER BY k) AS s",
             (keys,),
         )
 
@@ -63,7 +63,7 @@ def users_of(
         return []
     return rows(
         conn,
-        "SELECT v.app_id, v.endpoint_id, e.user_id FROM unnest(%s::text[], %s::text[])"
+        "SELECT v.app_id, v.endpoint_id, e.user_id FROM unnest(%b::text[], %b::text[])"
         " AS v(app_id, endpoint_id) CROSS JOIN LATERAL (SELECT user_id FROM endpoints e"
         f" WHERE e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id {BY_KEY}) AS e",
         columns(pairs, 2),
@@ -79,7 +79,7 @@ def subject_spans(
     return rows(
         conn,
         "SELECT v.app_id, v.kind, v.key, s.first_hour, s.last_hour"
-        " FROM unnest(%s::text[], %s::int[], %s::text[]) AS v(app_id, kind, key)"
+        " FROM unnest(%b::text[], %s::int[], %b::text[]) AS v(app_id, kind, key)"
         " CROSS JOIN LATERAL (SELECT first_hour, last_hour FROM an_subjects s"
         f" WHERE s.app_id = v.app_id AND s.kind = v.kind AND s.key = v.key {BY_KEY}) AS s",
         columns(subjects, 3),
@@ -108,7 +108,7 @@ def active_near(
     return rows(
         conn,
         "SELECT v.app_id, v.kind, v.key, a.hour"
-        " FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bigint[])"
+        " FROM unnest(%b::text[], %s::int[], %b::text[], %s::bigint[], %s::bigint[])"
         " AS v(app_id, kind, key, lo, hi) CROSS JOIN LATERAL (SELECT hour FROM an_active a"
         " WHERE a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
         f" AND a.hour >= v.lo AND a.hour <= v.hi {BY_KEY}) AS a",
@@ -128,7 +128,7 @@ def add_activity(
         run(
             conn,
             "INSERT INTO an_active (app_id, kind, hour, key)"
-            " SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[])"
+            " SELECT * FROM unnest(%b::text[], %s::int[], %s::bigint[], %b::text[])"
             " ON CONFLICT DO NOTHING",
             columns(hours, 4),
         )
@@ -137,7 +137,7 @@ def add_activity(
         run(
             conn,
             "INSERT INTO an_subjects AS s (app_id, kind, key, first_hour, last_hour)"
-            " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bigint[])"
+            " SELECT * FROM unnest(%b::text[], %s::int[], %b::text[], %s::bigint[], %s::bigint[])"
             " ON CONFLICT (app_id, kind, key) DO UPDATE"
             " SET first_hour = least(s.first_hour, excluded.first_hour),"
             " last_hour = greatest(s.last_hour, excluded.last_hour)"
@@ -153,7 +153,7 @@ def add_counts(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None:
         run(
             conn,
             "INSERT INTO an_counts AS c (app_id, hour, event_type, count)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[])"
+            " SELECT * FROM unnest(%b::text[], %s::bigint[], %b::text[], %s::bigint[])"
             " ON CONFLICT (app_id, hour, event_type)"
             " DO UPDATE SET count = c.count + excluded.count",
             columns(ordered, 4),
@@ -168,7 +168,7 @@ def add_metrics(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None:
         run(
             conn,
             "INSERT INTO an_metrics AS m (app_id, hour, event_type, name, count, sum, min, max)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[],"
+            " SELECT * FROM unnest(%b::text[], %s::bigint[], %b::text[], %b::text[],"
             " %s::bigint[], %s::float8[], %s::float8[], %s::float8[])"
             " ON CONFLICT (app_id, hour, event_type, name) DO UPDATE"
             f" SET count = m.count + excluded.count, sum = {finite('m.sum + excluded.sum')},"
@@ -184,7 +184,7 @@ def add_sessions(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None:
         run(
             conn,
             "INSERT INTO an_sessions AS s (app_id, endpoint_id, session_id, start_ms, stop_ms)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %s::bigint[], %s::bigint[])"
             " ON CONFLICT (app_id, endpoint_id, session_id) DO UPDATE"
             " SET start_ms = least(s.start_ms, excluded.start_ms),"
             " stop_ms = greatest(s.stop_ms, excluded.stop_ms)"
@@ -200,7 +200,7 @@ def add_revenue(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None:
         run(
             conn,
             "INSERT INTO an_revenue AS r (app_id, hour, currency, purchases, amount)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[],"
+            " SELECT * FROM unnest(%b::text[], %s::bigint[], %b::text[], %s::bigint[],"
             " %s::float8[]) ON CONFLICT (app_id, hour, currency) DO UPDATE"
             " SET purchases = r.purchases + excluded.purchases,"
             f" amount = {finite('r.amount + excluded.amount')}",
@@ -302,7 +302,7 @@ def subtract_counts(conn: Connection, app_id: str, rows_: Iterable[tuple[Any, ..
         run(
             conn,
             "UPDATE an_counts c SET count = c.count - v.n"
-            " FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[])"
+            " FROM unnest(%s::bigint[], %b::text[], %s::bigint[], %b::text[])"
             " AS v(n, app_id, hour, event_type)"
             " WHERE c.app_id = v.app_id AND c.hour = v.hour AND c.event_type = v.event_type",
             columns(ordered, 4),
@@ -318,7 +318,7 @@ def subtract_revenue(conn: Connection, app_id: str, rows_: Iterable[tuple[Any, .
             conn,
             "UPDATE an_revenue r SET purchases = r.purchases - v.n,"
             f" amount = {finite('r.amount - v.amount')}"
-            " FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::bigint[], %s::text[])"
+            " FROM unnest(%s::bigint[], %s::float8[], %b::text[], %s::bigint[], %b::text[])"
             " AS v(n, amount, app_id, hour, currency)"
             " WHERE r.app_id = v.app_id AND r.hour = v.hour AND r.currency = v.currency",
             columns(ordered, 5),
@@ -335,7 +335,7 @@ def metric_extremes(
     return rows(
         conn,
         "SELECT v.app_id, v.hour, v.event_type, v.name, m.min, m.max"
-        " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])"
+        " FROM unnest(%b::text[], %s::bigint[], %b::text[], %b::text[])"
         " AS v(app_id, hour, event_type, name) CROSS JOIN LATERAL (SELECT min, max"
         " FROM an_metrics m WHERE m.app_id = v.app_id AND m.hour = v.hour"
         f" AND m.event_type = v.event_type AND m.name = v.name {BY_KEY}) AS m",
@@ -351,8 +351,8 @@ def subtract_metrics(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None
             conn,
             "UPDATE an_metrics m SET count = m.count - v.n,"
             f" sum = {finite('m.sum - v.total')}"
-            " FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::bigint[], %s::text[],"
-            " %s::text[]) AS v(n, total, app_id, hour, event_type, name)"
+            " FROM unnest(%s::bigint[], %s::float8[], %b::text[], %s::bigint[], %b::text[],"
+            " %b::text[]) AS v(n, total, app_id, hour, event_type, name)"
             " WHERE m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
             " AND m.name = v.name",
             columns(ordered, 6),
@@ -365,8 +365,8 @@ def forget_metrics(conn: Connection, keys: Iterable[tuple[Any, ...]]) -> None:
     if ordered:
         run(
             conn,
-            "DELETE FROM an_metrics m USING unnest(%s::text[], %s::bigint[], %s::text[],"
-            " %s::text[]) AS v(app_id, hour, event_type, name)"
+            "DELETE FROM an_metrics m USING unnest(%b::text[], %s::bigint[], %b::text[],"
+            " %b::text[]) AS v(app_id, hour, event_type, name)"
             " WHERE m.app_id = v.app_id AND m.hour = v.hour AND m.event_type = v.event_type"
             " AND m.name = v.name",
             columns(ordered, 4),
@@ -394,7 +394,7 @@ def insert_metrics(conn: Connection, rows_: Iterable[tuple[Any, ...]]) -> None:
         run(
             conn,
             "INSERT INTO an_metrics (app_id, hour, event_type, name, count, sum, min, max)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[],"
+            " SELECT * FROM unnest(%b::text[], %s::bigint[], %b::text[], %b::text[],"
             " %s::bigint[], %s::float8[], %s::float8[], %s::float8[])",
             columns(ordered, 8),
         )

@@ -20,7 +20,7 @@ def chains_near(
     return rows(
         conn,
         "SELECT v.app_id, v.endpoint_id, c.start_ms, c.stop_ms"
-        " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+        " FROM unnest(%b::text[], %b::text[], %s::bigint[], %s::bigint[])"
         " AS v(app_id, endpoint_id, lo, hi) CROSS JOIN LATERAL (SELECT start_ms, stop_ms"
         " FROM an_visits c WHERE c.app_id = v.app_id AND c.endpoint_id = v.endpoint_id"
         f" AND c.start_ms >= v.lo AND c.start_ms <= v.hi {BY_KEY}) AS c",
@@ -38,7 +38,7 @@ def replace_chains(
         run(
             conn,
             "DELETE FROM an_visits WHERE ctid = ANY(ARRAY(SELECT c.ctid"
-            " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(app_id, endpoint_id, start_ms)"
+            " FROM unnest(%b::text[], %b::text[], %s::bigint[]) AS v(app_id, endpoint_id, start_ms)"
             " CROSS JOIN LATERAL (SELECT ctid FROM an_visits c WHERE c.app_id = v.app_id"
             f" AND c.endpoint_id = v.endpoint_id AND c.start_ms = v.start_ms {BY_KEY}) AS c))",
             columns(sorted(removed), 3),
@@ -47,7 +47,7 @@ def replace_chains(
         run(
             conn,
             "INSERT INTO an_visits (app_id, endpoint_id, start_ms, stop_ms)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])",
+            " SELECT * FROM unnest(%b::text[], %b::text[], %s::bigint[], %s::bigint[])",
             columns(sorted(added), 4),
         )
 
@@ -61,7 +61,7 @@ def add_stats(
         run(
             conn,
             "INSERT INTO an_visit_hours AS h (app_id, hour, count, total_ms)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
+            " SELECT * FROM unnest(%b::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
             " ON CONFLICT (app_id, hour) DO UPDATE SET count = h.count + excluded.count,"
             " total_ms = h.total_ms + excluded.total_ms",
             columns(by_hour, 4),
@@ -71,7 +71,7 @@ def add_stats(
         run(
             conn,
             "INSERT INTO an_visit_lengths AS l (app_id, hour, bucket, count)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
+            " SELECT * FROM unnest(%b::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
             " ON CONFLICT (app_id, hour, bucket) DO UPDATE SET count = l.count + excluded.count",
             columns(by_bucket, 4),
         )

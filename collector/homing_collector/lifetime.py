@@ -42,6 +42,21 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until `event` is set or `timeout` seconds have passed; whether it was set.
+
+    Not `asyncio.wait_for(event.wait(), timeout)`: before Python 3.12, wait_for returns
+    when the task waiting is cancelled just as the event is set, and the cancellation is
+    lost. A background loop stopped by cancelling it (`stop`) then runs on, and whoever
+    waits for it to end waits forever; asyncio.wait raises the CancelledError."""
+    waiting = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait((waiting,), timeout=timeout)
+    finally:
+        waiting.cancel()
+    return bool(done)
+
+
 async def stop(task: asyncio.Task[None] | None) -> None:
     """Cancel a background task, if there is one, and wait until it has ended."""
     if task is not None:

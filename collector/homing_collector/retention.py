@@ -13,12 +13,11 @@ holds the lease "retention" sweeps; another takes over once a lease is not renew
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
-from homing_collector.lifetime import holder_name, stop
+from homing_collector.lifetime import holder_name, stop, wait_set
 from homing_collector.storage.base import Storage
 from homing_collector.storage.history import cutoff_hour
 
@@ -80,8 +79,7 @@ class Sweeper:
             except Exception:
                 logger.exception("The retention sweep failed; the next one will retry")
             assert self._wake is not None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            await wait_set(self._wake, self.interval)
             self._wake.clear()
 
     async def sweep(self) -> int:

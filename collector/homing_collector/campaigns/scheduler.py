@@ -42,7 +42,7 @@ from homing.wire import format_timestamp
 from homing_collector.hooks.campaign import CampaignHooks, stored_keys
 from homing_collector.hooks.errors import HookResponseError
 from homing_collector.hooks.payloads import CampaignRun
-from homing_collector.lifetime import stop
+from homing_collector.lifetime import stop, wait_set
 from homing_collector.push.gateway import Gateway
 from homing_collector.push.messages import Override, Push, SendRequest, render
 from homing_collector.storage.base import (
@@ -225,8 +225,7 @@ class Scheduler:
                 await self.run_once()
             except Exception:
                 logger.exception("The campaign scheduler failed; it tries again in %s s", self.tick)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick)
+            await wait_set(self._wake, self.tick)
             self._wake.clear()
 
     async def run_once(self) -> int:

@@ -39,7 +39,7 @@ from homing_collector.hooks.registry import hook_name
 from homing_collector.hooks.retry import RetryPolicy
 from homing_collector.hooks.runner import HookRunner
 from homing_collector.hooks.signing import SigningKeys, new_secret
-from homing_collector.lifetime import alive, holder_name
+from homing_collector.lifetime import alive, holder_name, wait_set
 from homing_collector.metrics import Metrics
 from homing_collector.storage.base import Delivery, Storage
 
@@ -201,8 +201,7 @@ class Outbox:
                 claimed = 0
             if claimed:
                 continue  # there may be more
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await wait_set(self._wake, self.poll_interval)
 
     async def _claim(self) -> int:
         free = self.max_in_flight - sum(self._in_flight.values())

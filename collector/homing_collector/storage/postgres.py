@@ -62,6 +62,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooMa
 
 from homing_collector.analytics import rollups as rollups_math
 from homing_collector.analytics.opens import OPENED
+from homing_collector.lifetime import wait_set
 from homing_collector.push import epoch_ms
 from homing_collector.storage import analytics_pg, endpoint_values, pg_streams
 from homing_collector.storage import campaigns as campaigns_sql
@@ -814,8 +815,7 @@ class PostgresStorage:
         if not self._listening:
             await asyncio.sleep(timeout)
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._push_event.wait(), timeout)
+        await wait_set(self._push_event, timeout)
 
     async def push_changes(self, since_ms: int) -> list[tuple[str, str, int]] | None:
         """None when no push was NOTIFY'd since the last call; without LISTEN (`listen`

@@ -281,3 +281,32 @@ def test_a_local_time_run_reaches_each_zone_at_its_own_clock_time(tmp_path: Path
         assert activity.metrics.get("ENDPOINT_MISSING_TIMEZONE") == 1
 
     run(tmp_path, scenario)
+
+
+def test_a_scheduler_closed_as_it_is_woken_stops(tmp_path: Path) -> None:
+    """A campaign written as the collector stops wakes the loop as close() cancels it: the
+    cancellation must end the loop (with `asyncio.wait_for` on Python 3.11 the wait
+    returned instead, and close() waited forever)."""
+
+    async def scenario(storage: SQLiteStorage, scheduler: Scheduler, _clock: Clock) -> None:
+        looked = asyncio.Event()
+
+        async def run_once() -> int:
+            looked.set()
+            return 0
+
+        scheduler.tick = 60
+        scheduler.run_once = run_once  # type: ignore[method-assign]
+        await scheduler.start()
+        await looked.wait()  # its loop waits now, for a wake or the next tick
+
+        async def close_as_woken() -> None:
+            scheduler.wake()
+            await scheduler.close()
+
+        closing = asyncio.ensure_future(close_as_woken())
+        done, _ = await asyncio.wait((closing,), timeout=30)  # not a speed: it never ends
+        assert done, "close() is still waiting for the scheduler's loop"
+        closing.result()
+
+    run(tmp_path, scenario)

@@ -360,3 +360,41 @@ def test_a_worker_takes_the_hooks_the_rest_or_all(tmp_path: Path) -> None:
         assert await claim("another", None) == ["crm_0", "x_0"]
 
     run(tmp_path, scenario)
+
+
+class NothingDue:
+    """A worker's source with nothing due, which says when the worker has looked."""
+
+    def __init__(self) -> None:
+        self.looked = asyncio.Event()
+
+    async def deliveries_due(self, now: float) -> bool:
+        self.looked.set()
+        return False
+
+    async def claim_deliveries(self, *args: object, **kwargs: object) -> list[object]:
+        raise AssertionError("nothing is due")
+
+
+def test_a_worker_closed_as_it_is_woken_stops(tmp_path: Path) -> None:
+    """The worker is closed as it is woken, as when the last delivery of a test settles
+    (its end wakes the loop) while the collector stops. The cancellation must end the
+    loop: with `asyncio.wait_for` (Python 3.11) the wait returned instead, the loop went
+    on, and close() waited for it forever."""
+
+    async def scenario(storage: SQLiteStorage) -> None:
+        source = NothingDue()
+        outbox = Outbox(storage, Metrics(), source=source, chores=False, poll_interval=60)  # type: ignore[arg-type]
+        await outbox.start()
+        await source.looked.wait()  # its loop waits now, for a wake or the next poll
+
+        async def close_as_woken() -> None:
+            outbox.wake()
+            await outbox.close()
+
+        closing = asyncio.ensure_future(close_as_woken())
+        done, _ = await asyncio.wait((closing,), timeout=30)  # not a speed: it never ends
+        assert done, "close() is still waiting for the worker's loop"
+        closing.result()
+
+    run(tmp_path, scenario)

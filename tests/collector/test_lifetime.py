@@ -8,6 +8,7 @@ import pytest
 
 from homing_collector import retention
 from homing_collector.lifetime import wait_set
+from tests.collector.closing import check_closes_as_woken
 
 
 def test_wait_set_says_whether_the_event_was_set() -> None:
@@ -58,13 +59,6 @@ def test_a_sweeper_closed_as_it_is_woken_stops(monkeypatch: pytest.MonkeyPatch) 
         await sweeper.start()
         await storage.asked.wait()  # its loop waits now, for a wake or the next sweep
 
-        async def close_as_woken() -> None:
-            sweeper.wake()
-            await sweeper.close()
-
-        closing = asyncio.ensure_future(close_as_woken())
-        done, _ = await asyncio.wait((closing,), timeout=30)  # not a speed: it never ends
-        assert done, "close() is still waiting for the sweeper's loop"
-        closing.result()
+        await check_closes_as_woken(sweeper, "sweeper")
 
     asyncio.run(main())

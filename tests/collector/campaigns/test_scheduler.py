@@ -21,6 +21,7 @@ from homing_collector.metrics import Metrics
 from homing_collector.push.gateway import Gateway
 from homing_collector.storage.base import AppRecord, CampaignRecord, EndpointUpdate
 from homing_collector.storage.sqlite import SQLiteStorage
+from tests.collector.closing import check_closes_as_woken
 
 APP = "app-1"
 START = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
@@ -300,13 +301,6 @@ def test_a_scheduler_closed_as_it_is_woken_stops(tmp_path: Path) -> None:
         await scheduler.start()
         await looked.wait()  # its loop waits now, for a wake or the next tick
 
-        async def close_as_woken() -> None:
-            scheduler.wake()
-            await scheduler.close()
-
-        closing = asyncio.ensure_future(close_as_woken())
-        done, _ = await asyncio.wait((closing,), timeout=30)  # not a speed: it never ends
-        assert done, "close() is still waiting for the scheduler's loop"
-        closing.result()
+        await check_closes_as_woken(scheduler, "scheduler")
 
     run(tmp_path, scenario)

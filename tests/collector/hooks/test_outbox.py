@@ -22,6 +22,7 @@ from homing_collector.hooks.retry import RetryPolicy
 from homing_collector.metrics import Metrics
 from homing_collector.storage.base import AppRecord, NewDelivery
 from homing_collector.storage.sqlite import SQLiteStorage
+from tests.collector.closing import check_closes_as_woken
 from tests.collector.hooks.receiver import Answer, Received, always, serving
 
 APP = "a" * 32
@@ -388,13 +389,6 @@ def test_a_worker_closed_as_it_is_woken_stops(tmp_path: Path) -> None:
         await outbox.start()
         await source.looked.wait()  # its loop waits now, for a wake or the next poll
 
-        async def close_as_woken() -> None:
-            outbox.wake()
-            await outbox.close()
-
-        closing = asyncio.ensure_future(close_as_woken())
-        done, _ = await asyncio.wait((closing,), timeout=30)  # not a speed: it never ends
-        assert done, "close() is still waiting for the worker's loop"
-        closing.result()
+        await check_closes_as_woken(outbox, "worker")
 
     run(tmp_path, scenario)

@@ -203,3 +203,40 @@ def test_a_checkpoint_that_writers_outran_catches_up_and_the_wal_starts_over(
     else:
         assert not held and checkpointer.held == [False]
         assert frames > 100  # every page written since the start
+
+
+def test_a_storage_checkpoints_no_more_often_than_its_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event-stream process's storage checkpoints seldom (its commits are few, and
+    the collector's checkpoints copy them too): after a checkpoint, the next waits for
+    the interval however many commits come meanwhile."""
+    calls: list[int] = []
+    real = sqlite_storage.checkpoint
+
+    def counted(conn: sqlite3.Connection, lock: int | None) -> bool:
+        calls.append(1)
+        return real(conn, lock)
+
+    monkeypatch.setattr(sqlite_storage, "checkpoint", counted)
+
+    async def scenario() -> tuple[int, int]:
+        storage = SQLiteStorage(tmp_path / "homing.db", checkpoint_interval=3600.0)
+        await storage.start()
+        try:
+            await storage.create_app(AppRecord("first", "a", "2026-11-29T00:00:00Z"))
+            for _ in range(200):  # the first commit's checkpoint, whenever it runs
+                if calls:
+                    break
+                await asyncio.sleep(0.01)
+            first = len(calls)
+            for n in range(20):
+                await storage.create_app(AppRecord(f"app{n}", "a", "2026-11-29T00:00:00Z"))
+                await asyncio.sleep(0.02)  # more than the default interval, 0.1 s, in all
+            return first, len(calls)
+        finally:
+            await storage.close()
+
+    first, after = asyncio.run(scenario())
+    assert first == 1
+    assert after == 1

@@ -128,6 +128,7 @@ class SQLiteStorage:
         rollups: bool = True,
         columnar_copy: bool = False,
         columnar_process: bool = False,
+        checkpoint_interval: float = _CHECKPOINT_INTERVAL,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
@@ -135,6 +136,8 @@ class SQLiteStorage:
         self.synchronous = synchronous.upper()
         self.max_pending = max_pending
         self.rollups = rollups  # analytics rollups kept at ingest (HOMING_ROLLUPS)
+        # Seconds, at least, between two checkpoints of this process after its commits.
+        self.checkpoint_interval = checkpoint_interval
         # Where the columnar copy of sealed events is (HOMING_COLUMNAR); None: no copy.
         self.columnar: Path | None = columnar.directory(path) if columnar_copy else None
         # The sealer's copies are made in a process of their own (see columnar_process.py)
@@ -408,7 +411,7 @@ class SQLiteStorage:
                 except sqlite3.Error as exc:
                     if not is_disk_full(exc):  # the writer says when the disk is full
                         logger.exception("SQLite checkpoint failed; the next one will retry")
-                self._stopping.wait(_CHECKPOINT_INTERVAL)
+                self._stopping.wait(self.checkpoint_interval)
         finally:
             conn.close()
             if lock is not None:

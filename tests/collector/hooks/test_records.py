@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homing.wire import WireError, format_timestamp
+from homing_collector.hooks import records as records_module
 from homing_collector.hooks.records import (
     Imported,
     Records,
@@ -598,3 +599,26 @@ def test_a_body_in_another_spelling_of_json_makes_the_same_record() -> None:
     assert not failed and lines[0] == expected[0] and lines[2] == expected[2]
     assert [line.count(b"\n") for line in lines] == [1, 1, 1]
     assert [orjson.loads(line) for line in lines] == [orjson.loads(line) for line in expected]
+
+
+def test_a_minute_is_read_once_across_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stream's batches mostly share their minutes: formatted_ms reads each once, not
+    # once a batch, and the records stay those of to_record.
+    read: list[str] = []
+    real = records_module.formatted_ms
+
+    def counted(timestamp: str) -> int | None:
+        read.append(timestamp)
+        return real(timestamp)
+
+    monkeypatch.setattr(records_module, "formatted_ms", counted)
+    monkeypatch.setattr(records_module, "_MINUTES", {})
+    minute = "2031-05-06T07:08:"
+    events = [{**SESSION_STOP, "Timestamp": f"{minute}{n + 1:02d}.{n:03d}Z"} for n in range(6)]
+    rows = [(n, "c-1", f"ev-{n}", 7, orjson.dumps(event)) for n, event in enumerate(events)]
+    first, _ = _stored_ndjson(rows[:3], {"c-1": ENDPOINT})
+    second, _ = _stored_ndjson(rows[3:], {"c-1": ENDPOINT})
+    assert [t for t in read if t.startswith(minute)].count(f"{minute}00.000Z") == 1
+    assert [orjson.loads(line) for line in first + second] == [
+        to_record(APP, "c-1", f"ev-{n}", event, ENDPOINT, 7) for n, event in enumerate(events)
+    ]

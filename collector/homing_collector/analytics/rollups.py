@@ -329,6 +329,7 @@ def combine_entries(entries: Iterable[tuple[str, Sequence[Any]]]) -> _Batch:
     batch = _Batch()
     counts, metrics = batch.counts, batch.metrics
     revenue, sessions, opened = batch.revenue, batch.sessions, batch.opens
+    count_of, metric_of = counts.get, metrics.get
     endpoint_hours: dict[tuple[str, str], set[int]] = {}
     users: dict[tuple[str, str], str] = {}
     for app_id, (hours, counted, measured, paid, spans, opens_, keys) in entries:
@@ -342,15 +343,16 @@ def combine_entries(entries: Iterable[tuple[str, Sequence[Any]]]) -> _Batch:
             users[ekey] = keys[endpoint_id]
         for hour, event_type, count in counted:
             ckey = (app_id, hour, event_type)
-            counts[ckey] = counts.get(ckey, 0) + count
+            counts[ckey] = count_of(ckey, 0) + count
         for hour, event_type, name, n, total, low, high in measured:
             mkey = (app_id, hour, event_type, name)
-            got = metrics.get(mkey)
+            got = metric_of(mkey)
             if got is None:
                 metrics[mkey] = [n, total, low, high]
             else:
                 got[0] += n
-                got[1] = add_sums(got[1], total)
+                total += got[1]  # add_sums, written out: this runs for every entry's rows
+                got[1] = 0.0 if total != total else total
                 if low < got[2]:
                     got[2] = low
                 if high > got[3]:

@@ -237,9 +237,7 @@ def test_batches_that_come_while_another_writer_holds_the_database_share_one_com
     try:
         collector.sendall(events_process.frame((1, "first")))  # taken at once: it waits
         time.sleep(0.3)
-        collector.sendall(
-            events_process.frame((2, "second")) + events_process.frame((3, "third"))
-        )
+        collector.sendall(events_process.frame((2, "second")) + events_process.frame((3, "third")))
         time.sleep(0.3)
     finally:
         fcntl.flock(other, fcntl.LOCK_UN)

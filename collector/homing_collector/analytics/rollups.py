@@ -138,7 +138,7 @@ class Summary:
         start_of = starts.get
         seen: set[int] = set()
         add_hour = seen.add
-        spans: dict[str | None, list[int]] = {}  # session id -> [start, stop]
+        spans: dict[str, list[int]] = {}  # session id -> [start, stop]
         span_of = spans.get
         for event_type, ts, session_id, event in events:
             hour = ts // HOUR_MS
@@ -167,7 +167,7 @@ class Summary:
                 # last event while it has none (an event's own time stands in for either).
                 session = event["Session"]
                 text = session.get("StartTimestamp")
-                parsed = start_of(text, _UNPARSED)
+                parsed: Any = start_of(text, _UNPARSED)
                 if parsed is _UNPARSED:
                     parsed = starts[text] = _parse_ms(text)
                 start = ts if parsed is None else parsed

@@ -14,6 +14,7 @@ sealer waits between two looks for work, so that work the collector defers (the 
 copy, checkpoints) counts in each case. The cases alternate over ``--rounds``.
 
     python bench/collector_cpu.py [--batches 600] [--rounds 2] [--kinds stored,stream]
+        [--clients 16] [--workers 1]
 """
 
 from __future__ import annotations
@@ -43,17 +44,30 @@ def _cpu(pid: int) -> float:
 
 
 def _processes(pid: int) -> dict[str, float]:
-    """CPU seconds of the collector and of each of its children, by role."""
-    found = {"collector": _cpu(pid)}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-            role = (
-                "stream" if b"stream_process" in command
-                else "columnar copy" if b"columnar_process" in command
-                else "events writer"
-            )  # fmt: skip
-            found[role] = found.get(role, 0.0) + _cpu(int(child))
+    """CPU seconds of the collector (its workers too, with --workers) and of each of the
+    children it started, by role."""
+    found: dict[str, float] = {}
+    pending = [pid]
+    while pending:
+        process = pending.pop()
+        try:
+            command = Path(f"/proc/{process}/cmdline").read_bytes()
+            cpu = _cpu(process)
+            children = [
+                int(child)
+                for task in Path(f"/proc/{process}/task").iterdir()
+                for child in (task / "children").read_text().split()
+            ]
+        except OSError:  # it ended meanwhile
+            continue
+        role = (
+            "stream" if b"stream_process" in command
+            else "columnar copy" if b"columnar_process" in command
+            else "events writer" if b"events_process" in command
+            else "collector"
+        )  # fmt: skip
+        found[role] = found.get(role, 0.0) + cpu
+        pending.extend(children)
     return found
 
 
@@ -74,7 +88,7 @@ async def _quiet(pid: int, span: float, *, stream: bool) -> dict[str, float]:
     return last
 
 
-async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
+async def _case(kind: str, bodies: list[bytes], workdir: Path, args: argparse.Namespace) -> str:
     db = workdir / f"{kind}.db"
     created = subprocess.run(
         [sys.executable, "-m", "homing_collector", "--db", str(db), "apps", "create", "bench",
@@ -82,7 +96,8 @@ async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     app = json.loads(created.stdout)
-    process, port = ingest._start_server(sys.executable, db, workdir / "server.log", [])
+    extra = ["--workers", str(args.workers)] if args.workers > 1 else []
+    process, port = ingest._start_server(sys.executable, db, workdir / "server.log", extra)
     receiver = ingest.StreamReceiver()
     try:
         await ingest._wait_healthy(port)
@@ -99,7 +114,7 @@ async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
         _figures, counters = await ingest._run_case(
             ports=[port], server_pids=[process.pid], db_cpu=ingest._no_cpu,
             path=f"/v1/apps/{app['application_id']}/events",
-            token=app["ingest"]["token"], gzip=False, bodies=iter(bodies), clients=16,
+            token=app["ingest"]["token"], gzip=False, bodies=iter(bodies), clients=args.clients,
             warmup=0, duration=600, stored=True,
         )  # fmt: skip
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
@@ -130,12 +145,15 @@ async def _case(kind: str, bodies: list[bytes], workdir: Path) -> str:
 async def _bench(args: argparse.Namespace) -> None:
     kinds = args.kinds.split(",")
     pool = ingest.make_batches(7, args.batches * args.rounds * len(kinds), gzip=False)
-    print(f"{args.batches} batches of {ingest.EVENTS_PER_BATCH} events a case, 16 clients")
+    print(
+        f"{args.batches} batches of {ingest.EVENTS_PER_BATCH} events a case, {args.clients}"
+        f" clients, {args.workers} worker(s)"
+    )
     with tempfile.TemporaryDirectory(prefix="homing-cpu-") as workdir:
         for round_ in range(args.rounds):
             for n, kind in enumerate(kinds):
                 start = (round_ * len(kinds) + n) * args.batches
-                line = await _case(kind, pool[start : start + args.batches], Path(workdir))
+                line = await _case(kind, pool[start : start + args.batches], Path(workdir), args)
                 print(f"round {round_}  {line}", flush=True)
 
 
@@ -146,6 +164,8 @@ def main() -> int:
     parser.add_argument(
         "--kinds", default="stored,stream,campaign", help="the cases to run, comma-separated"
     )
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers")
     asyncio.run(_bench(parser.parse_args()))
     return 0
 

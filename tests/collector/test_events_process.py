@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -202,3 +203,53 @@ def test_the_writer_waits_no_longer_than_gather_wait(
     waited = time.monotonic() - started
     assert messages == [(1, "waiting")]
     assert 0.2 <= waited < 1.5
+
+
+def test_batches_that_come_while_another_writer_holds_the_database_share_one_commit(
+    tmp_path: Path,
+    writer_end: tuple[socket.socket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer took a batch and waits for the database (serve --workers: the other
+    worker's events writer commits); the batches that come meanwhile go in its commit."""
+    fcntl = pytest.importorskip("fcntl")
+    from homing_collector.storage.sqlite import SQLiteStorage
+
+    collector, writer = writer_end
+    path = tmp_path / "events.db"
+    setup = SQLiteStorage(path)
+    setup.close_writer(setup.open_writer())  # the collector has migrated it
+    storage = SQLiteStorage(path)
+    conn = storage.open_writer(migrate_schema=False)
+    commits: list[int] = []
+    commit_jobs = storage.commit_jobs
+
+    def counted(conn: Any, jobs: list[Any]) -> list[tuple[Any, bool]]:
+        commits.append(len(jobs))
+        return commit_jobs(conn, jobs)
+
+    monkeypatch.setattr(storage, "commit_jobs", counted)
+    monkeypatch.setattr(storage, "put_events_job", lambda name: lambda conn: name)
+    other = os.open(f"{path}-writer.lock", os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)  # another writer holds the database
+    serving = threading.Thread(target=events_process.serve, args=(writer, storage, conn))
+    serving.start()
+    try:
+        collector.sendall(events_process.frame((1, "first")))  # taken at once: it waits
+        time.sleep(0.3)
+        collector.sendall(events_process.frame((2, "second")) + events_process.frame((3, "third")))
+        time.sleep(0.3)
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    answers: list[Any] = []
+    buffer = bytearray()
+    collector.settimeout(10.0)
+    while len(answers) < 3:
+        buffer += collector.recv(4096)
+        events_process._take_frames(buffer, answers, 3)
+    collector.shutdown(socket.SHUT_WR)
+    serving.join(10.0)
+    storage.close_writer(conn)
+    assert sorted(answers) == [(1, True, "first"), (2, True, "second"), (3, True, "third")]
+    assert commits == [3]

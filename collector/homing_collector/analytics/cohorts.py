@@ -35,15 +35,19 @@ def add_all(
 ) -> None:
     """Add (sign 1) or take away (-1) everything a subject first active at hour `first`
     with these active hours contributes."""
-    near = [h for h in hours if first < h <= first + HORIZON]
-    if not near:
+    gaps = [h - first for h in hours if first < h <= first + HORIZON]
+    if not gaps:
         return  # active in its first hour only, as most new subjects are: no day after
     # This runs for every new subject a fold or a batch brings: `offsets` and `_bump`
-    # written out.
+    # written out. With r = (first - p) % 24, an hour `gap` hours after the first is on
+    # day (r + gap) // 24 after the cohort's, in phase p: only the phases whose r is at
+    # least 24 - the longest gap see a day after the first one (a subject active in two
+    # hours in a row: one phase).
     get = deltas.get
-    for p in PHASES:
+    for r in range(max(0, 24 - max(gaps)), 24):
+        p = (first - r) % 24
         c = (first - p) // 24
-        after = {k for k in [(h - p) // 24 - c for h in near] if 1 <= k <= DAYS}
+        after = {k for k in [(r + gap) // 24 for gap in gaps] if 1 <= k <= DAYS}
         if after:
             for k in after:
                 key = (app_id, kind, p, c, k)

@@ -130,26 +130,29 @@ class Summary:
     ) -> None:
         """Add stored events of one endpoint, each (event type, ts, session id, body) as
         `add` takes them. This runs for every event ingested, so the code is kept tight:
-        what each event needs is looked up once for them all."""
-        counts, metrics, revenue, sessions = self.counts, self.metrics, self.revenue, self.sessions
+        what each event needs is looked up once for them all, and the hours and session
+        spans are gathered for this endpoint alone, then added once."""
+        counts, metrics, revenue = self.counts, self.metrics, self.revenue
+        count_of, metric_of = counts.get, metrics.get
         starts = self._starts
-        seen = self.hours.get(endpoint_id)
+        start_of = starts.get
+        seen: set[int] = set()
+        add_hour = seen.add
+        spans: dict[str, list[int]] = {}  # session id -> [start, stop]
+        span_of = spans.get
         for event_type, ts, session_id, event in events:
             hour = ts // HOUR_MS
             ckey = (hour, event_type)
-            counts[ckey] = counts.get(ckey, 0) + 1
+            counts[ckey] = count_of(ckey, 0) + 1
             if event_type in NOT_ACTIVITY:
                 continue
-            if seen is None:
-                seen = self.hours[endpoint_id] = {hour}
-            else:
-                seen.add(hour)
+            add_hour(hour)
             values = event.get("Metrics")
             if values:
                 for name, number in values.items():
                     value = float(number)  # an integer past 2**63 would not fit SQLite's
                     mkey = (hour, event_type, name)
-                    agg = metrics.get(mkey)
+                    agg = metric_of(mkey)
                     if agg is None:
                         metrics[mkey] = [1, value, value, value]
                     else:
@@ -164,9 +167,8 @@ class Summary:
                 # last event while it has none (an event's own time stands in for either).
                 session = event["Session"]
                 text = session.get("StartTimestamp")
-                if text in starts:
-                    parsed = starts[text]
-                else:
+                parsed: Any = start_of(text, _UNPARSED)
+                if parsed is _UNPARSED:
                     parsed = starts[text] = _parse_ms(text)
                 start = ts if parsed is None else parsed
                 stop = ts
@@ -181,11 +183,10 @@ class Summary:
                         start = stop = ts
                     elif stop < start:  # stamped before its session began (clock set back)
                         stop = start
-                skey = (endpoint_id, session_id)
-                span = sessions.get(skey)
+                span = span_of(session_id)
                 if span is None:
-                    sessions[skey] = [start, stop]
-                else:
+                    spans[session_id] = [start, stop]
+                else:  # as `widen` does, without a call for every event
                     if start < span[0]:
                         span[0] = start
                     if stop > span[1]:
@@ -204,6 +205,32 @@ class Summary:
             elif event_type == _OPENED:
                 campaign_id = (event.get("Attributes") or {}).get("campaign_id")
                 self.opens.append((endpoint_id, ts, campaign_id))
+        if seen:
+            known = self.hours.get(endpoint_id)
+            if known is None:
+                self.hours[endpoint_id] = seen
+            else:
+                known |= seen
+        if spans:
+            sessions = self.sessions
+            for session_id, (start, stop) in spans.items():
+                skey = (endpoint_id, session_id)
+                span = sessions.get(skey)
+                if span is None:
+                    sessions[skey] = [start, stop]
+                else:
+                    widen(span, start, stop)
+
+
+_UNPARSED = object()  # Summary._starts' answer for a StartTimestamp not parsed yet
+
+
+def widen(span: list[int], start: int, stop: int) -> None:
+    """Widen a session's [start, stop] to take in another span of it."""
+    if start < span[0]:
+        span[0] = start
+    if stop > span[1]:
+        span[1] = stop
 
 
 def user_key(endpoint_id: str, user_id: str | None) -> str:
@@ -284,8 +311,7 @@ def combine(summaries: Iterable[tuple[str, Summary]], users: dict[tuple[str, str
             if span is None:
                 sessions[skey] = [start, stop]
             else:
-                span[0] = min(span[0], start)
-                span[1] = max(span[1], stop)
+                widen(span, start, stop)
     hours = batch.hours
     for (app_id, endpoint_id), seen in endpoint_hours.items():
         hours[(app_id, ENDPOINT, endpoint_id)] = seen
@@ -303,6 +329,7 @@ def combine_entries(entries: Iterable[tuple[str, Sequence[Any]]]) -> _Batch:
     batch = _Batch()
     counts, metrics = batch.counts, batch.metrics
     revenue, sessions, opened = batch.revenue, batch.sessions, batch.opens
+    count_of, metric_of = counts.get, metrics.get
     endpoint_hours: dict[tuple[str, str], set[int]] = {}
     users: dict[tuple[str, str], str] = {}
     for app_id, (hours, counted, measured, paid, spans, opens_, keys) in entries:
@@ -316,15 +343,16 @@ def combine_entries(entries: Iterable[tuple[str, Sequence[Any]]]) -> _Batch:
             users[ekey] = keys[endpoint_id]
         for hour, event_type, count in counted:
             ckey = (app_id, hour, event_type)
-            counts[ckey] = counts.get(ckey, 0) + count
+            counts[ckey] = count_of(ckey, 0) + count
         for hour, event_type, name, n, total, low, high in measured:
             mkey = (app_id, hour, event_type, name)
-            got = metrics.get(mkey)
+            got = metric_of(mkey)
             if got is None:
                 metrics[mkey] = [n, total, low, high]
             else:
                 got[0] += n
-                got[1] = add_sums(got[1], total)
+                total += got[1]  # add_sums, written out: this runs for every entry's rows
+                got[1] = 0.0 if total != total else total
                 if low < got[2]:
                     got[2] = low
                 if high > got[3]:
@@ -344,10 +372,7 @@ def combine_entries(entries: Iterable[tuple[str, Sequence[Any]]]) -> _Batch:
             if span is None:
                 sessions[skey] = [start, stop]
             else:
-                if start < span[0]:
-                    span[0] = start
-                if stop > span[1]:
-                    span[1] = stop
+                widen(span, start, stop)
     active = batch.hours
     for (app_id, endpoint_id), seen in endpoint_hours.items():
         active[(app_id, ENDPOINT, endpoint_id)] = seen

@@ -48,7 +48,10 @@ from homing_collector.storage.base import (
 )
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from homing_collector.analytics.pending import Staged
+    from homing_collector.storage.sqlite import SQLiteStorage
 
 logger = logging.getLogger("homing_collector")
 
@@ -284,6 +287,59 @@ def read_frames(
         buffer += scratch[:received]
 
 
+def take_waiting(
+    sock: socket.socket, buffer: bytearray, scratch: memoryview, messages: list[Any]
+) -> bool:
+    """Add to `messages` every whole frame that has arrived, without waiting for more
+    (up to _MAX_JOBS_PER_COMMIT in all). Returns whether the collector has closed its end."""
+    sock.settimeout(0.0)
+    while True:
+        _take_frames(buffer, messages, _MAX_JOBS_PER_COMMIT)
+        if len(messages) >= _MAX_JOBS_PER_COMMIT:
+            return False
+        try:
+            received = sock.recv_into(scratch)
+        except (BlockingIOError, TimeoutError):
+            return False
+        if not received:
+            return True
+        buffer += scratch[:received]
+
+
+def serve(sock: socket.socket, storage: SQLiteStorage, conn: sqlite3.Connection) -> None:
+    """Write the batches that come over `sock` until the collector closes its end, and
+    answer each once its transaction is committed.
+
+    Another writer (the collector's own thread, another worker's events writer) may hold
+    the database when a commit is due: the batches that arrive while this one waits for
+    it go in the same commit, taken once it holds it. Under serve --workers the writers
+    take turns, so that each commit holds what came during the other's."""
+    buffer = bytearray()
+    scratch = memoryview(bytearray(_BUFFER_BYTES))
+    eof = False
+    while not eof:
+        # The rollups' entries are folded in a transaction of their own once due, between
+        # commits, or when no batch came meanwhile.
+        messages, eof = read_frames(sock, buffer, scratch, storage.fold_wait())
+        if messages:
+            with storage.writers_held():
+                if not eof:
+                    eof = take_waiting(sock, buffer, scratch, messages)
+                jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]
+                outcomes = storage.commit_jobs(conn, jobs)
+            replies = []
+            for message, (value, ok) in zip(messages, outcomes, strict=True):
+                if not ok and not isinstance(value, StorageFull):
+                    value = StorageError(f"{type(value).__name__}: {value}")
+                replies.append(frame((message[0], ok, value)))
+            sock.setblocking(True)
+            sock.sendall(b"".join(replies))
+        if storage.fold_wait() == 0.0:
+            storage.fold_entries(conn)
+    if storage.fold_wait() is not None:  # what is left, rather than leave it to the next
+        storage.fold_entries(conn, everything=True)
+
+
 def main(argv: list[str]) -> int:
     from homing_collector.storage.sqlite import SQLiteStorage
 
@@ -297,27 +353,7 @@ def main(argv: list[str]) -> int:
     storage = SQLiteStorage(path, synchronous=synchronous, rollups=rollups)
     conn = storage.open_writer(migrate_schema=False)  # the collector has migrated it
     sock.sendall(frame((_READY, True, None)))
-    buffer = bytearray()
-    scratch = memoryview(bytearray(_BUFFER_BYTES))
-    eof = False
-    while not eof:
-        # The rollups' entries are folded in a transaction of their own once due, between
-        # commits, or when no batch came meanwhile.
-        messages, eof = read_frames(sock, buffer, scratch, storage.fold_wait())
-        if messages:
-            jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]
-            outcomes = storage.commit_jobs(conn, jobs)
-            replies = []
-            for message, (value, ok) in zip(messages, outcomes, strict=True):
-                if not ok and not isinstance(value, StorageFull):
-                    value = StorageError(f"{type(value).__name__}: {value}")
-                replies.append(frame((message[0], ok, value)))
-            sock.setblocking(True)
-            sock.sendall(b"".join(replies))
-        if storage.fold_wait() == 0.0:
-            storage.fold_entries(conn)
-    if storage.fold_wait() is not None:  # what is left, rather than leave it to the next
-        storage.fold_entries(conn, everything=True)
+    serve(sock, storage, conn)
     storage.close_writer(conn)
     sock.close()
     return 0

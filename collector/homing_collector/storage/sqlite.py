@@ -18,6 +18,7 @@ them no longer competes with the event loop for the GIL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -30,7 +31,7 @@ try:
     import fcntl
 except ImportError:  # Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
@@ -168,6 +169,7 @@ class SQLiteStorage:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._write_lock: int | None = None  # fd of the file lock that orders writers
+        self._lock_depth = 0  # writers_held() calls that hold it
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # set by the writer, cleared by the checkpointer
         self._stopping = threading.Event()
@@ -330,10 +332,32 @@ class SQLiteStorage:
         self, conn: sqlite3.Connection, batch: list[tuple[Job, bool]]
     ) -> list[tuple[Any, bool]]:
         """Run (job, flush_first) pairs in one transaction; return (result or error, ok) each."""
-        # Writers of other processes (serve --workers) queue on a file lock in the kernel
-        # and wake the moment it is free; SQLite's own busy handler would sleep and poll.
-        if self._write_lock is not None:
+        with self.writers_held():
+            return self._commit_jobs(conn, batch)
+
+    @contextlib.contextmanager
+    def writers_held(self) -> Iterator[None]:
+        """Hold the file lock that orders writers (that of open_writer), if any; may nest.
+
+        Writers of other processes (serve --workers, the events writer process) queue on
+        it in the kernel and wake the moment it is free; SQLite's own busy handler would
+        sleep and poll."""
+        if self._write_lock is None:
+            yield
+            return
+        if self._lock_depth == 0:
             fcntl.flock(self._write_lock, fcntl.LOCK_EX)
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                fcntl.flock(self._write_lock, fcntl.LOCK_UN)
+
+    def _commit_jobs(
+        self, conn: sqlite3.Connection, batch: list[tuple[Job, bool]]
+    ) -> list[tuple[Any, bool]]:
         try:
             outcomes = self._run_jobs(conn, batch)
         except Exception as exc:
@@ -357,9 +381,6 @@ class SQLiteStorage:
             if self.full_since is not None:
                 logger.warning("The disk of %s has room again: writes go on", self.path)
                 self.full_since = None
-        finally:
-            if self._write_lock is not None:
-                fcntl.flock(self._write_lock, fcntl.LOCK_UN)
         return outcomes
 
     def fold_wait(self) -> float | None:

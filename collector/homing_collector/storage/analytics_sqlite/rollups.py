@@ -33,6 +33,7 @@ def users_of(
         conn, "app_id, endpoint_id", pairs,
         "SELECT e.app_id, e.endpoint_id, e.user_id FROM v JOIN endpoints e"
         " ON e.app_id = v.app_id AND e.endpoint_id = v.endpoint_id",
+        pad=True,
     )  # fmt: skip
 
 
@@ -44,6 +45,7 @@ def subject_spans(
         conn, "app_id, kind, key", subjects,
         "SELECT s.app_id, s.kind, s.key, s.first_hour, s.last_hour FROM v JOIN an_subjects s"
         " ON s.app_id = v.app_id AND s.kind = v.kind AND s.key = v.key",
+        pad=True,
     )  # fmt: skip
 
 
@@ -74,6 +76,7 @@ def active_near(
         "SELECT a.app_id, a.kind, a.key, a.hour FROM v JOIN an_active a"
         " ON a.app_id = v.app_id AND a.kind = v.kind AND a.key = v.key"
         " AND a.hour >= v.lo AND a.hour <= v.hi",
+        pad=True,
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ def chains_near(
         "SELECT c.app_id, c.endpoint_id, c.start_ms, c.stop_ms FROM v JOIN an_visits c"
         " ON c.app_id = v.app_id AND c.endpoint_id = v.endpoint_id"
         " AND c.start_ms >= v.lo AND c.start_ms <= v.hi",
+        pad=True,
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from homing_collector.campaigns.scheduler import Scheduler
+from homing_collector.campaigns.scheduler import Scheduler, _uuid4
 from homing_collector.endpoints import merge
 from homing_collector.metrics import Metrics
 from homing_collector.push.gateway import Gateway
@@ -304,3 +305,12 @@ def test_a_scheduler_closed_as_it_is_woken_stops(tmp_path: Path) -> None:
         await check_closes_as_woken(scheduler, "scheduler")
 
     run(tmp_path, scenario)
+
+
+def test_message_ids_are_distinct_version_4_uuids_in_their_usual_form() -> None:
+    made = [_uuid4() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -28,9 +28,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import secrets
 import socket
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -109,6 +109,16 @@ def utc_now() -> datetime:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _uuid4() -> str:
+    """A random UUID4, as str(uuid.uuid4()) gives, but from `random`: a message id must be
+    unique, not secret, and os.urandom gives up the GIL, after which the event loop (where
+    event-triggered sends are made) may wait for the storage's writer thread to hand it
+    back (as app._request_id)."""
+    bits = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
+    hex_ = f"{bits | (0x4000 << 64) | (0x8000 << 48):032x}"
+    return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
 
 
 def _moment(ms: int) -> datetime:
@@ -660,7 +670,7 @@ class Scheduler:
             "campaign_activity_id": a.id,
             "treatment_id": treatment,
         }
-        message_id = str(uuid.uuid4())
+        message_id = _uuid4()
         ttl = self.gateway.default_ttl if filled.ttl is None else filled.ttl
         expires_at = now_ms + max(ttl, 1) * 1000
         payload, campaign_id = render(
@@ -692,7 +702,7 @@ class Scheduler:
         a = run.activity
         endpoint, treatment, now_ms = ready.endpoint, ready.treatment, ready.at_ms
         endpoint_id: str = endpoint["Id"]
-        event_id = str(uuid.uuid4())
+        event_id = _uuid4()
         event = {
             "EventType": CAMPAIGN_SEND,
             "Timestamp": self._event_stamp(now_ms),

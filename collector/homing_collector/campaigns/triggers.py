@@ -242,6 +242,7 @@ class Triggers:
                 k: list(v) for k, v in (await self.scheduler.sent_before(run, ids)).items()
             }
             now = self.clock()
+            now_ms = int(now.timestamp() * 1000)
             sends: list[Decision] = []
             run.addresses.clear()
             for match in found:
@@ -251,8 +252,8 @@ class Triggers:
                 endpoint["Id"] = match.endpoint_id
                 if not run.member(endpoint):
                     sends.append(CampaignSend(
-                        match.endpoint_id, "FILTERED_OUT_BY_SEGMENT", None, int(
-                            now.timestamp() * 1000), trigger=match.event_id,
+                        match.endpoint_id, "FILTERED_OUT_BY_SEGMENT", None, now_ms, None, None,
+                        match.event_id,
                     ))  # fmt: skip
                     continue
                 send = self.scheduler.decide(

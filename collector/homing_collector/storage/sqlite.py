@@ -1107,7 +1107,7 @@ class SQLiteStorage:
                 for event_type in set(values[3::_EVENT_COLUMNS]):
                     _add_type(conn, activity.app_id, event_type, 1 << 30)
                     self._types.setdefault(activity.app_id, set()).add(event_type)
-                _insert_events(conn, values, self._rows_per_insert)
+                _insert_events(conn, values, self._rows_per_insert, powers=True)
                 if self.rollups:  # analytics hook: event ids are new, so every row is
                     rollups_pending.stage_summaries(
                         conn, rollups.summarize(rollups.iter_rows(values, _EVENT_COLUMNS))
@@ -1751,7 +1751,12 @@ class _SomeStoredBefore(Exception):
 
 
 def _insert_events(
-    conn: sqlite3.Connection, values: list[Any], max_rows: int, *, returning: bool = False
+    conn: sqlite3.Connection,
+    values: list[Any],
+    max_rows: int,
+    *,
+    returning: bool = False,
+    powers: bool = False,
 ) -> set[tuple[Any, ...]]:
     """Insert rows given as one flat list of values; with `returning`, return the keys
     (app, endpoint, event id, type, Timestamp) of the rows stored.
@@ -1759,13 +1764,15 @@ def _insert_events(
     Many rows go in one statement: one statement per row (executemany) made the writer
     thread wait for the GIL after every row. Up to 128 rows, a statement fits the batch
     exactly (a PutEvents batch is at most 100 events); above, statements of 256, 512 and
-    1024 rows keep the number of distinct cached statements small.
+    1024 rows keep the number of distinct cached statements small. With `powers`, every
+    statement is of a power of two rows (100: 64, 32 and 4), for callers whose numbers of
+    rows vary (a campaign's `_campaign.send` events), so that none is prepared each time.
     """
     start, total = 0, len(values) // _EVENT_COLUMNS
     stored: set[tuple[Any, ...]] = set()
     while start < total:
         rows = min(total - start, max_rows)
-        if rows > 128:
+        if rows > 128 or powers:
             rows = 1 << (rows.bit_length() - 1)
         end = start + rows
         cursor = conn.execute(

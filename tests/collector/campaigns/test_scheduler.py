@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from homing_collector.campaigns.scheduler import Scheduler
+from homing_collector.campaigns.scheduler import Scheduler, _uuid4
 from homing_collector.endpoints import merge
 from homing_collector.metrics import Metrics
 from homing_collector.push.gateway import Gateway
@@ -302,5 +303,49 @@ def test_a_scheduler_closed_as_it_is_woken_stops(tmp_path: Path) -> None:
         await looked.wait()  # its loop waits now, for a wake or the next tick
 
         await check_closes_as_woken(scheduler, "scheduler")
+
+    run(tmp_path, scenario)
+
+
+def test_message_ids_are_distinct_version_4_uuids_in_their_usual_form() -> None:
+    made = [_uuid4() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_trigger_pass_of_many_matches_records_each_event_once_across_its_statements(
+    tmp_path: Path,
+) -> None:
+    async def scenario(storage: SQLiteStorage, scheduler: Scheduler, clock: Clock) -> None:
+        from homing_collector.campaigns.triggers import Match
+
+        await add_endpoints(storage, {f"e{i}": None for i in range(11)})
+        event_filter = {"FilterType": "ENDPOINT",
+                        "Dimensions": {"EventType": {"Values": ["purchase"]}}}  # fmt: skip
+        schedule = {"StartTime": "IMMEDIATE", "Frequency": "EVENT", "EventFilter": event_filter}
+        await add_campaign(storage, "c1", Schedule=schedule)
+        clock.now = START + timedelta(seconds=30)
+        await scheduler.plan()
+
+        def matches(ids: range) -> list[Match]:
+            return [Match(APP, "c1", f"e{i}", f"ev{i}", clock.now) for i in ids]
+
+        # 7 records (statements of 4, 2 and 1 rows), then the same 7 sent again with 4
+        # more: only the 4 are new.
+        await scheduler.triggers.send(matches(range(7)))
+        await scheduler.triggers.send(matches(range(11)))
+        db = tmp_path / "c.db"
+        assert sorted(pushed(db)) == sorted(f"e{i}" for i in range(11))
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            (records,) = conn.execute("SELECT count(*) FROM campaign_sends").fetchone()
+            (events,) = conn.execute(
+                "SELECT count(*) FROM events WHERE event_type = '_campaign.send'"
+            ).fetchone()
+        assert (records, events) == (11, 11)
+        [activity] = await storage.list_activities(APP, "c1", after=0, limit=10)
+        assert activity.metrics == {"SENT": 11}
 
     run(tmp_path, scenario)

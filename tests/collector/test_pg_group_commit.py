@@ -244,7 +244,7 @@ def test_a_cancelled_caller_leaves_its_batch_to_its_group(
 def test_a_pending_entry_keeps_its_summary_whole() -> None:
     """What ingestion appends to an_pending reads back as the same summary, a sum that
     overflowed to infinity, an open without a campaign and the user keys included."""
-    from homing_collector.storage.analytics_pg import pending
+    from homing_collector.analytics import pending
 
     rng = random.Random(5)
     rows = [
@@ -261,3 +261,35 @@ def test_a_pending_entry_keeps_its_summary_whole() -> None:
     assert back.metrics[(T0 // 3_600_000, "screen", "score")][1] == float("inf")
     for name in ("hours", "counts", "metrics", "revenue", "sessions", "opens"):
         assert getattr(back, name) == getattr(summary, name), name
+
+
+def test_a_fold_of_many_entries_adds_what_folding_each_alone_adds(
+    postgres_url: str, second_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold adds many pending entries up at once (rollups.apply_entries): the same
+    endpoints and users over and over, the users of endpoints changing between entries.
+    The rollups it leaves are those of folding each entry alone, in turn."""
+    from homing_collector.storage.analytics_pg import pending
+
+    monkeypatch.setattr(pending, "FOLD_SECONDS", 3600.0)  # only the folds below
+    sent = [batch for seed in range(4) for batch in batches(seed)]
+
+    async def store(url: str, limit: int) -> list[int]:
+        storage = await _storage(url)
+        try:
+            for batch in sent:  # one entry each
+                await batch.put(storage)
+            folds = []
+            while folded := await storage._transaction(
+                partial(pending.fold, wait=True, limit=limit)
+            ):
+                folds.append(folded)
+            return folds
+        finally:
+            await storage.close()
+
+    at_once = _run(partial(store, postgres_url, pending.FOLD_ROWS))
+    one_by_one = _run(partial(store, second_url, 1))
+    assert len(at_once) == 1 and at_once[0] > 40
+    assert one_by_one == [1] * at_once[0]
+    assert _contents(postgres_url) == _contents(second_url)

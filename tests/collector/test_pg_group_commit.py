@@ -293,3 +293,49 @@ def test_a_fold_of_many_entries_adds_what_folding_each_alone_adds(
     assert len(at_once) == 1 and at_once[0] > 40
     assert one_by_one == [1] * at_once[0]
     assert _contents(postgres_url) == _contents(second_url)
+
+
+def test_an_endpoints_events_are_deleted_through_the_key_hour_by_hour(postgres_url: str) -> None:
+    """Migration 12: no index of the events by endpoint (each stored event paid for it),
+    and pending entries kept uncompressed. Deleting an endpoint still takes its events
+    of every hour, and no other endpoint's, nor another application's of the same id."""
+    rng = random.Random(3)
+    hours = (0, 1, 30, 24 * 40)  # 40 days apart at most
+
+    def events(endpoint_id: str) -> list[EventRow]:
+        out = []
+        for hour in hours:
+            row = _event(rng, endpoint_id, f"{endpoint_id}-{hour}", "screen")
+            at = T0 + hour * 3_600_000 + rng.randrange(3_600_000)
+            out.append(row._replace(timestamp_ms=at, arrival_ms=at + 5))
+        return out
+
+    async def main() -> None:
+        storage = await _storage(postgres_url)
+        try:
+            for app_id in APPS:
+                for endpoint_id in ("e1", "e2"):
+                    update = EndpointUpdate(endpoint_id, {"ChannelType": "GCM"})
+                    await Batch(app_id, [update], events(endpoint_id)).put(storage)
+            assert await storage.delete_endpoint(APPS[0], "e1") is not None
+        finally:
+            await storage.close()
+
+    _run(main)
+    with psycopg.connect(postgres_url) as conn:
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1"
+        ).fetchall()
+        assert indexes == [("events_pkey",), ("events_pos",)]
+        (options,) = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'an_pending'"
+        ).fetchone() or (None,)
+        assert options == ["toast_tuple_target=8160"]
+        left = conn.execute(
+            "SELECT app_id, endpoint_id, count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        assert left == [(APPS[0], "e2", 4), (APPS[1], "e1", 4), (APPS[1], "e2", 4)]
+        deleted = conn.execute(
+            "SELECT day, count FROM events_deleted WHERE app_id = %s ORDER BY day", (APPS[0],)
+        ).fetchall()
+        assert deleted == [(T0 // 86_400_000 + day, 1) for day in (0, 1, 40)]

@@ -244,7 +244,7 @@ def test_a_cancelled_caller_leaves_its_batch_to_its_group(
 def test_a_pending_entry_keeps_its_summary_whole() -> None:
     """What ingestion appends to an_pending reads back as the same summary, a sum that
     overflowed to infinity, an open without a campaign and the user keys included."""
-    from homing_collector.storage.analytics_pg import pending
+    from homing_collector.analytics import pending
 
     rng = random.Random(5)
     rows = [
@@ -261,3 +261,81 @@ def test_a_pending_entry_keeps_its_summary_whole() -> None:
     assert back.metrics[(T0 // 3_600_000, "screen", "score")][1] == float("inf")
     for name in ("hours", "counts", "metrics", "revenue", "sessions", "opens"):
         assert getattr(back, name) == getattr(summary, name), name
+
+
+def test_a_fold_of_many_entries_adds_what_folding_each_alone_adds(
+    postgres_url: str, second_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold adds many pending entries up at once (rollups.apply_entries): the same
+    endpoints and users over and over, the users of endpoints changing between entries.
+    The rollups it leaves are those of folding each entry alone, in turn."""
+    from homing_collector.storage.analytics_pg import pending
+
+    monkeypatch.setattr(pending, "FOLD_SECONDS", 3600.0)  # only the folds below
+    sent = [batch for seed in range(4) for batch in batches(seed)]
+
+    async def store(url: str, limit: int) -> list[int]:
+        storage = await _storage(url)
+        try:
+            for batch in sent:  # one entry each
+                await batch.put(storage)
+            folds = []
+            while folded := await storage._transaction(
+                partial(pending.fold, wait=True, limit=limit)
+            ):
+                folds.append(folded)
+            return folds
+        finally:
+            await storage.close()
+
+    at_once = _run(partial(store, postgres_url, pending.FOLD_ROWS))
+    one_by_one = _run(partial(store, second_url, 1))
+    assert len(at_once) == 1 and at_once[0] > 40
+    assert one_by_one == [1] * at_once[0]
+    assert _contents(postgres_url) == _contents(second_url)
+
+
+def test_an_endpoints_events_are_deleted_through_the_key_hour_by_hour(postgres_url: str) -> None:
+    """Migration 12: no index of the events by endpoint (each stored event paid for it),
+    and pending entries kept uncompressed. Deleting an endpoint still takes its events
+    of every hour, and no other endpoint's, nor another application's of the same id."""
+    rng = random.Random(3)
+    hours = (0, 1, 30, 24 * 40)  # 40 days apart at most
+
+    def events(endpoint_id: str) -> list[EventRow]:
+        out = []
+        for hour in hours:
+            row = _event(rng, endpoint_id, f"{endpoint_id}-{hour}", "screen")
+            at = T0 + hour * 3_600_000 + rng.randrange(3_600_000)
+            out.append(row._replace(timestamp_ms=at, arrival_ms=at + 5))
+        return out
+
+    async def main() -> None:
+        storage = await _storage(postgres_url)
+        try:
+            for app_id in APPS:
+                for endpoint_id in ("e1", "e2"):
+                    update = EndpointUpdate(endpoint_id, {"ChannelType": "GCM"})
+                    await Batch(app_id, [update], events(endpoint_id)).put(storage)
+            assert await storage.delete_endpoint(APPS[0], "e1") is not None
+        finally:
+            await storage.close()
+
+    _run(main)
+    with psycopg.connect(postgres_url) as conn:
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1"
+        ).fetchall()
+        assert indexes == [("events_pkey",), ("events_pos",)]
+        (options,) = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'an_pending'"
+        ).fetchone() or (None,)
+        assert options == ["toast_tuple_target=8160"]
+        left = conn.execute(
+            "SELECT app_id, endpoint_id, count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        assert left == [(APPS[0], "e2", 4), (APPS[1], "e1", 4), (APPS[1], "e2", 4)]
+        deleted = conn.execute(
+            "SELECT day, count FROM events_deleted WHERE app_id = %s ORDER BY day", (APPS[0],)
+        ).fetchall()
+        assert deleted == [(T0 // 86_400_000 + day, 1) for day in (0, 1, 40)]

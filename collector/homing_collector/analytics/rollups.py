@@ -5,7 +5,7 @@ when it arrived), so a day in any time zone with a whole-hour offset is a run of
 For the rows it has just inserted (never a duplicate), the transaction that stores them
 appends the `Summary` of each batch, which the collector made while it checked the
 events (or `summarize` makes of the rows), as a pending entry (analytics/pending.py);
-the folds add many entries up at once (`apply_entries`, `apply_staged`; `apply` and
+the folds add many entries up at once (`apply_entries`, on both backends; `apply` and
 `apply_summaries` add at once). The storage's delete jobs fold first, then call
 `remove_endpoint` and `remove_app`. Each call adds up in Python first and then writes
 with a few batched upserts (storage/analytics_sqlite/rollups.py, or
@@ -461,26 +461,10 @@ def apply_summaries(conn: Connection, summaries: Sequence[tuple[str, Summary]]) 
     _apply(conn, summaries, _users(conn, pairs))
 
 
-def apply_staged(conn: Connection, staged: Sequence[tuple[str, Summary, dict[str, str]]]) -> None:
-    """Add (application, summary, the user key of each endpoint active in it) entries,
-    made at ingest and kept since: each endpoint's activity counts under the user it had
-    then. Entries are added up together while no endpoint has two users among them."""
-    chunk: list[tuple[str, Summary]] = []
-    users: dict[tuple[str, str], str] = {}
-    for app_id, summary, keys in staged:
-        if any(users.get((app_id, e), key) != key for e, key in keys.items()):
-            _apply(conn, chunk, users)
-            chunk, users = [], {}
-        chunk.append((app_id, summary))
-        users.update(((app_id, e), key) for e, key in keys.items())
-    if chunk:
-        _apply(conn, chunk, users)
-
-
 def apply_entries(conn: Connection, entries: Sequence[tuple[str, Sequence[Any]]]) -> None:
-    """Add pending entries, as analytics/pending.py's `parts` decodes them, as
-    `apply_staged` adds their summaries: added up together while no endpoint has two
-    users among them."""
+    """Add pending entries, as analytics/pending.py's `parts` decodes them: made at
+    ingest and kept since, each endpoint's activity counts under the user it had then.
+    Entries are added up together while no endpoint has two users among them."""
     start = 0
     users: dict[tuple[str, str], str] = {}
     for i, (app_id, parts) in enumerate(entries):

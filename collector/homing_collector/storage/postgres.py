@@ -1713,6 +1713,7 @@ _COUNT_DELETED = (
     " FROM gone GROUP BY 2 ON CONFLICT (app_id, day)"
     " DO UPDATE SET count = events_deleted.count + 1"
 )
+_COUNT_DELETED_NAMED = _COUNT_DELETED.replace("%s", "%(app)s")  # the id named `app`
 
 # Every table of an application's data, which deleting the application empties.
 _APP_TABLES = (
@@ -2793,9 +2794,9 @@ async def _delete_endpoints(conn: Connection, app_id: str, ids: list[str]) -> li
             (endpoint.get("User") or {}).get("UserId"),
         )  # fmt: skip
         await conn.execute(
-            f"WITH gone AS (DELETE FROM events WHERE app_id = %s AND endpoint_id = %s"
-            f" RETURNING hour) {_COUNT_DELETED}",
-            (app_id, endpoint_id, app_id),
+            f"WITH gone AS (DELETE FROM events WHERE {rollups_pg.ENDPOINT_EVENTS}"
+            f" RETURNING hour) {_COUNT_DELETED_NAMED}",
+            {"app": app_id, "endpoint": endpoint_id},
         )
         # Its push counter stays: a device that comes back under the same id must not see
         # old numbers again, or its Last-Event-ID would acknowledge new messages.

@@ -4,8 +4,6 @@ A PutEvents transaction does not add to the rollups itself: it appends what its 
 add (their `Summary`, with the user key each endpoint had then) to an_pending, a table
 that takes inserts without conflicts. One collector at a time folds the entries into the
 rollup tables (`fold`, under an advisory lock: another takes over if it dies), every
-__all__ = ["decode", "encode"]  # the entries' format, shared with SQLite's
-
 FOLD_SECONDS, adding up many transactions' worth in one; concurrent ingest transactions
 no longer wait on one another's locks of the same hot rollup rows. bench/
 collector_ingest.py --postgres: see docs/deployment.md.
@@ -36,7 +34,7 @@ from typing import Any
 import psycopg
 
 from homing_collector.analytics import rollups
-from homing_collector.analytics.pending import decode, encode
+from homing_collector.analytics.pending import encode, parts
 from homing_collector.analytics.rollups import Summary
 from homing_collector.storage import analytics_pg
 from homing_collector.storage.analytics_pg import endpoint_values as values_pg
@@ -117,18 +115,23 @@ async def fold(conn: Connection, *, wait: bool, limit: int = FOLD_ROWS) -> int:
         if not (row and row[0]):
             return 0
     await values_pg.fold(conn)  # at once: it has no limit
+    # The oldest entries, taken out in the statement that reads them (the ids of entries
+    # committed meanwhile may lie below these: the fold takes the ids it read).
     cursor = await conn.execute(
-        "SELECT id, app_id, summary FROM an_pending ORDER BY id LIMIT %s", (limit,)
+        "DELETE FROM an_pending WHERE id = ANY(ARRAY(SELECT id FROM an_pending ORDER BY id"
+        " LIMIT %s)) RETURNING id, app_id, summary",
+        (limit,),
     )
-    found = await cursor.fetchall()
+    found = sorted(await cursor.fetchall())
     if not found:
         return 0
-    staged = [(app_id, *decode(data)) for _id, app_id, data in found]
-    # Without the subjects' locks (rollups.lock_subjects): whatever else writes the
-    # rollups (the deletions, through `settle`) holds FOLD_LOCK too, and a lock per user
-    # and endpoint of thousands of entries would fill the server's lock table.
-    await analytics_pg.call(conn, rollups.apply_staged, staged, subject_locks=False)
-    await conn.execute("DELETE FROM an_pending WHERE id = ANY(%s)", ([row[0] for row in found],))
+    # Added up as SQLite's fold adds them (analytics/rollups.py's apply_entries), from
+    # the entries' rows: no Summary is made of each. Without the subjects' locks
+    # (rollups.lock_subjects): whatever else writes the rollups (the deletions, through
+    # `settle`) holds FOLD_LOCK too, and a lock per user and endpoint of thousands of
+    # entries would fill the server's lock table.
+    entries = [(app_id, parts(data)) for _id, app_id, data in found]
+    await analytics_pg.call(conn, rollups.apply_entries, entries, subject_locks=False)
     return len(found)
 
 

@@ -356,7 +356,8 @@ def _cpu_seconds(pid: int, *, reaped: bool = False) -> float:
 
 
 def _roles(pid: int) -> dict[str, float]:
-    """CPU seconds of a collector's process and of each of its children, by role."""
+    """CPU seconds of a collector's process and of each of its children, by role. The
+    workers of serve --workers are its children, and each has children of its own."""
     found = {"collector": _cpu_seconds(pid) - sum(map(_cpu_seconds, _children(pid)))}
     for child in _children(pid):
         try:
@@ -366,9 +367,14 @@ def _roles(pid: int) -> dict[str, float]:
         role = (
             "stream" if b"stream_process" in command
             else "columnar copy" if b"columnar_process" in command
-            else "events writer"
+            else "events writer" if b"events_process" in command
+            else None
         )  # fmt: skip
-        found[role] = found.get(role, 0.0) + _cpu_seconds(child)
+        if role is None:  # a worker
+            for worker_role, seconds in _roles(child).items():
+                found[worker_role] = found.get(worker_role, 0.0) + seconds
+        else:
+            found[role] = found.get(role, 0.0) + _cpu_seconds(child)
     return found
 
 

@@ -133,6 +133,74 @@ def test_three_nodes_store_each_event_once_and_a_push_crosses_nodes(
         assert "homing_" in httpx.get(node.url + "/metrics", timeout=10).text
 
 
+def test_sdk_and_boto3_clients_spread_over_three_nodes_at_once_store_each_event_once(
+    start_nodes: Nodes, postgres_url: str, tmp_path: Path
+) -> None:
+    import homing
+
+    nodes = start_nodes(3)
+    app = nodes[0].create_app("spread")
+    failures: list[BaseException] = []
+    flushed: dict[int, Any] = {}
+    at = now_iso()
+
+    def sdk(index: int, node: LiveCollector) -> None:
+        with homing.Analytics(app.id, node.url, app.ingest.token, shutdown_timeout=1.0,
+                              data_dir=tmp_path / f"sdk-{index}") as analytics:  # fmt: skip
+            for n in range(150):
+                analytics.record_event("sdk", attributes={"client": str(index), "n": str(n)})
+            flushed[index] = analytics.flush(timeout=60)
+
+    def boto(index: int, node: LiveCollector) -> None:
+        client = node.client(app.ingest)
+        for batch in range(6):
+            ids = [f"boto{index}-{batch}-{i}" for i in range(25)]
+            request = {"BatchItem": {f"boto-{index}": {
+                "Endpoint": {"ChannelType": "CUSTOM"}, "Events": events(ids, at)}}}  # fmt: skip
+            answer = client.put_events(ApplicationId=app.id, EventsRequest=request)
+            assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+            if batch == 0:  # the same batch again, through another node
+                other = nodes[(index + 1) % len(nodes)].client(app.ingest)
+                other.put_events(ApplicationId=app.id, EventsRequest=request)
+
+    def run(work: Callable[[int, LiveCollector], None], index: int, node: LiveCollector) -> None:
+        try:
+            work(index, node)
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=(work, index, node))
+        for work in (sdk, boto)
+        for index, node in enumerate(nodes)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not failures, failures
+    assert all(result.remaining == 0 for result in flushed.values()), flushed
+
+    boto_ids = Counter(
+        row[0] for row in query(
+            postgres_url, "SELECT event_id FROM events WHERE app_id = %s AND event_type = 'tap'",
+            (app.id,),
+        )
+    )  # fmt: skip
+    expected = [f"boto{i}-{b}-{e}" for i in range(3) for b in range(6) for e in range(25)]
+    assert boto_ids == Counter(dict.fromkeys(expected, 1))
+    recorded = Counter(
+        (body["Attributes"]["client"], body["Attributes"]["n"])
+        for (raw,) in query(
+            postgres_url, "SELECT body FROM events WHERE app_id = %s AND event_type = 'sdk'",
+            (app.id,),
+        )
+        for body in [orjson.loads(raw)]
+    )  # fmt: skip
+    assert recorded == Counter({(str(i), str(n)): 1 for i in range(3) for n in range(150)})
+
+
 def test_analytics_of_events_sent_through_two_nodes_read_through_a_third(
     start_nodes: Nodes,
 ) -> None:

@@ -312,12 +312,7 @@ def combine(summaries: Iterable[tuple[str, Summary]], users: dict[tuple[str, str
                 sessions[skey] = [start, stop]
             else:
                 widen(span, start, stop)
-    hours = batch.hours
-    for (app_id, endpoint_id), seen in endpoint_hours.items():
-        hours[(app_id, ENDPOINT, endpoint_id)] = seen
-        ukey = (app_id, USER, users[(app_id, endpoint_id)])
-        known = hours.get(ukey)
-        hours[ukey] = set(seen) if known is None else known | seen
+    _add_hours(batch, endpoint_hours, users)
     return batch
 
 
@@ -373,13 +368,23 @@ def combine_entries(entries: Iterable[tuple[str, Sequence[Any]]]) -> _Batch:
                 sessions[skey] = [start, stop]
             else:
                 widen(span, start, stop)
+    _add_hours(batch, endpoint_hours, users)
+    return batch
+
+
+def _add_hours(
+    batch: _Batch,
+    endpoint_hours: dict[tuple[str, str], set[int]],
+    users: dict[tuple[str, str], str],
+) -> None:
+    """The hours each endpoint was active in, and each of their users: a user's are those
+    of all its endpoints."""
     active = batch.hours
     for (app_id, endpoint_id), seen in endpoint_hours.items():
         active[(app_id, ENDPOINT, endpoint_id)] = seen
         ukey = (app_id, USER, users[(app_id, endpoint_id)])
         known = active.get(ukey)
         active[ukey] = set(seen) if known is None else known | seen
-    return batch
 
 
 def aggregate(rows: Sequence[Row], users: dict[tuple[str, str], str]) -> _Batch:

@@ -329,6 +329,18 @@ class StorageError(Exception):
 class UserEndpointLimit(StorageError):
     """Linking an endpoint to a user would give that user too many endpoints."""
 
+    def __init__(self, user_id: str, count: int, limit: int) -> None:
+        super().__init__(
+            f"User.UserId: user {user_id!r} already has {count} endpoints; "
+            f"the limit is {limit} per user"
+        )
+
+
+def user_ids(existing: Endpoint | None, merged: Endpoint) -> tuple[str | None, str | None]:
+    """The user id of an endpoint after an update (`merged`), and before it (`existing`)."""
+    old = ((existing or {}).get("User") or {}).get("UserId")
+    return (merged.get("User") or {}).get("UserId"), old
+
 
 class SegmentReferenceError(StorageError):
     """A source segment that does not exist, or that would make a cycle."""

@@ -106,6 +106,7 @@ from homing_collector.storage.base import (
     StorageUnavailable,
     StreamRow,
     UserEndpointLimit,
+    user_ids,
 )
 from homing_collector.storage.columnar import HOURS_PER_DAY
 from homing_collector.storage.events import HOUR_MS
@@ -2314,16 +2315,12 @@ async def _upsert_endpoint(
     merged = merge(item.endpoint_id, existing, item.update)
     if merged is existing:
         return  # nothing changed
-    user_id = (merged.get("User") or {}).get("UserId")
-    old_user_id = ((existing or {}).get("User") or {}).get("UserId")
+    user_id, old_user_id = user_ids(existing, merged)
     if user_id is not None and user_id != old_user_id:
         # The user's lock keeps two collectors from taking its last free place at once.
         count = len(await held.members_of(conn, app_id, user_id))
         if count >= max_user_endpoints:
-            raise UserEndpointLimit(
-                f"User.UserId: user {user_id!r} already has {count} endpoints; "
-                f"the limit is {max_user_endpoints} per user"
-            )
+            raise UserEndpointLimit(user_id, count, max_user_endpoints)
     if old_user_id is not None and user_id != old_user_id:  # analytics hook
         await analytics_pg.call(
             conn, rollups_math.user_changed, app_id, item.endpoint_id, old_user_id

@@ -89,6 +89,7 @@ from homing_collector.storage.base import (
     StorageFull,
     StreamRow,
     UserEndpointLimit,
+    user_ids,
 )
 from homing_collector.storage.columnar import Sealed
 from homing_collector.storage.columnar_process import ColumnarProcess
@@ -1640,8 +1641,7 @@ def _upsert_endpoint(
     merged = merge(item.endpoint_id, existing, item.update)
     if merged is existing:
         return  # nothing changed
-    user_id = (merged.get("User") or {}).get("UserId")
-    old_user_id = ((existing or {}).get("User") or {}).get("UserId")
+    user_id, old_user_id = user_ids(existing, merged)
     if user_id is not None and user_id != old_user_id:
         (count,) = conn.execute(
             "SELECT count(*) FROM endpoints INDEXED BY endpoints_user WHERE app_id = ?"
@@ -1649,10 +1649,7 @@ def _upsert_endpoint(
             (app_id, user_id),
         ).fetchone()
         if count >= max_user_endpoints:
-            raise UserEndpointLimit(
-                f"User.UserId: user {user_id!r} already has {count} endpoints; "
-                f"the limit is {max_user_endpoints} per user"
-            )
+            raise UserEndpointLimit(user_id, count, max_user_endpoints)
     if old_user_id is not None and user_id != old_user_id:
         rollups.user_changed(conn, app_id, item.endpoint_id, old_user_id)  # analytics hook
     body = orjson.dumps(merged).decode()

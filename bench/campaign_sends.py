@@ -101,8 +101,8 @@ def _passes(count: int, *, ordered: bool) -> list[list[Match]]:
     return found
 
 
-async def _case(workdir: Path, passes: int, *, ordered: bool) -> str:
-    storage = SQLiteStorage(workdir / f"sends-{ordered}.db")
+async def _case(workdir: Path, passes: int, *, ordered: bool, round_: int) -> str:
+    storage = SQLiteStorage(workdir / f"sends-{round_}-{ordered}.db")
     await storage.start()
     try:
         triggers = (await _setup(storage)).triggers
@@ -129,7 +129,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="homing-sends-") as workdir:
         for round_ in range(args.rounds):
             for ordered in (False, True):
-                line = asyncio.run(_case(Path(workdir), args.passes, ordered=ordered))
+                line = asyncio.run(
+                    _case(Path(workdir), args.passes, ordered=ordered, round_=round_)
+                )
                 print(f"round {round_}  {line}", flush=True)
     return 0
 

@@ -7,8 +7,9 @@ to 259 matches (about half sent, half FILTERED_OUT_BY_SEGMENT), as
 `bench/collector_cpu.py`'s campaign case gives it under load. The figure is the process's
 CPU a match (the event loop's and the storage's writer thread's) and the event loop's
 alone, for matches of random event ids (as SDKs make them) beside the same with event
-ids that rise with time: the send records are keyed by event id, and the difference is
-what their random keys cost the writer (a page dirtied a record).
+ids that rise with time: a send record's key holds its event's id, after its endpoint's
+(schema version 22). Before, with the event's id first and an index by endpoint beside,
+a record of a random id dirtied two pages, and one of a rising id one.
 
     python bench/campaign_sends.py [--passes 40] [--rounds 2]
 """
@@ -101,8 +102,8 @@ def _passes(count: int, *, ordered: bool) -> list[list[Match]]:
     return found
 
 
-async def _case(workdir: Path, passes: int, *, ordered: bool) -> str:
-    storage = SQLiteStorage(workdir / f"sends-{ordered}.db")
+async def _case(workdir: Path, passes: int, *, ordered: bool, round_: int) -> str:
+    storage = SQLiteStorage(workdir / f"sends-{round_}-{ordered}.db")
     await storage.start()
     try:
         triggers = (await _setup(storage)).triggers
@@ -129,7 +130,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="homing-sends-") as workdir:
         for round_ in range(args.rounds):
             for ordered in (False, True):
-                line = asyncio.run(_case(Path(workdir), args.passes, ordered=ordered))
+                line = asyncio.run(
+                    _case(Path(workdir), args.passes, ordered=ordered, round_=round_)
+                )
                 print(f"round {round_}  {line}", flush=True)
     return 0
 

@@ -8,8 +8,9 @@ targets, its state, and how far its runs are planned) and one row per version in
 Each run is a row of `campaign_activities`, which is also the scheduler's job: a process
 takes its lease (`lease_owner`, `lease_until_ms`), walks the segment one chunk at a time
 and writes each chunk's `campaign_sends` rows, pushes, events, counts and cursor in one
-transaction. The rows' key (campaign, activity, endpoint) and the cursor make a run
-resumable after a kill -9 without sending any endpoint twice.
+transaction. The rows' key (campaign, endpoint, activity) and the cursor make a run
+resumable after a kill -9 without sending any endpoint twice. The key, endpoint first,
+also finds an endpoint's past sends for its caps; on PostgreSQL an index does.
 """
 
 from __future__ import annotations
@@ -398,7 +399,7 @@ _INSERT_SENDS = (
 # A record already final is kept: only a DEFERRED one is replaced, when it is sent or
 # skipped at last. The rows RETURNING names are those stored by this statement.
 _UPSERT_SENDS = (
-    " ON CONFLICT (app_id, campaign_id, activity_id, endpoint_id) DO UPDATE SET"
+    " ON CONFLICT (app_id, campaign_id, endpoint_id, activity_id) DO UPDATE SET"
     " status = excluded.status, treatment_id = excluded.treatment_id,"
     " at_ms = excluded.at_ms, message_id = excluded.message_id"
     " WHERE campaign_sends.status = 'DEFERRED'"

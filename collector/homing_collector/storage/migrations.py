@@ -662,6 +662,38 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        22,
+        # Campaigns' send records keyed by endpoint first, then activity: the key finds an
+        # endpoint's sends for its caps, which campaign_sends_endpoint did, so that index
+        # goes, and a record dirties one page of the file rather than two. An event-
+        # triggered campaign's records, whose activity holds the random event id, landed
+        # on a page of their own in both. The DEFERRED records that a run sends at the
+        # end of a quiet time are found by their own index, which holds nothing else.
+        """
+        CREATE TABLE campaign_sends_new (
+            app_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            activity_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            treatment_id TEXT,
+            at_ms INTEGER NOT NULL,
+            message_id TEXT,
+            session_id TEXT,
+            PRIMARY KEY (app_id, campaign_id, endpoint_id, activity_id)
+        ) WITHOUT ROWID;
+        INSERT INTO campaign_sends_new (app_id, campaign_id, activity_id, endpoint_id, status,
+            treatment_id, at_ms, message_id, session_id)
+            SELECT app_id, campaign_id, activity_id, endpoint_id, status, treatment_id, at_ms,
+                message_id, session_id
+            FROM campaign_sends ORDER BY app_id, campaign_id, endpoint_id, activity_id;
+        DROP TABLE campaign_sends;
+        ALTER TABLE campaign_sends_new RENAME TO campaign_sends;
+        CREATE INDEX campaign_sends_deferred
+            ON campaign_sends(app_id, campaign_id, activity_id, at_ms) WHERE status = 'DEFERRED';
+        """,
+    ),
 ]
 
 

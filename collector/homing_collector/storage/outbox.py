@@ -123,7 +123,7 @@ def claim(
     (in flight in this process, whatever their lease says), and of ordered ones only the
     oldest pending of its application and destination; with `hooks`, only those to
     in-process hooks (True) or none of them (False)."""
-    rows = conn.execute(
+    claimed = conn.execute(
         f"""
         UPDATE outbox SET lease_owner = :owner, lease_until = :until
         WHERE seq IN (
@@ -144,7 +144,7 @@ def claim(
                       AND p.seq < o.seq))
             ) WHERE n <= :per_destination ORDER BY next_attempt_at, seq LIMIT :limit
         )
-        RETURNING {_DELIVERY}
+        RETURNING seq
         """,
         {
             "owner": owner,
@@ -157,7 +157,18 @@ def claim(
             "hooks": hooks,
         },
     ).fetchall()
-    return sorted((Delivery(*row) for row in rows), key=lambda d: d.seq)
+    if not claimed:
+        return []
+    # The deliveries read apart, in the same transaction: SQLite keeps what RETURNING
+    # gives in a table of its own before the first row comes, an event stream's batch
+    # of 2,000 records (180 KB) copied there too (measured: 1.0 ms of CPU a claim of
+    # one such batch with its body returned, 0.75 with it read apart).
+    rows = conn.execute(
+        f"SELECT {_DELIVERY} FROM outbox WHERE seq IN (SELECT value FROM json_each(?))"
+        " ORDER BY seq",
+        (orjson.dumps([seq for (seq,) in claimed]).decode(),),
+    ).fetchall()
+    return [Delivery(*row) for row in rows]
 
 
 def lease_owners(conn: sqlite3.Connection, now: float) -> list[str]:

@@ -202,22 +202,23 @@ class Records:
         event into dicts; the lines are written by msgspec in one call, from _Line's of
         those parts, rather than one `%` each (bench/stream_records.py, ISA-L's gzip
         included, on a loaded machine: 5.6 us of CPU a record by orjson.loads and `line`,
-        4.4 by these parts spliced with `%`, 3.7 by _Line). msgspec writes a string as
+        4.4 by these parts spliced with `%`, 3.7 by _Line). What lies between a line's
+        arrival and its attributes is one part, found by one look-up per record, and
+        _Line has no field for each of its pieces (the same bench, alternated with the
+        pieces apart: 4.7 us a record with them, 4.5 without). msgspec writes a string as
         orjson does (each code point was compared). A body with a newline, which orjson
         does not write, or one _Stored does not read, goes through `line`; one in another
         spelling of JSON (spaces, say) gives a line of the same JSON."""
-        app_id = self.app_id
-        parts: dict[str, tuple[Any, ...]] = {}
-        applications: dict[tuple[Any, ...], msgspec.Raw] = {}
-        sessions: dict[bytes, msgspec.Raw] = {}  # a session's JSON in the body -> in the line
+        parts: dict[str, tuple[Any, ...]] = {}  # by endpoint id: its middles and parts
+        applications: dict[tuple[Any, ...], bytes] = {}
         minutes = _MINUTES  # a minute's ms, or None if not in that form
         if len(minutes) > _MOST_MINUTES:
             minutes.clear()
-        decode, new_line, prefix, raw = _decode_stored, _Line, CAMPAIGN_EVENT_PREFIX, msgspec.Raw
+        decode, new_line, middle_of = _decode_stored, _Line, self._middle
+        prefix = CAMPAIGN_EVENT_PREFIX
         lines: list[Any] = []
         append = lines.append
         for _, endpoint_id, event_id, arrival_ms, body in rows:
-            endpoint = endpoints.get(endpoint_id)
             try:
                 if type(body) is not bytes or body.find(10) >= 0:  # a newline: not orjson's
                     raise _NotOurs
@@ -226,28 +227,35 @@ class Records:
                     # UTF-8, which orjson.loads checks: `line` says what is not UTF-8.
                     if not body.isascii():
                         body.decode()
-                    event = decode(body)
+                    event = decode(body)  # an EventType that is not a string: an error
                 except (UnicodeDecodeError, msgspec.DecodeError):
                     raise _NotOurs from None
-                event_type = event.EventType
-                if type(event_type) is not str or type(event_id) is not str:
+                if type(event_id) is not str:
                     raise _NotOurs
                 part = parts.get(endpoint_id)
-                if part is None or part[0] is not endpoint:
-                    part = parts[endpoint_id] = (endpoint, *_endpoint_parts(endpoint_id, endpoint))
-                _, version_name, client, device, app_tail, campaign_tail = part
-                application = (
-                    event.AppPackageName, event.AppTitle, version_name, event.AppVersionCode,
-                    event.SdkName, event.ClientSdkVersion,
+                if part is None:
+                    endpoint = endpoints.get(endpoint_id)
+                    part = parts[endpoint_id] = ({}, *_endpoint_parts(endpoint_id, endpoint))
+                # What a line holds from its event version to its session is the same
+                # for the events of an endpoint that share their application's fields
+                # and their session: made once a batch, and found by one look-up.
+                key = (
+                    event.AppPackageName, event.AppTitle, event.AppVersionCode, event.SdkName,
+                    event.ClientSdkVersion, bytes(event.Session),
                 )  # fmt: skip
+                middles, _, _, app_tail, campaign_tail = part
                 try:
-                    encoded_application = applications.get(application)
+                    middle = middles.get(key)
                 except TypeError:  # an unhashable value: not kept
-                    encoded_application = None
-                if encoded_application is None:
-                    encoded_application = raw(_encoded_application(app_id, application))
+                    middle = None
+                if middle is None:
+                    middle = middle_of(applications, key, part)
                     with contextlib.suppress(TypeError):
-                        applications[application] = encoded_application
+                        middles[key] = middle
+                event_type = event.EventType
+                endpoint_text, context = (
+                    campaign_tail if event_type.startswith(prefix) else app_tail
+                )  # an endpoint's, or _NO_TAIL if it has none
                 # _ms of format_timestamp's form: its minute read once, and its
                 # seconds and milliseconds from tables (a KeyError or TypeError: _ms).
                 timestamp = event.Timestamp
@@ -259,29 +267,13 @@ class Records:
                     )
                 except (KeyError, TypeError):
                     timestamp_ms = _batch_ms(minutes, timestamp)
-                session = bytes(event.Session)
-                encoded_session = sessions.get(session)
-                if encoded_session is None:
-                    found = orjson.loads(session) if session else None
-                    encoded_session = sessions[session] = (
-                        raw(self._encoded_session(found)) if found else _EMPTY
-                    )
                 attributes, metrics = event.Attributes, event.Metrics
-                endpoint_text, context = (
-                    _NO_TAIL if endpoint is None
-                    else campaign_tail if event_type.startswith(prefix)
-                    else app_tail
-                )  # fmt: skip
                 append(
                     new_line(
                         event_type,
                         timestamp_ms,
                         arrival_ms,
-                        EVENT_VERSION,
-                        encoded_application,
-                        client,
-                        device,
-                        encoded_session,
+                        middle,
                         attributes if len(attributes) > _FALSY else _values(attributes),
                         metrics if len(metrics) > _FALSY else _values(metrics),
                         endpoint_text,
@@ -291,13 +283,14 @@ class Records:
                 )
             except _NotOurs:
                 try:
+                    endpoint = endpoints.get(endpoint_id)
                     line = self.line(
                         endpoint_id, event_id, orjson.loads(body), endpoint, arrival_ms
                     )
                 except Exception:
                     failed(event_id)
                 else:
-                    append(raw(line[:-1]))
+                    append(msgspec.Raw(line[:-1]))
             except Exception:
                 failed(event_id)
         try:
@@ -310,6 +303,34 @@ class Records:
                 except Exception:
                     failed(item.event_id)
             return b"".join(encoded)
+
+    def _middle(
+        self,
+        applications: dict[tuple[Any, ...], bytes],
+        key: tuple[Any, ...],
+        part: tuple[Any, ...],
+    ) -> msgspec.Raw:
+        """stored_ndjson's part of a line from its event version to its session, for `key`
+        (the event's application fields and session's JSON) and `part` (its endpoint's
+        _endpoint_parts); the applications' JSON kept in `applications`."""
+        package_name, title, version_code, sdk_name, sdk_version, session = key
+        _, version_name, client_device, _, _ = part
+        fields = (package_name, title, version_name, version_code, sdk_name, sdk_version)
+        try:
+            application = applications.get(fields)
+        except TypeError:  # an unhashable value: not kept
+            application = None
+        if application is None:
+            application = _encoded_application(self.app_id, fields)
+            with contextlib.suppress(TypeError):
+                applications[fields] = application
+        found = orjson.loads(session) if session else None
+        return msgspec.Raw(
+            _VERSION_APPLICATION
+            + application
+            + client_device
+            + (self._encoded_session(found) if found else b"{}")
+        )
 
     def _encoded_session(self, session: Any) -> bytes:
         try:
@@ -341,10 +362,10 @@ _LINE = (
 )
 
 
-class _Stored(msgspec.Struct):
+class _Stored(msgspec.Struct, gc=False):
     """What `line` takes of a stored event; its attributes and metrics as their JSON."""
 
-    EventType: Any
+    EventType: str
     Timestamp: Any
     Session: msgspec.Raw = msgspec.Raw(b"")
     Attributes: msgspec.Raw = msgspec.Raw(b"")
@@ -393,17 +414,16 @@ def _values(text: msgspec.Raw) -> msgspec.Raw:
     return msgspec.Raw(_dumps(orjson.loads(bytes(text)) or {}))
 
 
-class _Line(msgspec.Struct):
-    """A line of stored_ndjson: `line`'s fields, in its order; what is UNSET is left out."""
+class _Line(msgspec.Struct, gc=False):
+    """A line of stored_ndjson: `line`'s fields, in its order; what is UNSET is left out.
+    `event_version` is the JSON of the version and of the fields after it up to the
+    session's (stored_ndjson's middle part, which starts with the version's value). Never
+    in a cycle: not tracked by the GC."""
 
     event_type: str
     event_timestamp: int
     arrival_timestamp: int
-    event_version: str
-    application: msgspec.Raw
-    client: msgspec.Raw
-    device: msgspec.Raw
-    session: msgspec.Raw
+    event_version: msgspec.Raw
     attributes: msgspec.Raw
     metrics: msgspec.Raw
     endpoint: Any = msgspec.UNSET
@@ -411,6 +431,8 @@ class _Line(msgspec.Struct):
     event_id: Any = msgspec.UNSET
 
 
+# The middle part's start: the event version's value, and the application's key.
+_VERSION_APPLICATION = b'"' + EVENT_VERSION.encode() + b'","application":'
 _encoder = msgspec.json.Encoder()
 _encode, _encode_lines = _encoder.encode, _encoder.encode_lines
 _EMPTY = msgspec.Raw(b"{}")
@@ -418,17 +440,20 @@ _NO_TAIL = (msgspec.UNSET, msgspec.UNSET)  # an event without its endpoint
 
 
 def _endpoint_parts(endpoint_id: str, endpoint: Mapping[str, Any] | None) -> tuple[Any, ...]:
-    """_encoded_endpoint's parts as _Line takes them: the app version, the client and
-    the device, and (endpoint, client_context) for an app event and a campaign event."""
+    """_encoded_endpoint's parts as stored_ndjson takes them: the app version, the JSON
+    between a line's application and its session (`,"client":...,"session":`), and
+    (endpoint, client_context) for an app event and a campaign event, as _Line's."""
     demographic = (endpoint or {}).get("Demographic") or {}
-    client = msgspec.Raw(b'{"client_id":%s}' % _dumps(endpoint_id))
-    device = msgspec.Raw(_dumps(_device(demographic)))
+    client_device = b',"client":{"client_id":%s},"device":%s,"session":' % (
+        _dumps(endpoint_id),
+        _dumps(_device(demographic)),
+    )
     if endpoint is None:
-        return demographic.get("AppVersion"), client, device, _NO_TAIL, _NO_TAIL
+        return demographic.get("AppVersion"), client_device, _NO_TAIL, _NO_TAIL
     text = _dumps(endpoint)
     context = msgspec.Raw(b'{"custom":{"endpoint":%s}}' % _dumps(text.decode()))
     app = (msgspec.Raw(text), msgspec.UNSET)
-    return demographic.get("AppVersion"), client, device, app, (msgspec.UNSET, context)
+    return demographic.get("AppVersion"), client_device, app, (msgspec.UNSET, context)
 
 
 def _encoded_endpoint(

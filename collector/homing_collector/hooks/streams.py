@@ -29,7 +29,7 @@ from homing_collector.hooks.payloads import check_web_url
 from homing_collector.hooks.records import Records
 from homing_collector.hooks.signing import new_message_id
 from homing_collector.lifetime import stop
-from homing_collector.storage.base import NewDelivery, Storage, StreamRow
+from homing_collector.storage.base import NewDelivery, Storage, StreamValues
 
 logger = logging.getLogger("homing_collector")
 
@@ -71,10 +71,12 @@ def check_destination(value: str, allowed_dirs: Sequence[Path], *, allow_http: b
         ) from None
 
 
-def make_batch(app_id: str) -> Callable[[list[StreamRow], dict[str, bytes]], bytes | None]:
+def make_batch(
+    app_id: str,
+) -> Callable[[Sequence[StreamValues], dict[str, bytes]], bytes | None]:
     """What the storage's thread runs on the rows it read: the gzip NDJSON body."""
 
-    def build(rows: list[StreamRow], endpoints: dict[str, bytes]) -> bytes | None:
+    def build(rows: Sequence[StreamValues], endpoints: dict[str, bytes]) -> bytes | None:
         if not rows:
             return None
         parsed = {key: orjson.loads(body) for key, body in endpoints.items()}

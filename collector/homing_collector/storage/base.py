@@ -311,6 +311,12 @@ class StreamRow(NamedTuple):
     body: bytes
 
 
+# A stream's row as read_event_stream's `build` gets it: a StreamRow, or a plain tuple of
+# the same values (SQLite's rows as they come: making a StreamRow of each took a sixth of
+# the CPU of reading the rows, 0.2 us a row).
+StreamValues = tuple[int, str, str, int, bytes]
+
+
 class HookRow(NamedTuple):
     """An event as the in-process event-stream hooks read it, of any application."""
 
@@ -796,7 +802,7 @@ class Storage(Protocol):
         app_id: str,
         after: int,
         limit: int,
-        build: Callable[[list[StreamRow], dict[str, bytes]], T],
+        build: Callable[[Sequence[StreamValues], dict[str, bytes]], T],
     ) -> tuple[T, int]:
         """In a thread: the events after rowid `after`, with their endpoints' bodies, made
         into `build`'s result there; and the rowid the cursor may move to."""

@@ -105,6 +105,7 @@ from homing_collector.storage.base import (
     SegmentReferenceError,
     StorageUnavailable,
     StreamRow,
+    StreamValues,
     UserEndpointLimit,
     user_ids,
 )
@@ -1604,7 +1605,7 @@ class PostgresStorage:
         app_id: str,
         after: int,
         limit: int,
-        build: Callable[[list[StreamRow], dict[str, bytes]], T],
+        build: Callable[[Sequence[StreamValues], dict[str, bytes]], T],
     ) -> tuple[T, int]:
         async def read(conn: Connection) -> tuple[list[StreamRow], int, dict[str, bytes]]:
             rows, to = await pg_streams.stream_rows(conn, app_id, after, limit)

@@ -87,7 +87,7 @@ from homing_collector.storage.base import (
     SegmentReference,
     StorageError,
     StorageFull,
-    StreamRow,
+    StreamValues,
     UserEndpointLimit,
     user_ids,
 )
@@ -1489,11 +1489,11 @@ class SQLiteStorage:
         app_id: str,
         after: int,
         limit: int,
-        build: Callable[[list[StreamRow], dict[str, bytes]], T],
+        build: Callable[[Sequence[StreamValues], dict[str, bytes]], T],
     ) -> tuple[T, int]:
         def read(conn: sqlite3.Connection) -> tuple[T, int]:
             rows, to = outbox_sql.stream_rows(conn, app_id, after, limit)
-            bodies = outbox_sql.endpoint_bodies(conn, app_id, [row.endpoint_id for row in rows])
+            bodies = outbox_sql.endpoint_bodies(conn, app_id, [row[1] for row in rows])
             return build(rows, bodies), to
 
         return await self.read_in_thread(read)

@@ -460,8 +460,8 @@ def test_a_pass_does_not_move_past_events_committed_while_it_reads(tmp_path: Pat
     rows, to = outbox_sql.stream_rows(reader, APP_ID, 0, 100)
     assert not commits
     assert other.execute("SELECT count(*) FROM events").fetchone() == (5,)  # it committed
-    assert [row.event_id for row in rows] == ["e0", "e1", "e2"]
+    assert [row[2] for row in rows] == ["e0", "e1", "e2"]
     assert to == 3  # not 5: e3 and e4 are for the next pass
     assert not reader.in_transaction
     rows, to = outbox_sql.stream_rows(reader, APP_ID, to, 100)
-    assert [row.event_id for row in rows] == ["e3", "e4"]
+    assert [row[2] for row in rows] == ["e3", "e4"]

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,9 +27,12 @@ from homing_collector.routes.apps import new_app
 from homing_collector.sealing import SecretsKey, SecretsKeyError
 from homing_collector.settings import QUOTAS, Settings, default_db_path
 from homing_collector.storage.base import Storage, StorageError
+from homing_collector.storage.events_process import start_shared
 from homing_collector.storage.sqlite import SQLiteStorage, check_can_open
 
 T = TypeVar("T")
+logger = logging.getLogger("homing_collector")
+_EVENTS_WRITER_STOP = 60.0  # seconds for the workers' events writer to exit after them
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -607,12 +611,47 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Mapped before the fork, so every worker sees the others' counts: each scrape of
     # /metrics reaches one worker, and it answers for all of them.
     board = Board(len(sockets))
+    # One events writer for every worker: two that took turns on the database would each
+    # find the pages the other changed gone from their cache, and commit less at a time.
+    writer, ends = _shared_events_writer(app.state.storage, len(sockets))
 
-    def run_worker(slot: int, sock: socket.socket) -> None:
+    def run_worker(slot: int, own: list[socket.socket]) -> None:
         app.state.metrics.share(board, slot)
-        Server(config).run(sockets=[sock])
+        if ends:
+            app.state.storage.use_events_writer(own[1])
+        Server(config).run(sockets=[own[0]])
 
-    return _run_workers(sockets, run_worker)
+    own = [[sock, *ends[slot : slot + 1]] for slot, sock in enumerate(sockets)]
+    try:
+        return _run_workers(own, run_worker)
+    finally:
+        if writer is not None:
+            _reap_events_writer(writer)
+
+
+def _shared_events_writer(
+    storage: Storage, workers: int
+) -> tuple[subprocess.Popen[bytes] | None, list[socket.socket]]:
+    """The events writer that the workers share, if SQLite's events go to one, and each
+    worker's end of its connection to it."""
+    if not isinstance(storage, SQLiteStorage) or not storage.wants_events_process:
+        return None, []
+    try:
+        return start_shared(storage.path, storage.synchronous, workers, rollups=storage.rollups)
+    except OSError:
+        logger.exception("The shared events writer did not start; each worker starts its own")
+        return None, []
+
+
+def _reap_events_writer(writer: subprocess.Popen[bytes]) -> None:
+    """Wait for the shared events writer, which stops once every worker has closed its
+    connection to it (it ignores the signals that stop them)."""
+    try:
+        writer.wait(_EVENTS_WRITER_STOP)
+    except subprocess.TimeoutExpired:
+        logger.error("The events writer process did not stop; killing it")
+        writer.kill()
+        writer.wait()
 
 
 def _raise_file_limit() -> None:
@@ -627,12 +666,16 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _run_workers(sockets: list[socket.socket], run: Callable[[int, socket.socket], None]) -> int:
-    """Fork a server for each listening socket; pass signals on; wait for all. `run` gets
-    the worker's number, from 0, and its socket.
+def _run_workers(
+    sockets: list[list[socket.socket]], run: Callable[[int, list[socket.socket]], None]
+) -> int:
+    """Fork a server for each list of sockets (its listening socket, and any other of its
+    own); pass signals on; wait for all. `run` gets the worker's number, from 0, and its
+    sockets: each worker closes the others', and this process all of them.
 
     Each worker has its own event loop and writer thread, so the work spreads over the
-    cores; SQLite's WAL lets their writers take turns on the one file.
+    cores; SQLite's WAL lets their writers take turns on the one file. Their PutEvents
+    batches go to one events writer that they share (see _serve).
     """
     children: list[int] = []
     parent = os.getpid()
@@ -644,9 +687,10 @@ def _run_workers(sockets: list[socket.socket], run: Callable[[int, socket.socket
                 # A worker must not outlive its supervisor, even one killed with SIGKILL:
                 # on Linux the kernel then sends the worker SIGTERM, a graceful stop.
                 end_with_parent(parent, signal.SIGTERM)
-                for other in sockets:
-                    if other is not mine:
-                        other.close()
+                for others in sockets:
+                    if others is not mine:
+                        for other in others:
+                            other.close()
                 run(slot, mine)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -657,8 +701,9 @@ def _run_workers(sockets: list[socket.socket], run: Callable[[int, socket.socket
                 sys.stdout.flush()
                 os._exit(code)
         children.append(pid)
-    for sock in sockets:
-        sock.close()
+    for own in sockets:
+        for sock in own:
+            sock.close()
 
     def forward(signum: int, frame: object) -> None:
         for child in children:

@@ -109,10 +109,12 @@ def test_the_events_writer_dies_with_a_killed_collector(
     assert wait_gone(copier, timeout=10), "the columnar copy's process outlived it"
 
 
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one", "workers"])
 def test_a_dead_events_writer_costs_no_acknowledged_event_and_no_500(
-    start_collector: Callable[..., LiveCollector],
+    start_collector: Callable[..., LiveCollector], workers: tuple[str, ...]
 ) -> None:
-    live = start_collector()
+    # Under serve --workers, the writer that every worker shares dies: each goes on alone.
+    live = start_collector(None, *workers)
     app = live.create_app("writer-dies")
     writer = events_writer(live)
     traffic = Traffic(live.url, app.id, app.ingest.token, clients=8)
@@ -142,6 +144,107 @@ def test_a_dead_events_writer_costs_no_acknowledged_event_and_no_500(
     assert set(stored.values()) == {1}
 
 
+def _post(live: LiveCollector, app: Any, serial: int, timeout: float) -> list[Any]:
+    """Post a batch on a connection of its own; the events it acknowledged."""
+    body, keys = new_batch([f"fresh-{serial}"], 10, serial)
+    response = httpx.post(
+        f"{live.url}/v1/apps/{app.id}/events",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {app.ingest.token}"},
+        timeout=timeout,
+    )
+    return acknowledged_keys(response, keys)
+
+
+def _workers_and_writer(live: LiveCollector) -> tuple[list[int], int]:
+    """The workers of serve --workers, and the one events writer they share: a child of
+    their supervisor, not of a worker."""
+    assert live.process is not None
+    writer = events_writer(live)
+    workers = [child for child in children(live.process.pid) if child != writer]
+    for worker in workers:
+        found = [
+            child
+            for child in children(worker)
+            if b"homing_collector.storage.events_process"
+            in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        ]
+        assert found == [], f"worker {worker} has an events writer of its own"
+    return workers, writer
+
+
+def test_the_workers_of_serve_share_one_events_writer(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector(None, "--workers", "2")
+    app = live.create_app("one-writer")
+    workers, writer = _workers_and_writer(live)
+    assert len(workers) == 2
+    assert _post(live, app, 0, timeout=30)  # every worker's writer is up
+    time.sleep(1.0)  # and idle: its rollups' entries folded, the database not held
+    # With the writer stopped, no worker stores a batch, nor answers one: twelve requests,
+    # each on a connection of its own, reach both workers (all on one: one in 2048).
+    os.kill(writer, signal.SIGSTOP)
+    answered: list[int] = []
+    try:
+
+        def post(serial: int) -> None:
+            with contextlib.suppress(httpx.TimeoutException):
+                _post(live, app, serial, timeout=2.0)
+                answered.append(serial)
+
+        posting = [threading.Thread(target=post, args=(n,)) for n in range(1, 13)]
+        for thread in posting:
+            thread.start()
+        for thread in posting:
+            thread.join(30)
+    finally:
+        os.kill(writer, signal.SIGCONT)
+    assert answered == [], f"answered without the events writer: {answered}"
+    # Those batches are stored once the writer goes on (the requests gave up, the writes
+    # did not), and what comes next is answered as before.
+    deadline = time.monotonic() + 30
+    while len(stored_events(live.db, app.id)) < 13 * 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(stored_events(live.db, app.id)) == 13 * 10
+    assert all(_post(live, app, n, timeout=30) for n in range(13, 20))
+    assert live.stop(signal.SIGTERM) == 0
+    assert wait_gone(writer, timeout=10), "the events writer outlived the workers"
+
+
+def test_a_killed_worker_leaves_the_shared_events_writer_to_the_other(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector(None, "--workers", "2")
+    app = live.create_app("worker-dies")
+    workers, writer = _workers_and_writer(live)
+    os.kill(workers[0], signal.SIGKILL)
+    assert wait_gone(workers[0], timeout=10)
+    # The other worker answers every connection now, through the same writer.
+    acknowledged = [key for n in range(20) for key in _post(live, app, n, timeout=30)]
+    assert len(acknowledged) == 20 * 10
+    assert alive(writer)
+    assert _workers_and_writer(live)[1] == writer
+    missing = set(acknowledged) - stored_events(live.db, app.id).keys()
+    assert not missing, f"{len(missing)} acknowledged events are not in the database"
+    live.stop(signal.SIGTERM)  # 1: a worker failed
+    assert wait_gone(writer, timeout=10), "the events writer outlived the workers"
+
+
+def test_the_shared_events_writer_stops_with_a_killed_supervisor(
+    start_collector: Callable[..., LiveCollector],
+) -> None:
+    live = start_collector(None, "--workers", "2")
+    workers, writer = _workers_and_writer(live)
+    assert live.process is not None
+    live.process.kill()
+    live.process.wait(timeout=10)
+    # The workers get SIGTERM from the kernel and stop; the writer then has no one left.
+    for pid in workers:
+        assert wait_gone(pid, timeout=30), "a worker outlived its killed supervisor"
+    assert wait_gone(writer, timeout=10), "the events writer outlived the workers"
+
+
 @pytest.fixture
 def writer_end() -> Iterator[tuple[socket.socket, socket.socket]]:
     """(the collector's end, the writer's end) of a socket pair."""
@@ -169,8 +272,9 @@ def test_a_batch_that_finds_the_writer_idle_is_taken_at_once(
     first = _send_later(collector, 0.05, 1)  # the writer is blocked waiting by then
     later = _send_later(collector, 1.0, 1)
     started = time.monotonic()
-    messages, eof = events_process.read_frames(writer, bytearray(), memoryview(bytearray(4096)))
-    assert (messages, eof) == ([(0, "batch")], False)
+    messages, eof = events_process.Links([writer]).read()
+    assert [message for _, message in messages] == [(0, "batch")]
+    assert not eof
     assert time.monotonic() - started < 0.9  # not held for the next one
     first.join()
     later.join()
@@ -185,7 +289,7 @@ def test_while_batches_keep_coming_the_writer_gathers_them(
     more = _send_later(collector, 0.05, events_process.GATHER - 1)
     after = _send_later(collector, 2.0, 1)
     started = time.monotonic()
-    messages, _ = events_process.read_frames(writer, bytearray(), memoryview(bytearray(4096)))
+    messages, _ = events_process.Links([writer]).read()
     assert len(messages) == events_process.GATHER  # gathered, and no more waited for
     assert time.monotonic() - started < 1.9
     more.join()
@@ -199,9 +303,9 @@ def test_the_writer_waits_no_longer_than_gather_wait(
     monkeypatch.setattr(events_process, "GATHER_WAIT", 0.2)
     collector.sendall(events_process.frame((1, "waiting")))
     started = time.monotonic()
-    messages, _ = events_process.read_frames(writer, bytearray(), memoryview(bytearray(4096)))
+    messages, _ = events_process.Links([writer]).read()
     waited = time.monotonic() - started
-    assert messages == [(1, "waiting")]
+    assert [message for _, message in messages] == [(1, "waiting")]
     assert 0.2 <= waited < 1.5
 
 
@@ -232,7 +336,9 @@ def test_batches_that_come_while_another_writer_holds_the_database_share_one_com
     monkeypatch.setattr(storage, "put_events_job", lambda name: lambda conn: name)
     other = os.open(f"{path}-writer.lock", os.O_RDWR)
     fcntl.flock(other, fcntl.LOCK_EX)  # another writer holds the database
-    serving = threading.Thread(target=events_process.serve, args=(writer, storage, conn))
+    serving = threading.Thread(
+        target=events_process.serve, args=(events_process.Links([writer]), storage, conn)
+    )
     serving.start()
     try:
         collector.sendall(events_process.frame((1, "first")))  # taken at once: it waits

@@ -14,8 +14,15 @@ SIGINT and SIGTERM, which a terminal or a service manager sends to the whole gro
 stops when the collector closes its end, once every batch sent has been answered, or
 when the collector dies (Linux: PR_SET_PDEATHSIG; elsewhere, the socket's end of file).
 Other writes (apps, keys, endpoints, ...) stay with the collector's own writer thread;
-the two writers take turns on the database through the same file lock as
-``serve --workers``.
+the two writers take turns on the database through a file lock.
+
+``serve --workers N`` starts one such writer for all its workers (start_shared), with a
+socket pair for each, before it forks them: one writer keeps its cache of the database
+and commits the batches of every worker together, where a writer per worker would take
+turns with the others, each finding the pages they changed gone from its cache. It
+stops once every worker has closed its end, or died; a worker that dies costs the
+others nothing, and if the writer dies each worker goes on writing in its own process,
+as a lone collector does.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import itertools
 import logging
 import os
 import pickle
+import select
+import selectors
 import signal
 import socket
 import struct
@@ -89,11 +98,22 @@ def _take_frames(buffer: bytearray, messages: list[Any], limit: int) -> None:
 class EventsProcess:
     """The collector's end: sends batches, and wakes each caller when its batch is stored."""
 
-    def __init__(self, path: Path, synchronous: str, max_pending: int, *, rollups: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str,
+        max_pending: int,
+        *,
+        rollups: bool,
+        connection: socket.socket | None = None,
+    ) -> None:
         self.path = path
         self.rollups = rollups
         self.synchronous = synchronous
         self.max_pending = max_pending
+        # This collector's end of a writer that another process started (start_shared),
+        # if any: then it starts none of its own.
+        self._connection = connection
         self._process: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,21 +125,12 @@ class EventsProcess:
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for sock in (ours, theirs):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
-        command = [
-            sys.executable, "-m", "homing_collector.storage.events_process",
-            str(theirs.fileno()), str(self.path), self.synchronous, str(os.getpid()),
-            "rollups" if self.rollups else "no-rollups",
-        ]  # fmt: skip
-        try:
-            self._process = subprocess.Popen(
-                command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL
+        if self._connection is not None:
+            ours, self._connection = self._connection, None
+        else:
+            self._process, [ours] = _spawn(
+                self.path, self.synchronous, 1, os.getpid(), rollups=self.rollups
             )
-        finally:
-            theirs.close()
         self._ready = loop.create_future()
         self._closed = loop.create_future()
         try:
@@ -219,6 +230,45 @@ class EventsProcess:
             self._closed.set_result(None)
 
 
+def start_shared(
+    path: Path, synchronous: str, count: int, *, rollups: bool
+) -> tuple[subprocess.Popen[bytes], list[socket.socket]]:
+    """Start one events writer for `count` collectors (the workers of serve --workers),
+    and return it with each collector's end of its connection (EventsProcess's
+    `connection`). It stops once every collector has closed its end, or died."""
+    return _spawn(path, synchronous, count, 0, rollups=rollups)
+
+
+def _spawn(
+    path: Path, synchronous: str, count: int, parent: int, *, rollups: bool
+) -> tuple[subprocess.Popen[bytes], list[socket.socket]]:
+    ours: list[socket.socket] = []
+    theirs: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            for sock in pair:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
+            ours.append(pair[0])
+            theirs.append(pair[1])
+        fds = [sock.fileno() for sock in theirs]
+        command = [
+            sys.executable, "-m", "homing_collector.storage.events_process",
+            ",".join(map(str, fds)), str(path), synchronous, str(parent),
+            "rollups" if rollups else "no-rollups",
+        ]  # fmt: skip
+        process = subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL)
+    except BaseException:
+        for sock in ours:
+            sock.close()
+        raise
+    finally:
+        for sock in theirs:
+            sock.close()
+    return process, ours
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: EventsProcess) -> None:
         self.owner = owner
@@ -241,99 +291,164 @@ class _Protocol(asyncio.Protocol):
 # -- the child --------------------------------------------------------------------------
 
 
-def read_frames(
-    sock: socket.socket, buffer: bytearray, scratch: memoryview, idle: float | None = None
-) -> tuple[list[Any], bool]:
-    """Block for at least one frame, then take every whole frame that has arrived.
-    Returns the messages and whether the collector has closed its end; no message if
-    none came within `idle` seconds (None: no limit).
+class _Link:
+    """The writer's end of one collector's connection, and what came over it unread."""
 
-    When batches keep coming (one was already waiting), wait up to GATHER_WAIT for
-    GATHER of them: each commit has a fixed cost, which more batches share. A batch that
-    finds the writer idle is written at once."""
-    messages: list[Any] = []
-    eof = False
-    busy: bool | None = None  # whether the first batch was waiting already
-    gather_until = 0.0
-    idle_until = None if idle is None else time.monotonic() + idle
-    while True:
-        _take_frames(buffer, messages, _MAX_JOBS_PER_COMMIT)
-        if eof or len(messages) >= _MAX_JOBS_PER_COMMIT:
-            return messages, eof
-        if messages and busy is None:
-            busy = True
-            gather_until = time.monotonic() + GATHER_WAIT
-        timeout: float | None = 0.0
-        if not messages and busy is not None:
-            # Idle: block until a batch comes, and write it at once.
-            if idle_until is not None:
-                timeout = idle_until - time.monotonic()
-                if timeout <= 0.0:
-                    return messages, False
+    __slots__ = ("buffer", "eof", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.eof = False  # the collector has closed its end (or died)
+
+
+class Links:
+    """The connections of the collectors whose batches this writer stores: one, or one
+    per worker of serve --workers. Batches are taken from all of them for each commit,
+    and each answer goes back over the connection its batch came by."""
+
+    def __init__(self, socks: Sequence[socket.socket]) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.open: list[_Link] = []
+        for sock in socks:
+            sock.setblocking(False)
+            link = _Link(sock)
+            self.selector.register(sock, selectors.EVENT_READ, link)
+            self.open.append(link)
+        self.scratch = memoryview(bytearray(_BUFFER_BYTES))
+
+    def _take(self, messages: list[tuple[_Link, Any]], limit: int) -> None:
+        for link in self.open:
+            if len(messages) >= limit:
+                return
+            if len(link.buffer) < _HEADER.size:
+                continue
+            taken: list[Any] = []
+            _take_frames(link.buffer, taken, limit - len(messages))
+            messages.extend((link, message) for message in taken)
+
+    def _receive(self, timeout: float | None) -> bool:
+        """Read what has arrived, waiting up to `timeout` seconds (None: no limit) for
+        something to; whether anything did (or a collector closed its end)."""
+        ready = self.selector.select(timeout)
+        for key, _ in ready:
+            link: _Link = key.data
+            try:
+                received = link.sock.recv_into(self.scratch)
+            except BlockingIOError:
+                continue
+            except OSError:  # reset: the collector died
+                received = 0
+            if received:
+                link.buffer += self.scratch[:received]
             else:
-                timeout = None
-        elif messages and busy and len(messages) < GATHER:
-            timeout = max(0.0, gather_until - time.monotonic())
-        sock.settimeout(timeout)
+                self._ended(link)
+        return bool(ready)
+
+    def _ended(self, link: _Link) -> None:
+        if not link.eof:
+            link.eof = True
+            self.selector.unregister(link.sock)
+
+    def read(self, idle: float | None = None) -> tuple[list[tuple[_Link, Any]], bool]:
+        """Block for at least one frame, then take every whole frame that has arrived.
+        Returns the messages, each with its link, and whether a collector has closed its
+        end; no message if none came within `idle` seconds (None: no limit).
+
+        When batches keep coming (one was already waiting), wait up to GATHER_WAIT for
+        GATHER of them: each commit has a fixed cost, which more batches share. A batch
+        that finds the writer idle is written at once."""
+        messages: list[tuple[_Link, Any]] = []
+        busy: bool | None = None  # whether the first batch was waiting already
+        gather_until = 0.0
+        idle_until = None if idle is None else time.monotonic() + idle
+        while True:
+            self._take(messages, _MAX_JOBS_PER_COMMIT)
+            ended = any(link.eof for link in self.open)
+            if ended or len(messages) >= _MAX_JOBS_PER_COMMIT:
+                return messages, ended
+            if messages and busy is None:
+                busy = True
+                gather_until = time.monotonic() + GATHER_WAIT
+            timeout: float | None = 0.0
+            if not messages and busy is not None:
+                # Idle: block until a batch comes, and write it at once.
+                if idle_until is not None:
+                    timeout = idle_until - time.monotonic()
+                    if timeout <= 0.0:
+                        return messages, False
+                else:
+                    timeout = None
+            elif messages and busy and len(messages) < GATHER:
+                timeout = max(0.0, gather_until - time.monotonic())
+            if not self._receive(timeout):
+                if messages:
+                    return messages, False
+                busy = False
+
+    def take_waiting(self, messages: list[tuple[_Link, Any]]) -> None:
+        """Add to `messages` every whole frame that has arrived, without waiting for more
+        (up to _MAX_JOBS_PER_COMMIT in all)."""
+        while True:
+            self._take(messages, _MAX_JOBS_PER_COMMIT)
+            if len(messages) >= _MAX_JOBS_PER_COMMIT or not self._receive(0.0):
+                return
+
+    def answer(self, link: _Link, replies: bytes) -> None:
+        """Send `replies` over `link`, waiting as long as its collector does not read; a
+        collector that died gets none."""
+        view = memoryview(replies)
         try:
-            received = sock.recv_into(scratch)
-        except (BlockingIOError, TimeoutError):
-            if messages:
-                return messages, False
-            busy = False
-            continue
-        if not received:
-            eof = True
-        buffer += scratch[:received]
+            while view:
+                try:
+                    view = view[link.sock.send(view) :]
+                except BlockingIOError:
+                    select.select([], [link.sock], [])
+        except OSError:  # the collector died: nothing to answer, nothing more to read
+            self._ended(link)
+            link.buffer.clear()
+
+    def close_ended(self) -> None:
+        """Close the links whose collectors closed their ends, once every batch they
+        sent is answered: their collectors then know they are done."""
+        for link in [link for link in self.open if link.eof]:
+            if _whole_frame(link.buffer):
+                continue
+            self.open.remove(link)
+            link.sock.close()
 
 
-def take_waiting(
-    sock: socket.socket, buffer: bytearray, scratch: memoryview, messages: list[Any]
-) -> bool:
-    """Add to `messages` every whole frame that has arrived, without waiting for more
-    (up to _MAX_JOBS_PER_COMMIT in all). Returns whether the collector has closed its end."""
-    sock.settimeout(0.0)
-    while True:
-        _take_frames(buffer, messages, _MAX_JOBS_PER_COMMIT)
-        if len(messages) >= _MAX_JOBS_PER_COMMIT:
-            return False
-        try:
-            received = sock.recv_into(scratch)
-        except (BlockingIOError, TimeoutError):
-            return False
-        if not received:
-            return True
-        buffer += scratch[:received]
+def _whole_frame(buffer: bytearray) -> bool:
+    if len(buffer) < _HEADER.size:
+        return False
+    size: int = _HEADER.unpack_from(buffer, 0)[0]
+    return len(buffer) >= _HEADER.size + size
 
 
-def serve(sock: socket.socket, storage: SQLiteStorage, conn: sqlite3.Connection) -> None:
-    """Write the batches that come over `sock` until the collector closes its end, and
-    answer each once its transaction is committed.
+def serve(links: Links, storage: SQLiteStorage, conn: sqlite3.Connection) -> None:
+    """Write the batches that come over `links` until every collector has closed its
+    end, and answer each once its transaction is committed.
 
-    Another writer (the collector's own thread, another worker's events writer) may hold
-    the database when a commit is due: the batches that arrive while this one waits for
-    it go in the same commit, taken once it holds it. Under serve --workers the writers
-    take turns, so that each commit holds what came during the other's."""
-    buffer = bytearray()
-    scratch = memoryview(bytearray(_BUFFER_BYTES))
-    eof = False
-    while not eof:
+    Another writer (a collector's own thread, another events writer) may hold the
+    database when a commit is due: the batches that arrive while this one waits for it
+    go in the same commit, taken once it holds it."""
+    while links.open:
         # The rollups' entries are folded in a transaction of their own once due, between
         # commits, or when no batch came meanwhile.
-        messages, eof = read_frames(sock, buffer, scratch, storage.fold_wait())
+        messages, _ = links.read(storage.fold_wait())
         if messages:
             with storage.writers_held():
-                if not eof:
-                    eof = take_waiting(sock, buffer, scratch, messages)
-                jobs = [(storage.put_events_job(*message[1:]), False) for message in messages]
+                links.take_waiting(messages)
+                jobs = [(storage.put_events_job(*message[1:]), False) for _, message in messages]
                 outcomes = storage.commit_jobs(conn, jobs)
-            replies = []
-            for message, (value, ok) in zip(messages, outcomes, strict=True):
+            replies: dict[_Link, list[bytes]] = {}
+            for (link, message), (value, ok) in zip(messages, outcomes, strict=True):
                 if not ok and not isinstance(value, StorageFull):
                     value = StorageError(f"{type(value).__name__}: {value}")
-                replies.append(frame((message[0], ok, value)))
-            sock.setblocking(True)
-            sock.sendall(b"".join(replies))
+                replies.setdefault(link, []).append(frame((message[0], ok, value)))
+            for link, frames in replies.items():
+                links.answer(link, b"".join(frames))
+        links.close_ended()
         if storage.fold_wait() == 0.0:
             storage.fold_entries(conn)
     if storage.fold_wait() is not None:  # what is left, rather than leave it to the next
@@ -341,21 +456,27 @@ def serve(sock: socket.socket, storage: SQLiteStorage, conn: sqlite3.Connection)
 
 
 def main(argv: list[str]) -> int:
+    """argv: the writer's ends of its collectors' connections (file descriptors, comma
+    separated), the database, its synchronous setting, the process to end with (0: none;
+    the writer stops anyway once every collector has closed its end), and whether it
+    keeps the rollups."""
     from homing_collector.storage.sqlite import SQLiteStorage
 
-    fd, path, synchronous, parent = int(argv[0]), argv[1], argv[2], int(argv[3])
+    fds, path, synchronous, parent = argv[0], argv[1], argv[2], int(argv[3])
     rollups = argv[4] == "rollups"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    end_with_parent(parent, signal.SIGKILL)
+    if parent:
+        end_with_parent(parent, signal.SIGKILL)
     logging.basicConfig(format="%(levelname)s homing_collector events writer: %(message)s")
-    sock = socket.socket(fileno=fd)
+    socks = [socket.socket(fileno=int(fd)) for fd in fds.split(",")]
     storage = SQLiteStorage(path, synchronous=synchronous, rollups=rollups)
     conn = storage.open_writer(migrate_schema=False)  # the collector has migrated it
-    sock.sendall(frame((_READY, True, None)))
-    serve(sock, storage, conn)
+    for sock in socks:
+        with contextlib.suppress(OSError):  # a worker that died already
+            sock.sendall(frame((_READY, True, None)))
+    serve(Links(socks), storage, conn)
     storage.close_writer(conn)
-    sock.close()
     return 0
 
 

@@ -12,7 +12,8 @@ batch after batch are not read back each time. A job that fails is rolled back a
 
 With ``events_process=True`` (what ``serve`` uses on POSIX systems), PutEvents batches go to
 a child process that runs the same writer code (see events_process.py), so that writing
-them no longer competes with the event loop for the GIL.
+them no longer competes with the event loop for the GIL; under ``serve --workers``, one
+such process that every worker shares (use_events_writer).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import errno
 import logging
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -179,6 +181,7 @@ class SQLiteStorage:
         # PutEvents batches go to a writer process of their own when there is one.
         self._want_events_process = events_process and os.name == "posix"
         self._events: EventsProcess | None = None
+        self._events_connection: socket.socket | None = None  # see use_events_writer
         self._push_version = -1  # the reader's data_version at the last push_changes()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -194,8 +197,13 @@ class SQLiteStorage:
         if self._sealing is not None:
             await self._sealing.start()
         if self._want_events_process:
+            connection, self._events_connection = self._events_connection, None
             events = EventsProcess(
-                self.path, self.synchronous, self.max_pending, rollups=self.rollups
+                self.path,
+                self.synchronous,
+                self.max_pending,
+                rollups=self.rollups,
+                connection=connection,
             )
             try:
                 await events.start()
@@ -203,6 +211,17 @@ class SQLiteStorage:
                 logger.exception("The events writer process did not start; writing in-process")
             else:
                 self._events = events
+
+    @property
+    def wants_events_process(self) -> bool:
+        """Whether PutEvents batches are to be written by a process of their own."""
+        return self._want_events_process
+
+    def use_events_writer(self, connection: socket.socket) -> None:
+        """Before start: write PutEvents batches through the events writer at the other
+        end of `connection` (events_process.start_shared: serve --workers starts one for
+        all its workers), not one of this storage's own."""
+        self._events_connection = connection
 
     async def close(self) -> None:
         """Finish every queued write, then close. Nothing queued is dropped."""

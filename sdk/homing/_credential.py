@@ -48,6 +48,12 @@ class DeviceCredential:
         secret = self._secret
         return {HEADER: secret} if secret else {}
 
+    def settle(self, timeout: float) -> None:
+        """Wait, up to `timeout` seconds, for a request for the credential that another
+        thread has in flight: the collector may have issued it already."""
+        if self._lock.acquire(timeout=max(timeout, 0.0)):
+            self._lock.release()
+
     def ensure(self, client: httpx.Client, headers: dict[str, str]) -> None:
         """Ask the collector for the credential if none is kept. Never raises."""
         with self._lock:

@@ -38,6 +38,9 @@ Wait = Callable[[threading.Event, float], bool]
 
 MAX_WAIT = 3600.0
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# Seconds at most that a refused endpoint update waits for the push thread's request for
+# the device credential: as long as that request may take (TIMEOUT).
+_SETTLE = 15.0
 _ABANDONED: list[httpx.Client] = []
 # Room for the BatchItem envelope and the endpoint profile inside MAX_BATCH_BYTES.
 _ENVELOPE_BYTES = 16 * 1024
@@ -317,8 +320,12 @@ class Uploader:
                 error = f"endpoint: {type(exc).__name__}: {exc or 'no detail'}"
                 return self._fail(error, None).error
             # The push thread may have been issued the credential while this went out
-            # without it; the collector then refuses the bare key's change. Once more with it.
-            if response.status_code != 403 or self._with_credential(headers) == headers:
+            # without it; the collector then refuses the bare key's change. Once more with
+            # it, once the push thread's request for it (if one is in flight) has its answer.
+            if response.status_code != 403 or self.credential is None:
+                break
+            self.credential.settle(_SETTLE if deadline is None else deadline - time.monotonic())
+            if self._with_credential(headers) == headers:
                 break
         status = response.status_code
         if status in (200, 202):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -447,4 +448,60 @@ def test_an_update_refused_while_the_credential_was_being_issued_goes_again_with
         uploader.send_endpoint(None)
         assert len(fake.endpoint_requests) == 3 and endpoint.pending(3.0) is not None
     finally:
+        uploader.close(timeout=1)
+
+
+def test_an_update_refused_while_the_credential_is_still_on_its_way_waits_for_it(
+    tmp_path: Path, fake: FakeCollector
+) -> None:
+    # The collector has issued the credential, and refuses the bare key's change, but the
+    # push thread's request for it has not had its answer yet: the uploader waits for that
+    # answer, then sends the profile with the credential, and leaves no error behind.
+    from homing._credential import HEADER, DeviceCredential
+    from homing._network import coerce_policy
+    from homing._store import Store
+    from homing._uploader import Uploader
+
+    state: dict[str, Any] = {}
+    credential = DeviceCredential(url="http://collector.test/credential", state=state)
+    answers: list[str | None] = []
+    asking = threading.Event()
+
+    def push_thread_asks() -> None:  # what ensure() does, its answer 0.3 s away
+        with credential._lock:
+            asking.set()
+            time.sleep(0.3)
+            credential._secret = "issued"
+
+    def endpoint_handler(request: httpx.Request) -> httpx.Response:
+        answers.append(request.headers.get(HEADER))
+        if HEADER not in request.headers:
+            message = "ChannelType: endpoint e has a device credential: only the device ..."
+            return httpx.Response(403, json={"Message": message, "RequestID": "r"})
+        return httpx.Response(202, json={"Message": "Accepted", "RequestID": "r"})
+
+    fake.endpoint_handler = endpoint_handler
+    endpoint = Endpoint({}, app_version_code="1")
+    uploader = Uploader(
+        store=Store(tmp_path / "events.sqlite3"),
+        url="http://collector.test/v1/apps/a/events",
+        endpoint=endpoint,
+        endpoint_url="http://collector.test/v1/apps/a/endpoints/e",
+        api_key="hm_ingest_x",
+        endpoint_id=endpoint.id,
+        profile=lambda: endpoint.outgoing(0.0),
+        policy=coerce_policy("any"),
+        flush_interval=60.0,
+        transport=fake.transport,
+        credential=credential,
+    )
+    push = threading.Thread(target=push_thread_asks)
+    push.start()
+    try:
+        assert asking.wait(5)
+        assert uploader.send_endpoint(time.monotonic() + 5) is None
+        assert answers == [None, "issued"]
+        assert uploader.counters.last_error is None and endpoint.pending(1.0) is None
+    finally:
+        push.join()
         uploader.close(timeout=1)

@@ -18,8 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import homing
+from homing._credential import DeviceCredential
 from homing._device import Probe
 from homing._endpoint import Endpoint
+from homing._network import coerce_policy
+from homing._store import Store
+from homing._uploader import Uploader
 from homing.wire import format_timestamp
 from tests.sdk.conftest import FakeClock, FakeCollector, decode
 
@@ -405,10 +409,7 @@ def test_an_update_refused_while_the_credential_was_being_issued_goes_again_with
     # The push thread is issued the device credential while UpdateEndpoint is in flight
     # without it: the collector refuses the bare key's change, and the uploader sends the
     # profile again at once, with the credential, rather than leave an error behind.
-    from homing._credential import HEADER, DeviceCredential
-    from homing._network import coerce_policy
-    from homing._store import Store
-    from homing._uploader import Uploader
+    from homing._credential import HEADER
 
     state: dict[str, Any] = {}
     credential = DeviceCredential(url="http://collector.test/credential", state=state)
@@ -424,19 +425,7 @@ def test_an_update_refused_while_the_credential_was_being_issued_goes_again_with
 
     fake.endpoint_handler = endpoint_handler
     endpoint = Endpoint({}, app_version_code="1")
-    uploader = Uploader(
-        store=Store(tmp_path / "events.sqlite3"),
-        url="http://collector.test/v1/apps/a/events",
-        endpoint=endpoint,
-        endpoint_url="http://collector.test/v1/apps/a/endpoints/e",
-        api_key="hm_ingest_x",
-        endpoint_id=endpoint.id,
-        profile=lambda: endpoint.outgoing(0.0),
-        policy=coerce_policy("any"),
-        flush_interval=60.0,
-        transport=fake.transport,
-        credential=credential,
-    )
+    uploader = _uploader(tmp_path, fake, endpoint, credential)
     try:
         assert uploader.send_endpoint(None) is None
         assert answers == [None, "issued-meanwhile"]
@@ -457,10 +446,7 @@ def test_an_update_refused_while_the_credential_is_still_on_its_way_waits_for_it
     # The collector has issued the credential, and refuses the bare key's change, but the
     # push thread's request for it has not had its answer yet: the uploader waits for that
     # answer, then sends the profile with the credential, and leaves no error behind.
-    from homing._credential import HEADER, DeviceCredential
-    from homing._network import coerce_policy
-    from homing._store import Store
-    from homing._uploader import Uploader
+    from homing._credential import HEADER
 
     state: dict[str, Any] = {}
     credential = DeviceCredential(url="http://collector.test/credential", state=state)
@@ -482,7 +468,24 @@ def test_an_update_refused_while_the_credential_is_still_on_its_way_waits_for_it
 
     fake.endpoint_handler = endpoint_handler
     endpoint = Endpoint({}, app_version_code="1")
-    uploader = Uploader(
+    uploader = _uploader(tmp_path, fake, endpoint, credential)
+    push = threading.Thread(target=push_thread_asks)
+    push.start()
+    try:
+        assert asking.wait(5)
+        assert uploader.send_endpoint(time.monotonic() + 5) is None
+        assert answers == [None, "issued"]
+        assert uploader.counters.last_error is None and endpoint.pending(1.0) is None
+    finally:
+        push.join()
+        uploader.close(timeout=1)
+
+
+def _uploader(
+    tmp_path: Path, fake: FakeCollector, endpoint: Endpoint, credential: DeviceCredential
+) -> Uploader:
+    """An uploader of `endpoint`'s profile to `fake`, with the device credential."""
+    return Uploader(
         store=Store(tmp_path / "events.sqlite3"),
         url="http://collector.test/v1/apps/a/events",
         endpoint=endpoint,
@@ -495,13 +498,3 @@ def test_an_update_refused_while_the_credential_is_still_on_its_way_waits_for_it
         transport=fake.transport,
         credential=credential,
     )
-    push = threading.Thread(target=push_thread_asks)
-    push.start()
-    try:
-        assert asking.wait(5)
-        assert uploader.send_endpoint(time.monotonic() + 5) is None
-        assert answers == [None, "issued"]
-        assert uploader.counters.last_error is None and endpoint.pending(1.0) is None
-    finally:
-        push.join()
-        uploader.close(timeout=1)

@@ -6,6 +6,7 @@ write one JSON line per message to stdout, and it takes commands on stdin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -25,7 +26,7 @@ from tests.conftest import App, LiveCollector
 from tests.e2e.conftest import CHILD_PRELUDE, ROOT, free_port, spawn
 
 DEVICE = """
-import json, os, sys, time
+import json, os, sys, threading, time
 import httpx
 
 app_id, url, token, data_dir = sys.argv[1:5]
@@ -51,10 +52,20 @@ analytics = homing.Analytics(app_id, url, token, data_dir=data_dir, flush_interv
 analytics.push.max_backoff = 0.5
 
 
+_printing = threading.Lock()
+
+
+def emit(line):
+    # The push thread and the main thread both write: print() writes the text and its
+    # newline apart, so two unguarded lines can run together into one.
+    with _printing:
+        sys.stdout.write(json.dumps(line) + "\\n")
+        sys.stdout.flush()
+
+
 def out(kind, message):
-    print(json.dumps({"kind": kind, "id": message.message_id, "title": message.title,
-                      "body": message.body, "data": message.data,
-                      "campaign": message.campaign}), flush=True)
+    emit({"kind": kind, "id": message.message_id, "title": message.title,
+          "body": message.body, "data": message.data, "campaign": message.campaign})
 
 
 analytics.on_push(lambda message: out("push", message))
@@ -69,7 +80,7 @@ analytics.push.start()
 deadline = time.monotonic() + 20
 while not analytics.push.stats().connected and time.monotonic() < deadline:
     time.sleep(0.01)
-print(json.dumps({"kind": "ready", "endpoint": analytics.endpoint_id}), flush=True)
+emit({"kind": "ready", "endpoint": analytics.endpoint_id})
 for line in sys.stdin:
     command = line.strip()
     if command == "reconnect":
@@ -77,16 +88,15 @@ for line in sys.stdin:
         analytics.push.start()
     elif command == "stats":
         stats = analytics.push.stats()
-        print(json.dumps({"kind": "stats", "duplicates": stats.duplicates,
-                          "received": stats.received, "connects": stats.connects}), flush=True)
+        emit({"kind": "stats", "duplicates": stats.duplicates,
+              "received": stats.received, "connects": stats.connects})
     elif command.startswith("record "):
         analytics.record_event(**json.loads(command[7:]))
         result = analytics.flush(timeout=10)
-        print(json.dumps({"kind": "recorded", "sent": result.sent, "error": result.error}),
-              flush=True)
+        emit({"kind": "recorded", "sent": result.sent, "error": result.error})
     elif command.startswith("feed "):
         message = analytics.push.handle_payload(json.loads(command[5:]))
-        print(json.dumps({"kind": "fed", "dispatched": message is not None}), flush=True)
+        emit({"kind": "fed", "dispatched": message is not None})
 analytics.close()
 """
 
@@ -108,12 +118,19 @@ class Device:
             )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.endpoint_id = str(self.expect("ready")["endpoint"])
+        try:
+            self.endpoint_id = str(self.expect("ready")["endpoint"])
+        except BaseException:
+            self.stop()  # no fixture knows of this device yet
+            raise
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.put(json.loads(line))
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:  # shown in the failure, rather than ending the reader
+                self.lines.put({"kind": "garbled", "text": line})
 
     def expect(self, kind: str, timeout: float = 20.0) -> dict[str, Any]:
         """The next line of this kind that no expect() took yet, waiting for it."""
@@ -151,8 +168,9 @@ class Device:
         self.process.stdin.flush()
 
     def stop(self) -> None:
-        if self.process.poll() is None and self.process.stdin is not None:
-            self.process.stdin.close()
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):  # it had ended already
+                self.process.stdin.close()
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:

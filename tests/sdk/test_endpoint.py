@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import homing
-from homing._credential import DeviceCredential
+from homing._credential import HEADER, DeviceCredential
 from homing._device import Probe
 from homing._endpoint import Endpoint
 from homing._network import coerce_policy
@@ -409,21 +409,13 @@ def test_an_update_refused_while_the_credential_was_being_issued_goes_again_with
     # The push thread is issued the device credential while UpdateEndpoint is in flight
     # without it: the collector refuses the bare key's change, and the uploader sends the
     # profile again at once, with the credential, rather than leave an error behind.
-    from homing._credential import HEADER
-
-    state: dict[str, Any] = {}
-    credential = DeviceCredential(url="http://collector.test/credential", state=state)
+    credential = DeviceCredential(url="http://collector.test/credential", state={})
     answers: list[str | None] = []
 
-    def endpoint_handler(request: httpx.Request) -> httpx.Response:
-        answers.append(request.headers.get(HEADER))
-        if HEADER not in request.headers:
-            credential._secret = "issued-meanwhile"  # what ensure() does on the push thread
-            message = "ChannelType: endpoint e has a device credential: only the device ..."
-            return httpx.Response(403, json={"Message": message, "RequestID": "r"})
-        return httpx.Response(202, json={"Message": "Accepted", "RequestID": "r"})
+    def issue() -> None:  # what ensure() does on the push thread
+        credential._secret = "issued-meanwhile"
 
-    fake.endpoint_handler = endpoint_handler
+    fake.endpoint_handler = _refusing_the_bare_key(answers, issue)
     endpoint = Endpoint({}, app_version_code="1")
     uploader = _uploader(tmp_path, fake, endpoint, credential)
     try:
@@ -446,10 +438,7 @@ def test_an_update_refused_while_the_credential_is_still_on_its_way_waits_for_it
     # The collector has issued the credential, and refuses the bare key's change, but the
     # push thread's request for it has not had its answer yet: the uploader waits for that
     # answer, then sends the profile with the credential, and leaves no error behind.
-    from homing._credential import HEADER
-
-    state: dict[str, Any] = {}
-    credential = DeviceCredential(url="http://collector.test/credential", state=state)
+    credential = DeviceCredential(url="http://collector.test/credential", state={})
     answers: list[str | None] = []
     asking = threading.Event()
 
@@ -459,14 +448,7 @@ def test_an_update_refused_while_the_credential_is_still_on_its_way_waits_for_it
             time.sleep(0.3)
             credential._secret = "issued"
 
-    def endpoint_handler(request: httpx.Request) -> httpx.Response:
-        answers.append(request.headers.get(HEADER))
-        if HEADER not in request.headers:
-            message = "ChannelType: endpoint e has a device credential: only the device ..."
-            return httpx.Response(403, json={"Message": message, "RequestID": "r"})
-        return httpx.Response(202, json={"Message": "Accepted", "RequestID": "r"})
-
-    fake.endpoint_handler = endpoint_handler
+    fake.endpoint_handler = _refusing_the_bare_key(answers)
     endpoint = Endpoint({}, app_version_code="1")
     uploader = _uploader(tmp_path, fake, endpoint, credential)
     push = threading.Thread(target=push_thread_asks)
@@ -479,6 +461,24 @@ def test_an_update_refused_while_the_credential_is_still_on_its_way_waits_for_it
     finally:
         push.join()
         uploader.close(timeout=1)
+
+
+def _refusing_the_bare_key(
+    answers: list[str | None], meanwhile: Callable[[], None] = lambda: None
+) -> Callable[[httpx.Request], httpx.Response]:
+    """An UpdateEndpoint handler that refuses the bare ingest key as a collector does once
+    it has issued the device credential, and accepts the credential; `answers` gets each
+    request's credential header. `meanwhile` runs before each refusal."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answers.append(request.headers.get(HEADER))
+        if HEADER not in request.headers:
+            meanwhile()
+            message = "ChannelType: endpoint e has a device credential: only the device ..."
+            return httpx.Response(403, json={"Message": message, "RequestID": "r"})
+        return httpx.Response(202, json={"Message": "Accepted", "RequestID": "r"})
+
+    return handler
 
 
 def _uploader(

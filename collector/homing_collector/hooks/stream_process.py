@@ -189,7 +189,7 @@ class StreamProcess:
 
 async def _run(path: Path, synchronous: str, hook_timeout: float) -> None:
     from homing_collector.hooks.outbox import Outbox
-    from homing_collector.hooks.streams import StreamPump
+    from homing_collector.hooks.streams import StreamPump, Taker
     from homing_collector.storage.sqlite import SQLiteStorage
 
     # Its own commits are few and small; the collector's checkpoints, after every commit
@@ -211,7 +211,7 @@ async def _run(path: Path, synchronous: str, hook_timeout: float) -> None:
         chores=False,
     )
     await outbox.start()
-    pump = StreamPump(storage, wake=outbox.wake, clock=time.time)
+    pump = StreamPump(storage, wake=outbox.wake, clock=time.time, taker=Taker(storage, outbox))
     await pump.start()
     report = loop.create_task(_report(metrics))
     try:

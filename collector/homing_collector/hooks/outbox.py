@@ -221,12 +221,24 @@ class Outbox:
             held=list(self._held),
         )
         for delivery in claimed:
-            self._held.add(delivery.seq)
-            self._in_flight[delivery.destination] += 1
-            task = asyncio.get_running_loop().create_task(self._deliver(delivery))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
+            self.take(delivery)
         return len(claimed)
+
+    def has_room(self, destination: str) -> bool:
+        """Whether a claim now could take one more delivery to `destination`."""
+        return (
+            sum(self._in_flight.values()) < self.max_in_flight
+            and self._in_flight[destination] < self.concurrency
+        )
+
+    def take(self, delivery: Delivery) -> None:
+        """Make a delivery leased to this worker (by its claim, or by the transaction that
+        queued it: see hooks/streams.py)."""
+        self._held.add(delivery.seq)
+        self._in_flight[delivery.destination] += 1
+        task = asyncio.get_running_loop().create_task(self._deliver(delivery))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     async def _deliver(self, delivery: Delivery) -> None:
         destination = delivery.destination

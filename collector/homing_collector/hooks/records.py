@@ -215,7 +215,7 @@ class Records:
         if len(minutes) > _MOST_MINUTES:
             minutes.clear()
         decode, new_line, middle_of = _decode_stored, _Line, self._middle
-        prefix = CAMPAIGN_EVENT_PREFIX
+        prefix, empty = CAMPAIGN_EVENT_PREFIX, _EMPTY
         lines: list[Any] = []
         append = lines.append
         for _, endpoint_id, event_id, arrival_ms, body in rows:
@@ -267,15 +267,23 @@ class Records:
                     )
                 except (KeyError, TypeError):
                     timestamp_ms = _batch_ms(minutes, timestamp)
+                # What is no longer than `false` is read as JSON, but orjson's {} is kept
+                # as it is: a quarter of bench/stream_records.py's events have {} for
+                # metrics, a seventh for attributes (alternated: about 0.3 us of CPU a
+                # record less than reading them).
                 attributes, metrics = event.Attributes, event.Metrics
+                if len(attributes) <= _FALSY:
+                    attributes = empty if attributes == empty else _values(attributes)
+                if len(metrics) <= _FALSY:
+                    metrics = empty if metrics == empty else _values(metrics)
                 append(
                     new_line(
                         event_type,
                         timestamp_ms,
                         arrival_ms,
                         middle,
-                        attributes if len(attributes) > _FALSY else _values(attributes),
-                        metrics if len(metrics) > _FALSY else _values(metrics),
+                        attributes,
+                        metrics,
                         endpoint_text,
                         context,
                         event_id,

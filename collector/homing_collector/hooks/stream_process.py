@@ -5,7 +5,10 @@ and the stream's process takes about 9 an event in all (bench/collector_cpu.py: 
 the rows about 1.1 of them, making and gzipping the records 3.5 to 4.5, the rest its
 deliveries, its commits and their checkpoints; on a loaded machine, alternated with
 issue 15's branch point, 9 runs each: 10.7, from 9.8 to 14.3, where it took 12.3, from
-11.2 to 15.2). In
+11.2 to 15.2). Catching up a stored database alone (bench/stream_catchup.py), it takes
+5.6 us of CPU a record, from 5.4 to 6.0, where it took 6.5, from 6.2 to 7.1, before its
+batches were leased as they are queued and an event's {} attributes or metrics kept as
+they are (hooks/streams.py, records.py; alternated, five runs each). In
 the collector's process it would take the GIL from the event loop that answers
 PutEvents, which then waits for it at every socket call; here it takes a core of its
 own, if there is one. The child opens the same database, takes turns with
@@ -189,7 +192,7 @@ class StreamProcess:
 
 async def _run(path: Path, synchronous: str, hook_timeout: float) -> None:
     from homing_collector.hooks.outbox import Outbox
-    from homing_collector.hooks.streams import StreamPump
+    from homing_collector.hooks.streams import StreamPump, Taker
     from homing_collector.storage.sqlite import SQLiteStorage
 
     # Its own commits are few and small; the collector's checkpoints, after every commit
@@ -211,7 +214,7 @@ async def _run(path: Path, synchronous: str, hook_timeout: float) -> None:
         chores=False,
     )
     await outbox.start()
-    pump = StreamPump(storage, wake=outbox.wake, clock=time.time)
+    pump = StreamPump(storage, wake=outbox.wake, clock=time.time, taker=Taker(storage, outbox))
     await pump.start()
     report = loop.create_task(_report(metrics))
     try:

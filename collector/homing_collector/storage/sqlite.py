@@ -1530,6 +1530,25 @@ class SQLiteStorage:
             flush_first=False,
         )
 
+    async def advance_event_stream_leased(
+        self,
+        app_id: str,
+        after: int,
+        to: int,
+        delivery: NewDelivery,
+        now: float,
+        owner: str,
+        lease_until: float,
+    ) -> Delivery | bool:
+        """advance_event_stream with one delivery, leased to `owner` if it is due to be
+        made now (see outbox_sql.advance_stream_leased)."""
+        return await self._write(
+            lambda conn: outbox_sql.advance_stream_leased(
+                conn, app_id, after, to, delivery, now, owner, lease_until
+            ),
+            flush_first=False,
+        )
+
     async def open_hook_cursors(self, names: Sequence[str]) -> dict[str, int]:
         # flush_first: a new cursor starts after the events committed before it.
         return await self._write(lambda conn: hook_cursors.ensure(conn, names))

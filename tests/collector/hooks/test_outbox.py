@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import sqlite3
 import time
 from collections import Counter
@@ -19,8 +20,9 @@ from standardwebhooks import Webhook
 
 from homing_collector.hooks.outbox import Outbox
 from homing_collector.hooks.retry import RetryPolicy
+from homing_collector.hooks.streams import StreamPump, Taker
 from homing_collector.metrics import Metrics
-from homing_collector.storage.base import AppRecord, NewDelivery
+from homing_collector.storage.base import AppRecord, Delivery, NewDelivery
 from homing_collector.storage.sqlite import SQLiteStorage
 from tests.collector.closing import check_closes_as_woken
 from tests.collector.hooks.receiver import Answer, Received, always, serving
@@ -390,5 +392,94 @@ def test_a_worker_closed_as_it_is_woken_stops(tmp_path: Path) -> None:
         await source.looked.wait()  # its loop waits now, for a wake or the next poll
 
         await check_closes_as_woken(outbox, "worker")
+
+    run(tmp_path, scenario)
+
+
+# -- a stream's batch leased as it is queued -------------------------------------------------
+
+
+def test_a_batch_is_leased_as_it_is_queued_only_when_a_claim_would_take_it(
+    tmp_path: Path,
+) -> None:
+    """The event-stream process leases its batch to its own worker in the transaction that
+    queues it, but only when a claim would: not behind an older pending batch of the same
+    stream (they go in order), nor to a disabled destination."""
+
+    async def scenario(storage: SQLiteStorage) -> None:
+        url = "http://127.0.0.1:9/stream"
+        await storage.put_event_stream(APP, url, "", "2026-12-01T00:00:00Z", "root")
+        now = time.time()
+
+        def batch(n: int) -> NewDelivery:
+            return NewDelivery(f"batch_{n}", APP, url, b"gz", "application/x-ndjson", "gzip",
+                               ordered=True)  # fmt: skip
+
+        lease = ("me", now + 60)
+        first = await storage.advance_event_stream_leased(APP, 0, 5, batch(0), now, *lease)
+        assert isinstance(first, Delivery)
+        assert (first.id, first.body, first.attempts, first.ordered) == ("batch_0", b"gz", 0, 1)
+        # Leased: no claim takes it while the lease lasts.
+        assert not await storage.deliveries_due(now)
+        # The next one waits for the first, still pending: queued, not leased.
+        assert await storage.advance_event_stream_leased(APP, 5, 9, batch(1), now, *lease) is True
+        # A cursor that moved meanwhile: nothing is queued.
+        assert await storage.advance_event_stream_leased(APP, 5, 9, batch(9), now, *lease) is False
+        assert await storage.settle_delivery(first, "me", "delivered", now=now)
+        (second,) = await storage.claim_deliveries(
+            "me", now, now + 60, limit=10, per_destination=10, busy=[]
+        )
+        assert second.id == "batch_1"
+        assert await storage.settle_delivery(second, "me", "delivered", now=now)
+        third = await storage.advance_event_stream_leased(APP, 9, 12, batch(2), now, *lease)
+        assert isinstance(third, Delivery)
+        assert await storage.settle_delivery(third, "me", "disable", now=now)
+        # A disabled destination: queued, not leased.
+        assert await storage.advance_event_stream_leased(APP, 12, 15, batch(3), now, *lease) is True
+        with contextlib.closing(sqlite3.connect(tmp_path / "hooks.db")) as db:
+            rows = db.execute("SELECT id, state, lease_owner FROM outbox ORDER BY seq").fetchall()
+            (cursor,) = db.execute("SELECT cursor FROM event_streams").fetchone()
+        assert rows == [
+            ("batch_0", "delivered", None),
+            ("batch_1", "delivered", None),
+            ("batch_2", "dead", None),
+            ("batch_3", "pending", None),
+        ]
+        assert cursor == 15
+
+    run(tmp_path, scenario)
+
+
+def test_the_stream_process_makes_its_batches_without_claiming_them(tmp_path: Path) -> None:
+    """The pump hands each batch it leased to its worker, which makes it at once; a batch
+    behind another waits for a claim, as before."""
+    path = tmp_path / "hooks.db"
+
+    async def scenario(storage: SQLiteStorage) -> None:
+        with serving(always(Answer(200))) as (receiver,):
+            await storage.put_event_stream(APP, receiver.url, "", "2026-12-01T00:00:00Z", "r")
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.executemany(
+                    "INSERT INTO events (app_id, endpoint_id, event_id, event_type, ts, arrival,"
+                    " body, hour) VALUES (?, 'device-1', ?, 'play', 0, 0, ?, 0)",
+                    [(APP, f"e{i}", orjson.dumps({"EventType": "play",
+                      "Timestamp": "2026-12-01T00:00:00.000Z"})) for i in range(3)],
+                )  # fmt: skip
+                db.commit()
+            source = NothingDue()  # its claims fail the test
+            outbox = Outbox(storage, Metrics(), source=source, chores=False, poll_interval=60)  # type: ignore[arg-type]
+            await outbox.start()
+            pump = StreamPump(storage, wake=outbox.wake, clock=time.time,
+                              taker=Taker(storage, outbox))  # fmt: skip
+            try:
+                assert await pump.pass_once()
+                await until(lambda: len(receiver.received) == 1)
+                await until(lambda: outbox.metrics.hook_attempts[(receiver.url, "delivered")] == 1)
+            finally:
+                await outbox.close()
+            lines = gzip.decompress(receiver.received[0].body).splitlines()
+            assert [orjson.loads(line)["event_id"] for line in lines] == ["e0", "e1", "e2"]
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                assert db.execute("SELECT state FROM outbox").fetchall() == [("delivered",)]
 
     run(tmp_path, scenario)

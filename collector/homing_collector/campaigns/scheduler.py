@@ -519,8 +519,8 @@ class Scheduler:
                 return
 
     def _send(self, run: Run, ready: Ready) -> CampaignSend:
-        # The send is made whole at once, trigger and session too: a copy of a frozen
-        # dataclass (dataclasses.replace) cost more than making it.
+        # The send is made whole at once, trigger and session too: a copy (_replace) cost
+        # more than making it.
         if ready.push is None:
             return self._custom(run, ready)
         return self._message(run, ready, ready.push)

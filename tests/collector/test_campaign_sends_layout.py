@@ -97,7 +97,7 @@ def test_the_migration_keys_send_records_by_endpoint_and_keeps_every_one(
         assert campaigns.deferred(conn, APP, CAMPAIGN, ACTIVITY, 5_000, 10) == (["e2"], None)
         # A record of the same key is still one record: a resent event is sent once, and
         # a DEFERRED one is replaced when it is sent at last.
-        stored = campaigns._many_sends(2, returning=True)
+        stored = campaigns._many_sends(2)
         again = [
             (APP, CAMPAIGN, f"{ACTIVITY}:ev-b", "e1", "SENT", "0", 9_000, "m9", "s1"),
             (APP, CAMPAIGN, ACTIVITY, "e2", "SENT", "0", 9_000, "m8", None),

@@ -422,10 +422,9 @@ def _send_values(activity: ActivityRecord, send: CampaignSend, activity_id: str)
 
 
 @functools.lru_cache(maxsize=256)
-def _many_sends(count: int, *, returning: bool) -> str:
+def _many_sends(count: int) -> str:
     rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
-    tail = " RETURNING activity_id, endpoint_id" if returning else ""
-    return f"{_INSERT_SENDS}{rows}{_UPSERT_SENDS}{tail}"
+    return f"{_INSERT_SENDS}{rows}{_UPSERT_SENDS} RETURNING activity_id, endpoint_id"
 
 
 def _recorded(
@@ -434,13 +433,9 @@ def _recorded(
     """Record `sends` and return those to count, in order: the ones stored now (not a
     record already final) that are final themselves (not DEFERRED).
 
-    The records go in a few multi-row statements rather than one statement per send.
-    Almost always every one is new: the statements then change as many rows as there are
-    sends, and that is all there is to know. Otherwise (an event sent again, a run
-    resumed) they are undone and run again, each RETURNING the keys it stored: reading
-    those back in every chunk cost the writer thread about a third of the records' time.
-    Two sends of one key in a chunk (one event matched twice) go one statement each, in
-    order, as the first is kept."""
+    The records go in a few multi-row statements rather than one statement per send:
+    each statement's RETURNING names the keys it stored. Two sends of one key in a chunk
+    (one event matched twice) go one statement each, in order, as the first is kept."""
     keys = [(send_activity_id(activity, send), send.endpoint_id) for send in sends]
     if len(set(keys)) < len(keys):
         counted = []
@@ -449,30 +444,6 @@ def _recorded(
             if written.fetchone() is not None and send.status != DEFERRED:
                 counted.append(send)
         return counted
-    conn.execute("SAVEPOINT sends")
-    before = conn.total_changes
-    _insert_sends(conn, activity, sends, keys, returning=False)
-    if conn.total_changes - before == len(sends):
-        conn.execute("RELEASE sends")
-        return [send for send in sends if send.status != DEFERRED]
-    conn.execute("ROLLBACK TO sends")
-    conn.execute("RELEASE sends")
-    stored = _insert_sends(conn, activity, sends, keys, returning=True)
-    return [
-        send for send, key in zip(sends, keys, strict=True)
-        if send.status != DEFERRED and key in stored
-    ]  # fmt: skip
-
-
-def _insert_sends(
-    conn: sqlite3.Connection,
-    activity: ActivityRecord,
-    sends: Sequence[CampaignSend],
-    keys: list[tuple[str, str]],
-    *,
-    returning: bool,
-) -> set[tuple[str, str]]:
-    """Insert the send records; with `returning`, return the keys of those stored."""
     stored: set[tuple[str, str]] = set()
     start = 0
     while start < len(sends):
@@ -485,11 +456,13 @@ def _insert_sends(
         values: list[Any] = []
         for i in range(start, start + count):
             values.extend(_send_values(activity, sends[i], keys[i][0]))
-        cursor = conn.execute(_many_sends(count, returning=returning), values)
-        if returning:
-            stored.update(cursor.fetchall())
+        cursor = conn.execute(_many_sends(count), values)
+        stored.update(cursor.fetchall())
         start += count
-    return stored
+    return [
+        send for send, key in zip(sends, keys, strict=True)
+        if send.status != DEFERRED and key in stored
+    ]  # fmt: skip
 
 
 def finish(

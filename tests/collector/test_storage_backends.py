@@ -25,6 +25,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from homing_collector import device, endpoints
+from homing_collector.storage.analytics_sqlite import pending as rollups_pending
 from homing_collector.storage.base import (
     ApplicationGone,
     AppRecord,
@@ -1052,6 +1053,30 @@ def test_a_large_chunk_records_and_counts_each_send_once(backend: Backend) -> No
         assert "z2" not in {row[1] for row in await stored_events(storage)}
 
     run(backend, scenario)
+
+
+def test_a_campaigns_rollup_entries_are_folded_by_the_events_writer(tmp_path: Path) -> None:
+    """A `_campaign.send` event's rollups entry is left to the events writer process, which
+    folds every writer's with PutEvents' own: the collector's writer thread would fold
+    PutEvents' entries of the moment with it, in the collector's process. It folds them
+    itself later, should no PutEvents come; at once when it writes the events itself."""
+
+    async def scenario(storage: Storage) -> float | None:
+        assert isinstance(storage, SQLiteStorage)
+        await new_segment(storage, "s1")
+        await storage.create_campaign(campaign_record("c1"), None)
+        activity = await storage.event_activity(APP, "c1", 1, T0, NOW)
+        sent = send("e1", trigger="x1", event=event("e1", "z1", "_campaign.send"))
+        written = await storage.write_campaign_chunk(
+            activity, None, [sent], cursor=None, lease_until_ms=0, queue_limit=10
+        )
+        assert written.lease_held
+        return storage.fold_wait()
+
+    alone = run(lambda: SQLiteStorage(tmp_path / "alone.db"), scenario)
+    beside = run(lambda: SQLiteStorage(tmp_path / "beside.db", events_process=True), scenario)
+    assert alone is not None and alone <= rollups_pending.FOLD_SECONDS
+    assert beside is not None and beside > 10 * rollups_pending.FOLD_SECONDS
 
 
 def test_collectors_claiming_at_once_take_each_run_once(backend: Backend) -> None:

@@ -20,7 +20,7 @@ or an answer that cannot be decoded) as FILTER_HOOK_FAILED.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +30,6 @@ from homing.wire import WireError
 from homing_collector.hooks.errors import HookConfigError
 from homing_collector.hooks.payloads import (
     MAX_ENDPOINTS_PER_CALL,
-    Endpoint,
     check_campaign_hook,
     check_target,
 )
@@ -212,7 +211,7 @@ def unique_batches(items: Iterable[T], key: Callable[[T], str]) -> Iterator[list
     yield from batches
 
 
-def definition(endpoint: Endpoint) -> dict[str, Any]:
+def definition(endpoint: Mapping[str, Any]) -> dict[str, Any]:
     """An endpoint as hooks get it: its definition, under its id in `Endpoints`."""
     return {k: v for k, v in endpoint.items() if k != "Id"}
 

@@ -32,9 +32,9 @@ import random
 import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -99,6 +99,7 @@ WALKED = "\U0010ffff"  # the cursor of a finished walk: after every endpoint id
 # Channels a push cannot reach: only a custom channel sends to them.
 NOT_PUSH = frozenset({"EMAIL", "SMS", "VOICE", "IN_APP"})
 _OPEN_MS = 1000  # a message due this close to now goes now
+_ID_MARK = "M" * 36  # stands for a message id in a `_campaign.send` event's JSON
 # FILTER hook calls in flight at once for one run: a slow hook holds only its own run.
 FILTER_CONCURRENCY = 4
 
@@ -167,10 +168,10 @@ class Run:
         return found, schedule
 
 
-@dataclass(frozen=True)
-class Ready:
+class Ready(NamedTuple):
     """An endpoint this run sends to now, once the FILTER hook (if any) keeps it: by push,
-    or through its treatment's custom channel when `push` is None."""
+    or through its treatment's custom channel when `push` is None. A named tuple, as
+    CampaignSend is: one is made per endpoint sent to."""
 
     endpoint: Endpoint
     treatment: str
@@ -207,6 +208,9 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self.triggers = Triggers(self, clock, window=trigger_window)
         self._stamped: tuple[int, str] = (-1, "")
+        # The `_campaign.send` event of a custom channel's send, but for its message id,
+        # as the last one made: (activity id, treatment, now_ms), and the JSON around it.
+        self._custom_event: tuple[tuple[str, str, int] | None, bytes, bytes] = (None, b"", b"")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -494,7 +498,7 @@ class Scheduler:
                 if changed is None:
                     results[index] = _skip(r, FILTERED_OUT_BY_HOOK)
                 else:
-                    results[index] = replace(r, endpoint={**changed, "Id": endpoint_id})
+                    results[index] = r._replace(endpoint={**changed, "Id": endpoint_id})
 
         by_treatment: dict[str, list[tuple[int, Ready]]] = {}
         for index, r in enumerate(ready):
@@ -515,8 +519,8 @@ class Scheduler:
                 return
 
     def _send(self, run: Run, ready: Ready) -> CampaignSend:
-        # The send is made whole at once, trigger and session too: a copy of a frozen
-        # dataclass (dataclasses.replace) cost more than making it.
+        # The send is made whole at once, trigger and session too: a copy (_replace) cost
+        # more than making it.
         if ready.push is None:
             return self._custom(run, ready)
         return self._message(run, ready, ready.push)
@@ -703,24 +707,34 @@ class Scheduler:
         endpoint, treatment, now_ms = ready.endpoint, ready.treatment, ready.at_ms
         endpoint_id: str = endpoint["Id"]
         event_id = _uuid4()
-        event = {
-            "EventType": CAMPAIGN_SEND,
-            "Timestamp": self._event_stamp(now_ms),
-            "Attributes": {
-                "campaign_id": a.campaign_id,
-                "campaign_activity_id": a.id,
-                "treatment_id": treatment,
-                "delivery_type": "CUSTOM",
-                "campaign_send_status": "SUCCESS",
-                "message_id": event_id,
-            },
-        }
+        # The event's JSON is the same for every send of the pass but for its message id:
+        # made once, it is filled in (a UUID needs no escaping).
+        key = (a.id, treatment, now_ms)
+        if self._custom_event[0] != key:
+            event = {
+                "EventType": CAMPAIGN_SEND,
+                "Timestamp": self._event_stamp(now_ms),
+                "Attributes": {
+                    "campaign_id": a.campaign_id,
+                    "campaign_activity_id": a.id,
+                    "treatment_id": treatment,
+                    "delivery_type": "CUSTOM",
+                    "campaign_send_status": "SUCCESS",
+                    "message_id": _ID_MARK,
+                },
+            }
+            head, tail = orjson.dumps(event).split(_ID_MARK.encode())
+            self._custom_event = (key, head, tail)
+        _, head, tail = self._custom_event
         row = EventRow(
-            endpoint_id, event_id, CAMPAIGN_SEND, now_ms, now_ms, None, orjson.dumps(event)
-        )
+            endpoint_id, event_id, CAMPAIGN_SEND, now_ms, now_ms, None,
+            head + event_id.encode() + tail,
+        )  # fmt: skip
+        # The endpoint as it is, "Id" and all: the chunk's deliveries make its definition
+        # (`_deliveries`), in the storage's writer thread.
         return CampaignSend(
             endpoint_id, "SENT", treatment, now_ms, None, row, ready.trigger, ready.session_id,
-            definition(endpoint),
+            endpoint,
         )  # fmt: skip
 
     def _deliveries(self, run: Run) -> Callable[[Sequence[CampaignSend]], list[NewDelivery]]:
@@ -737,7 +751,7 @@ class Scheduler:
                 if channel is None:
                     continue  # not made by this run: decide() sends nothing else this way
                 for batch in unique_batches(found, lambda send: send.endpoint_id):
-                    endpoints = {send.endpoint_id: dict(send.custom or {}) for send in batch}
+                    endpoints = {send.endpoint_id: definition(send.custom or {}) for send in batch}
                     deliveries += self.hooks.deliveries(
                         channel.url, run.hook_run(treatment), channel.data, endpoints
                     )

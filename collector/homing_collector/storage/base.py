@@ -208,10 +208,11 @@ class ActivityRecord:
     metrics: dict[str, int]
 
 
-@dataclass(frozen=True)
-class CampaignSend:
+class CampaignSend(NamedTuple):
     """What one activity did for one endpoint: SENT (with its push), DEFERRED (until
-    `at_ms`), or a skip reason such as TREATMENT_HOLDOUT."""
+    `at_ms`), or a skip reason such as TREATMENT_HOLDOUT. A named tuple, not a frozen
+    dataclass: an event-triggered campaign makes one per match, and a tuple is built
+    about four times faster."""
 
     endpoint_id: str
     status: str
@@ -223,8 +224,8 @@ class CampaignSend:
     # record is then kept per event, so each event is answered once.
     trigger: str | None = None
     session_id: str | None = None  # the triggering event's session, for the Session limit
-    # For a send through a custom channel: the endpoint's definition as the channel gets
-    # it (after the FILTER hook), which the chunk's `custom` callback makes deliveries of.
+    # For a send through a custom channel: the endpoint (after the FILTER hook), of which
+    # the chunk's `custom` callback makes the definition the channel gets, and deliveries.
     custom: Mapping[str, Any] | None = None
 
 

@@ -116,6 +116,10 @@ _CATCH_UP_REST = 1 << 20  # bytes committed during one, below which writers are 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SQLITE_FULL = 13  # the primary result code; sqlite3.SQLITE_FULL from Python 3.11
 _IDLE_READERS = 2  # analytics_read connections kept open between reads
+# Seconds from a campaign's staged rollups' entries to this writer's own fold of them,
+# when an events writer process (which folds every writer's) is at work: a backstop, for
+# when no PutEvents come.
+_FOLD_BESIDE_EVENTS_WRITER = 5.0
 
 
 class SQLiteStorage:
@@ -423,10 +427,10 @@ class SQLiteStorage:
         elif not everything and value >= rollups_pending.FOLD_ROWS:  # more are waiting
             self._fold_at = time.monotonic()
 
-    def _staged(self) -> None:
-        """Note that this writer staged rollups' entries: they are due FOLD_SECONDS on."""
+    def _staged(self, wait: float = rollups_pending.FOLD_SECONDS) -> None:
+        """Note that this writer staged rollups' entries: they are due `wait` seconds on."""
         if self._fold_at is None:
-            self._fold_at = time.monotonic() + rollups_pending.FOLD_SECONDS
+            self._fold_at = time.monotonic() + wait
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy committed pages from the WAL into the database file, beside the writer.
@@ -1115,6 +1119,13 @@ class SQLiteStorage:
         queue_limit: int,
         custom: Callable[[Sequence[CampaignSend]], Sequence[NewDelivery]] | None = None,
     ) -> ChunkWritten:
+        # An events writer process folds every writer's rollups entries, PutEvents' with
+        # these, FOLD_SECONDS after it staged; left to the writer thread, the fold after
+        # each event-triggered pass took in PutEvents' entries of the moment, and their
+        # CPU, into the collector's own process.
+        beside = self._events is not None and self._events.usable()
+        fold_wait = _FOLD_BESIDE_EVENTS_WRITER if beside else rollups_pending.FOLD_SECONDS
+
         def job(conn: sqlite3.Connection) -> ChunkWritten:
             written, values, fresh = campaigns.write_chunk(
                 conn, activity, owner, sends, cursor, lease_until_ms, queue_limit, epoch_ms()
@@ -1132,7 +1143,7 @@ class SQLiteStorage:
                     rollups_pending.stage_summaries(
                         conn, rollups.summarize(rollups.iter_rows(values, _EVENT_COLUMNS))
                     )
-                    self._staged()
+                    self._staged(fold_wait)
             return written
 
         return await self._write(job)

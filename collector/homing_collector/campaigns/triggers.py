@@ -53,8 +53,11 @@ MAX_PER_PASS = 1000  # matches decided and committed together at most
 # call costs about a millisecond of CPU (an outbox claim, an HTTP call and its settling):
 # bench/collector_cpu.py's campaign case, 100,000 events, made 570 to 713 calls with 0.1 s,
 # 177 to 232 with 0.5 s, and its event-stream process's CPU per event fell by 6 us, a
-# quarter.
-SEND_WINDOW = 0.5
+# quarter. bench/collector_ingest.py --event-stream --campaign, two runs of each
+# alternated: 156 calls with 1.0 s against 343 to 346 with 0.5 s, and 16.5 to 17.2 us of
+# the collector's CPU per event against 18.7 to 19.1. Under load a triggered message
+# waits a second at most, as Pinpoint's own take seconds.
+SEND_WINDOW = 1.0
 MEMBERSHIP_TTL = timedelta(seconds=60)  # a compiled segment is read again after this
 # At start-up, events that happened this long ago at most are matched again (see recover):
 # the index is read by time, so older ones (an SDK's offline queue) would cost a scan.
